@@ -1,0 +1,211 @@
+import type { Event, EventType } from "../../gen/aigw/v1/events_pb.js";
+
+/**
+ * The control plane's durable state. Every method is async so SQLite (embedded default)
+ * and PostgreSQL (replicas) implement the same interface and pass the same conformance
+ * suite (test/store/conformance.ts). Times are unix milliseconds.
+ */
+export interface Store {
+  readonly kind: "sqlite" | "postgres";
+
+  // ---- events -------------------------------------------------------------------------
+  /**
+   * Stores the events that are new (by id) and, in the same transaction, one pending
+   * delivery per endpoint name that `route` returns for each new event. Returns only
+   * when everything is durable; duplicates (an id already stored) are skipped, and
+   * get no new deliveries.
+   */
+  ingest(events: readonly Event[], route: (event: Event) => readonly string[]): Promise<IngestResult>;
+  /** Events with seq > afterSeq, oldest first. */
+  readEventsAfter(afterSeq: number, limit: number): Promise<StoredEvent[]>;
+  /** The highest event seq stored (0 when empty). */
+  lastEventSeq(): Promise<number>;
+  countEvents(sinceMs?: number): Promise<number>;
+
+  // ---- endpoints and their signing keys -------------------------------------------------
+  listEndpoints(): Promise<EndpointRecord[]>;
+  getEndpoint(name: string): Promise<EndpointRecord | undefined>;
+  /** Creates; throws StoreConflictError when the name exists. */
+  createEndpoint(endpoint: NewEndpoint, secret: string): Promise<EndpointRecord>;
+  /** Creates or overwrites (config at startup); a changed secret becomes the only key. */
+  upsertEndpoint(endpoint: NewEndpoint, secret: string): Promise<EndpointRecord>;
+  /** Throws StoreNotFoundError when absent. */
+  updateEndpoint(name: string, patch: EndpointPatch): Promise<EndpointRecord>;
+  /** Deletes the endpoint, its keys, and fails its pending deliveries. False if absent. */
+  deleteEndpoint(name: string): Promise<boolean>;
+  /** Adds a key; existing keys expire at `previousExpireAt` (overlap window). */
+  addSigningKey(endpoint: string, secret: string, previousExpireAt: number): Promise<void>;
+  /** Keys valid at `now`, newest first. Secrets are decrypted. */
+  activeSigningKeys(endpoint: string, now: number): Promise<SigningKey[]>;
+
+  // ---- deliveries ------------------------------------------------------------------------
+  /**
+   * Claims up to `limit` pending deliveries due at `now` whose lease is free or expired,
+   * setting lease_owner/lease_until. Skips endpoints in `skipEndpoints` (at their
+   * concurrency cap or circuit open) and any delivery with an earlier pending delivery of
+   * the same (endpoint, orderKey) — streaming events go out in token_index order.
+   * Oldest due first.
+   */
+  claimDue(options: ClaimOptions): Promise<ClaimedDelivery[]>;
+  /** Records an attempt and the delivery's new state, if the caller still holds its lease. */
+  completeAttempt(deliveryId: string, leaseOwner: string, attempt: NewAttempt, outcome: AttemptOutcome): Promise<CompleteResult>;
+  /** Gives claimed deliveries back (shutdown) without counting an attempt. */
+  releaseLeases(leaseOwner: string): Promise<number>;
+  /** Creates pending deliveries of a stored event (failover, test events). */
+  createDeliveries(eventSeq: number, endpoints: readonly string[], originDeliveryId?: string): Promise<DeliveryRecord[]>;
+  getDelivery(id: string): Promise<DeliveryDetail | undefined>;
+  listDeliveries(filter: DeliveryFilter): Promise<{ deliveries: DeliveryRecord[]; nextPageToken: string }>;
+  listAttempts(deliveryId: string): Promise<AttemptRecord[]>;
+  /** A new pending delivery of the same event to the same endpoint. */
+  replayDelivery(id: string): Promise<DeliveryRecord>;
+  /** Replays every dead-lettered delivery (of one endpoint, or all). */
+  replayDeadLettered(endpoint?: string): Promise<number>;
+  /** Earliest next_attempt_at among pending deliveries (undefined when none). */
+  nextDueAt(): Promise<number | undefined>;
+  countPending(): Promise<number>;
+  stats(sinceMs: number): Promise<EndpointStatsRecord[]>;
+
+  /** Deletes events (and their deliveries and attempts) ingested before `beforeMs` whose deliveries are all finished. */
+  purge(beforeMs: number): Promise<{ events: number; deliveries: number }>;
+  close(): Promise<void>;
+}
+
+export interface StoredEvent {
+  seq: number;
+  event: Event;
+  ingestedAt: number;
+}
+
+export interface IngestResult {
+  stored: StoredEvent[];
+  duplicates: number;
+  deliveries: number;
+}
+
+export interface NewEndpoint {
+  name: string;
+  url: string;
+  enabled: boolean;
+  /** Empty: every subscribed type. */
+  eventTypes: EventType[];
+  /** "" for none; the config layer fills the primary→backup default. */
+  failoverTo: string;
+}
+
+export interface EndpointRecord extends NewEndpoint {
+  disabledReason: string;
+  createdAt: number;
+  updatedAt: number;
+  signingKeyCount: number;
+}
+
+export interface EndpointPatch {
+  url?: string;
+  enabled?: boolean;
+  eventTypes?: EventType[];
+  failoverTo?: string;
+  disabledReason?: string;
+  /** Replaces every key with this one. */
+  secret?: string;
+}
+
+export interface SigningKey {
+  id: string;
+  secret: string;
+  createdAt: number;
+  expiresAt: number | null;
+}
+
+export type DeliveryStatus = "pending" | "delivered" | "failed" | "dead_lettered";
+
+export interface DeliveryRecord {
+  id: string;
+  eventSeq: number;
+  eventId: string;
+  eventType: EventType;
+  endpoint: string;
+  status: DeliveryStatus;
+  attemptCount: number;
+  createdAt: number;
+  nextAttemptAt: number;
+  finishedAt: number | null;
+  lastError: string;
+  originDeliveryId: string;
+  /** request_id for streaming events (ordered by orderIndex = token_index); "" otherwise. */
+  orderKey: string;
+  orderIndex: number;
+}
+
+export interface ClaimedDelivery extends DeliveryRecord {
+  event: Event;
+  leaseUntil: number;
+}
+
+export interface DeliveryDetail {
+  delivery: DeliveryRecord;
+  attempts: AttemptRecord[];
+  event: Event;
+}
+
+export interface ClaimOptions {
+  now: number;
+  limit: number;
+  leaseOwner: string;
+  leaseMs: number;
+  skipEndpoints?: readonly string[];
+}
+
+export interface NewAttempt {
+  startedAt: number;
+  statusCode: number;
+  latencyMs: number;
+  error: string;
+  responseBody: string;
+}
+
+export interface AttemptRecord extends NewAttempt {
+  deliveryId: string;
+  number: number;
+}
+
+export type AttemptOutcome =
+  | { status: "delivered" }
+  | { status: "retry"; nextAttemptAt: number }
+  | { status: "failed" }
+  | { status: "dead_lettered"; failoverTo?: string }
+  /** 410 Gone: the delivery fails and the endpoint is disabled with this reason. */
+  | { status: "endpoint_gone"; reason: string };
+
+export interface CompleteResult {
+  /** False when the lease was lost (another owner took it); nothing was written. */
+  recorded: boolean;
+  failoverDelivery?: DeliveryRecord;
+}
+
+export interface DeliveryFilter {
+  endpoint?: string;
+  status?: DeliveryStatus;
+  eventId?: string;
+  /** 1..1000 */
+  pageSize: number;
+  pageToken?: string;
+}
+
+export interface EndpointStatsRecord {
+  endpoint: string;
+  delivered: number;
+  failed: number;
+  deadLettered: number;
+  pending: number;
+  latencyP50Ms: number;
+  latencyP99Ms: number;
+  failureReasons: { reason: string; count: number }[];
+}
+
+export class StoreConflictError extends Error {
+  override readonly name = "StoreConflictError";
+}
+
+export class StoreNotFoundError extends Error {
+  override readonly name = "StoreNotFoundError";
+}
