@@ -1,0 +1,133 @@
+import type { EventTypeName } from "../../common/event-types.js";
+
+/**
+ * The control plane's configuration after loading, validation and defaults: the product
+ * page's webhook_config.yaml plus DESIGN.md's added sections. Names are camelCase here;
+ * the YAML keys are snake_case (max_attempts → maxAttempts).
+ */
+export interface GatewayConfig {
+  webhooks: Record<string, WebhookEndpointConfig>;
+  events: EventsConfig;
+  retry: RetryConfig;
+  security: SecurityConfig;
+  delivery: DeliveryConfig;
+  auth: AuthConfig;
+  storage: StorageConfig;
+  budgets: BudgetConfig[];
+  /** Model name → USD per million tokens; merged over built-in defaults. */
+  pricing: Record<string, ModelPrice>;
+  limits: LimitConfig[];
+}
+
+export interface WebhookEndpointConfig {
+  url: string;
+  /** "whsec_" + base64, or raw text used as bytes. */
+  secret: string;
+  enabled: boolean;
+  /** Event types this endpoint receives; empty: every subscribed type. */
+  events: EventTypeName[];
+  /** "" for none. Defaults to "backup" for "primary" when a "backup" endpoint exists. */
+  failoverTo: string;
+  /** Optional per-endpoint filters, same shape as events.filters, applied after the global ones. */
+  filters: EventFilters;
+}
+
+export interface EventsConfig {
+  subscribe: EventTypeName[];
+  filters: EventFilters;
+  streaming: { coalesceMs: number };
+}
+
+export interface EventFilters {
+  completion?: { models?: string[]; minTokens?: number };
+  error?: { severity?: string[] };
+}
+
+export interface RetryConfig {
+  maxAttempts: number; // default 5
+  backoffMultiplier: number; // 2.0
+  initialDelayMs: number; // 1000
+  maxDelayMs: number; // 60000
+  retryableStatusCodes: number[]; // [408, 429, 500, 502, 503]
+  /** Share of each delay randomised (full jitter band), 0..1; default 0.2. */
+  jitter: number;
+}
+
+export interface SecurityConfig {
+  signatureAlgorithm: "sha256";
+  signatureHeader: string; // "X-Webhook-Signature"
+  timestampToleranceMs: number; // 300000
+  requireHttps: boolean; // true
+  /** CIDRs exempt from the private-address guard, e.g. "127.0.0.0/8". */
+  allowedNetworks: string[];
+}
+
+export interface DeliveryConfig {
+  timeoutMs: number; // 30000
+  concurrentDeliveries: number; // 10
+  queueSize: number; // 10000
+  retentionHours: number; // 168
+  /** In-flight requests per endpoint; default min(concurrentDeliveries, 4). */
+  perEndpointConcurrency: number;
+  /** Consecutive failures that open an endpoint's circuit; default 5. */
+  circuitBreakerThreshold: number;
+  /** How long an open circuit waits before one trial delivery; default 30000. */
+  circuitBreakerCooldownMs: number;
+}
+
+export interface AuthConfig {
+  /** Bearer tokens accepted on the Admin API; empty: no auth (loopback only). */
+  adminTokens: string[];
+  /** Bearer tokens accepted on IngestService; empty: no auth (loopback only). */
+  sidecarTokens: string[];
+}
+
+export interface StorageConfig {
+  /** "sqlite:PATH" or "postgres://..."; default "sqlite:.aigw/aigw.db". --store overrides. */
+  url: string;
+  /** 32-byte key (base64) for signing secrets at rest; default: a key file beside the SQLite file. */
+  encryptionKey: string;
+}
+
+export interface BudgetConfig {
+  orgId: string;
+  limitType: "daily" | "monthly";
+  budgetLimit: number;
+  thresholds: number[]; // default [50, 80, 90, 100]
+  enforce: boolean;
+}
+
+export interface ModelPrice {
+  inputPerMillion: number;
+  outputPerMillion: number;
+}
+
+export interface LimitConfig {
+  orgId: string;
+  /** "" for every app of the org. */
+  app: string;
+  requestsPerMinute?: number;
+  tokensPerMinute?: number;
+}
+
+/** One problem in a config file: where (path and line) and what. */
+export interface ConfigProblem {
+  /** Dotted path, e.g. "retry.initial_delay_ms" or "webhooks.primary.url". */
+  path: string;
+  /** 1-based line in the file; 0 when the problem has no place (a missing section). */
+  line: number;
+  message: string;
+}
+
+export class ConfigError extends Error {
+  override readonly name = "ConfigError";
+  constructor(
+    readonly file: string,
+    readonly problems: ConfigProblem[],
+  ) {
+    super(
+      `${file}: ${problems.length} problem${problems.length === 1 ? "" : "s"}:\n` +
+        problems.map((p) => `  ${file}:${p.line}: ${p.path}: ${p.message}`).join("\n"),
+    );
+  }
+}
