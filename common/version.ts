@@ -4,7 +4,10 @@ function readVersion(): string {
   // Works from the sources (common/) and from the build (dist/common/).
   for (const rel of ["../package.json", "../../package.json"]) {
     try {
-      const pkg = JSON.parse(readFileSync(new URL(rel, import.meta.url), "utf8")) as { name?: string; version?: string };
+      const pkg = JSON.parse(readFileSync(new URL(rel, import.meta.url), "utf8")) as {
+        name?: string;
+        version?: string;
+      };
       if (pkg.name === "aigw" && pkg.version) return pkg.version;
     } catch {
       // try the next place

@@ -48,11 +48,20 @@ export interface Store {
    */
   claimDue(options: ClaimOptions): Promise<ClaimedDelivery[]>;
   /** Records an attempt and the delivery's new state, if the caller still holds its lease. */
-  completeAttempt(deliveryId: string, leaseOwner: string, attempt: NewAttempt, outcome: AttemptOutcome): Promise<CompleteResult>;
+  completeAttempt(
+    deliveryId: string,
+    leaseOwner: string,
+    attempt: NewAttempt,
+    outcome: AttemptOutcome,
+  ): Promise<CompleteResult>;
   /** Gives claimed deliveries back (shutdown) without counting an attempt. */
   releaseLeases(leaseOwner: string): Promise<number>;
   /** Creates pending deliveries of a stored event (failover, test events). */
-  createDeliveries(eventSeq: number, endpoints: readonly string[], originDeliveryId?: string): Promise<DeliveryRecord[]>;
+  createDeliveries(
+    eventSeq: number,
+    endpoints: readonly string[],
+    originDeliveryId?: string,
+  ): Promise<DeliveryRecord[]>;
   getDelivery(id: string): Promise<DeliveryDetail | undefined>;
   listDeliveries(filter: DeliveryFilter): Promise<{ deliveries: DeliveryRecord[]; nextPageToken: string }>;
   listAttempts(deliveryId: string): Promise<AttemptRecord[]>;
