@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file aigw/v1/ingest.proto.
  */
 export const file_aigw_v1_ingest: GenFile = /*@__PURE__*/
-  fileDesc("ChRhaWd3L3YxL2luZ2VzdC5wcm90bxIHYWlndy52MSJiCg5Db25uZWN0UmVxdWVzdBIfCgVoZWxsbxgBIAEoCzIOLmFpZ3cudjEuSGVsbG9IABIkCgViYXRjaBgCIAEoCzITLmFpZ3cudjEuRXZlbnRCYXRjaEgAQgkKB21lc3NhZ2UiZQoFSGVsbG8SEgoKc2lkZWNhcl9pZBgBIAEoCRIOCgZvcmdfaWQYAiABKAkSCwoDYXBwGAMgASgJEg8KB3ZlcnNpb24YBCABKAkSGgoOY29uZmlnX3ZlcnNpb24YBSABKARCAjACIj0KCkV2ZW50QmF0Y2gSDwoDc2VxGAEgASgEQgIwAhIeCgZldmVudHMYAiADKAsyDi5haWd3LnYxLkV2ZW50ImQKD0Nvbm5lY3RSZXNwb25zZRIbCgNhY2sYASABKAsyDC5haWd3LnYxLkFja0gAEikKBmNvbmZpZxgCIAEoCzIXLmFpZ3cudjEuQ29uZmlnU25hcHNob3RIAEIJCgdtZXNzYWdlIjoKA0FjaxIPCgNzZXEYASABKARCAjACEg4KBnN0b3JlZBgCIAEoDRISCgpkdXBsaWNhdGVzGAMgASgNIlUKDkNvbmZpZ1NuYXBzaG90EhMKB3ZlcnNpb24YASABKARCAjACEi4KEndhbnRlZF9ldmVudF90eXBlcxgCIAMoDjISLmFpZ3cudjEuRXZlbnRUeXBlMlEKDUluZ2VzdFNlcnZpY2USQAoHQ29ubmVjdBIXLmFpZ3cudjEuQ29ubmVjdFJlcXVlc3QaGC5haWd3LnYxLkNvbm5lY3RSZXNwb25zZSgBMAFiBnByb3RvMw", [file_aigw_v1_events]);
+  fileDesc("ChRhaWd3L3YxL2luZ2VzdC5wcm90bxIHYWlndy52MSJiCg5Db25uZWN0UmVxdWVzdBIfCgVoZWxsbxgBIAEoCzIOLmFpZ3cudjEuSGVsbG9IABIkCgViYXRjaBgCIAEoCzITLmFpZ3cudjEuRXZlbnRCYXRjaEgAQgkKB21lc3NhZ2UiYQoFSGVsbG8SEgoKc2lkZWNhcl9pZBgBIAEoCRIOCgZvcmdfaWQYAiABKAkSCwoDYXBwGAMgASgJEg8KB3ZlcnNpb24YBCABKAkSFgoOY29uZmlnX3ZlcnNpb24YBSABKAQiOQoKRXZlbnRCYXRjaBILCgNzZXEYASABKAQSHgoGZXZlbnRzGAIgAygLMg4uYWlndy52MS5FdmVudCJkCg9Db25uZWN0UmVzcG9uc2USGwoDYWNrGAEgASgLMgwuYWlndy52MS5BY2tIABIpCgZjb25maWcYAiABKAsyFy5haWd3LnYxLkNvbmZpZ1NuYXBzaG90SABCCQoHbWVzc2FnZSI2CgNBY2sSCwoDc2VxGAEgASgEEg4KBnN0b3JlZBgCIAEoDRISCgpkdXBsaWNhdGVzGAMgASgNIlEKDkNvbmZpZ1NuYXBzaG90Eg8KB3ZlcnNpb24YASABKAQSLgoSd2FudGVkX2V2ZW50X3R5cGVzGAIgAygOMhIuYWlndy52MS5FdmVudFR5cGUyUQoNSW5nZXN0U2VydmljZRJACgdDb25uZWN0EhcuYWlndy52MS5Db25uZWN0UmVxdWVzdBoYLmFpZ3cudjEuQ29ubmVjdFJlc3BvbnNlKAEwAWIGcHJvdG8z", [file_aigw_v1_events]);
 
 /**
  * @generated from message aigw.v1.ConnectRequest
@@ -72,7 +72,7 @@ export type Hello = Message<"aigw.v1.Hello"> & {
   /**
    * The config version the sidecar already holds (0 for none).
    *
-   * @generated from field: uint64 config_version = 5 [jstype = JS_NUMBER];
+   * @generated from field: uint64 config_version = 5;
    */
   configVersion: bigint;
 };
@@ -91,7 +91,7 @@ export type EventBatch = Message<"aigw.v1.EventBatch"> & {
   /**
    * Strictly increasing per sidecar_id; a batch is re-sent with the same seq until acked.
    *
-   * @generated from field: uint64 seq = 1 [jstype = JS_NUMBER];
+   * @generated from field: uint64 seq = 1;
    */
   seq: bigint;
 
@@ -144,7 +144,7 @@ export type Ack = Message<"aigw.v1.Ack"> & {
   /**
    * Every batch with seq <= this is durable.
    *
-   * @generated from field: uint64 seq = 1 [jstype = JS_NUMBER];
+   * @generated from field: uint64 seq = 1;
    */
   seq: bigint;
 
@@ -175,7 +175,7 @@ export const AckSchema: GenMessage<Ack> = /*@__PURE__*/
  */
 export type ConfigSnapshot = Message<"aigw.v1.ConfigSnapshot"> & {
   /**
-   * @generated from field: uint64 version = 1 [jstype = JS_NUMBER];
+   * @generated from field: uint64 version = 1;
    */
   version: bigint;
 

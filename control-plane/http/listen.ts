@@ -1,0 +1,53 @@
+import type { Server as HttpServer } from "node:http";
+import type { Http2Server, Http2Session } from "node:http2";
+import type { AddressInfo } from "node:net";
+import type { HostPort } from "../../common/host-port.js";
+
+export { type HostPort, parseHostPort } from "../../common/host-port.js";
+
+export function listen(server: HttpServer | Http2Server, at: HostPort): Promise<HostPort> {
+  return new Promise((resolve, reject) => {
+    const onError = (err: Error): void => reject(err);
+    server.once("error", onError);
+    server.listen(at.port, at.host, () => {
+      server.off("error", onError);
+      const a = server.address() as AddressInfo;
+      resolve({ host: at.host, port: a.port });
+    });
+  });
+}
+
+export function urlOf(at: HostPort): string {
+  const host = at.host.includes(":") ? `[${at.host}]` : at.host;
+  return `http://${host}:${at.port}`;
+}
+
+/**
+ * Closes an h2c server: close() alone waits for every client session to end, and
+ * sidecars keep theirs open, so sessions are tracked and closed (then destroyed).
+ */
+export function trackSessions(server: Http2Server): () => Promise<void> {
+  const sessions = new Set<Http2Session>();
+  server.on("session", (s) => {
+    sessions.add(s);
+    s.once("close", () => sessions.delete(s));
+  });
+  return () =>
+    new Promise<void>((resolve) => {
+      server.close(() => resolve());
+      for (const s of sessions) s.close();
+      const t = setTimeout(() => {
+        for (const s of sessions) s.destroy();
+      }, 2000);
+      t.unref();
+    });
+}
+
+export function closeHttp(server: HttpServer): Promise<void> {
+  return new Promise((resolve) => {
+    server.close(() => resolve());
+    server.closeIdleConnections();
+    const t = setTimeout(() => server.closeAllConnections(), 2000);
+    t.unref();
+  });
+}

@@ -1,0 +1,155 @@
+import { create } from "@bufbuild/protobuf";
+import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
+import type { Event } from "../../gen/aigw/v1/events_pb.js";
+import type {
+  ConfigSnapshot,
+  ConnectRequest,
+  ConnectResponse,
+  EventBatch,
+  Hello,
+  IngestService,
+} from "../../gen/aigw/v1/ingest_pb.js";
+import { AckSchema, ConnectResponseSchema } from "../../gen/aigw/v1/ingest_pb.js";
+import { EVENT_ID_PATTERN } from "../../common/ids.js";
+import type { Logger } from "../../common/logger.js";
+import type { IngestResult } from "../store/store.js";
+import { AsyncQueue } from "./async-queue.js";
+
+export interface IngestDeps {
+  /** Stores the events durably and routes them; resolves only once they are committed. */
+  ingest(events: Event[]): Promise<IngestResult>;
+  /** The current config snapshot for sidecars. */
+  snapshot(): ConfigSnapshot;
+  /** Registers a listener for snapshot changes; returns the unsubscribe function. */
+  onSnapshot(listener: (s: ConfigSnapshot) => void): () => void;
+  logger: Logger;
+  metrics: IngestMetrics;
+}
+
+export interface IngestMetrics {
+  batches: number;
+  eventsStored: number;
+  eventsDuplicate: number;
+  eventsRejected: number;
+  connectedSidecars: number;
+}
+
+export function newIngestMetrics(): IngestMetrics {
+  return { batches: 0, eventsStored: 0, eventsDuplicate: 0, eventsRejected: 0, connectedSidecars: 0 };
+}
+
+/** Hard bound on one batch: a sidecar that sends more is misbehaving. */
+const MAX_EVENTS_PER_BATCH = 10_000;
+
+/**
+ * IngestService.Connect. Batches are handled one at a time in arrival order; each is
+ * acked only after the store has committed it (DESIGN.md "At least once"), so a sidecar
+ * re-sends whatever was not acked. Events that cannot be valid are dropped with a log
+ * line and a metric rather than failing the batch: a poison event must never make a
+ * sidecar re-send the same batch forever.
+ */
+export class IngestServiceImpl implements ServiceImpl<typeof IngestService> {
+  constructor(private readonly deps: IngestDeps) {}
+
+  async *connect(requests: AsyncIterable<ConnectRequest>, ctx: HandlerContext): AsyncGenerator<ConnectResponse> {
+    const out = new AsyncQueue<ConnectResponse>();
+    let hello: Hello | undefined;
+    let lastSeq = 0n;
+    let sentVersion = 0n;
+    const log = this.deps.logger;
+    const sendSnapshot = (s: ConfigSnapshot): void => {
+      if (hello === undefined || s.version <= sentVersion) return;
+      sentVersion = s.version;
+      out.push(create(ConnectResponseSchema, { message: { case: "config", value: s } }));
+    };
+    let unsubscribe: (() => void) | undefined;
+
+    const consume = async (): Promise<void> => {
+      for await (const req of requests) {
+        const m = req.message;
+        if (m.case === "hello") {
+          if (hello !== undefined) throw new ConnectError("message.hello: sent twice on one stream", Code.InvalidArgument);
+          hello = m.value;
+          if (hello.sidecarId === "") throw new ConnectError("hello.sidecar_id: required", Code.InvalidArgument);
+          this.deps.metrics.connectedSidecars++;
+          log.info({ sidecar: hello.sidecarId, org: hello.orgId, app: hello.app, version: hello.version }, "sidecar connected");
+          const current = this.deps.snapshot();
+          if (current.version !== hello.configVersion) sendSnapshot(current);
+          else sentVersion = current.version;
+          unsubscribe = this.deps.onSnapshot(sendSnapshot);
+        } else if (m.case === "batch") {
+          if (hello === undefined) throw new ConnectError("message: hello must come before the first batch", Code.InvalidArgument);
+          const batch = m.value;
+          if (batch.seq <= 0n) throw new ConnectError(`batch.seq: must be positive, got ${batch.seq}`, Code.InvalidArgument);
+          if (batch.events.length > MAX_EVENTS_PER_BATCH) {
+            throw new ConnectError(
+              `batch.events: ${batch.events.length} events in one batch; at most ${MAX_EVENTS_PER_BATCH}`,
+              Code.InvalidArgument,
+            );
+          }
+          const result = await this.handleBatch(hello, batch);
+          if (batch.seq > lastSeq) lastSeq = batch.seq;
+          out.push(
+            create(ConnectResponseSchema, {
+              message: {
+                case: "ack",
+                value: create(AckSchema, { seq: lastSeq, stored: result.stored, duplicates: result.duplicates }),
+              },
+            }),
+          );
+        } else {
+          throw new ConnectError("message: empty ConnectRequest (expected hello or batch)", Code.InvalidArgument);
+        }
+      }
+    };
+
+    const consumer = consume().then(
+      () => out.end(),
+      (err: unknown) => out.fail(err),
+    );
+    try {
+      for await (const res of out) {
+        if (ctx.signal.aborted) break;
+        yield res;
+      }
+    } finally {
+      unsubscribe?.();
+      if (hello !== undefined) {
+        this.deps.metrics.connectedSidecars--;
+        log.info({ sidecar: hello.sidecarId, ackedSeq: lastSeq }, "sidecar disconnected");
+      }
+      await consumer.catch(() => {});
+    }
+  }
+
+  private async handleBatch(hello: Hello, batch: EventBatch): Promise<{ stored: number; duplicates: number }> {
+    const valid: Event[] = [];
+    for (const [i, e] of batch.events.entries()) {
+      const problem = invalidEvent(e);
+      if (problem) {
+        this.deps.metrics.eventsRejected++;
+        this.deps.logger.warn(
+          { sidecar: hello.sidecarId, seq: batch.seq, index: i, eventId: e.id, problem },
+          "dropped an invalid event",
+        );
+        continue;
+      }
+      if (e.orgId === "") e.orgId = hello.orgId;
+      if (e.app === "") e.app = hello.app;
+      valid.push(e);
+    }
+    this.deps.metrics.batches++;
+    if (valid.length === 0) return { stored: 0, duplicates: 0 };
+    const result = await this.deps.ingest(valid);
+    this.deps.metrics.eventsStored += result.stored.length;
+    this.deps.metrics.eventsDuplicate += result.duplicates;
+    return { stored: result.stored.length, duplicates: result.duplicates };
+  }
+}
+
+function invalidEvent(e: Event): string | undefined {
+  if (!EVENT_ID_PATTERN.test(e.id)) return `id: "${e.id.slice(0, 40)}" is not an event id (evt_ + 26 base32 characters)`;
+  if (e.payload.case === undefined) return "payload: missing";
+  if (e.time === undefined) return "time: missing";
+  return undefined;
+}

@@ -1,0 +1,268 @@
+import http from "node:http";
+import http2 from "node:http2";
+import { create } from "@bufbuild/protobuf";
+import type { ConnectRouter } from "@connectrpc/connect";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { AdminService } from "../gen/aigw/v1/admin_pb.js";
+import type { Event } from "../gen/aigw/v1/events_pb.js";
+import { FeedService } from "../gen/aigw/v1/feed_pb.js";
+import { type ConfigSnapshot, ConfigSnapshotSchema, IngestService } from "../gen/aigw/v1/ingest_pb.js";
+import { eventTypeFromName } from "../common/event-types.js";
+import { createLogger, type Logger } from "../common/logger.js";
+import { VERSION } from "../common/version.js";
+import { AdminServiceImpl } from "./admin/admin-service.js";
+import { loadConfigFile } from "./config/load.js";
+import type { GatewayConfig } from "./config/types.js";
+import { DeliveryScheduler } from "./delivery/scheduler.js";
+import { EventBus } from "./feed/event-bus.js";
+import { FeedServiceImpl } from "./feed/feed-service.js";
+import { authInterceptor, isLoopbackHost, TokenSet } from "./http/auth.js";
+import { dashboardHtml } from "./http/dashboard.js";
+import { closeHttp, type HostPort, listen, parseHostPort, trackSessions, urlOf } from "./http/listen.js";
+import { renderMetrics } from "./http/metrics.js";
+import { IngestServiceImpl, newIngestMetrics } from "./ingest/ingest-service.js";
+import { EventRouter } from "./routing/event-router.js";
+import { openStore } from "./store/open.js";
+import type { IngestResult, Store } from "./store/store.js";
+
+export interface ControlPlaneOptions {
+  /** A config file (webhook_config.yaml); or pass `config`. */
+  configPath?: string;
+  config?: GatewayConfig;
+  /** Overrides storage.url: "sqlite:PATH" or "postgres://…". */
+  store?: string;
+  /** gRPC + Connect over h2c; default 127.0.0.1:7070 (port 0: any free port). */
+  grpc?: string;
+  /** HTTP/1.1: dashboard, /metrics, /healthz, /readyz, Admin API as Connect JSON and gRPC-Web; default 127.0.0.1:7080. */
+  http?: string;
+  env?: Record<string, string | undefined>;
+  logger?: Logger;
+}
+
+export interface RunningControlPlane {
+  /** http://HOST:PORT of the h2c listener (gRPC, Connect). */
+  grpcUrl: string;
+  grpcAddress: string;
+  /** http://HOST:PORT of the HTTP/1.1 listener. */
+  httpUrl: string;
+  store: Store;
+  scheduler: DeliveryScheduler;
+  /** Stores events and creates their deliveries (the ingest path, for tests and tools). */
+  deliverEvents(events: Event[], endpoints?: string[]): Promise<IngestResult>;
+  close(): Promise<void>;
+}
+
+/** Starts the control plane; resolves when both listeners accept connections. */
+export async function runControlPlane(options: ControlPlaneOptions): Promise<RunningControlPlane> {
+  const env = options.env ?? process.env;
+  const logger = options.logger ?? createLogger({ name: "control-plane" });
+  const config = options.config ?? (options.configPath ? loadConfigFile(options.configPath, env) : undefined);
+  if (!config) throw new Error("control-plane: a config is required (--config FILE)");
+  const grpcAt = parseHostPort(options.grpc ?? "127.0.0.1:7070", "--grpc");
+  const httpAt = parseHostPort(options.http ?? "127.0.0.1:7080", "--http");
+  refuseOpenListeners(config, [grpcAt, httpAt]);
+
+  const store = await openStore(options.store ?? config.storage.url, {
+    ...(config.storage.encryptionKey ? { encryptionKey: config.storage.encryptionKey } : {}),
+    logger,
+  });
+  try {
+    await applyConfigEndpoints(store, config);
+  } catch (err) {
+    await store.close();
+    throw err;
+  }
+
+  const router = new EventRouter(config, await store.listEndpoints());
+  const bus = new EventBus();
+  const scheduler = new DeliveryScheduler({ store, config, logger: logger.child({ component: "delivery" }) });
+  const ingestMetrics = newIngestMetrics();
+
+  // Config snapshots for sidecars: versions increase across restarts (time-based start).
+  let snapshot: ConfigSnapshot = create(ConfigSnapshotSchema, {
+    version: BigInt(Date.now()),
+    wantedEventTypes: router.wantedEventTypes(),
+  });
+  const snapshotListeners = new Set<(s: ConfigSnapshot) => void>();
+  const refreshRouting = async (): Promise<void> => {
+    router.update(config, await store.listEndpoints());
+    const wanted = router.wantedEventTypes();
+    if (wanted.join(",") === snapshot.wantedEventTypes.join(",")) return;
+    snapshot = create(ConfigSnapshotSchema, { version: snapshot.version + 1n, wantedEventTypes: wanted });
+    for (const l of snapshotListeners) l(snapshot);
+  };
+
+  const deliverEvents = async (events: Event[], endpoints?: string[]): Promise<IngestResult> => {
+    const result = await store.ingest(events, endpoints ? () => endpoints : (e) => router.route(e));
+    bus.publish(result.stored);
+    if (result.deliveries > 0) scheduler.notify();
+    return result;
+  };
+
+  const routes = (r: ConnectRouter): void => {
+    r.service(
+      IngestService,
+      new IngestServiceImpl({
+        ingest: (events) => deliverEvents(events),
+        snapshot: () => snapshot,
+        onSnapshot: (l) => {
+          snapshotListeners.add(l);
+          return () => snapshotListeners.delete(l);
+        },
+        logger: logger.child({ component: "ingest" }),
+        metrics: ingestMetrics,
+      }),
+    );
+    r.service(
+      AdminService,
+      new AdminServiceImpl({
+        store,
+        config: () => config,
+        deliverEvents,
+        notifyDeliveries: () => scheduler.notify(),
+        isCircuitOpen: (name) => scheduler.isCircuitOpen(name),
+        onEndpointsChanged: () => {
+          refreshRouting().catch((err: unknown) => logger.error({ err }, "refreshing routing failed"));
+        },
+        logger: logger.child({ component: "admin" }),
+      }),
+    );
+    r.service(FeedService, new FeedServiceImpl({ store, bus, logger: logger.child({ component: "feed" }) }));
+  };
+  const interceptors = [authInterceptor(new TokenSet(config.auth.sidecarTokens), new TokenSet(config.auth.adminTokens))];
+
+  const metricsText = async (): Promise<string> => {
+    const m = scheduler.metrics();
+    return renderMetrics([
+      { name: "aigw_events_ingested_total", help: "Events stored.", type: "counter", samples: [{ value: ingestMetrics.eventsStored }] },
+      { name: "aigw_events_duplicate_total", help: "Re-sent events skipped.", type: "counter", samples: [{ value: ingestMetrics.eventsDuplicate }] },
+      { name: "aigw_events_rejected_total", help: "Invalid events dropped at ingest.", type: "counter", samples: [{ value: ingestMetrics.eventsRejected }] },
+      { name: "aigw_ingest_batches_total", help: "Batches received.", type: "counter", samples: [{ value: ingestMetrics.batches }] },
+      { name: "aigw_sidecars_connected", help: "Sidecar streams open.", type: "gauge", samples: [{ value: ingestMetrics.connectedSidecars }] },
+      { name: "aigw_feed_watchers", help: "Live feed watchers.", type: "gauge", samples: [{ value: bus.size }] },
+      { name: "aigw_deliveries_pending", help: "Deliveries waiting for an attempt.", type: "gauge", samples: [{ value: await store.countPending() }] },
+      { name: "aigw_deliveries_in_flight", help: "Webhook requests in flight.", type: "gauge", samples: [{ value: m.inFlight }] },
+      {
+        name: "aigw_delivery_attempts_total",
+        help: "Delivery attempts by outcome.",
+        type: "counter",
+        samples: Object.entries(m.attempts).map(([outcome, value]) => ({ labels: { outcome }, value })),
+      },
+    ]);
+  };
+
+  let ready = false;
+  const fallback = (req: http.IncomingMessage, res: http.ServerResponse): void => {
+    const path = (req.url ?? "/").split("?")[0];
+    if (req.method === "GET" && path === "/healthz") return void res.writeHead(200, { "content-type": "text/plain" }).end("ok\n");
+    if (req.method === "GET" && path === "/readyz") {
+      res.writeHead(ready ? 200 : 503, { "content-type": "text/plain" }).end(ready ? "ready\n" : "starting\n");
+      return;
+    }
+    if (req.method === "GET" && path === "/metrics") {
+      metricsText().then(
+        (text) => res.writeHead(200, { "content-type": "text/plain; version=0.0.4" }).end(text),
+        (err: unknown) => {
+          logger.error({ err }, "metrics failed");
+          res.writeHead(500).end();
+        },
+      );
+      return;
+    }
+    if (req.method === "GET" && (path === "/" || path === "/index.html")) {
+      res.writeHead(200, { "content-type": "text/html; charset=utf-8" }).end(dashboardHtml());
+      return;
+    }
+    res.writeHead(404, { "content-type": "application/json" }).end(JSON.stringify({ code: "not_found", message: `no route for ${req.method} ${path}` }));
+  };
+
+  const grpcServer = http2.createServer(connectNodeAdapter({ routes, interceptors }));
+  const closeGrpc = trackSessions(grpcServer);
+  const httpServer = http.createServer(connectNodeAdapter({ routes, interceptors, fallback }));
+  let grpcBound: HostPort;
+  let httpBound: HostPort;
+  try {
+    grpcBound = await listen(grpcServer, grpcAt);
+    httpBound = await listen(httpServer, httpAt);
+  } catch (err) {
+    await Promise.allSettled([closeGrpc(), closeHttp(httpServer)]);
+    await store.close();
+    throw new Error(`control-plane: cannot listen: ${(err as Error).message}`, { cause: err });
+  }
+  scheduler.start();
+  ready = true;
+
+  const retention = startRetention(store, config, logger);
+  const grpcUrl = urlOf(grpcBound);
+  const httpUrl = urlOf(httpBound);
+  logger.info({ grpc: grpcUrl, http: httpUrl, store: store.kind, version: VERSION }, "control plane ready");
+
+  let closing: Promise<void> | undefined;
+  return {
+    grpcUrl,
+    grpcAddress: grpcUrl.replace("http://", ""),
+    httpUrl,
+    store,
+    scheduler,
+    deliverEvents,
+    close: () => {
+      closing ??= (async () => {
+        ready = false;
+        clearInterval(retention);
+        bus.closeAll();
+        await Promise.allSettled([closeGrpc(), closeHttp(httpServer)]);
+        await scheduler.stop();
+        await store.close();
+        logger.info("control plane stopped");
+      })();
+      return closing;
+    },
+  };
+}
+
+/** DESIGN.md "Security": no listening beyond loopback without tokens. */
+function refuseOpenListeners(config: GatewayConfig, at: HostPort[]): void {
+  const open = at.filter((a) => !isLoopbackHost(a.host));
+  if (open.length === 0) return;
+  const missing: string[] = [];
+  if (config.auth.adminTokens.length === 0) missing.push("auth.admin_tokens");
+  if (config.auth.sidecarTokens.length === 0) missing.push("auth.sidecar_tokens");
+  if (missing.length > 0) {
+    throw new Error(
+      `control-plane: refusing to listen on ${open.map((a) => `${a.host}:${a.port}`).join(", ")} (beyond loopback) without ${missing.join(" and ")} in the config`,
+    );
+  }
+}
+
+async function applyConfigEndpoints(store: Store, config: GatewayConfig): Promise<void> {
+  for (const [name, ep] of Object.entries(config.webhooks)) {
+    await store.upsertEndpoint(
+      {
+        name,
+        url: ep.url,
+        enabled: ep.enabled,
+        eventTypes: ep.events.flatMap((n) => {
+          const t = eventTypeFromName(n);
+          return t === undefined ? [] : [t];
+        }),
+        failoverTo: ep.failoverTo,
+      },
+      ep.secret,
+    );
+  }
+}
+
+function startRetention(store: Store, config: GatewayConfig, logger: Logger): NodeJS.Timeout {
+  const retentionMs = config.delivery.retentionHours * 3_600_000;
+  const every = Math.min(3_600_000, Math.max(60_000, retentionMs / 24));
+  const timer = setInterval(() => {
+    store.purge(Date.now() - retentionMs).then(
+      (r) => {
+        if (r.events > 0) logger.info(r, "purged events past retention");
+      },
+      (err: unknown) => logger.error({ err }, "retention purge failed"),
+    );
+  }, every);
+  timer.unref();
+  return timer;
+}

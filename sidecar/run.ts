@@ -1,0 +1,75 @@
+import type { EventType } from "../gen/aigw/v1/events_pb.js";
+import { EventType as ET } from "../gen/aigw/v1/events_pb.js";
+import { createLogger, type Logger } from "../common/logger.js";
+import { parseHostPort } from "../common/host-port.js";
+import { VERSION } from "../common/version.js";
+import { startProxy } from "./proxy/server.js";
+import { Uplink } from "./uplink/uplink.js";
+
+export interface SidecarOptions {
+  /** The control plane's gRPC address: "http://127.0.0.1:7070" or "127.0.0.1:7070". */
+  controlPlane: string;
+  /** HOST:PORT; default 127.0.0.1:8080 (port 0: any free port). */
+  listen?: string;
+  /** name → origin; default { openai: "https://api.openai.com" }. */
+  upstreams?: Record<string, string>;
+  orgId?: string;
+  app?: string;
+  token?: string;
+  spoolDir?: string;
+  logger?: Logger;
+}
+
+export interface RunningSidecar {
+  url: string;
+  uplink: Uplink;
+  close(): Promise<void>;
+}
+
+/** Until the control plane says otherwise, produce what the foundation delivers. */
+const DEFAULT_WANTED: ReadonlySet<EventType> = new Set([ET.COMPLETION, ET.ERROR]);
+
+export async function runSidecar(options: SidecarOptions): Promise<RunningSidecar> {
+  const logger = options.logger ?? createLogger({ name: "sidecar" });
+  const { host, port } = parseHostPort(options.listen ?? "127.0.0.1:8080", "--listen");
+  const app = options.app ?? "default";
+  const orgId = options.orgId ?? "default";
+  let wanted: ReadonlySet<EventType> = DEFAULT_WANTED;
+  const uplink = new Uplink({
+    target: options.controlPlane,
+    ...(options.token ? { token: options.token } : {}),
+    orgId,
+    app,
+    version: VERSION,
+    spoolDir: options.spoolDir ?? `.aigw/spool-${app}`,
+    logger: logger.child({ component: "uplink" }),
+    onConfig: (snapshot) => {
+      wanted = new Set(snapshot.wantedEventTypes);
+      logger.info({ version: String(snapshot.version), wanted: [...wanted] }, "config snapshot applied");
+    },
+  });
+  await uplink.start();
+  const proxy = await startProxy({
+    host,
+    port,
+    upstreams: options.upstreams ?? { openai: "https://api.openai.com" },
+    sink: uplink,
+    orgId,
+    app,
+    logger: logger.child({ component: "proxy" }),
+    wantedEventTypes: () => wanted,
+  }).catch(async (err: unknown) => {
+    await uplink.close();
+    throw err;
+  });
+  logger.info({ url: proxy.url, controlPlane: options.controlPlane, upstreams: options.upstreams }, "sidecar ready");
+  return {
+    url: proxy.url,
+    uplink,
+    close: async () => {
+      await proxy.close();
+      await uplink.flush({ timeoutMs: 5000 }).catch(() => {});
+      await uplink.close();
+    },
+  };
+}
