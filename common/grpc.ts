@@ -1,5 +1,5 @@
-import type { DescMessage, DescService, MessageShape } from "@bufbuild/protobuf";
-import { fromBinary, toBinary } from "@bufbuild/protobuf";
+import type { DescMessage, DescService, MessageInitShape, MessageShape } from "@bufbuild/protobuf";
+import { create, fromBinary, isMessage, toBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 
 /**
@@ -23,8 +23,10 @@ export function grpcServiceDefinition(service: DescService): grpc.ServiceDefinit
   return def;
 }
 
+/** Accepts a message or a plain init object ({ pageSize: 5 }), as grpc-js users write them. */
 function serializer<D extends DescMessage>(desc: D) {
-  return (value: MessageShape<D>): Buffer => Buffer.from(toBinary(desc, value));
+  return (value: MessageShape<D> | MessageInitShape<D>): Buffer =>
+    Buffer.from(toBinary(desc, isMessage(value, desc) ? value : create(desc, value)));
 }
 
 function deserializer<D extends DescMessage>(desc: D) {

@@ -178,7 +178,14 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
 
   const grpcServer = http2.createServer(connectNodeAdapter({ routes, interceptors }));
   const closeGrpc = trackSessions(grpcServer);
-  const httpServer = http.createServer(connectNodeAdapter({ routes, interceptors, fallback }));
+  // The fallback serves only the HTTP/1.1 listener, so its request is an http.IncomingMessage.
+  const httpServer = http.createServer(
+    connectNodeAdapter({
+      routes,
+      interceptors,
+      fallback: (req, res) => fallback(req as http.IncomingMessage, res as unknown as http.ServerResponse),
+    }),
+  );
   let grpcBound: HostPort;
   let httpBound: HostPort;
   try {

@@ -24,7 +24,7 @@ export async function startLocalStack(options: LocalStackOptions) {
     host: "127.0.0.1",
     port: 9000,
     secret,
-    onEvent: (e) => options.out(`receiver: verified ${String(e.event)} ${String(e.id)}\n`),
+    print: (line) => options.out(`receiver: ${line}\n`),
   });
   const provider = await startMockProvider({ host: "127.0.0.1", port: 9100 });
   const cp = await runControlPlane({ configPath, logger });
@@ -42,7 +42,7 @@ export async function startLocalStack(options: LocalStackOptions) {
   mock provider                         ${provider.url}
   control plane gRPC / Connect          ${cp.grpcUrl}
   dashboard, Admin API, /metrics        ${cp.httpUrl}
-  webhook receiver                      ${receiver.url}/webhooks/ai
+  webhook receiver                      ${receiver.url}webhooks/ai
 
 Try:
   curl -s ${sidecar.url}/v1/chat/completions -H 'content-type: application/json' \\

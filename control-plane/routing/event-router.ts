@@ -7,7 +7,8 @@ import type { EventFilters, GatewayConfig } from "../config/types.js";
 /**
  * Decides which endpoints receive an event: the global subscription and filters
  * (events.subscribe, events.filters), then each enabled endpoint's own event types and
- * filters. Compiled once per config/endpoint change and swapped in with one assignment,
+ * filters. An endpoint that another enabled endpoint fails over to is a standby: it gets
+ * deliveries only by failover (DESIGN.md: "backup receives what primary could not take"). Compiled once per config/endpoint change and swapped in with one assignment,
  * so routing an event is a few set lookups (it runs inside the ingest transaction).
  */
 export class EventRouter {
@@ -73,11 +74,13 @@ function compile(config: GatewayConfig, endpoints: readonly EndpointRecord[]): C
     const t = eventTypeFromName(name);
     if (t !== undefined) subscribed.add(t);
   }
+  // A failover target ("backup") only receives what its primary could not take.
+  const standby = new Set(endpoints.filter((e) => e.enabled && e.failoverTo !== "").map((e) => e.failoverTo));
   return {
     subscribed,
     globalFilters: compileFilters(config.events.filters),
     endpoints: endpoints
-      .filter((e) => e.enabled)
+      .filter((e) => e.enabled && !standby.has(e.name))
       .map((e) => {
         const own = config.webhooks[e.name]?.filters;
         return {

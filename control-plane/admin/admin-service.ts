@@ -1,0 +1,462 @@
+import { randomBytes } from "node:crypto";
+import { create } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
+import {
+  type AdminService,
+  type CreateEndpointRequest,
+  type CreateEndpointResponse,
+  CreateEndpointResponseSchema,
+  type DeleteEndpointRequest,
+  type DeleteEndpointResponse,
+  DeleteEndpointResponseSchema,
+  type Endpoint,
+  type GetDeliveryRequest,
+  type GetDeliveryResponse,
+  GetDeliveryResponseSchema,
+  type GetEndpointRequest,
+  type GetEndpointResponse,
+  GetEndpointResponseSchema,
+  type GetStatsRequest,
+  type GetStatsResponse,
+  GetStatsResponseSchema,
+  type ListDeliveriesRequest,
+  type ListDeliveriesResponse,
+  ListDeliveriesResponseSchema,
+  type ListEndpointsResponse,
+  ListEndpointsResponseSchema,
+  type ReplayDeliveriesRequest,
+  type ReplayDeliveriesResponse,
+  ReplayDeliveriesResponseSchema,
+  type ReplayDeliveryRequest,
+  type ReplayDeliveryResponse,
+  ReplayDeliveryResponseSchema,
+  type RotateSigningKeyRequest,
+  type RotateSigningKeyResponse,
+  RotateSigningKeyResponseSchema,
+  type SendTestEventRequest,
+  type SendTestEventResponse,
+  SendTestEventResponseSchema,
+  type UpdateEndpointRequest,
+  type UpdateEndpointResponse,
+  UpdateEndpointResponseSchema,
+} from "../../gen/aigw/v1/admin_pb.js";
+import { type Event, EventType } from "../../gen/aigw/v1/events_pb.js";
+import { eventTypeName } from "../../common/event-types.js";
+import type { Logger } from "../../common/logger.js";
+import { webhookBody } from "../../common/webhook-body.js";
+import type { GatewayConfig } from "../config/types.js";
+import {
+  type EndpointPatch,
+  type EndpointRecord,
+  type IngestResult,
+  type Store,
+  StoreConflictError,
+  StoreNotFoundError,
+} from "../store/store.js";
+import {
+  checkEndpointName,
+  checkEndpointUrl,
+  checkFailoverTo,
+  checkSecret,
+  firstUnknownEventType,
+} from "./endpoint-validation.js";
+import { deliveryMessage, deliveryStatusRecord, endpointMessage, endpointStatsMessage } from "./mapping.js";
+import { syntheticEvent } from "./test-events.js";
+
+export interface AdminDeps {
+  store: Store;
+  /** Current config (security for URL checks, events.subscribe). */
+  config: () => GatewayConfig;
+  /** Stores events and creates deliveries: to `endpoints` when given, else by the normal routing; notifies the scheduler and the live feed. */
+  deliverEvents(events: Event[], endpoints?: string[]): Promise<IngestResult>;
+  /** Wakes the scheduler after deliveries were created by replay. */
+  notifyDeliveries(): void;
+  isCircuitOpen(endpoint: string): boolean;
+  /** Called after endpoints change (so routing caches refresh). */
+  onEndpointsChanged(): void;
+  logger: Logger;
+  now?: () => number;
+}
+
+/** Fields UpdateEndpoint may change; an empty update_mask means all of them. */
+export const UPDATABLE_ENDPOINT_FIELDS = ["url", "enabled", "secret", "event_types", "failover_to"] as const;
+type UpdatableField = (typeof UPDATABLE_ENDPOINT_FIELDS)[number];
+
+export const DEFAULT_PAGE_SIZE = 100;
+export const MAX_PAGE_SIZE = 1000;
+export const DEFAULT_KEY_OVERLAP_SECONDS = 24 * 60 * 60;
+export const DEFAULT_STATS_WINDOW_SECONDS = 3600;
+
+/**
+ * AdminService: endpoints, signing keys, deliveries, replay, test events and stats over
+ * the store. Requests are validated here, and store errors become Connect codes here and
+ * nowhere else; an unexpected failure is logged and answered INTERNAL with the original
+ * as `cause`. Signing secrets go into the store and never come back out of this service
+ * (RotateSigningKey returns the one it generated, once).
+ */
+export class AdminServiceImpl implements ServiceImpl<typeof AdminService> {
+  private readonly now: () => number;
+
+  constructor(private readonly deps: AdminDeps) {
+    this.now = deps.now ?? Date.now;
+  }
+
+  createEndpoint(req: CreateEndpointRequest): Promise<CreateEndpointResponse> {
+    return this.rpc("CreateEndpoint", async () => {
+      const ep = required(req.endpoint, "endpoint");
+      invalidIf(checkEndpointName(ep.name), "endpoint.name");
+      invalidIf(checkEndpointUrl(ep.url, this.deps.config().security), "endpoint.url");
+      invalidIf(checkSecret(ep.secret), "endpoint.secret");
+      checkEventTypes(ep.eventTypes);
+      const existing = await this.deps.store.listEndpoints();
+      if (existing.some((e) => e.name === ep.name)) {
+        throw new ConnectError(`endpoint "${ep.name}" already exists`, Code.AlreadyExists);
+      }
+      // The product page's pair: primary fails over to backup unless told otherwise,
+      // as the config loader does for the file.
+      const failoverTo =
+        ep.failoverTo === "" && ep.name === "primary" && existing.some((e) => e.name === "backup")
+          ? "backup"
+          : ep.failoverTo;
+      invalidIf(checkFailoverTo(ep.name, failoverTo, failoverMap(existing)), "endpoint.failover_to");
+      const record = await this.deps.store.createEndpoint(
+        { name: ep.name, url: ep.url, enabled: ep.enabled, eventTypes: dedupe(ep.eventTypes), failoverTo },
+        ep.secret,
+      );
+      this.deps.onEndpointsChanged();
+      // Only the origin: receiver URLs sometimes carry a token in their path or query.
+      this.deps.logger.info({ endpoint: record.name, origin: new URL(record.url).origin }, "endpoint created");
+      return create(CreateEndpointResponseSchema, { endpoint: endpointMessage(record) });
+    });
+  }
+
+  getEndpoint(req: GetEndpointRequest): Promise<GetEndpointResponse> {
+    return this.rpc("GetEndpoint", async () => {
+      const record = await this.requireEndpoint(req.name, "name");
+      return create(GetEndpointResponseSchema, { endpoint: endpointMessage(record) });
+    });
+  }
+
+  listEndpoints(): Promise<ListEndpointsResponse> {
+    return this.rpc("ListEndpoints", async () => {
+      const records = await this.deps.store.listEndpoints();
+      return create(ListEndpointsResponseSchema, { endpoints: records.map(endpointMessage) });
+    });
+  }
+
+  updateEndpoint(req: UpdateEndpointRequest): Promise<UpdateEndpointResponse> {
+    return this.rpc("UpdateEndpoint", async () => {
+      const ep = required(req.endpoint, "endpoint");
+      invalidIf(ep.name === "" ? "required" : undefined, "endpoint.name");
+      const fields = updateFields(req.updateMask?.paths ?? [], ep);
+      const current = await this.requireEndpoint(ep.name, "endpoint.name");
+      const patch = await this.endpointPatch(ep, current, fields);
+      const record = await this.deps.store.updateEndpoint(ep.name, patch);
+      this.deps.onEndpointsChanged();
+      this.deps.logger.info({ endpoint: record.name, fields: [...fields] }, "endpoint updated");
+      return create(UpdateEndpointResponseSchema, { endpoint: endpointMessage(record) });
+    });
+  }
+
+  deleteEndpoint(req: DeleteEndpointRequest): Promise<DeleteEndpointResponse> {
+    return this.rpc("DeleteEndpoint", async () => {
+      invalidIf(req.name === "" ? "required" : undefined, "name");
+      const all = await this.deps.store.listEndpoints();
+      const dependent = all.find((e) => e.failoverTo === req.name && e.name !== req.name);
+      if (dependent) {
+        throw new ConnectError(
+          `endpoint "${req.name}" is the failover of "${dependent.name}"; change ${dependent.name}'s failover_to first`,
+          Code.FailedPrecondition,
+        );
+      }
+      if (!(await this.deps.store.deleteEndpoint(req.name))) {
+        throw new ConnectError(`endpoint "${req.name}" not found`, Code.NotFound);
+      }
+      this.deps.onEndpointsChanged();
+      this.deps.logger.info({ endpoint: req.name }, "endpoint deleted");
+      return create(DeleteEndpointResponseSchema, {});
+    });
+  }
+
+  rotateSigningKey(req: RotateSigningKeyRequest): Promise<RotateSigningKeyResponse> {
+    return this.rpc("RotateSigningKey", async () => {
+      await this.requireEndpoint(req.endpoint, "endpoint");
+      if (req.secret !== "") invalidIf(checkSecret(req.secret), "secret");
+      const secret = req.secret !== "" ? req.secret : generateSecret();
+      const overlapSeconds = req.overlapSeconds === 0 ? DEFAULT_KEY_OVERLAP_SECONDS : req.overlapSeconds;
+      const previousExpireAt = this.now() + overlapSeconds * 1000;
+      await this.deps.store.addSigningKey(req.endpoint, secret, previousExpireAt);
+      this.deps.onEndpointsChanged();
+      this.deps.logger.info({ endpoint: req.endpoint, overlapSeconds }, "signing key rotated");
+      return create(RotateSigningKeyResponseSchema, {
+        secret,
+        previousKeysExpireTime: timestampFromMs(previousExpireAt),
+      });
+    });
+  }
+
+  listDeliveries(req: ListDeliveriesRequest): Promise<ListDeliveriesResponse> {
+    return this.rpc("ListDeliveries", async () => {
+      const pageSize = req.pageSize === 0 ? DEFAULT_PAGE_SIZE : req.pageSize;
+      if (pageSize > MAX_PAGE_SIZE) invalid("page_size", `must be 1..${MAX_PAGE_SIZE} (0 for ${DEFAULT_PAGE_SIZE})`);
+      let status: ReturnType<typeof deliveryStatusRecord>;
+      if (req.status !== 0) {
+        status = deliveryStatusRecord(req.status);
+        if (status === undefined) invalid("status", `unknown delivery status ${req.status}`);
+      }
+      const page = await this.listDeliveriesPage({
+        pageSize,
+        ...(req.endpoint !== "" ? { endpoint: req.endpoint } : {}),
+        ...(status !== undefined ? { status } : {}),
+        ...(req.eventId !== "" ? { eventId: req.eventId } : {}),
+        ...(req.pageToken !== "" ? { pageToken: req.pageToken } : {}),
+      });
+      const attempts = await Promise.all(page.deliveries.map((d) => this.deps.store.listAttempts(d.id)));
+      return create(ListDeliveriesResponseSchema, {
+        deliveries: page.deliveries.map((d, i) => deliveryMessage(d, attempts[i])),
+        nextPageToken: page.nextPageToken,
+      });
+    });
+  }
+
+  getDelivery(req: GetDeliveryRequest): Promise<GetDeliveryResponse> {
+    return this.rpc("GetDelivery", async () => {
+      invalidIf(req.id === "" ? "required" : undefined, "id");
+      const detail = await this.deps.store.getDelivery(req.id);
+      if (!detail) throw new ConnectError(`delivery "${req.id}" not found`, Code.NotFound);
+      return create(GetDeliveryResponseSchema, {
+        delivery: deliveryMessage(detail.delivery, detail.attempts),
+        body: JSON.stringify(webhookBody(detail.event)),
+      });
+    });
+  }
+
+  replayDelivery(req: ReplayDeliveryRequest): Promise<ReplayDeliveryResponse> {
+    return this.rpc("ReplayDelivery", async () => {
+      invalidIf(req.id === "" ? "required" : undefined, "id");
+      const detail = await this.deps.store.getDelivery(req.id);
+      if (!detail) throw new ConnectError(`delivery "${req.id}" not found`, Code.NotFound);
+      const { delivery } = detail;
+      if (delivery.status === "pending") {
+        throw new ConnectError(`delivery "${req.id}" is still pending`, Code.FailedPrecondition);
+      }
+      await this.requireDeliverable(delivery.endpoint);
+      const replay = await this.deps.store.replayDelivery(req.id);
+      this.deps.notifyDeliveries();
+      this.deps.logger.info({ delivery: req.id, replay: replay.id, endpoint: replay.endpoint }, "delivery replayed");
+      return create(ReplayDeliveryResponseSchema, { delivery: deliveryMessage(replay) });
+    });
+  }
+
+  replayDeliveries(req: ReplayDeliveriesRequest): Promise<ReplayDeliveriesResponse> {
+    return this.rpc("ReplayDeliveries", async () => {
+      if (req.endpoint !== "") {
+        const endpoint = await this.deps.store.getEndpoint(req.endpoint);
+        if (!endpoint) throw new ConnectError(`endpoint "${req.endpoint}" not found`, Code.NotFound);
+      }
+      const replayed = await this.deps.store.replayDeadLettered(req.endpoint !== "" ? req.endpoint : undefined);
+      if (replayed > 0) this.deps.notifyDeliveries();
+      this.deps.logger.info({ endpoint: req.endpoint || "*", replayed }, "dead-lettered deliveries replayed");
+      return create(ReplayDeliveriesResponseSchema, { replayed });
+    });
+  }
+
+  sendTestEvent(req: SendTestEventRequest): Promise<SendTestEventResponse> {
+    return this.rpc("SendTestEvent", async () => {
+      const type = req.eventType === EventType.UNSPECIFIED ? EventType.COMPLETION : req.eventType;
+      const typeName = eventTypeName(type);
+      if (typeName === undefined) invalid("event_type", `unknown event type ${req.eventType}`);
+      const config = this.deps.config();
+      let targets: string[];
+      if (req.endpoint !== "") {
+        await this.requireDeliverable(req.endpoint);
+        targets = [req.endpoint];
+      } else {
+        // Routing is decided here rather than by the normal filters: a test event is
+        // meant to arrive even where, say, completion.min_tokens would drop it.
+        const subscribed = config.events.subscribe.includes(typeName);
+        targets = (await this.deps.store.listEndpoints())
+          .filter((e) => e.enabled && (e.eventTypes.length === 0 ? subscribed : e.eventTypes.includes(type)))
+          .map((e) => e.name);
+        if (targets.length === 0) {
+          throw new ConnectError(`no enabled endpoint receives ${typeName} events`, Code.FailedPrecondition);
+        }
+      }
+      const event = syntheticEvent(type, this.now(), config.pricing);
+      await this.deps.deliverEvents([event], targets);
+      const { deliveries } = await this.deps.store.listDeliveries({ eventId: event.id, pageSize: MAX_PAGE_SIZE });
+      this.deps.logger.info({ event: event.id, type: typeName, endpoints: targets }, "test event sent");
+      return create(SendTestEventResponseSchema, { event, deliveryIds: deliveries.map((d) => d.id) });
+    });
+  }
+
+  getStats(req: GetStatsRequest): Promise<GetStatsResponse> {
+    return this.rpc("GetStats", async () => {
+      const windowSeconds = req.windowSeconds === 0 ? DEFAULT_STATS_WINDOW_SECONDS : req.windowSeconds;
+      const since = this.now() - windowSeconds * 1000;
+      const [records, endpoints, eventsIngested] = await Promise.all([
+        this.deps.store.stats(since),
+        this.deps.store.listEndpoints(),
+        this.deps.store.countEvents(since),
+      ]);
+      // Every configured endpoint gets a row, quiet ones too (an open circuit matters
+      // most when nothing gets through), plus deleted ones that still have deliveries.
+      const byName = new Map(records.map((r) => [r.endpoint, r]));
+      for (const e of endpoints) {
+        if (!byName.has(e.name)) {
+          byName.set(e.name, {
+            endpoint: e.name,
+            delivered: 0,
+            failed: 0,
+            deadLettered: 0,
+            pending: 0,
+            latencyP50Ms: 0,
+            latencyP99Ms: 0,
+            failureReasons: [],
+          });
+        }
+      }
+      const rows = [...byName.values()].sort((a, b) => a.endpoint.localeCompare(b.endpoint));
+      return create(GetStatsResponseSchema, {
+        endpoints: rows.map((r) => endpointStatsMessage(r, this.deps.isCircuitOpen(r.endpoint))),
+        eventsIngested: BigInt(eventsIngested),
+      });
+    });
+  }
+
+  // ---- helpers ------------------------------------------------------------------------------
+
+  private async endpointPatch(
+    ep: Endpoint,
+    current: EndpointRecord,
+    fields: ReadonlySet<UpdatableField>,
+  ): Promise<EndpointPatch> {
+    const patch: EndpointPatch = {};
+    if (fields.has("url")) {
+      invalidIf(checkEndpointUrl(ep.url, this.deps.config().security), "endpoint.url");
+      patch.url = ep.url;
+    }
+    if (fields.has("enabled")) {
+      patch.enabled = ep.enabled;
+      // Re-enabling is the operator's answer to whatever disabled it.
+      if (ep.enabled) patch.disabledReason = "";
+    }
+    if (fields.has("secret")) {
+      invalidIf(checkSecret(ep.secret), "endpoint.secret");
+      patch.secret = ep.secret;
+    }
+    if (fields.has("event_types")) {
+      checkEventTypes(ep.eventTypes);
+      patch.eventTypes = dedupe(ep.eventTypes);
+    }
+    if (fields.has("failover_to") && ep.failoverTo !== current.failoverTo) {
+      const all = await this.deps.store.listEndpoints();
+      invalidIf(checkFailoverTo(ep.name, ep.failoverTo, failoverMap(all)), "endpoint.failover_to");
+      patch.failoverTo = ep.failoverTo;
+    }
+    return patch;
+  }
+
+  private async requireEndpoint(name: string, field: string): Promise<EndpointRecord> {
+    invalidIf(name === "" ? "required" : undefined, field);
+    const record = await this.deps.store.getEndpoint(name);
+    if (!record) throw new ConnectError(`endpoint "${name}" not found`, Code.NotFound);
+    return record;
+  }
+
+  /** Deliveries to a missing or disabled endpoint would only fail; say so instead. */
+  private async requireDeliverable(name: string): Promise<void> {
+    const record = await this.deps.store.getEndpoint(name);
+    if (!record) throw new ConnectError(`endpoint "${name}" not found`, Code.NotFound);
+    if (!record.enabled) {
+      const why = record.disabledReason ? ` (${record.disabledReason})` : "";
+      throw new ConnectError(`endpoint "${name}" is disabled${why}`, Code.FailedPrecondition);
+    }
+  }
+
+  private async listDeliveriesPage(filter: Parameters<Store["listDeliveries"]>[0]) {
+    try {
+      return await this.deps.store.listDeliveries(filter);
+    } catch (err) {
+      if (filter.pageToken !== undefined && isBadPageToken(err)) {
+        throw new ConnectError(
+          "page_token: not a token from a previous page (use next_page_token)",
+          Code.InvalidArgument,
+          undefined,
+          undefined,
+          err,
+        );
+      }
+      throw err;
+    }
+  }
+
+  /** The one place errors become Connect codes. */
+  private async rpc<T>(method: string, body: () => Promise<T>): Promise<T> {
+    try {
+      return await body();
+    } catch (err) {
+      if (err instanceof ConnectError) throw err;
+      if (err instanceof StoreNotFoundError)
+        throw new ConnectError(err.message, Code.NotFound, undefined, undefined, err);
+      if (err instanceof StoreConflictError) {
+        throw new ConnectError(err.message, Code.AlreadyExists, undefined, undefined, err);
+      }
+      this.deps.logger.error({ err, rpc: method }, "admin RPC failed");
+      throw new ConnectError(`${method} failed`, Code.Internal, undefined, undefined, err);
+    }
+  }
+}
+
+function invalid(field: string, problem: string): never {
+  throw new ConnectError(`${field}: ${problem}`, Code.InvalidArgument);
+}
+
+function invalidIf(problem: string | undefined, field: string): void {
+  if (problem !== undefined) invalid(field, problem);
+}
+
+function required<T>(value: T | undefined, field: string): T {
+  if (value === undefined) invalid(field, "required");
+  return value;
+}
+
+function checkEventTypes(types: readonly EventType[]): void {
+  const i = firstUnknownEventType(types);
+  if (i >= 0) invalid(`endpoint.event_types[${i}]`, "unknown event type");
+}
+
+function updateFields(paths: readonly string[], ep: Endpoint): Set<UpdatableField> {
+  if (paths.length === 0) {
+    // Secrets are never returned, so a read-modify-write client cannot echo one back:
+    // without a mask, an empty secret keeps the keys.
+    return new Set(UPDATABLE_ENDPOINT_FIELDS.filter((f) => f !== "secret" || ep.secret !== ""));
+  }
+  const fields = new Set<UpdatableField>();
+  for (const [i, path] of paths.entries()) {
+    if (!(UPDATABLE_ENDPOINT_FIELDS as readonly string[]).includes(path)) {
+      invalid(`update_mask.paths[${i}]`, `"${path}" is not one of ${UPDATABLE_ENDPOINT_FIELDS.join(", ")}`);
+    }
+    fields.add(path as UpdatableField);
+  }
+  return fields;
+}
+
+function failoverMap(endpoints: readonly EndpointRecord[]): Map<string, string> {
+  return new Map(endpoints.map((e) => [e.name, e.failoverTo]));
+}
+
+function dedupe<T>(values: readonly T[]): T[] {
+  return [...new Set(values)];
+}
+
+/** A Standard Webhooks secret: "whsec_" + base64 of 32 random bytes. */
+export function generateSecret(): string {
+  return "whsec_" + randomBytes(32).toString("base64");
+}
+
+/** The store's page-token decoders throw RangeError for tokens they did not make. */
+function isBadPageToken(err: unknown): boolean {
+  return err instanceof RangeError;
+}

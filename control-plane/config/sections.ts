@@ -1,0 +1,155 @@
+import { checkCidr, checkEncryptionKey, checkHeaderName, checkStorageUrl } from "./checks.js";
+import { defaultPerEndpointConcurrency } from "./defaults.js";
+import type { ConfigReader, Field, NumberRule } from "./reader.js";
+import type { AuthConfig, DeliveryConfig, RetryConfig, SecurityConfig, StorageConfig } from "./types.js";
+
+const MILLISECONDS: NumberRule = { integer: true, min: 1, expected: "a positive whole number of milliseconds" };
+const COUNT: NumberRule = { integer: true, min: 1, expected: "a positive whole number" };
+
+export function readRetry(r: ConfigReader, field: Field | undefined, defaults: RetryConfig): RetryConfig {
+  const keys = r.section(field, [
+    "max_attempts",
+    "backoff_multiplier",
+    "initial_delay_ms",
+    "max_delay_ms",
+    "retryable_status_codes",
+    "jitter",
+  ]);
+  const initialField = keys.get("initial_delay_ms");
+  const maxField = keys.get("max_delay_ms");
+  const retry: RetryConfig = {
+    maxAttempts:
+      r.number(keys.get("max_attempts"), { ...COUNT, expected: "a whole number of attempts, 1 or more" }) ??
+      defaults.maxAttempts,
+    backoffMultiplier:
+      r.number(keys.get("backoff_multiplier"), {
+        min: 1,
+        expected: "a number of 1 or more (1 keeps every delay the same, 2 doubles it)",
+      }) ?? defaults.backoffMultiplier,
+    initialDelayMs: r.number(initialField, MILLISECONDS) ?? defaults.initialDelayMs,
+    maxDelayMs: r.number(maxField, MILLISECONDS) ?? defaults.maxDelayMs,
+    retryableStatusCodes: readStatusCodes(r, keys.get("retryable_status_codes")) ?? defaults.retryableStatusCodes,
+    jitter:
+      r.number(keys.get("jitter"), {
+        min: 0,
+        max: 1,
+        expected: "a share of each delay between 0 (none) and 1 (the whole delay)",
+      }) ?? defaults.jitter,
+  };
+  const pathOf = (key: string) => `${field?.path ?? "retry"}.${key}`;
+  if (retry.maxDelayMs < retry.initialDelayMs && r.isValid(pathOf("initial_delay_ms"), pathOf("max_delay_ms"))) {
+    if (maxField) {
+      r.fail(
+        maxField,
+        `(${retry.maxDelayMs}) is less than retry.initial_delay_ms (${retry.initialDelayMs}); expected at least the initial delay`,
+      );
+    } else if (initialField) {
+      r.fail(
+        initialField,
+        `(${retry.initialDelayMs}) exceeds retry.max_delay_ms (${retry.maxDelayMs}, the default); lower it or raise max_delay_ms`,
+      );
+    }
+  }
+  return retry;
+}
+
+function readStatusCodes(r: ConfigReader, field: Field | undefined): number[] | undefined {
+  const items = r.list(field, "a list of HTTP status codes");
+  if (!items) return undefined;
+  const codes = items.map((item) =>
+    r.number(item, { integer: true, min: 100, max: 599, expected: "an HTTP status code from 100 to 599" }),
+  );
+  return codes.every((c) => c !== undefined) ? [...new Set(codes as number[])] : undefined;
+}
+
+export function readSecurity(r: ConfigReader, field: Field | undefined, defaults: SecurityConfig): SecurityConfig {
+  const keys = r.section(field, [
+    "signature_algorithm",
+    "signature_header",
+    "timestamp_tolerance_ms",
+    "require_https",
+    "allowed_networks",
+  ]);
+  const algorithmField = keys.get("signature_algorithm");
+  const algorithm = r.string(algorithmField, { allowEmpty: true });
+  if (algorithmField && algorithm !== undefined && algorithm !== "sha256") {
+    r.fail(
+      algorithmField,
+      `unsupported signature algorithm ${JSON.stringify(algorithm)}; only "sha256" (HMAC-SHA256, as Standard Webhooks signs) is supported`,
+    );
+  }
+  const headerField = keys.get("signature_header");
+  const header = r.string(headerField, { allowEmpty: true });
+  const headerProblem = header === undefined ? undefined : checkHeaderName(header);
+  if (headerField && headerProblem) r.fail(headerField, headerProblem);
+
+  const networks = r.list(keys.get("allowed_networks"), 'a list of CIDRs such as "127.0.0.0/8"');
+  const allowedNetworks: string[] = [];
+  for (const item of networks ?? []) {
+    const cidr = r.string(item);
+    const problem = cidr === undefined ? undefined : checkCidr(cidr.trim());
+    if (problem) r.fail(item, problem);
+    else if (cidr !== undefined) allowedNetworks.push(cidr.trim());
+  }
+  return {
+    signatureAlgorithm: "sha256",
+    signatureHeader: headerProblem || header === undefined ? defaults.signatureHeader : header,
+    timestampToleranceMs: r.number(keys.get("timestamp_tolerance_ms"), MILLISECONDS) ?? defaults.timestampToleranceMs,
+    requireHttps: r.boolean(keys.get("require_https")) ?? defaults.requireHttps,
+    allowedNetworks,
+  };
+}
+
+export function readDelivery(r: ConfigReader, field: Field | undefined, defaults: DeliveryConfig): DeliveryConfig {
+  const keys = r.section(field, [
+    "timeout_ms",
+    "concurrent_deliveries",
+    "queue_size",
+    "retention_hours",
+    "per_endpoint_concurrency",
+    "circuit_breaker_threshold",
+    "circuit_breaker_cooldown_ms",
+  ]);
+  const concurrentDeliveries = r.number(keys.get("concurrent_deliveries"), COUNT) ?? defaults.concurrentDeliveries;
+  return {
+    timeoutMs: r.number(keys.get("timeout_ms"), MILLISECONDS) ?? defaults.timeoutMs,
+    concurrentDeliveries,
+    queueSize:
+      r.number(keys.get("queue_size"), { ...COUNT, expected: "a positive whole number of events" }) ??
+      defaults.queueSize,
+    retentionHours:
+      r.number(keys.get("retention_hours"), { ...COUNT, expected: "a positive whole number of hours" }) ??
+      defaults.retentionHours,
+    perEndpointConcurrency:
+      r.number(keys.get("per_endpoint_concurrency"), COUNT) ?? defaultPerEndpointConcurrency(concurrentDeliveries),
+    circuitBreakerThreshold:
+      r.number(keys.get("circuit_breaker_threshold"), {
+        ...COUNT,
+        expected: "a positive whole number of consecutive failures",
+      }) ?? defaults.circuitBreakerThreshold,
+    circuitBreakerCooldownMs:
+      r.number(keys.get("circuit_breaker_cooldown_ms"), MILLISECONDS) ?? defaults.circuitBreakerCooldownMs,
+  };
+}
+
+export function readAuth(r: ConfigReader, field: Field | undefined, defaults: AuthConfig): AuthConfig {
+  const keys = r.section(field, ["admin_tokens", "sidecar_tokens"]);
+  return {
+    adminTokens: r.stringList(keys.get("admin_tokens"), { sensitive: true }) ?? defaults.adminTokens,
+    sidecarTokens: r.stringList(keys.get("sidecar_tokens"), { sensitive: true }) ?? defaults.sidecarTokens,
+  };
+}
+
+export function readStorage(r: ConfigReader, field: Field | undefined, defaults: StorageConfig): StorageConfig {
+  const keys = r.section(field, ["url", "encryption_key"]);
+  const urlField = keys.get("url");
+  // A PostgreSQL URL can carry a password: never echoed.
+  const url = r.string(urlField, { sensitive: true });
+  const urlProblem = url === undefined ? undefined : checkStorageUrl(url);
+  if (urlField && urlProblem) r.fail(urlField, urlProblem);
+  const keyField = keys.get("encryption_key");
+  const encryptionKey = r.string(keyField, { sensitive: true, allowEmpty: true });
+  const keyProblem = encryptionKey ? checkEncryptionKey(encryptionKey) : undefined;
+  if (keyField && keyProblem) r.fail(keyField, keyProblem);
+  return { url: url ?? defaults.url, encryptionKey: encryptionKey ?? defaults.encryptionKey };
+}

@@ -1,0 +1,89 @@
+import type { EventTypeName } from "../../common/event-types.js";
+import { checkSigningSecret, checkWebhookUrl, ENDPOINT_NAME } from "./checks.js";
+import { readEventTypes, readFilters } from "./events.js";
+import type { ConfigReader, Field } from "./reader.js";
+import type { WebhookEndpointConfig } from "./types.js";
+
+const ENDPOINT_KEYS = ["url", "secret", "enabled", "events", "failover_to", "filters"] as const;
+
+export interface EndpointContext {
+  requireHttps: boolean;
+  /** events.subscribe; undefined when it is itself invalid. */
+  subscribe: EventTypeName[] | undefined;
+}
+
+export function readWebhooks(
+  r: ConfigReader,
+  field: Field | undefined,
+  context: EndpointContext,
+): Record<string, WebhookEndpointConfig> {
+  const entries = r.entries(field, "a mapping of endpoint name to endpoint");
+  const names = entries.map((e) => e.key);
+  const endpoints: [string, WebhookEndpointConfig][] = [];
+  for (const { key: name, field: endpointField } of entries) {
+    if (!ENDPOINT_NAME.test(name)) {
+      r.failEntry(
+        endpointField,
+        `endpoint name ${JSON.stringify(name)} is invalid; expected 1-64 characters of a-z, 0-9, "_" and "-"`,
+      );
+    }
+    endpoints.push([name, readEndpoint(r, endpointField, name, names, context)]);
+  }
+  return Object.fromEntries(endpoints);
+}
+
+function readEndpoint(
+  r: ConfigReader,
+  field: Field,
+  name: string,
+  names: string[],
+  context: EndpointContext,
+): WebhookEndpointConfig {
+  const keys = r.section(field, ENDPOINT_KEYS);
+
+  const urlField = keys.get("url");
+  if (!urlField) r.report(`${field.path}.url`, field.line, "is required; expected the https:// URL to deliver to");
+  // URLs can carry credentials: never echoed.
+  const url = r.string(urlField, { sensitive: true });
+  const urlProblem = url === undefined ? undefined : checkWebhookUrl(url.trim(), context.requireHttps);
+  if (urlField && urlProblem) r.fail(urlField, urlProblem);
+
+  const secretField = keys.get("secret");
+  if (!secretField) {
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: shows the config's own ${VAR} syntax
+    r.report(`${field.path}.secret`, field.line, 'is required; expected "whsec_" + base64 (e.g. "${WEBHOOK_SECRET}")');
+  }
+  const secret = r.string(secretField, { sensitive: true, allowEmpty: true });
+  const secretProblem = secret === undefined ? undefined : checkSigningSecret(secret);
+  if (secretField && secretProblem) r.fail(secretField, secretProblem);
+
+  const subscribed = context.subscribe;
+  const events =
+    readEventTypes(r, keys.get("events"), (type) =>
+      subscribed && !subscribed.includes(type)
+        ? `"${type}" is not in events.subscribe, so this endpoint would never receive it; add it there`
+        : undefined,
+    ) ?? [];
+
+  const failoverField = keys.get("failover_to");
+  const failoverTo = r.string(failoverField, { allowEmpty: true });
+  if (failoverField && failoverTo) {
+    if (failoverTo === name)
+      r.fail(failoverField, `names this endpoint itself; expected another endpoint or "" for none`);
+    else if (!names.includes(failoverTo)) {
+      const others = names.filter((n) => n !== name);
+      const expected =
+        others.length > 0 ? `one of ${others.join(", ")}, or "" for none` : '"" (no other endpoint is configured)';
+      r.fail(failoverField, `names no endpoint ${JSON.stringify(failoverTo)}; expected ${expected}`);
+    }
+  }
+
+  return {
+    url: url?.trim() ?? "",
+    secret: secret ?? "",
+    enabled: r.boolean(keys.get("enabled")) ?? true,
+    events,
+    failoverTo: failoverTo ?? (name === "primary" && names.includes("backup") ? "backup" : ""),
+    filters: readFilters(r, keys.get("filters")),
+  };
+}

@@ -1,0 +1,123 @@
+import type { Database } from "better-sqlite3";
+import type { Logger } from "../../common/logger.js";
+
+/**
+ * Schema migrations, applied in order at open; `schema_version` holds the highest one
+ * applied. Never edit a released migration: add the next one.
+ */
+const MIGRATIONS: readonly string[] = [
+  // v1
+  `
+  CREATE TABLE meta (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+  );
+
+  CREATE TABLE events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    type INTEGER NOT NULL,
+    org_id TEXT NOT NULL,
+    app TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    order_key TEXT NOT NULL,
+    token_index INTEGER NOT NULL,
+    time_ms INTEGER NOT NULL,
+    ingested_at INTEGER NOT NULL,
+    body BLOB NOT NULL
+  );
+  CREATE INDEX events_ingested_at ON events (ingested_at);
+
+  CREATE TABLE endpoints (
+    name TEXT PRIMARY KEY,
+    url TEXT NOT NULL,
+    enabled INTEGER NOT NULL,
+    event_types TEXT NOT NULL,
+    failover_to TEXT NOT NULL,
+    disabled_reason TEXT NOT NULL,
+    -- The secret the config file last gave (sealed), so a restart with the same file
+    -- keeps keys rotated at runtime, and only a changed file secret replaces them.
+    config_secret TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+  );
+
+  CREATE TABLE signing_keys (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    endpoint TEXT NOT NULL REFERENCES endpoints (name) ON DELETE CASCADE,
+    secret TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER
+  );
+  CREATE INDEX signing_keys_endpoint ON signing_keys (endpoint, seq);
+
+  -- seq is insertion order (keyset pagination); id is the public "dlv_" id.
+  -- Deliveries keep their endpoint name after the endpoint is deleted (history), so no
+  -- foreign key there. due_at is when the row can next be claimed: next_attempt_at, or
+  -- lease_until while leased, so one index range answers the claim query.
+  CREATE TABLE deliveries (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    event_seq INTEGER NOT NULL REFERENCES events (seq),
+    event_id TEXT NOT NULL,
+    event_type INTEGER NOT NULL,
+    endpoint TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempt_count INTEGER NOT NULL,
+    next_attempt_at INTEGER NOT NULL,
+    due_at INTEGER NOT NULL,
+    lease_owner TEXT NOT NULL,
+    lease_until INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    finished_at INTEGER,
+    last_error TEXT NOT NULL,
+    origin_delivery_id TEXT NOT NULL,
+    order_key TEXT NOT NULL,
+    order_index INTEGER NOT NULL
+  );
+  CREATE INDEX deliveries_claim ON deliveries (due_at) WHERE status = 'pending';
+  CREATE INDEX deliveries_order ON deliveries (endpoint, order_key, order_index)
+    WHERE status = 'pending' AND order_key != '';
+  CREATE INDEX deliveries_event ON deliveries (event_seq);
+  CREATE INDEX deliveries_endpoint ON deliveries (endpoint, seq);
+  CREATE INDEX deliveries_status ON deliveries (status, seq);
+  CREATE INDEX deliveries_created_at ON deliveries (created_at);
+  CREATE INDEX deliveries_origin ON deliveries (origin_delivery_id) WHERE origin_delivery_id != '';
+
+  CREATE TABLE attempts (
+    delivery_id TEXT NOT NULL REFERENCES deliveries (id),
+    number INTEGER NOT NULL,
+    endpoint TEXT NOT NULL,
+    started_at INTEGER NOT NULL,
+    status_code INTEGER NOT NULL,
+    latency_ms INTEGER NOT NULL,
+    error TEXT NOT NULL,
+    response_body TEXT NOT NULL,
+    PRIMARY KEY (delivery_id, number)
+  ) WITHOUT ROWID;
+  CREATE INDEX attempts_started_at ON attempts (started_at);
+  `,
+];
+
+export const SCHEMA_VERSION = MIGRATIONS.length;
+
+export function migrate(db: Database, path: string, logger?: Logger): void {
+  db.exec("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)");
+  const row = db.prepare<[], { version: number | null }>("SELECT MAX(version) AS version FROM schema_version").get();
+  const current = row?.version ?? 0;
+  if (current > SCHEMA_VERSION) {
+    throw new Error(
+      `SQLite store ${path} has schema version ${current}, newer than this aigw supports (${SCHEMA_VERSION}); ` +
+        `upgrade aigw or use another database file`,
+    );
+  }
+  for (let version = current + 1; version <= SCHEMA_VERSION; version++) {
+    const sql = MIGRATIONS[version - 1]!;
+    db.transaction(() => {
+      db.exec(sql);
+      db.prepare("INSERT INTO schema_version (version) VALUES (?)").run(version);
+    }).immediate();
+    logger?.info({ path, version }, "applied store schema migration");
+  }
+}

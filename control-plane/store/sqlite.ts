@@ -1,0 +1,1115 @@
+import { mkdir } from "node:fs/promises";
+import { dirname, resolve } from "node:path";
+import { fromBinary, toBinary } from "@bufbuild/protobuf";
+import Database from "better-sqlite3";
+import type { Logger } from "../../common/logger.js";
+import { newDeliveryId, ulid } from "../../common/ids.js";
+import { type Event, EventSchema, type EventType } from "../../gen/aigw/v1/events_pb.js";
+import { eventColumns } from "./event-columns.js";
+import { decodePageToken, encodePageToken } from "./page-token.js";
+import { loadOrCreateKeyFile, SecretBox } from "./secret-box.js";
+import { migrate } from "./sqlite-schema.js";
+import {
+  type AttemptOutcome,
+  type AttemptRecord,
+  type ClaimedDelivery,
+  type ClaimOptions,
+  type CompleteResult,
+  type DeliveryDetail,
+  type DeliveryFilter,
+  type DeliveryRecord,
+  type DeliveryStatus,
+  type EndpointPatch,
+  type EndpointRecord,
+  type EndpointStatsRecord,
+  type IngestResult,
+  type NewAttempt,
+  type NewEndpoint,
+  type SigningKey,
+  type Store,
+  StoreConflictError,
+  StoreNotFoundError,
+  type StoredEvent,
+} from "./store.js";
+
+export interface SqliteStoreOptions {
+  /** base64 of 32 bytes; absent or "": a key file beside the database (`<path>.key`). */
+  encryptionKey?: string;
+  logger?: Logger;
+}
+
+/** How long a writer waits for another connection's lock before SQLITE_BUSY. */
+const BUSY_TIMEOUT_MS = 5_000;
+/** Receivers can answer with anything; an attempt keeps enough of it to debug. */
+const MAX_RESPONSE_BODY_CHARS = 16_384;
+const MAX_FAILURE_REASONS = 5;
+const PURGE_BATCH = 500;
+const KEY_CHECK_NAME = "key_check";
+const KEY_CHECK_CONTEXT = "aigw store key check";
+const KEY_CHECK_PLAINTEXT = "aigw";
+const DELIVERY_STATUSES: readonly DeliveryStatus[] = ["pending", "delivered", "failed", "dead_lettered"];
+
+interface DeliveryRow {
+  seq: number;
+  id: string;
+  event_seq: number;
+  event_id: string;
+  event_type: number;
+  endpoint: string;
+  status: DeliveryStatus;
+  attempt_count: number;
+  next_attempt_at: number;
+  due_at: number;
+  lease_owner: string;
+  lease_until: number;
+  created_at: number;
+  finished_at: number | null;
+  last_error: string;
+  origin_delivery_id: string;
+  order_key: string;
+  order_index: number;
+}
+
+interface DeliveryWithBodyRow extends DeliveryRow {
+  body: Uint8Array;
+}
+
+interface EventRow {
+  seq: number;
+  id: string;
+  type: number;
+  order_key: string;
+  token_index: number;
+  ingested_at: number;
+  body: Uint8Array;
+}
+
+interface EndpointRow {
+  name: string;
+  url: string;
+  enabled: number;
+  event_types: string;
+  failover_to: string;
+  disabled_reason: string;
+  config_secret: string;
+  created_at: number;
+  updated_at: number;
+  key_count: number;
+}
+
+interface AttemptRow {
+  delivery_id: string;
+  number: number;
+  started_at: number;
+  status_code: number;
+  latency_ms: number;
+  error: string;
+  response_body: string;
+}
+
+interface KeyRow {
+  id: string;
+  secret: string;
+  created_at: number;
+  expires_at: number | null;
+}
+
+/** What a new delivery copies from its event (or from the delivery it replays). */
+interface DeliverySource {
+  eventSeq: number;
+  eventId: string;
+  eventType: number;
+  orderKey: string;
+  orderIndex: number;
+}
+
+interface QueuedCompletion {
+  deliveryId: string;
+  leaseOwner: string;
+  attempt: NewAttempt;
+  outcome: AttemptOutcome;
+  resolve: (result: CompleteResult) => void;
+  reject: (error: unknown) => void;
+}
+
+type Stmt<P, R = unknown> = Database.Statement<[P], R>;
+type Stmt0<R = unknown> = Database.Statement<[], R>;
+
+function prepareStatements(db: Database.Database) {
+  const endpointColumns = `e.*, (SELECT COUNT(*) FROM signing_keys k WHERE k.endpoint = e.name
+      AND (k.expires_at IS NULL OR k.expires_at > @now)) AS key_count`;
+  return {
+    syncFull: db.prepare("PRAGMA synchronous = FULL") as Stmt0,
+    syncNormal: db.prepare("PRAGMA synchronous = NORMAL") as Stmt0,
+    getMeta: db.prepare("SELECT value FROM meta WHERE name = ?") as Database.Statement<[string], { value: string }>,
+    putMeta: db.prepare("INSERT OR REPLACE INTO meta (name, value) VALUES (@name, @value)") as Stmt<{
+      name: string;
+      value: string;
+    }>,
+
+    insertEvent: db.prepare(
+      `INSERT INTO events (id, type, org_id, app, request_id, order_key, token_index, time_ms, ingested_at, body)
+       VALUES (@id, @type, @orgId, @app, @requestId, @orderKey, @orderIndex, @timeMs, @ingestedAt, @body)
+       ON CONFLICT (id) DO NOTHING RETURNING seq`,
+    ) as Stmt<Record<string, unknown>, { seq: number }>,
+    eventBySeq: db.prepare("SELECT * FROM events WHERE seq = ?") as Database.Statement<[number], EventRow>,
+    eventsAfter: db.prepare(
+      "SELECT seq, body, ingested_at FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+    ) as Database.Statement<[number, number], Pick<EventRow, "seq" | "body" | "ingested_at">>,
+    // AUTOINCREMENT's counter: the highest seq ever given, so a cursor never moves back
+    // even when purge has emptied the table.
+    lastEventSeq: db.prepare("SELECT seq FROM sqlite_sequence WHERE name = 'events'").pluck() as Stmt0<number>,
+    countEvents: db.prepare("SELECT COUNT(*) FROM events").pluck() as Stmt0<number>,
+    countEventsSince: db.prepare("SELECT COUNT(*) FROM events WHERE ingested_at >= ?").pluck() as Database.Statement<
+      [number],
+      number
+    >,
+
+    listEndpoints: db.prepare(`SELECT ${endpointColumns} FROM endpoints e ORDER BY e.name`) as Stmt<
+      { now: number },
+      EndpointRow
+    >,
+    endpointByName: db.prepare(`SELECT ${endpointColumns} FROM endpoints e WHERE e.name = @name`) as Stmt<
+      { now: number; name: string },
+      EndpointRow
+    >,
+    insertEndpoint: db.prepare(
+      `INSERT INTO endpoints (name, url, enabled, event_types, failover_to, disabled_reason, config_secret, created_at, updated_at)
+       VALUES (@name, @url, @enabled, @eventTypes, @failoverTo, @disabledReason, @configSecret, @now, @now)`,
+    ) as Stmt<Record<string, unknown>>,
+    updateEndpoint: db.prepare(
+      `UPDATE endpoints SET url = @url, enabled = @enabled, event_types = @eventTypes, failover_to = @failoverTo,
+         disabled_reason = @disabledReason, config_secret = @configSecret, updated_at = @now WHERE name = @name`,
+    ) as Stmt<Record<string, unknown>>,
+    disableEndpoint: db.prepare(
+      "UPDATE endpoints SET enabled = 0, disabled_reason = @reason, updated_at = @now WHERE name = @name",
+    ) as Stmt<{ name: string; reason: string; now: number }>,
+    deleteEndpoint: db.prepare("DELETE FROM endpoints WHERE name = ?") as Database.Statement<[string]>,
+    touchEndpoint: db.prepare("UPDATE endpoints SET updated_at = @now WHERE name = @name") as Stmt<{
+      name: string;
+      now: number;
+    }>,
+
+    insertKey: db.prepare(
+      "INSERT INTO signing_keys (id, endpoint, secret, created_at, expires_at) VALUES (@id, @endpoint, @secret, @now, NULL)",
+    ) as Stmt<{ id: string; endpoint: string; secret: string; now: number }>,
+    deleteKeys: db.prepare("DELETE FROM signing_keys WHERE endpoint = ?") as Database.Statement<[string]>,
+    deleteExpiredKeys: db.prepare(
+      "DELETE FROM signing_keys WHERE endpoint = @endpoint AND expires_at IS NOT NULL AND expires_at <= @now",
+    ) as Stmt<{ endpoint: string; now: number }>,
+    expireKeys: db.prepare(
+      `UPDATE signing_keys SET expires_at = @expiresAt
+       WHERE endpoint = @endpoint AND (expires_at IS NULL OR expires_at > @expiresAt)`,
+    ) as Stmt<{ endpoint: string; expiresAt: number }>,
+    activeKeys: db.prepare(
+      `SELECT id, secret, created_at, expires_at FROM signing_keys
+       WHERE endpoint = @endpoint AND (expires_at IS NULL OR expires_at > @now) ORDER BY seq DESC`,
+    ) as Stmt<{ endpoint: string; now: number }, KeyRow>,
+
+    insertDelivery: db.prepare(
+      `INSERT INTO deliveries (id, event_seq, event_id, event_type, endpoint, status, attempt_count, next_attempt_at,
+         due_at, lease_owner, lease_until, created_at, finished_at, last_error, origin_delivery_id, order_key, order_index)
+       VALUES (@id, @eventSeq, @eventId, @eventType, @endpoint, 'pending', 0, @now, @now, '', 0, @now, NULL, '',
+         @originDeliveryId, @orderKey, @orderIndex)`,
+    ) as Stmt<Record<string, unknown>>,
+    deliveryById: db.prepare("SELECT * FROM deliveries WHERE id = ?") as Database.Statement<[string], DeliveryRow>,
+    deliveryWithBody: db.prepare(
+      "SELECT d.*, e.body FROM deliveries d JOIN events e ON e.seq = d.event_seq WHERE d.id = ?",
+    ) as Database.Statement<[string], DeliveryWithBodyRow>,
+    // Walks the partial index in due order and stops after `limit` rows that pass: with
+    // many due rows that is `limit` index steps. A streaming delivery waits while an
+    // earlier token of its (endpoint, request) is pending, leased or not — the lookup is
+    // one probe of deliveries_order.
+    claimCandidates: db.prepare(
+      `SELECT d.*, e.body FROM deliveries d INDEXED BY deliveries_claim JOIN events e ON e.seq = d.event_seq
+       WHERE d.status = 'pending' AND d.due_at <= @now
+         AND d.endpoint NOT IN (SELECT value FROM json_each(@skip))
+         AND (d.order_key = '' OR NOT EXISTS (
+           SELECT 1 FROM deliveries p
+           WHERE p.status = 'pending' AND p.order_key != ''
+             AND p.endpoint = d.endpoint AND p.order_key = d.order_key AND p.order_index < d.order_index))
+       ORDER BY d.due_at, d.seq
+       LIMIT @limit`,
+    ) as Stmt<{ now: number; skip: string; limit: number }, DeliveryWithBodyRow>,
+    lease: db.prepare(
+      "UPDATE deliveries SET lease_owner = @owner, lease_until = @until, due_at = @until WHERE seq = @seq",
+    ) as Stmt<{
+      owner: string;
+      until: number;
+      seq: number;
+    }>,
+    finishAttempt: db.prepare(
+      `UPDATE deliveries SET status = @status, attempt_count = @attemptCount, next_attempt_at = @nextAttemptAt,
+         due_at = @nextAttemptAt, last_error = @lastError, finished_at = @finishedAt, lease_owner = '', lease_until = 0
+       WHERE seq = @seq`,
+    ) as Stmt<Record<string, unknown>>,
+    releaseLeases: db.prepare(
+      `UPDATE deliveries SET lease_owner = '', lease_until = 0, due_at = next_attempt_at
+       WHERE status = 'pending' AND lease_owner = ?`,
+    ) as Database.Statement<[string]>,
+    failEndpointDeliveries: db.prepare(
+      `UPDATE deliveries SET status = 'failed', last_error = @error, finished_at = @now, lease_owner = '', lease_until = 0
+       WHERE endpoint = @endpoint AND status = 'pending'`,
+    ) as Stmt<{ endpoint: string; error: string; now: number }>,
+    // A dead letter already replayed (a later delivery to the same endpoint names it as
+    // origin) is not replayed again: its replay carries on, and a second bulk replay
+    // must not multiply deliveries. Failover copies go to another endpoint and don't count.
+    deadLettered: db.prepare(
+      `SELECT d.* FROM deliveries d
+       WHERE d.status = 'dead_lettered' AND (@endpoint = '' OR d.endpoint = @endpoint)
+         AND EXISTS (SELECT 1 FROM endpoints ep WHERE ep.name = d.endpoint)
+         AND NOT EXISTS (SELECT 1 FROM deliveries r WHERE r.origin_delivery_id = d.id AND r.endpoint = d.endpoint)
+       ORDER BY d.seq`,
+    ) as Stmt<{ endpoint: string }, DeliveryRow>,
+    nextDueAt: db.prepare("SELECT MIN(due_at) FROM deliveries WHERE status = 'pending'").pluck() as Stmt0<
+      number | null
+    >,
+    countPending: db.prepare("SELECT COUNT(*) FROM deliveries WHERE status = 'pending'").pluck() as Stmt0<number>,
+
+    insertAttempt: db.prepare(
+      `INSERT INTO attempts (delivery_id, number, endpoint, started_at, status_code, latency_ms, error, response_body)
+       VALUES (@deliveryId, @number, @endpoint, @startedAt, @statusCode, @latencyMs, @error, @responseBody)`,
+    ) as Stmt<Record<string, unknown>>,
+    attemptsOf: db.prepare("SELECT * FROM attempts WHERE delivery_id = ? ORDER BY number") as Database.Statement<
+      [string],
+      AttemptRow
+    >,
+
+    statusCounts: db.prepare(
+      "SELECT endpoint, status, COUNT(*) AS n FROM deliveries WHERE created_at >= ? GROUP BY endpoint, status",
+    ) as Database.Statement<[number], { endpoint: string; status: DeliveryStatus; n: number }>,
+    latencies: db.prepare(
+      "SELECT endpoint, latency_ms FROM attempts WHERE started_at >= ? ORDER BY endpoint, latency_ms",
+    ) as Database.Statement<[number], { endpoint: string; latency_ms: number }>,
+    failureReasons: db.prepare(
+      `SELECT endpoint, CASE WHEN error != '' THEN error ELSE 'HTTP ' || status_code END AS reason, COUNT(*) AS n
+       FROM attempts WHERE started_at >= ? AND (error != '' OR status_code < 200 OR status_code >= 300)
+       GROUP BY endpoint, reason ORDER BY endpoint, n DESC, reason`,
+    ) as Database.Statement<[number], { endpoint: string; reason: string; n: number }>,
+    endpointNames: db.prepare("SELECT name FROM endpoints").pluck() as Stmt0<string>,
+
+    purgeCandidates: db
+      .prepare(
+        `SELECT e.seq FROM events e
+       WHERE e.ingested_at < @before
+         AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.status = 'pending')
+       ORDER BY e.seq LIMIT @limit`,
+      )
+      .pluck() as Stmt<{ before: number; limit: number }, number>,
+    purgeAttempts: db.prepare(
+      "DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE event_seq = ?)",
+    ) as Database.Statement<[number]>,
+    purgeDeliveries: db.prepare("DELETE FROM deliveries WHERE event_seq = ?") as Database.Statement<[number]>,
+    purgeEvent: db.prepare("DELETE FROM events WHERE seq = ?") as Database.Statement<[number]>,
+  };
+}
+
+type Statements = ReturnType<typeof prepareStatements>;
+
+/** The embedded store: one better-sqlite3 connection in WAL mode (see DESIGN.md, Scale out). */
+export class SqliteStore implements Store {
+  readonly kind = "sqlite";
+  readonly path: string;
+  readonly #db: Database.Database;
+  readonly #box: SecretBox;
+  readonly #s: Statements;
+  readonly #inTransaction: Database.Transaction<(fn: () => unknown) => unknown>;
+  readonly #listStatements = new Map<string, Stmt<Record<string, unknown>, DeliveryRow>>();
+  /** Nested inside the batch transaction, so it runs in a savepoint. */
+  readonly #completeOne: Database.Transaction<(completion: QueuedCompletion, now: number) => CompleteResult>;
+  #completions: QueuedCompletion[] = [];
+  #completionFlushScheduled = false;
+  #synchronousFull = false;
+  #closed = false;
+
+  /** Use openSqliteStore(); the constructor expects a migrated database. */
+  constructor(db: Database.Database, path: string, box: SecretBox) {
+    this.#db = db;
+    this.path = path;
+    this.#box = box;
+    this.#s = prepareStatements(db);
+    this.#inTransaction = db.transaction((fn: () => unknown) => fn());
+    this.#completeOne = db.transaction((completion: QueuedCompletion, now: number) =>
+      this.#completeOneUnsafe(completion, now),
+    );
+    this.#s.syncNormal.run();
+  }
+
+  // Durability is chosen per transaction. ingest() is followed by an ack that lets a
+  // sidecar drop the events from its spool, so its commit must survive power loss:
+  // synchronous=FULL fsyncs the WAL at commit. Endpoint, key and replay changes are rare
+  // and an operator expects them kept, so they are FULL too. Delivery bookkeeping (claims,
+  // attempt results, lease releases) runs at NORMAL: a WAL commit without fsync, made
+  // durable by the next checkpoint. Power loss can then forget the last few claims or
+  // results, which only means a delivery goes out again — at-least-once allows that — and
+  // the delivery path runs several times faster. `synchronous` is a connection setting
+  // read at commit time, so it is switched between transactions, never inside one.
+  #durable<T>(fn: () => T): T {
+    this.#flushCompletions();
+    this.#setSynchronousFull(true);
+    try {
+      return this.#inTransaction.immediate(fn) as T;
+    } finally {
+      this.#setSynchronousFull(false);
+    }
+  }
+
+  #bookkeeping<T>(fn: () => T): T {
+    this.#flushCompletions();
+    return this.#inTransaction.immediate(fn) as T;
+  }
+
+  #setSynchronousFull(full: boolean): void {
+    if (this.#synchronousFull === full) return;
+    (full ? this.#s.syncFull : this.#s.syncNormal).run();
+    this.#synchronousFull = full;
+  }
+
+  // ---- events -------------------------------------------------------------------------
+
+  async ingest(events: readonly Event[], route: (event: Event) => readonly string[]): Promise<IngestResult> {
+    events.forEach((event, index) => {
+      if (event.id === "") throw new TypeError(`ingest: event at index ${index} has an empty id`);
+    });
+    const now = Date.now();
+    return this.#durable(() => {
+      const stored: StoredEvent[] = [];
+      let duplicates = 0;
+      let deliveries = 0;
+      for (const event of events) {
+        const columns = eventColumns(event);
+        const inserted = this.#s.insertEvent.get({
+          id: event.id,
+          ...columns,
+          ingestedAt: now,
+          body: toBinary(EventSchema, event),
+        });
+        if (inserted === undefined) {
+          duplicates++;
+          continue;
+        }
+        stored.push({ seq: inserted.seq, event, ingestedAt: now });
+        const source: DeliverySource = {
+          eventSeq: inserted.seq,
+          eventId: event.id,
+          eventType: columns.type,
+          orderKey: columns.orderKey,
+          orderIndex: columns.orderIndex,
+        };
+        for (const endpoint of new Set(route(event))) {
+          this.#insertDelivery(source, endpoint, "", now);
+          deliveries++;
+        }
+      }
+      return { stored, duplicates, deliveries };
+    });
+  }
+
+  async readEventsAfter(afterSeq: number, limit: number): Promise<StoredEvent[]> {
+    return this.#s.eventsAfter
+      .all(afterSeq, positiveInteger(limit, "readEventsAfter limit"))
+      .map((row) => ({ seq: row.seq, event: decodeEvent(row.body, row.seq), ingestedAt: row.ingested_at }));
+  }
+
+  async lastEventSeq(): Promise<number> {
+    return this.#s.lastEventSeq.get() ?? 0;
+  }
+
+  async countEvents(sinceMs?: number): Promise<number> {
+    return (sinceMs === undefined ? this.#s.countEvents.get() : this.#s.countEventsSince.get(sinceMs)) ?? 0;
+  }
+
+  // ---- endpoints and their signing keys -------------------------------------------------
+
+  async listEndpoints(): Promise<EndpointRecord[]> {
+    this.#flushCompletions();
+    return this.#s.listEndpoints.all({ now: Date.now() }).map(toEndpointRecord);
+  }
+
+  async getEndpoint(name: string): Promise<EndpointRecord | undefined> {
+    this.#flushCompletions();
+    const row = this.#s.endpointByName.get({ now: Date.now(), name });
+    return row && toEndpointRecord(row);
+  }
+
+  async createEndpoint(endpoint: NewEndpoint, secret: string): Promise<EndpointRecord> {
+    validateEndpoint(endpoint);
+    requireSecret(secret, endpoint.name);
+    const now = Date.now();
+    return this.#durable(() => {
+      if (this.#s.endpointByName.get({ now, name: endpoint.name })) {
+        throw new StoreConflictError(`endpoint "${endpoint.name}" already exists`);
+      }
+      try {
+        this.#s.insertEndpoint.run(endpointParams(endpoint, "", "", now));
+      } catch (err) {
+        if (isUniqueViolation(err)) throw new StoreConflictError(`endpoint "${endpoint.name}" already exists`);
+        throw err;
+      }
+      this.#insertKey(endpoint.name, secret, now);
+      return this.#endpointRecord(endpoint.name, now);
+    });
+  }
+
+  async upsertEndpoint(endpoint: NewEndpoint, secret: string): Promise<EndpointRecord> {
+    validateEndpoint(endpoint);
+    requireSecret(secret, endpoint.name);
+    const now = Date.now();
+    const configSecret = this.#box.seal(secret, configSecretContext(endpoint.name));
+    return this.#durable(() => {
+      const existing = this.#s.endpointByName.get({ now, name: endpoint.name });
+      if (existing === undefined) {
+        this.#s.insertEndpoint.run(endpointParams(endpoint, "", configSecret, now));
+        this.#insertKey(endpoint.name, secret, now);
+        return this.#endpointRecord(endpoint.name, now);
+      }
+      // The same file secret as last time keeps the keys as they are (rotations made at
+      // runtime survive a restart); a changed one replaces them all.
+      const unchanged =
+        existing.config_secret !== "" &&
+        this.#box.open(existing.config_secret, configSecretContext(endpoint.name)) === secret;
+      const disabledReason = endpoint.enabled ? "" : existing.disabled_reason;
+      this.#s.updateEndpoint.run(
+        endpointParams(endpoint, disabledReason, unchanged ? existing.config_secret : configSecret, now),
+      );
+      if (!unchanged) this.#replaceKeys(endpoint.name, secret, now);
+      return this.#endpointRecord(endpoint.name, now);
+    });
+  }
+
+  async updateEndpoint(name: string, patch: EndpointPatch): Promise<EndpointRecord> {
+    if (patch.secret !== undefined) requireSecret(patch.secret, name);
+    const now = Date.now();
+    return this.#durable(() => {
+      const row = this.#s.endpointByName.get({ now, name });
+      if (row === undefined) throw new StoreNotFoundError(`endpoint "${name}" not found`);
+      const current = toEndpointRecord(row);
+      const enabled = patch.enabled ?? current.enabled;
+      // Re-enabling clears why it was disabled, unless the patch says otherwise.
+      const disabledReason = patch.disabledReason ?? (patch.enabled === true ? "" : current.disabledReason);
+      const next: NewEndpoint = {
+        name,
+        url: patch.url ?? current.url,
+        enabled,
+        eventTypes: patch.eventTypes ?? current.eventTypes,
+        failoverTo: patch.failoverTo ?? current.failoverTo,
+      };
+      validateEndpoint(next);
+      this.#s.updateEndpoint.run(endpointParams(next, disabledReason, row.config_secret, now));
+      if (patch.secret !== undefined) this.#replaceKeys(name, patch.secret, now);
+      return this.#endpointRecord(name, now);
+    });
+  }
+
+  async deleteEndpoint(name: string): Promise<boolean> {
+    const now = Date.now();
+    return this.#durable(() => {
+      if (this.#s.endpointByName.get({ now, name }) === undefined) return false;
+      this.#s.failEndpointDeliveries.run({ endpoint: name, error: "endpoint deleted", now });
+      this.#s.deleteKeys.run(name);
+      this.#s.deleteEndpoint.run(name);
+      return true;
+    });
+  }
+
+  async addSigningKey(endpoint: string, secret: string, previousExpireAt: number): Promise<void> {
+    requireSecret(secret, endpoint);
+    finiteNumber(previousExpireAt, "previousExpireAt");
+    const now = Date.now();
+    this.#durable(() => {
+      if (this.#s.endpointByName.get({ now, name: endpoint }) === undefined) {
+        throw new StoreNotFoundError(`endpoint "${endpoint}" not found`);
+      }
+      this.#s.deleteExpiredKeys.run({ endpoint, now });
+      this.#s.expireKeys.run({ endpoint, expiresAt: previousExpireAt });
+      this.#insertKey(endpoint, secret, now);
+      this.#s.touchEndpoint.run({ name: endpoint, now });
+    });
+  }
+
+  async activeSigningKeys(endpoint: string, now: number): Promise<SigningKey[]> {
+    this.#flushCompletions();
+    return this.#s.activeKeys.all({ endpoint, now }).map((row) => ({
+      id: row.id,
+      secret: this.#box.open(row.secret, signingKeyContext(row.id)),
+      createdAt: row.created_at,
+      expiresAt: row.expires_at,
+    }));
+  }
+
+  #insertKey(endpoint: string, secret: string, now: number): void {
+    const id = `key_${ulid(now)}`;
+    this.#s.insertKey.run({ id, endpoint, secret: this.#box.seal(secret, signingKeyContext(id)), now });
+  }
+
+  #replaceKeys(endpoint: string, secret: string, now: number): void {
+    this.#s.deleteKeys.run(endpoint);
+    this.#insertKey(endpoint, secret, now);
+  }
+
+  #endpointRecord(name: string, now: number): EndpointRecord {
+    const row = this.#s.endpointByName.get({ now, name });
+    if (row === undefined) throw new StoreNotFoundError(`endpoint "${name}" not found`);
+    return toEndpointRecord(row);
+  }
+
+  // ---- deliveries ------------------------------------------------------------------------
+
+  async claimDue(options: ClaimOptions): Promise<ClaimedDelivery[]> {
+    const { now, leaseOwner } = options;
+    finiteNumber(now, "claimDue now");
+    const limit = positiveInteger(options.limit, "claimDue limit");
+    const leaseUntil = now + positiveInteger(options.leaseMs, "claimDue leaseMs");
+    if (leaseOwner === "") throw new TypeError("claimDue: leaseOwner must not be empty");
+    const skip = JSON.stringify(options.skipEndpoints ?? []);
+    const rows = this.#bookkeeping(() => {
+      const candidates = this.#s.claimCandidates.all({ now, skip, limit });
+      for (const row of candidates) this.#s.lease.run({ owner: leaseOwner, until: leaseUntil, seq: row.seq });
+      return candidates;
+    });
+    return rows.map((row) => ({
+      ...toDeliveryRecord(row),
+      event: decodeEvent(row.body, row.event_seq),
+      leaseUntil,
+    }));
+  }
+
+  /**
+   * Completions are group-committed: those arriving in the same event-loop turn (a pool
+   * of workers finishing together) share one transaction, each in its own savepoint so
+   * one bad completion fails alone. The promise resolves after the commit. A commit is
+   * most of a completion's cost, so this is what lets the delivery path keep up.
+   */
+  completeAttempt(
+    deliveryId: string,
+    leaseOwner: string,
+    attempt: NewAttempt,
+    outcome: AttemptOutcome,
+  ): Promise<CompleteResult> {
+    if (this.#closed) return Promise.reject(new Error(`SQLite store ${this.path} is closed`));
+    if (outcome.status === "retry" && !Number.isFinite(outcome.nextAttemptAt)) {
+      return Promise.reject(new RangeError(`completeAttempt: nextAttemptAt must be a finite number`));
+    }
+    return new Promise((resolve, reject) => {
+      this.#completions.push({ deliveryId, leaseOwner, attempt, outcome, resolve, reject });
+      if (!this.#completionFlushScheduled) {
+        this.#completionFlushScheduled = true;
+        setImmediate(() => {
+          this.#completionFlushScheduled = false;
+          this.#flushCompletions();
+        });
+      }
+    });
+  }
+
+  /** Commits queued completions; every other delivery method calls this first, so reads see them. */
+  #flushCompletions(): void {
+    const batch = this.#completions;
+    if (batch.length === 0) return;
+    this.#completions = [];
+    const now = Date.now();
+    const results: ({ ok: true; value: CompleteResult } | { ok: false; error: unknown })[] = [];
+    try {
+      this.#bookkeeping(() => {
+        for (const completion of batch) {
+          try {
+            results.push({ ok: true, value: this.#completeOne(completion, now) });
+          } catch (error) {
+            results.push({ ok: false, error });
+          }
+        }
+      });
+    } catch (error) {
+      for (const completion of batch) completion.reject(error);
+      return;
+    }
+    batch.forEach((completion, index) => {
+      const result = results[index]!;
+      if (result.ok) completion.resolve(result.value);
+      else completion.reject(result.error);
+    });
+  }
+
+  #completeOneUnsafe(completion: QueuedCompletion, now: number): CompleteResult {
+    const { deliveryId, leaseOwner, attempt, outcome } = completion;
+    const row = this.#s.deliveryById.get(deliveryId);
+    if (row === undefined || row.status !== "pending" || row.lease_owner !== leaseOwner) return { recorded: false };
+    const number = row.attempt_count + 1;
+    const failure = failureText(attempt);
+    this.#s.insertAttempt.run({
+      deliveryId,
+      number,
+      endpoint: row.endpoint,
+      startedAt: attempt.startedAt,
+      statusCode: attempt.statusCode,
+      latencyMs: attempt.latencyMs,
+      error: attempt.error,
+      responseBody: attempt.responseBody.slice(0, MAX_RESPONSE_BODY_CHARS),
+    });
+    let status: DeliveryStatus;
+    let nextAttemptAt = row.next_attempt_at;
+    let lastError = failure;
+    switch (outcome.status) {
+      case "delivered":
+        status = "delivered";
+        lastError = "";
+        break;
+      case "retry":
+        status = "pending";
+        nextAttemptAt = outcome.nextAttemptAt;
+        break;
+      case "failed":
+      case "dead_lettered":
+        status = outcome.status;
+        break;
+      case "endpoint_gone":
+        status = "failed";
+        lastError = failure || outcome.reason;
+        this.#s.disableEndpoint.run({ name: row.endpoint, reason: outcome.reason, now });
+        break;
+      default:
+        throw new TypeError(`completeAttempt: unknown outcome ${JSON.stringify(outcome)}`);
+    }
+    this.#s.finishAttempt.run({
+      seq: row.seq,
+      status,
+      attemptCount: number,
+      nextAttemptAt,
+      lastError,
+      finishedAt: status === "pending" ? null : now,
+    });
+    if (outcome.status === "dead_lettered" && outcome.failoverTo && outcome.failoverTo !== row.endpoint) {
+      const target = this.#s.endpointByName.get({ now, name: outcome.failoverTo });
+      if (target?.enabled) {
+        return { recorded: true, failoverDelivery: this.#insertDelivery(sourceOf(row), target.name, row.id, now) };
+      }
+    }
+    return { recorded: true };
+  }
+
+  async releaseLeases(leaseOwner: string): Promise<number> {
+    return this.#bookkeeping(() => this.#s.releaseLeases.run(leaseOwner).changes);
+  }
+
+  async createDeliveries(
+    eventSeq: number,
+    endpoints: readonly string[],
+    originDeliveryId?: string,
+  ): Promise<DeliveryRecord[]> {
+    const now = Date.now();
+    return this.#durable(() => {
+      const event = this.#s.eventBySeq.get(eventSeq);
+      if (event === undefined) throw new StoreNotFoundError(`event seq ${eventSeq} not found`);
+      const source: DeliverySource = {
+        eventSeq,
+        eventId: event.id,
+        eventType: event.type,
+        orderKey: event.order_key,
+        orderIndex: event.token_index,
+      };
+      return [...new Set(endpoints)].map((endpoint) => {
+        if (this.#s.endpointByName.get({ now, name: endpoint }) === undefined) {
+          throw new StoreNotFoundError(`endpoint "${endpoint}" not found`);
+        }
+        return this.#insertDelivery(source, endpoint, originDeliveryId ?? "", now);
+      });
+    });
+  }
+
+  async getDelivery(id: string): Promise<DeliveryDetail | undefined> {
+    this.#flushCompletions();
+    const row = this.#s.deliveryWithBody.get(id);
+    if (row === undefined) return undefined;
+    return {
+      delivery: toDeliveryRecord(row),
+      attempts: this.#s.attemptsOf.all(id).map(toAttemptRecord),
+      event: decodeEvent(row.body, row.event_seq),
+    };
+  }
+
+  async listDeliveries(filter: DeliveryFilter): Promise<{ deliveries: DeliveryRecord[]; nextPageToken: string }> {
+    this.#flushCompletions();
+    const pageSize = filter.pageSize;
+    if (!Number.isInteger(pageSize) || pageSize < 1 || pageSize > 1000) {
+      throw new RangeError(`listDeliveries: pageSize must be an integer from 1 to 1000, got ${pageSize}`);
+    }
+    if (filter.status !== undefined && !DELIVERY_STATUSES.includes(filter.status)) {
+      throw new RangeError(`listDeliveries: unknown status "${filter.status}"`);
+    }
+    const beforeSeq = filter.pageToken ? decodePageToken(filter.pageToken) : Number.MAX_SAFE_INTEGER;
+    const params: Record<string, unknown> = { beforeSeq, limit: pageSize + 1 };
+    if (filter.endpoint !== undefined) params.endpoint = filter.endpoint;
+    if (filter.status !== undefined) params.status = filter.status;
+    if (filter.eventId !== undefined) params.eventId = filter.eventId;
+    const rows = this.#listStatement(filter).all(params);
+    const page = rows.slice(0, pageSize);
+    const last = page[page.length - 1];
+    return {
+      deliveries: page.map(toDeliveryRecord),
+      nextPageToken: rows.length > pageSize && last ? encodePageToken(last.seq) : "",
+    };
+  }
+
+  /** One statement per filter shape, so each uses its own index instead of `? IS NULL OR`. */
+  #listStatement(filter: DeliveryFilter): Stmt<Record<string, unknown>, DeliveryRow> {
+    const conditions = ["seq < @beforeSeq"];
+    if (filter.endpoint !== undefined) conditions.push("endpoint = @endpoint");
+    if (filter.status !== undefined) conditions.push("status = @status");
+    if (filter.eventId !== undefined) conditions.push("event_seq = (SELECT seq FROM events WHERE id = @eventId)");
+    const sql = `SELECT * FROM deliveries WHERE ${conditions.join(" AND ")} ORDER BY seq DESC LIMIT @limit`;
+    let statement = this.#listStatements.get(sql);
+    if (statement === undefined) {
+      statement = this.#db.prepare(sql) as Stmt<Record<string, unknown>, DeliveryRow>;
+      this.#listStatements.set(sql, statement);
+    }
+    return statement;
+  }
+
+  async listAttempts(deliveryId: string): Promise<AttemptRecord[]> {
+    this.#flushCompletions();
+    return this.#s.attemptsOf.all(deliveryId).map(toAttemptRecord);
+  }
+
+  async replayDelivery(id: string): Promise<DeliveryRecord> {
+    const now = Date.now();
+    return this.#durable(() => {
+      const row = this.#s.deliveryById.get(id);
+      if (row === undefined) throw new StoreNotFoundError(`delivery "${id}" not found`);
+      if (this.#s.endpointByName.get({ now, name: row.endpoint }) === undefined) {
+        throw new StoreNotFoundError(`endpoint "${row.endpoint}" of delivery "${id}" no longer exists`);
+      }
+      return this.#insertDelivery(sourceOf(row), row.endpoint, row.id, now);
+    });
+  }
+
+  async replayDeadLettered(endpoint?: string): Promise<number> {
+    const now = Date.now();
+    return this.#durable(() => {
+      const rows = this.#s.deadLettered.all({ endpoint: endpoint ?? "" });
+      for (const row of rows) this.#insertDelivery(sourceOf(row), row.endpoint, row.id, now);
+      return rows.length;
+    });
+  }
+
+  /**
+   * When the next pending delivery becomes claimable: its next_attempt_at, or while it is
+   * leased, the lease's end (a scheduler waiting on this must not spin on in-flight rows).
+   */
+  async nextDueAt(): Promise<number | undefined> {
+    this.#flushCompletions();
+    return this.#s.nextDueAt.get() ?? undefined;
+  }
+
+  async countPending(): Promise<number> {
+    this.#flushCompletions();
+    return this.#s.countPending.get() ?? 0;
+  }
+
+  async stats(sinceMs: number): Promise<EndpointStatsRecord[]> {
+    this.#flushCompletions();
+    const byEndpoint = new Map<string, EndpointStatsRecord>();
+    const entry = (endpoint: string): EndpointStatsRecord => {
+      let record = byEndpoint.get(endpoint);
+      if (record === undefined) {
+        record = {
+          endpoint,
+          delivered: 0,
+          failed: 0,
+          deadLettered: 0,
+          pending: 0,
+          latencyP50Ms: 0,
+          latencyP99Ms: 0,
+          failureReasons: [],
+        };
+        byEndpoint.set(endpoint, record);
+      }
+      return record;
+    };
+    // One read transaction, so the three queries see the same snapshot.
+    this.#inTransaction.deferred(() => {
+      for (const name of this.#s.endpointNames.all()) entry(name);
+      for (const { endpoint, status, n } of this.#s.statusCounts.all(sinceMs)) {
+        const record = entry(endpoint);
+        if (status === "delivered") record.delivered = n;
+        else if (status === "failed") record.failed = n;
+        else if (status === "dead_lettered") record.deadLettered = n;
+        else if (status === "pending") record.pending = n;
+      }
+      let endpoint = "";
+      let latencies: number[] = [];
+      const flush = () => {
+        if (latencies.length === 0) return;
+        const record = entry(endpoint);
+        record.latencyP50Ms = percentile(latencies, 0.5);
+        record.latencyP99Ms = percentile(latencies, 0.99);
+      };
+      for (const row of this.#s.latencies.iterate(sinceMs)) {
+        if (row.endpoint !== endpoint) {
+          flush();
+          endpoint = row.endpoint;
+          latencies = [];
+        }
+        latencies.push(row.latency_ms);
+      }
+      flush();
+      for (const { endpoint, reason, n } of this.#s.failureReasons.all(sinceMs)) {
+        const reasons = entry(endpoint).failureReasons;
+        if (reasons.length < MAX_FAILURE_REASONS) reasons.push({ reason, count: n });
+      }
+    });
+    return [...byEndpoint.values()].sort((a, b) => (a.endpoint < b.endpoint ? -1 : a.endpoint > b.endpoint ? 1 : 0));
+  }
+
+  async purge(beforeMs: number): Promise<{ events: number; deliveries: number }> {
+    finiteNumber(beforeMs, "purge beforeMs");
+    let events = 0;
+    let deliveries = 0;
+    // Batches keep each write transaction short, so ingest never waits long behind a purge.
+    for (;;) {
+      const batch = this.#bookkeeping(() => {
+        const seqs = this.#s.purgeCandidates.all({ before: beforeMs, limit: PURGE_BATCH });
+        for (const seq of seqs) {
+          this.#s.purgeAttempts.run(seq);
+          deliveries += this.#s.purgeDeliveries.run(seq).changes;
+          events += this.#s.purgeEvent.run(seq).changes;
+        }
+        return seqs.length;
+      });
+      if (batch < PURGE_BATCH) break;
+      await new Promise<void>((resolve) => setImmediate(resolve));
+    }
+    return { events, deliveries };
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#flushCompletions();
+    this.#closed = true;
+    this.#db.close();
+  }
+
+  #insertDelivery(source: DeliverySource, endpoint: string, originDeliveryId: string, now: number): DeliveryRecord {
+    const id = newDeliveryId();
+    this.#s.insertDelivery.run({
+      id,
+      eventSeq: source.eventSeq,
+      eventId: source.eventId,
+      eventType: source.eventType,
+      endpoint,
+      originDeliveryId,
+      orderKey: source.orderKey,
+      orderIndex: source.orderIndex,
+      now,
+    });
+    return {
+      id,
+      eventSeq: source.eventSeq,
+      eventId: source.eventId,
+      eventType: source.eventType as EventType,
+      endpoint,
+      status: "pending",
+      attemptCount: 0,
+      createdAt: now,
+      nextAttemptAt: now,
+      finishedAt: null,
+      lastError: "",
+      originDeliveryId,
+      orderKey: source.orderKey,
+      orderIndex: source.orderIndex,
+    };
+  }
+
+  /** For tests and diagnostics: the plan SQLite picks for the claim query. */
+  explainClaim(): string[] {
+    const sql = this.#s.claimCandidates.source;
+    return (
+      this.#db.prepare(`EXPLAIN QUERY PLAN ${sql}`).all({ now: 0, skip: "[]", limit: 1 }) as { detail: string }[]
+    ).map((row) => row.detail);
+  }
+
+  /** For tests and diagnostics: a connection pragma's current value. */
+  pragma(name: string): unknown {
+    return this.#db.pragma(name, { simple: true });
+  }
+
+  /** Verifies the key against the check value sealed at first open, or seals one. */
+  verifyKey(): void {
+    const check = this.#s.getMeta.get(KEY_CHECK_NAME);
+    if (check === undefined) {
+      this.#durable(() =>
+        this.#s.putMeta.run({ name: KEY_CHECK_NAME, value: this.#box.seal(KEY_CHECK_PLAINTEXT, KEY_CHECK_CONTEXT) }),
+      );
+      return;
+    }
+    try {
+      this.#box.open(check.value, KEY_CHECK_CONTEXT);
+    } catch {
+      throw new Error(
+        `SQLite store ${this.path}: the encryption key does not match the one its signing secrets were sealed with ` +
+          `(check storage.encryption_key or the key file ${this.path}.key)`,
+      );
+    }
+  }
+}
+
+/**
+ * Opens (creating if needed) the SQLite store at `path`, with its parent directories,
+ * migrated to the current schema, and with the key for signing secrets checked.
+ */
+export async function openSqliteStore(path: string, options: SqliteStoreOptions = {}): Promise<SqliteStore> {
+  const fullPath = resolve(path);
+  await mkdir(dirname(fullPath), { recursive: true });
+  let db: Database.Database;
+  try {
+    db = new Database(fullPath);
+  } catch (err) {
+    throw new Error(`cannot open SQLite store ${fullPath}: ${(err as Error).message}`, { cause: err });
+  }
+  try {
+    db.pragma("journal_mode = WAL");
+    db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
+    db.pragma("foreign_keys = ON");
+    db.pragma("cache_size = -65536");
+    migrate(db, fullPath, options.logger);
+    const hasSealedSecrets =
+      db.prepare("SELECT 1 FROM meta WHERE name = ?").get(KEY_CHECK_NAME) !== undefined ||
+      db.prepare("SELECT 1 FROM signing_keys LIMIT 1").get() !== undefined;
+    const box = options.encryptionKey
+      ? SecretBox.fromBase64(options.encryptionKey, "storage.encryption_key")
+      : await loadOrCreateKeyFile(`${fullPath}.key`, !hasSealedSecrets, options.logger);
+    const store = new SqliteStore(db, fullPath, box);
+    store.verifyKey();
+    return store;
+  } catch (err) {
+    db.close();
+    if (err instanceof Error && /not a database|malformed/i.test(err.message)) {
+      throw new Error(`cannot open SQLite store ${fullPath}: ${err.message}`, { cause: err });
+    }
+    throw err;
+  }
+}
+
+function toDeliveryRecord(row: DeliveryRow): DeliveryRecord {
+  return {
+    id: row.id,
+    eventSeq: row.event_seq,
+    eventId: row.event_id,
+    eventType: row.event_type as EventType,
+    endpoint: row.endpoint,
+    status: row.status,
+    attemptCount: row.attempt_count,
+    createdAt: row.created_at,
+    nextAttemptAt: row.next_attempt_at,
+    finishedAt: row.finished_at,
+    lastError: row.last_error,
+    originDeliveryId: row.origin_delivery_id,
+    orderKey: row.order_key,
+    orderIndex: row.order_index,
+  };
+}
+
+function sourceOf(row: DeliveryRow): DeliverySource {
+  return {
+    eventSeq: row.event_seq,
+    eventId: row.event_id,
+    eventType: row.event_type,
+    orderKey: row.order_key,
+    orderIndex: row.order_index,
+  };
+}
+
+function toAttemptRecord(row: AttemptRow): AttemptRecord {
+  return {
+    deliveryId: row.delivery_id,
+    number: row.number,
+    startedAt: row.started_at,
+    statusCode: row.status_code,
+    latencyMs: row.latency_ms,
+    error: row.error,
+    responseBody: row.response_body,
+  };
+}
+
+function toEndpointRecord(row: EndpointRow): EndpointRecord {
+  return {
+    name: row.name,
+    url: row.url,
+    enabled: row.enabled === 1,
+    eventTypes: JSON.parse(row.event_types) as EventType[],
+    failoverTo: row.failover_to,
+    disabledReason: row.disabled_reason,
+    createdAt: row.created_at,
+    updatedAt: row.updated_at,
+    signingKeyCount: row.key_count,
+  };
+}
+
+function endpointParams(
+  endpoint: NewEndpoint,
+  disabledReason: string,
+  configSecret: string,
+  now: number,
+): Record<string, unknown> {
+  return {
+    name: endpoint.name,
+    url: endpoint.url,
+    enabled: endpoint.enabled ? 1 : 0,
+    eventTypes: JSON.stringify(endpoint.eventTypes),
+    failoverTo: endpoint.failoverTo,
+    disabledReason,
+    configSecret,
+    now,
+  };
+}
+
+function validateEndpoint(endpoint: NewEndpoint): void {
+  if (endpoint.name === "") throw new TypeError("endpoint name must not be empty");
+  if (endpoint.url === "") throw new TypeError(`endpoint "${endpoint.name}": url must not be empty`);
+  for (const type of endpoint.eventTypes) {
+    if (!Number.isInteger(type)) throw new TypeError(`endpoint "${endpoint.name}": bad event type ${String(type)}`);
+  }
+}
+
+function requireSecret(secret: string, endpoint: string): void {
+  if (secret === "") throw new TypeError(`endpoint "${endpoint}": signing secret must not be empty`);
+}
+
+function positiveInteger(value: number, what: string): number {
+  if (!Number.isInteger(value) || value < 1) throw new RangeError(`${what} must be a positive integer, got ${value}`);
+  return value;
+}
+
+function finiteNumber(value: number, what: string): number {
+  if (!Number.isFinite(value)) throw new RangeError(`${what} must be a finite number, got ${value}`);
+  return value;
+}
+
+/** The delivery's last_error and the stats' failure reason for a failed attempt. */
+function failureText(attempt: NewAttempt): string {
+  if (attempt.error !== "") return attempt.error;
+  if (attempt.statusCode !== 0 && (attempt.statusCode < 200 || attempt.statusCode >= 300)) {
+    return `HTTP ${attempt.statusCode}`;
+  }
+  return "";
+}
+
+/** Nearest-rank percentile of ascending values. */
+function percentile(sorted: readonly number[], p: number): number {
+  return sorted[Math.max(0, Math.ceil(p * sorted.length) - 1)] ?? 0;
+}
+
+function decodeEvent(body: Uint8Array, seq: number): Event {
+  try {
+    return fromBinary(EventSchema, body);
+  } catch (err) {
+    throw new Error(`stored event seq ${seq} cannot be decoded: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+function isUniqueViolation(err: unknown): boolean {
+  const code = (err as { code?: unknown }).code;
+  return code === "SQLITE_CONSTRAINT_UNIQUE" || code === "SQLITE_CONSTRAINT_PRIMARYKEY";
+}
+
+const signingKeyContext = (id: string): string => `signing key ${id}`;
+const configSecretContext = (endpoint: string): string => `endpoint ${endpoint} config secret`;

@@ -1,0 +1,82 @@
+/**
+ * What the proxy asks of a provider's API format. The proxy forwards bytes; an adapter
+ * says which requests it reads, what (rarely) must change upstream, and reads the copy of
+ * the response for usage. OpenAI-compatible APIs are one adapter; Anthropic's Messages
+ * API slots in as another.
+ */
+
+/** Token counts as the provider reported them. */
+export interface Usage {
+  promptTokens: number;
+  completionTokens: number;
+  totalTokens: number;
+}
+
+/** What the request said, read from its body off the response path. */
+export interface RequestFacts {
+  model: string;
+  stream: boolean;
+}
+
+/** A change the adapter needs upstream so that it can observe the response. */
+export interface UpstreamRewrite {
+  /** The body to send instead of the client's. */
+  body: Buffer;
+  /**
+   * Ask the upstream for an uncompressed response, because `responseFilter` edits the
+   * body the client receives. HTTP clients decode by content-encoding, so this is
+   * invisible to them.
+   */
+  identityEncoding: boolean;
+  /** Removes from the client's copy what the rewrite added upstream. */
+  responseFilter?: (() => ResponseBodyFilter) | undefined;
+}
+
+/**
+ * Edits the response body on its way to the client, chunk by chunk. Must be cheap and
+ * must not hold bytes longer than the framing needs (an SSE event until its blank line).
+ */
+export interface ResponseBodyFilter {
+  transform(chunk: Buffer): Buffer | undefined;
+  flush(): Buffer | undefined;
+}
+
+/** What the response said, read from the copy after the bytes went to the client. */
+export interface ResponseFacts {
+  model?: string;
+  usage?: Usage;
+  /** The provider's own error message (error bodies, error events in a stream). */
+  errorMessage?: string;
+  /** The last finish reason the provider gave, if any. */
+  finishReason?: string;
+}
+
+export interface ResponseObserver {
+  /** A decoded (decompressed) chunk of the response body. Never throws. */
+  push(chunk: Buffer): void;
+  /** Called once, after the last chunk (or when the body was cut short). Never throws. */
+  finish(): ResponseFacts;
+}
+
+export interface ResponseContext {
+  path: string;
+  status: number;
+  /** The response's content-type, lower-cased, "" when absent. */
+  contentType: string;
+}
+
+export interface ProviderAdapter {
+  /** The API format, for logs ("openai"). The event's provider is the upstream's name. */
+  readonly name: string;
+  /** Whether requests to this path (no query string) are observed. Hot path: keep it a lookup. */
+  observes(method: string, path: string): boolean;
+  /**
+   * Called on the hot path with the buffered request body of an observed request.
+   * Returns undefined (the common case) when the body goes upstream unchanged.
+   */
+  rewriteRequest(path: string, body: Buffer): UpstreamRewrite | undefined;
+  /** Reads the request body; off the response path. Never throws. */
+  readRequest(path: string, body: Buffer): RequestFacts;
+  /** A fresh observer for one response. */
+  observeResponse(context: ResponseContext): ResponseObserver;
+}

@@ -1,0 +1,298 @@
+import type {
+  ProviderAdapter,
+  RequestFacts,
+  ResponseBodyFilter,
+  ResponseContext,
+  ResponseFacts,
+  ResponseObserver,
+  UpstreamRewrite,
+  Usage,
+} from "./adapter.js";
+import { SseFramer, SseParser, type SseEvent } from "./sse.js";
+
+/**
+ * OpenAI-compatible APIs (OpenAI, Azure-style proxies, vLLM, Ollama, Groq, Anthropic's
+ * compatibility layer...): Chat Completions, Completions, Embeddings, Responses.
+ */
+
+const CHAT_COMPLETIONS = "/v1/chat/completions";
+const OBSERVED_PATHS: ReadonlySet<string> = new Set([
+  CHAT_COMPLETIONS,
+  "/v1/completions",
+  "/v1/embeddings",
+  "/v1/responses",
+]);
+
+/** Above this a JSON response is not kept whole; usage is then looked for in its tail. */
+export const MAX_JSON_COPY_BYTES = 10 * 1024 * 1024;
+const TAIL_BYTES = 16 * 1024;
+const HEAD_BYTES = 16 * 1024;
+
+export const openAiAdapter: ProviderAdapter = {
+  name: "openai",
+
+  observes(method, path) {
+    return method === "POST" && OBSERVED_PATHS.has(path);
+  },
+
+  rewriteRequest(path, body) {
+    if (path !== CHAT_COMPLETIONS || !body.includes('"stream"')) return undefined;
+    return askForStreamUsage(body);
+  },
+
+  readRequest(_path, body) {
+    const json = parseJson(body.toString("utf8"));
+    if (!isRecord(json)) return { model: "", stream: false };
+    return { model: typeof json.model === "string" ? json.model : "", stream: json.stream === true };
+  },
+
+  observeResponse(context: ResponseContext): ResponseObserver {
+    if (context.status < 400 && context.contentType.startsWith("text/event-stream")) {
+      return new OpenAiStreamObserver();
+    }
+    return new JsonBodyObserver();
+  },
+};
+
+const INCLUDE_USAGE = '"stream_options":{"include_usage":true}';
+
+/**
+ * A streamed chat completion reports usage only in an extra final chunk, sent when the
+ * request asks with stream_options.include_usage. When the client did not ask, aigw asks
+ * upstream and removes that chunk again from what the client receives.
+ */
+export function askForStreamUsage(body: Buffer): UpstreamRewrite | undefined {
+  const text = body.toString("utf8");
+  const json = parseJson(text);
+  if (!isRecord(json) || json.stream !== true) return undefined;
+  const options = json.stream_options;
+  if (isRecord(options) && options.include_usage === true) return undefined;
+  let rewritten: string;
+  if (options === undefined) {
+    // Insert rather than re-serialise: every other byte of the client's body (number
+    // formats, key order, large integers such as seeds) stays exactly as sent.
+    const brace = text.indexOf("{");
+    rewritten = `${text.slice(0, brace + 1)}${INCLUDE_USAGE},${text.slice(brace + 1)}`;
+  } else {
+    json.stream_options = { ...(isRecord(options) ? options : {}), include_usage: true };
+    rewritten = JSON.stringify(json);
+  }
+  return {
+    body: Buffer.from(rewritten, "utf8"),
+    identityEncoding: true,
+    responseFilter: () => new UsageChunkFilter(),
+  };
+}
+
+const USAGE_OBJECT = [Buffer.from('"usage":{'), Buffer.from('"usage": {')];
+const NULL_USAGE_LAST = Buffer.from(',"usage":null}');
+const LF = 0x0a;
+const CR = 0x0d;
+
+/**
+ * Removes what include_usage added to a chat stream: the usage-only chunk (choices: [])
+ * and the `"usage":null` that then ends every other chunk. Event framing is kept: whole
+ * events are dropped, others pass with their own line endings, `data: [DONE]` included.
+ */
+export class UsageChunkFilter implements ResponseBodyFilter {
+  private readonly framer = new SseFramer();
+
+  transform(chunk: Buffer): Buffer | undefined {
+    const blocks = this.framer.push(chunk);
+    if (blocks.length === 0) return undefined;
+    const kept: Buffer[] = [];
+    for (const block of blocks) {
+      if (isUsageOnlyChunk(block)) continue;
+      kept.push(withoutTrailingNullUsage(block));
+    }
+    if (kept.length === 0) return undefined;
+    return kept.length === 1 ? kept[0] : Buffer.concat(kept);
+  }
+
+  flush(): Buffer | undefined {
+    return this.framer.flush();
+  }
+}
+
+function isUsageOnlyChunk(block: Buffer): boolean {
+  if (!USAGE_OBJECT.some((needle) => block.includes(needle))) return false;
+  const event = parseBlockData(block);
+  if (!isRecord(event)) return false;
+  return Array.isArray(event.choices) && event.choices.length === 0 && isRecord(event.usage);
+}
+
+function parseBlockData(block: Buffer): unknown {
+  const parser = new SseParser();
+  const [event] = parser.push(block);
+  return event ? parseJson(event.data) : undefined;
+}
+
+/**
+ * `,"usage":null}` right before a line end closes the top-level object (nothing follows
+ * it on the data line), so removing the pair cannot touch nested values.
+ */
+function withoutTrailingNullUsage(block: Buffer): Buffer {
+  let at = block.indexOf(NULL_USAGE_LAST);
+  if (at === -1) return block;
+  const parts: Buffer[] = [];
+  let from = 0;
+  while (at !== -1) {
+    const after = block[at + NULL_USAGE_LAST.length];
+    if (after === LF || after === CR) {
+      parts.push(block.subarray(from, at));
+      from = at + NULL_USAGE_LAST.length - 1; // keep the "}"
+    }
+    at = block.indexOf(NULL_USAGE_LAST, at + 1);
+  }
+  if (parts.length === 0) return block;
+  parts.push(block.subarray(from));
+  return Buffer.concat(parts);
+}
+
+const USAGE_FIELD = /"usage"\s*:\s*\{/;
+
+/** Reads model, usage and errors from an OpenAI-style event stream (Chat, Completions, Responses). */
+export class OpenAiStreamObserver implements ResponseObserver {
+  private readonly parser = new SseParser();
+  private readonly facts: ResponseFacts = {};
+
+  push(chunk: Buffer): void {
+    try {
+      for (const event of this.parser.push(chunk)) this.read(event);
+    } catch {
+      // Garbage from the upstream is the client's business; aigw only loses the facts.
+    }
+  }
+
+  finish(): ResponseFacts {
+    return this.facts;
+  }
+
+  private read(event: SseEvent): void {
+    const data = event.data;
+    if (data === "[DONE]") return;
+    // Parsing every chunk of a long stream is wasted work: only the first (model), usage
+    // and error events carry what aigw reports.
+    const wanted = this.facts.model === undefined || USAGE_FIELD.test(data) || data.includes('"error"');
+    if (!wanted) return;
+    const json = parseJson(data);
+    if (!isRecord(json)) return;
+    // Responses API events wrap the response object ("response.created", "response.completed").
+    const response = isRecord(json.response) ? json.response : undefined;
+    const model = stringField(json, "model") ?? (response && stringField(response, "model"));
+    if (model && this.facts.model === undefined) this.facts.model = model;
+    const usage = usageFrom(json.usage) ?? (response ? usageFrom(response.usage) : undefined);
+    if (usage) this.facts.usage = usage;
+    const message = errorMessageFrom(json);
+    if (message && (json.error !== undefined || json.type === "error")) this.facts.errorMessage = message;
+  }
+}
+
+/**
+ * Reads a JSON body (success or error). Bodies past MAX_JSON_COPY_BYTES (large embedding
+ * batches) are not kept: usage sits at the end and the model at the start, so a head and
+ * a tail are enough to find them.
+ */
+export class JsonBodyObserver implements ResponseObserver {
+  private chunks: Buffer[] = [];
+  private size = 0;
+  private head: Buffer | undefined;
+  private tail: Buffer | undefined;
+
+  constructor(private readonly maxBytes = MAX_JSON_COPY_BYTES) {}
+
+  push(chunk: Buffer): void {
+    this.size += chunk.length;
+    if (this.head === undefined && this.size <= this.maxBytes) {
+      this.chunks.push(chunk);
+      return;
+    }
+    if (this.head === undefined) {
+      const all = Buffer.concat([...this.chunks, chunk]);
+      this.head = all.subarray(0, HEAD_BYTES);
+      this.tail = Buffer.from(all.subarray(Math.max(0, all.length - TAIL_BYTES)));
+      this.chunks = [];
+      return;
+    }
+    const joined = Buffer.concat([this.tail ?? Buffer.alloc(0), chunk]);
+    this.tail = Buffer.from(joined.subarray(Math.max(0, joined.length - TAIL_BYTES)));
+  }
+
+  finish(): ResponseFacts {
+    try {
+      if (this.head !== undefined) return factsFromFragments(this.head, this.tail);
+      if (this.size === 0) return {};
+      const text = this.chunks.length === 1 ? this.chunks[0]!.toString("utf8") : Buffer.concat(this.chunks).toString("utf8");
+      return factsFromJson(parseJson(text));
+    } catch {
+      return {};
+    }
+  }
+}
+
+function factsFromJson(json: unknown): ResponseFacts {
+  if (!isRecord(json)) return {};
+  const facts: ResponseFacts = {};
+  const model = stringField(json, "model");
+  if (model) facts.model = model;
+  const usage = usageFrom(json.usage);
+  if (usage) facts.usage = usage;
+  const message = errorMessageFrom(json);
+  if (message) facts.errorMessage = message;
+  return facts;
+}
+
+function factsFromFragments(head: Buffer, tail: Buffer | undefined): ResponseFacts {
+  const facts: ResponseFacts = {};
+  const model = /"model"\s*:\s*"([^"\\]{1,200})"/.exec(head.toString("utf8"))?.[1];
+  if (model) facts.model = model;
+  const usageText = tail ? /"usage"\s*:\s*(\{[^{}]*\})/.exec(tail.toString("utf8"))?.[1] : undefined;
+  const usage = usageText ? usageFrom(parseJson(usageText)) : undefined;
+  if (usage) facts.usage = usage;
+  return facts;
+}
+
+/** Chat/Completions/Embeddings (prompt_/completion_tokens) and Responses (input_/output_tokens). */
+export function usageFrom(value: unknown): Usage | undefined {
+  if (!isRecord(value)) return undefined;
+  const prompt = tokenCount(value.prompt_tokens) ?? tokenCount(value.input_tokens);
+  const completion = tokenCount(value.completion_tokens) ?? tokenCount(value.output_tokens);
+  const total = tokenCount(value.total_tokens);
+  if (prompt === undefined && completion === undefined && total === undefined) return undefined;
+  const promptTokens = prompt ?? 0;
+  const completionTokens = completion ?? 0;
+  return { promptTokens, completionTokens, totalTokens: total ?? promptTokens + completionTokens };
+}
+
+/** The provider's message from the usual error shapes: {error:{message}}, {error:"..."}, {message}, {detail}. */
+export function errorMessageFrom(json: Record<string, unknown>): string | undefined {
+  const error = json.error;
+  if (isRecord(error)) return stringField(error, "message");
+  if (typeof error === "string" && error !== "") return error;
+  // Compatible servers that are not OpenAI: {"message": ...} and FastAPI's {"detail": ...}.
+  return stringField(json, "message") ?? stringField(json, "detail");
+}
+
+const MAX_UINT32 = 0xffff_ffff;
+
+function tokenCount(value: unknown): number | undefined {
+  if (typeof value !== "number" || !Number.isFinite(value) || value < 0) return undefined;
+  return Math.min(Math.floor(value), MAX_UINT32);
+}
+
+function stringField(json: Record<string, unknown>, key: string): string | undefined {
+  const value = json[key];
+  return typeof value === "string" && value !== "" ? value : undefined;
+}
+
+export function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+export function parseJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,157 @@
+import { create } from "@bufbuild/protobuf";
+import { timestampNow } from "@bufbuild/protobuf/wkt";
+import { type Event, EventSchema } from "../../gen/aigw/v1/events_pb.js";
+import { newEventId } from "../../common/ids.js";
+import type { Usage } from "../providers/adapter.js";
+
+/** Who the events are about: the sidecar's org and app, and the upstream's name. */
+export interface EventOrigin {
+  orgId: string;
+  app: string;
+  provider: string;
+}
+
+export type ErrorType =
+  | "rate_limit"
+  | "timeout"
+  | "upstream_error"
+  | "invalid_request"
+  | "authentication"
+  | "network"
+  | "budget_exceeded";
+
+export type Severity = "warning" | "error" | "critical";
+
+export interface ErrorClass {
+  errorType: ErrorType;
+  severity: Severity;
+}
+
+/**
+ * The error class of an upstream HTTP status.
+ * - 429: the caller's own quota; retrying later works → warning.
+ * - 529 (Anthropic "overloaded"): DESIGN.md counts it with 429 as a rate limit, but it is
+ *   the provider's capacity, not the caller's quota, so it is reported as error, not warning.
+ * - Other 5xx are the provider's fault and stay "error" however often they repeat;
+ *   "critical" is kept for aigw not reaching the provider at all (network).
+ */
+export function classifyStatus(status: number): ErrorClass {
+  if (status === 429) return { errorType: "rate_limit", severity: "warning" };
+  if (status === 529) return { errorType: "rate_limit", severity: "error" };
+  if (status === 401 || status === 403) return { errorType: "authentication", severity: "error" };
+  if (status === 408 || status === 504) return { errorType: "timeout", severity: "error" };
+  if (status >= 500) return { errorType: "upstream_error", severity: "error" };
+  return { errorType: "invalid_request", severity: "warning" };
+}
+
+export const NETWORK_ERROR: ErrorClass = { errorType: "network", severity: "critical" };
+export const TIMEOUT_ERROR: ErrorClass = { errorType: "timeout", severity: "error" };
+
+const MAX_UINT32 = 0xffff_ffff;
+
+/**
+ * Seconds to wait, from OpenAI's `retry-after-ms` (preferred: finer) or the standard
+ * `retry-after` (delta-seconds or an HTTP date, RFC 9110 10.2.3). Undefined when absent
+ * or unreadable.
+ */
+export function retryAfterSeconds(
+  retryAfter: string | undefined,
+  retryAfterMs: string | undefined,
+  now: number = Date.now(),
+): number | undefined {
+  if (retryAfterMs !== undefined) {
+    const ms = Number(retryAfterMs.trim());
+    if (retryAfterMs.trim() !== "" && Number.isFinite(ms) && ms >= 0) return clampSeconds(Math.ceil(ms / 1000));
+  }
+  if (retryAfter === undefined) return undefined;
+  const text = retryAfter.trim();
+  if (/^\d+(\.\d+)?$/.test(text)) return clampSeconds(Math.ceil(Number(text)));
+  const date = Date.parse(text);
+  if (Number.isNaN(date)) return undefined;
+  return clampSeconds(Math.max(0, Math.ceil((date - now) / 1000)));
+}
+
+function clampSeconds(seconds: number): number {
+  return Math.min(seconds, MAX_UINT32);
+}
+
+function millis(ms: number): number {
+  return Math.min(Math.max(0, Math.round(ms)), MAX_UINT32);
+}
+
+export interface CompletionFields {
+  requestId: string;
+  model: string;
+  usage: Usage | undefined;
+  latencyMs: number;
+  /** Streams only. */
+  ttftMs: number | undefined;
+  stream: boolean;
+  statusCode: number;
+  path: string;
+  /** Set when the stream ended early: "client_disconnected", "upstream_disconnected". */
+  finishReason: string | undefined;
+}
+
+export function completionEvent(origin: EventOrigin, f: CompletionFields): Event {
+  const usage = f.usage;
+  return create(EventSchema, {
+    id: newEventId(),
+    orgId: origin.orgId,
+    app: origin.app,
+    provider: origin.provider,
+    time: timestampNow(),
+    payload: {
+      case: "completion",
+      value: {
+        requestId: f.requestId,
+        model: f.model,
+        tokensUsed: usage?.totalTokens ?? 0,
+        promptTokens: usage?.promptTokens ?? 0,
+        completionTokens: usage?.completionTokens ?? 0,
+        latencyMs: millis(f.latencyMs),
+        ...(f.ttftMs !== undefined ? { ttftMs: millis(f.ttftMs) } : {}),
+        stream: f.stream,
+        statusCode: f.statusCode,
+        path: f.path,
+        finishReason: f.finishReason ?? "",
+      },
+    },
+  });
+}
+
+export interface ErrorFields {
+  requestId: string;
+  errorClass: ErrorClass;
+  errorMessage: string;
+  /** The upstream's status; 0 when no response came (network, timeout). */
+  statusCode: number;
+  retryAfter: number | undefined;
+  model: string;
+  path: string;
+  latencyMs: number;
+}
+
+export function errorEvent(origin: EventOrigin, f: ErrorFields): Event {
+  return create(EventSchema, {
+    id: newEventId(),
+    orgId: origin.orgId,
+    app: origin.app,
+    provider: origin.provider,
+    time: timestampNow(),
+    payload: {
+      case: "error",
+      value: {
+        requestId: f.requestId,
+        errorType: f.errorClass.errorType,
+        errorMessage: f.errorMessage,
+        statusCode: f.statusCode,
+        ...(f.retryAfter !== undefined ? { retryAfter: f.retryAfter } : {}),
+        severity: f.errorClass.severity,
+        model: f.model,
+        path: f.path,
+        latencyMs: millis(f.latencyMs),
+      },
+    },
+  });
+}

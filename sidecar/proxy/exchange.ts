@@ -1,0 +1,279 @@
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { performance } from "node:perf_hooks";
+import type { Dispatcher } from "undici";
+import { EventType } from "../../gen/aigw/v1/events_pb.js";
+import type { Logger } from "../../common/logger.js";
+import type { ProviderAdapter, ResponseBodyFilter, ResponseFacts, UpstreamRewrite } from "../providers/adapter.js";
+import type { EventSink } from "./event-sink.js";
+import {
+  classifyStatus,
+  completionEvent,
+  type ErrorClass,
+  errorEvent,
+  type EventOrigin,
+  NETWORK_ERROR,
+  retryAfterSeconds,
+  TIMEOUT_ERROR,
+} from "./events.js";
+import { gatewayErrorBody, type GatewayFailure, upstreamFailure } from "./gateway-errors.js";
+import { clientResponseHead, headerValue, REQUEST_ID_HEADER } from "./headers.js";
+import { ResponseCopy } from "./response-copy.js";
+import type { Upstream } from "./upstreams.js";
+
+/** What every exchange of one proxy shares. */
+export interface ProxyContext {
+  readonly sink: EventSink;
+  readonly orgId: string;
+  readonly app: string;
+  readonly logger: Logger;
+  readonly wantedEventTypes: () => ReadonlySet<EventType>;
+}
+
+/** How the exchange ended, as the completion event's finish_reason says it. */
+type Ending = "complete" | "client_disconnected" | "upstream_disconnected" | "upstream_failed";
+
+/** What aigw observes of one request; absent for pass-through paths. */
+export interface Observation {
+  readonly adapter: ProviderAdapter;
+  /** The request body as the client sent it (bounded), read off the response path. */
+  readonly requestBody: Buffer;
+  readonly rewrite: UpstreamRewrite | undefined;
+}
+
+/**
+ * One request through the proxy, and the undici dispatch handler for its upstream leg.
+ * The response path (onHeaders, onData, onComplete) only forwards and keeps references;
+ * everything aigw learns is worked out in `report`, scheduled after the client has its bytes.
+ */
+export class Exchange implements Dispatcher.DispatchHandler {
+  private abortUpstream: ((err?: Error) => void) | undefined;
+  private resumeUpstream: (() => void) | undefined;
+  private status = 0;
+  private responseHeaders: string[] | undefined;
+  private firstByteAt = 0;
+  private endedAt = 0;
+  private copy: ResponseCopy | undefined;
+  private filter: ResponseBodyFilter | undefined;
+  private ending: Ending | undefined;
+  private failure: GatewayFailure | undefined;
+  private clientGone = false;
+
+  constructor(
+    private readonly context: ProxyContext,
+    private readonly upstream: Upstream,
+    private readonly res: ServerResponse,
+    readonly requestId: string,
+    /** Path without query string, as the client sent it. */
+    private readonly path: string,
+    private readonly startedAt: number,
+    private readonly observation: Observation | undefined,
+  ) {
+    res.once("close", this.onClientClose);
+  }
+
+  /** The client went away before the request could be sent (while its body was read). */
+  get cancelled(): boolean {
+    return this.clientGone;
+  }
+
+  // undici's dispatch handler (the legacy form, which undici 7's pool calls directly).
+
+  onConnect(abort: (err?: Error) => void): void {
+    if (this.clientGone) abort(clientGoneError());
+    else this.abortUpstream = abort;
+  }
+
+  onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void, statusText: string): boolean {
+    if (this.clientGone) return false;
+    this.status = statusCode;
+    this.resumeUpstream = resume;
+    const observation = this.observation;
+    const filterFactory = observation?.rewrite?.responseFilter;
+    const head = clientResponseHead(rawHeaders, this.requestId, filterFactory !== undefined);
+    this.responseHeaders = head.headers;
+    const isEventStream = head.contentType.startsWith("text/event-stream");
+    if (filterFactory && statusCode < 300 && isEventStream) this.filter = filterFactory();
+    if (observation && (statusCode < 300 || statusCode >= 400) && statusCode >= 200) {
+      const observer = observation.adapter.observeResponse({
+        path: this.path,
+        status: statusCode,
+        contentType: head.contentType,
+      });
+      this.copy = new ResponseCopy(observer, head.contentEncoding, isEventStream);
+    }
+    const res = this.res;
+    if (statusText) res.writeHead(statusCode, statusText, head.headers);
+    else res.writeHead(statusCode, head.headers);
+    // A stream's head goes out at once: clients start reading a stream on its headers. Other
+    // heads leave with the first body chunk, one write instead of two.
+    if (isEventStream) res.flushHeaders();
+    res.on("drain", this.onClientDrain);
+    return true;
+  }
+
+  onData(chunk: Buffer): boolean {
+    if (this.firstByteAt === 0) this.firstByteAt = performance.now();
+    const out = this.filter ? this.filter.transform(chunk) : chunk;
+    const ok = out === undefined || this.res.write(out);
+    this.copy?.push(chunk);
+    return ok;
+  }
+
+  onComplete(): void {
+    this.endedAt = performance.now();
+    this.ending = "complete";
+    const rest = this.filter?.flush();
+    if (rest) this.res.write(rest);
+    this.res.end();
+    this.scheduleReport();
+  }
+
+  onError(err: Error): void {
+    this.endedAt = performance.now();
+    if (this.clientGone) {
+      this.ending = "client_disconnected";
+    } else if (this.status === 0) {
+      this.ending = "upstream_failed";
+      this.failure = upstreamFailure(err);
+      this.context.logger.warn(
+        { requestId: this.requestId, upstream: this.upstream.name, code: (err as { code?: string }).code, err: err.message },
+        "upstream request failed",
+      );
+      this.sendGatewayError(this.failure);
+    } else {
+      // Mid-body: the client must see a broken response, not a short one that looks whole.
+      // Ending the socket (no final chunk) does that after flushing what was already written.
+      this.ending = "upstream_disconnected";
+      const rest = this.filter?.flush();
+      if (rest) this.res.write(rest);
+      const socket = this.res.socket;
+      if (socket) socket.end();
+      else this.res.destroy();
+    }
+    this.scheduleReport();
+  }
+
+  /** For a failure before the request reached undici (e.g. invalid headers). */
+  fail(err: Error): void {
+    this.onError(err);
+  }
+
+  private sendGatewayError(failure: GatewayFailure): void {
+    const res = this.res;
+    if (res.headersSent || res.destroyed) return;
+    const body = gatewayErrorBody(failure, this.upstream.name);
+    res.writeHead(failure.status, [
+      "content-type",
+      "application/json",
+      "content-length",
+      String(body.length),
+      REQUEST_ID_HEADER,
+      this.requestId,
+    ]);
+    res.end(body);
+  }
+
+  private readonly onClientDrain = (): void => {
+    this.resumeUpstream?.();
+  };
+
+  private readonly onClientClose = (): void => {
+    if (this.ending !== undefined || this.res.writableFinished) return;
+    this.clientGone = true;
+    this.abortUpstream?.(clientGoneError());
+  };
+
+  private scheduleReport(): void {
+    setImmediate(this.report);
+  }
+
+  /** Off the response path: read the copy, build events, hand them to the sink. */
+  private readonly report = (): void => {
+    this.buildEvents().catch((err: unknown) => {
+      this.context.logger.error({ err, requestId: this.requestId }, "building events failed");
+    });
+  };
+
+  private async buildEvents(): Promise<void> {
+    const observation = this.observation;
+    if (!observation) return;
+    const wanted = this.context.wantedEventTypes();
+    const status = this.status;
+    const isSuccess = status >= 200 && status < 300;
+    const wantsCompletion = wanted.has(EventType.COMPLETION);
+    const wantsError = wanted.has(EventType.ERROR);
+    if (isSuccess ? !wantsCompletion : !wantsError) return;
+    if (status !== 0 && !isSuccess && status < 400) return;
+    if (status === 0 && this.ending === "client_disconnected") return;
+
+    const facts: ResponseFacts = this.copy ? await this.copy.finish() : {};
+    const request = observation.adapter.readRequest(this.path, observation.requestBody);
+    const origin: EventOrigin = { orgId: this.context.orgId, app: this.context.app, provider: this.upstream.name };
+    const latencyMs = this.endedAt - this.startedAt;
+    const model = facts.model ?? request.model;
+
+    if (isSuccess) {
+      const stream = this.isEventStream() || request.stream;
+      this.publish(
+        completionEvent(origin, {
+          requestId: this.requestId,
+          model,
+          usage: facts.usage,
+          latencyMs,
+          ttftMs: stream && this.firstByteAt !== 0 ? this.firstByteAt - this.startedAt : undefined,
+          stream,
+          statusCode: status,
+          path: this.path,
+          finishReason: this.ending === "complete" ? undefined : this.ending,
+        }),
+      );
+      return;
+    }
+
+    let errorClass: ErrorClass;
+    let message: string;
+    let retryAfter: number | undefined;
+    if (status === 0) {
+      const failure = this.failure!;
+      errorClass = failure.kind === "timeout" ? TIMEOUT_ERROR : NETWORK_ERROR;
+      message = failure.message;
+    } else {
+      const headers = this.responseHeaders ?? [];
+      errorClass = classifyStatus(status);
+      message = facts.errorMessage ?? `upstream answered ${status}`;
+      retryAfter = retryAfterSeconds(headerValue(headers, "retry-after"), headerValue(headers, "retry-after-ms"));
+    }
+    this.publish(
+      errorEvent(origin, {
+        requestId: this.requestId,
+        errorClass,
+        errorMessage: message,
+        statusCode: status,
+        retryAfter,
+        model,
+        path: this.path,
+        latencyMs,
+      }),
+    );
+  }
+
+  private isEventStream(): boolean {
+    const type = this.responseHeaders ? headerValue(this.responseHeaders, "content-type") : undefined;
+    return type?.toLowerCase().startsWith("text/event-stream") ?? false;
+  }
+
+  private publish(event: Parameters<EventSink["publish"]>[0]): void {
+    try {
+      this.context.sink.publish(event);
+    } catch (err) {
+      // The sink's trouble is aigw's, never the app's.
+      this.context.logger.warn({ err, requestId: this.requestId }, "event sink refused an event");
+    }
+  }
+}
+
+function clientGoneError(): Error {
+  const err = new Error("client disconnected");
+  err.name = "ClientDisconnectedError";
+  return err;
+}

@@ -1,0 +1,145 @@
+/**
+ * Header handling at the proxy's two edges. Only connection-level (hop-by-hop) headers
+ * are dropped (RFC 9110 7.6.1); everything else, authorization included, passes as is.
+ */
+
+const HOP_BY_HOP: ReadonlySet<string> = new Set([
+  "connection",
+  "keep-alive",
+  "proxy-connection",
+  "proxy-authenticate",
+  "proxy-authorization",
+  "te",
+  "trailer",
+  "transfer-encoding",
+  "upgrade",
+]);
+
+export const REQUEST_ID_HEADER = "x-aigw-request-id";
+
+/** What the request's raw headers said about its body, read while copying them. */
+export interface RequestHeaderFacts {
+  /** The client sent a body (content-length > 0 or a transfer-encoding). */
+  hasBody: boolean;
+}
+
+export interface UpstreamHeaderOptions {
+  /** The body is a buffer the client library sizes itself: drop the client's content-length. */
+  dropContentLength: boolean;
+  /** Ask for an uncompressed response (see UpstreamRewrite.identityEncoding). */
+  identityEncoding: boolean;
+}
+
+/**
+ * Request headers for the upstream, as a flat [name, value, …] list (undici's cheapest
+ * form). `host` is left out so that the upstream's own host is sent; `expect` too, since
+ * Node already answered "100-continue" to the client.
+ */
+export function upstreamRequestHeaders(
+  raw: readonly string[],
+  options: UpstreamHeaderOptions,
+  facts: RequestHeaderFacts,
+): string[] {
+  const out: string[] = [];
+  let connectionTokens: Set<string> | undefined;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    const value = raw[i + 1]!;
+    const lower = name.toLowerCase();
+    switch (lower) {
+      case "host":
+      case "expect":
+        continue;
+      case "content-length":
+        if (value !== "0") facts.hasBody = true;
+        if (options.dropContentLength) continue;
+        break;
+      case "transfer-encoding":
+        facts.hasBody = true;
+        continue;
+      case "accept-encoding":
+        if (options.identityEncoding) continue;
+        break;
+      case "connection":
+        connectionTokens = addConnectionTokens(connectionTokens, value);
+        continue;
+      default:
+        if (HOP_BY_HOP.has(lower)) continue;
+    }
+    out.push(name, value);
+  }
+  if (connectionTokens) removeNamed(out, connectionTokens);
+  if (options.identityEncoding) out.push("accept-encoding", "identity");
+  return out;
+}
+
+/** The response head to send the client, and what the proxy needs to know from it. */
+export interface ClientResponseHead {
+  headers: string[];
+  /** Lower-cased content-type, "" when absent. */
+  contentType: string;
+  /** Lower-cased content-encoding, "" when absent. */
+  contentEncoding: string;
+}
+
+/**
+ * Response headers for the client from undici's raw [name, value, …] buffers, plus
+ * x-aigw-request-id. `dropContentLength` when the proxy edits the body on the way.
+ */
+export function clientResponseHead(raw: readonly Buffer[], requestId: string, dropContentLength: boolean): ClientResponseHead {
+  const headers: string[] = [];
+  let contentType = "";
+  let contentEncoding = "";
+  let connectionTokens: Set<string> | undefined;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!.toString("latin1");
+    const value = raw[i + 1]!.toString("latin1");
+    const lower = name.toLowerCase();
+    switch (lower) {
+      case "content-type":
+        contentType = value.toLowerCase();
+        break;
+      case "content-encoding":
+        contentEncoding = value.trim().toLowerCase();
+        break;
+      case "content-length":
+        if (dropContentLength) continue;
+        break;
+      case REQUEST_ID_HEADER:
+        // An upstream that is itself an aigw sidecar: the id of this hop wins.
+        continue;
+      case "connection":
+        connectionTokens = addConnectionTokens(connectionTokens, value);
+        continue;
+      default:
+        if (HOP_BY_HOP.has(lower)) continue;
+    }
+    headers.push(name, value);
+  }
+  if (connectionTokens) removeNamed(headers, connectionTokens);
+  headers.push(REQUEST_ID_HEADER, requestId);
+  return { headers, contentType, contentEncoding };
+}
+
+/** The first value of a header in a flat [name, value, …] list, by lower-case name. */
+export function headerValue(headers: readonly string[], lowerName: string): string | undefined {
+  for (let i = 0; i < headers.length; i += 2) {
+    if (headers[i]!.toLowerCase() === lowerName) return headers[i + 1];
+  }
+  return undefined;
+}
+
+/** Headers named in `Connection` are hop-by-hop too (RFC 9110 7.6.1). */
+function addConnectionTokens(tokens: Set<string> | undefined, value: string): Set<string> | undefined {
+  for (const token of value.split(",")) {
+    const t = token.trim().toLowerCase();
+    if (t !== "" && t !== "close" && t !== "keep-alive") (tokens ??= new Set()).add(t);
+  }
+  return tokens;
+}
+
+function removeNamed(headers: string[], lowerNames: ReadonlySet<string>): void {
+  for (let i = headers.length - 2; i >= 0; i -= 2) {
+    if (lowerNames.has(headers[i]!.toLowerCase())) headers.splice(i, 2);
+  }
+}

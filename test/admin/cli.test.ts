@@ -1,0 +1,243 @@
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { ADMIN_USAGE, runAdminCommand } from "../../cli/admin-commands.js";
+import { type AdminFixture, openAdminFixture, SECRET_A } from "./fixture.js";
+
+const TOKEN = "admin-token-for-tests";
+
+interface Run {
+  code: number;
+  out: string;
+  err: string;
+}
+
+describe("aigw admin verbs against a real Admin API server", () => {
+  let f: AdminFixture;
+  let server: http.Server;
+  let url: string;
+
+  async function serve(interceptors: Interceptor[] = []): Promise<void> {
+    server = http.createServer(connectNodeAdapter({ routes: f.routes, interceptors }));
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  }
+
+  async function aigw(argv: string[], env: Record<string, string | undefined> = {}): Promise<Run> {
+    let out = "";
+    let err = "";
+    const code = await runAdminCommand(argv, {
+      out: (s) => {
+        out += s;
+      },
+      err: (s) => {
+        err += s;
+      },
+      env: { AIGW_ADMIN_URL: url, ...env },
+    });
+    return { code, out, err };
+  }
+
+  beforeEach(async () => {
+    f = await openAdminFixture();
+  });
+  afterEach(async () => {
+    if (server) {
+      server.closeAllConnections();
+      await new Promise<void>((resolve, reject) => server.close((e) => (e ? reject(e) : resolve())));
+    }
+    await f.close();
+  });
+
+  it("creates, lists, updates and deletes an endpoint", async () => {
+    await serve();
+    const empty = await aigw(["endpoints", "list", "--admin", url], { AIGW_ADMIN_URL: undefined });
+    expect(empty).toEqual({ code: 0, out: "no endpoints\n", err: "" });
+
+    const created = await aigw([
+      "endpoints",
+      "create",
+      "primary",
+      "--url",
+      "https://api.example.com/webhooks/ai",
+      "--secret",
+      SECRET_A,
+      "--events",
+      "completion,error",
+    ]);
+    expect(created.err).toBe("");
+    expect(created.code).toBe(0);
+    expect(created.out).toMatch(/^created endpoint primary\n/);
+    expect(created.out).toMatch(/^url: +https:\/\/api\.example\.com\/webhooks\/ai$/m);
+    expect(created.out).toMatch(/^events: +completion,error$/m);
+    expect(created.out).not.toContain(SECRET_A);
+
+    const list = await aigw(["endpoints", "list"]);
+    expect(list.code).toBe(0);
+    const lines = list.out.trimEnd().split("\n");
+    expect(lines).toHaveLength(2);
+    expect(lines[0]).toMatch(/^NAME +URL +ENABLED +EVENTS +FAILOVER +KEYS$/);
+    expect(lines[1]).toMatch(/^primary +https:\/\/api\.example\.com\/webhooks\/ai +yes +completion,error +- +1$/);
+    // Columns line up: each header starts where its cells start.
+    expect(lines[1]!.indexOf("https://")).toBe(lines[0]!.indexOf("URL"));
+    expect(lines[1]!.indexOf("completion")).toBe(lines[0]!.indexOf("EVENTS"));
+
+    const json = await aigw(["endpoints", "list", "--json"]);
+    const parsed = JSON.parse(json.out) as { endpoints: Record<string, unknown>[] };
+    expect(parsed.endpoints).toHaveLength(1);
+    expect(parsed.endpoints[0]).toMatchObject({
+      name: "primary",
+      enabled: true,
+      eventTypes: ["EVENT_TYPE_COMPLETION", "EVENT_TYPE_ERROR"],
+      signingKeyCount: 1,
+    });
+    expect(parsed.endpoints[0]).not.toHaveProperty("secret");
+
+    const updated = await aigw(["endpoints", "update", "primary", "--enabled", "false", "--events", "streaming"]);
+    expect(updated.code).toBe(0);
+    expect(updated.out).toMatch(/^updated endpoint primary \(enabled, event_types\)\n/);
+    expect(updated.out).toMatch(/^enabled: +false$/m);
+    expect(updated.out).toMatch(/^url: +https:\/\/api\.example\.com\/webhooks\/ai$/m);
+    const got = await aigw(["endpoints", "get", "primary"]);
+    expect(got.out).toMatch(/^events: +streaming$/m);
+
+    const deleted = await aigw(["endpoints", "delete", "primary"]);
+    expect(deleted).toEqual({ code: 0, out: "deleted endpoint primary\n", err: "" });
+    expect((await aigw(["endpoints", "list"])).out).toBe("no endpoints\n");
+  });
+
+  it("prints API errors as aigw: <code>: <message> and exits 1", async () => {
+    await serve();
+    const missing = await aigw(["endpoints", "get", "nope"]);
+    expect(missing).toEqual({ code: 1, out: "", err: 'aigw: not_found: endpoint "nope" not found\n' });
+    const bad = await aigw(["endpoints", "create", "x", "--url", "http://hooks.example.com/", "--secret", "s"]);
+    expect(bad.code).toBe(1);
+    expect(bad.err).toBe(
+      "aigw: invalid_argument: endpoint.url: must be an absolute https URL (security.require_https is true)\n",
+    );
+    const down = await aigw(["stats", "--admin", "http://127.0.0.1:1"]);
+    expect(down.code).toBe(1);
+    expect(down.err).toMatch(/^aigw: unavailable: /);
+  });
+
+  it("prints usage and exits 2 for unknown verbs, flags and bad values", async () => {
+    await serve();
+    const cases: [string[], string][] = [
+      [
+        ["endpoints", "frobnicate"],
+        'endpoints: unknown verb "frobnicate", expected one of list, get, create, update, delete',
+      ],
+      [["endpoints"], "endpoints: missing one of list"],
+      [["nonsense"], 'unknown command "nonsense"'],
+      [["endpoints", "list", "--colour"], 'unknown flag "--colour"'],
+      [["endpoints", "get"], "endpoints get: missing NAME"],
+      [["endpoints", "get", "a", "b"], 'endpoints get: unexpected argument "b"'],
+      [["endpoints", "create", "x", "--url", "https://a.example.com/"], "--secret is required"],
+      [["endpoints", "update", "x"], "endpoints update: nothing to change"],
+      [["endpoints", "update", "x", "--enabled", "maybe"], "--enabled: must be true or false"],
+      [
+        ["endpoints", "create", "x", "--url", "https://a/", "--secret", "s", "--events", "completion,typo"],
+        '--events: unknown event type "typo"',
+      ],
+      [
+        ["deliveries", "list", "--status", "lost"],
+        "--status: must be one of pending, delivered, failed, dead_lettered",
+      ],
+      [["deliveries", "list", "--limit", "ten"], '--limit: must be a whole number ≥ 1, got "ten"'],
+      [["deliveries", "replay"], "deliveries replay: missing ID (or --dead-lettered)"],
+      [["stats", "--window-seconds"], "--window-seconds needs a value"],
+      [["stats", "--admin", "ftp://x"], '--admin: "ftp://x" is not an http(s) URL'],
+    ];
+    for (const [argv, message] of cases) {
+      const r = await aigw(argv);
+      expect(r.code, argv.join(" ")).toBe(2);
+      expect(r.out).toBe("");
+      expect(r.err, argv.join(" ")).toContain(`aigw: ${message}`);
+      expect(r.err).toContain(ADMIN_USAGE);
+    }
+  });
+
+  it("sends the admin token from --token or AIGW_ADMIN_TOKEN", async () => {
+    const requireToken: Interceptor = (next) => async (req) => {
+      if (req.header.get("authorization") !== `Bearer ${TOKEN}`) {
+        throw new ConnectError("admin token required", Code.Unauthenticated);
+      }
+      return next(req);
+    };
+    await serve([requireToken]);
+    const none = await aigw(["endpoints", "list"]);
+    expect(none).toEqual({ code: 1, out: "", err: "aigw: unauthenticated: admin token required\n" });
+    expect((await aigw(["endpoints", "list", "--token", TOKEN])).code).toBe(0);
+    expect((await aigw(["endpoints", "list"], { AIGW_ADMIN_TOKEN: TOKEN })).out).toBe("no endpoints\n");
+  });
+
+  it("sends a test event, lists, shows and replays deliveries, rotates keys and shows stats", async () => {
+    await serve();
+    for (const name of ["alpha", "beta"]) {
+      const r = await aigw([
+        "endpoints",
+        "create",
+        name,
+        "--url",
+        `https://${name}.example.com/h`,
+        "--secret",
+        SECRET_A,
+      ]);
+      expect(r.code).toBe(0);
+    }
+    const sent = await aigw(["send-test", "--endpoint", "beta", "--event", "error"]);
+    expect(sent.code).toBe(0);
+    const [, eventId, deliveryId] = /^sent test error event (evt_\w+)\ndeliveries: (dlv_\w+)\n$/.exec(sent.out) ?? [];
+    expect(eventId).toBeDefined();
+
+    // Fail the delivery for good through the store, as a worker would.
+    const [claimed] = await f.store.claimDue({ now: Date.now() + 1000, limit: 10, leaseOwner: "w", leaseMs: 60_000 });
+    expect(claimed?.id).toBe(deliveryId);
+    await f.store.completeAttempt(
+      claimed!.id,
+      "w",
+      { startedAt: Date.now(), statusCode: 503, latencyMs: 12, error: "HTTP 503", responseBody: "busy" },
+      { status: "dead_lettered" },
+    );
+
+    const list = await aigw(["deliveries", "list", "--endpoint", "beta"]);
+    expect(list.code).toBe(0);
+    const rows = list.out.trimEnd().split("\n");
+    expect(rows[0]).toMatch(/^ID +ENDPOINT +EVENT +TYPE +STATUS +ATTEMPTS +LAST ERROR$/);
+    expect(rows[1]).toMatch(new RegExp(`^${deliveryId} +beta +${eventId} +error +dead_lettered +1 +HTTP 503$`));
+
+    const show = await aigw(["deliveries", "show", deliveryId!]);
+    expect(show.code).toBe(0);
+    expect(show.out).toMatch(/^status: +dead_lettered$/m);
+    expect(show.out).toMatch(
+      /^attempts:\n {2}# +STARTED +STATUS +LATENCY +ERROR +RESPONSE\n {2}1 +\S+ +503 +12 ms +HTTP 503 +busy$/m,
+    );
+    const body = JSON.parse(show.out.slice(show.out.indexOf("body:\n") + 6)) as Record<string, unknown>;
+    expect(body).toMatchObject({ event: "error", id: eventId, org_id: "test", app: "aigw-test" });
+
+    const replay = await aigw(["deliveries", "replay", deliveryId!]);
+    expect(replay.out).toMatch(new RegExp(`^replayed ${deliveryId} as dlv_\\w+ to beta\\n$`));
+    const bulk = await aigw(["deliveries", "replay", "--dead-lettered", "--endpoint", "beta"]);
+    expect(bulk.out).toBe("replayed 0 dead-lettered deliveries of beta\n");
+    const pending = await aigw(["deliveries", "list", "--status", "pending", "--limit", "1", "--json"]);
+    const page = JSON.parse(pending.out) as { deliveries: { originDeliveryId: string; status: string }[] };
+    expect(page.deliveries).toEqual([
+      expect.objectContaining({ originDeliveryId: deliveryId, status: "DELIVERY_STATUS_PENDING" }),
+    ]);
+
+    const rotated = await aigw(["keys", "rotate", "alpha", "--overlap-seconds", "60"]);
+    expect(rotated.code).toBe(0);
+    expect(rotated.out).toMatch(/^new signing secret for alpha \(shown only this once\):\nwhsec_[A-Za-z0-9+/]{43}=\n/);
+    expect((await aigw(["endpoints", "get", "alpha"])).out).toMatch(/^signing keys: +2$/m);
+
+    const stats = await aigw(["stats", "--window-seconds", "600"]);
+    expect(stats.code).toBe(0);
+    const statLines = stats.out.split("\n");
+    expect(statLines[0]).toMatch(/^ENDPOINT +DELIVERED +FAILED +DEAD +PENDING +SUCCESS +P50 +P99 +CIRCUIT$/);
+    expect(statLines.find((l) => l.startsWith("beta"))).toMatch(/^beta +0 +0 +1 +1 +0\.0% +12 ms +12 ms +closed$/);
+    expect(stats.out).toContain("beta failures: HTTP 503 ×1\n");
+    expect(stats.out).toContain("events ingested in the last 600 s: 1\n");
+  });
+});

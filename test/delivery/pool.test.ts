@@ -1,0 +1,91 @@
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { pathToFileURL } from "node:url";
+import { Webhook } from "standardwebhooks";
+import { afterEach, describe, expect, it } from "vitest";
+import { createDeliveryPool, type DeliveryPool } from "../../control-plane/delivery/pool.js";
+import { USER_AGENT } from "../../common/version.js";
+import { startTestServer, type TestServer } from "./helpers.js";
+
+const SECRET = "whsec_" + Buffer.from("pool-test-secret-0123456789abcdef").toString("base64");
+let pool: DeliveryPool | undefined;
+let server: TestServer | undefined;
+let tempDir: string | undefined;
+
+afterEach(async () => {
+  await pool?.close();
+  await server?.close();
+  if (tempDir) rmSync(tempDir, { recursive: true, force: true });
+  pool = server = tempDir = undefined;
+});
+
+describe("delivery pool", () => {
+  it("runs signed deliveries in worker threads (the .ts worker under vitest)", async () => {
+    server = await startTestServer((_req, res) => res.writeHead(200).end("ok"));
+    pool = createDeliveryPool({ maxThreads: 2, concurrentTasksPerWorker: 8 });
+    const results = await Promise.all(
+      Array.from({ length: 20 }, (_, i) =>
+        pool!.run({
+          deliveryId: `dlv_${i}`,
+          url: server!.url,
+          body: JSON.stringify({ event: "completion", id: `evt_${i}` }),
+          webhookId: `evt_${i}`,
+          secrets: [SECRET],
+          signatureHeader: "X-Webhook-Signature",
+          timeoutMs: 10_000,
+          requireHttps: false,
+          allowedNetworks: ["127.0.0.0/8"],
+          userAgent: USER_AGENT,
+        }),
+      ),
+    );
+    expect(results.map((r) => r.statusCode)).toEqual(new Array(20).fill(200));
+    expect(server.requests).toHaveLength(20);
+    for (const req of server.requests) {
+      expect(new Webhook(SECRET).verify(req.body, req.headers as Record<string, string>)).toMatchObject({
+        event: "completion",
+      });
+    }
+    expect(pool.threads).toBeGreaterThanOrEqual(1);
+  });
+
+  it("surfaces a worker that fails to load as an error instead of hanging", async () => {
+    tempDir = mkdtempSync(join(tmpdir(), "aigw-pool-"));
+    const broken = join(tempDir, "broken-worker.mjs");
+    writeFileSync(broken, 'throw new Error("worker module exploded while loading");\n');
+    pool = createDeliveryPool({ maxThreads: 1, concurrentTasksPerWorker: 1, workerUrl: pathToFileURL(broken) });
+    const run = pool.run({
+      deliveryId: "dlv_x",
+      url: "http://127.0.0.1:9/",
+      body: "{}",
+      webhookId: "evt_x",
+      secrets: [SECRET],
+      signatureHeader: "X-Webhook-Signature",
+      timeoutMs: 1000,
+      requireHttps: false,
+      allowedNetworks: [],
+      userAgent: USER_AGENT,
+    });
+    await expect(run).rejects.toThrow(/delivery worker failed: .*exploded while loading/);
+  });
+
+  it("refuses work after close()", async () => {
+    pool = createDeliveryPool({ maxThreads: 1, concurrentTasksPerWorker: 1 });
+    await pool.close();
+    await expect(
+      pool.run({
+        deliveryId: "d",
+        url: "http://127.0.0.1:9/",
+        body: "{}",
+        webhookId: "e",
+        secrets: [SECRET],
+        signatureHeader: "X-Webhook-Signature",
+        timeoutMs: 1000,
+        requireHttps: false,
+        allowedNetworks: [],
+        userAgent: USER_AGENT,
+      }),
+    ).rejects.toThrow(/closed/);
+  });
+});

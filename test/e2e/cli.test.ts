@@ -1,0 +1,92 @@
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { runAigw } from "../support/processes.js";
+
+// The built CLI as a user runs it: `npx aigw …` → bin/aigw.js → dist/.
+describe("aigw CLI", () => {
+  let dir: string;
+  beforeAll(() => {
+    dir = mkdtempSync(join(tmpdir(), "aigw-cli-"));
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it("--help lists every command", async () => {
+    const p = runAigw(["--help"]);
+    expect(await p.exited).toBe(0);
+    const out = p.lines.join("\n");
+    for (const word of ["control-plane", "sidecar", "watch", "endpoints", "deliveries", "send-test", "keys rotate", "stats"]) {
+      expect(out).toContain(word);
+    }
+  });
+
+  it("starts on the product page's webhook_config.yaml unchanged and stops on SIGTERM", async () => {
+    const p = runAigw(
+      ["control-plane", "--config", "examples/webhook_config.yaml", "--store", `sqlite:${join(dir, "pp.db")}`, "--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0"],
+      { WEBHOOK_SECRET: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", BACKUP_WEBHOOK_SECRET: "a-raw-secret-used-as-bytes" },
+    );
+    const ready = await p.waitForLog("control plane ready");
+    const health = await fetch(`${String(ready.http)}/healthz`);
+    expect(health.status).toBe(200);
+    const endpoints = await fetch(`${String(ready.http)}/aigw.v1.AdminService/ListEndpoints`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: "{}",
+    }).then((r) => r.json() as Promise<{ endpoints: { name: string; url: string }[] }>);
+    expect(endpoints.endpoints.map((e) => e.url).sort()).toEqual([
+      "https://api.yoursite.com/webhooks/ai",
+      "https://backup.yoursite.com/hooks",
+    ]);
+    p.child.kill("SIGTERM");
+    expect(await p.exited).toBe(0);
+  });
+
+  it("refuses a config with a missing variable, naming it and its line", async () => {
+    const p = runAigw(["control-plane", "--config", "examples/webhook_config.yaml", "--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0"], {
+      WEBHOOK_SECRET: undefined,
+      BACKUP_WEBHOOK_SECRET: "x",
+    });
+    expect(await p.exited).toBe(2);
+    expect(p.stderr()).toMatch(/webhook_config\.yaml:6: webhooks\.primary\.secret: .*WEBHOOK_SECRET/);
+  });
+
+  it("lists every problem of a bad file at once, with path and line", async () => {
+    const file = join(dir, "bad.yaml");
+    writeFileSync(
+      file,
+      [
+        "webhooks:",
+        "  primary:",
+        '    url: "ftp://example.com/hook"',
+        '    secret: "s3cret"',
+        "    colour: blue",
+        "retry:",
+        "  initial_delay_ms: -5",
+        '  max_attempts: "many"',
+        "",
+      ].join("\n"),
+    );
+    const p = runAigw(["control-plane", "--config", file, "--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0"]);
+    expect(await p.exited).toBe(2);
+    const err = p.stderr();
+    expect(err).toMatch(/bad\.yaml:3: webhooks\.primary\.url/);
+    expect(err).toMatch(/bad\.yaml:5: webhooks\.primary\.colour/);
+    expect(err).toMatch(/bad\.yaml:7: retry\.initial_delay_ms/);
+    expect(err).toMatch(/bad\.yaml:8: retry\.max_attempts/);
+  });
+
+  it("refuses to listen beyond loopback without tokens", async () => {
+    const file = join(dir, "open.yaml");
+    writeFileSync(file, "security:\n  require_https: false\n");
+    const p = runAigw(["control-plane", "--config", file, "--store", `sqlite:${join(dir, "open.db")}`, "--grpc", "0.0.0.0:0", "--http", "127.0.0.1:0"]);
+    expect(await p.exited).toBe(1);
+    expect(p.stderr()).toMatch(/auth\.admin_tokens/);
+  });
+
+  it("rejects unknown flags with usage", async () => {
+    const p = runAigw(["sidecar", "--control-plane", "http://127.0.0.1:1", "--frobnicate"]);
+    expect(await p.exited).toBe(2);
+    expect(p.stderr()).toMatch(/frobnicate/);
+  });
+});

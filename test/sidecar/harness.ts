@@ -1,0 +1,92 @@
+import { PassThrough } from "node:stream";
+import OpenAI from "openai";
+import type { Event } from "../../gen/aigw/v1/events_pb.js";
+import type { EventType } from "../../gen/aigw/v1/events_pb.js";
+import { createLogger } from "../../common/logger.js";
+import { type WebhookBody, webhookBody } from "../../common/webhook-body.js";
+import { type MockProvider, startMockProvider } from "../../examples/mock-provider.js";
+import type { EventSink } from "../../sidecar/proxy/event-sink.js";
+import { type RunningProxy, startProxy } from "../../sidecar/proxy/server.js";
+
+/** The real EventSink contract, kept in an array. */
+export class RecordingSink implements EventSink {
+  readonly events: Event[] = [];
+  publish(event: Event): void {
+    this.events.push(event);
+  }
+  bodies(): WebhookBody[] {
+    return this.events.map(webhookBody);
+  }
+}
+
+export interface Harness {
+  mock: MockProvider;
+  proxy: RunningProxy;
+  sink: RecordingSink;
+  /** Everything the proxy logged, as text. */
+  logs: () => string;
+  /** The real openai client, pointed at the proxy. */
+  client: OpenAI;
+  /** The real openai client, pointed at the mock directly. */
+  direct: OpenAI;
+  close(): Promise<void>;
+}
+
+export interface HarnessOptions {
+  sink?: EventSink;
+  upstreams?: (mock: MockProvider) => Record<string, string>;
+  requestTimeoutMs?: number;
+  wantedEventTypes?: () => ReadonlySet<EventType>;
+}
+
+export async function startHarness(options: HarnessOptions = {}): Promise<Harness> {
+  const mock = await startMockProvider();
+  const sink = new RecordingSink();
+  const logStream = new PassThrough();
+  let logText = "";
+  logStream.on("data", (chunk: Buffer) => {
+    logText += chunk.toString("utf8");
+  });
+  const proxy = await startProxy({
+    port: 0,
+    upstreams: options.upstreams ? options.upstreams(mock) : { openai: mock.url },
+    sink: options.sink ?? sink,
+    orgId: "org_test",
+    app: "checkout",
+    logger: createLogger({ level: "debug", destination: logStream, name: "sidecar" }),
+    ...(options.requestTimeoutMs !== undefined ? { requestTimeoutMs: options.requestTimeoutMs } : {}),
+    ...(options.wantedEventTypes ? { wantedEventTypes: options.wantedEventTypes } : {}),
+  });
+  const client = new OpenAI({ baseURL: `${proxy.url}/v1`, apiKey: "sk-test", maxRetries: 0 });
+  const direct = new OpenAI({ baseURL: `${mock.url}/v1`, apiKey: "sk-test", maxRetries: 0 });
+  return {
+    mock,
+    proxy,
+    sink,
+    logs: () => logText,
+    client,
+    direct,
+    async close() {
+      await proxy.close();
+      await mock.close();
+    },
+  };
+}
+
+/** Polls until `check` returns a value (not undefined), or fails after `timeoutMs`. */
+export async function waitFor<T>(what: string, check: () => T | undefined, timeoutMs = 10_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = check();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+/** Waits for the n-th event (1-based) the sink received and returns all bodies. */
+export function waitForEvents(sink: RecordingSink, count: number): Promise<WebhookBody[]> {
+  return waitFor(`${count} event(s), have ${sink.events.length}`, () =>
+    sink.events.length >= count ? sink.bodies() : undefined,
+  );
+}

@@ -1,0 +1,657 @@
+import { create, equals } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { newEventId, newRequestId } from "../../common/ids.js";
+import {
+  type ClaimedDelivery,
+  type NewAttempt,
+  type NewEndpoint,
+  type Store,
+  StoreConflictError,
+  StoreNotFoundError,
+} from "../../control-plane/store/store.js";
+import { type Event, EventSchema, EventType } from "../../gen/aigw/v1/events_pb.js";
+
+/**
+ * The behaviour every Store must have, written against the interface only, so the
+ * SQLite store and a PostgreSQL store run the same suite (svix's habit).
+ */
+
+export interface OpenedStore {
+  store: Store;
+  cleanup(): Promise<void>;
+}
+
+const LEASE_MS = 30_000;
+
+export function completionEvent(fields: { requestId?: string; model?: string; orgId?: string } = {}): Event {
+  return create(EventSchema, {
+    id: newEventId(),
+    orgId: fields.orgId ?? "org_1",
+    app: "chat",
+    provider: "openai",
+    time: timestampFromMs(Date.now()),
+    payload: {
+      case: "completion",
+      value: {
+        requestId: fields.requestId ?? newRequestId(),
+        model: fields.model ?? "gpt-4o-mini",
+        tokensUsed: 30,
+        promptTokens: 10,
+        completionTokens: 20,
+        costUsd: 0.0001,
+        latencyMs: 420,
+      },
+    },
+  });
+}
+
+export function errorEvent(): Event {
+  return create(EventSchema, {
+    id: newEventId(),
+    orgId: "org_1",
+    app: "chat",
+    provider: "openai",
+    payload: {
+      case: "error",
+      value: { requestId: newRequestId(), errorType: "rate_limit", statusCode: 429, severity: "warning" },
+    },
+  });
+}
+
+export function streamingEvent(requestId: string, tokenIndex: number): Event {
+  return create(EventSchema, {
+    id: newEventId(),
+    orgId: "org_1",
+    app: "chat",
+    provider: "openai",
+    payload: { case: "streaming", value: { requestId, tokenIndex, content: `t${tokenIndex}`, model: "gpt-4o-mini" } },
+  });
+}
+
+export function endpoint(name: string, fields: Partial<NewEndpoint> = {}): NewEndpoint {
+  return {
+    name,
+    url: `https://hooks.example.com/${name}`,
+    enabled: true,
+    eventTypes: [],
+    failoverTo: "",
+    ...fields,
+  };
+}
+
+export function attempt(fields: Partial<NewAttempt> = {}): NewAttempt {
+  return { startedAt: Date.now(), statusCode: 200, latencyMs: 12, error: "", responseBody: "ok", ...fields };
+}
+
+/** Waits (without a fixed sleep) until the clock has moved past `ms`. */
+async function clockPast(ms: number): Promise<void> {
+  const deadline = Date.now() + 5_000;
+  while (Date.now() <= ms) {
+    if (Date.now() > deadline) throw new Error("clock did not advance");
+    await new Promise((resolve) => setTimeout(resolve, 1));
+  }
+}
+
+export function describeStoreConformance(name: string, open: () => Promise<OpenedStore>): void {
+  describe(`Store conformance: ${name}`, () => {
+    let opened: OpenedStore;
+    let store: Store;
+
+    beforeEach(async () => {
+      opened = await open();
+      store = opened.store;
+    });
+
+    afterEach(async () => {
+      await opened.cleanup();
+    });
+
+    /** Claims everything due now (far-future `now` when asked) for `owner`. */
+    const claimAll = (owner = "w1", now = Date.now(), extra: { skipEndpoints?: string[] } = {}) =>
+      store.claimDue({ now, limit: 1000, leaseOwner: owner, leaseMs: LEASE_MS, ...extra });
+
+    const deliver = (d: ClaimedDelivery, owner = "w1") =>
+      store.completeAttempt(d.id, owner, attempt(), { status: "delivered" });
+
+    describe("events", () => {
+      it("stores new events once by id and gives duplicates no deliveries", async () => {
+        const [e1, e2, e3] = [completionEvent(), completionEvent(), completionEvent()];
+        const first = await store.ingest([e1!, e2!, e1!], () => ["a"]);
+        expect(first.stored.map((s) => s.event.id)).toEqual([e1!.id, e2!.id]);
+        expect(first.duplicates).toBe(1);
+        expect(first.deliveries).toBe(2);
+
+        const second = await store.ingest([e1!, e3!], () => ["a"]);
+        expect(second.stored.map((s) => s.event.id)).toEqual([e3!.id]);
+        expect(second.duplicates).toBe(1);
+        expect(second.deliveries).toBe(1);
+
+        expect(await store.countEvents()).toBe(3);
+        expect(await store.countPending()).toBe(3);
+        const forE1 = await store.listDeliveries({ eventId: e1!.id, pageSize: 10 });
+        expect(forE1.deliveries).toHaveLength(1);
+      });
+
+      it("reads events back after a seq, oldest first, decoded unchanged", async () => {
+        expect(await store.lastEventSeq()).toBe(0);
+        const events = [completionEvent(), errorEvent(), streamingEvent("req_s", 3)];
+        const { stored } = await store.ingest(events, () => []);
+        const seqs = stored.map((s) => s.seq);
+        expect([...seqs].sort((a, b) => a - b)).toEqual(seqs);
+        expect(await store.lastEventSeq()).toBe(seqs[2]);
+
+        const all = await store.readEventsAfter(0, 10);
+        expect(all.map((s) => s.seq)).toEqual(seqs);
+        all.forEach((s, i) => {
+          expect(equals(EventSchema, s.event, events[i]!)).toBe(true);
+          expect(s.ingestedAt).toBeGreaterThan(0);
+        });
+        const tail = await store.readEventsAfter(seqs[0]!, 1);
+        expect(tail.map((s) => s.event.id)).toEqual([events[1]!.id]);
+      });
+
+      it("counts events since a time", async () => {
+        await store.ingest([completionEvent()], () => []);
+        const cutoff = Date.now();
+        await clockPast(cutoff);
+        await store.ingest([completionEvent(), completionEvent()], () => []);
+        expect(await store.countEvents()).toBe(3);
+        expect(await store.countEvents(cutoff + 1)).toBe(2);
+      });
+
+      it("creates one delivery per endpoint the route names", async () => {
+        const completion = completionEvent();
+        const error = errorEvent();
+        const result = await store.ingest([completion, error], (event) =>
+          event.payload.case === "completion" ? ["a", "b", "a"] : [],
+        );
+        expect(result.deliveries).toBe(2);
+        const { deliveries } = await store.listDeliveries({ eventId: completion.id, pageSize: 10 });
+        expect(deliveries.map((d) => d.endpoint).sort()).toEqual(["a", "b"]);
+        for (const d of deliveries) {
+          expect(d).toMatchObject({
+            eventId: completion.id,
+            eventSeq: result.stored[0]!.seq,
+            eventType: EventType.COMPLETION,
+            status: "pending",
+            attemptCount: 0,
+            finishedAt: null,
+            lastError: "",
+            originDeliveryId: "",
+            orderKey: "",
+            orderIndex: 0,
+          });
+          expect(d.id).toMatch(/^dlv_[0-9A-Z]{26}$/);
+        }
+        expect((await store.listDeliveries({ eventId: error.id, pageSize: 10 })).deliveries).toEqual([]);
+      });
+
+      it("rolls the whole batch back when routing throws", async () => {
+        const event = completionEvent();
+        await expect(
+          store.ingest([completionEvent(), event], (e) => {
+            if (e.id === event.id) throw new Error("route failed");
+            return ["a"];
+          }),
+        ).rejects.toThrow("route failed");
+        expect(await store.countEvents()).toBe(0);
+        expect(await store.countPending()).toBe(0);
+      });
+    });
+
+    describe("claims and attempts", () => {
+      it("claims due deliveries with a lease and records a successful attempt", async () => {
+        const event = completionEvent();
+        await store.ingest([event], () => ["a"]);
+        const now = Date.now();
+        const [claimed, ...rest] = await store.claimDue({ now, limit: 10, leaseOwner: "w1", leaseMs: LEASE_MS });
+        expect(rest).toEqual([]);
+        expect(claimed!.leaseUntil).toBe(now + LEASE_MS);
+        expect(equals(EventSchema, claimed!.event, event)).toBe(true);
+        expect(await claimAll("w2", now)).toEqual([]);
+
+        const result = await store.completeAttempt(
+          claimed!.id,
+          "w1",
+          attempt({ statusCode: 200, latencyMs: 33 }),
+          { status: "delivered" },
+        );
+        expect(result).toEqual({ recorded: true });
+        const detail = await store.getDelivery(claimed!.id);
+        expect(detail!.delivery).toMatchObject({ status: "delivered", attemptCount: 1, lastError: "" });
+        expect(detail!.delivery.finishedAt).toBeGreaterThan(0);
+        expect(detail!.attempts).toMatchObject([{ deliveryId: claimed!.id, number: 1, statusCode: 200, latencyMs: 33 }]);
+        expect(equals(EventSchema, detail!.event, event)).toBe(true);
+        expect(await store.listAttempts(claimed!.id)).toEqual(detail!.attempts);
+        expect(await store.countPending()).toBe(0);
+        expect(await claimAll("w2", now + 10 * LEASE_MS)).toEqual([]);
+      });
+
+      it("claims oldest due first and honours the limit", async () => {
+        const events = [completionEvent(), completionEvent(), completionEvent()];
+        for (const event of events) await store.ingest([event], () => ["a"]);
+        const now = Date.now();
+        const first = await store.claimDue({ now, limit: 2, leaseOwner: "w1", leaseMs: LEASE_MS });
+        expect(first.map((d) => d.eventId)).toEqual([events[0]!.id, events[1]!.id]);
+        const second = await store.claimDue({ now, limit: 2, leaseOwner: "w1", leaseMs: LEASE_MS });
+        expect(second.map((d) => d.eventId)).toEqual([events[2]!.id]);
+      });
+
+      it("gives an expired lease to another owner and refuses the old owner's result", async () => {
+        await store.ingest([completionEvent()], () => ["a"]);
+        const now = Date.now();
+        const [mine] = await store.claimDue({ now, limit: 1, leaseOwner: "w1", leaseMs: 1_000 });
+        expect(await store.claimDue({ now: now + 999, limit: 1, leaseOwner: "w2", leaseMs: 1_000 })).toEqual([]);
+        const [theirs] = await store.claimDue({ now: now + 1_000, limit: 1, leaseOwner: "w2", leaseMs: 1_000 });
+        expect(theirs!.id).toBe(mine!.id);
+
+        expect(await deliver(mine!, "w1")).toEqual({ recorded: false });
+        expect(await store.listAttempts(mine!.id)).toEqual([]);
+        expect((await store.getDelivery(mine!.id))!.delivery.status).toBe("pending");
+
+        expect(await deliver(theirs!, "w2")).toEqual({ recorded: true });
+        expect(await deliver(theirs!, "w2")).toEqual({ recorded: false });
+        expect(await store.listAttempts(mine!.id)).toHaveLength(1);
+      });
+
+      it("records many concurrent completions", async () => {
+        await store.ingest(
+          Array.from({ length: 50 }, () => completionEvent()),
+          () => ["a"],
+        );
+        const claimed = await claimAll();
+        expect(claimed).toHaveLength(50);
+        const results = await Promise.all(claimed.map((d) => deliver(d)));
+        expect(results.every((r) => r.recorded)).toBe(true);
+        expect(await store.countPending()).toBe(0);
+        expect((await store.listDeliveries({ status: "delivered", pageSize: 100 })).deliveries).toHaveLength(50);
+      });
+
+      it("schedules a retry that is not claimable before its time", async () => {
+        await store.ingest([completionEvent()], () => ["a"]);
+        const now = Date.now();
+        const [claimed] = await claimAll("w1", now);
+        const retryAt = now + 60_000;
+        const result = await store.completeAttempt(claimed!.id, "w1", attempt({ statusCode: 503, responseBody: "busy" }), {
+          status: "retry",
+          nextAttemptAt: retryAt,
+        });
+        expect(result.recorded).toBe(true);
+        expect(await store.nextDueAt()).toBe(retryAt);
+        expect(await claimAll("w1", retryAt - 1)).toEqual([]);
+
+        const [again] = await claimAll("w2", retryAt);
+        expect(again).toMatchObject({ id: claimed!.id, attemptCount: 1, nextAttemptAt: retryAt, lastError: "HTTP 503" });
+        await store.completeAttempt(again!.id, "w2", attempt({ error: "timeout after 30000 ms", statusCode: 0 }), {
+          status: "failed",
+        });
+        const detail = await store.getDelivery(claimed!.id);
+        expect(detail!.delivery).toMatchObject({ status: "failed", attemptCount: 2, lastError: "timeout after 30000 ms" });
+        expect(detail!.attempts.map((a) => a.number)).toEqual([1, 2]);
+        expect(await store.nextDueAt()).toBeUndefined();
+      });
+
+      it("gives leases back on release without counting an attempt", async () => {
+        await store.ingest([completionEvent(), completionEvent()], () => ["a"]);
+        const now = Date.now();
+        expect(await claimAll("w1", now)).toHaveLength(2);
+        expect(await store.releaseLeases("other")).toBe(0);
+        expect(await store.releaseLeases("w1")).toBe(2);
+        const reclaimed = await claimAll("w2", now);
+        expect(reclaimed).toHaveLength(2);
+        expect(reclaimed.every((d) => d.attemptCount === 0)).toBe(true);
+      });
+
+      it("dead-letters and creates the failover delivery to an enabled endpoint", async () => {
+        await store.upsertEndpoint(endpoint("primary", { failoverTo: "backup" }), "whsec_cHJpbWFyeQ==");
+        await store.upsertEndpoint(endpoint("backup"), "whsec_YmFja3Vw");
+        await store.upsertEndpoint(endpoint("off", { enabled: false }), "whsec_b2Zm");
+        const event = completionEvent();
+        await store.ingest([event], () => ["primary", "primary2", "primary3"]);
+        const claimed = await claimAll();
+        const byEndpoint = new Map(claimed.map((d) => [d.endpoint, d]));
+
+        const result = await store.completeAttempt(byEndpoint.get("primary")!.id, "w1", attempt({ statusCode: 500 }), {
+          status: "dead_lettered",
+          failoverTo: "backup",
+        });
+        expect(result.recorded).toBe(true);
+        expect(result.failoverDelivery).toMatchObject({
+          endpoint: "backup",
+          eventId: event.id,
+          status: "pending",
+          originDeliveryId: byEndpoint.get("primary")!.id,
+        });
+        const original = await store.getDelivery(byEndpoint.get("primary")!.id);
+        expect(original!.delivery).toMatchObject({ status: "dead_lettered", lastError: "HTTP 500" });
+
+        // A disabled or missing failover target gets nothing.
+        const toDisabled = await store.completeAttempt(byEndpoint.get("primary2")!.id, "w1", attempt({ statusCode: 500 }), {
+          status: "dead_lettered",
+          failoverTo: "off",
+        });
+        expect(toDisabled).toEqual({ recorded: true });
+        const toMissing = await store.completeAttempt(byEndpoint.get("primary3")!.id, "w1", attempt({ statusCode: 500 }), {
+          status: "dead_lettered",
+          failoverTo: "nowhere",
+        });
+        expect(toMissing).toEqual({ recorded: true });
+
+        const next = await claimAll("w2");
+        expect(next.map((d) => d.id)).toEqual([result.failoverDelivery!.id]);
+        expect(equals(EventSchema, next[0]!.event, event)).toBe(true);
+      });
+
+      it("fails the delivery and disables the endpoint on endpoint_gone", async () => {
+        await store.upsertEndpoint(endpoint("gone"), "whsec_Z29uZQ==");
+        await store.ingest([completionEvent()], () => ["gone"]);
+        const [claimed] = await claimAll();
+        await store.completeAttempt(claimed!.id, "w1", attempt({ statusCode: 410 }), {
+          status: "endpoint_gone",
+          reason: "receiver answered 410 Gone",
+        });
+        expect((await store.getDelivery(claimed!.id))!.delivery).toMatchObject({
+          status: "failed",
+          lastError: "HTTP 410",
+        });
+        expect(await store.getEndpoint("gone")).toMatchObject({
+          enabled: false,
+          disabledReason: "receiver answered 410 Gone",
+        });
+      });
+
+      it("skips the endpoints it is told to", async () => {
+        await store.ingest([completionEvent()], () => ["a", "b", "c"]);
+        const claimed = await claimAll("w1", Date.now(), { skipEndpoints: ["a", "c"] });
+        expect(claimed.map((d) => d.endpoint)).toEqual(["b"]);
+        const rest = await claimAll("w1", Date.now(), { skipEndpoints: [] });
+        expect(rest.map((d) => d.endpoint).sort()).toEqual(["a", "c"]);
+      });
+
+      it("delivers a request's streaming events to each endpoint in token order", async () => {
+        const r1 = "req_stream_one";
+        const r2 = "req_stream_two";
+        // Ingested out of order, as two sidecar batches may land.
+        const r1Tokens = [streamingEvent(r1, 1), streamingEvent(r1, 0), streamingEvent(r1, 2)];
+        const r2Tokens = [streamingEvent(r2, 0), streamingEvent(r2, 1)];
+        await store.ingest([r1Tokens[0]!, r2Tokens[1]!], () => ["a", "b"]);
+        await store.ingest([r1Tokens[1]!, r1Tokens[2]!, r2Tokens[0]!], () => ["a", "b"]);
+
+        const label = (d: ClaimedDelivery) => `${d.endpoint}:${d.orderKey}#${d.orderIndex}`;
+        const now = Date.now();
+        const first = await claimAll("w1", now);
+        expect(first.map(label).sort()).toEqual([`a:${r1}#0`, `a:${r2}#0`, `b:${r1}#0`, `b:${r2}#0`]);
+        // Leased but still pending: the next token waits.
+        expect(await claimAll("w1", now)).toEqual([]);
+
+        const find = (endpointName: string, requestId: string) =>
+          first.find((d) => d.endpoint === endpointName && d.orderKey === requestId)!;
+        await deliver(find("a", r1));
+        expect((await claimAll("w1", now)).map(label)).toEqual([`a:${r1}#1`]);
+
+        // A retrying earlier token keeps holding the later ones back.
+        await store.completeAttempt(find("b", r1).id, "w1", attempt({ statusCode: 503 }), {
+          status: "retry",
+          nextAttemptAt: now + 60_000,
+        });
+        expect(await claimAll("w1", now)).toEqual([]);
+        // A dead-lettered one no longer does.
+        await deliver(find("a", r2));
+        const afterR2 = await claimAll("w1", now);
+        expect(afterR2.map(label)).toEqual([`a:${r2}#1`]);
+      });
+    });
+
+    describe("replay", () => {
+      it("replays one delivery as a new pending delivery of the same event", async () => {
+        const event = completionEvent();
+        await store.ingest([event], () => ["a"]);
+        const [claimed] = await claimAll();
+        await deliver(claimed!);
+        const replay = await store.replayDelivery(claimed!.id);
+        expect(replay).toMatchObject({
+          eventId: event.id,
+          endpoint: "a",
+          status: "pending",
+          attemptCount: 0,
+          originDeliveryId: claimed!.id,
+        });
+        expect(replay.id).not.toBe(claimed!.id);
+        const [again] = await claimAll();
+        expect(again!.id).toBe(replay.id);
+        expect(equals(EventSchema, again!.event, event)).toBe(true);
+        await expect(store.replayDelivery("dlv_00000000000000000000000000")).rejects.toBeInstanceOf(StoreNotFoundError);
+      });
+
+      it("replays dead letters in bulk, per endpoint or all, once each", async () => {
+        for (const name of ["a", "b"]) await store.upsertEndpoint(endpoint(name), `whsec_${name}${name}${name}${name}`);
+        await store.ingest([completionEvent(), completionEvent()], () => ["a", "b"]);
+        const claimed = await claimAll();
+        expect(claimed).toHaveLength(4);
+        const [delivered, ...deadLettered] = claimed;
+        await deliver(delivered!);
+        for (const d of deadLettered) {
+          await store.completeAttempt(d.id, "w1", attempt({ statusCode: 500 }), { status: "dead_lettered" });
+        }
+        const deadOnA = deadLettered.filter((d) => d.endpoint === "a").length;
+
+        expect(await store.replayDeadLettered("a")).toBe(deadOnA);
+        expect(await store.replayDeadLettered()).toBe(3 - deadOnA);
+        expect(await store.replayDeadLettered()).toBe(0);
+        const pending = await store.listDeliveries({ status: "pending", pageSize: 10 });
+        expect(pending.deliveries.map((d) => d.originDeliveryId).sort()).toEqual(deadLettered.map((d) => d.id).sort());
+      });
+
+      it("creates deliveries of a stored event", async () => {
+        await store.upsertEndpoint(endpoint("a"), "whsec_YWFhYQ==");
+        const { stored } = await store.ingest([completionEvent()], () => []);
+        const created = await store.createDeliveries(stored[0]!.seq, ["a"], "dlv_origin");
+        expect(created).toMatchObject([{ endpoint: "a", eventSeq: stored[0]!.seq, originDeliveryId: "dlv_origin" }]);
+        expect((await claimAll()).map((d) => d.id)).toEqual([created[0]!.id]);
+        await expect(store.createDeliveries(stored[0]!.seq + 1000, ["a"])).rejects.toBeInstanceOf(StoreNotFoundError);
+        await expect(store.createDeliveries(stored[0]!.seq, ["missing"])).rejects.toBeInstanceOf(StoreNotFoundError);
+      });
+    });
+
+    describe("listing", () => {
+      it("pages through deliveries newest first with stable tokens", async () => {
+        const ids: string[] = [];
+        for (let i = 0; i < 25; i++) {
+          const { stored } = await store.ingest([completionEvent()], () => [i % 2 === 0 ? "even" : "odd"]);
+          const { deliveries } = await store.listDeliveries({ eventId: stored[0]!.event.id, pageSize: 1 });
+          ids.push(deliveries[0]!.id);
+        }
+        const seen: string[] = [];
+        let pageToken = "";
+        let pages = 0;
+        do {
+          const page = await store.listDeliveries({ pageSize: 10, ...(pageToken ? { pageToken } : {}) });
+          seen.push(...page.deliveries.map((d) => d.id));
+          pageToken = page.nextPageToken;
+          pages++;
+          // Deliveries created while paging do not shift later pages.
+          if (pages === 1) await store.ingest([completionEvent()], () => ["even"]);
+        } while (pageToken !== "");
+        expect(pages).toBe(3);
+        expect(seen).toEqual([...ids].reverse());
+
+        const even = await store.listDeliveries({ endpoint: "even", pageSize: 100 });
+        expect(even.deliveries).toHaveLength(14);
+        expect(even.nextPageToken).toBe("");
+        const pendingOdd = await store.listDeliveries({ endpoint: "odd", status: "pending", pageSize: 5 });
+        expect(pendingOdd.deliveries).toHaveLength(5);
+        expect(pendingOdd.deliveries.every((d) => d.endpoint === "odd")).toBe(true);
+        expect((await store.listDeliveries({ status: "delivered", pageSize: 5 })).deliveries).toEqual([]);
+
+        await expect(store.listDeliveries({ pageSize: 10, pageToken: "garbage" })).rejects.toThrow(/page token/);
+        await expect(store.listDeliveries({ pageSize: 0 })).rejects.toThrow(/pageSize/);
+      });
+
+      it("returns undefined for an unknown delivery", async () => {
+        expect(await store.getDelivery("dlv_00000000000000000000000000")).toBeUndefined();
+        expect(await store.listAttempts("dlv_00000000000000000000000000")).toEqual([]);
+      });
+    });
+
+    describe("endpoints and signing keys", () => {
+      it("creates, reads, updates and deletes endpoints", async () => {
+        const created = await store.createEndpoint(
+          endpoint("orders", { eventTypes: [EventType.COMPLETION, EventType.ERROR], failoverTo: "backup" }),
+          "whsec_b3JkZXJz",
+        );
+        expect(created).toMatchObject({
+          name: "orders",
+          enabled: true,
+          eventTypes: [EventType.COMPLETION, EventType.ERROR],
+          failoverTo: "backup",
+          disabledReason: "",
+          signingKeyCount: 1,
+        });
+        expect(created.createdAt).toBeGreaterThan(0);
+        await expect(store.createEndpoint(endpoint("orders"), "whsec_eA==")).rejects.toBeInstanceOf(StoreConflictError);
+
+        const disabled = await store.updateEndpoint("orders", { enabled: false, disabledReason: "paused by ops" });
+        expect(disabled).toMatchObject({ enabled: false, disabledReason: "paused by ops", url: created.url });
+        const enabled = await store.updateEndpoint("orders", { enabled: true, url: "https://new.example.com/h" });
+        expect(enabled).toMatchObject({ enabled: true, disabledReason: "", url: "https://new.example.com/h" });
+        expect(enabled.eventTypes).toEqual([EventType.COMPLETION, EventType.ERROR]);
+        await expect(store.updateEndpoint("missing", { enabled: false })).rejects.toBeInstanceOf(StoreNotFoundError);
+
+        await store.createEndpoint(endpoint("audit"), "whsec_YXVkaXQ=");
+        expect((await store.listEndpoints()).map((e) => e.name)).toEqual(["audit", "orders"]);
+        expect(await store.getEndpoint("nope")).toBeUndefined();
+      });
+
+      it("deleting an endpoint fails its pending deliveries and removes its keys", async () => {
+        await store.createEndpoint(endpoint("doomed"), "whsec_ZG9vbWVk");
+        await store.ingest([completionEvent(), completionEvent()], () => ["doomed", "kept"]);
+        expect(await store.deleteEndpoint("doomed")).toBe(true);
+        expect(await store.deleteEndpoint("doomed")).toBe(false);
+        expect(await store.getEndpoint("doomed")).toBeUndefined();
+        expect(await store.activeSigningKeys("doomed", Date.now())).toEqual([]);
+        const failed = await store.listDeliveries({ endpoint: "doomed", pageSize: 10 });
+        expect(failed.deliveries).toHaveLength(2);
+        for (const d of failed.deliveries) expect(d).toMatchObject({ status: "failed", lastError: "endpoint deleted" });
+        expect(await store.countPending()).toBe(2);
+        await expect(store.addSigningKey("doomed", "whsec_eA==", Date.now())).rejects.toBeInstanceOf(StoreNotFoundError);
+      });
+
+      it("rotates keys with an overlap window, newest first", async () => {
+        await store.createEndpoint(endpoint("rot"), "whsec_b2xk");
+        const now = Date.now();
+        const [only] = await store.activeSigningKeys("rot", now);
+        expect(only).toMatchObject({ secret: "whsec_b2xk", expiresAt: null });
+
+        await store.addSigningKey("rot", "whsec_bmV3", now + 60_000);
+        const during = await store.activeSigningKeys("rot", now);
+        expect(during.map((k) => k.secret)).toEqual(["whsec_bmV3", "whsec_b2xk"]);
+        expect(during.map((k) => k.expiresAt)).toEqual([null, now + 60_000]);
+        expect((await store.getEndpoint("rot"))!.signingKeyCount).toBe(2);
+        const after = await store.activeSigningKeys("rot", now + 60_000);
+        expect(after.map((k) => k.secret)).toEqual(["whsec_bmV3"]);
+
+        await store.updateEndpoint("rot", { secret: "whsec_cmVwbGFjZWQ=" });
+        expect((await store.activeSigningKeys("rot", now)).map((k) => k.secret)).toEqual(["whsec_cmVwbGFjZWQ="]);
+      });
+
+      it("upsert keeps keys for an unchanged secret and replaces them for a changed one", async () => {
+        const first = await store.upsertEndpoint(endpoint("cfg"), "whsec_Y29uZmln");
+        expect(first.signingKeyCount).toBe(1);
+        const now = Date.now();
+        await store.addSigningKey("cfg", "whsec_cm90YXRlZA==", now + 60_000);
+
+        // Same file secret at the next startup: the runtime rotation survives.
+        const same = await store.upsertEndpoint(endpoint("cfg", { url: "https://moved.example.com/" }), "whsec_Y29uZmln");
+        expect(same.url).toBe("https://moved.example.com/");
+        expect(same.createdAt).toBe(first.createdAt);
+        expect((await store.activeSigningKeys("cfg", now)).map((k) => k.secret)).toEqual([
+          "whsec_cm90YXRlZA==",
+          "whsec_Y29uZmln",
+        ]);
+
+        await store.upsertEndpoint(endpoint("cfg"), "whsec_Y2hhbmdlZA==");
+        const keys = await store.activeSigningKeys("cfg", now);
+        expect(keys.map((k) => k.secret)).toEqual(["whsec_Y2hhbmdlZA=="]);
+        expect(keys[0]!.expiresAt).toBeNull();
+      });
+    });
+
+    describe("stats and retention", () => {
+      it("reports per-endpoint counts, latency percentiles and failure reasons", async () => {
+        await store.upsertEndpoint(endpoint("a"), "whsec_YWFhYQ==");
+        await store.upsertEndpoint(endpoint("idle"), "whsec_aWRsZQ==");
+        const since = Date.now();
+        await store.ingest(
+          Array.from({ length: 4 }, () => completionEvent()),
+          () => ["a"],
+        );
+        const claimed = await claimAll();
+        const latencies = [10, 20, 30, 400];
+        // Delivered, delivered, dead-lettered after two 503s... and one left pending.
+        await store.completeAttempt(claimed[0]!.id, "w1", attempt({ latencyMs: latencies[0]! }), { status: "delivered" });
+        await store.completeAttempt(claimed[1]!.id, "w1", attempt({ latencyMs: latencies[1]! }), { status: "delivered" });
+        await store.completeAttempt(claimed[2]!.id, "w1", attempt({ latencyMs: latencies[2]!, statusCode: 503 }), {
+          status: "dead_lettered",
+        });
+        await store.completeAttempt(
+          claimed[3]!.id,
+          "w1",
+          attempt({ latencyMs: latencies[3]!, statusCode: 0, error: "connect ECONNREFUSED" }),
+          { status: "retry", nextAttemptAt: Date.now() + 60_000 },
+        );
+
+        const stats = await store.stats(since);
+        const a = stats.find((s) => s.endpoint === "a");
+        expect(a).toEqual({
+          endpoint: "a",
+          delivered: 2,
+          failed: 0,
+          deadLettered: 1,
+          pending: 1,
+          latencyP50Ms: 20,
+          latencyP99Ms: 400,
+          failureReasons: [
+            { reason: "HTTP 503", count: 1 },
+            { reason: "connect ECONNREFUSED", count: 1 },
+          ],
+        });
+        expect(stats.find((s) => s.endpoint === "idle")).toMatchObject({
+          delivered: 0,
+          pending: 0,
+          latencyP50Ms: 0,
+          failureReasons: [],
+        });
+        const later = await store.stats(Date.now() + 60_000);
+        expect(later.find((s) => s.endpoint === "a")).toMatchObject({ delivered: 0, pending: 0, latencyP99Ms: 0 });
+      });
+
+      it("purges old events whose deliveries are all finished, with their deliveries and attempts", async () => {
+        const done = completionEvent();
+        const waiting = completionEvent();
+        const unrouted = errorEvent();
+        await store.ingest([done, waiting, unrouted], (e) => (e.id === unrouted.id ? [] : ["a", "b"]));
+        const claimed = await claimAll();
+        for (const d of claimed) {
+          if (d.eventId === done.id) await deliver(d);
+          else if (d.endpoint === "a") await deliver(d); // `waiting` keeps one pending delivery to b
+        }
+        const cutoff = Date.now();
+        await clockPast(cutoff);
+        const fresh = completionEvent();
+        await store.ingest([fresh], () => []);
+
+        const doneDeliveries = claimed.filter((d) => d.eventId === done.id);
+        expect(await store.purge(cutoff + 1)).toEqual({ events: 2, deliveries: 2 });
+        for (const d of doneDeliveries) {
+          expect(await store.getDelivery(d.id)).toBeUndefined();
+          expect(await store.listAttempts(d.id)).toEqual([]);
+        }
+        const remaining = (await store.readEventsAfter(0, 10)).map((s) => s.event.id);
+        expect(remaining).toEqual([waiting.id, fresh.id]);
+        expect(await store.countPending()).toBe(1);
+        expect(await store.purge(cutoff + 1)).toEqual({ events: 0, deliveries: 0 });
+      });
+    });
+  });
+}
