@@ -101,7 +101,10 @@ async function controlPlane(args: string[], io: CliIo): Promise<number> {
     },
     strict: true,
   });
-  if (values.help) return void io.out(USAGE), 0;
+  if (values.help) {
+    io.out(USAGE);
+    return 0;
+  }
   if (!values.config) throw usageError("control-plane: --config FILE is required (try examples/webhook_config.yaml)");
   const cp = await runControlPlane({
     configPath: values.config,
@@ -130,9 +133,13 @@ async function sidecar(args: string[], io: CliIo): Promise<number> {
     },
     strict: true,
   });
-  if (values.help) return void io.out(USAGE), 0;
+  if (values.help) {
+    io.out(USAGE);
+    return 0;
+  }
   const controlPlaneUrl = values["control-plane"];
-  if (!controlPlaneUrl) throw usageError("sidecar: --control-plane URL is required (for example http://127.0.0.1:7070)");
+  if (!controlPlaneUrl)
+    throw usageError("sidecar: --control-plane URL is required (for example http://127.0.0.1:7070)");
   const token = values.token ?? io.env.AIGW_SIDECAR_TOKEN;
   const sc = await runSidecar({
     controlPlane: controlPlaneUrl,
@@ -183,7 +190,10 @@ async function watch(args: string[], io: CliIo): Promise<number> {
     },
     strict: true,
   });
-  if (values.help) return void io.out(USAGE), 0;
+  if (values.help) {
+    io.out(USAGE);
+    return 0;
+  }
   const abort = new AbortController();
   void io.stopped.then(() => abort.abort());
   const token = values.token ?? io.env.AIGW_ADMIN_TOKEN;
@@ -191,7 +201,12 @@ async function watch(args: string[], io: CliIo): Promise<number> {
     await watchFeed({
       admin: values.admin ?? io.env.AIGW_ADMIN_URL ?? "http://127.0.0.1:7080",
       ...(token ? { token } : {}),
-      events: values.events ? values.events.split(",").map((s) => s.trim()).filter(Boolean) : [],
+      events: values.events
+        ? values.events
+            .split(",")
+            .map((s) => s.trim())
+            .filter(Boolean)
+        : [],
       json: values.json ?? false,
       out: (line) => io.out(`${line}\n`),
       signal: abort.signal,

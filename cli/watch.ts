@@ -19,12 +19,16 @@ export async function watchFeed(options: WatchOptions): Promise<void> {
   const types: EventType[] = [];
   for (const name of options.events) {
     const t = eventTypeFromName(name);
-    if (t === undefined) throw new Error(`--events: unknown event type "${name}" (expected ${EVENT_TYPE_NAMES.join(", ")})`);
+    if (t === undefined)
+      throw new Error(`--events: unknown event type "${name}" (expected ${EVENT_TYPE_NAMES.join(", ")})`);
     types.push(t);
   }
   const client = createClient(FeedService, createConnectTransport({ baseUrl: options.admin, httpVersion: "1.1" }));
   const headers: Record<string, string> = options.token ? { authorization: `Bearer ${options.token}` } : {};
-  const stream = client.watch({ eventTypes: types }, { headers, ...(options.signal ? { signal: options.signal } : {}) });
+  const stream = client.watch(
+    { eventTypes: types },
+    { headers, ...(options.signal ? { signal: options.signal } : {}) },
+  );
   for await (const res of stream) {
     if (!res.event) continue;
     const body = webhookBody(res.event);
@@ -40,4 +44,3 @@ function formatLine(body: Record<string, unknown>): string {
     .join(" ");
   return `${String(timestamp)} ${String(event).padEnd(10)} ${String(org_id)}/${String(app)} ${String(provider)} ${fields} ${String(id)}`;
 }
-

@@ -129,19 +129,56 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
     );
     r.service(FeedService, new FeedServiceImpl({ store, bus, logger: logger.child({ component: "feed" }) }));
   };
-  const interceptors = [authInterceptor(new TokenSet(config.auth.sidecarTokens), new TokenSet(config.auth.adminTokens))];
+  const interceptors = [
+    authInterceptor(new TokenSet(config.auth.sidecarTokens), new TokenSet(config.auth.adminTokens)),
+  ];
 
   const metricsText = async (): Promise<string> => {
     const m = scheduler.metrics();
     return renderMetrics([
-      { name: "aigw_events_ingested_total", help: "Events stored.", type: "counter", samples: [{ value: ingestMetrics.eventsStored }] },
-      { name: "aigw_events_duplicate_total", help: "Re-sent events skipped.", type: "counter", samples: [{ value: ingestMetrics.eventsDuplicate }] },
-      { name: "aigw_events_rejected_total", help: "Invalid events dropped at ingest.", type: "counter", samples: [{ value: ingestMetrics.eventsRejected }] },
-      { name: "aigw_ingest_batches_total", help: "Batches received.", type: "counter", samples: [{ value: ingestMetrics.batches }] },
-      { name: "aigw_sidecars_connected", help: "Sidecar streams open.", type: "gauge", samples: [{ value: ingestMetrics.connectedSidecars }] },
+      {
+        name: "aigw_events_ingested_total",
+        help: "Events stored.",
+        type: "counter",
+        samples: [{ value: ingestMetrics.eventsStored }],
+      },
+      {
+        name: "aigw_events_duplicate_total",
+        help: "Re-sent events skipped.",
+        type: "counter",
+        samples: [{ value: ingestMetrics.eventsDuplicate }],
+      },
+      {
+        name: "aigw_events_rejected_total",
+        help: "Invalid events dropped at ingest.",
+        type: "counter",
+        samples: [{ value: ingestMetrics.eventsRejected }],
+      },
+      {
+        name: "aigw_ingest_batches_total",
+        help: "Batches received.",
+        type: "counter",
+        samples: [{ value: ingestMetrics.batches }],
+      },
+      {
+        name: "aigw_sidecars_connected",
+        help: "Sidecar streams open.",
+        type: "gauge",
+        samples: [{ value: ingestMetrics.connectedSidecars }],
+      },
       { name: "aigw_feed_watchers", help: "Live feed watchers.", type: "gauge", samples: [{ value: bus.size }] },
-      { name: "aigw_deliveries_pending", help: "Deliveries waiting for an attempt.", type: "gauge", samples: [{ value: await store.countPending() }] },
-      { name: "aigw_deliveries_in_flight", help: "Webhook requests in flight.", type: "gauge", samples: [{ value: m.inFlight }] },
+      {
+        name: "aigw_deliveries_pending",
+        help: "Deliveries waiting for an attempt.",
+        type: "gauge",
+        samples: [{ value: await store.countPending() }],
+      },
+      {
+        name: "aigw_deliveries_in_flight",
+        help: "Webhook requests in flight.",
+        type: "gauge",
+        samples: [{ value: m.inFlight }],
+      },
       {
         name: "aigw_delivery_attempts_total",
         help: "Delivery attempts by outcome.",
@@ -154,7 +191,8 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
   let ready = false;
   const fallback = (req: http.IncomingMessage, res: http.ServerResponse): void => {
     const path = (req.url ?? "/").split("?")[0];
-    if (req.method === "GET" && path === "/healthz") return void res.writeHead(200, { "content-type": "text/plain" }).end("ok\n");
+    if (req.method === "GET" && path === "/healthz")
+      return void res.writeHead(200, { "content-type": "text/plain" }).end("ok\n");
     if (req.method === "GET" && path === "/readyz") {
       res.writeHead(ready ? 200 : 503, { "content-type": "text/plain" }).end(ready ? "ready\n" : "starting\n");
       return;
@@ -173,7 +211,9 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
       res.writeHead(200, { "content-type": "text/html; charset=utf-8" }).end(dashboardHtml());
       return;
     }
-    res.writeHead(404, { "content-type": "application/json" }).end(JSON.stringify({ code: "not_found", message: `no route for ${req.method} ${path}` }));
+    res
+      .writeHead(404, { "content-type": "application/json" })
+      .end(JSON.stringify({ code: "not_found", message: `no route for ${req.method} ${path}` }));
   };
 
   const grpcServer = http2.createServer(connectNodeAdapter({ routes, interceptors }));

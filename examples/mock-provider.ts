@@ -142,7 +142,8 @@ async function answer(req: IncomingMessage, res: ServerResponse, body: Buffer, j
   if (s.delayMs > 0) await sleep(s.delayMs);
   const path = (req.url ?? "/").split("?")[0];
   const method = req.method ?? "GET";
-  if (s.status >= 400) return sendError(res, s, s.status, s.errorMessage ?? defaultMessage(s.status), errorType(s.status));
+  if (s.status >= 400)
+    return sendError(res, s, s.status, s.errorMessage ?? defaultMessage(s.status), errorType(s.status));
 
   if (method === "GET" && path === "/v1/models") {
     return sendJson(res, s, {
@@ -164,7 +165,8 @@ async function answer(req: IncomingMessage, res: ServerResponse, body: Buffer, j
   if (!endpoint) {
     return sendError(res, s, 404, `Unknown request URL: ${method} ${path}`, "invalid_request_error", "unknown_url");
   }
-  if (!isRecord(json)) return sendError(res, s, 400, "We could not parse the JSON body of your request.", "invalid_request_error");
+  if (!isRecord(json))
+    return sendError(res, s, 400, "We could not parse the JSON body of your request.", "invalid_request_error");
   return endpoint(res, s, json);
 }
 
@@ -206,7 +208,11 @@ const ENDPOINTS: Record<string, Endpoint> = {
     const inputs = Array.isArray(request.input) ? request.input.length : 1;
     return sendJson(res, s, {
       object: "list",
-      data: Array.from({ length: inputs }, (_, index) => ({ object: "embedding", index, embedding: [0.125, -0.25, 0.5] })),
+      data: Array.from({ length: inputs }, (_, index) => ({
+        object: "embedding",
+        index,
+        embedding: [0.125, -0.25, 0.5],
+      })),
       model: typeof request.model === "string" ? request.model : "text-embedding-3-small",
       usage: { prompt_tokens: s.promptTokens, total_tokens: s.promptTokens },
     });
@@ -285,7 +291,14 @@ async function streamChat(
   const head = `{"id":"${id}","object":"${object}","created":${MOCK_CREATED},"model":${JSON.stringify(model)},"choices":`;
   const chunk = (choice: unknown) => `data: ${head}[${JSON.stringify(choice)}]${usageNull}}\n\n`;
   if (kind === "chat") {
-    res.write(chunk({ index: 0, delta: { role: "assistant", content: "", refusal: null }, logprobs: null, finish_reason: null }));
+    res.write(
+      chunk({
+        index: 0,
+        delta: { role: "assistant", content: "", refusal: null },
+        logprobs: null,
+        finish_reason: null,
+      }),
+    );
   }
   for (let i = 0; i < s.chunks; i++) {
     if (s.chunkDelayMs > 0) await sleep(s.chunkDelayMs);
@@ -329,7 +342,11 @@ async function streamResponse(res: ServerResponse, s: Scenario, model: string): 
 }
 
 function startStream(res: ServerResponse, s: Scenario): void {
-  res.writeHead(200, { "content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache", ...s.extraHeaders });
+  res.writeHead(200, {
+    "content-type": "text/event-stream; charset=utf-8",
+    "cache-control": "no-cache",
+    ...s.extraHeaders,
+  });
   res.flushHeaders();
 }
 

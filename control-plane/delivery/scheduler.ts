@@ -61,12 +61,12 @@ export class DeliveryScheduler {
   private readonly now: () => number;
   private readonly leaseOwner: string;
   private readonly breaker: CircuitBreaker;
-  private readonly endpoints = new LRUCache<string, { record: EndpointRecord | undefined }>({
+  private readonly endpoints = new LRUCache<string, Promise<EndpointRecord | undefined>>({
     max: 10_000,
     ttl: CACHE_TTL_MS,
   });
   // Brief caching keeps a key rotation visible within a second without a query per attempt.
-  private readonly secrets = new LRUCache<string, string[]>({ max: 10_000, ttl: CACHE_TTL_MS });
+  private readonly secrets = new LRUCache<string, Promise<string[]>>({ max: 10_000, ttl: CACHE_TTL_MS });
   private pool: DeliveryPool | undefined;
   private readonly ownsPool: boolean;
   private readonly stopTimeoutMs: number | undefined;
@@ -268,14 +268,17 @@ export class DeliveryScheduler {
 
   private async armTimer(): Promise<void> {
     if (!this.running || this.timer) return;
-    const busy = this.inFlight >= this.config.delivery.concurrentDeliveries;
     let delay = IDLE_POLL_MS;
-    if (!busy) {
+    if (this.inFlight > 0) {
+      // Completions pump as they come; this only covers retries falling due while every
+      // attempt in flight is slow. Cheaper than asking the store for the next due time.
+      delay = BLOCKED_POLL_MS;
+    } else {
       try {
         const due = await this.store.nextDueAt();
         const now = this.now();
-        // Due already but not claimed: held by a capped or open endpoint, or by another
-        // owner's lease. A completion or notify() pumps sooner; this is the backstop.
+        // Due already but not claimed: held by an open circuit or by another owner's
+        // lease. notify() pumps sooner; this is the backstop.
         if (due !== undefined) delay = due > now ? due - now : BLOCKED_POLL_MS;
         const transition = this.breaker.nextTransitionAt(now);
         if (transition !== undefined) delay = Math.min(delay, transition - now);
@@ -312,7 +315,10 @@ export class DeliveryScheduler {
         if (left > 0) this.perEndpoint.set(name, left);
         else this.perEndpoint.delete(name);
         this.attemptsInFlight.delete(attempt);
-        this.schedulePump();
+        // Refill in batches: one claim per completion would cost a store round trip per
+        // delivery. The in-flight timer (BLOCKED_POLL_MS) bounds the wait below the mark.
+        const cap = this.config.delivery.concurrentDeliveries;
+        if (this.inFlight === 0 || cap - this.inFlight >= Math.max(1, Math.floor(cap / 4))) this.schedulePump();
       });
     this.attemptsInFlight.add(attempt);
   }
@@ -482,21 +488,30 @@ export class DeliveryScheduler {
     this.latencyCount++;
   }
 
-  private async endpoint(name: string): Promise<EndpointRecord | undefined> {
+  // Both caches hold promises: when a batch of deliveries to one endpoint starts together,
+  // they share one store read instead of each missing the cache at once.
+  private endpoint(name: string): Promise<EndpointRecord | undefined> {
     const cached = this.endpoints.get(name);
-    if (cached) return cached.record;
-    const record = await this.store.getEndpoint(name);
-    this.endpoints.set(name, { record });
-    return record;
+    if (cached) return cached;
+    const read = this.store.getEndpoint(name);
+    this.endpoints.set(name, read);
+    read.catch(() => this.endpoints.delete(name));
+    return read;
   }
 
-  private async signingSecrets(name: string, now: number): Promise<string[]> {
+  private signingSecrets(name: string, now: number): Promise<string[]> {
     const cached = this.secrets.get(name);
     if (cached) return cached;
-    const keys = await this.store.activeSigningKeys(name, now);
-    const secrets = keys.map((k) => k.secret);
-    if (secrets.length > 0) this.secrets.set(name, secrets);
-    return secrets;
+    const read = this.store.activeSigningKeys(name, now).then((keys) => keys.map((k) => k.secret));
+    this.secrets.set(name, read);
+    // An endpoint without keys (mid-rotation, just created) is asked again next time.
+    read.then(
+      (secrets) => {
+        if (secrets.length === 0) this.secrets.delete(name);
+      },
+      () => this.secrets.delete(name),
+    );
+    return read;
   }
 }
 

@@ -8,8 +8,14 @@ import type { StoredEvent } from "../store/store.js";
 export class EventBus {
   private readonly subscriptions = new Set<Subscription>();
 
-  subscribe(options: { maxQueued: number; onOverflow: () => void; accept?: (e: StoredEvent) => boolean }): Subscription {
-    const sub = new Subscription(options.maxQueued, options.onOverflow, options.accept, () => this.subscriptions.delete(sub));
+  subscribe(options: {
+    maxQueued: number;
+    onOverflow: () => void;
+    accept?: (e: StoredEvent) => boolean;
+  }): Subscription {
+    const sub = new Subscription(options.maxQueued, options.onOverflow, options.accept, () =>
+      this.subscriptions.delete(sub),
+    );
     this.subscriptions.add(sub);
     return sub;
   }

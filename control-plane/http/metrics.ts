@@ -10,7 +10,8 @@ export function renderMetrics(families: readonly MetricFamily[]): string {
   const lines: string[] = [];
   for (const f of families) {
     lines.push(`# HELP ${f.name} ${f.help}`, `# TYPE ${f.name} ${f.type}`);
-    for (const s of f.samples) lines.push(`${f.name}${renderLabels(s.labels)} ${Number.isFinite(s.value) ? s.value : 0}`);
+    for (const s of f.samples)
+      lines.push(`${f.name}${renderLabels(s.labels)} ${Number.isFinite(s.value) ? s.value : 0}`);
   }
   return `${lines.join("\n")}\n`;
 }

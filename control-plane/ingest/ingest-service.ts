@@ -68,19 +68,25 @@ export class IngestServiceImpl implements ServiceImpl<typeof IngestService> {
       for await (const req of requests) {
         const m = req.message;
         if (m.case === "hello") {
-          if (hello !== undefined) throw new ConnectError("message.hello: sent twice on one stream", Code.InvalidArgument);
+          if (hello !== undefined)
+            throw new ConnectError("message.hello: sent twice on one stream", Code.InvalidArgument);
           hello = m.value;
           if (hello.sidecarId === "") throw new ConnectError("hello.sidecar_id: required", Code.InvalidArgument);
           this.deps.metrics.connectedSidecars++;
-          log.info({ sidecar: hello.sidecarId, org: hello.orgId, app: hello.app, version: hello.version }, "sidecar connected");
+          log.info(
+            { sidecar: hello.sidecarId, org: hello.orgId, app: hello.app, version: hello.version },
+            "sidecar connected",
+          );
           const current = this.deps.snapshot();
           if (current.version !== hello.configVersion) sendSnapshot(current);
           else sentVersion = current.version;
           unsubscribe = this.deps.onSnapshot(sendSnapshot);
         } else if (m.case === "batch") {
-          if (hello === undefined) throw new ConnectError("message: hello must come before the first batch", Code.InvalidArgument);
+          if (hello === undefined)
+            throw new ConnectError("message: hello must come before the first batch", Code.InvalidArgument);
           const batch = m.value;
-          if (batch.seq <= 0n) throw new ConnectError(`batch.seq: must be positive, got ${batch.seq}`, Code.InvalidArgument);
+          if (batch.seq <= 0n)
+            throw new ConnectError(`batch.seq: must be positive, got ${batch.seq}`, Code.InvalidArgument);
           if (batch.events.length > MAX_EVENTS_PER_BATCH) {
             throw new ConnectError(
               `batch.events: ${batch.events.length} events in one batch; at most ${MAX_EVENTS_PER_BATCH}`,
@@ -148,7 +154,8 @@ export class IngestServiceImpl implements ServiceImpl<typeof IngestService> {
 }
 
 function invalidEvent(e: Event): string | undefined {
-  if (!EVENT_ID_PATTERN.test(e.id)) return `id: "${e.id.slice(0, 40)}" is not an event id (evt_ + 26 base32 characters)`;
+  if (!EVENT_ID_PATTERN.test(e.id))
+    return `id: "${e.id.slice(0, 40)}" is not an event id (evt_ + 26 base32 characters)`;
   if (e.payload.case === undefined) return "payload: missing";
   if (e.time === undefined) return "time: missing";
   return undefined;

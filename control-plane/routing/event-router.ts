@@ -1,5 +1,5 @@
 import type { Event } from "../../gen/aigw/v1/events_pb.js";
-import { EventType } from "../../gen/aigw/v1/events_pb.js";
+import type { EventType } from "../../gen/aigw/v1/events_pb.js";
 import { eventTypeFromName, eventTypeOfCase } from "../../common/event-types.js";
 import type { EndpointRecord } from "../store/store.js";
 import type { EventFilters, GatewayConfig } from "../config/types.js";

@@ -219,7 +219,8 @@ function prepareStatements(db: Database.Database) {
     // Walks the partial index in due order and stops after `limit` rows that pass: with
     // many due rows that is `limit` index steps. A streaming delivery waits while an
     // earlier token of its (endpoint, request) is pending, leased or not — the lookup is
-    // one probe of deliveries_order.
+    // one probe of deliveries_order. INDEXED BY because, without ANALYZE statistics, the
+    // planner prefers deliveries_status (status = ?) and then sorts every pending row.
     claimCandidates: db.prepare(
       `SELECT d.*, e.body FROM deliveries d INDEXED BY deliveries_claim JOIN events e ON e.seq = d.event_seq
        WHERE d.status = 'pending' AND d.due_at <= @now
@@ -258,12 +259,15 @@ function prepareStatements(db: Database.Database) {
       `SELECT d.* FROM deliveries d
        WHERE d.status = 'dead_lettered' AND (@endpoint = '' OR d.endpoint = @endpoint)
          AND EXISTS (SELECT 1 FROM endpoints ep WHERE ep.name = d.endpoint)
-         AND NOT EXISTS (SELECT 1 FROM deliveries r WHERE r.origin_delivery_id = d.id AND r.endpoint = d.endpoint)
+         AND NOT EXISTS (SELECT 1 FROM deliveries r
+           WHERE r.origin_delivery_id != '' AND r.origin_delivery_id = d.id AND r.endpoint = d.endpoint)
        ORDER BY d.seq`,
     ) as Stmt<{ endpoint: string }, DeliveryRow>,
-    nextDueAt: db.prepare("SELECT MIN(due_at) FROM deliveries WHERE status = 'pending'").pluck() as Stmt0<
-      number | null
-    >,
+    nextDueAt: db
+      .prepare(
+        "SELECT due_at FROM deliveries INDEXED BY deliveries_claim WHERE status = 'pending' ORDER BY due_at LIMIT 1",
+      )
+      .pluck() as Stmt0<number | null>,
     countPending: db.prepare("SELECT COUNT(*) FROM deliveries WHERE status = 'pending'").pluck() as Stmt0<number>,
 
     insertAttempt: db.prepare(
@@ -276,7 +280,8 @@ function prepareStatements(db: Database.Database) {
     >,
 
     statusCounts: db.prepare(
-      "SELECT endpoint, status, COUNT(*) AS n FROM deliveries WHERE created_at >= ? GROUP BY endpoint, status",
+      `SELECT endpoint, status, COUNT(*) AS n FROM deliveries INDEXED BY deliveries_created_at
+       WHERE created_at >= ? GROUP BY endpoint, status`,
     ) as Database.Statement<[number], { endpoint: string; status: DeliveryStatus; n: number }>,
     latencies: db.prepare(
       "SELECT endpoint, latency_ms FROM attempts WHERE started_at >= ? ORDER BY endpoint, latency_ms",
@@ -290,10 +295,10 @@ function prepareStatements(db: Database.Database) {
 
     purgeCandidates: db
       .prepare(
-        `SELECT e.seq FROM events e
+        `SELECT e.seq FROM events e INDEXED BY events_ingested_at
        WHERE e.ingested_at < @before
          AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.status = 'pending')
-       ORDER BY e.seq LIMIT @limit`,
+       LIMIT @limit`,
       )
       .pluck() as Stmt<{ before: number; limit: number }, number>,
     purgeAttempts: db.prepare(
@@ -339,10 +344,10 @@ export class SqliteStore implements Store {
   // sidecar drop the events from its spool, so its commit must survive power loss:
   // synchronous=FULL fsyncs the WAL at commit. Endpoint, key and replay changes are rare
   // and an operator expects them kept, so they are FULL too. Delivery bookkeeping (claims,
-  // attempt results, lease releases) runs at NORMAL: a WAL commit without fsync, made
-  // durable by the next checkpoint. Power loss can then forget the last few claims or
-  // results, which only means a delivery goes out again — at-least-once allows that — and
-  // the delivery path runs several times faster. `synchronous` is a connection setting
+  // attempt results, lease releases) and purges run at NORMAL: a WAL commit without fsync,
+  // made durable by the next checkpoint. Power loss can then forget the last few claims or
+  // results, which only means a delivery goes out again — at-least-once allows that — (or
+  // a purge runs again), and the delivery path runs several times faster. `synchronous` is a connection setting
   // read at commit time, so it is switched between transactions, never inside one.
   #durable<T>(fn: () => T): T {
     this.#flushCompletions();

@@ -69,7 +69,10 @@ export interface Store {
   replayDelivery(id: string): Promise<DeliveryRecord>;
   /** Replays every dead-lettered delivery (of one endpoint, or all). */
   replayDeadLettered(endpoint?: string): Promise<number>;
-  /** Earliest next_attempt_at among pending deliveries (undefined when none). */
+  /**
+   * When the next pending delivery becomes claimable: its next_attempt_at, or its lease's
+   * end while it is leased (undefined when nothing is pending).
+   */
   nextDueAt(): Promise<number | undefined>;
   countPending(): Promise<number>;
   stats(sinceMs: number): Promise<EndpointStatsRecord[]>;

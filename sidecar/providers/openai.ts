@@ -1,6 +1,5 @@
 import type {
   ProviderAdapter,
-  RequestFacts,
   ResponseBodyFilter,
   ResponseContext,
   ResponseFacts,
@@ -222,7 +221,8 @@ export class JsonBodyObserver implements ResponseObserver {
     try {
       if (this.head !== undefined) return factsFromFragments(this.head, this.tail);
       if (this.size === 0) return {};
-      const text = this.chunks.length === 1 ? this.chunks[0]!.toString("utf8") : Buffer.concat(this.chunks).toString("utf8");
+      const text =
+        this.chunks.length === 1 ? this.chunks[0]!.toString("utf8") : Buffer.concat(this.chunks).toString("utf8");
       return factsFromJson(parseJson(text));
     } catch {
       return {};

@@ -1,4 +1,4 @@
-import type { IncomingMessage, ServerResponse } from "node:http";
+import type { ServerResponse } from "node:http";
 import { performance } from "node:perf_hooks";
 import type { Dispatcher } from "undici";
 import { EventType } from "../../gen/aigw/v1/events_pb.js";
@@ -17,6 +17,7 @@ import {
 } from "./events.js";
 import { gatewayErrorBody, type GatewayFailure, upstreamFailure } from "./gateway-errors.js";
 import { clientResponseHead, headerValue, REQUEST_ID_HEADER } from "./headers.js";
+import type { ReportQueue } from "./report-queue.js";
 import { ResponseCopy } from "./response-copy.js";
 import type { Upstream } from "./upstreams.js";
 
@@ -27,6 +28,7 @@ export interface ProxyContext {
   readonly app: string;
   readonly logger: Logger;
   readonly wantedEventTypes: () => ReadonlySet<EventType>;
+  readonly reports: ReportQueue;
 }
 
 /** How the exchange ended, as the completion event's finish_reason says it. */
@@ -107,7 +109,6 @@ export class Exchange implements Dispatcher.DispatchHandler {
     // A stream's head goes out at once: clients start reading a stream on its headers. Other
     // heads leave with the first body chunk, one write instead of two.
     if (isEventStream) res.flushHeaders();
-    res.on("drain", this.onClientDrain);
     return true;
   }
 
@@ -116,6 +117,8 @@ export class Exchange implements Dispatcher.DispatchHandler {
     const out = this.filter ? this.filter.transform(chunk) : chunk;
     const ok = out === undefined || this.res.write(out);
     this.copy?.push(chunk);
+    // A slow client pauses the upstream read until its socket drains (backpressure end to end).
+    if (!ok) this.res.once("drain", this.onClientDrain);
     return ok;
   }
 
@@ -136,7 +139,12 @@ export class Exchange implements Dispatcher.DispatchHandler {
       this.ending = "upstream_failed";
       this.failure = upstreamFailure(err);
       this.context.logger.warn(
-        { requestId: this.requestId, upstream: this.upstream.name, code: (err as { code?: string }).code, err: err.message },
+        {
+          requestId: this.requestId,
+          upstream: this.upstream.name,
+          code: (err as { code?: string }).code,
+          err: err.message,
+        },
         "upstream request failed",
       );
       this.sendGatewayError(this.failure);
@@ -184,7 +192,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
   };
 
   private scheduleReport(): void {
-    setImmediate(this.report);
+    if (this.observation) this.context.reports.add(this.report);
   }
 
   /** Off the response path: read the copy, build events, hand them to the sink. */

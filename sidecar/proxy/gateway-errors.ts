@@ -18,7 +18,12 @@ export function upstreamFailure(err: Error): GatewayFailure {
   const code = (err as { code?: unknown }).code;
   const codeText = typeof code === "string" ? code : err.name;
   if (code === "UND_ERR_HEADERS_TIMEOUT" || code === "UND_ERR_BODY_TIMEOUT") {
-    return { kind: "timeout", status: 504, code: "upstream_timeout", message: `upstream did not answer in time (${codeText})` };
+    return {
+      kind: "timeout",
+      status: 504,
+      code: "upstream_timeout",
+      message: `upstream did not answer in time (${codeText})`,
+    };
   }
   const cause = (err as { cause?: { code?: unknown } }).cause;
   const causeCode = typeof cause?.code === "string" ? ` ${cause.code}` : "";

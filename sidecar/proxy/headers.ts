@@ -21,6 +21,8 @@ export const REQUEST_ID_HEADER = "x-aigw-request-id";
 export interface RequestHeaderFacts {
   /** The client sent a body (content-length > 0 or a transfer-encoding). */
   hasBody: boolean;
+  /** The content-length the client sent; -1 when none (or a transfer-encoding). */
+  contentLength: number;
 }
 
 export interface UpstreamHeaderOptions {
@@ -52,10 +54,12 @@ export function upstreamRequestHeaders(
         continue;
       case "content-length":
         if (value !== "0") facts.hasBody = true;
+        if (facts.contentLength === -1) facts.contentLength = Number(value);
         if (options.dropContentLength) continue;
         break;
       case "transfer-encoding":
         facts.hasBody = true;
+        facts.contentLength = Number.NaN;
         continue;
       case "accept-encoding":
         if (options.identityEncoding) continue;
@@ -86,7 +90,11 @@ export interface ClientResponseHead {
  * Response headers for the client from undici's raw [name, value, …] buffers, plus
  * x-aigw-request-id. `dropContentLength` when the proxy edits the body on the way.
  */
-export function clientResponseHead(raw: readonly Buffer[], requestId: string, dropContentLength: boolean): ClientResponseHead {
+export function clientResponseHead(
+  raw: readonly Buffer[],
+  requestId: string,
+  dropContentLength: boolean,
+): ClientResponseHead {
   const headers: string[] = [];
   let contentType = "";
   let contentEncoding = "";
@@ -133,7 +141,9 @@ export function headerValue(headers: readonly string[], lowerName: string): stri
 function addConnectionTokens(tokens: Set<string> | undefined, value: string): Set<string> | undefined {
   for (const token of value.split(",")) {
     const t = token.trim().toLowerCase();
-    if (t !== "" && t !== "close" && t !== "keep-alive") (tokens ??= new Set()).add(t);
+    if (t === "" || t === "close" || t === "keep-alive") continue;
+    tokens ??= new Set();
+    tokens.add(t);
   }
   return tokens;
 }

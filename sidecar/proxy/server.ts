@@ -3,13 +3,14 @@ import type { AddressInfo } from "node:net";
 import { Readable } from "node:stream";
 import { performance } from "node:perf_hooks";
 import { EventType } from "../../gen/aigw/v1/events_pb.js";
-import { newRequestId } from "../../common/ids.js";
+import { newRequestId } from "./ids.js";
 import type { Logger } from "../../common/logger.js";
 import type { ProviderAdapter } from "../providers/adapter.js";
 import { openAiAdapter } from "../providers/openai.js";
 import type { EventSink } from "./event-sink.js";
 import { Exchange, type Observation, type ProxyContext } from "./exchange.js";
 import { type RequestHeaderFacts, upstreamRequestHeaders } from "./headers.js";
+import { ReportQueue } from "./report-queue.js";
 import { type Upstream, UpstreamTable } from "./upstreams.js";
 
 export interface ProxyOptions {
@@ -42,6 +43,9 @@ export const DEFAULT_WANTED_EVENT_TYPES: ReadonlySet<EventType> = new Set([Event
 /** Observed request bodies are read whole to find model and stream; larger ones pass unobserved. */
 export const MAX_OBSERVED_REQUEST_BYTES = 10 * 1024 * 1024;
 const DEFAULT_TIMEOUT_MS = 10 * 60 * 1000;
+const REPORT_DELAY_MS = 1;
+/** Pass-through request bodies up to this size, with a content-length, go upstream as one buffer (one write). */
+const SMALL_BODY_BYTES = 64 * 1024;
 
 export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
   const table = new UpstreamTable(options.upstreams, { timeoutMs: options.requestTimeoutMs ?? DEFAULT_TIMEOUT_MS });
@@ -52,6 +56,7 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
     app: options.app,
     logger: options.logger,
     wantedEventTypes: wanted ?? (() => DEFAULT_WANTED_EVENT_TYPES),
+    reports: new ReportQueue(REPORT_DELAY_MS, (err) => options.logger.error({ err }, "building events failed")),
   };
   const proxy = new ProviderProxy(table, options.adapters ?? [openAiAdapter], context);
   const server = createServer({ noDelay: true, keepAliveTimeout: 65_000 }, proxy.handle);
@@ -75,13 +80,15 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
       server.closeAllConnections();
       await closed;
       await table.close();
+      context.reports.flush();
     },
   };
 }
 
 function listen(server: Server, host: string, port: number): Promise<void> {
   return new Promise((resolve, reject) => {
-    const onError = (err: Error) => reject(new Error(`sidecar proxy: cannot listen on ${host}:${port}: ${err.message}`));
+    const onError = (err: Error) =>
+      reject(new Error(`sidecar proxy: cannot listen on ${host}:${port}: ${err.message}`));
     server.once("error", onError);
     server.listen(port, host, () => {
       server.off("error", onError);
@@ -91,6 +98,7 @@ function listen(server: Server, host: string, port: number): Promise<void> {
 }
 
 const ignore = (): void => {};
+const PASS_THROUGH = { dropContentLength: false, identityEncoding: false } as const;
 
 /** Routes each request to its upstream and starts its Exchange. */
 class ProviderProxy {
@@ -112,9 +120,17 @@ class ProviderProxy {
     const adapter = this.adapterFor(method, path);
     if (adapter === undefined) {
       const exchange = new Exchange(this.context, upstream, res, newRequestId(), path, startedAt, undefined);
-      const facts: RequestHeaderFacts = { hasBody: false };
-      const headers = upstreamRequestHeaders(req.rawHeaders, { dropContentLength: false, identityEncoding: false }, facts);
-      dispatch(upstream, exchange, method, target, headers, facts.hasBody ? req : null);
+      const facts: RequestHeaderFacts = { hasBody: false, contentLength: -1 };
+      const headers = upstreamRequestHeaders(req.rawHeaders, PASS_THROUGH, facts);
+      if (!facts.hasBody) {
+        dispatch(upstream, exchange, method, target, headers, null);
+      } else if (facts.contentLength > 0 && facts.contentLength <= SMALL_BODY_BYTES) {
+        readObservedBody(req, (body) => {
+          if (!exchange.cancelled && !res.destroyed) dispatch(upstream, exchange, method, target, headers, body);
+        });
+      } else {
+        dispatch(upstream, exchange, method, target, headers, req);
+      }
       return;
     }
     readObservedBody(req, (body, rest) => {
@@ -122,8 +138,8 @@ class ProviderProxy {
       if (rest) {
         // Too large to observe: forward what was read and stream the remainder.
         const exchange = new Exchange(this.context, upstream, res, requestId, path, startedAt, undefined);
-        const facts: RequestHeaderFacts = { hasBody: false };
-        const headers = upstreamRequestHeaders(req.rawHeaders, { dropContentLength: false, identityEncoding: false }, facts);
+        const facts: RequestHeaderFacts = { hasBody: false, contentLength: -1 };
+        const headers = upstreamRequestHeaders(req.rawHeaders, PASS_THROUGH, facts);
         dispatch(upstream, exchange, method, target, headers, rest);
         return;
       }
@@ -131,7 +147,7 @@ class ProviderProxy {
       const observation: Observation = { adapter, requestBody: body, rewrite };
       const exchange = new Exchange(this.context, upstream, res, requestId, path, startedAt, observation);
       if (exchange.cancelled || res.destroyed) return;
-      const facts: RequestHeaderFacts = { hasBody: false };
+      const facts: RequestHeaderFacts = { hasBody: false, contentLength: -1 };
       const headers = upstreamRequestHeaders(
         req.rawHeaders,
         { dropContentLength: true, identityEncoding: rewrite?.identityEncoding ?? false },

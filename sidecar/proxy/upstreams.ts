@@ -31,7 +31,8 @@ export class UpstreamTable {
 
   constructor(upstreams: Record<string, string>, options: UpstreamPoolOptions) {
     const entries = Object.entries(upstreams);
-    if (entries.length === 0) throw new Error("upstreams: at least one upstream is required (e.g. openai=https://api.openai.com)");
+    if (entries.length === 0)
+      throw new Error("upstreams: at least one upstream is required (e.g. openai=https://api.openai.com)");
     const parsed = entries.map(([name, url]) => parseUpstream(name, url));
     const byName = new Map<string, Upstream>();
     for (const { name, origin, pathPrefix } of parsed) {
@@ -88,7 +89,9 @@ function parseUpstream(name: string, url: string): { name: string; origin: strin
     throw new Error(`upstreams.${name}: ${JSON.stringify(url)} must be http:// or https://`);
   }
   if (parsed.search !== "" || parsed.hash !== "" || parsed.username !== "" || parsed.password !== "") {
-    throw new Error(`upstreams.${name}: ${JSON.stringify(url)} must be an origin with an optional path, no query, fragment or credentials`);
+    throw new Error(
+      `upstreams.${name}: ${JSON.stringify(url)} must be an origin with an optional path, no query, fragment or credentials`,
+    );
   }
   return { name, origin: parsed.origin, pathPrefix: parsed.pathname.replace(/\/+$/, "") };
 }

@@ -3,14 +3,13 @@
 // receiver on 127.0.0.1:0 that answers 200, against raw undici POSTs to the same receiver
 // at the same concurrency in the same run. Bounded in count and time; stops by itself.
 import { mkdtempSync, rmSync } from "node:fs";
-import { createServer } from "node:http";
-import type { AddressInfo } from "node:net";
+import { spawn } from "node:child_process";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
 import { timestampNow } from "@bufbuild/protobuf/wkt";
 import { Webhook } from "standardwebhooks";
-import { Agent } from "undici";
+import { Agent, request } from "undici";
 import { newEventId, newRequestId } from "../../common/ids.js";
 import { createLogger } from "../../common/logger.js";
 import { USER_AGENT } from "../../common/version.js";
@@ -25,6 +24,7 @@ import type { BenchRow } from "./types.js";
 
 const EVENTS = Number(process.env.AIGW_BENCH_DELIVERIES ?? 10_000);
 const CONCURRENCY = 64;
+const THREADS = Number(process.env.AIGW_BENCH_THREADS ?? 2);
 const TIME_LIMIT_MS = 120_000;
 const SECRET = `whsec_${Buffer.from("bench-delivery-secret-0123456789").toString("base64")}`;
 
@@ -44,47 +44,73 @@ function completion(): Event {
 
 interface Receiver {
   url: string;
-  count: number;
-  sample: { body: string; headers: Record<string, string> } | undefined;
+  /** Requests answered so far (asked of the receiver process). */
+  count(): Promise<number>;
+  /** The first signed request it saw, to verify that what was measured was signed. */
+  sample(): Promise<{ body: string; headers: Record<string, string> } | undefined>;
   close(): Promise<void>;
 }
 
-async function startReceiver(): Promise<Receiver> {
-  const state = { count: 0, sample: undefined as Receiver["sample"] };
-  const server = createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on("data", (c: Buffer) => chunks.push(c));
-    req.on("end", () => {
-      state.count++;
-      if (state.sample === undefined && req.headers["webhook-signature"]) {
-        state.sample = { body: Buffer.concat(chunks).toString("utf8"), headers: req.headers as Record<string, string> };
-      }
-      res.writeHead(200, { "content-length": "0" }).end();
-    });
+// The receiver runs in its own process, as a real one would: its HTTP parsing must not
+// share the control plane's main thread (nor the baseline client's).
+const RECEIVER_SOURCE = `
+const http = require("node:http");
+let count = 0;
+let sample;
+const server = http.createServer((req, res) => {
+  const chunks = [];
+  req.on("data", (c) => chunks.push(c));
+  req.on("end", () => {
+    if (req.method === "GET") {
+      res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ count, sample }));
+      return;
+    }
+    count++;
+    if (sample === undefined && req.headers["webhook-signature"]) {
+      sample = { body: Buffer.concat(chunks).toString("utf8"), headers: req.headers };
+    }
+    res.writeHead(200, { "content-length": "0" }).end();
   });
-  server.keepAliveTimeout = 30_000;
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as AddressInfo;
+});
+server.keepAliveTimeout = 30000;
+server.listen(0, "127.0.0.1", () => process.stdout.write(server.address().port + "\\n"));
+process.stdin.on("end", () => process.exit(0));
+process.stdin.resume();
+`;
+
+async function startReceiver(): Promise<Receiver> {
+  const child = spawn(process.execPath, ["-e", RECEIVER_SOURCE], { stdio: ["pipe", "pipe", "inherit"] });
+  const port = await new Promise<number>((resolve, reject) => {
+    let out = "";
+    child.stdout.on("data", (chunk: Buffer) => {
+      out += chunk.toString("utf8");
+      const line = out.split("\n")[0];
+      if (out.includes("\n") && line) resolve(Number(line));
+    });
+    child.once("exit", (code) => reject(new Error(`delivery bench: receiver exited with ${code}`)));
+  });
+  const base = `http://127.0.0.1:${port}`;
+  const status = async () => {
+    const res = await request(`${base}/status`);
+    return (await res.body.json()) as { count: number; sample?: { body: string; headers: Record<string, string> } };
+  };
   return {
-    url: `http://127.0.0.1:${port}/hook`,
-    get count() {
-      return state.count;
+    url: `${base}/hook`,
+    count: async () => (await status()).count,
+    sample: async () => (await status()).sample,
+    close: async () => {
+      if (child.exitCode !== null) return;
+      const exited = new Promise((resolve) => child.once("exit", resolve));
+      child.stdin.end();
+      await exited;
     },
-    get sample() {
-      return state.sample;
-    },
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections();
-      }),
   };
 }
 
-async function until(what: string, probe: () => Promise<boolean> | boolean, deadline: number): Promise<void> {
+async function until(what: string, probe: () => Promise<boolean>, deadline: number, everyMs: number): Promise<void> {
   while (!(await probe())) {
     if (Date.now() > deadline) throw new Error(`delivery bench: timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
+    await new Promise((r) => setTimeout(r, everyMs));
   }
 }
 
@@ -126,7 +152,7 @@ export async function benchDelivery(): Promise<BenchRow[]> {
   const dir = mkdtempSync(join(tmpdir(), "aigw-bench-delivery-"));
   const receiver = await startReceiver();
   const store = await openSqliteStore(join(dir, "aigw.db"));
-  const pool = createDeliveryPool({ maxThreads: 2, concurrentTasksPerWorker: CONCURRENCY });
+  const pool = createDeliveryPool({ maxThreads: THREADS, concurrentTasksPerWorker: CONCURRENCY });
   const deadline = Date.now() + TIME_LIMIT_MS;
   let scheduler: DeliveryScheduler | undefined;
   try {
@@ -153,7 +179,7 @@ export async function benchDelivery(): Promise<BenchRow[]> {
         }),
       ),
     );
-    const warmCount = receiver.count;
+    const warmCount = await receiver.count();
 
     const config = defaultConfig();
     config.security = { ...config.security, requireHttps: false, allowedNetworks: ["127.0.0.0/8"] };
@@ -166,11 +192,11 @@ export async function benchDelivery(): Promise<BenchRow[]> {
     scheduler = new DeliveryScheduler({ store, config, pool, logger: createLogger({ level: "warn", name: "bench" }) });
     const started = performance.now();
     scheduler.start();
-    await until("every delivery to finish", async () => (await store.countPending()) === 0, deadline);
+    await until("every delivery to finish", async () => (await store.countPending()) === 0, deadline, 50);
     const aigwSeconds = (performance.now() - started) / 1000;
-    const delivered = receiver.count - warmCount;
+    const delivered = (await receiver.count()) - warmCount;
     if (delivered !== EVENTS) throw new Error(`delivery bench: receiver got ${delivered} of ${EVENTS} deliveries`);
-    const sample = receiver.sample;
+    const sample = await receiver.sample();
     if (!sample) throw new Error("delivery bench: no delivery reached the receiver");
     new Webhook(SECRET).verify(sample.body, sample.headers); // throws if what we measured was not properly signed
     const metrics = scheduler.metrics();

@@ -11,7 +11,8 @@ const fmt = (n: number | undefined, digits = 3): string =>
   n === undefined ? "" : Math.abs(n) >= 100 ? n.toFixed(0) : n.toPrecision(digits);
 
 function table(rows: BenchRow[]): string {
-  const head = "| benchmark | aigw | unit | baseline | baseline value | ratio | target |\n|---|---|---|---|---|---|---|";
+  const head =
+    "| benchmark | aigw | unit | baseline | baseline value | ratio | target |\n|---|---|---|---|---|---|---|";
   const body = rows
     .map(
       (r) =>
@@ -35,6 +36,9 @@ console.log(out);
 if (process.argv.includes("--update-readme")) {
   const readme = new URL("../../README.md", import.meta.url);
   const text = readFileSync(readme, "utf8");
-  const next = text.replace(/<!-- bench:start -->[\s\S]*<!-- bench:end -->/, `<!-- bench:start -->\n${out}\n<!-- bench:end -->`);
+  const next = text.replace(
+    /<!-- bench:start -->[\s\S]*<!-- bench:end -->/,
+    `<!-- bench:start -->\n${out}\n<!-- bench:end -->`,
+  );
   writeFileSync(readme, next);
 }

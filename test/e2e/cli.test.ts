@@ -16,14 +16,33 @@ describe("aigw CLI", () => {
     const p = runAigw(["--help"]);
     expect(await p.exited).toBe(0);
     const out = p.lines.join("\n");
-    for (const word of ["control-plane", "sidecar", "watch", "endpoints", "deliveries", "send-test", "keys rotate", "stats"]) {
+    for (const word of [
+      "control-plane",
+      "sidecar",
+      "watch",
+      "endpoints",
+      "deliveries",
+      "send-test",
+      "keys rotate",
+      "stats",
+    ]) {
       expect(out).toContain(word);
     }
   });
 
   it("starts on the product page's webhook_config.yaml unchanged and stops on SIGTERM", async () => {
     const p = runAigw(
-      ["control-plane", "--config", "examples/webhook_config.yaml", "--store", `sqlite:${join(dir, "pp.db")}`, "--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0"],
+      [
+        "control-plane",
+        "--config",
+        "examples/webhook_config.yaml",
+        "--store",
+        `sqlite:${join(dir, "pp.db")}`,
+        "--grpc",
+        "127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
+      ],
       { WEBHOOK_SECRET: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", BACKUP_WEBHOOK_SECRET: "a-raw-secret-used-as-bytes" },
     );
     const ready = await p.waitForLog("control plane ready");
@@ -43,10 +62,13 @@ describe("aigw CLI", () => {
   });
 
   it("refuses a config with a missing variable, naming it and its line", async () => {
-    const p = runAigw(["control-plane", "--config", "examples/webhook_config.yaml", "--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0"], {
-      WEBHOOK_SECRET: undefined,
-      BACKUP_WEBHOOK_SECRET: "x",
-    });
+    const p = runAigw(
+      ["control-plane", "--config", "examples/webhook_config.yaml", "--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0"],
+      {
+        WEBHOOK_SECRET: undefined,
+        BACKUP_WEBHOOK_SECRET: "x",
+      },
+    );
     expect(await p.exited).toBe(2);
     expect(p.stderr()).toMatch(/webhook_config\.yaml:6: webhooks\.primary\.secret: .*WEBHOOK_SECRET/);
   });
@@ -79,7 +101,17 @@ describe("aigw CLI", () => {
   it("refuses to listen beyond loopback without tokens", async () => {
     const file = join(dir, "open.yaml");
     writeFileSync(file, "security:\n  require_https: false\n");
-    const p = runAigw(["control-plane", "--config", file, "--store", `sqlite:${join(dir, "open.db")}`, "--grpc", "0.0.0.0:0", "--http", "127.0.0.1:0"]);
+    const p = runAigw([
+      "control-plane",
+      "--config",
+      file,
+      "--store",
+      `sqlite:${join(dir, "open.db")}`,
+      "--grpc",
+      "0.0.0.0:0",
+      "--http",
+      "127.0.0.1:0",
+    ]);
     expect(await p.exited).toBe(1);
     expect(p.stderr()).toMatch(/auth\.admin_tokens/);
   });

@@ -91,7 +91,12 @@ describe("from an app's OpenAI call to a signed webhook", () => {
     expect(err).toBeInstanceOf(OpenAI.RateLimitError);
     const requestId = (err as InstanceType<typeof OpenAI.RateLimitError>).headers?.get("x-aigw-request-id") as string;
     const hook = await webhookFor(requestId, "error");
-    expect(hook.body).toMatchObject({ error_type: "rate_limit", status_code: 429, retry_after: 60, severity: "warning" });
+    expect(hook.body).toMatchObject({
+      error_type: "rate_limit",
+      status_code: 429,
+      retry_after: 60,
+      severity: "warning",
+    });
     expect(String(hook.body.error_message)).not.toBe("");
   });
 });

@@ -39,7 +39,17 @@ describe("control plane killed and restarted mid-run", () => {
     const configPath = join(dir, "config.yaml");
     writeFileSync(configPath, testConfigYaml({ primaryUrl: receiver.url }));
     const start = (grpc: string, http: string) =>
-      runAigw(["control-plane", "--config", configPath, "--store", `sqlite:${join(dir, "cp.db")}`, "--grpc", grpc, "--http", http]);
+      runAigw([
+        "control-plane",
+        "--config",
+        configPath,
+        "--store",
+        `sqlite:${join(dir, "cp.db")}`,
+        "--grpc",
+        grpc,
+        "--http",
+        http,
+      ]);
 
     cp = start("127.0.0.1:0", "127.0.0.1:0");
     const ready = await cp.waitForLog("control plane ready");

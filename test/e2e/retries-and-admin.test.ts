@@ -26,7 +26,9 @@ describe("retries, dead letters and failover", () => {
       secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
       script: (attempt, body) => {
         if (replayed.has(String(body.request_id))) return 200;
-        const plan = String(body.model).startsWith("plan-") ? String(body.model).slice(5).split("-").map(Number) : [200];
+        const plan = String(body.model).startsWith("plan-")
+          ? String(body.model).slice(5).split("-").map(Number)
+          : [200];
         return plan[Math.min(attempt, plan.length) - 1] ?? 200;
       },
     });
@@ -123,10 +125,8 @@ describe("retries, dead letters and failover", () => {
     const grpcJs = new GrpcAdmin(stack.controlPlane.grpcAddress, grpc.credentials.createInsecure());
     try {
       const viaGrpcJs = await new Promise<{ endpoints: { name: string; secret: string }[] }>((resolve, reject) =>
-        (grpcJs as unknown as Record<string, (req: object, cb: (e: Error | null, r: never) => void) => void>).listEndpoints!(
-          {},
-          (e, r) => (e ? reject(e) : resolve(r)),
-        ),
+        (grpcJs as unknown as Record<string, (req: object, cb: (e: Error | null, r: never) => void) => void>)
+          .listEndpoints!({}, (e, r) => (e ? reject(e) : resolve(r))),
       );
       const names = (x: { endpoints: { name: string }[] }) => x.endpoints.map((e) => e.name).sort();
       expect(names(viaConnect)).toEqual(["backup", "primary"]);
@@ -136,10 +136,8 @@ describe("retries, dead letters and failover", () => {
 
       // Bad arguments: INVALID_ARGUMENT naming the field, on both protocols.
       const bad = await new Promise<grpc.ServiceError>((resolve) =>
-        (grpcJs as unknown as Record<string, (req: object, cb: (e: grpc.ServiceError) => void) => void>).listDeliveries!(
-          { pageSize: 5000 },
-          resolve,
-        ),
+        (grpcJs as unknown as Record<string, (req: object, cb: (e: grpc.ServiceError) => void) => void>)
+          .listDeliveries!({ pageSize: 5000 }, resolve),
       );
       expect(bad.code).toBe(grpc.status.INVALID_ARGUMENT);
       expect(bad.details).toMatch(/page_size/);

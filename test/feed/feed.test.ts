@@ -1,6 +1,6 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampNow } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { Code, ConnectError, createClient, createRouterTransport } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -11,7 +11,11 @@ import { FeedService } from "../../gen/aigw/v1/feed_pb.js";
 import { newEventId, newRequestId } from "../../common/ids.js";
 import { createLogger } from "../../common/logger.js";
 import { parseConfig } from "../../control-plane/config/load.js";
+import { EventBus } from "../../control-plane/feed/event-bus.js";
+import { FeedServiceImpl } from "../../control-plane/feed/feed-service.js";
 import { type RunningControlPlane, runControlPlane } from "../../control-plane/run.js";
+import { openSqliteStore } from "../../control-plane/store/sqlite.js";
+import type { StoredEvent } from "../../control-plane/store/store.js";
 import { runAigw } from "../support/processes.js";
 import { waitFor } from "../support/wait.js";
 
@@ -69,7 +73,8 @@ describe("live feed", () => {
       }
     })().catch(() => {});
     const run2 = (async () => {
-      for await (const r of connectFeed.watch({ eventTypes: [EventType.ERROR] }, { signal: abort.signal })) errorsOnly.push(r.event!);
+      for await (const r of connectFeed.watch({ eventTypes: [EventType.ERROR] }, { signal: abort.signal }))
+        errorsOnly.push(r.event!);
     })().catch(() => {});
     // Watchers are live once an event published after they subscribed reaches them.
     await waitFor("both watchers to be live", async () => {
@@ -78,7 +83,9 @@ describe("live feed", () => {
     });
     const sent = [completion(), error(), completion("gpt-4o")];
     await cp.deliverEvents(sent);
-    await waitFor("the three events on the unfiltered watcher", () => sent.every((e) => all.some((x) => x.id === e.id)));
+    await waitFor("the three events on the unfiltered watcher", () =>
+      sent.every((e) => all.some((x) => x.id === e.id)),
+    );
     await waitFor("the error on the filtered watcher", () => errorsOnly.some((x) => x.id === sent[1]!.id));
     expect(errorsOnly.every((e) => e.payload.case === "error")).toBe(true);
     abort.abort();
@@ -89,7 +96,8 @@ describe("live feed", () => {
     const resumed: string[] = [];
     const again = new AbortController();
     const run3 = (async () => {
-      for await (const r of grpcFeed.watch({ cursor: cursors[at] ?? "" }, { signal: again.signal })) resumed.push(r.event!.id);
+      for await (const r of grpcFeed.watch({ cursor: cursors[at] ?? "" }, { signal: again.signal }))
+        resumed.push(r.event!.id);
     })().catch(() => {});
     await waitFor("the replay", () => resumed.length >= 2);
     expect(resumed.slice(0, 2)).toEqual([sent[1]!.id, sent[2]!.id]);
@@ -122,6 +130,50 @@ describe("live feed", () => {
     } finally {
       p.child.kill("SIGTERM");
       expect(await p.exited).toBe(0);
+    }
+  });
+});
+
+describe("a watcher that stops reading", () => {
+  it("is cut off with RESOURCE_EXHAUSTED and a cursor to resume from, while publishing goes on", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "aigw-feed-slow-"));
+    const store = await openSqliteStore(join(dir, "slow.db"), {});
+    const bus = new EventBus();
+    try {
+      const transport = createRouterTransport((r) =>
+        r.service(
+          FeedService,
+          new FeedServiceImpl({ store, bus, logger: createLogger({ level: "silent" }), maxQueued: 5 }),
+        ),
+      );
+      const feed = createClient(FeedService, transport);
+      const it = feed.watch({})[Symbol.asyncIterator]();
+      let seq = 0;
+      const stored = (): StoredEvent => ({ seq: ++seq, event: completion(), ingestedAt: Date.now() });
+      // The first event proves the watcher is live.
+      const first = it.next();
+      await waitFor("the watcher's subscription", () => bus.size === 1);
+      bus.publish([stored()]);
+      expect((await first).done).toBe(false);
+      // It stops reading; publishing 1000 more returns at once and cuts it off.
+      bus.publish(Array.from({ length: 1000 }, stored));
+      expect(bus.size).toBe(0);
+      const got: string[] = [];
+      const err = await (async () => {
+        for (;;) {
+          const r = await it.next();
+          if (r.done) return undefined;
+          got.push(r.value.cursor);
+        }
+      })().catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(ConnectError);
+      expect((err as ConnectError).code).toBe(Code.ResourceExhausted);
+      expect((err as ConnectError).rawMessage).toContain(`resume with cursor "${got.at(-1)}"`);
+      expect(got.length).toBeLessThanOrEqual(6);
+    } finally {
+      bus.closeAll();
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });

@@ -8,10 +8,12 @@ describe("error classification", () => {
     expect(classifyStatus(529)).toEqual({ errorType: "rate_limit", severity: "error" });
     expect(classifyStatus(401)).toEqual({ errorType: "authentication", severity: "error" });
     expect(classifyStatus(403)).toEqual({ errorType: "authentication", severity: "error" });
-    for (const s of [400, 404, 409, 413, 422]) expect(classifyStatus(s)).toEqual({ errorType: "invalid_request", severity: "warning" });
+    for (const s of [400, 404, 409, 413, 422])
+      expect(classifyStatus(s)).toEqual({ errorType: "invalid_request", severity: "warning" });
     expect(classifyStatus(408)).toEqual({ errorType: "timeout", severity: "error" });
     expect(classifyStatus(504)).toEqual({ errorType: "timeout", severity: "error" });
-    for (const s of [500, 502, 503]) expect(classifyStatus(s)).toEqual({ errorType: "upstream_error", severity: "error" });
+    for (const s of [500, 502, 503])
+      expect(classifyStatus(s)).toEqual({ errorType: "upstream_error", severity: "error" });
   });
 
   it("reads retry-after in seconds, as an HTTP date, and OpenAI's retry-after-ms", () => {

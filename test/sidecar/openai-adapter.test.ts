@@ -67,16 +67,26 @@ describe("OpenAI adapter", () => {
     observer.push(Buffer.from(chunk('[{"index":0,"delta":{"content":"Hi"}}]')));
     observer.push(Buffer.from("data: {broken json\n\n"));
     observer.push(Buffer.from(chunk("[]", ',"usage":{"prompt_tokens":4,"completion_tokens":6,"total_tokens":10}')));
-    expect(observer.finish()).toEqual({ model: "gpt-4o", usage: { promptTokens: 4, completionTokens: 6, totalTokens: 10 } });
+    expect(observer.finish()).toEqual({
+      model: "gpt-4o",
+      usage: { promptTokens: 4, completionTokens: 6, totalTokens: 10 },
+    });
 
     const responses = new OpenAiStreamObserver();
-    responses.push(Buffer.from('event: response.created\ndata: {"type":"response.created","response":{"model":"gpt-4.1","usage":null}}\n\n'));
+    responses.push(
+      Buffer.from(
+        'event: response.created\ndata: {"type":"response.created","response":{"model":"gpt-4.1","usage":null}}\n\n',
+      ),
+    );
     responses.push(
       Buffer.from(
         'event: response.completed\ndata: {"type":"response.completed","response":{"model":"gpt-4.1","usage":{"input_tokens":3,"output_tokens":4,"total_tokens":7}}}\n\n',
       ),
     );
-    expect(responses.finish()).toEqual({ model: "gpt-4.1", usage: { promptTokens: 3, completionTokens: 4, totalTokens: 7 } });
+    expect(responses.finish()).toEqual({
+      model: "gpt-4.1",
+      usage: { promptTokens: 3, completionTokens: 4, totalTokens: 7 },
+    });
 
     const failing = new OpenAiStreamObserver();
     failing.push(Buffer.from('data: {"error":{"message":"overloaded"}}\n\n'));
@@ -108,7 +118,11 @@ describe("OpenAI adapter", () => {
   });
 
   it("reads usage in both naming schemes and ignores nonsense counts", () => {
-    expect(usageFrom({ input_tokens: 5, output_tokens: 7 })).toEqual({ promptTokens: 5, completionTokens: 7, totalTokens: 12 });
+    expect(usageFrom({ input_tokens: 5, output_tokens: 7 })).toEqual({
+      promptTokens: 5,
+      completionTokens: 7,
+      totalTokens: 12,
+    });
     expect(usageFrom({ prompt_tokens: -1, completion_tokens: "x" })).toBeUndefined();
     expect(usageFrom(null)).toBeUndefined();
   });

@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { request } from "node:http";
+import type OpenAI from "openai";
 import { APIError } from "openai";
 import { afterEach, describe, expect, it } from "vitest";
 import { EventType } from "../../gen/aigw/v1/events_pb.js";
@@ -54,7 +55,7 @@ describe("sidecar proxy with the openai client", () => {
   it("hides the usage chunk it asked for when the client did not ask, and still reports usage", async () => {
     h = await startHarness();
     const headers = { "x-mock-chunks": "7", "x-mock-completion-tokens": "70" };
-    const read = async (client: typeof h.client) => {
+    const read = async (client: OpenAI) => {
       const stream = await client.chat.completions.create({ ...CHAT, stream: true }, { headers });
       const chunks = [];
       for await (const chunk of stream) chunks.push(chunk);
@@ -94,7 +95,11 @@ describe("sidecar proxy with the openai client", () => {
         headers: { "content-type": "application/json", authorization: "Bearer sk-test" },
         body,
       });
-      return { text: await res.text(), type: res.headers.get("content-type"), id: res.headers.get("x-aigw-request-id") };
+      return {
+        text: await res.text(),
+        type: res.headers.get("content-type"),
+        id: res.headers.get("x-aigw-request-id"),
+      };
     };
     const viaProxy = await fetchText(h.proxy.url);
     const direct = await fetchText(h.mock.url);
@@ -144,9 +149,26 @@ describe("sidecar proxy with the openai client", () => {
     expect(types.at(-1)).toBe("response.completed");
 
     const events = await waitForEvents(h.sink, 3);
-    expect(events[0]).toMatchObject({ model: "text-embedding-3-small", prompt_tokens: 8, completion_tokens: 0, tokens_used: 8 });
-    expect(events[1]).toMatchObject({ model: "gpt-4.1", prompt_tokens: 20, completion_tokens: 9, tokens_used: 29, stream: false });
-    expect(events[2]).toMatchObject({ model: "gpt-4.1", prompt_tokens: 30, completion_tokens: 3, tokens_used: 33, stream: true });
+    expect(events[0]).toMatchObject({
+      model: "text-embedding-3-small",
+      prompt_tokens: 8,
+      completion_tokens: 0,
+      tokens_used: 8,
+    });
+    expect(events[1]).toMatchObject({
+      model: "gpt-4.1",
+      prompt_tokens: 20,
+      completion_tokens: 9,
+      tokens_used: 29,
+      stream: false,
+    });
+    expect(events[2]).toMatchObject({
+      model: "gpt-4.1",
+      prompt_tokens: 30,
+      completion_tokens: 3,
+      tokens_used: 33,
+      stream: true,
+    });
   });
 
   it("reports a 429 as a rate_limit warning with retry_after", async () => {
@@ -206,7 +228,13 @@ describe("sidecar proxy with the openai client", () => {
     expect((err as APIError).status).toBe(502);
 
     const [event] = await waitForEvents(h.sink, 1);
-    expect(event).toMatchObject({ event: "error", error_type: "network", severity: "critical", status_code: 0, model: "gpt-4o" });
+    expect(event).toMatchObject({
+      event: "error",
+      error_type: "network",
+      severity: "critical",
+      status_code: 0,
+      model: "gpt-4o",
+    });
     await waitFor("a log line", () => (h!.logs().includes("upstream request failed") ? true : undefined));
     expect(h.logs()).not.toContain("sk-secret-key");
     expect(h.logs()).not.toContain("sk-test");
@@ -322,7 +350,12 @@ describe("sidecar proxy with the openai client", () => {
     h = await startHarness();
     const res = await fetch(`${h.proxy.url}/v1/chat/completions`, {
       method: "POST",
-      headers: { "content-type": "application/json", "accept-encoding": "gzip", "x-mock-gzip": "1", "x-mock-prompt-tokens": "40" },
+      headers: {
+        "content-type": "application/json",
+        "accept-encoding": "gzip",
+        "x-mock-gzip": "1",
+        "x-mock-prompt-tokens": "40",
+      },
       body: JSON.stringify(CHAT),
     });
     expect(res.headers.get("content-encoding")).toBe("gzip");
@@ -360,7 +393,9 @@ describe("sidecar proxy with the openai client", () => {
   it("routes /v1/messages to the anthropic upstream and keeps an upstream's path prefix", async () => {
     const anthropic = await startMockProvider();
     try {
-      h = await startHarness({ upstreams: (mock) => ({ openai: `${mock.url}/openai-proxy/`, anthropic: anthropic.url }) });
+      h = await startHarness({
+        upstreams: (mock) => ({ openai: `${mock.url}/openai-proxy/`, anthropic: anthropic.url }),
+      });
       await fetch(`${h.proxy.url}/v1/messages`, { method: "POST", body: "{}" });
       await fetch(`${h.proxy.url}/v1/models?limit=2`);
       expect(anthropic.requests.map((r) => r.url)).toEqual(["/v1/messages"]);

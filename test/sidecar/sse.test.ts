@@ -21,7 +21,7 @@ function parseAll(chunks: Buffer[]): SseEvent[] {
 describe("SSE parser", () => {
   const stream =
     ": keep-alive comment\r\n\r\n" +
-    "event: response.created\r\ndata: {\"a\":1}\r\n\r\n" +
+    'event: response.created\r\ndata: {"a":1}\r\n\r\n' +
     "data: line one\ndata:line two\nid: 7\n\n" +
     "data: ümlaut ✓\r\r" +
     "garbage without colon\nretry: 10\n\n" +
@@ -53,7 +53,8 @@ describe("SSE parser", () => {
 
   it("never throws on binary garbage", () => {
     const parser = new SseParser();
-    for (let i = 0; i < 50; i++) parser.push(Buffer.from(Array.from({ length: 64 }, (_, k) => (i * 31 + k * 17) % 256)));
+    for (let i = 0; i < 50; i++)
+      parser.push(Buffer.from(Array.from({ length: 64 }, (_, k) => (i * 31 + k * 17) % 256)));
     expect(parseSseBlock("no data here\n\n")).toBeUndefined();
   });
 });

@@ -211,17 +211,16 @@ export function describeStoreConformance(name: string, open: () => Promise<Opene
         expect(equals(EventSchema, claimed!.event, event)).toBe(true);
         expect(await claimAll("w2", now)).toEqual([]);
 
-        const result = await store.completeAttempt(
-          claimed!.id,
-          "w1",
-          attempt({ statusCode: 200, latencyMs: 33 }),
-          { status: "delivered" },
-        );
+        const result = await store.completeAttempt(claimed!.id, "w1", attempt({ statusCode: 200, latencyMs: 33 }), {
+          status: "delivered",
+        });
         expect(result).toEqual({ recorded: true });
         const detail = await store.getDelivery(claimed!.id);
         expect(detail!.delivery).toMatchObject({ status: "delivered", attemptCount: 1, lastError: "" });
         expect(detail!.delivery.finishedAt).toBeGreaterThan(0);
-        expect(detail!.attempts).toMatchObject([{ deliveryId: claimed!.id, number: 1, statusCode: 200, latencyMs: 33 }]);
+        expect(detail!.attempts).toMatchObject([
+          { deliveryId: claimed!.id, number: 1, statusCode: 200, latencyMs: 33 },
+        ]);
         expect(equals(EventSchema, detail!.event, event)).toBe(true);
         expect(await store.listAttempts(claimed!.id)).toEqual(detail!.attempts);
         expect(await store.countPending()).toBe(0);
@@ -273,21 +272,35 @@ export function describeStoreConformance(name: string, open: () => Promise<Opene
         const now = Date.now();
         const [claimed] = await claimAll("w1", now);
         const retryAt = now + 60_000;
-        const result = await store.completeAttempt(claimed!.id, "w1", attempt({ statusCode: 503, responseBody: "busy" }), {
-          status: "retry",
-          nextAttemptAt: retryAt,
-        });
+        const result = await store.completeAttempt(
+          claimed!.id,
+          "w1",
+          attempt({ statusCode: 503, responseBody: "busy" }),
+          {
+            status: "retry",
+            nextAttemptAt: retryAt,
+          },
+        );
         expect(result.recorded).toBe(true);
         expect(await store.nextDueAt()).toBe(retryAt);
         expect(await claimAll("w1", retryAt - 1)).toEqual([]);
 
         const [again] = await claimAll("w2", retryAt);
-        expect(again).toMatchObject({ id: claimed!.id, attemptCount: 1, nextAttemptAt: retryAt, lastError: "HTTP 503" });
+        expect(again).toMatchObject({
+          id: claimed!.id,
+          attemptCount: 1,
+          nextAttemptAt: retryAt,
+          lastError: "HTTP 503",
+        });
         await store.completeAttempt(again!.id, "w2", attempt({ error: "timeout after 30000 ms", statusCode: 0 }), {
           status: "failed",
         });
         const detail = await store.getDelivery(claimed!.id);
-        expect(detail!.delivery).toMatchObject({ status: "failed", attemptCount: 2, lastError: "timeout after 30000 ms" });
+        expect(detail!.delivery).toMatchObject({
+          status: "failed",
+          attemptCount: 2,
+          lastError: "timeout after 30000 ms",
+        });
         expect(detail!.attempts.map((a) => a.number)).toEqual([1, 2]);
         expect(await store.nextDueAt()).toBeUndefined();
       });
@@ -327,15 +340,25 @@ export function describeStoreConformance(name: string, open: () => Promise<Opene
         expect(original!.delivery).toMatchObject({ status: "dead_lettered", lastError: "HTTP 500" });
 
         // A disabled or missing failover target gets nothing.
-        const toDisabled = await store.completeAttempt(byEndpoint.get("primary2")!.id, "w1", attempt({ statusCode: 500 }), {
-          status: "dead_lettered",
-          failoverTo: "off",
-        });
+        const toDisabled = await store.completeAttempt(
+          byEndpoint.get("primary2")!.id,
+          "w1",
+          attempt({ statusCode: 500 }),
+          {
+            status: "dead_lettered",
+            failoverTo: "off",
+          },
+        );
         expect(toDisabled).toEqual({ recorded: true });
-        const toMissing = await store.completeAttempt(byEndpoint.get("primary3")!.id, "w1", attempt({ statusCode: 500 }), {
-          status: "dead_lettered",
-          failoverTo: "nowhere",
-        });
+        const toMissing = await store.completeAttempt(
+          byEndpoint.get("primary3")!.id,
+          "w1",
+          attempt({ statusCode: 500 }),
+          {
+            status: "dead_lettered",
+            failoverTo: "nowhere",
+          },
+        );
         expect(toMissing).toEqual({ recorded: true });
 
         const next = await claimAll("w2");
@@ -396,7 +419,7 @@ export function describeStoreConformance(name: string, open: () => Promise<Opene
           nextAttemptAt: now + 60_000,
         });
         expect(await claimAll("w1", now)).toEqual([]);
-        // A dead-lettered one no longer does.
+        // Finishing one request's token frees only that request's next one.
         await deliver(find("a", r2));
         const afterR2 = await claimAll("w1", now);
         expect(afterR2.map(label)).toEqual([`a:${r2}#1`]);
@@ -405,6 +428,7 @@ export function describeStoreConformance(name: string, open: () => Promise<Opene
 
     describe("replay", () => {
       it("replays one delivery as a new pending delivery of the same event", async () => {
+        await store.upsertEndpoint(endpoint("a"), "whsec_YWFhYQ==");
         const event = completionEvent();
         await store.ingest([event], () => ["a"]);
         const [claimed] = await claimAll();
@@ -422,6 +446,8 @@ export function describeStoreConformance(name: string, open: () => Promise<Opene
         expect(again!.id).toBe(replay.id);
         expect(equals(EventSchema, again!.event, event)).toBe(true);
         await expect(store.replayDelivery("dlv_00000000000000000000000000")).rejects.toBeInstanceOf(StoreNotFoundError);
+        await store.deleteEndpoint("a");
+        await expect(store.replayDelivery(claimed!.id)).rejects.toBeInstanceOf(StoreNotFoundError);
       });
 
       it("replays dead letters in bulk, per endpoint or all, once each", async () => {
@@ -534,7 +560,9 @@ export function describeStoreConformance(name: string, open: () => Promise<Opene
         expect(failed.deliveries).toHaveLength(2);
         for (const d of failed.deliveries) expect(d).toMatchObject({ status: "failed", lastError: "endpoint deleted" });
         expect(await store.countPending()).toBe(2);
-        await expect(store.addSigningKey("doomed", "whsec_eA==", Date.now())).rejects.toBeInstanceOf(StoreNotFoundError);
+        await expect(store.addSigningKey("doomed", "whsec_eA==", Date.now())).rejects.toBeInstanceOf(
+          StoreNotFoundError,
+        );
       });
 
       it("rotates keys with an overlap window, newest first", async () => {
@@ -562,7 +590,10 @@ export function describeStoreConformance(name: string, open: () => Promise<Opene
         await store.addSigningKey("cfg", "whsec_cm90YXRlZA==", now + 60_000);
 
         // Same file secret at the next startup: the runtime rotation survives.
-        const same = await store.upsertEndpoint(endpoint("cfg", { url: "https://moved.example.com/" }), "whsec_Y29uZmln");
+        const same = await store.upsertEndpoint(
+          endpoint("cfg", { url: "https://moved.example.com/" }),
+          "whsec_Y29uZmln",
+        );
         expect(same.url).toBe("https://moved.example.com/");
         expect(same.createdAt).toBe(first.createdAt);
         expect((await store.activeSigningKeys("cfg", now)).map((k) => k.secret)).toEqual([
@@ -589,8 +620,12 @@ export function describeStoreConformance(name: string, open: () => Promise<Opene
         const claimed = await claimAll();
         const latencies = [10, 20, 30, 400];
         // Delivered, delivered, dead-lettered after two 503s... and one left pending.
-        await store.completeAttempt(claimed[0]!.id, "w1", attempt({ latencyMs: latencies[0]! }), { status: "delivered" });
-        await store.completeAttempt(claimed[1]!.id, "w1", attempt({ latencyMs: latencies[1]! }), { status: "delivered" });
+        await store.completeAttempt(claimed[0]!.id, "w1", attempt({ latencyMs: latencies[0]! }), {
+          status: "delivered",
+        });
+        await store.completeAttempt(claimed[1]!.id, "w1", attempt({ latencyMs: latencies[1]! }), {
+          status: "delivered",
+        });
         await store.completeAttempt(claimed[2]!.id, "w1", attempt({ latencyMs: latencies[2]!, statusCode: 503 }), {
           status: "dead_lettered",
         });

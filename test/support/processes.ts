@@ -65,7 +65,10 @@ export function runAigw(args: string[], env: Record<string, string | undefined> 
       }
       return new Promise((resolve, reject) => {
         const timer = setTimeout(
-          () => reject(new Error(`no "${msg}" log line within ${timeoutMs} ms; stderr: ${err}; stdout: ${lines.join("\n")}`)),
+          () =>
+            reject(
+              new Error(`no "${msg}" log line within ${timeoutMs} ms; stderr: ${err}; stdout: ${lines.join("\n")}`),
+            ),
           timeoutMs,
         );
         waiters.push({

@@ -20,7 +20,10 @@ export interface ReceivedWebhook {
  */
 export async function startTestReceiver(options: {
   secret: string;
-  script?: (attempt: number, body: Record<string, unknown>) => number | { status: number; headers?: Record<string, string> };
+  script?: (
+    attempt: number,
+    body: Record<string, unknown>,
+  ) => number | { status: number; headers?: Record<string, string> };
 }) {
   const verifier = new Webhook(options.secret);
   const received: ReceivedWebhook[] = [];
@@ -48,7 +51,14 @@ export async function startTestReceiver(options: {
       attempts.set(id, attempt);
       const answer = options.script?.(attempt, body) ?? 200;
       const { status, headers } = typeof answer === "number" ? { status: answer, headers: {} } : answer;
-      received.push({ id, timestamp: Number(req.headers["webhook-timestamp"]), headers: req.headers, body, attempt, status });
+      received.push({
+        id,
+        timestamp: Number(req.headers["webhook-timestamp"]),
+        headers: req.headers,
+        body,
+        attempt,
+        status,
+      });
       res.writeHead(status, headers).end(status < 300 ? "ok" : "nope");
     });
   });

@@ -1,0 +1,167 @@
+import { create } from "@bufbuild/protobuf";
+import { timestampNow } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type Event, EventSchema, EventType } from "../../gen/aigw/v1/events_pb.js";
+import {
+  type ConnectRequest,
+  ConnectRequestSchema,
+  type ConnectResponse,
+  EventBatchSchema,
+  HelloSchema,
+  IngestService,
+} from "../../gen/aigw/v1/ingest_pb.js";
+import { newEventId, newRequestId } from "../../common/ids.js";
+import { createLogger } from "../../common/logger.js";
+import { parseConfig } from "../../control-plane/config/load.js";
+import { type RunningControlPlane, runControlPlane } from "../../control-plane/run.js";
+import { AsyncQueue } from "../../control-plane/ingest/async-queue.js";
+
+const completion = (id = newEventId()): Event =>
+  create(EventSchema, {
+    id,
+    provider: "openai",
+    time: timestampNow(),
+    payload: { case: "completion", value: { requestId: newRequestId(), model: "gpt-4", tokensUsed: 10 } },
+  });
+
+/** A hand-driven sidecar stream: push requests, read responses in order. */
+function openStream(cp: RunningControlPlane, token?: string) {
+  const client = createClient(IngestService, createGrpcTransport({ baseUrl: cp.grpcUrl }));
+  const requests = new AsyncQueue<ConnectRequest>();
+  const abort = new AbortController();
+  const responses = client
+    .connect(requests, {
+      signal: abort.signal,
+      ...(token ? { headers: { authorization: `Bearer ${token}` } } : {}),
+    })
+    [Symbol.asyncIterator]();
+  return {
+    send: (m: ConnectRequest["message"]) => requests.push(create(ConnectRequestSchema, { message: m })),
+    next: async (): Promise<ConnectResponse> => {
+      const r = await responses.next();
+      if (r.done) throw new Error("stream ended");
+      return r.value;
+    },
+    /** The next ack, skipping config snapshots. */
+    nextAck: async function (this: { next: () => Promise<ConnectResponse> }) {
+      for (;;) {
+        const r = await this.next();
+        if (r.message.case === "ack") return r.message.value;
+      }
+    },
+    close: () => {
+      requests.end();
+      abort.abort();
+    },
+  };
+}
+
+const hello = (sidecarId = "sc_test"): ConnectRequest["message"] => ({
+  case: "hello",
+  value: create(HelloSchema, { sidecarId, orgId: "org_i", app: "ingest", version: "test" }),
+});
+const batch = (seq: bigint, events: Event[]): ConnectRequest["message"] => ({
+  case: "batch",
+  value: create(EventBatchSchema, { seq, events }),
+});
+
+// IngestService.Connect against a real control plane over gRPC: snapshot on hello, acks
+// after commit, duplicates skipped, invalid events dropped without poisoning the batch,
+// protocol misuse answered with INVALID_ARGUMENT naming the field, tokens enforced.
+describe("IngestService.Connect", () => {
+  let dir: string;
+  let cp: RunningControlPlane;
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), "aigw-ingest-"));
+    cp = await runControlPlane({
+      config: parseConfig(
+        `
+webhooks:
+  errors:
+    url: "https://hooks.example.com/errors"
+    secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    events: ["error"]
+auth:
+  sidecar_tokens: ["sidecar-token-1"]
+`,
+        { file: "t.yaml", env: {} },
+      ),
+      store: `sqlite:${join(dir, "ingest.db")}`,
+      grpc: "127.0.0.1:0",
+      http: "127.0.0.1:0",
+      logger: createLogger({ level: "silent" }),
+    });
+  });
+  afterAll(async () => {
+    await cp?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("sends a config snapshot on hello, acks stored batches, and skips re-sent events", async () => {
+    const s = openStream(cp, "sidecar-token-1");
+    try {
+      s.send(hello());
+      const first = await s.next();
+      expect(first.message.case).toBe("config");
+      if (first.message.case === "config") {
+        // Only an error endpoint exists: sidecars need not produce anything else.
+        expect(first.message.value.wantedEventTypes).toEqual([EventType.ERROR]);
+        expect(first.message.value.version).toBeGreaterThan(0n);
+      }
+      const a = completion();
+      const b = completion();
+      s.send(batch(1n, [a, b]));
+      const ack1 = await s.nextAck();
+      expect(ack1).toMatchObject({ seq: 1n, stored: 2, duplicates: 0 });
+      // The ack means stored: the events are readable from the store now.
+      const stored = await cp.store.readEventsAfter(0, 100);
+      expect(stored.map((e) => e.event.id)).toEqual(expect.arrayContaining([a.id, b.id]));
+      expect(stored.find((e) => e.event.id === a.id)?.event.orgId).toBe("org_i");
+
+      s.send(batch(2n, [a, completion()]));
+      expect(await s.nextAck()).toMatchObject({ seq: 2n, stored: 1, duplicates: 1 });
+    } finally {
+      s.close();
+    }
+  });
+
+  it("drops invalid events with a count instead of failing the batch", async () => {
+    const s = openStream(cp, "sidecar-token-1");
+    try {
+      s.send(hello("sc_bad"));
+      const good = completion();
+      const noPayload = create(EventSchema, { id: newEventId(), time: timestampNow() });
+      const badId = completion("not-an-id");
+      s.send(batch(1n, [noPayload, good, badId]));
+      expect(await s.nextAck()).toMatchObject({ seq: 1n, stored: 1 });
+      const metrics = await fetch(`${cp.httpUrl}/metrics`).then((r) => r.text());
+      expect(metrics).toMatch(/aigw_events_rejected_total 2/);
+    } finally {
+      s.close();
+    }
+  });
+
+  it("answers INVALID_ARGUMENT naming what is wrong: a batch before hello", async () => {
+    const s = openStream(cp, "sidecar-token-1");
+    s.send(batch(1n, [completion()]));
+    const err = await s.next().catch((e: unknown) => e);
+    s.close();
+    expect(err).toBeInstanceOf(ConnectError);
+    expect((err as ConnectError).code).toBe(Code.InvalidArgument);
+    expect((err as ConnectError).rawMessage).toMatch(/hello must come before/);
+  });
+
+  it("refuses a stream without the sidecar token", async () => {
+    const s = openStream(cp, "wrong-token");
+    s.send(hello());
+    const err = await s.next().catch((e: unknown) => e);
+    s.close();
+    expect((err as ConnectError).code).toBe(Code.Unauthenticated);
+  });
+});
