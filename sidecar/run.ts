@@ -1,9 +1,8 @@
-import type { EventType } from "../gen/aigw/v1/events_pb.js";
-import { EventType as ET } from "../gen/aigw/v1/events_pb.js";
 import { createLogger, type Logger } from "../common/logger.js";
 import { parseHostPort } from "../common/host-port.js";
 import { VERSION } from "../common/version.js";
 import { startProxy } from "./proxy/server.js";
+import { DEFAULT_PROXY_SETTINGS, type ProxySettings, settingsFromSnapshot } from "./proxy/settings.js";
 import { Uplink } from "./uplink/uplink.js";
 
 export interface SidecarOptions {
@@ -26,15 +25,13 @@ export interface RunningSidecar {
   close(): Promise<void>;
 }
 
-/** Until the control plane says otherwise, produce what the foundation delivers. */
-const DEFAULT_WANTED: ReadonlySet<EventType> = new Set([ET.COMPLETION, ET.ERROR]);
-
 export async function runSidecar(options: SidecarOptions): Promise<RunningSidecar> {
   const logger = options.logger ?? createLogger({ name: "sidecar" });
   const { host, port } = parseHostPort(options.listen ?? "127.0.0.1:8080", "--listen");
   const app = options.app ?? "default";
   const orgId = options.orgId ?? "default";
-  let wanted: ReadonlySet<EventType> = DEFAULT_WANTED;
+  // Until the control plane has spoken; then its latest good snapshot.
+  let settings: ProxySettings = DEFAULT_PROXY_SETTINGS;
   const uplink = new Uplink({
     target: options.controlPlane,
     ...(options.token ? { token: options.token } : {}),
@@ -44,8 +41,11 @@ export async function runSidecar(options: SidecarOptions): Promise<RunningSideca
     spoolDir: options.spoolDir ?? `.aigw/spool-${app}`,
     logger: logger.child({ component: "uplink" }),
     onConfig: (snapshot) => {
-      wanted = new Set(snapshot.wantedEventTypes);
-      logger.info({ version: String(snapshot.version), wanted: [...wanted] }, "config snapshot applied");
+      settings = settingsFromSnapshot(snapshot);
+      logger.info(
+        { version: String(snapshot.version), wanted: [...settings.wantedEventTypes] },
+        "config snapshot applied",
+      );
     },
   });
   await uplink.start();
@@ -57,7 +57,7 @@ export async function runSidecar(options: SidecarOptions): Promise<RunningSideca
     orgId,
     app,
     logger: logger.child({ component: "proxy" }),
-    wantedEventTypes: () => wanted,
+    settings: () => settings,
   }).catch(async (err: unknown) => {
     await uplink.close();
     throw err;

@@ -37,6 +37,9 @@ export function createDeliveryPool(options: DeliveryPoolOptions): DeliveryPool {
     maxThreads,
     concurrentTasksPerWorker: Math.max(1, options.concurrentTasksPerWorker),
     idleTimeout: 60_000,
+    // With the default "sync" atomics an idle worker blocks in Atomics.wait, freezing its
+    // event loop: keep-alive sockets and their timers stop being serviced between tasks.
+    atomics: "disabled",
   });
   // Without a listener, an 'error' event (a worker dying outside a task) would throw on
   // the main thread and take the control plane down with it.

@@ -43,6 +43,22 @@ function transportFor(task: DeliveryTask): Transport {
   return { guard, agent };
 }
 
+// Parsed keys by secret list: decoding base64 and allocating keys per attempt is avoidable
+// work at thousands of deliveries a second. Bounded; secrets stay in this thread only.
+const keyRings = new Map<string, SigningKeyRing>();
+const MAX_KEY_RINGS = 256;
+
+function keyRingFor(secrets: readonly string[]): SigningKeyRing {
+  const key = secrets.join("\n");
+  let ring = keyRings.get(key);
+  if (!ring) {
+    ring = new SigningKeyRing(secrets);
+    if (keyRings.size >= MAX_KEY_RINGS) keyRings.delete(keyRings.keys().next().value as string);
+    keyRings.set(key, ring);
+  }
+  return ring;
+}
+
 export default async function deliver(task: DeliveryTask): Promise<DeliveryResult> {
   const started = performance.now();
   const elapsed = () => Math.round(performance.now() - started);
@@ -54,7 +70,7 @@ export default async function deliver(task: DeliveryTask): Promise<DeliveryResul
   try {
     transport = transportFor(task);
     url = transport.guard.checkUrl(task.url);
-    signature = new SigningKeyRing(task.secrets).sign(task.webhookId, timestamp, task.body);
+    signature = keyRingFor(task.secrets).sign(task.webhookId, timestamp, task.body);
   } catch (err) {
     return refusedResult(err, elapsed());
   }

@@ -1,7 +1,7 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampNow } from "@bufbuild/protobuf/wkt";
 import { type Event, EventSchema } from "../../gen/aigw/v1/events_pb.js";
-import { newEventId } from "./ids.js";
+import { newEventId } from "../../common/ids.js";
 import type { Usage } from "../providers/adapter.js";
 
 /** Who the events are about: the sidecar's org and app, and the upstream's name. */

@@ -5,6 +5,7 @@ import { EventType } from "../../gen/aigw/v1/events_pb.js";
 import type { Logger } from "../../common/logger.js";
 import type { ProviderAdapter, ResponseBodyFilter, ResponseFacts, UpstreamRewrite } from "../providers/adapter.js";
 import type { EventSink } from "./event-sink.js";
+import type { ProxySettings } from "./settings.js";
 import {
   classifyStatus,
   completionEvent,
@@ -27,7 +28,8 @@ export interface ProxyContext {
   readonly orgId: string;
   readonly app: string;
   readonly logger: Logger;
-  readonly wantedEventTypes: () => ReadonlySet<EventType>;
+  /** The latest settings from the control plane (read per request; never blocks). */
+  readonly settings: () => ProxySettings;
   readonly reports: ReportQueue;
 }
 
@@ -205,7 +207,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
   private async buildEvents(): Promise<void> {
     const observation = this.observation;
     if (!observation) return;
-    const wanted = this.context.wantedEventTypes();
+    const wanted = this.context.settings().wantedEventTypes;
     const status = this.status;
     const isSuccess = status >= 200 && status < 300;
     const wantsCompletion = wanted.has(EventType.COMPLETION);

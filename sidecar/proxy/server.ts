@@ -2,12 +2,12 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from "node:net";
 import { Readable } from "node:stream";
 import { performance } from "node:perf_hooks";
-import { EventType } from "../../gen/aigw/v1/events_pb.js";
-import { newRequestId } from "./ids.js";
+import { newRequestId } from "../../common/ids.js";
 import type { Logger } from "../../common/logger.js";
 import type { ProviderAdapter } from "../providers/adapter.js";
 import { openAiAdapter } from "../providers/openai.js";
 import type { EventSink } from "./event-sink.js";
+import { DEFAULT_PROXY_SETTINGS, type ProxySettings } from "./settings.js";
 import { Exchange, type Observation, type ProxyContext } from "./exchange.js";
 import { type RequestHeaderFacts, upstreamRequestHeaders } from "./headers.js";
 import { ReportQueue } from "./report-queue.js";
@@ -24,8 +24,8 @@ export interface ProxyOptions {
   orgId: string;
   app: string;
   logger: Logger;
-  /** Event types anyone subscribes to (from the control plane's config snapshot); default completion + error. */
-  wantedEventTypes?: () => ReadonlySet<EventType>;
+  /** The control plane's latest settings (config snapshot); default DEFAULT_PROXY_SETTINGS. */
+  settings?: () => ProxySettings;
   /** Upstream silent this long (before its head, or between body chunks) → 504 / cut. Default 10 minutes. */
   requestTimeoutMs?: number;
   /** Provider formats to observe; default OpenAI-compatible. */
@@ -39,7 +39,6 @@ export interface RunningProxy {
   close(): Promise<void>;
 }
 
-export const DEFAULT_WANTED_EVENT_TYPES: ReadonlySet<EventType> = new Set([EventType.COMPLETION, EventType.ERROR]);
 /** Observed request bodies are read whole to find model and stream; larger ones pass unobserved. */
 export const MAX_OBSERVED_REQUEST_BYTES = 10 * 1024 * 1024;
 const DEFAULT_TIMEOUT_MS = 10 * 60 * 1000;
@@ -49,13 +48,12 @@ const SMALL_BODY_BYTES = 64 * 1024;
 
 export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
   const table = new UpstreamTable(options.upstreams, { timeoutMs: options.requestTimeoutMs ?? DEFAULT_TIMEOUT_MS });
-  const wanted = options.wantedEventTypes;
   const context: ProxyContext = {
     sink: options.sink,
     orgId: options.orgId,
     app: options.app,
     logger: options.logger,
-    wantedEventTypes: wanted ?? (() => DEFAULT_WANTED_EVENT_TYPES),
+    settings: options.settings ?? (() => DEFAULT_PROXY_SETTINGS),
     reports: new ReportQueue(REPORT_DELAY_MS, (err) => options.logger.error({ err }, "building events failed")),
   };
   const proxy = new ProviderProxy(table, options.adapters ?? [openAiAdapter], context);

@@ -1,7 +1,7 @@
 import { PassThrough } from "node:stream";
 import OpenAI from "openai";
 import type { Event } from "../../gen/aigw/v1/events_pb.js";
-import type { EventType } from "../../gen/aigw/v1/events_pb.js";
+import type { ProxySettings } from "../../sidecar/proxy/settings.js";
 import { createLogger } from "../../common/logger.js";
 import { type WebhookBody, webhookBody } from "../../common/webhook-body.js";
 import { type MockProvider, startMockProvider } from "../../examples/mock-provider.js";
@@ -36,7 +36,7 @@ export interface HarnessOptions {
   sink?: EventSink;
   upstreams?: (mock: MockProvider) => Record<string, string>;
   requestTimeoutMs?: number;
-  wantedEventTypes?: () => ReadonlySet<EventType>;
+  settings?: () => ProxySettings;
 }
 
 export async function startHarness(options: HarnessOptions = {}): Promise<Harness> {
@@ -55,7 +55,7 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
     app: "checkout",
     logger: createLogger({ level: "debug", destination: logStream, name: "sidecar" }),
     ...(options.requestTimeoutMs !== undefined ? { requestTimeoutMs: options.requestTimeoutMs } : {}),
-    ...(options.wantedEventTypes ? { wantedEventTypes: options.wantedEventTypes } : {}),
+    ...(options.settings ? { settings: options.settings } : {}),
   });
   const client = new OpenAI({ baseURL: `${proxy.url}/v1`, apiKey: "sk-test", maxRetries: 0 });
   const direct = new OpenAI({ baseURL: `${mock.url}/v1`, apiKey: "sk-test", maxRetries: 0 });

@@ -4,6 +4,7 @@ import type OpenAI from "openai";
 import { APIError } from "openai";
 import { afterEach, describe, expect, it } from "vitest";
 import { EventType } from "../../gen/aigw/v1/events_pb.js";
+import { DEFAULT_PROXY_SETTINGS } from "../../sidecar/proxy/settings.js";
 import { startMockProvider } from "../../examples/mock-provider.js";
 import { type Harness, startHarness, waitFor, waitForEvents } from "./harness.js";
 
@@ -328,6 +329,29 @@ describe("sidecar proxy with the openai client", () => {
     expect(events[0]?.event).toBe("completion");
   });
 
+  it("observes a chunked (no content-length) request body and forwards it whole", async () => {
+    h = await startHarness();
+    const body = new TextEncoder().encode(JSON.stringify({ ...CHAT, stream: true }));
+    const res = await fetch(`${h.proxy.url}/v1/chat/completions`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: new ReadableStream({
+        start(controller) {
+          controller.enqueue(body.subarray(0, 10));
+          controller.enqueue(body.subarray(10));
+          controller.close();
+        },
+      }),
+      duplex: "half",
+    } as RequestInit);
+    expect(res.status).toBe(200);
+    expect(await res.text()).not.toContain('"usage"');
+    expect(h.mock.requests[0]!.headers["transfer-encoding"]).toBeUndefined();
+    expect(h.mock.requests[0]!.json).toEqual({ ...CHAT, stream: true, stream_options: { include_usage: true } });
+    const [event] = await waitForEvents(h.sink, 1);
+    expect(event).toMatchObject({ tokens_used: 17, stream: true });
+  });
+
   it("drops hop-by-hop headers and keeps the rest", async () => {
     h = await startHarness();
     // fetch refuses to send Connection; node:http sends what it is given.
@@ -383,7 +407,9 @@ describe("sidecar proxy with the openai client", () => {
   });
 
   it("publishes only the event types someone wants", async () => {
-    h = await startHarness({ wantedEventTypes: () => new Set([EventType.ERROR]) });
+    h = await startHarness({
+      settings: () => ({ ...DEFAULT_PROXY_SETTINGS, wantedEventTypes: new Set([EventType.ERROR]) }),
+    });
     await h.client.chat.completions.create(CHAT);
     await h.client.chat.completions.create(CHAT, { headers: { "x-mock-status": "503" } }).catch(() => {});
     const events = await waitForEvents(h.sink, 1);

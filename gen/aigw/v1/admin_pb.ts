@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file aigw/v1/admin.proto.
  */
 export const file_aigw_v1_admin: GenFile = /*@__PURE__*/
-  fileDesc("ChNhaWd3L3YxL2FkbWluLnByb3RvEgdhaWd3LnYxIpoCCghFbmRwb2ludBIMCgRuYW1lGAEgASgJEgsKA3VybBgCIAEoCRIPCgdlbmFibGVkGAMgASgIEg4KBnNlY3JldBgEIAEoCRInCgtldmVudF90eXBlcxgFIAMoDjISLmFpZ3cudjEuRXZlbnRUeXBlEhMKC2ZhaWxvdmVyX3RvGAYgASgJEi8KC2NyZWF0ZV90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPZGlzYWJsZWRfcmVhc29uGAkgASgJEhkKEXNpZ25pbmdfa2V5X2NvdW50GAogASgNIjwKFUNyZWF0ZUVuZHBvaW50UmVxdWVzdBIjCghlbmRwb2ludBgBIAEoCzIRLmFpZ3cudjEuRW5kcG9pbnQiPQoWQ3JlYXRlRW5kcG9pbnRSZXNwb25zZRIjCghlbmRwb2ludBgBIAEoCzIRLmFpZ3cudjEuRW5kcG9pbnQiIgoSR2V0RW5kcG9pbnRSZXF1ZXN0EgwKBG5hbWUYASABKAkiOgoTR2V0RW5kcG9pbnRSZXNwb25zZRIjCghlbmRwb2ludBgBIAEoCzIRLmFpZ3cudjEuRW5kcG9pbnQiFgoUTGlzdEVuZHBvaW50c1JlcXVlc3QiPQoVTGlzdEVuZHBvaW50c1Jlc3BvbnNlEiQKCWVuZHBvaW50cxgBIAMoCzIRLmFpZ3cudjEuRW5kcG9pbnQibQoVVXBkYXRlRW5kcG9pbnRSZXF1ZXN0EiMKCGVuZHBvaW50GAEgASgLMhEuYWlndy52MS5FbmRwb2ludBIvCgt1cGRhdGVfbWFzaxgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2siPQoWVXBkYXRlRW5kcG9pbnRSZXNwb25zZRIjCghlbmRwb2ludBgBIAEoCzIRLmFpZ3cudjEuRW5kcG9pbnQiJQoVRGVsZXRlRW5kcG9pbnRSZXF1ZXN0EgwKBG5hbWUYASABKAkiGAoWRGVsZXRlRW5kcG9pbnRSZXNwb25zZSJUChdSb3RhdGVTaWduaW5nS2V5UmVxdWVzdBIQCghlbmRwb2ludBgBIAEoCRIOCgZzZWNyZXQYAiABKAkSFwoPb3ZlcmxhcF9zZWNvbmRzGAMgASgNImkKGFJvdGF0ZVNpZ25pbmdLZXlSZXNwb25zZRIOCgZzZWNyZXQYASABKAkSPQoZcHJldmlvdXNfa2V5c19leHBpcmVfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAimAEKB0F0dGVtcHQSDgoGbnVtYmVyGAEgASgNEi4KCnN0YXJ0X3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC3N0YXR1c19jb2RlGAMgASgNEhIKCmxhdGVuY3lfbXMYBCABKA0SDQoFZXJyb3IYBSABKAkSFQoNcmVzcG9uc2VfYm9keRgGIAEoCSKPAwoIRGVsaXZlcnkSCgoCaWQYASABKAkSEAoIZXZlbnRfaWQYAiABKAkSJgoKZXZlbnRfdHlwZRgDIAEoDjISLmFpZ3cudjEuRXZlbnRUeXBlEhAKCGVuZHBvaW50GAQgASgJEicKBnN0YXR1cxgFIAEoDjIXLmFpZ3cudjEuRGVsaXZlcnlTdGF0dXMSFQoNYXR0ZW1wdF9jb3VudBgGIAEoDRIvCgtjcmVhdGVfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNQoRbmV4dF9hdHRlbXB0X3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2ZpbmlzaF90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpsYXN0X2Vycm9yGAogASgJEhoKEm9yaWdpbl9kZWxpdmVyeV9pZBgLIAEoCRIiCghhdHRlbXB0cxgMIAMoCzIQLmFpZ3cudjEuQXR0ZW1wdCKLAQoVTGlzdERlbGl2ZXJpZXNSZXF1ZXN0EhAKCGVuZHBvaW50GAEgASgJEicKBnN0YXR1cxgCIAEoDjIXLmFpZ3cudjEuRGVsaXZlcnlTdGF0dXMSEAoIZXZlbnRfaWQYAyABKAkSEQoJcGFnZV9zaXplGAQgASgNEhIKCnBhZ2VfdG9rZW4YBSABKAkiWAoWTGlzdERlbGl2ZXJpZXNSZXNwb25zZRIlCgpkZWxpdmVyaWVzGAEgAygLMhEuYWlndy52MS5EZWxpdmVyeRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiIAoSR2V0RGVsaXZlcnlSZXF1ZXN0EgoKAmlkGAEgASgJIkgKE0dldERlbGl2ZXJ5UmVzcG9uc2USIwoIZGVsaXZlcnkYASABKAsyES5haWd3LnYxLkRlbGl2ZXJ5EgwKBGJvZHkYAiABKAkiIwoVUmVwbGF5RGVsaXZlcnlSZXF1ZXN0EgoKAmlkGAEgASgJIj0KFlJlcGxheURlbGl2ZXJ5UmVzcG9uc2USIwoIZGVsaXZlcnkYASABKAsyES5haWd3LnYxLkRlbGl2ZXJ5IisKF1JlcGxheURlbGl2ZXJpZXNSZXF1ZXN0EhAKCGVuZHBvaW50GAEgASgJIiwKGFJlcGxheURlbGl2ZXJpZXNSZXNwb25zZRIQCghyZXBsYXllZBgBIAEoDSJQChRTZW5kVGVzdEV2ZW50UmVxdWVzdBIQCghlbmRwb2ludBgBIAEoCRImCgpldmVudF90eXBlGAIgASgOMhIuYWlndy52MS5FdmVudFR5cGUiTAoVU2VuZFRlc3RFdmVudFJlc3BvbnNlEh0KBWV2ZW50GAEgASgLMg4uYWlndy52MS5FdmVudBIUCgxkZWxpdmVyeV9pZHMYAiADKAkiKQoPR2V0U3RhdHNSZXF1ZXN0EhYKDndpbmRvd19zZWNvbmRzGAEgASgNIvkBCg1FbmRwb2ludFN0YXRzEhAKCGVuZHBvaW50GAEgASgJEhEKCWRlbGl2ZXJlZBgCIAEoBBIOCgZmYWlsZWQYAyABKAQSFQoNZGVhZF9sZXR0ZXJlZBgEIAEoBBIPCgdwZW5kaW5nGAUgASgEEhQKDHN1Y2Nlc3NfcmF0ZRgGIAEoARIWCg5sYXRlbmN5X3A1MF9tcxgHIAEoDRIWCg5sYXRlbmN5X3A5OV9tcxgIIAEoDRIUCgxjaXJjdWl0X29wZW4YCSABKAgSLwoPZmFpbHVyZV9yZWFzb25zGAogAygLMhYuYWlndy52MS5GYWlsdXJlUmVhc29uIi4KDUZhaWx1cmVSZWFzb24SDgoGcmVhc29uGAEgASgJEg0KBWNvdW50GAIgASgEIlYKEEdldFN0YXRzUmVzcG9uc2USKQoJZW5kcG9pbnRzGAEgAygLMhYuYWlndy52MS5FbmRwb2ludFN0YXRzEhcKD2V2ZW50c19pbmdlc3RlZBgCIAEoBCqsAQoORGVsaXZlcnlTdGF0dXMSHwobREVMSVZFUllfU1RBVFVTX1VOU1BFQ0lGSUVEEAASGwoXREVMSVZFUllfU1RBVFVTX1BFTkRJTkcQARIdChlERUxJVkVSWV9TVEFUVVNfREVMSVZFUkVEEAISGgoWREVMSVZFUllfU1RBVFVTX0ZBSUxFRBADEiEKHURFTElWRVJZX1NUQVRVU19ERUFEX0xFVFRFUkVEEAQy1AcKDEFkbWluU2VydmljZRJRCg5DcmVhdGVFbmRwb2ludBIeLmFpZ3cudjEuQ3JlYXRlRW5kcG9pbnRSZXF1ZXN0Gh8uYWlndy52MS5DcmVhdGVFbmRwb2ludFJlc3BvbnNlEkgKC0dldEVuZHBvaW50EhsuYWlndy52MS5HZXRFbmRwb2ludFJlcXVlc3QaHC5haWd3LnYxLkdldEVuZHBvaW50UmVzcG9uc2USTgoNTGlzdEVuZHBvaW50cxIdLmFpZ3cudjEuTGlzdEVuZHBvaW50c1JlcXVlc3QaHi5haWd3LnYxLkxpc3RFbmRwb2ludHNSZXNwb25zZRJRCg5VcGRhdGVFbmRwb2ludBIeLmFpZ3cudjEuVXBkYXRlRW5kcG9pbnRSZXF1ZXN0Gh8uYWlndy52MS5VcGRhdGVFbmRwb2ludFJlc3BvbnNlElEKDkRlbGV0ZUVuZHBvaW50Eh4uYWlndy52MS5EZWxldGVFbmRwb2ludFJlcXVlc3QaHy5haWd3LnYxLkRlbGV0ZUVuZHBvaW50UmVzcG9uc2USVwoQUm90YXRlU2lnbmluZ0tleRIgLmFpZ3cudjEuUm90YXRlU2lnbmluZ0tleVJlcXVlc3QaIS5haWd3LnYxLlJvdGF0ZVNpZ25pbmdLZXlSZXNwb25zZRJRCg5MaXN0RGVsaXZlcmllcxIeLmFpZ3cudjEuTGlzdERlbGl2ZXJpZXNSZXF1ZXN0Gh8uYWlndy52MS5MaXN0RGVsaXZlcmllc1Jlc3BvbnNlEkgKC0dldERlbGl2ZXJ5EhsuYWlndy52MS5HZXREZWxpdmVyeVJlcXVlc3QaHC5haWd3LnYxLkdldERlbGl2ZXJ5UmVzcG9uc2USUQoOUmVwbGF5RGVsaXZlcnkSHi5haWd3LnYxLlJlcGxheURlbGl2ZXJ5UmVxdWVzdBofLmFpZ3cudjEuUmVwbGF5RGVsaXZlcnlSZXNwb25zZRJXChBSZXBsYXlEZWxpdmVyaWVzEiAuYWlndy52MS5SZXBsYXlEZWxpdmVyaWVzUmVxdWVzdBohLmFpZ3cudjEuUmVwbGF5RGVsaXZlcmllc1Jlc3BvbnNlEk4KDVNlbmRUZXN0RXZlbnQSHS5haWd3LnYxLlNlbmRUZXN0RXZlbnRSZXF1ZXN0Gh4uYWlndy52MS5TZW5kVGVzdEV2ZW50UmVzcG9uc2USPwoIR2V0U3RhdHMSGC5haWd3LnYxLkdldFN0YXRzUmVxdWVzdBoZLmFpZ3cudjEuR2V0U3RhdHNSZXNwb25zZWIGcHJvdG8z", [file_aigw_v1_events, file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
+  fileDesc("ChNhaWd3L3YxL2FkbWluLnByb3RvEgdhaWd3LnYxIsICCghFbmRwb2ludBIMCgRuYW1lGAEgASgJEgsKA3VybBgCIAEoCRIPCgdlbmFibGVkGAMgASgIEg4KBnNlY3JldBgEIAEoCRInCgtldmVudF90eXBlcxgFIAMoDjISLmFpZ3cudjEuRXZlbnRUeXBlEhMKC2ZhaWxvdmVyX3RvGAYgASgJEi8KC2NyZWF0ZV90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPZGlzYWJsZWRfcmVhc29uGAkgASgJEhkKEXNpZ25pbmdfa2V5X2NvdW50GAogASgNEiYKB2ZpbHRlcnMYCyABKAsyFS5haWd3LnYxLkV2ZW50RmlsdGVycyJiCgxFdmVudEZpbHRlcnMSGQoRY29tcGxldGlvbl9tb2RlbHMYASADKAkSHQoVY29tcGxldGlvbl9taW5fdG9rZW5zGAIgASgNEhgKEGVycm9yX3NldmVyaXRpZXMYAyADKAkiPAoVQ3JlYXRlRW5kcG9pbnRSZXF1ZXN0EiMKCGVuZHBvaW50GAEgASgLMhEuYWlndy52MS5FbmRwb2ludCI9ChZDcmVhdGVFbmRwb2ludFJlc3BvbnNlEiMKCGVuZHBvaW50GAEgASgLMhEuYWlndy52MS5FbmRwb2ludCIiChJHZXRFbmRwb2ludFJlcXVlc3QSDAoEbmFtZRgBIAEoCSI6ChNHZXRFbmRwb2ludFJlc3BvbnNlEiMKCGVuZHBvaW50GAEgASgLMhEuYWlndy52MS5FbmRwb2ludCIWChRMaXN0RW5kcG9pbnRzUmVxdWVzdCI9ChVMaXN0RW5kcG9pbnRzUmVzcG9uc2USJAoJZW5kcG9pbnRzGAEgAygLMhEuYWlndy52MS5FbmRwb2ludCJtChVVcGRhdGVFbmRwb2ludFJlcXVlc3QSIwoIZW5kcG9pbnQYASABKAsyES5haWd3LnYxLkVuZHBvaW50Ei8KC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzayI9ChZVcGRhdGVFbmRwb2ludFJlc3BvbnNlEiMKCGVuZHBvaW50GAEgASgLMhEuYWlndy52MS5FbmRwb2ludCIlChVEZWxldGVFbmRwb2ludFJlcXVlc3QSDAoEbmFtZRgBIAEoCSIYChZEZWxldGVFbmRwb2ludFJlc3BvbnNlImQKF1JvdGF0ZVNpZ25pbmdLZXlSZXF1ZXN0EhAKCGVuZHBvaW50GAEgASgJEg4KBnNlY3JldBgCIAEoCRIXCg9vdmVybGFwX3NlY29uZHMYAyABKA0SDgoGb3JnX2lkGAQgASgJImkKGFJvdGF0ZVNpZ25pbmdLZXlSZXNwb25zZRIOCgZzZWNyZXQYASABKAkSPQoZcHJldmlvdXNfa2V5c19leHBpcmVfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAimAEKB0F0dGVtcHQSDgoGbnVtYmVyGAEgASgNEi4KCnN0YXJ0X3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC3N0YXR1c19jb2RlGAMgASgNEhIKCmxhdGVuY3lfbXMYBCABKA0SDQoFZXJyb3IYBSABKAkSFQoNcmVzcG9uc2VfYm9keRgGIAEoCSKPAwoIRGVsaXZlcnkSCgoCaWQYASABKAkSEAoIZXZlbnRfaWQYAiABKAkSJgoKZXZlbnRfdHlwZRgDIAEoDjISLmFpZ3cudjEuRXZlbnRUeXBlEhAKCGVuZHBvaW50GAQgASgJEicKBnN0YXR1cxgFIAEoDjIXLmFpZ3cudjEuRGVsaXZlcnlTdGF0dXMSFQoNYXR0ZW1wdF9jb3VudBgGIAEoDRIvCgtjcmVhdGVfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNQoRbmV4dF9hdHRlbXB0X3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2ZpbmlzaF90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpsYXN0X2Vycm9yGAogASgJEhoKEm9yaWdpbl9kZWxpdmVyeV9pZBgLIAEoCRIiCghhdHRlbXB0cxgMIAMoCzIQLmFpZ3cudjEuQXR0ZW1wdCKLAQoVTGlzdERlbGl2ZXJpZXNSZXF1ZXN0EhAKCGVuZHBvaW50GAEgASgJEicKBnN0YXR1cxgCIAEoDjIXLmFpZ3cudjEuRGVsaXZlcnlTdGF0dXMSEAoIZXZlbnRfaWQYAyABKAkSEQoJcGFnZV9zaXplGAQgASgNEhIKCnBhZ2VfdG9rZW4YBSABKAkiWAoWTGlzdERlbGl2ZXJpZXNSZXNwb25zZRIlCgpkZWxpdmVyaWVzGAEgAygLMhEuYWlndy52MS5EZWxpdmVyeRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiIAoSR2V0RGVsaXZlcnlSZXF1ZXN0EgoKAmlkGAEgASgJIkgKE0dldERlbGl2ZXJ5UmVzcG9uc2USIwoIZGVsaXZlcnkYASABKAsyES5haWd3LnYxLkRlbGl2ZXJ5EgwKBGJvZHkYAiABKAkiIwoVUmVwbGF5RGVsaXZlcnlSZXF1ZXN0EgoKAmlkGAEgASgJIj0KFlJlcGxheURlbGl2ZXJ5UmVzcG9uc2USIwoIZGVsaXZlcnkYASABKAsyES5haWd3LnYxLkRlbGl2ZXJ5IisKF1JlcGxheURlbGl2ZXJpZXNSZXF1ZXN0EhAKCGVuZHBvaW50GAEgASgJIiwKGFJlcGxheURlbGl2ZXJpZXNSZXNwb25zZRIQCghyZXBsYXllZBgBIAEoDSJQChRTZW5kVGVzdEV2ZW50UmVxdWVzdBIQCghlbmRwb2ludBgBIAEoCRImCgpldmVudF90eXBlGAIgASgOMhIuYWlndy52MS5FdmVudFR5cGUiTAoVU2VuZFRlc3RFdmVudFJlc3BvbnNlEh0KBWV2ZW50GAEgASgLMg4uYWlndy52MS5FdmVudBIUCgxkZWxpdmVyeV9pZHMYAiADKAkiKQoPR2V0U3RhdHNSZXF1ZXN0EhYKDndpbmRvd19zZWNvbmRzGAEgASgNIvkBCg1FbmRwb2ludFN0YXRzEhAKCGVuZHBvaW50GAEgASgJEhEKCWRlbGl2ZXJlZBgCIAEoBBIOCgZmYWlsZWQYAyABKAQSFQoNZGVhZF9sZXR0ZXJlZBgEIAEoBBIPCgdwZW5kaW5nGAUgASgEEhQKDHN1Y2Nlc3NfcmF0ZRgGIAEoARIWCg5sYXRlbmN5X3A1MF9tcxgHIAEoDRIWCg5sYXRlbmN5X3A5OV9tcxgIIAEoDRIUCgxjaXJjdWl0X29wZW4YCSABKAgSLwoPZmFpbHVyZV9yZWFzb25zGAogAygLMhYuYWlndy52MS5GYWlsdXJlUmVhc29uIi4KDUZhaWx1cmVSZWFzb24SDgoGcmVhc29uGAEgASgJEg0KBWNvdW50GAIgASgEIlYKEEdldFN0YXRzUmVzcG9uc2USKQoJZW5kcG9pbnRzGAEgAygLMhYuYWlndy52MS5FbmRwb2ludFN0YXRzEhcKD2V2ZW50c19pbmdlc3RlZBgCIAEoBCIYChZHZXRTdWJzY3JpcHRpb25SZXF1ZXN0ImgKF0dldFN1YnNjcmlwdGlvblJlc3BvbnNlEiUKCXN1YnNjcmliZRgBIAMoDjISLmFpZ3cudjEuRXZlbnRUeXBlEiYKB2ZpbHRlcnMYAiABKAsyFS5haWd3LnYxLkV2ZW50RmlsdGVycyJqChlVcGRhdGVTdWJzY3JpcHRpb25SZXF1ZXN0EiUKCXN1YnNjcmliZRgBIAMoDjISLmFpZ3cudjEuRXZlbnRUeXBlEiYKB2ZpbHRlcnMYAiABKAsyFS5haWd3LnYxLkV2ZW50RmlsdGVycyJrChpVcGRhdGVTdWJzY3JpcHRpb25SZXNwb25zZRIlCglzdWJzY3JpYmUYASADKA4yEi5haWd3LnYxLkV2ZW50VHlwZRImCgdmaWx0ZXJzGAIgASgLMhUuYWlndy52MS5FdmVudEZpbHRlcnMiqAEKBkJ1ZGdldBIOCgZvcmdfaWQYASABKAkSEgoKbGltaXRfdHlwZRgCIAEoCRIUCgxidWRnZXRfbGltaXQYAyABKAESEgoKdGhyZXNob2xkcxgEIAMoDRIPCgdlbmZvcmNlGAUgASgIEg4KBnBlcmlvZBgGIAEoCRIVCg1jdXJyZW50X3NwZW5kGAcgASgBEhgKEGZpcmVkX3RocmVzaG9sZHMYCCADKA0iFAoSTGlzdEJ1ZGdldHNSZXF1ZXN0IjcKE0xpc3RCdWRnZXRzUmVzcG9uc2USIAoHYnVkZ2V0cxgBIAMoCzIPLmFpZ3cudjEuQnVkZ2V0IjMKEFNldEJ1ZGdldFJlcXVlc3QSHwoGYnVkZ2V0GAEgASgLMg8uYWlndy52MS5CdWRnZXQiNAoRU2V0QnVkZ2V0UmVzcG9uc2USHwoGYnVkZ2V0GAEgASgLMg8uYWlndy52MS5CdWRnZXQiOQoTRGVsZXRlQnVkZ2V0UmVxdWVzdBIOCgZvcmdfaWQYASABKAkSEgoKbGltaXRfdHlwZRgCIAEoCSIWChREZWxldGVCdWRnZXRSZXNwb25zZSJSCgpNb2RlbFByaWNlEg0KBW1vZGVsGAEgASgJEhkKEWlucHV0X3Blcl9taWxsaW9uGAIgASgBEhoKEm91dHB1dF9wZXJfbWlsbGlvbhgDIAEoASIUChJMaXN0UHJpY2luZ1JlcXVlc3QiOgoTTGlzdFByaWNpbmdSZXNwb25zZRIjCgZwcmljZXMYASADKAsyEy5haWd3LnYxLk1vZGVsUHJpY2UiOgoUU2V0TW9kZWxQcmljZVJlcXVlc3QSIgoFcHJpY2UYASABKAsyEy5haWd3LnYxLk1vZGVsUHJpY2UiOwoVU2V0TW9kZWxQcmljZVJlc3BvbnNlEiIKBXByaWNlGAEgASgLMhMuYWlndy52MS5Nb2RlbFByaWNlKqwBCg5EZWxpdmVyeVN0YXR1cxIfChtERUxJVkVSWV9TVEFUVVNfVU5TUEVDSUZJRUQQABIbChdERUxJVkVSWV9TVEFUVVNfUEVORElORxABEh0KGURFTElWRVJZX1NUQVRVU19ERUxJVkVSRUQQAhIaChZERUxJVkVSWV9TVEFUVVNfRkFJTEVEEAMSIQodREVMSVZFUllfU1RBVFVTX0RFQURfTEVUVEVSRUQQBDL+CwoMQWRtaW5TZXJ2aWNlElEKDkNyZWF0ZUVuZHBvaW50Eh4uYWlndy52MS5DcmVhdGVFbmRwb2ludFJlcXVlc3QaHy5haWd3LnYxLkNyZWF0ZUVuZHBvaW50UmVzcG9uc2USSAoLR2V0RW5kcG9pbnQSGy5haWd3LnYxLkdldEVuZHBvaW50UmVxdWVzdBocLmFpZ3cudjEuR2V0RW5kcG9pbnRSZXNwb25zZRJOCg1MaXN0RW5kcG9pbnRzEh0uYWlndy52MS5MaXN0RW5kcG9pbnRzUmVxdWVzdBoeLmFpZ3cudjEuTGlzdEVuZHBvaW50c1Jlc3BvbnNlElEKDlVwZGF0ZUVuZHBvaW50Eh4uYWlndy52MS5VcGRhdGVFbmRwb2ludFJlcXVlc3QaHy5haWd3LnYxLlVwZGF0ZUVuZHBvaW50UmVzcG9uc2USUQoORGVsZXRlRW5kcG9pbnQSHi5haWd3LnYxLkRlbGV0ZUVuZHBvaW50UmVxdWVzdBofLmFpZ3cudjEuRGVsZXRlRW5kcG9pbnRSZXNwb25zZRJXChBSb3RhdGVTaWduaW5nS2V5EiAuYWlndy52MS5Sb3RhdGVTaWduaW5nS2V5UmVxdWVzdBohLmFpZ3cudjEuUm90YXRlU2lnbmluZ0tleVJlc3BvbnNlElEKDkxpc3REZWxpdmVyaWVzEh4uYWlndy52MS5MaXN0RGVsaXZlcmllc1JlcXVlc3QaHy5haWd3LnYxLkxpc3REZWxpdmVyaWVzUmVzcG9uc2USSAoLR2V0RGVsaXZlcnkSGy5haWd3LnYxLkdldERlbGl2ZXJ5UmVxdWVzdBocLmFpZ3cudjEuR2V0RGVsaXZlcnlSZXNwb25zZRJRCg5SZXBsYXlEZWxpdmVyeRIeLmFpZ3cudjEuUmVwbGF5RGVsaXZlcnlSZXF1ZXN0Gh8uYWlndy52MS5SZXBsYXlEZWxpdmVyeVJlc3BvbnNlElcKEFJlcGxheURlbGl2ZXJpZXMSIC5haWd3LnYxLlJlcGxheURlbGl2ZXJpZXNSZXF1ZXN0GiEuYWlndy52MS5SZXBsYXlEZWxpdmVyaWVzUmVzcG9uc2USTgoNU2VuZFRlc3RFdmVudBIdLmFpZ3cudjEuU2VuZFRlc3RFdmVudFJlcXVlc3QaHi5haWd3LnYxLlNlbmRUZXN0RXZlbnRSZXNwb25zZRI/CghHZXRTdGF0cxIYLmFpZ3cudjEuR2V0U3RhdHNSZXF1ZXN0GhkuYWlndy52MS5HZXRTdGF0c1Jlc3BvbnNlElQKD0dldFN1YnNjcmlwdGlvbhIfLmFpZ3cudjEuR2V0U3Vic2NyaXB0aW9uUmVxdWVzdBogLmFpZ3cudjEuR2V0U3Vic2NyaXB0aW9uUmVzcG9uc2USXQoSVXBkYXRlU3Vic2NyaXB0aW9uEiIuYWlndy52MS5VcGRhdGVTdWJzY3JpcHRpb25SZXF1ZXN0GiMuYWlndy52MS5VcGRhdGVTdWJzY3JpcHRpb25SZXNwb25zZRJICgtMaXN0QnVkZ2V0cxIbLmFpZ3cudjEuTGlzdEJ1ZGdldHNSZXF1ZXN0GhwuYWlndy52MS5MaXN0QnVkZ2V0c1Jlc3BvbnNlEkIKCVNldEJ1ZGdldBIZLmFpZ3cudjEuU2V0QnVkZ2V0UmVxdWVzdBoaLmFpZ3cudjEuU2V0QnVkZ2V0UmVzcG9uc2USSwoMRGVsZXRlQnVkZ2V0EhwuYWlndy52MS5EZWxldGVCdWRnZXRSZXF1ZXN0Gh0uYWlndy52MS5EZWxldGVCdWRnZXRSZXNwb25zZRJICgtMaXN0UHJpY2luZxIbLmFpZ3cudjEuTGlzdFByaWNpbmdSZXF1ZXN0GhwuYWlndy52MS5MaXN0UHJpY2luZ1Jlc3BvbnNlEk4KDVNldE1vZGVsUHJpY2USHS5haWd3LnYxLlNldE1vZGVsUHJpY2VSZXF1ZXN0Gh4uYWlndy52MS5TZXRNb2RlbFByaWNlUmVzcG9uc2ViBnByb3RvMw", [file_aigw_v1_events, file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message aigw.v1.Endpoint
@@ -82,6 +82,13 @@ export type Endpoint = Message<"aigw.v1.Endpoint"> & {
    * @generated from field: uint32 signing_key_count = 10;
    */
   signingKeyCount: number;
+
+  /**
+   * Filters applied to this endpoint after the global ones.
+   *
+   * @generated from field: aigw.v1.EventFilters filters = 11;
+   */
+  filters?: EventFilters | undefined;
 };
 
 /**
@@ -90,6 +97,41 @@ export type Endpoint = Message<"aigw.v1.Endpoint"> & {
  */
 export const EndpointSchema: GenMessage<Endpoint> = /*@__PURE__*/
   messageDesc(file_aigw_v1_admin, 0);
+
+/**
+ * EventFilters are events.filters of the config: which completions and errors count.
+ *
+ * @generated from message aigw.v1.EventFilters
+ */
+export type EventFilters = Message<"aigw.v1.EventFilters"> & {
+  /**
+   * Completions of these models only (exact names, or a prefix ending in "*"); empty: all.
+   *
+   * @generated from field: repeated string completion_models = 1;
+   */
+  completionModels: string[];
+
+  /**
+   * Completions with at least this many tokens_used.
+   *
+   * @generated from field: uint32 completion_min_tokens = 2;
+   */
+  completionMinTokens: number;
+
+  /**
+   * Errors of these severities only (warning, error, critical); empty: all.
+   *
+   * @generated from field: repeated string error_severities = 3;
+   */
+  errorSeverities: string[];
+};
+
+/**
+ * Describes the message aigw.v1.EventFilters.
+ * Use `create(EventFiltersSchema)` to create a new message.
+ */
+export const EventFiltersSchema: GenMessage<EventFilters> = /*@__PURE__*/
+  messageDesc(file_aigw_v1_admin, 1);
 
 /**
  * @generated from message aigw.v1.CreateEndpointRequest
@@ -106,7 +148,7 @@ export type CreateEndpointRequest = Message<"aigw.v1.CreateEndpointRequest"> & {
  * Use `create(CreateEndpointRequestSchema)` to create a new message.
  */
 export const CreateEndpointRequestSchema: GenMessage<CreateEndpointRequest> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 1);
+  messageDesc(file_aigw_v1_admin, 2);
 
 /**
  * @generated from message aigw.v1.CreateEndpointResponse
@@ -123,7 +165,7 @@ export type CreateEndpointResponse = Message<"aigw.v1.CreateEndpointResponse"> &
  * Use `create(CreateEndpointResponseSchema)` to create a new message.
  */
 export const CreateEndpointResponseSchema: GenMessage<CreateEndpointResponse> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 2);
+  messageDesc(file_aigw_v1_admin, 3);
 
 /**
  * @generated from message aigw.v1.GetEndpointRequest
@@ -140,7 +182,7 @@ export type GetEndpointRequest = Message<"aigw.v1.GetEndpointRequest"> & {
  * Use `create(GetEndpointRequestSchema)` to create a new message.
  */
 export const GetEndpointRequestSchema: GenMessage<GetEndpointRequest> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 3);
+  messageDesc(file_aigw_v1_admin, 4);
 
 /**
  * @generated from message aigw.v1.GetEndpointResponse
@@ -157,7 +199,7 @@ export type GetEndpointResponse = Message<"aigw.v1.GetEndpointResponse"> & {
  * Use `create(GetEndpointResponseSchema)` to create a new message.
  */
 export const GetEndpointResponseSchema: GenMessage<GetEndpointResponse> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 4);
+  messageDesc(file_aigw_v1_admin, 5);
 
 /**
  * @generated from message aigw.v1.ListEndpointsRequest
@@ -170,7 +212,7 @@ export type ListEndpointsRequest = Message<"aigw.v1.ListEndpointsRequest"> & {
  * Use `create(ListEndpointsRequestSchema)` to create a new message.
  */
 export const ListEndpointsRequestSchema: GenMessage<ListEndpointsRequest> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 5);
+  messageDesc(file_aigw_v1_admin, 6);
 
 /**
  * @generated from message aigw.v1.ListEndpointsResponse
@@ -187,7 +229,7 @@ export type ListEndpointsResponse = Message<"aigw.v1.ListEndpointsResponse"> & {
  * Use `create(ListEndpointsResponseSchema)` to create a new message.
  */
 export const ListEndpointsResponseSchema: GenMessage<ListEndpointsResponse> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 6);
+  messageDesc(file_aigw_v1_admin, 7);
 
 /**
  * @generated from message aigw.v1.UpdateEndpointRequest
@@ -199,7 +241,7 @@ export type UpdateEndpointRequest = Message<"aigw.v1.UpdateEndpointRequest"> & {
   endpoint?: Endpoint | undefined;
 
   /**
-   * Fields of endpoint to change (url, enabled, secret, event_types, failover_to);
+   * Fields of endpoint to change (url, enabled, secret, event_types, failover_to, filters);
    * empty: all of them.
    *
    * @generated from field: google.protobuf.FieldMask update_mask = 2;
@@ -212,7 +254,7 @@ export type UpdateEndpointRequest = Message<"aigw.v1.UpdateEndpointRequest"> & {
  * Use `create(UpdateEndpointRequestSchema)` to create a new message.
  */
 export const UpdateEndpointRequestSchema: GenMessage<UpdateEndpointRequest> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 7);
+  messageDesc(file_aigw_v1_admin, 8);
 
 /**
  * @generated from message aigw.v1.UpdateEndpointResponse
@@ -229,7 +271,7 @@ export type UpdateEndpointResponse = Message<"aigw.v1.UpdateEndpointResponse"> &
  * Use `create(UpdateEndpointResponseSchema)` to create a new message.
  */
 export const UpdateEndpointResponseSchema: GenMessage<UpdateEndpointResponse> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 8);
+  messageDesc(file_aigw_v1_admin, 9);
 
 /**
  * @generated from message aigw.v1.DeleteEndpointRequest
@@ -246,7 +288,7 @@ export type DeleteEndpointRequest = Message<"aigw.v1.DeleteEndpointRequest"> & {
  * Use `create(DeleteEndpointRequestSchema)` to create a new message.
  */
 export const DeleteEndpointRequestSchema: GenMessage<DeleteEndpointRequest> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 9);
+  messageDesc(file_aigw_v1_admin, 10);
 
 /**
  * @generated from message aigw.v1.DeleteEndpointResponse
@@ -259,13 +301,15 @@ export type DeleteEndpointResponse = Message<"aigw.v1.DeleteEndpointResponse"> &
  * Use `create(DeleteEndpointResponseSchema)` to create a new message.
  */
 export const DeleteEndpointResponseSchema: GenMessage<DeleteEndpointResponse> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 10);
+  messageDesc(file_aigw_v1_admin, 11);
 
 /**
  * @generated from message aigw.v1.RotateSigningKeyRequest
  */
 export type RotateSigningKeyRequest = Message<"aigw.v1.RotateSigningKeyRequest"> & {
   /**
+   * The endpoint whose key rotates; or set org_id instead.
+   *
    * @generated from field: string endpoint = 1;
    */
   endpoint: string;
@@ -283,6 +327,14 @@ export type RotateSigningKeyRequest = Message<"aigw.v1.RotateSigningKeyRequest">
    * @generated from field: uint32 overlap_seconds = 3;
    */
   overlapSeconds: number;
+
+  /**
+   * The org whose key rotates (the key of one-off endpoints registered with
+   * x-aigw-webhook-url); exactly one of endpoint and org_id.
+   *
+   * @generated from field: string org_id = 4;
+   */
+  orgId: string;
 };
 
 /**
@@ -290,7 +342,7 @@ export type RotateSigningKeyRequest = Message<"aigw.v1.RotateSigningKeyRequest">
  * Use `create(RotateSigningKeyRequestSchema)` to create a new message.
  */
 export const RotateSigningKeyRequestSchema: GenMessage<RotateSigningKeyRequest> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 11);
+  messageDesc(file_aigw_v1_admin, 12);
 
 /**
  * @generated from message aigw.v1.RotateSigningKeyResponse
@@ -314,7 +366,7 @@ export type RotateSigningKeyResponse = Message<"aigw.v1.RotateSigningKeyResponse
  * Use `create(RotateSigningKeyResponseSchema)` to create a new message.
  */
 export const RotateSigningKeyResponseSchema: GenMessage<RotateSigningKeyResponse> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 12);
+  messageDesc(file_aigw_v1_admin, 13);
 
 /**
  * @generated from message aigw.v1.Attempt
@@ -363,7 +415,7 @@ export type Attempt = Message<"aigw.v1.Attempt"> & {
  * Use `create(AttemptSchema)` to create a new message.
  */
 export const AttemptSchema: GenMessage<Attempt> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 13);
+  messageDesc(file_aigw_v1_admin, 14);
 
 /**
  * @generated from message aigw.v1.Delivery
@@ -437,7 +489,7 @@ export type Delivery = Message<"aigw.v1.Delivery"> & {
  * Use `create(DeliverySchema)` to create a new message.
  */
 export const DeliverySchema: GenMessage<Delivery> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 14);
+  messageDesc(file_aigw_v1_admin, 15);
 
 /**
  * @generated from message aigw.v1.ListDeliveriesRequest
@@ -476,7 +528,7 @@ export type ListDeliveriesRequest = Message<"aigw.v1.ListDeliveriesRequest"> & {
  * Use `create(ListDeliveriesRequestSchema)` to create a new message.
  */
 export const ListDeliveriesRequestSchema: GenMessage<ListDeliveriesRequest> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 15);
+  messageDesc(file_aigw_v1_admin, 16);
 
 /**
  * @generated from message aigw.v1.ListDeliveriesResponse
@@ -498,7 +550,7 @@ export type ListDeliveriesResponse = Message<"aigw.v1.ListDeliveriesResponse"> &
  * Use `create(ListDeliveriesResponseSchema)` to create a new message.
  */
 export const ListDeliveriesResponseSchema: GenMessage<ListDeliveriesResponse> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 16);
+  messageDesc(file_aigw_v1_admin, 17);
 
 /**
  * @generated from message aigw.v1.GetDeliveryRequest
@@ -515,7 +567,7 @@ export type GetDeliveryRequest = Message<"aigw.v1.GetDeliveryRequest"> & {
  * Use `create(GetDeliveryRequestSchema)` to create a new message.
  */
 export const GetDeliveryRequestSchema: GenMessage<GetDeliveryRequest> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 17);
+  messageDesc(file_aigw_v1_admin, 18);
 
 /**
  * @generated from message aigw.v1.GetDeliveryResponse
@@ -539,7 +591,7 @@ export type GetDeliveryResponse = Message<"aigw.v1.GetDeliveryResponse"> & {
  * Use `create(GetDeliveryResponseSchema)` to create a new message.
  */
 export const GetDeliveryResponseSchema: GenMessage<GetDeliveryResponse> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 18);
+  messageDesc(file_aigw_v1_admin, 19);
 
 /**
  * @generated from message aigw.v1.ReplayDeliveryRequest
@@ -556,7 +608,7 @@ export type ReplayDeliveryRequest = Message<"aigw.v1.ReplayDeliveryRequest"> & {
  * Use `create(ReplayDeliveryRequestSchema)` to create a new message.
  */
 export const ReplayDeliveryRequestSchema: GenMessage<ReplayDeliveryRequest> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 19);
+  messageDesc(file_aigw_v1_admin, 20);
 
 /**
  * @generated from message aigw.v1.ReplayDeliveryResponse
@@ -573,7 +625,7 @@ export type ReplayDeliveryResponse = Message<"aigw.v1.ReplayDeliveryResponse"> &
  * Use `create(ReplayDeliveryResponseSchema)` to create a new message.
  */
 export const ReplayDeliveryResponseSchema: GenMessage<ReplayDeliveryResponse> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 20);
+  messageDesc(file_aigw_v1_admin, 21);
 
 /**
  * @generated from message aigw.v1.ReplayDeliveriesRequest
@@ -592,7 +644,7 @@ export type ReplayDeliveriesRequest = Message<"aigw.v1.ReplayDeliveriesRequest">
  * Use `create(ReplayDeliveriesRequestSchema)` to create a new message.
  */
 export const ReplayDeliveriesRequestSchema: GenMessage<ReplayDeliveriesRequest> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 21);
+  messageDesc(file_aigw_v1_admin, 22);
 
 /**
  * @generated from message aigw.v1.ReplayDeliveriesResponse
@@ -609,7 +661,7 @@ export type ReplayDeliveriesResponse = Message<"aigw.v1.ReplayDeliveriesResponse
  * Use `create(ReplayDeliveriesResponseSchema)` to create a new message.
  */
 export const ReplayDeliveriesResponseSchema: GenMessage<ReplayDeliveriesResponse> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 22);
+  messageDesc(file_aigw_v1_admin, 23);
 
 /**
  * @generated from message aigw.v1.SendTestEventRequest
@@ -635,7 +687,7 @@ export type SendTestEventRequest = Message<"aigw.v1.SendTestEventRequest"> & {
  * Use `create(SendTestEventRequestSchema)` to create a new message.
  */
 export const SendTestEventRequestSchema: GenMessage<SendTestEventRequest> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 23);
+  messageDesc(file_aigw_v1_admin, 24);
 
 /**
  * @generated from message aigw.v1.SendTestEventResponse
@@ -657,7 +709,7 @@ export type SendTestEventResponse = Message<"aigw.v1.SendTestEventResponse"> & {
  * Use `create(SendTestEventResponseSchema)` to create a new message.
  */
 export const SendTestEventResponseSchema: GenMessage<SendTestEventResponse> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 24);
+  messageDesc(file_aigw_v1_admin, 25);
 
 /**
  * @generated from message aigw.v1.GetStatsRequest
@@ -676,7 +728,7 @@ export type GetStatsRequest = Message<"aigw.v1.GetStatsRequest"> & {
  * Use `create(GetStatsRequestSchema)` to create a new message.
  */
 export const GetStatsRequestSchema: GenMessage<GetStatsRequest> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 25);
+  messageDesc(file_aigw_v1_admin, 26);
 
 /**
  * @generated from message aigw.v1.EndpointStats
@@ -742,7 +794,7 @@ export type EndpointStats = Message<"aigw.v1.EndpointStats"> & {
  * Use `create(EndpointStatsSchema)` to create a new message.
  */
 export const EndpointStatsSchema: GenMessage<EndpointStats> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 26);
+  messageDesc(file_aigw_v1_admin, 27);
 
 /**
  * @generated from message aigw.v1.FailureReason
@@ -764,7 +816,7 @@ export type FailureReason = Message<"aigw.v1.FailureReason"> & {
  * Use `create(FailureReasonSchema)` to create a new message.
  */
 export const FailureReasonSchema: GenMessage<FailureReason> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 27);
+  messageDesc(file_aigw_v1_admin, 28);
 
 /**
  * @generated from message aigw.v1.GetStatsResponse
@@ -786,7 +838,346 @@ export type GetStatsResponse = Message<"aigw.v1.GetStatsResponse"> & {
  * Use `create(GetStatsResponseSchema)` to create a new message.
  */
 export const GetStatsResponseSchema: GenMessage<GetStatsResponse> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 28);
+  messageDesc(file_aigw_v1_admin, 29);
+
+/**
+ * @generated from message aigw.v1.GetSubscriptionRequest
+ */
+export type GetSubscriptionRequest = Message<"aigw.v1.GetSubscriptionRequest"> & {
+};
+
+/**
+ * Describes the message aigw.v1.GetSubscriptionRequest.
+ * Use `create(GetSubscriptionRequestSchema)` to create a new message.
+ */
+export const GetSubscriptionRequestSchema: GenMessage<GetSubscriptionRequest> = /*@__PURE__*/
+  messageDesc(file_aigw_v1_admin, 30);
+
+/**
+ * @generated from message aigw.v1.GetSubscriptionResponse
+ */
+export type GetSubscriptionResponse = Message<"aigw.v1.GetSubscriptionResponse"> & {
+  /**
+   * @generated from field: repeated aigw.v1.EventType subscribe = 1;
+   */
+  subscribe: EventType[];
+
+  /**
+   * @generated from field: aigw.v1.EventFilters filters = 2;
+   */
+  filters?: EventFilters | undefined;
+};
+
+/**
+ * Describes the message aigw.v1.GetSubscriptionResponse.
+ * Use `create(GetSubscriptionResponseSchema)` to create a new message.
+ */
+export const GetSubscriptionResponseSchema: GenMessage<GetSubscriptionResponse> = /*@__PURE__*/
+  messageDesc(file_aigw_v1_admin, 31);
+
+/**
+ * @generated from message aigw.v1.UpdateSubscriptionRequest
+ */
+export type UpdateSubscriptionRequest = Message<"aigw.v1.UpdateSubscriptionRequest"> & {
+  /**
+   * Empty: keep the current list.
+   *
+   * @generated from field: repeated aigw.v1.EventType subscribe = 1;
+   */
+  subscribe: EventType[];
+
+  /**
+   * Unset: keep the current filters.
+   *
+   * @generated from field: aigw.v1.EventFilters filters = 2;
+   */
+  filters?: EventFilters | undefined;
+};
+
+/**
+ * Describes the message aigw.v1.UpdateSubscriptionRequest.
+ * Use `create(UpdateSubscriptionRequestSchema)` to create a new message.
+ */
+export const UpdateSubscriptionRequestSchema: GenMessage<UpdateSubscriptionRequest> = /*@__PURE__*/
+  messageDesc(file_aigw_v1_admin, 32);
+
+/**
+ * @generated from message aigw.v1.UpdateSubscriptionResponse
+ */
+export type UpdateSubscriptionResponse = Message<"aigw.v1.UpdateSubscriptionResponse"> & {
+  /**
+   * @generated from field: repeated aigw.v1.EventType subscribe = 1;
+   */
+  subscribe: EventType[];
+
+  /**
+   * @generated from field: aigw.v1.EventFilters filters = 2;
+   */
+  filters?: EventFilters | undefined;
+};
+
+/**
+ * Describes the message aigw.v1.UpdateSubscriptionResponse.
+ * Use `create(UpdateSubscriptionResponseSchema)` to create a new message.
+ */
+export const UpdateSubscriptionResponseSchema: GenMessage<UpdateSubscriptionResponse> = /*@__PURE__*/
+  messageDesc(file_aigw_v1_admin, 33);
+
+/**
+ * @generated from message aigw.v1.Budget
+ */
+export type Budget = Message<"aigw.v1.Budget"> & {
+  /**
+   * @generated from field: string org_id = 1;
+   */
+  orgId: string;
+
+  /**
+   * daily, monthly (UTC calendar periods)
+   *
+   * @generated from field: string limit_type = 2;
+   */
+  limitType: string;
+
+  /**
+   * USD
+   *
+   * @generated from field: double budget_limit = 3;
+   */
+  budgetLimit: number;
+
+  /**
+   * Percent thresholds, ascending; empty: 50, 80, 90, 100.
+   *
+   * @generated from field: repeated uint32 thresholds = 4;
+   */
+  thresholds: number[];
+
+  /**
+   * Refuse the org's calls (429, error event budget_exceeded) once spend reaches the limit.
+   *
+   * @generated from field: bool enforce = 5;
+   */
+  enforce: boolean;
+
+  /**
+   * Output only: the current period ("2026-11" or "2026-11-27") and its spend.
+   *
+   * @generated from field: string period = 6;
+   */
+  period: string;
+
+  /**
+   * @generated from field: double current_spend = 7;
+   */
+  currentSpend: number;
+
+  /**
+   * Output only: thresholds already fired this period.
+   *
+   * @generated from field: repeated uint32 fired_thresholds = 8;
+   */
+  firedThresholds: number[];
+};
+
+/**
+ * Describes the message aigw.v1.Budget.
+ * Use `create(BudgetSchema)` to create a new message.
+ */
+export const BudgetSchema: GenMessage<Budget> = /*@__PURE__*/
+  messageDesc(file_aigw_v1_admin, 34);
+
+/**
+ * @generated from message aigw.v1.ListBudgetsRequest
+ */
+export type ListBudgetsRequest = Message<"aigw.v1.ListBudgetsRequest"> & {
+};
+
+/**
+ * Describes the message aigw.v1.ListBudgetsRequest.
+ * Use `create(ListBudgetsRequestSchema)` to create a new message.
+ */
+export const ListBudgetsRequestSchema: GenMessage<ListBudgetsRequest> = /*@__PURE__*/
+  messageDesc(file_aigw_v1_admin, 35);
+
+/**
+ * @generated from message aigw.v1.ListBudgetsResponse
+ */
+export type ListBudgetsResponse = Message<"aigw.v1.ListBudgetsResponse"> & {
+  /**
+   * @generated from field: repeated aigw.v1.Budget budgets = 1;
+   */
+  budgets: Budget[];
+};
+
+/**
+ * Describes the message aigw.v1.ListBudgetsResponse.
+ * Use `create(ListBudgetsResponseSchema)` to create a new message.
+ */
+export const ListBudgetsResponseSchema: GenMessage<ListBudgetsResponse> = /*@__PURE__*/
+  messageDesc(file_aigw_v1_admin, 36);
+
+/**
+ * @generated from message aigw.v1.SetBudgetRequest
+ */
+export type SetBudgetRequest = Message<"aigw.v1.SetBudgetRequest"> & {
+  /**
+   * @generated from field: aigw.v1.Budget budget = 1;
+   */
+  budget?: Budget | undefined;
+};
+
+/**
+ * Describes the message aigw.v1.SetBudgetRequest.
+ * Use `create(SetBudgetRequestSchema)` to create a new message.
+ */
+export const SetBudgetRequestSchema: GenMessage<SetBudgetRequest> = /*@__PURE__*/
+  messageDesc(file_aigw_v1_admin, 37);
+
+/**
+ * @generated from message aigw.v1.SetBudgetResponse
+ */
+export type SetBudgetResponse = Message<"aigw.v1.SetBudgetResponse"> & {
+  /**
+   * @generated from field: aigw.v1.Budget budget = 1;
+   */
+  budget?: Budget | undefined;
+};
+
+/**
+ * Describes the message aigw.v1.SetBudgetResponse.
+ * Use `create(SetBudgetResponseSchema)` to create a new message.
+ */
+export const SetBudgetResponseSchema: GenMessage<SetBudgetResponse> = /*@__PURE__*/
+  messageDesc(file_aigw_v1_admin, 38);
+
+/**
+ * @generated from message aigw.v1.DeleteBudgetRequest
+ */
+export type DeleteBudgetRequest = Message<"aigw.v1.DeleteBudgetRequest"> & {
+  /**
+   * @generated from field: string org_id = 1;
+   */
+  orgId: string;
+
+  /**
+   * @generated from field: string limit_type = 2;
+   */
+  limitType: string;
+};
+
+/**
+ * Describes the message aigw.v1.DeleteBudgetRequest.
+ * Use `create(DeleteBudgetRequestSchema)` to create a new message.
+ */
+export const DeleteBudgetRequestSchema: GenMessage<DeleteBudgetRequest> = /*@__PURE__*/
+  messageDesc(file_aigw_v1_admin, 39);
+
+/**
+ * @generated from message aigw.v1.DeleteBudgetResponse
+ */
+export type DeleteBudgetResponse = Message<"aigw.v1.DeleteBudgetResponse"> & {
+};
+
+/**
+ * Describes the message aigw.v1.DeleteBudgetResponse.
+ * Use `create(DeleteBudgetResponseSchema)` to create a new message.
+ */
+export const DeleteBudgetResponseSchema: GenMessage<DeleteBudgetResponse> = /*@__PURE__*/
+  messageDesc(file_aigw_v1_admin, 40);
+
+/**
+ * @generated from message aigw.v1.ModelPrice
+ */
+export type ModelPrice = Message<"aigw.v1.ModelPrice"> & {
+  /**
+   * @generated from field: string model = 1;
+   */
+  model: string;
+
+  /**
+   * USD per million tokens
+   *
+   * @generated from field: double input_per_million = 2;
+   */
+  inputPerMillion: number;
+
+  /**
+   * @generated from field: double output_per_million = 3;
+   */
+  outputPerMillion: number;
+};
+
+/**
+ * Describes the message aigw.v1.ModelPrice.
+ * Use `create(ModelPriceSchema)` to create a new message.
+ */
+export const ModelPriceSchema: GenMessage<ModelPrice> = /*@__PURE__*/
+  messageDesc(file_aigw_v1_admin, 41);
+
+/**
+ * @generated from message aigw.v1.ListPricingRequest
+ */
+export type ListPricingRequest = Message<"aigw.v1.ListPricingRequest"> & {
+};
+
+/**
+ * Describes the message aigw.v1.ListPricingRequest.
+ * Use `create(ListPricingRequestSchema)` to create a new message.
+ */
+export const ListPricingRequestSchema: GenMessage<ListPricingRequest> = /*@__PURE__*/
+  messageDesc(file_aigw_v1_admin, 42);
+
+/**
+ * @generated from message aigw.v1.ListPricingResponse
+ */
+export type ListPricingResponse = Message<"aigw.v1.ListPricingResponse"> & {
+  /**
+   * @generated from field: repeated aigw.v1.ModelPrice prices = 1;
+   */
+  prices: ModelPrice[];
+};
+
+/**
+ * Describes the message aigw.v1.ListPricingResponse.
+ * Use `create(ListPricingResponseSchema)` to create a new message.
+ */
+export const ListPricingResponseSchema: GenMessage<ListPricingResponse> = /*@__PURE__*/
+  messageDesc(file_aigw_v1_admin, 43);
+
+/**
+ * @generated from message aigw.v1.SetModelPriceRequest
+ */
+export type SetModelPriceRequest = Message<"aigw.v1.SetModelPriceRequest"> & {
+  /**
+   * @generated from field: aigw.v1.ModelPrice price = 1;
+   */
+  price?: ModelPrice | undefined;
+};
+
+/**
+ * Describes the message aigw.v1.SetModelPriceRequest.
+ * Use `create(SetModelPriceRequestSchema)` to create a new message.
+ */
+export const SetModelPriceRequestSchema: GenMessage<SetModelPriceRequest> = /*@__PURE__*/
+  messageDesc(file_aigw_v1_admin, 44);
+
+/**
+ * @generated from message aigw.v1.SetModelPriceResponse
+ */
+export type SetModelPriceResponse = Message<"aigw.v1.SetModelPriceResponse"> & {
+  /**
+   * @generated from field: aigw.v1.ModelPrice price = 1;
+   */
+  price?: ModelPrice | undefined;
+};
+
+/**
+ * Describes the message aigw.v1.SetModelPriceResponse.
+ * Use `create(SetModelPriceResponseSchema)` to create a new message.
+ */
+export const SetModelPriceResponseSchema: GenMessage<SetModelPriceResponse> = /*@__PURE__*/
+  messageDesc(file_aigw_v1_admin, 45);
 
 /**
  * @generated from enum aigw.v1.DeliveryStatus
@@ -942,6 +1333,69 @@ export const AdminService: GenService<{
     methodKind: "unary";
     input: typeof GetStatsRequestSchema;
     output: typeof GetStatsResponseSchema;
+  },
+  /**
+   * GetSubscription and UpdateSubscription read and change events.subscribe and
+   * events.filters at runtime (the config file applies again at the next start).
+   *
+   * @generated from rpc aigw.v1.AdminService.GetSubscription
+   */
+  getSubscription: {
+    methodKind: "unary";
+    input: typeof GetSubscriptionRequestSchema;
+    output: typeof GetSubscriptionResponseSchema;
+  },
+  /**
+   * @generated from rpc aigw.v1.AdminService.UpdateSubscription
+   */
+  updateSubscription: {
+    methodKind: "unary";
+    input: typeof UpdateSubscriptionRequestSchema;
+    output: typeof UpdateSubscriptionResponseSchema;
+  },
+  /**
+   * @generated from rpc aigw.v1.AdminService.ListBudgets
+   */
+  listBudgets: {
+    methodKind: "unary";
+    input: typeof ListBudgetsRequestSchema;
+    output: typeof ListBudgetsResponseSchema;
+  },
+  /**
+   * SetBudget creates or replaces the budget of (org_id, limit_type).
+   *
+   * @generated from rpc aigw.v1.AdminService.SetBudget
+   */
+  setBudget: {
+    methodKind: "unary";
+    input: typeof SetBudgetRequestSchema;
+    output: typeof SetBudgetResponseSchema;
+  },
+  /**
+   * @generated from rpc aigw.v1.AdminService.DeleteBudget
+   */
+  deleteBudget: {
+    methodKind: "unary";
+    input: typeof DeleteBudgetRequestSchema;
+    output: typeof DeleteBudgetResponseSchema;
+  },
+  /**
+   * @generated from rpc aigw.v1.AdminService.ListPricing
+   */
+  listPricing: {
+    methodKind: "unary";
+    input: typeof ListPricingRequestSchema;
+    output: typeof ListPricingResponseSchema;
+  },
+  /**
+   * SetModelPrice creates or replaces a model's price.
+   *
+   * @generated from rpc aigw.v1.AdminService.SetModelPrice
+   */
+  setModelPrice: {
+    methodKind: "unary";
+    input: typeof SetModelPriceRequestSchema;
+    output: typeof SetModelPriceResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_aigw_v1_admin, 0);

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file aigw/v1/ingest.proto.
  */
 export const file_aigw_v1_ingest: GenFile = /*@__PURE__*/
-  fileDesc("ChRhaWd3L3YxL2luZ2VzdC5wcm90bxIHYWlndy52MSJiCg5Db25uZWN0UmVxdWVzdBIfCgVoZWxsbxgBIAEoCzIOLmFpZ3cudjEuSGVsbG9IABIkCgViYXRjaBgCIAEoCzITLmFpZ3cudjEuRXZlbnRCYXRjaEgAQgkKB21lc3NhZ2UiYQoFSGVsbG8SEgoKc2lkZWNhcl9pZBgBIAEoCRIOCgZvcmdfaWQYAiABKAkSCwoDYXBwGAMgASgJEg8KB3ZlcnNpb24YBCABKAkSFgoOY29uZmlnX3ZlcnNpb24YBSABKAQiOQoKRXZlbnRCYXRjaBILCgNzZXEYASABKAQSHgoGZXZlbnRzGAIgAygLMg4uYWlndy52MS5FdmVudCJkCg9Db25uZWN0UmVzcG9uc2USGwoDYWNrGAEgASgLMgwuYWlndy52MS5BY2tIABIpCgZjb25maWcYAiABKAsyFy5haWd3LnYxLkNvbmZpZ1NuYXBzaG90SABCCQoHbWVzc2FnZSI2CgNBY2sSCwoDc2VxGAEgASgEEg4KBnN0b3JlZBgCIAEoDRISCgpkdXBsaWNhdGVzGAMgASgNIlEKDkNvbmZpZ1NuYXBzaG90Eg8KB3ZlcnNpb24YASABKAQSLgoSd2FudGVkX2V2ZW50X3R5cGVzGAIgAygOMhIuYWlndy52MS5FdmVudFR5cGUyUQoNSW5nZXN0U2VydmljZRJACgdDb25uZWN0EhcuYWlndy52MS5Db25uZWN0UmVxdWVzdBoYLmFpZ3cudjEuQ29ubmVjdFJlc3BvbnNlKAEwAWIGcHJvdG8z", [file_aigw_v1_events]);
+  fileDesc("ChRhaWd3L3YxL2luZ2VzdC5wcm90bxIHYWlndy52MSJiCg5Db25uZWN0UmVxdWVzdBIfCgVoZWxsbxgBIAEoCzIOLmFpZ3cudjEuSGVsbG9IABIkCgViYXRjaBgCIAEoCzITLmFpZ3cudjEuRXZlbnRCYXRjaEgAQgkKB21lc3NhZ2UiYQoFSGVsbG8SEgoKc2lkZWNhcl9pZBgBIAEoCRIOCgZvcmdfaWQYAiABKAkSCwoDYXBwGAMgASgJEg8KB3ZlcnNpb24YBCABKAkSFgoOY29uZmlnX3ZlcnNpb24YBSABKAQiOQoKRXZlbnRCYXRjaBILCgNzZXEYASABKAQSHgoGZXZlbnRzGAIgAygLMg4uYWlndy52MS5FdmVudCJkCg9Db25uZWN0UmVzcG9uc2USGwoDYWNrGAEgASgLMgwuYWlndy52MS5BY2tIABIpCgZjb25maWcYAiABKAsyFy5haWd3LnYxLkNvbmZpZ1NuYXBzaG90SABCCQoHbWVzc2FnZSI2CgNBY2sSCwoDc2VxGAEgASgEEg4KBnN0b3JlZBgCIAEoDRISCgpkdXBsaWNhdGVzGAMgASgNIuABCg5Db25maWdTbmFwc2hvdBIPCgd2ZXJzaW9uGAEgASgEEi4KEndhbnRlZF9ldmVudF90eXBlcxgCIAMoDjISLmFpZ3cudjEuRXZlbnRUeXBlEh0KFXN0cmVhbWluZ19jb2FsZXNjZV9tcxgDIAEoDRIgChhyYXRlX2xpbWl0X3dhcm5pbmdfc2hhcmUYBCABKAESJQoHYnVkZ2V0cxgFIAMoCzIULmFpZ3cudjEuQnVkZ2V0U3RhdGUSJQoGbGltaXRzGAYgAygLMhUuYWlndy52MS5HYXRld2F5TGltaXQigQEKC0J1ZGdldFN0YXRlEg4KBm9yZ19pZBgBIAEoCRISCgpsaW1pdF90eXBlGAIgASgJEhQKDGJ1ZGdldF9saW1pdBgDIAEoARIVCg1jdXJyZW50X3NwZW5kGAQgASgBEhAKCGV4Y2VlZGVkGAUgASgIEg8KB2VuZm9yY2UYBiABKAgiYwoMR2F0ZXdheUxpbWl0Eg4KBm9yZ19pZBgBIAEoCRILCgNhcHAYAiABKAkSGwoTcmVxdWVzdHNfcGVyX21pbnV0ZRgDIAEoDRIZChF0b2tlbnNfcGVyX21pbnV0ZRgEIAEoDTJRCg1Jbmdlc3RTZXJ2aWNlEkAKB0Nvbm5lY3QSFy5haWd3LnYxLkNvbm5lY3RSZXF1ZXN0GhguYWlndy52MS5Db25uZWN0UmVzcG9uc2UoATABYgZwcm90bzM", [file_aigw_v1_events]);
 
 /**
  * @generated from message aigw.v1.ConnectRequest
@@ -185,6 +185,38 @@ export type ConfigSnapshot = Message<"aigw.v1.ConfigSnapshot"> & {
    * @generated from field: repeated aigw.v1.EventType wanted_event_types = 2;
    */
   wantedEventTypes: EventType[];
+
+  /**
+   * events.streaming.coalesce_ms: 0 sends one streaming event per chunk; more merges a
+   * request's chunks over that many milliseconds into one event.
+   *
+   * @generated from field: uint32 streaming_coalesce_ms = 3;
+   */
+  streamingCoalesceMs: number;
+
+  /**
+   * A provider rate limit whose remaining share falls below this (0..1) gets one warning
+   * rate_limit event; the next one comes only after it recovered above it.
+   *
+   * @generated from field: double rate_limit_warning_share = 4;
+   */
+  rateLimitWarningShare: number;
+
+  /**
+   * Budget state of the orgs with budgets; sidecars refuse calls of orgs whose budget is
+   * exceeded and enforced.
+   *
+   * @generated from field: repeated aigw.v1.BudgetState budgets = 5;
+   */
+  budgets: BudgetState[];
+
+  /**
+   * Gateway limits, as this sidecar's share (the control plane divides each limit among
+   * the sidecars connected for that org and app).
+   *
+   * @generated from field: repeated aigw.v1.GatewayLimit limits = 6;
+   */
+  limits: GatewayLimit[];
 };
 
 /**
@@ -193,6 +225,86 @@ export type ConfigSnapshot = Message<"aigw.v1.ConfigSnapshot"> & {
  */
 export const ConfigSnapshotSchema: GenMessage<ConfigSnapshot> = /*@__PURE__*/
   messageDesc(file_aigw_v1_ingest, 5);
+
+/**
+ * @generated from message aigw.v1.BudgetState
+ */
+export type BudgetState = Message<"aigw.v1.BudgetState"> & {
+  /**
+   * @generated from field: string org_id = 1;
+   */
+  orgId: string;
+
+  /**
+   * daily, monthly
+   *
+   * @generated from field: string limit_type = 2;
+   */
+  limitType: string;
+
+  /**
+   * @generated from field: double budget_limit = 3;
+   */
+  budgetLimit: number;
+
+  /**
+   * @generated from field: double current_spend = 4;
+   */
+  currentSpend: number;
+
+  /**
+   * @generated from field: bool exceeded = 5;
+   */
+  exceeded: boolean;
+
+  /**
+   * @generated from field: bool enforce = 6;
+   */
+  enforce: boolean;
+};
+
+/**
+ * Describes the message aigw.v1.BudgetState.
+ * Use `create(BudgetStateSchema)` to create a new message.
+ */
+export const BudgetStateSchema: GenMessage<BudgetState> = /*@__PURE__*/
+  messageDesc(file_aigw_v1_ingest, 6);
+
+/**
+ * @generated from message aigw.v1.GatewayLimit
+ */
+export type GatewayLimit = Message<"aigw.v1.GatewayLimit"> & {
+  /**
+   * @generated from field: string org_id = 1;
+   */
+  orgId: string;
+
+  /**
+   * Empty: every app of the org.
+   *
+   * @generated from field: string app = 2;
+   */
+  app: string;
+
+  /**
+   * 0: no limit of that kind.
+   *
+   * @generated from field: uint32 requests_per_minute = 3;
+   */
+  requestsPerMinute: number;
+
+  /**
+   * @generated from field: uint32 tokens_per_minute = 4;
+   */
+  tokensPerMinute: number;
+};
+
+/**
+ * Describes the message aigw.v1.GatewayLimit.
+ * Use `create(GatewayLimitSchema)` to create a new message.
+ */
+export const GatewayLimitSchema: GenMessage<GatewayLimit> = /*@__PURE__*/
+  messageDesc(file_aigw_v1_ingest, 7);
 
 /**
  * IngestService is the stream between a sidecar and the control plane.
