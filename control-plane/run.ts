@@ -1,12 +1,11 @@
 import http from "node:http";
 import http2 from "node:http2";
-import { create } from "@bufbuild/protobuf";
 import type { ConnectRouter } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { AdminService } from "../gen/aigw/v1/admin_pb.js";
 import type { Event } from "../gen/aigw/v1/events_pb.js";
 import { FeedService } from "../gen/aigw/v1/feed_pb.js";
-import { type ConfigSnapshot, ConfigSnapshotSchema, IngestService } from "../gen/aigw/v1/ingest_pb.js";
+import { IngestService } from "../gen/aigw/v1/ingest_pb.js";
 import { eventTypeFromName } from "../common/event-types.js";
 import { createLogger, type Logger } from "../common/logger.js";
 import { VERSION } from "../common/version.js";
@@ -21,6 +20,7 @@ import { dashboardHtml } from "./http/dashboard.js";
 import { closeHttp, type HostPort, listen, parseHostPort, trackSessions, urlOf } from "./http/listen.js";
 import { renderMetrics } from "./http/metrics.js";
 import { IngestServiceImpl, newIngestMetrics } from "./ingest/ingest-service.js";
+import { SnapshotPublisher } from "./ingest/snapshots.js";
 import { EventRouter } from "./routing/event-router.js";
 import { openStore } from "./store/open.js";
 import type { IngestResult, Store } from "./store/store.js";
@@ -78,18 +78,13 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
   const scheduler = new DeliveryScheduler({ store, config, logger: logger.child({ component: "delivery" }) });
   const ingestMetrics = newIngestMetrics();
 
-  // Config snapshots for sidecars: versions increase across restarts (time-based start).
-  let snapshot: ConfigSnapshot = create(ConfigSnapshotSchema, {
-    version: BigInt(Date.now()),
+  const snapshots = new SnapshotPublisher({
     wantedEventTypes: router.wantedEventTypes(),
+    streamingCoalesceMs: config.events.streaming.coalesceMs,
   });
-  const snapshotListeners = new Set<(s: ConfigSnapshot) => void>();
   const refreshRouting = async (): Promise<void> => {
     router.update(config, await store.listEndpoints());
-    const wanted = router.wantedEventTypes();
-    if (wanted.join(",") === snapshot.wantedEventTypes.join(",")) return;
-    snapshot = create(ConfigSnapshotSchema, { version: snapshot.version + 1n, wantedEventTypes: wanted });
-    for (const l of snapshotListeners) l(snapshot);
+    snapshots.update({ wantedEventTypes: router.wantedEventTypes() });
   };
 
   const deliverEvents = async (events: Event[], endpoints?: string[]): Promise<IngestResult> => {
@@ -104,11 +99,8 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
       IngestService,
       new IngestServiceImpl({
         ingest: (events) => deliverEvents(events),
-        snapshot: () => snapshot,
-        onSnapshot: (l) => {
-          snapshotListeners.add(l);
-          return () => snapshotListeners.delete(l);
-        },
+        snapshot: () => snapshots.snapshot,
+        onSnapshot: (l) => snapshots.subscribe(l),
         logger: logger.child({ component: "ingest" }),
         metrics: ingestMetrics,
       }),

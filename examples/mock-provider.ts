@@ -1,5 +1,5 @@
 /**
- * An OpenAI-compatible mock provider for tests, benchmarks and `npm start`, driven by
+ * An OpenAI-compatible and Anthropic mock provider for tests, benchmarks and `npm start`, driven by
  * request headers so a test says in its request what it wants back (as envoy
  * ai-gateway's fake upstream does):
  *
@@ -15,9 +15,20 @@
  *   x-mock-cut-after           destroy the socket after this many content chunks (JSON: mid-body)
  *   x-mock-gzip                gzip the JSON body when the client accepts gzip
  *
+ * Anthropic's Messages API (POST /v1/messages) reads the same headers (errors then have
+ * Anthropic's shape, {"type":"error","error":{"type","message"}}, 529 overloaded_error), and:
+ *
+ *   x-mock-anthropic-ratelimit-<name>   sent as anthropic-ratelimit-<name> (requests-remaining, tokens-reset...)
+ *   x-mock-cache-creation-tokens        usage.cache_creation_input_tokens (default 0)
+ *   x-mock-cache-read-tokens            usage.cache_read_input_tokens (default 0)
+ *   x-mock-stop-reason                  stop_reason (default end_turn)
+ *   x-mock-delta-input-tokens           also send input_tokens in message_delta's usage (as newer APIs do)
+ *   x-mock-stream-error-after           after this many content deltas, send `event: error` (overloaded_error) and end
+ *
  * Serves POST /v1/chat/completions (JSON and SSE), /v1/completions (JSON and SSE),
- * /v1/embeddings, /v1/responses (JSON and SSE), /v1/files (echoes size and hash),
- * GET /v1/models; anything else is a 404 JSON error. Content is deterministic.
+ * /v1/embeddings, /v1/responses (JSON and SSE), /v1/messages (JSON and SSE),
+ * /v1/files (echoes size and hash), GET /v1/models; anything else is a 404 JSON error.
+ * Content is deterministic.
  *
  * Run: npx tsx examples/mock-provider.ts --port 9100
  */
@@ -57,6 +68,8 @@ export const MOCK_CREATED = 1_700_000_000;
 export const MOCK_DEFAULT_MODEL = "gpt-4o-mini";
 export const MOCK_DEFAULT_PROMPT_TOKENS = 12;
 export const MOCK_DEFAULT_CHUNKS = 5;
+export const MOCK_DEFAULT_ANTHROPIC_MODEL = "claude-sonnet-4-5";
+const ANTHROPIC_MESSAGES = "/v1/messages";
 
 export async function startMockProvider(options: MockProviderOptions = {}): Promise<MockProvider> {
   const requests: RecordedRequest[] = [];
@@ -110,6 +123,11 @@ interface Scenario {
   errorMessage: string | undefined;
   gzip: boolean;
   extraHeaders: Record<string, string>;
+  cacheCreationTokens: number;
+  cacheReadTokens: number;
+  stopReason: string;
+  deltaInputTokens: boolean;
+  streamErrorAfter: number | undefined;
 }
 
 function scenarioOf(headers: IncomingHttpHeaders): Scenario {
@@ -118,6 +136,8 @@ function scenarioOf(headers: IncomingHttpHeaders): Scenario {
   for (const [name, value] of Object.entries(headers)) {
     if (name.startsWith("x-mock-ratelimit-") && typeof value === "string") {
       extraHeaders[`x-ratelimit-${name.slice("x-mock-ratelimit-".length)}`] = value;
+    } else if (name.startsWith("x-mock-anthropic-ratelimit-") && typeof value === "string") {
+      extraHeaders[`anthropic-ratelimit-${name.slice("x-mock-anthropic-ratelimit-".length)}`] = value;
     }
   }
   const retryAfter = headers["x-mock-retry-after"];
@@ -134,6 +154,11 @@ function scenarioOf(headers: IncomingHttpHeaders): Scenario {
     errorMessage: typeof headers["x-mock-error-message"] === "string" ? headers["x-mock-error-message"] : undefined,
     gzip: headers["x-mock-gzip"] === "1" && /\bgzip\b/.test(accepts),
     extraHeaders,
+    cacheCreationTokens: intHeader(headers, "x-mock-cache-creation-tokens") ?? 0,
+    cacheReadTokens: intHeader(headers, "x-mock-cache-read-tokens") ?? 0,
+    stopReason: typeof headers["x-mock-stop-reason"] === "string" ? headers["x-mock-stop-reason"] : "end_turn",
+    deltaInputTokens: headers["x-mock-delta-input-tokens"] === "1",
+    streamErrorAfter: intHeader(headers, "x-mock-stream-error-after"),
   };
 }
 
@@ -142,6 +167,7 @@ async function answer(req: IncomingMessage, res: ServerResponse, body: Buffer, j
   if (s.delayMs > 0) await sleep(s.delayMs);
   const path = (req.url ?? "/").split("?")[0];
   const method = req.method ?? "GET";
+  if (path === ANTHROPIC_MESSAGES) return answerMessages(res, s, method, json);
   if (s.status >= 400)
     return sendError(res, s, s.status, s.errorMessage ?? defaultMessage(s.status), errorType(s.status));
 
@@ -370,6 +396,125 @@ function sendJson(res: ServerResponse, s: Scenario, value: unknown, status = 200
 
 function sendError(res: ServerResponse, s: Scenario, status: number, message: string, type: string, code?: string) {
   return sendJson(res, s, { error: { message, type, param: null, code: code ?? null } }, status);
+}
+
+/** Anthropic's Messages API: errors in its own shape, JSON or the event stream of a real stream. */
+function answerMessages(res: ServerResponse, s: Scenario, method: string, request: unknown): Promise<void> {
+  if (s.status >= 400) {
+    const type = anthropicErrorType(s.status);
+    return sendAnthropicError(res, s, s.status, type, s.errorMessage ?? anthropicMessage(type));
+  }
+  if (method !== "POST")
+    return sendAnthropicError(res, s, 405, "invalid_request_error", `Method ${method} not allowed`);
+  if (!isRecord(request)) return sendAnthropicError(res, s, 400, "invalid_request_error", "Invalid JSON body");
+  const model =
+    typeof request.model === "string" && request.model !== "" ? request.model : MOCK_DEFAULT_ANTHROPIC_MODEL;
+  if (request.stream === true) return streamMessage(res, s, model);
+  return sendJson(res, withRequestId(s), {
+    id: "msg_mock",
+    type: "message",
+    role: "assistant",
+    model,
+    content: [{ type: "text", text: content(s.chunks) }],
+    stop_reason: s.stopReason,
+    stop_sequence: null,
+    usage: anthropicUsage(s, s.completionTokens),
+  });
+}
+
+function anthropicUsage(s: Scenario, outputTokens: number) {
+  return {
+    input_tokens: s.promptTokens,
+    cache_creation_input_tokens: s.cacheCreationTokens,
+    cache_read_input_tokens: s.cacheReadTokens,
+    output_tokens: outputTokens,
+  };
+}
+
+/** The event sequence of a real Messages stream, with usage in message_start and message_delta. */
+async function streamMessage(res: ServerResponse, s: Scenario, model: string): Promise<void> {
+  startStream(res, withRequestId(s));
+  const send = (type: string, fields: Record<string, unknown>) =>
+    res.write(`event: ${type}\ndata: ${JSON.stringify({ type, ...fields })}\n\n`);
+  send("message_start", {
+    message: {
+      id: "msg_mock",
+      type: "message",
+      role: "assistant",
+      model,
+      content: [],
+      stop_reason: null,
+      stop_sequence: null,
+      usage: anthropicUsage(s, 1),
+    },
+  });
+  send("content_block_start", { index: 0, content_block: { type: "text", text: "" } });
+  send("ping", {});
+  for (let i = 0; i < s.chunks; i++) {
+    if (s.chunkDelayMs > 0) await sleep(s.chunkDelayMs);
+    if (s.cutAfter !== undefined && i >= s.cutAfter) {
+      res.destroy();
+      return;
+    }
+    if (res.destroyed) return;
+    if (s.streamErrorAfter !== undefined && i >= s.streamErrorAfter) {
+      send("error", { error: { type: "overloaded_error", message: s.errorMessage ?? "Overloaded" } });
+      res.end();
+      return;
+    }
+    send("content_block_delta", { index: 0, delta: { type: "text_delta", text: token(i) } });
+  }
+  send("content_block_stop", { index: 0 });
+  send("message_delta", {
+    delta: { stop_reason: s.stopReason, stop_sequence: null },
+    usage: s.deltaInputTokens ? anthropicUsage(s, s.completionTokens) : { output_tokens: s.completionTokens },
+  });
+  send("message_stop", {});
+  res.end();
+}
+
+function withRequestId(s: Scenario): Scenario {
+  return { ...s, extraHeaders: { "request-id": "req_mock", ...s.extraHeaders } };
+}
+
+function sendAnthropicError(res: ServerResponse, s: Scenario, status: number, type: string, message: string) {
+  return sendJson(res, withRequestId(s), { type: "error", error: { type, message } }, status);
+}
+
+function anthropicErrorType(status: number): string {
+  switch (status) {
+    case 400:
+      return "invalid_request_error";
+    case 401:
+      return "authentication_error";
+    case 403:
+      return "permission_error";
+    case 404:
+      return "not_found_error";
+    case 413:
+      return "request_too_large";
+    case 429:
+      return "rate_limit_error";
+    case 529:
+      return "overloaded_error";
+    default:
+      return status >= 500 ? "api_error" : "invalid_request_error";
+  }
+}
+
+function anthropicMessage(type: string): string {
+  switch (type) {
+    case "overloaded_error":
+      return "Overloaded";
+    case "rate_limit_error":
+      return "Number of request tokens has exceeded your per-minute rate limit";
+    case "authentication_error":
+      return "invalid x-api-key";
+    case "api_error":
+      return "Internal server error";
+    default:
+      return `Mock error (${type})`;
+  }
 }
 
 function errorType(status: number): string {

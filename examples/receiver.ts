@@ -162,7 +162,8 @@ async function main(argv: string[]): Promise<void> {
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
   main(process.argv.slice(2)).catch((err: unknown) => {
-    process.stderr.write(`receiver: ${err instanceof Error ? err.message : String(err)}\n`);
+    const message = err instanceof Error ? err.message : String(err);
+    process.stderr.write(`${message.startsWith("receiver:") ? message : `receiver: ${message}`}\n`);
     process.exit(1);
   });
 }

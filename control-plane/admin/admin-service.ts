@@ -4,6 +4,13 @@ import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import {
   type AdminService,
+  type DeleteBudgetResponse,
+  type GetSubscriptionResponse,
+  type ListBudgetsResponse,
+  type ListPricingResponse,
+  type SetBudgetResponse,
+  type SetModelPriceResponse,
+  type UpdateSubscriptionResponse,
   type CreateEndpointRequest,
   type CreateEndpointResponse,
   CreateEndpointResponseSchema,
@@ -323,6 +330,38 @@ export class AdminServiceImpl implements ServiceImpl<typeof AdminService> {
         eventsIngested: BigInt(eventsIngested),
       });
     });
+  }
+
+  // ---- subscription (filters) -----------------------------------------------------------------
+
+  getSubscription(): Promise<GetSubscriptionResponse> {
+    throw new ConnectError("GetSubscription is not implemented yet", Code.Unimplemented);
+  }
+
+  updateSubscription(): Promise<UpdateSubscriptionResponse> {
+    throw new ConnectError("UpdateSubscription is not implemented yet", Code.Unimplemented);
+  }
+
+  // ---- budgets and pricing ---------------------------------------------------------------------
+
+  listBudgets(): Promise<ListBudgetsResponse> {
+    throw new ConnectError("ListBudgets is not implemented yet", Code.Unimplemented);
+  }
+
+  setBudget(): Promise<SetBudgetResponse> {
+    throw new ConnectError("SetBudget is not implemented yet", Code.Unimplemented);
+  }
+
+  deleteBudget(): Promise<DeleteBudgetResponse> {
+    throw new ConnectError("DeleteBudget is not implemented yet", Code.Unimplemented);
+  }
+
+  listPricing(): Promise<ListPricingResponse> {
+    throw new ConnectError("ListPricing is not implemented yet", Code.Unimplemented);
+  }
+
+  setModelPrice(): Promise<SetModelPriceResponse> {
+    throw new ConnectError("SetModelPrice is not implemented yet", Code.Unimplemented);
   }
 
   // ---- helpers ------------------------------------------------------------------------------

@@ -5,7 +5,11 @@ import { Piscina } from "piscina";
 import type { DeliveryResult, DeliveryTask } from "./task.js";
 
 export interface DeliveryPoolOptions {
-  /** Worker threads; default min(4, cores). Each runs many requests at once (I/O bound). */
+  /**
+   * Worker threads; default cores − 1 (1..4), leaving a core to the main thread's store
+   * work. Each runs many requests at once (I/O bound): on 2 cores one worker delivers
+   * more than two, which mostly contend with the main thread.
+   */
   maxThreads?: number;
   /** Requests one worker runs at once; the scheduler's concurrency cap is the real bound. */
   concurrentTasksPerWorker: number;
@@ -28,7 +32,7 @@ export interface DeliveryPool {
  * worker's load error rejects the task.
  */
 export function createDeliveryPool(options: DeliveryPoolOptions): DeliveryPool {
-  const maxThreads = Math.max(1, options.maxThreads ?? Math.min(4, availableParallelism()));
+  const maxThreads = Math.max(1, options.maxThreads ?? Math.min(4, availableParallelism() - 1));
   const { filename, execArgv } = workerLocation(options.workerUrl);
   const piscina = new Piscina<DeliveryTask, DeliveryResult>({
     filename,

@@ -106,8 +106,10 @@ export class DeliveryScheduler {
   start(): void {
     if (this.running) return;
     this.running = true;
+    // Any worker may take every in-flight attempt: a task queued inside piscina behind a
+    // hanging receiver's requests would break endpoint isolation.
     this.pool ??= createDeliveryPool({
-      concurrentTasksPerWorker: Math.max(4, Math.ceil(this.config.delivery.concurrentDeliveries / 2)),
+      concurrentTasksPerWorker: Math.max(64, this.config.delivery.concurrentDeliveries),
     });
     this.log.info(
       { leaseOwner: this.leaseOwner, concurrency: this.config.delivery.concurrentDeliveries },
@@ -226,7 +228,7 @@ export class DeliveryScheduler {
           now,
           limit: plan.limit,
           leaseOwner: this.leaseOwner,
-          leaseMs: this.config.delivery.timeoutMs + 10_000,
+          leaseMs: Math.ceil(this.config.delivery.timeoutMs) + 10_000,
           skipEndpoints: plan.skip,
         });
         // Claimed during stop(): released by stop() once this pump settles.
@@ -318,7 +320,7 @@ export class DeliveryScheduler {
         // Refill in batches: one claim per completion would cost a store round trip per
         // delivery. The in-flight timer (BLOCKED_POLL_MS) bounds the wait below the mark.
         const cap = this.config.delivery.concurrentDeliveries;
-        if (this.inFlight === 0 || cap - this.inFlight >= Math.max(1, Math.floor(cap / 4))) this.schedulePump();
+        if (this.inFlight === 0 || cap - this.inFlight >= Math.max(1, Math.floor(cap / 8))) this.schedulePump();
       });
     this.attemptsInFlight.add(attempt);
   }

@@ -10,6 +10,9 @@ export interface Usage {
   promptTokens: number;
   completionTokens: number;
   totalTokens: number;
+  /** Anthropic prompt caching: tokens written to / read from the cache (not in promptTokens). */
+  cacheCreationInputTokens?: number;
+  cacheReadInputTokens?: number;
 }
 
 /** What the request said, read from its body off the response path. */
@@ -47,8 +50,22 @@ export interface ResponseFacts {
   usage?: Usage;
   /** The provider's own error message (error bodies, error events in a stream). */
   errorMessage?: string;
-  /** The last finish reason the provider gave, if any. */
+  /** The provider's error type ("overloaded_error", "rate_limit_error"...), when it gave one. */
+  errorType?: string;
+  /** The last finish reason the provider gave, if any (streams). */
   finishReason?: string;
+  /** Content chunks seen in a stream; what a cut stream's completion tokens are estimated from. */
+  contentDeltas?: number;
+}
+
+/**
+ * Receives a stream's content chunks as the copy is read (off the response path), in order.
+ * Only given to an observer when someone wants `streaming` events: without one the
+ * observer skips parsing the chunks it does not need.
+ */
+export interface StreamContentListener {
+  /** One content chunk (the delta's text); `model` when the stream has said it. */
+  content(text: string, model: string | undefined): void;
 }
 
 export interface ResponseObserver {
@@ -77,6 +94,20 @@ export interface ProviderAdapter {
   rewriteRequest(path: string, body: Buffer): UpstreamRewrite | undefined;
   /** Reads the request body; off the response path. Never throws. */
   readRequest(path: string, body: Buffer): RequestFacts;
-  /** A fresh observer for one response. */
-  observeResponse(context: ResponseContext): ResponseObserver;
+  /** A fresh observer for one response; `listener` only for successful event streams. */
+  observeResponse(context: ResponseContext, listener?: StreamContentListener): ResponseObserver;
+}
+
+/**
+ * Usage of a stream that ended early. Providers report usage only at the end (OpenAI's
+ * last chunk) or partly at the start (Anthropic's message_start has the input tokens and
+ * a provisional output count), so the completion side is estimated as one token per
+ * content chunk seen, unless the provider already said more. An estimate, never zero
+ * when content was sent: a budget must not treat a cut stream as free.
+ */
+export function interruptedUsage(reported: Usage | undefined, contentDeltas: number): Usage | undefined {
+  if (reported === undefined && contentDeltas === 0) return undefined;
+  const promptTokens = reported?.promptTokens ?? 0;
+  const completionTokens = Math.max(reported?.completionTokens ?? 0, contentDeltas);
+  return { ...reported, promptTokens, completionTokens, totalTokens: promptTokens + completionTokens };
 }

@@ -4,6 +4,7 @@ import type {
   ResponseContext,
   ResponseFacts,
   ResponseObserver,
+  StreamContentListener,
   UpstreamRewrite,
   Usage,
 } from "./adapter.js";
@@ -45,9 +46,9 @@ export const openAiAdapter: ProviderAdapter = {
     return { model: typeof json.model === "string" ? json.model : "", stream: json.stream === true };
   },
 
-  observeResponse(context: ResponseContext): ResponseObserver {
+  observeResponse(context: ResponseContext, listener?: StreamContentListener): ResponseObserver {
     if (context.status < 400 && context.contentType.startsWith("text/event-stream")) {
-      return new OpenAiStreamObserver();
+      return new OpenAiStreamObserver(listener);
     }
     return new JsonBodyObserver();
   },
@@ -149,11 +150,16 @@ function withoutTrailingNullUsage(block: Buffer): Buffer {
 }
 
 const USAGE_FIELD = /"usage"\s*:\s*\{/;
+/** A chunk that carries text: chat's delta.content, completions' text, Responses' delta (non-empty). */
+const CONTENT_FIELD = /"(?:content|text|delta)"\s*:\s*"[^"]/;
 
 /** Reads model, usage and errors from an OpenAI-style event stream (Chat, Completions, Responses). */
 export class OpenAiStreamObserver implements ResponseObserver {
   private readonly parser = new SseParser();
   private readonly facts: ResponseFacts = {};
+  private contentDeltas = 0;
+
+  constructor(private readonly listener?: StreamContentListener) {}
 
   push(chunk: Buffer): void {
     try {
@@ -164,16 +170,24 @@ export class OpenAiStreamObserver implements ResponseObserver {
   }
 
   finish(): ResponseFacts {
+    if (this.contentDeltas > 0) this.facts.contentDeltas = this.contentDeltas;
     return this.facts;
   }
 
   private read(event: SseEvent): void {
     const data = event.data;
     if (data === "[DONE]") return;
-    // Parsing every chunk of a long stream is wasted work: only the first (model), usage
-    // and error events carry what aigw reports.
-    const wanted = this.facts.model === undefined || USAGE_FIELD.test(data) || data.includes('"error"');
-    if (!wanted) return;
+    const listener = this.listener;
+    if (listener === undefined) {
+      // Counted without parsing, for the estimate of a cut stream's usage. Responses API
+      // events name themselves; its ".delta" events are the content.
+      if (event.event === "message" ? CONTENT_FIELD.test(data) : event.event.endsWith("_text.delta"))
+        this.contentDeltas++;
+      // Parsing every chunk of a long stream is wasted work: only the first (model), usage
+      // and error events carry what aigw reports.
+      const wanted = this.facts.model === undefined || USAGE_FIELD.test(data) || data.includes('"error"');
+      if (!wanted) return;
+    }
     const json = parseJson(data);
     if (!isRecord(json)) return;
     // Responses API events wrap the response object ("response.created", "response.completed").
@@ -183,7 +197,61 @@ export class OpenAiStreamObserver implements ResponseObserver {
     const usage = usageFrom(json.usage) ?? (response ? usageFrom(response.usage) : undefined);
     if (usage) this.facts.usage = usage;
     const message = errorMessageFrom(json);
-    if (message && (json.error !== undefined || json.type === "error")) this.facts.errorMessage = message;
+    if (message && (json.error !== undefined || json.type === "error")) {
+      this.facts.errorMessage = message;
+      const type = isRecord(json.error) ? stringField(json.error, "type") : undefined;
+      if (type) this.facts.errorType = type;
+    }
+    if (listener === undefined) return;
+    const text = contentOf(json);
+    if (text !== "") {
+      this.contentDeltas++;
+      listener.content(text, this.facts.model);
+    }
+    const finishReason = finishReasonOf(json, response);
+    if (finishReason) this.facts.finishReason = finishReason;
+  }
+}
+
+/** The text a chunk adds: chat deltas and completions' text across choices, Responses' text deltas. */
+function contentOf(json: Record<string, unknown>): string {
+  if (json.type === "response.output_text.delta") return typeof json.delta === "string" ? json.delta : "";
+  const choices = json.choices;
+  if (!Array.isArray(choices)) return "";
+  let text = "";
+  for (const choice of choices) {
+    if (!isRecord(choice)) continue;
+    const delta = choice.delta;
+    if (isRecord(delta) && typeof delta.content === "string") text += delta.content;
+    else if (typeof choice.text === "string") text += choice.text;
+  }
+  return text;
+}
+
+/** Chat/Completions' finish_reason; the Responses API's final status in the same terms. */
+function finishReasonOf(
+  json: Record<string, unknown>,
+  response: Record<string, unknown> | undefined,
+): string | undefined {
+  if (Array.isArray(json.choices)) {
+    for (const choice of json.choices) {
+      if (isRecord(choice) && typeof choice.finish_reason === "string" && choice.finish_reason !== "")
+        return choice.finish_reason;
+    }
+    return undefined;
+  }
+  if (!response) return undefined;
+  switch (json.type) {
+    case "response.completed":
+      return "stop";
+    case "response.incomplete": {
+      const details = response.incomplete_details;
+      return (isRecord(details) ? stringField(details, "reason") : undefined) ?? "incomplete";
+    }
+    case "response.failed":
+      return "error";
+    default:
+      return undefined;
   }
 }
 
@@ -198,7 +266,11 @@ export class JsonBodyObserver implements ResponseObserver {
   private head: Buffer | undefined;
   private tail: Buffer | undefined;
 
-  constructor(private readonly maxBytes = MAX_JSON_COPY_BYTES) {}
+  constructor(
+    private readonly maxBytes = MAX_JSON_COPY_BYTES,
+    /** The provider's usage object → Usage (OpenAI's by default). */
+    private readonly readUsage: (value: unknown) => Usage | undefined = usageFrom,
+  ) {}
 
   push(chunk: Buffer): void {
     this.size += chunk.length;
@@ -219,35 +291,39 @@ export class JsonBodyObserver implements ResponseObserver {
 
   finish(): ResponseFacts {
     try {
-      if (this.head !== undefined) return factsFromFragments(this.head, this.tail);
+      if (this.head !== undefined) return factsFromFragments(this.head, this.tail, this.readUsage);
       if (this.size === 0) return {};
       const text =
         this.chunks.length === 1 ? this.chunks[0]!.toString("utf8") : Buffer.concat(this.chunks).toString("utf8");
-      return factsFromJson(parseJson(text));
+      return factsFromJson(parseJson(text), this.readUsage);
     } catch {
       return {};
     }
   }
 }
 
-function factsFromJson(json: unknown): ResponseFacts {
+function factsFromJson(json: unknown, readUsage: (value: unknown) => Usage | undefined): ResponseFacts {
   if (!isRecord(json)) return {};
   const facts: ResponseFacts = {};
   const model = stringField(json, "model");
   if (model) facts.model = model;
-  const usage = usageFrom(json.usage);
+  const usage = readUsage(json.usage);
   if (usage) facts.usage = usage;
   const message = errorMessageFrom(json);
   if (message) facts.errorMessage = message;
   return facts;
 }
 
-function factsFromFragments(head: Buffer, tail: Buffer | undefined): ResponseFacts {
+function factsFromFragments(
+  head: Buffer,
+  tail: Buffer | undefined,
+  readUsage: (value: unknown) => Usage | undefined,
+): ResponseFacts {
   const facts: ResponseFacts = {};
   const model = /"model"\s*:\s*"([^"\\]{1,200})"/.exec(head.toString("utf8"))?.[1];
   if (model) facts.model = model;
   const usageText = tail ? /"usage"\s*:\s*(\{[^{}]*\})/.exec(tail.toString("utf8"))?.[1] : undefined;
-  const usage = usageText ? usageFrom(parseJson(usageText)) : undefined;
+  const usage = usageText ? readUsage(parseJson(usageText)) : undefined;
   if (usage) facts.usage = usage;
   return facts;
 }
@@ -275,12 +351,12 @@ export function errorMessageFrom(json: Record<string, unknown>): string | undefi
 
 const MAX_UINT32 = 0xffff_ffff;
 
-function tokenCount(value: unknown): number | undefined {
+export function tokenCount(value: unknown): number | undefined {
   if (typeof value !== "number" || !Number.isFinite(value) || value < 0) return undefined;
   return Math.min(Math.floor(value), MAX_UINT32);
 }
 
-function stringField(json: Record<string, unknown>, key: string): string | undefined {
+export function stringField(json: Record<string, unknown>, key: string): string | undefined {
   const value = json[key];
   return typeof value === "string" && value !== "" ? value : undefined;
 }

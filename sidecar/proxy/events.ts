@@ -155,3 +155,102 @@ export function errorEvent(origin: EventOrigin, f: ErrorFields): Event {
     },
   });
 }
+
+/**
+ * The error class of an error the provider sent inside a stream (the HTTP status was
+ * already 200), from its error type: Anthropic's `event: error` types, and OpenAI's.
+ */
+export function classifyStreamError(errorType: string | undefined): ErrorClass {
+  switch (errorType) {
+    case "overloaded_error":
+      return classifyStatus(529);
+    case "rate_limit_error":
+    case "rate_limit_exceeded":
+      return classifyStatus(429);
+    case "authentication_error":
+    case "permission_error":
+      return classifyStatus(401);
+    case "timeout_error":
+      return TIMEOUT_ERROR;
+    case "invalid_request_error":
+    case "request_too_large":
+    case "not_found_error":
+      return classifyStatus(400);
+    default:
+      return classifyStatus(500);
+  }
+}
+
+export interface StreamingFields {
+  requestId: string;
+  /** Index of the (first) content chunk this event carries, 0-based per request. */
+  tokenIndex: number;
+  content: string;
+  /** Only on a request's last streaming event. */
+  finishReason: string | undefined;
+  model: string;
+}
+
+export function streamingEvent(origin: EventOrigin, f: StreamingFields): Event {
+  return create(EventSchema, {
+    id: newEventId(),
+    orgId: origin.orgId,
+    app: origin.app,
+    provider: origin.provider,
+    time: timestampNow(),
+    payload: {
+      case: "streaming",
+      value: {
+        requestId: f.requestId,
+        tokenIndex: Math.min(f.tokenIndex, MAX_UINT32),
+        content: f.content,
+        ...(f.finishReason !== undefined ? { finishReason: f.finishReason } : {}),
+        model: f.model,
+      },
+    },
+  });
+}
+
+export interface RateLimitFields {
+  requestId: string;
+  source: "upstream" | "gateway";
+  /** requests, tokens (Anthropic also input_tokens, output_tokens). */
+  limitType: string;
+  limit: number | undefined;
+  remaining: number | undefined;
+  /** Epoch milliseconds. */
+  resetAt: number | undefined;
+  retryAfter: number | undefined;
+  statusCode: number;
+  warning: boolean;
+}
+
+export function rateLimitEvent(origin: EventOrigin, f: RateLimitFields): Event {
+  return create(EventSchema, {
+    id: newEventId(),
+    orgId: origin.orgId,
+    app: origin.app,
+    provider: origin.provider,
+    time: timestampNow(),
+    payload: {
+      case: "rateLimit",
+      value: {
+        requestId: f.requestId,
+        source: f.source,
+        limitType: f.limitType,
+        ...(f.limit !== undefined ? { limit: BigInt(f.limit) } : {}),
+        ...(f.remaining !== undefined ? { remaining: BigInt(f.remaining) } : {}),
+        resetAt: rfc3339(f.resetAt),
+        ...(f.retryAfter !== undefined ? { retryAfter: clampSeconds(f.retryAfter) } : {}),
+        statusCode: f.statusCode,
+        warning: f.warning,
+      },
+    },
+  });
+}
+
+/** RFC 3339 (UTC, milliseconds), "" for no time or one outside what Date can show. */
+function rfc3339(epochMs: number | undefined): string {
+  if (epochMs === undefined || !Number.isFinite(epochMs) || Math.abs(epochMs) > 8.64e15) return "";
+  return new Date(epochMs).toISOString();
+}

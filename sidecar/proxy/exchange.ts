@@ -1,25 +1,35 @@
-import type { ServerResponse } from "node:http";
 import { performance } from "node:perf_hooks";
 import type { Dispatcher } from "undici";
-import { EventType } from "../../gen/aigw/v1/events_pb.js";
+import { type Event, EventType } from "../../gen/aigw/v1/events_pb.js";
 import type { Logger } from "../../common/logger.js";
-import type { ProviderAdapter, ResponseBodyFilter, ResponseFacts, UpstreamRewrite } from "../providers/adapter.js";
+import {
+  interruptedUsage,
+  type ProviderAdapter,
+  type RequestFacts,
+  type ResponseBodyFilter,
+  type ResponseFacts,
+  type UpstreamRewrite,
+} from "../providers/adapter.js";
 import type { EventSink } from "./event-sink.js";
 import type { ProxySettings } from "./settings.js";
 import {
   classifyStatus,
+  classifyStreamError,
   completionEvent,
   type ErrorClass,
   errorEvent,
   type EventOrigin,
   NETWORK_ERROR,
+  rateLimitEvent,
   retryAfterSeconds,
   TIMEOUT_ERROR,
 } from "./events.js";
 import { gatewayErrorBody, type GatewayFailure, upstreamFailure } from "./gateway-errors.js";
 import { clientResponseHead, headerValue, REQUEST_ID_HEADER } from "./headers.js";
 import type { ReportQueue } from "./report-queue.js";
+import { providerRateLimitsOf, rateLimitsOfResponse } from "./provider-rate-limits.js";
 import { ResponseCopy } from "./response-copy.js";
+import { StreamingEvents } from "./streaming-events.js";
 import type { Upstream } from "./upstreams.js";
 
 /** What every exchange of one proxy shares. */
@@ -31,6 +41,33 @@ export interface ProxyContext {
   /** The latest settings from the control plane (read per request; never blocks). */
   readonly settings: () => ProxySettings;
   readonly reports: ReportQueue;
+}
+
+/**
+ * What the exchange uses of the client's response: a node ServerResponse, or the capture
+ * of an async request (sidecar/async), which keeps the body for the status URL instead.
+ */
+export interface ClientResponse {
+  readonly headersSent: boolean;
+  readonly destroyed: boolean;
+  readonly writableFinished: boolean;
+  readonly socket: { end(): unknown } | null;
+  writeHead(statusCode: number, headers: string[]): unknown;
+  writeHead(statusCode: number, statusText: string, headers: string[]): unknown;
+  write(chunk: Buffer): boolean;
+  end(chunk?: Buffer): unknown;
+  flushHeaders(): void;
+  once(event: "close" | "drain", listener: () => void): unknown;
+  on(event: "close" | "drain", listener: () => void): unknown;
+  destroy(): unknown;
+}
+
+/** Per-request changes to what the exchange reports (async calls, x-aigw-webhook-url, gateway limits). */
+export interface ExchangeOptions {
+  /** Event types to build for this request instead of the settings' wanted types. */
+  readonly wantedEventTypes?: ReadonlySet<EventType>;
+  /** Sees (and may amend) each event of this request before it is published; false drops it. */
+  readonly onEvent?: (event: Event) => boolean;
 }
 
 /** How the exchange ended, as the completion event's finish_reason says it. */
@@ -61,16 +98,19 @@ export class Exchange implements Dispatcher.DispatchHandler {
   private ending: Ending | undefined;
   private failure: GatewayFailure | undefined;
   private clientGone = false;
+  private streaming: StreamingEvents | undefined;
+  private request: RequestFacts | undefined;
 
   constructor(
     private readonly context: ProxyContext,
     private readonly upstream: Upstream,
-    private readonly res: ServerResponse,
+    private readonly res: ClientResponse,
     readonly requestId: string,
     /** Path without query string, as the client sent it. */
     private readonly path: string,
     private readonly startedAt: number,
     private readonly observation: Observation | undefined,
+    private readonly options: ExchangeOptions | undefined = undefined,
   ) {
     res.once("close", this.onClientClose);
   }
@@ -98,11 +138,11 @@ export class Exchange implements Dispatcher.DispatchHandler {
     const isEventStream = head.contentType.startsWith("text/event-stream");
     if (filterFactory && statusCode < 300 && isEventStream) this.filter = filterFactory();
     if (observation && (statusCode < 300 || statusCode >= 400) && statusCode >= 200) {
-      const observer = observation.adapter.observeResponse({
-        path: this.path,
-        status: statusCode,
-        contentType: head.contentType,
-      });
+      if (isEventStream && statusCode < 300) this.streaming = this.streamingEvents();
+      const observer = observation.adapter.observeResponse(
+        { path: this.path, status: statusCode, contentType: head.contentType },
+        this.streaming,
+      );
       this.copy = new ResponseCopy(observer, head.contentEncoding, isEventStream);
     }
     const res = this.res;
@@ -207,36 +247,57 @@ export class Exchange implements Dispatcher.DispatchHandler {
   private async buildEvents(): Promise<void> {
     const observation = this.observation;
     if (!observation) return;
-    const wanted = this.context.settings().wantedEventTypes;
+    const wanted = this.options?.wantedEventTypes ?? this.context.settings().wantedEventTypes;
     const status = this.status;
     const isSuccess = status >= 200 && status < 300;
     const wantsCompletion = wanted.has(EventType.COMPLETION);
     const wantsError = wanted.has(EventType.ERROR);
-    if (isSuccess ? !wantsCompletion : !wantsError) return;
+    if (status !== 0 && wanted.has(EventType.RATE_LIMIT)) this.reportRateLimits(status);
+    if (this.streaming) this.streaming.finish(this.streamFinishReason(await this.facts()), undefined);
+    if (isSuccess ? !wantsCompletion && !wantsError : !wantsError) return;
     if (status !== 0 && !isSuccess && status < 400) return;
     if (status === 0 && this.ending === "client_disconnected") return;
 
-    const facts: ResponseFacts = this.copy ? await this.copy.finish() : {};
-    const request = observation.adapter.readRequest(this.path, observation.requestBody);
-    const origin: EventOrigin = { orgId: this.context.orgId, app: this.context.app, provider: this.upstream.name };
+    const facts = await this.facts();
+    const request = this.requestFacts();
+    const origin = this.origin();
     const latencyMs = this.endedAt - this.startedAt;
     const model = facts.model ?? request.model;
 
     if (isSuccess) {
       const stream = this.isEventStream() || request.stream;
-      this.publish(
-        completionEvent(origin, {
-          requestId: this.requestId,
-          model,
-          usage: facts.usage,
-          latencyMs,
-          ttftMs: stream && this.firstByteAt !== 0 ? this.firstByteAt - this.startedAt : undefined,
-          stream,
-          statusCode: status,
-          path: this.path,
-          finishReason: this.ending === "complete" ? undefined : this.ending,
-        }),
-      );
+      const complete = this.ending === "complete";
+      // A provider error inside a 200 stream (Anthropic's `event: error`, e.g. overloaded_error).
+      const streamError = stream ? facts.errorMessage : undefined;
+      if (wantsCompletion) {
+        this.publish(
+          completionEvent(origin, {
+            requestId: this.requestId,
+            model,
+            usage: complete ? facts.usage : interruptedUsage(facts.usage, facts.contentDeltas ?? 0),
+            latencyMs,
+            ttftMs: stream && this.firstByteAt !== 0 ? this.firstByteAt - this.startedAt : undefined,
+            stream,
+            statusCode: status,
+            path: this.path,
+            finishReason: !complete ? this.ending : streamError !== undefined ? STREAM_ERROR_FINISH : undefined,
+          }),
+        );
+      }
+      if (wantsError && streamError !== undefined) {
+        this.publish(
+          errorEvent(origin, {
+            requestId: this.requestId,
+            errorClass: classifyStreamError(facts.errorType),
+            errorMessage: streamError,
+            statusCode: status,
+            retryAfter: undefined,
+            model,
+            path: this.path,
+            latencyMs,
+          }),
+        );
+      }
       return;
     }
 
@@ -267,6 +328,59 @@ export class Exchange implements Dispatcher.DispatchHandler {
     );
   }
 
+  /** The response's facts, read once from the copy (streaming events and the report share them). */
+  private facts(): Promise<ResponseFacts> {
+    return this.copy ? this.copy.finish() : Promise.resolve({});
+  }
+
+  /** Reads the request body once, off the response path. */
+  private requestFacts(): RequestFacts {
+    const observation = this.observation;
+    this.request ??= observation
+      ? observation.adapter.readRequest(this.path, observation.requestBody)
+      : { model: "", stream: false };
+    return this.request;
+  }
+
+  private origin(): EventOrigin {
+    return { orgId: this.context.orgId, app: this.context.app, provider: this.upstream.name };
+  }
+
+  /** `streaming` events for this stream, when someone wants them (on the head, once per stream). */
+  private streamingEvents(): StreamingEvents | undefined {
+    const settings = this.context.settings();
+    const wanted = this.options?.wantedEventTypes ?? settings.wantedEventTypes;
+    if (!wanted.has(EventType.STREAMING)) return undefined;
+    return new StreamingEvents({
+      origin: this.origin(),
+      requestId: this.requestId,
+      coalesceMs: settings.streamingCoalesceMs,
+      publish: (event) => this.publish(event),
+      requestModel: () => this.requestFacts().model,
+    });
+  }
+
+  /** The last streaming event's finish_reason: how the stream was cut, else the provider's. */
+  private streamFinishReason(facts: ResponseFacts): string {
+    if (this.ending !== "complete" && this.ending !== undefined) return this.ending;
+    if (facts.errorMessage !== undefined) return STREAM_ERROR_FINISH;
+    return facts.finishReason ?? "stop";
+  }
+
+  /** rate_limit events from the response's status and rate-limit headers. */
+  private reportRateLimits(status: number): void {
+    const headers = this.responseHeaders;
+    if (headers === undefined) return;
+    const reports = rateLimitsOfResponse(providerRateLimitsOf(this.context), {
+      upstream: this.upstream.name,
+      requestId: this.requestId,
+      status,
+      headers,
+      warningShare: this.context.settings().rateLimitWarningShare,
+    });
+    for (const fields of reports) this.publish(rateLimitEvent(this.origin(), fields));
+  }
+
   private isEventStream(): boolean {
     const type = this.responseHeaders ? headerValue(this.responseHeaders, "content-type") : undefined;
     return type?.toLowerCase().startsWith("text/event-stream") ?? false;
@@ -274,6 +388,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
 
   private publish(event: Parameters<EventSink["publish"]>[0]): void {
     try {
+      if (this.options?.onEvent && !this.options.onEvent(event)) return;
       this.context.sink.publish(event);
     } catch (err) {
       // The sink's trouble is aigw's, never the app's.
@@ -281,6 +396,9 @@ export class Exchange implements Dispatcher.DispatchHandler {
     }
   }
 }
+
+/** finish_reason of a stream the provider ended with an error event. */
+const STREAM_ERROR_FINISH = "upstream_error";
 
 function clientGoneError(): Error {
   const err = new Error("client disconnected");

@@ -12,6 +12,7 @@ export class ResponseCopy {
   private scheduled = false;
   private readonly decoder: Transform | undefined;
   private decoderFailed = false;
+  private finished: Promise<ResponseFacts> | undefined;
   /** False for a content-encoding aigw cannot decode: the copy is then dropped. */
   private readonly readable: boolean;
 
@@ -41,8 +42,13 @@ export class ResponseCopy {
     }
   }
 
-  /** Reads what is left and returns the observer's facts. Never rejects. */
-  async finish(): Promise<ResponseFacts> {
+  /** Reads what is left and returns the observer's facts; the same promise on every call. Never rejects. */
+  finish(): Promise<ResponseFacts> {
+    this.finished ??= this.readRest();
+    return this.finished;
+  }
+
+  private async readRest(): Promise<ResponseFacts> {
     this.drain();
     const decoder = this.decoder;
     if (decoder && !this.decoderFailed) {

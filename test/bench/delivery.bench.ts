@@ -24,7 +24,7 @@ import type { BenchRow } from "./types.js";
 
 const EVENTS = Number(process.env.AIGW_BENCH_DELIVERIES ?? 10_000);
 const CONCURRENCY = 64;
-const THREADS = Number(process.env.AIGW_BENCH_THREADS ?? 2);
+const THREADS = process.env.AIGW_BENCH_THREADS ? Number(process.env.AIGW_BENCH_THREADS) : undefined;
 const TIME_LIMIT_MS = 120_000;
 const SECRET = `whsec_${Buffer.from("bench-delivery-secret-0123456789").toString("base64")}`;
 
@@ -37,7 +37,15 @@ function completion(): Event {
     time: timestampNow(),
     payload: {
       case: "completion",
-      value: { requestId: newRequestId(), model: "gpt-4", tokensUsed: 150, promptTokens: 100, completionTokens: 50, costUsd: 0.0045, latencyMs: 420 },
+      value: {
+        requestId: newRequestId(),
+        model: "gpt-4",
+        tokensUsed: 150,
+        promptTokens: 100,
+        completionTokens: 50,
+        costUsd: 0.0045,
+        latencyMs: 420,
+      },
     },
   });
 }
@@ -152,11 +160,17 @@ export async function benchDelivery(): Promise<BenchRow[]> {
   const dir = mkdtempSync(join(tmpdir(), "aigw-bench-delivery-"));
   const receiver = await startReceiver();
   const store = await openSqliteStore(join(dir, "aigw.db"));
-  const pool = createDeliveryPool({ maxThreads: THREADS, concurrentTasksPerWorker: CONCURRENCY });
+  const pool = createDeliveryPool({
+    ...(THREADS ? { maxThreads: THREADS } : {}),
+    concurrentTasksPerWorker: CONCURRENCY,
+  });
   const deadline = Date.now() + TIME_LIMIT_MS;
   let scheduler: DeliveryScheduler | undefined;
   try {
-    await store.upsertEndpoint({ name: "bench", url: receiver.url, enabled: true, eventTypes: [], failoverTo: "" }, SECRET);
+    await store.upsertEndpoint(
+      { name: "bench", url: receiver.url, enabled: true, eventTypes: [], failoverTo: "" },
+      SECRET,
+    );
     for (let done = 0; done < EVENTS; done += 1000) {
       await store.ingest(Array.from({ length: Math.min(1000, EVENTS - done) }, completion), () => ["bench"]);
     }
@@ -234,6 +248,7 @@ export async function benchDelivery(): Promise<BenchRow[]> {
 function latencyQuantile(metrics: ReturnType<DeliveryScheduler["metrics"]>, q: number): number {
   const { bucketsMs, counts, count } = metrics.latency;
   const target = count * q;
-  for (let i = 0; i < bucketsMs.length; i++) if ((counts[i] ?? 0) >= target) return bucketsMs[i] ?? Number.POSITIVE_INFINITY;
+  for (let i = 0; i < bucketsMs.length; i++)
+    if ((counts[i] ?? 0) >= target) return bucketsMs[i] ?? Number.POSITIVE_INFINITY;
   return Number.POSITIVE_INFINITY;
 }

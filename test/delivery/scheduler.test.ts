@@ -311,6 +311,25 @@ describe("DeliveryScheduler", () => {
     expect(s.isCircuitOpen("fine")).toBe(false);
   });
 
+  it("sends one trial after the cooldown and closes the circuit when it succeeds", async () => {
+    const r = await receiver((_req, res, i) => res.writeHead(i < 2 ? 503 : 200).end());
+    await endpoint("flaky", r.url);
+    const events = await ingest("flaky", 3);
+    const s = scheduler(
+      testConfig({
+        retry: { maxAttempts: 10, initialDelayMs: 10, maxDelayMs: 20 },
+        delivery: { perEndpointConcurrency: 1, circuitBreakerThreshold: 2, circuitBreakerCooldownMs: 400 },
+      }),
+    );
+    await until("circuit open", () => s.isCircuitOpen("flaky"));
+    const openedAt = Date.now();
+    for (const e of events) await statusOf(e.id, "flaky", "delivered");
+    expect(s.isCircuitOpen("flaky")).toBe(false);
+    // The third request was the half-open trial, sent only after the cooldown.
+    expect(r.requests).toHaveLength(5);
+    expect(r.requests[2]!.at - openedAt).toBeGreaterThanOrEqual(300);
+  });
+
   it("fails deliveries over to backup while the primary's circuit is open", async () => {
     const primary = await receiver((_req, res) => res.writeHead(503).end());
     const backup = await receiver((_req, res) => res.writeHead(200).end());

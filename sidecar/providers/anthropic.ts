@@ -1,0 +1,181 @@
+import type {
+  ProviderAdapter,
+  ResponseContext,
+  ResponseFacts,
+  ResponseObserver,
+  StreamContentListener,
+  Usage,
+} from "./adapter.js";
+import { isRecord, JsonBodyObserver, parseJson, stringField, tokenCount } from "./openai.js";
+import { SseParser, type SseEvent } from "./sse.js";
+
+/**
+ * Anthropic's Messages API (`POST /v1/messages`), plain and streamed. Nothing changes
+ * upstream: Anthropic streams always carry usage (message_start, message_delta), and
+ * both `x-api-key` and `Authorization: Bearer` pass through as sent.
+ */
+
+const MESSAGES = "/v1/messages";
+
+export const anthropicAdapter: ProviderAdapter = {
+  name: "anthropic",
+
+  observes(method, path) {
+    return method === "POST" && path === MESSAGES;
+  },
+
+  rewriteRequest() {
+    return undefined;
+  },
+
+  readRequest(_path, body) {
+    const json = parseJson(body.toString("utf8"));
+    if (!isRecord(json)) return { model: "", stream: false };
+    return { model: typeof json.model === "string" ? json.model : "", stream: json.stream === true };
+  },
+
+  observeResponse(context: ResponseContext, listener?: StreamContentListener): ResponseObserver {
+    if (context.status < 400 && context.contentType.startsWith("text/event-stream")) {
+      return new AnthropicStreamObserver(listener);
+    }
+    // Messages and Anthropic's error bodies ({"type":"error","error":{"type","message"}})
+    // share the JSON reader; only the usage object differs.
+    return new JsonBodyObserver(undefined, anthropicUsage);
+  },
+};
+
+/** Anthropic's usage object, as far as it is known; each field may be absent or null. */
+export interface AnthropicUsageFields {
+  inputTokens?: number;
+  outputTokens?: number;
+  cacheCreationInputTokens?: number;
+  cacheReadInputTokens?: number;
+}
+
+/**
+ * Merges a later usage object into what is known, field by field: a later non-null value
+ * wins, an absent or null one keeps the earlier. message_start carries input and a
+ * provisional output count; message_delta the final output (and, in newer API versions,
+ * input and cache counts too).
+ */
+export function mergeAnthropicUsage(known: AnthropicUsageFields, value: unknown): AnthropicUsageFields {
+  if (!isRecord(value)) return known;
+  const merged: AnthropicUsageFields = { ...known };
+  const input = tokenCount(value.input_tokens);
+  if (input !== undefined) merged.inputTokens = input;
+  const output = tokenCount(value.output_tokens);
+  if (output !== undefined) merged.outputTokens = output;
+  const cacheCreation = tokenCount(value.cache_creation_input_tokens);
+  if (cacheCreation !== undefined) merged.cacheCreationInputTokens = cacheCreation;
+  const cacheRead = tokenCount(value.cache_read_input_tokens);
+  if (cacheRead !== undefined) merged.cacheReadInputTokens = cacheRead;
+  return merged;
+}
+
+/**
+ * Usage in aigw's terms. tokens_used = input + output: Anthropic's input_tokens already
+ * excludes cached tokens, which are reported beside it.
+ */
+export function usageOfAnthropic(fields: AnthropicUsageFields): Usage | undefined {
+  const { inputTokens, outputTokens } = fields;
+  if (inputTokens === undefined && outputTokens === undefined) return undefined;
+  const promptTokens = inputTokens ?? 0;
+  const completionTokens = outputTokens ?? 0;
+  const usage: Usage = { promptTokens, completionTokens, totalTokens: promptTokens + completionTokens };
+  if (fields.cacheCreationInputTokens !== undefined) usage.cacheCreationInputTokens = fields.cacheCreationInputTokens;
+  if (fields.cacheReadInputTokens !== undefined) usage.cacheReadInputTokens = fields.cacheReadInputTokens;
+  return usage;
+}
+
+export function anthropicUsage(value: unknown): Usage | undefined {
+  return usageOfAnthropic(mergeAnthropicUsage({}, value));
+}
+
+/**
+ * Reads a Messages stream: message_start (model, input usage), content_block_delta
+ * (content), message_delta (stop_reason, final usage), error (mid-stream failure, e.g.
+ * overloaded_error). ping, content_block_start/stop and message_stop carry nothing aigw
+ * reports.
+ */
+export class AnthropicStreamObserver implements ResponseObserver {
+  private readonly parser = new SseParser();
+  private readonly facts: ResponseFacts = {};
+  private usage: AnthropicUsageFields = {};
+  private contentDeltas = 0;
+
+  constructor(private readonly listener?: StreamContentListener) {}
+
+  push(chunk: Buffer): void {
+    try {
+      for (const event of this.parser.push(chunk)) this.read(event);
+    } catch {
+      // Garbage from the upstream is the client's business; aigw only loses the facts.
+    }
+  }
+
+  finish(): ResponseFacts {
+    const usage = usageOfAnthropic(this.usage);
+    if (usage) this.facts.usage = usage;
+    if (this.contentDeltas > 0) this.facts.contentDeltas = this.contentDeltas;
+    return this.facts;
+  }
+
+  private read(event: SseEvent): void {
+    // Anthropic names every event; data.type repeats it (used when a proxy dropped the name).
+    let name = event.event;
+    if (name === "content_block_delta" || (name === "message" && event.data.includes('"content_block_delta"'))) {
+      this.contentDeltas++;
+      // The hot event of a stream: parsed only when someone wants its content.
+      if (this.listener === undefined) return;
+      const json = parseJson(event.data);
+      const text = isRecord(json) && isRecord(json.delta) ? deltaText(json.delta) : "";
+      if (text !== "") this.listener.content(text, this.facts.model);
+      return;
+    }
+    if (name === "ping" || name === "content_block_start" || name === "content_block_stop") return;
+    const json = parseJson(event.data);
+    if (!isRecord(json)) return;
+    if (name === "message") name = typeof json.type === "string" ? json.type : name;
+    switch (name) {
+      case "message_start": {
+        const message = json.message;
+        if (!isRecord(message)) return;
+        const model = stringField(message, "model");
+        if (model) this.facts.model = model;
+        this.usage = mergeAnthropicUsage(this.usage, message.usage);
+        return;
+      }
+      case "message_delta": {
+        this.usage = mergeAnthropicUsage(this.usage, json.usage);
+        const delta = json.delta;
+        const stopReason = isRecord(delta) ? stringField(delta, "stop_reason") : undefined;
+        if (stopReason) this.facts.finishReason = stopReason;
+        return;
+      }
+      case "error": {
+        const error = json.error;
+        if (!isRecord(error)) return;
+        this.facts.errorMessage = stringField(error, "message") ?? "stream error";
+        const type = stringField(error, "type");
+        if (type) this.facts.errorType = type;
+        return;
+      }
+      default:
+      // message_stop and event types added later.
+    }
+  }
+}
+
+/** The text a content block delta adds: text, extended thinking, or a tool call's JSON. */
+function deltaText(delta: Record<string, unknown>): string {
+  switch (delta.type) {
+    case "text_delta":
+      return typeof delta.text === "string" ? delta.text : "";
+    case "thinking_delta":
+      return typeof delta.thinking === "string" ? delta.thinking : "";
+    case "input_json_delta":
+      return typeof delta.partial_json === "string" ? delta.partial_json : "";
+    default:
+      return "";
+  }
+}
