@@ -1,0 +1,78 @@
+import { execFile } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { parseAllDocuments } from "yaml";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createLogger } from "../../common/logger.js";
+import { loadConfigFile, parseConfig } from "../../control-plane/config/load.js";
+import { type RunningControlPlane, runControlPlane } from "../../control-plane/run.js";
+import { REPO_ROOT } from "../support/processes.js";
+import { startTestReceiver, type TestReceiver } from "../support/webhook-receiver.js";
+import { TEST_SECRET, testConfigYaml } from "../support/stack.js";
+
+const run = promisify(execFile);
+
+// The examples stay true: their configs load, the client examples run against a real control plane.
+describe("examples", () => {
+  it("examples/local.yaml and the Kubernetes ConfigMap's config load", () => {
+    const local = loadConfigFile(join(REPO_ROOT, "examples/local.yaml"), {});
+    expect(local.webhooks.primary?.url).toBe("http://127.0.0.1:9000/webhooks/ai");
+    expect(local.security.requireHttps).toBe(false);
+
+    const docs = parseAllDocuments(readFileSync(join(REPO_ROOT, "examples/deploy/kubernetes.yaml"), "utf8"));
+    const configMap = docs
+      .map((d) => d.toJS() as { kind?: string; data?: Record<string, string> })
+      .find((d) => d.kind === "ConfigMap");
+    const text = configMap?.data?.["webhook_config.yaml"];
+    expect(text).toBeTypeOf("string");
+    const config = parseConfig(text as string, {
+      file: "kubernetes.yaml#webhook_config.yaml",
+      env: {
+        WEBHOOK_SECRET: TEST_SECRET,
+        BACKUP_WEBHOOK_SECRET: TEST_SECRET,
+        AIGW_ADMIN_TOKEN: "a",
+        AIGW_SIDECAR_TOKEN: "b",
+      },
+    });
+    expect(config.auth.adminTokens).toEqual(["a"]);
+    expect(config.webhooks.primary?.failoverTo).toBe("backup");
+  });
+
+  describe("client examples against a control plane", () => {
+    let dir: string;
+    let receiver: TestReceiver;
+    let cp: RunningControlPlane;
+    beforeAll(async () => {
+      dir = mkdtempSync(join(tmpdir(), "aigw-examples-"));
+      receiver = await startTestReceiver({ secret: TEST_SECRET });
+      cp = await runControlPlane({
+        config: parseConfig(testConfigYaml({ primaryUrl: receiver.url }), { file: "t.yaml", env: {} }),
+        store: `sqlite:${join(dir, "examples.db")}`,
+        grpc: "127.0.0.1:0",
+        http: "127.0.0.1:0",
+        logger: createLogger({ level: "silent" }),
+      });
+    });
+    afterAll(async () => {
+      await cp?.close();
+      await receiver?.close();
+      rmSync(dir, { recursive: true, force: true });
+    });
+
+    it("admin-connect.ts lists endpoints and sends a test event with the generated stubs", async () => {
+      const { stdout } = await run(
+        process.execPath,
+        ["--import", "tsx", "examples/clients/admin-connect.ts", cp.httpUrl],
+        {
+          cwd: REPO_ROOT,
+        },
+      );
+      expect(stdout).toMatch(/^primary\tenabled\thttp:\/\/127\.0\.0\.1:\d+\/hooks$/m);
+      const id = /test event (evt_\w+) → 1 deliveries/.exec(stdout)?.[1];
+      expect(id).toBeDefined();
+      expect(stdout).toMatch(/dlv_\w+\tprimary\t/);
+    });
+  });
+});
