@@ -1,6 +1,6 @@
 import * as grpc from "@grpc/grpc-js";
 import { createClient } from "@connectrpc/connect";
-import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
+import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AdminService, DeliveryStatus, type ListDeliveriesResponse } from "../../gen/aigw/v1/admin_pb.js";
@@ -121,6 +121,11 @@ describe("retries, dead letters and failover", () => {
       AdminService,
       createGrpcTransport({ baseUrl: stack.controlPlane.grpcUrl }),
     ).listEndpoints({});
+    // gRPC-Web on the HTTP/1.1 port, for browsers and proxies that cannot do HTTP/2.
+    const viaGrpcWeb = await createClient(
+      AdminService,
+      createGrpcWebTransport({ baseUrl: stack.controlPlane.httpUrl, httpVersion: "1.1" }),
+    ).listEndpoints({});
     const GrpcAdmin = grpcClientConstructor(AdminService);
     const grpcJs = new GrpcAdmin(stack.controlPlane.grpcAddress, grpc.credentials.createInsecure());
     try {
@@ -131,6 +136,7 @@ describe("retries, dead letters and failover", () => {
       const names = (x: { endpoints: { name: string }[] }) => x.endpoints.map((e) => e.name).sort();
       expect(names(viaConnect)).toEqual(["backup", "primary"]);
       expect(names(viaGrpc)).toEqual(["backup", "primary"]);
+      expect(names(viaGrpcWeb)).toEqual(["backup", "primary"]);
       expect(names(viaGrpcJs)).toEqual(["backup", "primary"]);
       expect(viaGrpcJs.endpoints.every((e) => e.secret === "")).toBe(true);
 
