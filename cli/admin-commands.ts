@@ -5,10 +5,13 @@ import { codeToString } from "@connectrpc/connect/protocol-connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import {
   AdminService,
+  type Budget,
   type Delivery,
   DeliveryStatus,
   type Endpoint,
   type EndpointSchema,
+  type EventFilters,
+  type EventFiltersSchema,
   type GetDeliveryResponse,
   type GetStatsResponse,
   type ListDeliveriesRequestSchema,
@@ -28,15 +31,26 @@ export const ADMIN_USAGE = `Admin commands (over the control plane's Admin API):
   aigw endpoints list
   aigw endpoints get NAME
   aigw endpoints create NAME --url URL --secret S [--events completion,error] [--failover-to NAME] [--disabled]
+                        [--models M,...] [--min-tokens N] [--severity warning,error,critical]
   aigw endpoints update NAME [--url URL] [--enabled true|false] [--secret S] [--events T,...] [--failover-to NAME]
+                        [--models M,...] [--min-tokens N] [--severity S,...]   (filters: "" / 0 clears one)
   aigw endpoints delete NAME
   aigw keys rotate ENDPOINT [--secret S] [--overlap-seconds N]
+  aigw keys rotate --org ORG [--secret S] [--overlap-seconds N]   (the key of the org's x-aigw-webhook-url endpoints)
+  aigw subscription get
+  aigw subscription set [--events completion,error] [--models M,...] [--min-tokens N] [--severity S,...]
+                        (global events.subscribe and events.filters, until the control plane restarts)
   aigw deliveries list [--endpoint E] [--status pending|delivered|failed|dead_lettered] [--event ID] [--limit N] [--page-token T]
   aigw deliveries show ID
   aigw deliveries replay ID
   aigw deliveries replay --dead-lettered [--endpoint E]
   aigw stats [--window-seconds N]
   aigw send-test [--endpoint E] [--event completion|error|streaming|budget|rate_limit]
+  aigw budgets list
+  aigw budgets set ORG --limit-type daily|monthly --limit USD [--thresholds 50,80,90,100] [--enforce]
+  aigw budgets delete ORG --limit-type daily|monthly
+  aigw pricing list
+  aigw pricing set MODEL --input USD --output USD   (per million tokens)
 
 Global flags:
   --admin URL   the control plane's HTTP address (env AIGW_ADMIN_URL; default ${DEFAULT_ADMIN_URL})
@@ -54,6 +68,8 @@ type FlagSpec = Record<string, FlagKind>;
 type Flags = Map<string, string | true>;
 
 const GLOBAL_FLAGS: FlagSpec = { admin: "string", token: "string", json: "boolean" };
+/** Endpoint and subscription filters (helpers in "filters" at the end of this file). */
+const FILTER_FLAGS: FlagSpec = { models: "string", "min-tokens": "string", severity: "string" };
 
 interface Parsed {
   positionals: string[];
@@ -120,11 +136,19 @@ const COMMANDS: Record<string, Record<string, Command> | Command> = {
     },
     create: {
       args: ["NAME"],
-      flags: { url: "string", secret: "string", events: "string", "failover-to": "string", disabled: "boolean" },
+      flags: {
+        url: "string",
+        secret: "string",
+        events: "string",
+        "failover-to": "string",
+        disabled: "boolean",
+        ...FILTER_FLAGS,
+      },
       async run(ctx, [name = ""], flags) {
         const url = requireFlag(flags, "url");
         const secret = requireFlag(flags, "secret");
         const events = flags.get("events");
+        const filters = filtersFromFlags(flags);
         const res = await ctx.client.createEndpoint({
           endpoint: {
             name,
@@ -133,6 +157,7 @@ const COMMANDS: Record<string, Record<string, Command> | Command> = {
             enabled: !flags.has("disabled"),
             eventTypes: typeof events === "string" ? parseEventTypes(events) : [],
             failoverTo: stringFlag(flags, "failover-to") ?? "",
+            ...(filters ? { filters } : {}),
           },
         });
         ctx.print(
@@ -144,10 +169,23 @@ const COMMANDS: Record<string, Record<string, Command> | Command> = {
     },
     update: {
       args: ["NAME"],
-      flags: { url: "string", enabled: "string", secret: "string", events: "string", "failover-to": "string" },
+      flags: {
+        url: "string",
+        enabled: "string",
+        secret: "string",
+        events: "string",
+        "failover-to": "string",
+        ...FILTER_FLAGS,
+      },
       async run(ctx, [name = ""], flags) {
         const endpoint: MessageInitShape<typeof EndpointSchema> = { name };
         const paths: string[] = [];
+        if (hasFilterFlags(flags)) {
+          // The API replaces filters whole; the flags change only what they name.
+          const current = (await ctx.client.getEndpoint({ name })).endpoint?.filters;
+          endpoint.filters = filtersFromFlags(flags, current);
+          paths.push("filters");
+        }
         const url = stringFlag(flags, "url");
         if (url !== undefined) {
           endpoint.url = url;
@@ -177,7 +215,7 @@ const COMMANDS: Record<string, Record<string, Command> | Command> = {
         // An empty mask means "every field" to the API: never send one from here.
         if (paths.length === 0) {
           throw new UsageError(
-            "endpoints update: nothing to change (give --url, --enabled, --secret, --events or --failover-to)",
+            "endpoints update: nothing to change (give --url, --enabled, --secret, --events, --failover-to, --models, --min-tokens or --severity)",
           );
         }
         const res = await ctx.client.updateEndpoint({ endpoint, updateMask: { paths } });
@@ -200,11 +238,15 @@ const COMMANDS: Record<string, Record<string, Command> | Command> = {
   keys: {
     rotate: {
       args: ["ENDPOINT"],
-      flags: { secret: "string", "overlap-seconds": "string" },
+      minArgs: 0,
+      flags: { secret: "string", "overlap-seconds": "string", org: "string" },
       async run(ctx, [endpoint = ""], flags) {
         const overlap = stringFlag(flags, "overlap-seconds");
+        const orgId = stringFlag(flags, "org") ?? "";
+        if ((endpoint === "") === (orgId === "")) throw new UsageError("keys rotate: give an ENDPOINT or --org ORG");
         const res = await ctx.client.rotateSigningKey({
           endpoint,
+          orgId,
           secret: stringFlag(flags, "secret") ?? "",
           overlapSeconds: overlap === undefined ? 0 : parseCount("--overlap-seconds", overlap, 1),
         });
@@ -212,8 +254,45 @@ const COMMANDS: Record<string, Record<string, Command> | Command> = {
           AdminService.method.rotateSigningKey.output,
           res,
           () =>
-            `new signing secret for ${endpoint} (shown only this once):\n${res.secret}\n` +
+            `new signing secret for ${endpoint || `org ${orgId}`} (shown only this once):\n${res.secret}\n` +
             `previous keys stop signing at ${timeText(res.previousKeysExpireTime)}\n`,
+        );
+      },
+    },
+  },
+  // ---- global subscription (helpers in "filters" at the end of this file) ----
+  subscription: {
+    get: {
+      args: [],
+      flags: {},
+      async run(ctx) {
+        const res = await ctx.client.getSubscription({});
+        ctx.print(AdminService.method.getSubscription.output, res, () => subscriptionText(res));
+      },
+    },
+    set: {
+      args: [],
+      flags: { events: "string", ...FILTER_FLAGS },
+      async run(ctx, _args, flags) {
+        const events = stringFlag(flags, "events");
+        if (events !== undefined && parseEventTypes(events).length === 0) {
+          throw new UsageError("--events: give at least one event type");
+        }
+        if (events === undefined && !hasFilterFlags(flags)) {
+          throw new UsageError(
+            "subscription set: nothing to change (give --events, --models, --min-tokens or --severity)",
+          );
+        }
+        const current = hasFilterFlags(flags) ? (await ctx.client.getSubscription({})).filters : undefined;
+        const filters = filtersFromFlags(flags, current);
+        const res = await ctx.client.updateSubscription({
+          subscribe: events === undefined ? [] : parseEventTypes(events),
+          ...(filters ? { filters } : {}),
+        });
+        ctx.print(
+          AdminService.method.updateSubscription.output,
+          res,
+          () => `updated the subscription (until the control plane restarts)\n${subscriptionText(res)}`,
         );
       },
     },
@@ -308,6 +387,85 @@ const COMMANDS: Record<string, Record<string, Command> | Command> = {
       const windowSeconds = window === undefined ? 0 : parseCount("--window-seconds", window, 1);
       const res = await ctx.client.getStats({ windowSeconds });
       ctx.print(AdminService.method.getStats.output, res, () => statsText(res, windowSeconds || 3600));
+    },
+  },
+  // ---- budgets and pricing (formatting at the end of this file) ----
+  budgets: {
+    list: {
+      args: [],
+      flags: {},
+      async run(ctx) {
+        const res = await ctx.client.listBudgets({});
+        ctx.print(AdminService.method.listBudgets.output, res, () => budgetsText(res.budgets));
+      },
+    },
+    set: {
+      args: ["ORG"],
+      flags: { "limit-type": "string", limit: "string", thresholds: "string", enforce: "boolean" },
+      async run(ctx, [orgId = ""], flags) {
+        const thresholds = stringFlag(flags, "thresholds");
+        const res = await ctx.client.setBudget({
+          budget: {
+            orgId,
+            limitType: requireFlag(flags, "limit-type"),
+            budgetLimit: parseUsd("--limit", requireFlag(flags, "limit")),
+            thresholds: thresholds === undefined ? [] : parseThresholds(thresholds),
+            enforce: flags.has("enforce"),
+          },
+        });
+        ctx.print(
+          AdminService.method.setBudget.output,
+          res,
+          () =>
+            `set ${res.budget?.limitType ?? ""} budget of org ${orgId}\n${budgetsText(res.budget ? [res.budget] : [])}`,
+        );
+      },
+    },
+    delete: {
+      args: ["ORG"],
+      flags: { "limit-type": "string" },
+      async run(ctx, [orgId = ""], flags) {
+        const limitType = requireFlag(flags, "limit-type");
+        const res = await ctx.client.deleteBudget({ orgId, limitType });
+        ctx.print(AdminService.method.deleteBudget.output, res, () => `deleted ${limitType} budget of org ${orgId}\n`);
+      },
+    },
+  },
+  pricing: {
+    list: {
+      args: [],
+      flags: {},
+      async run(ctx) {
+        const res = await ctx.client.listPricing({});
+        ctx.print(AdminService.method.listPricing.output, res, () =>
+          res.prices.length === 0
+            ? "no prices\n"
+            : table(
+                ["MODEL", "INPUT $/1M", "OUTPUT $/1M"],
+                res.prices.map((p) => [p.model, usdText(p.inputPerMillion), usdText(p.outputPerMillion)]),
+              ),
+        );
+      },
+    },
+    set: {
+      args: ["MODEL"],
+      flags: { input: "string", output: "string" },
+      async run(ctx, [model = ""], flags) {
+        const res = await ctx.client.setModelPrice({
+          price: {
+            model,
+            inputPerMillion: parseUsd("--input", requireFlag(flags, "input")),
+            outputPerMillion: parseUsd("--output", requireFlag(flags, "output")),
+          },
+        });
+        const p = res.price;
+        ctx.print(
+          AdminService.method.setModelPrice.output,
+          res,
+          () =>
+            `set price of ${model}: input $${usdText(p?.inputPerMillion ?? 0)}, output $${usdText(p?.outputPerMillion ?? 0)} per million tokens\n`,
+        );
+      },
     },
   },
   "send-test": {
@@ -534,6 +692,7 @@ function endpointText(e: Endpoint | undefined): string {
   pairs.push(
     ["events", eventTypesText(e.eventTypes)],
     ["failover to", e.failoverTo || "-"],
+    ["filters", filtersText(e.filters)],
     ["signing keys", String(e.signingKeyCount)],
     ["created", timeText(e.createTime)],
     ["updated", timeText(e.updateTime)],
@@ -621,4 +780,86 @@ function prettyJson(text: string): string {
   } catch {
     return text;
   }
+}
+
+// ---- budgets and pricing: arguments and output ----------------------------------------------
+
+function parseUsd(flag: string, text: string): number {
+  if (!/^\d+(\.\d+)?$/.test(text))
+    throw new UsageError(`${flag}: must be an amount in USD such as 100 or 0.15, got "${text}"`);
+  return Number(text);
+}
+
+function parseThresholds(text: string): number[] {
+  return text.split(",").map((part) => {
+    const t = part.trim();
+    if (!/^\d+$/.test(t)) throw new UsageError(`--thresholds: "${t}" is not a whole percentage (e.g. 50,80,90,100)`);
+    return Number(t);
+  });
+}
+
+/** Dollars with cents, and the sub-cent digits small amounts need (0.000123). */
+function usdText(usd: number): string {
+  const fixed = usd.toFixed(6).replace(/0+$/, "");
+  const [whole = "0", cents = ""] = fixed.split(".");
+  return `${whole}.${cents.padEnd(2, "0")}`;
+}
+
+function budgetsText(budgets: readonly Budget[]): string {
+  if (budgets.length === 0) return "no budgets\n";
+  return table(
+    ["ORG", "TYPE", "PERIOD", "SPEND", "LIMIT", "USED", "THRESHOLDS", "ENFORCE"],
+    budgets.map((b) => [
+      b.orgId,
+      b.limitType,
+      b.period,
+      `$${usdText(b.currentSpend)}`,
+      `$${usdText(b.budgetLimit)}`,
+      `${((b.currentSpend / b.budgetLimit) * 100).toFixed(1)}%`,
+      b.thresholds.map((t) => (b.firedThresholds.includes(t) ? `${t}✓` : String(t))).join(","),
+      b.enforce ? "yes" : "no",
+    ]),
+  );
+}
+
+// ---- filters --------------------------------------------------------------------------------
+
+function hasFilterFlags(flags: Flags): boolean {
+  return Object.keys(FILTER_FLAGS).some((f) => flags.has(f));
+}
+
+function commaList(text: string): string[] {
+  return text
+    .split(",")
+    .map((s) => s.trim())
+    .filter((s) => s !== "");
+}
+
+/** The filter flags over `base` (the current filters); undefined when none is given. */
+function filtersFromFlags(flags: Flags, base?: EventFilters): MessageInitShape<typeof EventFiltersSchema> | undefined {
+  if (!hasFilterFlags(flags)) return undefined;
+  const models = stringFlag(flags, "models");
+  const minTokens = stringFlag(flags, "min-tokens");
+  const severity = stringFlag(flags, "severity");
+  return {
+    completionModels: models !== undefined ? commaList(models) : [...(base?.completionModels ?? [])],
+    completionMinTokens:
+      minTokens !== undefined ? parseCount("--min-tokens", minTokens, 0) : (base?.completionMinTokens ?? 0),
+    errorSeverities: severity !== undefined ? commaList(severity) : [...(base?.errorSeverities ?? [])],
+  };
+}
+
+function filtersText(f: EventFilters | undefined): string {
+  const parts: string[] = [];
+  if (f?.completionModels.length) parts.push(`models ${f.completionModels.join(",")}`);
+  if (f?.completionMinTokens) parts.push(`min tokens ${f.completionMinTokens}`);
+  if (f?.errorSeverities.length) parts.push(`severity ${f.errorSeverities.join(",")}`);
+  return parts.length === 0 ? "none" : parts.join("; ");
+}
+
+function subscriptionText(s: { subscribe: EventType[]; filters?: EventFilters | undefined }): string {
+  return fields([
+    ["events", s.subscribe.length === 0 ? "none" : s.subscribe.map((t) => eventTypeName(t) ?? String(t)).join(",")],
+    ["filters", filtersText(s.filters)],
+  ]);
 }

@@ -10,6 +10,8 @@ import { eventTypeFromName } from "../common/event-types.js";
 import { createLogger, type Logger } from "../common/logger.js";
 import { VERSION } from "../common/version.js";
 import { AdminServiceImpl } from "./admin/admin-service.js";
+import { BudgetAdminRpcs } from "./budgets/admin-rpcs.js";
+import { Budgets, storedAndGenerated } from "./budgets/budgets.js";
 import { loadConfigFile } from "./config/load.js";
 import type { GatewayConfig } from "./config/types.js";
 import { DeliveryScheduler } from "./delivery/scheduler.js";
@@ -22,6 +24,10 @@ import { renderMetrics } from "./http/metrics.js";
 import { IngestServiceImpl, newIngestMetrics } from "./ingest/ingest-service.js";
 import { SnapshotPublisher } from "./ingest/snapshots.js";
 import { EventRouter } from "./routing/event-router.js";
+import { GatewayLimitShares } from "./ingest/gateway-limits.js";
+import { filtersFromConfig } from "./routing/filters.js";
+import { newOneOffMetrics, OneOffEndpoints } from "./routing/one-off.js";
+import { RuntimeSubscription } from "./routing/subscription.js";
 import { openStore } from "./store/open.js";
 import type { IngestResult, Store } from "./store/store.js";
 
@@ -37,6 +43,8 @@ export interface ControlPlaneOptions {
   http?: string;
   env?: Record<string, string | undefined>;
   logger?: Logger;
+  /** The clock of budget periods and budget events (tests move it); default Date.now. */
+  now?: () => number;
 }
 
 export interface RunningControlPlane {
@@ -73,7 +81,9 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
     throw err;
   }
 
-  const router = new EventRouter(config, await store.listEndpoints());
+  // The global subscription: the config file's at start, changed at runtime by the Admin API.
+  const subscription = new RuntimeSubscription(config.events, () => refreshRouting());
+  const router = new EventRouter(subscription.get(), await store.listEndpoints());
   const bus = new EventBus();
   const scheduler = new DeliveryScheduler({ store, config, logger: logger.child({ component: "delivery" }) });
   const ingestMetrics = newIngestMetrics();
@@ -81,15 +91,44 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
   const snapshots = new SnapshotPublisher({
     wantedEventTypes: router.wantedEventTypes(),
     streamingCoalesceMs: config.events.streaming.coalesceMs,
+    rateLimitWarningShare: config.events.rateLimit.warningShare,
   });
+  // Budgets: config budgets upserted, runtime prices loaded, enforcement state published.
+  let budgets: Budgets;
+  try {
+    budgets = await Budgets.start({
+      store,
+      config,
+      logger: logger.child({ component: "budgets" }),
+      ...(options.now ? { now: options.now } : {}),
+      publish: (states) => snapshots.update({ budgets: states }),
+    });
+  } catch (err) {
+    await store.close();
+    throw err;
+  }
   const refreshRouting = async (): Promise<void> => {
-    router.update(config, await store.listEndpoints());
+    router.update(subscription.get(), await store.listEndpoints());
     snapshots.update({ wantedEventTypes: router.wantedEventTypes() });
   };
+  // Gateway limits: each sidecar's snapshot carries its share of its org's (and app's) limits.
+  const limitShares = new GatewayLimitShares(config.limits, () => snapshots.bump());
+  snapshots.personalize((hello) => ({ limits: limitShares.limitsFor(hello) }));
+  // One-off endpoints (x-aigw-webhook-url), signed with their org's key.
+  const oneOffMetrics = newOneOffMetrics();
+  const oneOff = new OneOffEndpoints({
+    store,
+    security: () => config.security,
+    logger: logger.child({ component: "one-off" }),
+    metrics: oneOffMetrics,
+  });
 
   const deliverEvents = async (events: Event[], endpoints?: string[]): Promise<IngestResult> => {
-    const result = await store.ingest(events, endpoints ? () => endpoints : (e) => router.route(e));
-    bus.publish(result.stored);
+    // Events sent to given endpoints are test events: priced, but no one's spend.
+    const result = await budgets.ingest(events, endpoints ? () => endpoints : await oneOff.routeFor(events, router), {
+      countSpend: endpoints === undefined,
+    });
+    bus.publish(storedAndGenerated(result));
     if (result.deliveries > 0) scheduler.notify();
     return result;
   };
@@ -99,7 +138,8 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
       IngestService,
       new IngestServiceImpl({
         ingest: (events) => deliverEvents(events),
-        snapshot: () => snapshots.snapshot,
+        snapshot: (hello) => snapshots.snapshotFor(hello),
+        presence: limitShares,
         onSnapshot: (l) => snapshots.subscribe(l),
         logger: logger.child({ component: "ingest" }),
         metrics: ingestMetrics,
@@ -114,9 +154,13 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
         notifyDeliveries: () => scheduler.notify(),
         isCircuitOpen: (name) => scheduler.isCircuitOpen(name),
         onEndpointsChanged: () => {
+          // Key rotations and endpoint changes apply to the next attempt, not after the scheduler's cache expires.
+          scheduler.updateConfig(config);
           refreshRouting().catch((err: unknown) => logger.error({ err }, "refreshing routing failed"));
         },
         logger: logger.child({ component: "admin" }),
+        budgets: new BudgetAdminRpcs(budgets),
+        subscription,
       }),
     );
     r.service(FeedService, new FeedServiceImpl({ store, bus, logger: logger.child({ component: "feed" }) }));
@@ -177,6 +221,22 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
         type: "counter",
         samples: Object.entries(m.attempts).map(([outcome, value]) => ({ labels: { outcome }, value })),
       },
+      ...budgets.metrics(),
+      {
+        name: "aigw_oneoff_events_total",
+        help: "Events with x-aigw-webhook-url, by outcome (routed to the one-off endpoint, or refused).",
+        type: "counter",
+        samples: [
+          { labels: { outcome: "routed" }, value: oneOffMetrics.routed },
+          { labels: { outcome: "refused" }, value: oneOffMetrics.refused },
+        ],
+      },
+      {
+        name: "aigw_org_signing_keys_generated_total",
+        help: "Org signing keys generated for one-off endpoints (get a secret with aigw keys rotate --org).",
+        type: "counter",
+        samples: [{ value: oneOffMetrics.orgKeysGenerated }],
+      },
     ]);
   };
 
@@ -225,6 +285,7 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
     httpBound = await listen(httpServer, httpAt);
   } catch (err) {
     await Promise.allSettled([closeGrpc(), closeHttp(httpServer)]);
+    budgets.close();
     await store.close();
     throw new Error(`control-plane: cannot listen: ${(err as Error).message}`, { cause: err });
   }
@@ -248,6 +309,7 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
       closing ??= (async () => {
         ready = false;
         clearInterval(retention);
+        budgets.close();
         bus.closeAll();
         await Promise.allSettled([closeGrpc(), closeHttp(httpServer)]);
         await scheduler.stop();
@@ -285,6 +347,7 @@ async function applyConfigEndpoints(store: Store, config: GatewayConfig): Promis
           return t === undefined ? [] : [t];
         }),
         failoverTo: ep.failoverTo,
+        filters: filtersFromConfig(ep.filters),
       },
       ep.secret,
     );

@@ -68,7 +68,7 @@ export const MOCK_CREATED = 1_700_000_000;
 export const MOCK_DEFAULT_MODEL = "gpt-4o-mini";
 export const MOCK_DEFAULT_PROMPT_TOKENS = 12;
 export const MOCK_DEFAULT_CHUNKS = 5;
-export const MOCK_DEFAULT_ANTHROPIC_MODEL = "claude-sonnet-4-5";
+export const MOCK_DEFAULT_ANTHROPIC_MODEL = "claude-haiku-4-5";
 const ANTHROPIC_MESSAGES = "/v1/messages";
 
 export async function startMockProvider(options: MockProviderOptions = {}): Promise<MockProvider> {
@@ -329,7 +329,7 @@ async function streamChat(
   for (let i = 0; i < s.chunks; i++) {
     if (s.chunkDelayMs > 0) await sleep(s.chunkDelayMs);
     if (s.cutAfter !== undefined && i >= s.cutAfter) {
-      res.destroy();
+      await cut(res);
       return;
     }
     if (res.destroyed) return;
@@ -357,7 +357,7 @@ async function streamResponse(res: ServerResponse, s: Scenario, model: string): 
   for (let i = 0; i < s.chunks; i++) {
     if (s.chunkDelayMs > 0) await sleep(s.chunkDelayMs);
     if (s.cutAfter !== undefined && i >= s.cutAfter) {
-      res.destroy();
+      await cut(res);
       return;
     }
     if (res.destroyed) return;
@@ -453,7 +453,7 @@ async function streamMessage(res: ServerResponse, s: Scenario, model: string): P
   for (let i = 0; i < s.chunks; i++) {
     if (s.chunkDelayMs > 0) await sleep(s.chunkDelayMs);
     if (s.cutAfter !== undefined && i >= s.cutAfter) {
-      res.destroy();
+      await cut(res);
       return;
     }
     if (res.destroyed) return;
@@ -565,6 +565,15 @@ function parseJson(body: Buffer): unknown {
 
 function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+/**
+ * Destroys the socket after what was written has left: Node corks a response's socket
+ * until the next tick, so destroying at once would drop the chunks before the cut too.
+ */
+async function cut(res: ServerResponse): Promise<void> {
+  await new Promise((resolve) => setImmediate(resolve));
+  res.destroy();
 }
 
 function sleep(ms: number): Promise<void> {

@@ -7,9 +7,13 @@ import {
   type DeleteBudgetResponse,
   type GetSubscriptionResponse,
   type ListBudgetsResponse,
+  type DeleteBudgetRequest,
+  type SetBudgetRequest,
+  type SetModelPriceRequest,
   type ListPricingResponse,
   type SetBudgetResponse,
   type SetModelPriceResponse,
+  type UpdateSubscriptionRequest,
   type UpdateSubscriptionResponse,
   type CreateEndpointRequest,
   type CreateEndpointResponse,
@@ -70,6 +74,10 @@ import {
 } from "./endpoint-validation.js";
 import { deliveryMessage, deliveryStatusRecord, endpointMessage, endpointStatsMessage } from "./mapping.js";
 import { syntheticEvent } from "./test-events.js";
+import { ONE_OFF_PREFIX } from "../routing/one-off.js";
+import { RuntimeSubscription, type SubscriptionControl } from "../routing/subscription.js";
+import { getSubscription, requestFilters, rotateOrgSigningKey, updateSubscription } from "./subscription-rpc.js";
+import type { BudgetAdminRpcs } from "../budgets/admin-rpcs.js";
 
 export interface AdminDeps {
   store: Store;
@@ -84,10 +92,14 @@ export interface AdminDeps {
   onEndpointsChanged(): void;
   logger: Logger;
   now?: () => number;
+  /** Budgets and pricing RPCs; absent: those answer UNIMPLEMENTED. */
+  budgets?: BudgetAdminRpcs;
+  /** The global subscription (events.subscribe, events.filters) at runtime; absent: one from config(). */
+  subscription?: SubscriptionControl;
 }
 
 /** Fields UpdateEndpoint may change; an empty update_mask means all of them. */
-export const UPDATABLE_ENDPOINT_FIELDS = ["url", "enabled", "secret", "event_types", "failover_to"] as const;
+export const UPDATABLE_ENDPOINT_FIELDS = ["url", "enabled", "secret", "event_types", "failover_to", "filters"] as const;
 type UpdatableField = (typeof UPDATABLE_ENDPOINT_FIELDS)[number];
 
 export const DEFAULT_PAGE_SIZE = 100;
@@ -105,8 +117,12 @@ export const DEFAULT_STATS_WINDOW_SECONDS = 3600;
 export class AdminServiceImpl implements ServiceImpl<typeof AdminService> {
   private readonly now: () => number;
 
+  private readonly subscription: SubscriptionControl;
+
   constructor(private readonly deps: AdminDeps) {
     this.now = deps.now ?? Date.now;
+    this.subscription =
+      deps.subscription ?? new RuntimeSubscription(deps.config().events, async () => deps.onEndpointsChanged());
   }
 
   createEndpoint(req: CreateEndpointRequest): Promise<CreateEndpointResponse> {
@@ -116,6 +132,13 @@ export class AdminServiceImpl implements ServiceImpl<typeof AdminService> {
       invalidIf(checkEndpointUrl(ep.url, this.deps.config().security), "endpoint.url");
       invalidIf(checkSecret(ep.secret), "endpoint.secret");
       checkEventTypes(ep.eventTypes);
+      const filters = requestFilters(ep.filters, "endpoint.filters");
+      if (ep.name.startsWith(ONE_OFF_PREFIX)) {
+        invalid(
+          "endpoint.name",
+          `names starting with "${ONE_OFF_PREFIX}" are for one-off endpoints (x-aigw-webhook-url)`,
+        );
+      }
       const existing = await this.deps.store.listEndpoints();
       if (existing.some((e) => e.name === ep.name)) {
         throw new ConnectError(`endpoint "${ep.name}" already exists`, Code.AlreadyExists);
@@ -128,7 +151,7 @@ export class AdminServiceImpl implements ServiceImpl<typeof AdminService> {
           : ep.failoverTo;
       invalidIf(checkFailoverTo(ep.name, failoverTo, failoverMap(existing)), "endpoint.failover_to");
       const record = await this.deps.store.createEndpoint(
-        { name: ep.name, url: ep.url, enabled: ep.enabled, eventTypes: dedupe(ep.eventTypes), failoverTo },
+        { name: ep.name, url: ep.url, enabled: ep.enabled, eventTypes: dedupe(ep.eventTypes), failoverTo, filters },
         ep.secret,
       );
       this.deps.onEndpointsChanged();
@@ -188,7 +211,23 @@ export class AdminServiceImpl implements ServiceImpl<typeof AdminService> {
 
   rotateSigningKey(req: RotateSigningKeyRequest): Promise<RotateSigningKeyResponse> {
     return this.rpc("RotateSigningKey", async () => {
-      await this.requireEndpoint(req.endpoint, "endpoint");
+      if (req.orgId !== "") {
+        const res = await rotateOrgSigningKey(this.deps.store, req, {
+          now: this.now(),
+          defaultOverlapSeconds: DEFAULT_KEY_OVERLAP_SECONDS,
+          newSecret: generateSecret,
+          logger: this.deps.logger,
+        });
+        this.deps.onEndpointsChanged();
+        return res;
+      }
+      const target = await this.requireEndpoint(req.endpoint, "endpoint");
+      if (target.orgId !== "") {
+        throw new ConnectError(
+          `endpoint "${req.endpoint}" is a one-off endpoint signed with org "${target.orgId}"'s key; rotate that with org_id`,
+          Code.FailedPrecondition,
+        );
+      }
       if (req.secret !== "") invalidIf(checkSecret(req.secret), "secret");
       const secret = req.secret !== "" ? req.secret : generateSecret();
       const overlapSeconds = req.overlapSeconds === 0 ? DEFAULT_KEY_OVERLAP_SECONDS : req.overlapSeconds;
@@ -334,34 +373,45 @@ export class AdminServiceImpl implements ServiceImpl<typeof AdminService> {
 
   // ---- subscription (filters) -----------------------------------------------------------------
 
+  // Validation and logic live in ./subscription-rpc.ts.
+
   getSubscription(): Promise<GetSubscriptionResponse> {
-    throw new ConnectError("GetSubscription is not implemented yet", Code.Unimplemented);
+    return this.rpc("GetSubscription", async () => getSubscription(this.subscription));
   }
 
-  updateSubscription(): Promise<UpdateSubscriptionResponse> {
-    throw new ConnectError("UpdateSubscription is not implemented yet", Code.Unimplemented);
+  updateSubscription(req: UpdateSubscriptionRequest): Promise<UpdateSubscriptionResponse> {
+    return this.rpc("UpdateSubscription", () => updateSubscription(this.subscription, req, this.deps.logger));
   }
 
   // ---- budgets and pricing ---------------------------------------------------------------------
 
+  // Validation and logic live in control-plane/budgets/admin-rpcs.ts.
+
   listBudgets(): Promise<ListBudgetsResponse> {
-    throw new ConnectError("ListBudgets is not implemented yet", Code.Unimplemented);
+    return this.rpc("ListBudgets", () => this.budgetRpcs().listBudgets());
   }
 
-  setBudget(): Promise<SetBudgetResponse> {
-    throw new ConnectError("SetBudget is not implemented yet", Code.Unimplemented);
+  setBudget(req: SetBudgetRequest): Promise<SetBudgetResponse> {
+    return this.rpc("SetBudget", () => this.budgetRpcs().setBudget(req));
   }
 
-  deleteBudget(): Promise<DeleteBudgetResponse> {
-    throw new ConnectError("DeleteBudget is not implemented yet", Code.Unimplemented);
+  deleteBudget(req: DeleteBudgetRequest): Promise<DeleteBudgetResponse> {
+    return this.rpc("DeleteBudget", () => this.budgetRpcs().deleteBudget(req));
   }
 
   listPricing(): Promise<ListPricingResponse> {
-    throw new ConnectError("ListPricing is not implemented yet", Code.Unimplemented);
+    return this.rpc("ListPricing", () => this.budgetRpcs().listPricing());
   }
 
-  setModelPrice(): Promise<SetModelPriceResponse> {
-    throw new ConnectError("SetModelPrice is not implemented yet", Code.Unimplemented);
+  setModelPrice(req: SetModelPriceRequest): Promise<SetModelPriceResponse> {
+    return this.rpc("SetModelPrice", () => this.budgetRpcs().setModelPrice(req));
+  }
+
+  private budgetRpcs(): BudgetAdminRpcs {
+    if (this.deps.budgets === undefined) {
+      throw new ConnectError("budgets and pricing are not served by this Admin API", Code.Unimplemented);
+    }
+    return this.deps.budgets;
   }
 
   // ---- helpers ------------------------------------------------------------------------------
@@ -372,6 +422,13 @@ export class AdminServiceImpl implements ServiceImpl<typeof AdminService> {
     fields: ReadonlySet<UpdatableField>,
   ): Promise<EndpointPatch> {
     const patch: EndpointPatch = {};
+    if (current.orgId !== "" && [...fields].some((f) => f !== "enabled")) {
+      throw new ConnectError(
+        `endpoint "${current.name}" is a one-off endpoint (x-aigw-webhook-url): only "enabled" can change`,
+        Code.FailedPrecondition,
+      );
+    }
+    if (fields.has("filters")) patch.filters = requestFilters(ep.filters, "endpoint.filters");
     if (fields.has("url")) {
       invalidIf(checkEndpointUrl(ep.url, this.deps.config().security), "endpoint.url");
       patch.url = ep.url;

@@ -19,6 +19,8 @@ import type {
   EndpointStatsRecord,
 } from "../store/store.js";
 
+import { filtersMessage } from "../routing/filters.js";
+
 // uint64 fields are bigint: protobuf-es 2 ignores `jstype = JS_NUMBER` in admin.proto.
 
 /** Store records → Admin API messages. Secrets never cross: Endpoint.secret stays empty. */
@@ -34,6 +36,7 @@ export function endpointMessage(record: EndpointRecord): Endpoint {
     updateTime: timestampFromMs(record.updatedAt),
     disabledReason: record.disabledReason,
     signingKeyCount: record.signingKeyCount,
+    filters: filtersMessage(record.filters),
   });
 }
 

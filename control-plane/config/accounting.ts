@@ -51,7 +51,7 @@ function readThresholds(r: ConfigReader, field: Field | undefined): number[] | u
   const thresholds: number[] = [];
   let valid = true;
   for (const item of items) {
-    const value = r.number(item, { min: 1, max: 100, expected: "a percentage from 1 to 100" });
+    const value = r.number(item, { integer: true, min: 1, max: 100, expected: "a percentage from 1 to 100" });
     if (value === undefined) {
       valid = false;
       continue;

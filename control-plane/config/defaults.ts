@@ -16,7 +16,12 @@ export function defaultPerEndpointConcurrency(concurrentDeliveries: number): num
 export function defaultConfig(): GatewayConfig {
   return {
     webhooks: {},
-    events: { subscribe: [...EVENT_TYPE_NAMES], filters: {}, streaming: { coalesceMs: 0 } },
+    events: {
+      subscribe: [...EVENT_TYPE_NAMES],
+      filters: {},
+      streaming: { coalesceMs: 0 },
+      rateLimit: { warningShare: 0.1 },
+    },
     retry: {
       maxAttempts: 5,
       backoffMultiplier: 2.0,

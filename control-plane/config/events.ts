@@ -80,16 +80,31 @@ export function readFilters(r: ConfigReader, field: Field | undefined): EventFil
 }
 
 export function readEvents(r: ConfigReader, field: Field | undefined, defaults: EventsConfig): EventsConfig {
-  const keys = r.section(field, ["subscribe", "filters", "streaming"]);
+  const keys = r.section(field, ["subscribe", "filters", "streaming", "rate_limit"]);
   const streaming = r.section(keys.get("streaming"), ["coalesce_ms"]);
   const coalesceMs = r.number(streaming.get("coalesce_ms"), {
     integer: true,
     min: 0,
     expected: "a whole number of milliseconds, 0 (send every token) or more",
   });
+  const rateLimit = r.section(keys.get("rate_limit"), ["warning_share"]);
+  const warningShareField = rateLimit.get("warning_share");
+  let warningShare = r.number(warningShareField, {
+    above: 0,
+    expected: "a share of the provider's limit between 0 and 1 (exclusive), e.g. 0.1 for 10%",
+  });
+  // A share of 1 or more would warn on every response, which is noise, not a warning.
+  if (warningShareField && warningShare !== undefined && warningShare >= 1) {
+    r.fail(
+      warningShareField,
+      `must be below 1, got ${warningShare}; expected a share between 0 and 1 (exclusive), e.g. 0.1 for 10%`,
+    );
+    warningShare = undefined;
+  }
   return {
     subscribe: readEventTypes(r, keys.get("subscribe")) ?? defaults.subscribe,
     filters: readFilters(r, keys.get("filters")),
     streaming: { coalesceMs: coalesceMs ?? defaults.streaming.coalesceMs },
+    rateLimit: { warningShare: warningShare ?? defaults.rateLimit.warningShare },
   };
 }

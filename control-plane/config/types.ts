@@ -36,6 +36,11 @@ export interface EventsConfig {
   subscribe: EventTypeName[];
   filters: EventFilters;
   streaming: { coalesceMs: number };
+  /**
+   * events.rate_limit.warning_share: a provider limit whose remaining share falls below
+   * this (0 < x < 1) gets one warning rate_limit event; default 0.1.
+   */
+  rateLimit: { warningShare: number };
 }
 
 export interface EventFilters {

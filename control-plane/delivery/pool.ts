@@ -1,8 +1,9 @@
 import { availableParallelism } from "node:os";
 import { createRequire } from "node:module";
 import { pathToFileURL } from "node:url";
+import { MessageChannel } from "node:worker_threads";
 import { Piscina } from "piscina";
-import type { DeliveryResult, DeliveryTask } from "./task.js";
+import type { BatchResults, DeliveryBatch, DeliveryBatchMessage, DeliveryResult, DeliveryTask } from "./task.js";
 
 export interface DeliveryPoolOptions {
   /**
@@ -20,6 +21,13 @@ export interface DeliveryPoolOptions {
 export interface DeliveryPool {
   /** One attempt in a worker thread. Rejects only when the pool itself is broken or closed. */
   run(task: DeliveryTask): Promise<DeliveryResult>;
+  /**
+   * A batch of attempts in one worker task. `onResult` is called once per item, as soon as
+   * that attempt ends (not when the batch does). If the pool fails, every item not yet
+   * reported gets a network-error result naming the failure, so each is retried. Resolves
+   * when every item has been reported, with the pool's failure if there was one; never rejects.
+   */
+  runBatch(batch: DeliveryBatch, onResult: (index: number, result: DeliveryResult) => void): Promise<Error | undefined>;
   readonly threads: number;
   /** Tasks waiting for a worker. */
   readonly queued: number;
@@ -34,7 +42,7 @@ export interface DeliveryPool {
 export function createDeliveryPool(options: DeliveryPoolOptions): DeliveryPool {
   const maxThreads = Math.max(1, options.maxThreads ?? Math.min(4, availableParallelism() - 1));
   const { filename, execArgv } = workerLocation(options.workerUrl);
-  const piscina = new Piscina<DeliveryTask, DeliveryResult>({
+  const piscina = new Piscina<DeliveryTask | DeliveryBatchMessage, DeliveryResult | number>({
     filename,
     execArgv,
     minThreads: 1,
@@ -56,11 +64,60 @@ export function createDeliveryPool(options: DeliveryPoolOptions): DeliveryPool {
     async run(task) {
       if (closed) throw new Error("delivery pool is closed");
       try {
-        return await piscina.run(task);
+        return (await piscina.run(task)) as DeliveryResult;
       } catch (err) {
-        const cause = err instanceof Error ? err : broken;
-        throw new Error(`delivery worker failed: ${cause?.message ?? String(err)}`, { cause });
+        throw poolFailure(err, broken);
       }
+    },
+    runBatch(batch, onResult) {
+      const reported = new Uint8Array(batch.items.length);
+      let left = batch.items.length;
+      if (left === 0) return Promise.resolve(undefined);
+      const failRest = (err: Error) => {
+        const result: DeliveryResult = {
+          statusCode: 0,
+          latencyMs: 0,
+          error: err.message,
+          responseBody: "",
+          timedOut: false,
+          networkError: true,
+          refused: false,
+        };
+        for (let i = 0; i < reported.length; i++) if (reported[i] === 0) onResult(i, result);
+        left = 0;
+      };
+      if (closed) {
+        const failure = new Error("delivery pool is closed");
+        failRest(failure);
+        return Promise.resolve(failure);
+      }
+      return new Promise<Error | undefined>((resolve) => {
+        const { port1, port2 } = new MessageChannel();
+        const finish = (failure?: Error) => {
+          port1.close();
+          resolve(failure);
+        };
+        port1.on("message", (results: BatchResults) => {
+          for (const [index, result] of results) {
+            // A worker sends each index once; the check keeps a confused one from double-recording.
+            if (index >= reported.length || reported[index] !== 0) continue;
+            reported[index] = 1;
+            left--;
+            onResult(index, result);
+          }
+          if (left === 0) finish();
+        });
+        const message: DeliveryBatchMessage = { ...batch, results: port2 };
+        // The task resolving says nothing about the port: the two channels are not ordered,
+        // so completion is counted from results. A failed task has no more to say, though:
+        // whatever was not reported yet is retried (at-least-once; receivers dedupe by id).
+        piscina.run(message, { name: "deliverBatch", transferList: [port2] }).catch((err: unknown) => {
+          if (left === 0) return;
+          const failure = poolFailure(err, broken);
+          failRest(failure);
+          finish(failure);
+        });
+      });
     },
     get threads() {
       return piscina.threads.length;
@@ -74,6 +131,11 @@ export function createDeliveryPool(options: DeliveryPoolOptions): DeliveryPool {
       await piscina.destroy();
     },
   };
+}
+
+function poolFailure(err: unknown, broken: Error | undefined): Error {
+  const cause = err instanceof Error ? err : broken;
+  return new Error(`delivery worker failed: ${cause?.message ?? String(err)}`, { cause });
 }
 
 function workerLocation(workerUrl: URL | undefined): { filename: string; execArgv: string[] } {

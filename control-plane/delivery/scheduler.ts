@@ -9,7 +9,7 @@ import type { AttemptOutcome, ClaimedDelivery, EndpointRecord, NewAttempt, Store
 import { CircuitBreaker } from "./circuit-breaker.js";
 import { createDeliveryPool, type DeliveryPool } from "./pool.js";
 import { classifyAttempt, deadLettered, decideOutcome, describeAttempt, type AttemptResult } from "./retry-policy.js";
-import type { DeliveryTask } from "./task.js";
+import type { DeliveryBatch } from "./task.js";
 
 /**
  * The main-thread half of delivery: claims due deliveries from the store with a lease,
@@ -53,6 +53,24 @@ const BLOCKED_POLL_MS = 100;
 /** Longest sleep with nothing due: picks up work another replica scheduled. */
 const IDLE_POLL_MS = 5_000;
 const CACHE_TTL_MS = 1_000;
+/**
+ * Attempts per worker task. A task round trip costs far more main-thread CPU than one
+ * delivery's bookkeeping; results still come back one by one as each attempt ends.
+ */
+const MAX_BATCH = 32;
+
+/** Free slots that trigger a new claim: one claim (a write transaction) refills many. */
+function refillMark(cap: number): number {
+  return Math.max(1, Math.floor(cap / Number(process.env.AIGW_REFILL_DIV ?? 8)));
+}
+
+/** An endpoint as one claim sees it; secrets only when it will be sent to. */
+type Target = { endpoint: EndpointRecord | undefined; secrets: string[] | { error: unknown } } | { error: unknown };
+
+interface SentAttempt {
+  delivery: ClaimedDelivery;
+  endpoint: EndpointRecord;
+}
 
 export class DeliveryScheduler {
   private config: GatewayConfig;
@@ -233,7 +251,7 @@ export class DeliveryScheduler {
         });
         // Claimed during stop(): released by stop() once this pump settles.
         if (!this.running) return;
-        for (const delivery of claimed) this.dispatch(delivery);
+        if (claimed.length > 0) this.dispatch(claimed);
         if (claimed.length < plan.limit) return;
       }
       this.pumpAgain = true;
@@ -300,74 +318,166 @@ export class DeliveryScheduler {
     this.timer.unref();
   }
 
-  // ---- one attempt ------------------------------------------------------------------------
+  // ---- attempts -----------------------------------------------------------------------------
 
-  private dispatch(delivery: ClaimedDelivery): void {
-    const name = delivery.endpoint;
-    this.inFlight++;
-    this.perEndpoint.set(name, (this.perEndpoint.get(name) ?? 0) + 1);
-    const attempt: Promise<void> = this.attempt(delivery)
-      .catch((err: unknown) => {
-        // The lease is still held; it expires and the delivery is claimed again.
-        this.log.error({ err, deliveryId: delivery.id, endpoint: name }, "delivery attempt could not be recorded");
-      })
-      .finally(() => {
-        this.inFlight--;
-        const left = (this.perEndpoint.get(name) ?? 1) - 1;
-        if (left > 0) this.perEndpoint.set(name, left);
-        else this.perEndpoint.delete(name);
-        this.attemptsInFlight.delete(attempt);
-        // Refill in batches: one claim per completion would cost a store round trip per
-        // delivery. The in-flight timer (BLOCKED_POLL_MS) bounds the wait below the mark.
-        const cap = this.config.delivery.concurrentDeliveries;
-        if (this.inFlight === 0 || cap - this.inFlight >= Math.max(1, Math.floor(cap / 8))) this.schedulePump();
-      });
-    this.attemptsInFlight.add(attempt);
+  /**
+   * Takes a claim's in-flight slots at once (the next claim plan counts them), then sends
+   * it to the pool. Each delivery gives its slots back when its own attempt is recorded.
+   */
+  private dispatch(claimed: ClaimedDelivery[]): void {
+    for (const delivery of claimed) {
+      this.inFlight++;
+      this.perEndpoint.set(delivery.endpoint, (this.perEndpoint.get(delivery.endpoint) ?? 0) + 1);
+    }
+    const sent: Promise<void> = this.send(claimed).finally(() => this.attemptsInFlight.delete(sent));
+    this.attemptsInFlight.add(sent);
   }
 
-  private async attempt(delivery: ClaimedDelivery): Promise<void> {
-    const name = delivery.endpoint;
+  /**
+   * Prepares the claimed deliveries (one endpoint and key read per endpoint, not per
+   * delivery), records those that need no request, and runs the rest in batches. Settles
+   * when every delivery's attempt is recorded (or failed to be).
+   */
+  private async send(claimed: ClaimedDelivery[]): Promise<void> {
     const startedAt = this.now();
-    const endpoint = await this.endpoint(name);
-    if (!endpoint)
-      return this.finishWithoutRequest(delivery, `endpoint "${name}" no longer exists`, { status: "failed" });
-    if (!endpoint.enabled) {
-      const why = endpoint.disabledReason ? `: ${endpoint.disabledReason}` : "";
-      return this.finishWithoutRequest(delivery, `endpoint "${name}" is disabled${why}`, { status: "failed" });
-    }
-    if (this.breaker.state(name, startedAt) === "open" && endpoint.failoverTo) {
-      return this.finishWithoutRequest(delivery, "circuit open", deadLettered(endpoint.failoverTo));
+    const recordings: Promise<void>[] = [];
+    const targets = await this.prepareTargets(claimed, startedAt);
+    const { security, delivery: deliveryConfig } = this.config;
+    const batches: { batch: DeliveryBatch; sent: SentAttempt[] }[] = [];
+    let current: { batch: DeliveryBatch; sent: SentAttempt[]; destinations: Map<string, number> } | undefined;
+
+    for (const delivery of claimed) {
+      const name = delivery.endpoint;
+      const target = targets.get(name);
+      if (!target || "error" in target) {
+        // The lease is still held; it expires and the delivery is claimed again.
+        recordings.push(this.settle(delivery, Promise.reject(target?.error ?? new Error("endpoint not read"))));
+        continue;
+      }
+      const { endpoint, secrets } = target;
+      let skipReason: [string, AttemptOutcome] | undefined;
+      let body = "";
+      if (!endpoint) skipReason = [`endpoint "${name}" no longer exists`, { status: "failed" }];
+      else if (!endpoint.enabled) {
+        const why = endpoint.disabledReason ? `: ${endpoint.disabledReason}` : "";
+        skipReason = [`endpoint "${name}" is disabled${why}`, { status: "failed" }];
+      } else if (endpoint.failoverTo && this.breaker.state(name, startedAt) === "open") {
+        skipReason = ["circuit open", deadLettered(endpoint.failoverTo)];
+      } else if (typeof secrets === "object" && !Array.isArray(secrets)) {
+        skipReason = [`cannot build the webhook: ${errorMessage(secrets.error)}`, { status: "failed" }];
+      } else if (secrets.length === 0) {
+        skipReason = [`endpoint "${name}" has no valid signing key`, { status: "failed" }];
+      } else {
+        try {
+          body = JSON.stringify(webhookBody(delivery.event));
+        } catch (err) {
+          skipReason = [`cannot build the webhook: ${errorMessage(err)}`, { status: "failed" }];
+        }
+      }
+      if (skipReason || !endpoint || !Array.isArray(secrets)) {
+        const [error, outcome] = skipReason ?? ["endpoint not read", { status: "failed" }];
+        recordings.push(this.settle(delivery, this.finishWithoutRequest(delivery, error, outcome)));
+        continue;
+      }
+
+      if (!current || current.batch.items.length >= MAX_BATCH) {
+        current = {
+          batch: {
+            destinations: [],
+            items: [],
+            signatureHeader: security.signatureHeader,
+            timeoutMs: deliveryConfig.timeoutMs,
+            requireHttps: security.requireHttps,
+            allowedNetworks: [...security.allowedNetworks],
+            userAgent: USER_AGENT,
+          },
+          sent: [],
+          destinations: new Map(),
+        };
+        batches.push(current);
+      }
+      let destination = current.destinations.get(name);
+      if (destination === undefined) {
+        destination = current.batch.destinations.push({ url: endpoint.url, secrets }) - 1;
+        current.destinations.set(name, destination);
+      }
+      current.batch.items.push({ destination, body, webhookId: delivery.eventId });
+      current.sent.push({ delivery, endpoint });
+      this.breaker.attemptStarted(name, startedAt);
     }
 
-    let task: DeliveryTask;
-    try {
-      const secrets = await this.signingSecrets(name, startedAt);
-      if (secrets.length === 0) {
-        return this.finishWithoutRequest(delivery, `endpoint "${name}" has no valid signing key`, { status: "failed" });
-      }
-      const { security, delivery: deliveryConfig } = this.config;
-      task = {
-        deliveryId: delivery.id,
-        url: endpoint.url,
-        body: JSON.stringify(webhookBody(delivery.event)),
-        webhookId: delivery.eventId,
-        secrets,
-        signatureHeader: security.signatureHeader,
-        timeoutMs: deliveryConfig.timeoutMs,
-        requireHttps: security.requireHttps,
-        allowedNetworks: [...security.allowedNetworks],
-        userAgent: USER_AGENT,
-      };
-    } catch (err) {
-      return this.finishWithoutRequest(
-        delivery,
-        `cannot build the webhook: ${err instanceof Error ? err.message : String(err)}`,
-        { status: "failed" },
+    await Promise.all(
+      batches.map(async ({ batch, sent }) => {
+        const pool = this.pool;
+        const onResult = (index: number, result: AttemptResult) => {
+          const attempt = sent[index];
+          if (attempt) recordings.push(this.settle(attempt.delivery, this.record(attempt, startedAt, result)));
+        };
+        const failure = pool ? await pool.runBatch(batch, onResult) : closedPool(batch, onResult);
+        // The pool itself failed (a worker died, shutdown): those attempts retry like network errors.
+        if (failure && this.running) this.log.error({ err: failure, attempts: sent.length }, "delivery worker failed");
+      }),
+    );
+    await Promise.all(recordings);
+  }
+
+  /** Each endpoint of a claim read once (cached briefly), with its signing secrets when it will be sent to. */
+  private async prepareTargets(claimed: ClaimedDelivery[], now: number): Promise<Map<string, Target>> {
+    const targets = new Map<string, Target>();
+    const reads: Promise<void>[] = [];
+    for (const { endpoint: name } of claimed) {
+      if (targets.has(name)) continue;
+      const target: Target = { endpoint: undefined, secrets: [] };
+      targets.set(name, target);
+      reads.push(
+        (async () => {
+          try {
+            const endpoint = await this.endpoint(name);
+            target.endpoint = endpoint;
+            if (!endpoint?.enabled) return;
+            try {
+              target.secrets = await this.signingSecrets(name, now);
+            } catch (error) {
+              target.secrets = { error };
+            }
+          } catch (error) {
+            targets.set(name, { error });
+          }
+        })(),
       );
     }
+    await Promise.all(reads);
+    return targets;
+  }
 
-    this.breaker.attemptStarted(name, startedAt);
-    const result = await this.runInPool(task);
+  /** Gives a delivery's slots back once its attempt is recorded, or could not be. */
+  private settle(delivery: ClaimedDelivery, recording: Promise<void>): Promise<void> {
+    return recording.then(
+      () => this.release(delivery.endpoint),
+      (err: unknown) => {
+        // The lease is still held; it expires and the delivery is claimed again.
+        this.log.error(
+          { err, deliveryId: delivery.id, endpoint: delivery.endpoint },
+          "delivery attempt could not be recorded",
+        );
+        this.release(delivery.endpoint);
+      },
+    );
+  }
+
+  private release(name: string): void {
+    this.inFlight--;
+    const left = (this.perEndpoint.get(name) ?? 1) - 1;
+    if (left > 0) this.perEndpoint.set(name, left);
+    else this.perEndpoint.delete(name);
+    // Refill in batches: one claim per completion would cost a store round trip per
+    // delivery. The in-flight timer (BLOCKED_POLL_MS) bounds the wait below the mark.
+    const cap = this.config.delivery.concurrentDeliveries;
+    if (this.inFlight === 0 || cap - this.inFlight >= refillMark(cap)) this.schedulePump();
+  }
+
+  private async record({ delivery, endpoint }: SentAttempt, startedAt: number, result: AttemptResult): Promise<void> {
+    const name = delivery.endpoint;
     const finishedAt = this.now();
     const attemptNumber = delivery.attemptCount + 1;
     const outcome = decideOutcome(result, this.config.retry, {
@@ -388,16 +498,18 @@ export class DeliveryScheduler {
       responseBody: result.responseBody,
     };
     await this.complete(delivery, record, outcome);
-    this.log.debug(
-      {
-        deliveryId: delivery.id,
-        endpoint: name,
-        attempt: attemptNumber,
-        status: result.statusCode,
-        outcome: outcome.status,
-      },
-      "delivery attempt",
-    );
+    if (this.log.isLevelEnabled("debug")) {
+      this.log.debug(
+        {
+          deliveryId: delivery.id,
+          endpoint: name,
+          attempt: attemptNumber,
+          status: result.statusCode,
+          outcome: outcome.status,
+        },
+        "delivery attempt",
+      );
+    }
     if (outcome.status === "endpoint_gone") {
       this.endpoints.delete(name);
       this.log.warn({ endpoint: name }, "receiver answered 410 Gone; endpoint disabled");
@@ -408,28 +520,6 @@ export class DeliveryScheduler {
       );
     } else if (outcome.status === "failed") {
       this.log.info({ deliveryId: delivery.id, endpoint: name, error }, "delivery failed");
-    }
-  }
-
-  private async runInPool(task: DeliveryTask): Promise<AttemptResult> {
-    const pool = this.pool;
-    const started = performance.now();
-    try {
-      if (!pool) throw new Error("delivery pool is closed");
-      return await pool.run(task);
-    } catch (err) {
-      // The pool itself failed (a worker died, shutdown): retry like a network error.
-      const message = err instanceof Error ? err.message : String(err);
-      if (this.running) this.log.error({ err, deliveryId: task.deliveryId }, "delivery worker failed");
-      return {
-        statusCode: 0,
-        latencyMs: Math.round(performance.now() - started),
-        error: message,
-        responseBody: "",
-        timedOut: false,
-        networkError: true,
-        refused: false,
-      };
     }
   }
 
@@ -515,6 +605,26 @@ export class DeliveryScheduler {
     );
     return read;
   }
+}
+
+function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+/** Results for a batch that found the pool already closed (stop() racing a claim). */
+function closedPool(batch: DeliveryBatch, onResult: (index: number, result: AttemptResult) => void): Error {
+  const error = new Error("delivery pool is closed");
+  const result: AttemptResult = {
+    statusCode: 0,
+    latencyMs: 0,
+    error: error.message,
+    responseBody: "",
+    timedOut: false,
+    networkError: true,
+    refused: false,
+  };
+  for (let i = 0; i < batch.items.length; i++) onResult(i, result);
+  return error;
 }
 
 function breakerSettings(config: GatewayConfig) {

@@ -1,3 +1,4 @@
+import type { MessagePort } from "node:worker_threads";
 import type { AttemptResult } from "./retry-policy.js";
 
 /**
@@ -23,3 +24,47 @@ export interface DeliveryTask {
 }
 
 export type DeliveryResult = AttemptResult;
+
+/** One endpoint's part of a batch: sent once, however many of the batch's deliveries go there. */
+export interface BatchDestination {
+  url: string;
+  secrets: string[];
+}
+
+/** One attempt in a batch. */
+export interface BatchItem {
+  /** Index into DeliveryBatch.destinations. */
+  destination: number;
+  body: string;
+  webhookId: string;
+}
+
+/**
+ * Several attempts in one worker task: a worker round trip costs far more main-thread CPU
+ * than the bookkeeping of one delivery, so claimed deliveries travel together. Settings
+ * shared by every attempt, and each endpoint's URL and secrets, are sent once.
+ */
+export interface DeliveryBatch {
+  destinations: BatchDestination[];
+  items: BatchItem[];
+  signatureHeader: string;
+  timeoutMs: number;
+  requireHttps: boolean;
+  allowedNetworks: string[];
+  userAgent: string;
+}
+
+/**
+ * What crosses into the worker: the batch and the port its results come back on. Each
+ * result is posted as soon as its attempt ends, so a hanging receiver in a batch holds
+ * back only its own result, never the recording of the others.
+ */
+export interface DeliveryBatchMessage extends DeliveryBatch {
+  results: MessagePort;
+}
+
+/**
+ * One message on a batch's result port: the attempts that ended in the same worker
+ * event-loop turn, as [item index, result] pairs.
+ */
+export type BatchResults = [index: number, result: DeliveryResult][];

@@ -2,11 +2,12 @@ import { Agent, errors as undiciErrors } from "undici";
 import { DestinationGuard, DestinationRefusedError } from "./destination-guard.js";
 import { parseRetryAfter } from "./retry-policy.js";
 import { SigningKeyRing, SigningSecretError } from "./signing.js";
-import type { DeliveryResult, DeliveryTask } from "./task.js";
+import type { BatchResults, DeliveryBatchMessage, DeliveryResult, DeliveryTask } from "./task.js";
 
 /**
- * A piscina worker: one signed POST per task. It never throws out of a task; every
- * failure, including garbage from the receiver, becomes a result the retry policy reads.
+ * A piscina worker: one signed POST per task (default export), or a batch of them
+ * (deliverBatch). It never throws out of a task; every failure, including garbage from the
+ * receiver, becomes a result the retry policy reads.
  */
 
 const RESPONSE_BODY_LIMIT = 1024;
@@ -23,7 +24,7 @@ interface Transport {
 const transports = new Map<string, Transport>();
 const MAX_TRANSPORTS = 4;
 
-function transportFor(task: DeliveryTask): Transport {
+function transportFor(task: Pick<DeliveryTask, "requireHttps" | "allowedNetworks" | "timeoutMs">): Transport {
   const key = `${task.requireHttps}|${task.allowedNetworks.join(",")}`;
   const existing = transports.get(key);
   if (existing) return existing;
@@ -61,26 +62,114 @@ function keyRingFor(secrets: readonly string[]): SigningKeyRing {
 
 export default async function deliver(task: DeliveryTask): Promise<DeliveryResult> {
   const started = performance.now();
-  const elapsed = () => Math.round(performance.now() - started);
   let transport: Transport;
   let url: URL;
-  let signature: string;
-  // This attempt's time: receivers reject old timestamps, so a retry is signed afresh.
-  const timestamp = Math.floor(Date.now() / 1000);
+  let ring: SigningKeyRing;
   try {
     transport = transportFor(task);
     url = transport.guard.checkUrl(task.url);
-    signature = keyRingFor(task.secrets).sign(task.webhookId, timestamp, task.body);
+    ring = keyRingFor(task.secrets);
+  } catch (err) {
+    return refusedResult(err, Math.round(performance.now() - started));
+  }
+  return post(transport, { url, ring }, task.body, task.webhookId, task, started);
+}
+
+/**
+ * Runs a batch's attempts at once and posts each result on the batch's port as soon as it
+ * is known; results that end in the same event-loop turn share one message. Resolves with
+ * the number of attempts once every result has been posted.
+ */
+export async function deliverBatch(batch: DeliveryBatchMessage): Promise<number> {
+  const port = batch.results;
+  const started = performance.now();
+  let pending: BatchResults = [];
+  let flushScheduled = false;
+  const flush = () => {
+    flushScheduled = false;
+    if (pending.length === 0) return;
+    const out = pending;
+    pending = [];
+    port.postMessage(out);
+  };
+  const report = (index: number, result: DeliveryResult) => {
+    pending.push([index, result]);
+    if (!flushScheduled) {
+      flushScheduled = true;
+      setImmediate(flush);
+    }
+  };
+  try {
+    let transport: Transport | undefined;
+    let refusal: unknown;
+    try {
+      transport = transportFor(batch);
+    } catch (err) {
+      refusal = err;
+    }
+    // URL checks and key parsing once per endpoint of the batch, not per attempt.
+    const targets = batch.destinations.map((d): Target | { refused: unknown } => {
+      if (!transport) return { refused: refusal };
+      try {
+        return { url: transport.guard.checkUrl(d.url), ring: keyRingFor(d.secrets) };
+      } catch (err) {
+        return { refused: err };
+      }
+    });
+    await Promise.all(
+      batch.items.map(async (item, index) => {
+        const target = targets[item.destination];
+        let result: DeliveryResult;
+        if (!transport || !target || "refused" in target) {
+          const why = target && "refused" in target ? target.refused : (refusal ?? new Error("no such destination"));
+          result = refusedResult(why, Math.round(performance.now() - started));
+        } else {
+          result = await post(transport, target, item.body, item.webhookId, batch, performance.now());
+        }
+        report(index, result);
+      }),
+    );
+    flush();
+    return batch.items.length;
+  } finally {
+    port.close();
+  }
+}
+
+interface Target {
+  url: URL;
+  ring: SigningKeyRing;
+}
+
+type RequestSettings = Pick<DeliveryTask, "signatureHeader" | "timeoutMs" | "userAgent">;
+
+/** One signed POST. Never throws: every failure is a result the retry policy reads. */
+async function post(
+  transport: Transport,
+  target: Target,
+  body: string,
+  webhookId: string,
+  settings: RequestSettings,
+  started: number,
+): Promise<DeliveryResult> {
+  const elapsed = () => Math.round(performance.now() - started);
+  const { timeoutMs } = settings;
+  // This attempt's time: receivers reject old timestamps, so a retry is signed afresh.
+  const timestamp = Math.floor(Date.now() / 1000);
+  let signature: string;
+  try {
+    signature = target.ring.sign(webhookId, timestamp, body);
   } catch (err) {
     return refusedResult(err, elapsed());
   }
+  const { url } = target;
 
   const controller = new AbortController();
   let timedOut = false;
   const timer = setTimeout(() => {
     timedOut = true;
-    controller.abort(new Error(`no complete response within ${task.timeoutMs} ms`));
-  }, task.timeoutMs);
+    controller.abort(new Error(`no complete response within ${timeoutMs} ms`));
+  }, timeoutMs);
   try {
     // undici 7 never follows redirects unless a redirect interceptor is composed in: a 3xx
     // comes back as the result, and the policy fails the delivery.
@@ -90,16 +179,16 @@ export default async function deliver(task: DeliveryTask): Promise<DeliveryResul
       method: "POST",
       headers: {
         "content-type": "application/json",
-        "user-agent": task.userAgent,
-        "webhook-id": task.webhookId,
+        "user-agent": settings.userAgent,
+        "webhook-id": webhookId,
         "webhook-timestamp": String(timestamp),
         "webhook-signature": signature,
-        [task.signatureHeader.toLowerCase()]: signature,
+        [settings.signatureHeader.toLowerCase()]: signature,
       },
-      body: task.body,
+      body,
       signal: controller.signal,
-      headersTimeout: task.timeoutMs,
-      bodyTimeout: task.timeoutMs,
+      headersTimeout: timeoutMs,
+      bodyTimeout: timeoutMs,
     });
     const latencyMs = elapsed();
     const responseBody = await readHead(response.body);
@@ -116,7 +205,7 @@ export default async function deliver(task: DeliveryTask): Promise<DeliveryResul
       refused: false,
     };
   } catch (err) {
-    return failureResult(err, elapsed(), timedOut, task.timeoutMs);
+    return failureResult(err, elapsed(), timedOut, timeoutMs);
   } finally {
     clearTimeout(timer);
   }

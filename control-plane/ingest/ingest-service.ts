@@ -14,16 +14,24 @@ import { EVENT_ID_PATTERN } from "../../common/ids.js";
 import type { Logger } from "../../common/logger.js";
 import type { IngestResult } from "../store/store.js";
 import { AsyncQueue } from "./async-queue.js";
+import { sameSnapshotContent } from "./snapshots.js";
 
 export interface IngestDeps {
   /** Stores the events durably and routes them; resolves only once they are committed. */
   ingest(events: Event[]): Promise<IngestResult>;
-  /** The current config snapshot for sidecars. */
-  snapshot(): ConfigSnapshot;
+  /** The current config snapshot for this sidecar (some fields, like limit shares, are its own). */
+  snapshot(hello: Hello): ConfigSnapshot;
   /** Registers a listener for snapshot changes; returns the unsubscribe function. */
   onSnapshot(listener: (s: ConfigSnapshot) => void): () => void;
+  /** Told of every stream that said hello, and of its end (gateway limit shares follow them). */
+  presence?: SidecarPresence;
   logger: Logger;
   metrics: IngestMetrics;
+}
+
+export interface SidecarPresence {
+  connect(hello: Hello): void;
+  disconnect(hello: Hello): void;
 }
 
 export interface IngestMetrics {
@@ -56,10 +64,19 @@ export class IngestServiceImpl implements ServiceImpl<typeof IngestService> {
     let hello: Hello | undefined;
     let lastSeq = 0n;
     let sentVersion = 0n;
+    let sent: ConfigSnapshot | undefined;
+    /** Counted as connected (a hello that was refused is not). */
+    let connected = false;
     const log = this.deps.logger;
-    const sendSnapshot = (s: ConfigSnapshot): void => {
-      if (hello === undefined || s.version <= sentVersion) return;
+    // Called on every new version; the snapshot is recomputed for this sidecar, and one
+    // whose content did not change for it is not sent (another org's sidecar came or went).
+    const sendSnapshot = (): void => {
+      if (hello === undefined) return;
+      const s = this.deps.snapshot(hello);
+      if (s.version <= sentVersion) return;
       sentVersion = s.version;
+      if (sent !== undefined && sameSnapshotContent(sent, s)) return;
+      sent = s;
       out.push(create(ConnectResponseSchema, { message: { case: "config", value: s } }));
     };
     let unsubscribe: (() => void) | undefined;
@@ -73,13 +90,19 @@ export class IngestServiceImpl implements ServiceImpl<typeof IngestService> {
           hello = m.value;
           if (hello.sidecarId === "") throw new ConnectError("hello.sidecar_id: required", Code.InvalidArgument);
           this.deps.metrics.connectedSidecars++;
+          connected = true;
           log.info(
             { sidecar: hello.sidecarId, org: hello.orgId, app: hello.app, version: hello.version },
             "sidecar connected",
           );
-          const current = this.deps.snapshot();
-          if (current.version !== hello.configVersion) sendSnapshot(current);
-          else sentVersion = current.version;
+          // Counted before its first snapshot, so that snapshot already has its share.
+          this.deps.presence?.connect(hello);
+          const current = this.deps.snapshot(hello);
+          if (current.version !== hello.configVersion) sendSnapshot();
+          else {
+            sentVersion = current.version;
+            sent = current;
+          }
           unsubscribe = this.deps.onSnapshot(sendSnapshot);
         } else if (m.case === "batch") {
           if (hello === undefined)
@@ -120,7 +143,8 @@ export class IngestServiceImpl implements ServiceImpl<typeof IngestService> {
       }
     } finally {
       unsubscribe?.();
-      if (hello !== undefined) {
+      if (hello !== undefined && connected) {
+        this.deps.presence?.disconnect(hello);
         this.deps.metrics.connectedSidecars--;
         log.info({ sidecar: hello.sidecarId, ackedSeq: lastSeq }, "sidecar disconnected");
       }

@@ -1,25 +1,32 @@
-import type { Event } from "../../gen/aigw/v1/events_pb.js";
-import type { EventType } from "../../gen/aigw/v1/events_pb.js";
-import { eventTypeFromName, eventTypeOfCase } from "../../common/event-types.js";
-import type { EndpointRecord } from "../store/store.js";
-import type { EventFilters, GatewayConfig } from "../config/types.js";
+import type { Event, EventType } from "../../gen/aigw/v1/events_pb.js";
+import { eventTypeOfCase } from "../../common/event-types.js";
+import type { GatewayConfig } from "../config/types.js";
+import type { EndpointFilters, EndpointRecord } from "../store/store.js";
+import { hasFilters } from "./filters.js";
+import { type SubscriptionSettings, subscriptionFromConfig } from "./subscription.js";
+
+/** The global subscription, or a config to take it from (events.subscribe, events.filters). */
+export type RoutingSource = SubscriptionSettings | Pick<GatewayConfig, "events">;
 
 /**
  * Decides which endpoints receive an event: the global subscription and filters
  * (events.subscribe, events.filters), then each enabled endpoint's own event types and
- * filters. An endpoint that another enabled endpoint fails over to is a standby: it gets
- * deliveries only by failover (DESIGN.md: "backup receives what primary could not take"). Compiled once per config/endpoint change and swapped in with one assignment,
- * so routing an event is a few set lookups (it runs inside the ingest transaction).
+ * filters, as the store holds them (the config file's are upserted there at startup, the
+ * Admin API changes them at runtime). An endpoint that another enabled endpoint fails
+ * over to is a standby: it gets deliveries only by failover (DESIGN.md: "backup receives
+ * what primary could not take"). Compiled once per subscription/endpoint change and
+ * swapped in with one assignment, so routing an event is a few set lookups (it runs inside
+ * the ingest transaction, once per event).
  */
 export class EventRouter {
   private compiled: CompiledRouting;
 
-  constructor(config: GatewayConfig, endpoints: readonly EndpointRecord[]) {
-    this.compiled = compile(config, endpoints);
+  constructor(source: RoutingSource, endpoints: readonly EndpointRecord[]) {
+    this.compiled = compile(source, endpoints);
   }
 
-  update(config: GatewayConfig, endpoints: readonly EndpointRecord[]): void {
-    this.compiled = compile(config, endpoints);
+  update(source: RoutingSource, endpoints: readonly EndpointRecord[]): void {
+    this.compiled = compile(source, endpoints);
   }
 
   /** Endpoint names that should receive the event (possibly none). */
@@ -34,6 +41,15 @@ export class EventRouter {
       out.push(ep.name);
     }
     return out;
+  }
+
+  /**
+   * Whether events.subscribe includes the event's type. One-off endpoints
+   * (x-aigw-webhook-url) are subject to this and to nothing else: their request asked
+   * for its own events, so no filter (global or an endpoint's) stands in between.
+   */
+  isSubscribed(event: Event): boolean {
+    return this.compiled.subscribed.has(eventTypeOfCase(event.payload.case));
   }
 
   /** Event types some enabled endpoint would receive: sidecars skip producing the rest. */
@@ -68,37 +84,32 @@ interface CompiledRouting {
 
 type ModelMatcher = (model: string) => boolean;
 
-function compile(config: GatewayConfig, endpoints: readonly EndpointRecord[]): CompiledRouting {
-  const subscribed = new Set<EventType>();
-  for (const name of config.events.subscribe) {
-    const t = eventTypeFromName(name);
-    if (t !== undefined) subscribed.add(t);
-  }
+function compile(source: RoutingSource, endpoints: readonly EndpointRecord[]): CompiledRouting {
+  const settings = "events" in source ? subscriptionFromConfig(source.events) : source;
+  // One-off endpoints are routed by the event's webhook_url, never by subscription.
+  const configured = endpoints.filter((e) => e.orgId === "");
   // A failover target ("backup") only receives what its primary could not take.
-  const standby = new Set(endpoints.filter((e) => e.enabled && e.failoverTo !== "").map((e) => e.failoverTo));
+  const standby = new Set(configured.filter((e) => e.enabled && e.failoverTo !== "").map((e) => e.failoverTo));
   return {
-    subscribed,
-    globalFilters: compileFilters(config.events.filters),
-    endpoints: endpoints
+    subscribed: new Set(settings.subscribe),
+    globalFilters: compileFilters(settings.filters),
+    endpoints: configured
       .filter((e) => e.enabled && !standby.has(e.name))
-      .map((e) => {
-        const own = config.webhooks[e.name]?.filters;
-        return {
-          name: e.name,
-          types: e.eventTypes.length > 0 ? new Set(e.eventTypes) : null,
-          filters: own && (own.completion || own.error) ? compileFilters(own) : null,
-        };
-      }),
+      .map((e) => ({
+        name: e.name,
+        types: e.eventTypes.length > 0 ? new Set(e.eventTypes) : null,
+        filters: hasFilters(e.filters) ? compileFilters(e.filters) : null,
+      })),
   };
 }
 
-function compileFilters(filters: EventFilters): CompiledFilters {
-  const models = filters.completion?.models;
-  const severity = filters.error?.severity;
+function compileFilters(filters: EndpointFilters): CompiledFilters {
+  const models = filters.completionModels;
+  const severity = filters.errorSeverities;
   return {
-    models: models && models.length > 0 ? modelMatcher(models) : null,
-    minTokens: filters.completion?.minTokens ?? 0,
-    severities: severity && severity.length > 0 ? new Set(severity) : null,
+    models: models.length > 0 ? modelMatcher(models) : null,
+    minTokens: filters.completionMinTokens,
+    severities: severity.length > 0 ? new Set(severity) : null,
   };
 }
 

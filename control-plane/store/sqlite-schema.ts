@@ -98,6 +98,64 @@ const MIGRATIONS: readonly string[] = [
   ) WITHOUT ROWID;
   CREATE INDEX attempts_started_at ON attempts (started_at);
   `,
+  // v2: budgets and pricing (control-plane/budgets). Spend is counted for every org, with
+  // or without a budget, so a budget set mid-period starts from the period's real spend.
+  // A fired threshold's primary key is what makes it fire once per period, across restarts.
+  `
+  CREATE TABLE budgets (
+    org_id TEXT NOT NULL,
+    limit_type TEXT NOT NULL,
+    budget_limit REAL NOT NULL,
+    thresholds TEXT NOT NULL,
+    enforce INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (org_id, limit_type)
+  ) WITHOUT ROWID;
+
+  CREATE TABLE budget_spend (
+    org_id TEXT NOT NULL,
+    limit_type TEXT NOT NULL,
+    period TEXT NOT NULL,
+    spend REAL NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (org_id, limit_type, period)
+  ) WITHOUT ROWID;
+
+  CREATE TABLE budget_thresholds_fired (
+    org_id TEXT NOT NULL,
+    limit_type TEXT NOT NULL,
+    period TEXT NOT NULL,
+    threshold INTEGER NOT NULL,
+    event_id TEXT NOT NULL,
+    fired_at INTEGER NOT NULL,
+    PRIMARY KEY (org_id, limit_type, period, threshold)
+  ) WITHOUT ROWID;
+
+  CREATE TABLE model_prices (
+    model TEXT PRIMARY KEY,
+    input_per_million REAL NOT NULL,
+    output_per_million REAL NOT NULL,
+    updated_at INTEGER NOT NULL
+  ) WITHOUT ROWID;
+  `,
+  // v3: per-endpoint filters, one-off endpoints (x-aigw-webhook-url) and org signing keys.
+  // A one-off endpoint is an endpoints row with org_id set: it has no keys of its own and
+  // is signed with its org's keys (org_signing_keys), sealed like endpoint keys.
+  `
+  ALTER TABLE endpoints ADD COLUMN filters TEXT NOT NULL DEFAULT '{}';
+  ALTER TABLE endpoints ADD COLUMN org_id TEXT NOT NULL DEFAULT '';
+
+  CREATE TABLE org_signing_keys (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    org_id TEXT NOT NULL,
+    secret TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER
+  );
+  CREATE INDEX org_signing_keys_org ON org_signing_keys (org_id, seq);
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -9,9 +9,15 @@ import { eventColumns } from "./event-columns.js";
 import { decodePageToken, encodePageToken } from "./page-token.js";
 import { loadOrCreateKeyFile, SecretBox } from "./secret-box.js";
 import { migrate } from "./sqlite-schema.js";
+import { SqliteBudgetTables } from "../budgets/sqlite-budgets.js";
 import {
   type AttemptOutcome,
   type AttemptRecord,
+  type BudgetLimitType,
+  type BudgetRecord,
+  type BudgetSpec,
+  type SpendAccounting,
+  type StoredModelPrice,
   type ClaimedDelivery,
   type ClaimOptions,
   type CompleteResult,
@@ -19,6 +25,7 @@ import {
   type DeliveryFilter,
   type DeliveryRecord,
   type DeliveryStatus,
+  type EndpointFilters,
   type EndpointPatch,
   type EndpointRecord,
   type EndpointStatsRecord,
@@ -95,6 +102,10 @@ interface EndpointRow {
   created_at: number;
   updated_at: number;
   key_count: number;
+  /** JSON of EndpointFilters (schema v3). */
+  filters: string;
+  /** A one-off endpoint's org (schema v3); "" otherwise. */
+  org_id: string;
 }
 
 interface AttemptRow {
@@ -136,8 +147,10 @@ type Stmt<P, R = unknown> = Database.Statement<[P], R>;
 type Stmt0<R = unknown> = Database.Statement<[], R>;
 
 function prepareStatements(db: Database.Database) {
-  const endpointColumns = `e.*, (SELECT COUNT(*) FROM signing_keys k WHERE k.endpoint = e.name
-      AND (k.expires_at IS NULL OR k.expires_at > @now)) AS key_count`;
+  const endpointColumns = `e.*, CASE WHEN e.org_id = '' THEN (SELECT COUNT(*) FROM signing_keys k
+      WHERE k.endpoint = e.name AND (k.expires_at IS NULL OR k.expires_at > @now))
+    ELSE (SELECT COUNT(*) FROM org_signing_keys o
+      WHERE o.org_id = e.org_id AND (o.expires_at IS NULL OR o.expires_at > @now)) END AS key_count`;
   return {
     syncFull: db.prepare("PRAGMA synchronous = FULL") as Stmt0,
     syncNormal: db.prepare("PRAGMA synchronous = NORMAL") as Stmt0,
@@ -165,7 +178,7 @@ function prepareStatements(db: Database.Database) {
       number
     >,
 
-    listEndpoints: db.prepare(`SELECT ${endpointColumns} FROM endpoints e ORDER BY e.name`) as Stmt<
+    listEndpoints: db.prepare(`SELECT ${endpointColumns} FROM endpoints e WHERE e.org_id = '' ORDER BY e.name`) as Stmt<
       { now: number },
       EndpointRow
     >,
@@ -174,12 +187,15 @@ function prepareStatements(db: Database.Database) {
       EndpointRow
     >,
     insertEndpoint: db.prepare(
-      `INSERT INTO endpoints (name, url, enabled, event_types, failover_to, disabled_reason, config_secret, created_at, updated_at)
-       VALUES (@name, @url, @enabled, @eventTypes, @failoverTo, @disabledReason, @configSecret, @now, @now)`,
+      `INSERT INTO endpoints (name, url, enabled, event_types, failover_to, disabled_reason, config_secret, created_at,
+         updated_at, filters, org_id)
+       VALUES (@name, @url, @enabled, @eventTypes, @failoverTo, @disabledReason, @configSecret, @now, @now, @filters,
+         @orgId)`,
     ) as Stmt<Record<string, unknown>>,
     updateEndpoint: db.prepare(
       `UPDATE endpoints SET url = @url, enabled = @enabled, event_types = @eventTypes, failover_to = @failoverTo,
-         disabled_reason = @disabledReason, config_secret = @configSecret, updated_at = @now WHERE name = @name`,
+         disabled_reason = @disabledReason, config_secret = @configSecret, updated_at = @now, filters = @filters
+       WHERE name = @name`,
     ) as Stmt<Record<string, unknown>>,
     disableEndpoint: db.prepare(
       "UPDATE endpoints SET enabled = 0, disabled_reason = @reason, updated_at = @now WHERE name = @name",
@@ -318,6 +334,10 @@ export class SqliteStore implements Store {
   readonly #db: Database.Database;
   readonly #box: SecretBox;
   readonly #s: Statements;
+  /** One-off endpoints and org keys (schema v3). */
+  readonly #oneOff: ReturnType<typeof prepareOneOffStatements>;
+  /** Budgets and pricing tables (schema v2), used inside this store's transactions. */
+  readonly #budgets: SqliteBudgetTables;
   readonly #inTransaction: Database.Transaction<(fn: () => unknown) => unknown>;
   readonly #listStatements = new Map<string, Stmt<Record<string, unknown>, DeliveryRow>>();
   /** Nested inside the batch transaction, so it runs in a savepoint. */
@@ -333,6 +353,8 @@ export class SqliteStore implements Store {
     this.path = path;
     this.#box = box;
     this.#s = prepareStatements(db);
+    this.#oneOff = prepareOneOffStatements(db);
+    this.#budgets = new SqliteBudgetTables(db);
     this.#inTransaction = db.transaction((fn: () => unknown) => fn());
     this.#completeOne = db.transaction((completion: QueuedCompletion, now: number) =>
       this.#completeOneUnsafe(completion, now),
@@ -372,7 +394,11 @@ export class SqliteStore implements Store {
 
   // ---- events -------------------------------------------------------------------------
 
-  async ingest(events: readonly Event[], route: (event: Event) => readonly string[]): Promise<IngestResult> {
+  async ingest(
+    events: readonly Event[],
+    route: (event: Event) => readonly string[],
+    accounting?: SpendAccounting,
+  ): Promise<IngestResult> {
     events.forEach((event, index) => {
       if (event.id === "") throw new TypeError(`ingest: event at index ${index} has an empty id`);
     });
@@ -381,6 +407,7 @@ export class SqliteStore implements Store {
       const stored: StoredEvent[] = [];
       let duplicates = 0;
       let deliveries = 0;
+      const spend = accounting && this.#budgets.newBatch(accounting);
       for (const event of events) {
         const columns = eventColumns(event);
         const inserted = this.#s.insertEvent.get({
@@ -405,8 +432,16 @@ export class SqliteStore implements Store {
           this.#insertDelivery(source, endpoint, "", now);
           deliveries++;
         }
+        if (spend) this.#budgets.account(event, spend, now, (e) => this.#storeGenerated(e, route, now));
       }
-      return { stored, duplicates, deliveries };
+      if (!spend) return { stored, duplicates, deliveries };
+      return {
+        stored,
+        duplicates,
+        deliveries: deliveries + spend.deliveries,
+        generated: spend.generated,
+        spend: [...spend.spend.values()],
+      };
     });
   }
 
@@ -498,6 +533,7 @@ export class SqliteStore implements Store {
         enabled,
         eventTypes: patch.eventTypes ?? current.eventTypes,
         failoverTo: patch.failoverTo ?? current.failoverTo,
+        filters: patch.filters ?? current.filters,
       };
       validateEndpoint(next);
       this.#s.updateEndpoint.run(endpointParams(next, disabledReason, row.config_secret, now));
@@ -534,12 +570,72 @@ export class SqliteStore implements Store {
 
   async activeSigningKeys(endpoint: string, now: number): Promise<SigningKey[]> {
     this.#flushCompletions();
+    const orgId = this.#oneOff.endpointOrg.get(endpoint);
+    if (orgId) return this.activeOrgSigningKeys(orgId, now);
     return this.#s.activeKeys.all({ endpoint, now }).map((row) => ({
       id: row.id,
       secret: this.#box.open(row.secret, signingKeyContext(row.id)),
       createdAt: row.created_at,
       expiresAt: row.expires_at,
     }));
+  }
+
+  // ---- one-off endpoints (x-aigw-webhook-url) and org signing keys ------------------------
+
+  async ensureOneOffEndpoint(
+    name: string,
+    orgId: string,
+    url: string,
+    newSecret: () => string,
+  ): Promise<{ endpoint: EndpointRecord; createdOrgKey: boolean }> {
+    if (orgId === "") throw new TypeError(`one-off endpoint "${name}": org id must not be empty`);
+    const now = Date.now();
+    // Most calls find both in place: answer those without a write transaction.
+    const found = this.#s.endpointByName.get({ now, name });
+    if (found !== undefined && found.org_id === orgId && found.url === url && found.key_count > 0) {
+      return { endpoint: toEndpointRecord(found), createdOrgKey: false };
+    }
+    return this.#durable(() => {
+      const existing = this.#s.endpointByName.get({ now, name });
+      if (existing === undefined) {
+        const endpoint: NewEndpoint = { name, url, enabled: true, eventTypes: [], failoverTo: "" };
+        this.#s.insertEndpoint.run({ ...endpointParams(endpoint, "", "", now), orgId });
+      } else if (existing.org_id !== orgId || existing.url !== url) {
+        throw new StoreConflictError(`endpoint "${name}" exists and is not the one-off endpoint of this org and URL`);
+      }
+      let createdOrgKey = false;
+      if (this.#oneOff.activeOrgKeys.all({ orgId, now }).length === 0) {
+        this.#insertOrgKey(orgId, newSecret(), now);
+        createdOrgKey = true;
+      }
+      return { endpoint: this.#endpointRecord(name, now), createdOrgKey };
+    });
+  }
+
+  async addOrgSigningKey(orgId: string, secret: string, previousExpireAt: number): Promise<void> {
+    if (orgId === "") throw new TypeError("org signing key: org id must not be empty");
+    requireSecret(secret, `org ${orgId}`);
+    finiteNumber(previousExpireAt, "previousExpireAt");
+    const now = Date.now();
+    this.#durable(() => {
+      this.#oneOff.deleteExpiredOrgKeys.run({ orgId, now });
+      this.#oneOff.expireOrgKeys.run({ orgId, expiresAt: previousExpireAt });
+      this.#insertOrgKey(orgId, secret, now);
+    });
+  }
+
+  async activeOrgSigningKeys(orgId: string, now: number): Promise<SigningKey[]> {
+    return this.#oneOff.activeOrgKeys.all({ orgId, now }).map((row) => ({
+      id: row.id,
+      secret: this.#box.open(row.secret, orgKeyContext(row.id)),
+      createdAt: row.created_at,
+      expiresAt: row.expires_at,
+    }));
+  }
+
+  #insertOrgKey(orgId: string, secret: string, now: number): void {
+    const id = `okey_${ulid(now)}`;
+    this.#oneOff.insertOrgKey.run({ id, orgId, secret: this.#box.seal(secret, orgKeyContext(id)), now });
   }
 
   #insertKey(endpoint: string, secret: string, now: number): void {
@@ -886,6 +982,55 @@ export class SqliteStore implements Store {
     return { events, deliveries };
   }
 
+  // ---- budgets and pricing (rules in control-plane/budgets) ---------------------------------
+
+  /** A budget event made inside ingest's transaction: stored and routed like any event. */
+  #storeGenerated(event: Event, route: (event: Event) => readonly string[], now: number) {
+    const columns = eventColumns(event);
+    const inserted = this.#s.insertEvent.get({
+      id: event.id,
+      ...columns,
+      ingestedAt: now,
+      body: toBinary(EventSchema, event),
+    });
+    if (inserted === undefined) throw new Error(`generated event ${event.id} collides with a stored event id`);
+    const source: DeliverySource = {
+      eventSeq: inserted.seq,
+      eventId: event.id,
+      eventType: columns.type,
+      orderKey: columns.orderKey,
+      orderIndex: columns.orderIndex,
+    };
+    let deliveries = 0;
+    for (const endpoint of new Set(route(event))) {
+      this.#insertDelivery(source, endpoint, "", now);
+      deliveries++;
+    }
+    return { stored: { seq: inserted.seq, event, ingestedAt: now }, deliveries };
+  }
+
+  async listBudgets(periodOf: (limitType: BudgetLimitType) => string): Promise<BudgetRecord[]> {
+    return this.#inTransaction.deferred(() => this.#budgets.listBudgets(periodOf)) as BudgetRecord[];
+  }
+
+  async putBudget(budget: BudgetSpec): Promise<void> {
+    const now = Date.now();
+    this.#durable(() => this.#budgets.putBudget(budget, now));
+  }
+
+  async deleteBudget(orgId: string, limitType: BudgetLimitType): Promise<boolean> {
+    return this.#durable(() => this.#budgets.deleteBudget(orgId, limitType));
+  }
+
+  async listModelPrices(): Promise<StoredModelPrice[]> {
+    return this.#budgets.listModelPrices();
+  }
+
+  async putModelPrice(price: StoredModelPrice): Promise<void> {
+    const now = Date.now();
+    this.#durable(() => this.#budgets.putModelPrice(price, now));
+  }
+
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#flushCompletions();
@@ -1046,8 +1191,58 @@ function toEndpointRecord(row: EndpointRow): EndpointRecord {
     createdAt: row.created_at,
     updatedAt: row.updated_at,
     signingKeyCount: row.key_count,
+    filters: parseFilters(row.filters),
+    orgId: row.org_id,
   };
 }
+
+// ---- filters, one-off endpoints and org keys (schema v3) -------------------------------------
+
+const NO_FILTERS: EndpointFilters = { completionModels: [], completionMinTokens: 0, errorSeverities: [] };
+
+/** Rows from before v3 hold "{}": no filters. */
+function parseFilters(json: string): EndpointFilters {
+  const f = JSON.parse(json) as Partial<EndpointFilters>;
+  return {
+    completionModels: f.completionModels ?? [],
+    completionMinTokens: f.completionMinTokens ?? 0,
+    errorSeverities: f.errorSeverities ?? [],
+  };
+}
+
+function filtersJson(filters: EndpointFilters | undefined): string {
+  const f = filters ?? NO_FILTERS;
+  return JSON.stringify({
+    completionModels: f.completionModels,
+    completionMinTokens: f.completionMinTokens,
+    errorSeverities: f.errorSeverities,
+  });
+}
+
+function prepareOneOffStatements(db: Database.Database) {
+  return {
+    endpointOrg: db.prepare("SELECT org_id FROM endpoints WHERE name = ?").pluck() as Database.Statement<
+      [string],
+      string
+    >,
+    insertOrgKey: db.prepare(
+      "INSERT INTO org_signing_keys (id, org_id, secret, created_at, expires_at) VALUES (@id, @orgId, @secret, @now, NULL)",
+    ) as Stmt<{ id: string; orgId: string; secret: string; now: number }>,
+    deleteExpiredOrgKeys: db.prepare(
+      "DELETE FROM org_signing_keys WHERE org_id = @orgId AND expires_at IS NOT NULL AND expires_at <= @now",
+    ) as Stmt<{ orgId: string; now: number }>,
+    expireOrgKeys: db.prepare(
+      `UPDATE org_signing_keys SET expires_at = @expiresAt
+       WHERE org_id = @orgId AND (expires_at IS NULL OR expires_at > @expiresAt)`,
+    ) as Stmt<{ orgId: string; expiresAt: number }>,
+    activeOrgKeys: db.prepare(
+      `SELECT id, secret, created_at, expires_at FROM org_signing_keys
+       WHERE org_id = @orgId AND (expires_at IS NULL OR expires_at > @now) ORDER BY seq DESC`,
+    ) as Stmt<{ orgId: string; now: number }, KeyRow>,
+  };
+}
+
+const orgKeyContext = (id: string): string => `org signing key ${id}`;
 
 function endpointParams(
   endpoint: NewEndpoint,
@@ -1064,6 +1259,8 @@ function endpointParams(
     disabledReason,
     configSecret,
     now,
+    filters: filtersJson(endpoint.filters),
+    orgId: "",
   };
 }
 

@@ -14,8 +14,17 @@ export interface Store {
    * delivery per endpoint name that `route` returns for each new event. Returns only
    * when everything is durable; duplicates (an id already stored) are skipped, and
    * get no new deliveries.
+   *
+   * With `accounting`, the same transaction also adds each new event's cost to its org's
+   * spend per (limit type, period), records every budget threshold reached for the first
+   * time in that period, and stores a budget event for it (routed with `route`), returned
+   * in `generated`. A duplicate is never counted twice; see control-plane/budgets.
    */
-  ingest(events: readonly Event[], route: (event: Event) => readonly string[]): Promise<IngestResult>;
+  ingest(
+    events: readonly Event[],
+    route: (event: Event) => readonly string[],
+    accounting?: SpendAccounting,
+  ): Promise<IngestResult>;
   /** Events with seq > afterSeq, oldest first. */
   readEventsAfter(afterSeq: number, limit: number): Promise<StoredEvent[]>;
   /** The highest event seq stored (0 when empty). */
@@ -23,7 +32,9 @@ export interface Store {
   countEvents(sinceMs?: number): Promise<number>;
 
   // ---- endpoints and their signing keys -------------------------------------------------
+  /** Configured endpoints; one-off endpoints (orgId set) are left out: see getEndpoint. */
   listEndpoints(): Promise<EndpointRecord[]>;
+  /** Any endpoint, one-off endpoints included. */
   getEndpoint(name: string): Promise<EndpointRecord | undefined>;
   /** Creates; throws StoreConflictError when the name exists. */
   createEndpoint(endpoint: NewEndpoint, secret: string): Promise<EndpointRecord>;
@@ -35,8 +46,26 @@ export interface Store {
   deleteEndpoint(name: string): Promise<boolean>;
   /** Adds a key; existing keys expire at `previousExpireAt` (overlap window). */
   addSigningKey(endpoint: string, secret: string, previousExpireAt: number): Promise<void>;
-  /** Keys valid at `now`, newest first. Secrets are decrypted. */
+  /** Keys valid at `now`, newest first (a one-off endpoint's are its org's). Secrets are decrypted. */
   activeSigningKeys(endpoint: string, now: number): Promise<SigningKey[]>;
+
+  // ---- one-off endpoints (x-aigw-webhook-url) and org signing keys -----------------------
+  /**
+   * The one-off endpoint `name` of (orgId, url), created on first use, signed with the
+   * org's keys; when the org has no active key, one is created from `newSecret()` in the
+   * same transaction (`createdOrgKey`). Throws StoreConflictError when `name` belongs to
+   * another endpoint.
+   */
+  ensureOneOffEndpoint(
+    name: string,
+    orgId: string,
+    url: string,
+    newSecret: () => string,
+  ): Promise<{ endpoint: EndpointRecord; createdOrgKey: boolean }>;
+  /** Adds an org key; the org's existing keys expire at `previousExpireAt` (overlap window). */
+  addOrgSigningKey(orgId: string, secret: string, previousExpireAt: number): Promise<void>;
+  /** The org's keys valid at `now`, newest first. Secrets are decrypted. */
+  activeOrgSigningKeys(orgId: string, now: number): Promise<SigningKey[]>;
 
   // ---- deliveries ------------------------------------------------------------------------
   /**
@@ -80,6 +109,17 @@ export interface Store {
   /** Deletes events (and their deliveries and attempts) ingested before `beforeMs` whose deliveries are all finished. */
   purge(beforeMs: number): Promise<{ events: number; deliveries: number }>;
   close(): Promise<void>;
+
+  // ---- budgets and pricing (control-plane/budgets) ----------------------------------------
+  /** Every budget with its spend and fired thresholds in the period `periodOf` names. */
+  listBudgets(periodOf: (limitType: BudgetLimitType) => string): Promise<BudgetRecord[]>;
+  /** Creates or replaces the budget of (orgId, limitType); its spend and fired thresholds stay. */
+  putBudget(budget: BudgetSpec): Promise<void>;
+  /** False when absent. Spend history stays (it is the org's, not the budget's). */
+  deleteBudget(orgId: string, limitType: BudgetLimitType): Promise<boolean>;
+  /** Prices set at runtime (SetModelPrice), by model. */
+  listModelPrices(): Promise<StoredModelPrice[]>;
+  putModelPrice(price: StoredModelPrice): Promise<void>;
 }
 
 export interface StoredEvent {
@@ -91,7 +131,67 @@ export interface StoredEvent {
 export interface IngestResult {
   stored: StoredEvent[];
   duplicates: number;
+  /** Deliveries created, those of `generated` events included. */
   deliveries: number;
+  /** Events the store created in the same transaction (budget events), oldest first. */
+  generated?: StoredEvent[];
+  /** Spend after this batch of every (org, limit type, period) it changed. */
+  spend?: SpendTotal[];
+}
+
+// ---- budgets and pricing ------------------------------------------------------------------
+
+export type BudgetLimitType = "daily" | "monthly";
+
+export interface BudgetSpec {
+  orgId: string;
+  limitType: BudgetLimitType;
+  /** USD, above 0. */
+  budgetLimit: number;
+  /** Percentages, ascending, 1..100. */
+  thresholds: number[];
+  enforce: boolean;
+}
+
+export interface BudgetRecord extends BudgetSpec {
+  period: string;
+  currentSpend: number;
+  /** Ascending. */
+  firedThresholds: number[];
+}
+
+export interface SpendTotal {
+  orgId: string;
+  limitType: BudgetLimitType;
+  period: string;
+  spend: number;
+}
+
+/** A budget threshold reached for the first time in a period. */
+export interface BudgetCrossing {
+  budget: BudgetSpec;
+  period: string;
+  currentSpend: number;
+  threshold: number;
+  /** The id the budget event must have (recorded with the threshold). */
+  eventId: string;
+}
+
+/** What ingest needs to count spend; its rules live in control-plane/budgets. */
+export interface SpendAccounting {
+  /** The period key of each limit type for this batch (one clock reading per batch). */
+  periodOf(limitType: BudgetLimitType): string;
+  /** USD an event adds to its org's spend; 0 for none. */
+  costOf(event: Event): number;
+  /** Thresholds (percent) the spend has reached, fired or not. */
+  reached(budget: BudgetSpec, spend: number): number[];
+  budgetEvent(crossing: BudgetCrossing): Event;
+}
+
+export interface StoredModelPrice {
+  model: string;
+  inputPerMillion: number;
+  outputPerMillion: number;
 }
 
 export interface NewEndpoint {
@@ -102,9 +202,23 @@ export interface NewEndpoint {
   eventTypes: EventType[];
   /** "" for none; the config layer fills the primary→backup default. */
   failoverTo: string;
+  /** Applied after the global filters; absent: none. */
+  filters?: EndpointFilters;
+}
+
+/** events.filters' shape for one endpoint (the Admin API's EventFilters); empty lists: all. */
+export interface EndpointFilters {
+  /** Exact names, or a prefix ending in "*". */
+  completionModels: string[];
+  completionMinTokens: number;
+  /** warning, error, critical */
+  errorSeverities: string[];
 }
 
 export interface EndpointRecord extends NewEndpoint {
+  filters: EndpointFilters;
+  /** The org of a one-off endpoint (x-aigw-webhook-url), signed with that org's keys; "" otherwise. */
+  orgId: string;
   disabledReason: string;
   createdAt: number;
   updatedAt: number;
@@ -119,6 +233,7 @@ export interface EndpointPatch {
   disabledReason?: string;
   /** Replaces every key with this one. */
   secret?: string;
+  filters?: EndpointFilters;
 }
 
 export interface SigningKey {

@@ -99,8 +99,12 @@ export class GatewayLimiter {
     if (used.has(key)) return undefined;
     used.add(key);
     let bucket = this.buckets.get(key);
-    if (bucket) bucket.setLimit(perMinute, now);
-    else this.buckets.set(key, (bucket = new MinuteBucket(perMinute, now)));
+    if (bucket) {
+      bucket.setLimit(perMinute, now);
+    } else {
+      bucket = new MinuteBucket(perMinute, now);
+      this.buckets.set(key, bucket);
+    }
     return bucket;
   }
 }

@@ -4,12 +4,23 @@ import { Readable } from "node:stream";
 import { performance } from "node:perf_hooks";
 import { newRequestId } from "../../common/ids.js";
 import type { Logger } from "../../common/logger.js";
+import type { Event } from "../../gen/aigw/v1/events_pb.js";
+import { ASYNC_STATUS_PATH, type AsyncRequestLimits, AsyncRequests } from "../async/async-requests.js";
+import { answerRefusal, GatewayPolicy, type Refusal } from "../policy/gateway-policy.js";
+import { errorFormatFor, sendProviderError } from "../policy/provider-errors.js";
+import {
+  type RequestDirectives,
+  readRequestDirectives,
+  stripDirectiveHeaders,
+  WEBHOOK_URL_HEADER,
+} from "../policy/request-directives.js";
+import { requestEventOptions } from "../policy/request-events.js";
 import type { ProviderAdapter } from "../providers/adapter.js";
-import { openAiAdapter } from "../providers/openai.js";
+import { DEFAULT_ADAPTERS } from "../providers/defaults.js";
 import type { EventSink } from "./event-sink.js";
 import { DEFAULT_PROXY_SETTINGS, type ProxySettings } from "./settings.js";
-import { Exchange, type Observation, type ProxyContext } from "./exchange.js";
-import { type RequestHeaderFacts, upstreamRequestHeaders } from "./headers.js";
+import { Exchange, type ExchangeOptions, type Observation, type ProxyContext } from "./exchange.js";
+import { REQUEST_ID_HEADER, type RequestHeaderFacts, upstreamRequestHeaders } from "./headers.js";
 import { ReportQueue } from "./report-queue.js";
 import { type Upstream, UpstreamTable } from "./upstreams.js";
 
@@ -28,8 +39,10 @@ export interface ProxyOptions {
   settings?: () => ProxySettings;
   /** Upstream silent this long (before its head, or between body chunks) → 504 / cut. Default 10 minutes. */
   requestTimeoutMs?: number;
-  /** Provider formats to observe; default OpenAI-compatible. */
+  /** Provider formats to observe; default OpenAI-compatible and Anthropic Messages. */
   adapters?: readonly ProviderAdapter[];
+  /** Bounds of the in-memory results of `Prefer: respond-async` calls. */
+  asyncRequests?: AsyncRequestLimits;
 }
 
 export interface RunningProxy {
@@ -56,7 +69,9 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
     settings: options.settings ?? (() => DEFAULT_PROXY_SETTINGS),
     reports: new ReportQueue(REPORT_DELAY_MS, (err) => options.logger.error({ err }, "building events failed")),
   };
-  const proxy = new ProviderProxy(table, options.adapters ?? [openAiAdapter], context);
+  const asyncRequests = new AsyncRequests(options.asyncRequests);
+  const policy = new GatewayPolicy(options.orgId, options.app);
+  const proxy = new ProviderProxy(table, options.adapters ?? DEFAULT_ADAPTERS, context, policy, asyncRequests);
   const server = createServer({ noDelay: true, keepAliveTimeout: 65_000 }, proxy.handle);
   // Keep-alive from the app's client pool: the socket idles between requests.
   server.headersTimeout = 66_000;
@@ -77,6 +92,7 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeAllConnections();
       await closed;
+      asyncRequests.abortAll();
       await table.close();
       context.reports.flush();
     },
@@ -97,6 +113,8 @@ function listen(server: Server, host: string, port: number): Promise<void> {
 
 const ignore = (): void => {};
 const PASS_THROUGH = { dropContentLength: false, identityEncoding: false } as const;
+/** The sidecar's own API; never proxied. */
+const AIGW_PATH = "/aigw/";
 
 /** Routes each request to its upstream and starts its Exchange. */
 class ProviderProxy {
@@ -104,6 +122,8 @@ class ProviderProxy {
     private readonly table: UpstreamTable,
     private readonly adapters: readonly ProviderAdapter[],
     private readonly context: ProxyContext,
+    private readonly policy: GatewayPolicy,
+    private readonly asyncRequests: AsyncRequests,
   ) {}
 
   readonly handle = (req: IncomingMessage, res: ServerResponse): void => {
@@ -114,12 +134,42 @@ class ProviderProxy {
     const query = target.indexOf("?");
     const path = query === -1 ? target : target.slice(0, query);
     const method = req.method ?? "GET";
+    if (path.startsWith(AIGW_PATH)) {
+      this.serveAigw(method, path, res);
+      return;
+    }
+    const directives = readRequestDirectives(req.rawHeaders);
+    if (directives?.webhookUrlProblem !== undefined) {
+      sendProviderError(
+        res,
+        400,
+        errorFormatFor(path),
+        {
+          message: `aigw: ${directives.webhookUrlProblem}`,
+          openAiType: "invalid_request_error",
+          code: "invalid_webhook_url",
+          param: WEBHOOK_URL_HEADER,
+          anthropicType: "invalid_request_error",
+        },
+        newRequestId(),
+      );
+      return;
+    }
     const upstream = this.table.route(path);
     const adapter = this.adapterFor(method, path);
     if (adapter === undefined) {
+      if (directives?.respondAsync) {
+        readObservedBody(req, (body, rest) => {
+          const request = { method, target, path, startedAt, requestId: newRequestId(), directives };
+          if (rest) this.refuseTooLargeForAsync(res, request);
+          else this.startAsync(req, res, upstream, request, undefined, body);
+        });
+        return;
+      }
       const exchange = new Exchange(this.context, upstream, res, newRequestId(), path, startedAt, undefined);
       const facts: RequestHeaderFacts = { hasBody: false, contentLength: -1 };
       const headers = upstreamRequestHeaders(req.rawHeaders, PASS_THROUGH, facts);
+      if (directives) stripDirectiveHeaders(headers);
       if (!facts.hasBody) {
         dispatch(upstream, exchange, method, target, headers, null);
       } else if (facts.contentLength > 0 && facts.contentLength <= SMALL_BODY_BYTES) {
@@ -133,17 +183,37 @@ class ProviderProxy {
     }
     readObservedBody(req, (body, rest) => {
       const requestId = newRequestId();
+      const settings = this.context.settings();
+      const refusal = this.policy.admit(settings, Date.now());
+      if (refusal !== undefined) {
+        this.refuse(
+          refusal,
+          res,
+          { method, target, path, startedAt, requestId, directives },
+          adapter,
+          rest ? undefined : body,
+        );
+        return;
+      }
+      if (directives?.respondAsync) {
+        const request = { method, target, path, startedAt, requestId, directives };
+        if (rest) this.refuseTooLargeForAsync(res, request);
+        else this.startAsync(req, res, upstream, request, adapter, body);
+        return;
+      }
       if (rest) {
         // Too large to observe: forward what was read and stream the remainder.
         const exchange = new Exchange(this.context, upstream, res, requestId, path, startedAt, undefined);
         const facts: RequestHeaderFacts = { hasBody: false, contentLength: -1 };
         const headers = upstreamRequestHeaders(req.rawHeaders, PASS_THROUGH, facts);
+        if (directives) stripDirectiveHeaders(headers);
         dispatch(upstream, exchange, method, target, headers, rest);
         return;
       }
       const rewrite = adapter.rewriteRequest(path, body);
       const observation: Observation = { adapter, requestBody: body, rewrite };
-      const exchange = new Exchange(this.context, upstream, res, requestId, path, startedAt, observation);
+      const options = this.eventOptions(settings, directives, undefined);
+      const exchange = new Exchange(this.context, upstream, res, requestId, path, startedAt, observation, options);
       if (exchange.cancelled || res.destroyed) return;
       const facts: RequestHeaderFacts = { hasBody: false, contentLength: -1 };
       const headers = upstreamRequestHeaders(
@@ -151,12 +221,209 @@ class ProviderProxy {
         { dropContentLength: true, identityEncoding: rewrite?.identityEncoding ?? false },
         facts,
       );
+      if (directives) stripDirectiveHeaders(headers);
       dispatch(upstream, exchange, method, target, headers, rewrite ? rewrite.body : body.length > 0 ? body : null);
     });
   };
 
   private adapterFor(method: string, path: string): ProviderAdapter | undefined {
     for (const adapter of this.adapters) if (adapter.observes(method, path)) return adapter;
+    return undefined;
+  }
+
+  /** Undefined (no per-request work) unless the request has directives or tokens are metered. */
+  private eventOptions(
+    settings: ProxySettings,
+    directives: RequestDirectives | undefined,
+    asyncRequest: Parameters<typeof requestEventOptions>[0]["asyncRequest"],
+  ): ExchangeOptions | undefined {
+    const meters = this.policy.metersTokens(settings, Date.now());
+    if (directives === undefined && !meters) return undefined;
+    return requestEventOptions({
+      wanted: settings.wantedEventTypes,
+      webhookUrl: directives?.webhookUrl,
+      asyncRequest,
+      meterTokens: meters ? this.meterTokens : undefined,
+    });
+  }
+
+  private readonly meterTokens = (tokens: number): void => {
+    this.policy.recordTokens(tokens, Date.now());
+  };
+
+  /**
+   * `Prefer: respond-async`: answers 202 with the status URL, then makes the call with the
+   * sidecar as its client. The response is read whole (uncompressed, usage chunk kept) into
+   * the async request, and its completion or error goes out by webhook.
+   */
+  private startAsync(
+    req: IncomingMessage,
+    res: ServerResponse,
+    upstream: Upstream,
+    request: RequestLine,
+    adapter: ProviderAdapter | undefined,
+    body: Buffer,
+  ): void {
+    if (res.destroyed) return;
+    const { method, target, path, startedAt, requestId, directives } = request;
+    const asyncRequest = this.asyncRequests.create(requestId, method, path, adapter);
+    let observation: Observation | undefined;
+    let upstreamBody: Buffer | null = body.length > 0 ? body : null;
+    if (adapter) {
+      const rewrite = adapter.rewriteRequest(path, body);
+      // The async result keeps what the upstream sent (a stream's usage chunk included).
+      observation = { adapter, requestBody: body, rewrite: rewrite && { ...rewrite, responseFilter: undefined } };
+      if (rewrite) upstreamBody = rewrite.body;
+    }
+    const options = this.eventOptions(this.context.settings(), directives, asyncRequest);
+    const exchange = new Exchange(
+      this.context,
+      upstream,
+      asyncRequest.capture,
+      requestId,
+      path,
+      startedAt,
+      observation,
+      options,
+    );
+    const facts: RequestHeaderFacts = { hasBody: false, contentLength: -1 };
+    // Uncompressed: the sidecar reads the whole body for the status URL and the webhook.
+    const headers = upstreamRequestHeaders(req.rawHeaders, { dropContentLength: true, identityEncoding: true }, facts);
+    stripDirectiveHeaders(headers);
+
+    const accepted = Buffer.from(
+      JSON.stringify({ request_id: requestId, status: "received", status_url: asyncRequest.statusUrl }),
+    );
+    res.writeHead(202, [
+      "content-type",
+      "application/json",
+      "content-length",
+      String(accepted.length),
+      REQUEST_ID_HEADER,
+      requestId,
+      "preference-applied",
+      "respond-async",
+      "location",
+      asyncRequest.statusUrl,
+    ]);
+    res.end(accepted);
+    asyncRequest.status = "processing";
+    dispatch(upstream, exchange, method, target, headers, upstreamBody);
+  }
+
+  private refuseTooLargeForAsync(res: ServerResponse, request: RequestLine): void {
+    sendProviderError(
+      res,
+      413,
+      errorFormatFor(request.path),
+      {
+        message: `aigw: a request body over ${MAX_OBSERVED_REQUEST_BYTES} bytes cannot be made async (Prefer: respond-async); send it without`,
+        openAiType: "invalid_request_error",
+        code: "request_too_large",
+        param: null,
+        anthropicType: "request_too_large",
+      },
+      request.requestId,
+    );
+  }
+
+  /** Budget or gateway limit: 429 in the provider's format, events, and no upstream call. */
+  private refuse(
+    refusal: Refusal,
+    res: ServerResponse,
+    request: RequestLine,
+    adapter: ProviderAdapter,
+    body: Buffer | undefined,
+  ): void {
+    const settings = this.context.settings();
+    answerRefusal(refusal, {
+      res,
+      format: errorFormatFor(request.path),
+      requestId: request.requestId,
+      origin: { orgId: this.context.orgId, app: this.context.app, provider: this.table.route(request.path).name },
+      path: request.path,
+      model: body ? adapter.readRequest(request.path, body).model : "",
+      latencyMs: performance.now() - request.startedAt,
+      webhookUrl: request.directives?.webhookUrl,
+      wanted: settings.wantedEventTypes,
+      publish: this.publish,
+    });
+  }
+
+  private readonly publish = (event: Event): void => {
+    try {
+      this.context.sink.publish(event);
+    } catch (err) {
+      this.context.logger.warn({ err }, "event sink refused an event");
+    }
+  };
+
+  /** The sidecar's own API: GET /aigw/v1/requests/{id}. */
+  private serveAigw(method: string, path: string, res: ServerResponse): void {
+    if (!path.startsWith(ASYNC_STATUS_PATH) || path.length === ASYNC_STATUS_PATH.length) {
+      sendJson(res, 404, { error: { message: `aigw: no such path ${path}`, code: "not_found" } });
+      return;
+    }
+    if (method !== "GET" && method !== "HEAD") {
+      sendJson(res, 405, { error: { message: `aigw: ${method} ${path}: only GET`, code: "method_not_allowed" } }, [
+        "allow",
+        "GET, HEAD",
+      ]);
+      return;
+    }
+    const id = decodeURIComponentSafe(path.slice(ASYNC_STATUS_PATH.length));
+    const request = id === undefined ? undefined : this.asyncRequests.get(id);
+    if (request === undefined) {
+      sendJson(res, 404, {
+        error: {
+          message: `aigw: no async request ${JSON.stringify(id ?? path)} on this sidecar (results are kept in its memory for a limited time)`,
+          code: "not_found",
+        },
+      });
+      return;
+    }
+    sendJsonText(res, 200, request.statusJson(), method === "HEAD");
+  }
+}
+
+/** What the proxy knows of a request once its head is read. */
+interface RequestLine {
+  method: string;
+  target: string;
+  path: string;
+  startedAt: number;
+  requestId: string;
+  directives: RequestDirectives | undefined;
+}
+
+function sendJson(res: ServerResponse, status: number, value: unknown, extraHeaders: readonly string[] = []): void {
+  sendJsonText(res, status, JSON.stringify(value), false, extraHeaders);
+}
+
+function sendJsonText(
+  res: ServerResponse,
+  status: number,
+  text: string,
+  headOnly: boolean,
+  extraHeaders: readonly string[] = [],
+): void {
+  const body = Buffer.from(text);
+  res.writeHead(status, [
+    "content-type",
+    "application/json",
+    "content-length",
+    String(body.length),
+    "cache-control",
+    "no-store",
+    ...extraHeaders,
+  ]);
+  res.end(headOnly ? undefined : body);
+}
+
+function decodeURIComponentSafe(text: string): string | undefined {
+  try {
+    return decodeURIComponent(text);
+  } catch {
     return undefined;
   }
 }

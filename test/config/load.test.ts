@@ -62,6 +62,7 @@ describe("the product page's webhook_config.yaml", () => {
         error: { severity: ["warning", "error", "critical"] },
       },
       streaming: { coalesceMs: 0 },
+      rateLimit: { warningShare: 0.1 },
     });
     expect(config.retry).toEqual({
       maxAttempts: 5,

@@ -17,6 +17,8 @@ const endpoint = (name: string, eventTypes: EventType[] = [], enabled = true, fa
   createdAt: 0,
   updatedAt: 0,
   signingKeyCount: 1,
+  filters: { completionModels: [], completionMinTokens: 0, errorSeverities: [] },
+  orgId: "",
 });
 
 const completion = (model: string, tokensUsed: number): Event =>

@@ -70,6 +70,7 @@ describe("OpenAI adapter", () => {
     expect(observer.finish()).toEqual({
       model: "gpt-4o",
       usage: { promptTokens: 4, completionTokens: 6, totalTokens: 10 },
+      contentDeltas: 1,
     });
 
     const responses = new OpenAiStreamObserver();

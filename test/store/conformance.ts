@@ -11,6 +11,7 @@ import {
   StoreNotFoundError,
 } from "../../control-plane/store/store.js";
 import { type Event, EventSchema, EventType } from "../../gen/aigw/v1/events_pb.js";
+import { describeBudgetStoreConformance } from "../budgets/store-conformance.js";
 
 /**
  * The behaviour every Store must have, written against the interface only, so the
@@ -688,5 +689,7 @@ export function describeStoreConformance(name: string, open: () => Promise<Opene
         expect(await store.purge(cutoff + 1)).toEqual({ events: 0, deliveries: 0 });
       });
     });
+
+    describeBudgetStoreConformance(() => store);
   });
 }

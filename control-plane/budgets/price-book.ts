@@ -1,0 +1,135 @@
+import { LRUCache } from "lru-cache";
+import type { Logger } from "../../common/logger.js";
+import type { Event } from "../../gen/aigw/v1/events_pb.js";
+import { DEFAULT_PRICING, modelPrice } from "../config/pricing.js";
+import type { ModelPrice } from "../config/types.js";
+import type { MetricFamily } from "../http/metrics.js";
+import type { StoredModelPrice } from "../store/store.js";
+
+/** One log line per unknown model per this long; the metric counts every event. */
+const UNKNOWN_LOG_EVERY_MS = 10 * 60_000;
+/** Model names come from sidecars: a bounded set of metric labels, the rest under "_other". */
+const MAX_UNKNOWN_MODEL_LABELS = 200;
+const OTHER_MODELS_LABEL = "_other";
+const MAX_LABEL_CHARS = 100;
+
+export interface PriceBookOptions {
+  /** `pricing` of the config: the built-in defaults with the file's entries merged over them. */
+  configPricing: Readonly<Record<string, ModelPrice>>;
+  /** Prices set at runtime (SetModelPrice), kept in the store. */
+  stored: readonly StoredModelPrice[];
+  logger: Logger;
+  now?: () => number;
+}
+
+/**
+ * USD per million tokens by model, and what a completion costs. Precedence: built-in
+ * defaults, then prices set at runtime (persisted), then the config file's own entries —
+ * the file applies on top at every start, so a file entry is what an operator reads in
+ * the file after a restart; a runtime change of a model the file prices lasts until then.
+ */
+export class PriceBook {
+  readonly #prices: Record<string, ModelPrice>;
+  readonly #logger: Logger;
+  readonly #now: () => number;
+  readonly #unknownTotals = new Map<string, number>();
+  readonly #lastLogged = new LRUCache<string, { at: number; suppressed: number }>({ max: 1000 });
+
+  constructor(options: PriceBookOptions) {
+    this.#logger = options.logger;
+    this.#now = options.now ?? Date.now;
+    this.#prices = { ...DEFAULT_PRICING };
+    for (const p of options.stored) this.#prices[p.model] = priceOf(p);
+    for (const [model, p] of Object.entries(fileEntries(options.configPricing))) this.#prices[model] = { ...p };
+  }
+
+  /** The price `model` is charged at (exact entry, else its family's; see modelPrice). */
+  priceOf(model: string): ModelPrice | undefined {
+    return modelPrice(this.#prices, model);
+  }
+
+  /** Every entry, by model name. */
+  list(): StoredModelPrice[] {
+    return Object.keys(this.#prices)
+      .sort()
+      .map((model) => ({ model, ...(this.#prices[model] as ModelPrice) }));
+  }
+
+  /** Changes the book in memory; the caller persists it first. */
+  set(price: StoredModelPrice): void {
+    this.#prices[price.model] = priceOf(price);
+  }
+
+  /**
+   * Sets cost_usd on a completion event (sidecars send 0: pricing is the control
+   * plane's). A model without a price costs 0 only with pricing_unknown set, a metric
+   * count and a log line. Other event types are left as they are.
+   */
+  priceEvent(event: Event): void {
+    if (event.payload.case !== "completion") return;
+    const c = event.payload.value;
+    const price = this.priceOf(c.model);
+    if (price === undefined) {
+      c.costUsd = 0;
+      c.pricingUnknown = true;
+      this.#reportUnknown(c.model, event.orgId);
+      return;
+    }
+    c.pricingUnknown = false;
+    // Providers that report only a total get it charged as input: never free, rarely over.
+    const [input, output] =
+      c.promptTokens === 0 && c.completionTokens === 0 ? [c.tokensUsed, 0] : [c.promptTokens, c.completionTokens];
+    c.costUsd = completionCost(price, input, output);
+  }
+
+  metrics(): MetricFamily[] {
+    return [
+      {
+        name: "aigw_pricing_unknown_total",
+        help: "Completions of models without a price (charged 0 and flagged pricing_unknown).",
+        type: "counter",
+        samples: [...this.#unknownTotals].map(([model, value]) => ({ labels: { model }, value })),
+      },
+    ];
+  }
+
+  #reportUnknown(model: string, orgId: string): void {
+    let label = model.slice(0, MAX_LABEL_CHARS);
+    if (!this.#unknownTotals.has(label) && this.#unknownTotals.size >= MAX_UNKNOWN_MODEL_LABELS) {
+      label = OTHER_MODELS_LABEL;
+    }
+    this.#unknownTotals.set(label, (this.#unknownTotals.get(label) ?? 0) + 1);
+    const now = this.#now();
+    const last = this.#lastLogged.get(model);
+    if (last !== undefined && now - last.at < UNKNOWN_LOG_EVERY_MS) {
+      last.suppressed++;
+      return;
+    }
+    this.#lastLogged.set(model, { at: now, suppressed: 0 });
+    this.#logger.warn(
+      { model, org: orgId, suppressedSinceLastLog: last?.suppressed ?? 0 },
+      "no price for this model: its completions cost 0 and are flagged pricing_unknown (add it under pricing: or with `aigw pricing set`)",
+    );
+  }
+}
+
+/** USD for the tokens at `price` (per million), rounded to a nano-dollar against float noise. */
+export function completionCost(price: ModelPrice, promptTokens: number, completionTokens: number): number {
+  const usd = (promptTokens * price.inputPerMillion + completionTokens * price.outputPerMillion) / 1_000_000;
+  return Math.round(usd * 1e9) / 1e9;
+}
+
+/** The entries of config.pricing that the file set (those differing from the built-in defaults). */
+function fileEntries(configPricing: Readonly<Record<string, ModelPrice>>): Record<string, ModelPrice> {
+  const out: Record<string, ModelPrice> = {};
+  for (const [model, p] of Object.entries(configPricing)) {
+    const builtIn = DEFAULT_PRICING[model];
+    if (builtIn?.inputPerMillion === p.inputPerMillion && builtIn.outputPerMillion === p.outputPerMillion) continue;
+    out[model] = p;
+  }
+  return out;
+}
+
+function priceOf(p: StoredModelPrice): ModelPrice {
+  return { inputPerMillion: p.inputPerMillion, outputPerMillion: p.outputPerMillion };
+}

@@ -1,0 +1,206 @@
+import type Database from "better-sqlite3";
+import { newEventId } from "../../common/ids.js";
+import type { Event } from "../../gen/aigw/v1/events_pb.js";
+import type {
+  BudgetLimitType,
+  BudgetRecord,
+  BudgetSpec,
+  SpendAccounting,
+  SpendTotal,
+  StoredEvent,
+  StoredModelPrice,
+} from "../store/store.js";
+
+/** The limit types spend is counted for; one spend row per org, type and period. */
+export const LIMIT_TYPES: readonly BudgetLimitType[] = ["daily", "monthly"];
+
+interface BudgetRow {
+  org_id: string;
+  limit_type: BudgetLimitType;
+  budget_limit: number;
+  thresholds: string;
+  enforce: number;
+}
+
+interface PriceRow {
+  model: string;
+  input_per_million: number;
+  output_per_million: number;
+}
+
+/** What one ingest transaction's accounting produced. */
+export interface SpendBatch {
+  accounting: SpendAccounting;
+  generated: StoredEvent[];
+  deliveries: number;
+  spend: Map<string, SpendTotal>;
+}
+
+/**
+ * The SQLite side of budgets and pricing (schema v2). Every method runs synchronously in
+ * the caller's transaction: SqliteStore wraps them, so spend, fired thresholds and budget
+ * events commit together with the events that caused them, or not at all.
+ */
+export class SqliteBudgetTables {
+  readonly #s;
+
+  constructor(db: Database.Database) {
+    this.#s = {
+      addSpend: db.prepare(
+        `INSERT INTO budget_spend (org_id, limit_type, period, spend, updated_at)
+         VALUES (@orgId, @limitType, @period, @cost, @now)
+         ON CONFLICT (org_id, limit_type, period) DO UPDATE SET spend = spend + excluded.spend, updated_at = excluded.updated_at
+         RETURNING spend`,
+      ) as Database.Statement<[Record<string, unknown>], { spend: number }>,
+      spendOf: db
+        .prepare(
+          "SELECT spend FROM budget_spend WHERE org_id = @orgId AND limit_type = @limitType AND period = @period",
+        )
+        .pluck() as Database.Statement<[Record<string, unknown>], number>,
+      budget: db.prepare(
+        "SELECT * FROM budgets WHERE org_id = @orgId AND limit_type = @limitType",
+      ) as Database.Statement<[Record<string, unknown>], BudgetRow>,
+      budgets: db.prepare("SELECT * FROM budgets ORDER BY org_id, limit_type") as Database.Statement<[], BudgetRow>,
+      putBudget: db.prepare(
+        `INSERT INTO budgets (org_id, limit_type, budget_limit, thresholds, enforce, created_at, updated_at)
+         VALUES (@orgId, @limitType, @budgetLimit, @thresholds, @enforce, @now, @now)
+         ON CONFLICT (org_id, limit_type) DO UPDATE SET budget_limit = excluded.budget_limit,
+           thresholds = excluded.thresholds, enforce = excluded.enforce, updated_at = excluded.updated_at`,
+      ) as Database.Statement<[Record<string, unknown>]>,
+      deleteBudget: db.prepare(
+        "DELETE FROM budgets WHERE org_id = @orgId AND limit_type = @limitType",
+      ) as Database.Statement<[Record<string, unknown>]>,
+      fire: db.prepare(
+        `INSERT INTO budget_thresholds_fired (org_id, limit_type, period, threshold, event_id, fired_at)
+         VALUES (@orgId, @limitType, @period, @threshold, @eventId, @now)
+         ON CONFLICT DO NOTHING RETURNING threshold`,
+      ) as Database.Statement<[Record<string, unknown>], { threshold: number }>,
+      fired: db
+        .prepare(
+          `SELECT threshold FROM budget_thresholds_fired
+           WHERE org_id = @orgId AND limit_type = @limitType AND period = @period ORDER BY threshold`,
+        )
+        .pluck() as Database.Statement<[Record<string, unknown>], number>,
+      prices: db.prepare("SELECT * FROM model_prices ORDER BY model") as Database.Statement<[], PriceRow>,
+      putPrice: db.prepare(
+        `INSERT INTO model_prices (model, input_per_million, output_per_million, updated_at)
+         VALUES (@model, @inputPerMillion, @outputPerMillion, @now)
+         ON CONFLICT (model) DO UPDATE SET input_per_million = excluded.input_per_million,
+           output_per_million = excluded.output_per_million, updated_at = excluded.updated_at`,
+      ) as Database.Statement<[Record<string, unknown>]>,
+    };
+  }
+
+  newBatch(accounting: SpendAccounting): SpendBatch {
+    return { accounting, generated: [], deliveries: 0, spend: new Map() };
+  }
+
+  /**
+   * Counts a newly stored event's cost and stores a budget event (through `storeEvent`,
+   * which routes it) for each threshold it makes reachable for the first time.
+   */
+  account(
+    event: Event,
+    batch: SpendBatch,
+    now: number,
+    storeEvent: (event: Event) => { stored: StoredEvent; deliveries: number },
+  ): void {
+    const { accounting } = batch;
+    const cost = accounting.costOf(event);
+    if (!(cost > 0) || !Number.isFinite(cost) || event.orgId === "") return;
+    for (const limitType of LIMIT_TYPES) {
+      const key = { orgId: event.orgId, limitType, period: accounting.periodOf(limitType) };
+      const spend = this.#s.addSpend.get({ ...key, cost, now })?.spend ?? cost;
+      batch.spend.set(`${key.orgId}\u0000${limitType}\u0000${key.period}`, { ...key, spend });
+      const row = this.#s.budget.get(key);
+      if (row === undefined) continue;
+      const budget = toBudgetSpec(row);
+      for (const threshold of accounting.reached(budget, spend)) {
+        const eventId = newEventId();
+        if (this.#s.fire.get({ ...key, threshold, eventId, now }) === undefined) continue;
+        const made = storeEvent(
+          accounting.budgetEvent({ budget, period: key.period, currentSpend: spend, threshold, eventId }),
+        );
+        batch.generated.push(made.stored);
+        batch.deliveries += made.deliveries;
+      }
+    }
+  }
+
+  listBudgets(periodOf: (limitType: BudgetLimitType) => string): BudgetRecord[] {
+    return this.#s.budgets.all().map((row) => {
+      const spec = toBudgetSpec(row);
+      const key = { orgId: spec.orgId, limitType: spec.limitType, period: periodOf(spec.limitType) };
+      return {
+        ...spec,
+        period: key.period,
+        currentSpend: this.#s.spendOf.get(key) ?? 0,
+        firedThresholds: this.#s.fired.all(key),
+      };
+    });
+  }
+
+  putBudget(budget: BudgetSpec, now: number): void {
+    checkBudgetSpec(budget);
+    this.#s.putBudget.run({
+      orgId: budget.orgId,
+      limitType: budget.limitType,
+      budgetLimit: budget.budgetLimit,
+      thresholds: JSON.stringify(budget.thresholds),
+      enforce: budget.enforce ? 1 : 0,
+      now,
+    });
+  }
+
+  deleteBudget(orgId: string, limitType: BudgetLimitType): boolean {
+    return this.#s.deleteBudget.run({ orgId, limitType }).changes > 0;
+  }
+
+  listModelPrices(): StoredModelPrice[] {
+    return this.#s.prices.all().map((row) => ({
+      model: row.model,
+      inputPerMillion: row.input_per_million,
+      outputPerMillion: row.output_per_million,
+    }));
+  }
+
+  putModelPrice(price: StoredModelPrice, now: number): void {
+    if (price.model === "") throw new TypeError("model price: model must not be empty");
+    for (const [name, value] of [
+      ["inputPerMillion", price.inputPerMillion],
+      ["outputPerMillion", price.outputPerMillion],
+    ] as const) {
+      if (!Number.isFinite(value) || value < 0) {
+        throw new RangeError(`model price of "${price.model}": ${name} must be a finite number ≥ 0, got ${value}`);
+      }
+    }
+    this.#s.putPrice.run({ ...price, now });
+  }
+}
+
+function toBudgetSpec(row: BudgetRow): BudgetSpec {
+  return {
+    orgId: row.org_id,
+    limitType: row.limit_type,
+    budgetLimit: row.budget_limit,
+    thresholds: JSON.parse(row.thresholds) as number[],
+    enforce: row.enforce === 1,
+  };
+}
+
+/** The store's own guard; the Admin API validates first and names the request's fields. */
+function checkBudgetSpec(budget: BudgetSpec): void {
+  const what = `budget of org "${budget.orgId}"`;
+  if (budget.orgId === "") throw new TypeError("budget: orgId must not be empty");
+  if (!LIMIT_TYPES.includes(budget.limitType)) {
+    throw new RangeError(`${what}: limitType must be daily or monthly, got "${String(budget.limitType)}"`);
+  }
+  if (!Number.isFinite(budget.budgetLimit) || budget.budgetLimit <= 0) {
+    throw new RangeError(`${what}: budgetLimit must be a finite number above 0, got ${budget.budgetLimit}`);
+  }
+  budget.thresholds.forEach((t, i) => {
+    if (!Number.isInteger(t) || t < 1 || t > 100 || (i > 0 && t <= (budget.thresholds[i - 1] ?? 0))) {
+      throw new RangeError(`${what}: thresholds[${i}] (${t}) must be a whole percentage 1..100 above the one before`);
+    }
+  });
+}

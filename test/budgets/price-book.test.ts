@@ -1,0 +1,99 @@
+import { Writable } from "node:stream";
+import { create } from "@bufbuild/protobuf";
+import { describe, expect, it } from "vitest";
+import { newEventId } from "../../common/ids.js";
+import { createLogger } from "../../common/logger.js";
+import { budgetPeriod } from "../../control-plane/budgets/periods.js";
+import { PriceBook } from "../../control-plane/budgets/price-book.js";
+import { defaultConfig } from "../../control-plane/config/load.js";
+import { type CompletionEvent, EventSchema } from "../../gen/aigw/v1/events_pb.js";
+
+function book(options: { configPricing?: ReturnType<typeof defaultConfig>["pricing"]; now?: () => number } = {}) {
+  const lines: string[] = [];
+  const logger = createLogger({
+    level: "info",
+    destination: new Writable({
+      write(chunk: Buffer, _enc, done) {
+        lines.push(chunk.toString());
+        done();
+      },
+    }),
+  });
+  const prices = new PriceBook({
+    configPricing: options.configPricing ?? defaultConfig().pricing,
+    stored: [{ model: "gpt-4o", inputPerMillion: 1, outputPerMillion: 1 }],
+    logger,
+    ...(options.now ? { now: options.now } : {}),
+  });
+  return { prices, lines };
+}
+
+function priced(prices: PriceBook, model: string, prompt: number, completion: number, total = prompt + completion) {
+  const event = create(EventSchema, {
+    id: newEventId(),
+    orgId: "org_1",
+    payload: {
+      case: "completion",
+      value: { model, promptTokens: prompt, completionTokens: completion, tokensUsed: total, costUsd: 99 },
+    },
+  });
+  prices.priceEvent(event);
+  return event.payload.value as CompletionEvent;
+}
+
+describe("PriceBook", () => {
+  it("charges per million tokens, by the model's family, over whatever the sidecar sent", () => {
+    const { prices } = book();
+    expect(priced(prices, "gpt-4.1-mini", 1_000_000, 1_000_000)).toMatchObject({ costUsd: 2, pricingUnknown: false });
+    expect(priced(prices, "claude-sonnet-4-20250514", 2_000, 1_000).costUsd).toBe(0.021);
+    // Only a total from the provider: charged as input, never free.
+    expect(priced(prices, "gpt-4.1", 0, 0, 500_000).costUsd).toBe(1);
+    expect(priced(prices, "gpt-4.1", 0, 0, 0)).toMatchObject({ costUsd: 0, pricingUnknown: false });
+  });
+
+  it("puts runtime prices over the defaults and the file's own entries over both", () => {
+    const configPricing = defaultConfig().pricing;
+    configPricing["gpt-4o-mini"] = { inputPerMillion: 7, outputPerMillion: 7 };
+    const { prices } = book({ configPricing });
+    expect(prices.priceOf("gpt-4o")).toEqual({ inputPerMillion: 1, outputPerMillion: 1 }); // runtime over default
+    expect(prices.priceOf("gpt-4o-mini")).toEqual({ inputPerMillion: 7, outputPerMillion: 7 }); // file
+    prices.set({ model: "gpt-4o-mini", inputPerMillion: 3, outputPerMillion: 4 });
+    expect(prices.priceOf("gpt-4o-mini-2024-07-18")).toEqual({ inputPerMillion: 3, outputPerMillion: 4 });
+    expect(prices.list().map((p) => p.model)).toEqual([...prices.list().map((p) => p.model)].sort());
+  });
+
+  it("reports unknown models: flag, a counter per model, one log line per model per ten minutes", () => {
+    const clock = { now: 0 };
+    const { prices, lines } = book({ now: () => clock.now });
+    for (let i = 0; i < 5; i++)
+      expect(priced(prices, "mystery", 10, 10)).toMatchObject({ costUsd: 0, pricingUnknown: true });
+    priced(prices, "other-mystery", 1, 1);
+    expect(lines).toHaveLength(2);
+    clock.now = 10 * 60_000;
+    priced(prices, "mystery", 1, 1);
+    expect(lines).toHaveLength(3);
+    expect(JSON.parse(lines[2]!)).toMatchObject({ model: "mystery", suppressedSinceLastLog: 4 });
+    expect(prices.metrics()[0]?.samples).toEqual([
+      { labels: { model: "mystery" }, value: 6 },
+      { labels: { model: "other-mystery" }, value: 1 },
+    ]);
+  });
+
+  it("bounds the metric's labels: past 200 models, the rest count under _other", () => {
+    const { prices } = book();
+    for (let i = 0; i < 205; i++) priced(prices, `junk-${i}`, 1, 1);
+    const samples = prices.metrics()[0]?.samples ?? [];
+    expect(samples).toHaveLength(201);
+    expect(samples.find((s) => s.labels?.model === "_other")?.value).toBe(5);
+  });
+});
+
+describe("budgetPeriod", () => {
+  it("is the UTC calendar day or month", () => {
+    expect(budgetPeriod("daily", Date.parse("2026-05-10T23:59:59.999Z"))).toBe("2026-05-10");
+    expect(budgetPeriod("daily", Date.parse("2026-05-11T00:00:00Z"))).toBe("2026-05-11");
+    // 20:00 in New York on Jan 31 is already February 1 in UTC.
+    expect(budgetPeriod("monthly", Date.parse("2026-01-31T20:00:00-05:00"))).toBe("2026-02");
+    expect(budgetPeriod("monthly", Date.parse("2026-12-31T23:59:59Z"))).toBe("2026-12");
+  });
+});
