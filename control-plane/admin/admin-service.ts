@@ -321,7 +321,7 @@ export class AdminServiceImpl implements ServiceImpl<typeof AdminService> {
       } else {
         // Routing is decided here rather than by the normal filters: a test event is
         // meant to arrive even where, say, completion.min_tokens would drop it.
-        const subscribed = config.events.subscribe.includes(typeName);
+        const subscribed = this.subscription.get().subscribe.includes(type);
         targets = (await this.deps.store.listEndpoints())
           .filter((e) => e.enabled && (e.eventTypes.length === 0 ? subscribed : e.eventTypes.includes(type)))
           .map((e) => e.name);

@@ -37,6 +37,7 @@ export function endpointMessage(record: EndpointRecord): Endpoint {
     disabledReason: record.disabledReason,
     signingKeyCount: record.signingKeyCount,
     filters: filtersMessage(record.filters),
+    orgId: record.orgId,
   });
 }
 

@@ -26,6 +26,9 @@ export function readWebhooks(
         endpointField,
         `endpoint name ${JSON.stringify(name)} is invalid; expected 1-64 characters of a-z, 0-9, "_" and "-"`,
       );
+    } else if (name.startsWith("oneoff-")) {
+      // Reserved for the one-off endpoints of x-aigw-webhook-url (control-plane/routing/one-off.ts).
+      r.failEntry(endpointField, `endpoint name ${JSON.stringify(name)} is invalid; the "oneoff-" prefix is reserved`);
     }
     endpoints.push([name, readEndpoint(r, endpointField, name, names, context)]);
   }

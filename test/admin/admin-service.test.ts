@@ -498,8 +498,8 @@ describe("AdminService deliveries, replay, test events and stats", () => {
     expect((await rpcError(f.client.sendTestEvent({ endpoint: "off" }))).code).toBe(Code.FailedPrecondition);
     expect((await rpcError(f.client.sendTestEvent({ endpoint: "nope" }))).code).toBe(Code.NotFound);
 
-    // Nobody subscribes to rate_limit once the config drops it.
-    f.config.events.subscribe = ["completion"];
+    // Nobody subscribes to rate_limit once the runtime subscription drops it.
+    await f.client.updateSubscription({ subscribe: [EventType.COMPLETION] });
     const nobody = await rpcError(f.client.sendTestEvent({ eventType: EventType.RATE_LIMIT }));
     expect(nobody.code).toBe(Code.FailedPrecondition);
     expect(nobody.rawMessage).toBe("no enabled endpoint receives rate_limit events");

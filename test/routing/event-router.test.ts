@@ -5,6 +5,7 @@ import { type Event, EventSchema, EventType } from "../../gen/aigw/v1/events_pb.
 import { newEventId } from "../../common/ids.js";
 import { parseConfig } from "../../control-plane/config/load.js";
 import { EventRouter } from "../../control-plane/routing/event-router.js";
+import { NO_FILTERS } from "../../control-plane/routing/filters.js";
 import type { EndpointRecord } from "../../control-plane/store/store.js";
 
 const endpoint = (name: string, eventTypes: EventType[] = [], enabled = true, failoverTo = ""): EndpointRecord => ({
@@ -104,5 +105,19 @@ events:
     // With primary disabled, backup is an ordinary endpoint again.
     router.update(config("{}"), [endpoint("primary", [], false, "backup"), endpoint("backup")]);
     expect(router.route(completion("gpt-4", 1))).toEqual(["backup"]);
+  });
+
+  it("leaves one-off endpoints (org set) to the event's webhook_url, and applies store-held endpoint filters", () => {
+    const oneOff: EndpointRecord = { ...endpoint("oneoff-0123456789abcdef"), orgId: "org_a" };
+    const filtered: EndpointRecord = {
+      ...endpoint("big", [EventType.COMPLETION]),
+      filters: { completionModels: [], completionMinTokens: 1000, errorSeverities: [] },
+    };
+    const router = new EventRouter({ subscribe: [EventType.COMPLETION], filters: NO_FILTERS }, [oneOff, filtered]);
+    expect(router.route(completion("gpt-4", 999))).toEqual([]);
+    expect(router.route(completion("gpt-4", 1000))).toEqual(["big"]);
+    expect(router.isSubscribed(completion("gpt-4", 1))).toBe(true);
+    expect(router.isSubscribed(error("critical"))).toBe(false);
+    expect(router.wantedEventTypes()).toEqual([EventType.COMPLETION]);
   });
 });

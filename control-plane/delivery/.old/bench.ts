@@ -2,7 +2,7 @@
 // DeliveryScheduler through the piscina pool (signing, undici keep-alive) to a local
 // receiver on 127.0.0.1:0 that answers 200, against raw undici POSTs to the same receiver
 // at the same concurrency in the same run. Bounded in count and time; stops by itself.
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { spawn } from "node:child_process";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -123,7 +123,7 @@ async function until(what: string, probe: () => Promise<boolean>, deadline: numb
 }
 
 /** Raw undici POSTs of the same signed body to the same receiver, same concurrency. */
-async function baselinePostsPerSecond(url: string, count: number): Promise<number> {
+async function baselinePosts(url: string, count: number): Promise<{ perSecond: number; cpuMicros: number }> {
   const agent = new Agent({ keepAliveTimeout: 10_000 });
   const body = JSON.stringify(webhookBody(completion()));
   const target = new URL(url);
@@ -150,10 +150,12 @@ async function baselinePostsPerSecond(url: string, count: number): Promise<numbe
     }
   };
   const started = performance.now();
+  const cpuBefore = process.cpuUsage();
   await Promise.all(Array.from({ length: CONCURRENCY }, worker));
+  const cpu = process.cpuUsage(cpuBefore);
   const seconds = (performance.now() - started) / 1000;
   await agent.close();
-  return count / seconds;
+  return { perSecond: count / seconds, cpuMicros: (cpu.user + cpu.system) / count };
 }
 
 export async function benchDelivery(): Promise<BenchRow[]> {
@@ -206,11 +208,14 @@ export async function benchDelivery(): Promise<BenchRow[]> {
     scheduler = new DeliveryScheduler({ store, config, pool, logger: createLogger({ level: "warn", name: "bench" }) });
     const started = performance.now();
     const cpuBefore = process.cpuUsage();
+    const mainCpuBefore = mainThreadCpuMicros();
     const eluBefore = performance.eventLoopUtilization();
     scheduler.start();
     await until("every delivery to finish", async () => (await store.countPending()) === 0, deadline, 50);
     const aigwSeconds = (performance.now() - started) / 1000;
     const cpu = process.cpuUsage(cpuBefore);
+    const mainCpuAfter = mainThreadCpuMicros();
+    const mainCpu = mainCpuBefore !== undefined && mainCpuAfter !== undefined ? mainCpuAfter - mainCpuBefore : undefined;
     const mainThreadBusy = performance.eventLoopUtilization(eluBefore).utilization;
     const delivered = (await receiver.count()) - warmCount;
     if (delivered !== EVENTS) throw new Error(`delivery bench: receiver got ${delivered} of ${EVENTS} deliveries`);
@@ -222,7 +227,8 @@ export async function benchDelivery(): Promise<BenchRow[]> {
     scheduler = undefined;
 
     const aigwRate = EVENTS / aigwSeconds;
-    const baselineRate = await baselinePostsPerSecond(receiver.url, EVENTS);
+    const baseline = await baselinePosts(receiver.url, EVENTS);
+    const baselineRate = baseline.perSecond;
     const p50 = latencyQuantile(metrics, 0.5);
     return [
       {
@@ -239,7 +245,13 @@ export async function benchDelivery(): Promise<BenchRow[]> {
         name: "control-plane CPU per delivery (main thread + workers, user+system)",
         value: (cpu.user + cpu.system) / EVENTS,
         unit: "µs",
+        baseline: "raw undici POST (client CPU per request)",
+        baselineValue: baseline.cpuMicros,
+        ratio: (cpu.user + cpu.system) / EVENTS / baseline.cpuMicros,
       },
+      ...(mainCpu !== undefined
+        ? [{ name: "of which the main thread (store, scheduler)", value: mainCpu / EVENTS, unit: "µs" }]
+        : []),
       {
         name: "main thread busy share during delivery (event-loop utilization)",
         value: mainThreadBusy,
@@ -259,6 +271,22 @@ export async function benchDelivery(): Promise<BenchRow[]> {
     rmSync(dir, { recursive: true, force: true });
   }
 }
+
+/** This thread's CPU time (Linux /proc; undefined elsewhere): process.cpuUsage() counts every thread. */
+function mainThreadCpuMicros(): number | undefined {
+  try {
+    // Fields after the parenthesised command name: utime and stime are the 12th and 13th.
+    const stat = readFileSync("/proc/thread-self/stat", "utf8");
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    const ticks = Number(fields[11]) + Number(fields[12]);
+    return Number.isFinite(ticks) ? (ticks * 1_000_000) / CLOCK_TICKS_PER_SECOND : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** USER_HZ: 100 on every Linux architecture Node supports. */
+const CLOCK_TICKS_PER_SECOND = 100;
 
 function latencyQuantile(metrics: ReturnType<DeliveryScheduler["metrics"]>, q: number): number {
   const { bucketsMs, counts, count } = metrics.latency;
