@@ -85,6 +85,8 @@ export function webhookBody(event: Event): WebhookBody {
         remaining: v.remaining === undefined ? null : Number(v.remaining),
         reset_at: v.resetAt || null,
         retry_after: v.retryAfter ?? null,
+        status_code: v.statusCode,
+        warning: v.warning,
         timestamp,
       };
     }

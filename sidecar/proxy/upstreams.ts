@@ -21,7 +21,7 @@ export interface UpstreamPoolOptions {
 }
 
 /**
- * The routing table: `/v1/messages` goes to "anthropic" when configured; everything else
+ * The routing table: `/v1/messages` (and paths below it) goes to "anthropic" when configured; everything else
  * to "openai", or to the only upstream when there is one (DESIGN.md "CLI").
  */
 export class UpstreamTable {
@@ -62,7 +62,14 @@ export class UpstreamTable {
 
   /** The upstream for a request path (no query string). */
   route(path: string): Upstream {
-    if (this.anthropic !== undefined && path === ANTHROPIC_MESSAGES) return this.anthropic;
+    // /v1/messages and what lives under it (count_tokens, batches) are Anthropic's.
+    if (
+      this.anthropic !== undefined &&
+      path.startsWith(ANTHROPIC_MESSAGES) &&
+      (path.length === ANTHROPIC_MESSAGES.length || path.charCodeAt(ANTHROPIC_MESSAGES.length) === 0x2f) /* "/" */
+    ) {
+      return this.anthropic;
+    }
     return this.fallback;
   }
 

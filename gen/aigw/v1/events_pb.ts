@@ -370,7 +370,7 @@ export type RateLimitEvent = Message<"aigw.v1.RateLimitEvent"> & {
   source: string;
 
   /**
-   * requests, tokens
+   * requests, tokens; Anthropic's separate limits: input_tokens, output_tokens
    *
    * @generated from field: string limit_type = 3;
    */
