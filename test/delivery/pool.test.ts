@@ -50,6 +50,72 @@ describe("delivery pool", () => {
     expect(pool.threads).toBeGreaterThanOrEqual(1);
   });
 
+  it("reports each attempt of a batch as it ends, not when the whole batch does", async () => {
+    let answerSlow: (() => void) | undefined;
+    server = await startTestServer((req, res) => {
+      if (req.body.includes("slow")) answerSlow = () => res.writeHead(200).end();
+      else res.writeHead(202).end();
+    });
+    pool = createDeliveryPool({ maxThreads: 1, concurrentTasksPerWorker: 4 });
+    const reported: { index: number; status: number; at: number }[] = [];
+    const batch = pool.runBatch(
+      {
+        destinations: [{ url: server.url, secrets: [SECRET] }],
+        items: ["slow", "fast-1", "fast-2"].map((id) => ({
+          destination: 0,
+          body: JSON.stringify({ id }),
+          webhookId: id,
+        })),
+        signatureHeader: "X-Webhook-Signature",
+        timeoutMs: 10_000,
+        requireHttps: false,
+        allowedNetworks: ["127.0.0.0/8"],
+        userAgent: USER_AGENT,
+      },
+      (index, result) => reported.push({ index, status: result.statusCode, at: Date.now() }),
+    );
+    const deadline = Date.now() + 10_000;
+    while (reported.length < 2 || !answerSlow) {
+      if (Date.now() > deadline) throw new Error("fast results were not reported while the slow one waited");
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    expect(reported.map((r) => r.index).sort()).toEqual([1, 2]);
+    expect(reported.every((r) => r.status === 202)).toBe(true);
+    answerSlow();
+    await expect(batch).resolves.toBeUndefined();
+    expect(reported.map((r) => [r.index, r.status])).toContainEqual([0, 200]);
+    expect(reported).toHaveLength(3);
+    for (const req of server.requests) {
+      expect(new Webhook(SECRET).verify(req.body, req.headers as Record<string, string>)).toHaveProperty("id");
+    }
+  });
+
+  it("gives every attempt of a batch a retryable result when its worker fails", async () => {
+    tempDir = mkdtempSync(join(tmpdir(), "aigw-pool-"));
+    const broken = join(tempDir, "broken-worker.mjs");
+    writeFileSync(broken, 'throw new Error("worker module exploded while loading");\n');
+    pool = createDeliveryPool({ maxThreads: 1, concurrentTasksPerWorker: 1, workerUrl: pathToFileURL(broken) });
+    const results: [number, { networkError: boolean; error: string }][] = [];
+    const failure = await pool.runBatch(
+      {
+        destinations: [{ url: "http://127.0.0.1:9/", secrets: [SECRET] }],
+        items: [0, 1].map((i) => ({ destination: 0, body: "{}", webhookId: `evt_${i}` })),
+        signatureHeader: "X-Webhook-Signature",
+        timeoutMs: 1000,
+        requireHttps: false,
+        allowedNetworks: [],
+        userAgent: USER_AGENT,
+      },
+      (index, result) => results.push([index, result]),
+    );
+    expect(failure?.message).toMatch(/delivery worker failed: .*exploded while loading/);
+    expect(results.map(([i]) => i).sort()).toEqual([0, 1]);
+    for (const [, result] of results) {
+      expect(result.networkError).toBe(true);
+      expect(result.error).toMatch(/exploded while loading/);
+    }
+  });
+
   it("surfaces a worker that fails to load as an error instead of hanging", async () => {
     tempDir = mkdtempSync(join(tmpdir(), "aigw-pool-"));
     const broken = join(tempDir, "broken-worker.mjs");

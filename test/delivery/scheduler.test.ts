@@ -251,6 +251,55 @@ describe("DeliveryScheduler", () => {
     expect(hanging.maxInFlight).toBeLessThanOrEqual(3);
   });
 
+  it("records a fast endpoint's success while a hanging one in the same worker batch still waits", async () => {
+    let answerSlow: (() => void) | undefined;
+    const hanging = await receiver((_req, res) => {
+      answerSlow = () => res.writeHead(200).end();
+    });
+    const healthy = await receiver((_req, res) => res.writeHead(200).end());
+    await endpoint("slow", hanging.url);
+    await endpoint("fast", healthy.url);
+    // One event for both endpoints: both deliveries are claimed together, so they travel
+    // to the worker in one batch.
+    const [event] = Array.from({ length: 1 }, completion);
+    await store.ingest([event!], () => ["slow", "fast"]);
+    const batches: string[][] = [];
+    const observedPool: DeliveryPool = {
+      run: (task) => pool.run(task),
+      runBatch(batch, onResult) {
+        batches.push(batch.items.map((item) => batch.destinations[item.destination]?.url ?? "?"));
+        return pool.runBatch(batch, onResult);
+      },
+      get threads() {
+        return pool.threads;
+      },
+      get queued() {
+        return pool.queued;
+      },
+      close: async () => {},
+    };
+    const s = new DeliveryScheduler({
+      store,
+      config: testConfig({ delivery: { timeoutMs: 20_000 } }),
+      logger: logger(),
+      pool: observedPool,
+      stopTimeoutMs: 1_000,
+    });
+    schedulers.push(s);
+    s.start();
+
+    await statusOf(event!.id, "fast", "delivered");
+    expect(batches.some((urls) => urls.includes(hanging.url) && urls.includes(healthy.url))).toBe(true);
+    // The slow receiver holds its request, and its delivery is still leased and pending.
+    expect(hanging.inFlight).toBe(1);
+    expect((await deliveriesOf(event!.id)).find((d) => d.endpoint === "slow")?.status).toBe("pending");
+    expect(s.metrics().inFlight).toBe(1);
+
+    answerSlow?.();
+    await statusOf(event!.id, "slow", "delivered");
+    await until("slots given back", () => s.metrics().inFlight === 0);
+  });
+
   it("never exceeds concurrent_deliveries in total, nor the per-endpoint cap", async () => {
     const slowOk = (_req: unknown, res: import("node:http").ServerResponse) => {
       setTimeout(() => res.writeHead(200).end(), 40);

@@ -215,7 +215,8 @@ export async function benchDelivery(): Promise<BenchRow[]> {
     const aigwSeconds = (performance.now() - started) / 1000;
     const cpu = process.cpuUsage(cpuBefore);
     const mainCpuAfter = mainThreadCpuMicros();
-    const mainCpu = mainCpuBefore !== undefined && mainCpuAfter !== undefined ? mainCpuAfter - mainCpuBefore : undefined;
+    const mainCpu =
+      mainCpuBefore !== undefined && mainCpuAfter !== undefined ? mainCpuAfter - mainCpuBefore : undefined;
     const mainThreadBusy = performance.eventLoopUtilization(eluBefore).utilization;
     const delivered = (await receiver.count()) - warmCount;
     if (delivered !== EVENTS) throw new Error(`delivery bench: receiver got ${delivered} of ${EVENTS} deliveries`);
