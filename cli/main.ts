@@ -16,12 +16,15 @@ Usage:
   aigw sidecar --control-plane URL [--listen HOST:PORT] [--upstream URL | --upstream NAME=URL …]
                [--org ID] [--app NAME] [--token T] [--spool DIR]
       The app's base URL for its provider (default listen 127.0.0.1:8080, upstream
-      https://api.openai.com). /v1/messages goes to the "anthropic" upstream, other paths
-      to "openai" (or to the single --upstream).
+      https://api.openai.com). /v1/messages (and paths below it) go to the "anthropic"
+      upstream, other paths to "openai" (or to the single --upstream). Per request:
+      "Prefer: respond-async" answers 202 and delivers the result by webhook (status at
+      GET /aigw/v1/requests/{id}); "x-aigw-webhook-url: URL" adds a one-off endpoint.
   aigw watch [--events completion,error] [--json] [--admin URL] [--token T]
       The live event feed.
   aigw dev
       The whole local stack on embedded defaults (what \`npm start\` runs).
+
 ${ADMIN_USAGE}
   aigw --help | --version
 
