@@ -19,7 +19,9 @@ try {
       return statSync(p).isDirectory() ? list(p) : [p];
     });
   const fresh = new Map(list(join(work, "gen")).map((p) => [relative(join(work, "gen"), p), readFileSync(p, "utf8")]));
-  const committed = new Map(list(join(root, "gen")).map((p) => [relative(join(root, "gen"), p), readFileSync(p, "utf8")]));
+  const committed = new Map(
+    list(join(root, "gen")).map((p) => [relative(join(root, "gen"), p), readFileSync(p, "utf8")]),
+  );
   const stale = [];
   for (const [name, text] of fresh) if (committed.get(name) !== text) stale.push(name);
   for (const name of committed.keys()) if (!fresh.has(name)) stale.push(name);

@@ -329,7 +329,12 @@ export class DeliveryScheduler {
       this.inFlight++;
       this.perEndpoint.set(delivery.endpoint, (this.perEndpoint.get(delivery.endpoint) ?? 0) + 1);
     }
-    const sent: Promise<void> = this.send(claimed).finally(() => this.attemptsInFlight.delete(sent));
+    const sent: Promise<void> = this.send(claimed)
+      .catch((err: unknown) => {
+        // Unreachable by design (send settles every delivery itself); the leases would expire.
+        this.log.error({ err, deliveries: claimed.length }, "sending claimed deliveries failed");
+      })
+      .finally(() => this.attemptsInFlight.delete(sent));
     this.attemptsInFlight.add(sent);
   }
 

@@ -1,8 +1,5 @@
-import { create } from "@bufbuild/protobuf";
-import { timestampNow } from "@bufbuild/protobuf/wkt";
-import { type Event, EventSchema } from "../../gen/aigw/v1/events_pb.js";
-import { newEventId } from "../../common/ids.js";
-import type { EventOrigin } from "../proxy/events.js";
+import type { Event } from "../../gen/aigw/v1/events_pb.js";
+import { type EventOrigin, rateLimitEvent } from "../proxy/events.js";
 import type { LimitType } from "./gateway-limits.js";
 
 export interface GatewayRateLimitFields {
@@ -17,25 +14,15 @@ export interface GatewayRateLimitFields {
 
 /** The `rate_limit` event of a request the gateway's own limit refused (source "gateway"). */
 export function gatewayRateLimitEvent(origin: EventOrigin, f: GatewayRateLimitFields): Event {
-  return create(EventSchema, {
-    id: newEventId(),
-    orgId: origin.orgId,
-    app: origin.app,
-    provider: origin.provider,
-    time: timestampNow(),
-    payload: {
-      case: "rateLimit",
-      value: {
-        requestId: f.requestId,
-        source: "gateway",
-        limitType: f.limitType,
-        limit: BigInt(f.limit),
-        remaining: 0n,
-        resetAt: f.resetAt.toISOString(),
-        retryAfter: f.retryAfterSeconds,
-        statusCode: 429,
-        warning: false,
-      },
-    },
+  return rateLimitEvent(origin, {
+    requestId: f.requestId,
+    source: "gateway",
+    limitType: f.limitType,
+    limit: f.limit,
+    remaining: 0,
+    resetAt: f.resetAt.getTime(),
+    retryAfter: f.retryAfterSeconds,
+    statusCode: 429,
+    warning: false,
   });
 }

@@ -256,7 +256,7 @@ export async function benchDelivery(): Promise<BenchRow[]> {
       {
         name: "main thread busy share during delivery (event-loop utilization)",
         value: mainThreadBusy,
-        unit: "",
+        unit: "share",
       },
       {
         name: "delivery attempt latency p50 (bucket bound)",
