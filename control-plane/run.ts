@@ -20,7 +20,7 @@ import { FeedServiceImpl } from "./feed/feed-service.js";
 import { authInterceptor, isLoopbackHost, TokenSet } from "./http/auth.js";
 import { dashboardHtml } from "./http/dashboard.js";
 import { closeHttp, type HostPort, listen, parseHostPort, trackSessions, urlOf } from "./http/listen.js";
-import { renderMetrics } from "./http/metrics.js";
+import { histogram, renderMetrics } from "./http/metrics.js";
 import { IngestServiceImpl, newIngestMetrics } from "./ingest/ingest-service.js";
 import { SnapshotPublisher } from "./ingest/snapshots.js";
 import { EventRouter } from "./routing/event-router.js";
@@ -220,6 +220,13 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
         help: "Delivery attempts by outcome.",
         type: "counter",
         samples: Object.entries(m.attempts).map(([outcome, value]) => ({ labels: { outcome }, value })),
+      },
+      histogram("aigw_delivery_attempt_duration_ms", "Webhook request latency per attempt, in ms.", m.latency),
+      {
+        name: "aigw_endpoint_circuit_open",
+        help: "1 while an endpoint's circuit is open or half-open.",
+        type: "gauge",
+        samples: m.openCircuits.map((endpoint) => ({ labels: { endpoint }, value: 1 })),
       },
       ...budgets.metrics(),
       {

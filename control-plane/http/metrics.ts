@@ -2,16 +2,18 @@
 export interface MetricFamily {
   name: string;
   help: string;
-  type: "counter" | "gauge";
-  samples: { labels?: Record<string, string>; value: number }[];
+  type: "counter" | "gauge" | "histogram";
+  /** `suffix` names a histogram's series: "_bucket", "_sum", "_count". */
+  samples: { labels?: Record<string, string>; value: number; suffix?: string }[];
 }
 
 export function renderMetrics(families: readonly MetricFamily[]): string {
   const lines: string[] = [];
   for (const f of families) {
     lines.push(`# HELP ${f.name} ${f.help}`, `# TYPE ${f.name} ${f.type}`);
-    for (const s of f.samples)
-      lines.push(`${f.name}${renderLabels(s.labels)} ${Number.isFinite(s.value) ? s.value : 0}`);
+    for (const s of f.samples) {
+      lines.push(`${f.name}${s.suffix ?? ""}${renderLabels(s.labels)} ${Number.isFinite(s.value) ? s.value : 0}`);
+    }
   }
   return `${lines.join("\n")}\n`;
 }
@@ -22,4 +24,26 @@ function renderLabels(labels: Record<string, string> | undefined): string {
     ([k, v]) => `${k}="${v.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n")}"`,
   );
   return parts.length > 0 ? `{${parts.join(",")}}` : "";
+}
+
+/** A Prometheus histogram from cumulative bucket counts (the last count is +Inf). */
+export function histogram(
+  name: string,
+  help: string,
+  h: { bucketsMs: readonly number[]; counts: readonly number[]; sumMs: number; count: number },
+): MetricFamily {
+  return {
+    name,
+    help,
+    type: "histogram",
+    samples: [
+      ...h.counts.map((value, i) => ({
+        suffix: "_bucket",
+        labels: { le: i < h.bucketsMs.length ? String(h.bucketsMs[i]) : "+Inf" },
+        value,
+      })),
+      { suffix: "_sum", value: h.sumMs },
+      { suffix: "_count", value: h.count },
+    ],
+  };
 }

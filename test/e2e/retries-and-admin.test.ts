@@ -75,6 +75,13 @@ describe("retries, dead letters and failover", () => {
     expect(d.attemptCount).toBe(3);
     expect(d.attempts.map((a) => a.statusCode)).toEqual([503, 503, 200]);
     expect(d.attempts[0]?.error).toMatch(/503/);
+
+    // The same story on /metrics: retries counted, every attempt's latency in the histogram.
+    const metrics = await fetch(`${stack.controlPlane.httpUrl}/metrics`).then((r) => r.text());
+    const value = (series: string) => Number(new RegExp(`^${series} (\\d+)$`, "m").exec(metrics)?.[1]);
+    expect(value('aigw_delivery_attempts_total\\{outcome="retry"\\}')).toBeGreaterThanOrEqual(2);
+    expect(value("aigw_delivery_attempt_duration_ms_count")).toBeGreaterThanOrEqual(3);
+    expect(metrics).toMatch(/^aigw_delivery_attempt_duration_ms_bucket\{le="\+Inf"\} \d+$/m);
   });
 
   it("always 500: dead-lettered after max_attempts, then delivered to backup", async () => {
