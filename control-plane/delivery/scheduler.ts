@@ -61,7 +61,7 @@ const MAX_BATCH = 32;
 
 /** Free slots that trigger a new claim: one claim (a write transaction) refills many. */
 function refillMark(cap: number): number {
-  return Math.max(1, Math.floor(cap / 8));
+  return Math.max(1, Math.floor(cap / 4));
 }
 
 /** An endpoint as one claim sees it; secrets only when it will be sent to. */

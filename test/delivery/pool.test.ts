@@ -90,6 +90,32 @@ describe("delivery pool", () => {
     }
   });
 
+  it("times out only the attempts of a batch still waiting, and records bodies, empty or not", async () => {
+    server = await startTestServer((req, res) => {
+      if (req.body.includes("hang")) return; // never answers
+      if (req.body.includes("empty")) res.writeHead(200, { "content-length": "0" }).end();
+      else res.writeHead(200).end("x".repeat(3000));
+    });
+    pool = createDeliveryPool({ maxThreads: 1, concurrentTasksPerWorker: 4 });
+    const results = new Map<number, { statusCode: number; timedOut: boolean; responseBody: string }>();
+    const failure = await pool.runBatch(
+      {
+        destinations: [{ url: server.url, secrets: [SECRET] }],
+        items: ["hang", "empty", "long"].map((id) => ({ destination: 0, body: JSON.stringify({ id }), webhookId: id })),
+        signatureHeader: "X-Webhook-Signature",
+        timeoutMs: 500,
+        requireHttps: false,
+        allowedNetworks: ["127.0.0.0/8"],
+        userAgent: USER_AGENT,
+      },
+      (index, result) => results.set(index, result),
+    );
+    expect(failure).toBeUndefined();
+    expect(results.get(0)).toMatchObject({ statusCode: 0, timedOut: true, responseBody: "" });
+    expect(results.get(1)).toMatchObject({ statusCode: 200, timedOut: false, responseBody: "" });
+    expect(results.get(2)).toMatchObject({ statusCode: 200, timedOut: false, responseBody: "x".repeat(1024) });
+  });
+
   it("gives every attempt of a batch a retryable result when its worker fails", async () => {
     tempDir = mkdtempSync(join(tmpdir(), "aigw-pool-"));
     const broken = join(tempDir, "broken-worker.mjs");
