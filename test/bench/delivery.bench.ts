@@ -22,7 +22,8 @@ import { openSqliteStore } from "../../control-plane/store/sqlite.js";
 import { type Event, EventSchema } from "../../gen/aigw/v1/events_pb.js";
 import type { BenchRow } from "./types.js";
 
-const EVENTS = Number(process.env.AIGW_BENCH_DELIVERIES ?? 10_000);
+// 30k: at 10k, worker start-up, JIT warm-up and connection setup are a third of the run.
+const EVENTS = Number(process.env.AIGW_BENCH_DELIVERIES ?? 30_000);
 const CONCURRENCY = 64;
 const THREADS = process.env.AIGW_BENCH_THREADS ? Number(process.env.AIGW_BENCH_THREADS) : undefined;
 const TIME_LIMIT_MS = 120_000;
