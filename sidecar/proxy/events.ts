@@ -1,4 +1,4 @@
-import { create } from "@bufbuild/protobuf";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { timestampNow } from "@bufbuild/protobuf/wkt";
 import { type Event, EventSchema } from "../../gen/aigw/v1/events_pb.js";
 import { newEventId } from "../../common/ids.js";
@@ -95,27 +95,20 @@ export interface CompletionFields {
 
 export function completionEvent(origin: EventOrigin, f: CompletionFields): Event {
   const usage = f.usage;
-  return create(EventSchema, {
-    id: newEventId(),
-    orgId: origin.orgId,
-    app: origin.app,
-    provider: origin.provider,
-    time: timestampNow(),
-    payload: {
-      case: "completion",
-      value: {
-        requestId: f.requestId,
-        model: f.model,
-        tokensUsed: usage?.totalTokens ?? 0,
-        promptTokens: usage?.promptTokens ?? 0,
-        completionTokens: usage?.completionTokens ?? 0,
-        latencyMs: millis(f.latencyMs),
-        ...(f.ttftMs !== undefined ? { ttftMs: millis(f.ttftMs) } : {}),
-        stream: f.stream,
-        statusCode: f.statusCode,
-        path: f.path,
-        finishReason: f.finishReason ?? "",
-      },
+  return eventOf(origin, {
+    case: "completion",
+    value: {
+      requestId: f.requestId,
+      model: f.model,
+      tokensUsed: usage?.totalTokens ?? 0,
+      promptTokens: usage?.promptTokens ?? 0,
+      completionTokens: usage?.completionTokens ?? 0,
+      latencyMs: millis(f.latencyMs),
+      ...(f.ttftMs !== undefined ? { ttftMs: millis(f.ttftMs) } : {}),
+      stream: f.stream,
+      statusCode: f.statusCode,
+      path: f.path,
+      finishReason: f.finishReason ?? "",
     },
   });
 }
@@ -133,25 +126,18 @@ export interface ErrorFields {
 }
 
 export function errorEvent(origin: EventOrigin, f: ErrorFields): Event {
-  return create(EventSchema, {
-    id: newEventId(),
-    orgId: origin.orgId,
-    app: origin.app,
-    provider: origin.provider,
-    time: timestampNow(),
-    payload: {
-      case: "error",
-      value: {
-        requestId: f.requestId,
-        errorType: f.errorClass.errorType,
-        errorMessage: f.errorMessage,
-        statusCode: f.statusCode,
-        ...(f.retryAfter !== undefined ? { retryAfter: f.retryAfter } : {}),
-        severity: f.errorClass.severity,
-        model: f.model,
-        path: f.path,
-        latencyMs: millis(f.latencyMs),
-      },
+  return eventOf(origin, {
+    case: "error",
+    value: {
+      requestId: f.requestId,
+      errorType: f.errorClass.errorType,
+      errorMessage: f.errorMessage,
+      statusCode: f.statusCode,
+      ...(f.retryAfter !== undefined ? { retryAfter: f.retryAfter } : {}),
+      severity: f.errorClass.severity,
+      model: f.model,
+      path: f.path,
+      latencyMs: millis(f.latencyMs),
     },
   });
 }
@@ -192,21 +178,14 @@ export interface StreamingFields {
 }
 
 export function streamingEvent(origin: EventOrigin, f: StreamingFields): Event {
-  return create(EventSchema, {
-    id: newEventId(),
-    orgId: origin.orgId,
-    app: origin.app,
-    provider: origin.provider,
-    time: timestampNow(),
-    payload: {
-      case: "streaming",
-      value: {
-        requestId: f.requestId,
-        tokenIndex: Math.min(f.tokenIndex, MAX_UINT32),
-        content: f.content,
-        ...(f.finishReason !== undefined ? { finishReason: f.finishReason } : {}),
-        model: f.model,
-      },
+  return eventOf(origin, {
+    case: "streaming",
+    value: {
+      requestId: f.requestId,
+      tokenIndex: Math.min(f.tokenIndex, MAX_UINT32),
+      content: f.content,
+      ...(f.finishReason !== undefined ? { finishReason: f.finishReason } : {}),
+      model: f.model,
     },
   });
 }
@@ -226,25 +205,18 @@ export interface RateLimitFields {
 }
 
 export function rateLimitEvent(origin: EventOrigin, f: RateLimitFields): Event {
-  return create(EventSchema, {
-    id: newEventId(),
-    orgId: origin.orgId,
-    app: origin.app,
-    provider: origin.provider,
-    time: timestampNow(),
-    payload: {
-      case: "rateLimit",
-      value: {
-        requestId: f.requestId,
-        source: f.source,
-        limitType: f.limitType,
-        ...(f.limit !== undefined ? { limit: BigInt(f.limit) } : {}),
-        ...(f.remaining !== undefined ? { remaining: BigInt(f.remaining) } : {}),
-        resetAt: rfc3339(f.resetAt),
-        ...(f.retryAfter !== undefined ? { retryAfter: clampSeconds(f.retryAfter) } : {}),
-        statusCode: f.statusCode,
-        warning: f.warning,
-      },
+  return eventOf(origin, {
+    case: "rateLimit",
+    value: {
+      requestId: f.requestId,
+      source: f.source,
+      limitType: f.limitType,
+      ...(f.limit !== undefined ? { limit: BigInt(f.limit) } : {}),
+      ...(f.remaining !== undefined ? { remaining: BigInt(f.remaining) } : {}),
+      resetAt: rfc3339(f.resetAt),
+      ...(f.retryAfter !== undefined ? { retryAfter: clampSeconds(f.retryAfter) } : {}),
+      statusCode: f.statusCode,
+      warning: f.warning,
     },
   });
 }
@@ -253,4 +225,17 @@ export function rateLimitEvent(origin: EventOrigin, f: RateLimitFields): Event {
 function rfc3339(epochMs: number | undefined): string {
   if (epochMs === undefined || !Number.isFinite(epochMs) || Math.abs(epochMs) > 8.64e15) return "";
   return new Date(epochMs).toISOString();
+}
+
+/** The envelope every event of a proxied request shares: a fresh id, the origin, now. */
+function eventOf(origin: EventOrigin, payload: NonNullable<MessageInitShape<typeof EventSchema>["payload"]>): Event {
+  const init: MessageInitShape<typeof EventSchema> = {
+    id: newEventId(),
+    orgId: origin.orgId,
+    app: origin.app,
+    provider: origin.provider,
+    time: timestampNow(),
+    payload,
+  };
+  return create(EventSchema, init);
 }
