@@ -1,0 +1,114 @@
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { type Browser, chromium } from "playwright-core";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createLogger } from "../../common/logger.js";
+import { parseConfig } from "../../control-plane/config/load.js";
+import { type RunningControlPlane, runControlPlane } from "../../control-plane/run.js";
+import { startTestStack, type TestStack, TEST_SECRET, testConfigYaml } from "../support/stack.js";
+import { startTestReceiver, type TestReceiver } from "../support/webhook-receiver.js";
+import { waitFor } from "../support/wait.js";
+
+// Debian's chromium (.ci/run installs it); outside CI a machine without it skips, saying so.
+const CHROMIUM = process.env.AIGW_CHROMIUM ?? "/usr/bin/chromium";
+const haveChromium = existsSync(CHROMIUM);
+if (!haveChromium && process.env.CI) throw new Error(`dashboard tests need Chromium at ${CHROMIUM} in CI`);
+if (!haveChromium) console.warn(`skipping dashboard tests: no Chromium at ${CHROMIUM} (apt-get install chromium)`);
+
+// The dashboard in a real browser: delivery analytics and the live feed from the Admin API.
+describe.skipIf(!haveChromium)("dashboard", () => {
+  let browser: Browser;
+  let receiver: TestReceiver;
+  let stack: TestStack;
+
+  beforeAll(async () => {
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: [
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+      ],
+    });
+    receiver = await startTestReceiver({ secret: TEST_SECRET });
+    stack = await startTestStack(testConfigYaml({ primaryUrl: receiver.url }));
+  });
+  afterAll(async () => {
+    await browser?.close();
+    await stack?.close();
+    await receiver?.close();
+  });
+
+  it("shows endpoint analytics, recent deliveries and live events", async () => {
+    const page = await browser.newPage();
+    try {
+      await page.goto(`${stack.controlPlane.httpUrl}/`);
+      const call = () =>
+        fetch(`${stack.sidecar.url}/v1/chat/completions`, {
+          method: "POST",
+          headers: { "content-type": "application/json", authorization: "Bearer sk-test" },
+          body: JSON.stringify({ model: "gpt-4-dashboard", messages: [{ role: "user", content: "hi" }] }),
+        }).then((r) => r.text());
+      // Live events appear as they are stored (the feed starts at the live edge).
+      await waitFor("a live event row", async () => {
+        await call();
+        return (await page.locator("#feed tbody tr").count()) > 0;
+      });
+      await expect
+        .poll(() => page.locator("#feed tbody").textContent(), { timeout: 30_000 })
+        .toContain("gpt-4-dashboard");
+      await waitFor("a delivered webhook", () => receiver.accepted().length > 0);
+      await expect
+        .poll(() => page.locator("#stats tbody tr").first().textContent(), { timeout: 30_000 })
+        .toMatch(/^primary[1-9]/);
+      await expect
+        .poll(() => page.locator("#deliveries tbody").textContent(), { timeout: 30_000 })
+        .toContain("delivered");
+      expect(await page.locator("#error").textContent()).toBe("");
+    } finally {
+      await page.close();
+    }
+  });
+
+  describe("with admin tokens", () => {
+    let dir: string;
+    let cp: RunningControlPlane;
+    beforeAll(async () => {
+      dir = mkdtempSync(join(tmpdir(), "aigw-dashboard-"));
+      cp = await runControlPlane({
+        config: parseConfig(
+          testConfigYaml({ primaryUrl: receiver.url, extra: 'auth:\n  admin_tokens: ["dash-token"]\n' }),
+          {
+            file: "t.yaml",
+            env: {},
+          },
+        ),
+        store: `sqlite:${join(dir, "dash.db")}`,
+        grpc: "127.0.0.1:0",
+        http: "127.0.0.1:0",
+        logger: createLogger({ level: "silent" }),
+      });
+    });
+    afterAll(async () => {
+      await cp?.close();
+      rmSync(dir, { recursive: true, force: true });
+    });
+
+    it("asks for the token, then shows the data", async () => {
+      const page = await browser.newPage();
+      try {
+        await page.goto(`${cp.httpUrl}/`);
+        await page.locator("#auth").waitFor({ state: "visible", timeout: 30_000 });
+        await page.fill("#token", "dash-token");
+        await page.click("#auth button");
+        await expect.poll(() => page.locator("#stats tbody").textContent(), { timeout: 30_000 }).toContain("primary");
+      } finally {
+        await page.close();
+      }
+    });
+  });
+});
