@@ -1,12 +1,8 @@
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { existsSync } from "node:fs";
 import { type Browser, chromium } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createLogger } from "../../common/logger.js";
-import { parseConfig } from "../../control-plane/config/load.js";
-import { type RunningControlPlane, runControlPlane } from "../../control-plane/run.js";
 import { startTestStack, type TestStack, TEST_SECRET, testConfigYaml } from "../support/stack.js";
+import { type ControlPlaneFixture, startControlPlane } from "../support/control-plane.js";
 import { startTestReceiver, type TestReceiver } from "../support/webhook-receiver.js";
 import { waitFor } from "../support/wait.js";
 
@@ -75,33 +71,18 @@ describe.skipIf(!haveChromium)("dashboard", () => {
   });
 
   describe("with admin tokens", () => {
-    let dir: string;
-    let cp: RunningControlPlane;
+    let fixture: ControlPlaneFixture;
     beforeAll(async () => {
-      dir = mkdtempSync(join(tmpdir(), "aigw-dashboard-"));
-      cp = await runControlPlane({
-        config: parseConfig(
-          testConfigYaml({ primaryUrl: receiver.url, extra: 'auth:\n  admin_tokens: ["dash-token"]\n' }),
-          {
-            file: "t.yaml",
-            env: {},
-          },
-        ),
-        store: `sqlite:${join(dir, "dash.db")}`,
-        grpc: "127.0.0.1:0",
-        http: "127.0.0.1:0",
-        logger: createLogger({ level: "silent" }),
-      });
+      fixture = await startControlPlane(
+        testConfigYaml({ primaryUrl: receiver.url, extra: 'auth:\n  admin_tokens: ["dash-token"]\n' }),
+      );
     });
-    afterAll(async () => {
-      await cp?.close();
-      rmSync(dir, { recursive: true, force: true });
-    });
+    afterAll(() => fixture?.close());
 
     it("asks for the token, then shows the data", async () => {
       const page = await browser.newPage();
       try {
-        await page.goto(`${cp.httpUrl}/`);
+        await page.goto(`${fixture.cp.httpUrl}/`);
         await page.locator("#auth").waitFor({ state: "visible", timeout: 30_000 });
         await page.fill("#token", "dash-token");
         await page.click("#auth button");

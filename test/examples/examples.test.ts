@@ -1,14 +1,12 @@
 import { execFile } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { parseAllDocuments } from "yaml";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createLogger } from "../../common/logger.js";
 import { loadConfigFile, parseConfig } from "../../control-plane/config/load.js";
-import { type RunningControlPlane, runControlPlane } from "../../control-plane/run.js";
 import { REPO_ROOT } from "../support/processes.js";
+import { type ControlPlaneFixture, startControlPlane } from "../support/control-plane.js";
 import { startTestReceiver, type TestReceiver } from "../support/webhook-receiver.js";
 import { TEST_SECRET, testConfigYaml } from "../support/stack.js";
 
@@ -41,30 +39,21 @@ describe("examples", () => {
   });
 
   describe("client examples against a control plane", () => {
-    let dir: string;
     let receiver: TestReceiver;
-    let cp: RunningControlPlane;
+    let fixture: ControlPlaneFixture;
     beforeAll(async () => {
-      dir = mkdtempSync(join(tmpdir(), "aigw-examples-"));
       receiver = await startTestReceiver({ secret: TEST_SECRET });
-      cp = await runControlPlane({
-        config: parseConfig(testConfigYaml({ primaryUrl: receiver.url }), { file: "t.yaml", env: {} }),
-        store: `sqlite:${join(dir, "examples.db")}`,
-        grpc: "127.0.0.1:0",
-        http: "127.0.0.1:0",
-        logger: createLogger({ level: "silent" }),
-      });
+      fixture = await startControlPlane(testConfigYaml({ primaryUrl: receiver.url }));
     });
     afterAll(async () => {
-      await cp?.close();
+      await fixture?.close();
       await receiver?.close();
-      rmSync(dir, { recursive: true, force: true });
     });
 
     it("admin-connect.ts lists endpoints and sends a test event with the generated stubs", async () => {
       const { stdout } = await run(
         process.execPath,
-        ["--import", "tsx", "examples/clients/admin-connect.ts", cp.httpUrl],
+        ["--import", "tsx", "examples/clients/admin-connect.ts", fixture.cp.httpUrl],
         {
           cwd: REPO_ROOT,
         },

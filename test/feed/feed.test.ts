@@ -10,10 +10,10 @@ import { type Event, EventSchema, EventType } from "../../gen/aigw/v1/events_pb.
 import { FeedService } from "../../gen/aigw/v1/feed_pb.js";
 import { newEventId, newRequestId } from "../../common/ids.js";
 import { createLogger } from "../../common/logger.js";
-import { parseConfig } from "../../control-plane/config/load.js";
 import { EventBus } from "../../control-plane/feed/event-bus.js";
 import { FeedServiceImpl } from "../../control-plane/feed/feed-service.js";
-import { type RunningControlPlane, runControlPlane } from "../../control-plane/run.js";
+import type { RunningControlPlane } from "../../control-plane/run.js";
+import { type ControlPlaneFixture, startControlPlane } from "../support/control-plane.js";
 import { openSqliteStore } from "../../control-plane/store/sqlite.js";
 import type { StoredEvent } from "../../control-plane/store/store.js";
 import { runAigw } from "../support/processes.js";
@@ -41,23 +41,14 @@ const error = (): Event =>
 // FeedService.Watch over a real control plane: live events to several watchers, filtered
 // by type, resumable by cursor, and a watcher that stops reading is cut off, never slowing ingest.
 describe("live feed", () => {
-  let dir: string;
+  let fixture: ControlPlaneFixture;
   let cp: RunningControlPlane;
 
   beforeAll(async () => {
-    dir = mkdtempSync(join(tmpdir(), "aigw-feed-"));
-    cp = await runControlPlane({
-      config: parseConfig("security:\n  require_https: false\n", { file: "t.yaml", env: {} }),
-      store: `sqlite:${join(dir, "feed.db")}`,
-      grpc: "127.0.0.1:0",
-      http: "127.0.0.1:0",
-      logger: createLogger({ level: "silent" }),
-    });
+    fixture = await startControlPlane("security:\n  require_https: false\n");
+    cp = fixture.cp;
   });
-  afterAll(async () => {
-    await cp?.close();
-    rmSync(dir, { recursive: true, force: true });
-  });
+  afterAll(() => fixture?.close());
 
   it("streams events to several watchers, filtered by type, and resumes from a cursor", async () => {
     const grpcFeed = createClient(FeedService, createGrpcTransport({ baseUrl: cp.grpcUrl }));

@@ -2,7 +2,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { EventType } from "../../gen/aigw/v1/events_pb.js";
 import { runAdminCommand } from "../../cli/admin-commands.js";
 import { TEST_SECRET } from "../support/stack.js";
-import { type ControlPlaneFixture, startControlPlane } from "./support.js";
+import { type ControlPlaneFixture, startControlPlane } from "../support/control-plane.js";
 
 const YAML = `
 webhooks:

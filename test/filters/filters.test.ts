@@ -12,7 +12,7 @@ import {
   openSidecarStream,
   type SidecarStream,
   startControlPlane,
-} from "./support.js";
+} from "../support/control-plane.js";
 
 const BIG_SECRET = "whsec_YmlnLWVuZHBvaW50LXNlY3JldC1rZXktMzItYnl0ZXM=";
 

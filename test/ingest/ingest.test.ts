@@ -2,9 +2,6 @@ import { create } from "@bufbuild/protobuf";
 import { timestampNow } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Event, EventSchema, EventType } from "../../gen/aigw/v1/events_pb.js";
 import {
@@ -16,9 +13,8 @@ import {
   IngestService,
 } from "../../gen/aigw/v1/ingest_pb.js";
 import { newEventId, newRequestId } from "../../common/ids.js";
-import { createLogger } from "../../common/logger.js";
-import { parseConfig } from "../../control-plane/config/load.js";
-import { type RunningControlPlane, runControlPlane } from "../../control-plane/run.js";
+import type { RunningControlPlane } from "../../control-plane/run.js";
+import { type ControlPlaneFixture, startControlPlane } from "../support/control-plane.js";
 import { AsyncQueue } from "../../control-plane/ingest/async-queue.js";
 
 const completion = (id = newEventId()): Event =>
@@ -74,14 +70,12 @@ const batch = (seq: bigint, events: Event[]): ConnectRequest["message"] => ({
 // after commit, duplicates skipped, invalid events dropped without poisoning the batch,
 // protocol misuse answered with INVALID_ARGUMENT naming the field, tokens enforced.
 describe("IngestService.Connect", () => {
-  let dir: string;
+  let fixture: ControlPlaneFixture;
   let cp: RunningControlPlane;
 
   beforeAll(async () => {
-    dir = mkdtempSync(join(tmpdir(), "aigw-ingest-"));
-    cp = await runControlPlane({
-      config: parseConfig(
-        `
+    fixture = await startControlPlane(
+      `
 webhooks:
   errors:
     url: "https://hooks.example.com/errors"
@@ -90,18 +84,10 @@ webhooks:
 auth:
   sidecar_tokens: ["sidecar-token-1"]
 `,
-        { file: "t.yaml", env: {} },
-      ),
-      store: `sqlite:${join(dir, "ingest.db")}`,
-      grpc: "127.0.0.1:0",
-      http: "127.0.0.1:0",
-      logger: createLogger({ level: "silent" }),
-    });
+    );
+    cp = fixture.cp;
   });
-  afterAll(async () => {
-    await cp?.close();
-    rmSync(dir, { recursive: true, force: true });
-  });
+  afterAll(() => fixture?.close());
 
   it("sends a config snapshot on hello, acks stored batches, and skips re-sent events", async () => {
     const s = openStream(cp, "sidecar-token-1");

@@ -6,7 +6,7 @@ import {
   openSidecarStream,
   type SidecarStream,
   startControlPlane,
-} from "../filters/support.js";
+} from "../support/control-plane.js";
 
 const YAML = `
 webhooks:

@@ -10,7 +10,7 @@ import {
   openSidecarStream,
   type SidecarStream,
   startControlPlane,
-} from "../filters/support.js";
+} from "../support/control-plane.js";
 import { TEST_SECRET } from "../support/stack.js";
 import { type TestReceiver, startTestReceiver } from "../support/webhook-receiver.js";
 import { waitFor } from "../support/wait.js";

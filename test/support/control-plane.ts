@@ -23,7 +23,7 @@ import { parseConfig } from "../../control-plane/config/load.js";
 import { AsyncQueue } from "../../control-plane/ingest/async-queue.js";
 import { type RunningControlPlane, runControlPlane } from "../../control-plane/run.js";
 
-// Shared by test/filters, test/oneoff and test/limits: a real control plane on port 0 with
+// Shared by the tests that need a control plane: a real one on port 0 with
 // a SQLite file in a temp dir, its Admin API client, and hand-driven sidecar streams.
 
 export interface ControlPlaneFixture {
