@@ -28,6 +28,7 @@ export interface RunningSidecar {
 export async function runSidecar(options: SidecarOptions): Promise<RunningSidecar> {
   const logger = options.logger ?? createLogger({ name: "sidecar" });
   const { host, port } = parseHostPort(options.listen ?? "127.0.0.1:8080", "--listen");
+  checkControlPlaneAddress(options.controlPlane);
   const app = options.app ?? "default";
   const orgId = options.orgId ?? "default";
   // Until the control plane has spoken; then its latest good snapshot.
@@ -72,4 +73,25 @@ export async function runSidecar(options: SidecarOptions): Promise<RunningSideca
       await uplink.close();
     },
   };
+}
+
+/** "http://host:port", "https://host:port" (TLS) or "host:port"; refused at start, not retried forever. */
+function checkControlPlaneAddress(address: string): void {
+  const withScheme = /^[a-z][a-z0-9+.-]*:\/\//i.test(address) ? address : `http://${address}`;
+  let url: URL | undefined;
+  try {
+    url = new URL(withScheme);
+  } catch {
+    url = undefined;
+  }
+  if (
+    !url ||
+    (url.protocol !== "http:" && url.protocol !== "https:") ||
+    url.hostname === "" ||
+    url.pathname.length > 1
+  ) {
+    throw new Error(
+      `--control-plane: "${address}" is not the control plane's gRPC address (for example http://127.0.0.1:7070)`,
+    );
+  }
 }

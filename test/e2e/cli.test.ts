@@ -116,6 +116,12 @@ describe("aigw CLI", () => {
     expect(p.stderr()).toMatch(/auth\.admin_tokens/);
   });
 
+  it("refuses a control-plane address that is not one, instead of retrying it forever", async () => {
+    const p = runAigw(["sidecar", "--control-plane", "not a url", "--listen", "127.0.0.1:0"]);
+    expect(await p.exited).toBe(1);
+    expect(p.stderr()).toMatch(/--control-plane: "not a url" is not the control plane's gRPC address/);
+  });
+
   it("rejects unknown flags with usage", async () => {
     const p = runAigw(["sidecar", "--control-plane", "http://127.0.0.1:1", "--frobnicate"]);
     expect(await p.exited).toBe(2);
