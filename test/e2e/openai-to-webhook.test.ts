@@ -1,7 +1,8 @@
 import OpenAI from "openai";
+import { Webhook as Svix } from "svix";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startTestReceiver, type TestReceiver } from "../support/webhook-receiver.js";
-import { startTestStack, type TestStack, testConfigYaml } from "../support/stack.js";
+import { BACKUP_SECRET, startTestStack, TEST_SECRET, type TestStack, testConfigYaml } from "../support/stack.js";
 import { waitFor } from "../support/wait.js";
 
 // The first complete path: the real openai client calls the sidecar, the mock provider
@@ -60,6 +61,17 @@ describe("from an app's OpenAI call to a signed webhook", () => {
     expect(hook.headers["user-agent"]).toMatch(/^aigw\//);
     expect(Math.abs(hook.timestamp - Date.now() / 1000)).toBeLessThan(120);
     expect(receiver.rejected).toEqual([]);
+
+    // DESIGN.md: receivers verify with standardwebhooks (the receiver above), svix, or
+    // openai's webhooks.unwrap, unchanged.
+    const headers = {
+      "webhook-id": String(hook.headers["webhook-id"]),
+      "webhook-timestamp": String(hook.headers["webhook-timestamp"]),
+      "webhook-signature": String(hook.headers["webhook-signature"]),
+    };
+    expect(new Svix(TEST_SECRET).verify(hook.raw, headers)).toMatchObject({ request_id: requestId });
+    await expect(client.webhooks.verifySignature(hook.raw, headers, TEST_SECRET)).resolves.toBeUndefined();
+    await expect(client.webhooks.verifySignature(hook.raw, headers, BACKUP_SECRET)).rejects.toThrow();
   });
 
   it("streams unchanged to the app and reports the stream's usage", async () => {

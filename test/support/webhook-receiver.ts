@@ -4,6 +4,8 @@ import { Webhook } from "standardwebhooks";
 
 export interface ReceivedWebhook {
   id: string;
+  /** The body exactly as received (the signed bytes). */
+  raw: string;
   timestamp: number;
   headers: http.IncomingHttpHeaders;
   body: Record<string, unknown>;
@@ -53,6 +55,7 @@ export async function startTestReceiver(options: {
       const { status, headers } = typeof answer === "number" ? { status: answer, headers: {} } : answer;
       received.push({
         id,
+        raw,
         timestamp: Number(req.headers["webhook-timestamp"]),
         headers: req.headers,
         body,
