@@ -1,13 +1,7 @@
-import type {
-  ProviderAdapter,
-  ResponseContext,
-  ResponseFacts,
-  ResponseObserver,
-  StreamContentListener,
-  Usage,
-} from "./adapter.js";
+import type { ProviderAdapter, ResponseContext, ResponseObserver, StreamContentListener, Usage } from "./adapter.js";
 import { isRecord, JsonBodyObserver, parseJson, stringField, tokenCount } from "./openai.js";
-import { SseParser, type SseEvent } from "./sse.js";
+import type { SseEvent } from "./sse.js";
+import { SseStreamObserver } from "./stream-observer.js";
 
 /**
  * Anthropic's Messages API (`POST /v1/messages`), plain and streamed. Nothing changes
@@ -97,30 +91,15 @@ export function anthropicUsage(value: unknown): Usage | undefined {
  * overloaded_error). ping, content_block_start/stop and message_stop carry nothing aigw
  * reports.
  */
-export class AnthropicStreamObserver implements ResponseObserver {
-  private readonly parser = new SseParser();
-  private readonly facts: ResponseFacts = {};
+export class AnthropicStreamObserver extends SseStreamObserver {
   private usage: AnthropicUsageFields = {};
-  private contentDeltas = 0;
 
-  constructor(private readonly listener?: StreamContentListener) {}
-
-  push(chunk: Buffer): void {
-    try {
-      for (const event of this.parser.push(chunk)) this.read(event);
-    } catch {
-      // Garbage from the upstream is the client's business; aigw only loses the facts.
-    }
-  }
-
-  finish(): ResponseFacts {
+  protected override complete(): void {
     const usage = usageOfAnthropic(this.usage);
     if (usage) this.facts.usage = usage;
-    if (this.contentDeltas > 0) this.facts.contentDeltas = this.contentDeltas;
-    return this.facts;
   }
 
-  private read(event: SseEvent): void {
+  protected read(event: SseEvent): void {
     // Anthropic names every event; data.type repeats it (used when a proxy dropped the name).
     let name = event.event;
     if (name === "content_block_delta" || (name === "message" && event.data.includes('"content_block_delta"'))) {

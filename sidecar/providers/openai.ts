@@ -8,7 +8,8 @@ import type {
   UpstreamRewrite,
   Usage,
 } from "./adapter.js";
-import { SseFramer, SseParser, type SseEvent } from "./sse.js";
+import { type SseEvent, SseFramer, SseParser } from "./sse.js";
+import { SseStreamObserver } from "./stream-observer.js";
 
 /**
  * OpenAI-compatible APIs (OpenAI, Azure-style proxies, vLLM, Ollama, Groq, Anthropic's
@@ -154,27 +155,8 @@ const USAGE_FIELD = /"usage"\s*:\s*\{/;
 const CONTENT_FIELD = /"(?:content|text|delta)"\s*:\s*"[^"]/;
 
 /** Reads model, usage and errors from an OpenAI-style event stream (Chat, Completions, Responses). */
-export class OpenAiStreamObserver implements ResponseObserver {
-  private readonly parser = new SseParser();
-  private readonly facts: ResponseFacts = {};
-  private contentDeltas = 0;
-
-  constructor(private readonly listener?: StreamContentListener) {}
-
-  push(chunk: Buffer): void {
-    try {
-      for (const event of this.parser.push(chunk)) this.read(event);
-    } catch {
-      // Garbage from the upstream is the client's business; aigw only loses the facts.
-    }
-  }
-
-  finish(): ResponseFacts {
-    if (this.contentDeltas > 0) this.facts.contentDeltas = this.contentDeltas;
-    return this.facts;
-  }
-
-  private read(event: SseEvent): void {
+export class OpenAiStreamObserver extends SseStreamObserver {
+  protected read(event: SseEvent): void {
     const data = event.data;
     if (data === "[DONE]") return;
     const listener = this.listener;
