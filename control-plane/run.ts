@@ -20,7 +20,7 @@ import { FeedServiceImpl } from "./feed/feed-service.js";
 import { authInterceptor, isLoopbackHost, TokenSet } from "./http/auth.js";
 import { dashboardHtml } from "./http/dashboard.js";
 import { closeHttp, type HostPort, listen, parseHostPort, trackSessions, urlOf } from "./http/listen.js";
-import { histogram, renderMetrics } from "./http/metrics.js";
+import { histogram, renderMetrics, single } from "./http/metrics.js";
 import { IngestServiceImpl, newIngestMetrics } from "./ingest/ingest-service.js";
 import { SnapshotPublisher } from "./ingest/snapshots.js";
 import { EventRouter } from "./routing/event-router.js";
@@ -172,49 +172,19 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
   const metricsText = async (): Promise<string> => {
     const m = scheduler.metrics();
     return renderMetrics([
-      {
-        name: "aigw_events_ingested_total",
-        help: "Events stored.",
-        type: "counter",
-        samples: [{ value: ingestMetrics.eventsStored }],
-      },
-      {
-        name: "aigw_events_duplicate_total",
-        help: "Re-sent events skipped.",
-        type: "counter",
-        samples: [{ value: ingestMetrics.eventsDuplicate }],
-      },
-      {
-        name: "aigw_events_rejected_total",
-        help: "Invalid events dropped at ingest.",
-        type: "counter",
-        samples: [{ value: ingestMetrics.eventsRejected }],
-      },
-      {
-        name: "aigw_ingest_batches_total",
-        help: "Batches received.",
-        type: "counter",
-        samples: [{ value: ingestMetrics.batches }],
-      },
-      {
-        name: "aigw_sidecars_connected",
-        help: "Sidecar streams open.",
-        type: "gauge",
-        samples: [{ value: ingestMetrics.connectedSidecars }],
-      },
-      { name: "aigw_feed_watchers", help: "Live feed watchers.", type: "gauge", samples: [{ value: bus.size }] },
-      {
-        name: "aigw_deliveries_pending",
-        help: "Deliveries waiting for an attempt.",
-        type: "gauge",
-        samples: [{ value: await store.countPending() }],
-      },
-      {
-        name: "aigw_deliveries_in_flight",
-        help: "Webhook requests in flight.",
-        type: "gauge",
-        samples: [{ value: m.inFlight }],
-      },
+      single("aigw_events_ingested_total", "Events stored.", "counter", ingestMetrics.eventsStored),
+      single("aigw_events_duplicate_total", "Re-sent events skipped.", "counter", ingestMetrics.eventsDuplicate),
+      single(
+        "aigw_events_rejected_total",
+        "Invalid events dropped at ingest.",
+        "counter",
+        ingestMetrics.eventsRejected,
+      ),
+      single("aigw_ingest_batches_total", "Batches received.", "counter", ingestMetrics.batches),
+      single("aigw_sidecars_connected", "Sidecar streams open.", "gauge", ingestMetrics.connectedSidecars),
+      single("aigw_feed_watchers", "Live feed watchers.", "gauge", bus.size),
+      single("aigw_deliveries_pending", "Deliveries waiting for an attempt.", "gauge", await store.countPending()),
+      single("aigw_deliveries_in_flight", "Webhook requests in flight.", "gauge", m.inFlight),
       {
         name: "aigw_delivery_attempts_total",
         help: "Delivery attempts by outcome.",
@@ -238,12 +208,12 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
           { labels: { outcome: "refused" }, value: oneOffMetrics.refused },
         ],
       },
-      {
-        name: "aigw_org_signing_keys_generated_total",
-        help: "Org signing keys generated for one-off endpoints (get a secret with aigw keys rotate --org).",
-        type: "counter",
-        samples: [{ value: oneOffMetrics.orgKeysGenerated }],
-      },
+      single(
+        "aigw_org_signing_keys_generated_total",
+        "Org signing keys generated for one-off endpoints (get a secret with aigw keys rotate --org).",
+        "counter",
+        oneOffMetrics.orgKeysGenerated,
+      ),
     ]);
   };
 

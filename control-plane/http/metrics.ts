@@ -47,3 +47,8 @@ export function histogram(
     ],
   };
 }
+
+/** A family of one unlabelled sample. */
+export function single(name: string, help: string, type: "counter" | "gauge", value: number): MetricFamily {
+  return { name, help, type, samples: [{ value }] };
+}
