@@ -1181,26 +1181,12 @@ function toDeliveryRecord(row: DeliveryRow): DeliveryRecord {
   };
 }
 
-/** toDeliveryRecord's fields plus the claim's: spelled out, as an object spread is a slow clone in V8. */
+/** toDeliveryRecord's fields plus the claim's, added in place (an object spread is a slow clone in V8). */
 function toClaimedDelivery(row: DeliveryRow, event: Event, leaseUntil: number): ClaimedDelivery {
-  return {
-    id: row.id,
-    eventSeq: row.event_seq,
-    eventId: row.event_id,
-    eventType: row.event_type as EventType,
-    endpoint: row.endpoint,
-    status: row.status,
-    attemptCount: row.attempt_count,
-    createdAt: row.created_at,
-    nextAttemptAt: row.next_attempt_at,
-    finishedAt: row.finished_at,
-    lastError: row.last_error,
-    originDeliveryId: row.origin_delivery_id,
-    orderKey: row.order_key,
-    orderIndex: row.order_index,
-    event,
-    leaseUntil,
-  };
+  const claimed = toDeliveryRecord(row) as ClaimedDelivery;
+  claimed.event = event;
+  claimed.leaseUntil = leaseUntil;
+  return claimed;
 }
 
 function sourceOf(row: DeliveryRow): DeliverySource {
