@@ -1,11 +1,10 @@
 import { create } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import { join } from "node:path";
-import { eventTypeOfCase } from "../../common/event-types.js";
 import { grpcClientConstructor, grpcTarget } from "../../common/grpc.js";
 import type { Logger } from "../../common/logger.js";
 import { USER_AGENT } from "../../common/version.js";
-import type { Event, EventType } from "../../gen/aigw/v1/events_pb.js";
+import type { Event } from "../../gen/aigw/v1/events_pb.js";
 import {
   type ConfigSnapshot,
   type ConnectRequest,
@@ -70,8 +69,6 @@ export interface UplinkStats {
   spooledBytes: number;
   /** Events dropped because the spool (or buffer) was full or the uplink closed. */
   dropped: number;
-  /** Events not sent because the held config says no subscription wants their type. */
-  skipped: number;
   /** Version of the applied config snapshot (0 for none). */
   configVersion: number;
   /** Streams opened, the first one included. */
@@ -151,13 +148,11 @@ export class Uplink implements EventPublisher {
   private flushWaiters: FlushWaiter[] = [];
   private config: ConfigSnapshot | undefined;
   private configVersion = 0;
-  private wantedTypes: ReadonlySet<EventType> | undefined;
   private started = false;
   private closed = false;
 
   private sentBatches = 0;
   private dropped = 0;
-  private skipped = 0;
   private connectAttempts = 0;
 
   constructor(options: UplinkOptions) {
@@ -207,10 +202,6 @@ export class Uplink implements EventPublisher {
         this.countDropped(1, "closed");
         return;
       }
-      if (this.wantedTypes && !this.wantedTypes.has(eventTypeOfCase(event.payload.case))) {
-        this.skipped++;
-        return;
-      }
       if (this.buffer.length >= this.maxBufferedEvents) {
         this.countDropped(1, "buffer full");
         return;
@@ -225,11 +216,6 @@ export class Uplink implements EventPublisher {
       this.logger.error({ err: error }, "uplink: publish failed; event dropped");
       this.dropped++;
     }
-  }
-
-  /** Whether an event of this type is wanted by some subscription (true until a config says otherwise). */
-  wants(type: EventType): boolean {
-    return this.wantedTypes === undefined || this.wantedTypes.has(type);
   }
 
   /** The last applied config snapshot. */
@@ -298,7 +284,6 @@ export class Uplink implements EventPublisher {
       bufferedEvents: this.buffer.length,
       spooledBytes: spool?.bytes ?? 0,
       dropped: this.dropped,
-      skipped: this.skipped,
       configVersion: this.configVersion,
       connectAttempts: this.connectAttempts,
     };
@@ -431,7 +416,6 @@ export class Uplink implements EventPublisher {
     }
     this.config = snapshot;
     this.configVersion = version;
-    this.wantedTypes = new Set(snapshot.wantedEventTypes);
     this.logger.info({ version, wantedEventTypes: snapshot.wantedEventTypes }, "uplink: config snapshot applied");
     try {
       this.options.onConfig?.(snapshot);
