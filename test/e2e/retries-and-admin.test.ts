@@ -94,8 +94,12 @@ describe("retries, dead letters and failover", () => {
     expect(onBackup.id).toBe(onPrimary[0]?.id);
 
     const admin = connectAdmin();
-    const l = await admin.listDeliveries({ eventId: onBackup.id });
-    const byEndpoint = Object.fromEntries(l.deliveries.map((x) => [x.endpoint, x]));
+    // The receiver has the request before the control plane has recorded its answer.
+    const byEndpoint = await waitFor("the backup delivery to be recorded as delivered", async () => {
+      const l = await admin.listDeliveries({ eventId: onBackup.id });
+      const by = Object.fromEntries(l.deliveries.map((x) => [x.endpoint, x]));
+      return by.backup?.status === DeliveryStatus.DELIVERED ? by : undefined;
+    });
     expect(byEndpoint.primary?.status).toBe(DeliveryStatus.DEAD_LETTERED);
     expect(byEndpoint.backup?.status).toBe(DeliveryStatus.DELIVERED);
     expect(byEndpoint.backup?.originDeliveryId).toBe(byEndpoint.primary?.id);
