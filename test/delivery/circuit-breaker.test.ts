@@ -70,7 +70,12 @@ describe("CircuitBreaker", () => {
     pruning.recordFailure("open", 0);
     pruning.recordFailure("open", 0);
     pruning.prune(10_000, 5_000);
-    expect(pruning.snapshot(10_000).map((c) => c.endpoint).sort()).toEqual(["open", "recent"]);
+    expect(
+      pruning
+        .snapshot(10_000)
+        .map((c) => c.endpoint)
+        .sort(),
+    ).toEqual(["open", "recent"]);
     pruning.forget("open");
     expect(pruning.state("open", 10_000)).toBe("closed");
     expect(pruning.size).toBe(1);
