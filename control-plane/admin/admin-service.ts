@@ -65,13 +65,8 @@ import {
   StoreConflictError,
   StoreNotFoundError,
 } from "../store/store.js";
-import {
-  checkEndpointName,
-  checkEndpointUrl,
-  checkFailoverTo,
-  checkSecret,
-  firstUnknownEventType,
-} from "./endpoint-validation.js";
+import { checkEndpointName, checkEndpointUrl, checkSecret, firstUnknownEventType } from "./endpoint-validation.js";
+import { failoverChainProblem } from "../config/failover-chain.js";
 import { deliveryMessage, deliveryStatusRecord, endpointMessage, endpointStatsMessage } from "./mapping.js";
 import { syntheticEvent } from "./test-events.js";
 import { ONE_OFF_PREFIX } from "../routing/one-off.js";
@@ -149,7 +144,7 @@ export class AdminServiceImpl implements ServiceImpl<typeof AdminService> {
         ep.failoverTo === "" && ep.name === "primary" && existing.some((e) => e.name === "backup")
           ? "backup"
           : ep.failoverTo;
-      invalidIf(checkFailoverTo(ep.name, failoverTo, failoverMap(existing)), "endpoint.failover_to");
+      invalidIf(failoverChainProblem(ep.name, failoverTo, failoverMap(existing)), "endpoint.failover_to");
       const record = await this.deps.store.createEndpoint(
         { name: ep.name, url: ep.url, enabled: ep.enabled, eventTypes: dedupe(ep.eventTypes), failoverTo, filters },
         ep.secret,
@@ -448,7 +443,7 @@ export class AdminServiceImpl implements ServiceImpl<typeof AdminService> {
     }
     if (fields.has("failover_to") && ep.failoverTo !== current.failoverTo) {
       const all = await this.deps.store.listEndpoints();
-      invalidIf(checkFailoverTo(ep.name, ep.failoverTo, failoverMap(all)), "endpoint.failover_to");
+      invalidIf(failoverChainProblem(ep.name, ep.failoverTo, failoverMap(all)), "endpoint.failover_to");
       patch.failoverTo = ep.failoverTo;
     }
     return patch;
