@@ -121,6 +121,16 @@ export class CircuitBreaker {
     return open;
   }
 
+  /** The endpoint's trial and cooldown, for planning claims. */
+  describe(endpoint: string, now: number): { state: CircuitState; trialInFlight: boolean; halfOpenAt: number } {
+    const c = this.circuits.get(endpoint);
+    return {
+      state: this.stateOf(c, now),
+      trialInFlight: c?.trialInFlight ?? false,
+      halfOpenAt: c?.open ? c.openedAt + this.settings.cooldownMs : now,
+    };
+  }
+
   snapshot(now: number): CircuitSnapshot[] {
     const out: CircuitSnapshot[] = [];
     for (const [endpoint, c] of this.circuits) {
