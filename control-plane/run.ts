@@ -11,7 +11,7 @@ import { createLogger, type Logger } from "../common/logger.js";
 import { VERSION } from "../common/version.js";
 import { AdminServiceImpl } from "./admin/admin-service.js";
 import { BudgetAdminRpcs } from "./budgets/admin-rpcs.js";
-import { Budgets, storedAndGenerated } from "./budgets/budgets.js";
+import { Budgets } from "./budgets/budgets.js";
 import { loadConfigFile } from "./config/load.js";
 import type { GatewayConfig } from "./config/types.js";
 import { DeliveryScheduler } from "./delivery/scheduler.js";
@@ -21,7 +21,8 @@ import { authInterceptor, isLoopbackHost, TokenSet } from "./http/auth.js";
 import { dashboardHtml } from "./http/dashboard.js";
 import { closeHttp, type HostPort, listen, parseHostPort, trackSessions, urlOf } from "./http/listen.js";
 import { histogram, renderMetrics, single } from "./http/metrics.js";
-import { IngestServiceImpl, newIngestMetrics } from "./ingest/ingest-service.js";
+import { IngestServiceImpl } from "./ingest/ingest-service.js";
+import { IngestPipeline, newIngestMetrics } from "./ingest/pipeline.js";
 import { SnapshotPublisher } from "./ingest/snapshots.js";
 import { EventRouter } from "./routing/event-router.js";
 import { GatewayLimitShares } from "./ingest/gateway-limits.js";
@@ -123,21 +124,26 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
     metrics: oneOffMetrics,
   });
 
-  const deliverEvents = async (events: Event[], endpoints?: string[]): Promise<IngestResult> => {
-    // Events sent to given endpoints are test events: priced, but no one's spend.
-    const result = await budgets.ingest(events, endpoints ? () => endpoints : await oneOff.routeFor(events, router), {
-      countSpend: endpoints === undefined,
-    });
-    bus.publish(storedAndGenerated(result));
-    if (result.deliveries > 0) scheduler.notify();
-    return result;
-  };
+  const pipeline = new IngestPipeline({
+    store,
+    prices: budgets.prices,
+    ledger: budgets.ledger,
+    router,
+    oneOff,
+    bus,
+    wake: (endpoints) => scheduler.notify(endpoints),
+    metrics: ingestMetrics,
+    logger: logger.child({ component: "ingest" }),
+  });
+  // Events sent to given endpoints are test events: priced, but no one's spend.
+  const deliverEvents = (events: Event[], endpoints?: string[]): Promise<IngestResult> =>
+    endpoints ? pipeline.ingestTo(events, endpoints) : pipeline.ingest(events);
 
   const routes = (r: ConnectRouter): void => {
     r.service(
       IngestService,
       new IngestServiceImpl({
-        ingest: (events) => deliverEvents(events),
+        ingest: (events, source) => pipeline.ingest(events, source),
         snapshot: (hello) => snapshots.snapshotFor(hello),
         presence: limitShares,
         onSnapshot: (l) => snapshots.subscribe(l),
@@ -151,7 +157,7 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
         store,
         config: () => config,
         deliverEvents,
-        notifyDeliveries: () => scheduler.notify(),
+        notifyDeliveries: (endpoints) => scheduler.notify(endpoints),
         isCircuitOpen: (name) => scheduler.isCircuitOpen(name),
         onEndpointsChanged: () => {
           // Key rotations and endpoint changes apply to the next attempt, not after the scheduler's cache expires.

@@ -80,8 +80,8 @@ export interface AdminDeps {
   config: () => GatewayConfig;
   /** Stores events and creates deliveries: to `endpoints` when given, else by the normal routing; notifies the scheduler and the live feed. */
   deliverEvents(events: Event[], endpoints?: string[]): Promise<IngestResult>;
-  /** Wakes the scheduler after deliveries were created by replay. */
-  notifyDeliveries(): void;
+  /** Wakes the delivery lanes of `endpoints` after replay created deliveries (all lanes with work when absent). */
+  notifyDeliveries(endpoints?: readonly string[]): void;
   isCircuitOpen(endpoint: string): boolean;
   /** Called after endpoints change (so routing caches refresh). */
   onEndpointsChanged(): void;
@@ -284,7 +284,7 @@ export class AdminServiceImpl implements ServiceImpl<typeof AdminService> {
       }
       await this.requireDeliverable(delivery.endpoint);
       const replay = await this.deps.store.replayDelivery(req.id);
-      this.deps.notifyDeliveries();
+      this.deps.notifyDeliveries([replay.endpoint]);
       this.deps.logger.info({ delivery: req.id, replay: replay.id, endpoint: replay.endpoint }, "delivery replayed");
       return create(ReplayDeliveryResponseSchema, { delivery: deliveryMessage(replay) });
     });
@@ -297,7 +297,7 @@ export class AdminServiceImpl implements ServiceImpl<typeof AdminService> {
         if (!endpoint) throw new ConnectError(`endpoint "${req.endpoint}" not found`, Code.NotFound);
       }
       const replayed = await this.deps.store.replayDeadLettered(req.endpoint !== "" ? req.endpoint : undefined);
-      if (replayed > 0) this.deps.notifyDeliveries();
+      if (replayed > 0) this.deps.notifyDeliveries(req.endpoint !== "" ? [req.endpoint] : undefined);
       this.deps.logger.info({ endpoint: req.endpoint || "*", replayed }, "dead-lettered deliveries replayed");
       return create(ReplayDeliveriesResponseSchema, { replayed });
     });
