@@ -21,6 +21,7 @@ import { authInterceptor, isLoopbackHost, TokenSet } from "./http/auth.js";
 import { dashboardHtml } from "./http/dashboard.js";
 import { closeHttp, type HostPort, listen, parseHostPort, trackSessions, urlOf } from "./http/listen.js";
 import { histogram, renderMetrics, single } from "./http/metrics.js";
+import { Watchdog } from "./http/watchdog.js";
 import { IngestServiceImpl } from "./ingest/ingest-service.js";
 import { IngestPipeline, newIngestMetrics } from "./ingest/pipeline.js";
 import { SnapshotPublisher } from "./ingest/snapshots.js";
@@ -46,6 +47,8 @@ export interface ControlPlaneOptions {
   logger?: Logger;
   /** The clock of budget periods and budget events (tests move it); default Date.now. */
   now?: () => number;
+  /** How long close() waits for webhook requests in flight before handing them back; default 10 s. */
+  drainTimeoutMs?: number;
 }
 
 export interface RunningControlPlane {
@@ -86,8 +89,17 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
   const subscription = new RuntimeSubscription(config.events, () => refreshRouting());
   const router = new EventRouter(subscription.get(), await store.listEndpoints());
   const bus = new EventBus();
-  const scheduler = new DeliveryScheduler({ store, config, logger: logger.child({ component: "delivery" }) });
+  const scheduler = new DeliveryScheduler({
+    store,
+    config,
+    logger: logger.child({ component: "delivery" }),
+    ...(options.drainTimeoutMs !== undefined ? { stopTimeoutMs: options.drainTimeoutMs } : {}),
+  });
   const ingestMetrics = newIngestMetrics();
+  const watchdog = new Watchdog({
+    logger: logger.child({ component: "watchdog" }),
+    activity: () => ({ delivery: scheduler.activity(), sidecars: ingestMetrics.connectedSidecars }),
+  });
 
   const snapshots = new SnapshotPublisher({
     wantedEventTypes: router.wantedEventTypes(),
@@ -192,6 +204,18 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
       single("aigw_deliveries_pending", "Deliveries waiting for an attempt.", "gauge", await store.countPending()),
       single("aigw_deliveries_in_flight", "Webhook requests in flight.", "gauge", m.inFlight),
       {
+        name: "aigw_delivery_lanes",
+        help: "Endpoints with pending work, by where their lane is: ready to claim, waiting for a time, parked at its cap.",
+        type: "gauge",
+        samples: [
+          { labels: { state: "ready" }, value: m.lanes.ready },
+          { labels: { state: "timed" }, value: m.lanes.timed },
+          { labels: { state: "parked" }, value: m.lanes.parked },
+        ],
+      },
+      single("aigw_delivery_claims_total", "Claim rounds (one store transaction each).", "counter", m.claims.rounds),
+      single("aigw_delivery_claimed_total", "Deliveries claimed.", "counter", m.claims.rows),
+      {
         name: "aigw_delivery_attempts_total",
         help: "Delivery attempts by outcome.",
         type: "counter",
@@ -205,6 +229,7 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
         samples: m.openCircuits.map((endpoint) => ({ labels: { endpoint }, value: 1 })),
       },
       ...budgets.metrics(),
+      ...watchdog.metrics(),
       {
         name: "aigw_oneoff_events_total",
         help: "Events with x-aigw-webhook-url, by outcome (routed to the one-off endpoint, or refused).",
@@ -273,6 +298,7 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
     throw new Error(`control-plane: cannot listen: ${(err as Error).message}`, { cause: err });
   }
   scheduler.start();
+  watchdog.start();
   ready = true;
 
   const retention = startRetention(store, config, logger);
@@ -296,6 +322,7 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
         bus.closeAll();
         await Promise.allSettled([closeGrpc(), closeHttp(httpServer)]);
         await scheduler.stop();
+        await watchdog.stop();
         await store.close();
         logger.info("control plane stopped");
       })();

@@ -106,6 +106,48 @@ export function planClaims(lanes: readonly LaneView[], limits: PlanLimits): Lane
   return decisions;
 }
 
+/** What the scheduler knows of an endpoint when planning (its store record, cached). */
+export interface EndpointState {
+  enabled: boolean;
+  failoverTo: string;
+}
+
+export interface CircuitView {
+  state: CircuitState;
+  trialInFlight: boolean;
+  halfOpenAt: number;
+}
+
+/**
+ * The planner's view of each ready lane, from the endpoints as the store holds them
+ * (absent: deleted) and the circuits: a lane fails over only to a target that exists and
+ * is enabled. Failover chains and cycles need no walking here: each claim moves rows one
+ * hop, and the store refuses a hop back along a delivery's own chain.
+ */
+export function laneViews(
+  lanes: readonly { endpoint: string; inFlight: number }[],
+  endpoints: (name: string) => EndpointState | undefined,
+  circuit: (name: string) => CircuitView,
+  cap: number,
+): LaneView[] {
+  return lanes.map((lane) => {
+    const record = endpoints(lane.endpoint);
+    const target = record?.failoverTo ? endpoints(record.failoverTo) : undefined;
+    const c = circuit(lane.endpoint);
+    return {
+      endpoint: lane.endpoint,
+      inFlight: lane.inFlight,
+      exists: record !== undefined,
+      enabled: record?.enabled ?? false,
+      circuit: c.state,
+      trialInFlight: c.trialInFlight,
+      halfOpenAt: c.halfOpenAt,
+      canFailOver: target?.enabled === true,
+      cap: Math.max(1, cap),
+    };
+  });
+}
+
 /** Rows of this lane are recorded without a request, and why; undefined when they are sent. */
 function settleReason(lane: LaneView): SettleReason | undefined {
   if (!lane.exists) return "missing";

@@ -6,7 +6,7 @@ import { USER_AGENT } from "../../common/version.js";
 import type { GatewayConfig } from "../config/types.js";
 import type { AttemptOutcome, ClaimedDelivery, EndpointRecord, LaneClaim, NewAttempt, Store } from "../store/store.js";
 import { CircuitBreaker } from "./circuit-breaker.js";
-import { type LaneDecision, type LaneView, planClaims, type SettleReason } from "./claim-planner.js";
+import { type LaneDecision, type LaneView, laneViews, planClaims, type SettleReason } from "./claim-planner.js";
 import { type Lane, type LaneCounts, LaneTable } from "./lanes.js";
 import { createDeliveryPool, type DeliveryPool } from "./pool.js";
 import { classifyAttempt, deadLettered, decideOutcome, describeAttempt, type AttemptResult } from "./retry-policy.js";
@@ -386,26 +386,20 @@ export class DeliveryScheduler {
 
   /** Each ready lane as the planner sees it: endpoint records from a short cache, circuits from the breaker. */
   private async laneViews(ready: readonly Lane[], now: number): Promise<LaneView[]> {
-    const records = await Promise.all(ready.map((lane) => this.endpoint(lane.endpoint)));
-    const targets = await Promise.all(
-      records.map((record) => (record?.failoverTo ? this.endpoint(record.failoverTo) : undefined)),
+    const records = new Map<string, EndpointRecord | undefined>();
+    const read = async (name: string) => {
+      if (!records.has(name)) records.set(name, await this.endpoint(name));
+    };
+    await Promise.all(ready.map((lane) => read(lane.endpoint)));
+    const targets = new Set<string>();
+    for (const record of records.values()) if (record?.failoverTo) targets.add(record.failoverTo);
+    await Promise.all([...targets].map(read));
+    return laneViews(
+      ready,
+      (name) => records.get(name),
+      (name) => this.breaker.describe(name, now),
+      this.config.delivery.perEndpointConcurrency,
     );
-    const cap = Math.max(1, this.config.delivery.perEndpointConcurrency);
-    return ready.map((lane, i) => {
-      const record = records[i];
-      const circuit = this.breaker.describe(lane.endpoint, now);
-      return {
-        endpoint: lane.endpoint,
-        inFlight: lane.inFlight,
-        exists: record !== undefined,
-        enabled: record?.enabled ?? false,
-        circuit: circuit.state,
-        trialInFlight: circuit.trialInFlight,
-        halfOpenAt: circuit.halfOpenAt,
-        canFailOver: targets[i]?.enabled === true,
-        cap,
-      };
-    });
   }
 
   private armTimer(): void {
