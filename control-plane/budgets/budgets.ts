@@ -28,7 +28,6 @@ export class Budgets {
     readonly ledger: BudgetLedger,
   ) {}
 
-
   /** Loads runtime prices, upserts the config's budgets and publishes their state. */
   static async start(options: BudgetsOptions): Promise<Budgets> {
     const { store, config, logger } = options;

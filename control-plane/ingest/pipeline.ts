@@ -102,7 +102,8 @@ export class IngestPipeline {
 }
 
 function invalidEvent(e: Event): string | undefined {
-  if (!EVENT_ID_PATTERN.test(e.id)) return `id: "${e.id.slice(0, 40)}" is not an event id (evt_ + 26 base32 characters)`;
+  if (!EVENT_ID_PATTERN.test(e.id))
+    return `id: "${e.id.slice(0, 40)}" is not an event id (evt_ + 26 base32 characters)`;
   if (e.payload.case === undefined) return "payload: missing";
   if (e.time === undefined) return "time: missing";
   return undefined;

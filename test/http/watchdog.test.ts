@@ -44,7 +44,10 @@ describe("Watchdog", () => {
     while (Date.now() < until) reportedDuringBlock = watchdog.reportedWhileBlocked;
     expect(reportedDuringBlock).toBe(1);
     closeSync(fd);
-    const written = readFileSync(threadLog, "utf8").trim().split("\n").map((l) => JSON.parse(l) as Record<string, unknown>);
+    const written = readFileSync(threadLog, "utf8")
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
     expect(written).toHaveLength(1);
     expect(written[0]).toMatchObject({ level: 40, component: "watchdog", activity: { phase: "claim" } });
     expect(written[0]!.blockedMs).toBeGreaterThanOrEqual(500);
