@@ -1,5 +1,6 @@
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
+import { invalidArgument } from "../../common/rpc-errors.js";
 import {
   type Budget,
   BudgetSchema,
@@ -124,5 +125,5 @@ function budgetMessage(r: BudgetRecord): Budget {
 }
 
 function invalid(field: string, problem: string): never {
-  throw new ConnectError(`${field}: ${problem}`, Code.InvalidArgument);
+  throw invalidArgument(field, problem);
 }

@@ -3,6 +3,7 @@ import { LineCounter, parseDocument, type YAMLError } from "yaml";
 import { readBudgets, readLimits, readPricing } from "./accounting.js";
 import { defaultConfig } from "./defaults.js";
 import type { ConfigEnv } from "./env-substitution.js";
+import { DestinationPolicy } from "../security/destination-policy.js";
 import { readEvents } from "./events.js";
 import { ConfigReader } from "./reader.js";
 import { readAuth, readDelivery, readRetry, readSecurity, readStorage } from "./sections.js";
@@ -60,7 +61,8 @@ export function parseConfig(text: string, options: ParseOptions): GatewayConfig 
   const subscribeValid = r.isValid("events") && r.isValidTree("events.subscribe");
   const config: GatewayConfig = {
     webhooks: readWebhooks(r, keys.get("webhooks"), {
-      requireHttps: security.requireHttps,
+      destinations: new DestinationPolicy(security),
+      judgeAddresses: r.isValidTree("security.allowed_networks"),
       subscribe: subscribeValid ? events.subscribe : undefined,
     }),
     events,

@@ -1,4 +1,5 @@
-import { checkCidr, checkEncryptionKey, checkHeaderName, checkStorageUrl } from "./checks.js";
+import { cidrProblem } from "../security/destination-policy.js";
+import { checkEncryptionKey, checkHeaderName, checkStorageUrl } from "./checks.js";
 import { defaultPerEndpointConcurrency } from "./defaults.js";
 import type { ConfigReader, Field, NumberRule } from "./reader.js";
 import type { AuthConfig, DeliveryConfig, RetryConfig, SecurityConfig, StorageConfig } from "./types.js";
@@ -87,7 +88,7 @@ export function readSecurity(r: ConfigReader, field: Field | undefined, defaults
   const allowedNetworks: string[] = [];
   for (const item of networks ?? []) {
     const cidr = r.string(item);
-    const problem = cidr === undefined ? undefined : checkCidr(cidr.trim());
+    const problem = cidr === undefined ? undefined : cidrProblem(cidr.trim());
     if (problem) r.fail(item, problem);
     else if (cidr !== undefined) allowedNetworks.push(cidr.trim());
   }

@@ -161,7 +161,7 @@ describe("defaults", () => {
         "webhooks:",
         "  primary:",
         "    url: https://a.example.com/",
-        "    secret: raw text secret",
+        "    secret: raw text secret of 32 bytes.....",
         "budgets:",
         "  - { org_id: org_1, limit_type: monthly, budget_limit: 100 }",
         "limits:",
@@ -170,7 +170,7 @@ describe("defaults", () => {
     );
     expect(config.webhooks.primary).toEqual({
       url: "https://a.example.com/",
-      secret: "raw text secret",
+      secret: "raw text secret of 32 bytes.....",
       enabled: true,
       events: [],
       failoverTo: "",
@@ -300,7 +300,7 @@ describe("endpoints", () => {
         "        severity: [critical]",
         "  spare:",
         "    url: http://localhost:9090/",
-        "    secret: plain-bytes",
+        "    secret: plain-bytes-used-as-the-key-as-is",
         "    enabled: false",
       ].join("\n"),
     );
@@ -316,15 +316,15 @@ describe("endpoints", () => {
 
   it("lets primary opt out of failing over to backup", () => {
     const config = parse(
-      "webhooks:\n  primary:\n    url: https://a.example.com/\n    secret: s\n    failover_to: ''\n" +
-        "  backup:\n    url: https://b.example.com/\n    secret: s\n",
+      "webhooks:\n  primary:\n    url: https://a.example.com/\n    secret: a-raw-secret-of-24-bytes+\n    failover_to: ''\n" +
+        "  backup:\n    url: https://b.example.com/\n    secret: a-raw-secret-of-24-bytes+\n",
     );
     expect(config.webhooks.primary!.failoverTo).toBe("");
   });
 
   it("follows YAML anchors and aliases", () => {
     const config = parse(
-      "retry:\n  retryable_status_codes: &codes [500, 503]\nwebhooks:\n  primary:\n    url: &u https://a.example.com/\n    secret: s\n",
+      "retry:\n  retryable_status_codes: &codes [500, 503]\nwebhooks:\n  primary:\n    url: &u https://a.example.com/\n    secret: a-raw-secret-of-24-bytes+\n",
     );
     expect(config.retry.retryableStatusCodes).toEqual([500, 503]);
     expect(config.webhooks.primary!.url).toBe("https://a.example.com/");
