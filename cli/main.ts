@@ -1,5 +1,7 @@
 import { parseArgs } from "node:util";
 import { ConnectError } from "@connectrpc/connect";
+import { errorCodeOf } from "../common/errors.js";
+import { describeRpcError } from "../common/rpc-errors.js";
 import { VERSION } from "../common/version.js";
 import { ConfigError } from "../control-plane/config/types.js";
 import { runControlPlane } from "../control-plane/run.js";
@@ -77,18 +79,19 @@ export async function main(argv: string[], io: CliIo): Promise<number> {
 
 function report(err: unknown, io: CliIo): number {
   if (err instanceof ConfigError) {
-    io.err(`aigw: ${err.message}\n`);
+    io.err(`aigw: ${err.code}: ${err.message}\n`);
     return 2;
   }
   if (err instanceof ConnectError) {
-    io.err(`aigw: ${err.message}\n`);
+    io.err(`aigw: ${describeRpcError(err)}\n`);
     return 1;
   }
   if (err instanceof Error && "code" in err && String(err.code).startsWith("ERR_PARSE_ARGS")) {
     io.err(`aigw: ${err.message}\nRun "aigw --help" for usage.\n`);
     return 2;
   }
-  io.err(`aigw: ${err instanceof Error ? err.message : String(err)}\n`);
+  const code = errorCodeOf(err);
+  io.err(`aigw: ${code ? `${code}: ` : ""}${err instanceof Error ? err.message : String(err)}\n`);
   return 1;
 }
 

@@ -6,6 +6,7 @@ import { AdminService } from "../gen/aigw/v1/admin_pb.js";
 import type { Event } from "../gen/aigw/v1/events_pb.js";
 import { FeedService } from "../gen/aigw/v1/feed_pb.js";
 import { IngestService } from "../gen/aigw/v1/ingest_pb.js";
+import { AigwError } from "../common/errors.js";
 import { eventTypeFromName } from "../common/event-types.js";
 import { createLogger, type Logger } from "../common/logger.js";
 import { VERSION } from "../common/version.js";
@@ -306,7 +307,8 @@ function refuseOpenListeners(config: GatewayConfig, at: HostPort[]): void {
   if (config.auth.adminTokens.length === 0) missing.push("auth.admin_tokens");
   if (config.auth.sidecarTokens.length === 0) missing.push("auth.sidecar_tokens");
   if (missing.length > 0) {
-    throw new Error(
+    throw new AigwError(
+      "AIGW_LISTEN_UNPROTECTED",
       `control-plane: refusing to listen on ${open.map((a) => `${a.host}:${a.port}`).join(", ")} (beyond loopback) without ${missing.join(" and ")} in the config`,
     );
   }

@@ -9,6 +9,7 @@ import {
   loadConfigFile,
   modelPrice,
   parseConfig,
+  parseConfigBytes,
 } from "../../control-plane/config/load.js";
 import { ConfigError } from "../../control-plane/config/types.js";
 
@@ -122,9 +123,22 @@ describe("the product page's webhook_config.yaml", () => {
 });
 
 describe("defaults", () => {
-  it("an empty file is the default config", () => {
-    expect(parse("")).toEqual(defaultConfig());
-    expect(parse("# only a comment\n")).toEqual(defaultConfig());
+  it("an empty mapping is the default config; an empty file is refused, naming the file", () => {
+    expect(parse("{}")).toEqual(defaultConfig());
+    expect(parse("webhooks: {}\n")).toEqual(defaultConfig());
+    for (const text of ["", "# only a comment\n", "\n  \n"]) {
+      let error: unknown;
+      try {
+        parseConfigBytes(Buffer.from(text), { file: "conf/gw.yaml", env: {} });
+      } catch (err) {
+        error = err;
+      }
+      expect(error).toBeInstanceOf(ConfigError);
+      expect((error as ConfigError).code).toBe("AIGW_CONFIG_UNREADABLE");
+      expect((error as ConfigError).message).toMatch(
+        /^conf\/gw\.yaml: 1 problem:\n {2}conf\/gw\.yaml:1: \(file\): (is empty|has no settings)/,
+      );
+    }
   });
 
   it("defaultConfig has the product page's values, DESIGN.md's additions and no webhooks", () => {
@@ -228,7 +242,7 @@ describe("${VAR} substitution", () => {
       {
         path: "delivery.queue_size",
         line: 7,
-        message: 'expected a positive whole number of events, got string "lots"',
+        message: 'expected a whole number of events from 1 to 10000000, got string "lots"',
       },
       { path: "auth.admin_tokens[1]", line: 11, message: "environment variable ADMIN_TOKEN is not set" },
     ]);
@@ -344,8 +358,8 @@ describe("ConfigError", () => {
     expect(error!.message).toBe(
       [
         "conf/gw.yaml: 2 problems:",
-        "  conf/gw.yaml:2: retry.max_attempts: must be a whole number of attempts, 1 or more, got 0",
-        "  conf/gw.yaml:3: retry.jitter: must be a share of each delay between 0 (none) and 1 (the whole delay), got -1",
+        "  conf/gw.yaml:2: retry.max_attempts: must be a whole number of attempts from 1 to 100, got 0",
+        "  conf/gw.yaml:3: retry.jitter: must be a share of each delay from 0 to 1 (0: none, 1: the whole delay), got -1",
       ].join("\n"),
     );
   });
