@@ -7,6 +7,7 @@ import { ConfigError } from "../control-plane/config/types.js";
 import { runControlPlane } from "../control-plane/run.js";
 import { runSidecar } from "../sidecar/run.js";
 import { ADMIN_USAGE, runAdminCommand } from "./admin-commands.js";
+import { verifyCommand } from "./verify.js";
 import { watchFeed } from "./watch.js";
 
 export const USAGE = `aigw ${VERSION} — signed, retried webhooks for your AI traffic
@@ -62,6 +63,8 @@ export async function main(argv: string[], io: CliIo): Promise<number> {
         return await sidecar(rest, io);
       case "watch":
         return await watch(rest, io);
+      case "verify":
+        return await verifyCommand(rest, io);
       case "dev": {
         const { startLocalStack } = await import("../examples/local-stack.js");
         const stack = await startLocalStack({ out: io.out });

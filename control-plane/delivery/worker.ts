@@ -4,7 +4,7 @@ import { Agent, errors as undiciErrors } from "undici";
 import { errorCodeOf, isErrorCode } from "../../common/errors.js";
 import { DestinationGuard } from "./destination-guard.js";
 import { parseRetryAfter } from "./retry-policy.js";
-import { SigningKeyRing, SigningSecretError } from "./signing.js";
+import { SigningKeyRing, SigningSecretError } from "../../common/signature.js";
 import type { BatchResults, DeliveryBatchMessage, DeliveryResult, DeliveryTask } from "./task.js";
 
 /**

@@ -1,4 +1,5 @@
 import { randomBytes } from "node:crypto";
+import { SECRET_PREFIX } from "../../common/signature.js";
 
 /**
  * Signing secrets: the one check for every secret aigw accepts (webhooks.NAME.secret in the
@@ -11,7 +12,6 @@ import { randomBytes } from "node:crypto";
  * guessable offline from one captured webhook.
  */
 
-export const SECRET_PREFIX = "whsec_";
 export const MIN_SECRET_BYTES = 24;
 /** Bytes of a generated key: SHA-256's block-size half, as svix and Standard Webhooks make them. */
 export const GENERATED_SECRET_BYTES = 32;
