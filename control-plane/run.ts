@@ -18,8 +18,8 @@ import type { GatewayConfig } from "./config/types.js";
 import { DeliveryScheduler } from "./delivery/scheduler.js";
 import { EventBus } from "./feed/event-bus.js";
 import { FeedServiceImpl } from "./feed/feed-service.js";
-import { authInterceptor, isLoopbackHost, TokenSet } from "./http/auth.js";
-import { dashboardHtml } from "./http/dashboard.js";
+import { authInterceptor, HttpPageAuth, isLoopbackHost, TokenSet } from "./http/auth.js";
+import { dashboardHtml, dashboardLoginHtml } from "./http/dashboard.js";
 import { closeHttp, type HostPort, listen, parseHostPort, trackSessions, urlOf } from "./http/listen.js";
 import { histogram, renderMetrics, single } from "./http/metrics.js";
 import { Watchdog } from "./http/watchdog.js";
@@ -31,6 +31,7 @@ import { GatewayLimitShares } from "./ingest/gateway-limits.js";
 import { filtersFromConfig } from "./routing/filters.js";
 import { newOneOffMetrics, OneOffEndpoints } from "./routing/one-off.js";
 import { RuntimeSubscription } from "./routing/subscription.js";
+import { warnIfKeyBesideDatabase } from "./security/key-at-rest.js";
 import { openStore } from "./store/open.js";
 import type { IngestResult, Store } from "./store/store.js";
 
@@ -74,6 +75,7 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
   const grpcAt = parseHostPort(options.grpc ?? "127.0.0.1:7070", "--grpc");
   const httpAt = parseHostPort(options.http ?? "127.0.0.1:7080", "--http");
   refuseOpenListeners(config, [grpcAt, httpAt]);
+  warnIfKeyBesideDatabase(logger, config.storage, options.store ?? config.storage.url, [grpcAt, httpAt]);
 
   const store = await openStore(options.store ?? config.storage.url, {
     ...(config.storage.encryptionKey ? { encryptionKey: config.storage.encryptionKey } : {}),
@@ -250,6 +252,7 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
   };
 
   let ready = false;
+  const pageAuth = new HttpPageAuth(config.auth);
   const fallback = (req: http.IncomingMessage, res: http.ServerResponse): void => {
     const path = (req.url ?? "/").split("?")[0];
     if (req.method === "GET" && path === "/healthz")
@@ -259,6 +262,7 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
       return;
     }
     if (req.method === "GET" && path === "/metrics") {
+      if (!pageAuth.allowMetrics(req, res)) return;
       metricsText().then(
         (text) => res.writeHead(200, { "content-type": "text/plain; version=0.0.4" }).end(text),
         (err: unknown) => {
@@ -269,6 +273,7 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
       return;
     }
     if (req.method === "GET" && (path === "/" || path === "/index.html")) {
+      if (!pageAuth.allowDashboard(req, res, dashboardLoginHtml)) return;
       res.writeHead(200, { "content-type": "text/html; charset=utf-8" }).end(dashboardHtml());
       return;
     }

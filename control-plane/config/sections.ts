@@ -145,10 +145,11 @@ export function readDelivery(r: ConfigReader, field: Field | undefined, defaults
 }
 
 export function readAuth(r: ConfigReader, field: Field | undefined, defaults: AuthConfig): AuthConfig {
-  const keys = r.section(field, ["admin_tokens", "sidecar_tokens"]);
+  const keys = r.section(field, ["admin_tokens", "sidecar_tokens", "metrics_tokens"]);
   return {
     adminTokens: r.stringList(keys.get("admin_tokens"), { sensitive: true }) ?? defaults.adminTokens,
     sidecarTokens: r.stringList(keys.get("sidecar_tokens"), { sensitive: true }) ?? defaults.sidecarTokens,
+    metricsTokens: r.stringList(keys.get("metrics_tokens"), { sensitive: true }) ?? defaults.metricsTokens,
   };
 }
 

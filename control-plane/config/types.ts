@@ -86,6 +86,8 @@ export interface AuthConfig {
   adminTokens: string[];
   /** Bearer tokens accepted on IngestService; empty: no auth (loopback only). */
   sidecarTokens: string[];
+  /** Bearer tokens accepted on /metrics only (a scraper's token cannot change anything); admin tokens are too. */
+  metricsTokens: string[];
 }
 
 export interface StorageConfig {

@@ -149,7 +149,7 @@ describe("defaults", () => {
     expect(config.delivery.perEndpointConcurrency).toBe(4);
     expect(config.delivery.circuitBreakerThreshold).toBe(5);
     expect(config.delivery.circuitBreakerCooldownMs).toBe(30000);
-    expect(config.auth).toEqual({ adminTokens: [], sidecarTokens: [] });
+    expect(config.auth).toEqual({ adminTokens: [], sidecarTokens: [], metricsTokens: [] });
     expect(config.storage).toEqual({ url: "sqlite:.aigw/aigw.db", encryptionKey: "" });
     expect(config.budgets).toEqual([]);
     expect(config.limits).toEqual([]);
