@@ -31,7 +31,7 @@ import { GatewayLimitShares } from "./ingest/gateway-limits.js";
 import { filtersFromConfig } from "./routing/filters.js";
 import { newOneOffMetrics, OneOffEndpoints } from "./routing/one-off.js";
 import { RuntimeSubscription } from "./routing/subscription.js";
-import { warnIfKeyBesideDatabase } from "./security/key-at-rest.js";
+import { warnIfKeyBesideDatabase, warnRefusedEndpoints } from "./security/startup-warnings.js";
 import { openStore } from "./store/open.js";
 import type { IngestResult, Store } from "./store/store.js";
 
@@ -90,7 +90,9 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
 
   // The global subscription: the config file's at start, changed at runtime by the Admin API.
   const subscription = new RuntimeSubscription(config.events, () => refreshRouting());
-  const router = new EventRouter(subscription.get(), await store.listEndpoints());
+  const stored = await store.listEndpoints();
+  warnRefusedEndpoints(logger, config.security, stored);
+  const router = new EventRouter(subscription.get(), stored);
   const bus = new EventBus();
   const scheduler = new DeliveryScheduler({
     store,

@@ -31,6 +31,21 @@ export type NumberRule = {
 } & ({ min: number; above?: never } | { above: number; min?: never }) &
   ({ max: number; below?: never } | { below: number; max?: never });
 
+/**
+ * What is wrong with a number under a rule, or undefined: the same words for the config
+ * file and for the Admin API fields that set the same things (budgets, prices).
+ */
+export function numberProblem(value: number, rule: NumberRule): string | undefined {
+  const wrong =
+    !Number.isFinite(value) ||
+    (rule.integer && !Number.isInteger(value)) ||
+    (rule.min !== undefined && value < rule.min) ||
+    (rule.max !== undefined && value > rule.max) ||
+    (rule.above !== undefined && value <= rule.above) ||
+    (rule.below !== undefined && value >= rule.below);
+  return wrong ? `must be ${describeNumberRule(rule)}, got ${value}` : undefined;
+}
+
 /** "a whole number of attempts from 1 to 100" */
 export function describeNumberRule(rule: NumberRule): string {
   const low = rule.min !== undefined ? rule.min : rule.above;
@@ -210,15 +225,9 @@ export class ConfigReader {
       this.fail(field, `expected ${describeNumberRule(rule)}, got ${describeValue(value)}`);
       return undefined;
     }
-    const wrong =
-      !Number.isFinite(value) ||
-      (rule.integer && !Number.isInteger(value)) ||
-      (rule.min !== undefined && value < rule.min) ||
-      (rule.max !== undefined && value > rule.max) ||
-      (rule.above !== undefined && value <= rule.above) ||
-      (rule.below !== undefined && value >= rule.below);
-    if (wrong) {
-      this.fail(field, `must be ${describeNumberRule(rule)}, got ${value}`);
+    const problem = numberProblem(value, rule);
+    if (problem !== undefined) {
+      this.fail(field, problem);
       return undefined;
     }
     return value;

@@ -1,4 +1,4 @@
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { AigwError, ERROR_CATALOGUE, errorCodeOf, isErrorCode } from "../../common/errors.js";
@@ -18,6 +18,18 @@ describe("error catalogue", () => {
     const section = README.slice(README.indexOf("## Errors"));
     const rows = [...section.matchAll(/^\| `(AIGW_[A-Z0-9_]+)` \|/gm)].map((m) => m[1]);
     expect(rows).toEqual(Object.keys(ERROR_CATALOGUE));
+  });
+
+  it("has no code that nothing uses", () => {
+    const root = join(import.meta.dirname, "..", "..");
+    const sources = ["common", "control-plane", "cli", "sidecar", "examples"]
+      .flatMap((dir) =>
+        readdirSync(join(root, dir), { recursive: true, encoding: "utf8" }).map((f) => join(root, dir, f)),
+      )
+      .filter((f) => f.endsWith(".ts") && !f.endsWith("common/errors.ts"))
+      .map((f) => readFileSync(f, "utf8"))
+      .join("\n");
+    for (const code of Object.keys(ERROR_CATALOGUE)) expect(sources, code).toContain(`"${code}"`);
   });
 
   it("finds a code on an error or its causes", () => {

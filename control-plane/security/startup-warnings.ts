@@ -1,9 +1,35 @@
 import { resolve } from "node:path";
 import type { Logger } from "../../common/logger.js";
-import type { StorageConfig } from "../config/types.js";
+import type { SecurityConfig, StorageConfig } from "../config/types.js";
 import { isLoopbackHost } from "../http/auth.js";
 import type { HostPort } from "../http/listen.js";
 import { keyFileBeside } from "../store/secret-box.js";
+import type { EndpointRecord } from "../store/store.js";
+import { DestinationPolicy } from "./destination-policy.js";
+
+// What an operator should hear at start about the security of this deployment.
+
+/**
+ * Endpoints created through the Admin API outlive a config change: when the destination
+ * rules were tightened (allowed_networks narrowed, require_https turned on), the stored
+ * endpoints they now refuse are named at start. Their deliveries fail at once, refused
+ * before any connection (the worker applies the same rule), until the URL or the rules change.
+ */
+export function warnRefusedEndpoints(
+  logger: Logger,
+  security: SecurityConfig,
+  endpoints: readonly EndpointRecord[],
+): void {
+  const policy = new DestinationPolicy(security);
+  for (const endpoint of endpoints) {
+    const problem = policy.urlProblem(endpoint.url);
+    if (problem === undefined || !endpoint.enabled) continue;
+    logger.warn(
+      { code: problem.code, endpoint: endpoint.name, problem: problem.message },
+      `endpoint ${endpoint.name} is refused by the destination rules (${problem.message}); its deliveries will fail until its url or security.allowed_networks / require_https change`,
+    );
+  }
+}
 
 /**
  * Signing secrets are sealed at rest with storage.encryption_key, or, when it is not set,
