@@ -324,6 +324,7 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
     deliverEvents,
     close: () => {
       closing ??= (async () => {
+        logger.info("control plane stopping");
         ready = false;
         clearInterval(retention);
         budgets.close();
