@@ -309,8 +309,8 @@ function prepareStatements(db: Database.Database) {
        WHERE seq = @seq`,
     ) as Stmt<Record<string, unknown>>,
     releaseLeases: db.prepare(
-      `UPDATE deliveries SET lease_owner = '', lease_until = 0, due_at = next_attempt_at
-       WHERE status = 'pending' AND lease_owner = ?`,
+      `UPDATE deliveries INDEXED BY deliveries_leased SET lease_owner = '', lease_until = 0, due_at = next_attempt_at
+       WHERE lease_owner = ? AND lease_owner != '' AND status = 'pending'`,
     ) as Database.Statement<[string]>,
     failEndpointDeliveries: db.prepare(
       `UPDATE deliveries SET status = 'failed', last_error = @error, finished_at = @now, lease_owner = '', lease_until = 0
