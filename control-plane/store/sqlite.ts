@@ -7,7 +7,7 @@ import { newDeliveryId, ulid } from "../../common/ids.js";
 import { type Event, EventSchema, type EventType } from "../../gen/aigw/v1/events_pb.js";
 import { eventColumns } from "./event-columns.js";
 import { decodePageToken, encodePageToken } from "./page-token.js";
-import { loadOrCreateKeyFile, SecretBox } from "./secret-box.js";
+import { keyFileBeside, loadOrCreateKeyFile, SecretBox } from "./secret-box.js";
 import { GroupCommit } from "./group-commit.js";
 import { Checkpointer, WalSync } from "./sqlite-durability.js";
 import { BLOCKED_DUE_AT, migrate } from "./sqlite-schema.js";
@@ -1217,7 +1217,7 @@ export async function openSqliteStore(path: string, options: SqliteStoreOptions 
       db.prepare("SELECT 1 FROM signing_keys LIMIT 1").get() !== undefined;
     const box = options.encryptionKey
       ? SecretBox.fromBase64(options.encryptionKey, "storage.encryption_key")
-      : await loadOrCreateKeyFile(`${fullPath}.key`, !hasSealedSecrets, options.logger);
+      : await loadOrCreateKeyFile(keyFileBeside(fullPath), !hasSealedSecrets, options.logger);
     store = new SqliteStore(db, fullPath, box, options.logger);
     await store.verifyKey();
     store.startCheckpoints();

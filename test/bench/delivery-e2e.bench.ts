@@ -12,7 +12,7 @@ import { Agent } from "undici";
 import { newEventId, newRequestId } from "../../common/ids.js";
 import { USER_AGENT } from "../../common/version.js";
 import { webhookBody } from "../../common/webhook-body.js";
-import { sign } from "../../control-plane/delivery/signing.js";
+import { sign } from "../../common/signature.js";
 import { openSqliteStore } from "../../control-plane/store/sqlite.js";
 import { type Event, EventSchema } from "../../gen/aigw/v1/events_pb.js";
 import {

@@ -79,13 +79,22 @@ describe.skipIf(!haveChromium)("dashboard", () => {
     });
     afterAll(() => fixture?.close());
 
-    it("asks for the token, then shows the data", async () => {
+    it("asks for the token before serving the page, then shows the data", async () => {
       const page = await browser.newPage();
       try {
-        await page.goto(`${fixture.cp.httpUrl}/`);
+        const first = await page.goto(`${fixture.cp.httpUrl}/`);
+        // The page itself needs the token: without it, a form and nothing of the dashboard.
+        expect(first?.status()).toBe(401);
+        expect(await page.locator("#stats").count()).toBe(0);
         await page.locator("#auth").waitFor({ state: "visible", timeout: 30_000 });
+        await page.fill("#token", "not-the-token");
+        await page.click("#auth button");
+        await expect.poll(() => page.locator("#error").textContent(), { timeout: 30_000 }).toBe("token not accepted");
         await page.fill("#token", "dash-token");
         await page.click("#auth button");
+        await expect.poll(() => page.locator("#stats tbody").textContent(), { timeout: 30_000 }).toContain("primary");
+        // The tab keeps the token: a reload goes straight back to the data.
+        await page.reload();
         await expect.poll(() => page.locator("#stats tbody").textContent(), { timeout: 30_000 }).toContain("primary");
       } finally {
         await page.close();
