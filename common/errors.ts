@@ -43,7 +43,7 @@ export const ERROR_CATALOGUE = {
   // Signing secrets
   AIGW_SECRET_INVALID: {
     meaning: 'a signing secret is too short, too long, or "whsec_" followed by something that is not base64',
-    fix: "use a generated secret (aigw keys rotate prints one) or at least 24 random bytes",
+    fix: "use a generated secret (aigw keys rotate prints one) or at least 16 random bytes",
   },
   // Admin API and auth
   AIGW_INVALID_ARGUMENT: {

@@ -254,7 +254,7 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
   };
 
   let ready = false;
-  const pageAuth = new HttpPageAuth(config.auth);
+  const pageAuth = new HttpPageAuth({ ...config.auth, required: !isLoopbackHost(httpAt.host) });
   const fallback = (req: http.IncomingMessage, res: http.ServerResponse): void => {
     const path = (req.url ?? "/").split("?")[0];
     if (req.method === "GET" && path === "/healthz")

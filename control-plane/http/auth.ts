@@ -50,23 +50,27 @@ export function isLoopbackHost(host: string): boolean {
 }
 
 /**
- * The HTTP/1.1 pages beside the Admin API ask for the same tokens as the API, as soon as
- * auth.admin_tokens is set (it must be, beyond loopback): the dashboard page the admin
- * tokens, /metrics the admin tokens or auth.metrics_tokens (so a scraper's token cannot
- * change anything). /healthz and /readyz stay open for orchestrators' probes.
+ * The HTTP/1.1 pages beside the Admin API. On a listener beyond loopback (where
+ * auth.admin_tokens must be set) they ask for the same tokens as the API: the dashboard
+ * page the admin tokens, /metrics (which names endpoints) the admin tokens or
+ * auth.metrics_tokens, so a scraper's token cannot change anything. On loopback they stay
+ * open, as the local stack and a node-local scraper expect. /healthz and /readyz are always
+ * open for orchestrators' probes.
  */
 export class HttpPageAuth {
   private readonly admin: TokenSet;
   private readonly metrics: TokenSet;
+  private readonly required: boolean;
 
-  constructor(tokens: { adminTokens: readonly string[]; metricsTokens: readonly string[] }) {
+  constructor(tokens: { adminTokens: readonly string[]; metricsTokens: readonly string[]; required: boolean }) {
     this.admin = new TokenSet(tokens.adminTokens);
     this.metrics = new TokenSet([...tokens.adminTokens, ...tokens.metricsTokens]);
+    this.required = tokens.required;
   }
 
   /** True when the request may read /metrics; otherwise the 401 is already answered. */
   allowMetrics(req: IncomingMessage, res: ServerResponse): boolean {
-    if (this.metrics.accepts(req.headers.authorization)) return true;
+    if (!this.required || this.metrics.accepts(req.headers.authorization)) return true;
     const what = req.headers.authorization ? "token not accepted" : "bearer token required";
     res
       .writeHead(401, { "content-type": "text/plain; charset=utf-8", "www-authenticate": 'Bearer realm="aigw"' })
@@ -80,7 +84,7 @@ export class HttpPageAuth {
    * put a bearer token on a navigation).
    */
   allowDashboard(req: IncomingMessage, res: ServerResponse, loginPage: () => string): boolean {
-    if (this.admin.accepts(req.headers.authorization)) return true;
+    if (!this.required || this.admin.accepts(req.headers.authorization)) return true;
     res.writeHead(401, { "content-type": "text/html; charset=utf-8", "cache-control": "no-store" }).end(loginPage());
     return false;
   }

@@ -7,12 +7,12 @@ import { SECRET_PREFIX } from "../../common/signature.js";
  * generator for every secret it makes (key rotation, org keys of one-off endpoints).
  *
  * A secret is "whsec_" + standard padded base64 of the key (Standard Webhooks), or any
- * other text, used as its UTF-8 bytes. Either way the key must have MIN_SECRET_BYTES:
- * Standard Webhooks asks for 24 to 64 bytes, and HMAC-SHA256 keys shorter than that are
- * guessable offline from one captured webhook.
+ * other text, used as its UTF-8 bytes. Either way the key must have MIN_SECRET_BYTES (16,
+ * the least the config file ever took for a "whsec_" secret; an HMAC-SHA256 key shorter
+ * than that is guessable offline from one captured webhook). Generated keys have 32.
  */
 
-export const MIN_SECRET_BYTES = 24;
+export const MIN_SECRET_BYTES = 16;
 /** Bytes of a generated key: SHA-256's block-size half, as svix and Standard Webhooks make them. */
 export const GENERATED_SECRET_BYTES = 32;
 /** Long enough for any real key, short enough that a row stays small. */

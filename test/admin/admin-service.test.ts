@@ -200,7 +200,7 @@ describe("AdminService endpoints", () => {
       [
         "1-byte secret (the config refuses it too)",
         f.client.createEndpoint({ endpoint: { name: "x", url: https("a"), secret: "s" } }),
-        'endpoint.secret: is 1 bytes of text; expected "whsec_" + base64 of at least 24 random bytes',
+        'endpoint.secret: is 1 bytes of text; expected "whsec_" + base64 of at least 16 random bytes',
         "AIGW_SECRET_INVALID",
       ],
       [

@@ -22,18 +22,30 @@ const get = (url: string, token?: string) =>
     text: await r.text(),
   }));
 
-// Issue 11's probes: with tokens configured (required beyond loopback), /metrics and the
-// dashboard page ask for them like the Admin API does.
-describe("/metrics and the dashboard page with auth tokens", () => {
-  let fx: ControlPlaneFixture;
+// Issue 11's probes: beyond loopback, /metrics and the dashboard page ask for tokens like
+// the Admin API does.
+describe("/metrics and the dashboard page beyond loopback", () => {
+  let fx: { cp: Awaited<ReturnType<typeof runControlPlane>> & { httpUrl: string } };
+  let dir: string;
   beforeAll(async () => {
-    fx = await startControlPlane(`
-auth:
-  admin_tokens: ["${ADMIN}"]
-  metrics_tokens: ["${METRICS}"]
-`);
+    dir = mkdtempSync(join(tmpdir(), "aigw-pages-"));
+    const cp = await runControlPlane({
+      config: parseConfig(
+        `auth:\n  admin_tokens: ["${ADMIN}"]\n  sidecar_tokens: ["sidecar-token-for-pages"]\n  metrics_tokens: ["${METRICS}"]\nstorage:\n  encryption_key: "${Buffer.alloc(32, 3).toString("base64")}"\n`,
+        { file: "t.yaml", env: {} },
+      ),
+      store: `sqlite:${join(dir, "pages.db")}`,
+      grpc: "127.0.0.1:0",
+      http: "0.0.0.0:0",
+      logger: createLogger({ level: "silent" }),
+    });
+    // Reached over loopback, but the listener is open beyond it.
+    fx = { cp: Object.assign(cp, { httpUrl: cp.httpUrl.replace("0.0.0.0", "127.0.0.1") }) };
   });
-  afterAll(() => fx?.close());
+  afterAll(async () => {
+    await fx?.cp.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
 
   it("/metrics wants an admin or metrics token, and says so", async () => {
     const anonymous = await get(`${fx.cp.httpUrl}/metrics`);
@@ -86,6 +98,19 @@ auth:
   it("leaves /healthz and /readyz open for orchestrators' probes", async () => {
     expect((await get(`${fx.cp.httpUrl}/healthz`)).status).toBe(200);
     expect((await get(`${fx.cp.httpUrl}/readyz`)).status).toBe(200);
+  });
+});
+
+describe("/metrics and the dashboard page on loopback", () => {
+  let fx: ControlPlaneFixture;
+  beforeAll(async () => {
+    fx = await startControlPlane(`auth:\n  admin_tokens: ["${ADMIN}"]\n`);
+  });
+  afterAll(() => fx?.close());
+
+  it("stay open as they always were (the Admin API still wants its token)", async () => {
+    expect((await get(`${fx.cp.httpUrl}/metrics`)).status).toBe(200);
+    expect((await get(`${fx.cp.httpUrl}/`)).text).toContain("GetStats");
   });
 });
 
