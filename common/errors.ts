@@ -26,6 +26,12 @@ export const ERROR_CATALOGUE = {
       "(warning) signing secrets are sealed with a key file next to the database, so one copy of that folder holds both",
     fix: "set storage.encryption_key from the environment or a mounted secret",
   },
+  // Ingest and delivery
+  AIGW_INGEST_PAUSED: {
+    meaning:
+      "(warning) delivery.queue_size deliveries are pending: ingest holds sidecars' batches unacknowledged (they wait in the sidecars' spools, app traffic is unaffected) until fewer than 90 % of that are pending",
+    fix: "find why deliveries do not finish (aigw stats: a receiver down or slow) and fix it; or raise delivery.queue_size",
+  },
   // Destinations (webhook URLs)
   AIGW_DESTINATION_INVALID: {
     meaning: "a webhook URL is not an absolute http(s) URL, is too long, or carries credentials or a fragment",

@@ -23,6 +23,7 @@ import { dashboardHtml, dashboardLoginHtml } from "./http/dashboard.js";
 import { closeHttp, type HostPort, listen, parseHostPort, trackSessions, urlOf } from "./http/listen.js";
 import { histogram, renderMetrics, single } from "./http/metrics.js";
 import { Watchdog } from "./http/watchdog.js";
+import { IngestBackpressure } from "./ingest/backpressure.js";
 import { IngestServiceImpl } from "./ingest/ingest-service.js";
 import { IngestPipeline, newIngestMetrics } from "./ingest/pipeline.js";
 import { SnapshotPublisher } from "./ingest/snapshots.js";
@@ -101,6 +102,11 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
     ...(options.drainTimeoutMs !== undefined ? { stopTimeoutMs: options.drainTimeoutMs } : {}),
   });
   const ingestMetrics = newIngestMetrics();
+  const backpressure = new IngestBackpressure({
+    queueSize: config.delivery.queueSize,
+    countPending: () => store.countPending(),
+    logger: logger.child({ component: "ingest" }),
+  });
   const watchdog = new Watchdog({
     logger: logger.child({ component: "watchdog" }),
     activity: () => ({ delivery: scheduler.activity(), sidecars: ingestMetrics.connectedSidecars }),
@@ -163,6 +169,7 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
         ingest: (events, source) => pipeline.ingest(events, source),
         snapshot: (hello) => snapshots.snapshotFor(hello),
         presence: limitShares,
+        backpressure,
         onSnapshot: (l) => snapshots.subscribe(l),
         logger: logger.child({ component: "ingest" }),
         metrics: ingestMetrics,
@@ -194,6 +201,7 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
 
   const metricsText = async (): Promise<string> => {
     const m = scheduler.metrics();
+    const bp = backpressure.metrics();
     return renderMetrics([
       single("aigw_events_ingested_total", "Events stored.", "counter", ingestMetrics.eventsStored),
       single("aigw_events_duplicate_total", "Re-sent events skipped.", "counter", ingestMetrics.eventsDuplicate),
@@ -207,6 +215,31 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
       single("aigw_sidecars_connected", "Sidecar streams open.", "gauge", ingestMetrics.connectedSidecars),
       single("aigw_feed_watchers", "Live feed watchers.", "gauge", bus.size),
       single("aigw_deliveries_pending", "Deliveries waiting for an attempt.", "gauge", await store.countPending()),
+      single(
+        "aigw_delivery_queue_size",
+        "delivery.queue_size: ingest pauses when this many deliveries are pending.",
+        "gauge",
+        backpressure.queueSize,
+      ),
+      single(
+        "aigw_ingest_paused",
+        "1 while ingest holds sidecars' batches unacked because the delivery queue is full.",
+        "gauge",
+        bp.paused ? 1 : 0,
+      ),
+      single("aigw_ingest_pauses_total", "Times ingest paused for a full delivery queue.", "counter", bp.pauses),
+      single(
+        "aigw_ingest_paused_seconds_total",
+        "Time ingest spent paused for a full delivery queue.",
+        "counter",
+        bp.pausedMs / 1000,
+      ),
+      single(
+        "aigw_ingest_batches_waiting",
+        "Sidecar batches waiting (unacked) for the delivery queue to drain.",
+        "gauge",
+        bp.waitingBatches,
+      ),
       single("aigw_deliveries_in_flight", "Webhook requests in flight.", "gauge", m.inFlight),
       {
         name: "aigw_delivery_lanes",
@@ -327,6 +360,7 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
         logger.info("control plane stopping");
         ready = false;
         clearInterval(retention);
+        backpressure.close();
         budgets.close();
         bus.closeAll();
         await Promise.allSettled([closeGrpc(), closeHttp(httpServer)]);

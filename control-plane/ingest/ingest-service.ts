@@ -9,10 +9,11 @@ import type {
   Hello,
   IngestService,
 } from "../../gen/aigw/v1/ingest_pb.js";
-import { AckSchema, ConnectResponseSchema } from "../../gen/aigw/v1/ingest_pb.js";
+import { AckSchema, ConnectResponseSchema, IngestPausedSchema } from "../../gen/aigw/v1/ingest_pb.js";
 import type { Logger } from "../../common/logger.js";
 import type { IngestResult } from "../store/store.js";
 import { AsyncQueue } from "./async-queue.js";
+import type { BackpressureState, IngestBackpressure } from "./backpressure.js";
 import type { IngestMetrics, IngestSource } from "./pipeline.js";
 import { sameSnapshotContent } from "./snapshots.js";
 
@@ -25,6 +26,8 @@ export interface IngestDeps {
   onSnapshot(listener: (s: ConfigSnapshot) => void): () => void;
   /** Told of every stream that said hello, and of its end (gateway limit shares follow them). */
   presence?: SidecarPresence;
+  /** delivery.queue_size: batches wait (unacked) while the delivery queue is full. */
+  backpressure?: IngestBackpressure;
   logger: Logger;
   metrics: IngestMetrics;
 }
@@ -104,6 +107,9 @@ export class IngestServiceImpl implements ServiceImpl<typeof IngestService> {
               Code.InvalidArgument,
             );
           }
+          // A full delivery queue holds the batch here, before anything of it is stored:
+          // the ack waits, the sidecar keeps the events, and hears why.
+          await this.deps.backpressure?.admit(ctx.signal, (state) => out.push(pausedMessage(state)));
           const result = await this.handleBatch(hello, batch);
           if (batch.seq > lastSeq) lastSeq = batch.seq;
           out.push(
@@ -150,4 +156,17 @@ export class IngestServiceImpl implements ServiceImpl<typeof IngestService> {
     const result = await this.deps.ingest(batch.events, { sidecar: hello.sidecarId, seq: batch.seq });
     return { stored: result.stored.length, duplicates: result.duplicates };
   }
+}
+
+function pausedMessage(state: BackpressureState): ConnectResponse {
+  return create(ConnectResponseSchema, {
+    message: {
+      case: "paused",
+      value: create(IngestPausedSchema, {
+        pendingDeliveries: BigInt(state.pending),
+        queueSize: BigInt(state.queueSize),
+        resumeBelow: BigInt(state.resumeBelow),
+      }),
+    },
+  });
 }

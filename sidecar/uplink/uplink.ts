@@ -10,6 +10,7 @@ import {
   type ConnectRequest,
   ConnectRequestSchema,
   type ConnectResponse,
+  type IngestPaused,
   IngestService,
 } from "../../gen/aigw/v1/ingest_pb.js";
 import { Backoff } from "./backoff.js";
@@ -135,6 +136,7 @@ export class Uplink implements EventPublisher {
   private readonly authBackoff: Backoff;
   private readonly drops: RateLimitedWarning;
   private readonly unreachable: RateLimitedWarning;
+  private readonly backpressure: RateLimitedWarning;
 
   private spool: Spool | undefined;
   private sidecarId = "";
@@ -170,6 +172,10 @@ export class Uplink implements EventPublisher {
     this.unreachable = new RateLimitedWarning(
       this.logger,
       "uplink: control plane unreachable; events wait in the spool",
+    );
+    this.backpressure = new RateLimitedWarning(
+      this.logger,
+      "uplink: control plane paused ingest (its delivery queue is full); events wait in the spool",
     );
     if (!options.target) throw new Error("uplink: target (control plane address) is required");
     if (!options.spoolDir) throw new Error("uplink: spoolDir is required");
@@ -383,6 +389,7 @@ export class Uplink implements EventPublisher {
     const message = response.message;
     if (message.case === "ack") this.onAck(stream, Number(message.value.seq));
     else if (message.case === "config") this.applyConfig(message.value);
+    else if (message.case === "paused") this.onPaused(stream, message.value);
     // Other cases: a newer control plane's message this sidecar does not know; ignored.
   }
 
@@ -406,6 +413,21 @@ export class Uplink implements EventPublisher {
     }
     this.flushWaiters = this.flushWaiters.filter((w) => w.target > acked);
     void this.pump();
+  }
+
+  /**
+   * The control plane's delivery queue is full (delivery.queue_size): it holds our batch
+   * unacked until it drains. That is progress, not a dead stream, so the ack timeout starts
+   * afresh; the events wait in the spool as they would with the control plane away.
+   */
+  private onPaused(stream: ActiveStream, paused: IngestPaused): void {
+    stream.lastProgressAt = Date.now();
+    this.backpressure.hit({
+      pendingDeliveries: Number(paused.pendingDeliveries),
+      queueSize: Number(paused.queueSize),
+      resumeBelow: Number(paused.resumeBelow),
+      pendingBatches: this.spool?.pendingBatches ?? 0,
+    });
   }
 
   private applyConfig(snapshot: ConfigSnapshot): void {

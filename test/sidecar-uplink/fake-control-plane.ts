@@ -144,6 +144,16 @@ export class FakeControlPlane {
     for (const outbox of this.outboxes) outbox.push({ message: { case: "config", value: snapshot } });
   }
 
+  /** Tells every open stream that ingest is paused (a full delivery queue), as the control plane does. */
+  pushPaused(pendingDeliveries: number, queueSize: number): void {
+    const value = {
+      pendingDeliveries: BigInt(pendingDeliveries),
+      queueSize: BigInt(queueSize),
+      resumeBelow: BigInt(Math.floor(queueSize * 0.9)),
+    };
+    for (const outbox of this.outboxes) outbox.push({ message: { case: "paused", value } });
+  }
+
   /** Acks, on every open stream, everything received so far (after holdAcks). */
   ackReceived(): void {
     for (const outbox of this.outboxes) {

@@ -218,6 +218,34 @@ describe("Uplink", () => {
     expect(uniqueInArrivalOrder(plane.storedEventIds())).toEqual(ids);
   });
 
+  it("keeps a stream whose acks wait for a full delivery queue, spooling meanwhile, and says why once", async () => {
+    const plane = await controlPlane();
+    plane.holdAcks = true;
+    const uplink = uplinkTo(plane.target, { ackTimeoutMs: 300 });
+    await uplink.start();
+    const ids = publishMany(uplink, 3);
+    await waitFor(() => plane.batches.length === 1, "the batch to arrive");
+    // Told "paused" more often than the ack timeout, the stream stays: no reconnect, no re-send.
+    const reminders = setInterval(() => plane.pushPaused(10, 10), 100);
+    try {
+      const until = Date.now() + 1_500;
+      while (Date.now() < until) {
+        ids.push(...publishMany(uplink, 1));
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    } finally {
+      clearInterval(reminders);
+    }
+    expect(plane.streams).toBe(1);
+    expect(log.has("no ack from control plane in time")).toBe(false);
+    expect(log.has("control plane paused ingest")).toBe(true);
+    expect(uplink.stats().pendingBatches).toBeGreaterThan(1);
+    plane.holdAcks = false;
+    plane.ackReceived();
+    await uplink.flush();
+    expect(uniqueInArrivalOrder(plane.storedEventIds())).toEqual(ids);
+  });
+
   it("an uplink restarted on the same spool re-sends unacked batches only, with the same sidecar id", async () => {
     const plane = await controlPlane();
     const before = uplinkTo(plane.target, { batchMaxEvents: 5 });

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file aigw/v1/ingest.proto.
  */
 export const file_aigw_v1_ingest: GenFile = /*@__PURE__*/
-  fileDesc("ChRhaWd3L3YxL2luZ2VzdC5wcm90bxIHYWlndy52MSJiCg5Db25uZWN0UmVxdWVzdBIfCgVoZWxsbxgBIAEoCzIOLmFpZ3cudjEuSGVsbG9IABIkCgViYXRjaBgCIAEoCzITLmFpZ3cudjEuRXZlbnRCYXRjaEgAQgkKB21lc3NhZ2UiYQoFSGVsbG8SEgoKc2lkZWNhcl9pZBgBIAEoCRIOCgZvcmdfaWQYAiABKAkSCwoDYXBwGAMgASgJEg8KB3ZlcnNpb24YBCABKAkSFgoOY29uZmlnX3ZlcnNpb24YBSABKAQiOQoKRXZlbnRCYXRjaBILCgNzZXEYASABKAQSHgoGZXZlbnRzGAIgAygLMg4uYWlndy52MS5FdmVudCJkCg9Db25uZWN0UmVzcG9uc2USGwoDYWNrGAEgASgLMgwuYWlndy52MS5BY2tIABIpCgZjb25maWcYAiABKAsyFy5haWd3LnYxLkNvbmZpZ1NuYXBzaG90SABCCQoHbWVzc2FnZSI2CgNBY2sSCwoDc2VxGAEgASgEEg4KBnN0b3JlZBgCIAEoDRISCgpkdXBsaWNhdGVzGAMgASgNIuABCg5Db25maWdTbmFwc2hvdBIPCgd2ZXJzaW9uGAEgASgEEi4KEndhbnRlZF9ldmVudF90eXBlcxgCIAMoDjISLmFpZ3cudjEuRXZlbnRUeXBlEh0KFXN0cmVhbWluZ19jb2FsZXNjZV9tcxgDIAEoDRIgChhyYXRlX2xpbWl0X3dhcm5pbmdfc2hhcmUYBCABKAESJQoHYnVkZ2V0cxgFIAMoCzIULmFpZ3cudjEuQnVkZ2V0U3RhdGUSJQoGbGltaXRzGAYgAygLMhUuYWlndy52MS5HYXRld2F5TGltaXQigQEKC0J1ZGdldFN0YXRlEg4KBm9yZ19pZBgBIAEoCRISCgpsaW1pdF90eXBlGAIgASgJEhQKDGJ1ZGdldF9saW1pdBgDIAEoARIVCg1jdXJyZW50X3NwZW5kGAQgASgBEhAKCGV4Y2VlZGVkGAUgASgIEg8KB2VuZm9yY2UYBiABKAgiYwoMR2F0ZXdheUxpbWl0Eg4KBm9yZ19pZBgBIAEoCRILCgNhcHAYAiABKAkSGwoTcmVxdWVzdHNfcGVyX21pbnV0ZRgDIAEoDRIZChF0b2tlbnNfcGVyX21pbnV0ZRgEIAEoDTJRCg1Jbmdlc3RTZXJ2aWNlEkAKB0Nvbm5lY3QSFy5haWd3LnYxLkNvbm5lY3RSZXF1ZXN0GhguYWlndy52MS5Db25uZWN0UmVzcG9uc2UoATABYgZwcm90bzM", [file_aigw_v1_events]);
+  fileDesc("ChRhaWd3L3YxL2luZ2VzdC5wcm90bxIHYWlndy52MSJiCg5Db25uZWN0UmVxdWVzdBIfCgVoZWxsbxgBIAEoCzIOLmFpZ3cudjEuSGVsbG9IABIkCgViYXRjaBgCIAEoCzITLmFpZ3cudjEuRXZlbnRCYXRjaEgAQgkKB21lc3NhZ2UiYQoFSGVsbG8SEgoKc2lkZWNhcl9pZBgBIAEoCRIOCgZvcmdfaWQYAiABKAkSCwoDYXBwGAMgASgJEg8KB3ZlcnNpb24YBCABKAkSFgoOY29uZmlnX3ZlcnNpb24YBSABKAQiOQoKRXZlbnRCYXRjaBILCgNzZXEYASABKAQSHgoGZXZlbnRzGAIgAygLMg4uYWlndy52MS5FdmVudCKNAQoPQ29ubmVjdFJlc3BvbnNlEhsKA2FjaxgBIAEoCzIMLmFpZ3cudjEuQWNrSAASKQoGY29uZmlnGAIgASgLMhcuYWlndy52MS5Db25maWdTbmFwc2hvdEgAEicKBnBhdXNlZBgDIAEoCzIVLmFpZ3cudjEuSW5nZXN0UGF1c2VkSABCCQoHbWVzc2FnZSI2CgNBY2sSCwoDc2VxGAEgASgEEg4KBnN0b3JlZBgCIAEoDRISCgpkdXBsaWNhdGVzGAMgASgNIlQKDEluZ2VzdFBhdXNlZBIaChJwZW5kaW5nX2RlbGl2ZXJpZXMYASABKAQSEgoKcXVldWVfc2l6ZRgCIAEoBBIUCgxyZXN1bWVfYmVsb3cYAyABKAQi4AEKDkNvbmZpZ1NuYXBzaG90Eg8KB3ZlcnNpb24YASABKAQSLgoSd2FudGVkX2V2ZW50X3R5cGVzGAIgAygOMhIuYWlndy52MS5FdmVudFR5cGUSHQoVc3RyZWFtaW5nX2NvYWxlc2NlX21zGAMgASgNEiAKGHJhdGVfbGltaXRfd2FybmluZ19zaGFyZRgEIAEoARIlCgdidWRnZXRzGAUgAygLMhQuYWlndy52MS5CdWRnZXRTdGF0ZRIlCgZsaW1pdHMYBiADKAsyFS5haWd3LnYxLkdhdGV3YXlMaW1pdCKBAQoLQnVkZ2V0U3RhdGUSDgoGb3JnX2lkGAEgASgJEhIKCmxpbWl0X3R5cGUYAiABKAkSFAoMYnVkZ2V0X2xpbWl0GAMgASgBEhUKDWN1cnJlbnRfc3BlbmQYBCABKAESEAoIZXhjZWVkZWQYBSABKAgSDwoHZW5mb3JjZRgGIAEoCCJjCgxHYXRld2F5TGltaXQSDgoGb3JnX2lkGAEgASgJEgsKA2FwcBgCIAEoCRIbChNyZXF1ZXN0c19wZXJfbWludXRlGAMgASgNEhkKEXRva2Vuc19wZXJfbWludXRlGAQgASgNMlEKDUluZ2VzdFNlcnZpY2USQAoHQ29ubmVjdBIXLmFpZ3cudjEuQ29ubmVjdFJlcXVlc3QaGC5haWd3LnYxLkNvbm5lY3RSZXNwb25zZSgBMAFiBnByb3RvMw", [file_aigw_v1_events]);
 
 /**
  * @generated from message aigw.v1.ConnectRequest
@@ -127,6 +127,12 @@ export type ConnectResponse = Message<"aigw.v1.ConnectResponse"> & {
      */
     value: ConfigSnapshot;
     case: "config";
+  } | {
+    /**
+     * @generated from field: aigw.v1.IngestPaused paused = 3;
+     */
+    value: IngestPaused;
+    case: "paused";
   } | { case: undefined; value?: undefined };
 };
 
@@ -165,6 +171,47 @@ export type Ack = Message<"aigw.v1.Ack"> & {
  */
 export const AckSchema: GenMessage<Ack> = /*@__PURE__*/
   messageDesc(file_aigw_v1_ingest, 4);
+
+/**
+ * IngestPaused says why acks stopped: delivery.queue_size deliveries are pending, so the
+ * control plane holds this stream's next batch unacknowledged (nothing of it is stored
+ * yet) until the pending count falls below resume_below. Sent when a batch starts to wait
+ * and again every few seconds while it waits. The sidecar keeps its events in its spool
+ * and keeps the stream open (each IngestPaused counts as progress for its ack timeout);
+ * the ack comes when the queue has drained. A sidecar that does not know this message
+ * times the stream out and re-sends, which loses nothing either.
+ *
+ * @generated from message aigw.v1.IngestPaused
+ */
+export type IngestPaused = Message<"aigw.v1.IngestPaused"> & {
+  /**
+   * Deliveries pending when this was sent.
+   *
+   * @generated from field: uint64 pending_deliveries = 1;
+   */
+  pendingDeliveries: bigint;
+
+  /**
+   * delivery.queue_size: acks stop at this many pending deliveries.
+   *
+   * @generated from field: uint64 queue_size = 2;
+   */
+  queueSize: bigint;
+
+  /**
+   * Acks resume once fewer than this many are pending.
+   *
+   * @generated from field: uint64 resume_below = 3;
+   */
+  resumeBelow: bigint;
+};
+
+/**
+ * Describes the message aigw.v1.IngestPaused.
+ * Use `create(IngestPausedSchema)` to create a new message.
+ */
+export const IngestPausedSchema: GenMessage<IngestPaused> = /*@__PURE__*/
+  messageDesc(file_aigw_v1_ingest, 5);
 
 /**
  * ConfigSnapshot is what the sidecar needs to know of the control plane's config.
@@ -224,7 +271,7 @@ export type ConfigSnapshot = Message<"aigw.v1.ConfigSnapshot"> & {
  * Use `create(ConfigSnapshotSchema)` to create a new message.
  */
 export const ConfigSnapshotSchema: GenMessage<ConfigSnapshot> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_ingest, 5);
+  messageDesc(file_aigw_v1_ingest, 6);
 
 /**
  * @generated from message aigw.v1.BudgetState
@@ -268,7 +315,7 @@ export type BudgetState = Message<"aigw.v1.BudgetState"> & {
  * Use `create(BudgetStateSchema)` to create a new message.
  */
 export const BudgetStateSchema: GenMessage<BudgetState> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_ingest, 6);
+  messageDesc(file_aigw_v1_ingest, 7);
 
 /**
  * @generated from message aigw.v1.GatewayLimit
@@ -304,7 +351,7 @@ export type GatewayLimit = Message<"aigw.v1.GatewayLimit"> & {
  * Use `create(GatewayLimitSchema)` to create a new message.
  */
 export const GatewayLimitSchema: GenMessage<GatewayLimit> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_ingest, 7);
+  messageDesc(file_aigw_v1_ingest, 8);
 
 /**
  * IngestService is the stream between a sidecar and the control plane.
