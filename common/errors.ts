@@ -32,6 +32,11 @@ export const ERROR_CATALOGUE = {
       "(warning) delivery.queue_size deliveries are pending: ingest holds sidecars' batches unacknowledged (they wait in the sidecars' spools, app traffic is unaffected) until fewer than 90 % of that are pending",
     fix: "find why deliveries do not finish (aigw stats: a receiver down or slow) and fix it; or raise delivery.queue_size",
   },
+  AIGW_RETENTION_KEPT_PENDING: {
+    meaning:
+      "(warning) events older than delivery.retention_hours are kept because their deliveries to live (enabled) endpoints are still pending; retention never takes work away from an endpoint",
+    fix: "see which endpoint is behind (aigw stats, aigw deliveries list --status pending); fix its receiver, or disable or delete the endpoint to let the next run purge them",
+  },
   // Destinations (webhook URLs)
   AIGW_DESTINATION_INVALID: {
     meaning: "a webhook URL is not an absolute http(s) URL, is too long, or carries credentials or a fragment",

@@ -33,6 +33,7 @@ import { filtersFromConfig } from "./routing/filters.js";
 import { newOneOffMetrics, OneOffEndpoints } from "./routing/one-off.js";
 import { RuntimeSubscription } from "./routing/subscription.js";
 import { warnIfKeyBesideDatabase, warnRefusedEndpoints } from "./security/startup-warnings.js";
+import { RetentionPurger, type RetentionOptions } from "./retention/retention.js";
 import { openStore } from "./store/open.js";
 import type { IngestResult, Store } from "./store/store.js";
 
@@ -52,6 +53,8 @@ export interface ControlPlaneOptions {
   now?: () => number;
   /** How long close() waits for webhook requests in flight before handing them back; default 10 s. */
   drainTimeoutMs?: number;
+  /** Retention's timing (tests): first run, interval, step budget. */
+  retention?: Pick<RetentionOptions, "firstRunMs" | "everyMs" | "stepBudgetMs">;
 }
 
 export interface RunningControlPlane {
@@ -62,6 +65,7 @@ export interface RunningControlPlane {
   httpUrl: string;
   store: Store;
   scheduler: DeliveryScheduler;
+  retention: RetentionPurger;
   /** Stores events and creates their deliveries (the ingest path, for tests and tools). */
   deliverEvents(events: Event[], endpoints?: string[]): Promise<IngestResult>;
   close(): Promise<void>;
@@ -102,6 +106,12 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
     ...(options.drainTimeoutMs !== undefined ? { stopTimeoutMs: options.drainTimeoutMs } : {}),
   });
   const ingestMetrics = newIngestMetrics();
+  const retention = new RetentionPurger({
+    store,
+    retentionHours: config.delivery.retentionHours,
+    logger: logger.child({ component: "retention" }),
+    ...(options.retention ?? {}),
+  });
   const backpressure = new IngestBackpressure({
     queueSize: config.delivery.queueSize,
     countPending: () => store.countPending(),
@@ -267,6 +277,7 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
         samples: m.openCircuits.map((endpoint) => ({ labels: { endpoint }, value: 1 })),
       },
       ...budgets.metrics(),
+      ...retention.metrics(),
       ...watchdog.metrics(),
       {
         name: "aigw_oneoff_events_total",
@@ -342,7 +353,7 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
   watchdog.start();
   ready = true;
 
-  const retention = startRetention(store, config, logger);
+  retention.start();
   const grpcUrl = urlOf(grpcBound);
   const httpUrl = urlOf(httpBound);
   logger.info({ grpc: grpcUrl, http: httpUrl, store: store.kind, version: VERSION }, "control plane ready");
@@ -354,12 +365,13 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
     httpUrl,
     store,
     scheduler,
+    retention,
     deliverEvents,
     close: () => {
       closing ??= (async () => {
         logger.info("control plane stopping");
         ready = false;
-        clearInterval(retention);
+        await retention.stop();
         backpressure.close();
         budgets.close();
         bus.closeAll();
@@ -406,19 +418,4 @@ async function applyConfigEndpoints(store: Store, config: GatewayConfig): Promis
       ep.secret,
     );
   }
-}
-
-function startRetention(store: Store, config: GatewayConfig, logger: Logger): NodeJS.Timeout {
-  const retentionMs = config.delivery.retentionHours * 3_600_000;
-  const every = Math.min(3_600_000, Math.max(60_000, retentionMs / 24));
-  const timer = setInterval(() => {
-    store.purge(Date.now() - retentionMs).then(
-      (r) => {
-        if (r.events > 0) logger.info(r, "purged events past retention");
-      },
-      (err: unknown) => logger.error({ err }, "retention purge failed"),
-    );
-  }, every);
-  timer.unref();
-  return timer;
 }

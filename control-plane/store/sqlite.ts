@@ -12,6 +12,7 @@ import { GroupCommit } from "./group-commit.js";
 import { Checkpointer, WalSync } from "./sqlite-durability.js";
 import { BLOCKED_DUE_AT, migrate } from "./sqlite-schema.js";
 import { SqliteBudgetTables } from "../budgets/sqlite-budgets.js";
+import { SqliteRetention } from "./sqlite-retention.js";
 import {
   type AttemptOutcome,
   type AttemptRecord,
@@ -24,6 +25,8 @@ import {
   type ClaimOptions,
   type LaneClaim,
   type PendingLane,
+  type PurgeStep,
+  type PurgeStepOptions,
   type CompleteResult,
   type DeliveryDetail,
   type DeliveryFilter,
@@ -54,7 +57,6 @@ const BUSY_TIMEOUT_MS = 5_000;
 /** Receivers can answer with anything; an attempt keeps enough of it to debug. */
 const MAX_RESPONSE_BODY_CHARS = 16_384;
 const MAX_FAILURE_REASONS = 5;
-const PURGE_BATCH = 500;
 const KEY_CHECK_NAME = "key_check";
 const KEY_CHECK_CONTEXT = "aigw store key check";
 const KEY_CHECK_PLAINTEXT = "aigw";
@@ -350,20 +352,6 @@ function prepareStatements(db: Database.Database) {
        GROUP BY endpoint, reason ORDER BY endpoint, n DESC, reason`,
     ) as Database.Statement<[number], { endpoint: string; reason: string; n: number }>,
     endpointNames: db.prepare("SELECT name FROM endpoints").pluck() as Stmt0<string>,
-
-    purgeCandidates: db
-      .prepare(
-        `SELECT e.seq FROM events e INDEXED BY events_ingested_at
-       WHERE e.ingested_at < @before
-         AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.status = 'pending')
-       LIMIT @limit`,
-      )
-      .pluck() as Stmt<{ before: number; limit: number }, number>,
-    purgeAttempts: db.prepare(
-      "DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE event_seq = ?)",
-    ) as Database.Statement<[number]>,
-    purgeDeliveries: db.prepare("DELETE FROM deliveries WHERE event_seq = ?") as Database.Statement<[number]>,
-    purgeEvent: db.prepare("DELETE FROM events WHERE seq = ?") as Database.Statement<[number]>,
   };
 }
 
@@ -380,6 +368,8 @@ export class SqliteStore implements Store {
   readonly #oneOff: ReturnType<typeof prepareOneOffStatements>;
   /** Budgets and pricing tables (schema v2), used inside this store's transactions. */
   readonly #budgets: SqliteBudgetTables;
+  /** Retention's statements (sqlite-retention.ts). */
+  readonly #retention: SqliteRetention;
   readonly #inTransaction: Database.Transaction<(fn: () => unknown) => unknown>;
   readonly #listStatements = new Map<string, Stmt<Record<string, unknown>, DeliveryRow>>();
   /** Nested inside the batch transaction, so it runs in a savepoint. */
@@ -405,6 +395,7 @@ export class SqliteStore implements Store {
     this.#s = prepareStatements(db);
     this.#oneOff = prepareOneOffStatements(db);
     this.#budgets = new SqliteBudgetTables(db);
+    this.#retention = new SqliteRetention(db);
     this.#inTransaction = db.transaction((fn: () => unknown) => fn());
     this.#completions = new GroupCommit((batch) => {
       const now = Date.now();
@@ -1025,25 +1016,18 @@ export class SqliteStore implements Store {
     return [...byEndpoint.values()].sort((a, b) => (a.endpoint < b.endpoint ? -1 : a.endpoint > b.endpoint ? 1 : 0));
   }
 
-  async purge(beforeMs: number): Promise<{ events: number; deliveries: number }> {
-    finiteNumber(beforeMs, "purge beforeMs");
-    let events = 0;
-    let deliveries = 0;
-    // Batches keep each write transaction short, so ingest never waits long behind a purge.
-    for (;;) {
-      const batch = this.#bookkeeping(() => {
-        const seqs = this.#s.purgeCandidates.all({ before: beforeMs, limit: PURGE_BATCH });
-        for (const seq of seqs) {
-          this.#s.purgeAttempts.run(seq);
-          deliveries += this.#s.purgeDeliveries.run(seq).changes;
-          events += this.#s.purgeEvent.run(seq).changes;
-        }
-        return seqs.length;
-      });
-      if (batch < PURGE_BATCH) break;
-      await new Promise<void>((resolve) => setImmediate(resolve));
-    }
-    return { events, deliveries };
+  async purgeStep(options: PurgeStepOptions): Promise<PurgeStep> {
+    finiteNumber(options.beforeMs, "purgeStep beforeMs");
+    finiteNumber(options.now, "purgeStep now");
+    positiveInteger(options.limit, "purgeStep limit");
+    if (this.#closed) throw new Error(`SQLite store ${this.path} is closed`);
+    return this.#bookkeeping(() =>
+      this.#retention.step(options, (endpoint, orderKey) => {
+        this.#pendingDelta--;
+        // A stream's later tokens waited for the one deleted: let the next one go.
+        if (orderKey !== "") this.#s.unblockNext.run({ endpoint, orderKey });
+      }),
+    );
   }
 
   // ---- budgets and pricing (rules in control-plane/budgets) ---------------------------------

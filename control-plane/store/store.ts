@@ -110,8 +110,16 @@ export interface Store {
   countPending(): Promise<number>;
   stats(sinceMs: number): Promise<EndpointStatsRecord[]>;
 
-  /** Deletes events (and their deliveries and attempts) ingested before `beforeMs` whose deliveries are all finished. */
-  purge(beforeMs: number): Promise<{ events: number; deliveries: number }>;
+  /**
+   * One step of retention (the rules and the pacing: control-plane/retention). Looks at the
+   * next `limit` events ingested before `beforeMs`, oldest first, after the cursor `after`,
+   * and deletes each, with its deliveries and their attempts, unless a delivery of it is
+   * pending to a live (existing, enabled) endpoint or in flight (its lease runs past `now`),
+   * or ended at or after `beforeMs`: those are kept and counted. Pending deliveries to a
+   * disabled or deleted endpoint are deleted with their event (`abandoned`). A step reads
+   * only the events it returns a decision on, so a run reads each old event once.
+   */
+  purgeStep(options: PurgeStepOptions): Promise<PurgeStep>;
   close(): Promise<void>;
 
   // ---- budgets and pricing (control-plane/budgets) ----------------------------------------
@@ -124,6 +132,44 @@ export interface Store {
   /** Prices set at runtime (SetModelPrice), by model. */
   listModelPrices(): Promise<StoredModelPrice[]>;
   putModelPrice(price: StoredModelPrice): Promise<void>;
+}
+
+/** Where a retention run has got to: the last event looked at, in (ingestedAt, seq) order. */
+export interface PurgeCursor {
+  ingestedAt: number;
+  seq: number;
+}
+
+export interface PurgeStepOptions {
+  beforeMs: number;
+  /** Start after this event (PURGE_START for a new run). */
+  after: PurgeCursor;
+  /** Events to look at, at most. */
+  limit: number;
+  /** Leases ending after this are attempts in flight. */
+  now: number;
+}
+
+export const PURGE_START: PurgeCursor = { ingestedAt: Number.MIN_SAFE_INTEGER, seq: 0 };
+
+export interface PurgeStep {
+  /** Events looked at; the next step starts after `after`. */
+  examined: number;
+  after: PurgeCursor;
+  /** No more events before `beforeMs` after `after`. */
+  done: boolean;
+  /** Deleted: events, their deliveries, and those deliveries' attempts. */
+  events: number;
+  deliveries: number;
+  attempts: number;
+  /** Pending deliveries to disabled or deleted endpoints, deleted with their events. */
+  abandoned: number;
+  /** Events kept: a delivery is pending to a live endpoint, or in flight. */
+  keptPending: number;
+  /** Events kept: a delivery of it ended within the window (a recent retry or replay). */
+  keptRecent: number;
+  /** ingestedAt of the oldest event kept for a pending delivery, in this step. */
+  oldestKeptPendingAt: number | undefined;
 }
 
 export interface StoredEvent {

@@ -9,6 +9,7 @@ import {
   type Store,
   StoreConflictError,
   StoreNotFoundError,
+  PURGE_START,
 } from "../../control-plane/store/store.js";
 import { type Event, EventSchema, EventType } from "../../gen/aigw/v1/events_pb.js";
 import { describeBudgetStoreConformance } from "../budgets/store-conformance.js";
@@ -767,32 +768,144 @@ export function describeStoreConformance(name: string, open: () => Promise<Opene
         const later = await store.stats(Date.now() + 60_000);
         expect(later.find((s) => s.endpoint === "a")).toMatchObject({ delivered: 0, pending: 0, latencyP99Ms: 0 });
       });
+    });
 
-      it("purges old events whose deliveries are all finished, with their deliveries and attempts", async () => {
-        const done = completionEvent();
-        const waiting = completionEvent();
-        const unrouted = errorEvent();
-        await store.ingest([done, waiting, unrouted], (e) => (e.id === unrouted.id ? [] : ["a", "b"]));
-        const claimed = await claimAll();
-        for (const d of claimed) {
-          if (d.eventId === done.id) await deliver(d);
-          else if (d.endpoint === "a") await deliver(d); // `waiting` keeps one pending delivery to b
+    describe("retention", () => {
+      /** A whole run, one small step at a time: each step reads only what it decides on. */
+      const purgeAll = async (beforeMs: number, limit = 2, now = Date.now()) => {
+        const total = { events: 0, deliveries: 0, attempts: 0, abandoned: 0, keptPending: 0, keptRecent: 0, steps: 0 };
+        let after = PURGE_START;
+        for (;;) {
+          const step = await store.purgeStep({ beforeMs, after, limit, now });
+          expect(step.examined).toBeLessThanOrEqual(limit);
+          total.steps++;
+          for (const k of ["events", "deliveries", "attempts", "abandoned", "keptPending", "keptRecent"] as const)
+            total[k] += step[k];
+          after = step.after;
+          if (step.done) return total;
         }
+      };
+      const remainingIds = async () => (await store.readEventsAfter(0, 100)).map((s) => s.event.id);
+
+      beforeEach(async () => {
+        for (const name of ["a", "b"]) await store.upsertEndpoint(endpoint(name), `whsec_${name}${name}${name}${name}`);
+        await store.upsertEndpoint(endpoint("off", { enabled: false }), "whsec_b2Zmb2Zm");
+      });
+
+      it("purges old events whose deliveries all ended, with their deliveries and attempts", async () => {
+        const done = completionEvent();
+        const unrouted = errorEvent();
+        await store.ingest([done, unrouted], (e) => (e.id === unrouted.id ? [] : ["a", "b"]));
+        const claimed = await claimAll();
+        await deliver(claimed[0]!);
+        await store.completeAttempt(claimed[1]!.id, "w1", attempt({ statusCode: 500 }), { status: "dead_lettered" });
         const cutoff = Date.now();
         await clockPast(cutoff);
         const fresh = completionEvent();
         await store.ingest([fresh], () => []);
 
-        const doneDeliveries = claimed.filter((d) => d.eventId === done.id);
-        expect(await store.purge(cutoff + 1)).toEqual({ events: 2, deliveries: 2 });
-        for (const d of doneDeliveries) {
+        expect(await purgeAll(cutoff + 1)).toMatchObject({ events: 2, deliveries: 2, attempts: 2, keptPending: 0 });
+        for (const d of claimed) {
           expect(await store.getDelivery(d.id)).toBeUndefined();
           expect(await store.listAttempts(d.id)).toEqual([]);
         }
-        const remaining = (await store.readEventsAfter(0, 10)).map((s) => s.event.id);
-        expect(remaining).toEqual([waiting.id, fresh.id]);
+        expect(await remainingIds()).toEqual([fresh.id]);
+        expect(await purgeAll(cutoff + 1)).toMatchObject({ events: 0, deliveries: 0 });
+        // The feed's cursor never moves back, even with the table emptied.
+        expect(await store.lastEventSeq()).toBeGreaterThanOrEqual(3);
+      });
+
+      it("keeps an event whose delivery is pending to a live endpoint, and purges the events after it", async () => {
+        const waiting = completionEvent();
+        const [before, after] = [completionEvent(), completionEvent()];
+        await store.ingest([before], () => []);
+        await store.ingest([waiting], () => ["a", "b"]);
+        await store.ingest([after], () => []);
+        const claimed = await claimAll();
+        await deliver(claimed.find((d) => d.endpoint === "a")!); // b stays pending (a retry, say)
+        const b = claimed.find((d) => d.endpoint === "b")!;
+        await store.completeAttempt(b.id, "w1", attempt({ statusCode: 503 }), {
+          status: "retry",
+          nextAttemptAt: Date.now() + 60_000,
+        });
+        const cutoff = Date.now();
+        await clockPast(cutoff);
+
+        // The clock moved a week on: still kept, and said so; one step at a time, nothing is read twice.
+        const week = cutoff + 7 * 24 * 3_600_000;
+        expect(await purgeAll(week, 1, week)).toMatchObject({ events: 2, keptPending: 1, abandoned: 0, steps: 4 });
+        expect(await remainingIds()).toEqual([waiting.id]);
         expect(await store.countPending()).toBe(1);
-        expect(await store.purge(cutoff + 1)).toEqual({ events: 0, deliveries: 0 });
+
+        // Once its last delivery ends, it goes at the next run.
+        const [again] = await claimAll("w1", Date.now() + 120_000);
+        await deliver(again!);
+        expect(await purgeAll(week, 1, week)).toMatchObject({ events: 1, deliveries: 2, attempts: 3, keptPending: 0 });
+        expect(await remainingIds()).toEqual([]);
+      });
+
+      it("gives up pending deliveries to a disabled or deleted endpoint with their event, and counts them", async () => {
+        const toOff = completionEvent();
+        const toGone = completionEvent();
+        await store.upsertEndpoint(endpoint("gone"), "whsec_Z29uZWdvbmU=");
+        await store.ingest([toOff], () => ["off"]);
+        await store.ingest([toGone], () => ["gone"]);
+        const cutoff = Date.now();
+        await clockPast(cutoff);
+        // Deleting an endpoint fails its pending deliveries now: they ended within the window.
+        await store.deleteEndpoint("gone");
+        expect(await store.countPending()).toBe(1);
+
+        expect(await purgeAll(cutoff + 1)).toMatchObject({ events: 1, abandoned: 1, keptRecent: 1, keptPending: 0 });
+        expect(await store.countPending()).toBe(0);
+        expect(await store.pendingLanes("", 10)).toEqual([]);
+        expect(await remainingIds()).toEqual([toGone.id]);
+        // A window later (the clock moved), the deleted endpoint's delivery is purged too.
+        const later = Date.now() + 3_600_000;
+        expect(await purgeAll(later)).toMatchObject({ events: 1, keptRecent: 0 });
+        expect(await remainingIds()).toEqual([]);
+      });
+
+      it("keeps a delivery in flight, even to a disabled endpoint, until its lease ends", async () => {
+        const event = completionEvent();
+        await store.ingest([event], () => ["a"]);
+        await claimAll("w1");
+        await store.updateEndpoint("a", { enabled: false });
+        const cutoff = Date.now();
+        await clockPast(cutoff);
+        expect(await purgeAll(cutoff + 1)).toMatchObject({ events: 0, keptPending: 1 });
+        // After the lease has run out, nobody holds it: the disabled endpoint's delivery goes.
+        expect(await purgeAll(cutoff + 1, 2, Date.now() + LEASE_MS + 1)).toMatchObject({ events: 1, abandoned: 1 });
+        expect(await store.countPending()).toBe(0);
+      });
+
+      it("keeps an event whose delivery ended within the window (a recent replay), so no young attempt goes", async () => {
+        const event = completionEvent();
+        await store.ingest([event], () => ["a"]);
+        const [first] = await claimAll();
+        await store.completeAttempt(first!.id, "w1", attempt({ statusCode: 500 }), { status: "dead_lettered" });
+        const cutoff = Date.now();
+        await clockPast(cutoff);
+        await store.replayDelivery(first!.id);
+        const [replayed] = await claimAll();
+        await deliver(replayed!);
+        expect(await purgeAll(cutoff)).toMatchObject({ events: 0, keptRecent: 1 });
+        expect(await purgeAll(Date.now() + 1)).toMatchObject({ events: 1, deliveries: 2, attempts: 2 });
+      });
+
+      it("lets a stream's next token go when a pending one is purged with its event", async () => {
+        await store.upsertEndpoint(endpoint("s"), "whsec_c3Nzc3Nzc3M=");
+        const t0 = streamingEvent("req_purge", 0);
+        await store.ingest([t0], () => ["s"]);
+        await store.updateEndpoint("s", { enabled: false });
+        const cutoff = Date.now();
+        await clockPast(cutoff);
+        const t1 = streamingEvent("req_purge", 1);
+        await store.ingest([t1], () => ["s"]);
+        expect(await purgeAll(cutoff + 1)).toMatchObject({ events: 1, abandoned: 1 });
+        await store.updateEndpoint("s", { enabled: true });
+        const claimed = await claimAll("w1", Date.now(), ["s"]);
+        expect(claimed.map((d) => d.eventId)).toEqual([t1.id]);
       });
     });
 
