@@ -1,6 +1,7 @@
 import type { Logger } from "../../common/logger.js";
 import type { MetricFamily } from "../http/metrics.js";
-import { PURGE_START, type PurgeCursor, type Store } from "../store/store.js";
+import { PURGE_START, type PurgeCursor } from "../store/retention.js";
+import type { Store } from "../store/store.js";
 
 /**
  * `delivery.retention_hours`: what the store keeps, and the pace at which it forgets.

@@ -14,7 +14,7 @@ import { EventBus } from "../../control-plane/feed/event-bus.js";
 import { FeedServiceImpl } from "../../control-plane/feed/feed-service.js";
 import type { RunningControlPlane } from "../../control-plane/run.js";
 import { type ControlPlaneFixture, startControlPlane } from "../support/control-plane.js";
-import { openSqliteStore } from "../../control-plane/store/sqlite.js";
+import { openSqliteStore } from "../../control-plane/store/sqlite/store.js";
 import type { StoredEvent } from "../../control-plane/store/store.js";
 import { runAigw } from "../support/processes.js";
 import { waitFor } from "../support/wait.js";
@@ -140,7 +140,10 @@ describe("a watcher that stops reading", () => {
       const feed = createClient(FeedService, transport);
       const it = feed.watch({})[Symbol.asyncIterator]();
       let seq = 0;
-      const stored = (): StoredEvent => ({ seq: ++seq, event: completion(), ingestedAt: Date.now() });
+      const stored = (): StoredEvent => {
+        seq++;
+        return { seq, event: completion(), ingestedAt: Date.now(), cursor: String(seq) };
+      };
       // The first event proves the watcher is live.
       const first = it.next();
       await waitFor("the watcher's subscription", () => bus.size === 1);

@@ -136,7 +136,7 @@ delivery:
       expect(await metric(cp.httpUrl, "aigw_ingest_paused")).toBe(0);
       expect(await metric(cp.httpUrl, "aigw_ingest_pauses_total")).toBe(1);
       // The stream that ended while held stored nothing; its sidecar sends the batch again.
-      const stored = (await cp.store.readEventsAfter(0, 100)).map((e) => e.event.id);
+      const stored = (await cp.store.readFeed(undefined, 100)).map((e) => e.event.id);
       expect(stored).not.toContain(lost.id);
       const again = openStream(cp.grpcUrl, "sc_bp_2");
       again.send(1n, [lost]);

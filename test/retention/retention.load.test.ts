@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLogger } from "../../common/logger.js";
 import { parseConfig } from "../../control-plane/config/load.js";
 import { type RunningControlPlane, runControlPlane } from "../../control-plane/run.js";
-import { openSqliteStore } from "../../control-plane/store/sqlite.js";
+import { openSqliteStore } from "../../control-plane/store/sqlite/store.js";
 import type { PurgeStepOptions } from "../../control-plane/store/store.js";
 import { completion } from "../support/control-plane.js";
 import { fillOldEvents } from "../support/old-events.js";

@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { renderMetrics } from "../../control-plane/http/metrics.js";
 import { RetentionPurger } from "../../control-plane/retention/retention.js";
-import { openSqliteStore, type SqliteStore } from "../../control-plane/store/sqlite.js";
+import { openSqliteStore, type SqliteStore } from "../../control-plane/store/sqlite/store.js";
 import { completion } from "../support/control-plane.js";
 import { fillOldEvents } from "../support/old-events.js";
 import { claimDue } from "../support/claims.js";
@@ -51,8 +51,7 @@ describe("RetentionPurger", () => {
     await store.ingest([delivered], () => ["live"]);
     const [d] = await claimDue(store, { now: Date.now(), leaseOwner: "w", leaseMs: 1_000 });
     await store.completeAttempt(
-      d!.id,
-      "w",
+      d!,
       { startedAt: Date.now(), statusCode: 200, latencyMs: 1, error: "", responseBody: "" },
       { status: "delivered" },
     );
@@ -67,7 +66,7 @@ describe("RetentionPurger", () => {
     const later = purger(() => Date.now() + 24 * HOUR + 60_000);
     const run = await later.runOnce();
     expect(run).toMatchObject({ events: 2, deliveries: 2, attempts: 1, abandoned: 1, keptPending: 1 });
-    expect((await store.readEventsAfter(0, 10)).map((e) => e.event.id)).toEqual([pendingLive.id]);
+    expect((await store.readFeed(undefined, 10)).map((e) => e.event.id)).toEqual([pendingLive.id]);
     expect(await store.countPending()).toBe(1);
 
     const purged = log.lines.find((l) => l.msg === "retention: purged events past the window");

@@ -1,11 +1,11 @@
 import type Database from "better-sqlite3";
-import type { PurgeStep, PurgeStepOptions } from "./store.js";
+import { emptyPurgeStep, type PurgeStep, type PurgeStepOptions, retentionVerdict } from "../retention.js";
 
 /**
- * Retention's SQL for the SQLite store (the rules are control-plane/retention): one step
- * looks at the next events past the window in (ingested_at, seq) order from a cursor, so a
- * step reads what it decides on and a whole run reads each old event once, however many
- * are kept. Runs inside the store's write transaction.
+ * Retention's SQL for SQLite (the rule is ../retention.ts). A step looks at the next events
+ * past the window in (ingested_at, seq) order from a cursor, so it reads what it decides on
+ * and a run reads each old event once, however many are kept. Runs inside the store's
+ * write transaction.
  */
 
 interface OldEventRow {
@@ -68,37 +68,27 @@ export class SqliteRetention {
       afterSeq: options.after.seq,
       limit: options.limit,
     });
-    const result: PurgeStep = {
-      examined: rows.length,
-      after: options.after,
-      done: rows.length < options.limit,
-      events: 0,
-      deliveries: 0,
-      attempts: 0,
-      abandoned: 0,
-      keptPending: 0,
-      keptRecent: 0,
-      oldestKeptPendingAt: undefined,
-    };
+    const result = emptyPurgeStep(options, rows.length);
     for (const row of rows) {
       result.after = { ingestedAt: row.ingested_at, seq: row.seq };
       const deliveries = this.#deliveriesOf.all(row.seq);
-      let keep: "pending" | "recent" | undefined;
-      for (const d of deliveries) {
-        if (d.status === "pending") {
-          // Work a live endpoint is still doing, or a request in flight right now.
-          if (d.live === 1 || (d.lease_owner !== "" && d.lease_until > now)) {
-            keep = "pending";
-            break;
-          }
-        } else if ((d.finished_at ?? 0) >= beforeMs) keep ??= "recent";
-      }
-      if (keep === "pending") {
+      const verdict = retentionVerdict(
+        deliveries.map((d) => ({
+          status: d.status,
+          finishedAt: d.finished_at,
+          leaseOwner: d.lease_owner,
+          leaseUntil: d.lease_until,
+          live: d.live === 1,
+        })),
+        beforeMs,
+        now,
+      );
+      if (verdict === "pending") {
         result.keptPending++;
         result.oldestKeptPendingAt ??= row.ingested_at;
         continue;
       }
-      if (keep === "recent") {
+      if (verdict === "recent") {
         result.keptRecent++;
         continue;
       }
