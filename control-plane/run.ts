@@ -21,6 +21,7 @@ import { FeedServiceImpl } from "./feed/feed-service.js";
 import { authInterceptor, HttpPageAuth, isLoopbackHost, TokenSet } from "./http/auth.js";
 import { dashboardHtml, dashboardLoginHtml } from "./http/dashboard.js";
 import { closeHttp, type HostPort, listen, parseHostPort, trackSessions, urlOf } from "./http/listen.js";
+import { grpcMessagesAsSpecified } from "./http/grpc-message.js";
 import { histogram, renderMetrics, single } from "./http/metrics.js";
 import { Watchdog } from "./http/watchdog.js";
 import { IngestBackpressure } from "./ingest/backpressure.js";
@@ -70,6 +71,14 @@ export interface RunningControlPlane {
   deliverEvents(events: Event[], endpoints?: string[]): Promise<IngestResult>;
   close(): Promise<void>;
 }
+
+/**
+ * The largest request message accepted (RESOURCE_EXHAUSTED beyond): a sidecar's batch is at
+ * most 64 MiB (its spool refuses larger records, sidecar/uplink/segment-format.ts), plus the
+ * ConnectRequest around it. Without a bound, a frame header claiming 4 GiB was taken at its
+ * word and that much memory set aside for it before a byte of it arrived.
+ */
+const MAX_MESSAGE_BYTES = 64 * 1024 * 1024 + 64 * 1024;
 
 /** Starts the control plane; resolves when both listeners accept connections. */
 export async function runControlPlane(options: ControlPlaneOptions): Promise<RunningControlPlane> {
@@ -328,13 +337,16 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
       .end(JSON.stringify({ code: "not_found", message: `no route for ${req.method} ${path}` }));
   };
 
-  const grpcServer = http2.createServer(connectNodeAdapter({ routes, interceptors }));
+  const grpcServer = http2.createServer(
+    grpcMessagesAsSpecified(connectNodeAdapter({ routes, interceptors, readMaxBytes: MAX_MESSAGE_BYTES })),
+  );
   const closeGrpc = trackSessions(grpcServer);
   // The fallback serves only the HTTP/1.1 listener, so its request is an http.IncomingMessage.
   const httpServer = http.createServer(
     connectNodeAdapter({
       routes,
       interceptors,
+      readMaxBytes: MAX_MESSAGE_BYTES,
       fallback: (req, res) => fallback(req as http.IncomingMessage, res as unknown as http.ServerResponse),
     }),
   );

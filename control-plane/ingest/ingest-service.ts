@@ -73,7 +73,7 @@ export class IngestServiceImpl implements ServiceImpl<typeof IngestService> {
     let unsubscribe: (() => void) | undefined;
 
     const consume = async (): Promise<void> => {
-      for await (const req of requests) {
+      for await (const req of readableRequests(requests)) {
         const m = req.message;
         if (m.case === "hello") {
           if (hello !== undefined)
@@ -119,6 +119,13 @@ export class IngestServiceImpl implements ServiceImpl<typeof IngestService> {
                 value: create(AckSchema, { seq: lastSeq, stored: result.stored, duplicates: result.duplicates }),
               },
             }),
+          );
+        } else if (req.$unknown?.length) {
+          // A newer sidecar's message this control plane does not know: ignored, so the
+          // stream (and the batches on it) go on.
+          log.warn(
+            { sidecar: hello?.sidecarId, fields: req.$unknown.map((f) => f.no) },
+            "ignored a message of a kind this control plane does not know (a newer sidecar?)",
           );
         } else {
           throw new ConnectError("message: empty ConnectRequest (expected hello or batch)", Code.InvalidArgument);
@@ -169,4 +176,36 @@ function pausedMessage(state: BackpressureState): ConnectResponse {
       }),
     },
   });
+}
+
+/**
+ * The stream's requests, with a frame that is not a ConnectRequest answered as the client's
+ * mistake (INVALID_ARGUMENT saying what was wrong) rather than connect's INTERNAL.
+ */
+async function* readableRequests(requests: AsyncIterable<ConnectRequest>): AsyncGenerator<ConnectRequest> {
+  try {
+    yield* requests;
+  } catch (err) {
+    if (err instanceof ConnectError && err.code === Code.Internal) {
+      if (err.rawMessage.startsWith("parse binary")) {
+        throw new ConnectError(
+          `ConnectRequest: a frame is not a valid message (${err.rawMessage})`,
+          Code.InvalidArgument,
+          undefined,
+          undefined,
+          err,
+        );
+      }
+      if (/compress/.test(err.rawMessage)) {
+        throw new ConnectError(
+          `ConnectRequest: ${err.rawMessage} (the stream declared no grpc-encoding)`,
+          Code.InvalidArgument,
+          undefined,
+          undefined,
+          err,
+        );
+      }
+    }
+    throw err;
+  }
 }

@@ -104,7 +104,12 @@ export class IngestPipeline {
 function invalidEvent(e: Event): string | undefined {
   if (!EVENT_ID_PATTERN.test(e.id))
     return `id: "${e.id.slice(0, 40)}" is not an event id (evt_ + 26 base32 characters)`;
-  if (e.payload.case === undefined) return "payload: missing";
+  if (e.payload.case === undefined) {
+    const unknown = e.$unknown?.map((f) => f.no) ?? [];
+    return unknown.length > 0
+      ? `payload: an event type this control plane does not know (field ${unknown.join(", ")}; a newer sidecar?)`
+      : "payload: missing";
+  }
   if (e.time === undefined) return "time: missing";
   return undefined;
 }
