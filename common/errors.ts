@@ -32,6 +32,16 @@ export const ERROR_CATALOGUE = {
       "(warning) delivery.queue_size deliveries are pending: ingest holds sidecars' batches unacknowledged (they wait in the sidecars' spools, app traffic is unaffected) until fewer than 90 % of that are pending",
     fix: "find why deliveries do not finish (aigw stats: a receiver down or slow) and fix it; or raise delivery.queue_size",
   },
+  AIGW_STORE_LOCKED: {
+    meaning:
+      "the database file is locked by another process (a second control plane on the same file, or a tool holding a write transaction): writes wait; sidecars keep their batches, deliveries keep their leases, and everything resumes when the lock is released",
+    fix: "stop the other process (lsof or fuser on the database file names it); run one control plane per SQLite file, or use PostgreSQL for several",
+  },
+  AIGW_STORE_DISK_FULL: {
+    meaning:
+      "the disk holding the database is full: writes wait; sidecars keep their batches, deliveries keep their leases, and everything resumes when space is free",
+    fix: "free space on the database's filesystem (shorter delivery.retention_hours keeps less history)",
+  },
   AIGW_RETENTION_KEPT_PENDING: {
     meaning:
       "(warning) events older than delivery.retention_hours are kept because their deliveries to live (enabled) endpoints are still pending; retention never takes work away from an endpoint",

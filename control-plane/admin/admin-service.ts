@@ -65,7 +65,8 @@ import {
   StoreNotFoundError,
 } from "../store/store.js";
 import { invalidArgument, rpcError } from "../../common/rpc-errors.js";
-import type { ErrorCode } from "../../common/errors.js";
+import { type ErrorCode, errorCodeOf } from "../../common/errors.js";
+import { isStoreUnavailable } from "../store/unavailable.js";
 import { DestinationPolicy } from "../security/destination-policy.js";
 import { generateSigningSecret, signingSecretProblem } from "../security/signing-secret.js";
 import { checkEndpointName, firstUnknownEventType } from "./endpoint-validation.js";
@@ -500,6 +501,16 @@ export class AdminServiceImpl implements ServiceImpl<typeof AdminService> {
         throw new ConnectError(err.message, Code.NotFound, undefined, undefined, err);
       if (err instanceof StoreConflictError) {
         throw new ConnectError(err.message, Code.AlreadyExists, undefined, undefined, err);
+      }
+      // Locked by another process, or a full disk: nothing changed; try again later.
+      if (isStoreUnavailable(err)) {
+        this.deps.logger.warn(
+          { code: errorCodeOf(err), rpc: method, err },
+          "admin RPC refused: the store refuses writes",
+        );
+        throw rpcError(Code.Unavailable, errorCodeOf(err) ?? "AIGW_STORE_LOCKED", (err as Error).message, {
+          cause: err,
+        });
       }
       this.deps.logger.error({ err, rpc: method }, "admin RPC failed");
       throw new ConnectError(`${method} failed`, Code.Internal, undefined, undefined, err);

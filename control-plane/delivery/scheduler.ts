@@ -1,10 +1,20 @@
 import { hostname } from "node:os";
 import { LRUCache } from "lru-cache";
+import { errorCodeOf } from "../../common/errors.js";
 import type { Logger } from "../../common/logger.js";
 import { ulid } from "../../common/ids.js";
 import { USER_AGENT } from "../../common/version.js";
 import type { GatewayConfig } from "../config/types.js";
-import type { AttemptOutcome, ClaimedDelivery, EndpointRecord, LaneClaim, NewAttempt, Store } from "../store/store.js";
+import type {
+  AttemptOutcome,
+  ClaimedDelivery,
+  CompleteResult,
+  EndpointRecord,
+  LaneClaim,
+  NewAttempt,
+  Store,
+} from "../store/store.js";
+import { isStoreUnavailable } from "../store/unavailable.js";
 import { CircuitBreaker } from "./circuit-breaker.js";
 import { type LaneDecision, type LaneView, laneViews, planClaims, type SettleReason } from "./claim-planner.js";
 import { type Lane, type LaneCounts, LaneTable } from "./lanes.js";
@@ -88,6 +98,10 @@ const CACHE_TTL_MS = 1_000;
 /** A lane whose due rows could not be claimed (held by another claim) is looked at again after this. */
 const BUSY_RETRY_MS = 50;
 const DEFAULT_STOP_TIMEOUT_MS = 10_000;
+/** Backoff while the store refuses writes (locked, disk full), and after an unexpected claim failure. */
+const STORE_BACKOFF_FIRST_MS = 100;
+const STORE_BACKOFF_MAX_MS = 5_000;
+const CLAIM_FAILURE_BACKOFF_MS = 1_000;
 
 /** Free slots that trigger a new claim: one claim (a write transaction) refills many. */
 function refillMark(cap: number): number {
@@ -136,6 +150,12 @@ export class DeliveryScheduler {
   private readonly loggedOpen = new Set<string>();
   /** Failovers since the stretch was logged, by "from\0to"; cleared when the circuit closes. */
   private readonly failovers = new Map<string, number>();
+  /**
+   * While the store refuses writes (locked by another process, disk full): no claims before
+   * `until` (performance.now()), and attempt results wait for it too; `delayMs` doubles per
+   * failure up to STORE_BACKOFF_MAX_MS. One log line when it starts, one when it ends.
+   */
+  private storeOutage: { since: number; until: number; delayMs: number; failures: number } | undefined;
 
   private readonly attemptCounts: Record<AttemptOutcomeName, number> = {
     delivered: 0,
@@ -282,6 +302,8 @@ export class DeliveryScheduler {
 
   private async pump(): Promise<void> {
     if (!this.running) return;
+    // Waiting out a store that refuses writes: the timer runs the next pump.
+    if (this.storeOutage && performance.now() < this.storeOutage.until) return this.armTimer();
     if (this.pumping) {
       this.pumpAgain = true;
       return;
@@ -337,6 +359,7 @@ export class DeliveryScheduler {
           leaseMs: Math.ceil(this.config.delivery.timeoutMs) + 10_000,
           lanes: claiming.map(({ decision }) => ({ endpoint: decision.endpoint, limit: decision.limit })),
         });
+        this.storeWritable();
         let rows = 0;
         for (const claim of claims) rows += claim.deliveries.length;
         this.claimRounds++;
@@ -361,8 +384,50 @@ export class DeliveryScheduler {
       }
       this.pumpAgain = true;
     } catch (err) {
-      this.log.error({ err }, "claiming due deliveries failed; retrying shortly");
       this.rescanRequested = true;
+      if (isStoreUnavailable(err)) this.storeRefused(err);
+      else {
+        this.log.error({ err }, "claiming due deliveries failed; retrying shortly");
+        const now = performance.now();
+        this.storeOutage ??= { since: now, until: now, delayMs: CLAIM_FAILURE_BACKOFF_MS, failures: 0 };
+        this.storeOutage.until = now + CLAIM_FAILURE_BACKOFF_MS;
+      }
+    }
+  }
+
+  /** The store refused a write: back off (doubling), saying so once per outage. */
+  private storeRefused(err: unknown): void {
+    const now = performance.now();
+    const outage = this.storeOutage;
+    if (outage === undefined) {
+      this.storeOutage = {
+        since: now,
+        until: now + STORE_BACKOFF_FIRST_MS,
+        delayMs: STORE_BACKOFF_FIRST_MS,
+        failures: 1,
+      };
+      this.log.warn(
+        { code: errorCodeOf(err), err },
+        "the store refuses writes; deliveries wait (their leases kept) and are tried again with backoff",
+      );
+      return;
+    }
+    outage.failures++;
+    // Many refusals in one backoff period (results of attempts that were in flight) count once.
+    if (now < outage.until) return;
+    outage.delayMs = Math.min(STORE_BACKOFF_MAX_MS, outage.delayMs * 2);
+    outage.until = now + outage.delayMs;
+  }
+
+  private storeWritable(): void {
+    const outage = this.storeOutage;
+    if (outage === undefined) return;
+    this.storeOutage = undefined;
+    if (outage.failures > 0) {
+      this.log.info(
+        { refusedWrites: outage.failures, outageMs: Math.round(performance.now() - outage.since) },
+        "the store takes writes again; deliveries resume",
+      );
     }
   }
 
@@ -408,6 +473,7 @@ export class DeliveryScheduler {
     let delay = this.lastRescanAt + RESCAN_EVERY_MS - now;
     const next = this.lanes.nextTimerAt();
     if (next !== undefined) delay = Math.min(delay, next - now);
+    if (this.storeOutage) delay = Math.max(delay, this.storeOutage.until - performance.now());
     this.timer = setTimeout(
       () => {
         this.timer = undefined;
@@ -620,7 +686,7 @@ export class DeliveryScheduler {
 
   /** Records the attempt, then wakes the lanes it gave work to. */
   private async complete(delivery: ClaimedDelivery, attempt: NewAttempt, outcome: AttemptOutcome): Promise<void> {
-    const result = await this.store.completeAttempt(delivery, attempt, outcome);
+    const result = await this.recordAttempt(delivery, attempt, outcome);
     this.attemptCounts[outcome.status]++;
     if (!result.recorded) {
       this.log.warn(
@@ -647,6 +713,31 @@ export class DeliveryScheduler {
       this.failedOver(delivery.endpoint, result.failoverDelivery.endpoint);
       this.lanes.wake(result.failoverDelivery.endpoint, now, now);
       this.schedulePump();
+    }
+  }
+
+  /**
+   * Records an attempt; while the store refuses writes (locked, disk full) the result waits
+   * and is tried again, as long as the delivery's lease lasts. Past that it gives up: the
+   * delivery is claimed again and the attempt made again (at least once), never lost.
+   */
+  private async recordAttempt(
+    delivery: ClaimedDelivery,
+    attempt: NewAttempt,
+    outcome: AttemptOutcome,
+  ): Promise<CompleteResult> {
+    for (;;) {
+      try {
+        const result = await this.store.completeAttempt(delivery, attempt, outcome);
+        this.storeWritable();
+        return result;
+      } catch (err) {
+        if (!isStoreUnavailable(err) || !this.running) throw err;
+        this.storeRefused(err);
+        const waitMs = Math.max(1, (this.storeOutage?.until ?? 0) - performance.now());
+        if (this.now() + waitMs >= delivery.leaseUntil) throw err;
+        await new Promise((resolve) => setTimeout(resolve, waitMs));
+      }
     }
   }
 

@@ -10,7 +10,10 @@ import type {
   IngestService,
 } from "../../gen/aigw/v1/ingest_pb.js";
 import { AckSchema, ConnectResponseSchema, IngestPausedSchema } from "../../gen/aigw/v1/ingest_pb.js";
+import { errorCodeOf } from "../../common/errors.js";
 import type { Logger } from "../../common/logger.js";
+import { RateLimitedWarning } from "../../common/rate-limited-warning.js";
+import { isStoreUnavailable } from "../store/unavailable.js";
 import type { IngestResult } from "../store/store.js";
 import { AsyncQueue } from "./async-queue.js";
 import type { BackpressureState, IngestBackpressure } from "./backpressure.js";
@@ -48,7 +51,14 @@ const MAX_EVENTS_PER_BATCH = 10_000;
  * sidecar re-send the same batch forever.
  */
 export class IngestServiceImpl implements ServiceImpl<typeof IngestService> {
-  constructor(private readonly deps: IngestDeps) {}
+  private readonly storeRefusals: RateLimitedWarning;
+
+  constructor(private readonly deps: IngestDeps) {
+    this.storeRefusals = new RateLimitedWarning(
+      deps.logger,
+      "the store refuses writes; sidecars' batches are not acked and wait in their spools",
+    );
+  }
 
   async *connect(requests: AsyncIterable<ConnectRequest>, ctx: HandlerContext): AsyncGenerator<ConnectResponse> {
     const out = new AsyncQueue<ConnectResponse>();
@@ -110,7 +120,9 @@ export class IngestServiceImpl implements ServiceImpl<typeof IngestService> {
           // A full delivery queue holds the batch here, before anything of it is stored:
           // the ack waits, the sidecar keeps the events, and hears why.
           await this.deps.backpressure?.admit(ctx.signal, (state) => out.push(pausedMessage(state)));
-          const result = await this.handleBatch(hello, batch);
+          const result = await this.handleBatch(hello, batch).catch((err: unknown) => {
+            throw this.batchFailed(err, hello as Hello, batch.seq);
+          });
           if (batch.seq > lastSeq) lastSeq = batch.seq;
           out.push(
             create(ConnectResponseSchema, {
@@ -151,6 +163,30 @@ export class IngestServiceImpl implements ServiceImpl<typeof IngestService> {
       }
       await consumer.catch(() => {});
     }
+  }
+
+  /**
+   * A batch that could not be stored ends its stream, unacked: the sidecar keeps it and
+   * sends it again when it reconnects (with backoff). A store that refuses writes for now
+   * (locked by another process, disk full) is UNAVAILABLE, logged once per stretch.
+   */
+  private batchFailed(err: unknown, hello: Hello, seq: bigint): ConnectError {
+    if (isStoreUnavailable(err)) {
+      const code = errorCodeOf(err);
+      this.storeRefusals.hit({ code, sidecar: hello.sidecarId, seq, reason: (err as Error).message });
+      return new ConnectError(
+        `batch ${seq} not stored: ${(err as Error).message}; send it again later`,
+        Code.Unavailable,
+        undefined,
+        undefined,
+        err,
+      );
+    }
+    this.deps.logger.error(
+      { err, sidecar: hello.sidecarId, seq },
+      "storing a sidecar's batch failed; it stays unacked",
+    );
+    return ConnectError.from(err, Code.Internal);
   }
 
   private async handleBatch(hello: Hello, batch: EventBatch): Promise<{ stored: number; duplicates: number }> {

@@ -1,10 +1,14 @@
+import { isStoreUnavailable } from "./unavailable.js";
+
 /**
  * Group commit, written once for every store backend: items submitted in the same
  * event-loop turn (several sidecars' batches, a pool of workers finishing together) share
  * one transaction, and each submitter's promise settles after that commit. A commit is most
  * of the cost of a small write (an fsync for ingest), so this is what lets many small
  * batches and a short sidecar linger keep up. If a group's commit fails, each of its items
- * is committed again on its own, so one bad item fails alone and the others still land.
+ * is committed again on its own, so one bad item fails alone and the others still land;
+ * unless the store itself is unavailable (locked, disk full: unavailable.ts), which every
+ * item would only meet again: then the whole group fails at once.
  *
  * `commit` gets the items in submission order and returns one result per item; it may be
  * synchronous (SQLite: then `flushSync` lets a reader see everything submitted so far) or
@@ -84,12 +88,17 @@ export class GroupCommit<I, R> {
   private tryCommit(group: Pending<I, R>[]): Outcome<R>[] | Promise<Outcome<R>[]> {
     const all = (values: R[]): Outcome<R>[] => values.map((value) => ({ ok: true, value }));
     let results: R[] | Promise<R[]>;
+    const failAll = (error: unknown): Outcome<R>[] => group.map(() => ({ ok: false, error }));
     try {
       results = this.commit(group.map((p) => p.item));
-    } catch {
-      return this.commitAlone(group);
+    } catch (error) {
+      return isStoreUnavailable(error) ? failAll(error) : this.commitAlone(group);
     }
-    if (results instanceof Promise) return results.then(all, () => this.commitAlone(group));
+    if (results instanceof Promise) {
+      return results.then(all, (error: unknown) =>
+        isStoreUnavailable(error) ? failAll(error) : this.commitAlone(group),
+      );
+    }
     return all(results);
   }
 

@@ -4,7 +4,7 @@ import { join } from "node:path";
 import type { Event } from "../../gen/aigw/v1/events_pb.js";
 import { type EventBatch, EventBatchSchema } from "../../gen/aigw/v1/ingest_pb.js";
 import type { Logger } from "../../common/logger.js";
-import { RateLimitedWarning } from "./rate-limited-warning.js";
+import { RateLimitedWarning } from "../../common/rate-limited-warning.js";
 import {
   encodeRecord,
   parseSegment,

@@ -14,7 +14,7 @@ import {
   IngestService,
 } from "../../gen/aigw/v1/ingest_pb.js";
 import { Backoff } from "./backoff.js";
-import { RateLimitedWarning } from "./rate-limited-warning.js";
+import { RateLimitedWarning } from "../../common/rate-limited-warning.js";
 import { loadOrCreateSidecarId } from "./sidecar-id.js";
 import { Spool } from "./spool.js";
 

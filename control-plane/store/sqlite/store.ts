@@ -51,6 +51,7 @@ import { GroupCommit } from "../group-commit.js";
 import { decodePageToken, encodePageToken } from "../page-token.js";
 import { keyFileBeside, loadOrCreateKeyFile, SecretBox } from "../secret-box.js";
 import { type Store, StoreConflictError, StoreNotFoundError } from "../store.js";
+import { StoreUnavailableError } from "../unavailable.js";
 import type { PurgeStep, PurgeStepOptions } from "../retention.js";
 import { SqliteBudgetTables } from "./budgets.js";
 import { Checkpointer, WalSync } from "./durability.js";
@@ -63,8 +64,14 @@ export interface SqliteStoreOptions {
   logger?: Logger;
 }
 
-/** How long a writer waits for another connection's lock before SQLITE_BUSY. */
-const BUSY_TIMEOUT_MS = 5_000;
+/**
+ * How long a write waits for another process's lock before SQLITE_BUSY. Short: the wait
+ * holds the main thread (SQLite's busy handler sleeps on it), and a lock held longer is
+ * waited out asynchronously by the callers (StoreUnavailableError). Opening and migrating,
+ * before anything is served, wait longer.
+ */
+const BUSY_TIMEOUT_MS = 100;
+const OPEN_BUSY_TIMEOUT_MS = 5_000;
 const KEY_CHECK_NAME = "key_check";
 const KEY_CHECK_CONTEXT = "aigw store key check";
 const KEY_CHECK_PLAINTEXT = "aigw";
@@ -441,6 +448,8 @@ export class SqliteStore implements Store {
       const result = this.#inTransaction.immediate(fn) as T;
       this.#pending += this.#pendingDelta;
       return result;
+    } catch (err) {
+      throw unavailableOr(err, this.path);
     } finally {
       this.#pendingDelta = 0;
     }
@@ -1138,7 +1147,7 @@ export async function openSqliteStore(path: string, options: SqliteStoreOptions 
     db.pragma("synchronous = NORMAL");
     db.pragma("wal_autocheckpoint = 0");
     db.pragma(`journal_size_limit = ${64 * 1024 * 1024}`);
-    db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
+    db.pragma(`busy_timeout = ${OPEN_BUSY_TIMEOUT_MS}`);
     db.pragma("foreign_keys = ON");
     db.pragma("cache_size = -65536");
     migrate(db, fullPath, options.logger);
@@ -1150,16 +1159,40 @@ export async function openSqliteStore(path: string, options: SqliteStoreOptions 
       : await loadOrCreateKeyFile(keyFileBeside(fullPath), !hasSealedSecrets, options.logger);
     store = new SqliteStore(db, fullPath, box, options.logger);
     await store.verifyKey();
+    db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
     store.startCheckpoints();
     return store;
   } catch (err) {
     if (store) await store.close().catch(() => {});
     else db.close();
+    const unavailable = unavailableOr(err, fullPath);
+    if (unavailable !== err) throw unavailable;
     if (err instanceof Error && /not a database|malformed/i.test(err.message)) {
       throw new Error(`cannot open SQLite store ${fullPath}: ${err.message}`, { cause: err });
     }
     throw err;
   }
+}
+
+/** SQLite's "not now" errors as StoreUnavailableError with its catalogue code; anything else as it is. */
+function unavailableOr(err: unknown, path: string): unknown {
+  const code = (err as { code?: unknown }).code;
+  if (typeof code !== "string") return err;
+  if (code.startsWith("SQLITE_BUSY") || code.startsWith("SQLITE_LOCKED")) {
+    return new StoreUnavailableError(
+      "AIGW_STORE_LOCKED",
+      `SQLite store ${path}: the database is locked by another process (another control plane on the same file, or a tool holding a write transaction); nothing was written, and the write is tried again`,
+      { cause: err },
+    );
+  }
+  if (code === "SQLITE_FULL") {
+    return new StoreUnavailableError(
+      "AIGW_STORE_DISK_FULL",
+      `SQLite store ${path}: the disk is full; nothing was written, and the write is tried again once there is space`,
+      { cause: err },
+    );
+  }
+  return err;
 }
 
 function toDeliveryRecord(row: DeliveryRow): DeliveryRecord {

@@ -1,4 +1,4 @@
-import type { Logger } from "../../common/logger.js";
+import type { Logger } from "./logger.js";
 
 /**
  * Logs a repeated warning at most once per interval, with how many times it happened since
@@ -17,7 +17,8 @@ export class RateLimitedWarning {
   /** Records one occurrence (of `count` items); logs if the interval has passed. */
   hit(fields: Record<string, unknown> = {}, count = 1): void {
     this.suppressed += count;
-    const now = Date.now();
+    // Monotonic: a wall clock set back must not silence the warning for as long.
+    const now = performance.now();
     if (now - this.lastLoggedAt < this.intervalMs) return;
     this.lastLoggedAt = now;
     this.logger.warn({ ...fields, occurrences: this.suppressed }, this.message);
