@@ -13,13 +13,16 @@ Usage:
   aigw control-plane --config FILE [--store sqlite:PATH | postgres://…] [--grpc HOST:PORT] [--http HOST:PORT]
       gRPC + Connect (h2c) on --grpc (default 127.0.0.1:7070); dashboard, /metrics, /healthz,
       /readyz and the Admin API (Connect JSON, gRPC-Web) on --http (default 127.0.0.1:7080).
-  aigw sidecar --control-plane URL [--listen HOST:PORT] [--upstream URL | --upstream NAME=URL …]
-               [--org ID] [--app NAME] [--token T] [--spool DIR]
+  aigw sidecar --control-plane URL[,URL…] [--listen HOST:PORT] [--admin-listen HOST:PORT]
+               [--upstream URL | --upstream NAME=URL …] [--org ID] [--app NAME] [--token T] [--spool DIR]
       The app's base URL for its provider (default listen 127.0.0.1:8080, upstream
       https://api.openai.com). /v1/messages (and paths below it) go to the "anthropic"
       upstream, other paths to "openai" (or to the single --upstream). Per request:
       "Prefer: respond-async" answers 202 and delivers the result by webhook (status at
       GET /aigw/v1/requests/{id}); "x-aigw-webhook-url: URL" adds a one-off endpoint.
+      --control-plane may be repeated or comma-separated: one is used, the next when it is
+      refused or unreachable. /healthz, /readyz and /metrics on --admin-listen (default
+      127.0.0.1:8081).
   aigw watch [--events completion,error] [--json] [--admin URL] [--token T]
       The live event feed.
   aigw dev
@@ -125,8 +128,9 @@ async function sidecar(args: string[], io: CliIo): Promise<number> {
   const { values } = parseArgs({
     args,
     options: {
-      "control-plane": { type: "string" },
+      "control-plane": { type: "string", multiple: true },
       listen: { type: "string" },
+      "admin-listen": { type: "string" },
       upstream: { type: "string", multiple: true },
       org: { type: "string" },
       app: { type: "string" },
@@ -141,12 +145,13 @@ async function sidecar(args: string[], io: CliIo): Promise<number> {
     return 0;
   }
   const controlPlaneUrl = values["control-plane"];
-  if (!controlPlaneUrl)
+  if (!controlPlaneUrl?.length)
     throw usageError("sidecar: --control-plane URL is required (for example http://127.0.0.1:7070)");
   const token = values.token ?? io.env.AIGW_SIDECAR_TOKEN;
   const sc = await runSidecar({
     controlPlane: controlPlaneUrl,
     ...(values.listen ? { listen: values.listen } : {}),
+    ...(values["admin-listen"] ? { adminListen: values["admin-listen"] } : {}),
     upstreams: parseUpstreams(values.upstream ?? []),
     ...(values.org ? { orgId: values.org } : {}),
     ...(values.app ? { app: values.app } : {}),

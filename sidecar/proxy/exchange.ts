@@ -26,6 +26,7 @@ import {
 } from "./events.js";
 import { gatewayErrorBody, type GatewayFailure, upstreamFailure } from "./gateway-errors.js";
 import { clientResponseHead, headerValue, REQUEST_ID_HEADER } from "./headers.js";
+import type { ProxyMetrics } from "./proxy-metrics.js";
 import type { ReportQueue } from "./report-queue.js";
 import { providerRateLimitsOf, rateLimitsOfResponse } from "./provider-rate-limits.js";
 import { ResponseCopy } from "./response-copy.js";
@@ -41,6 +42,7 @@ export interface ProxyContext {
   /** The latest settings from the control plane (read per request; never blocks). */
   readonly settings: () => ProxySettings;
   readonly reports: ReportQueue;
+  readonly metrics: ProxyMetrics;
 }
 
 /**
@@ -120,6 +122,11 @@ export class Exchange implements Dispatcher.DispatchHandler {
     return this.clientGone;
   }
 
+  /** The request is handed to the upstream pool now: what the proxy added before it. */
+  dispatched(): void {
+    this.context.metrics.added(performance.now() - this.startedAt);
+  }
+
   // undici's dispatch handler (the legacy form, which undici 7's pool calls directly).
 
   onConnect(abort: (err?: Error) => void): void {
@@ -130,6 +137,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
   onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void, statusText: string): boolean {
     if (this.clientGone) return false;
     this.status = statusCode;
+    this.context.metrics.status(this.upstream.name, statusCode);
     this.resumeUpstream = resume;
     const observation = this.observation;
     const filterFactory = observation?.rewrite?.responseFilter;
@@ -180,6 +188,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     } else if (this.status === 0) {
       this.ending = "upstream_failed";
       this.failure = upstreamFailure(err);
+      this.context.metrics.failure(this.upstream.name, this.failure.kind);
       this.context.logger.warn(
         {
           requestId: this.requestId,

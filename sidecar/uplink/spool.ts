@@ -151,6 +151,7 @@ export class Spool {
   private spooledEventsValue = 0;
   private writtenBatches = 0;
   private writeFailures = 0;
+  private lastWriteFailed = false;
   private closed = false;
   private tail: Promise<void> = Promise.resolve();
 
@@ -213,6 +214,11 @@ export class Spool {
     if (this.eagerValue === value) return;
     this.eagerValue = value;
     this.scheduleWrite();
+  }
+
+  /** The last write to disk failed (and has not succeeded since). */
+  get failing(): boolean {
+    return this.lastWriteFailed;
   }
 
   stats(): SpoolStats {
@@ -457,8 +463,10 @@ export class Spool {
       if (this.sync && this.active?.handle) await this.active.handle.datasync();
       for (const entry of due) this.settleWritten(entry, true);
       this.retryAt = 0;
+      this.lastWriteFailed = false;
     } catch (error) {
       this.writeFailures++;
+      this.lastWriteFailed = true;
       for (const entry of due) this.settleWritten(entry, false);
       const firstUnacked = due.find((entry) => entry.seq > this.ackedSeqValue);
       if (firstUnacked) this.unwritten = Math.min(this.unwritten, this.indexAfter(firstUnacked.seq - 1));

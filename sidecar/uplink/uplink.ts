@@ -1,5 +1,6 @@
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
+import * as http2 from "node:http2";
 import { join } from "node:path";
 import { grpcTarget } from "../../common/grpc.js";
 import type { Logger } from "../../common/logger.js";
@@ -130,6 +131,8 @@ interface ActiveStream {
   lastProgressAt: number;
   openedAt: number;
   ackTimer?: NodeJS.Timeout | undefined;
+  /** The reachability probe while it runs. */
+  probe?: http2.ClientHttp2Session | undefined;
 }
 
 interface FlushWaiter {
@@ -361,6 +364,11 @@ export class Uplink implements EventPublisher {
     };
   }
 
+  /** The spool's last write failed (disk full, I/O error): events are held in memory only. */
+  spoolFailing(): boolean {
+    return this.spool?.failing ?? false;
+  }
+
   /** After the events of one turn: send now if nothing is in flight, else batch until the ack. */
   private readonly sealCheck = (): void => {
     this.sealScheduled = false;
@@ -438,10 +446,35 @@ export class Uplink implements EventPublisher {
   }
 
   /**
-   * Waits for the channel to connect: refused (TRANSIENT_FAILURE) or silent past the connect
-   * timeout counts as unreachable, and the next control plane is tried.
+   * Checks that the control plane answers before the gRPC channel is made: refused, failing,
+   * or silent past the connect timeout (it accepts TCP but never speaks HTTP/2) counts as
+   * unreachable, and the next control plane is tried. The probe is a plain HTTP/2 session,
+   * destroyed either way: a gRPC channel abandoned mid-handshake would keep its socket open.
    */
   private dial(stream: ActiveStream): void {
+    const tls = /^https:\/\//i.test(stream.target);
+    const { address } = channelTarget(stream.target);
+    let settled = false;
+    const probe = http2.connect(`${tls ? "https" : "http"}://${address}`);
+    const finish = (problem: string | undefined): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      probe.destroy();
+      if (this.stream !== stream) return;
+      if (problem === undefined) this.awaitChannel(stream);
+      else this.onStreamClosed(stream, grpc.status.UNAVAILABLE, problem);
+    };
+    const timer = setTimeout(() => finish(`no answer within ${this.connectTimeoutMs} ms`), this.connectTimeoutMs);
+    probe.once("remoteSettings", () => finish(undefined));
+    probe.once("error", (error: Error) => finish(error.message));
+    probe.once("close", () => finish("connection closed before the HTTP/2 handshake"));
+    stream.probe = probe;
+  }
+
+  /** The gRPC channel's own connection, with the same timeout; then the call. */
+  private awaitChannel(stream: ActiveStream): void {
+    stream.probe = undefined;
     const channel = stream.client.getChannel();
     const deadline = Date.now() + this.connectTimeoutMs;
     const check = (error?: Error): void => {
@@ -676,6 +709,7 @@ export class Uplink implements EventPublisher {
 
   private dispose(stream: ActiveStream): void {
     clearTimeout(stream.ackTimer);
+    stream.probe?.destroy();
     const call = stream.call;
     if (call) {
       call.removeAllListeners("data");
