@@ -2,10 +2,8 @@ import { parseArgs } from "node:util";
 import { ConnectError } from "@connectrpc/connect";
 import { VERSION } from "../common/version.js";
 import { ConfigError } from "../control-plane/config/types.js";
-import { runControlPlane } from "../control-plane/run.js";
 import { runSidecar } from "../sidecar/run.js";
 import { ADMIN_USAGE, runAdminCommand } from "./admin-commands.js";
-import { watchFeed } from "./watch.js";
 
 export const USAGE = `aigw ${VERSION} — signed, retried webhooks for your AI traffic
 
@@ -112,6 +110,8 @@ async function controlPlane(args: string[], io: CliIo): Promise<number> {
     return 0;
   }
   if (!values.config) throw usageError("control-plane: --config FILE is required (try examples/webhook_config.yaml)");
+  // Loaded on use: the sidecar verb never carries the control plane's modules (RSS).
+  const { runControlPlane } = await import("../control-plane/run.js");
   const cp = await runControlPlane({
     configPath: values.config,
     ...(values.store ? { store: values.store } : {}),
@@ -206,6 +206,7 @@ async function watch(args: string[], io: CliIo): Promise<number> {
   void io.stopped.then(() => abort.abort());
   const token = values.token ?? io.env.AIGW_ADMIN_TOKEN;
   try {
+    const { watchFeed } = await import("./watch.js");
     await watchFeed({
       admin: values.admin ?? io.env.AIGW_ADMIN_URL ?? "http://127.0.0.1:7080",
       ...(token ? { token } : {}),

@@ -22,18 +22,21 @@ function table(rows: BenchRow[]): string {
   return `${head}\n${body}`;
 }
 
+// `npm run bench -- sidecar` (or `-- delivery`) runs that part alone.
+const only = process.argv.slice(2).filter((arg) => !arg.startsWith("--"));
 const rows: BenchRow[] = [];
 for (const [name, bench] of [
-  ["sidecar proxy", benchSidecar],
+  ["sidecar", benchSidecar],
   ["delivery", benchDelivery],
 ] as const) {
+  if (only.length > 0 && !only.includes(name)) continue;
   process.stderr.write(`running ${name} benchmark…\n`);
   rows.push(...(await bench()));
 }
 const machine = `${cpus().length} × ${cpus()[0]?.model ?? "cpu"}, Node ${process.version}`;
 const out = `${table(rows)}\n\nMeasured ${new Date().toISOString().slice(0, 10)} on ${machine} with \`npm run bench\`.`;
 console.log(out);
-if (process.argv.includes("--update-readme")) {
+if (process.argv.includes("--update-readme") && only.length === 0) {
   const readme = new URL("../../README.md", import.meta.url);
   const text = readFileSync(readme, "utf8");
   const next = text.replace(
