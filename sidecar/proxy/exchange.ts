@@ -102,6 +102,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
   private clientGone = false;
   private streaming: StreamingEvents | undefined;
   private request: RequestFacts | undefined;
+  private eventStream = false;
 
   constructor(
     private readonly context: ProxyContext,
@@ -144,6 +145,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     const head = clientResponseHead(rawHeaders, this.requestId, filterFactory !== undefined);
     this.responseHeaders = head.headers;
     const isEventStream = head.contentType.startsWith("text/event-stream");
+    this.eventStream = isEventStream;
     if (filterFactory && statusCode < 300 && isEventStream) this.filter = filterFactory();
     if (observation && (statusCode < 300 || statusCode >= 400) && statusCode >= 200) {
       if (isEventStream && statusCode < 300) this.streaming = this.streamingEvents();
@@ -268,13 +270,14 @@ export class Exchange implements Dispatcher.DispatchHandler {
     if (status === 0 && this.ending === "client_disconnected") return;
 
     const facts = await this.facts();
-    const request = this.requestFacts();
     const origin = this.origin();
     const latencyMs = this.endedAt - this.startedAt;
-    const model = facts.model ?? request.model;
+    // The request body is parsed only when the response did not say the model (a JSON parse
+    // per request saved: the provider names the model in every response it completes).
+    const model = facts.model ?? this.requestFacts().model;
 
     if (isSuccess) {
-      const stream = this.isEventStream() || request.stream;
+      const stream = this.eventStream || this.requestAskedToStream();
       const complete = this.ending === "complete";
       // A provider error inside a 200 stream (Anthropic's `event: error`, e.g. overloaded_error).
       const streamError = stream ? facts.errorMessage : undefined;
@@ -390,9 +393,11 @@ export class Exchange implements Dispatcher.DispatchHandler {
     for (const fields of reports) this.publish(rateLimitEvent(this.origin(), fields));
   }
 
-  private isEventStream(): boolean {
-    const type = this.responseHeaders ? headerValue(this.responseHeaders, "content-type") : undefined;
-    return type?.toLowerCase().startsWith("text/event-stream") ?? false;
+  /** `"stream": true` in the request; the body is parsed only if it has a "stream" key at all. */
+  private requestAskedToStream(): boolean {
+    const body = this.observation?.requestBody;
+    if (!body?.includes(STREAM_KEY)) return false;
+    return this.requestFacts().stream;
   }
 
   private publish(event: Parameters<EventSink["publish"]>[0]): void {
@@ -405,6 +410,8 @@ export class Exchange implements Dispatcher.DispatchHandler {
     }
   }
 }
+
+const STREAM_KEY = Buffer.from('"stream"');
 
 /** finish_reason of a stream the provider ended with an error event. */
 const STREAM_ERROR_FINISH = "upstream_error";
