@@ -118,6 +118,7 @@ function listen(server: Server, host: string, port: number): Promise<void> {
 }
 
 const ignore = (): void => {};
+const EMPTY_BODY = Buffer.alloc(0);
 const PASS_THROUGH = { dropContentLength: false, identityEncoding: false } as const;
 /** The sidecar's own API; never proxied. */
 const AIGW_PATH = "/aigw/";
@@ -210,8 +211,11 @@ class ProviderProxy {
         return;
       }
       if (rest) {
-        // Too large to observe: forward what was read and stream the remainder.
-        const exchange = new Exchange(this.context, upstream, res, requestId, path, startedAt, undefined);
+        // Too large to hold: what was read and the remainder stream upstream unchanged. The
+        // response is still observed (usage, model and errors are the provider's answer).
+        const observation: Observation = { adapter, requestBody: EMPTY_BODY, rewrite: undefined };
+        const options = this.eventOptions(settings, directives, undefined);
+        const exchange = new Exchange(this.context, upstream, res, requestId, path, startedAt, observation, options);
         const facts: RequestHeaderFacts = { hasBody: false, contentLength: -1 };
         const headers = upstreamRequestHeaders(req.rawHeaders, PASS_THROUGH, facts);
         if (directives) stripDirectiveHeaders(headers);
