@@ -1,5 +1,6 @@
 import { parseArgs } from "node:util";
 import { ConnectError } from "@connectrpc/connect";
+import { parseDuration } from "../common/duration.js";
 import { VERSION } from "../common/version.js";
 import { ConfigError } from "../control-plane/config/types.js";
 import { runSidecar } from "../sidecar/run.js";
@@ -9,8 +10,12 @@ export const USAGE = `aigw ${VERSION} — signed, retried webhooks for your AI t
 
 Usage:
   aigw control-plane --config FILE [--store sqlite:PATH | postgres://…] [--grpc HOST:PORT] [--http HOST:PORT]
+                     [--drain-timeout DURATION]
       gRPC + Connect (h2c) on --grpc (default 127.0.0.1:7070); dashboard, /metrics, /healthz,
       /readyz and the Admin API (Connect JSON, gRPC-Web) on --http (default 127.0.0.1:7080).
+      SIGTERM or SIGINT stops claiming, waits for webhook requests in flight up to
+      --drain-timeout (default 10s), hands unfinished deliveries back and exits; a second
+      signal exits at once. Nothing acknowledged to a sidecar is lost either way.
   aigw sidecar --control-plane URL[,URL…] [--listen HOST:PORT] [--admin-listen HOST:PORT]
                [--upstream URL | --upstream NAME=URL …] [--org ID] [--app NAME] [--token T] [--spool DIR]
       The app's base URL for its provider (default listen 127.0.0.1:8080, upstream
@@ -101,6 +106,7 @@ async function controlPlane(args: string[], io: CliIo): Promise<number> {
       store: { type: "string" },
       grpc: { type: "string" },
       http: { type: "string" },
+      "drain-timeout": { type: "string" },
       help: { type: "boolean", short: "h" },
     },
     strict: true,
@@ -110,6 +116,14 @@ async function controlPlane(args: string[], io: CliIo): Promise<number> {
     return 0;
   }
   if (!values.config) throw usageError("control-plane: --config FILE is required (try examples/webhook_config.yaml)");
+  let drainTimeoutMs: number | undefined;
+  if (values["drain-timeout"] !== undefined) {
+    try {
+      drainTimeoutMs = parseDuration(values["drain-timeout"], "--drain-timeout");
+    } catch (err) {
+      throw usageError((err as Error).message);
+    }
+  }
   // Loaded on use: the sidecar verb never carries the control plane's modules (RSS).
   const { runControlPlane } = await import("../control-plane/run.js");
   const cp = await runControlPlane({
@@ -117,6 +131,7 @@ async function controlPlane(args: string[], io: CliIo): Promise<number> {
     ...(values.store ? { store: values.store } : {}),
     ...(values.grpc ? { grpc: values.grpc } : {}),
     ...(values.http ? { http: values.http } : {}),
+    ...(drainTimeoutMs !== undefined ? { drainTimeoutMs } : {}),
     env: io.env,
   });
   await io.stopped;

@@ -5,6 +5,7 @@ import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { ADMIN_USAGE, runAdminCommand } from "../../cli/admin-commands.js";
 import { type AdminFixture, openAdminFixture, SECRET_A } from "./fixture.js";
+import { claimDue } from "../support/claims.js";
 
 const TOKEN = "admin-token-for-tests";
 
@@ -193,7 +194,7 @@ describe("aigw admin verbs against a real Admin API server", () => {
     expect(eventId).toBeDefined();
 
     // Fail the delivery for good through the store, as a worker would.
-    const [claimed] = await f.store.claimDue({ now: Date.now() + 1000, limit: 10, leaseOwner: "w", leaseMs: 60_000 });
+    const [claimed] = await claimDue(f.store, { now: Date.now() + 1000, leaseOwner: "w", leaseMs: 60_000 });
     expect(claimed?.id).toBe(deliveryId);
     await f.store.completeAttempt(
       claimed!.id,
