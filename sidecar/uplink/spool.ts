@@ -357,7 +357,8 @@ export class Spool {
     for (let i = this.unwritten - 1; i >= this.head; i--) {
       if (this.memoryBytesValue + room <= this.memoryBytesTarget) return;
       const entry = this.entries[i];
-      if (!entry?.segment || !entry.payload) continue;
+      // Only what is durably on disk: a batch mid-write may still have to be written again.
+      if (!entry?.segment || !entry.payload || entry.writing) continue;
       entry.payload = undefined;
       this.memoryBytesValue -= entry.payloadBytes;
     }

@@ -400,10 +400,7 @@ export class Uplink implements EventPublisher {
       this.lingerTimer = undefined;
     }
     for (let start = 0; start < count; start += this.batchMaxEvents) {
-      const events =
-        start === 0 && count <= this.batchMaxEvents
-          ? buffered.slice(0, count)
-          : buffered.slice(start, Math.min(count, start + this.batchMaxEvents));
+      const events = buffered.slice(start, Math.min(count, start + this.batchMaxEvents));
       if (spool.append(events) === undefined) this.countDropped(events.length, "spool full");
     }
     void this.pump();
@@ -455,7 +452,8 @@ export class Uplink implements EventPublisher {
     const tls = /^https:\/\//i.test(stream.target);
     const { address } = channelTarget(stream.target);
     let settled = false;
-    const probe = http2.connect(`${tls ? "https" : "http"}://${address}`);
+    // Reachability only: certificates are the gRPC channel's to check (it may trust other roots).
+    const probe = http2.connect(`${tls ? "https" : "http"}://${address}`, tls ? { rejectUnauthorized: false } : {});
     const finish = (problem: string | undefined): void => {
       if (settled) return;
       settled = true;

@@ -2,6 +2,7 @@ import { appendFile, readdir, readFile, stat, writeFile } from "node:fs/promises
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { fromBinary } from "@bufbuild/protobuf";
+import fc from "fast-check";
 import { EventBatchSchema } from "../../gen/aigw/v1/ingest_pb.js";
 import { Spool, type SpoolOptions } from "../../sidecar/uplink/spool.js";
 import { encodeRecord, parseSegment, SEGMENT_MAGIC } from "../../sidecar/uplink/segment-format.js";
@@ -249,5 +250,57 @@ describe("Spool", () => {
     expect(reopened.ackedSeq).toBe(0);
     expect(reopened.lastSeq).toBe(3);
     expect(reopened.pendingBatches).toBeGreaterThanOrEqual(2);
+  });
+});
+
+describe("Spool, properties", () => {
+  type Step = { kind: "append"; events: number } | { kind: "ack"; upTo: number } | { kind: "eager"; on: boolean };
+  const step = fc.oneof(
+    fc.record({ kind: fc.constant("append" as const), events: fc.integer({ min: 1, max: 4 }) }),
+    fc.record({ kind: fc.constant("ack" as const), upTo: fc.nat(40) }),
+    fc.record({ kind: fc.constant("eager" as const), on: fc.boolean() }),
+  );
+
+  it("keeps its counts exact and gives back, after a restart, exactly the unacked batches in order", async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.array(step, { maxLength: 40 }), async (steps: Step[]) => {
+        const sub = await temporaryDir();
+        try {
+          const spool = await Spool.open({ dir: sub.path, logger: log.logger, spoolAfterMs: 1, ackPersistMs: 1 });
+          const sizes = new Map<number, number>();
+          let acked = 0;
+          for (const s of steps) {
+            if (s.kind === "append") {
+              const seq = spool.append(Array.from({ length: s.events }, () => completionEvent()));
+              if (seq !== undefined) sizes.set(seq, s.events);
+            } else if (s.kind === "ack") {
+              spool.ack(s.upTo);
+              acked = Math.max(acked, Math.min(s.upTo, spool.lastSeq));
+            } else {
+              spool.eager = s.on;
+            }
+            const unacked = [...sizes].filter(([seq]) => seq > acked);
+            expect(spool.pendingBatches).toBe(unacked.length);
+            expect(spool.stats().pendingEvents).toBe(unacked.reduce((sum, [, n]) => sum + n, 0));
+            if (steps.indexOf(s) % 7 === 0) await spool.settled();
+          }
+          await spool.close();
+          const reopened = await Spool.open({ dir: sub.path, logger: log.logger });
+          const expected = [...sizes].filter(([seq]) => seq > acked).map(([seq]) => seq);
+          const found: number[] = [];
+          for (let seq = reopened.nextAfter(0); seq !== undefined; seq = reopened.nextAfter(seq)) {
+            found.push(seq);
+            const payload = await reopened.read(seq);
+            expect(payload && fromBinary(EventBatchSchema, payload).events.length).toBe(sizes.get(seq));
+          }
+          expect(found).toEqual(expected);
+          expect(reopened.stats().spooledEvents).toBe(reopened.stats().pendingEvents);
+          await reopened.close();
+        } finally {
+          await sub.remove();
+        }
+      }),
+      { numRuns: 40 },
+    );
   });
 });
