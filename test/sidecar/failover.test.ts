@@ -107,6 +107,8 @@ describe("sidecar with several control planes", () => {
     await waitFor("every request delivered, the later ones through b", () =>
       requestIds.every((id) => deliveredRequestIds().has(id)),
     );
+    // Acks may trail the webhooks: wait until the last batch is acked too.
+    await waitFor("every batch acked", () => sidecar.uplink.stats().ackedSeq === sidecar.uplink.stats().lastSeq);
     const stats = sidecar.uplink.stats();
     expect(stats).toMatchObject({ connected: true, target: b.grpc, dropped: 0 });
     // The same spool and numbering went on: no seq was reused.
@@ -136,14 +138,19 @@ describe("sidecar with several control planes", () => {
     expect(ready.status).toBe(200);
     expect(await ready.text()).toContain(`connected to control plane ${b.grpc}`);
     expect(await (await fetch(`${sidecar.adminUrl}/healthz`)).text()).toBe("ok\n");
-    const metrics = await (await fetch(`${sidecar.adminUrl}/metrics`)).text();
+    // The ack can reach the sidecar after the webhook reached the receiver, and a slow ack
+    // (busy machine) puts the batch on disk until the ack is recorded: wait for the quiet state.
+    const metrics = await waitFor("the ack recorded and the spool empty again", async () => {
+      const text = await (await fetch(`${sidecar.adminUrl}/metrics`)).text();
+      return /^aigw_sidecar_events_queued 0$/m.test(text) && /^aigw_sidecar_spool_bytes 0$/m.test(text)
+        ? text
+        : undefined;
+    });
     expect(metrics).toMatch(/^aigw_sidecar_requests_total\{upstream="openai"\} 1$/m);
     expect(metrics).toMatch(/^aigw_sidecar_upstream_responses_total\{upstream="openai",code="200"\} 1$/m);
     expect(metrics).toMatch(/^aigw_sidecar_added_latency_seconds_count 1$/m);
     expect(metrics).toMatch(/^aigw_sidecar_events_sent_total 1$/m);
     expect(metrics).toMatch(/^aigw_sidecar_uplink_connected 1$/m);
-    expect(metrics).toMatch(/^aigw_sidecar_events_queued 0$/m);
-    expect(metrics).toMatch(/^aigw_sidecar_spool_bytes 0$/m);
     // The admin port never answers provider paths, and the proxy never answers admin ones.
     expect((await fetch(`${sidecar.adminUrl}/v1/chat/completions`)).status).toBe(404);
 
