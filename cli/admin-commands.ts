@@ -1,7 +1,7 @@
 import { type DescMessage, type MessageInitShape, type MessageShape, toJson } from "@bufbuild/protobuf";
 import { type Timestamp, timestampDate } from "@bufbuild/protobuf/wkt";
 import { type Client, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
-import { codeToString } from "@connectrpc/connect/protocol-connect";
+import { describeRpcError } from "../common/rpc-errors.js";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import {
   AdminService,
@@ -543,7 +543,7 @@ export async function runAdminCommand(argv: string[], io: AdminIo): Promise<numb
       return 2;
     }
     const ce = ConnectError.from(err);
-    io.err(`aigw: ${codeToString(ce.code)}: ${ce.rawMessage}\n`);
+    io.err(`aigw: ${describeRpcError(ce)}\n`);
     return 1;
   }
 }

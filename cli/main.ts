@@ -1,6 +1,8 @@
 import { parseArgs } from "node:util";
 import { ConnectError } from "@connectrpc/connect";
 import { parseDuration } from "../common/duration.js";
+import { errorCodeOf } from "../common/errors.js";
+import { describeRpcError } from "../common/rpc-errors.js";
 import { VERSION } from "../common/version.js";
 import { ConfigError } from "../control-plane/config/types.js";
 import { runSidecar } from "../sidecar/run.js";
@@ -66,6 +68,9 @@ export async function main(argv: string[], io: CliIo): Promise<number> {
         return await sidecar(rest, io);
       case "watch":
         return await watch(rest, io);
+      case "verify":
+        // Loaded on use, like the control plane's modules: the sidecar verb stays small.
+        return await (await import("./verify.js")).verifyCommand(rest, io);
       case "dev": {
         const { startLocalStack } = await import("../examples/local-stack.js");
         const stack = await startLocalStack({ out: io.out });
@@ -83,18 +88,19 @@ export async function main(argv: string[], io: CliIo): Promise<number> {
 
 function report(err: unknown, io: CliIo): number {
   if (err instanceof ConfigError) {
-    io.err(`aigw: ${err.message}\n`);
+    io.err(`aigw: ${err.code}: ${err.message}\n`);
     return 2;
   }
   if (err instanceof ConnectError) {
-    io.err(`aigw: ${err.message}\n`);
+    io.err(`aigw: ${describeRpcError(err)}\n`);
     return 1;
   }
   if (err instanceof Error && "code" in err && String(err.code).startsWith("ERR_PARSE_ARGS")) {
     io.err(`aigw: ${err.message}\nRun "aigw --help" for usage.\n`);
     return 2;
   }
-  io.err(`aigw: ${err instanceof Error ? err.message : String(err)}\n`);
+  const code = errorCodeOf(err);
+  io.err(`aigw: ${code ? `${code}: ` : ""}${err instanceof Error ? err.message : String(err)}\n`);
   return 1;
 }
 

@@ -88,8 +88,10 @@ function wrap(child: ChildProcess): Child {
 
 /** `aigw ARGS…` from the built package, logging at `level`. */
 export function aigw(args: string[], level = "info"): Child {
+  // Node options first (e.g. --cpu-prof) when the arguments start with them and name the script.
+  const argv = args[0]?.startsWith("--") && args.includes(AIGW_BIN) ? args : [AIGW_BIN, ...args];
   return wrap(
-    spawn(process.execPath, [AIGW_BIN, ...args], {
+    spawn(process.execPath, argv, {
       env: { ...process.env, AIGW_LOG_LEVEL: level },
       stdio: ["ignore", "pipe", "inherit"],
     }),
@@ -116,12 +118,12 @@ process.stdin.on("end", () => process.exit(0)); process.stdin.resume();
 
 /**
  * A webhook receiver that answers 204 and keeps, per request_id, when its first webhook
- * arrived (epoch ms, sub-millisecond); GET /count and GET /arrivals report. With argv
+ * arrived (epoch ms, sub-millisecond); GET /count and GET /arrivals report. With the argument
  * "hang" it accepts requests and never answers.
  */
 export const RECEIVER_SOURCE = `
 const http = require("node:http");
-const hang = process.argv[2] === "hang";
+const hang = process.argv[1] === "hang";
 const arrivals = new Map();
 let count = 0;
 const now = () => performance.timeOrigin + performance.now();
@@ -150,14 +152,15 @@ process.stdin.on("end", () => process.exit(0)); process.stdin.resume();
 `;
 
 /**
- * An open-loop load generator: POSTs a chat completion to argv[2] at argv[3] requests a
- * second for argv[4] seconds (on schedule, however long answers take), probing argv[5]
+ * An open-loop load generator (arguments: URL RATE SECONDS HEALTH_URL): POSTs a chat
+ * completion to URL at RATE requests a second for SECONDS (on schedule, however long
+ * answers take), probing HEALTH_URL
  * (a /healthz URL, or "-") every 50 ms. Prints one JSON line: each request's id and when
  * its response ended (epoch ms), the probe latencies, and the requests that failed.
  */
 export const LOADGEN_SOURCE = `
 const http = require("node:http");
-const [url, rateText, secondsText, healthUrl] = process.argv.slice(2);
+const [url, rateText, secondsText, healthUrl] = process.argv.slice(1);
 const rate = Number(rateText), seconds = Number(secondsText);
 const target = new URL(url);
 const agent = new http.Agent({ keepAlive: true, maxSockets: 512 });
@@ -192,8 +195,8 @@ function probe() {
 }
 function report() {
   probing = false;
-  process.stdout.write(JSON.stringify({ responses, health, failed }) + "\\n");
-  setTimeout(() => process.exit(0), 10);
+  // Exit once the (large) line is flushed: exiting sooner cuts a pipe write short.
+  process.stdout.write(JSON.stringify({ responses, health, failed }) + "\\n", () => process.exit(0));
 }
 setTimeout(tick, Math.max(0, start - now()));
 probe();

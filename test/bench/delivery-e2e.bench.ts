@@ -12,7 +12,7 @@ import { Agent } from "undici";
 import { newEventId, newRequestId } from "../../common/ids.js";
 import { USER_AGENT } from "../../common/version.js";
 import { webhookBody } from "../../common/webhook-body.js";
-import { sign } from "../../control-plane/delivery/signing.js";
+import { sign } from "../../common/signature.js";
 import { openSqliteStore } from "../../control-plane/store/sqlite.js";
 import { type Event, EventSchema } from "../../gen/aigw/v1/events_pb.js";
 import {
@@ -67,7 +67,11 @@ async function json<T>(url: string): Promise<T> {
   return (await res.json()) as T;
 }
 
+const progress = (text: string) => process.stderr.write(`  ${text}\n`);
+
 async function run(s: Scenario): Promise<Outcome> {
+  const label = `${s.rate}/s for ${s.seconds} s${s.hangingBacklog ? `, hanging endpoint with ${s.hangingBacklog} waiting` : ""}`;
+  progress(`${label}: starting processes`);
   const dir = mkdtempSync(join(tmpdir(), "aigw-bench-e2e-"));
   const children: Child[] = [];
   const spawnNode = (source: string, args: string[] = []) => {
@@ -166,12 +170,14 @@ delivery:
         await new Promise((r) => setTimeout(r, 1_000));
       }
     })();
+    progress(`${label}: load running`);
     const load = spawnNode(LOADGEN_SOURCE, [callUrl, String(s.rate), String(s.seconds), `${httpUrl}/healthz`]);
     const result = JSON.parse(await load.firstLine) as {
       responses: [string, number][];
       health: number[];
       failed: number;
     };
+    progress(`${label}: load done (${result.responses.length} calls, ${result.failed} failed); waiting for webhooks`);
     // Every call's webhook, however long the tail.
     const wanted = result.responses.length + warmArrivals.size;
     const tailDeadline = Date.now() + 120_000;
@@ -183,6 +189,7 @@ delivery:
     }
     sampling = false;
     await sampler;
+    progress(`${label}: ${Object.keys(arrivals).length} of ${wanted} webhooks arrived; stopping`);
     const lags = result.responses.map(([id, end]) => (arrivals[id] ?? Number.POSITIVE_INFINITY) - end);
     const delivered = lags.filter(Number.isFinite).length;
     const lastArrival = Math.max(...result.responses.map(([id]) => arrivals[id] ?? 0));
