@@ -35,9 +35,14 @@ export class FeedServiceImpl implements ServiceImpl<typeof FeedService> {
         throw invalidArgument(`event_types[${i}]`, `unknown event type ${t}`);
       }
     }
-    let after = 0;
+    let after = "";
     if (req.cursor !== "") {
-      after = parseCursor(req.cursor);
+      after = req.cursor;
+      try {
+        this.deps.store.compareCursors(after, after);
+      } catch {
+        throw invalidArgument("cursor", `"${req.cursor.slice(0, 40)}" is not a cursor from a WatchResponse`);
+      }
     }
     const accept = (e: StoredEvent): boolean =>
       (types.size === 0 || types.has(eventTypeOfCase(e.event.payload.case))) &&
@@ -48,21 +53,22 @@ export class FeedServiceImpl implements ServiceImpl<typeof FeedService> {
     const abort = (): void => sub.close();
     ctx.signal.addEventListener("abort", abort);
     try {
+      const { store } = this.deps;
       if (req.cursor !== "") {
         for (;;) {
-          const page = await this.deps.store.readEventsAfter(after, REPLAY_PAGE);
+          const page = await store.readFeed(after, REPLAY_PAGE);
           for (const e of page) {
-            after = e.seq;
+            after = e.cursor;
             if (accept(e)) yield toResponse(e);
           }
           if (page.length < REPLAY_PAGE) break;
         }
       } else {
-        after = await this.deps.store.lastEventSeq();
+        after = await store.feedHead();
       }
       for await (const e of sub) {
-        if (e.seq <= after) continue;
-        after = e.seq;
+        if (store.compareCursors(e.cursor, after) <= 0) continue;
+        after = e.cursor;
         yield toResponse(e);
       }
       if (sub.overflowed) {
@@ -79,12 +85,5 @@ export class FeedServiceImpl implements ServiceImpl<typeof FeedService> {
 }
 
 function toResponse(e: StoredEvent): WatchResponse {
-  return create(WatchResponseSchema, { event: e.event, cursor: String(e.seq) });
-}
-
-function parseCursor(cursor: string): number {
-  if (!/^\d{1,15}$/.test(cursor)) {
-    throw invalidArgument("cursor", `"${cursor}" is not a cursor from a WatchResponse`);
-  }
-  return Number(cursor);
+  return create(WatchResponseSchema, { event: e.event, cursor: e.cursor });
 }
