@@ -87,6 +87,8 @@ limits:
         String(ready.grpc),
         "--listen",
         "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
         "--upstream",
         `openai=${provider.url}`,
         "--upstream",

@@ -53,6 +53,7 @@ describe("control plane killed and restarted mid-run", () => {
     sidecar = await runSidecar({
       controlPlane: grpcUrl,
       listen: "127.0.0.1:0",
+      adminListen: "127.0.0.1:0",
       upstreams: { openai: provider.url },
       orgId: "org_restart",
       app: "restart",

@@ -51,6 +51,7 @@ describe("logs", () => {
     const sidecar = await runSidecar({
       controlPlane: cp.grpcUrl,
       listen: "127.0.0.1:0",
+      adminListen: "127.0.0.1:0",
       upstreams: { openai: provider.url },
       token: sidecarToken,
       spoolDir: join(dir, "spool"),

@@ -76,6 +76,7 @@ export async function startTestStack(yaml: string): Promise<TestStack> {
   const sidecar = await runSidecar({
     controlPlane: controlPlane.grpcUrl,
     listen: "127.0.0.1:0",
+    adminListen: "127.0.0.1:0",
     upstreams: { openai: provider.url },
     orgId: "org_test",
     app: "e2e",
