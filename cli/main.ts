@@ -5,11 +5,8 @@ import { errorCodeOf } from "../common/errors.js";
 import { describeRpcError } from "../common/rpc-errors.js";
 import { VERSION } from "../common/version.js";
 import { ConfigError } from "../control-plane/config/types.js";
-import { runControlPlane } from "../control-plane/run.js";
 import { runSidecar } from "../sidecar/run.js";
 import { ADMIN_USAGE, runAdminCommand } from "./admin-commands.js";
-import { verifyCommand } from "./verify.js";
-import { watchFeed } from "./watch.js";
 
 export const USAGE = `aigw ${VERSION} — signed, retried webhooks for your AI traffic
 
@@ -21,13 +18,16 @@ Usage:
       SIGTERM or SIGINT stops claiming, waits for webhook requests in flight up to
       --drain-timeout (default 10s), hands unfinished deliveries back and exits; a second
       signal exits at once. Nothing acknowledged to a sidecar is lost either way.
-  aigw sidecar --control-plane URL [--listen HOST:PORT] [--upstream URL | --upstream NAME=URL …]
-               [--org ID] [--app NAME] [--token T] [--spool DIR]
+  aigw sidecar --control-plane URL[,URL…] [--listen HOST:PORT] [--admin-listen HOST:PORT]
+               [--upstream URL | --upstream NAME=URL …] [--org ID] [--app NAME] [--token T] [--spool DIR]
       The app's base URL for its provider (default listen 127.0.0.1:8080, upstream
       https://api.openai.com). /v1/messages (and paths below it) go to the "anthropic"
       upstream, other paths to "openai" (or to the single --upstream). Per request:
       "Prefer: respond-async" answers 202 and delivers the result by webhook (status at
       GET /aigw/v1/requests/{id}); "x-aigw-webhook-url: URL" adds a one-off endpoint.
+      --control-plane may be repeated or comma-separated: one is used, the next when it is
+      refused or unreachable. /healthz, /readyz and /metrics on --admin-listen (default
+      127.0.0.1:8081).
   aigw watch [--events completion,error] [--json] [--admin URL] [--token T]
       The live event feed.
   aigw dev
@@ -69,7 +69,8 @@ export async function main(argv: string[], io: CliIo): Promise<number> {
       case "watch":
         return await watch(rest, io);
       case "verify":
-        return await verifyCommand(rest, io);
+        // Loaded on use, like the control plane's modules: the sidecar verb stays small.
+        return await (await import("./verify.js")).verifyCommand(rest, io);
       case "dev": {
         const { startLocalStack } = await import("../examples/local-stack.js");
         const stack = await startLocalStack({ out: io.out });
@@ -129,6 +130,8 @@ async function controlPlane(args: string[], io: CliIo): Promise<number> {
       throw usageError((err as Error).message);
     }
   }
+  // Loaded on use: the sidecar verb never carries the control plane's modules (RSS).
+  const { runControlPlane } = await import("../control-plane/run.js");
   const cp = await runControlPlane({
     configPath: values.config,
     ...(values.store ? { store: values.store } : {}),
@@ -146,8 +149,9 @@ async function sidecar(args: string[], io: CliIo): Promise<number> {
   const { values } = parseArgs({
     args,
     options: {
-      "control-plane": { type: "string" },
+      "control-plane": { type: "string", multiple: true },
       listen: { type: "string" },
+      "admin-listen": { type: "string" },
       upstream: { type: "string", multiple: true },
       org: { type: "string" },
       app: { type: "string" },
@@ -162,12 +166,13 @@ async function sidecar(args: string[], io: CliIo): Promise<number> {
     return 0;
   }
   const controlPlaneUrl = values["control-plane"];
-  if (!controlPlaneUrl)
+  if (!controlPlaneUrl?.length)
     throw usageError("sidecar: --control-plane URL is required (for example http://127.0.0.1:7070)");
   const token = values.token ?? io.env.AIGW_SIDECAR_TOKEN;
   const sc = await runSidecar({
     controlPlane: controlPlaneUrl,
     ...(values.listen ? { listen: values.listen } : {}),
+    ...(values["admin-listen"] ? { adminListen: values["admin-listen"] } : {}),
     upstreams: parseUpstreams(values.upstream ?? []),
     ...(values.org ? { orgId: values.org } : {}),
     ...(values.app ? { app: values.app } : {}),
@@ -222,6 +227,7 @@ async function watch(args: string[], io: CliIo): Promise<number> {
   void io.stopped.then(() => abort.abort());
   const token = values.token ?? io.env.AIGW_ADMIN_TOKEN;
   try {
+    const { watchFeed } = await import("./watch.js");
     await watchFeed({
       admin: values.admin ?? io.env.AIGW_ADMIN_URL ?? "http://127.0.0.1:7080",
       ...(token ? { token } : {}),

@@ -224,8 +224,8 @@ describe("openStore", () => {
   });
 
   it("rejects other urls clearly", async () => {
-    await expect(openStore("postgres://localhost/aigw")).rejects.toThrow(
-      "PostgreSQL store is not available in this version",
+    await expect(openStore("postgres://aigw:hunter2@localhost/aigw")).rejects.toThrow(
+      "PostgreSQL store postgres://aigw:***@localhost/aigw: storage.encryption_key is required",
     );
     await expect(openStore("sqlite::memory:")).rejects.toThrow(/real file/);
     await expect(openStore("sqlite:")).rejects.toThrow(/path is missing/);
