@@ -91,6 +91,8 @@ describe("delivery.queue_size: backpressure with a dead receiver (real processes
       String(ready.grpc),
       "--listen",
       "127.0.0.1:0",
+      "--admin-listen",
+      "127.0.0.1:0",
       "--upstream",
       provider.url,
       "--org",

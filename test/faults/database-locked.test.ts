@@ -99,6 +99,8 @@ describe("the database locked by another process (real control plane and sidecar
       String(ready.grpc),
       "--listen",
       "127.0.0.1:0",
+      "--admin-listen",
+      "127.0.0.1:0",
       "--upstream",
       provider.url,
       "--org",

@@ -14,9 +14,19 @@ export interface AigwProcess {
   waitForLog(msg: string, timeoutMs?: number): Promise<Record<string, unknown>>;
 }
 
-/** Runs the built CLI (bin/aigw.js → dist/) as a real process. */
-export function runAigw(args: string[], env: Record<string, string | undefined> = {}): AigwProcess {
-  const child = spawn(process.execPath, [AIGW_BIN, ...args], {
+/**
+ * Runs the built CLI (bin/aigw.js → dist/) as a real process; `wrapper` runs it through
+ * another command that ends by exec'ing it (e.g. into a private mount namespace), so the
+ * child's pid is still the aigw process's.
+ */
+export function runAigw(
+  args: string[],
+  env: Record<string, string | undefined> = {},
+  wrapper?: (argv: string[]) => string[],
+): AigwProcess {
+  const argv = [process.execPath, AIGW_BIN, ...args];
+  const [command, ...rest] = wrapper ? wrapper(argv) : argv;
+  const child = spawn(command as string, rest, {
     cwd: REPO_ROOT,
     env: { ...process.env, AIGW_LOG_LEVEL: "info", ...env },
     stdio: ["ignore", "pipe", "pipe"],
