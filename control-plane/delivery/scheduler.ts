@@ -1,5 +1,6 @@
 import { hostname } from "node:os";
 import { LRUCache } from "lru-cache";
+import { steadyNow } from "../../common/clock.js";
 import { errorCodeOf } from "../../common/errors.js";
 import type { Logger } from "../../common/logger.js";
 import { ulid } from "../../common/ids.js";
@@ -172,7 +173,8 @@ export class DeliveryScheduler {
     this.store = options.store;
     this.config = options.config;
     this.log = options.logger;
-    this.now = options.now ?? Date.now;
+    // Retries, leases and circuits on a clock that a wall clock step does not move.
+    this.now = options.now ?? steadyNow;
     this.leaseOwner = options.leaseOwner ?? `${hostname()}/${process.pid}/${ulid().slice(-8)}`;
     this.breaker = new CircuitBreaker(breakerSettings(options.config));
     this.pool = options.pool;
@@ -547,7 +549,8 @@ export class DeliveryScheduler {
       if (!endpoint) problem = `endpoint "${name}" no longer exists`;
       else if (!endpoint.enabled) problem = `endpoint "${name}" is disabled`;
       else {
-        secrets = await this.signingSecrets(name, startedAt);
+        // Key expiry is wall-clock time, as the Admin API that sets it reads it.
+        secrets = await this.signingSecrets(name, Date.now());
         if (secrets.length === 0) problem = `endpoint "${name}" has no valid signing key`;
       }
     } catch (err) {

@@ -29,6 +29,11 @@ export interface WatchdogOptions {
 }
 
 const BEAT_MS = 100;
+
+/** Milliseconds on process.hrtime: monotonic, and the same clock in the watchdog thread (see THREAD_SOURCE). */
+function monotonicMs(): number {
+  return Number(process.hrtime.bigint() / 1_000_000n);
+}
 const SHARE_EVERY_MS = 250;
 const WINDOW_MS = 60_000;
 
@@ -38,6 +43,9 @@ const THREAD_SOURCE = `
 const { workerData, parentPort } = require("node:worker_threads");
 const { writeSync } = require("node:fs");
 const shared = new BigInt64Array(workerData.buffer);
+// process.hrtime is monotonic and one clock for every thread of the process: a wall clock
+// set forward must not read as the main thread having been blocked for that long.
+const monotonicMs = () => Number(process.hrtime.bigint() / 1000000n);
 let activity = null;
 let reportedBeat = -1n;
 parentPort.on("message", (m) => {
@@ -46,7 +54,7 @@ parentPort.on("message", (m) => {
 });
 setInterval(() => {
   const beat = Atomics.load(shared, 0);
-  const blockedMs = Date.now() - Number(beat);
+  const blockedMs = monotonicMs() - Number(beat);
   if (blockedMs < workerData.reportAfterMs || beat === reportedBeat) return;
   reportedBeat = beat;
   Atomics.add(shared, 1, 1n);
@@ -81,7 +89,7 @@ export class Watchdog {
   start(): void {
     if (this.beatTimer) return;
     this.histogram.enable();
-    this.lastBeat = Date.now();
+    this.lastBeat = monotonicMs();
     Atomics.store(this.shared, 0, BigInt(this.lastBeat));
     this.beatTimer = setInterval(() => this.beat(), BEAT_MS);
     this.beatTimer.unref();
@@ -168,7 +176,7 @@ export class Watchdog {
   }
 
   private beat(): void {
-    const now = Date.now();
+    const now = monotonicMs();
     const gap = now - this.lastBeat - BEAT_MS;
     this.lastBeat = now;
     Atomics.store(this.shared, 0, BigInt(now));

@@ -1,3 +1,4 @@
+import { steadyNow } from "../../common/clock.js";
 import type { Logger } from "../../common/logger.js";
 import type { MetricFamily } from "../http/metrics.js";
 import { PURGE_START, type PurgeCursor } from "../store/retention.js";
@@ -189,7 +190,7 @@ export class RetentionPurger {
           break;
         }
         const stepStarted = performance.now();
-        const step = await store.purgeStep({ beforeMs, after, limit: this.stepLimit, now: Date.now() });
+        const step = await store.purgeStep({ beforeMs, after, limit: this.stepLimit, now: steadyNow() });
         const stepMs = performance.now() - stepStarted;
         run.steps++;
         run.longestStepMs = Math.max(run.longestStepMs, stepMs);

@@ -1,6 +1,7 @@
 import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import pg from "pg";
 import type { Logger } from "../../../common/logger.js";
+import { steadyNow } from "../../../common/clock.js";
 import { newDeliveryId, ulid } from "../../../common/ids.js";
 import { type Event, EventSchema, type EventType } from "../../../gen/aigw/v1/events_pb.js";
 import { type EndpointStatsRecord, StatsBuilder } from "../analytics.js";
@@ -507,10 +508,10 @@ export class PostgresStore implements Store {
       `INSERT INTO deliveries (id, event_seq, event_id, event_type, endpoint, status, attempt_count, next_attempt_at,
          due_at, lease_owner, lease_until, lease_token, created_at, finished_at, last_error, origin_delivery_id,
          order_key, order_index)
-       SELECT u.id, u.event_seq, u.event_id, u.event_type, u.endpoint, 'pending', 0, $10,
+       SELECT u.id, u.event_seq, u.event_id, u.event_type, u.endpoint, 'pending', 0, $11,
          CASE WHEN u.blocked OR (u.order_key <> '' AND EXISTS (
            SELECT 1 FROM deliveries p WHERE p.status = 'pending' AND p.order_key <> '' AND p.endpoint = u.endpoint
-             AND p.order_key = u.order_key AND p.order_index < u.order_index)) THEN ${BLOCKED_DUE_AT} ELSE $10 END,
+             AND p.order_key = u.order_key AND p.order_index < u.order_index)) THEN ${BLOCKED_DUE_AT} ELSE $11 END,
          '', 0, 0, $10, NULL, '', u.origin, u.order_key, u.order_index
        FROM unnest($1::text[], $2::bigint[], $3::text[], $4::int[], $5::text[], $6::text[], $7::text[], $8::int[], $9::bool[])
          WITH ORDINALITY AS u(id, event_seq, event_id, event_type, endpoint, origin, order_key, order_index, blocked, ord)
@@ -526,6 +527,8 @@ export class PostgresStore implements Store {
         rows.map((r) => r.source.orderIndex),
         rows.map((r) => r.blocked),
         now,
+        // Due now on the scheduler's clock (common/clock.ts), which a wall clock step does not move.
+        steadyNow(),
       ],
     );
     const groups = [...firstOfGroup.values()];

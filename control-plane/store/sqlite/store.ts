@@ -3,6 +3,7 @@ import { dirname, resolve } from "node:path";
 import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import Database from "better-sqlite3";
 import type { Logger } from "../../../common/logger.js";
+import { steadyNow } from "../../../common/clock.js";
 import { newDeliveryId, ulid } from "../../../common/ids.js";
 import { type Event, EventSchema, type EventType } from "../../../gen/aigw/v1/events_pb.js";
 import { type EndpointStatsRecord, StatsBuilder } from "../analytics.js";
@@ -239,7 +240,7 @@ function prepareStatements(db: Database.Database) {
     insertDelivery: db.prepare(
       `INSERT INTO deliveries (id, event_seq, event_id, event_type, endpoint, status, attempt_count, next_attempt_at,
          due_at, lease_owner, lease_until, created_at, finished_at, last_error, origin_delivery_id, order_key, order_index)
-       VALUES (@id, @eventSeq, @eventId, @eventType, @endpoint, 'pending', 0, @now, @dueAt, '', 0, @now, NULL, '',
+       VALUES (@id, @eventSeq, @eventId, @eventType, @endpoint, 'pending', 0, @scheduleAt, @dueAt, '', 0, @now, NULL, '',
          @originDeliveryId, @orderKey, @orderIndex)`,
     ) as Stmt<Record<string, unknown>>,
     deliveryById: db.prepare("SELECT * FROM deliveries WHERE id = ?") as Database.Statement<[string], DeliveryRow>,
@@ -1056,7 +1057,9 @@ export class SqliteStore implements Store {
 
   #insertDelivery(source: DeliverySource, endpoint: string, originDeliveryId: string, now: number): DeliveryRecord {
     const id = newDeliveryId();
-    let dueAt = now;
+    // Due now on the scheduler's clock (common/clock.ts), which a wall clock step does not move.
+    const scheduleAt = steadyNow();
+    let dueAt = scheduleAt;
     if (source.orderKey !== "") {
       const key = { endpoint, orderKey: source.orderKey, orderIndex: source.orderIndex };
       if (this.#s.orderPredecessor.get(key) !== undefined) dueAt = BLOCKED_DUE_AT;
@@ -1074,6 +1077,7 @@ export class SqliteStore implements Store {
       orderKey: source.orderKey,
       orderIndex: source.orderIndex,
       now,
+      scheduleAt,
     });
     return {
       id,
@@ -1084,7 +1088,7 @@ export class SqliteStore implements Store {
       status: "pending",
       attemptCount: 0,
       createdAt: now,
-      nextAttemptAt: now,
+      nextAttemptAt: scheduleAt,
       finishedAt: null,
       lastError: "",
       originDeliveryId,
