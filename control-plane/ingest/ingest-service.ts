@@ -52,11 +52,16 @@ const MAX_EVENTS_PER_BATCH = 10_000;
  */
 export class IngestServiceImpl implements ServiceImpl<typeof IngestService> {
   private readonly storeRefusals: RateLimitedWarning;
+  private readonly unknownMessages: RateLimitedWarning;
 
   constructor(private readonly deps: IngestDeps) {
     this.storeRefusals = new RateLimitedWarning(
       deps.logger,
       "the store refuses writes; sidecars' batches are not acked and wait in their spools",
+    );
+    this.unknownMessages = new RateLimitedWarning(
+      deps.logger,
+      "ignored a message of a kind this control plane does not know (a newer sidecar?)",
     );
   }
 
@@ -135,10 +140,7 @@ export class IngestServiceImpl implements ServiceImpl<typeof IngestService> {
         } else if (req.$unknown?.length) {
           // A newer sidecar's message this control plane does not know: ignored, so the
           // stream (and the batches on it) go on.
-          log.warn(
-            { sidecar: hello?.sidecarId, fields: req.$unknown.map((f) => f.no) },
-            "ignored a message of a kind this control plane does not know (a newer sidecar?)",
-          );
+          this.unknownMessages.hit({ sidecar: hello?.sidecarId, fields: req.$unknown.map((f) => f.no) });
         } else {
           throw new ConnectError("message: empty ConnectRequest (expected hello or batch)", Code.InvalidArgument);
         }

@@ -115,6 +115,8 @@ delivery:
   timeout_ms: 10000
   concurrent_deliveries: ${s.concurrent ?? 10}
   per_endpoint_concurrency: ${s.perEndpoint ?? 4}
+  # Above the hanging endpoint's backlog: ingest pauses at queue_size pending deliveries.
+  queue_size: 10000000
 `,
     );
     const cp = aigw([

@@ -64,6 +64,9 @@ delivery:
   timeout_ms: ${timeoutMs}
   concurrent_deliveries: 10
   per_endpoint_concurrency: 4
+  # Above the 150k backlog: at queue_size (default 10,000) pending deliveries ingest pauses
+  # for every endpoint (README, Backpressure); this test is about isolation below that bound.
+  queue_size: 1000000
 `;
 }
 
