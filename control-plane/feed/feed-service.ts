@@ -1,5 +1,6 @@
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import { create } from "@bufbuild/protobuf";
+import { type Duration, durationMs } from "@bufbuild/protobuf/wkt";
 import type { FeedService, WatchRequest, WatchResponse } from "../../gen/aigw/v1/feed_pb.js";
 import { WatchResponseSchema } from "../../gen/aigw/v1/feed_pb.js";
 import { EventType } from "../../gen/aigw/v1/events_pb.js";
@@ -19,10 +20,11 @@ export interface FeedDeps {
 const REPLAY_PAGE = 500;
 
 /**
- * FeedService.Watch: stored events after the cursor first, then live ones. The live
- * subscription is opened before the replay so nothing falls in the gap; events seen in
- * both are skipped by seq. A watcher that cannot keep up ends with RESOURCE_EXHAUSTED
- * and can resume from its last cursor.
+ * FeedService.Watch: stored events after the cursor (or since a time) first, then live
+ * ones. The live subscription is opened before the replay so nothing falls in the gap;
+ * events seen in both are skipped by seq. The first response is the start position, so
+ * a client cut off before any event resumes from there. A watcher that cannot keep up
+ * ends with RESOURCE_EXHAUSTED and can resume from its last cursor.
  */
 export class FeedServiceImpl implements ServiceImpl<typeof FeedService> {
   constructor(private readonly deps: FeedDeps) {}
@@ -34,10 +36,11 @@ export class FeedServiceImpl implements ServiceImpl<typeof FeedService> {
         throw new ConnectError(`event_types[${i}]: unknown event type ${t}`, Code.InvalidArgument);
       }
     }
-    let after = 0;
-    if (req.cursor !== "") {
-      after = parseCursor(req.cursor);
+    if (req.cursor !== "" && req.since) {
+      throw new ConnectError("since: give a cursor or since, not both", Code.InvalidArgument);
     }
+    const sinceMs = req.since ? parseSince(req.since) : undefined;
+    let after = req.cursor !== "" ? parseCursor(req.cursor) : 0;
     const accept = (e: StoredEvent): boolean =>
       (types.size === 0 || types.has(eventTypeOfCase(e.event.payload.case))) &&
       (req.orgId === "" || e.event.orgId === req.orgId) &&
@@ -47,17 +50,20 @@ export class FeedServiceImpl implements ServiceImpl<typeof FeedService> {
     const abort = (): void => sub.close();
     ctx.signal.addEventListener("abort", abort);
     try {
-      if (req.cursor !== "") {
-        for (;;) {
-          const page = await this.deps.store.readEventsAfter(after, REPLAY_PAGE);
-          for (const e of page) {
-            after = e.seq;
-            if (accept(e)) yield toResponse(e);
-          }
-          if (page.length < REPLAY_PAGE) break;
+      if (req.cursor === "") {
+        after =
+          sinceMs === undefined
+            ? await this.deps.store.lastEventSeq()
+            : await this.deps.store.eventSeqBefore(Date.now() - sinceMs);
+      }
+      yield create(WatchResponseSchema, { cursor: String(after) });
+      for (;;) {
+        const page = await this.deps.store.readEventsAfter(after, REPLAY_PAGE);
+        for (const e of page) {
+          after = e.seq;
+          if (accept(e)) yield toResponse(e);
         }
-      } else {
-        after = await this.deps.store.lastEventSeq();
+        if (page.length < REPLAY_PAGE) break;
       }
       for await (const e of sub) {
         if (e.seq <= after) continue;
@@ -79,6 +85,15 @@ export class FeedServiceImpl implements ServiceImpl<typeof FeedService> {
 
 function toResponse(e: StoredEvent): WatchResponse {
   return create(WatchResponseSchema, { event: e.event, cursor: String(e.seq) });
+}
+
+/** A non-negative duration, in milliseconds. */
+function parseSince(since: Duration): number {
+  const ms = durationMs(since);
+  if (!(ms >= 0) || since.seconds < 0n || since.nanos < 0) {
+    throw new ConnectError("since: must not be negative", Code.InvalidArgument);
+  }
+  return ms;
 }
 
 function parseCursor(cursor: string): number {

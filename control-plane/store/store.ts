@@ -29,6 +29,11 @@ export interface Store {
   readEventsAfter(afterSeq: number, limit: number): Promise<StoredEvent[]>;
   /** The highest event seq stored (0 when empty). */
   lastEventSeq(): Promise<number>;
+  /**
+   * The seq to read after (readEventsAfter) for the events ingested at or after `timeMs`:
+   * one less than the first such event's, or lastEventSeq() when there is none.
+   */
+  eventSeqBefore(timeMs: number): Promise<number>;
   countEvents(sinceMs?: number): Promise<number>;
 
   // ---- endpoints and their signing keys -------------------------------------------------

@@ -152,6 +152,21 @@ export function describeStoreConformance(name: string, open: () => Promise<Opene
         expect(tail.map((s) => s.event.id)).toEqual([events[1]!.id]);
       });
 
+      it("finds where the events ingested since a time begin", async () => {
+        expect(await store.eventSeqBefore(0)).toBe(0);
+        const { stored: before } = await store.ingest([completionEvent()], () => []);
+        const cutoff = Date.now();
+        await clockPast(cutoff);
+        const { stored: after } = await store.ingest([completionEvent(), errorEvent()], () => []);
+        expect(await store.eventSeqBefore(cutoff + 1)).toBe(after[0]!.seq - 1);
+        expect(
+          (await store.readEventsAfter(await store.eventSeqBefore(cutoff + 1), 10)).map((s) => s.event.id),
+        ).toEqual(after.map((s) => s.event.id));
+        expect(await store.eventSeqBefore(0)).toBe(before[0]!.seq - 1);
+        // Nothing since: the live edge.
+        expect(await store.eventSeqBefore(Date.now() + 60_000)).toBe(after[1]!.seq);
+      });
+
       it("counts events since a time", async () => {
         await store.ingest([completionEvent()], () => []);
         const cutoff = Date.now();
