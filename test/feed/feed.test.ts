@@ -17,6 +17,7 @@ import { type ControlPlaneFixture, startControlPlane } from "../support/control-
 import { openSqliteStore } from "../../control-plane/store/sqlite.js";
 import type { StoredEvent } from "../../control-plane/store/store.js";
 import { runAigw } from "../support/processes.js";
+import { main } from "../../cli/main.js";
 import { waitFor } from "../support/wait.js";
 
 const completion = (model = "gpt-4"): Event =>
@@ -191,6 +192,68 @@ describe("live feed", () => {
       p.child.kill("SIGTERM");
       expect(await p.exited).toBe(0);
     }
+  });
+});
+
+describe("aigw watch output", () => {
+  let fixture: ControlPlaneFixture;
+  beforeAll(async () => {
+    fixture = await startControlPlane("security:\n  require_https: false\n");
+  });
+  afterAll(() => fixture?.close());
+
+  async function watchLines(argv: string[], isTTY: boolean, events: Event[], count: number): Promise<string[]> {
+    let out = "";
+    let err = "";
+    let stop!: () => void;
+    const stopped = new Promise<void>((resolve) => {
+      stop = resolve;
+    });
+    const running = main(["watch", "--since", "1m", "--admin", fixture.cp.httpUrl, ...argv], {
+      out: (s) => {
+        out += s;
+      },
+      err: (s) => {
+        err += s;
+      },
+      env: {},
+      isTTY,
+      stopped,
+    });
+    await fixture.cp.deliverEvents(events);
+    await waitFor(`${count} lines`, () => out.split("\n").length > count);
+    stop();
+    expect(await running).toBe(0);
+    expect(err).toMatch(/^aigw watch: stopped; resume with --since \d+\n$/);
+    return out.trimEnd().split("\n");
+  }
+
+  it("aligns and colours on a terminal only, and filters by --org and --app", async () => {
+    const a = completion("gpt-4o-mini");
+    const b = create(EventSchema, { ...error(), id: newEventId(), orgId: "org_feed_long_name", app: "x" });
+    const elsewhere = create(EventSchema, { ...completion(), id: newEventId(), orgId: "org_elsewhere", app: "y" });
+    const tty = await watchLines(["--org", "org_feed_long_name"], true, [elsewhere, b], 1);
+    expect(tty).toHaveLength(1);
+    expect(tty[0]).toContain("\u001b[31merror");
+    expect(tty[0]).toContain(b.id);
+
+    const piped = await watchLines(["--app", "feed"], false, [a, b], 1);
+    // Piped: no escape codes, one space between fields, and only app "feed" (a, not b or elsewhere).
+    expect(piped.join("\n")).not.toContain("\u001b");
+    expect(
+      piped.some((l) => l.includes(b.id)),
+      piped.join("\n"),
+    ).toBe(false);
+    expect(piped.some((l) => l.includes(elsewhere.id))).toBe(false);
+    const line = piped.find((l) => l.includes(a.id));
+    expect(line).toMatch(/^\S+Z completion org_feed\/feed openai .*model=gpt-4o-mini .*evt_\w+$/);
+    expect(line).not.toMatch(/ {2}/);
+
+    const aligned = await watchLines(["--events", "completion,error"], true, [a, b], 3);
+    // On a terminal the type, org/app and provider columns line up.
+    const plain = aligned.map((l) => l.replace(/\u001b\[\d+m/g, ""));
+    const at = (l: string | undefined) => l?.indexOf("openai");
+    expect(new Set(plain.map(at)).size).toBe(1);
   });
 });
 
