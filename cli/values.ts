@@ -34,13 +34,3 @@ export function parseUsd(flag: string, text: string): number {
     throw new UsageError(`${flag}: must be an amount in USD such as 100 or 0.15, got "${text}"`);
   return Number(text);
 }
-
-const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
-
-/** "90s", "15m", "2h", "1d", "1h30m" → milliseconds; undefined when `text` is not a duration. */
-export function parseDuration(text: string): number | undefined {
-  if (!/^(\d+(ms|s|m|h|d))+$/.test(text)) return undefined;
-  let ms = 0;
-  for (const [, n, unit] of text.matchAll(/(\d+)(ms|s|m|h|d)/g)) ms += Number(n) * (UNIT_MS[unit ?? ""] ?? 0);
-  return Number.isSafeInteger(ms) ? ms : undefined;
-}

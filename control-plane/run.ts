@@ -11,7 +11,7 @@ import { createLogger, type Logger } from "../common/logger.js";
 import { VERSION } from "../common/version.js";
 import { AdminServiceImpl } from "./admin/admin-service.js";
 import { BudgetAdminRpcs } from "./budgets/admin-rpcs.js";
-import { Budgets, storedAndGenerated } from "./budgets/budgets.js";
+import { Budgets } from "./budgets/budgets.js";
 import { loadConfigFile } from "./config/load.js";
 import type { GatewayConfig } from "./config/types.js";
 import { DeliveryScheduler } from "./delivery/scheduler.js";
@@ -21,7 +21,9 @@ import { authInterceptor, isLoopbackHost, TokenSet } from "./http/auth.js";
 import { dashboardHtml } from "./http/dashboard.js";
 import { closeHttp, type HostPort, listen, parseHostPort, trackSessions, urlOf } from "./http/listen.js";
 import { histogram, renderMetrics, single } from "./http/metrics.js";
-import { IngestServiceImpl, newIngestMetrics } from "./ingest/ingest-service.js";
+import { Watchdog } from "./http/watchdog.js";
+import { IngestServiceImpl } from "./ingest/ingest-service.js";
+import { IngestPipeline, newIngestMetrics } from "./ingest/pipeline.js";
 import { SnapshotPublisher } from "./ingest/snapshots.js";
 import { EventRouter } from "./routing/event-router.js";
 import { GatewayLimitShares } from "./ingest/gateway-limits.js";
@@ -45,6 +47,8 @@ export interface ControlPlaneOptions {
   logger?: Logger;
   /** The clock of budget periods and budget events (tests move it); default Date.now. */
   now?: () => number;
+  /** How long close() waits for webhook requests in flight before handing them back; default 10 s. */
+  drainTimeoutMs?: number;
 }
 
 export interface RunningControlPlane {
@@ -85,8 +89,17 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
   const subscription = new RuntimeSubscription(config.events, () => refreshRouting());
   const router = new EventRouter(subscription.get(), await store.listEndpoints());
   const bus = new EventBus();
-  const scheduler = new DeliveryScheduler({ store, config, logger: logger.child({ component: "delivery" }) });
+  const scheduler = new DeliveryScheduler({
+    store,
+    config,
+    logger: logger.child({ component: "delivery" }),
+    ...(options.drainTimeoutMs !== undefined ? { stopTimeoutMs: options.drainTimeoutMs } : {}),
+  });
   const ingestMetrics = newIngestMetrics();
+  const watchdog = new Watchdog({
+    logger: logger.child({ component: "watchdog" }),
+    activity: () => ({ delivery: scheduler.activity(), sidecars: ingestMetrics.connectedSidecars }),
+  });
 
   const snapshots = new SnapshotPublisher({
     wantedEventTypes: router.wantedEventTypes(),
@@ -123,21 +136,26 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
     metrics: oneOffMetrics,
   });
 
-  const deliverEvents = async (events: Event[], endpoints?: string[]): Promise<IngestResult> => {
-    // Events sent to given endpoints are test events: priced, but no one's spend.
-    const result = await budgets.ingest(events, endpoints ? () => endpoints : await oneOff.routeFor(events, router), {
-      countSpend: endpoints === undefined,
-    });
-    bus.publish(storedAndGenerated(result));
-    if (result.deliveries > 0) scheduler.notify();
-    return result;
-  };
+  const pipeline = new IngestPipeline({
+    store,
+    prices: budgets.prices,
+    ledger: budgets.ledger,
+    router,
+    oneOff,
+    bus,
+    wake: (endpoints) => scheduler.notify(endpoints),
+    metrics: ingestMetrics,
+    logger: logger.child({ component: "ingest" }),
+  });
+  // Events sent to given endpoints are test events: priced, but no one's spend.
+  const deliverEvents = (events: Event[], endpoints?: string[]): Promise<IngestResult> =>
+    endpoints ? pipeline.ingestTo(events, endpoints) : pipeline.ingest(events);
 
   const routes = (r: ConnectRouter): void => {
     r.service(
       IngestService,
       new IngestServiceImpl({
-        ingest: (events) => deliverEvents(events),
+        ingest: (events, source) => pipeline.ingest(events, source),
         snapshot: (hello) => snapshots.snapshotFor(hello),
         presence: limitShares,
         onSnapshot: (l) => snapshots.subscribe(l),
@@ -151,7 +169,7 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
         store,
         config: () => config,
         deliverEvents,
-        notifyDeliveries: () => scheduler.notify(),
+        notifyDeliveries: (endpoints) => scheduler.notify(endpoints),
         isCircuitOpen: (name) => scheduler.isCircuitOpen(name),
         onEndpointsChanged: () => {
           // Key rotations and endpoint changes apply to the next attempt, not after the scheduler's cache expires.
@@ -186,6 +204,18 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
       single("aigw_deliveries_pending", "Deliveries waiting for an attempt.", "gauge", await store.countPending()),
       single("aigw_deliveries_in_flight", "Webhook requests in flight.", "gauge", m.inFlight),
       {
+        name: "aigw_delivery_lanes",
+        help: "Endpoints with pending work, by where their lane is: ready to claim, waiting for a time, parked at its cap.",
+        type: "gauge",
+        samples: [
+          { labels: { state: "ready" }, value: m.lanes.ready },
+          { labels: { state: "timed" }, value: m.lanes.timed },
+          { labels: { state: "parked" }, value: m.lanes.parked },
+        ],
+      },
+      single("aigw_delivery_claims_total", "Claim rounds (one store transaction each).", "counter", m.claims.rounds),
+      single("aigw_delivery_claimed_total", "Deliveries claimed.", "counter", m.claims.rows),
+      {
         name: "aigw_delivery_attempts_total",
         help: "Delivery attempts by outcome.",
         type: "counter",
@@ -199,6 +229,7 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
         samples: m.openCircuits.map((endpoint) => ({ labels: { endpoint }, value: 1 })),
       },
       ...budgets.metrics(),
+      ...watchdog.metrics(),
       {
         name: "aigw_oneoff_events_total",
         help: "Events with x-aigw-webhook-url, by outcome (routed to the one-off endpoint, or refused).",
@@ -267,6 +298,7 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
     throw new Error(`control-plane: cannot listen: ${(err as Error).message}`, { cause: err });
   }
   scheduler.start();
+  watchdog.start();
   ready = true;
 
   const retention = startRetention(store, config, logger);
@@ -284,12 +316,14 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
     deliverEvents,
     close: () => {
       closing ??= (async () => {
+        logger.info("control plane stopping");
         ready = false;
         clearInterval(retention);
         budgets.close();
         bus.closeAll();
         await Promise.allSettled([closeGrpc(), closeHttp(httpServer)]);
         await scheduler.stop();
+        await watchdog.stop();
         await store.close();
         logger.info("control plane stopped");
       })();

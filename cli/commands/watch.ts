@@ -1,11 +1,12 @@
 import type { Event } from "../../gen/aigw/v1/events_pb.js";
+import { parseDuration } from "../../common/duration.js";
 import { EVENT_TYPE_NAMES } from "../../common/event-types.js";
 import { webhookBody } from "../../common/webhook-body.js";
 import { adminTransport, CONNECTION_FLAGS } from "../admin.js";
 import { type CommandGroup, UsageError } from "../command.js";
 import { watchFeedResuming } from "../feed-watcher.js";
 import { type Palette, paletteFor } from "../render.js";
-import { parseDuration, parseEventTypes } from "../values.js";
+import { parseEventTypes } from "../values.js";
 
 export const watch: CommandGroup = {
   name: "watch",
@@ -31,7 +32,7 @@ export const watch: CommandGroup = {
         since: {
           type: "string",
           value: "DURATION|CURSOR",
-          help: "replay stored events first: from 2h (s, m, h, d) ago, or after a cursor (0: all kept)",
+          help: "replay stored events first: from 2h (ms, s, m, h, d) ago, or after a cursor (0: all kept)",
         },
         json: { type: "boolean", help: "one JSON webhook body per line" },
         ...CONNECTION_FLAGS,
@@ -43,13 +44,13 @@ export const watch: CommandGroup = {
         let cursor: string | undefined;
         let sinceMs: number | undefined;
         if (since !== undefined) {
+          // Digits alone are a cursor; a duration has its unit (a bare number would be ambiguous).
           if (/^\d+$/.test(since)) cursor = since;
           else {
-            sinceMs = parseDuration(since);
-            if (sinceMs === undefined) {
-              throw new UsageError(
-                `--since: "${since}" is neither a duration (90s, 15m, 2h, 1d, 1h30m) nor a cursor (digits)`,
-              );
+            try {
+              sinceMs = parseDuration(since, "--since");
+            } catch (err) {
+              throw new UsageError(`${(err as Error).message}, nor a cursor (digits)`);
             }
           }
         }

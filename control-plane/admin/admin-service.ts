@@ -65,13 +65,8 @@ import {
   StoreConflictError,
   StoreNotFoundError,
 } from "../store/store.js";
-import {
-  checkEndpointName,
-  checkEndpointUrl,
-  checkFailoverTo,
-  checkSecret,
-  firstUnknownEventType,
-} from "./endpoint-validation.js";
+import { checkEndpointName, checkEndpointUrl, checkSecret, firstUnknownEventType } from "./endpoint-validation.js";
+import { failoverChainProblem } from "../config/failover-chain.js";
 import { deliveryMessage, deliveryStatusRecord, endpointMessage, endpointStatsMessage } from "./mapping.js";
 import { syntheticEvent } from "./test-events.js";
 import { ONE_OFF_PREFIX } from "../routing/one-off.js";
@@ -85,8 +80,8 @@ export interface AdminDeps {
   config: () => GatewayConfig;
   /** Stores events and creates deliveries: to `endpoints` when given, else by the normal routing; notifies the scheduler and the live feed. */
   deliverEvents(events: Event[], endpoints?: string[]): Promise<IngestResult>;
-  /** Wakes the scheduler after deliveries were created by replay. */
-  notifyDeliveries(): void;
+  /** Wakes the delivery lanes of `endpoints` after replay created deliveries (all lanes with work when absent). */
+  notifyDeliveries(endpoints?: readonly string[]): void;
   isCircuitOpen(endpoint: string): boolean;
   /** Called after endpoints change (so routing caches refresh). */
   onEndpointsChanged(): void;
@@ -149,7 +144,7 @@ export class AdminServiceImpl implements ServiceImpl<typeof AdminService> {
         ep.failoverTo === "" && ep.name === "primary" && existing.some((e) => e.name === "backup")
           ? "backup"
           : ep.failoverTo;
-      invalidIf(checkFailoverTo(ep.name, failoverTo, failoverMap(existing)), "endpoint.failover_to");
+      invalidIf(failoverChainProblem(ep.name, failoverTo, failoverMap(existing)), "endpoint.failover_to");
       const record = await this.deps.store.createEndpoint(
         { name: ep.name, url: ep.url, enabled: ep.enabled, eventTypes: dedupe(ep.eventTypes), failoverTo, filters },
         ep.secret,
@@ -289,7 +284,7 @@ export class AdminServiceImpl implements ServiceImpl<typeof AdminService> {
       }
       await this.requireDeliverable(delivery.endpoint);
       const replay = await this.deps.store.replayDelivery(req.id);
-      this.deps.notifyDeliveries();
+      this.deps.notifyDeliveries([replay.endpoint]);
       this.deps.logger.info({ delivery: req.id, replay: replay.id, endpoint: replay.endpoint }, "delivery replayed");
       return create(ReplayDeliveryResponseSchema, { delivery: deliveryMessage(replay) });
     });
@@ -302,7 +297,7 @@ export class AdminServiceImpl implements ServiceImpl<typeof AdminService> {
         if (!endpoint) throw new ConnectError(`endpoint "${req.endpoint}" not found`, Code.NotFound);
       }
       const replayed = await this.deps.store.replayDeadLettered(req.endpoint !== "" ? req.endpoint : undefined);
-      if (replayed > 0) this.deps.notifyDeliveries();
+      if (replayed > 0) this.deps.notifyDeliveries(req.endpoint !== "" ? [req.endpoint] : undefined);
       this.deps.logger.info({ endpoint: req.endpoint || "*", replayed }, "dead-lettered deliveries replayed");
       return create(ReplayDeliveriesResponseSchema, { replayed });
     });
@@ -448,7 +443,7 @@ export class AdminServiceImpl implements ServiceImpl<typeof AdminService> {
     }
     if (fields.has("failover_to") && ep.failoverTo !== current.failoverTo) {
       const all = await this.deps.store.listEndpoints();
-      invalidIf(checkFailoverTo(ep.name, ep.failoverTo, failoverMap(all)), "endpoint.failover_to");
+      invalidIf(failoverChainProblem(ep.name, ep.failoverTo, failoverMap(all)), "endpoint.failover_to");
       patch.failoverTo = ep.failoverTo;
     }
     return patch;

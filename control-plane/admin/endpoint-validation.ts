@@ -75,29 +75,6 @@ export function firstUnknownEventType(types: readonly EventType[]): number {
   return types.findIndex((t) => !KNOWN_EVENT_TYPES.has(t));
 }
 
-/**
- * Problem with `failoverTo` for endpoint `name`, given where every other endpoint fails
- * over to. Chains are refused when they lead back to `name`: a failover delivery that
- * fails over again must end somewhere.
- */
-export function checkFailoverTo(
-  name: string,
-  failoverTo: string,
-  failoverOf: ReadonlyMap<string, string>,
-): string | undefined {
-  if (failoverTo === "") return undefined;
-  if (failoverTo === name) return "an endpoint cannot fail over to itself";
-  if (!failoverOf.has(failoverTo)) return `no endpoint named "${failoverTo}"`;
-  const seen = new Set([name]);
-  let next = failoverOf.get(failoverTo) ?? "";
-  while (next !== "") {
-    if (seen.has(next)) return `"${failoverTo}" fails over back to "${name}" (a cycle)`;
-    seen.add(next);
-    next = failoverOf.get(next) ?? "";
-  }
-  return undefined;
-}
-
 const PRIVATE_V4: [string, number, string][] = [
   ["0.0.0.0", 8, "an unspecified address"],
   ["10.0.0.0", 8, "a private address"],

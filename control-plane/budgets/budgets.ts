@@ -1,8 +1,7 @@
 import type { Logger } from "../../common/logger.js";
-import type { Event } from "../../gen/aigw/v1/events_pb.js";
 import type { GatewayConfig } from "../config/types.js";
 import type { MetricFamily } from "../http/metrics.js";
-import type { IngestResult, Store, StoredEvent, StoredModelPrice } from "../store/store.js";
+import type { Store, StoredModelPrice } from "../store/store.js";
 import { BudgetLedger, type BudgetStateInit } from "./budget-ledger.js";
 import { PriceBook } from "./price-book.js";
 
@@ -18,8 +17,9 @@ export interface BudgetsOptions {
 }
 
 /**
- * Pricing and budgets on the ingest path: every completion gets its cost_usd here, and
- * the store counts it against the org's budgets in the transaction that stores it.
+ * Pricing and budgets: the price book that gives every completion its cost_usd on the
+ * ingest path (control-plane/ingest/pipeline.ts), and the ledger whose accounting the store
+ * applies in the transaction that stores the events.
  */
 export class Budgets {
   private constructor(
@@ -48,23 +48,6 @@ export class Budgets {
     return new Budgets(store, prices, ledger);
   }
 
-  /**
-   * Prices the completions among `events` and stores them. With `countSpend` (real
-   * traffic; not test events) their cost also counts against budgets, and budget events
-   * for thresholds crossed come back in `generated`.
-   */
-  async ingest(
-    events: Event[],
-    route: (event: Event) => readonly string[],
-    options: { countSpend: boolean },
-  ): Promise<IngestResult> {
-    for (const event of events) this.prices.priceEvent(event);
-    const accounting = options.countSpend ? this.ledger.accounting(costOf) : undefined;
-    const result = await this.store.ingest(events, route, accounting);
-    this.ledger.observe(result);
-    return result;
-  }
-
   /** Persists a model's price, then charges it from the next event on. */
   async setModelPrice(price: StoredModelPrice): Promise<void> {
     await this.store.putModelPrice(price);
@@ -78,14 +61,4 @@ export class Budgets {
   close(): void {
     this.ledger.close();
   }
-}
-
-function costOf(event: Event): number {
-  return event.payload.case === "completion" ? event.payload.value.costUsd : 0;
-}
-
-/** What an ingest stored and generated, in seq order: what the live feed gets. */
-export function storedAndGenerated(result: IngestResult): StoredEvent[] {
-  if (!result.generated?.length) return result.stored;
-  return [...result.stored, ...result.generated].sort((a, b) => a.seq - b.seq);
 }

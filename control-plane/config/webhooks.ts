@@ -1,6 +1,7 @@
 import type { EventTypeName } from "../../common/event-types.js";
 import { checkSigningSecret, checkWebhookUrl, ENDPOINT_NAME } from "./checks.js";
 import { readEventTypes, readFilters } from "./events.js";
+import { failoverChainProblem } from "./failover-chain.js";
 import type { ConfigReader, Field } from "./reader.js";
 import type { WebhookEndpointConfig } from "./types.js";
 
@@ -19,7 +20,7 @@ export function readWebhooks(
 ): Record<string, WebhookEndpointConfig> {
   const entries = r.entries(field, "a mapping of endpoint name to endpoint");
   const names = entries.map((e) => e.key);
-  const endpoints: [string, WebhookEndpointConfig][] = [];
+  const endpoints: ReadEndpoint[] = [];
   for (const { key: name, field: endpointField } of entries) {
     if (!ENDPOINT_NAME.test(name)) {
       r.failEntry(
@@ -30,9 +31,35 @@ export function readWebhooks(
       // Reserved for the one-off endpoints of x-aigw-webhook-url (control-plane/routing/one-off.ts).
       r.failEntry(endpointField, `endpoint name ${JSON.stringify(name)} is invalid; the "oneoff-" prefix is reserved`);
     }
-    endpoints.push([name, readEndpoint(r, endpointField, name, names, context)]);
+    endpoints.push(readEndpoint(r, endpointField, name, names, context));
   }
-  return Object.fromEntries(endpoints);
+  checkFailoverChains(r, endpoints);
+  return Object.fromEntries(endpoints.map((e) => [e.name, e.config]));
+}
+
+/**
+ * Chains checked once every endpoint is read (one failover_to cannot show a cycle).
+ * Problems with a value itself (an unknown name, the endpoint itself) are reported where
+ * it is read, so only chains of valid values are walked here.
+ */
+function checkFailoverChains(r: ConfigReader, endpoints: ReadEndpoint[]): void {
+  const failoverOf = new Map(endpoints.map((e) => [e.name, e.config.failoverTo]));
+  for (const { name, field, failoverField, config } of endpoints) {
+    const failoverTo = config.failoverTo;
+    if (failoverTo === "" || failoverTo === name || !failoverOf.has(failoverTo)) continue;
+    if (failoverField && !r.isValid(failoverField.path)) continue;
+    const problem = failoverChainProblem(name, failoverTo, failoverOf);
+    if (problem === undefined) continue;
+    if (failoverField) r.fail(failoverField, problem);
+    else r.report(`${field.path}.failover_to`, field.line, `${problem} (primary fails over to backup by default)`);
+  }
+}
+
+interface ReadEndpoint {
+  name: string;
+  field: Field;
+  failoverField: Field | undefined;
+  config: WebhookEndpointConfig;
 }
 
 function readEndpoint(
@@ -41,7 +68,7 @@ function readEndpoint(
   name: string,
   names: string[],
   context: EndpointContext,
-): WebhookEndpointConfig {
+): ReadEndpoint {
   const keys = r.section(field, ENDPOINT_KEYS);
 
   const urlField = keys.get("url");
@@ -81,7 +108,7 @@ function readEndpoint(
     }
   }
 
-  return {
+  const config: WebhookEndpointConfig = {
     url: url?.trim() ?? "",
     secret: secret ?? "",
     enabled: r.boolean(keys.get("enabled")) ?? true,
@@ -89,4 +116,5 @@ function readEndpoint(
     failoverTo: failoverTo ?? (name === "primary" && names.includes("backup") ? "backup" : ""),
     filters: readFilters(r, keys.get("filters")),
   };
+  return { name, field, failoverField, config };
 }

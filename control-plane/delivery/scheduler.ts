@@ -3,20 +3,24 @@ import { LRUCache } from "lru-cache";
 import type { Logger } from "../../common/logger.js";
 import { ulid } from "../../common/ids.js";
 import { USER_AGENT } from "../../common/version.js";
-import { webhookBody } from "../../common/webhook-body.js";
 import type { GatewayConfig } from "../config/types.js";
-import type { AttemptOutcome, ClaimedDelivery, EndpointRecord, NewAttempt, Store } from "../store/store.js";
+import type { AttemptOutcome, ClaimedDelivery, EndpointRecord, LaneClaim, NewAttempt, Store } from "../store/store.js";
 import { CircuitBreaker } from "./circuit-breaker.js";
+import { type LaneDecision, type LaneView, laneViews, planClaims, type SettleReason } from "./claim-planner.js";
+import { type Lane, type LaneCounts, LaneTable } from "./lanes.js";
 import { createDeliveryPool, type DeliveryPool } from "./pool.js";
 import { classifyAttempt, deadLettered, decideOutcome, describeAttempt, type AttemptResult } from "./retry-policy.js";
 import type { DeliveryBatch } from "./task.js";
 
 /**
- * The main-thread half of delivery: claims due deliveries from the store with a lease,
- * keeps within the global and per-endpoint concurrency caps and the circuit breakers,
- * hands each attempt to the worker pool, and records the outcome the retry policy decides.
- * It never waits on a receiver itself: the only awaits on the main thread are the store
- * and worker results, so a hanging endpoint costs one in-flight slot, not the loop.
+ * The main-thread half of delivery. Each endpoint with pending work is a lane
+ * (lanes.ts); a claim round takes ready lanes round-robin, lets the planner decide what
+ * each may take (claim-planner.ts: its own concurrency, its circuit, the global cap), and
+ * claims each lane's due rows from that endpoint's own index range, so a claim costs what
+ * it returns: never another endpoint's backlog, never an endpoint at its cap. Attempts run
+ * in the worker pool, which renders and signs the webhooks; results are recorded as they
+ * come (group-committed by the store). The only awaits here are the store and the pool, so
+ * a hanging receiver costs its own lane's slots and nothing else.
  */
 
 export type AttemptOutcomeName = AttemptOutcome["status"];
@@ -33,6 +37,17 @@ export interface DeliveryMetrics {
   latency: { bucketsMs: readonly number[]; counts: number[]; sumMs: number; count: number };
   /** Endpoints whose circuit is open or half-open. */
   openCircuits: string[];
+  lanes: LaneCounts;
+  /** Claim rounds run, and the rows they claimed. */
+  claims: { rounds: number; rows: number };
+}
+
+/** What the scheduler is doing, for the watchdog's report of a stalled main thread. */
+export interface SchedulerActivity {
+  phase: "idle" | "rescan" | "plan" | "claim" | "dispatch";
+  inFlight: number;
+  lanes: LaneCounts;
+  lastClaim: { at: number; lanes: number; rows: number; ms: number } | undefined;
 }
 
 export interface DeliverySchedulerOptions {
@@ -44,28 +59,40 @@ export interface DeliverySchedulerOptions {
   /** Identifies this process's leases; default host/pid/random. */
   leaseOwner?: string;
   now?: () => number;
-  /** How long stop() waits for in-flight attempts; default min(timeout_ms, 10 s). */
+  /** How long stop() waits for attempts in flight; default 10 s (`--drain-timeout`). */
   stopTimeoutMs?: number;
 }
 
-/** Poll when due work exists but none is claimable (capped endpoints, other owners' leases). */
-const BLOCKED_POLL_MS = 100;
-/** Longest sleep with nothing due: picks up work another replica scheduled. */
-const IDLE_POLL_MS = 5_000;
-const CACHE_TTL_MS = 1_000;
+/** Lanes looked at per claim round, and rows claimed per round (bounds one transaction). */
+const MAX_LANES_PER_ROUND = 64;
+const MAX_ROWS_PER_ROUND = 512;
+/** Claim rounds before yielding the event loop. */
+const MAX_ROUNDS = 8;
 /**
  * Attempts per worker task. A task round trip costs far more main-thread CPU than one
  * delivery's bookkeeping; results still come back one by one as each attempt ends.
  */
 const MAX_BATCH = 32;
+/** Rows recorded without a request (failover, disabled or deleted endpoint) per lane per round. */
+const SETTLE_BATCH = 128;
+/**
+ * How often the scheduler asks the store which lanes have pending work. Every write this
+ * process makes wakes its lane directly; this catches the rest (leases of a crashed
+ * process, another replica's writes) and costs one index seek per lane.
+ */
+const RESCAN_EVERY_MS = 10_000;
+const RESCAN_PAGE = 256;
+/** Drop circuit failure counts this old (closed circuits only). */
+const CIRCUIT_IDLE_MS = 10 * 60_000;
+const CACHE_TTL_MS = 1_000;
+/** A lane whose due rows could not be claimed (held by another claim) is looked at again after this. */
+const BUSY_RETRY_MS = 50;
+const DEFAULT_STOP_TIMEOUT_MS = 10_000;
 
 /** Free slots that trigger a new claim: one claim (a write transaction) refills many. */
 function refillMark(cap: number): number {
   return Math.max(1, Math.floor(cap / 4));
 }
-
-/** An endpoint as one claim sees it; secrets only when it will be sent to. */
-type Target = { endpoint: EndpointRecord | undefined; secrets: string[] | { error: unknown } } | { error: unknown };
 
 interface SentAttempt {
   delivery: ClaimedDelivery;
@@ -79,6 +106,8 @@ export class DeliveryScheduler {
   private readonly now: () => number;
   private readonly leaseOwner: string;
   private readonly breaker: CircuitBreaker;
+  private readonly lanes = new LaneTable();
+  // Both caches hold promises: deliveries to one endpoint share one store read.
   private readonly endpoints = new LRUCache<string, Promise<EndpointRecord | undefined>>({
     max: 10_000,
     ttl: CACHE_TTL_MS,
@@ -87,16 +116,26 @@ export class DeliveryScheduler {
   private readonly secrets = new LRUCache<string, Promise<string[]>>({ max: 10_000, ttl: CACHE_TTL_MS });
   private pool: DeliveryPool | undefined;
   private readonly ownsPool: boolean;
-  private readonly stopTimeoutMs: number | undefined;
+  private readonly stopTimeoutMs: number;
 
   private running = false;
   private pumping: Promise<void> | undefined;
   private pumpAgain = false;
   private pumpQueued = false;
   private timer: NodeJS.Timeout | undefined;
+  private lastRescanAt = 0;
+  private rescanRequested = true;
+  /** Requests in flight (settlements without a request are not counted here). */
   private inFlight = 0;
-  private readonly perEndpoint = new Map<string, number>();
   private readonly attemptsInFlight = new Set<Promise<void>>();
+  private phase: SchedulerActivity["phase"] = "idle";
+  private lastClaim: SchedulerActivity["lastClaim"];
+  private claimRounds = 0;
+  private claimedRows = 0;
+  /** Endpoints whose open circuit was logged, so a circuit that stays open is logged once. */
+  private readonly loggedOpen = new Set<string>();
+  /** Failovers since the stretch was logged, by "from\0to"; cleared when the circuit closes. */
+  private readonly failovers = new Map<string, number>();
 
   private readonly attemptCounts: Record<AttemptOutcomeName, number> = {
     delivered: 0,
@@ -118,7 +157,7 @@ export class DeliveryScheduler {
     this.breaker = new CircuitBreaker(breakerSettings(options.config));
     this.pool = options.pool;
     this.ownsPool = options.pool === undefined;
-    this.stopTimeoutMs = options.stopTimeoutMs;
+    this.stopTimeoutMs = options.stopTimeoutMs ?? DEFAULT_STOP_TIMEOUT_MS;
   }
 
   start(): void {
@@ -130,14 +169,27 @@ export class DeliveryScheduler {
       concurrentTasksPerWorker: Math.max(64, this.config.delivery.concurrentDeliveries),
     });
     this.log.info(
-      { leaseOwner: this.leaseOwner, concurrency: this.config.delivery.concurrentDeliveries },
+      {
+        leaseOwner: this.leaseOwner,
+        concurrency: this.config.delivery.concurrentDeliveries,
+        perEndpoint: this.config.delivery.perEndpointConcurrency,
+      },
       "delivery scheduler started",
     );
+    this.rescanRequested = true;
     this.schedulePump();
   }
 
-  /** New deliveries were stored: claim them promptly instead of at the next timer. */
-  notify(): void {
+  /**
+   * New deliveries were stored for `endpoints` (ingest, replay, test events): claim them
+   * promptly. Without endpoints, the store is asked which lanes have work.
+   */
+  notify(endpoints?: readonly string[]): void {
+    if (endpoints === undefined) this.rescanRequested = true;
+    else {
+      const now = this.now();
+      for (const name of endpoints) this.lanes.wake(name, now, now);
+    }
     this.schedulePump();
   }
 
@@ -146,6 +198,7 @@ export class DeliveryScheduler {
     this.breaker.updateSettings(breakerSettings(config));
     this.endpoints.clear();
     this.secrets.clear();
+    this.rescanRequested = true;
     this.schedulePump();
   }
 
@@ -164,18 +217,30 @@ export class DeliveryScheduler {
       inFlight: this.inFlight,
       latency: { bucketsMs: LATENCY_BUCKETS_MS, counts, sumMs: this.latencySumMs, count: this.latencyCount },
       openCircuits: this.breaker.openEndpoints(this.now()),
+      lanes: this.lanes.counts(),
+      claims: { rounds: this.claimRounds, rows: this.claimedRows },
     };
   }
 
-  /** Stops claiming, waits (bounded) for attempts in flight, then gives unfinished leases back. */
-  async stop(): Promise<void> {
+  activity(): SchedulerActivity {
+    return { phase: this.phase, inFlight: this.inFlight, lanes: this.lanes.counts(), lastClaim: this.lastClaim };
+  }
+
+  /**
+   * Stops claiming, waits up to `timeoutMs` (default: the constructor's stopTimeoutMs) for
+   * attempts in flight to be recorded, then gives every unfinished lease back so another
+   * process (or the next start) takes them at once. Nothing acked is lost either way: an
+   * attempt cut short is simply made again.
+   */
+  async stop(options: { timeoutMs?: number } = {}): Promise<void> {
     if (!this.running) return;
     this.running = false;
     clearTimeout(this.timer);
     this.timer = undefined;
     await this.pumping;
-    const bound = this.stopTimeoutMs ?? Math.min(this.config.delivery.timeoutMs, 10_000);
+    const bound = options.timeoutMs ?? this.stopTimeoutMs;
     let boundTimer: NodeJS.Timeout | undefined;
+    const inFlightAtStop = this.inFlight;
     await Promise.race([
       Promise.allSettled([...this.attemptsInFlight]),
       new Promise<void>((resolve) => {
@@ -183,7 +248,12 @@ export class DeliveryScheduler {
       }),
     ]);
     clearTimeout(boundTimer);
-    if (this.inFlight > 0) this.log.warn({ inFlight: this.inFlight }, "stopping with attempts still in flight");
+    if (this.inFlight > 0) {
+      this.log.warn(
+        { inFlight: this.inFlight, waitedMs: bound },
+        "stopping with attempts still in flight; their deliveries are retried",
+      );
+    } else if (inFlightAtStop > 0) this.log.info({ finished: inFlightAtStop }, "attempts in flight finished");
     try {
       const released = await this.store.releaseLeases(this.leaseOwner);
       if (released > 0) this.log.info({ released }, "released delivery leases");
@@ -223,262 +293,276 @@ export class DeliveryScheduler {
       await this.pumping;
     } finally {
       this.pumping = undefined;
+      this.phase = "idle";
     }
     if (this.pumpAgain) {
       this.pumpAgain = false;
       this.schedulePump();
     } else {
-      await this.armTimer();
+      this.armTimer();
     }
   }
 
   private async claimAndDispatch(): Promise<void> {
     try {
-      // Bounded rounds: a store that keeps returning full batches still yields to I/O.
-      for (let round = 0; round < 16 && this.running; round++) {
+      if (this.rescanRequested || this.now() - this.lastRescanAt >= RESCAN_EVERY_MS) await this.rescan();
+      for (let round = 0; round < MAX_ROUNDS && this.running; round++) {
         this.pumpAgain = false;
         const now = this.now();
-        const free = this.config.delivery.concurrentDeliveries - this.inFlight;
-        if (free <= 0) return;
-        const plan = await this.claimPlan(now, free);
-        if (plan.limit <= 0) return;
-        const claimed = await this.store.claimDue({
+        const ready = this.lanes.due(now, MAX_LANES_PER_ROUND);
+        if (ready.length === 0) return;
+        this.phase = "plan";
+        const views = await this.laneViews(ready, now);
+        const decisions = planClaims(views, {
+          globalFree: this.config.delivery.concurrentDeliveries - this.inFlight,
+          maxBatch: MAX_BATCH,
+          settleBatch: SETTLE_BATCH,
+          maxRows: MAX_ROWS_PER_ROUND,
+        });
+        const claiming: { lane: Lane; decision: LaneDecision & { limit: number } }[] = [];
+        decisions.forEach((decision, i) => {
+          const lane = ready[i] as Lane;
+          if (decision.action === "send" || decision.action === "settle") claiming.push({ lane, decision });
+          else if (decision.action === "wait") {
+            if (decision.reason === "circuit_open") this.lanes.defer(lane, decision.until ?? now + 1_000);
+            else this.lanes.park(lane);
+          }
+        });
+        if (claiming.length === 0) return;
+        this.phase = "claim";
+        const started = performance.now();
+        const claims = await this.store.claim({
           now,
-          limit: plan.limit,
           leaseOwner: this.leaseOwner,
           leaseMs: Math.ceil(this.config.delivery.timeoutMs) + 10_000,
-          skipEndpoints: plan.skip,
+          lanes: claiming.map(({ decision }) => ({ endpoint: decision.endpoint, limit: decision.limit })),
         });
+        let rows = 0;
+        for (const claim of claims) rows += claim.deliveries.length;
+        this.claimRounds++;
+        this.claimedRows += rows;
+        this.lastClaim = { at: now, lanes: claiming.length, rows, ms: performance.now() - started };
         // Claimed during stop(): released by stop() once this pump settles.
         if (!this.running) return;
-        if (claimed.length > 0) this.dispatch(claimed);
-        if (claimed.length < plan.limit) return;
+        this.phase = "dispatch";
+        claims.forEach((claim, i) => {
+          const { lane, decision } = claiming[i] as (typeof claiming)[number];
+          const got = claim.deliveries.length;
+          // Due but not claimable (rows another replica holds locked): look again shortly, not at once.
+          const nextDueAt =
+            got === 0 && claim.nextDueAt !== undefined && claim.nextDueAt <= now
+              ? now + BUSY_RETRY_MS
+              : claim.nextDueAt;
+          this.lanes.claimed(lane, got, decision.limit, nextDueAt, now);
+          if (claim.deliveries.length === 0) return;
+          if (decision.action === "send") this.dispatchSend(claim);
+          else if (decision.action === "settle") this.dispatchSettle(claim, decision.reason);
+        });
       }
       this.pumpAgain = true;
     } catch (err) {
       this.log.error({ err }, "claiming due deliveries failed; retrying shortly");
+      this.rescanRequested = true;
     }
   }
 
-  /**
-   * Which endpoints to leave out of this claim, and how many rows to claim at most so that
-   * no endpoint can exceed its allowance (the store claims oldest-first across endpoints).
-   * An endpoint with an open circuit is skipped unless it has a failover target: then its
-   * due deliveries are claimed and handed to the failover at once.
-   */
-  private async claimPlan(now: number, free: number): Promise<{ skip: string[]; limit: number }> {
-    const perEndpointCap = Math.max(1, this.config.delivery.perEndpointConcurrency);
-    const skip: string[] = [];
-    let limit = Math.min(free, perEndpointCap);
-    const names = new Set([...this.perEndpoint.keys(), ...this.breaker.openEndpoints(now)]);
-    for (const name of names) {
-      const inFlight = this.perEndpoint.get(name) ?? 0;
-      if (this.breaker.state(name, now) === "open") {
-        const record = await this.endpoint(name);
-        if (record?.failoverTo && record.enabled) continue; // each claimed row costs no request
-        skip.push(name);
-        continue;
-      }
-      const remaining = this.breaker.allowance(name, now, perEndpointCap) - inFlight;
-      if (remaining <= 0) skip.push(name);
-      else limit = Math.min(limit, remaining);
+  /** Asks the store which lanes have pending work, a page at a time; wakes each at its due time. */
+  private async rescan(): Promise<void> {
+    this.phase = "rescan";
+    this.rescanRequested = false;
+    this.lastRescanAt = this.now();
+    this.breaker.prune(this.lastRescanAt, CIRCUIT_IDLE_MS);
+    let after = "";
+    for (;;) {
+      const page = await this.store.pendingLanes(after, RESCAN_PAGE);
+      const now = this.now();
+      for (const { endpoint, dueAt } of page) this.lanes.wake(endpoint, dueAt, now);
+      const last = page[page.length - 1];
+      if (page.length < RESCAN_PAGE || last === undefined || !this.running) break;
+      after = last.endpoint;
+      await new Promise<void>((resolve) => setImmediate(resolve));
     }
-    return { skip, limit };
   }
 
-  private async armTimer(): Promise<void> {
-    if (!this.running || this.timer) return;
-    let delay = IDLE_POLL_MS;
-    if (this.inFlight > 0) {
-      // Completions pump as they come; this only covers retries falling due while every
-      // attempt in flight is slow. Cheaper than asking the store for the next due time.
-      delay = BLOCKED_POLL_MS;
-    } else {
-      try {
-        const due = await this.store.nextDueAt();
-        const now = this.now();
-        // Due already but not claimed: held by an open circuit or by another owner's
-        // lease. notify() pumps sooner; this is the backstop.
-        if (due !== undefined) delay = due > now ? due - now : BLOCKED_POLL_MS;
-        const transition = this.breaker.nextTransitionAt(now);
-        if (transition !== undefined) delay = Math.min(delay, transition - now);
-      } catch (err) {
-        this.log.error({ err }, "reading the next due time failed");
-        delay = 1_000;
-      }
-    }
+  /** Each ready lane as the planner sees it: endpoint records from a short cache, circuits from the breaker. */
+  private async laneViews(ready: readonly Lane[], now: number): Promise<LaneView[]> {
+    const records = new Map<string, EndpointRecord | undefined>();
+    const read = async (name: string) => {
+      if (!records.has(name)) records.set(name, await this.endpoint(name));
+    };
+    await Promise.all(ready.map((lane) => read(lane.endpoint)));
+    const targets = new Set<string>();
+    for (const record of records.values()) if (record?.failoverTo) targets.add(record.failoverTo);
+    await Promise.all([...targets].map(read));
+    return laneViews(
+      ready,
+      (name) => records.get(name),
+      (name) => this.breaker.describe(name, now),
+      this.config.delivery.perEndpointConcurrency,
+    );
+  }
+
+  private armTimer(): void {
     if (!this.running || this.timer || this.pumping) return;
+    const now = this.now();
+    let delay = this.lastRescanAt + RESCAN_EVERY_MS - now;
+    const next = this.lanes.nextTimerAt();
+    if (next !== undefined) delay = Math.min(delay, next - now);
     this.timer = setTimeout(
       () => {
         this.timer = undefined;
         void this.pump();
       },
-      Math.min(IDLE_POLL_MS, Math.max(1, delay)),
+      Math.min(RESCAN_EVERY_MS, Math.max(1, delay)),
     );
     this.timer.unref();
   }
 
   // ---- attempts -----------------------------------------------------------------------------
 
-  /**
-   * Takes a claim's in-flight slots at once (the next claim plan counts them), then sends
-   * it to the pool. Each delivery gives its slots back when its own attempt is recorded.
-   */
-  private dispatch(claimed: ClaimedDelivery[]): void {
-    for (const delivery of claimed) {
-      this.inFlight++;
-      this.perEndpoint.set(delivery.endpoint, (this.perEndpoint.get(delivery.endpoint) ?? 0) + 1);
-    }
-    const sent: Promise<void> = this.send(claimed)
-      .catch((err: unknown) => {
+  /** Sends a lane's claimed deliveries through the pool; each gives its slot back when recorded. */
+  private dispatchSend(claim: LaneClaim): void {
+    this.inFlight += claim.deliveries.length;
+    this.track(
+      this.send(claim).catch((err: unknown) => {
         // Unreachable by design (send settles every delivery itself); the leases would expire.
-        this.log.error({ err, deliveries: claimed.length }, "sending claimed deliveries failed");
-      })
-      .finally(() => this.attemptsInFlight.delete(sent));
-    this.attemptsInFlight.add(sent);
-  }
-
-  /**
-   * Prepares the claimed deliveries (one endpoint and key read per endpoint, not per
-   * delivery), records those that need no request, and runs the rest in batches. Settles
-   * when every delivery's attempt is recorded (or failed to be).
-   */
-  private async send(claimed: ClaimedDelivery[]): Promise<void> {
-    const startedAt = this.now();
-    const recordings: Promise<void>[] = [];
-    const targets = await this.prepareTargets(claimed, startedAt);
-    const { security, delivery: deliveryConfig } = this.config;
-    const batches: { batch: DeliveryBatch; sent: SentAttempt[] }[] = [];
-    let current: { batch: DeliveryBatch; sent: SentAttempt[]; destinations: Map<string, number> } | undefined;
-
-    for (const delivery of claimed) {
-      const name = delivery.endpoint;
-      const target = targets.get(name);
-      if (!target || "error" in target) {
-        // The lease is still held; it expires and the delivery is claimed again.
-        recordings.push(this.settle(delivery, Promise.reject(target?.error ?? new Error("endpoint not read"))));
-        continue;
-      }
-      const { endpoint, secrets } = target;
-      let skipReason: [string, AttemptOutcome] | undefined;
-      let body = "";
-      if (!endpoint) skipReason = [`endpoint "${name}" no longer exists`, { status: "failed" }];
-      else if (!endpoint.enabled) {
-        const why = endpoint.disabledReason ? `: ${endpoint.disabledReason}` : "";
-        skipReason = [`endpoint "${name}" is disabled${why}`, { status: "failed" }];
-      } else if (endpoint.failoverTo && this.breaker.state(name, startedAt) === "open") {
-        skipReason = ["circuit open", deadLettered(endpoint.failoverTo)];
-      } else if (typeof secrets === "object" && !Array.isArray(secrets)) {
-        skipReason = [`cannot build the webhook: ${errorMessage(secrets.error)}`, { status: "failed" }];
-      } else if (secrets.length === 0) {
-        skipReason = [`endpoint "${name}" has no valid signing key`, { status: "failed" }];
-      } else {
-        try {
-          body = JSON.stringify(webhookBody(delivery.event));
-        } catch (err) {
-          skipReason = [`cannot build the webhook: ${errorMessage(err)}`, { status: "failed" }];
-        }
-      }
-      if (skipReason || !endpoint || !Array.isArray(secrets)) {
-        const [error, outcome] = skipReason ?? ["endpoint not read", { status: "failed" }];
-        recordings.push(this.settle(delivery, this.finishWithoutRequest(delivery, error, outcome)));
-        continue;
-      }
-
-      if (!current || current.batch.items.length >= MAX_BATCH) {
-        current = {
-          batch: {
-            destinations: [],
-            items: [],
-            signatureHeader: security.signatureHeader,
-            timeoutMs: deliveryConfig.timeoutMs,
-            requireHttps: security.requireHttps,
-            allowedNetworks: [...security.allowedNetworks],
-            userAgent: USER_AGENT,
-          },
-          sent: [],
-          destinations: new Map(),
-        };
-        batches.push(current);
-      }
-      let destination = current.destinations.get(name);
-      if (destination === undefined) {
-        destination = current.batch.destinations.push({ url: endpoint.url, secrets }) - 1;
-        current.destinations.set(name, destination);
-      }
-      current.batch.items.push({ destination, body, webhookId: delivery.eventId });
-      current.sent.push({ delivery, endpoint });
-      this.breaker.attemptStarted(name, startedAt);
-    }
-
-    await Promise.all(
-      batches.map(async ({ batch, sent }) => {
-        const pool = this.pool;
-        const onResult = (index: number, result: AttemptResult) => {
-          const attempt = sent[index];
-          if (attempt) recordings.push(this.settle(attempt.delivery, this.record(attempt, startedAt, result)));
-        };
-        const failure = pool ? await pool.runBatch(batch, onResult) : closedPool(batch, onResult);
-        // The pool itself failed (a worker died, shutdown): those attempts retry like network errors.
-        if (failure && this.running) this.log.error({ err: failure, attempts: sent.length }, "delivery worker failed");
+        this.log.error({ err, endpoint: claim.endpoint }, "sending claimed deliveries failed");
       }),
     );
-    await Promise.all(recordings);
   }
 
-  /** Each endpoint of a claim read once (cached briefly), with its signing secrets when it will be sent to. */
-  private async prepareTargets(claimed: ClaimedDelivery[], now: number): Promise<Map<string, Target>> {
-    const targets = new Map<string, Target>();
-    const reads: Promise<void>[] = [];
-    for (const { endpoint: name } of claimed) {
-      if (targets.has(name)) continue;
-      const target: Target = { endpoint: undefined, secrets: [] };
-      targets.set(name, target);
-      reads.push(
+  /** Records a lane's claimed deliveries without a request: the endpoint is gone, disabled, or failing over. */
+  private dispatchSettle(claim: LaneClaim, reason: SettleReason): void {
+    this.track(
+      (async () => {
+        const endpoint = reason === "missing" ? undefined : await this.endpoint(claim.endpoint).catch(() => undefined);
+        let error: string;
+        let outcome: AttemptOutcome;
+        if (reason === "failover" && endpoint?.failoverTo) {
+          error = "circuit open";
+          outcome = deadLettered(endpoint.failoverTo);
+        } else if (reason === "disabled" && endpoint) {
+          error = `endpoint "${claim.endpoint}" is disabled${endpoint.disabledReason ? `: ${endpoint.disabledReason}` : ""}`;
+          outcome = { status: "failed" };
+        } else {
+          error = `endpoint "${claim.endpoint}" no longer exists`;
+          outcome = { status: "failed" };
+        }
+        await Promise.all(
+          claim.deliveries.map((delivery) =>
+            this.settle(delivery, false, this.finishWithoutRequest(delivery, error, outcome)),
+          ),
+        );
+        this.log.info(
+          { endpoint: claim.endpoint, deliveries: claim.deliveries.length, reason: error },
+          "deliveries not attempted",
+        );
+      })(),
+    );
+  }
+
+  private track(work: Promise<void>): void {
+    const tracked: Promise<void> = work.finally(() => this.attemptsInFlight.delete(tracked));
+    this.attemptsInFlight.add(tracked);
+  }
+
+  /**
+   * Reads the lane's endpoint and keys once, then runs its deliveries in worker batches.
+   * Settles when every delivery's attempt is recorded (or failed to be).
+   */
+  private async send(claim: LaneClaim): Promise<void> {
+    const startedAt = this.now();
+    const name = claim.endpoint;
+    let endpoint: EndpointRecord | undefined;
+    let secrets: string[] | undefined;
+    let problem: string | undefined;
+    try {
+      endpoint = await this.endpoint(name);
+      if (!endpoint) problem = `endpoint "${name}" no longer exists`;
+      else if (!endpoint.enabled) problem = `endpoint "${name}" is disabled`;
+      else {
+        secrets = await this.signingSecrets(name, startedAt);
+        if (secrets.length === 0) problem = `endpoint "${name}" has no valid signing key`;
+      }
+    } catch (err) {
+      // The leases are still held; they expire and the deliveries are claimed again.
+      await Promise.all(claim.deliveries.map((d) => this.settle(d, true, Promise.reject(err))));
+      return;
+    }
+    if (problem !== undefined || !endpoint || !secrets) {
+      const why = problem ?? "endpoint not read";
+      await Promise.all(
+        claim.deliveries.map((d) => this.settle(d, true, this.finishWithoutRequest(d, why, { status: "failed" }))),
+      );
+      return;
+    }
+
+    const { security, delivery: deliveryConfig } = this.config;
+    const recordings: Promise<void>[] = [];
+    const runs: Promise<void>[] = [];
+    for (let start = 0; start < claim.deliveries.length; start += MAX_BATCH) {
+      const chunk = claim.deliveries.slice(start, start + MAX_BATCH);
+      const batch: DeliveryBatch = {
+        destinations: [{ url: endpoint.url, secrets }],
+        items: chunk.map((d) => ({ destination: 0, event: d.eventBody })),
+        signatureHeader: security.signatureHeader,
+        timeoutMs: deliveryConfig.timeoutMs,
+        requireHttps: security.requireHttps,
+        allowedNetworks: [...security.allowedNetworks],
+        userAgent: USER_AGENT,
+      };
+      for (let i = 0; i < chunk.length; i++) this.breaker.attemptStarted(name, startedAt);
+      const sent: SentAttempt[] = chunk.map((delivery) => ({ delivery, endpoint: endpoint as EndpointRecord }));
+      const onResult = (index: number, result: AttemptResult) => {
+        const attempt = sent[index];
+        if (attempt) recordings.push(this.settle(attempt.delivery, true, this.record(attempt, startedAt, result)));
+      };
+      runs.push(
         (async () => {
-          try {
-            const endpoint = await this.endpoint(name);
-            target.endpoint = endpoint;
-            if (!endpoint?.enabled) return;
-            try {
-              target.secrets = await this.signingSecrets(name, now);
-            } catch (error) {
-              target.secrets = { error };
-            }
-          } catch (error) {
-            targets.set(name, { error });
-          }
+          const pool = this.pool;
+          const failure = pool ? await pool.runBatch(batch, onResult) : closedPool(batch, onResult);
+          // The pool itself failed (a worker died, shutdown): those attempts retry like network errors.
+          if (failure && this.running)
+            this.log.error({ err: failure, attempts: chunk.length }, "delivery worker failed");
         })(),
       );
     }
-    await Promise.all(reads);
-    return targets;
+    await Promise.all(runs);
+    await Promise.all(recordings);
   }
 
-  /** Gives a delivery's slots back once its attempt is recorded, or could not be. */
-  private settle(delivery: ClaimedDelivery, recording: Promise<void>): Promise<void> {
+  /** Gives a delivery's slot back once its attempt is recorded, or could not be. */
+  private settle(delivery: ClaimedDelivery, request: boolean, recording: Promise<void>): Promise<void> {
     return recording.then(
-      () => this.release(delivery.endpoint),
+      () => this.release(delivery.endpoint, request),
       (err: unknown) => {
         // The lease is still held; it expires and the delivery is claimed again.
         this.log.error(
           { err, deliveryId: delivery.id, endpoint: delivery.endpoint },
           "delivery attempt could not be recorded",
         );
-        this.release(delivery.endpoint);
+        this.breaker.trialAbandoned(delivery.endpoint);
+        this.release(delivery.endpoint, request);
       },
     );
   }
 
-  private release(name: string): void {
+  private release(name: string, request: boolean): void {
+    const lane = this.lanes.get(name);
+    if (lane) {
+      this.lanes.finished(lane);
+      // A parked lane claims again once a quarter of its slots are free (or all are):
+      // one claim (a write transaction) then refills many.
+      const cap = Math.max(1, this.config.delivery.perEndpointConcurrency);
+      if (lane.place === "parked" && (lane.inFlight === 0 || cap - lane.inFlight >= refillMark(cap))) {
+        this.lanes.unpark(lane);
+        this.schedulePump();
+      }
+    }
+    if (!request) return;
     this.inFlight--;
-    const left = (this.perEndpoint.get(name) ?? 1) - 1;
-    if (left > 0) this.perEndpoint.set(name, left);
-    else this.perEndpoint.delete(name);
-    // Refill in batches: one claim per completion would cost a store round trip per
-    // delivery. The in-flight timer (BLOCKED_POLL_MS) bounds the wait below the mark.
-    const cap = this.config.delivery.concurrentDeliveries;
-    if (this.inFlight === 0 || cap - this.inFlight >= refillMark(cap)) this.schedulePump();
+    const globalCap = this.config.delivery.concurrentDeliveries;
+    if (this.inFlight === 0 || globalCap - this.inFlight >= refillMark(globalCap)) this.schedulePump();
   }
 
   private async record({ delivery, endpoint }: SentAttempt, startedAt: number, result: AttemptResult): Promise<void> {
@@ -532,12 +616,9 @@ export class DeliveryScheduler {
   private async finishWithoutRequest(delivery: ClaimedDelivery, error: string, outcome: AttemptOutcome): Promise<void> {
     const record: NewAttempt = { startedAt: this.now(), statusCode: 0, latencyMs: 0, error, responseBody: "" };
     await this.complete(delivery, record, outcome);
-    this.log.info(
-      { deliveryId: delivery.id, endpoint: delivery.endpoint, outcome: outcome.status, error },
-      "delivery not attempted",
-    );
   }
 
+  /** Records the attempt, then wakes the lanes it gave work to. */
   private async complete(delivery: ClaimedDelivery, attempt: NewAttempt, outcome: AttemptOutcome): Promise<void> {
     const result = await this.store.completeAttempt(delivery.id, this.leaseOwner, attempt, outcome);
     this.attemptCounts[outcome.status]++;
@@ -548,17 +629,35 @@ export class DeliveryScheduler {
       );
       return;
     }
+    const now = this.now();
+    if (outcome.status === "retry") this.lanes.wake(delivery.endpoint, outcome.nextAttemptAt, now);
+    // The next token of a stream may be due now that this one is done.
+    else if (delivery.orderKey !== "") this.lanes.wake(delivery.endpoint, now, now);
     if (result.failoverDelivery) {
-      this.log.info(
-        {
-          deliveryId: delivery.id,
-          failoverDeliveryId: result.failoverDelivery.id,
-          endpoint: result.failoverDelivery.endpoint,
-        },
-        "delivery failed over",
-      );
+      if (this.log.isLevelEnabled("debug")) {
+        this.log.debug(
+          {
+            deliveryId: delivery.id,
+            failoverDeliveryId: result.failoverDelivery.id,
+            endpoint: result.failoverDelivery.endpoint,
+          },
+          "delivery failed over",
+        );
+      }
+      this.failedOver(delivery.endpoint, result.failoverDelivery.endpoint);
+      this.lanes.wake(result.failoverDelivery.endpoint, now, now);
       this.schedulePump();
     }
+  }
+
+  /** One log line per failover stretch of an endpoint (not per delivery), with a count when it ends. */
+  private failedOver(from: string, to: string): void {
+    const key = `${from}\u0000${to}`;
+    const count = this.failovers.get(key);
+    if (count === undefined) {
+      this.log.info({ endpoint: from, failoverTo: to }, "delivery failed over");
+      this.failovers.set(key, 1);
+    } else this.failovers.set(key, count + 1);
   }
 
   /**
@@ -568,13 +667,32 @@ export class DeliveryScheduler {
   private trackCircuit(name: string, result: AttemptResult, now: number): void {
     const verdict = classifyAttempt(result, this.config.retry);
     if (verdict === "delivered") {
-      this.breaker.recordSuccess(name);
-    } else if (verdict === "retryable" && this.breaker.recordFailure(name, now)) {
+      this.recordHealthy(name);
+    } else if (verdict === "retryable" && this.breaker.recordFailure(name, now) && !this.loggedOpen.has(name)) {
+      // Logged when it opens, not again each time a failed trial re-opens it.
+      this.loggedOpen.add(name);
       this.log.warn(
         { endpoint: name, cooldownMs: this.config.delivery.circuitBreakerCooldownMs },
         "endpoint circuit opened after consecutive failures",
       );
+    } else if (verdict !== "retryable") {
+      // A definite answer (a 4xx, 410) says the receiver is up, so it closes the circuit
+      // like a success; a request never sent (refused) says nothing, and frees the trial.
+      if (result.statusCode > 0) this.recordHealthy(name);
+      else this.breaker.trialAbandoned(name);
     }
+  }
+
+  private recordHealthy(name: string): void {
+    if (!this.breaker.recordSuccess(name) || !this.loggedOpen.delete(name)) return;
+    let failedOver = 0;
+    for (const [key, count] of this.failovers) {
+      if (key.startsWith(`${name}\u0000`)) {
+        failedOver += count;
+        this.failovers.delete(key);
+      }
+    }
+    this.log.info({ endpoint: name, failedOver }, "endpoint circuit closed; deliveries resume");
   }
 
   private observeLatency(ms: number): void {
@@ -585,8 +703,6 @@ export class DeliveryScheduler {
     this.latencyCount++;
   }
 
-  // Both caches hold promises: when a batch of deliveries to one endpoint starts together,
-  // they share one store read instead of each missing the cache at once.
   private endpoint(name: string): Promise<EndpointRecord | undefined> {
     const cached = this.endpoints.get(name);
     if (cached) return cached;
@@ -610,10 +726,6 @@ export class DeliveryScheduler {
     );
     return read;
   }
-}
-
-function errorMessage(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }
 
 /** Results for a batch that found the pool already closed (stop() racing a claim). */

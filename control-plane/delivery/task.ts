@@ -31,12 +31,15 @@ export interface BatchDestination {
   secrets: string[];
 }
 
-/** One attempt in a batch. */
+/**
+ * One attempt in a batch: the stored event as the store holds it (protobuf). The worker
+ * decodes it and renders the webhook body, so the main thread never does, and the bytes
+ * signed are rendered the same way on every attempt (common/webhook-body.ts).
+ */
 export interface BatchItem {
   /** Index into DeliveryBatch.destinations. */
   destination: number;
-  body: string;
-  webhookId: string;
+  event: Uint8Array;
 }
 
 /**

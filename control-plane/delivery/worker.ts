@@ -1,4 +1,7 @@
 import { setMaxListeners } from "node:events";
+import { fromBinary } from "@bufbuild/protobuf";
+import { EventSchema } from "../../gen/aigw/v1/events_pb.js";
+import { webhookBody } from "../../common/webhook-body.js";
 import type { Readable } from "node:stream";
 import { Agent, errors as undiciErrors } from "undici";
 import { DestinationGuard, DestinationRefusedError } from "./destination-guard.js";
@@ -154,11 +157,14 @@ export async function deliverBatch(batch: DeliveryBatchMessage): Promise<number>
         batch.items.map(async (item, index) => {
           const target = targets[item.destination];
           let result: DeliveryResult;
+          const webhook = transport && target && !("refused" in target) ? render(item.event) : undefined;
           if (!transport || !target || "refused" in target) {
             const why = target && "refused" in target ? target.refused : (refusal ?? new Error("no such destination"));
             result = refusedResult(why, Math.round(performance.now() - started));
+          } else if (webhook === undefined || "error" in webhook) {
+            result = refusedResult(webhook?.error, Math.round(performance.now() - started));
           } else {
-            result = await post(transport, target, item.body, item.webhookId, batch, performance.now(), deadline);
+            result = await post(transport, target, webhook.body, webhook.id, batch, performance.now(), deadline);
           }
           report(index, result);
         }),
@@ -176,6 +182,16 @@ export async function deliverBatch(batch: DeliveryBatchMessage): Promise<number>
 interface Target {
   url: URL;
   ring: SigningKeyRing;
+}
+
+/** The webhook of a stored event: its id (webhook-id) and JSON body; an event that cannot be read fails alone. */
+function render(event: Uint8Array): { id: string; body: string } | { error: Error } {
+  try {
+    const decoded = fromBinary(EventSchema, event);
+    return { id: decoded.id, body: JSON.stringify(webhookBody(decoded)) };
+  } catch (err) {
+    return { error: new Error(`cannot build the webhook: ${err instanceof Error ? err.message : String(err)}`) };
+  }
 }
 
 type RequestSettings = Pick<DeliveryTask, "signatureHeader" | "timeoutMs" | "userAgent">;

@@ -10,15 +10,15 @@ import type {
   IngestService,
 } from "../../gen/aigw/v1/ingest_pb.js";
 import { AckSchema, ConnectResponseSchema } from "../../gen/aigw/v1/ingest_pb.js";
-import { EVENT_ID_PATTERN } from "../../common/ids.js";
 import type { Logger } from "../../common/logger.js";
 import type { IngestResult } from "../store/store.js";
 import { AsyncQueue } from "./async-queue.js";
+import type { IngestMetrics, IngestSource } from "./pipeline.js";
 import { sameSnapshotContent } from "./snapshots.js";
 
 export interface IngestDeps {
-  /** Stores the events durably and routes them; resolves only once they are committed. */
-  ingest(events: Event[]): Promise<IngestResult>;
+  /** The ingest pipeline: resolves only once the batch's valid events are committed. */
+  ingest(events: Event[], source: IngestSource): Promise<IngestResult>;
   /** The current config snapshot for this sidecar (some fields, like limit shares, are its own). */
   snapshot(hello: Hello): ConfigSnapshot;
   /** Registers a listener for snapshot changes; returns the unsubscribe function. */
@@ -32,18 +32,6 @@ export interface IngestDeps {
 export interface SidecarPresence {
   connect(hello: Hello): void;
   disconnect(hello: Hello): void;
-}
-
-export interface IngestMetrics {
-  batches: number;
-  eventsStored: number;
-  eventsDuplicate: number;
-  eventsRejected: number;
-  connectedSidecars: number;
-}
-
-export function newIngestMetrics(): IngestMetrics {
-  return { batches: 0, eventsStored: 0, eventsDuplicate: 0, eventsRejected: 0, connectedSidecars: 0 };
 }
 
 /** Hard bound on one batch: a sidecar that sends more is misbehaving. */
@@ -153,34 +141,13 @@ export class IngestServiceImpl implements ServiceImpl<typeof IngestService> {
   }
 
   private async handleBatch(hello: Hello, batch: EventBatch): Promise<{ stored: number; duplicates: number }> {
-    const valid: Event[] = [];
-    for (const [i, e] of batch.events.entries()) {
-      const problem = invalidEvent(e);
-      if (problem) {
-        this.deps.metrics.eventsRejected++;
-        this.deps.logger.warn(
-          { sidecar: hello.sidecarId, seq: batch.seq, index: i, eventId: e.id, problem },
-          "dropped an invalid event",
-        );
-        continue;
-      }
+    // The stream's hello fills what an event leaves empty.
+    for (const e of batch.events) {
       if (e.orgId === "") e.orgId = hello.orgId;
       if (e.app === "") e.app = hello.app;
-      valid.push(e);
     }
     this.deps.metrics.batches++;
-    if (valid.length === 0) return { stored: 0, duplicates: 0 };
-    const result = await this.deps.ingest(valid);
-    this.deps.metrics.eventsStored += result.stored.length;
-    this.deps.metrics.eventsDuplicate += result.duplicates;
+    const result = await this.deps.ingest(batch.events, { sidecar: hello.sidecarId, seq: batch.seq });
     return { stored: result.stored.length, duplicates: result.duplicates };
   }
-}
-
-function invalidEvent(e: Event): string | undefined {
-  if (!EVENT_ID_PATTERN.test(e.id))
-    return `id: "${e.id.slice(0, 40)}" is not an event id (evt_ + 26 base32 characters)`;
-  if (e.payload.case === undefined) return "payload: missing";
-  if (e.time === undefined) return "time: missing";
-  return undefined;
 }

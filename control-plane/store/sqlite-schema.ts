@@ -156,7 +156,24 @@ const MIGRATIONS: readonly string[] = [
   );
   CREATE INDEX org_signing_keys_org ON org_signing_keys (org_id, seq);
   `,
+  // v4: per-endpoint delivery lanes (issue 6). Claims take one endpoint's due rows from
+  // its own range of deliveries_due, so an endpoint at its cap, or with a large backlog,
+  // is never walked by another endpoint's claim. A streaming delivery whose earlier token
+  // is still pending for the same endpoint waits with due_at = BLOCKED_DUE_AT (no claim
+  // ever reaches it) until that token finishes; the claim no longer checks order per row.
+  `
+  DROP INDEX deliveries_claim;
+  CREATE INDEX deliveries_due ON deliveries (endpoint, due_at, seq) WHERE status = 'pending';
+  UPDATE deliveries SET due_at = 9007199254740991
+  WHERE status = 'pending' AND order_key != '' AND lease_owner = '' AND EXISTS (
+    SELECT 1 FROM deliveries p
+    WHERE p.status = 'pending' AND p.order_key != '' AND p.endpoint = deliveries.endpoint
+      AND p.order_key = deliveries.order_key AND p.order_index < deliveries.order_index);
+  `,
 ];
+
+/** due_at of a pending delivery that waits for an earlier one of its (endpoint, order_key). */
+export const BLOCKED_DUE_AT = Number.MAX_SAFE_INTEGER;
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
 

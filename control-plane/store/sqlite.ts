@@ -8,7 +8,8 @@ import { type Event, EventSchema, type EventType } from "../../gen/aigw/v1/event
 import { eventColumns } from "./event-columns.js";
 import { decodePageToken, encodePageToken } from "./page-token.js";
 import { loadOrCreateKeyFile, SecretBox } from "./secret-box.js";
-import { migrate } from "./sqlite-schema.js";
+import { GroupCommit } from "./group-commit.js";
+import { BLOCKED_DUE_AT, migrate } from "./sqlite-schema.js";
 import { SqliteBudgetTables } from "../budgets/sqlite-budgets.js";
 import {
   type AttemptOutcome,
@@ -20,6 +21,8 @@ import {
   type StoredModelPrice,
   type ClaimedDelivery,
   type ClaimOptions,
+  type LaneClaim,
+  type PendingLane,
   type CompleteResult,
   type DeliveryDetail,
   type DeliveryFilter,
@@ -139,9 +142,16 @@ interface QueuedCompletion {
   leaseOwner: string;
   attempt: NewAttempt;
   outcome: AttemptOutcome;
-  resolve: (result: CompleteResult) => void;
-  reject: (error: unknown) => void;
 }
+
+interface QueuedIngest {
+  events: readonly Event[];
+  route: (event: Event) => readonly string[];
+  accounting: SpendAccounting | undefined;
+}
+
+/** A failover copy never goes to an endpoint its delivery's chain of origins already passed. */
+const MAX_FAILOVER_HOPS = 16;
 
 type Stmt<P, R = unknown> = Database.Statement<[P], R>;
 type Stmt0<R = unknown> = Database.Statement<[], R>;
@@ -229,29 +239,64 @@ function prepareStatements(db: Database.Database) {
     insertDelivery: db.prepare(
       `INSERT INTO deliveries (id, event_seq, event_id, event_type, endpoint, status, attempt_count, next_attempt_at,
          due_at, lease_owner, lease_until, created_at, finished_at, last_error, origin_delivery_id, order_key, order_index)
-       VALUES (@id, @eventSeq, @eventId, @eventType, @endpoint, 'pending', 0, @now, @now, '', 0, @now, NULL, '',
+       VALUES (@id, @eventSeq, @eventId, @eventType, @endpoint, 'pending', 0, @now, @dueAt, '', 0, @now, NULL, '',
          @originDeliveryId, @orderKey, @orderIndex)`,
     ) as Stmt<Record<string, unknown>>,
     deliveryById: db.prepare("SELECT * FROM deliveries WHERE id = ?") as Database.Statement<[string], DeliveryRow>,
     deliveryWithBody: db.prepare(
       "SELECT d.*, e.body FROM deliveries d JOIN events e ON e.seq = d.event_seq WHERE d.id = ?",
     ) as Database.Statement<[string], DeliveryWithBodyRow>,
-    // Walks the partial index in due order and stops after `limit` rows that pass: with
-    // many due rows that is `limit` index steps. A streaming delivery waits while an
-    // earlier token of its (endpoint, request) is pending, leased or not — the lookup is
-    // one probe of deliveries_order. INDEXED BY because, without ANALYZE statistics, the
-    // planner prefers deliveries_status (status = ?) and then sorts every pending row.
-    claimCandidates: db.prepare(
-      `SELECT d.*, e.body FROM deliveries d INDEXED BY deliveries_claim JOIN events e ON e.seq = d.event_seq
-       WHERE d.status = 'pending' AND d.due_at <= @now
-         AND d.endpoint NOT IN (SELECT value FROM json_each(@skip))
-         AND (d.order_key = '' OR NOT EXISTS (
-           SELECT 1 FROM deliveries p
-           WHERE p.status = 'pending' AND p.order_key != ''
-             AND p.endpoint = d.endpoint AND p.order_key = d.order_key AND p.order_index < d.order_index))
+    // One lane: the endpoint's own range of deliveries_due, in due order, stopping at the
+    // first row not yet due or after `limit` rows. Every row read is returned.
+    claimLane: db.prepare(
+      `SELECT d.*, e.body FROM deliveries d INDEXED BY deliveries_due JOIN events e ON e.seq = d.event_seq
+       WHERE d.status = 'pending' AND d.endpoint = @endpoint AND d.due_at <= @now
        ORDER BY d.due_at, d.seq
        LIMIT @limit`,
-    ) as Stmt<{ now: number; skip: string; limit: number }, DeliveryWithBodyRow>,
+    ) as Stmt<{ endpoint: string; now: number; limit: number }, DeliveryWithBodyRow>,
+    laneNextDue: db
+      .prepare(
+        `SELECT due_at FROM deliveries INDEXED BY deliveries_due
+         WHERE status = 'pending' AND endpoint = ? ORDER BY due_at LIMIT 1`,
+      )
+      .pluck() as Database.Statement<[string], number>,
+    // A loose index scan: one seek per endpoint with pending rows, however many rows each has.
+    pendingLanes: db.prepare(
+      `WITH RECURSIVE lanes(endpoint) AS (
+         SELECT (SELECT endpoint FROM deliveries INDEXED BY deliveries_due
+                 WHERE status = 'pending' AND endpoint > @after ORDER BY endpoint LIMIT 1)
+         UNION ALL
+         SELECT (SELECT d.endpoint FROM deliveries d INDEXED BY deliveries_due
+                 WHERE d.status = 'pending' AND d.endpoint > lanes.endpoint ORDER BY d.endpoint LIMIT 1)
+         FROM lanes WHERE lanes.endpoint IS NOT NULL
+         LIMIT @limit
+       )
+       SELECT endpoint, (SELECT due_at FROM deliveries INDEXED BY deliveries_due
+                         WHERE status = 'pending' AND endpoint = lanes.endpoint ORDER BY due_at LIMIT 1) AS due_at
+       FROM lanes WHERE endpoint IS NOT NULL`,
+    ) as Stmt<{ after: string; limit: number }, { endpoint: string; due_at: number }>,
+    // Streaming order (one probe of deliveries_order each): a new token waits while an
+    // earlier one is pending; one arriving late makes the later ones not yet leased wait;
+    // a finished token lets the next one go.
+    orderPredecessor: db
+      .prepare(
+        `SELECT 1 FROM deliveries
+         WHERE status = 'pending' AND order_key != '' AND endpoint = @endpoint AND order_key = @orderKey
+           AND order_index < @orderIndex LIMIT 1`,
+      )
+      .pluck() as Stmt<{ endpoint: string; orderKey: string; orderIndex: number }, number>,
+    blockSuccessors: db.prepare(
+      `UPDATE deliveries SET due_at = ${BLOCKED_DUE_AT}
+       WHERE status = 'pending' AND order_key != '' AND endpoint = @endpoint AND order_key = @orderKey
+         AND order_index > @orderIndex AND lease_owner = '' AND due_at != ${BLOCKED_DUE_AT}`,
+    ) as Stmt<{ endpoint: string; orderKey: string; orderIndex: number }>,
+    unblockNext: db.prepare(
+      `UPDATE deliveries SET due_at = next_attempt_at
+       WHERE due_at = ${BLOCKED_DUE_AT} AND seq = (
+         SELECT seq FROM deliveries
+         WHERE status = 'pending' AND order_key != '' AND endpoint = @endpoint AND order_key = @orderKey
+         ORDER BY order_index LIMIT 1)`,
+    ) as Stmt<{ endpoint: string; orderKey: string }>,
     // One statement for a whole claim: a statement step per row was a measurable share of
     // the claim's cost at thousands of deliveries a second.
     lease: db.prepare(
@@ -286,11 +331,6 @@ function prepareStatements(db: Database.Database) {
            WHERE r.origin_delivery_id != '' AND r.origin_delivery_id = d.id AND r.endpoint = d.endpoint)
        ORDER BY d.seq`,
     ) as Stmt<{ endpoint: string }, DeliveryRow>,
-    nextDueAt: db
-      .prepare(
-        "SELECT due_at FROM deliveries INDEXED BY deliveries_claim WHERE status = 'pending' ORDER BY due_at LIMIT 1",
-      )
-      .pluck() as Stmt0<number | null>,
     countPending: db.prepare("SELECT COUNT(*) FROM deliveries WHERE status = 'pending'").pluck() as Stmt0<number>,
 
     insertAttempt: db.prepare(
@@ -348,9 +388,16 @@ export class SqliteStore implements Store {
   readonly #inTransaction: Database.Transaction<(fn: () => unknown) => unknown>;
   readonly #listStatements = new Map<string, Stmt<Record<string, unknown>, DeliveryRow>>();
   /** Nested inside the batch transaction, so it runs in a savepoint. */
-  readonly #completeOne: Database.Transaction<(completion: QueuedCompletion, now: number) => CompleteResult>;
-  #completions: QueuedCompletion[] = [];
-  #completionFlushScheduled = false;
+  /**
+   * Attempt results and ingest batches are group-committed (group-commit.ts): those
+   * arriving in the same event-loop turn share one transaction.
+   */
+  readonly #completions: GroupCommit<QueuedCompletion, CompleteResult>;
+  readonly #ingests: GroupCommit<QueuedIngest, IngestResult>;
+  /** Pending deliveries, kept as rows change so neither metrics nor the scheduler count them. */
+  #pending: number;
+  /** Changes to #pending inside the running transaction, applied when it commits. */
+  #pendingDelta = 0;
   #synchronousFull = false;
   #closed = false;
 
@@ -363,10 +410,17 @@ export class SqliteStore implements Store {
     this.#oneOff = prepareOneOffStatements(db);
     this.#budgets = new SqliteBudgetTables(db);
     this.#inTransaction = db.transaction((fn: () => unknown) => fn());
-    this.#completeOne = db.transaction((completion: QueuedCompletion, now: number) =>
-      this.#completeOneUnsafe(completion, now),
-    );
+    this.#completions = new GroupCommit((batch) => {
+      const now = Date.now();
+      return this.#bookkeeping(() => batch.map((completion) => this.#completeOne(completion, now)));
+    });
+    // Ingest commits are synced (see #durable), so a group is many sidecars' batches for one fsync.
+    this.#ingests = new GroupCommit((batch) => {
+      const now = Date.now();
+      return this.#durable(() => batch.map((item) => this.#ingestOne(item, now)));
+    }, 256);
     this.#s.syncNormal.run();
+    this.#pending = this.#s.countPending.get() ?? 0;
   }
 
   // Durability is chosen per transaction. ingest() is followed by an ack that lets a
@@ -382,7 +436,7 @@ export class SqliteStore implements Store {
     this.#flushCompletions();
     this.#setSynchronousFull(true);
     try {
-      return this.#inTransaction.immediate(fn) as T;
+      return this.#write(fn);
     } finally {
       this.#setSynchronousFull(false);
     }
@@ -390,7 +444,24 @@ export class SqliteStore implements Store {
 
   #bookkeeping<T>(fn: () => T): T {
     this.#flushCompletions();
-    return this.#inTransaction.immediate(fn) as T;
+    return this.#write(fn);
+  }
+
+  /** One write transaction; the pending count follows only what commits. */
+  #write<T>(fn: () => T): T {
+    this.#pendingDelta = 0;
+    try {
+      const result = this.#inTransaction.immediate(fn) as T;
+      this.#pending += this.#pendingDelta;
+      return result;
+    } finally {
+      this.#pendingDelta = 0;
+    }
+  }
+
+  /** Every reader of deliveries calls this first, so it sees every attempt already reported. */
+  #flushCompletions(): void {
+    this.#completions.flushSync();
   }
 
   #setSynchronousFull(full: boolean): void {
@@ -409,47 +480,52 @@ export class SqliteStore implements Store {
     events.forEach((event, index) => {
       if (event.id === "") throw new TypeError(`ingest: event at index ${index} has an empty id`);
     });
-    const now = Date.now();
-    return this.#durable(() => {
-      const stored: StoredEvent[] = [];
-      let duplicates = 0;
-      let deliveries = 0;
-      const spend = accounting && this.#budgets.newBatch(accounting);
-      for (const event of events) {
-        const columns = eventColumns(event);
-        const inserted = this.#s.insertEvent.get({
-          id: event.id,
-          ...columns,
-          ingestedAt: now,
-          body: toBinary(EventSchema, event),
-        });
-        if (inserted === undefined) {
-          duplicates++;
-          continue;
-        }
-        stored.push({ seq: inserted.seq, event, ingestedAt: now });
-        const source: DeliverySource = {
-          eventSeq: inserted.seq,
-          eventId: event.id,
-          eventType: columns.type,
-          orderKey: columns.orderKey,
-          orderIndex: columns.orderIndex,
-        };
-        for (const endpoint of new Set(route(event))) {
-          this.#insertDelivery(source, endpoint, "", now);
-          deliveries++;
-        }
-        if (spend) this.#budgets.account(event, spend, now, (e) => this.#storeGenerated(e, route, now));
+    if (this.#closed) throw new Error(`SQLite store ${this.path} is closed`);
+    return this.#ingests.submit({ events, route, accounting });
+  }
+
+  #ingestOne({ events, route, accounting }: QueuedIngest, now: number): IngestResult {
+    const stored: StoredEvent[] = [];
+    const endpoints = new Set<string>();
+    let duplicates = 0;
+    let deliveries = 0;
+    const spend = accounting && this.#budgets.newBatch(accounting);
+    for (const event of events) {
+      const columns = eventColumns(event);
+      const inserted = this.#s.insertEvent.get({
+        id: event.id,
+        ...columns,
+        ingestedAt: now,
+        body: toBinary(EventSchema, event),
+      });
+      if (inserted === undefined) {
+        duplicates++;
+        continue;
       }
-      if (!spend) return { stored, duplicates, deliveries };
-      return {
-        stored,
-        duplicates,
-        deliveries: deliveries + spend.deliveries,
-        generated: spend.generated,
-        spend: [...spend.spend.values()],
+      stored.push({ seq: inserted.seq, event, ingestedAt: now });
+      const source: DeliverySource = {
+        eventSeq: inserted.seq,
+        eventId: event.id,
+        eventType: columns.type,
+        orderKey: columns.orderKey,
+        orderIndex: columns.orderIndex,
       };
-    });
+      for (const endpoint of new Set(route(event))) {
+        this.#insertDelivery(source, endpoint, "", now);
+        endpoints.add(endpoint);
+        deliveries++;
+      }
+      if (spend) this.#budgets.account(event, spend, now, (e) => this.#storeGenerated(e, route, now, endpoints));
+    }
+    if (!spend) return { stored, duplicates, deliveries, endpoints: [...endpoints] };
+    return {
+      stored,
+      duplicates,
+      deliveries: deliveries + spend.deliveries,
+      endpoints: [...endpoints],
+      generated: spend.generated,
+      spend: [...spend.spend.values()],
+    };
   }
 
   async readEventsAfter(afterSeq: number, limit: number): Promise<StoredEvent[]> {
@@ -558,7 +634,11 @@ export class SqliteStore implements Store {
     const now = Date.now();
     return this.#durable(() => {
       if (this.#s.endpointByName.get({ now, name }) === undefined) return false;
-      this.#s.failEndpointDeliveries.run({ endpoint: name, error: "endpoint deleted", now });
+      this.#pendingDelta -= this.#s.failEndpointDeliveries.run({
+        endpoint: name,
+        error: "endpoint deleted",
+        now,
+      }).changes;
       this.#s.deleteKeys.run(name);
       this.#s.deleteEndpoint.run(name);
       return true;
@@ -668,38 +748,47 @@ export class SqliteStore implements Store {
 
   // ---- deliveries ------------------------------------------------------------------------
 
-  async claimDue(options: ClaimOptions): Promise<ClaimedDelivery[]> {
-    const { now, leaseOwner } = options;
-    finiteNumber(now, "claimDue now");
-    const limit = positiveInteger(options.limit, "claimDue limit");
-    const leaseUntil = now + positiveInteger(options.leaseMs, "claimDue leaseMs");
-    if (leaseOwner === "") throw new TypeError("claimDue: leaseOwner must not be empty");
-    const skip = JSON.stringify(options.skipEndpoints ?? []);
-    const rows = this.#bookkeeping(() => {
-      const candidates = this.#s.claimCandidates.all({ now, skip, limit });
-      if (candidates.length > 0) {
-        const seqs = JSON.stringify(candidates.map((row) => row.seq));
-        this.#s.lease.run({ owner: leaseOwner, until: leaseUntil, seqs });
-      }
-      return candidates;
-    });
-    // Deliveries of one event to several endpoints share one decoded event (read-only to callers).
-    const events = new Map<number, Event>();
-    return rows.map((row) => {
-      let event = events.get(row.event_seq);
-      if (event === undefined) {
-        event = decodeEvent(row.body, row.event_seq);
-        events.set(row.event_seq, event);
-      }
-      return toClaimedDelivery(row, event, leaseUntil);
-    });
+  async claim(options: ClaimOptions): Promise<LaneClaim[]> {
+    const { now, leaseOwner, lanes } = options;
+    finiteNumber(now, "claim now");
+    const leaseUntil = now + positiveInteger(options.leaseMs, "claim leaseMs");
+    if (leaseOwner === "") throw new TypeError("claim: leaseOwner must not be empty");
+    for (const lane of lanes) positiveInteger(lane.limit, `claim limit of lane "${lane.endpoint}"`);
+    if (lanes.length === 0) return [];
+    const claimed = this.#bookkeeping(() =>
+      lanes.map(({ endpoint, limit }) => {
+        const rows = this.#s.claimLane.all({ endpoint, now, limit });
+        if (rows.length > 0) {
+          const seqs = JSON.stringify(rows.map((row) => row.seq));
+          this.#s.lease.run({ owner: leaseOwner, until: leaseUntil, seqs });
+        }
+        let nextDueAt: number | undefined;
+        if (rows.length < limit) {
+          const due = this.#s.laneNextDue.get(endpoint);
+          nextDueAt = due === undefined || due >= BLOCKED_DUE_AT ? undefined : due;
+        }
+        return { endpoint, rows, nextDueAt };
+      }),
+    );
+    return claimed.map(({ endpoint, rows, nextDueAt }) => ({
+      endpoint,
+      deliveries: rows.map((row) => toClaimedDelivery(row, leaseUntil)),
+      nextDueAt,
+    }));
+  }
+
+  async pendingLanes(after: string, limit: number): Promise<PendingLane[]> {
+    this.#flushCompletions();
+    const rows = this.#s.pendingLanes.all({ after, limit: positiveInteger(limit, "pendingLanes limit") });
+    return rows
+      .filter((row) => row.due_at < BLOCKED_DUE_AT)
+      .map((row) => ({ endpoint: row.endpoint, dueAt: row.due_at }));
   }
 
   /**
-   * Completions are group-committed: those arriving in the same event-loop turn (a pool
-   * of workers finishing together) share one transaction, each in its own savepoint so
-   * one bad completion fails alone. The promise resolves after the commit. A commit is
-   * most of a completion's cost, so this is what lets the delivery path keep up.
+   * Completions are group-committed: those arriving in the same event-loop turn (a pool of
+   * workers finishing together) share one transaction; if it fails, each is committed
+   * alone, so one bad completion fails alone. The promise resolves after the commit.
    */
   completeAttempt(
     deliveryId: string,
@@ -711,59 +800,10 @@ export class SqliteStore implements Store {
     if (outcome.status === "retry" && !Number.isFinite(outcome.nextAttemptAt)) {
       return Promise.reject(new RangeError(`completeAttempt: nextAttemptAt must be a finite number`));
     }
-    return new Promise((resolve, reject) => {
-      this.#completions.push({ deliveryId, leaseOwner, attempt, outcome, resolve, reject });
-      if (!this.#completionFlushScheduled) {
-        this.#completionFlushScheduled = true;
-        setImmediate(() => {
-          this.#completionFlushScheduled = false;
-          this.#flushCompletions();
-        });
-      }
-    });
+    return this.#completions.submit({ deliveryId, leaseOwner, attempt, outcome });
   }
 
-  /** Commits queued completions; every other delivery method calls this first, so reads see them. */
-  #flushCompletions(): void {
-    const batch = this.#completions;
-    if (batch.length === 0) return;
-    this.#completions = [];
-    const now = Date.now();
-    // Optimistically without a savepoint per completion (two statements each): a completion
-    // failing is rare, and then the whole group is rolled back and redone one savepoint each.
-    let values: CompleteResult[] | undefined;
-    try {
-      values = this.#bookkeeping(() => batch.map((completion) => this.#completeOneUnsafe(completion, now)));
-    } catch {
-      values = undefined;
-    }
-    if (values !== undefined) {
-      for (let i = 0; i < batch.length; i++) batch[i]!.resolve(values[i]!);
-      return;
-    }
-    const results: ({ ok: true; value: CompleteResult } | { ok: false; error: unknown })[] = [];
-    try {
-      this.#bookkeeping(() => {
-        for (const completion of batch) {
-          try {
-            results.push({ ok: true, value: this.#completeOne(completion, now) });
-          } catch (error) {
-            results.push({ ok: false, error });
-          }
-        }
-      });
-    } catch (error) {
-      for (const completion of batch) completion.reject(error);
-      return;
-    }
-    batch.forEach((completion, index) => {
-      const result = results[index]!;
-      if (result.ok) completion.resolve(result.value);
-      else completion.reject(result.error);
-    });
-  }
-
-  #completeOneUnsafe(completion: QueuedCompletion, now: number): CompleteResult {
+  #completeOne(completion: QueuedCompletion, now: number): CompleteResult {
     const { deliveryId, leaseOwner, attempt, outcome } = completion;
     const row = this.#s.deliveryById.get(deliveryId);
     if (row === undefined || row.status !== "pending" || row.lease_owner !== leaseOwner) return { recorded: false };
@@ -811,13 +851,34 @@ export class SqliteStore implements Store {
       lastError,
       finishedAt: status === "pending" ? null : now,
     });
-    if (outcome.status === "dead_lettered" && outcome.failoverTo && outcome.failoverTo !== row.endpoint) {
+    if (status !== "pending") {
+      this.#pendingDelta--;
+      if (row.order_key !== "") this.#s.unblockNext.run({ endpoint: row.endpoint, orderKey: row.order_key });
+    }
+    if (outcome.status === "dead_lettered" && outcome.failoverTo && !this.#failoverVisited(row, outcome.failoverTo)) {
       const target = this.#s.endpointByName.get({ now, name: outcome.failoverTo });
       if (target?.enabled) {
         return { recorded: true, failoverDelivery: this.#insertDelivery(sourceOf(row), target.name, row.id, now) };
       }
     }
     return { recorded: true };
+  }
+
+  /**
+   * Whether `target` is the delivery's own endpoint or one its chain of origins (failover
+   * copies, replays) passed: failover chains are validated, and this is the backstop that
+   * keeps any chain from sending one event round in circles.
+   */
+  #failoverVisited(row: DeliveryRow, target: string): boolean {
+    if (row.endpoint === target) return true;
+    let origin = row.origin_delivery_id;
+    for (let hop = 0; origin !== "" && hop < MAX_FAILOVER_HOPS; hop++) {
+      const previous = this.#s.deliveryById.get(origin);
+      if (previous === undefined) return false;
+      if (previous.endpoint === target) return true;
+      origin = previous.origin_delivery_id;
+    }
+    return origin !== "";
   }
 
   async releaseLeases(leaseOwner: string): Promise<number> {
@@ -924,18 +985,9 @@ export class SqliteStore implements Store {
     });
   }
 
-  /**
-   * When the next pending delivery becomes claimable: its next_attempt_at, or while it is
-   * leased, the lease's end (a scheduler waiting on this must not spin on in-flight rows).
-   */
-  async nextDueAt(): Promise<number | undefined> {
-    this.#flushCompletions();
-    return this.#s.nextDueAt.get() ?? undefined;
-  }
-
   async countPending(): Promise<number> {
     this.#flushCompletions();
-    return this.#s.countPending.get() ?? 0;
+    return this.#pending;
   }
 
   async stats(sinceMs: number): Promise<EndpointStatsRecord[]> {
@@ -1017,7 +1069,7 @@ export class SqliteStore implements Store {
   // ---- budgets and pricing (rules in control-plane/budgets) ---------------------------------
 
   /** A budget event made inside ingest's transaction: stored and routed like any event. */
-  #storeGenerated(event: Event, route: (event: Event) => readonly string[], now: number) {
+  #storeGenerated(event: Event, route: (event: Event) => readonly string[], now: number, endpoints: Set<string>) {
     const columns = eventColumns(event);
     const inserted = this.#s.insertEvent.get({
       id: event.id,
@@ -1036,6 +1088,7 @@ export class SqliteStore implements Store {
     let deliveries = 0;
     for (const endpoint of new Set(route(event))) {
       this.#insertDelivery(source, endpoint, "", now);
+      endpoints.add(endpoint);
       deliveries++;
     }
     return { stored: { seq: inserted.seq, event, ingestedAt: now }, deliveries };
@@ -1072,7 +1125,15 @@ export class SqliteStore implements Store {
 
   #insertDelivery(source: DeliverySource, endpoint: string, originDeliveryId: string, now: number): DeliveryRecord {
     const id = newDeliveryId();
+    let dueAt = now;
+    if (source.orderKey !== "") {
+      const key = { endpoint, orderKey: source.orderKey, orderIndex: source.orderIndex };
+      if (this.#s.orderPredecessor.get(key) !== undefined) dueAt = BLOCKED_DUE_AT;
+      this.#s.blockSuccessors.run(key);
+    }
+    this.#pendingDelta++;
     this.#s.insertDelivery.run({
+      dueAt,
       id,
       eventSeq: source.eventSeq,
       eventId: source.eventId,
@@ -1103,9 +1164,9 @@ export class SqliteStore implements Store {
 
   /** For tests and diagnostics: the plan SQLite picks for the claim query. */
   explainClaim(): string[] {
-    const sql = this.#s.claimCandidates.source;
+    const sql = this.#s.claimLane.source;
     return (
-      this.#db.prepare(`EXPLAIN QUERY PLAN ${sql}`).all({ now: 0, skip: "[]", limit: 1 }) as { detail: string }[]
+      this.#db.prepare(`EXPLAIN QUERY PLAN ${sql}`).all({ endpoint: "", now: 0, limit: 1 }) as { detail: string }[]
     ).map((row) => row.detail);
   }
 
@@ -1191,9 +1252,9 @@ function toDeliveryRecord(row: DeliveryRow): DeliveryRecord {
 }
 
 /** toDeliveryRecord's fields plus the claim's, added in place (an object spread is a slow clone in V8). */
-function toClaimedDelivery(row: DeliveryRow, event: Event, leaseUntil: number): ClaimedDelivery {
+function toClaimedDelivery(row: DeliveryWithBodyRow, leaseUntil: number): ClaimedDelivery {
   const claimed = toDeliveryRecord(row) as ClaimedDelivery;
-  claimed.event = event;
+  claimed.eventBody = row.body;
   claimed.leaseUntil = leaseUntil;
   return claimed;
 }

@@ -74,13 +74,21 @@ export interface Store {
 
   // ---- deliveries ------------------------------------------------------------------------
   /**
-   * Claims up to `limit` pending deliveries due at `now` whose lease is free or expired,
-   * setting lease_owner/lease_until. Skips endpoints in `skipEndpoints` (at their
-   * concurrency cap or circuit open) and any delivery with an earlier pending delivery of
-   * the same (endpoint, orderKey) — streaming events go out in token_index order.
-   * Oldest due first.
+   * Claims due deliveries lane by lane, a lane being one endpoint's queue: for each of
+   * `lanes`, up to its `limit` pending deliveries of that endpoint that are due at `now`
+   * (their lease free or expired), oldest due first, leased to `leaseOwner` until
+   * now + leaseMs. Only those rows are read: another endpoint's backlog, or rows not yet
+   * due, cost nothing. A streaming delivery is not due while an earlier token of its
+   * (endpoint, orderKey) is pending, so each endpoint gets a request's tokens in order.
+   * One result per lane, in order.
    */
-  claimDue(options: ClaimOptions): Promise<ClaimedDelivery[]>;
+  claim(options: ClaimOptions): Promise<LaneClaim[]>;
+  /**
+   * Endpoints with pending deliveries, by name after `after`, at most `limit`, each with
+   * when it next has a claimable delivery (a lease's end included). Its cost follows the
+   * number of lanes returned, not the number of pending rows.
+   */
+  pendingLanes(after: string, limit: number): Promise<PendingLane[]>;
   /** Records an attempt and the delivery's new state, if the caller still holds its lease. */
   completeAttempt(
     deliveryId: string,
@@ -103,11 +111,7 @@ export interface Store {
   replayDelivery(id: string): Promise<DeliveryRecord>;
   /** Replays every dead-lettered delivery (of one endpoint, or all). */
   replayDeadLettered(endpoint?: string): Promise<number>;
-  /**
-   * When the next pending delivery becomes claimable: its next_attempt_at, or its lease's
-   * end while it is leased (undefined when nothing is pending).
-   */
-  nextDueAt(): Promise<number | undefined>;
+  /** Deliveries pending (waiting, retrying or in flight), without walking them. */
   countPending(): Promise<number>;
   stats(sinceMs: number): Promise<EndpointStatsRecord[]>;
 
@@ -138,6 +142,8 @@ export interface IngestResult {
   duplicates: number;
   /** Deliveries created, those of `generated` events included. */
   deliveries: number;
+  /** Endpoints those deliveries went to (each once): the lanes to wake. */
+  endpoints: string[];
   /** Events the store created in the same transaction (budget events), oldest first. */
   generated?: StoredEvent[];
   /** Spend after this batch of every (org, limit type, period) it changed. */
@@ -269,7 +275,8 @@ export interface DeliveryRecord {
 }
 
 export interface ClaimedDelivery extends DeliveryRecord {
-  event: Event;
+  /** The stored event, protobuf-encoded: decoded and rendered by the delivery worker, not the main thread. */
+  eventBody: Uint8Array;
   leaseUntil: number;
 }
 
@@ -281,10 +288,26 @@ export interface DeliveryDetail {
 
 export interface ClaimOptions {
   now: number;
-  limit: number;
   leaseOwner: string;
   leaseMs: number;
-  skipEndpoints?: readonly string[];
+  lanes: readonly { endpoint: string; limit: number }[];
+}
+
+export interface LaneClaim {
+  endpoint: string;
+  deliveries: ClaimedDelivery[];
+  /**
+   * With fewer deliveries than the limit: when this lane next has a claimable delivery
+   * (a retry, a lease's end), undefined when it has none pending. Undefined, too, when the
+   * limit was reached: then more may be due now.
+   */
+  nextDueAt: number | undefined;
+}
+
+export interface PendingLane {
+  endpoint: string;
+  /** When its earliest pending delivery becomes claimable. */
+  dueAt: number;
 }
 
 export interface NewAttempt {

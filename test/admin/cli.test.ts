@@ -5,6 +5,7 @@ import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { main } from "../../cli/main.js";
 import { type AdminFixture, openAdminFixture, SECRET_A } from "./fixture.js";
+import { claimDue } from "../support/claims.js";
 
 const TOKEN = "admin-token-for-tests";
 
@@ -186,7 +187,11 @@ describe("aigw admin verbs against a real Admin API server", () => {
       [["stats", "--json=yes"], "aigw stats: --json takes no value", "aigw stats"],
       [["stats", "--admin", "ftp://x"], 'aigw stats: --admin: "ftp://x" is not an http(s) URL', "aigw stats"],
       [["watch", "--events", "bogus"], 'aigw watch: --events: unknown event type "bogus"', "aigw watch"],
-      [["watch", "--since", "yesterday"], 'aigw watch: --since: "yesterday" is neither a duration', "aigw watch"],
+      [
+        ["watch", "--since", "yesterday"],
+        'aigw watch: --since: "yesterday" is not a duration (for example 500ms, 10s, 2m, 1h, 7d), nor a cursor',
+        "aigw watch",
+      ],
     ];
     for (const [argv, message, usageLine] of cases) {
       const r = await aigw(argv);
@@ -268,7 +273,7 @@ describe("aigw admin verbs against a real Admin API server", () => {
     expect(eventId).toBeDefined();
 
     // Fail the delivery for good through the store, as a worker would.
-    const [claimed] = await f.store.claimDue({ now: Date.now() + 1000, limit: 10, leaseOwner: "w", leaseMs: 60_000 });
+    const [claimed] = await claimDue(f.store, { now: Date.now() + 1000, leaseOwner: "w", leaseMs: 60_000 });
     expect(claimed?.id).toBe(deliveryId);
     await f.store.completeAttempt(
       claimed!.id,

@@ -2,13 +2,32 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
+import { create, toBinary } from "@bufbuild/protobuf";
+import { timestampNow } from "@bufbuild/protobuf/wkt";
 import { Webhook } from "standardwebhooks";
 import { afterEach, describe, expect, it } from "vitest";
 import { createDeliveryPool, type DeliveryPool } from "../../control-plane/delivery/pool.js";
+import { newEventId } from "../../common/ids.js";
 import { USER_AGENT } from "../../common/version.js";
+import { EventSchema } from "../../gen/aigw/v1/events_pb.js";
 import { startTestServer, type TestServer } from "./helpers.js";
 
 const SECRET = "whsec_" + Buffer.from("pool-test-secret-0123456789abcdef").toString("base64");
+
+/** A stored event as the store hands it to the pool; `marker` is its request id (visible in the body). */
+function eventBytes(marker: string): Uint8Array {
+  return toBinary(
+    EventSchema,
+    create(EventSchema, {
+      id: newEventId(),
+      orgId: "org_pool",
+      app: "pool",
+      provider: "openai",
+      time: timestampNow(),
+      payload: { case: "completion", value: { requestId: marker, model: "gpt-4", tokensUsed: 1 } },
+    }),
+  );
+}
 let pool: DeliveryPool | undefined;
 let server: TestServer | undefined;
 let tempDir: string | undefined;
@@ -63,8 +82,7 @@ describe("delivery pool", () => {
         destinations: [{ url: server.url, secrets: [SECRET] }],
         items: ["slow", "fast-1", "fast-2"].map((id) => ({
           destination: 0,
-          body: JSON.stringify({ id }),
-          webhookId: id,
+          event: eventBytes(id),
         })),
         signatureHeader: "X-Webhook-Signature",
         timeoutMs: 10_000,
@@ -101,7 +119,7 @@ describe("delivery pool", () => {
     const failure = await pool.runBatch(
       {
         destinations: [{ url: server.url, secrets: [SECRET] }],
-        items: ["hang", "empty", "long"].map((id) => ({ destination: 0, body: JSON.stringify({ id }), webhookId: id })),
+        items: ["hang", "empty", "long"].map((id) => ({ destination: 0, event: eventBytes(id) })),
         signatureHeader: "X-Webhook-Signature",
         timeoutMs: 500,
         requireHttps: false,
@@ -125,7 +143,7 @@ describe("delivery pool", () => {
     const failure = await pool.runBatch(
       {
         destinations: [{ url: "http://127.0.0.1:9/", secrets: [SECRET] }],
-        items: [0, 1].map((i) => ({ destination: 0, body: "{}", webhookId: `evt_${i}` })),
+        items: [0, 1].map((i) => ({ destination: 0, event: eventBytes(`req_${i}`) })),
         signatureHeader: "X-Webhook-Signature",
         timeoutMs: 1000,
         requireHttps: false,

@@ -1,4 +1,4 @@
-import { create, equals } from "@bufbuild/protobuf";
+import { create, equals, fromBinary } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { newEventId, newRequestId } from "../../common/ids.js";
@@ -12,6 +12,7 @@ import {
 } from "../../control-plane/store/store.js";
 import { type Event, EventSchema, EventType } from "../../gen/aigw/v1/events_pb.js";
 import { describeBudgetStoreConformance } from "../budgets/store-conformance.js";
+import { claimDue } from "../support/claims.js";
 
 /**
  * The behaviour every Store must have, written against the interface only, so the
@@ -108,9 +109,12 @@ export function describeStoreConformance(name: string, open: () => Promise<Opene
       await opened.cleanup();
     });
 
-    /** Claims everything due now (far-future `now` when asked) for `owner`. */
-    const claimAll = (owner = "w1", now = Date.now(), extra: { skipEndpoints?: string[] } = {}) =>
-      store.claimDue({ now, limit: 1000, leaseOwner: owner, leaseMs: LEASE_MS, ...extra });
+    /** Claims everything due at `now` in every lane (or in `lanes`) for `owner`, lane by lane. */
+    const claimAll = (owner = "w1", now = Date.now(), lanes?: string[]): Promise<ClaimedDelivery[]> =>
+      claimDue(store, { now, leaseOwner: owner, leaseMs: LEASE_MS, ...(lanes ? { lanes } : {}) });
+    const claimLane = (endpoint: string, limit: number, owner = "w1", now = Date.now(), leaseMs = LEASE_MS) =>
+      store.claim({ now, leaseOwner: owner, leaseMs, lanes: [{ endpoint, limit }] }).then(([c]) => c!);
+    const eventOf = (d: ClaimedDelivery) => fromBinary(EventSchema, d.eventBody);
 
     const deliver = (d: ClaimedDelivery, owner = "w1") =>
       store.completeAttempt(d.id, owner, attempt(), { status: "delivered" });
@@ -221,10 +225,10 @@ export function describeStoreConformance(name: string, open: () => Promise<Opene
         const event = completionEvent();
         await store.ingest([event], () => ["a"]);
         const now = Date.now();
-        const [claimed, ...rest] = await store.claimDue({ now, limit: 10, leaseOwner: "w1", leaseMs: LEASE_MS });
+        const [claimed, ...rest] = await claimAll("w1", now);
         expect(rest).toEqual([]);
         expect(claimed!.leaseUntil).toBe(now + LEASE_MS);
-        expect(equals(EventSchema, claimed!.event, event)).toBe(true);
+        expect(equals(EventSchema, eventOf(claimed!), event)).toBe(true);
         expect(await claimAll("w2", now)).toEqual([]);
 
         const result = await store.completeAttempt(claimed!.id, "w1", attempt({ statusCode: 200, latencyMs: 33 }), {
@@ -243,22 +247,76 @@ export function describeStoreConformance(name: string, open: () => Promise<Opene
         expect(await claimAll("w2", now + 10 * LEASE_MS)).toEqual([]);
       });
 
-      it("claims oldest due first and honours the limit", async () => {
+      it("claims a lane's oldest due first, honours its limit, and says when it is next due", async () => {
         const events = [completionEvent(), completionEvent(), completionEvent()];
         for (const event of events) await store.ingest([event], () => ["a"]);
         const now = Date.now();
-        const first = await store.claimDue({ now, limit: 2, leaseOwner: "w1", leaseMs: LEASE_MS });
-        expect(first.map((d) => d.eventId)).toEqual([events[0]!.id, events[1]!.id]);
-        const second = await store.claimDue({ now, limit: 2, leaseOwner: "w1", leaseMs: LEASE_MS });
-        expect(second.map((d) => d.eventId)).toEqual([events[2]!.id]);
+        const first = await claimLane("a", 2, "w1", now);
+        expect(first.deliveries.map((d) => d.eventId)).toEqual([events[0]!.id, events[1]!.id]);
+        // The limit was reached: more may be due.
+        expect(first.nextDueAt).toBeUndefined();
+        const second = await claimLane("a", 2, "w1", now);
+        expect(second.deliveries.map((d) => d.eventId)).toEqual([events[2]!.id]);
+        // Everything left is leased: the lane is next claimable when the first lease ends.
+        expect(second.nextDueAt).toBe(now + LEASE_MS);
+        const third = await claimLane("a", 2, "w1", now);
+        expect(third.deliveries).toEqual([]);
+        expect(third.nextDueAt).toBe(now + LEASE_MS);
+        expect(await claimLane("nobody", 5, "w1", now)).toEqual({
+          endpoint: "nobody",
+          deliveries: [],
+          nextDueAt: undefined,
+        });
+      });
+
+      it("claims only the lanes it is asked for, each within its own limit", async () => {
+        await store.ingest([completionEvent(), completionEvent(), completionEvent()], () => ["a", "b", "c"]);
+        const now = Date.now();
+        const claims = await store.claim({
+          now,
+          leaseOwner: "w1",
+          leaseMs: LEASE_MS,
+          lanes: [
+            { endpoint: "b", limit: 2 },
+            { endpoint: "c", limit: 5 },
+          ],
+        });
+        expect(claims.map((c) => [c.endpoint, c.deliveries.length])).toEqual([
+          ["b", 2],
+          ["c", 3],
+        ]);
+        expect(claims.every((c) => c.deliveries.every((d) => d.endpoint === c.endpoint))).toBe(true);
+        expect((await claimLane("a", 10, "w1", now)).deliveries).toHaveLength(3);
+        await expect(
+          store.claim({ now, leaseOwner: "w1", leaseMs: LEASE_MS, lanes: [{ endpoint: "a", limit: 0 }] }),
+        ).rejects.toThrow(/limit/);
+      });
+
+      it("lists the lanes with pending work and when each is next due, a page at a time", async () => {
+        const names = Array.from({ length: 12 }, (_, i) => `lane-${String(i).padStart(2, "0")}`);
+        await store.ingest([completionEvent()], () => names);
+        await store.ingest([completionEvent(), completionEvent()], () => ["lane-03"]);
+        const now = Date.now();
+        const page1 = await store.pendingLanes("", 5);
+        expect(page1.map((l) => l.endpoint)).toEqual(names.slice(0, 5));
+        const page2 = await store.pendingLanes(page1[4]!.endpoint, 100);
+        expect(page2.map((l) => l.endpoint)).toEqual(names.slice(5));
+        for (const lane of [...page1, ...page2]) expect(lane.dueAt).toBeLessThanOrEqual(now);
+        // A lane whose deliveries all wait for a retry is due at the earliest retry.
+        const [only] = await claimAll("w1", now, ["lane-07"]);
+        await store.completeAttempt(only!.id, "w1", attempt({ statusCode: 503 }), {
+          status: "retry",
+          nextAttemptAt: now + 90_000,
+        });
+        expect((await store.pendingLanes("lane-06", 1))[0]).toEqual({ endpoint: "lane-07", dueAt: now + 90_000 });
       });
 
       it("gives an expired lease to another owner and refuses the old owner's result", async () => {
         await store.ingest([completionEvent()], () => ["a"]);
         const now = Date.now();
-        const [mine] = await store.claimDue({ now, limit: 1, leaseOwner: "w1", leaseMs: 1_000 });
-        expect(await store.claimDue({ now: now + 999, limit: 1, leaseOwner: "w2", leaseMs: 1_000 })).toEqual([]);
-        const [theirs] = await store.claimDue({ now: now + 1_000, limit: 1, leaseOwner: "w2", leaseMs: 1_000 });
+        const [mine] = (await claimLane("a", 1, "w1", now, 1_000)).deliveries;
+        expect((await claimLane("a", 1, "w2", now + 999, 1_000)).deliveries).toEqual([]);
+        const [theirs] = (await claimLane("a", 1, "w2", now + 1_000, 1_000)).deliveries;
         expect(theirs!.id).toBe(mine!.id);
 
         expect(await deliver(mine!, "w1")).toEqual({ recorded: false });
@@ -298,7 +356,7 @@ export function describeStoreConformance(name: string, open: () => Promise<Opene
           },
         );
         expect(result.recorded).toBe(true);
-        expect(await store.nextDueAt()).toBe(retryAt);
+        expect(await store.pendingLanes("", 10)).toEqual([{ endpoint: "a", dueAt: retryAt }]);
         expect(await claimAll("w1", retryAt - 1)).toEqual([]);
 
         const [again] = await claimAll("w2", retryAt);
@@ -318,7 +376,7 @@ export function describeStoreConformance(name: string, open: () => Promise<Opene
           lastError: "timeout after 30000 ms",
         });
         expect(detail!.attempts.map((a) => a.number)).toEqual([1, 2]);
-        expect(await store.nextDueAt()).toBeUndefined();
+        expect(await store.pendingLanes("", 10)).toEqual([]);
       });
 
       it("gives leases back on release without counting an attempt", async () => {
@@ -379,7 +437,7 @@ export function describeStoreConformance(name: string, open: () => Promise<Opene
 
         const next = await claimAll("w2");
         expect(next.map((d) => d.id)).toEqual([result.failoverDelivery!.id]);
-        expect(equals(EventSchema, next[0]!.event, event)).toBe(true);
+        expect(equals(EventSchema, eventOf(next[0]!), event)).toBe(true);
       });
 
       it("fails the delivery and disables the endpoint on endpoint_gone", async () => {
@@ -400,12 +458,60 @@ export function describeStoreConformance(name: string, open: () => Promise<Opene
         });
       });
 
-      it("skips the endpoints it is told to", async () => {
-        await store.ingest([completionEvent()], () => ["a", "b", "c"]);
-        const claimed = await claimAll("w1", Date.now(), { skipEndpoints: ["a", "c"] });
-        expect(claimed.map((d) => d.endpoint)).toEqual(["b"]);
-        const rest = await claimAll("w1", Date.now(), { skipEndpoints: [] });
-        expect(rest.map((d) => d.endpoint).sort()).toEqual(["a", "c"]);
+      it("never sends a failover copy back along its own chain", async () => {
+        // Validation refuses cycles; this is the store's backstop if one slips in.
+        await store.upsertEndpoint(endpoint("x", { failoverTo: "y" }), "whsec_eHh4eHh4eHh4eHh4eHh4eA==");
+        await store.upsertEndpoint(endpoint("y", { failoverTo: "x" }), "whsec_eXl5eXl5eXl5eXl5eXl5eQ==");
+        await store.ingest([completionEvent()], () => ["x"]);
+        const [onX] = await claimAll();
+        const toY = await store.completeAttempt(onX!.id, "w1", attempt({ statusCode: 500 }), {
+          status: "dead_lettered",
+          failoverTo: "y",
+        });
+        expect(toY.failoverDelivery?.endpoint).toBe("y");
+        const [onY] = await claimAll();
+        const back = await store.completeAttempt(onY!.id, "w1", attempt({ statusCode: 500 }), {
+          status: "dead_lettered",
+          failoverTo: "x",
+        });
+        expect(back).toEqual({ recorded: true });
+        expect(await store.countPending()).toBe(0);
+      });
+
+      it("keeps its pending count equal to the pending rows through every change", async () => {
+        const pendingRows = async () => {
+          let count = 0;
+          let pageToken = "";
+          do {
+            const page = await store.listDeliveries({ status: "pending", pageSize: 1000, pageToken });
+            count += page.deliveries.length;
+            pageToken = page.nextPageToken;
+          } while (pageToken !== "");
+          return count;
+        };
+        await store.upsertEndpoint(endpoint("p", { failoverTo: "q" }), "whsec_cHBwcHBwcHBwcHBwcHBwcA==");
+        await store.upsertEndpoint(endpoint("q"), "whsec_cXFxcXFxcXFxcXFxcXFxcQ==");
+        await store.upsertEndpoint(endpoint("gone-soon"), "whsec_Z2dnZ2dnZ2dnZ2dnZ2dnZw==");
+        const dup = completionEvent();
+        await store.ingest([dup, completionEvent(), completionEvent()], () => ["p", "gone-soon"]);
+        await store.ingest([dup], () => ["p", "gone-soon"]);
+        expect(await store.countPending()).toBe(await pendingRows());
+        const claimed = await claimAll("w1", Date.now(), ["p"]);
+        await store.completeAttempt(claimed[0]!.id, "w1", attempt(), { status: "delivered" });
+        await store.completeAttempt(claimed[1]!.id, "w1", attempt({ statusCode: 500 }), {
+          status: "dead_lettered",
+          failoverTo: "q",
+        });
+        await store.completeAttempt(claimed[2]!.id, "w1", attempt({ statusCode: 503 }), {
+          status: "retry",
+          nextAttemptAt: Date.now() + 60_000,
+        });
+        expect(await store.countPending()).toBe(await pendingRows());
+        await store.deleteEndpoint("gone-soon");
+        await store.replayDelivery(claimed[0]!.id);
+        expect(await store.replayDeadLettered()).toBe(1);
+        expect(await store.countPending()).toBe(await pendingRows());
+        expect(await store.countPending()).toBe(4);
       });
 
       it("delivers a request's streaming events to each endpoint in token order", async () => {
@@ -460,7 +566,7 @@ export function describeStoreConformance(name: string, open: () => Promise<Opene
         expect(replay.id).not.toBe(claimed!.id);
         const [again] = await claimAll();
         expect(again!.id).toBe(replay.id);
-        expect(equals(EventSchema, again!.event, event)).toBe(true);
+        expect(equals(EventSchema, eventOf(again!), event)).toBe(true);
         await expect(store.replayDelivery("dlv_00000000000000000000000000")).rejects.toBeInstanceOf(StoreNotFoundError);
         await store.deleteEndpoint("a");
         await expect(store.replayDelivery(claimed!.id)).rejects.toBeInstanceOf(StoreNotFoundError);

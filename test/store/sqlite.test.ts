@@ -7,6 +7,7 @@ import { openStore } from "../../control-plane/store/open.js";
 import { SecretBox } from "../../control-plane/store/secret-box.js";
 import { openSqliteStore, type SqliteStore } from "../../control-plane/store/sqlite.js";
 import { completionEvent, describeStoreConformance, endpoint, streamingEvent } from "./conformance.js";
+import { claimDue } from "../support/claims.js";
 
 describeStoreConformance("sqlite", async () => {
   const dir = await mkdtemp(join(tmpdir(), "aigw-store-"));
@@ -46,8 +47,8 @@ describe("SqliteStore on disk", () => {
     const events = [completionEvent(), completionEvent(), completionEvent()];
     await first.ingest(events, () => ["a"]);
     const now = Date.now();
-    const [short] = await first.claimDue({ now, limit: 1, leaseOwner: "crashed", leaseMs: 1_000 });
-    const [long] = await first.claimDue({ now, limit: 1, leaseOwner: "alive", leaseMs: 3_600_000 });
+    const [short] = await claimDue(first, { now, limit: 1, leaseOwner: "crashed", leaseMs: 1_000 });
+    const [long] = await claimDue(first, { now, limit: 1, leaseOwner: "alive", leaseMs: 3_600_000 });
     await first.close();
 
     const second = await openAt();
@@ -56,8 +57,8 @@ describe("SqliteStore on disk", () => {
     expect((await second.activeSigningKeys("a", now)).map((k) => k.secret)).toEqual(["whsec_c2VjcmV0"]);
     expect((await second.readEventsAfter(0, 10)).map((s) => s.event.id)).toEqual(events.map((e) => e.id));
 
-    expect(await second.claimDue({ now: now + 999, limit: 10, leaseOwner: "new", leaseMs: 1_000 })).toHaveLength(1);
-    const resumed = await second.claimDue({ now: now + 1_000, limit: 10, leaseOwner: "new", leaseMs: 1_000 });
+    expect(await claimDue(second, { now: now + 999, leaseOwner: "new", leaseMs: 1_000 })).toHaveLength(1);
+    const resumed = await claimDue(second, { now: now + 1_000, leaseOwner: "new", leaseMs: 1_000 });
     expect(resumed.map((d) => d.id)).toEqual([short!.id]);
     expect(resumed.map((d) => d.id)).not.toContain(long!.id);
   });
@@ -132,7 +133,7 @@ describe("SqliteStore on disk", () => {
     });
     expect(duringIngest).toBe(2);
     expect(store.pragma("synchronous")).toBe(1);
-    const [claimed] = await store.claimDue({ now: Date.now(), limit: 1, leaseOwner: "w", leaseMs: 1_000 });
+    const [claimed] = await claimDue(store, { now: Date.now(), limit: 1, leaseOwner: "w", leaseMs: 1_000 });
     await store.completeAttempt(
       claimed!.id,
       "w",
@@ -142,11 +143,12 @@ describe("SqliteStore on disk", () => {
     expect(store.pragma("synchronous")).toBe(1);
   });
 
-  it("claims through the partial index without sorting, past a big skipped backlog", async () => {
+  it("claims a lane from its own index range: another lane's backlog and rows not yet due are never read", async () => {
     const store = await openAt();
     const plan = store.explainClaim().join("\n");
-    expect(plan).toContain("deliveries_claim");
-    expect(plan).toContain("deliveries_order");
+    // A range seek on (endpoint, due_at): the claim starts at this endpoint's first due row
+    // and stops at its first row not yet due (or at the limit).
+    expect(plan).toMatch(/SEARCH d USING INDEX deliveries_due \(endpoint=\? AND due_at<\?\)/);
     expect(plan).not.toContain("TEMP B-TREE");
 
     for (let batch = 0; batch < 20; batch++) {
@@ -156,16 +158,17 @@ describe("SqliteStore on disk", () => {
       await store.ingest(events, () => ["a", "b"]);
     }
     expect(await store.countPending()).toBe(20_000);
-    // Everything of "a" is skipped, so the claim walks past 10k rows to reach "b".
-    const claimed = await store.claimDue({
+    // "a" holds 10k due rows; claiming "b" reads b's rows only.
+    const [claim] = await store.claim({
       now: Date.now(),
-      limit: 100,
       leaseOwner: "w",
       leaseMs: 30_000,
-      skipEndpoints: ["a"],
+      lanes: [{ endpoint: "b", limit: 100 }],
     });
-    expect(claimed).toHaveLength(100);
-    expect(claimed.every((d) => d.endpoint === "b")).toBe(true);
+    expect(claim!.deliveries).toHaveLength(100);
+    expect(claim!.deliveries.every((d) => d.endpoint === "b")).toBe(true);
+    // Rows not yet due (a retry an hour away) are not walked either.
+    expect(await store.pendingLanes("", 10)).toHaveLength(2);
   });
 
   it("refuses a database from a newer aigw", async () => {

@@ -12,6 +12,8 @@ export interface ReceivedWebhook {
   /** 1-based count of requests this receiver saw for this webhook-id. */
   attempt: number;
   status: number;
+  /** Date.now() when the request's body had arrived. */
+  receivedAt: number;
 }
 
 /**
@@ -61,6 +63,7 @@ export async function startTestReceiver(options: {
         body,
         attempt,
         status,
+        receivedAt: Date.now(),
       });
       res.writeHead(status, headers).end(status < 300 ? "ok" : "nope");
     });

@@ -1,0 +1,120 @@
+import type { Event } from "../../gen/aigw/v1/events_pb.js";
+import { EVENT_ID_PATTERN } from "../../common/ids.js";
+import type { Logger } from "../../common/logger.js";
+import type { BudgetLedger } from "../budgets/budget-ledger.js";
+import type { PriceBook } from "../budgets/price-book.js";
+import type { EventBus } from "../feed/event-bus.js";
+import type { EventRouter } from "../routing/event-router.js";
+import type { OneOffEndpoints } from "../routing/one-off.js";
+import type { IngestResult, Store, StoredEvent } from "../store/store.js";
+
+/**
+ * The ingest path in one place, read top to bottom: validate → price → route (one-off
+ * URLs included) → store (with the spend it adds, in one transaction, group-committed with
+ * other batches) → observe budgets → publish to the live feed → wake the delivery lanes
+ * the new deliveries went to. Sidecar batches (IngestService) and test events (the Admin
+ * API's SendTestEvent) both come through here.
+ */
+
+export interface IngestMetrics {
+  batches: number;
+  eventsStored: number;
+  eventsDuplicate: number;
+  eventsRejected: number;
+  connectedSidecars: number;
+}
+
+export function newIngestMetrics(): IngestMetrics {
+  return { batches: 0, eventsStored: 0, eventsDuplicate: 0, eventsRejected: 0, connectedSidecars: 0 };
+}
+
+export interface IngestPipelineDeps {
+  store: Store;
+  prices: PriceBook;
+  ledger: BudgetLedger;
+  router: EventRouter;
+  oneOff: OneOffEndpoints;
+  bus: EventBus;
+  /** Wakes the delivery lanes of these endpoints. */
+  wake(endpoints: readonly string[]): void;
+  metrics: IngestMetrics;
+  logger: Logger;
+}
+
+/** Where a batch came from, for the log line of an event dropped as invalid. */
+export interface IngestSource {
+  sidecar?: string;
+  seq?: bigint;
+}
+
+export class IngestPipeline {
+  constructor(private readonly deps: IngestPipelineDeps) {}
+
+  /**
+   * A sidecar's batch: resolves once the valid events are durable (the ack may go out).
+   * Events that cannot be valid are dropped with a log line and a metric rather than
+   * failing the batch: a poison event must never make a sidecar re-send a batch forever.
+   */
+  async ingest(events: readonly Event[], source: IngestSource = {}): Promise<IngestResult> {
+    const valid = this.validate(events, source);
+    const { router, oneOff, ledger } = this.deps;
+    return this.run(valid, await oneOff.routeFor(valid, router), ledger.accounting(costOf));
+  }
+
+  /** Test events for the given endpoints: priced like any event, counted in nobody's spend. */
+  ingestTo(events: readonly Event[], endpoints: readonly string[]): Promise<IngestResult> {
+    return this.run(this.validate(events, {}), () => endpoints, undefined);
+  }
+
+  private validate(events: readonly Event[], source: IngestSource): Event[] {
+    const valid: Event[] = [];
+    events.forEach((event, index) => {
+      const problem = invalidEvent(event);
+      if (problem === undefined) {
+        valid.push(event);
+        return;
+      }
+      this.deps.metrics.eventsRejected++;
+      this.deps.logger.warn(
+        { sidecar: source.sidecar, seq: source.seq, index, eventId: event.id.slice(0, 40), problem },
+        "dropped an invalid event",
+      );
+    });
+    return valid;
+  }
+
+  private async run(
+    events: Event[],
+    route: (event: Event) => readonly string[],
+    accounting: ReturnType<BudgetLedger["accounting"]> | undefined,
+  ): Promise<IngestResult> {
+    if (events.length === 0) return { stored: [], duplicates: 0, deliveries: 0, endpoints: [] };
+    const { store, prices, ledger, bus, metrics } = this.deps;
+    for (const event of events) prices.priceEvent(event);
+    const result = await store.ingest(events, route, accounting);
+    metrics.eventsStored += result.stored.length;
+    metrics.eventsDuplicate += result.duplicates;
+    ledger.observe(result);
+    bus.publish(storedAndGenerated(result));
+    if (result.endpoints.length > 0) this.deps.wake(result.endpoints);
+    return result;
+  }
+}
+
+function invalidEvent(e: Event): string | undefined {
+  if (!EVENT_ID_PATTERN.test(e.id))
+    return `id: "${e.id.slice(0, 40)}" is not an event id (evt_ + 26 base32 characters)`;
+  if (e.payload.case === undefined) return "payload: missing";
+  if (e.time === undefined) return "time: missing";
+  return undefined;
+}
+
+function costOf(event: Event): number {
+  return event.payload.case === "completion" ? event.payload.value.costUsd : 0;
+}
+
+/** What an ingest stored and generated, in seq order: what the live feed gets. */
+export function storedAndGenerated(result: IngestResult): StoredEvent[] {
+  if (!result.generated?.length) return result.stored;
+  return [...result.stored, ...result.generated].sort((a, b) => a.seq - b.seq);
+}

@@ -1,0 +1,129 @@
+/**
+ * Group commit, written once for every store backend: items submitted in the same
+ * event-loop turn (several sidecars' batches, a pool of workers finishing together) share
+ * one transaction, and each submitter's promise settles after that commit. A commit is most
+ * of the cost of a small write (an fsync for ingest), so this is what lets many small
+ * batches and a short sidecar linger keep up. If a group's commit fails, each of its items
+ * is committed again on its own, so one bad item fails alone and the others still land.
+ *
+ * `commit` gets the items in submission order and returns one result per item; it may be
+ * synchronous (SQLite: then `flushSync` lets a reader see everything submitted so far) or
+ * return a promise (PostgreSQL: groups then form while the previous commit is in flight).
+ * A group holds at most `maxItems`, so one transaction never grows without bound.
+ */
+export class GroupCommit<I, R> {
+  private queue: Pending<I, R>[] = [];
+  private scheduled = false;
+  private running = false;
+
+  constructor(
+    private readonly commit: (items: readonly I[]) => R[] | Promise<R[]>,
+    private readonly maxItems = 512,
+  ) {}
+
+  submit(item: I): Promise<R> {
+    return new Promise<R>((resolve, reject) => {
+      this.queue.push({ item, resolve, reject });
+      this.schedule();
+    });
+  }
+
+  /** Items waiting for their commit. */
+  get size(): number {
+    return this.queue.length;
+  }
+
+  /**
+   * Commits everything queued before returning. Only for a synchronous `commit`: a reader
+   * of a synchronous store calls this first, so it sees every write already submitted.
+   */
+  flushSync(): void {
+    while (this.queue.length > 0) {
+      const group = this.queue.splice(0, this.maxItems);
+      const results = this.tryCommit(group);
+      if (results instanceof Promise) throw new TypeError("GroupCommit.flushSync: commit returned a promise");
+      this.settle(group, results);
+    }
+  }
+
+  private schedule(): void {
+    if (this.scheduled || this.running) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      void this.drain();
+    });
+  }
+
+  private async drain(): Promise<void> {
+    if (this.running) return;
+    this.running = true;
+    try {
+      while (this.queue.length > 0) {
+        const group = this.queue.splice(0, this.maxItems);
+        const results = this.tryCommit(group);
+        this.settle(group, results instanceof Promise ? await results : results);
+        // Synchronous commits yield between groups so I/O (acks, health checks) goes on.
+        if (this.queue.length > 0) await new Promise<void>((resolve) => setImmediate(resolve));
+      }
+    } finally {
+      this.running = false;
+    }
+  }
+
+  /** The group's results, or (when the group's commit failed) each item's committed alone. */
+  private tryCommit(group: Pending<I, R>[]): Outcome<R>[] | Promise<Outcome<R>[]> {
+    const all = (values: R[]): Outcome<R>[] => values.map((value) => ({ ok: true, value }));
+    let results: R[] | Promise<R[]>;
+    try {
+      results = this.commit(group.map((p) => p.item));
+    } catch {
+      return this.commitAlone(group);
+    }
+    if (results instanceof Promise) return results.then(all, () => this.commitAlone(group));
+    return all(results);
+  }
+
+  private commitAlone(group: Pending<I, R>[]): Outcome<R>[] | Promise<Outcome<R>[]> {
+    const outcomes: Outcome<R>[] = [];
+    const from = (start: number): Outcome<R>[] | Promise<Outcome<R>[]> => {
+      for (let i = start; i < group.length; i++) {
+        let result: R[] | Promise<R[]>;
+        try {
+          result = this.commit([(group[i] as Pending<I, R>).item]);
+        } catch (error) {
+          outcomes.push({ ok: false, error });
+          continue;
+        }
+        if (result instanceof Promise) {
+          return result
+            .then(
+              ([value]) => void outcomes.push({ ok: true, value: value as R }),
+              (error: unknown) => void outcomes.push({ ok: false, error }),
+            )
+            .then(() => from(i + 1));
+        }
+        outcomes.push({ ok: true, value: result[0] as R });
+      }
+      return outcomes;
+    };
+    return from(0);
+  }
+
+  private settle(group: Pending<I, R>[], outcomes: Outcome<R>[]): void {
+    group.forEach((pending, i) => {
+      const outcome = outcomes[i];
+      if (outcome === undefined) pending.reject(new Error("group commit: no result for this item"));
+      else if (outcome.ok) pending.resolve(outcome.value);
+      else pending.reject(outcome.error);
+    });
+  }
+}
+
+interface Pending<I, R> {
+  item: I;
+  resolve: (value: R) => void;
+  reject: (error: unknown) => void;
+}
+
+type Outcome<R> = { ok: true; value: R } | { ok: false; error: unknown };
