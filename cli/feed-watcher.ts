@@ -45,6 +45,7 @@ export async function watchFeedResuming(options: FeedWatchOptions): Promise<stri
   let cursor = options.cursor ?? "";
   let failures = 0;
   let lost = false;
+  let connected = false;
   for (;;) {
     let reason: string;
     let immediate = false;
@@ -58,10 +59,15 @@ export async function watchFeedResuming(options: FeedWatchOptions): Promise<stri
       });
       for await (const res of client.watch(request, { signal: options.signal })) {
         if (lost) {
-          options.onNotice(`reconnected; resuming after cursor ${res.cursor}`);
+          options.onNotice(
+            connected
+              ? `reconnected; resuming after cursor ${res.cursor}`
+              : `connected; starting after cursor ${res.cursor}`,
+          );
           lost = false;
         }
         failures = 0;
+        connected = true;
         cursor = res.cursor;
         if (res.event) options.onEvent(res.event, res.cursor);
       }
@@ -79,7 +85,8 @@ export async function watchFeedResuming(options: FeedWatchOptions): Promise<stri
     failures++;
     lost = true;
     options.onNotice(
-      `feed lost (${reason}); reconnecting in ${(delay / 1000).toFixed(1)} s` +
+      `${connected ? "feed lost" : "cannot reach the feed"} (${reason}); ` +
+        `${connected ? "reconnecting" : "retrying"} in ${(delay / 1000).toFixed(1)} s` +
         (cursor === "" ? "" : ` from cursor ${cursor}`),
     );
     if (!(await sleep(delay, options.signal))) return cursor;
