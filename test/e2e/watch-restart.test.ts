@@ -1,4 +1,5 @@
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -127,5 +128,49 @@ describe("aigw watch across control-plane restarts", () => {
     watcher.child.kill("SIGTERM");
     expect(await watcher.exited).toBe(0);
     expect(watcher.stderr()).toMatch(/aigw watch: stopped; resume with --since \d+\n$/);
+  });
+
+  it("waits for a control plane that is not up yet, then follows it", async () => {
+    // A port nothing listens on (yet): bound once by the OS, then released.
+    const port = await new Promise<number>((resolve) => {
+      const probe = createServer().listen(0, "127.0.0.1", () => {
+        const { port } = probe.address() as { port: number };
+        probe.close(() => resolve(port));
+      });
+    });
+    const early = runAigw(["watch", "--json", "--admin", `http://127.0.0.1:${port}`]);
+    try {
+      await waitFor("the first retry notice", () => early.stderr().includes("cannot reach the feed"));
+      const configPath = join(dir, "early.yaml");
+      writeFileSync(configPath, testConfigYaml({ primaryUrl: receiver.url }));
+      const late = runAigw([
+        "control-plane",
+        "--config",
+        configPath,
+        "--store",
+        `sqlite:${join(dir, "early.db")}`,
+        "--grpc",
+        "127.0.0.1:0",
+        "--http",
+        `127.0.0.1:${port}`,
+      ]);
+      try {
+        await late.waitForLog("control plane ready");
+        await waitFor("the watcher to connect", () => /connected; starting after cursor \d+/.test(early.stderr()));
+        expect(early.stderr()).not.toContain("feed lost");
+        const send = runAigw(["send-test", "--admin", `http://127.0.0.1:${port}`]);
+        expect(await send.exited).toBe(0);
+        const id = /event (evt_\w+)/.exec(send.lines.join("\n"))?.[1];
+        await waitFor("the test event on the watcher", () =>
+          early.lines.some((l) => id !== undefined && l.includes(id)),
+        );
+      } finally {
+        late.child.kill("SIGTERM");
+        await late.exited;
+      }
+    } finally {
+      early.child.kill("SIGTERM");
+      await early.exited;
+    }
   });
 });
