@@ -58,7 +58,7 @@ export interface Verb {
   run(input: VerbInput): Promise<number | undefined>;
 }
 
-export type Section = "run" | "watch" | "admin";
+export type Section = "run" | "watch" | "tools" | "admin";
 
 export interface CommandGroup {
   name: string;

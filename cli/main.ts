@@ -1,5 +1,6 @@
 import { ConnectError } from "@connectrpc/connect";
-import { codeToString } from "@connectrpc/connect/protocol-connect";
+import { errorCodeOf } from "../common/errors.js";
+import { describeRpcError } from "../common/rpc-errors.js";
 import { VERSION } from "../common/version.js";
 import { ConfigError } from "../control-plane/config/types.js";
 import { ADMIN_FLAGS, DEFAULT_ADMIN_URL } from "./admin.js";
@@ -105,13 +106,14 @@ function report(err: unknown, io: CliIo, group: CommandGroup, verb: Verb, label:
     return 2;
   }
   if (err instanceof ConfigError) {
-    io.err(`aigw: ${err.message}\n`);
+    io.err(`aigw: ${err.code}: ${err.message}\n`);
     return 2;
   }
   if (err instanceof ConnectError) {
-    io.err(`aigw: ${codeToString(err.code)}: ${err.rawMessage}\n`);
+    io.err(`aigw: ${describeRpcError(err)}\n`);
     return 1;
   }
-  io.err(`aigw: ${err instanceof Error ? err.message : String(err)}\n`);
+  const code = errorCodeOf(err);
+  io.err(`aigw: ${code ? `${code}: ` : ""}${err instanceof Error ? err.message : String(err)}\n`);
   return 1;
 }

@@ -93,6 +93,7 @@ export function shortUsage(group: CommandGroup, verb: Verb | undefined): string 
 const SECTIONS: Record<Section, string> = {
   run: "Run aigw",
   watch: "The live feed",
+  tools: "For receivers",
   admin: "Admin commands (over the control plane's Admin API)",
 };
 

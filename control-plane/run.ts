@@ -6,6 +6,7 @@ import { AdminService } from "../gen/aigw/v1/admin_pb.js";
 import type { Event } from "../gen/aigw/v1/events_pb.js";
 import { FeedService } from "../gen/aigw/v1/feed_pb.js";
 import { IngestService } from "../gen/aigw/v1/ingest_pb.js";
+import { AigwError } from "../common/errors.js";
 import { eventTypeFromName } from "../common/event-types.js";
 import { createLogger, type Logger } from "../common/logger.js";
 import { VERSION } from "../common/version.js";
@@ -17,8 +18,8 @@ import type { GatewayConfig } from "./config/types.js";
 import { DeliveryScheduler } from "./delivery/scheduler.js";
 import { EventBus } from "./feed/event-bus.js";
 import { FeedServiceImpl } from "./feed/feed-service.js";
-import { authInterceptor, isLoopbackHost, TokenSet } from "./http/auth.js";
-import { dashboardHtml } from "./http/dashboard.js";
+import { authInterceptor, HttpPageAuth, isLoopbackHost, TokenSet } from "./http/auth.js";
+import { dashboardHtml, dashboardLoginHtml } from "./http/dashboard.js";
 import { closeHttp, type HostPort, listen, parseHostPort, trackSessions, urlOf } from "./http/listen.js";
 import { histogram, renderMetrics, single } from "./http/metrics.js";
 import { Watchdog } from "./http/watchdog.js";
@@ -30,6 +31,7 @@ import { GatewayLimitShares } from "./ingest/gateway-limits.js";
 import { filtersFromConfig } from "./routing/filters.js";
 import { newOneOffMetrics, OneOffEndpoints } from "./routing/one-off.js";
 import { RuntimeSubscription } from "./routing/subscription.js";
+import { warnIfKeyBesideDatabase, warnRefusedEndpoints } from "./security/startup-warnings.js";
 import { openStore } from "./store/open.js";
 import type { IngestResult, Store } from "./store/store.js";
 
@@ -73,6 +75,7 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
   const grpcAt = parseHostPort(options.grpc ?? "127.0.0.1:7070", "--grpc");
   const httpAt = parseHostPort(options.http ?? "127.0.0.1:7080", "--http");
   refuseOpenListeners(config, [grpcAt, httpAt]);
+  warnIfKeyBesideDatabase(logger, config.storage, options.store ?? config.storage.url, [grpcAt, httpAt]);
 
   const store = await openStore(options.store ?? config.storage.url, {
     ...(config.storage.encryptionKey ? { encryptionKey: config.storage.encryptionKey } : {}),
@@ -87,7 +90,9 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
 
   // The global subscription: the config file's at start, changed at runtime by the Admin API.
   const subscription = new RuntimeSubscription(config.events, () => refreshRouting());
-  const router = new EventRouter(subscription.get(), await store.listEndpoints());
+  const stored = await store.listEndpoints();
+  warnRefusedEndpoints(logger, config.security, stored);
+  const router = new EventRouter(subscription.get(), stored);
   const bus = new EventBus();
   const scheduler = new DeliveryScheduler({
     store,
@@ -249,6 +254,7 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
   };
 
   let ready = false;
+  const pageAuth = new HttpPageAuth({ ...config.auth, required: !isLoopbackHost(httpAt.host) });
   const fallback = (req: http.IncomingMessage, res: http.ServerResponse): void => {
     const path = (req.url ?? "/").split("?")[0];
     if (req.method === "GET" && path === "/healthz")
@@ -258,6 +264,7 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
       return;
     }
     if (req.method === "GET" && path === "/metrics") {
+      if (!pageAuth.allowMetrics(req, res)) return;
       metricsText().then(
         (text) => res.writeHead(200, { "content-type": "text/plain; version=0.0.4" }).end(text),
         (err: unknown) => {
@@ -268,6 +275,7 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
       return;
     }
     if (req.method === "GET" && (path === "/" || path === "/index.html")) {
+      if (!pageAuth.allowDashboard(req, res, dashboardLoginHtml)) return;
       res.writeHead(200, { "content-type": "text/html; charset=utf-8" }).end(dashboardHtml());
       return;
     }
@@ -340,7 +348,8 @@ function refuseOpenListeners(config: GatewayConfig, at: HostPort[]): void {
   if (config.auth.adminTokens.length === 0) missing.push("auth.admin_tokens");
   if (config.auth.sidecarTokens.length === 0) missing.push("auth.sidecar_tokens");
   if (missing.length > 0) {
-    throw new Error(
+    throw new AigwError(
+      "AIGW_LISTEN_UNPROTECTED",
       `control-plane: refusing to listen on ${open.map((a) => `${a.host}:${a.port}`).join(", ")} (beyond loopback) without ${missing.join(" and ")} in the config`,
     );
   }

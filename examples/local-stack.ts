@@ -32,6 +32,7 @@ export async function startLocalStack(options: LocalStackOptions) {
     host: "127.0.0.1",
     port: ports.receiver ?? 9000,
     secret: primary.secret,
+    toleranceMs: config.security.timestampToleranceMs,
     print: (line) => options.out(`receiver: ${line}\n`),
   });
   // The receiver's real address wins over the file's (they differ only when its port is 0).

@@ -1,16 +1,20 @@
 /**
- * A webhook receiver that verifies aigw's deliveries the way your app would: with the
- * `standardwebhooks` package, unchanged. Bad signatures get 401; a webhook-id seen before
- * is acknowledged and skipped (deliveries are at least once); each new event prints as one line.
+ * A webhook receiver that verifies aigw's deliveries the way your app would, with the
+ * package's verification helper (in your app: `import { verifyWebhook } from "aigw/verify"`;
+ * the `standardwebhooks` and `svix` packages verify the same requests). A bad signature or a
+ * timestamp outside the tolerance gets 401 with the reason; a webhook-id seen before is
+ * acknowledged and skipped (deliveries are at least once); each new event prints as one line.
  *
  *   npx tsx examples/receiver.ts --port 9000 --secret whsec_...   (or WEBHOOK_SECRET=whsec_...)
+ *   During a key rotation give both: --secret whsec_NEW --secret whsec_OLD
  */
 import { createServer, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import { LRUCache } from "lru-cache";
-import { Webhook, WebhookVerificationError } from "standardwebhooks";
+import { parseSecret } from "../common/signature.js";
+import { DEFAULT_TIMESTAMP_TOLERANCE_MS, verifyWebhook, WebhookVerificationError } from "../common/verify.js";
 
 export interface ReceivedEvent {
   /** webhook-id: the event id, the same on every attempt. */
@@ -29,8 +33,10 @@ export interface ReceiverOptions {
   port?: number;
   /** Default 127.0.0.1. */
   host?: string;
-  /** The endpoint's secret: "whsec_" + base64, or any other text used as raw bytes. */
-  secret: string;
+  /** The endpoint's secret: "whsec_" + base64, or any other text used as raw bytes; several during a key rotation. */
+  secret: string | readonly string[];
+  /** How old (or far ahead) webhook-timestamp may be; default 300000 (security.timestamp_tolerance_ms's default). */
+  toleranceMs?: number;
   /** Called once per new (not duplicate) verified event. */
   onEvent?: (event: ReceivedEvent) => void;
   /** Where the one-line summaries go; default none (the CLI prints to stdout). */
@@ -48,14 +54,12 @@ export interface Receiver {
 
 const MAX_BODY_BYTES = 1024 * 1024;
 
-function verifierFor(secret: string): Webhook {
-  if (secret.startsWith("whsec_")) return new Webhook(secret);
-  return new Webhook(new Uint8Array(Buffer.from(secret, "utf8")), { format: "raw" });
-}
-
 export async function startReceiver(options: ReceiverOptions): Promise<Receiver> {
-  if (!options.secret) throw new Error("receiver: a secret is required (--secret or WEBHOOK_SECRET)");
-  const verifier = verifierFor(options.secret);
+  const secrets = (typeof options.secret === "string" ? [options.secret] : [...options.secret]).filter((s) => s !== "");
+  if (secrets.length === 0) throw new Error("receiver: a secret is required (--secret or WEBHOOK_SECRET)");
+  // A secret that cannot be a key is the operator's mistake: say so now, not on every request.
+  for (const secret of secrets) parseSecret(secret);
+  const toleranceMs = options.toleranceMs ?? DEFAULT_TIMESTAMP_TOLERANCE_MS;
   const seen = new LRUCache<string, true>({ max: 100_000 });
   const counts = { received: 0, duplicates: 0, rejected: 0 };
   const print = options.print ?? (() => {});
@@ -75,20 +79,15 @@ export async function startReceiver(options: ReceiverOptions): Promise<Receiver>
       chunks.push(chunk);
     }
     const raw = Buffer.concat(chunks);
-    const headers: Record<string, string> = {};
-    for (const name of ["webhook-id", "webhook-timestamp", "webhook-signature"]) {
-      const value = req.headers[name];
-      if (typeof value === "string") headers[name] = value;
-    }
-    let body: unknown;
+    const webhookId = String(req.headers["webhook-id"] ?? "");
+    let body: Record<string, unknown>;
     try {
-      body = verifier.verify(raw, headers);
+      body = verifyWebhook(raw, req.headers, { secret: secrets, toleranceMs });
     } catch (err) {
-      const why = err instanceof WebhookVerificationError ? err.message : "body is not JSON";
-      print(`x rejected ${headers["webhook-id"] ?? "(no webhook-id)"}: ${why}`);
-      return reject(res, 401, `signature verification failed: ${why}`);
+      if (!(err instanceof WebhookVerificationError)) throw err;
+      print(`x rejected ${webhookId || "(no webhook-id)"}: ${err.code}: ${err.message}`);
+      return reject(res, 401, `signature verification failed: ${err.code}: ${err.message}`);
     }
-    const webhookId = headers["webhook-id"] ?? "";
     if (seen.has(webhookId)) {
       counts.duplicates++;
       res.writeHead(200).end();
@@ -96,12 +95,12 @@ export async function startReceiver(options: ReceiverOptions): Promise<Receiver>
     }
     seen.set(webhookId, true);
     counts.received++;
-    const event = (typeof body === "object" && body !== null ? body : { value: body }) as Record<string, unknown>;
+    const event = body;
     print(`${String(event.event ?? "?")} ${webhookId} ${JSON.stringify(event)}`);
     res.writeHead(200).end();
     options.onEvent?.({
       webhookId,
-      timestamp: Number(headers["webhook-timestamp"]),
+      timestamp: Number(req.headers["webhook-timestamp"]),
       body: event,
       raw: raw.toString("utf8"),
       headers: req.headers,
@@ -143,18 +142,24 @@ async function main(argv: string[]): Promise<void> {
     options: {
       port: { type: "string", default: process.env.PORT ?? "9000" },
       host: { type: "string", default: "127.0.0.1" },
-      secret: { type: "string", default: process.env.WEBHOOK_SECRET ?? "" },
+      secret: { type: "string", multiple: true, default: [process.env.WEBHOOK_SECRET ?? ""] },
+      "tolerance-ms": { type: "string", default: String(DEFAULT_TIMESTAMP_TOLERANCE_MS) },
     },
   });
   const port = Number(values.port);
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`--port: "${values.port}" is not a port`);
+  const toleranceMs = Number(values["tolerance-ms"]);
+  if (!Number.isInteger(toleranceMs) || toleranceMs < 1000) {
+    throw new Error(`--tolerance-ms: "${values["tolerance-ms"]}" is not a whole number of milliseconds, 1000 or more`);
+  }
   const receiver = await startReceiver({
     port,
     host: values.host,
     secret: values.secret,
+    toleranceMs,
     print: (line) => process.stdout.write(`${line}\n`),
   });
-  process.stdout.write(`receiver listening on ${receiver.url} (verifying with standardwebhooks)\n`);
+  process.stdout.write(`receiver listening on ${receiver.url} (verifying with aigw/verify)\n`);
   const shutdown = () => void receiver.close().then(() => process.exit(0));
   process.once("SIGINT", shutdown);
   process.once("SIGTERM", shutdown);

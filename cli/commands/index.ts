@@ -10,6 +10,7 @@ import { sendTest } from "./send-test.js";
 import { sidecar } from "./sidecar.js";
 import { stats } from "./stats.js";
 import { subscription } from "./subscription.js";
+import { verify } from "./verify.js";
 import { watch } from "./watch.js";
 
 /**
@@ -21,6 +22,7 @@ export const COMMAND_GROUPS: readonly CommandGroup[] = [
   sidecar,
   dev,
   watch,
+  verify,
   endpoints,
   keys,
   subscription,

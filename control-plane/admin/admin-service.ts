@@ -1,4 +1,3 @@
-import { randomBytes } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
@@ -65,7 +64,11 @@ import {
   StoreConflictError,
   StoreNotFoundError,
 } from "../store/store.js";
-import { checkEndpointName, checkEndpointUrl, checkSecret, firstUnknownEventType } from "./endpoint-validation.js";
+import { invalidArgument, rpcError } from "../../common/rpc-errors.js";
+import type { ErrorCode } from "../../common/errors.js";
+import { DestinationPolicy } from "../security/destination-policy.js";
+import { generateSigningSecret, signingSecretProblem } from "../security/signing-secret.js";
+import { checkEndpointName, firstUnknownEventType } from "./endpoint-validation.js";
 import { failoverChainProblem } from "../config/failover-chain.js";
 import { deliveryMessage, deliveryStatusRecord, endpointMessage, endpointStatsMessage } from "./mapping.js";
 import { syntheticEvent } from "./test-events.js";
@@ -124,8 +127,8 @@ export class AdminServiceImpl implements ServiceImpl<typeof AdminService> {
     return this.rpc("CreateEndpoint", async () => {
       const ep = required(req.endpoint, "endpoint");
       invalidIf(checkEndpointName(ep.name), "endpoint.name");
-      invalidIf(checkEndpointUrl(ep.url, this.deps.config().security), "endpoint.url");
-      invalidIf(checkSecret(ep.secret), "endpoint.secret");
+      invalidIf(this.destinations().urlProblem(ep.url), "endpoint.url");
+      invalidIf(signingSecretProblem(ep.secret), "endpoint.secret");
       checkEventTypes(ep.eventTypes);
       const filters = requestFilters(ep.filters, "endpoint.filters");
       if (ep.name.startsWith(ONE_OFF_PREFIX)) {
@@ -210,7 +213,7 @@ export class AdminServiceImpl implements ServiceImpl<typeof AdminService> {
         const res = await rotateOrgSigningKey(this.deps.store, req, {
           now: this.now(),
           defaultOverlapSeconds: DEFAULT_KEY_OVERLAP_SECONDS,
-          newSecret: generateSecret,
+          newSecret: generateSigningSecret,
           logger: this.deps.logger,
         });
         this.deps.onEndpointsChanged();
@@ -223,8 +226,8 @@ export class AdminServiceImpl implements ServiceImpl<typeof AdminService> {
           Code.FailedPrecondition,
         );
       }
-      if (req.secret !== "") invalidIf(checkSecret(req.secret), "secret");
-      const secret = req.secret !== "" ? req.secret : generateSecret();
+      if (req.secret !== "") invalidIf(signingSecretProblem(req.secret), "secret");
+      const secret = req.secret !== "" ? req.secret : generateSigningSecret();
       const overlapSeconds = req.overlapSeconds === 0 ? DEFAULT_KEY_OVERLAP_SECONDS : req.overlapSeconds;
       const previousExpireAt = this.now() + overlapSeconds * 1000;
       await this.deps.store.addSigningKey(req.endpoint, secret, previousExpireAt);
@@ -425,7 +428,7 @@ export class AdminServiceImpl implements ServiceImpl<typeof AdminService> {
     }
     if (fields.has("filters")) patch.filters = requestFilters(ep.filters, "endpoint.filters");
     if (fields.has("url")) {
-      invalidIf(checkEndpointUrl(ep.url, this.deps.config().security), "endpoint.url");
+      invalidIf(this.destinations().urlProblem(ep.url), "endpoint.url");
       patch.url = ep.url;
     }
     if (fields.has("enabled")) {
@@ -434,7 +437,7 @@ export class AdminServiceImpl implements ServiceImpl<typeof AdminService> {
       if (ep.enabled) patch.disabledReason = "";
     }
     if (fields.has("secret")) {
-      invalidIf(checkSecret(ep.secret), "endpoint.secret");
+      invalidIf(signingSecretProblem(ep.secret), "endpoint.secret");
       patch.secret = ep.secret;
     }
     if (fields.has("event_types")) {
@@ -447,6 +450,11 @@ export class AdminServiceImpl implements ServiceImpl<typeof AdminService> {
       patch.failoverTo = ep.failoverTo;
     }
     return patch;
+  }
+
+  /** The destination rule of the current config (control-plane/security/destination-policy.ts). */
+  private destinations(): DestinationPolicy {
+    return new DestinationPolicy(this.deps.config().security);
   }
 
   private async requireEndpoint(name: string, field: string): Promise<EndpointRecord> {
@@ -471,12 +479,11 @@ export class AdminServiceImpl implements ServiceImpl<typeof AdminService> {
       return await this.deps.store.listDeliveries(filter);
     } catch (err) {
       if (filter.pageToken !== undefined && isBadPageToken(err)) {
-        throw new ConnectError(
-          "page_token: not a token from a previous page (use next_page_token)",
+        throw rpcError(
           Code.InvalidArgument,
-          undefined,
-          undefined,
-          err,
+          "AIGW_INVALID_ARGUMENT",
+          "page_token: not a token from a previous page (use next_page_token)",
+          { field: "page_token", cause: err },
         );
       }
       throw err;
@@ -501,11 +508,14 @@ export class AdminServiceImpl implements ServiceImpl<typeof AdminService> {
 }
 
 function invalid(field: string, problem: string): never {
-  throw new ConnectError(`${field}: ${problem}`, Code.InvalidArgument);
+  throw invalidArgument(field, problem);
 }
 
-function invalidIf(problem: string | undefined, field: string): void {
-  if (problem !== undefined) invalid(field, problem);
+/** A problem as text, or with its catalogue code (destinations, secrets). */
+function invalidIf(problem: string | { code: ErrorCode; message: string } | undefined, field: string): void {
+  if (problem === undefined) return;
+  if (typeof problem === "string") invalid(field, problem);
+  throw invalidArgument(field, problem.message, problem.code);
 }
 
 function required<T>(value: T | undefined, field: string): T {
@@ -540,11 +550,6 @@ function failoverMap(endpoints: readonly EndpointRecord[]): Map<string, string> 
 
 function dedupe<T>(values: readonly T[]): T[] {
   return [...new Set(values)];
-}
-
-/** A Standard Webhooks secret: "whsec_" + base64 of 32 random bytes. */
-export function generateSecret(): string {
-  return "whsec_" + randomBytes(32).toString("base64");
 }
 
 /** The store's page-token decoders throw RangeError for tokens they did not make. */

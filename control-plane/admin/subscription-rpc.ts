@@ -1,6 +1,5 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError } from "@connectrpc/connect";
 import {
   type EventFilters as EventFiltersMessage,
   type GetSubscriptionResponse,
@@ -17,13 +16,15 @@ import type { Logger } from "../../common/logger.js";
 import { filtersFromMessage, filtersMessage } from "../routing/filters.js";
 import type { SubscriptionControl, SubscriptionSettings } from "../routing/subscription.js";
 import type { EndpointFilters, Store } from "../store/store.js";
-import { checkSecret, firstUnknownEventType } from "./endpoint-validation.js";
+import { invalidArgument } from "../../common/rpc-errors.js";
+import { signingSecretProblem } from "../security/signing-secret.js";
+import { firstUnknownEventType } from "./endpoint-validation.js";
 
 // The Admin API's filter, subscription and org-key parts (issue 3), kept out of
 // admin-service.ts: these functions validate and answer; the service only delegates.
 
 function invalid(field: string, problem: string): never {
-  throw new ConnectError(`${field}: ${problem}`, Code.InvalidArgument);
+  throw invalidArgument(field, problem);
 }
 
 /** Filters from a request message, or INVALID_ARGUMENT naming the field (`prefix` = where it sits). */
@@ -70,8 +71,8 @@ export async function rotateOrgSigningKey(
 ): Promise<RotateSigningKeyResponse> {
   if (req.endpoint !== "") invalid("org_id", "give either endpoint or org_id, not both");
   if (req.secret !== "") {
-    const problem = checkSecret(req.secret);
-    if (problem !== undefined) invalid("secret", problem);
+    const problem = signingSecretProblem(req.secret);
+    if (problem !== undefined) throw invalidArgument("secret", problem.message, problem.code);
   }
   const secret = req.secret !== "" ? req.secret : options.newSecret();
   const overlapSeconds = req.overlapSeconds === 0 ? options.defaultOverlapSeconds : req.overlapSeconds;

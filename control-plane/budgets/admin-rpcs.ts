@@ -1,5 +1,8 @@
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
+import { invalidArgument } from "../../common/rpc-errors.js";
+import { BUDGET_LIMIT, BUDGET_THRESHOLD, USD_PER_MILLION } from "../config/accounting.js";
+import { numberProblem } from "../config/reader.js";
 import {
   type Budget,
   BudgetSchema,
@@ -75,11 +78,9 @@ function budgetSpec(b: Budget | undefined): BudgetSpec {
   if (b === undefined) invalid("budget", "required");
   if (b.orgId === "") invalid("budget.org_id", "required");
   const limitType = limitTypeOf(b.limitType, "budget.limit_type");
-  if (!Number.isFinite(b.budgetLimit) || b.budgetLimit <= 0) {
-    invalid("budget.budget_limit", `must be a number of USD above 0, got ${b.budgetLimit}`);
-  }
+  invalidIf(numberProblem(b.budgetLimit, BUDGET_LIMIT), "budget.budget_limit");
   b.thresholds.forEach((t, i) => {
-    if (t < 1 || t > 100) invalid(`budget.thresholds[${i}]`, `must be a percentage from 1 to 100, got ${t}`);
+    invalidIf(numberProblem(t, BUDGET_THRESHOLD), `budget.thresholds[${i}]`);
     const previous = b.thresholds[i - 1];
     if (previous !== undefined && t <= previous) {
       invalid(
@@ -106,7 +107,7 @@ function limitTypeOf(value: string, field: string): BudgetLimitType {
 }
 
 function usdPerMillion(value: number, field: string): number {
-  if (!Number.isFinite(value) || value < 0) invalid(field, `must be USD per million tokens, 0 or more, got ${value}`);
+  invalidIf(numberProblem(value, USD_PER_MILLION), field);
   return value;
 }
 
@@ -124,5 +125,9 @@ function budgetMessage(r: BudgetRecord): Budget {
 }
 
 function invalid(field: string, problem: string): never {
-  throw new ConnectError(`${field}: ${problem}`, Code.InvalidArgument);
+  throw invalidArgument(field, problem);
+}
+
+function invalidIf(problem: string | undefined, field: string): void {
+  if (problem !== undefined) invalid(field, problem);
 }

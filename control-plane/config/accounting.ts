@@ -1,10 +1,13 @@
 import { DEFAULT_BUDGET_THRESHOLDS } from "./defaults.js";
-import type { ConfigReader, Field } from "./reader.js";
+import type { ConfigReader, Field, NumberRule } from "./reader.js";
 import type { BudgetConfig, LimitConfig, ModelPrice } from "./types.js";
 
 const LIMIT_TYPES = ["daily", "monthly"] as const;
-const PER_MINUTE = { integer: true, min: 1, expected: "a positive whole number per minute" };
-const USD_PER_MILLION = { min: 0, expected: "USD per million tokens, 0 or more" };
+const PER_MINUTE: NumberRule = { integer: true, min: 1, max: 1_000_000_000, expected: "a whole number per minute" };
+// Shared with the Admin API's SetBudget and SetModelPrice (control-plane/budgets/admin-rpcs.ts).
+export const USD_PER_MILLION: NumberRule = { min: 0, max: 100_000, expected: "USD per million tokens" };
+export const BUDGET_LIMIT: NumberRule = { above: 0, max: 1_000_000_000, expected: "a spend limit in USD" };
+export const BUDGET_THRESHOLD: NumberRule = { integer: true, min: 1, max: 100, expected: "a percentage" };
 
 /** Reports a key the item must have, at the item's line (unless the item is already reported). */
 function requireKey(r: ConfigReader, item: Field, keys: Map<string, Field>, key: string, expected: string): void {
@@ -22,7 +25,7 @@ export function readBudgets(r: ConfigReader, field: Field | undefined): BudgetCo
     requireKey(r, item, keys, "budget_limit", "the spend limit in USD, above 0");
     const orgId = r.string(keys.get("org_id"));
     const limitType = r.oneOf(keys.get("limit_type"), LIMIT_TYPES);
-    const budgetLimit = r.number(keys.get("budget_limit"), { above: 0, expected: "a spend limit in USD above 0" });
+    const budgetLimit = r.number(keys.get("budget_limit"), BUDGET_LIMIT);
     const thresholds = readThresholds(r, keys.get("thresholds"));
     const enforce = r.boolean(keys.get("enforce")) ?? false;
     if (orgId === undefined || limitType === undefined || budgetLimit === undefined) continue;
@@ -51,7 +54,7 @@ function readThresholds(r: ConfigReader, field: Field | undefined): number[] | u
   const thresholds: number[] = [];
   let valid = true;
   for (const item of items) {
-    const value = r.number(item, { integer: true, min: 1, max: 100, expected: "a percentage from 1 to 100" });
+    const value = r.number(item, BUDGET_THRESHOLD);
     if (value === undefined) {
       valid = false;
       continue;

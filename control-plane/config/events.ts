@@ -55,7 +55,8 @@ export function readFilters(r: ConfigReader, field: Field | undefined): EventFil
       const minTokens = r.number(keys.get("min_tokens"), {
         integer: true,
         min: 0,
-        expected: "a whole number of tokens, 0 or more",
+        max: 100_000_000,
+        expected: "a whole number of tokens",
       });
       if (minTokens !== undefined) completion.minTokens = minTokens;
       filters.completion = completion;
@@ -85,22 +86,18 @@ export function readEvents(r: ConfigReader, field: Field | undefined, defaults: 
   const coalesceMs = r.number(streaming.get("coalesce_ms"), {
     integer: true,
     min: 0,
-    expected: "a whole number of milliseconds, 0 (send every token) or more",
+    max: 60_000,
+    expected: "a whole number of milliseconds",
+    hint: "(0 sends every chunk)",
   });
   const rateLimit = r.section(keys.get("rate_limit"), ["warning_share"]);
-  const warningShareField = rateLimit.get("warning_share");
-  let warningShare = r.number(warningShareField, {
-    above: 0,
-    expected: "a share of the provider's limit between 0 and 1 (exclusive), e.g. 0.1 for 10%",
-  });
   // A share of 1 or more would warn on every response, which is noise, not a warning.
-  if (warningShareField && warningShare !== undefined && warningShare >= 1) {
-    r.fail(
-      warningShareField,
-      `must be below 1, got ${warningShare}; expected a share between 0 and 1 (exclusive), e.g. 0.1 for 10%`,
-    );
-    warningShare = undefined;
-  }
+  const warningShare = r.number(rateLimit.get("warning_share"), {
+    above: 0,
+    below: 1,
+    expected: "a share of the provider's limit",
+    hint: "(0.1 warns below 10% remaining)",
+  });
   return {
     subscribe: readEventTypes(r, keys.get("subscribe")) ?? defaults.subscribe,
     filters: readFilters(r, keys.get("filters")),

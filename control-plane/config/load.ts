@@ -1,12 +1,14 @@
 import { readFileSync } from "node:fs";
-import { LineCounter, parseDocument, type YAMLError } from "yaml";
+import { isScalar, LineCounter, parseDocument, type YAMLError } from "yaml";
 import { readBudgets, readLimits, readPricing } from "./accounting.js";
 import { defaultConfig } from "./defaults.js";
 import type { ConfigEnv } from "./env-substitution.js";
+import { DestinationPolicy } from "../security/destination-policy.js";
 import { readEvents } from "./events.js";
 import { ConfigReader } from "./reader.js";
 import { readAuth, readDelivery, readRetry, readSecurity, readStorage } from "./sections.js";
 import { ConfigError, type ConfigProblem, type GatewayConfig } from "./types.js";
+import { configText, noSettingsProblem, openingsOf, syntaxProblem } from "./source.js";
 import { readWebhooks } from "./webhooks.js";
 
 export { defaultConfig } from "./defaults.js";
@@ -42,15 +44,16 @@ const SYNTAX_PATH = "(yaml)";
 export function parseConfig(text: string, options: ParseOptions): GatewayConfig {
   const lineCounter = new LineCounter();
   const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
-  const toProblem = (e: YAMLError): ConfigProblem => ({
-    path: SYNTAX_PATH,
-    line: lineCounter.linePos(e.pos[0]).line,
-    message: e.message,
-  });
+  const openings = openingsOf(text);
+  const toProblem = (e: YAMLError): ConfigProblem => syntaxProblem(e, text, lineCounter, SYNTAX_PATH, openings);
   // A repeated key leaves a sound tree: the reader reports it with its path, and checks the rest.
   const syntax = [...doc.errors, ...doc.warnings].filter((e) => e.code !== "DUPLICATE_KEY").map(toProblem);
   // Past a real syntax error the tree is a guess, and problems found in it would be noise.
-  if (doc.errors.some((e) => e.code !== "DUPLICATE_KEY")) throw new ConfigError(options.file, syntax);
+  if (doc.errors.some((e) => e.code !== "DUPLICATE_KEY")) throw new ConfigError(options.file, inLineOrder(syntax));
+  // Comments only: a file that configures nothing is a mistake (the wrong file, a failed template).
+  if (doc.contents === null || (isScalar(doc.contents) && doc.contents.value === null)) {
+    throw new ConfigError(options.file, [noSettingsProblem()], "AIGW_CONFIG_UNREADABLE");
+  }
 
   const r = new ConfigReader(doc, lineCounter, options.env);
   const defaults = defaultConfig();
@@ -60,7 +63,8 @@ export function parseConfig(text: string, options: ParseOptions): GatewayConfig 
   const subscribeValid = r.isValid("events") && r.isValidTree("events.subscribe");
   const config: GatewayConfig = {
     webhooks: readWebhooks(r, keys.get("webhooks"), {
-      requireHttps: security.requireHttps,
+      destinations: new DestinationPolicy(security),
+      judgeAddresses: r.isValidTree("security.allowed_networks"),
       subscribe: subscribeValid ? events.subscribe : undefined,
     }),
     events,
@@ -79,11 +83,18 @@ export function parseConfig(text: string, options: ParseOptions): GatewayConfig 
   return config;
 }
 
+/** Parses a config file's bytes: refuses what is empty or not UTF-8 text, then parseConfig. */
+export function parseConfigBytes(bytes: Uint8Array, options: ParseOptions): GatewayConfig {
+  const source = configText(bytes);
+  if ("problem" in source) throw new ConfigError(options.file, [source.problem], "AIGW_CONFIG_UNREADABLE");
+  return parseConfig(source.text, options);
+}
+
 /** Reads and parses a config file; an unreadable file is a ConfigError like any other problem. */
 export function loadConfigFile(path: string, env: ConfigEnv = process.env): GatewayConfig {
-  let text: string;
+  let bytes: Uint8Array;
   try {
-    text = readFileSync(path, "utf8");
+    bytes = readFileSync(path);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     const reason =
@@ -94,15 +105,19 @@ export function loadConfigFile(path: string, env: ConfigEnv = process.env): Gate
           : code === "EACCES"
             ? "permission denied"
             : (err as Error).message;
-    throw new ConfigError(path, [
-      {
-        path: "(file)",
-        line: 0,
-        message: `cannot read the config file (${reason}); expected a readable YAML file such as examples/webhook_config.yaml`,
-      },
-    ]);
+    throw new ConfigError(
+      path,
+      [
+        {
+          path: "(file)",
+          line: 0,
+          message: `cannot read the config file (${reason}); expected a readable YAML file such as examples/webhook_config.yaml`,
+        },
+      ],
+      "AIGW_CONFIG_UNREADABLE",
+    );
   }
-  return parseConfig(text, { file: path, env });
+  return parseConfigBytes(bytes, { file: path, env });
 }
 
 /** File order; problems without a line (line 0) last. Sort is stable, so ties keep reading order. */

@@ -17,14 +17,48 @@ export interface Entry {
   field: Field;
 }
 
-export interface NumberRule {
-  /** Phrase for messages: "a positive whole number of milliseconds". */
+/**
+ * What a number in the file may be. Every number has both bounds (an upper one too:
+ * `max_attempts: 1e308` is a whole number, and a delay past 2^31 ms overflows a timer), and
+ * messages state them, so the range lives here and nowhere else.
+ */
+export type NumberRule = {
+  /** What the number is, for messages: "a whole number of milliseconds" (the range is added). */
   expected: string;
   integer?: boolean;
-  min?: number;
-  max?: number;
-  /** Exclusive lower bound. */
-  above?: number;
+  /** Said after the range: "(1 keeps every delay the same, 2 doubles it)". */
+  hint?: string;
+} & ({ min: number; above?: never } | { above: number; min?: never }) &
+  ({ max: number; below?: never } | { below: number; max?: never });
+
+/**
+ * What is wrong with a number under a rule, or undefined: the same words for the config
+ * file and for the Admin API fields that set the same things (budgets, prices).
+ */
+export function numberProblem(value: number, rule: NumberRule): string | undefined {
+  const wrong =
+    !Number.isFinite(value) ||
+    (rule.integer && !Number.isInteger(value)) ||
+    (rule.min !== undefined && value < rule.min) ||
+    (rule.max !== undefined && value > rule.max) ||
+    (rule.above !== undefined && value <= rule.above) ||
+    (rule.below !== undefined && value >= rule.below);
+  return wrong ? `must be ${describeNumberRule(rule)}, got ${value}` : undefined;
+}
+
+/** "a whole number of attempts from 1 to 100" */
+export function describeNumberRule(rule: NumberRule): string {
+  const low = rule.min !== undefined ? rule.min : rule.above;
+  const high = rule.max !== undefined ? rule.max : rule.below;
+  const range =
+    rule.min !== undefined && rule.max !== undefined
+      ? `from ${low} to ${high}`
+      : rule.min !== undefined
+        ? `from ${low} up to (not including) ${high}`
+        : rule.max !== undefined
+          ? `above ${low}, at most ${high}`
+          : `between ${low} and ${high} (exclusive)`;
+  return `${rule.expected} ${range}${rule.hint ? ` ${rule.hint}` : ""}`;
 }
 
 export interface StringRule {
@@ -188,17 +222,12 @@ export class ConfigReader {
     // A ${VAR} in a number's place is text until the variable is in: read it as a number then.
     if (scalar.referenced && typeof value === "string" && NUMBER_TEXT.test(value.trim())) value = Number(value);
     if (typeof value !== "number") {
-      this.fail(field, `expected ${rule.expected}, got ${describeValue(value)}`);
+      this.fail(field, `expected ${describeNumberRule(rule)}, got ${describeValue(value)}`);
       return undefined;
     }
-    const wrong =
-      !Number.isFinite(value) ||
-      (rule.integer && !Number.isInteger(value)) ||
-      (rule.min !== undefined && value < rule.min) ||
-      (rule.max !== undefined && value > rule.max) ||
-      (rule.above !== undefined && value <= rule.above);
-    if (wrong) {
-      this.fail(field, `must be ${rule.expected}, got ${value}`);
+    const problem = numberProblem(value, rule);
+    if (problem !== undefined) {
+      this.fail(field, problem);
       return undefined;
     }
     return value;

@@ -1,10 +1,19 @@
-import { checkCidr, checkEncryptionKey, checkHeaderName, checkStorageUrl } from "./checks.js";
+import { cidrProblem } from "../security/destination-policy.js";
+import { checkEncryptionKey, checkHeaderName, checkStorageUrl } from "./checks.js";
 import { defaultPerEndpointConcurrency } from "./defaults.js";
 import type { ConfigReader, Field, NumberRule } from "./reader.js";
 import type { AuthConfig, DeliveryConfig, RetryConfig, SecurityConfig, StorageConfig } from "./types.js";
 
-const MILLISECONDS: NumberRule = { integer: true, min: 1, expected: "a positive whole number of milliseconds" };
-const COUNT: NumberRule = { integer: true, min: 1, expected: "a positive whole number" };
+const HOUR_MS = 3_600_000;
+const DAY_MS = 24 * HOUR_MS;
+
+function milliseconds(min: number, max: number, hint?: string): NumberRule {
+  return { integer: true, min, max, expected: "a whole number of milliseconds", ...(hint ? { hint } : {}) };
+}
+
+function count(what: string, max: number, hint?: string): NumberRule {
+  return { integer: true, min: 1, max, expected: `a whole number of ${what}`, ...(hint ? { hint } : {}) };
+}
 
 export function readRetry(r: ConfigReader, field: Field | undefined, defaults: RetryConfig): RetryConfig {
   const keys = r.section(field, [
@@ -18,22 +27,23 @@ export function readRetry(r: ConfigReader, field: Field | undefined, defaults: R
   const initialField = keys.get("initial_delay_ms");
   const maxField = keys.get("max_delay_ms");
   const retry: RetryConfig = {
-    maxAttempts:
-      r.number(keys.get("max_attempts"), { ...COUNT, expected: "a whole number of attempts, 1 or more" }) ??
-      defaults.maxAttempts,
+    maxAttempts: r.number(keys.get("max_attempts"), count("attempts", 100)) ?? defaults.maxAttempts,
     backoffMultiplier:
       r.number(keys.get("backoff_multiplier"), {
         min: 1,
-        expected: "a number of 1 or more (1 keeps every delay the same, 2 doubles it)",
+        max: 10,
+        expected: "a multiplier",
+        hint: "(1 keeps every delay the same, 2 doubles it)",
       }) ?? defaults.backoffMultiplier,
-    initialDelayMs: r.number(initialField, MILLISECONDS) ?? defaults.initialDelayMs,
-    maxDelayMs: r.number(maxField, MILLISECONDS) ?? defaults.maxDelayMs,
+    initialDelayMs: r.number(initialField, milliseconds(1, HOUR_MS, "(1 hour)")) ?? defaults.initialDelayMs,
+    maxDelayMs: r.number(maxField, milliseconds(1, DAY_MS, "(24 hours)")) ?? defaults.maxDelayMs,
     retryableStatusCodes: readStatusCodes(r, keys.get("retryable_status_codes")) ?? defaults.retryableStatusCodes,
     jitter:
       r.number(keys.get("jitter"), {
         min: 0,
         max: 1,
-        expected: "a share of each delay between 0 (none) and 1 (the whole delay)",
+        expected: "a share of each delay",
+        hint: "(0: none, 1: the whole delay)",
       }) ?? defaults.jitter,
   };
   const pathOf = (key: string) => `${field?.path ?? "retry"}.${key}`;
@@ -57,7 +67,7 @@ function readStatusCodes(r: ConfigReader, field: Field | undefined): number[] | 
   const items = r.list(field, "a list of HTTP status codes");
   if (!items) return undefined;
   const codes = items.map((item) =>
-    r.number(item, { integer: true, min: 100, max: 599, expected: "an HTTP status code from 100 to 599" }),
+    r.number(item, { integer: true, min: 100, max: 599, expected: "an HTTP status code" }),
   );
   return codes.every((c) => c !== undefined) ? [...new Set(codes as number[])] : undefined;
 }
@@ -87,14 +97,18 @@ export function readSecurity(r: ConfigReader, field: Field | undefined, defaults
   const allowedNetworks: string[] = [];
   for (const item of networks ?? []) {
     const cidr = r.string(item);
-    const problem = cidr === undefined ? undefined : checkCidr(cidr.trim());
+    const problem = cidr === undefined ? undefined : cidrProblem(cidr.trim());
     if (problem) r.fail(item, problem);
     else if (cidr !== undefined) allowedNetworks.push(cidr.trim());
   }
   return {
     signatureAlgorithm: "sha256",
     signatureHeader: headerProblem || header === undefined ? defaults.signatureHeader : header,
-    timestampToleranceMs: r.number(keys.get("timestamp_tolerance_ms"), MILLISECONDS) ?? defaults.timestampToleranceMs,
+    timestampToleranceMs:
+      r.number(
+        keys.get("timestamp_tolerance_ms"),
+        milliseconds(1000, DAY_MS, "(webhook-timestamp is in whole seconds; 300000 is the usual 5 minutes)"),
+      ) ?? defaults.timestampToleranceMs,
     requireHttps: r.boolean(keys.get("require_https")) ?? defaults.requireHttps,
     allowedNetworks,
   };
@@ -110,33 +124,32 @@ export function readDelivery(r: ConfigReader, field: Field | undefined, defaults
     "circuit_breaker_threshold",
     "circuit_breaker_cooldown_ms",
   ]);
-  const concurrentDeliveries = r.number(keys.get("concurrent_deliveries"), COUNT) ?? defaults.concurrentDeliveries;
+  const concurrentDeliveries =
+    r.number(keys.get("concurrent_deliveries"), count("requests in flight", 10_000)) ?? defaults.concurrentDeliveries;
   return {
-    timeoutMs: r.number(keys.get("timeout_ms"), MILLISECONDS) ?? defaults.timeoutMs,
+    timeoutMs: r.number(keys.get("timeout_ms"), milliseconds(100, 10 * 60_000, "(10 minutes)")) ?? defaults.timeoutMs,
     concurrentDeliveries,
-    queueSize:
-      r.number(keys.get("queue_size"), { ...COUNT, expected: "a positive whole number of events" }) ??
-      defaults.queueSize,
+    queueSize: r.number(keys.get("queue_size"), count("events", 10_000_000)) ?? defaults.queueSize,
     retentionHours:
-      r.number(keys.get("retention_hours"), { ...COUNT, expected: "a positive whole number of hours" }) ??
-      defaults.retentionHours,
+      r.number(keys.get("retention_hours"), count("hours", 87_600, "(10 years)")) ?? defaults.retentionHours,
     perEndpointConcurrency:
-      r.number(keys.get("per_endpoint_concurrency"), COUNT) ?? defaultPerEndpointConcurrency(concurrentDeliveries),
+      r.number(keys.get("per_endpoint_concurrency"), count("requests in flight", 1000)) ??
+      defaultPerEndpointConcurrency(concurrentDeliveries),
     circuitBreakerThreshold:
-      r.number(keys.get("circuit_breaker_threshold"), {
-        ...COUNT,
-        expected: "a positive whole number of consecutive failures",
-      }) ?? defaults.circuitBreakerThreshold,
+      r.number(keys.get("circuit_breaker_threshold"), count("consecutive failures", 10_000)) ??
+      defaults.circuitBreakerThreshold,
     circuitBreakerCooldownMs:
-      r.number(keys.get("circuit_breaker_cooldown_ms"), MILLISECONDS) ?? defaults.circuitBreakerCooldownMs,
+      r.number(keys.get("circuit_breaker_cooldown_ms"), milliseconds(1, DAY_MS, "(24 hours)")) ??
+      defaults.circuitBreakerCooldownMs,
   };
 }
 
 export function readAuth(r: ConfigReader, field: Field | undefined, defaults: AuthConfig): AuthConfig {
-  const keys = r.section(field, ["admin_tokens", "sidecar_tokens"]);
+  const keys = r.section(field, ["admin_tokens", "sidecar_tokens", "metrics_tokens"]);
   return {
     adminTokens: r.stringList(keys.get("admin_tokens"), { sensitive: true }) ?? defaults.adminTokens,
     sidecarTokens: r.stringList(keys.get("sidecar_tokens"), { sensitive: true }) ?? defaults.sidecarTokens,
+    metricsTokens: r.stringList(keys.get("metrics_tokens"), { sensitive: true }) ?? defaults.metricsTokens,
   };
 }
 

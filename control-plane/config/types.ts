@@ -1,3 +1,4 @@
+import { AigwError } from "../../common/errors.js";
 import type { EventTypeName } from "../../common/event-types.js";
 
 /**
@@ -85,6 +86,8 @@ export interface AuthConfig {
   adminTokens: string[];
   /** Bearer tokens accepted on IngestService; empty: no auth (loopback only). */
   sidecarTokens: string[];
+  /** Bearer tokens accepted on /metrics only (a scraper's token cannot change anything); admin tokens are too. */
+  metricsTokens: string[];
 }
 
 export interface StorageConfig {
@@ -124,15 +127,36 @@ export interface ConfigProblem {
   message: string;
 }
 
-export class ConfigError extends Error {
+/**
+ * Every problem of a config file at once, one line each. Messages are made printable here,
+ * whatever produced them: control and bidi characters are escaped and a message is cut at
+ * MAX_MESSAGE, so no file can write raw bytes to the operator's terminal or logs.
+ */
+export class ConfigError extends AigwError {
   override readonly name = "ConfigError";
+  readonly problems: ConfigProblem[];
   constructor(
     readonly file: string,
-    readonly problems: ConfigProblem[],
+    problems: ConfigProblem[],
+    code: "AIGW_CONFIG_INVALID" | "AIGW_CONFIG_UNREADABLE" = "AIGW_CONFIG_INVALID",
   ) {
+    const clean = problems.map((p) => ({ ...p, path: printable(p.path), message: printable(p.message) }));
+    const name = printable(file);
     super(
-      `${file}: ${problems.length} problem${problems.length === 1 ? "" : "s"}:\n` +
-        problems.map((p) => `  ${file}:${p.line}: ${p.path}: ${p.message}`).join("\n"),
+      code,
+      `${name}: ${clean.length} problem${clean.length === 1 ? "" : "s"}:\n` +
+        clean.map((p) => `  ${name}:${p.line}: ${p.path}: ${p.message}`).join("\n"),
     );
+    this.problems = clean;
   }
+}
+
+const MAX_MESSAGE = 400;
+// C0 and C1 controls (newlines too: one problem, one line), DEL, and the bidi overrides
+// that can make a terminal show text in another order than it is.
+const UNPRINTABLE = /[\u0000-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069\ufeff]/g;
+
+export function printable(text: string): string {
+  const escaped = text.replace(UNPRINTABLE, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
+  return escaped.length > MAX_MESSAGE ? `${escaped.slice(0, MAX_MESSAGE - 1)}…` : escaped;
 }

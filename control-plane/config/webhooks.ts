@@ -1,5 +1,7 @@
 import type { EventTypeName } from "../../common/event-types.js";
-import { checkSigningSecret, checkWebhookUrl, ENDPOINT_NAME } from "./checks.js";
+import type { DestinationPolicy } from "../security/destination-policy.js";
+import { signingSecretProblem } from "../security/signing-secret.js";
+import { ENDPOINT_NAME } from "./checks.js";
 import { readEventTypes, readFilters } from "./events.js";
 import { failoverChainProblem } from "./failover-chain.js";
 import type { ConfigReader, Field } from "./reader.js";
@@ -8,7 +10,10 @@ import type { WebhookEndpointConfig } from "./types.js";
 const ENDPOINT_KEYS = ["url", "secret", "enabled", "events", "failover_to", "filters"] as const;
 
 export interface EndpointContext {
-  requireHttps: boolean;
+  /** The destination rule of this file's security section. */
+  destinations: DestinationPolicy;
+  /** False when security.allowed_networks has problems: addresses are then not judged (no second, misleading problem). */
+  judgeAddresses: boolean;
   /** events.subscribe; undefined when it is itself invalid. */
   subscribe: EventTypeName[] | undefined;
 }
@@ -75,8 +80,10 @@ function readEndpoint(
   if (!urlField) r.report(`${field.path}.url`, field.line, "is required; expected the https:// URL to deliver to");
   // URLs can carry credentials: never echoed.
   const url = r.string(urlField, { sensitive: true });
-  const urlProblem = url === undefined ? undefined : checkWebhookUrl(url.trim(), context.requireHttps);
-  if (urlField && urlProblem) r.fail(urlField, urlProblem);
+  const urlProblem = url === undefined ? undefined : context.destinations.urlProblem(url.trim());
+  if (urlField && urlProblem && (context.judgeAddresses || urlProblem.code !== "AIGW_DESTINATION_REFUSED")) {
+    r.fail(urlField, urlProblem.message);
+  }
 
   const secretField = keys.get("secret");
   if (!secretField) {
@@ -84,8 +91,8 @@ function readEndpoint(
     r.report(`${field.path}.secret`, field.line, 'is required; expected "whsec_" + base64 (e.g. "${WEBHOOK_SECRET}")');
   }
   const secret = r.string(secretField, { sensitive: true, allowEmpty: true });
-  const secretProblem = secret === undefined ? undefined : checkSigningSecret(secret);
-  if (secretField && secretProblem) r.fail(secretField, secretProblem);
+  const secretProblem = secret === undefined ? undefined : signingSecretProblem(secret);
+  if (secretField && secretProblem) r.fail(secretField, secretProblem.message);
 
   const subscribed = context.subscribe;
   const events =

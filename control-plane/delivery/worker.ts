@@ -4,9 +4,10 @@ import { EventSchema } from "../../gen/aigw/v1/events_pb.js";
 import { webhookBody } from "../../common/webhook-body.js";
 import type { Readable } from "node:stream";
 import { Agent, errors as undiciErrors } from "undici";
-import { DestinationGuard, DestinationRefusedError } from "./destination-guard.js";
+import { errorCodeOf, isErrorCode } from "../../common/errors.js";
+import { DestinationGuard } from "./destination-guard.js";
 import { parseRetryAfter } from "./retry-policy.js";
-import { SigningKeyRing, SigningSecretError } from "./signing.js";
+import { SigningKeyRing, SigningSecretError } from "../../common/signature.js";
 import type { BatchResults, DeliveryBatchMessage, DeliveryResult, DeliveryTask } from "./task.js";
 
 /**
@@ -301,10 +302,13 @@ function readHead(body: Readable): Promise<string> {
 }
 
 function refusedResult(err: unknown, latencyMs: number): DeliveryResult {
+  const code = errorCodeOf(err);
   const message =
-    err instanceof DestinationRefusedError || err instanceof SigningSecretError
-      ? err.message
-      : `request not sent: ${errorText(err)}`;
+    code !== undefined
+      ? `${code}: ${(err as Error).message}`
+      : err instanceof SigningSecretError
+        ? err.message
+        : `request not sent: ${errorText(err)}`;
   return {
     statusCode: 0,
     latencyMs,
@@ -318,8 +322,12 @@ function refusedResult(err: unknown, latencyMs: number): DeliveryResult {
 
 function failureResult(err: unknown, latencyMs: number, timedOut: boolean, timeoutMs: number): DeliveryResult {
   const base = { statusCode: 0, latencyMs, responseBody: "" };
-  const refusal = findCause(err, (e) => e instanceof DestinationRefusedError || hasCode(e, "AIGW_DESTINATION_REFUSED"));
-  if (refusal) return { ...base, error: refusal.message, timedOut: false, networkError: false, refused: true };
+  // The destination rule refused what a name resolved to (the guard's lookup, at connect time).
+  const refusal = findCause(err, (e) => ownCode(e)?.startsWith("AIGW_DESTINATION_") === true);
+  if (refusal) {
+    const error = `${ownCode(refusal)}: ${refusal.message}`;
+    return { ...base, error, timedOut: false, networkError: false, refused: true };
+  }
   if (
     timedOut ||
     findCause(
@@ -343,6 +351,11 @@ function failureResult(err: unknown, latencyMs: number, timedOut: boolean, timeo
     };
   }
   return { ...base, error: errorText(err), timedOut: false, networkError: true, refused: false };
+}
+
+function ownCode(err: unknown): string | undefined {
+  const code = typeof err === "object" && err !== null ? (err as { code?: unknown }).code : undefined;
+  return isErrorCode(code) ? code : undefined;
 }
 
 function hasCode(err: unknown, code: string): boolean {

@@ -6,6 +6,7 @@ import { WatchResponseSchema } from "../../gen/aigw/v1/feed_pb.js";
 import { EventType } from "../../gen/aigw/v1/events_pb.js";
 import { eventTypeOfCase } from "../../common/event-types.js";
 import type { Logger } from "../../common/logger.js";
+import { invalidArgument } from "../../common/rpc-errors.js";
 import type { Store, StoredEvent } from "../store/store.js";
 import type { EventBus } from "./event-bus.js";
 
@@ -33,7 +34,7 @@ export class FeedServiceImpl implements ServiceImpl<typeof FeedService> {
     const types = new Set<EventType>(req.eventTypes.filter((t) => t !== EventType.UNSPECIFIED));
     for (const [i, t] of req.eventTypes.entries()) {
       if (!(t in EventType) || t === EventType.UNSPECIFIED) {
-        throw new ConnectError(`event_types[${i}]: unknown event type ${t}`, Code.InvalidArgument);
+        throw invalidArgument(`event_types[${i}]`, `unknown event type ${t}`);
       }
     }
     if (req.cursor !== "" && req.since) {
@@ -98,7 +99,7 @@ function parseSince(since: Duration): number {
 
 function parseCursor(cursor: string): number {
   if (!/^\d{1,15}$/.test(cursor)) {
-    throw new ConnectError(`cursor: "${cursor}" is not a cursor from a WatchResponse`, Code.InvalidArgument);
+    throw invalidArgument("cursor", `"${cursor}" is not a cursor from a WatchResponse`);
   }
   return Number(cursor);
 }

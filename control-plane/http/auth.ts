@@ -1,5 +1,7 @@
 import { createHash, timingSafeEqual } from "node:crypto";
-import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { Code, type Interceptor } from "@connectrpc/connect";
+import { rpcError } from "../../common/rpc-errors.js";
 
 /** Bearer tokens kept only as SHA-256 digests, compared in constant time. */
 export class TokenSet {
@@ -33,9 +35,10 @@ export function authInterceptor(sidecarTokens: TokenSet, adminTokens: TokenSet):
   return (next) => async (req) => {
     const tokens = req.service.typeName === "aigw.v1.IngestService" ? sidecarTokens : adminTokens;
     if (!tokens.accepts(req.header.get("authorization"))) {
-      throw new ConnectError(
-        req.header.get("authorization") ? "authorization: token not accepted" : "authorization: bearer token required",
+      throw rpcError(
         Code.Unauthenticated,
+        "AIGW_UNAUTHENTICATED",
+        req.header.get("authorization") ? "authorization: token not accepted" : "authorization: bearer token required",
       );
     }
     return next(req);
@@ -44,4 +47,45 @@ export function authInterceptor(sidecarTokens: TokenSet, adminTokens: TokenSet):
 
 export function isLoopbackHost(host: string): boolean {
   return host === "localhost" || host === "::1" || host === "[::1]" || /^127\.\d+\.\d+\.\d+$/.test(host);
+}
+
+/**
+ * The HTTP/1.1 pages beside the Admin API. On a listener beyond loopback (where
+ * auth.admin_tokens must be set) they ask for the same tokens as the API: the dashboard
+ * page the admin tokens, /metrics (which names endpoints) the admin tokens or
+ * auth.metrics_tokens, so a scraper's token cannot change anything. On loopback they stay
+ * open, as the local stack and a node-local scraper expect. /healthz and /readyz are always
+ * open for orchestrators' probes.
+ */
+export class HttpPageAuth {
+  private readonly admin: TokenSet;
+  private readonly metrics: TokenSet;
+  private readonly required: boolean;
+
+  constructor(tokens: { adminTokens: readonly string[]; metricsTokens: readonly string[]; required: boolean }) {
+    this.admin = new TokenSet(tokens.adminTokens);
+    this.metrics = new TokenSet([...tokens.adminTokens, ...tokens.metricsTokens]);
+    this.required = tokens.required;
+  }
+
+  /** True when the request may read /metrics; otherwise the 401 is already answered. */
+  allowMetrics(req: IncomingMessage, res: ServerResponse): boolean {
+    if (!this.required || this.metrics.accepts(req.headers.authorization)) return true;
+    const what = req.headers.authorization ? "token not accepted" : "bearer token required";
+    res
+      .writeHead(401, { "content-type": "text/plain; charset=utf-8", "www-authenticate": 'Bearer realm="aigw"' })
+      .end(`AIGW_UNAUTHENTICATED: /metrics: ${what} (a token of auth.admin_tokens or auth.metrics_tokens)\n`);
+    return false;
+  }
+
+  /**
+   * True when the request may have the dashboard page. Otherwise a small page with no data
+   * answers 401 and asks for the token, then loads the dashboard with it (a browser cannot
+   * put a bearer token on a navigation).
+   */
+  allowDashboard(req: IncomingMessage, res: ServerResponse, loginPage: () => string): boolean {
+    if (!this.required || this.admin.accepts(req.headers.authorization)) return true;
+    res.writeHead(401, { "content-type": "text/html; charset=utf-8", "cache-control": "no-store" }).end(loginPage());
+    return false;
+  }
 }

@@ -1,8 +1,10 @@
-import { createHash, randomBytes } from "node:crypto";
+import { createHash } from "node:crypto";
 import { LRUCache } from "lru-cache";
 import type { Event } from "../../gen/aigw/v1/events_pb.js";
+import type { ErrorCode } from "../../common/errors.js";
 import type { Logger } from "../../common/logger.js";
-import { checkEndpointUrl } from "../admin/endpoint-validation.js";
+import { DestinationPolicy } from "../security/destination-policy.js";
+import { generateSigningSecret } from "../security/signing-secret.js";
 import type { SecurityConfig } from "../config/types.js";
 import { type Store, StoreConflictError } from "../store/store.js";
 import type { EventRouter } from "./event-router.js";
@@ -43,7 +45,7 @@ export interface OneOffOptions {
   metrics: OneOffMetrics;
 }
 
-type Resolution = { endpoint: string } | { refused: string };
+type Resolution = { endpoint: string } | { refused: string; code?: ErrorCode };
 
 /**
  * One-off endpoints (DESIGN.md: "x-aigw-webhook-url registers a one-off endpoint for that
@@ -80,7 +82,13 @@ export class OneOffEndpoints {
       } else {
         this.options.metrics.refused++;
         this.options.logger.warn(
-          { eventId: event.id, org: event.orgId, origin: safeOrigin(event.webhookUrl), problem: resolution.refused },
+          {
+            code: resolution.code,
+            eventId: event.id,
+            org: event.orgId,
+            origin: safeOrigin(event.webhookUrl),
+            problem: resolution.refused,
+          },
           "refused the one-off webhook URL of an event (x-aigw-webhook-url)",
         );
       }
@@ -107,12 +115,12 @@ export class OneOffEndpoints {
 
   private async create(orgId: string, url: string): Promise<Resolution> {
     if (orgId === "") return { refused: "the event has no org_id, so there is no org key to sign with" };
-    const problem = checkEndpointUrl(url, this.options.security());
-    if (problem !== undefined) return { refused: `webhook_url: ${problem}` };
+    const problem = new DestinationPolicy(this.options.security()).urlProblem(url);
+    if (problem !== undefined) return { refused: `webhook_url: ${problem.message}`, code: problem.code };
     const name = oneOffEndpointName(orgId, url);
     let ensured: Awaited<ReturnType<Store["ensureOneOffEndpoint"]>>;
     try {
-      ensured = await this.options.store.ensureOneOffEndpoint(name, orgId, url, newSecret);
+      ensured = await this.options.store.ensureOneOffEndpoint(name, orgId, url, generateSigningSecret);
     } catch (err) {
       if (err instanceof StoreConflictError) return { refused: err.message };
       throw err;
@@ -132,10 +140,6 @@ export class OneOffEndpoints {
     }
     return { endpoint: endpoint.name };
   }
-}
-
-function newSecret(): string {
-  return `whsec_${randomBytes(32).toString("base64")}`;
 }
 
 /** Only the origin: a receiver URL's path or query may carry a token. */

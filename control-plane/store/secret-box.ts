@@ -76,6 +76,11 @@ export class SecretBox {
   }
 }
 
+/** Where a SQLite store's key file is when storage.encryption_key is not set: beside the database. */
+export function keyFileBeside(databasePath: string): string {
+  return `${databasePath}.key`;
+}
+
 /**
  * The key file beside a SQLite database: read when it exists, otherwise created once
  * with mode 0600. `mayCreate` is false when the database already holds sealed secrets:

@@ -164,6 +164,8 @@ const MIGRATIONS: readonly string[] = [
   `
   DROP INDEX deliveries_claim;
   CREATE INDEX deliveries_due ON deliveries (endpoint, due_at, seq) WHERE status = 'pending';
+  -- Only rows leased right now: giving a process's leases back reads those, not the backlog.
+  CREATE INDEX deliveries_leased ON deliveries (lease_owner) WHERE lease_owner != '';
   UPDATE deliveries SET due_at = 9007199254740991
   WHERE status = 'pending' AND order_key != '' AND lease_owner = '' AND EXISTS (
     SELECT 1 FROM deliveries p

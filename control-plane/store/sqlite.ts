@@ -7,8 +7,9 @@ import { newDeliveryId, ulid } from "../../common/ids.js";
 import { type Event, EventSchema, type EventType } from "../../gen/aigw/v1/events_pb.js";
 import { eventColumns } from "./event-columns.js";
 import { decodePageToken, encodePageToken } from "./page-token.js";
-import { loadOrCreateKeyFile, SecretBox } from "./secret-box.js";
+import { keyFileBeside, loadOrCreateKeyFile, SecretBox } from "./secret-box.js";
 import { GroupCommit } from "./group-commit.js";
+import { Checkpointer, WalSync } from "./sqlite-durability.js";
 import { BLOCKED_DUE_AT, migrate } from "./sqlite-schema.js";
 import { SqliteBudgetTables } from "../budgets/sqlite-budgets.js";
 import {
@@ -162,8 +163,6 @@ function prepareStatements(db: Database.Database) {
     ELSE (SELECT COUNT(*) FROM org_signing_keys o
       WHERE o.org_id = e.org_id AND (o.expires_at IS NULL OR o.expires_at > @now)) END AS key_count`;
   return {
-    syncFull: db.prepare("PRAGMA synchronous = FULL") as Stmt0,
-    syncNormal: db.prepare("PRAGMA synchronous = NORMAL") as Stmt0,
     getMeta: db.prepare("SELECT value FROM meta WHERE name = ?") as Database.Statement<[string], { value: string }>,
     putMeta: db.prepare("INSERT OR REPLACE INTO meta (name, value) VALUES (@name, @value)") as Stmt<{
       name: string;
@@ -313,8 +312,8 @@ function prepareStatements(db: Database.Database) {
        WHERE seq = @seq`,
     ) as Stmt<Record<string, unknown>>,
     releaseLeases: db.prepare(
-      `UPDATE deliveries SET lease_owner = '', lease_until = 0, due_at = next_attempt_at
-       WHERE status = 'pending' AND lease_owner = ?`,
+      `UPDATE deliveries INDEXED BY deliveries_leased SET lease_owner = '', lease_until = 0, due_at = next_attempt_at
+       WHERE lease_owner = ? AND lease_owner != '' AND status = 'pending'`,
     ) as Database.Statement<[string]>,
     failEndpointDeliveries: db.prepare(
       `UPDATE deliveries SET status = 'failed', last_error = @error, finished_at = @now, lease_owner = '', lease_until = 0
@@ -398,11 +397,12 @@ export class SqliteStore implements Store {
   #pending: number;
   /** Changes to #pending inside the running transaction, applied when it commits. */
   #pendingDelta = 0;
-  #synchronousFull = false;
+  readonly #wal: WalSync;
+  readonly #checkpointer: Checkpointer;
   #closed = false;
 
   /** Use openSqliteStore(); the constructor expects a migrated database. */
-  constructor(db: Database.Database, path: string, box: SecretBox) {
+  constructor(db: Database.Database, path: string, box: SecretBox, logger?: Logger) {
     this.#db = db;
     this.path = path;
     this.#box = box;
@@ -414,41 +414,36 @@ export class SqliteStore implements Store {
       const now = Date.now();
       return this.#bookkeeping(() => batch.map((completion) => this.#completeOne(completion, now)));
     });
-    // Ingest commits are synced (see #durable), so a group is many sidecars' batches for one fsync.
+    // Ingest commits are synced (see #durable): a group is many sidecars' batches for one flush.
     this.#ingests = new GroupCommit((batch) => {
       const now = Date.now();
       return this.#durable(() => batch.map((item) => this.#ingestOne(item, now)));
     }, 256);
-    this.#s.syncNormal.run();
+    this.#wal = new WalSync(`${path}-wal`);
+    this.#checkpointer = new Checkpointer({ dbPath: path, ...(logger ? { logger } : {}) });
     this.#pending = this.#s.countPending.get() ?? 0;
   }
 
-  // Durability is chosen per transaction. ingest() is followed by an ack that lets a
-  // sidecar drop the events from its spool, so its commit must survive power loss:
-  // synchronous=FULL fsyncs the WAL at commit. Endpoint, key and replay changes are rare
-  // and an operator expects them kept, so they are FULL too. Delivery bookkeeping (claims,
-  // attempt results, lease releases) and purges run at NORMAL: a WAL commit without fsync,
-  // made durable by the next checkpoint. Power loss can then forget the last few claims or
-  // results, which only means a delivery goes out again — at-least-once allows that — (or
-  // a purge runs again), and the delivery path runs several times faster. `synchronous` is a connection setting
-  // read at commit time, so it is switched between transactions, never inside one.
-  #durable<T>(fn: () => T): T {
-    this.#flushCompletions();
-    this.#setSynchronousFull(true);
-    try {
-      return this.#write(fn);
-    } finally {
-      this.#setSynchronousFull(false);
-    }
+  // Durability (sqlite-durability.ts): every commit runs with synchronous=NORMAL, so a
+  // process crash loses nothing; what must also survive power loss waits for a flush of the
+  // WAL done off the main thread. ingest() is followed by an ack that lets a sidecar drop
+  // the events from its spool, and endpoint, key and replay changes are what an operator
+  // expects kept: those are #durable. Delivery bookkeeping (claims, attempt results, lease
+  // releases) and purges are #bookkeeping: power loss can forget the last few, which only
+  // means a delivery goes out again (at-least-once allows that) or a purge runs again.
+  async #durable<T>(fn: () => T): Promise<T> {
+    const result = this.#write(fn);
+    await this.#wal.sync();
+    return result;
   }
 
   #bookkeeping<T>(fn: () => T): T {
-    this.#flushCompletions();
     return this.#write(fn);
   }
 
-  /** One write transaction; the pending count follows only what commits. */
+  /** One write transaction (after the attempt results waiting for theirs); the pending count follows what commits. */
   #write<T>(fn: () => T): T {
+    this.#flushCompletions();
     this.#pendingDelta = 0;
     try {
       const result = this.#inTransaction.immediate(fn) as T;
@@ -462,12 +457,6 @@ export class SqliteStore implements Store {
   /** Every reader of deliveries calls this first, so it sees every attempt already reported. */
   #flushCompletions(): void {
     this.#completions.flushSync();
-  }
-
-  #setSynchronousFull(full: boolean): void {
-    if (this.#synchronousFull === full) return;
-    (full ? this.#s.syncFull : this.#s.syncNormal).run();
-    this.#synchronousFull = full;
   }
 
   // ---- events -------------------------------------------------------------------------
@@ -649,7 +638,7 @@ export class SqliteStore implements Store {
     requireSecret(secret, endpoint);
     finiteNumber(previousExpireAt, "previousExpireAt");
     const now = Date.now();
-    this.#durable(() => {
+    await this.#durable(() => {
       if (this.#s.endpointByName.get({ now, name: endpoint }) === undefined) {
         throw new StoreNotFoundError(`endpoint "${endpoint}" not found`);
       }
@@ -709,7 +698,7 @@ export class SqliteStore implements Store {
     requireSecret(secret, `org ${orgId}`);
     finiteNumber(previousExpireAt, "previousExpireAt");
     const now = Date.now();
-    this.#durable(() => {
+    await this.#durable(() => {
       this.#oneOff.deleteExpiredOrgKeys.run({ orgId, now });
       this.#oneOff.expireOrgKeys.run({ orgId, expiresAt: previousExpireAt });
       this.#insertOrgKey(orgId, secret, now);
@@ -1100,7 +1089,7 @@ export class SqliteStore implements Store {
 
   async putBudget(budget: BudgetSpec): Promise<void> {
     const now = Date.now();
-    this.#durable(() => this.#budgets.putBudget(budget, now));
+    await this.#durable(() => this.#budgets.putBudget(budget, now));
   }
 
   async deleteBudget(orgId: string, limitType: BudgetLimitType): Promise<boolean> {
@@ -1113,14 +1102,26 @@ export class SqliteStore implements Store {
 
   async putModelPrice(price: StoredModelPrice): Promise<void> {
     const now = Date.now();
-    this.#durable(() => this.#budgets.putModelPrice(price, now));
+    await this.#durable(() => this.#budgets.putModelPrice(price, now));
   }
 
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#flushCompletions();
     this.#closed = true;
+    await this.#wal.close();
+    await this.#checkpointer.stop();
     this.#db.close();
+  }
+
+  /** Starts checkpointing in a worker thread (openSqliteStore does, once the store is usable). */
+  startCheckpoints(): void {
+    this.#checkpointer.start();
+  }
+
+  /** For tests and metrics: WAL flushes made for durable commits, and checkpoints run. */
+  durability(): { walSyncs: number; checkpoints: number } {
+    return { walSyncs: this.#wal.syncs, checkpoints: this.#checkpointer.checkpoints };
   }
 
   #insertDelivery(source: DeliverySource, endpoint: string, originDeliveryId: string, now: number): DeliveryRecord {
@@ -1176,10 +1177,10 @@ export class SqliteStore implements Store {
   }
 
   /** Verifies the key against the check value sealed at first open, or seals one. */
-  verifyKey(): void {
+  async verifyKey(): Promise<void> {
     const check = this.#s.getMeta.get(KEY_CHECK_NAME);
     if (check === undefined) {
-      this.#durable(() =>
+      await this.#durable(() =>
         this.#s.putMeta.run({ name: KEY_CHECK_NAME, value: this.#box.seal(KEY_CHECK_PLAINTEXT, KEY_CHECK_CONTEXT) }),
       );
       return;
@@ -1203,6 +1204,7 @@ export async function openSqliteStore(path: string, options: SqliteStoreOptions 
   const fullPath = resolve(path);
   await mkdir(dirname(fullPath), { recursive: true });
   let db: Database.Database;
+  let store: SqliteStore | undefined;
   try {
     db = new Database(fullPath);
   } catch (err) {
@@ -1210,6 +1212,11 @@ export async function openSqliteStore(path: string, options: SqliteStoreOptions 
   }
   try {
     db.pragma("journal_mode = WAL");
+    // Commits never flush on this thread; durable ones wait for WalSync, and checkpoints
+    // run in their own thread (sqlite-durability.ts). A WAL that grew is cut back after a checkpoint.
+    db.pragma("synchronous = NORMAL");
+    db.pragma("wal_autocheckpoint = 0");
+    db.pragma(`journal_size_limit = ${64 * 1024 * 1024}`);
     db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
     db.pragma("foreign_keys = ON");
     db.pragma("cache_size = -65536");
@@ -1219,12 +1226,14 @@ export async function openSqliteStore(path: string, options: SqliteStoreOptions 
       db.prepare("SELECT 1 FROM signing_keys LIMIT 1").get() !== undefined;
     const box = options.encryptionKey
       ? SecretBox.fromBase64(options.encryptionKey, "storage.encryption_key")
-      : await loadOrCreateKeyFile(`${fullPath}.key`, !hasSealedSecrets, options.logger);
-    const store = new SqliteStore(db, fullPath, box);
-    store.verifyKey();
+      : await loadOrCreateKeyFile(keyFileBeside(fullPath), !hasSealedSecrets, options.logger);
+    store = new SqliteStore(db, fullPath, box, options.logger);
+    await store.verifyKey();
+    store.startCheckpoints();
     return store;
   } catch (err) {
-    db.close();
+    if (store) await store.close().catch(() => {});
+    else db.close();
     if (err instanceof Error && /not a database|malformed/i.test(err.message)) {
       throw new Error(`cannot open SQLite store ${fullPath}: ${err.message}`, { cause: err });
     }

@@ -7,6 +7,9 @@ import { type Event, EventSchema, EventType } from "../../gen/aigw/v1/events_pb.
 import { newEventId } from "../../common/ids.js";
 import { webhookBody } from "../../common/webhook-body.js";
 import type { AttemptOutcome, NewAttempt } from "../../control-plane/store/store.js";
+import { ErrorDetailSchema } from "../../gen/aigw/v1/errors_pb.js";
+import type { ErrorCode } from "../../common/errors.js";
+import { rpcErrorCode } from "../../common/rpc-errors.js";
 import { type AdminFixture, openAdminFixture, SECRET_A, SECRET_B } from "./fixture.js";
 import { claimDue } from "../support/claims.js";
 
@@ -127,7 +130,8 @@ describe("AdminService endpoints", () => {
 
   it("answers INVALID_ARGUMENT naming the field for each bad input", async () => {
     await f.client.createEndpoint({ endpoint: { name: "primary", url: https("a"), secret: SECRET_A, enabled: true } });
-    const cases: [string, Promise<unknown>, string][] = [
+    const before = await f.client.listEndpoints({});
+    const cases: [string, Promise<unknown>, string, ErrorCode?][] = [
       ["missing endpoint", f.client.createEndpoint({}), "endpoint: required"],
       [
         "bad name",
@@ -142,22 +146,38 @@ describe("AdminService endpoints", () => {
       [
         "bad URL",
         f.client.createEndpoint({ endpoint: { name: "x", url: "not a url", secret: SECRET_A } }),
-        "endpoint.url: must be an absolute https URL",
+        "endpoint.url: is not a valid URL",
+        "AIGW_DESTINATION_INVALID",
       ],
       [
         "http with require_https",
         f.client.createEndpoint({ endpoint: { name: "x", url: "http://hooks.example.com/", secret: SECRET_A } }),
-        "endpoint.url: must be an absolute https URL (security.require_https is true)",
+        "endpoint.url: uses http:// but security.require_https is true",
+        "AIGW_DESTINATION_HTTPS_REQUIRED",
       ],
       [
         "credentials in the URL",
         f.client.createEndpoint({ endpoint: { name: "x", url: "https://u:p@hooks.example.com/", secret: SECRET_A } }),
         "endpoint.url: must not contain credentials",
+        "AIGW_DESTINATION_INVALID",
       ],
       [
         "literal private address",
         f.client.createEndpoint({ endpoint: { name: "x", url: "https://10.1.2.3/hook", secret: SECRET_A } }),
-        "endpoint.url: destination 10.1.2.3 is a private address (not in security.allowed_networks)",
+        "endpoint.url: destination 10.1.2.3 is a private address; allow it with security.allowed_networks",
+        "AIGW_DESTINATION_REFUSED",
+      ],
+      [
+        "IPv4-mapped loopback",
+        f.client.createEndpoint({ endpoint: { name: "x", url: "https://[::ffff:127.0.0.1]/hook", secret: SECRET_A } }),
+        "endpoint.url: destination ::ffff:7f00:1 carries 127.0.0.1, a loopback address",
+        "AIGW_DESTINATION_REFUSED",
+      ],
+      [
+        "trailing-dot localhost",
+        f.client.createEndpoint({ endpoint: { name: "x", url: "https://localhost./hook", secret: SECRET_A } }),
+        "endpoint.url: destination localhost. ends with a dot",
+        "AIGW_DESTINATION_REFUSED",
       ],
       [
         "unknown event type",
@@ -174,12 +194,32 @@ describe("AdminService endpoints", () => {
       [
         "missing secret",
         f.client.createEndpoint({ endpoint: { name: "x", url: https("a") } }),
-        "endpoint.secret: required",
+        "endpoint.secret: is empty",
+        "AIGW_SECRET_INVALID",
+      ],
+      [
+        "1-byte secret (the config refuses it too)",
+        f.client.createEndpoint({ endpoint: { name: "x", url: https("a"), secret: "s" } }),
+        'endpoint.secret: is 1 bytes of text; expected "whsec_" + base64 of at least 16 random bytes',
+        "AIGW_SECRET_INVALID",
+      ],
+      [
+        "short whsec secret",
+        f.client.createEndpoint({ endpoint: { name: "x", url: https("a"), secret: "whsec_b2xk" } }),
+        'endpoint.secret: decodes to 3 bytes after "whsec_"',
+        "AIGW_SECRET_INVALID",
+      ],
+      [
+        "short secret on rotation",
+        f.client.rotateSigningKey({ endpoint: "primary", secret: "whsec_b2xk" }),
+        'secret: decodes to 3 bytes after "whsec_"',
+        "AIGW_SECRET_INVALID",
       ],
       [
         "malformed whsec secret",
         f.client.createEndpoint({ endpoint: { name: "x", url: https("a"), secret: "whsec_***" } }),
-        'endpoint.secret: must be "whsec_" followed by base64',
+        'endpoint.secret: is not valid base64 after "whsec_"',
+        "AIGW_SECRET_INVALID",
       ],
       [
         "unknown failover",
@@ -202,7 +242,8 @@ describe("AdminService endpoints", () => {
       [
         "bad URL on update",
         f.client.updateEndpoint({ endpoint: { name: "primary", url: "ftp://x/" }, updateMask: { paths: ["url"] } }),
-        "endpoint.url: must be an absolute https URL (security.require_https is true)",
+        'endpoint.url: uses the unsupported scheme "ftp"',
+        "AIGW_DESTINATION_INVALID",
       ],
       ["page_size too big", f.client.listDeliveries({ pageSize: 1001 }), "page_size: must be 1..1000 (0 for 100)"],
       ["bad status", f.client.listDeliveries({ status: 42 as DeliveryStatus }), "status: unknown delivery status 42"],
@@ -217,11 +258,16 @@ describe("AdminService endpoints", () => {
         "event_type: unknown event type 77",
       ],
     ];
-    for (const [what, call, message] of cases) {
+    for (const [what, call, message, code = "AIGW_INVALID_ARGUMENT"] of cases) {
       const err = await rpcError(call);
       expect(err.code, what).toBe(Code.InvalidArgument);
       expect(err.rawMessage.startsWith(message), `${what}: ${err.rawMessage}`).toBe(true);
+      // The catalogue code and the field travel in the error's details.
+      expect(rpcErrorCode(err), what).toBe(code);
+      expect(err.findDetails(ErrorDetailSchema)[0]?.field, what).toBe(message.slice(0, message.indexOf(":")));
     }
+    // Nothing was changed by any of them.
+    expect(await f.client.listEndpoints({})).toEqual(before);
   });
 
   it("accepts plain http and allow-listed networks when the config says so", async () => {
@@ -230,7 +276,7 @@ describe("AdminService endpoints", () => {
       f.client.createEndpoint({ endpoint: { name: "local", url: "http://127.0.0.1:9000/hook", secret: SECRET_A } }),
     );
     expect(err.rawMessage).toBe(
-      "endpoint.url: destination 127.0.0.1 is a loopback address (not in security.allowed_networks)",
+      "endpoint.url: destination 127.0.0.1 is a loopback address; allow it with security.allowed_networks",
     );
     f.config.security.allowedNetworks = ["127.0.0.0/8"];
     const ok = await f.client.createEndpoint({

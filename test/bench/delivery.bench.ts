@@ -17,7 +17,7 @@ import { webhookBody } from "../../common/webhook-body.js";
 import { defaultConfig } from "../../control-plane/config/defaults.js";
 import { createDeliveryPool } from "../../control-plane/delivery/pool.js";
 import { DeliveryScheduler } from "../../control-plane/delivery/scheduler.js";
-import { sign } from "../../control-plane/delivery/signing.js";
+import { sign } from "../../common/signature.js";
 import { openSqliteStore } from "../../control-plane/store/sqlite.js";
 import { type Event, EventSchema } from "../../gen/aigw/v1/events_pb.js";
 import type { BenchRow } from "./types.js";

@@ -1,9 +1,12 @@
 // `npm run bench`: every benchmark, one table. Each row is measured against a baseline taken
 // in the same run, so the ratios mean something on any machine; nothing here gates CI.
-// `npm run bench -- --update-readme` also writes the table into README.md.
+// `npm run bench -- --update-readme` also writes the table into README.md; `npm run bench --
+// delivery` (or any prefix of a part's name) runs only those parts.
 import { readFileSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
 import { benchDelivery } from "./delivery.bench.js";
+import { benchDeliveryBacklog } from "./delivery-backlog.bench.js";
+import { benchDeliveryEndToEnd } from "./delivery-e2e.bench.js";
 import { benchSidecar } from "./sidecar.bench.js";
 import type { BenchRow } from "./types.js";
 
@@ -22,11 +25,16 @@ function table(rows: BenchRow[]): string {
   return `${head}\n${body}`;
 }
 
-const rows: BenchRow[] = [];
-for (const [name, bench] of [
+const parts = [
   ["sidecar proxy", benchSidecar],
-  ["delivery", benchDelivery],
-] as const) {
+  ["delivery throughput", benchDelivery],
+  ["delivery backlog", benchDeliveryBacklog],
+  ["delivery end to end", benchDeliveryEndToEnd],
+] as const;
+const wanted = process.argv.slice(2).filter((a) => !a.startsWith("--"));
+const rows: BenchRow[] = [];
+for (const [name, bench] of parts) {
+  if (wanted.length > 0 && !wanted.some((w) => name.startsWith(w))) continue;
   process.stderr.write(`running ${name} benchmark…\n`);
   rows.push(...(await bench()));
 }

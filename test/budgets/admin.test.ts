@@ -83,8 +83,16 @@ describe("budget and pricing Admin RPCs and CLI verbs", () => {
       [{ ...ok, orgId: "" }, /^budget\.org_id: required/],
       [{ ...ok, limitType: "" }, /^budget\.limit_type: required/],
       [{ ...ok, limitType: "weekly" }, /^budget\.limit_type: "weekly" is not daily or monthly/],
-      [{ ...ok, budgetLimit: 0 }, /^budget\.budget_limit: must be .* above 0, got 0/],
+      [
+        { ...ok, budgetLimit: 0 },
+        /^budget\.budget_limit: must be a spend limit in USD above 0, at most 1000000000, got 0/,
+      ],
       [{ ...ok, budgetLimit: -3 }, /^budget\.budget_limit:/],
+      // The same ranges as the config file's budgets[].budget_limit.
+      [
+        { ...ok, budgetLimit: 1e15 },
+        /^budget\.budget_limit: must be a spend limit in USD above 0, at most 1000000000, got 1000000000000000/,
+      ],
       [{ ...ok, thresholds: [50, 80, 80] }, /^budget\.thresholds\[2\]: \(80\) must be above the threshold before it/],
       [{ ...ok, thresholds: [0, 50] }, /^budget\.thresholds\[0\]: must be a percentage from 1 to 100, got 0/],
       [{ ...ok, thresholds: [50, 101] }, /^budget\.thresholds\[1\]:/],
@@ -129,8 +137,9 @@ describe("budget and pricing Admin RPCs and CLI verbs", () => {
       [{ model: "", inputPerMillion: 1, outputPerMillion: 1 }, /^price\.model: required/],
       [
         { model: "m", inputPerMillion: -1, outputPerMillion: 1 },
-        /^price\.input_per_million: must be USD per million tokens, 0 or more, got -1/,
+        /^price\.input_per_million: must be USD per million tokens from 0 to 100000, got -1/,
       ],
+      [{ model: "m", inputPerMillion: 1e308, outputPerMillion: 1 }, /^price\.input_per_million: .* got 1e\+308/],
       [{ model: "m", inputPerMillion: 1, outputPerMillion: -0.5 }, /^price\.output_per_million:/],
     ];
     for (const [price, message] of bad) {

@@ -9,6 +9,7 @@ import {
   loadConfigFile,
   modelPrice,
   parseConfig,
+  parseConfigBytes,
 } from "../../control-plane/config/load.js";
 import { ConfigError } from "../../control-plane/config/types.js";
 
@@ -122,9 +123,22 @@ describe("the product page's webhook_config.yaml", () => {
 });
 
 describe("defaults", () => {
-  it("an empty file is the default config", () => {
-    expect(parse("")).toEqual(defaultConfig());
-    expect(parse("# only a comment\n")).toEqual(defaultConfig());
+  it("an empty mapping is the default config; an empty file is refused, naming the file", () => {
+    expect(parse("{}")).toEqual(defaultConfig());
+    expect(parse("webhooks: {}\n")).toEqual(defaultConfig());
+    for (const text of ["", "# only a comment\n", "\n  \n"]) {
+      let error: unknown;
+      try {
+        parseConfigBytes(Buffer.from(text), { file: "conf/gw.yaml", env: {} });
+      } catch (err) {
+        error = err;
+      }
+      expect(error).toBeInstanceOf(ConfigError);
+      expect((error as ConfigError).code).toBe("AIGW_CONFIG_UNREADABLE");
+      expect((error as ConfigError).message).toMatch(
+        /^conf\/gw\.yaml: 1 problem:\n {2}conf\/gw\.yaml:1: \(file\): (is empty|has no settings)/,
+      );
+    }
   });
 
   it("defaultConfig has the product page's values, DESIGN.md's additions and no webhooks", () => {
@@ -135,7 +149,7 @@ describe("defaults", () => {
     expect(config.delivery.perEndpointConcurrency).toBe(4);
     expect(config.delivery.circuitBreakerThreshold).toBe(5);
     expect(config.delivery.circuitBreakerCooldownMs).toBe(30000);
-    expect(config.auth).toEqual({ adminTokens: [], sidecarTokens: [] });
+    expect(config.auth).toEqual({ adminTokens: [], sidecarTokens: [], metricsTokens: [] });
     expect(config.storage).toEqual({ url: "sqlite:.aigw/aigw.db", encryptionKey: "" });
     expect(config.budgets).toEqual([]);
     expect(config.limits).toEqual([]);
@@ -161,7 +175,7 @@ describe("defaults", () => {
         "webhooks:",
         "  primary:",
         "    url: https://a.example.com/",
-        "    secret: raw text secret",
+        "    secret: raw text secret of 32 bytes.....",
         "budgets:",
         "  - { org_id: org_1, limit_type: monthly, budget_limit: 100 }",
         "limits:",
@@ -170,7 +184,7 @@ describe("defaults", () => {
     );
     expect(config.webhooks.primary).toEqual({
       url: "https://a.example.com/",
-      secret: "raw text secret",
+      secret: "raw text secret of 32 bytes.....",
       enabled: true,
       events: [],
       failoverTo: "",
@@ -228,7 +242,7 @@ describe("${VAR} substitution", () => {
       {
         path: "delivery.queue_size",
         line: 7,
-        message: 'expected a positive whole number of events, got string "lots"',
+        message: 'expected a whole number of events from 1 to 10000000, got string "lots"',
       },
       { path: "auth.admin_tokens[1]", line: 11, message: "environment variable ADMIN_TOKEN is not set" },
     ]);
@@ -300,7 +314,7 @@ describe("endpoints", () => {
         "        severity: [critical]",
         "  spare:",
         "    url: http://localhost:9090/",
-        "    secret: plain-bytes",
+        "    secret: plain-bytes-used-as-the-key-as-is",
         "    enabled: false",
       ].join("\n"),
     );
@@ -316,15 +330,15 @@ describe("endpoints", () => {
 
   it("lets primary opt out of failing over to backup", () => {
     const config = parse(
-      "webhooks:\n  primary:\n    url: https://a.example.com/\n    secret: s\n    failover_to: ''\n" +
-        "  backup:\n    url: https://b.example.com/\n    secret: s\n",
+      "webhooks:\n  primary:\n    url: https://a.example.com/\n    secret: a-raw-secret-of-24-bytes+\n    failover_to: ''\n" +
+        "  backup:\n    url: https://b.example.com/\n    secret: a-raw-secret-of-24-bytes+\n",
     );
     expect(config.webhooks.primary!.failoverTo).toBe("");
   });
 
   it("follows YAML anchors and aliases", () => {
     const config = parse(
-      "retry:\n  retryable_status_codes: &codes [500, 503]\nwebhooks:\n  primary:\n    url: &u https://a.example.com/\n    secret: s\n",
+      "retry:\n  retryable_status_codes: &codes [500, 503]\nwebhooks:\n  primary:\n    url: &u https://a.example.com/\n    secret: a-raw-secret-of-24-bytes+\n",
     );
     expect(config.retry.retryableStatusCodes).toEqual([500, 503]);
     expect(config.webhooks.primary!.url).toBe("https://a.example.com/");
@@ -344,8 +358,8 @@ describe("ConfigError", () => {
     expect(error!.message).toBe(
       [
         "conf/gw.yaml: 2 problems:",
-        "  conf/gw.yaml:2: retry.max_attempts: must be a whole number of attempts, 1 or more, got 0",
-        "  conf/gw.yaml:3: retry.jitter: must be a share of each delay between 0 (none) and 1 (the whole delay), got -1",
+        "  conf/gw.yaml:2: retry.max_attempts: must be a whole number of attempts from 1 to 100, got 0",
+        "  conf/gw.yaml:3: retry.jitter: must be a share of each delay from 0 to 1 (0: none, 1: the whole delay), got -1",
       ].join("\n"),
     );
   });

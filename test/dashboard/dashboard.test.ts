@@ -1,6 +1,11 @@
-import { existsSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { type Browser, chromium } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createLogger } from "../../common/logger.js";
+import { parseConfig } from "../../control-plane/config/load.js";
+import { runControlPlane } from "../../control-plane/run.js";
 import { startTestStack, type TestStack, TEST_SECRET, testConfigYaml } from "../support/stack.js";
 import { type ControlPlaneFixture, startControlPlane } from "../support/control-plane.js";
 import { startTestReceiver, type TestReceiver } from "../support/webhook-receiver.js";
@@ -72,20 +77,62 @@ describe.skipIf(!haveChromium)("dashboard", () => {
 
   describe("with admin tokens", () => {
     let fixture: ControlPlaneFixture;
+    let open: Awaited<ReturnType<typeof runControlPlane>> | undefined;
+    let dir: string;
     beforeAll(async () => {
       fixture = await startControlPlane(
         testConfigYaml({ primaryUrl: receiver.url, extra: 'auth:\n  admin_tokens: ["dash-token"]\n' }),
       );
+      dir = mkdtempSync(join(tmpdir(), "aigw-dash-open-"));
+      open = await runControlPlane({
+        config: parseConfig(
+          testConfigYaml({
+            primaryUrl: receiver.url,
+            extra: 'auth:\n  admin_tokens: ["dash-token"]\n  sidecar_tokens: ["dash-sidecar"]\n',
+          }),
+          { file: "t.yaml", env: {} },
+        ),
+        store: `sqlite:${join(dir, "open.db")}`,
+        grpc: "127.0.0.1:0",
+        http: "0.0.0.0:0",
+        logger: createLogger({ level: "silent" }),
+      });
     });
-    afterAll(() => fixture?.close());
+    afterAll(async () => {
+      await fixture?.close();
+      await open?.close();
+      rmSync(dir, { recursive: true, force: true });
+    });
 
-    it("asks for the token, then shows the data", async () => {
+    it("on loopback: the page asks for the token for its data, then shows it", async () => {
       const page = await browser.newPage();
       try {
         await page.goto(`${fixture.cp.httpUrl}/`);
         await page.locator("#auth").waitFor({ state: "visible", timeout: 30_000 });
         await page.fill("#token", "dash-token");
         await page.click("#auth button");
+        await expect.poll(() => page.locator("#stats tbody").textContent(), { timeout: 30_000 }).toContain("primary");
+      } finally {
+        await page.close();
+      }
+    });
+
+    it("beyond loopback: the page itself needs the token, then shows the data", async () => {
+      const page = await browser.newPage();
+      try {
+        const first = await page.goto(`${open!.httpUrl.replace("0.0.0.0", "127.0.0.1")}/`);
+        // Without it, a form and nothing of the dashboard.
+        expect(first?.status()).toBe(401);
+        expect(await page.locator("#stats").count()).toBe(0);
+        await page.locator("#auth").waitFor({ state: "visible", timeout: 30_000 });
+        await page.fill("#token", "not-the-token");
+        await page.click("#auth button");
+        await expect.poll(() => page.locator("#error").textContent(), { timeout: 30_000 }).toBe("token not accepted");
+        await page.fill("#token", "dash-token");
+        await page.click("#auth button");
+        await expect.poll(() => page.locator("#stats tbody").textContent(), { timeout: 30_000 }).toContain("primary");
+        // The tab keeps the token: a reload goes straight back to the data.
+        await page.reload();
         await expect.poll(() => page.locator("#stats tbody").textContent(), { timeout: 30_000 }).toContain("primary");
       } finally {
         await page.close();

@@ -1,6 +1,6 @@
 import { request } from "undici";
 import { afterEach, describe, expect, it } from "vitest";
-import { sign } from "../../control-plane/delivery/signing.js";
+import { sign } from "../../common/signature.js";
 import { type ReceivedEvent, type Receiver, startReceiver } from "../../examples/receiver.js";
 
 const SECRET = "whsec_" + Buffer.from("receiver-test-secret-0123456789ab").toString("base64");
@@ -58,6 +58,37 @@ describe("example receiver", () => {
       "webhook-signature": sign(["plain text secret"], "evt_r2", ts, body),
     });
     expect(res.status).toBe(200);
+  });
+
+  it("rejects a replayed (stale) webhook and accepts either key during a rotation", async () => {
+    const OLD = "whsec_" + Buffer.from("receiver-old-secret-0123456789abc").toString("base64");
+    const lines: string[] = [];
+    receiver = await startReceiver({
+      port: 0,
+      secret: [SECRET, OLD],
+      toleranceMs: 60_000,
+      print: (l) => lines.push(l),
+    });
+    const body = '{"event":"completion"}';
+    const now = Math.floor(Date.now() / 1000);
+    const headers = (id: string, ts: number, secrets: string[]) => ({
+      "webhook-id": id,
+      "webhook-timestamp": String(ts),
+      "webhook-signature": sign(secrets, id, ts, body),
+    });
+    expect((await post(receiver.url, body, headers("evt_old_key", now, [OLD]))).status).toBe(200);
+    expect((await post(receiver.url, body, headers("evt_new_key", now, [SECRET]))).status).toBe(200);
+    const stale = await post(receiver.url, body, headers("evt_stale", now - 120, [SECRET]));
+    expect(stale.status).toBe(401);
+    expect(stale.text).toMatch(
+      /AIGW_WEBHOOK_TIMESTAMP_EXPIRED: the signature matches, but webhook-timestamp \d+ is 12\d s old/,
+    );
+    expect(lines.some((l) => l.startsWith("x rejected evt_stale: AIGW_WEBHOOK_TIMESTAMP_EXPIRED"))).toBe(true);
+    expect(receiver.counts).toEqual({ received: 2, duplicates: 0, rejected: 1 });
+  });
+
+  it("refuses a secret that cannot be a key at start", async () => {
+    await expect(startReceiver({ port: 0, secret: "whsec_not base64!" })).rejects.toThrow(/not base64/);
   });
 
   it("needs a secret", async () => {

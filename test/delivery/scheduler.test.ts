@@ -438,7 +438,7 @@ describe("DeliveryScheduler", () => {
     const failed = await statusOf(event!.id, "primary", "failed");
     expect(failed.attemptCount).toBe(1);
     expect(failed.lastError).toBe(
-      "destination 127.0.0.1 (localhost) is a loopback address; allow it with security.allowed_networks",
+      "AIGW_DESTINATION_REFUSED: destination localhost is a loopback name; allow it with security.allowed_networks (127.0.0.0/8)",
     );
     expect(r.requests).toHaveLength(0);
   });

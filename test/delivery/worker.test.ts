@@ -140,11 +140,21 @@ describe("delivery worker", () => {
     const s = await server((_req, res) => res.writeHead(200).end());
     const viaName = await deliver(task(s.url.replace("127.0.0.1", "localhost"), { allowedNetworks: [] }));
     expect(viaName).toMatchObject({ statusCode: 0, refused: true, networkError: false });
-    expect(viaName.error).toMatch(
-      /^destination 127\.0\.0\.1 \(localhost\) is a loopback address; allow it with security\.allowed_networks$/,
+    expect(viaName.error).toBe(
+      "AIGW_DESTINATION_REFUSED: destination localhost is a loopback name; allow it with security.allowed_networks (127.0.0.0/8)",
     );
     const literal = await deliver(task(s.url, { allowedNetworks: [] }));
-    expect(literal.error).toBe("destination 127.0.0.1 is a loopback address; allow it with security.allowed_networks");
+    expect(literal.error).toBe(
+      "AIGW_DESTINATION_REFUSED: destination 127.0.0.1 is a loopback address; allow it with security.allowed_networks",
+    );
+    // The IPv6 forms of a loopback address are refused before any connection is tried.
+    for (const host of ["[::ffff:127.0.0.1]", "[::127.0.0.1]", "[64:ff9b::7f00:1]"]) {
+      const embedded = await deliver(task(s.url.replace("127.0.0.1", host), { allowedNetworks: [] }));
+      expect(embedded, host).toMatchObject({ refused: true, networkError: false });
+      expect(embedded.error, host).toMatch(
+        /^AIGW_DESTINATION_REFUSED: destination \S+ carries 127\.0\.0\.1, a loopback/,
+      );
+    }
     const https = await deliver(task(s.url, { requireHttps: true }));
     expect(https).toMatchObject({ refused: true });
     expect(https.error).toMatch(/require_https/);

@@ -67,10 +67,10 @@ describe("the npm package, installed from its tarball", () => {
       expect(files, f).toContain(f);
     }
     expect(files.filter((f) => /^(test|cli|control-plane|sidecar|common)\//.test(f))).toEqual([]);
-    expect(files.filter((f) => f.endsWith(".ts") || f.endsWith(".map"))).toEqual([]);
+    expect(files.filter((f) => (f.endsWith(".ts") && !f.endsWith(".d.ts")) || f.endsWith(".map"))).toEqual([]);
     // Every built file has its source: nothing stale from an old build ships.
     for (const f of files.filter((f) => f.startsWith("dist/"))) {
-      expect(existsSync(join(REPO_ROOT, f.slice("dist/".length).replace(/\.js$/, ".ts"))), f).toBe(true);
+      expect(existsSync(join(REPO_ROOT, f.slice("dist/".length).replace(/(\.d\.ts|\.js)$/, ".ts"))), f).toBe(true);
     }
   });
 
@@ -91,6 +91,16 @@ describe("the npm package, installed from its tarball", () => {
     const { stdout } = await run(process.execPath, [join(app, "bin/aigw.js"), "--help"], { cwd: dir });
     expect(stdout).toMatch(/^aigw \d+\.\d+\.\d+ — /);
     expect(stdout).toContain("aigw control-plane --config FILE");
+  });
+
+  it("exports aigw/verify, with its types, to receivers that install it", async () => {
+    const { stdout } = await run(
+      process.execPath,
+      ["--input-type=module", "-e", 'const m = await import("aigw/verify"); console.log(typeof m.verifyWebhook)'],
+      { cwd: app },
+    );
+    expect(stdout.trim()).toBe("function");
+    expect(files).toContain("dist/common/verify.d.ts");
   });
 
   it("runs a control plane that delivers a signed webhook through its workers", async () => {

@@ -141,6 +141,25 @@ describe("aigw CLI", () => {
     expect(err).toMatch(/bad\.yaml:5: webhooks\.primary\.colour/);
     expect(err).toMatch(/bad\.yaml:7: retry\.initial_delay_ms/);
     expect(err).toMatch(/bad\.yaml:8: retry\.max_attempts/);
+    expect(err).toMatch(/^aigw: AIGW_CONFIG_INVALID: \S*bad\.yaml: 5 problems:\n/);
+  });
+
+  it("refuses a binary or empty config file by name, without echoing its bytes", async () => {
+    const binary = join(dir, "binary.yaml");
+    // What a gzip or an image left at the config's path starts like: control bytes, NUL, high bytes.
+    writeFileSync(binary, Buffer.from([0x1f, 0x8b, 0x08, 0x00, 0x1b, 0x5b, 0x32, 0x4a, 0xff, 0xfe, 0x00, 0x9b, 0x41]));
+    const b = runAigw(["control-plane", "--config", binary, "--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0"]);
+    expect(await b.exited).toBe(2);
+    expect(b.stderr()).toBe(
+      `aigw: AIGW_CONFIG_UNREADABLE: ${binary}: 1 problem:\n  ${binary}:1: (file): is not a text file (the control byte 0x1f at byte 0); expected a UTF-8 YAML file such as examples/webhook_config.yaml\n`,
+    );
+    const empty = join(dir, "empty.yaml");
+    writeFileSync(empty, "");
+    const e = runAigw(["control-plane", "--config", empty, "--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0"]);
+    expect(await e.exited).toBe(2);
+    expect(e.stderr()).toMatch(
+      /^aigw: AIGW_CONFIG_UNREADABLE: \S*empty\.yaml: 1 problem:\n {2}\S*empty\.yaml:1: \(file\): is empty;/,
+    );
   });
 
   it("refuses to listen beyond loopback without tokens", async () => {
@@ -158,7 +177,7 @@ describe("aigw CLI", () => {
       "127.0.0.1:0",
     ]);
     expect(await p.exited).toBe(1);
-    expect(p.stderr()).toMatch(/auth\.admin_tokens/);
+    expect(p.stderr()).toMatch(/^aigw: AIGW_LISTEN_UNPROTECTED: control-plane: refusing .*auth\.admin_tokens/);
   });
 
   it("refuses a control-plane address that is not one, instead of retrying it forever", async () => {

@@ -172,12 +172,12 @@ describe("one-off endpoints (x-aigw-webhook-url)", () => {
 
   it("refuses a private destination outside allowed_networks and invalid URLs, without failing the batch", async () => {
     const primary = await receiver(TEST_SECRET);
-    // No allowed_networks: loopback and private destinations are refused (the first test
-    // shows the same loopback receiver accepted with 127.0.0.0/8 allowed).
-    fx = await startControlPlane(yaml(primary.url, "[]"));
+    // Only the primary receiver's address is allowed: other loopback and private destinations
+    // are refused (the first test shows loopback receivers accepted with 127.0.0.0/8 allowed).
+    fx = await startControlPlane(yaml(primary.url, '["127.0.0.1/32"]'));
     const stream = openSidecarStream(fx.cp, { sidecarId: "sc_p", orgId: "org_p", app: "a" });
     streams.push(stream);
-    const loopback = completion("gpt-4", 2000, { orgId: "", webhookUrl: "http://127.0.0.1:1/cb" });
+    const loopback = completion("gpt-4", 2000, { orgId: "", webhookUrl: "http://127.0.0.2:1/cb" });
     const privateNet = completion("gpt-4", 2000, { orgId: "", webhookUrl: "http://10.1.2.3/cb" });
     const garbage = errorEvent("critical", { orgId: "", webhookUrl: "not a url" });
     const ftp = errorEvent("critical", { orgId: "", webhookUrl: "ftp://example.com/x" });

@@ -3,10 +3,11 @@ import { createHmac } from "node:crypto";
 /**
  * Standard Webhooks signing (https://www.standardwebhooks.com): each key signs
  * "id.timestamp.body" with HMAC-SHA256; the header carries one `v1,<base64>` per key,
- * space-separated, so a receiver holding either key of a rotation verifies.
+ * space-separated, so a receiver holding either key of a rotation verifies. The delivery
+ * worker signs with this; common/verify.ts (the package's `aigw/verify`) checks with it.
  */
 
-const SECRET_PREFIX = "whsec_";
+export const SECRET_PREFIX = "whsec_";
 const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
 
 export class SigningSecretError extends Error {
@@ -28,10 +29,16 @@ export function parseSecret(secret: string): Buffer {
   return Buffer.from(encoded, "base64");
 }
 
+/** The HMAC-SHA256 of one message under one key (32 bytes). */
+export function macWithKey(key: Uint8Array, id: string, timestampSeconds: number, body: string | Uint8Array): Buffer {
+  const hmac = createHmac("sha256", key);
+  if (typeof body === "string") return hmac.update(`${id}.${timestampSeconds}.${body}`, "utf8").digest();
+  return hmac.update(`${id}.${timestampSeconds}.`, "utf8").update(body).digest();
+}
+
 /** The signature of one message under one key: `v1,<base64 HMAC-SHA256>`. */
 export function signWithKey(key: Uint8Array, id: string, timestampSeconds: number, body: string): string {
-  const mac = createHmac("sha256", key).update(`${id}.${timestampSeconds}.${body}`, "utf8").digest("base64");
-  return `v1,${mac}`;
+  return `v1,${macWithKey(key, id, timestampSeconds, body).toString("base64")}`;
 }
 
 /** The `webhook-signature` value: one `v1,…` per secret, space-separated. */

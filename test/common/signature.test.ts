@@ -1,6 +1,6 @@
 import { Webhook } from "standardwebhooks";
 import { describe, expect, it } from "vitest";
-import { parseSecret, sign, SigningKeyRing, SigningSecretError } from "../../control-plane/delivery/signing.js";
+import { parseSecret, sign, SigningKeyRing, SigningSecretError } from "../../common/signature.js";
 
 // Standard Webhooks reference test vector (DESIGN.md "Webhook request").
 const KAT = {
