@@ -24,7 +24,7 @@ import {
 import { DEFAULT_BUDGET_THRESHOLDS } from "../config/defaults.js";
 import type { BudgetLimitType, BudgetRecord, BudgetSpec, StoredModelPrice } from "../store/store.js";
 import type { Budgets } from "./budgets.js";
-import { LIMIT_TYPES } from "./sqlite-budgets.js";
+import { LIMIT_TYPES } from "../store/budgets.js";
 
 /**
  * The budget and pricing RPCs of AdminService. Requests are validated here and a bad one

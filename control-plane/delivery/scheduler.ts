@@ -620,7 +620,7 @@ export class DeliveryScheduler {
 
   /** Records the attempt, then wakes the lanes it gave work to. */
   private async complete(delivery: ClaimedDelivery, attempt: NewAttempt, outcome: AttemptOutcome): Promise<void> {
-    const result = await this.store.completeAttempt(delivery.id, this.leaseOwner, attempt, outcome);
+    const result = await this.store.completeAttempt(delivery, attempt, outcome);
     this.attemptCounts[outcome.status]++;
     if (!result.recorded) {
       this.log.warn(

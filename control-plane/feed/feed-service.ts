@@ -23,8 +23,8 @@ const REPLAY_PAGE = 500;
 /**
  * FeedService.Watch: stored events after the cursor (or since a time) first, then live
  * ones. The live subscription is opened before the replay so nothing falls in the gap;
- * events seen in both are skipped by seq. The first response is the start position, so
- * a client cut off before any event resumes from there. A watcher that cannot keep up
+ * events seen in both are skipped by cursor. The first response is the start position,
+ * so a client cut off before any event resumes from there. A watcher that cannot keep up
  * ends with RESOURCE_EXHAUSTED and can resume from its last cursor.
  */
 export class FeedServiceImpl implements ServiceImpl<typeof FeedService> {
@@ -37,11 +37,17 @@ export class FeedServiceImpl implements ServiceImpl<typeof FeedService> {
         throw invalidArgument(`event_types[${i}]`, `unknown event type ${t}`);
       }
     }
-    if (req.cursor !== "" && req.since) {
-      throw new ConnectError("since: give a cursor or since, not both", Code.InvalidArgument);
-    }
+    if (req.cursor !== "" && req.since) throw invalidArgument("since", "give a cursor or since, not both");
     const sinceMs = req.since ? parseSince(req.since) : undefined;
-    let after = req.cursor !== "" ? parseCursor(req.cursor) : 0;
+    let after = "";
+    if (req.cursor !== "") {
+      after = req.cursor;
+      try {
+        this.deps.store.compareCursors(after, after);
+      } catch {
+        throw invalidArgument("cursor", `"${req.cursor.slice(0, 40)}" is not a cursor from a WatchResponse`);
+      }
+    }
     const accept = (e: StoredEvent): boolean =>
       (types.size === 0 || types.has(eventTypeOfCase(e.event.payload.case))) &&
       (req.orgId === "" || e.event.orgId === req.orgId) &&
@@ -51,24 +57,22 @@ export class FeedServiceImpl implements ServiceImpl<typeof FeedService> {
     const abort = (): void => sub.close();
     ctx.signal.addEventListener("abort", abort);
     try {
+      const { store } = this.deps;
       if (req.cursor === "") {
-        after =
-          sinceMs === undefined
-            ? await this.deps.store.lastEventSeq()
-            : await this.deps.store.eventSeqBefore(Date.now() - sinceMs);
+        after = sinceMs === undefined ? await store.feedHead() : await store.feedCursorSince(Date.now() - sinceMs);
       }
-      yield create(WatchResponseSchema, { cursor: String(after) });
+      yield create(WatchResponseSchema, { cursor: after });
       for (;;) {
-        const page = await this.deps.store.readEventsAfter(after, REPLAY_PAGE);
+        const page = await store.readFeed(after, REPLAY_PAGE);
         for (const e of page) {
-          after = e.seq;
+          after = e.cursor;
           if (accept(e)) yield toResponse(e);
         }
         if (page.length < REPLAY_PAGE) break;
       }
       for await (const e of sub) {
-        if (e.seq <= after) continue;
-        after = e.seq;
+        if (store.compareCursors(e.cursor, after) <= 0) continue;
+        after = e.cursor;
         yield toResponse(e);
       }
       if (sub.overflowed) {
@@ -85,21 +89,12 @@ export class FeedServiceImpl implements ServiceImpl<typeof FeedService> {
 }
 
 function toResponse(e: StoredEvent): WatchResponse {
-  return create(WatchResponseSchema, { event: e.event, cursor: String(e.seq) });
+  return create(WatchResponseSchema, { event: e.event, cursor: e.cursor });
 }
 
 /** A non-negative duration, in milliseconds. */
 function parseSince(since: Duration): number {
   const ms = durationMs(since);
-  if (!(ms >= 0) || since.seconds < 0n || since.nanos < 0) {
-    throw new ConnectError("since: must not be negative", Code.InvalidArgument);
-  }
+  if (!(ms >= 0) || since.seconds < 0n || since.nanos < 0) throw invalidArgument("since", "must not be negative");
   return ms;
-}
-
-function parseCursor(cursor: string): number {
-  if (!/^\d{1,15}$/.test(cursor)) {
-    throw invalidArgument("cursor", `"${cursor}" is not a cursor from a WatchResponse`);
-  }
-  return Number(cursor);
 }

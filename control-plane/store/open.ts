@@ -1,5 +1,5 @@
 import type { Logger } from "../../common/logger.js";
-import { openSqliteStore } from "./sqlite.js";
+import { openSqliteStore } from "./sqlite/store.js";
 import type { Store } from "./store.js";
 
 export interface OpenStoreOptions {

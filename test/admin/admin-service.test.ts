@@ -384,7 +384,7 @@ describe("AdminService deliveries, replay, test events and stats", () => {
     });
     const done = async (endpoint: string, i: number, a: NewAttempt, outcome: AttemptOutcome) => {
       const d = byKey.get(`${endpoint}/${events[i]!.id}`)!;
-      const r = await f.store.completeAttempt(d.id, "w1", a, outcome);
+      const r = await f.store.completeAttempt(d, a, outcome);
       expect(r.recorded).toBe(true);
     };
     await done("alpha", 0, attempt(200, "", 40), { status: "delivered" });

@@ -276,8 +276,7 @@ describe("aigw admin verbs against a real Admin API server", () => {
     const [claimed] = await claimDue(f.store, { now: Date.now() + 1000, leaseOwner: "w", leaseMs: 60_000 });
     expect(claimed?.id).toBe(deliveryId);
     await f.store.completeAttempt(
-      claimed!.id,
-      "w",
+      claimed!,
       { startedAt: Date.now(), statusCode: 503, latencyMs: 12, error: "HTTP 503", responseBody: "busy" },
       { status: "dead_lettered" },
     );

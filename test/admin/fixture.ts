@@ -9,7 +9,7 @@ import { createLogger } from "../../common/logger.js";
 import { AdminServiceImpl } from "../../control-plane/admin/admin-service.js";
 import { defaultConfig } from "../../control-plane/config/load.js";
 import type { GatewayConfig } from "../../control-plane/config/types.js";
-import { openSqliteStore } from "../../control-plane/store/sqlite.js";
+import { openSqliteStore } from "../../control-plane/store/sqlite/store.js";
 import type { Store } from "../../control-plane/store/store.js";
 
 export interface AdminFixture {

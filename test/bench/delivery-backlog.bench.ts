@@ -13,7 +13,7 @@ import { createLogger } from "../../common/logger.js";
 import { defaultConfig } from "../../control-plane/config/defaults.js";
 import { createDeliveryPool } from "../../control-plane/delivery/pool.js";
 import { DeliveryScheduler } from "../../control-plane/delivery/scheduler.js";
-import { openSqliteStore, type SqliteStore } from "../../control-plane/store/sqlite.js";
+import { openSqliteStore, type SqliteStore } from "../../control-plane/store/sqlite/store.js";
 import { type Event, EventSchema } from "../../gen/aigw/v1/events_pb.js";
 import { node, port, quantile, RECEIVER_SOURCE } from "./bench-processes.js";
 import type { BenchRow } from "./types.js";

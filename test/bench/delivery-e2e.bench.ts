@@ -13,7 +13,7 @@ import { newEventId, newRequestId } from "../../common/ids.js";
 import { USER_AGENT } from "../../common/version.js";
 import { webhookBody } from "../../common/webhook-body.js";
 import { sign } from "../../common/signature.js";
-import { openSqliteStore } from "../../control-plane/store/sqlite.js";
+import { openSqliteStore } from "../../control-plane/store/sqlite/store.js";
 import { type Event, EventSchema } from "../../gen/aigw/v1/events_pb.js";
 import {
   aigw,

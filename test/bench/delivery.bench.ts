@@ -18,7 +18,7 @@ import { defaultConfig } from "../../control-plane/config/defaults.js";
 import { createDeliveryPool } from "../../control-plane/delivery/pool.js";
 import { DeliveryScheduler } from "../../control-plane/delivery/scheduler.js";
 import { sign } from "../../common/signature.js";
-import { openSqliteStore } from "../../control-plane/store/sqlite.js";
+import { openSqliteStore } from "../../control-plane/store/sqlite/store.js";
 import { type Event, EventSchema } from "../../gen/aigw/v1/events_pb.js";
 import type { BenchRow } from "./types.js";
 

@@ -159,7 +159,7 @@ describe("budget and pricing Admin RPCs and CLI verbs", () => {
       },
     });
     await cp.deliverEvents([event]);
-    const p = (await cp.store.readEventsAfter(0, 10))[0]?.event.payload;
+    const p = (await cp.store.readFeed(undefined, 10))[0]?.event.payload;
     expect(p?.case === "completion" && p.value).toMatchObject({ costUsd: 0.03, pricingUnknown: false });
     expect((await client().listBudgets({})).budgets[0]).toMatchObject({ orgId: "org_file", currentSpend: 0.03 });
 

@@ -158,7 +158,7 @@ describe("budgets and pricing on a real control plane", () => {
     expect(bodies[2]).toMatchObject({ model: "mystery-model", cost_usd: 0, pricing_unknown: true });
     expect(bodies[3]).toMatchObject({ cost_usd: 0, pricing_unknown: true });
     // Stored as priced: what the feed and replays see.
-    const stored = await h.cp.store.readEventsAfter(0, 10);
+    const stored = await h.cp.store.readFeed(undefined, 10);
     const storedKnown = stored.find((s) => s.event.id === known.id)?.event.payload;
     expect(storedKnown?.case === "completion" && storedKnown.value.costUsd).toBe(0.5);
 

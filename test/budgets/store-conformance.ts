@@ -101,7 +101,7 @@ export function describeBudgetStoreConformance(current: () => Store): void {
       }
       expect(generated[0]!.seq).toBeGreaterThan(result.stored[1]!.seq);
       expect(generated[0]!.seq).toBeLessThan(result.stored[2]!.seq);
-      const all = await store.readEventsAfter(0, 100);
+      const all = await store.readFeed(undefined, 100);
       expect(all.filter((s) => s.event.payload.case === "budget")).toHaveLength(4);
 
       // More spend in the same period fires nothing again.

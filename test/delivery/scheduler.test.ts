@@ -12,7 +12,7 @@ import { defaultConfig } from "../../control-plane/config/defaults.js";
 import type { GatewayConfig } from "../../control-plane/config/types.js";
 import { createDeliveryPool, type DeliveryPool } from "../../control-plane/delivery/pool.js";
 import { DeliveryScheduler } from "../../control-plane/delivery/scheduler.js";
-import { openSqliteStore, type SqliteStore } from "../../control-plane/store/sqlite.js";
+import { openSqliteStore, type SqliteStore } from "../../control-plane/store/sqlite/store.js";
 import type { DeliveryRecord } from "../../control-plane/store/store.js";
 import { type Event, EventSchema } from "../../gen/aigw/v1/events_pb.js";
 import { startTestServer, type TestServer } from "./helpers.js";

@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { startMockProvider } from "../../examples/mock-provider.js";
 import { type AigwProcess, runAigw } from "../support/processes.js";
-import { openSqliteStore } from "../../control-plane/store/sqlite.js";
+import { openSqliteStore } from "../../control-plane/store/sqlite/store.js";
 import { completion } from "../support/control-plane.js";
 import { TEST_SECRET } from "../support/stack.js";
 import { startTestReceiver, type TestReceiver } from "../support/webhook-receiver.js";

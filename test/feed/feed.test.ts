@@ -14,7 +14,7 @@ import { EventBus } from "../../control-plane/feed/event-bus.js";
 import { FeedServiceImpl } from "../../control-plane/feed/feed-service.js";
 import type { RunningControlPlane } from "../../control-plane/run.js";
 import { type ControlPlaneFixture, startControlPlane } from "../support/control-plane.js";
-import { openSqliteStore } from "../../control-plane/store/sqlite.js";
+import { openSqliteStore } from "../../control-plane/store/sqlite/store.js";
 import type { StoredEvent } from "../../control-plane/store/store.js";
 import { runAigw } from "../support/processes.js";
 import { main } from "../../cli/main.js";
@@ -106,7 +106,7 @@ describe("live feed", () => {
     expect(first.done).toBe(false);
     expect(first.value.event).toBeUndefined();
     const start = first.value.cursor as string;
-    expect(start).toBe(String(await cp.store.lastEventSeq()));
+    expect(start).toBe(await cp.store.feedHead());
     abort.abort();
     await it.return?.();
     // Stored while no one watched: a watcher resuming at the start position gets them all.
@@ -145,7 +145,7 @@ describe("live feed", () => {
     expect(org).not.toContain(otherApp.id);
     // since: 0 is the live edge: nothing stored is replayed.
     const live = feed.watch({ since: { seconds: 0n } })[Symbol.asyncIterator]();
-    expect((await live.next()).value.cursor).toBe(String(await cp.store.lastEventSeq()));
+    expect((await live.next()).value.cursor).toBe(await cp.store.feedHead());
     await live.return?.();
   });
 
@@ -289,7 +289,10 @@ describe("a watcher that stops reading", () => {
       const feed = createClient(FeedService, transport);
       const it = feed.watch({})[Symbol.asyncIterator]();
       let seq = 0;
-      const stored = (): StoredEvent => ({ seq: ++seq, event: completion(), ingestedAt: Date.now() });
+      const stored = (): StoredEvent => {
+        seq++;
+        return { seq, event: completion(), ingestedAt: Date.now(), cursor: String(seq) };
+      };
       // The first event proves the watcher is live.
       const first = it.next();
       await waitFor("the watcher's subscription", () => bus.size === 1);

@@ -106,7 +106,7 @@ auth:
       const ack1 = await s.nextAck();
       expect(ack1).toMatchObject({ seq: 1n, stored: 2, duplicates: 0 });
       // The ack means stored: the events are readable from the store now.
-      const stored = await cp.store.readEventsAfter(0, 100);
+      const stored = await cp.store.readFeed(undefined, 100);
       expect(stored.map((e) => e.event.id)).toEqual(expect.arrayContaining([a.id, b.id]));
       expect(stored.find((e) => e.event.id === a.id)?.event.orgId).toBe("org_i");
 

@@ -2,7 +2,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { openSqliteStore, type SqliteStore } from "../../control-plane/store/sqlite.js";
+import { openSqliteStore, type SqliteStore } from "../../control-plane/store/sqlite/store.js";
 import { StoreConflictError } from "../../control-plane/store/store.js";
 
 const KEY = Buffer.alloc(32, 3).toString("base64");

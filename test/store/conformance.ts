@@ -117,7 +117,7 @@ export function describeStoreConformance(name: string, open: () => Promise<Opene
     const eventOf = (d: ClaimedDelivery) => fromBinary(EventSchema, d.eventBody);
 
     const deliver = (d: ClaimedDelivery, owner = "w1") =>
-      store.completeAttempt(d.id, owner, attempt(), { status: "delivered" });
+      store.completeAttempt({ ...d, leaseOwner: owner }, attempt(), { status: "delivered" });
 
     describe("events", () => {
       it("stores new events once by id and gives duplicates no deliveries", async () => {
@@ -138,37 +138,43 @@ export function describeStoreConformance(name: string, open: () => Promise<Opene
         expect(forE1.deliveries).toHaveLength(1);
       });
 
-      it("reads events back after a seq, oldest first, decoded unchanged", async () => {
-        expect(await store.lastEventSeq()).toBe(0);
+      it("reads events back in feed order from any cursor, decoded unchanged; the head is the live edge", async () => {
+        const empty = await store.feedHead();
+        expect(await store.readFeed(empty, 10)).toEqual([]);
         const events = [completionEvent(), errorEvent(), streamingEvent("req_s", 3)];
         const { stored } = await store.ingest(events, () => []);
-        const seqs = stored.map((s) => s.seq);
-        expect([...seqs].sort((a, b) => a - b)).toEqual(seqs);
-        expect(await store.lastEventSeq()).toBe(seqs[2]);
-
-        const all = await store.readEventsAfter(0, 10);
-        expect(all.map((s) => s.seq)).toEqual(seqs);
+        const all = await store.readFeed(undefined, 10);
+        expect(all.map((s) => s.event.id)).toEqual(events.map((e) => e.id));
+        expect(all.map((s) => s.cursor)).toEqual(stored.map((s) => s.cursor));
         all.forEach((s, i) => {
           expect(equals(EventSchema, s.event, events[i]!)).toBe(true);
           expect(s.ingestedAt).toBeGreaterThan(0);
+          if (i > 0) expect(store.compareCursors(all[i - 1]!.cursor, s.cursor)).toBeLessThan(0);
         });
-        const tail = await store.readEventsAfter(seqs[0]!, 1);
+        expect((await store.readFeed(empty, 10)).map((s) => s.event.id)).toEqual(events.map((e) => e.id));
+        const tail = await store.readFeed(all[0]!.cursor, 1);
         expect(tail.map((s) => s.event.id)).toEqual([events[1]!.id]);
+        const head = await store.feedHead();
+        expect(store.compareCursors(head, all[2]!.cursor)).toBeGreaterThanOrEqual(0);
+        expect(await store.readFeed(head, 10)).toEqual([]);
+        const later = completionEvent();
+        await store.ingest([later], () => []);
+        expect((await store.readFeed(head, 10)).map((s) => s.event.id)).toEqual([later.id]);
+        expect(() => store.compareCursors("not a cursor", head)).toThrow(TypeError);
       });
 
-      it("finds where the events ingested since a time begin", async () => {
-        expect(await store.eventSeqBefore(0)).toBe(0);
+      it("finds where the events stored since a time begin in the feed", async () => {
+        expect(await store.feedCursorSince(0)).toBe(await store.feedHead());
         const { stored: before } = await store.ingest([completionEvent()], () => []);
         const cutoff = Date.now();
         await clockPast(cutoff);
         const { stored: after } = await store.ingest([completionEvent(), errorEvent()], () => []);
-        expect(await store.eventSeqBefore(cutoff + 1)).toBe(after[0]!.seq - 1);
-        expect(
-          (await store.readEventsAfter(await store.eventSeqBefore(cutoff + 1), 10)).map((s) => s.event.id),
-        ).toEqual(after.map((s) => s.event.id));
-        expect(await store.eventSeqBefore(0)).toBe(before[0]!.seq - 1);
-        // Nothing since: the live edge.
-        expect(await store.eventSeqBefore(Date.now() + 60_000)).toBe(after[1]!.seq);
+        const since = await store.feedCursorSince(cutoff + 1);
+        expect((await store.readFeed(since, 10)).map((s) => s.event.id)).toEqual(after.map((s) => s.event.id));
+        const all = await store.readFeed(await store.feedCursorSince(0), 10);
+        expect(all.map((s) => s.event.id)).toEqual([...before, ...after].map((s) => s.event.id));
+        // Nothing stored since: the live edge.
+        expect(await store.feedCursorSince(Date.now() + 60_000)).toBe(await store.feedHead());
       });
 
       it("counts events since a time", async () => {
@@ -231,7 +237,7 @@ export function describeStoreConformance(name: string, open: () => Promise<Opene
         expect(equals(EventSchema, eventOf(claimed!), event)).toBe(true);
         expect(await claimAll("w2", now)).toEqual([]);
 
-        const result = await store.completeAttempt(claimed!.id, "w1", attempt({ statusCode: 200, latencyMs: 33 }), {
+        const result = await store.completeAttempt(claimed!, attempt({ statusCode: 200, latencyMs: 33 }), {
           status: "delivered",
         });
         expect(result).toEqual({ recorded: true });
@@ -304,7 +310,7 @@ export function describeStoreConformance(name: string, open: () => Promise<Opene
         for (const lane of [...page1, ...page2]) expect(lane.dueAt).toBeLessThanOrEqual(now);
         // A lane whose deliveries all wait for a retry is due at the earliest retry.
         const [only] = await claimAll("w1", now, ["lane-07"]);
-        await store.completeAttempt(only!.id, "w1", attempt({ statusCode: 503 }), {
+        await store.completeAttempt(only!, attempt({ statusCode: 503 }), {
           status: "retry",
           nextAttemptAt: now + 90_000,
         });
@@ -346,15 +352,10 @@ export function describeStoreConformance(name: string, open: () => Promise<Opene
         const now = Date.now();
         const [claimed] = await claimAll("w1", now);
         const retryAt = now + 60_000;
-        const result = await store.completeAttempt(
-          claimed!.id,
-          "w1",
-          attempt({ statusCode: 503, responseBody: "busy" }),
-          {
-            status: "retry",
-            nextAttemptAt: retryAt,
-          },
-        );
+        const result = await store.completeAttempt(claimed!, attempt({ statusCode: 503, responseBody: "busy" }), {
+          status: "retry",
+          nextAttemptAt: retryAt,
+        });
         expect(result.recorded).toBe(true);
         expect(await store.pendingLanes("", 10)).toEqual([{ endpoint: "a", dueAt: retryAt }]);
         expect(await claimAll("w1", retryAt - 1)).toEqual([]);
@@ -366,7 +367,7 @@ export function describeStoreConformance(name: string, open: () => Promise<Opene
           nextAttemptAt: retryAt,
           lastError: "HTTP 503",
         });
-        await store.completeAttempt(again!.id, "w2", attempt({ error: "timeout after 30000 ms", statusCode: 0 }), {
+        await store.completeAttempt(again!, attempt({ error: "timeout after 30000 ms", statusCode: 0 }), {
           status: "failed",
         });
         const detail = await store.getDelivery(claimed!.id);
@@ -399,7 +400,7 @@ export function describeStoreConformance(name: string, open: () => Promise<Opene
         const claimed = await claimAll();
         const byEndpoint = new Map(claimed.map((d) => [d.endpoint, d]));
 
-        const result = await store.completeAttempt(byEndpoint.get("primary")!.id, "w1", attempt({ statusCode: 500 }), {
+        const result = await store.completeAttempt(byEndpoint.get("primary")!, attempt({ statusCode: 500 }), {
           status: "dead_lettered",
           failoverTo: "backup",
         });
@@ -414,25 +415,15 @@ export function describeStoreConformance(name: string, open: () => Promise<Opene
         expect(original!.delivery).toMatchObject({ status: "dead_lettered", lastError: "HTTP 500" });
 
         // A disabled or missing failover target gets nothing.
-        const toDisabled = await store.completeAttempt(
-          byEndpoint.get("primary2")!.id,
-          "w1",
-          attempt({ statusCode: 500 }),
-          {
-            status: "dead_lettered",
-            failoverTo: "off",
-          },
-        );
+        const toDisabled = await store.completeAttempt(byEndpoint.get("primary2")!, attempt({ statusCode: 500 }), {
+          status: "dead_lettered",
+          failoverTo: "off",
+        });
         expect(toDisabled).toEqual({ recorded: true });
-        const toMissing = await store.completeAttempt(
-          byEndpoint.get("primary3")!.id,
-          "w1",
-          attempt({ statusCode: 500 }),
-          {
-            status: "dead_lettered",
-            failoverTo: "nowhere",
-          },
-        );
+        const toMissing = await store.completeAttempt(byEndpoint.get("primary3")!, attempt({ statusCode: 500 }), {
+          status: "dead_lettered",
+          failoverTo: "nowhere",
+        });
         expect(toMissing).toEqual({ recorded: true });
 
         const next = await claimAll("w2");
@@ -444,7 +435,7 @@ export function describeStoreConformance(name: string, open: () => Promise<Opene
         await store.upsertEndpoint(endpoint("gone"), "whsec_Z29uZQ==");
         await store.ingest([completionEvent()], () => ["gone"]);
         const [claimed] = await claimAll();
-        await store.completeAttempt(claimed!.id, "w1", attempt({ statusCode: 410 }), {
+        await store.completeAttempt(claimed!, attempt({ statusCode: 410 }), {
           status: "endpoint_gone",
           reason: "receiver answered 410 Gone",
         });
@@ -464,13 +455,13 @@ export function describeStoreConformance(name: string, open: () => Promise<Opene
         await store.upsertEndpoint(endpoint("y", { failoverTo: "x" }), "whsec_eXl5eXl5eXl5eXl5eXl5eQ==");
         await store.ingest([completionEvent()], () => ["x"]);
         const [onX] = await claimAll();
-        const toY = await store.completeAttempt(onX!.id, "w1", attempt({ statusCode: 500 }), {
+        const toY = await store.completeAttempt(onX!, attempt({ statusCode: 500 }), {
           status: "dead_lettered",
           failoverTo: "y",
         });
         expect(toY.failoverDelivery?.endpoint).toBe("y");
         const [onY] = await claimAll();
-        const back = await store.completeAttempt(onY!.id, "w1", attempt({ statusCode: 500 }), {
+        const back = await store.completeAttempt(onY!, attempt({ statusCode: 500 }), {
           status: "dead_lettered",
           failoverTo: "x",
         });
@@ -497,12 +488,12 @@ export function describeStoreConformance(name: string, open: () => Promise<Opene
         await store.ingest([dup], () => ["p", "gone-soon"]);
         expect(await store.countPending()).toBe(await pendingRows());
         const claimed = await claimAll("w1", Date.now(), ["p"]);
-        await store.completeAttempt(claimed[0]!.id, "w1", attempt(), { status: "delivered" });
-        await store.completeAttempt(claimed[1]!.id, "w1", attempt({ statusCode: 500 }), {
+        await store.completeAttempt(claimed[0]!, attempt(), { status: "delivered" });
+        await store.completeAttempt(claimed[1]!, attempt({ statusCode: 500 }), {
           status: "dead_lettered",
           failoverTo: "q",
         });
-        await store.completeAttempt(claimed[2]!.id, "w1", attempt({ statusCode: 503 }), {
+        await store.completeAttempt(claimed[2]!, attempt({ statusCode: 503 }), {
           status: "retry",
           nextAttemptAt: Date.now() + 60_000,
         });
@@ -536,7 +527,7 @@ export function describeStoreConformance(name: string, open: () => Promise<Opene
         expect((await claimAll("w1", now)).map(label)).toEqual([`a:${r1}#1`]);
 
         // A retrying earlier token keeps holding the later ones back.
-        await store.completeAttempt(find("b", r1).id, "w1", attempt({ statusCode: 503 }), {
+        await store.completeAttempt(find("b", r1), attempt({ statusCode: 503 }), {
           status: "retry",
           nextAttemptAt: now + 60_000,
         });
@@ -580,7 +571,7 @@ export function describeStoreConformance(name: string, open: () => Promise<Opene
         const [delivered, ...deadLettered] = claimed;
         await deliver(delivered!);
         for (const d of deadLettered) {
-          await store.completeAttempt(d.id, "w1", attempt({ statusCode: 500 }), { status: "dead_lettered" });
+          await store.completeAttempt(d, attempt({ statusCode: 500 }), { status: "dead_lettered" });
         }
         const deadOnA = deadLettered.filter((d) => d.endpoint === "a").length;
 
@@ -742,18 +733,17 @@ export function describeStoreConformance(name: string, open: () => Promise<Opene
         const claimed = await claimAll();
         const latencies = [10, 20, 30, 400];
         // Delivered, delivered, dead-lettered after two 503s... and one left pending.
-        await store.completeAttempt(claimed[0]!.id, "w1", attempt({ latencyMs: latencies[0]! }), {
+        await store.completeAttempt(claimed[0]!, attempt({ latencyMs: latencies[0]! }), {
           status: "delivered",
         });
-        await store.completeAttempt(claimed[1]!.id, "w1", attempt({ latencyMs: latencies[1]! }), {
+        await store.completeAttempt(claimed[1]!, attempt({ latencyMs: latencies[1]! }), {
           status: "delivered",
         });
-        await store.completeAttempt(claimed[2]!.id, "w1", attempt({ latencyMs: latencies[2]!, statusCode: 503 }), {
+        await store.completeAttempt(claimed[2]!, attempt({ latencyMs: latencies[2]!, statusCode: 503 }), {
           status: "dead_lettered",
         });
         await store.completeAttempt(
-          claimed[3]!.id,
-          "w1",
+          claimed[3]!,
           attempt({ latencyMs: latencies[3]!, statusCode: 0, error: "connect ECONNREFUSED" }),
           { status: "retry", nextAttemptAt: Date.now() + 60_000 },
         );
@@ -804,7 +794,7 @@ export function describeStoreConformance(name: string, open: () => Promise<Opene
           expect(await store.getDelivery(d.id)).toBeUndefined();
           expect(await store.listAttempts(d.id)).toEqual([]);
         }
-        const remaining = (await store.readEventsAfter(0, 10)).map((s) => s.event.id);
+        const remaining = (await store.readFeed(undefined, 10)).map((s) => s.event.id);
         expect(remaining).toEqual([waiting.id, fresh.id]);
         expect(await store.countPending()).toBe(1);
         expect(await store.purge(cutoff + 1)).toEqual({ events: 0, deliveries: 0 });

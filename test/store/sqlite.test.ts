@@ -5,7 +5,7 @@ import Database from "better-sqlite3";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { openStore } from "../../control-plane/store/open.js";
 import { SecretBox } from "../../control-plane/store/secret-box.js";
-import { openSqliteStore, type SqliteStore } from "../../control-plane/store/sqlite.js";
+import { openSqliteStore, type SqliteStore } from "../../control-plane/store/sqlite/store.js";
 import { completionEvent, describeStoreConformance, endpoint, streamingEvent } from "./conformance.js";
 import { claimDue } from "../support/claims.js";
 import { waitFor } from "../support/wait.js";
@@ -56,7 +56,7 @@ describe("SqliteStore on disk", () => {
     expect(await second.countEvents()).toBe(3);
     expect(await second.countPending()).toBe(3);
     expect((await second.activeSigningKeys("a", now)).map((k) => k.secret)).toEqual(["whsec_c2VjcmV0"]);
-    expect((await second.readEventsAfter(0, 10)).map((s) => s.event.id)).toEqual(events.map((e) => e.id));
+    expect((await second.readFeed(undefined, 10)).map((s) => s.event.id)).toEqual(events.map((e) => e.id));
 
     expect(await claimDue(second, { now: now + 999, leaseOwner: "new", leaseMs: 1_000 })).toHaveLength(1);
     const resumed = await claimDue(second, { now: now + 1_000, leaseOwner: "new", leaseMs: 1_000 });
@@ -139,8 +139,7 @@ describe("SqliteStore on disk", () => {
     const [claimed] = await claimDue(store, { now: Date.now(), limit: 1, leaseOwner: "w", leaseMs: 1_000 });
     const syncs = store.durability().walSyncs;
     await store.completeAttempt(
-      claimed!.id,
-      "w",
+      claimed!,
       { startedAt: Date.now(), statusCode: 200, latencyMs: 1, error: "", responseBody: "" },
       { status: "delivered" },
     );

@@ -2,46 +2,58 @@ import { mkdir } from "node:fs/promises";
 import { dirname, resolve } from "node:path";
 import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import Database from "better-sqlite3";
-import type { Logger } from "../../common/logger.js";
-import { newDeliveryId, ulid } from "../../common/ids.js";
-import { type Event, EventSchema, type EventType } from "../../gen/aigw/v1/events_pb.js";
-import { eventColumns } from "./event-columns.js";
-import { decodePageToken, encodePageToken } from "./page-token.js";
-import { keyFileBeside, loadOrCreateKeyFile, SecretBox } from "./secret-box.js";
-import { GroupCommit } from "./group-commit.js";
-import { Checkpointer, WalSync } from "./sqlite-durability.js";
-import { BLOCKED_DUE_AT, migrate } from "./sqlite-schema.js";
-import { SqliteBudgetTables } from "../budgets/sqlite-budgets.js";
+import type { Logger } from "../../../common/logger.js";
+import { newDeliveryId, ulid } from "../../../common/ids.js";
+import { type Event, EventSchema, type EventType } from "../../../gen/aigw/v1/events_pb.js";
+import { type EndpointStatsRecord, StatsBuilder } from "../analytics.js";
+import type { BudgetLimitType, BudgetRecord, BudgetSpec, SpendAccounting, StoredModelPrice } from "../budgets.js";
 import {
   type AttemptOutcome,
   type AttemptRecord,
-  type BudgetLimitType,
-  type BudgetRecord,
-  type BudgetSpec,
-  type SpendAccounting,
-  type StoredModelPrice,
+  BLOCKED_DUE_AT,
   type ClaimedDelivery,
   type ClaimOptions,
-  type LaneClaim,
-  type PendingLane,
   type CompleteResult,
+  checkClaim,
+  checkDeliveryFilter,
+  checkOutcome,
   type DeliveryDetail,
   type DeliveryFilter,
   type DeliveryRecord,
   type DeliveryStatus,
-  type EndpointFilters,
+  finiteNumber,
+  type LaneClaim,
+  type LeasedDelivery,
+  MAX_FAILOVER_HOPS,
+  MAX_RESPONSE_BODY_CHARS,
+  type NewAttempt,
+  nextDeliveryState,
+  type PendingLane,
+  positiveInteger,
+} from "../delivery-queue.js";
+import {
+  configSecretContext,
   type EndpointPatch,
   type EndpointRecord,
-  type EndpointStatsRecord,
-  type IngestResult,
-  type NewAttempt,
+  filtersJson,
   type NewEndpoint,
+  orgKeyContext,
+  parseFilters,
+  patchedEndpoint,
+  requireSecret,
   type SigningKey,
-  type Store,
-  StoreConflictError,
-  StoreNotFoundError,
-  type StoredEvent,
-} from "./store.js";
+  signingKeyContext,
+  upsertPlan,
+  validateEndpoint,
+} from "../endpoints.js";
+import { checkIngest, type DeliverySource, eventColumns, type IngestResult, type StoredEvent } from "../events.js";
+import { GroupCommit } from "../group-commit.js";
+import { decodePageToken, encodePageToken } from "../page-token.js";
+import { keyFileBeside, loadOrCreateKeyFile, SecretBox } from "../secret-box.js";
+import { type Store, StoreConflictError, StoreNotFoundError } from "../store.js";
+import { SqliteBudgetTables } from "./budgets.js";
+import { Checkpointer, WalSync } from "./durability.js";
+import { migrate } from "./schema.js";
 
 export interface SqliteStoreOptions {
   /** base64 of 32 bytes; absent or "": a key file beside the database (`<path>.key`). */
@@ -51,14 +63,10 @@ export interface SqliteStoreOptions {
 
 /** How long a writer waits for another connection's lock before SQLITE_BUSY. */
 const BUSY_TIMEOUT_MS = 5_000;
-/** Receivers can answer with anything; an attempt keeps enough of it to debug. */
-const MAX_RESPONSE_BODY_CHARS = 16_384;
-const MAX_FAILURE_REASONS = 5;
 const PURGE_BATCH = 500;
 const KEY_CHECK_NAME = "key_check";
 const KEY_CHECK_CONTEXT = "aigw store key check";
 const KEY_CHECK_PLAINTEXT = "aigw";
-const DELIVERY_STATUSES: readonly DeliveryStatus[] = ["pending", "delivered", "failed", "dead_lettered"];
 
 interface DeliveryRow {
   seq: number;
@@ -73,6 +81,7 @@ interface DeliveryRow {
   due_at: number;
   lease_owner: string;
   lease_until: number;
+  lease_token: number;
   created_at: number;
   finished_at: number | null;
   last_error: string;
@@ -129,18 +138,8 @@ interface KeyRow {
   expires_at: number | null;
 }
 
-/** What a new delivery copies from its event (or from the delivery it replays). */
-interface DeliverySource {
-  eventSeq: number;
-  eventId: string;
-  eventType: number;
-  orderKey: string;
-  orderIndex: number;
-}
-
 interface QueuedCompletion {
-  deliveryId: string;
-  leaseOwner: string;
+  delivery: LeasedDelivery;
   attempt: NewAttempt;
   outcome: AttemptOutcome;
 }
@@ -150,9 +149,6 @@ interface QueuedIngest {
   route: (event: Event) => readonly string[];
   accounting: SpendAccounting | undefined;
 }
-
-/** A failover copy never goes to an endpoint its delivery's chain of origins already passed. */
-const MAX_FAILOVER_HOPS = 16;
 
 type Stmt<P, R = unknown> = Database.Statement<[P], R>;
 type Stmt0<R = unknown> = Database.Statement<[], R>;
@@ -175,6 +171,7 @@ function prepareStatements(db: Database.Database) {
        ON CONFLICT (id) DO NOTHING RETURNING seq`,
     ) as Stmt<Record<string, unknown>, { seq: number }>,
     eventBySeq: db.prepare("SELECT * FROM events WHERE seq = ?") as Database.Statement<[number], EventRow>,
+    // The feed's order is seq: one writer, so an event never commits after a later seq.
     eventsAfter: db.prepare(
       "SELECT seq, body, ingested_at FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
     ) as Database.Statement<[number, number], Pick<EventRow, "seq" | "body" | "ingested_at">>,
@@ -299,16 +296,25 @@ function prepareStatements(db: Database.Database) {
     // One statement for a whole claim: a statement step per row was a measurable share of
     // the claim's cost at thousands of deliveries a second.
     lease: db.prepare(
-      `UPDATE deliveries SET lease_owner = @owner, lease_until = @until, due_at = @until
+      `UPDATE deliveries SET lease_owner = @owner, lease_until = @until, due_at = @until, lease_token = @token
        WHERE seq IN (SELECT value FROM json_each(@seqs))`,
     ) as Stmt<{
       owner: string;
       until: number;
+      token: number;
       seqs: string;
     }>,
+    // Fencing tokens: one per claim round, never reused (kept in meta across restarts).
+    nextLeaseToken: db
+      .prepare(
+        `INSERT INTO meta (name, value) VALUES ('lease_token', '1')
+         ON CONFLICT (name) DO UPDATE SET value = CAST(value AS INTEGER) + 1 RETURNING CAST(value AS INTEGER)`,
+      )
+      .pluck() as Stmt0<number>,
     finishAttempt: db.prepare(
       `UPDATE deliveries SET status = @status, attempt_count = @attemptCount, next_attempt_at = @nextAttemptAt,
-         due_at = @nextAttemptAt, last_error = @lastError, finished_at = @finishedAt, lease_owner = '', lease_until = 0
+         due_at = @nextAttemptAt, last_error = @lastError, finished_at = @finishedAt, lease_owner = '', lease_until = 0,
+         lease_token = 0
        WHERE seq = @seq`,
     ) as Stmt<Record<string, unknown>>,
     releaseLeases: db.prepare(
@@ -466,9 +472,7 @@ export class SqliteStore implements Store {
     route: (event: Event) => readonly string[],
     accounting?: SpendAccounting,
   ): Promise<IngestResult> {
-    events.forEach((event, index) => {
-      if (event.id === "") throw new TypeError(`ingest: event at index ${index} has an empty id`);
-    });
+    checkIngest(events);
     if (this.#closed) throw new Error(`SQLite store ${this.path} is closed`);
     return this.#ingests.submit({ events, route, accounting });
   }
@@ -491,7 +495,7 @@ export class SqliteStore implements Store {
         duplicates++;
         continue;
       }
-      stored.push({ seq: inserted.seq, event, ingestedAt: now });
+      stored.push({ seq: inserted.seq, event, ingestedAt: now, cursor: String(inserted.seq) });
       const source: DeliverySource = {
         eventSeq: inserted.seq,
         eventId: event.id,
@@ -517,19 +521,27 @@ export class SqliteStore implements Store {
     };
   }
 
-  async readEventsAfter(afterSeq: number, limit: number): Promise<StoredEvent[]> {
-    return this.#s.eventsAfter
-      .all(afterSeq, positiveInteger(limit, "readEventsAfter limit"))
-      .map((row) => ({ seq: row.seq, event: decodeEvent(row.body, row.seq), ingestedAt: row.ingested_at }));
+  async readFeed(after: string | undefined, limit: number): Promise<StoredEvent[]> {
+    const afterSeq = after === undefined ? 0 : parseSeqCursor(after);
+    return this.#s.eventsAfter.all(afterSeq, positiveInteger(limit, "readFeed limit")).map((row) => ({
+      seq: row.seq,
+      event: decodeEvent(row.body, row.seq),
+      ingestedAt: row.ingested_at,
+      cursor: String(row.seq),
+    }));
   }
 
-  async lastEventSeq(): Promise<number> {
-    return this.#s.lastEventSeq.get() ?? 0;
+  async feedHead(): Promise<string> {
+    return String(this.#s.lastEventSeq.get() ?? 0);
   }
 
-  async eventSeqBefore(timeMs: number): Promise<number> {
+  compareCursors(a: string, b: string): number {
+    return parseSeqCursor(a) - parseSeqCursor(b);
+  }
+
+  async feedCursorSince(timeMs: number): Promise<string> {
     const first = this.#s.firstEventSeqSince.get(timeMs);
-    return first === undefined ? await this.lastEventSeq() : first - 1;
+    return first === undefined ? await this.feedHead() : String(first - 1);
   }
 
   async countEvents(sinceMs?: number): Promise<number> {
@@ -580,16 +592,14 @@ export class SqliteStore implements Store {
         this.#insertKey(endpoint.name, secret, now);
         return this.#endpointRecord(endpoint.name, now);
       }
-      // The same file secret as last time keeps the keys as they are (rotations made at
-      // runtime survive a restart); a changed one replaces them all.
-      const unchanged =
+      const sameSecret =
         existing.config_secret !== "" &&
         this.#box.open(existing.config_secret, configSecretContext(endpoint.name)) === secret;
-      const disabledReason = endpoint.enabled ? "" : existing.disabled_reason;
+      const plan = upsertPlan(endpoint, existing.disabled_reason, sameSecret);
       this.#s.updateEndpoint.run(
-        endpointParams(endpoint, disabledReason, unchanged ? existing.config_secret : configSecret, now),
+        endpointParams(endpoint, plan.disabledReason, sameSecret ? existing.config_secret : configSecret, now),
       );
-      if (!unchanged) this.#replaceKeys(endpoint.name, secret, now);
+      if (plan.replaceKeys) this.#replaceKeys(endpoint.name, secret, now);
       return this.#endpointRecord(endpoint.name, now);
     });
   }
@@ -600,19 +610,7 @@ export class SqliteStore implements Store {
     return this.#durable(() => {
       const row = this.#s.endpointByName.get({ now, name });
       if (row === undefined) throw new StoreNotFoundError(`endpoint "${name}" not found`);
-      const current = toEndpointRecord(row);
-      const enabled = patch.enabled ?? current.enabled;
-      // Re-enabling clears why it was disabled, unless the patch says otherwise.
-      const disabledReason = patch.disabledReason ?? (patch.enabled === true ? "" : current.disabledReason);
-      const next: NewEndpoint = {
-        name,
-        url: patch.url ?? current.url,
-        enabled,
-        eventTypes: patch.eventTypes ?? current.eventTypes,
-        failoverTo: patch.failoverTo ?? current.failoverTo,
-        filters: patch.filters ?? current.filters,
-      };
-      validateEndpoint(next);
+      const { next, disabledReason } = patchedEndpoint(toEndpointRecord(row), patch);
       this.#s.updateEndpoint.run(endpointParams(next, disabledReason, row.config_secret, now));
       if (patch.secret !== undefined) this.#replaceKeys(name, patch.secret, now);
       return this.#endpointRecord(name, now);
@@ -738,30 +736,30 @@ export class SqliteStore implements Store {
   // ---- deliveries ------------------------------------------------------------------------
 
   async claim(options: ClaimOptions): Promise<LaneClaim[]> {
+    const leaseUntil = checkClaim(options);
     const { now, leaseOwner, lanes } = options;
-    finiteNumber(now, "claim now");
-    const leaseUntil = now + positiveInteger(options.leaseMs, "claim leaseMs");
-    if (leaseOwner === "") throw new TypeError("claim: leaseOwner must not be empty");
-    for (const lane of lanes) positiveInteger(lane.limit, `claim limit of lane "${lane.endpoint}"`);
     if (lanes.length === 0) return [];
-    const claimed = this.#bookkeeping(() =>
-      lanes.map(({ endpoint, limit }) => {
+    // One process owns a SQLite file, so its scheduler's caps are the only ones: options.caps
+    // need no enforcing here (PostgreSQL counts every replica's leases).
+    const claimed = this.#bookkeeping(() => {
+      const token = this.#s.nextLeaseToken.get() as number;
+      return lanes.map(({ endpoint, limit }) => {
         const rows = this.#s.claimLane.all({ endpoint, now, limit });
         if (rows.length > 0) {
           const seqs = JSON.stringify(rows.map((row) => row.seq));
-          this.#s.lease.run({ owner: leaseOwner, until: leaseUntil, seqs });
+          this.#s.lease.run({ owner: leaseOwner, until: leaseUntil, token, seqs });
         }
         let nextDueAt: number | undefined;
         if (rows.length < limit) {
           const due = this.#s.laneNextDue.get(endpoint);
           nextDueAt = due === undefined || due >= BLOCKED_DUE_AT ? undefined : due;
         }
-        return { endpoint, rows, nextDueAt };
-      }),
-    );
-    return claimed.map(({ endpoint, rows, nextDueAt }) => ({
+        return { endpoint, rows, nextDueAt, token };
+      });
+    });
+    return claimed.map(({ endpoint, rows, nextDueAt, token }) => ({
       endpoint,
-      deliveries: rows.map((row) => toClaimedDelivery(row, leaseUntil)),
+      deliveries: rows.map((row) => toClaimedDelivery(row, leaseOwner, leaseUntil, token)),
       nextDueAt,
     }));
   }
@@ -779,28 +777,35 @@ export class SqliteStore implements Store {
    * workers finishing together) share one transaction; if it fails, each is committed
    * alone, so one bad completion fails alone. The promise resolves after the commit.
    */
-  completeAttempt(
-    deliveryId: string,
-    leaseOwner: string,
-    attempt: NewAttempt,
-    outcome: AttemptOutcome,
-  ): Promise<CompleteResult> {
+  completeAttempt(delivery: LeasedDelivery, attempt: NewAttempt, outcome: AttemptOutcome): Promise<CompleteResult> {
     if (this.#closed) return Promise.reject(new Error(`SQLite store ${this.path} is closed`));
-    if (outcome.status === "retry" && !Number.isFinite(outcome.nextAttemptAt)) {
-      return Promise.reject(new RangeError(`completeAttempt: nextAttemptAt must be a finite number`));
+    try {
+      checkOutcome(outcome);
+    } catch (err) {
+      return Promise.reject(err);
     }
-    return this.#completions.submit({ deliveryId, leaseOwner, attempt, outcome });
+    return this.#completions.submit({ delivery, attempt, outcome });
   }
 
-  #completeOne(completion: QueuedCompletion, now: number): CompleteResult {
-    const { deliveryId, leaseOwner, attempt, outcome } = completion;
-    const row = this.#s.deliveryById.get(deliveryId);
-    if (row === undefined || row.status !== "pending" || row.lease_owner !== leaseOwner) return { recorded: false };
-    const number = row.attempt_count + 1;
-    const failure = failureText(attempt);
+  #completeOne({ delivery, attempt, outcome }: QueuedCompletion, now: number): CompleteResult {
+    const row = this.#s.deliveryById.get(delivery.id);
+    if (
+      row === undefined ||
+      row.status !== "pending" ||
+      row.lease_owner !== delivery.leaseOwner ||
+      row.lease_token !== delivery.leaseToken
+    ) {
+      return { recorded: false };
+    }
+    const next = nextDeliveryState(
+      { attemptCount: row.attempt_count, nextAttemptAt: row.next_attempt_at },
+      attempt,
+      outcome,
+      now,
+    );
     this.#s.insertAttempt.run({
-      deliveryId,
-      number,
+      deliveryId: row.id,
+      number: next.attemptCount,
       endpoint: row.endpoint,
       startedAt: attempt.startedAt,
       statusCode: attempt.statusCode,
@@ -808,44 +813,23 @@ export class SqliteStore implements Store {
       error: attempt.error,
       responseBody: attempt.responseBody.slice(0, MAX_RESPONSE_BODY_CHARS),
     });
-    let status: DeliveryStatus;
-    let nextAttemptAt = row.next_attempt_at;
-    let lastError = failure;
-    switch (outcome.status) {
-      case "delivered":
-        status = "delivered";
-        lastError = "";
-        break;
-      case "retry":
-        status = "pending";
-        nextAttemptAt = outcome.nextAttemptAt;
-        break;
-      case "failed":
-      case "dead_lettered":
-        status = outcome.status;
-        break;
-      case "endpoint_gone":
-        status = "failed";
-        lastError = failure || outcome.reason;
-        this.#s.disableEndpoint.run({ name: row.endpoint, reason: outcome.reason, now });
-        break;
-      default:
-        throw new TypeError(`completeAttempt: unknown outcome ${JSON.stringify(outcome)}`);
+    if (next.disableEndpoint !== undefined) {
+      this.#s.disableEndpoint.run({ name: row.endpoint, reason: next.disableEndpoint, now });
     }
     this.#s.finishAttempt.run({
       seq: row.seq,
-      status,
-      attemptCount: number,
-      nextAttemptAt,
-      lastError,
-      finishedAt: status === "pending" ? null : now,
+      status: next.status,
+      attemptCount: next.attemptCount,
+      nextAttemptAt: next.nextAttemptAt,
+      lastError: next.lastError,
+      finishedAt: next.finishedAt,
     });
-    if (status !== "pending") {
+    if (next.status !== "pending") {
       this.#pendingDelta--;
       if (row.order_key !== "") this.#s.unblockNext.run({ endpoint: row.endpoint, orderKey: row.order_key });
     }
-    if (outcome.status === "dead_lettered" && outcome.failoverTo && !this.#failoverVisited(row, outcome.failoverTo)) {
-      const target = this.#s.endpointByName.get({ now, name: outcome.failoverTo });
+    if (next.failoverTo && !this.#failoverVisited(row, next.failoverTo)) {
+      const target = this.#s.endpointByName.get({ now, name: next.failoverTo });
       if (target?.enabled) {
         return { recorded: true, failoverDelivery: this.#insertDelivery(sourceOf(row), target.name, row.id, now) };
       }
@@ -912,13 +896,8 @@ export class SqliteStore implements Store {
 
   async listDeliveries(filter: DeliveryFilter): Promise<{ deliveries: DeliveryRecord[]; nextPageToken: string }> {
     this.#flushCompletions();
+    checkDeliveryFilter(filter);
     const pageSize = filter.pageSize;
-    if (!Number.isInteger(pageSize) || pageSize < 1 || pageSize > 1000) {
-      throw new RangeError(`listDeliveries: pageSize must be an integer from 1 to 1000, got ${pageSize}`);
-    }
-    if (filter.status !== undefined && !DELIVERY_STATUSES.includes(filter.status)) {
-      throw new RangeError(`listDeliveries: unknown status "${filter.status}"`);
-    }
     const beforeSeq = filter.pageToken ? decodePageToken(filter.pageToken) : Number.MAX_SAFE_INTEGER;
     const params: Record<string, unknown> = { beforeSeq, limit: pageSize + 1 };
     if (filter.endpoint !== undefined) params.endpoint = filter.endpoint;
@@ -981,57 +960,25 @@ export class SqliteStore implements Store {
 
   async stats(sinceMs: number): Promise<EndpointStatsRecord[]> {
     this.#flushCompletions();
-    const byEndpoint = new Map<string, EndpointStatsRecord>();
-    const entry = (endpoint: string): EndpointStatsRecord => {
-      let record = byEndpoint.get(endpoint);
-      if (record === undefined) {
-        record = {
-          endpoint,
-          delivered: 0,
-          failed: 0,
-          deadLettered: 0,
-          pending: 0,
-          latencyP50Ms: 0,
-          latencyP99Ms: 0,
-          failureReasons: [],
-        };
-        byEndpoint.set(endpoint, record);
-      }
-      return record;
-    };
+    const stats = new StatsBuilder();
     // One read transaction, so the three queries see the same snapshot.
     this.#inTransaction.deferred(() => {
-      for (const name of this.#s.endpointNames.all()) entry(name);
-      for (const { endpoint, status, n } of this.#s.statusCounts.all(sinceMs)) {
-        const record = entry(endpoint);
-        if (status === "delivered") record.delivered = n;
-        else if (status === "failed") record.failed = n;
-        else if (status === "dead_lettered") record.deadLettered = n;
-        else if (status === "pending") record.pending = n;
-      }
+      for (const name of this.#s.endpointNames.all()) stats.entry(name);
+      for (const { endpoint, status, n } of this.#s.statusCounts.all(sinceMs)) stats.count(endpoint, status, n);
       let endpoint = "";
       let latencies: number[] = [];
-      const flush = () => {
-        if (latencies.length === 0) return;
-        const record = entry(endpoint);
-        record.latencyP50Ms = percentile(latencies, 0.5);
-        record.latencyP99Ms = percentile(latencies, 0.99);
-      };
       for (const row of this.#s.latencies.iterate(sinceMs)) {
         if (row.endpoint !== endpoint) {
-          flush();
+          stats.latencies(endpoint, latencies);
           endpoint = row.endpoint;
           latencies = [];
         }
         latencies.push(row.latency_ms);
       }
-      flush();
-      for (const { endpoint, reason, n } of this.#s.failureReasons.all(sinceMs)) {
-        const reasons = entry(endpoint).failureReasons;
-        if (reasons.length < MAX_FAILURE_REASONS) reasons.push({ reason, count: n });
-      }
+      stats.latencies(endpoint, latencies);
+      for (const { endpoint, reason, n } of this.#s.failureReasons.all(sinceMs)) stats.reason(endpoint, reason, n);
     });
-    return [...byEndpoint.values()].sort((a, b) => (a.endpoint < b.endpoint ? -1 : a.endpoint > b.endpoint ? 1 : 0));
+    return stats.build();
   }
 
   async purge(beforeMs: number): Promise<{ events: number; deliveries: number }> {
@@ -1080,7 +1027,7 @@ export class SqliteStore implements Store {
       endpoints.add(endpoint);
       deliveries++;
     }
-    return { stored: { seq: inserted.seq, event, ingestedAt: now }, deliveries };
+    return { stored: { seq: inserted.seq, event, ingestedAt: now, cursor: String(inserted.seq) }, deliveries };
   }
 
   async listBudgets(periodOf: (limitType: BudgetLimitType) => string): Promise<BudgetRecord[]> {
@@ -1261,11 +1208,24 @@ function toDeliveryRecord(row: DeliveryRow): DeliveryRecord {
 }
 
 /** toDeliveryRecord's fields plus the claim's, added in place (an object spread is a slow clone in V8). */
-function toClaimedDelivery(row: DeliveryWithBodyRow, leaseUntil: number): ClaimedDelivery {
+function toClaimedDelivery(
+  row: DeliveryWithBodyRow,
+  leaseOwner: string,
+  leaseUntil: number,
+  leaseToken: number,
+): ClaimedDelivery {
   const claimed = toDeliveryRecord(row) as ClaimedDelivery;
   claimed.eventBody = row.body;
+  claimed.leaseOwner = leaseOwner;
   claimed.leaseUntil = leaseUntil;
+  claimed.leaseToken = leaseToken;
   return claimed;
+}
+
+/** SQLite's feed cursor is the event seq. */
+function parseSeqCursor(cursor: string): number {
+  if (!/^\d{1,15}$/.test(cursor)) throw new TypeError(`"${cursor.slice(0, 40)}" is not a cursor of this store`);
+  return Number(cursor);
 }
 
 function sourceOf(row: DeliveryRow): DeliverySource {
@@ -1306,28 +1266,7 @@ function toEndpointRecord(row: EndpointRow): EndpointRecord {
   };
 }
 
-// ---- filters, one-off endpoints and org keys (schema v3) -------------------------------------
-
-const NO_FILTERS: EndpointFilters = { completionModels: [], completionMinTokens: 0, errorSeverities: [] };
-
-/** Rows from before v3 hold "{}": no filters. */
-function parseFilters(json: string): EndpointFilters {
-  const f = JSON.parse(json) as Partial<EndpointFilters>;
-  return {
-    completionModels: f.completionModels ?? [],
-    completionMinTokens: f.completionMinTokens ?? 0,
-    errorSeverities: f.errorSeverities ?? [],
-  };
-}
-
-function filtersJson(filters: EndpointFilters | undefined): string {
-  const f = filters ?? NO_FILTERS;
-  return JSON.stringify({
-    completionModels: f.completionModels,
-    completionMinTokens: f.completionMinTokens,
-    errorSeverities: f.errorSeverities,
-  });
-}
+// ---- one-off endpoints and org keys (schema v3) ---------------------------------------------
 
 function prepareOneOffStatements(db: Database.Database) {
   return {
@@ -1352,8 +1291,6 @@ function prepareOneOffStatements(db: Database.Database) {
   };
 }
 
-const orgKeyContext = (id: string): string => `org signing key ${id}`;
-
 function endpointParams(
   endpoint: NewEndpoint,
   disabledReason: string,
@@ -1374,42 +1311,6 @@ function endpointParams(
   };
 }
 
-function validateEndpoint(endpoint: NewEndpoint): void {
-  if (endpoint.name === "") throw new TypeError("endpoint name must not be empty");
-  if (endpoint.url === "") throw new TypeError(`endpoint "${endpoint.name}": url must not be empty`);
-  for (const type of endpoint.eventTypes) {
-    if (!Number.isInteger(type)) throw new TypeError(`endpoint "${endpoint.name}": bad event type ${String(type)}`);
-  }
-}
-
-function requireSecret(secret: string, endpoint: string): void {
-  if (secret === "") throw new TypeError(`endpoint "${endpoint}": signing secret must not be empty`);
-}
-
-function positiveInteger(value: number, what: string): number {
-  if (!Number.isInteger(value) || value < 1) throw new RangeError(`${what} must be a positive integer, got ${value}`);
-  return value;
-}
-
-function finiteNumber(value: number, what: string): number {
-  if (!Number.isFinite(value)) throw new RangeError(`${what} must be a finite number, got ${value}`);
-  return value;
-}
-
-/** The delivery's last_error and the stats' failure reason for a failed attempt. */
-function failureText(attempt: NewAttempt): string {
-  if (attempt.error !== "") return attempt.error;
-  if (attempt.statusCode !== 0 && (attempt.statusCode < 200 || attempt.statusCode >= 300)) {
-    return `HTTP ${attempt.statusCode}`;
-  }
-  return "";
-}
-
-/** Nearest-rank percentile of ascending values. */
-function percentile(sorted: readonly number[], p: number): number {
-  return sorted[Math.max(0, Math.ceil(p * sorted.length) - 1)] ?? 0;
-}
-
 function decodeEvent(body: Uint8Array, seq: number): Event {
   try {
     return fromBinary(EventSchema, body);
@@ -1422,6 +1323,3 @@ function isUniqueViolation(err: unknown): boolean {
   const code = (err as { code?: unknown }).code;
   return code === "SQLITE_CONSTRAINT_UNIQUE" || code === "SQLITE_CONSTRAINT_PRIMARYKEY";
 }
-
-const signingKeyContext = (id: string): string => `signing key ${id}`;
-const configSecretContext = (endpoint: string): string => `endpoint ${endpoint} config secret`;

@@ -1,18 +1,20 @@
 import type Database from "better-sqlite3";
-import { newEventId } from "../../common/ids.js";
-import type { Event } from "../../gen/aigw/v1/events_pb.js";
-import type {
-  BudgetLimitType,
-  BudgetRecord,
-  BudgetSpec,
-  SpendAccounting,
-  SpendTotal,
-  StoredEvent,
-  StoredModelPrice,
-} from "../store/store.js";
-
-/** The limit types spend is counted for; one spend row per org, type and period. */
-export const LIMIT_TYPES: readonly BudgetLimitType[] = ["daily", "monthly"];
+import { newEventId } from "../../../common/ids.js";
+import type { Event } from "../../../gen/aigw/v1/events_pb.js";
+import {
+  type BudgetLimitType,
+  type BudgetRecord,
+  type BudgetSpec,
+  checkBudgetSpec,
+  checkModelPrice,
+  countableCost,
+  LIMIT_TYPES,
+  type SpendAccounting,
+  type SpendTotal,
+  spendKey,
+  type StoredModelPrice,
+} from "../budgets.js";
+import type { StoredEvent } from "../events.js";
 
 interface BudgetRow {
   org_id: string;
@@ -37,7 +39,7 @@ export interface SpendBatch {
 }
 
 /**
- * The SQLite side of budgets and pricing (schema v2). Every method runs synchronously in
+ * The SQLite side of budgets and pricing (schema v2): the SQL; the rules are ../budgets.ts. Every method runs synchronously in
  * the caller's transaction: SqliteStore wraps them, so spend, fired thresholds and budget
  * events commit together with the events that caused them, or not at all.
  */
@@ -106,12 +108,12 @@ export class SqliteBudgetTables {
     storeEvent: (event: Event) => { stored: StoredEvent; deliveries: number },
   ): void {
     const { accounting } = batch;
-    const cost = accounting.costOf(event);
-    if (!(cost > 0) || !Number.isFinite(cost) || event.orgId === "") return;
+    const cost = countableCost(accounting, event);
+    if (cost === 0) return;
     for (const limitType of LIMIT_TYPES) {
       const key = { orgId: event.orgId, limitType, period: accounting.periodOf(limitType) };
       const spend = this.#s.addSpend.get({ ...key, cost, now })?.spend ?? cost;
-      batch.spend.set(`${key.orgId}\u0000${limitType}\u0000${key.period}`, { ...key, spend });
+      batch.spend.set(spendKey(key.orgId, limitType, key.period), { ...key, spend });
       const row = this.#s.budget.get(key);
       if (row === undefined) continue;
       const budget = toBudgetSpec(row);
@@ -165,15 +167,7 @@ export class SqliteBudgetTables {
   }
 
   putModelPrice(price: StoredModelPrice, now: number): void {
-    if (price.model === "") throw new TypeError("model price: model must not be empty");
-    for (const [name, value] of [
-      ["inputPerMillion", price.inputPerMillion],
-      ["outputPerMillion", price.outputPerMillion],
-    ] as const) {
-      if (!Number.isFinite(value) || value < 0) {
-        throw new RangeError(`model price of "${price.model}": ${name} must be a finite number ≥ 0, got ${value}`);
-      }
-    }
+    checkModelPrice(price);
     this.#s.putPrice.run({ ...price, now });
   }
 }
@@ -186,21 +180,4 @@ function toBudgetSpec(row: BudgetRow): BudgetSpec {
     thresholds: JSON.parse(row.thresholds) as number[],
     enforce: row.enforce === 1,
   };
-}
-
-/** The store's own guard; the Admin API validates first and names the request's fields. */
-function checkBudgetSpec(budget: BudgetSpec): void {
-  const what = `budget of org "${budget.orgId}"`;
-  if (budget.orgId === "") throw new TypeError("budget: orgId must not be empty");
-  if (!LIMIT_TYPES.includes(budget.limitType)) {
-    throw new RangeError(`${what}: limitType must be daily or monthly, got "${String(budget.limitType)}"`);
-  }
-  if (!Number.isFinite(budget.budgetLimit) || budget.budgetLimit <= 0) {
-    throw new RangeError(`${what}: budgetLimit must be a finite number above 0, got ${budget.budgetLimit}`);
-  }
-  budget.thresholds.forEach((t, i) => {
-    if (!Number.isInteger(t) || t < 1 || t > 100 || (i > 0 && t <= (budget.thresholds[i - 1] ?? 0))) {
-      throw new RangeError(`${what}: thresholds[${i}] (${t}) must be a whole percentage 1..100 above the one before`);
-    }
-  });
 }

@@ -1,7 +1,7 @@
 import { open, type FileHandle } from "node:fs/promises";
 import { createRequire } from "node:module";
 import { Worker } from "node:worker_threads";
-import type { Logger } from "../../common/logger.js";
+import type { Logger } from "../../../common/logger.js";
 
 /**
  * Durability for the SQLite store without a disk flush on the main thread.

@@ -1,5 +1,5 @@
 import type { Database } from "better-sqlite3";
-import type { Logger } from "../../common/logger.js";
+import type { Logger } from "../../../common/logger.js";
 
 /**
  * Schema migrations, applied in order at open; `schema_version` holds the highest one
@@ -159,13 +159,15 @@ const MIGRATIONS: readonly string[] = [
   // v4: per-endpoint delivery lanes (issue 6). Claims take one endpoint's due rows from
   // its own range of deliveries_due, so an endpoint at its cap, or with a large backlog,
   // is never walked by another endpoint's claim. A streaming delivery whose earlier token
-  // is still pending for the same endpoint waits with due_at = BLOCKED_DUE_AT (no claim
+  // is still pending for the same endpoint waits with due_at = BLOCKED_DUE_AT (delivery-queue.ts; no claim
   // ever reaches it) until that token finishes; the claim no longer checks order per row.
   `
   DROP INDEX deliveries_claim;
   CREATE INDEX deliveries_due ON deliveries (endpoint, due_at, seq) WHERE status = 'pending';
   -- Only rows leased right now: giving a process's leases back reads those, not the backlog.
   CREATE INDEX deliveries_leased ON deliveries (lease_owner) WHERE lease_owner != '';
+  -- The claim's fencing token: a result is recorded only under the lease it was claimed with.
+  ALTER TABLE deliveries ADD COLUMN lease_token INTEGER NOT NULL DEFAULT 0;
   UPDATE deliveries SET due_at = 9007199254740991
   WHERE status = 'pending' AND order_key != '' AND lease_owner = '' AND EXISTS (
     SELECT 1 FROM deliveries p
@@ -173,9 +175,6 @@ const MIGRATIONS: readonly string[] = [
       AND p.order_key = deliveries.order_key AND p.order_index < deliveries.order_index);
   `,
 ];
-
-/** due_at of a pending delivery that waits for an earlier one of its (endpoint, order_key). */
-export const BLOCKED_DUE_AT = Number.MAX_SAFE_INTEGER;
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
 

@@ -1,0 +1,110 @@
+import type { Event } from "../../gen/aigw/v1/events_pb.js";
+
+/** Budgets, spend and model prices. Spend is counted by ingest, in its transaction (see EventStore). */
+export interface BudgetStore {
+  /** Every budget with its spend and fired thresholds in the period `periodOf` names. */
+  listBudgets(periodOf: (limitType: BudgetLimitType) => string): Promise<BudgetRecord[]>;
+  /** Creates or replaces the budget of (orgId, limitType); its spend and fired thresholds stay. */
+  putBudget(budget: BudgetSpec): Promise<void>;
+  /** False when absent. Spend history stays (it is the org's, not the budget's). */
+  deleteBudget(orgId: string, limitType: BudgetLimitType): Promise<boolean>;
+  /** Prices set at runtime (SetModelPrice), by model. */
+  listModelPrices(): Promise<StoredModelPrice[]>;
+  putModelPrice(price: StoredModelPrice): Promise<void>;
+}
+
+export type BudgetLimitType = "daily" | "monthly";
+
+export interface BudgetSpec {
+  orgId: string;
+  limitType: BudgetLimitType;
+  /** USD, above 0. */
+  budgetLimit: number;
+  /** Percentages, ascending, 1..100. */
+  thresholds: number[];
+  enforce: boolean;
+}
+
+export interface BudgetRecord extends BudgetSpec {
+  period: string;
+  currentSpend: number;
+  /** Ascending. */
+  firedThresholds: number[];
+}
+
+export interface SpendTotal {
+  orgId: string;
+  limitType: BudgetLimitType;
+  period: string;
+  spend: number;
+}
+
+/** A budget threshold reached for the first time in a period. */
+export interface BudgetCrossing {
+  budget: BudgetSpec;
+  period: string;
+  currentSpend: number;
+  threshold: number;
+  /** The id the budget event must have (recorded with the threshold). */
+  eventId: string;
+}
+
+/** What ingest needs to count spend; its rules live in control-plane/budgets. */
+export interface SpendAccounting {
+  /** The period key of each limit type for this batch (one clock reading per batch). */
+  periodOf(limitType: BudgetLimitType): string;
+  /** USD an event adds to its org's spend; 0 for none. */
+  costOf(event: Event): number;
+  /** Thresholds (percent) the spend has reached, fired or not. */
+  reached(budget: BudgetSpec, spend: number): number[];
+  budgetEvent(crossing: BudgetCrossing): Event;
+}
+
+export interface StoredModelPrice {
+  model: string;
+  inputPerMillion: number;
+  outputPerMillion: number;
+}
+
+/** The limit types spend is counted for; one spend row per org, type and period. */
+export const LIMIT_TYPES: readonly BudgetLimitType[] = ["daily", "monthly"];
+
+/** The key of one spend row, as text (maps of spend per batch). */
+export function spendKey(orgId: string, limitType: BudgetLimitType, period: string): string {
+  return `${orgId}\u0000${limitType}\u0000${period}`;
+}
+
+/** An event's cost as accounting counts it: only a positive, finite cost of an org. */
+export function countableCost(accounting: SpendAccounting, event: Event): number {
+  const cost = accounting.costOf(event);
+  return cost > 0 && Number.isFinite(cost) && event.orgId !== "" ? cost : 0;
+}
+
+/** The store's own guard; the Admin API validates first and names the request's fields. */
+export function checkBudgetSpec(budget: BudgetSpec): void {
+  const what = `budget of org "${budget.orgId}"`;
+  if (budget.orgId === "") throw new TypeError("budget: orgId must not be empty");
+  if (!LIMIT_TYPES.includes(budget.limitType)) {
+    throw new RangeError(`${what}: limitType must be daily or monthly, got "${String(budget.limitType)}"`);
+  }
+  if (!Number.isFinite(budget.budgetLimit) || budget.budgetLimit <= 0) {
+    throw new RangeError(`${what}: budgetLimit must be a finite number above 0, got ${budget.budgetLimit}`);
+  }
+  budget.thresholds.forEach((t, i) => {
+    if (!Number.isInteger(t) || t < 1 || t > 100 || (i > 0 && t <= (budget.thresholds[i - 1] ?? 0))) {
+      throw new RangeError(`${what}: thresholds[${i}] (${t}) must be a whole percentage 1..100 above the one before`);
+    }
+  });
+}
+
+export function checkModelPrice(price: StoredModelPrice): void {
+  if (price.model === "") throw new TypeError("model price: model must not be empty");
+  for (const [name, value] of [
+    ["inputPerMillion", price.inputPerMillion],
+    ["outputPerMillion", price.outputPerMillion],
+  ] as const) {
+    if (!Number.isFinite(value) || value < 0) {
+      throw new RangeError(`model price of "${price.model}": ${name} must be a finite number ≥ 0, got ${value}`);
+    }
+  }
+}

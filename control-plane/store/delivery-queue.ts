@@ -1,0 +1,264 @@
+import type { Event, EventType } from "../../gen/aigw/v1/events_pb.js";
+
+/** The delivery queue: lanes of due deliveries, leases, attempts and their outcomes, replays. */
+export interface DeliveryQueue {
+  /**
+   * Claims due deliveries lane by lane, a lane being one endpoint's queue: for each of
+   * `lanes`, up to its `limit` pending deliveries of that endpoint that are due at `now`
+   * (their lease free or expired), oldest due first, leased to `leaseOwner` until
+   * now + leaseMs. Only those rows are read: another endpoint's backlog, or rows not yet
+   * due, cost nothing. A streaming delivery is not due while an earlier token of its
+   * (endpoint, orderKey) is pending, so each endpoint gets a request's tokens in order.
+   * With several processes on one store, `caps` hold across them all. One result per lane,
+   * in order.
+   */
+  claim(options: ClaimOptions): Promise<LaneClaim[]>;
+  /**
+   * Endpoints with pending deliveries, by name after `after`, at most `limit`, each with
+   * when it next has a claimable delivery (a lease's end included). Its cost follows the
+   * number of lanes returned, not the number of pending rows.
+   */
+  pendingLanes(after: string, limit: number): Promise<PendingLane[]>;
+  /**
+   * Records an attempt and the delivery's new state, if the caller still holds the lease
+   * it was claimed with (its owner and fencing token): a lease that expired and was claimed
+   * again is not written over.
+   */
+  completeAttempt(delivery: LeasedDelivery, attempt: NewAttempt, outcome: AttemptOutcome): Promise<CompleteResult>;
+  /** Gives claimed deliveries back (shutdown) without counting an attempt. */
+  releaseLeases(leaseOwner: string): Promise<number>;
+  /** Creates pending deliveries of a stored event (failover, test events). */
+  createDeliveries(
+    eventSeq: number,
+    endpoints: readonly string[],
+    originDeliveryId?: string,
+  ): Promise<DeliveryRecord[]>;
+  getDelivery(id: string): Promise<DeliveryDetail | undefined>;
+  listDeliveries(filter: DeliveryFilter): Promise<{ deliveries: DeliveryRecord[]; nextPageToken: string }>;
+  listAttempts(deliveryId: string): Promise<AttemptRecord[]>;
+  /** A new pending delivery of the same event to the same endpoint. */
+  replayDelivery(id: string): Promise<DeliveryRecord>;
+  /** Replays every dead-lettered delivery (of one endpoint, or all). */
+  replayDeadLettered(endpoint?: string): Promise<number>;
+  /** Deliveries pending (waiting, retrying or in flight), without walking them. */
+  countPending(): Promise<number>;
+  /** Deletes events (and their deliveries and attempts) ingested before `beforeMs` whose deliveries are all finished. */
+  purge(beforeMs: number): Promise<{ events: number; deliveries: number }>;
+}
+
+export type DeliveryStatus = "pending" | "delivered" | "failed" | "dead_lettered";
+
+export interface DeliveryRecord {
+  id: string;
+  eventSeq: number;
+  eventId: string;
+  eventType: EventType;
+  endpoint: string;
+  status: DeliveryStatus;
+  attemptCount: number;
+  createdAt: number;
+  nextAttemptAt: number;
+  finishedAt: number | null;
+  lastError: string;
+  originDeliveryId: string;
+  /** request_id for streaming events (ordered by orderIndex = token_index); "" otherwise. */
+  orderKey: string;
+  orderIndex: number;
+}
+
+/** What completeAttempt needs to prove it still holds a delivery's lease. */
+export interface LeasedDelivery {
+  id: string;
+  leaseOwner: string;
+  /** The claim's fencing token: a later claim of the same row (after the lease expired) has another. */
+  leaseToken: number;
+}
+
+export interface ClaimedDelivery extends DeliveryRecord, LeasedDelivery {
+  /** The stored event, protobuf-encoded: decoded and rendered by the delivery worker, not the main thread. */
+  eventBody: Uint8Array;
+  leaseUntil: number;
+}
+
+export interface DeliveryDetail {
+  delivery: DeliveryRecord;
+  attempts: AttemptRecord[];
+  event: Event;
+}
+
+export interface ClaimOptions {
+  now: number;
+  leaseOwner: string;
+  leaseMs: number;
+  lanes: readonly { endpoint: string; limit: number }[];
+  /**
+   * Requests in flight allowed per endpoint and in total, counted over every process that
+   * claims from this store (unexpired leases); a lane gets no more than what is left.
+   */
+  caps?: { perEndpoint: number; total: number };
+}
+
+export interface LaneClaim {
+  endpoint: string;
+  deliveries: ClaimedDelivery[];
+  /**
+   * With fewer deliveries than the limit: when this lane next has a claimable delivery
+   * (a retry, a lease's end), undefined when it has none pending. Undefined, too, when the
+   * limit was reached: then more may be due now.
+   */
+  nextDueAt: number | undefined;
+}
+
+export interface PendingLane {
+  endpoint: string;
+  /** When its earliest pending delivery becomes claimable. */
+  dueAt: number;
+}
+
+export interface NewAttempt {
+  startedAt: number;
+  statusCode: number;
+  latencyMs: number;
+  error: string;
+  responseBody: string;
+}
+
+export interface AttemptRecord extends NewAttempt {
+  deliveryId: string;
+  number: number;
+}
+
+export type AttemptOutcome =
+  | { status: "delivered" }
+  | { status: "retry"; nextAttemptAt: number }
+  | { status: "failed" }
+  | { status: "dead_lettered"; failoverTo?: string }
+  /** 410 Gone: the delivery fails and the endpoint is disabled with this reason. */
+  | { status: "endpoint_gone"; reason: string };
+
+export interface CompleteResult {
+  /** False when the lease was lost (another owner took it); nothing was written. */
+  recorded: boolean;
+  failoverDelivery?: DeliveryRecord;
+}
+
+export interface DeliveryFilter {
+  endpoint?: string;
+  status?: DeliveryStatus;
+  eventId?: string;
+  /** 1..1000 */
+  pageSize: number;
+  pageToken?: string;
+}
+
+// ---- rules every backend applies ---------------------------------------------------------
+
+/** due_at of a pending delivery that waits for an earlier one of its (endpoint, order_key). */
+export const BLOCKED_DUE_AT = Number.MAX_SAFE_INTEGER;
+/** Receivers can answer with anything; an attempt keeps enough of it to debug. */
+export const MAX_RESPONSE_BODY_CHARS = 16_384;
+/** A failover copy never goes to an endpoint its delivery's chain of origins already passed. */
+export const MAX_FAILOVER_HOPS = 16;
+export const DELIVERY_STATUSES: readonly DeliveryStatus[] = ["pending", "delivered", "failed", "dead_lettered"];
+
+/** The delivery's last_error and the stats' failure reason for a failed attempt. */
+export function failureText(attempt: NewAttempt): string {
+  if (attempt.error !== "") return attempt.error;
+  if (attempt.statusCode !== 0 && (attempt.statusCode < 200 || attempt.statusCode >= 300)) {
+    return `HTTP ${attempt.statusCode}`;
+  }
+  return "";
+}
+
+/** What an attempt's outcome does to its delivery (and, for 410, to its endpoint). */
+export interface NextDeliveryState {
+  status: DeliveryStatus;
+  attemptCount: number;
+  nextAttemptAt: number;
+  lastError: string;
+  /** Set when the delivery leaves "pending". */
+  finishedAt: number | null;
+  /** 410 Gone: disable the endpoint with this reason. */
+  disableEndpoint?: string;
+  /** Dead-lettered with a failover target: a copy for it (when it exists and is enabled). */
+  failoverTo?: string;
+}
+
+export function nextDeliveryState(
+  current: { attemptCount: number; nextAttemptAt: number },
+  attempt: NewAttempt,
+  outcome: AttemptOutcome,
+  now: number,
+): NextDeliveryState {
+  const failure = failureText(attempt);
+  const attemptCount = current.attemptCount + 1;
+  const done = (status: DeliveryStatus, lastError: string): NextDeliveryState => ({
+    status,
+    attemptCount,
+    nextAttemptAt: current.nextAttemptAt,
+    lastError,
+    finishedAt: now,
+  });
+  switch (outcome.status) {
+    case "delivered":
+      return done("delivered", "");
+    case "retry":
+      return {
+        status: "pending",
+        attemptCount,
+        nextAttemptAt: outcome.nextAttemptAt,
+        lastError: failure,
+        finishedAt: null,
+      };
+    case "failed":
+      return done("failed", failure);
+    case "dead_lettered": {
+      const state = done("dead_lettered", failure);
+      if (outcome.failoverTo) state.failoverTo = outcome.failoverTo;
+      return state;
+    }
+    case "endpoint_gone":
+      return { ...done("failed", failure || outcome.reason), disableEndpoint: outcome.reason };
+    default:
+      throw new TypeError(`completeAttempt: unknown outcome ${JSON.stringify(outcome)}`);
+  }
+}
+
+/** Checks what completeAttempt is given before it touches the store. */
+export function checkOutcome(outcome: AttemptOutcome): void {
+  if (outcome.status === "retry" && !Number.isFinite(outcome.nextAttemptAt)) {
+    throw new RangeError("completeAttempt: nextAttemptAt must be a finite number");
+  }
+}
+
+export function positiveInteger(value: number, what: string): number {
+  if (!Number.isInteger(value) || value < 1) throw new RangeError(`${what} must be a positive integer, got ${value}`);
+  return value;
+}
+
+export function finiteNumber(value: number, what: string): number {
+  if (!Number.isFinite(value)) throw new RangeError(`${what} must be a finite number, got ${value}`);
+  return value;
+}
+
+/** The store's checks of a claim request. */
+export function checkClaim(options: ClaimOptions): number {
+  finiteNumber(options.now, "claim now");
+  const leaseUntil = options.now + positiveInteger(options.leaseMs, "claim leaseMs");
+  if (options.leaseOwner === "") throw new TypeError("claim: leaseOwner must not be empty");
+  for (const lane of options.lanes) positiveInteger(lane.limit, `claim limit of lane "${lane.endpoint}"`);
+  return leaseUntil;
+}
+
+export function checkDeliveryFilter(filter: DeliveryFilter): void {
+  const pageSize = filter.pageSize;
+  if (!Number.isInteger(pageSize) || pageSize < 1 || pageSize > 1000) {
+    throw new RangeError(`listDeliveries: pageSize must be an integer from 1 to 1000, got ${pageSize}`);
+  }
+  if (filter.status !== undefined && !DELIVERY_STATUSES.includes(filter.status)) {
+    throw new RangeError(`listDeliveries: unknown status "${filter.status}"`);
+  }
+}
+
+// Used by DeliveryDetail.
+export type { Event };
