@@ -2,27 +2,12 @@ import { type DescMessage, type MessageShape, toJson } from "@bufbuild/protobuf"
 import { type Client, createClient, type Interceptor, type Transport } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { AdminService } from "../gen/aigw/v1/admin_pb.js";
+import { DEFAULT_ADMIN_URL } from "./admin-flags.js";
+
+export { ADMIN_FLAGS, CONNECTION_FLAGS, DEFAULT_ADMIN_URL } from "./admin-flags.js";
 import type { ArgDef, CliIo, FlagDefs, Flags, Verb } from "./command.js";
 import { UsageError } from "./command.js";
 import { type Palette, paletteFor } from "./render.js";
-
-export const DEFAULT_ADMIN_URL = "http://127.0.0.1:7080";
-
-/** Where the Admin API is and who is asking: every admin verb and `watch` take these. */
-export const CONNECTION_FLAGS: FlagDefs = {
-  admin: {
-    type: "string",
-    value: "URL",
-    help: `the control plane's HTTP address (env AIGW_ADMIN_URL; default ${DEFAULT_ADMIN_URL})`,
-    common: true,
-  },
-  token: { type: "string", value: "T", help: "admin bearer token (env AIGW_ADMIN_TOKEN)", common: true },
-};
-
-export const ADMIN_FLAGS: FlagDefs = {
-  ...CONNECTION_FLAGS,
-  json: { type: "boolean", help: "print the response as JSON (proto JSON of the RPC's response)", common: true },
-};
 
 /** A Connect transport to the Admin API (HTTP/1.1, the --http port) from --admin/--token or the environment. */
 export function adminTransport(flags: Flags, io: CliIo, options: { keepAlive?: boolean } = {}): Transport {

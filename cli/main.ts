@@ -1,18 +1,16 @@
-import { ConnectError } from "@connectrpc/connect";
 import { errorCodeOf } from "../common/errors.js";
-import { describeRpcError } from "../common/rpc-errors.js";
 import { VERSION } from "../common/version.js";
 import { ConfigError } from "../control-plane/config/types.js";
-import { ADMIN_FLAGS, DEFAULT_ADMIN_URL } from "./admin.js";
+import { ADMIN_FLAGS, DEFAULT_ADMIN_URL } from "./admin-flags.js";
 import { parseVerbArgs, suggest } from "./args.js";
 import { type CliIo, type CommandGroup, UsageError, type Verb } from "./command.js";
-import { COMMAND_GROUPS } from "./commands/index.js";
+import { COMMANDS, type CommandEntry, loadCommandGroups } from "./commands/index.js";
 import { commandSummary, groupHelp, shortUsage, verbHelp, verbLabel } from "./usage.js";
 
 export type { CliIo } from "./command.js";
 
 /** `aigw --help` */
-export function usage(groups: readonly CommandGroup[] = COMMAND_GROUPS): string {
+export function usage(groups: readonly CommandGroup[]): string {
   return `aigw ${VERSION} — signed, retried webhooks for your AI traffic
 
 ${commandSummary(groups)}
@@ -36,31 +34,32 @@ Exit status: 0 done, 1 failed (the API's error is printed), 2 a bad command line
 export async function main(
   argv: readonly string[],
   io: CliIo,
-  groups: readonly CommandGroup[] = COMMAND_GROUPS,
+  commands: readonly CommandEntry[] = COMMANDS,
 ): Promise<number> {
   const [command, ...rest] = argv;
   if (command === undefined || command === "help" || command === "--help" || command === "-h") {
+    const text = usage(await loadCommandGroups(commands));
     if (command === undefined) {
-      io.err(usage(groups));
+      io.err(text);
       return 2;
     }
-    io.out(usage(groups));
+    io.out(text);
     return 0;
   }
   if (command === "--version" || command === "version") {
     io.out(`${VERSION}\n`);
     return 0;
   }
-  const group = groups.find((g) => g.name === command);
-  if (group === undefined) {
+  const entry = commands.find((c) => c.name === command);
+  if (entry === undefined) {
+    const names = commands.map((c) => c.name);
     io.err(
-      `aigw: unknown command "${command}"${suggest(
-        command,
-        groups.map((g) => g.name),
-      )}\n` + `Commands: ${groups.map((g) => g.name).join(", ")}\nRun "aigw --help" for usage.\n`,
+      `aigw: unknown command "${command}"${suggest(command, names)}\n` +
+        `Commands: ${names.join(", ")}\nRun "aigw --help" for usage.\n`,
     );
     return 2;
   }
+  const group = await entry.load();
 
   let verb: Verb | undefined;
   let args: readonly string[];
@@ -96,11 +95,11 @@ export async function main(
     }
     return (await verb.run({ args: parsed.args, flags: parsed.flags, io, label })) ?? 0;
   } catch (err) {
-    return report(err, io, group, verb, label);
+    return await report(err, io, group, verb, label);
   }
 }
 
-function report(err: unknown, io: CliIo, group: CommandGroup, verb: Verb, label: string): number {
+async function report(err: unknown, io: CliIo, group: CommandGroup, verb: Verb, label: string): Promise<number> {
   if (err instanceof UsageError) {
     io.err(`aigw ${label}: ${err.message}\n${shortUsage(group, verb)}`);
     return 2;
@@ -109,8 +108,13 @@ function report(err: unknown, io: CliIo, group: CommandGroup, verb: Verb, label:
     io.err(`aigw: ${err.code}: ${err.message}\n`);
     return 2;
   }
-  if (err instanceof ConnectError) {
-    io.err(`aigw: ${describeRpcError(err)}\n`);
+  // By name: the RPC stack is loaded only by the verbs that call it.
+  if (err instanceof Error && err.name === "ConnectError") {
+    const [{ ConnectError }, { describeRpcError }] = await Promise.all([
+      import("@connectrpc/connect"),
+      import("../common/rpc-errors.js"),
+    ]);
+    io.err(`aigw: ${describeRpcError(ConnectError.from(err))}\n`);
     return 1;
   }
   const code = errorCodeOf(err);

@@ -1,34 +1,33 @@
 import type { CommandGroup } from "../command.js";
-import { budgets } from "./budgets.js";
-import { controlPlane } from "./control-plane.js";
-import { deliveries } from "./deliveries.js";
-import { dev } from "./dev.js";
-import { endpoints } from "./endpoints.js";
-import { keys } from "./keys.js";
-import { pricing } from "./pricing.js";
-import { sendTest } from "./send-test.js";
-import { sidecar } from "./sidecar.js";
-import { stats } from "./stats.js";
-import { subscription } from "./subscription.js";
-import { verify } from "./verify.js";
-import { watch } from "./watch.js";
+
+/** A verb group by name, its module loaded only when it runs (or for `--help`). */
+export interface CommandEntry {
+  name: string;
+  load(): Promise<CommandGroup>;
+}
 
 /**
  * Every verb group, in the order `aigw --help` lists them. A new group is one file in
- * this folder exporting a CommandGroup, and one line here.
+ * this folder exporting a CommandGroup, and one line here. Loading on use keeps each
+ * process to its own code: `aigw sidecar` never loads the Admin API client or the
+ * control plane, `aigw endpoints list` neither plane.
  */
-export const COMMAND_GROUPS: readonly CommandGroup[] = [
-  controlPlane,
-  sidecar,
-  dev,
-  watch,
-  verify,
-  endpoints,
-  keys,
-  subscription,
-  deliveries,
-  stats,
-  sendTest,
-  budgets,
-  pricing,
+export const COMMANDS: readonly CommandEntry[] = [
+  { name: "control-plane", load: async () => (await import("./control-plane.js")).controlPlane },
+  { name: "sidecar", load: async () => (await import("./sidecar.js")).sidecar },
+  { name: "dev", load: async () => (await import("./dev.js")).dev },
+  { name: "watch", load: async () => (await import("./watch.js")).watch },
+  { name: "verify", load: async () => (await import("./verify.js")).verify },
+  { name: "endpoints", load: async () => (await import("./endpoints.js")).endpoints },
+  { name: "keys", load: async () => (await import("./keys.js")).keys },
+  { name: "subscription", load: async () => (await import("./subscription.js")).subscription },
+  { name: "deliveries", load: async () => (await import("./deliveries.js")).deliveries },
+  { name: "stats", load: async () => (await import("./stats.js")).stats },
+  { name: "send-test", load: async () => (await import("./send-test.js")).sendTest },
+  { name: "budgets", load: async () => (await import("./budgets.js")).budgets },
+  { name: "pricing", load: async () => (await import("./pricing.js")).pricing },
 ];
+
+export function loadCommandGroups(entries: readonly CommandEntry[] = COMMANDS): Promise<CommandGroup[]> {
+  return Promise.all(entries.map((e) => e.load()));
+}

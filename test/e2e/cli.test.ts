@@ -2,7 +2,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { COMMAND_GROUPS } from "../../cli/commands/index.js";
+import { loadCommandGroups } from "../../cli/commands/index.js";
 import { main } from "../../cli/main.js";
 import { commandSummary } from "../../cli/usage.js";
 import { REPO_ROOT, runAigw } from "../support/processes.js";
@@ -52,7 +52,7 @@ describe("aigw CLI", () => {
   it("README's CLI block is the usage of every verb, as --help prints it", async () => {
     const readme = readFileSync(join(REPO_ROOT, "README.md"), "utf8");
     const block = /### CLI\n\n```\n([\s\S]*?)```/.exec(readme)?.[1];
-    const summary = commandSummary(COMMAND_GROUPS);
+    const summary = commandSummary(await loadCommandGroups());
     expect(block, "README.md's CLI block (regenerate it from cli/usage.ts commandSummary)").toBe(summary);
     const p = runAigw(["--help"]);
     expect(await p.exited).toBe(0);
@@ -60,7 +60,7 @@ describe("aigw CLI", () => {
   });
 
   it("every verb answers --help with its usage, and a usage error with that usage only", async () => {
-    for (const group of COMMAND_GROUPS) {
+    for (const group of await loadCommandGroups()) {
       for (const verb of group.verbs) {
         const words = verb.name === "" ? [group.name] : [group.name, verb.name];
         const what = words.join(" ");
