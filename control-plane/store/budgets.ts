@@ -1,3 +1,4 @@
+import { newEventId } from "../../common/ids.js";
 import type { Event } from "../../gen/aigw/v1/events_pb.js";
 
 /** Budgets, spend and model prices. Spend is counted by ingest, in its transaction (see EventStore). */
@@ -78,6 +79,95 @@ export function spendKey(orgId: string, limitType: BudgetLimitType, period: stri
 export function countableCost(accounting: SpendAccounting, event: Event): number {
   const cost = accounting.costOf(event);
   return cost > 0 && Number.isFinite(cost) && event.orgId !== "" ? cost : 0;
+}
+
+/** What a SpendTracker reads of the store: the spend, budgets and fired thresholds before the batch. */
+export interface SpendState {
+  spend(orgId: string, limitType: BudgetLimitType, period: string): number;
+  budget(orgId: string, limitType: BudgetLimitType): BudgetSpec | undefined;
+  fired(orgId: string, limitType: BudgetLimitType, period: string): readonly number[];
+}
+
+/**
+ * Spend accounting, the rule every backend applies in its ingest transaction: each new
+ * event (in order) adds its cost to its org's spend per limit type and period; a budget
+ * threshold the spend reaches for the first time in that period fires once, right after
+ * the event that reached it, as a budget event. The backend writes what the tracker
+ * decides: the spend totals, the fired thresholds and the budget events (with their
+ * deliveries), all in the transaction that stores the events. It must keep the spend rows
+ * it read from changing under it until it commits (a lock with several writers).
+ */
+export class SpendTracker {
+  readonly #accounting: SpendAccounting;
+  readonly #state: SpendState;
+  readonly #spend = new Map<string, SpendTotal>();
+  readonly #added = new Map<string, SpendTotal>();
+  readonly #fired = new Map<string, Set<number>>();
+  readonly crossings: BudgetCrossing[] = [];
+
+  constructor(accounting: SpendAccounting, state: SpendState) {
+    this.#accounting = accounting;
+    this.#state = state;
+  }
+
+  /** The keys an event would count under (empty when it costs nothing). */
+  static keysOf(
+    accounting: SpendAccounting,
+    event: Event,
+  ): { orgId: string; limitType: BudgetLimitType; period: string }[] {
+    if (countableCost(accounting, event) === 0) return [];
+    return LIMIT_TYPES.map((limitType) => ({ orgId: event.orgId, limitType, period: accounting.periodOf(limitType) }));
+  }
+
+  /** Counts a newly stored event; returns the thresholds it made fire (usually none), in order. */
+  add(event: Event): BudgetCrossing[] {
+    const cost = countableCost(this.#accounting, event);
+    if (cost === 0) return [];
+    const out: BudgetCrossing[] = [];
+    for (const limitType of LIMIT_TYPES) {
+      const period = this.#accounting.periodOf(limitType);
+      const key = spendKey(event.orgId, limitType, period);
+      let total = this.#spend.get(key);
+      if (total === undefined) {
+        total = { orgId: event.orgId, limitType, period, spend: this.#state.spend(event.orgId, limitType, period) };
+        this.#spend.set(key, total);
+      }
+      total.spend += cost;
+      const added = this.#added.get(key) ?? { orgId: event.orgId, limitType, period, spend: 0 };
+      added.spend += cost;
+      this.#added.set(key, added);
+      const budget = this.#state.budget(event.orgId, limitType);
+      if (budget === undefined) continue;
+      let fired = this.#fired.get(key);
+      if (fired === undefined) {
+        fired = new Set(this.#state.fired(event.orgId, limitType, period));
+        this.#fired.set(key, fired);
+      }
+      for (const threshold of this.#accounting.reached(budget, total.spend)) {
+        if (fired.has(threshold)) continue;
+        fired.add(threshold);
+        const crossing = { budget, period, currentSpend: total.spend, threshold, eventId: newEventId() };
+        out.push(crossing);
+        this.crossings.push(crossing);
+      }
+    }
+    return out;
+  }
+
+  /** Spend after the batch, of every key it changed. */
+  totals(): SpendTotal[] {
+    return [...this.#spend.values()].map((t) => ({ ...t }));
+  }
+
+  /** The budget event of a crossing this tracker decided. */
+  budgetEvent(crossing: BudgetCrossing): Event {
+    return this.#accounting.budgetEvent(crossing);
+  }
+
+  /** Cost the batch added, per key (what an UPDATE … spend = spend + cost writes). */
+  added(): SpendTotal[] {
+    return [...this.#added.values()].map((t) => ({ ...t }));
+  }
 }
 
 /** The store's own guard; the Admin API validates first and names the request's fields. */

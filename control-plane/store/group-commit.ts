@@ -15,6 +15,7 @@ export class GroupCommit<I, R> {
   private queue: Pending<I, R>[] = [];
   private scheduled = false;
   private running = false;
+  private idleWaiters: (() => void)[] = [];
 
   constructor(
     private readonly commit: (items: readonly I[]) => R[] | Promise<R[]>,
@@ -31,6 +32,12 @@ export class GroupCommit<I, R> {
   /** Items waiting for their commit. */
   get size(): number {
     return this.queue.length;
+  }
+
+  /** Resolves once everything submitted so far has been committed (or failed). */
+  settled(): Promise<void> {
+    if (this.queue.length === 0 && !this.running && !this.scheduled) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
   /**
@@ -68,6 +75,8 @@ export class GroupCommit<I, R> {
       }
     } finally {
       this.running = false;
+      if (this.queue.length > 0) this.schedule();
+      else for (const resolve of this.idleWaiters.splice(0)) resolve();
     }
   }
 

@@ -1,4 +1,5 @@
 import type { Logger } from "../../common/logger.js";
+import { openPostgresStore } from "./postgres/store.js";
 import { openSqliteStore } from "./sqlite/store.js";
 import type { Store } from "./store.js";
 
@@ -22,7 +23,7 @@ export async function openStore(url: string, options: OpenStoreOptions = {}): Pr
     return openSqliteStore(path, options);
   }
   if (url.startsWith("postgres://") || url.startsWith("postgresql://")) {
-    throw new Error("PostgreSQL store is not available in this version; use sqlite:PATH");
+    return openPostgresStore(url, options);
   }
   throw new Error(`store url "${url}" is not supported: use sqlite:PATH or postgres://...`);
 }

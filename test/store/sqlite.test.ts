@@ -224,9 +224,6 @@ describe("openStore", () => {
   });
 
   it("rejects other urls clearly", async () => {
-    await expect(openStore("postgres://localhost/aigw")).rejects.toThrow(
-      "PostgreSQL store is not available in this version",
-    );
     await expect(openStore("sqlite::memory:")).rejects.toThrow(/real file/);
     await expect(openStore("sqlite:")).rejects.toThrow(/path is missing/);
     await expect(openStore("mysql://x")).rejects.toThrow(/use sqlite:PATH or postgres/);

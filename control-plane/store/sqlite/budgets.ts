@@ -1,5 +1,4 @@
 import type Database from "better-sqlite3";
-import { newEventId } from "../../../common/ids.js";
 import type { Event } from "../../../gen/aigw/v1/events_pb.js";
 import {
   type BudgetLimitType,
@@ -7,11 +6,10 @@ import {
   type BudgetSpec,
   checkBudgetSpec,
   checkModelPrice,
-  countableCost,
-  LIMIT_TYPES,
   type SpendAccounting,
+  type SpendState,
   type SpendTotal,
-  spendKey,
+  SpendTracker,
   type StoredModelPrice,
 } from "../budgets.js";
 import type { StoredEvent } from "../events.js";
@@ -32,16 +30,16 @@ interface PriceRow {
 
 /** What one ingest transaction's accounting produced. */
 export interface SpendBatch {
-  accounting: SpendAccounting;
+  tracker: SpendTracker;
   generated: StoredEvent[];
   deliveries: number;
-  spend: Map<string, SpendTotal>;
 }
 
 /**
- * The SQLite side of budgets and pricing (schema v2): the SQL; the rules are ../budgets.ts. Every method runs synchronously in
- * the caller's transaction: SqliteStore wraps them, so spend, fired thresholds and budget
- * events commit together with the events that caused them, or not at all.
+ * The SQLite side of budgets and pricing (schema v2): the SQL; the rules are ../budgets.ts.
+ * Every method runs synchronously in the caller's transaction: SqliteStore wraps them, so
+ * spend, fired thresholds and budget events commit together with the events that caused
+ * them, or not at all.
  */
 export class SqliteBudgetTables {
   readonly #s;
@@ -50,10 +48,9 @@ export class SqliteBudgetTables {
     this.#s = {
       addSpend: db.prepare(
         `INSERT INTO budget_spend (org_id, limit_type, period, spend, updated_at)
-         VALUES (@orgId, @limitType, @period, @cost, @now)
-         ON CONFLICT (org_id, limit_type, period) DO UPDATE SET spend = spend + excluded.spend, updated_at = excluded.updated_at
-         RETURNING spend`,
-      ) as Database.Statement<[Record<string, unknown>], { spend: number }>,
+         VALUES (@orgId, @limitType, @period, @spend, @now)
+         ON CONFLICT (org_id, limit_type, period) DO UPDATE SET spend = spend + excluded.spend, updated_at = excluded.updated_at`,
+      ) as Database.Statement<[Record<string, unknown>]>,
       spendOf: db
         .prepare(
           "SELECT spend FROM budget_spend WHERE org_id = @orgId AND limit_type = @limitType AND period = @period",
@@ -75,8 +72,8 @@ export class SqliteBudgetTables {
       fire: db.prepare(
         `INSERT INTO budget_thresholds_fired (org_id, limit_type, period, threshold, event_id, fired_at)
          VALUES (@orgId, @limitType, @period, @threshold, @eventId, @now)
-         ON CONFLICT DO NOTHING RETURNING threshold`,
-      ) as Database.Statement<[Record<string, unknown>], { threshold: number }>,
+         ON CONFLICT DO NOTHING`,
+      ) as Database.Statement<[Record<string, unknown>]>,
       fired: db
         .prepare(
           `SELECT threshold FROM budget_thresholds_fired
@@ -93,8 +90,17 @@ export class SqliteBudgetTables {
     };
   }
 
+  /** A batch's accounting, reading the spend, budgets and fired thresholds inside the transaction. */
   newBatch(accounting: SpendAccounting): SpendBatch {
-    return { accounting, generated: [], deliveries: 0, spend: new Map() };
+    const state: SpendState = {
+      spend: (orgId, limitType, period) => this.#s.spendOf.get({ orgId, limitType, period }) ?? 0,
+      budget: (orgId, limitType) => {
+        const row = this.#s.budget.get({ orgId, limitType });
+        return row && toBudgetSpec(row);
+      },
+      fired: (orgId, limitType, period) => this.#s.fired.all({ orgId, limitType, period }),
+    };
+    return { tracker: new SpendTracker(accounting, state), generated: [], deliveries: 0 };
   }
 
   /**
@@ -107,26 +113,19 @@ export class SqliteBudgetTables {
     now: number,
     storeEvent: (event: Event) => { stored: StoredEvent; deliveries: number },
   ): void {
-    const { accounting } = batch;
-    const cost = countableCost(accounting, event);
-    if (cost === 0) return;
-    for (const limitType of LIMIT_TYPES) {
-      const key = { orgId: event.orgId, limitType, period: accounting.periodOf(limitType) };
-      const spend = this.#s.addSpend.get({ ...key, cost, now })?.spend ?? cost;
-      batch.spend.set(spendKey(key.orgId, limitType, key.period), { ...key, spend });
-      const row = this.#s.budget.get(key);
-      if (row === undefined) continue;
-      const budget = toBudgetSpec(row);
-      for (const threshold of accounting.reached(budget, spend)) {
-        const eventId = newEventId();
-        if (this.#s.fire.get({ ...key, threshold, eventId, now }) === undefined) continue;
-        const made = storeEvent(
-          accounting.budgetEvent({ budget, period: key.period, currentSpend: spend, threshold, eventId }),
-        );
-        batch.generated.push(made.stored);
-        batch.deliveries += made.deliveries;
-      }
+    for (const crossing of batch.tracker.add(event)) {
+      const { budget, period, threshold, eventId } = crossing;
+      this.#s.fire.run({ orgId: budget.orgId, limitType: budget.limitType, period, threshold, eventId, now });
+      const made = storeEvent(batch.tracker.budgetEvent(crossing));
+      batch.generated.push(made.stored);
+      batch.deliveries += made.deliveries;
     }
+  }
+
+  /** Writes the batch's spend (once per key); returns the spend after it. */
+  finish(batch: SpendBatch, now: number): SpendTotal[] {
+    for (const added of batch.tracker.added()) this.#s.addSpend.run({ ...added, now });
+    return batch.tracker.totals();
   }
 
   listBudgets(periodOf: (limitType: BudgetLimitType) => string): BudgetRecord[] {

@@ -517,7 +517,7 @@ export class SqliteStore implements Store {
       deliveries: deliveries + spend.deliveries,
       endpoints: [...endpoints],
       generated: spend.generated,
-      spend: [...spend.spend.values()],
+      spend: this.#budgets.finish(spend, now),
     };
   }
 

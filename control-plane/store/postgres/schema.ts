@@ -1,0 +1,211 @@
+import type pg from "pg";
+import type { Logger } from "../../../common/logger.js";
+
+/**
+ * PostgreSQL schema migrations, applied in order at start; `aigw_schema_version` holds the
+ * highest one applied. Replicas starting together take an advisory lock first, so one
+ * migrates and the others find it done. Never edit a released migration: add the next one.
+ *
+ * The tables mirror the SQLite store's (sqlite/schema.ts), plus what replicas share:
+ * events carry the writing transaction's id (`xid`), so the live feed reads them in an
+ * order no late commit can break (see readFeed); leases carry a fencing token from a
+ * sequence; the pending count is kept per process (`pending_counts`), summed on read.
+ */
+const MIGRATIONS: readonly string[] = [
+  // v1
+  `
+  CREATE TABLE meta (
+    name text PRIMARY KEY,
+    value text NOT NULL
+  );
+
+  CREATE TABLE events (
+    seq bigserial PRIMARY KEY,
+    xid xid8 NOT NULL DEFAULT pg_current_xact_id(),
+    id text NOT NULL UNIQUE,
+    type integer NOT NULL,
+    org_id text NOT NULL,
+    app text NOT NULL,
+    request_id text NOT NULL,
+    order_key text NOT NULL,
+    token_index integer NOT NULL,
+    time_ms bigint NOT NULL,
+    ingested_at bigint NOT NULL,
+    body bytea NOT NULL
+  );
+  CREATE INDEX events_ingested_at ON events (ingested_at);
+  CREATE INDEX events_feed ON events (xid, seq);
+
+  CREATE TABLE endpoints (
+    name text PRIMARY KEY,
+    url text NOT NULL,
+    enabled boolean NOT NULL,
+    event_types text NOT NULL,
+    failover_to text NOT NULL,
+    disabled_reason text NOT NULL,
+    config_secret text NOT NULL,
+    created_at bigint NOT NULL,
+    updated_at bigint NOT NULL,
+    filters text NOT NULL DEFAULT '{}',
+    org_id text NOT NULL DEFAULT ''
+  );
+
+  CREATE TABLE signing_keys (
+    seq bigserial PRIMARY KEY,
+    id text NOT NULL UNIQUE,
+    endpoint text NOT NULL REFERENCES endpoints (name) ON DELETE CASCADE,
+    secret text NOT NULL,
+    created_at bigint NOT NULL,
+    expires_at bigint
+  );
+  CREATE INDEX signing_keys_endpoint ON signing_keys (endpoint, seq);
+
+  CREATE TABLE org_signing_keys (
+    seq bigserial PRIMARY KEY,
+    id text NOT NULL UNIQUE,
+    org_id text NOT NULL,
+    secret text NOT NULL,
+    created_at bigint NOT NULL,
+    expires_at bigint
+  );
+  CREATE INDEX org_signing_keys_org ON org_signing_keys (org_id, seq);
+
+  CREATE TABLE deliveries (
+    seq bigserial PRIMARY KEY,
+    id text NOT NULL UNIQUE,
+    event_seq bigint NOT NULL REFERENCES events (seq),
+    event_id text NOT NULL,
+    event_type integer NOT NULL,
+    endpoint text NOT NULL,
+    status text NOT NULL,
+    attempt_count integer NOT NULL,
+    next_attempt_at bigint NOT NULL,
+    due_at bigint NOT NULL,
+    lease_owner text NOT NULL,
+    lease_until bigint NOT NULL,
+    lease_token bigint NOT NULL DEFAULT 0,
+    created_at bigint NOT NULL,
+    finished_at bigint,
+    last_error text NOT NULL,
+    origin_delivery_id text NOT NULL,
+    order_key text NOT NULL,
+    order_index integer NOT NULL
+  );
+  CREATE INDEX deliveries_due ON deliveries (endpoint, due_at, seq) WHERE status = 'pending';
+  CREATE INDEX deliveries_leased ON deliveries (endpoint, lease_until) WHERE lease_owner <> '';
+  CREATE INDEX deliveries_lease_owner ON deliveries (lease_owner) WHERE lease_owner <> '';
+  CREATE INDEX deliveries_order ON deliveries (endpoint, order_key, order_index)
+    WHERE status = 'pending' AND order_key <> '';
+  CREATE INDEX deliveries_event ON deliveries (event_seq);
+  CREATE INDEX deliveries_endpoint ON deliveries (endpoint, seq);
+  CREATE INDEX deliveries_status ON deliveries (status, seq);
+  CREATE INDEX deliveries_created_at ON deliveries (created_at);
+  CREATE INDEX deliveries_origin ON deliveries (origin_delivery_id) WHERE origin_delivery_id <> '';
+  CREATE SEQUENCE lease_tokens;
+
+  CREATE TABLE attempts (
+    delivery_id text NOT NULL REFERENCES deliveries (id),
+    number integer NOT NULL,
+    endpoint text NOT NULL,
+    started_at bigint NOT NULL,
+    status_code integer NOT NULL,
+    latency_ms integer NOT NULL,
+    error text NOT NULL,
+    response_body text NOT NULL,
+    PRIMARY KEY (delivery_id, number)
+  );
+  CREATE INDEX attempts_started_at ON attempts (started_at);
+
+  -- Pending deliveries, counted as rows change: one row per process, summed on read, so
+  -- no two replicas wait on one counter.
+  CREATE TABLE pending_counts (
+    owner text PRIMARY KEY,
+    pending bigint NOT NULL,
+    updated_at bigint NOT NULL
+  );
+
+  CREATE TABLE budgets (
+    org_id text NOT NULL,
+    limit_type text NOT NULL,
+    budget_limit double precision NOT NULL,
+    thresholds text NOT NULL,
+    enforce boolean NOT NULL,
+    created_at bigint NOT NULL,
+    updated_at bigint NOT NULL,
+    PRIMARY KEY (org_id, limit_type)
+  );
+
+  CREATE TABLE budget_spend (
+    org_id text NOT NULL,
+    limit_type text NOT NULL,
+    period text NOT NULL,
+    spend double precision NOT NULL,
+    updated_at bigint NOT NULL,
+    PRIMARY KEY (org_id, limit_type, period)
+  );
+
+  CREATE TABLE budget_thresholds_fired (
+    org_id text NOT NULL,
+    limit_type text NOT NULL,
+    period text NOT NULL,
+    threshold integer NOT NULL,
+    event_id text NOT NULL,
+    fired_at bigint NOT NULL,
+    PRIMARY KEY (org_id, limit_type, period, threshold)
+  );
+
+  CREATE TABLE model_prices (
+    model text PRIMARY KEY,
+    input_per_million double precision NOT NULL,
+    output_per_million double precision NOT NULL,
+    updated_at bigint NOT NULL
+  );
+  `,
+];
+
+export const PG_SCHEMA_VERSION = MIGRATIONS.length;
+
+/** One key for every aigw process migrating this database (pg_advisory_lock's bigint). */
+const MIGRATION_LOCK = 7_366_274_901;
+
+/**
+ * Applies what is missing, under an advisory lock (replicas starting at once wait for the
+ * one migrating). A database newer than this code is refused with the versions named.
+ */
+export async function migratePostgres(pool: pg.Pool, where: string, logger?: Logger): Promise<void> {
+  const client = await pool.connect();
+  try {
+    await client.query("SELECT pg_advisory_lock($1)", [MIGRATION_LOCK]);
+    try {
+      await client.query("CREATE TABLE IF NOT EXISTS aigw_schema_version (version integer NOT NULL)");
+      const { rows } = await client.query<{ version: number | null }>(
+        "SELECT MAX(version) AS version FROM aigw_schema_version",
+      );
+      const current = rows[0]?.version ?? 0;
+      if (current > PG_SCHEMA_VERSION) {
+        throw new Error(
+          `PostgreSQL store ${where} has schema version ${current}, newer than this aigw supports (${PG_SCHEMA_VERSION}); ` +
+            "upgrade aigw (every replica) or use another database",
+        );
+      }
+      for (let version = current + 1; version <= PG_SCHEMA_VERSION; version++) {
+        await client.query("BEGIN");
+        try {
+          await client.query(MIGRATIONS[version - 1] as string);
+          await client.query("INSERT INTO aigw_schema_version (version) VALUES ($1)", [version]);
+          await client.query("COMMIT");
+        } catch (err) {
+          await client.query("ROLLBACK").catch(() => {});
+          throw new Error(`PostgreSQL store ${where}: migration ${version} failed: ${(err as Error).message}`, {
+            cause: err,
+          });
+        }
+        logger?.info({ store: where, version }, "applied store schema migration");
+      }
+    } finally {
+      await client.query("SELECT pg_advisory_unlock($1)", [MIGRATION_LOCK]).catch(() => {});
+    }
+  } finally {
+    client.release();
+  }
+}

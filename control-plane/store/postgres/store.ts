@@ -1,0 +1,1587 @@
+import { fromBinary, toBinary } from "@bufbuild/protobuf";
+import pg from "pg";
+import type { Logger } from "../../../common/logger.js";
+import { newDeliveryId, ulid } from "../../../common/ids.js";
+import { type Event, EventSchema, type EventType } from "../../../gen/aigw/v1/events_pb.js";
+import { type EndpointStatsRecord, StatsBuilder } from "../analytics.js";
+import {
+  type BudgetLimitType,
+  type BudgetRecord,
+  type BudgetSpec,
+  checkBudgetSpec,
+  checkModelPrice,
+  type SpendAccounting,
+  spendKey,
+  SpendTracker,
+  type StoredModelPrice,
+} from "../budgets.js";
+import {
+  type AttemptOutcome,
+  type AttemptRecord,
+  BLOCKED_DUE_AT,
+  type ClaimedDelivery,
+  type ClaimOptions,
+  type CompleteResult,
+  checkClaim,
+  checkDeliveryFilter,
+  checkOutcome,
+  type DeliveryDetail,
+  type DeliveryFilter,
+  type DeliveryRecord,
+  type DeliveryStatus,
+  finiteNumber,
+  type LaneClaim,
+  type LeasedDelivery,
+  MAX_FAILOVER_HOPS,
+  MAX_RESPONSE_BODY_CHARS,
+  type NewAttempt,
+  nextDeliveryState,
+  type PendingLane,
+  positiveInteger,
+} from "../delivery-queue.js";
+import {
+  configSecretContext,
+  type EndpointPatch,
+  type EndpointRecord,
+  filtersJson,
+  type NewEndpoint,
+  orgKeyContext,
+  parseFilters,
+  patchedEndpoint,
+  requireSecret,
+  type SigningKey,
+  signingKeyContext,
+  upsertPlan,
+  validateEndpoint,
+} from "../endpoints.js";
+import { checkIngest, type DeliverySource, eventColumns, type IngestResult, type StoredEvent } from "../events.js";
+import { GroupCommit } from "../group-commit.js";
+import { decodePageToken, encodePageToken } from "../page-token.js";
+import { SecretBox } from "../secret-box.js";
+import { type Store, StoreConflictError, StoreNotFoundError } from "../store.js";
+import { migratePostgres } from "./schema.js";
+
+export interface PostgresStoreOptions {
+  /** base64 of 32 bytes: required, every replica must seal and open secrets with the same key. */
+  encryptionKey?: string;
+  logger?: Logger;
+  /** This process's name in the pending counts and NOTIFY payloads; default host/pid/random. */
+  owner?: string;
+  /** Connections in the pool; default 10. */
+  maxConnections?: number;
+}
+
+const KEY_CHECK_NAME = "key_check";
+const KEY_CHECK_CONTEXT = "aigw store key check";
+const KEY_CHECK_PLAINTEXT = "aigw";
+const PURGE_BATCH = 500;
+/** Every claimer counts live leases under this lock, so caps hold across replicas. */
+const CLAIM_LOCK = 7_366_274_902;
+/** NOTIFY channels (payloads are JSON). */
+export const CHANNEL_LANES = "aigw_lanes";
+export const CHANNEL_EVENTS = "aigw_events";
+export const CHANNEL_CHANGES = "aigw_changes";
+const RETRYABLE = new Set(["40001", "40P01"]);
+/** A lane the caps held back (other replicas' leases) is looked at again after this. */
+const CAPPED_RETRY_MS = 250;
+
+interface DeliveryRow {
+  seq: number;
+  id: string;
+  event_seq: number;
+  event_id: string;
+  event_type: number;
+  endpoint: string;
+  status: DeliveryStatus;
+  attempt_count: number;
+  next_attempt_at: number;
+  due_at: number;
+  lease_owner: string;
+  lease_until: number;
+  lease_token: number;
+  created_at: number;
+  finished_at: number | null;
+  last_error: string;
+  origin_delivery_id: string;
+  order_key: string;
+  order_index: number;
+}
+
+interface EndpointRow {
+  name: string;
+  url: string;
+  enabled: boolean;
+  event_types: string;
+  failover_to: string;
+  disabled_reason: string;
+  config_secret: string;
+  created_at: number;
+  updated_at: number;
+  key_count: number;
+  filters: string;
+  org_id: string;
+}
+
+interface KeyRow {
+  id: string;
+  secret: string;
+  created_at: number;
+  expires_at: number | null;
+}
+
+interface BudgetRow {
+  org_id: string;
+  limit_type: BudgetLimitType;
+  budget_limit: number;
+  thresholds: string;
+  enforce: boolean;
+}
+
+interface QueuedIngest {
+  events: readonly Event[];
+  route: (event: Event) => readonly string[];
+  accounting: SpendAccounting | undefined;
+}
+
+interface QueuedCompletion {
+  delivery: LeasedDelivery;
+  attempt: NewAttempt;
+  outcome: AttemptOutcome;
+}
+
+/** A row a transaction inserts into deliveries. */
+interface NewDeliveryRow {
+  id: string;
+  source: DeliverySource;
+  endpoint: string;
+  originDeliveryId: string;
+  /** Waits for an earlier token of its (endpoint, order key) inserted in the same statement. */
+  blocked: boolean;
+}
+
+/** A transaction's effect on shared state, applied as it commits. */
+interface TxEffects {
+  pending: number;
+  lanes: Set<string>;
+  changes: Set<string>;
+  events: boolean;
+}
+
+// int8 (bigint) as a JS number: times in ms and row numbers stay far below 2^53.
+const types = {
+  getTypeParser(oid: number, format?: string) {
+    if (oid === 20) return (value: string) => Number.parseInt(value, 10);
+    return pg.types.getTypeParser(oid, format as "text");
+  },
+};
+
+const ENDPOINT_COLUMNS = `e.*, CASE WHEN e.org_id = '' THEN (SELECT COUNT(*)::int FROM signing_keys k
+      WHERE k.endpoint = e.name AND (k.expires_at IS NULL OR k.expires_at > $1))
+    ELSE (SELECT COUNT(*)::int FROM org_signing_keys o
+      WHERE o.org_id = e.org_id AND (o.expires_at IS NULL OR o.expires_at > $1)) END AS key_count`;
+
+/**
+ * The PostgreSQL store: several control-plane replicas on one database. The same semantics
+ * as the SQLite store (the conformance suite holds both to them), written for many writers:
+ * claims lock rows with SKIP LOCKED and count every replica's live leases against the caps;
+ * leases carry a fencing token; the feed reads by (transaction id, seq) up to the oldest
+ * running transaction; changes, new deliveries and new events are announced with NOTIFY.
+ * Hot paths are set-based: a batch of events, deliveries or results is a few statements.
+ */
+export class PostgresStore implements Store {
+  readonly kind = "postgres";
+  readonly where: string;
+  readonly owner: string;
+  readonly #pool: pg.Pool;
+  readonly #box: SecretBox;
+  readonly #ingests: GroupCommit<QueuedIngest, IngestResult>;
+  readonly #completions: GroupCommit<QueuedCompletion, CompleteResult>;
+  readonly #logger: Logger | undefined;
+  #closed = false;
+
+  /** Use openPostgresStore(). */
+  constructor(pool: pg.Pool, where: string, box: SecretBox, owner: string, logger?: Logger) {
+    this.#pool = pool;
+    this.where = where;
+    this.#box = box;
+    this.owner = owner;
+    this.#logger = logger;
+    this.#ingests = new GroupCommit((batch) => {
+      const now = Date.now();
+      return this.#tx(async (c, fx) => {
+        const out: IngestResult[] = [];
+        for (const item of batch) out.push(await this.#ingestOne(c, fx, item, now));
+        return out;
+      });
+    }, 256);
+    this.#completions = new GroupCommit((batch) => this.#tx((c, fx) => this.#complete(c, fx, batch, Date.now())), 512);
+  }
+
+  /** The pool, for LISTEN connections and tests. */
+  get pool(): pg.Pool {
+    return this.#pool;
+  }
+
+  // ---- transactions --------------------------------------------------------------------
+
+  /**
+   * One transaction; retried on serialization failures and deadlocks. Effects (the pending
+   * count, NOTIFYs) are written inside it, so other replicas learn of them when it commits.
+   */
+  async #tx<T>(fn: (c: pg.PoolClient, fx: TxEffects) => Promise<T>): Promise<T> {
+    if (this.#closed) throw new Error(`PostgreSQL store ${this.where} is closed`);
+    for (let attempt = 1; ; attempt++) {
+      const c = await this.#pool.connect();
+      const fx: TxEffects = { pending: 0, lanes: new Set(), changes: new Set(), events: false };
+      try {
+        await c.query("BEGIN");
+        const result = await fn(c, fx);
+        await this.#applyEffects(c, fx);
+        await c.query("COMMIT");
+        c.release();
+        return result;
+      } catch (err) {
+        await c.query("ROLLBACK").catch(() => {});
+        c.release();
+        const code = (err as { code?: string }).code;
+        if (attempt < 5 && code !== undefined && RETRYABLE.has(code)) continue;
+        throw err;
+      }
+    }
+  }
+
+  async #applyEffects(c: pg.PoolClient, fx: TxEffects): Promise<void> {
+    if (fx.pending !== 0) {
+      await c.query(
+        `INSERT INTO pending_counts (owner, pending, updated_at) VALUES ($1, $2, $3)
+         ON CONFLICT (owner) DO UPDATE SET pending = pending_counts.pending + excluded.pending, updated_at = excluded.updated_at`,
+        [this.owner, fx.pending, Date.now()],
+      );
+    }
+    if (fx.lanes.size > 0) await this.#notify(c, CHANNEL_LANES, { from: this.owner, endpoints: [...fx.lanes] });
+    if (fx.changes.size > 0) await this.#notify(c, CHANNEL_CHANGES, { from: this.owner, changes: [...fx.changes] });
+    if (fx.events) await this.#notify(c, CHANNEL_EVENTS, { from: this.owner });
+  }
+
+  async #notify(c: pg.PoolClient, channel: string, payload: unknown): Promise<void> {
+    let text = JSON.stringify(payload);
+    // NOTIFY payloads are limited to 8000 bytes: a long list of endpoints becomes "look".
+    if (text.length > 7_000) text = JSON.stringify({ from: this.owner, all: true });
+    await c.query("SELECT pg_notify($1, $2)", [channel, text]);
+  }
+
+  // ---- events ----------------------------------------------------------------------------
+
+  async ingest(
+    events: readonly Event[],
+    route: (event: Event) => readonly string[],
+    accounting?: SpendAccounting,
+  ): Promise<IngestResult> {
+    checkIngest(events);
+    return this.#ingests.submit({ events, route, accounting });
+  }
+
+  async #ingestOne(c: pg.PoolClient, fx: TxEffects, item: QueuedIngest, now: number): Promise<IngestResult> {
+    const { events, route, accounting } = item;
+    // New events, first occurrence of each id; a re-sent one is a duplicate (no deliveries, no spend).
+    const ids = [...new Set(events.map((e) => e.id))];
+    const existing = new Set(
+      (await c.query<{ id: string }>("SELECT id FROM events WHERE id = ANY($1::text[])", [ids])).rows.map((r) => r.id),
+    );
+    const seen = new Set<string>();
+    const fresh: Event[] = [];
+    for (const event of events) {
+      if (existing.has(event.id) || seen.has(event.id)) continue;
+      seen.add(event.id);
+      fresh.push(event);
+    }
+    const tracker = accounting ? await this.#spendTracker(c, accounting, fresh, now) : undefined;
+    // Events in order, each budget event right after the event whose spend fired it.
+    const rows: { event: Event; generated: boolean }[] = [];
+    for (const event of fresh) {
+      rows.push({ event, generated: false });
+      for (const crossing of tracker?.add(event) ?? [])
+        rows.push({ event: tracker!.budgetEvent(crossing), generated: true });
+    }
+    const stored =
+      rows.length > 0
+        ? await this.#insertEvents(
+            c,
+            rows.map((r) => r.event),
+            now,
+          )
+        : [];
+    if (stored.length !== rows.length) {
+      // Another writer stored one of these ids after we looked: retry the transaction.
+      throw Object.assign(new Error("concurrent insert of the same event id"), { code: "40001" });
+    }
+    const deliveries: NewDeliveryRow[] = [];
+    for (const s of stored) {
+      const columns = eventColumns(s.event);
+      const source: DeliverySource = {
+        eventSeq: s.seq,
+        eventId: s.event.id,
+        eventType: columns.type,
+        orderKey: columns.orderKey,
+        orderIndex: columns.orderIndex,
+      };
+      for (const endpoint of new Set(route(s.event))) {
+        deliveries.push({ id: newDeliveryId(), source, endpoint, originDeliveryId: "", blocked: false });
+      }
+    }
+    await this.#insertDeliveries(c, fx, deliveries, now);
+    if (tracker) {
+      const fired = tracker.crossings;
+      if (fired.length > 0) {
+        await c.query(
+          `INSERT INTO budget_thresholds_fired (org_id, limit_type, period, threshold, event_id, fired_at)
+           SELECT o, l, p, t, e, $6 FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[]) AS u(o, l, p, t, e)
+           ON CONFLICT DO NOTHING`,
+          [
+            fired.map((f) => f.budget.orgId),
+            fired.map((f) => f.budget.limitType),
+            fired.map((f) => f.period),
+            fired.map((f) => f.threshold),
+            fired.map((f) => f.eventId),
+            now,
+          ],
+        );
+      }
+      const added = tracker.added();
+      if (added.length > 0) {
+        await c.query(
+          `UPDATE budget_spend s SET spend = s.spend + u.a, updated_at = $5
+           FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[]) AS u(o, l, p, a)
+           WHERE s.org_id = u.o AND s.limit_type = u.l AND s.period = u.p`,
+          [
+            added.map((a) => a.orgId),
+            added.map((a) => a.limitType),
+            added.map((a) => a.period),
+            added.map((a) => a.spend),
+            now,
+          ],
+        );
+      }
+    }
+    if (stored.length > 0) fx.events = true;
+    const result: IngestResult = {
+      stored: stored.filter((_, i) => !rows[i]!.generated),
+      duplicates: events.length - fresh.length,
+      deliveries: deliveries.length,
+      endpoints: [...new Set(deliveries.map((d) => d.endpoint))],
+    };
+    if (!tracker) return result;
+    return { ...result, generated: stored.filter((_, i) => rows[i]!.generated), spend: tracker.totals() };
+  }
+
+  /** Locks the spend rows a batch will add to (creating them), and reads budgets and fired thresholds. */
+  async #spendTracker(
+    c: pg.PoolClient,
+    accounting: SpendAccounting,
+    fresh: Event[],
+    now: number,
+  ): Promise<SpendTracker> {
+    const keys = new Map<string, { orgId: string; limitType: BudgetLimitType; period: string }>();
+    for (const event of fresh) {
+      for (const k of SpendTracker.keysOf(accounting, event)) keys.set(spendKey(k.orgId, k.limitType, k.period), k);
+    }
+    const spend = new Map<string, number>();
+    const fired = new Map<string, number[]>();
+    const budgets = new Map<string, BudgetSpec>();
+    if (keys.size > 0) {
+      const list = [...keys.values()];
+      const arrays = [list.map((k) => k.orgId), list.map((k) => k.limitType), list.map((k) => k.period)];
+      // Rows exist before they are locked, so two replicas adding to one org's spend take turns.
+      await c.query(
+        `INSERT INTO budget_spend (org_id, limit_type, period, spend, updated_at)
+         SELECT o, l, p, 0, $4 FROM unnest($1::text[], $2::text[], $3::text[]) AS u(o, l, p)
+         ORDER BY o, l, p ON CONFLICT DO NOTHING`,
+        [...arrays, now],
+      );
+      const locked = await c.query<{ org_id: string; limit_type: BudgetLimitType; period: string; spend: number }>(
+        `SELECT s.org_id, s.limit_type, s.period, s.spend FROM budget_spend s
+         JOIN unnest($1::text[], $2::text[], $3::text[]) AS u(o, l, p) ON s.org_id = u.o AND s.limit_type = u.l AND s.period = u.p
+         ORDER BY s.org_id, s.limit_type, s.period FOR UPDATE OF s`,
+        arrays,
+      );
+      for (const r of locked.rows) spend.set(spendKey(r.org_id, r.limit_type, r.period), r.spend);
+      const firedRows = await c.query<{
+        org_id: string;
+        limit_type: BudgetLimitType;
+        period: string;
+        threshold: number;
+      }>(
+        `SELECT f.org_id, f.limit_type, f.period, f.threshold FROM budget_thresholds_fired f
+         JOIN unnest($1::text[], $2::text[], $3::text[]) AS u(o, l, p) ON f.org_id = u.o AND f.limit_type = u.l AND f.period = u.p`,
+        arrays,
+      );
+      for (const r of firedRows.rows) {
+        const key = spendKey(r.org_id, r.limit_type, r.period);
+        fired.set(key, [...(fired.get(key) ?? []), r.threshold]);
+      }
+      const budgetRows = await c.query<BudgetRow>("SELECT * FROM budgets WHERE org_id = ANY($1::text[])", [
+        [...new Set(list.map((k) => k.orgId))],
+      ]);
+      for (const r of budgetRows.rows) budgets.set(`${r.org_id}\u0000${r.limit_type}`, toBudgetSpec(r));
+    }
+    return new SpendTracker(accounting, {
+      spend: (orgId, limitType, period) => spend.get(spendKey(orgId, limitType, period)) ?? 0,
+      budget: (orgId, limitType) => budgets.get(`${orgId}\u0000${limitType}`),
+      fired: (orgId, limitType, period) => fired.get(spendKey(orgId, limitType, period)) ?? [],
+    });
+  }
+
+  async #insertEvents(c: pg.PoolClient, events: Event[], now: number): Promise<StoredEvent[]> {
+    const cols = events.map((e) => eventColumns(e));
+    const { rows } = await c.query<{ seq: number; id: string; xid: string; ord: number }>(
+      `INSERT INTO events (id, type, org_id, app, request_id, order_key, token_index, time_ms, ingested_at, body)
+       SELECT id, type, org_id, app, request_id, order_key, token_index, time_ms, $10, body
+       FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int[], $8::bigint[], $9::bytea[])
+         WITH ORDINALITY AS u(id, type, org_id, app, request_id, order_key, token_index, time_ms, body, ord)
+       ORDER BY ord
+       ON CONFLICT (id) DO NOTHING
+       RETURNING seq, id, xid::text AS xid`,
+      [
+        events.map((e) => e.id),
+        cols.map((x) => x.type),
+        cols.map((x) => x.orgId),
+        cols.map((x) => x.app),
+        cols.map((x) => x.requestId),
+        cols.map((x) => x.orderKey),
+        cols.map((x) => x.orderIndex),
+        cols.map((x) => x.timeMs),
+        events.map((e) => Buffer.from(toBinary(EventSchema, e))),
+        now,
+      ],
+    );
+    const byId = new Map(rows.map((r) => [r.id, r]));
+    const out: StoredEvent[] = [];
+    for (const event of events) {
+      const r = byId.get(event.id);
+      if (r) out.push({ seq: r.seq, event, ingestedAt: now, cursor: feedCursor(r.xid, r.seq) });
+    }
+    return out;
+  }
+
+  /**
+   * Inserts deliveries in one statement. Streaming order: of a request's tokens for one
+   * endpoint, only the earliest may be due, and only if no earlier one is pending already;
+   * a token that arrives late makes the later ones not yet leased wait.
+   */
+  async #insertDeliveries(c: pg.PoolClient, fx: TxEffects, rows: NewDeliveryRow[], now: number): Promise<void> {
+    if (rows.length === 0) return;
+    const firstOfGroup = new Map<string, NewDeliveryRow>();
+    for (const row of rows) {
+      if (row.source.orderKey === "") continue;
+      const key = `${row.endpoint}\u0000${row.source.orderKey}`;
+      const first = firstOfGroup.get(key);
+      if (first === undefined || row.source.orderIndex < first.source.orderIndex) {
+        if (first) first.blocked = true;
+        firstOfGroup.set(key, row);
+      } else row.blocked = true;
+    }
+    await c.query(
+      `INSERT INTO deliveries (id, event_seq, event_id, event_type, endpoint, status, attempt_count, next_attempt_at,
+         due_at, lease_owner, lease_until, lease_token, created_at, finished_at, last_error, origin_delivery_id,
+         order_key, order_index)
+       SELECT u.id, u.event_seq, u.event_id, u.event_type, u.endpoint, 'pending', 0, $10,
+         CASE WHEN u.blocked OR (u.order_key <> '' AND EXISTS (
+           SELECT 1 FROM deliveries p WHERE p.status = 'pending' AND p.order_key <> '' AND p.endpoint = u.endpoint
+             AND p.order_key = u.order_key AND p.order_index < u.order_index)) THEN ${BLOCKED_DUE_AT} ELSE $10 END,
+         '', 0, 0, $10, NULL, '', u.origin, u.order_key, u.order_index
+       FROM unnest($1::text[], $2::bigint[], $3::text[], $4::int[], $5::text[], $6::text[], $7::text[], $8::int[], $9::bool[])
+         WITH ORDINALITY AS u(id, event_seq, event_id, event_type, endpoint, origin, order_key, order_index, blocked, ord)
+       ORDER BY u.ord`,
+      [
+        rows.map((r) => r.id),
+        rows.map((r) => r.source.eventSeq),
+        rows.map((r) => r.source.eventId),
+        rows.map((r) => r.source.eventType),
+        rows.map((r) => r.endpoint),
+        rows.map((r) => r.originDeliveryId),
+        rows.map((r) => r.source.orderKey),
+        rows.map((r) => r.source.orderIndex),
+        rows.map((r) => r.blocked),
+        now,
+      ],
+    );
+    const groups = [...firstOfGroup.values()];
+    if (groups.length > 0) {
+      await c.query(
+        `UPDATE deliveries d SET due_at = ${BLOCKED_DUE_AT}
+         FROM unnest($1::text[], $2::text[], $3::int[]) AS u(endpoint, order_key, order_index)
+         WHERE d.status = 'pending' AND d.order_key <> '' AND d.endpoint = u.endpoint AND d.order_key = u.order_key
+           AND d.order_index > u.order_index AND d.lease_owner = '' AND d.due_at <> ${BLOCKED_DUE_AT}`,
+        [groups.map((g) => g.endpoint), groups.map((g) => g.source.orderKey), groups.map((g) => g.source.orderIndex)],
+      );
+    }
+    fx.pending += rows.length;
+    for (const r of rows) fx.lanes.add(r.endpoint);
+  }
+
+  async readFeed(after: string | undefined, limit: number): Promise<StoredEvent[]> {
+    const [xid, seq] = after === undefined ? ["0", 0] : parseFeedCursor(after);
+    // Only transactions older than every running one: none of them can still commit an
+    // event that sorts before what is read here.
+    const { rows } = await this.#pool.query<{ seq: number; xid: string; body: Buffer; ingested_at: number }>(
+      `SELECT seq, xid::text AS xid, body, ingested_at FROM events
+       WHERE (xid, seq) > ($1::xid8, $2::bigint) AND xid < pg_snapshot_xmin(pg_current_snapshot())
+       ORDER BY xid, seq LIMIT $3`,
+      [xid, seq, positiveInteger(limit, "readFeed limit")],
+    );
+    return rows.map((r) => ({
+      seq: r.seq,
+      event: decodeEvent(r.body, r.seq),
+      ingestedAt: r.ingested_at,
+      cursor: feedCursor(r.xid, r.seq),
+    }));
+  }
+
+  async feedHead(): Promise<string> {
+    const { rows } = await this.#pool.query<{ xmin: string }>(
+      "SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS xmin",
+    );
+    // Everything from transactions before the oldest running one is behind the head.
+    return feedCursor(rows[0]?.xmin ?? "0", 0);
+  }
+
+  async feedCursorSince(timeMs: number): Promise<string> {
+    // The first event since then in the feed's order (xid, seq), not by ingested_at: a
+    // transaction that began earlier can commit an event later. The rows this walks are the
+    // ones the replay after it reads anyway.
+    const { rows } = await this.#pool.query<{ xid: string; seq: string | number }>(
+      "SELECT xid::text AS xid, seq FROM events WHERE ingested_at >= $1 ORDER BY xid, seq LIMIT 1",
+      [timeMs],
+    );
+    const first = rows[0];
+    return first ? feedCursor(first.xid, Number(first.seq) - 1) : await this.feedHead();
+  }
+
+  compareCursors(a: string, b: string): number {
+    const [ax, as] = parseFeedCursor(a);
+    const [bx, bs] = parseFeedCursor(b);
+    const x = BigInt(ax) - BigInt(bx);
+    return x !== 0n ? (x < 0n ? -1 : 1) : as - bs;
+  }
+
+  async countEvents(sinceMs?: number): Promise<number> {
+    const { rows } =
+      sinceMs === undefined
+        ? await this.#pool.query<{ n: number }>("SELECT COUNT(*)::bigint AS n FROM events")
+        : await this.#pool.query<{ n: number }>("SELECT COUNT(*)::bigint AS n FROM events WHERE ingested_at >= $1", [
+            sinceMs,
+          ]);
+    return rows[0]?.n ?? 0;
+  }
+
+  // ---- endpoints and their signing keys ---------------------------------------------------
+
+  async listEndpoints(): Promise<EndpointRecord[]> {
+    const { rows } = await this.#pool.query<EndpointRow>(
+      `SELECT ${ENDPOINT_COLUMNS} FROM endpoints e WHERE e.org_id = '' ORDER BY e.name COLLATE "C"`,
+      [Date.now()],
+    );
+    return rows.map(toEndpointRecord);
+  }
+
+  async getEndpoint(name: string): Promise<EndpointRecord | undefined> {
+    const row = await endpointRow(this.#pool, name, Date.now());
+    return row && toEndpointRecord(row);
+  }
+
+  async createEndpoint(endpoint: NewEndpoint, secret: string): Promise<EndpointRecord> {
+    validateEndpoint(endpoint);
+    requireSecret(secret, endpoint.name);
+    const now = Date.now();
+    return this.#tx(async (c, fx) => {
+      const inserted = await c.query(
+        `INSERT INTO endpoints (name, url, enabled, event_types, failover_to, disabled_reason, config_secret,
+           created_at, updated_at, filters, org_id)
+         VALUES ($1, $2, $3, $4, $5, '', '', $6, $6, $7, '') ON CONFLICT (name) DO NOTHING`,
+        endpointParams(endpoint, now),
+      );
+      if (inserted.rowCount === 0) throw new StoreConflictError(`endpoint "${endpoint.name}" already exists`);
+      await this.#insertKey(c, endpoint.name, secret, now);
+      fx.changes.add("endpoints");
+      return this.#endpointRecord(c, endpoint.name, now);
+    });
+  }
+
+  async upsertEndpoint(endpoint: NewEndpoint, secret: string): Promise<EndpointRecord> {
+    validateEndpoint(endpoint);
+    requireSecret(secret, endpoint.name);
+    const now = Date.now();
+    const configSecret = this.#box.seal(secret, configSecretContext(endpoint.name));
+    return this.#tx(async (c, fx) => {
+      fx.changes.add("endpoints");
+      const existing = (
+        await c.query<EndpointRow>("SELECT *, 0 AS key_count FROM endpoints WHERE name = $1 FOR UPDATE", [
+          endpoint.name,
+        ])
+      ).rows[0];
+      if (existing === undefined) {
+        await c.query(
+          `INSERT INTO endpoints (name, url, enabled, event_types, failover_to, disabled_reason, config_secret,
+             created_at, updated_at, filters, org_id)
+           VALUES ($1, $2, $3, $4, $5, '', $8, $6, $6, $7, '')`,
+          [...endpointParams(endpoint, now), configSecret],
+        );
+        await this.#insertKey(c, endpoint.name, secret, now);
+        return this.#endpointRecord(c, endpoint.name, now);
+      }
+      const sameSecret =
+        existing.config_secret !== "" &&
+        this.#box.open(existing.config_secret, configSecretContext(endpoint.name)) === secret;
+      const plan = upsertPlan(endpoint, existing.disabled_reason, sameSecret);
+      await this.#updateEndpointRow(
+        c,
+        endpoint,
+        plan.disabledReason,
+        sameSecret ? existing.config_secret : configSecret,
+        now,
+      );
+      if (plan.replaceKeys) await this.#replaceKeys(c, endpoint.name, secret, now);
+      return this.#endpointRecord(c, endpoint.name, now);
+    });
+  }
+
+  async updateEndpoint(name: string, patch: EndpointPatch): Promise<EndpointRecord> {
+    if (patch.secret !== undefined) requireSecret(patch.secret, name);
+    const now = Date.now();
+    return this.#tx(async (c, fx) => {
+      const row = await endpointRow(c, name, now, true);
+      if (row === undefined) throw new StoreNotFoundError(`endpoint "${name}" not found`);
+      const { next, disabledReason } = patchedEndpoint(toEndpointRecord(row), patch);
+      await this.#updateEndpointRow(c, next, disabledReason, row.config_secret, now);
+      if (patch.secret !== undefined) await this.#replaceKeys(c, name, patch.secret, now);
+      fx.changes.add("endpoints");
+      return this.#endpointRecord(c, name, now);
+    });
+  }
+
+  async deleteEndpoint(name: string): Promise<boolean> {
+    const now = Date.now();
+    return this.#tx(async (c, fx) => {
+      const found = await c.query("SELECT 1 FROM endpoints WHERE name = $1 FOR UPDATE", [name]);
+      if (found.rowCount === 0) return false;
+      const failed = await c.query(
+        `UPDATE deliveries SET status = 'failed', last_error = 'endpoint deleted', finished_at = $2, lease_owner = '',
+           lease_until = 0, lease_token = 0
+         WHERE endpoint = $1 AND status = 'pending'`,
+        [name, now],
+      );
+      fx.pending -= failed.rowCount ?? 0;
+      await c.query("DELETE FROM signing_keys WHERE endpoint = $1", [name]);
+      await c.query("DELETE FROM endpoints WHERE name = $1", [name]);
+      fx.changes.add("endpoints");
+      return true;
+    });
+  }
+
+  async addSigningKey(endpoint: string, secret: string, previousExpireAt: number): Promise<void> {
+    requireSecret(secret, endpoint);
+    finiteNumber(previousExpireAt, "previousExpireAt");
+    const now = Date.now();
+    await this.#tx(async (c, fx) => {
+      const found = await c.query("SELECT 1 FROM endpoints WHERE name = $1 FOR UPDATE", [endpoint]);
+      if (found.rowCount === 0) throw new StoreNotFoundError(`endpoint "${endpoint}" not found`);
+      await c.query("DELETE FROM signing_keys WHERE endpoint = $1 AND expires_at IS NOT NULL AND expires_at <= $2", [
+        endpoint,
+        now,
+      ]);
+      await c.query(
+        "UPDATE signing_keys SET expires_at = $2 WHERE endpoint = $1 AND (expires_at IS NULL OR expires_at > $2)",
+        [endpoint, previousExpireAt],
+      );
+      await this.#insertKey(c, endpoint, secret, now);
+      await c.query("UPDATE endpoints SET updated_at = $2 WHERE name = $1", [endpoint, now]);
+      fx.changes.add("keys");
+    });
+  }
+
+  async activeSigningKeys(endpoint: string, now: number): Promise<SigningKey[]> {
+    const org = await this.#pool.query<{ org_id: string }>("SELECT org_id FROM endpoints WHERE name = $1", [endpoint]);
+    const orgId = org.rows[0]?.org_id;
+    if (orgId) return this.activeOrgSigningKeys(orgId, now);
+    const { rows } = await this.#pool.query<KeyRow>(
+      `SELECT id, secret, created_at, expires_at FROM signing_keys
+       WHERE endpoint = $1 AND (expires_at IS NULL OR expires_at > $2) ORDER BY seq DESC`,
+      [endpoint, now],
+    );
+    return rows.map((row) => this.#openKey(row, signingKeyContext(row.id)));
+  }
+
+  async ensureOneOffEndpoint(
+    name: string,
+    orgId: string,
+    url: string,
+    newSecret: () => string,
+  ): Promise<{ endpoint: EndpointRecord; createdOrgKey: boolean }> {
+    if (orgId === "") throw new TypeError(`one-off endpoint "${name}": org id must not be empty`);
+    const now = Date.now();
+    const found = await endpointRow(this.#pool, name, now);
+    if (found !== undefined && found.org_id === orgId && found.url === url && found.key_count > 0) {
+      return { endpoint: toEndpointRecord(found), createdOrgKey: false };
+    }
+    return this.#tx(async (c, fx) => {
+      // One org key, whichever replica creates it first.
+      await c.query("SELECT pg_advisory_xact_lock(hashtext($1))", [`aigw org key ${orgId}`]);
+      const existing = await endpointRow(c, name, now, true);
+      if (existing === undefined) {
+        const endpoint: NewEndpoint = { name, url, enabled: true, eventTypes: [], failoverTo: "" };
+        await c.query(
+          `INSERT INTO endpoints (name, url, enabled, event_types, failover_to, disabled_reason, config_secret,
+             created_at, updated_at, filters, org_id)
+           VALUES ($1, $2, $3, $4, $5, '', '', $6, $6, $7, $8)`,
+          [...endpointParams(endpoint, now), orgId],
+        );
+      } else if (existing.org_id !== orgId || existing.url !== url) {
+        throw new StoreConflictError(`endpoint "${name}" exists and is not the one-off endpoint of this org and URL`);
+      }
+      let createdOrgKey = false;
+      const keys = await c.query(
+        "SELECT 1 FROM org_signing_keys WHERE org_id = $1 AND (expires_at IS NULL OR expires_at > $2) LIMIT 1",
+        [orgId, now],
+      );
+      if (keys.rowCount === 0) {
+        await this.#insertOrgKey(c, orgId, newSecret(), now);
+        createdOrgKey = true;
+        fx.changes.add("keys");
+      }
+      return { endpoint: await this.#endpointRecord(c, name, now), createdOrgKey };
+    });
+  }
+
+  async addOrgSigningKey(orgId: string, secret: string, previousExpireAt: number): Promise<void> {
+    if (orgId === "") throw new TypeError("org signing key: org id must not be empty");
+    requireSecret(secret, `org ${orgId}`);
+    finiteNumber(previousExpireAt, "previousExpireAt");
+    const now = Date.now();
+    await this.#tx(async (c, fx) => {
+      await c.query("SELECT pg_advisory_xact_lock(hashtext($1))", [`aigw org key ${orgId}`]);
+      await c.query("DELETE FROM org_signing_keys WHERE org_id = $1 AND expires_at IS NOT NULL AND expires_at <= $2", [
+        orgId,
+        now,
+      ]);
+      await c.query(
+        "UPDATE org_signing_keys SET expires_at = $2 WHERE org_id = $1 AND (expires_at IS NULL OR expires_at > $2)",
+        [orgId, previousExpireAt],
+      );
+      await this.#insertOrgKey(c, orgId, secret, now);
+      fx.changes.add("keys");
+    });
+  }
+
+  async activeOrgSigningKeys(orgId: string, now: number): Promise<SigningKey[]> {
+    const { rows } = await this.#pool.query<KeyRow>(
+      `SELECT id, secret, created_at, expires_at FROM org_signing_keys
+       WHERE org_id = $1 AND (expires_at IS NULL OR expires_at > $2) ORDER BY seq DESC`,
+      [orgId, now],
+    );
+    return rows.map((row) => this.#openKey(row, orgKeyContext(row.id)));
+  }
+
+  #openKey(row: KeyRow, context: string): SigningKey {
+    return {
+      id: row.id,
+      secret: this.#box.open(row.secret, context),
+      createdAt: row.created_at,
+      expiresAt: row.expires_at,
+    };
+  }
+
+  async #insertKey(c: pg.PoolClient, endpoint: string, secret: string, now: number): Promise<void> {
+    const id = `key_${ulid(now)}`;
+    await c.query(
+      "INSERT INTO signing_keys (id, endpoint, secret, created_at, expires_at) VALUES ($1, $2, $3, $4, NULL)",
+      [id, endpoint, this.#box.seal(secret, signingKeyContext(id)), now],
+    );
+  }
+
+  async #insertOrgKey(c: pg.PoolClient, orgId: string, secret: string, now: number): Promise<void> {
+    const id = `okey_${ulid(now)}`;
+    await c.query(
+      "INSERT INTO org_signing_keys (id, org_id, secret, created_at, expires_at) VALUES ($1, $2, $3, $4, NULL)",
+      [id, orgId, this.#box.seal(secret, orgKeyContext(id)), now],
+    );
+  }
+
+  async #replaceKeys(c: pg.PoolClient, endpoint: string, secret: string, now: number): Promise<void> {
+    await c.query("DELETE FROM signing_keys WHERE endpoint = $1", [endpoint]);
+    await this.#insertKey(c, endpoint, secret, now);
+  }
+
+  async #updateEndpointRow(
+    c: pg.PoolClient,
+    endpoint: NewEndpoint,
+    disabledReason: string,
+    configSecret: string,
+    now: number,
+  ): Promise<void> {
+    await c.query(
+      `UPDATE endpoints SET url = $2, enabled = $3, event_types = $4, failover_to = $5, updated_at = $6, filters = $7,
+         disabled_reason = $8, config_secret = $9
+       WHERE name = $1`,
+      [...endpointParams(endpoint, now), disabledReason, configSecret],
+    );
+  }
+
+  async #endpointRecord(c: pg.PoolClient, name: string, now: number): Promise<EndpointRecord> {
+    const row = await endpointRow(c, name, now);
+    if (row === undefined) throw new StoreNotFoundError(`endpoint "${name}" not found`);
+    return toEndpointRecord(row);
+  }
+
+  // ---- deliveries --------------------------------------------------------------------------
+
+  async claim(options: ClaimOptions): Promise<LaneClaim[]> {
+    const leaseUntil = checkClaim(options);
+    const { now, leaseOwner, lanes, caps } = options;
+    if (lanes.length === 0) return [];
+    return this.#tx(async (c) => {
+      const limits = lanes.map((l) => l.limit);
+      if (caps) {
+        // Live leases of every replica, counted under one lock: the caps hold across them.
+        await c.query("SELECT pg_advisory_xact_lock($1)", [CLAIM_LOCK]);
+        const live = await c.query<{ endpoint: string; n: number }>(
+          `SELECT endpoint, COUNT(*)::int AS n FROM deliveries
+           WHERE lease_owner <> '' AND lease_until > $1 AND status = 'pending' GROUP BY endpoint`,
+          [now],
+        );
+        const byEndpoint = new Map(live.rows.map((r) => [r.endpoint, r.n]));
+        let room = caps.total - live.rows.reduce((sum, r) => sum + r.n, 0);
+        lanes.forEach((lane, i) => {
+          const limit = Math.max(
+            0,
+            Math.min(limits[i] as number, caps.perEndpoint - (byEndpoint.get(lane.endpoint) ?? 0), room),
+          );
+          limits[i] = limit;
+          room -= limit;
+        });
+      }
+      const token = (await c.query<{ t: number }>("SELECT nextval('lease_tokens') AS t")).rows[0]!.t;
+      const active = lanes
+        .map((l, i) => ({ endpoint: l.endpoint, limit: limits[i] as number }))
+        .filter((l) => l.limit > 0);
+      const claimed =
+        active.length === 0
+          ? []
+          : (
+              await c.query<DeliveryRow & { body: Buffer }>(
+                `WITH picked AS (
+                   SELECT p.seq FROM unnest($1::text[], $2::int[]) AS l(endpoint, lim)
+                   CROSS JOIN LATERAL (
+                     SELECT d.seq FROM deliveries d
+                     WHERE d.status = 'pending' AND d.endpoint = l.endpoint AND d.due_at <= $3
+                     ORDER BY d.due_at, d.seq LIMIT l.lim FOR UPDATE SKIP LOCKED) p
+                 ), leased AS (
+                   UPDATE deliveries d SET lease_owner = $4, lease_until = $5, due_at = $5, lease_token = $6
+                   FROM picked WHERE d.seq = picked.seq RETURNING d.*
+                 )
+                 SELECT leased.*, e.body FROM leased JOIN events e ON e.seq = leased.event_seq
+                 ORDER BY leased.endpoint, leased.due_at, leased.seq`,
+                [active.map((l) => l.endpoint), active.map((l) => l.limit), now, leaseOwner, leaseUntil, token],
+              )
+            ).rows;
+      // leased.due_at is the new lease end; order within a lane by the claim (seq) instead.
+      const byLane = new Map<string, (DeliveryRow & { body: Buffer })[]>();
+      for (const row of claimed) byLane.set(row.endpoint, [...(byLane.get(row.endpoint) ?? []), row]);
+      for (const rows of byLane.values()) rows.sort((a, b) => a.next_attempt_at - b.next_attempt_at || a.seq - b.seq);
+      // Lanes that got less than they were allowed ran out of due rows: when is each due next?
+      const drained = lanes.filter((l, i) => (byLane.get(l.endpoint)?.length ?? 0) < (limits[i] as number));
+      const nextDue = new Map<string, number>();
+      if (drained.length > 0) {
+        const due = await c.query<{ endpoint: string; due_at: number | null }>(
+          `SELECT l.endpoint, (SELECT d.due_at FROM deliveries d WHERE d.status = 'pending' AND d.endpoint = l.endpoint
+             ORDER BY d.due_at LIMIT 1) AS due_at
+           FROM unnest($1::text[]) AS l(endpoint)`,
+          [drained.map((l) => l.endpoint)],
+        );
+        for (const r of due.rows) if (r.due_at !== null && r.due_at < BLOCKED_DUE_AT) nextDue.set(r.endpoint, r.due_at);
+      }
+      return lanes.map((lane, i) => {
+        const rows = byLane.get(lane.endpoint) ?? [];
+        const allowed = limits[i] as number;
+        let nextDueAt: number | undefined;
+        if (rows.length < allowed) nextDueAt = nextDue.get(lane.endpoint);
+        // Held back by other replicas' leases: due work, so look again shortly.
+        else if (allowed < lane.limit) nextDueAt = now + CAPPED_RETRY_MS;
+        return {
+          endpoint: lane.endpoint,
+          deliveries: rows.map((row) => toClaimedDelivery(row, leaseOwner, leaseUntil, token)),
+          nextDueAt,
+        };
+      });
+    });
+  }
+
+  async pendingLanes(after: string, limit: number): Promise<PendingLane[]> {
+    const { rows } = await this.#pool.query<{ endpoint: string; due_at: number }>(
+      `WITH RECURSIVE lanes(endpoint) AS (
+         (SELECT endpoint FROM deliveries WHERE status = 'pending' AND endpoint > $1 ORDER BY endpoint LIMIT 1)
+         UNION ALL
+         SELECT (SELECT d.endpoint FROM deliveries d WHERE d.status = 'pending' AND d.endpoint > lanes.endpoint
+                 ORDER BY d.endpoint LIMIT 1)
+         FROM lanes WHERE lanes.endpoint IS NOT NULL
+       )
+       SELECT endpoint, (SELECT due_at FROM deliveries WHERE status = 'pending' AND endpoint = lanes.endpoint
+                         ORDER BY due_at LIMIT 1) AS due_at
+       FROM lanes WHERE endpoint IS NOT NULL LIMIT $2`,
+      [after, positiveInteger(limit, "pendingLanes limit")],
+    );
+    return rows.filter((r) => r.due_at < BLOCKED_DUE_AT).map((r) => ({ endpoint: r.endpoint, dueAt: r.due_at }));
+  }
+
+  completeAttempt(delivery: LeasedDelivery, attempt: NewAttempt, outcome: AttemptOutcome): Promise<CompleteResult> {
+    if (this.#closed) return Promise.reject(new Error(`PostgreSQL store ${this.where} is closed`));
+    try {
+      checkOutcome(outcome);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return this.#completions.submit({ delivery, attempt, outcome });
+  }
+
+  /** A group of attempt results in one transaction: a handful of statements, whatever its size. */
+  async #complete(
+    c: pg.PoolClient,
+    fx: TxEffects,
+    batch: readonly QueuedCompletion[],
+    now: number,
+  ): Promise<CompleteResult[]> {
+    const { rows } = await c.query<DeliveryRow>(
+      "SELECT * FROM deliveries WHERE id = ANY($1::text[]) ORDER BY seq FOR UPDATE",
+      [batch.map((b) => b.delivery.id)],
+    );
+    const byId = new Map(rows.map((r) => [r.id, r]));
+    const attempts: { row: DeliveryRow; attempt: NewAttempt; number: number }[] = [];
+    const updates: { row: DeliveryRow; next: ReturnType<typeof nextDeliveryState> }[] = [];
+    const results: CompleteResult[] = [];
+    const recorded = new Set<string>();
+    for (const { delivery, attempt, outcome } of batch) {
+      const row = byId.get(delivery.id);
+      if (
+        row === undefined ||
+        row.status !== "pending" ||
+        row.lease_owner !== delivery.leaseOwner ||
+        row.lease_token !== delivery.leaseToken ||
+        recorded.has(row.id)
+      ) {
+        results.push({ recorded: false });
+        continue;
+      }
+      recorded.add(row.id);
+      const next = nextDeliveryState(
+        { attemptCount: row.attempt_count, nextAttemptAt: row.next_attempt_at },
+        attempt,
+        outcome,
+        now,
+      );
+      attempts.push({ row, attempt, number: next.attemptCount });
+      updates.push({ row, next });
+      results.push({ recorded: true });
+    }
+    if (attempts.length > 0) {
+      await c.query(
+        `INSERT INTO attempts (delivery_id, number, endpoint, started_at, status_code, latency_ms, error, response_body)
+         SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::bigint[], $5::int[], $6::int[], $7::text[], $8::text[])`,
+        [
+          attempts.map((a) => a.row.id),
+          attempts.map((a) => a.number),
+          attempts.map((a) => a.row.endpoint),
+          attempts.map((a) => a.attempt.startedAt),
+          attempts.map((a) => a.attempt.statusCode),
+          attempts.map((a) => Math.round(a.attempt.latencyMs)),
+          attempts.map((a) => a.attempt.error),
+          attempts.map((a) => a.attempt.responseBody.slice(0, MAX_RESPONSE_BODY_CHARS).replaceAll("\u0000", "")),
+        ],
+      );
+      await c.query(
+        `UPDATE deliveries d SET status = u.status, attempt_count = u.attempt_count, next_attempt_at = u.next_attempt_at,
+           due_at = u.next_attempt_at, last_error = u.last_error, finished_at = u.finished_at, lease_owner = '',
+           lease_until = 0, lease_token = 0
+         FROM unnest($1::bigint[], $2::text[], $3::int[], $4::bigint[], $5::text[], $6::bigint[])
+           AS u(seq, status, attempt_count, next_attempt_at, last_error, finished_at)
+         WHERE d.seq = u.seq`,
+        [
+          updates.map((u) => u.row.seq),
+          updates.map((u) => u.next.status),
+          updates.map((u) => u.next.attemptCount),
+          updates.map((u) => u.next.nextAttemptAt),
+          updates.map((u) => u.next.lastError),
+          updates.map((u) => u.next.finishedAt),
+        ],
+      );
+    }
+    const finished = updates.filter((u) => u.next.status !== "pending");
+    fx.pending -= finished.length;
+    for (const { row, next } of updates) {
+      if (next.disableEndpoint !== undefined) {
+        await c.query("UPDATE endpoints SET enabled = false, disabled_reason = $2, updated_at = $3 WHERE name = $1", [
+          row.endpoint,
+          next.disableEndpoint,
+          now,
+        ]);
+        fx.changes.add("endpoints");
+      }
+    }
+    const ordered = finished.filter((u) => u.row.order_key !== "");
+    if (ordered.length > 0) {
+      await c.query(
+        `UPDATE deliveries d SET due_at = d.next_attempt_at
+         FROM (SELECT DISTINCT ON (u.endpoint, u.order_key) p.seq FROM unnest($1::text[], $2::text[]) AS u(endpoint, order_key)
+               JOIN deliveries p ON p.status = 'pending' AND p.order_key <> '' AND p.endpoint = u.endpoint AND p.order_key = u.order_key
+               ORDER BY u.endpoint, u.order_key, p.order_index) n
+         WHERE d.seq = n.seq AND d.due_at = ${BLOCKED_DUE_AT}`,
+        [ordered.map((u) => u.row.endpoint), ordered.map((u) => u.row.order_key)],
+      );
+      for (const u of ordered) fx.lanes.add(u.row.endpoint);
+    }
+    for (let i = 0, j = 0; i < batch.length; i++) {
+      if (!results[i]!.recorded) continue;
+      const { row, next } = updates[j++]!;
+      if (!next.failoverTo || (await this.#failoverVisited(c, row, next.failoverTo))) continue;
+      const target = await c.query<{ enabled: boolean }>("SELECT enabled FROM endpoints WHERE name = $1", [
+        next.failoverTo,
+      ]);
+      if (target.rows[0]?.enabled !== true) continue;
+      const copy: NewDeliveryRow = {
+        id: newDeliveryId(),
+        source: sourceOf(row),
+        endpoint: next.failoverTo,
+        originDeliveryId: row.id,
+        blocked: false,
+      };
+      await this.#insertDeliveries(c, fx, [copy], now);
+      results[i] = { recorded: true, failoverDelivery: newDeliveryRecord(copy, now) };
+    }
+    return results;
+  }
+
+  async #failoverVisited(c: pg.PoolClient, row: DeliveryRow, target: string): Promise<boolean> {
+    if (row.endpoint === target) return true;
+    let origin = row.origin_delivery_id;
+    for (let hop = 0; origin !== "" && hop < MAX_FAILOVER_HOPS; hop++) {
+      const previous = (
+        await c.query<{ endpoint: string; origin_delivery_id: string }>(
+          "SELECT endpoint, origin_delivery_id FROM deliveries WHERE id = $1",
+          [origin],
+        )
+      ).rows[0];
+      if (previous === undefined) return false;
+      if (previous.endpoint === target) return true;
+      origin = previous.origin_delivery_id;
+    }
+    return origin !== "";
+  }
+
+  async releaseLeases(leaseOwner: string): Promise<number> {
+    const { rowCount } = await this.#pool.query(
+      `UPDATE deliveries SET lease_owner = '', lease_until = 0, lease_token = 0, due_at = next_attempt_at
+       WHERE lease_owner = $1 AND lease_owner <> '' AND status = 'pending'`,
+      [leaseOwner],
+    );
+    return rowCount ?? 0;
+  }
+
+  async createDeliveries(
+    eventSeq: number,
+    endpoints: readonly string[],
+    originDeliveryId?: string,
+  ): Promise<DeliveryRecord[]> {
+    const now = Date.now();
+    return this.#tx(async (c, fx) => {
+      const event = (
+        await c.query<{ id: string; type: number; order_key: string; token_index: number }>(
+          "SELECT id, type, order_key, token_index FROM events WHERE seq = $1",
+          [eventSeq],
+        )
+      ).rows[0];
+      if (event === undefined) throw new StoreNotFoundError(`event seq ${eventSeq} not found`);
+      const source: DeliverySource = {
+        eventSeq,
+        eventId: event.id,
+        eventType: event.type,
+        orderKey: event.order_key,
+        orderIndex: event.token_index,
+      };
+      const names = [...new Set(endpoints)];
+      const known = new Set(
+        (await c.query<{ name: string }>("SELECT name FROM endpoints WHERE name = ANY($1::text[])", [names])).rows.map(
+          (r) => r.name,
+        ),
+      );
+      const missing = names.find((n) => !known.has(n));
+      if (missing !== undefined) throw new StoreNotFoundError(`endpoint "${missing}" not found`);
+      const rows = names.map((endpoint) => ({
+        id: newDeliveryId(),
+        source,
+        endpoint,
+        originDeliveryId: originDeliveryId ?? "",
+        blocked: false,
+      }));
+      await this.#insertDeliveries(c, fx, rows, now);
+      return rows.map((r) => newDeliveryRecord(r, now));
+    });
+  }
+
+  async getDelivery(id: string): Promise<DeliveryDetail | undefined> {
+    const row = (
+      await this.#pool.query<DeliveryRow & { body: Buffer }>(
+        "SELECT d.*, e.body FROM deliveries d JOIN events e ON e.seq = d.event_seq WHERE d.id = $1",
+        [id],
+      )
+    ).rows[0];
+    if (row === undefined) return undefined;
+    return {
+      delivery: toDeliveryRecord(row),
+      attempts: await this.listAttempts(id),
+      event: decodeEvent(row.body, row.event_seq),
+    };
+  }
+
+  async listDeliveries(filter: DeliveryFilter): Promise<{ deliveries: DeliveryRecord[]; nextPageToken: string }> {
+    checkDeliveryFilter(filter);
+    const pageSize = filter.pageSize;
+    const beforeSeq = filter.pageToken ? decodePageToken(filter.pageToken) : Number.MAX_SAFE_INTEGER;
+    const params: unknown[] = [beforeSeq, pageSize + 1];
+    const conditions = ["seq < $1"];
+    if (filter.endpoint !== undefined) conditions.push(`endpoint = $${params.push(filter.endpoint)}`);
+    if (filter.status !== undefined) conditions.push(`status = $${params.push(filter.status)}`);
+    if (filter.eventId !== undefined) {
+      conditions.push(`event_seq = (SELECT seq FROM events WHERE id = $${params.push(filter.eventId)})`);
+    }
+    const { rows } = await this.#pool.query<DeliveryRow>(
+      `SELECT * FROM deliveries WHERE ${conditions.join(" AND ")} ORDER BY seq DESC LIMIT $2`,
+      params,
+    );
+    const page = rows.slice(0, pageSize);
+    const last = page[page.length - 1];
+    return {
+      deliveries: page.map(toDeliveryRecord),
+      nextPageToken: rows.length > pageSize && last ? encodePageToken(last.seq) : "",
+    };
+  }
+
+  async listAttempts(deliveryId: string): Promise<AttemptRecord[]> {
+    const { rows } = await this.#pool.query<{
+      delivery_id: string;
+      number: number;
+      started_at: number;
+      status_code: number;
+      latency_ms: number;
+      error: string;
+      response_body: string;
+    }>("SELECT * FROM attempts WHERE delivery_id = $1 ORDER BY number", [deliveryId]);
+    return rows.map((r) => ({
+      deliveryId: r.delivery_id,
+      number: r.number,
+      startedAt: r.started_at,
+      statusCode: r.status_code,
+      latencyMs: r.latency_ms,
+      error: r.error,
+      responseBody: r.response_body,
+    }));
+  }
+
+  async replayDelivery(id: string): Promise<DeliveryRecord> {
+    const now = Date.now();
+    return this.#tx(async (c, fx) => {
+      const row = (await c.query<DeliveryRow>("SELECT * FROM deliveries WHERE id = $1", [id])).rows[0];
+      if (row === undefined) throw new StoreNotFoundError(`delivery "${id}" not found`);
+      const endpoint = await c.query("SELECT 1 FROM endpoints WHERE name = $1", [row.endpoint]);
+      if (endpoint.rowCount === 0) {
+        throw new StoreNotFoundError(`endpoint "${row.endpoint}" of delivery "${id}" no longer exists`);
+      }
+      const copy: NewDeliveryRow = {
+        id: newDeliveryId(),
+        source: sourceOf(row),
+        endpoint: row.endpoint,
+        originDeliveryId: row.id,
+        blocked: false,
+      };
+      await this.#insertDeliveries(c, fx, [copy], now);
+      return newDeliveryRecord(copy, now);
+    });
+  }
+
+  async replayDeadLettered(endpoint?: string): Promise<number> {
+    const now = Date.now();
+    return this.#tx(async (c, fx) => {
+      // One bulk replay at a time, so two never both replay the same dead letter.
+      await c.query("SELECT pg_advisory_xact_lock(hashtext('aigw replay dead letters'))");
+      const { rows } = await c.query<DeliveryRow>(
+        `SELECT d.* FROM deliveries d
+         WHERE d.status = 'dead_lettered' AND ($1 = '' OR d.endpoint = $1)
+           AND EXISTS (SELECT 1 FROM endpoints ep WHERE ep.name = d.endpoint)
+           AND NOT EXISTS (SELECT 1 FROM deliveries r
+             WHERE r.origin_delivery_id <> '' AND r.origin_delivery_id = d.id AND r.endpoint = d.endpoint)
+         ORDER BY d.seq`,
+        [endpoint ?? ""],
+      );
+      await this.#insertDeliveries(
+        c,
+        fx,
+        rows.map((row) => ({
+          id: newDeliveryId(),
+          source: sourceOf(row),
+          endpoint: row.endpoint,
+          originDeliveryId: row.id,
+          blocked: false,
+        })),
+        now,
+      );
+      return rows.length;
+    });
+  }
+
+  async countPending(): Promise<number> {
+    const { rows } = await this.#pool.query<{ n: number | null }>(
+      "SELECT SUM(pending)::bigint AS n FROM pending_counts",
+    );
+    return rows[0]?.n ?? 0;
+  }
+
+  async purge(beforeMs: number): Promise<{ events: number; deliveries: number }> {
+    finiteNumber(beforeMs, "purge beforeMs");
+    let events = 0;
+    let deliveries = 0;
+    for (;;) {
+      const batch = await this.#tx(async (c) => {
+        const seqs = (
+          await c.query<{ seq: number }>(
+            `SELECT e.seq FROM events e WHERE e.ingested_at < $1
+               AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq AND d.status = 'pending')
+             ORDER BY e.ingested_at LIMIT $2 FOR UPDATE SKIP LOCKED`,
+            [beforeMs, PURGE_BATCH],
+          )
+        ).rows.map((r) => r.seq);
+        if (seqs.length === 0) return 0;
+        await c.query(
+          "DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE event_seq = ANY($1::bigint[]))",
+          [seqs],
+        );
+        deliveries +=
+          (await c.query("DELETE FROM deliveries WHERE event_seq = ANY($1::bigint[])", [seqs])).rowCount ?? 0;
+        events += (await c.query("DELETE FROM events WHERE seq = ANY($1::bigint[])", [seqs])).rowCount ?? 0;
+        return seqs.length;
+      });
+      if (batch < PURGE_BATCH) break;
+    }
+    return { events, deliveries };
+  }
+
+  async stats(sinceMs: number): Promise<EndpointStatsRecord[]> {
+    const stats = new StatsBuilder();
+    const c = await this.#pool.connect();
+    try {
+      // One snapshot for the three reads.
+      await c.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+      for (const r of (await c.query<{ name: string }>("SELECT name FROM endpoints")).rows) stats.entry(r.name);
+      const counts = await c.query<{ endpoint: string; status: string; n: number }>(
+        "SELECT endpoint, status, COUNT(*)::int AS n FROM deliveries WHERE created_at >= $1 GROUP BY endpoint, status",
+        [sinceMs],
+      );
+      for (const r of counts.rows) stats.count(r.endpoint, r.status, r.n);
+      const latency = await c.query<{ endpoint: string; p50: number; p99: number }>(
+        `SELECT endpoint, percentile_disc(0.5) WITHIN GROUP (ORDER BY latency_ms) AS p50,
+           percentile_disc(0.99) WITHIN GROUP (ORDER BY latency_ms) AS p99
+         FROM attempts WHERE started_at >= $1 GROUP BY endpoint`,
+        [sinceMs],
+      );
+      // percentile_disc is the nearest rank, as StatsBuilder computes it from a sorted list.
+      for (const r of latency.rows) stats.latencies(r.endpoint, r.p50 === r.p99 ? [r.p50] : [r.p50, r.p99]);
+      const reasons = await c.query<{ endpoint: string; reason: string; n: number }>(
+        `SELECT endpoint, CASE WHEN error <> '' THEN error ELSE 'HTTP ' || status_code END AS reason, COUNT(*)::int AS n
+         FROM attempts WHERE started_at >= $1 AND (error <> '' OR status_code < 200 OR status_code >= 300)
+         GROUP BY endpoint, reason ORDER BY endpoint, n DESC, reason`,
+        [sinceMs],
+      );
+      for (const r of reasons.rows) stats.reason(r.endpoint, r.reason, r.n);
+      await c.query("COMMIT");
+    } finally {
+      c.release();
+    }
+    return stats.build();
+  }
+
+  // ---- budgets and pricing ------------------------------------------------------------------
+
+  async listBudgets(periodOf: (limitType: BudgetLimitType) => string): Promise<BudgetRecord[]> {
+    const { rows } = await this.#pool.query<BudgetRow>('SELECT * FROM budgets ORDER BY org_id COLLATE "C", limit_type');
+    const out: BudgetRecord[] = [];
+    for (const row of rows) {
+      const spec = toBudgetSpec(row);
+      const period = periodOf(spec.limitType);
+      const spend = await this.#pool.query<{ spend: number }>(
+        "SELECT spend FROM budget_spend WHERE org_id = $1 AND limit_type = $2 AND period = $3",
+        [spec.orgId, spec.limitType, period],
+      );
+      const fired = await this.#pool.query<{ threshold: number }>(
+        `SELECT threshold FROM budget_thresholds_fired WHERE org_id = $1 AND limit_type = $2 AND period = $3
+         ORDER BY threshold`,
+        [spec.orgId, spec.limitType, period],
+      );
+      out.push({
+        ...spec,
+        period,
+        currentSpend: spend.rows[0]?.spend ?? 0,
+        firedThresholds: fired.rows.map((r) => r.threshold),
+      });
+    }
+    return out;
+  }
+
+  async putBudget(budget: BudgetSpec): Promise<void> {
+    checkBudgetSpec(budget);
+    const now = Date.now();
+    await this.#tx(async (c, fx) => {
+      await c.query(
+        `INSERT INTO budgets (org_id, limit_type, budget_limit, thresholds, enforce, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $6)
+         ON CONFLICT (org_id, limit_type) DO UPDATE SET budget_limit = excluded.budget_limit,
+           thresholds = excluded.thresholds, enforce = excluded.enforce, updated_at = excluded.updated_at`,
+        [budget.orgId, budget.limitType, budget.budgetLimit, JSON.stringify(budget.thresholds), budget.enforce, now],
+      );
+      fx.changes.add("budgets");
+    });
+  }
+
+  async deleteBudget(orgId: string, limitType: BudgetLimitType): Promise<boolean> {
+    return this.#tx(async (c, fx) => {
+      const { rowCount } = await c.query("DELETE FROM budgets WHERE org_id = $1 AND limit_type = $2", [
+        orgId,
+        limitType,
+      ]);
+      if ((rowCount ?? 0) > 0) fx.changes.add("budgets");
+      return (rowCount ?? 0) > 0;
+    });
+  }
+
+  async listModelPrices(): Promise<StoredModelPrice[]> {
+    const { rows } = await this.#pool.query<{ model: string; input_per_million: number; output_per_million: number }>(
+      'SELECT * FROM model_prices ORDER BY model COLLATE "C"',
+    );
+    return rows.map((r) => ({
+      model: r.model,
+      inputPerMillion: r.input_per_million,
+      outputPerMillion: r.output_per_million,
+    }));
+  }
+
+  async putModelPrice(price: StoredModelPrice): Promise<void> {
+    checkModelPrice(price);
+    const now = Date.now();
+    await this.#tx(async (c, fx) => {
+      await c.query(
+        `INSERT INTO model_prices (model, input_per_million, output_per_million, updated_at) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (model) DO UPDATE SET input_per_million = excluded.input_per_million,
+           output_per_million = excluded.output_per_million, updated_at = excluded.updated_at`,
+        [price.model, price.inputPerMillion, price.outputPerMillion, now],
+      );
+      fx.changes.add("prices");
+    });
+  }
+
+  // ---- lifecycle ----------------------------------------------------------------------------
+
+  /** Verifies the key against the check value sealed at first open (by whichever replica came first), or seals one. */
+  async verifyKey(): Promise<void> {
+    await this.#pool.query("INSERT INTO meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING", [
+      KEY_CHECK_NAME,
+      this.#box.seal(KEY_CHECK_PLAINTEXT, KEY_CHECK_CONTEXT),
+    ]);
+    const check = (
+      await this.#pool.query<{ value: string }>("SELECT value FROM meta WHERE name = $1", [KEY_CHECK_NAME])
+    ).rows[0];
+    try {
+      this.#box.open(check?.value ?? "", KEY_CHECK_CONTEXT);
+    } catch {
+      throw new Error(
+        `PostgreSQL store ${this.where}: storage.encryption_key does not match the key its signing secrets were sealed with`,
+      );
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    // What was submitted gets its commit before the pool goes.
+    await Promise.allSettled([this.#ingests.settled(), this.#completions.settled()]);
+    this.#closed = true;
+    await this.#pool.end();
+    this.#logger?.debug({ store: this.where }, "PostgreSQL store closed");
+  }
+}
+
+/** Opens a PostgreSQL store: connects, migrates (under an advisory lock), checks the key. */
+export async function openPostgresStore(url: string, options: PostgresStoreOptions = {}): Promise<PostgresStore> {
+  const where = redactUrl(url);
+  if (!options.encryptionKey) {
+    throw new Error(
+      `PostgreSQL store ${where}: storage.encryption_key is required (base64 of 32 bytes): every replica must seal ` +
+        "and open signing secrets with the same key, so it cannot be a file beside one of them",
+    );
+  }
+  const box = SecretBox.fromBase64(options.encryptionKey, "storage.encryption_key");
+  const pool = new pg.Pool({
+    connectionString: url,
+    max: options.maxConnections ?? 10,
+    types,
+    application_name: "aigw",
+    connectionTimeoutMillis: 10_000,
+  });
+  // A connection that breaks while idle (a restart, pg_terminate_backend) must not crash the process.
+  pool.on("error", (err) => options.logger?.warn({ err, store: where }, "PostgreSQL connection lost; reconnecting"));
+  try {
+    await migratePostgres(pool, where, options.logger);
+    const owner = options.owner ?? `${process.pid}-${ulid().slice(-10)}`;
+    const store = new PostgresStore(pool, where, box, owner, options.logger);
+    await store.verifyKey();
+    return store;
+  } catch (err) {
+    await pool.end().catch(() => {});
+    throw err;
+  }
+}
+
+/** The URL without its password, for messages. */
+export function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = "***";
+    return u.toString();
+  } catch {
+    return "postgres://(unparsable URL)";
+  }
+}
+
+function feedCursor(xid: string, seq: number): string {
+  return `${xid}:${seq}`;
+}
+
+function parseFeedCursor(cursor: string): [string, number] {
+  const m = /^(\d{1,20}):(\d{1,15})$/.exec(cursor);
+  if (!m) throw new TypeError(`"${cursor.slice(0, 40)}" is not a cursor of this store`);
+  return [m[1] as string, Number(m[2])];
+}
+
+async function endpointRow(
+  q: pg.Pool | pg.PoolClient,
+  name: string,
+  now: number,
+  forUpdate = false,
+): Promise<EndpointRow | undefined> {
+  const { rows } = await q.query<EndpointRow>(
+    `SELECT ${ENDPOINT_COLUMNS} FROM endpoints e WHERE e.name = $2${forUpdate ? " FOR UPDATE OF e" : ""}`,
+    [now, name],
+  );
+  return rows[0];
+}
+
+function endpointParams(endpoint: NewEndpoint, now: number): unknown[] {
+  return [
+    endpoint.name,
+    endpoint.url,
+    endpoint.enabled,
+    JSON.stringify(endpoint.eventTypes),
+    endpoint.failoverTo,
+    now,
+    filtersJson(endpoint.filters),
+  ];
+}
+
+function toEndpointRecord(row: EndpointRow): EndpointRecord {
+  return {
+    name: row.name,
+    url: row.url,
+    enabled: row.enabled,
+    eventTypes: JSON.parse(row.event_types) as EventType[],
+    failoverTo: row.failover_to,
+    disabledReason: row.disabled_reason,
+    createdAt: row.created_at,
+    updatedAt: row.updated_at,
+    signingKeyCount: row.key_count,
+    filters: parseFilters(row.filters),
+    orgId: row.org_id,
+  };
+}
+
+function toDeliveryRecord(row: DeliveryRow): DeliveryRecord {
+  return {
+    id: row.id,
+    eventSeq: row.event_seq,
+    eventId: row.event_id,
+    eventType: row.event_type as EventType,
+    endpoint: row.endpoint,
+    status: row.status,
+    attemptCount: row.attempt_count,
+    createdAt: row.created_at,
+    nextAttemptAt: row.next_attempt_at,
+    finishedAt: row.finished_at,
+    lastError: row.last_error,
+    originDeliveryId: row.origin_delivery_id,
+    orderKey: row.order_key,
+    orderIndex: row.order_index,
+  };
+}
+
+function toClaimedDelivery(
+  row: DeliveryRow & { body: Buffer },
+  leaseOwner: string,
+  leaseUntil: number,
+  leaseToken: number,
+): ClaimedDelivery {
+  const claimed = toDeliveryRecord(row) as ClaimedDelivery;
+  claimed.eventBody = new Uint8Array(row.body.buffer, row.body.byteOffset, row.body.byteLength);
+  claimed.leaseOwner = leaseOwner;
+  claimed.leaseUntil = leaseUntil;
+  claimed.leaseToken = leaseToken;
+  return claimed;
+}
+
+function newDeliveryRecord(row: NewDeliveryRow, now: number): DeliveryRecord {
+  return {
+    id: row.id,
+    eventSeq: row.source.eventSeq,
+    eventId: row.source.eventId,
+    eventType: row.source.eventType as EventType,
+    endpoint: row.endpoint,
+    status: "pending",
+    attemptCount: 0,
+    createdAt: now,
+    nextAttemptAt: now,
+    finishedAt: null,
+    lastError: "",
+    originDeliveryId: row.originDeliveryId,
+    orderKey: row.source.orderKey,
+    orderIndex: row.source.orderIndex,
+  };
+}
+
+function sourceOf(row: DeliveryRow): DeliverySource {
+  return {
+    eventSeq: row.event_seq,
+    eventId: row.event_id,
+    eventType: row.event_type,
+    orderKey: row.order_key,
+    orderIndex: row.order_index,
+  };
+}
+
+function toBudgetSpec(row: BudgetRow): BudgetSpec {
+  return {
+    orgId: row.org_id,
+    limitType: row.limit_type,
+    budgetLimit: row.budget_limit,
+    thresholds: JSON.parse(row.thresholds) as number[],
+    enforce: row.enforce,
+  };
+}
+
+function decodeEvent(body: Uint8Array, seq: number): Event {
+  try {
+    return fromBinary(EventSchema, body);
+  } catch (err) {
+    throw new Error(`stored event seq ${seq} cannot be decoded: ${(err as Error).message}`, { cause: err });
+  }
+}
