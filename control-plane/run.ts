@@ -75,10 +75,13 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
   const grpcAt = parseHostPort(options.grpc ?? "127.0.0.1:7070", "--grpc");
   const httpAt = parseHostPort(options.http ?? "127.0.0.1:7080", "--http");
   refuseOpenListeners(config, [grpcAt, httpAt]);
-  warnIfKeyBesideDatabase(logger, config.storage, options.store ?? config.storage.url, [grpcAt, httpAt]);
+  // The key may come from the environment instead of the file (a mounted secret, a
+  // container's env): every replica on PostgreSQL needs the same one.
+  const storage = { ...config.storage, encryptionKey: config.storage.encryptionKey || env.AIGW_ENCRYPTION_KEY || "" };
+  warnIfKeyBesideDatabase(logger, storage, options.store ?? storage.url, [grpcAt, httpAt]);
 
-  const store = await openStore(options.store ?? config.storage.url, {
-    ...(config.storage.encryptionKey ? { encryptionKey: config.storage.encryptionKey } : {}),
+  const store = await openStore(options.store ?? storage.url, {
+    ...(storage.encryptionKey ? { encryptionKey: storage.encryptionKey } : {}),
     logger,
   });
   try {

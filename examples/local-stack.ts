@@ -8,7 +8,14 @@ import { startReceiver } from "./receiver.js";
 export interface LocalStackOptions {
   out: (s: string) => void;
   /** Ports (0: any free one); defaults are the fixed ones `npm start` prints. */
-  ports?: { sidecar?: number; grpc?: number; http?: number; receiver?: number; provider?: number };
+  ports?: {
+    sidecar?: number;
+    sidecarAdmin?: number;
+    grpc?: number;
+    http?: number;
+    receiver?: number;
+    provider?: number;
+  };
   /** Where the SQLite file and the spool go; default .aigw/ (the store of examples/local.yaml). */
   dataDir?: string;
   env?: Record<string, string | undefined>;
@@ -48,6 +55,7 @@ export async function startLocalStack(options: LocalStackOptions) {
   const sidecar = await runSidecar({
     controlPlane: cp.grpcUrl,
     listen: `127.0.0.1:${ports.sidecar ?? 8080}`,
+    adminListen: `127.0.0.1:${ports.sidecarAdmin ?? 8081}`,
     upstreams: { openai: provider.url },
     orgId: "org_local",
     app: "demo",
@@ -56,6 +64,7 @@ export async function startLocalStack(options: LocalStackOptions) {
   });
   options.out(`aigw local stack is running:
   sidecar (your app's OpenAI base URL)  ${sidecar.url}/v1
+  sidecar /healthz, /readyz, /metrics   ${sidecar.adminUrl}
   mock provider                         ${provider.url}
   control plane gRPC / Connect          ${cp.grpcUrl}
   dashboard, Admin API, /metrics        ${cp.httpUrl}

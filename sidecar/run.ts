@@ -1,15 +1,26 @@
 import { createLogger, type Logger } from "../common/logger.js";
 import { parseHostPort } from "../common/host-port.js";
 import { VERSION } from "../common/version.js";
+import { type RunningAdminServer, startAdminServer } from "./admin/admin-server.js";
+import { ProxyMetrics } from "./proxy/proxy-metrics.js";
 import { startProxy } from "./proxy/server.js";
 import { DEFAULT_PROXY_SETTINGS, type ProxySettings, settingsFromSnapshot } from "./proxy/settings.js";
 import { Uplink } from "./uplink/uplink.js";
 
+/** The admin port's default (--admin-listen): /healthz, /readyz, /metrics. */
+export const DEFAULT_ADMIN_LISTEN = "127.0.0.1:8081";
+
 export interface SidecarOptions {
-  /** The control plane's gRPC address: "http://127.0.0.1:7070" or "127.0.0.1:7070". */
-  controlPlane: string;
+  /**
+   * The control plane's gRPC address ("http://127.0.0.1:7070" or "127.0.0.1:7070"), or several
+   * (a list, or comma-separated): the sidecar uses one and moves to the next when it is
+   * refused or unreachable.
+   */
+  controlPlane: string | readonly string[];
   /** HOST:PORT; default 127.0.0.1:8080 (port 0: any free port). */
   listen?: string;
+  /** HOST:PORT of /healthz, /readyz and /metrics; default 127.0.0.1:8081 (port 0: any free port). */
+  adminListen?: string;
   /** name → origin; default { openai: "https://api.openai.com" }. */
   upstreams?: Record<string, string>;
   orgId?: string;
@@ -21,6 +32,8 @@ export interface SidecarOptions {
 
 export interface RunningSidecar {
   url: string;
+  /** The admin port's base URL (http://host:port). */
+  adminUrl: string;
   uplink: Uplink;
   close(): Promise<void>;
 }
@@ -28,13 +41,14 @@ export interface RunningSidecar {
 export async function runSidecar(options: SidecarOptions): Promise<RunningSidecar> {
   const logger = options.logger ?? createLogger({ name: "sidecar" });
   const { host, port } = parseHostPort(options.listen ?? "127.0.0.1:8080", "--listen");
-  checkControlPlaneAddress(options.controlPlane);
+  const admin = parseHostPort(options.adminListen ?? DEFAULT_ADMIN_LISTEN, "--admin-listen");
+  const controlPlanes = controlPlaneList(options.controlPlane);
   const app = options.app ?? "default";
   const orgId = options.orgId ?? "default";
   // Until the control plane has spoken; then its latest good snapshot.
   let settings: ProxySettings = DEFAULT_PROXY_SETTINGS;
   const uplink = new Uplink({
-    target: options.controlPlane,
+    target: controlPlanes,
     ...(options.token ? { token: options.token } : {}),
     orgId,
     app,
@@ -50,29 +64,53 @@ export async function runSidecar(options: SidecarOptions): Promise<RunningSideca
     },
   });
   await uplink.start();
-  const proxy = await startProxy({
-    host,
-    port,
-    upstreams: options.upstreams ?? { openai: "https://api.openai.com" },
-    sink: uplink,
-    orgId,
-    app,
-    logger: logger.child({ component: "proxy" }),
-    settings: () => settings,
-  }).catch(async (err: unknown) => {
+  const metrics = new ProxyMetrics();
+  let adminServer: RunningAdminServer | undefined;
+  let proxy: Awaited<ReturnType<typeof startProxy>>;
+  try {
+    adminServer = await startAdminServer({ host: admin.host, port: admin.port, uplink, proxy: metrics });
+    proxy = await startProxy({
+      host,
+      port,
+      upstreams: options.upstreams ?? { openai: "https://api.openai.com" },
+      sink: uplink,
+      orgId,
+      app,
+      logger: logger.child({ component: "proxy" }),
+      settings: () => settings,
+      metrics,
+    });
+  } catch (err) {
+    await adminServer?.close();
     await uplink.close();
     throw err;
-  });
-  logger.info({ url: proxy.url, controlPlane: options.controlPlane, upstreams: options.upstreams }, "sidecar ready");
+  }
+  const adminUrl = adminServer.url;
+  logger.info({ url: proxy.url, admin: adminUrl, controlPlanes, upstreams: options.upstreams }, "sidecar ready");
   return {
     url: proxy.url,
+    adminUrl,
     uplink,
     close: async () => {
       await proxy.close();
       await uplink.flush({ timeoutMs: 5000 }).catch(() => {});
       await uplink.close();
+      await adminServer.close();
     },
   };
+}
+
+/** Every address of a repeated or comma-separated --control-plane, each checked at start. */
+export function controlPlaneList(given: string | readonly string[]): string[] {
+  const list = (typeof given === "string" ? [given] : given)
+    .flatMap((entry) => entry.split(","))
+    .map((entry) => entry.trim())
+    .filter((entry) => entry !== "");
+  if (list.length === 0) {
+    throw new Error("--control-plane: at least one address is required (for example http://127.0.0.1:7070)");
+  }
+  for (const address of list) checkControlPlaneAddress(address);
+  return list;
 }
 
 /** "http://host:port", "https://host:port" (TLS) or "host:port"; refused at start, not retried forever. */

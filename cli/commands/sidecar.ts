@@ -10,22 +10,30 @@ export const sidecar: CommandGroup = {
       name: "",
       summary: "run a sidecar until SIGINT/SIGTERM",
       synopsis: [
-        "--control-plane URL [--listen HOST:PORT] [--upstream URL | --upstream NAME=URL …] [--org ID] [--app NAME] [--token T] [--spool DIR]",
+        "--control-plane URL[,URL…] [--listen HOST:PORT] [--admin-listen HOST:PORT] [--upstream URL | --upstream NAME=URL …] [--org ID] [--app NAME] [--token T] [--spool DIR]",
       ],
       details:
         "The app's base URL for its provider (default listen 127.0.0.1:8080, upstream\n" +
         'https://api.openai.com). /v1/messages (and paths below it) go to the "anthropic"\n' +
         'upstream, other paths to "openai" (or to the single --upstream). Per request:\n' +
         '"Prefer: respond-async" answers 202 and delivers the result by webhook (status at\n' +
-        'GET /aigw/v1/requests/{id}); "x-aigw-webhook-url: URL" adds a one-off endpoint.',
+        'GET /aigw/v1/requests/{id}); "x-aigw-webhook-url: URL" adds a one-off endpoint.\n' +
+        "--control-plane may be repeated or comma-separated: one is used, the next when it is\n" +
+        "refused or unreachable. /healthz, /readyz and /metrics on --admin-listen.",
       flags: {
         "control-plane": {
           type: "string",
           value: "URL",
           required: true,
-          help: "the control plane's gRPC address, e.g. http://127.0.0.1:7070",
+          multiple: true,
+          help: "a control plane's gRPC address, e.g. http://127.0.0.1:7070 (repeat, or URL,URL, for fallbacks)",
         },
         listen: { type: "string", value: "HOST:PORT", help: "where the app connects (default 127.0.0.1:8080)" },
+        "admin-listen": {
+          type: "string",
+          value: "HOST:PORT",
+          help: "/healthz, /readyz and /metrics of the sidecar (default 127.0.0.1:8081)",
+        },
         upstream: {
           type: "string",
           value: "URL",
@@ -38,9 +46,10 @@ export const sidecar: CommandGroup = {
         spool: { type: "string", value: "DIR", help: "on-disk spool for events while the control plane is away" },
       },
       async run({ flags, io }) {
-        const controlPlane = flags.require("control-plane");
+        const controlPlane = flags.list("control-plane");
         const token = flags.string("token") ?? io.env.AIGW_SIDECAR_TOKEN;
         const listen = flags.string("listen");
+        const adminListen = flags.string("admin-listen");
         const org = flags.string("org");
         const app = flags.string("app");
         const spool = flags.string("spool");
@@ -48,6 +57,7 @@ export const sidecar: CommandGroup = {
         const sc = await runSidecar({
           controlPlane,
           ...(listen ? { listen } : {}),
+          ...(adminListen ? { adminListen } : {}),
           upstreams: parseUpstreams(flags.list("upstream")),
           ...(org ? { orgId: org } : {}),
           ...(app ? { app } : {}),

@@ -215,7 +215,8 @@ function bodyAsJson(body: Buffer, contentType: string): string {
 
 /** A stream's events as a JSON array of their data (parsed when JSON; "[DONE]" left out). */
 function streamAsJson(body: Buffer): string {
-  const framer = new SseFramer();
+  // The body is already held whole (and bounded by the capture): no block bound here.
+  const framer = new SseFramer("pass", body.length + 1);
   const blocks = framer.push(body);
   const rest = framer.flush();
   if (rest) blocks.push(rest);

@@ -96,7 +96,8 @@ const CR = 0x0d;
  * events are dropped, others pass with their own line endings, `data: [DONE]` included.
  */
 export class UsageChunkFilter implements ResponseBodyFilter {
-  private readonly framer = new SseFramer();
+  // Bytes of an event past the framer's bound go to the client as they come: never a stall.
+  private readonly framer = new SseFramer("pass");
 
   transform(chunk: Buffer): Buffer | undefined {
     const blocks = this.framer.push(chunk);

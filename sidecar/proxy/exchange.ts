@@ -26,6 +26,7 @@ import {
 } from "./events.js";
 import { gatewayErrorBody, type GatewayFailure, upstreamFailure } from "./gateway-errors.js";
 import { clientResponseHead, headerValue, REQUEST_ID_HEADER } from "./headers.js";
+import type { ProxyMetrics } from "./proxy-metrics.js";
 import type { ReportQueue } from "./report-queue.js";
 import { providerRateLimitsOf, rateLimitsOfResponse } from "./provider-rate-limits.js";
 import { ResponseCopy } from "./response-copy.js";
@@ -41,6 +42,7 @@ export interface ProxyContext {
   /** The latest settings from the control plane (read per request; never blocks). */
   readonly settings: () => ProxySettings;
   readonly reports: ReportQueue;
+  readonly metrics: ProxyMetrics;
 }
 
 /**
@@ -100,6 +102,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
   private clientGone = false;
   private streaming: StreamingEvents | undefined;
   private request: RequestFacts | undefined;
+  private eventStream = false;
 
   constructor(
     private readonly context: ProxyContext,
@@ -120,6 +123,11 @@ export class Exchange implements Dispatcher.DispatchHandler {
     return this.clientGone;
   }
 
+  /** The request is handed to the upstream pool now: what the proxy added before it. */
+  dispatched(): void {
+    this.context.metrics.added(performance.now() - this.startedAt);
+  }
+
   // undici's dispatch handler (the legacy form, which undici 7's pool calls directly).
 
   onConnect(abort: (err?: Error) => void): void {
@@ -130,12 +138,14 @@ export class Exchange implements Dispatcher.DispatchHandler {
   onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void, statusText: string): boolean {
     if (this.clientGone) return false;
     this.status = statusCode;
+    this.context.metrics.status(this.upstream.name, statusCode);
     this.resumeUpstream = resume;
     const observation = this.observation;
     const filterFactory = observation?.rewrite?.responseFilter;
     const head = clientResponseHead(rawHeaders, this.requestId, filterFactory !== undefined);
     this.responseHeaders = head.headers;
     const isEventStream = head.contentType.startsWith("text/event-stream");
+    this.eventStream = isEventStream;
     if (filterFactory && statusCode < 300 && isEventStream) this.filter = filterFactory();
     if (observation && (statusCode < 300 || statusCode >= 400) && statusCode >= 200) {
       if (isEventStream && statusCode < 300) this.streaming = this.streamingEvents();
@@ -180,6 +190,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     } else if (this.status === 0) {
       this.ending = "upstream_failed";
       this.failure = upstreamFailure(err);
+      this.context.metrics.failure(this.upstream.name, this.failure.kind);
       this.context.logger.warn(
         {
           requestId: this.requestId,
@@ -259,13 +270,14 @@ export class Exchange implements Dispatcher.DispatchHandler {
     if (status === 0 && this.ending === "client_disconnected") return;
 
     const facts = await this.facts();
-    const request = this.requestFacts();
     const origin = this.origin();
     const latencyMs = this.endedAt - this.startedAt;
-    const model = facts.model ?? request.model;
+    // The request body is parsed only when the response did not say the model (a JSON parse
+    // per request saved: the provider names the model in every response it completes).
+    const model = facts.model ?? this.requestFacts().model;
 
     if (isSuccess) {
-      const stream = this.isEventStream() || request.stream;
+      const stream = this.eventStream || this.requestAskedToStream();
       const complete = this.ending === "complete";
       // A provider error inside a 200 stream (Anthropic's `event: error`, e.g. overloaded_error).
       const streamError = stream ? facts.errorMessage : undefined;
@@ -381,9 +393,11 @@ export class Exchange implements Dispatcher.DispatchHandler {
     for (const fields of reports) this.publish(rateLimitEvent(this.origin(), fields));
   }
 
-  private isEventStream(): boolean {
-    const type = this.responseHeaders ? headerValue(this.responseHeaders, "content-type") : undefined;
-    return type?.toLowerCase().startsWith("text/event-stream") ?? false;
+  /** `"stream": true` in the request; the body is parsed only if it has a "stream" key at all. */
+  private requestAskedToStream(): boolean {
+    const body = this.observation?.requestBody;
+    if (!body?.includes(STREAM_KEY)) return false;
+    return this.requestFacts().stream;
   }
 
   private publish(event: Parameters<EventSink["publish"]>[0]): void {
@@ -396,6 +410,8 @@ export class Exchange implements Dispatcher.DispatchHandler {
     }
   }
 }
+
+const STREAM_KEY = Buffer.from('"stream"');
 
 /** finish_reason of a stream the provider ended with an error event. */
 const STREAM_ERROR_FINISH = "upstream_error";

@@ -21,6 +21,7 @@ import type { EventSink } from "./event-sink.js";
 import { DEFAULT_PROXY_SETTINGS, type ProxySettings } from "./settings.js";
 import { Exchange, type ExchangeOptions, type Observation, type ProxyContext } from "./exchange.js";
 import { REQUEST_ID_HEADER, type RequestHeaderFacts, upstreamRequestHeaders } from "./headers.js";
+import { ProxyMetrics } from "./proxy-metrics.js";
 import { ReportQueue } from "./report-queue.js";
 import { type Upstream, UpstreamTable } from "./upstreams.js";
 
@@ -43,12 +44,15 @@ export interface ProxyOptions {
   adapters?: readonly ProviderAdapter[];
   /** Bounds of the in-memory results of `Prefer: respond-async` calls. */
   asyncRequests?: AsyncRequestLimits;
+  /** Where the request counters go (the sidecar's /metrics); default a fresh one. */
+  metrics?: ProxyMetrics;
 }
 
 export interface RunningProxy {
   /** http://host:port, what the app uses as its base URL (plus "/v1" for OpenAI clients). */
   url: string;
   port: number;
+  metrics: ProxyMetrics;
   close(): Promise<void>;
 }
 
@@ -68,6 +72,7 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
     logger: options.logger,
     settings: options.settings ?? (() => DEFAULT_PROXY_SETTINGS),
     reports: new ReportQueue(REPORT_DELAY_MS, (err) => options.logger.error({ err }, "building events failed")),
+    metrics: options.metrics ?? new ProxyMetrics(),
   };
   const asyncRequests = new AsyncRequests(options.asyncRequests);
   const policy = new GatewayPolicy(options.orgId, options.app);
@@ -88,6 +93,7 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
   return {
     url: `http://${shownHost}:${port}`,
     port,
+    metrics: context.metrics,
     async close() {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeAllConnections();
@@ -112,6 +118,7 @@ function listen(server: Server, host: string, port: number): Promise<void> {
 }
 
 const ignore = (): void => {};
+const EMPTY_BODY = Buffer.alloc(0);
 const PASS_THROUGH = { dropContentLength: false, identityEncoding: false } as const;
 /** The sidecar's own API; never proxied. */
 const AIGW_PATH = "/aigw/";
@@ -135,6 +142,7 @@ class ProviderProxy {
     const path = query === -1 ? target : target.slice(0, query);
     const method = req.method ?? "GET";
     if (path.startsWith(AIGW_PATH)) {
+      this.context.metrics.request("aigw");
       this.serveAigw(method, path, res);
       return;
     }
@@ -156,6 +164,7 @@ class ProviderProxy {
       return;
     }
     const upstream = this.table.route(path);
+    this.context.metrics.request(upstream.name);
     const adapter = this.adapterFor(method, path);
     if (adapter === undefined) {
       if (directives?.respondAsync) {
@@ -202,8 +211,11 @@ class ProviderProxy {
         return;
       }
       if (rest) {
-        // Too large to observe: forward what was read and stream the remainder.
-        const exchange = new Exchange(this.context, upstream, res, requestId, path, startedAt, undefined);
+        // Too large to hold: what was read and the remainder stream upstream unchanged. The
+        // response is still observed (usage, model and errors are the provider's answer).
+        const observation: Observation = { adapter, requestBody: EMPTY_BODY, rewrite: undefined };
+        const options = this.eventOptions(settings, directives, undefined);
+        const exchange = new Exchange(this.context, upstream, res, requestId, path, startedAt, observation, options);
         const facts: RequestHeaderFacts = { hasBody: false, contentLength: -1 };
         const headers = upstreamRequestHeaders(req.rawHeaders, PASS_THROUGH, facts);
         if (directives) stripDirectiveHeaders(headers);
@@ -437,6 +449,7 @@ function dispatch(
   body: Buffer | Readable | null,
 ): void {
   try {
+    exchange.dispatched();
     upstream.pool.dispatch({ path: upstream.pathPrefix + target, method, headers, body }, exchange);
   } catch (err) {
     exchange.fail(err instanceof Error ? err : new Error(String(err)));

@@ -74,3 +74,20 @@ export function segmentFirstSeq(fileName: string): number | undefined {
   const match = SEGMENT_NAME.exec(fileName);
   return match?.[1] === undefined ? undefined : Number(match[1]);
 }
+
+/**
+ * The seq of an encoded EventBatch (field 1, a varint, written first by every encoder of
+ * this format), read without decoding its events. Undefined when the bytes do not start so.
+ */
+export function readBatchSeq(payload: Uint8Array): number | undefined {
+  if (payload[0] !== 0x08) return undefined;
+  let value = 0;
+  let scale = 1;
+  for (let i = 1; i < payload.length && i < 9; i++) {
+    const byte = payload[i]!;
+    value += (byte & 0x7f) * scale;
+    if ((byte & 0x80) === 0) return value > 0 ? value : undefined;
+    scale *= 128;
+  }
+  return undefined;
+}

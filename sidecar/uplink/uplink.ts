@@ -1,15 +1,16 @@
-import { create } from "@bufbuild/protobuf";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
+import * as http2 from "node:http2";
 import { join } from "node:path";
-import { grpcClientConstructor, grpcTarget } from "../../common/grpc.js";
+import { grpcTarget } from "../../common/grpc.js";
 import type { Logger } from "../../common/logger.js";
 import { USER_AGENT } from "../../common/version.js";
 import type { Event } from "../../gen/aigw/v1/events_pb.js";
 import {
   type ConfigSnapshot,
-  type ConnectRequest,
   ConnectRequestSchema,
   type ConnectResponse,
+  ConnectResponseSchema,
   IngestService,
 } from "../../gen/aigw/v1/ingest_pb.js";
 import { Backoff } from "./backoff.js";
@@ -18,8 +19,12 @@ import { loadOrCreateSidecarId } from "./sidecar-id.js";
 import { Spool } from "./spool.js";
 
 export interface UplinkOptions {
-  /** The control plane's gRPC address: "host:port", "http://host:port" (h2c) or "https://host:port" (TLS). */
-  target: string;
+  /**
+   * The control plane's gRPC address, or several: "host:port", "http://host:port" (h2c) or
+   * "https://host:port" (TLS). With several, the uplink uses one and moves to the next when
+   * it is refused or unreachable; spool and seqs carry over.
+   */
+  target: string | readonly string[];
   /** Sidecar bearer token, sent as `authorization: Bearer <token>`. */
   token?: string;
   /** Default: an id created once and kept in the spool directory. */
@@ -32,16 +37,26 @@ export interface UplinkOptions {
   maxSpoolBytes?: number;
   /** Default 256. */
   batchMaxEvents?: number;
-  /** How long the first event of a batch waits for company; default 20 ms. */
+  /**
+   * The adaptive linger: events go out at once when nothing is in flight, and wait for the
+   * ack (or a full batch) while a batch is; never longer than this. Also how long events wait
+   * for company while no control plane is connected. Default 20 ms.
+   */
   batchMaxDelayMs?: number;
   /** Batches sent and not yet acked, at most; default 64. */
   maxInflightBatches?: number;
+  /** While connected, a batch unacked this long goes to disk (default 50 ms). See Spool. */
+  spoolAfterMs?: number;
+  /** Unacked batches held in memory before they go to disk regardless of age; default 8 MiB. */
+  memoryBytes?: number;
   /** Reconnect backoff; default 100 ms doubling to 10 s, with jitter. */
   reconnectInitialMs?: number;
   reconnectMaxMs?: number;
   /** Backoff after the control plane refused the token; default 2 s doubling to 60 s. */
   authRetryInitialMs?: number;
   authRetryMaxMs?: number;
+  /** A control plane that does not accept the connection within this long counts as unreachable; default 5 s. */
+  connectTimeoutMs?: number;
   /** HTTP/2 keepalive pings; defaults 30 s and 10 s. */
   keepaliveTimeMs?: number;
   keepaliveTimeoutMs?: number;
@@ -55,18 +70,34 @@ export interface UplinkOptions {
 }
 
 export interface UplinkStats {
-  /** A stream to the control plane is open and has answered. */
+  /** A stream to a control plane is open. */
   connected: boolean;
+  /** The control plane in use (or being dialled). */
+  target: string;
   /** Batch messages written to streams, re-sends included. */
   sentBatches: number;
+  /** Events acked by the control plane since start. */
+  sentEvents: number;
   ackedSeq: number;
   /** The highest seq assigned to a batch. */
   lastSeq: number;
-  /** Sealed batches not yet acked. */
+  /** Sealed batches not yet acked (in memory or on disk). */
   pendingBatches: number;
   /** Events published and not yet sealed into a batch. */
   bufferedEvents: number;
+  /** Events waiting for their ack: buffered, or in unacked batches. */
+  queuedEvents: number;
+  /** Of those, events whose batch is on disk. */
+  spooledEvents: number;
+  /** Bytes of spool segment files on disk. */
   spooledBytes: number;
+  /** Bytes of unacked batches held in memory. */
+  memoryBytes: number;
+  /** Bytes of unacked batches counted against the spool's bound, and the bound. */
+  spoolUsedBytes: number;
+  spoolMaxBytes: number;
+  /** Failed spool writes (disk full, I/O errors) since start. */
+  spoolWriteFailures: number;
   /** Events dropped because the spool (or buffer) was full or the uplink closed. */
   dropped: number;
   /** Version of the applied config snapshot (0 for none). */
@@ -86,18 +117,22 @@ export interface EventPublisher {
 }
 
 interface ActiveStream {
-  call: grpc.ClientDuplexStream<ConnectRequest, ConnectResponse>;
+  target: string;
   client: grpc.Client;
+  call: grpc.ClientDuplexStream<Uint8Array, ConnectResponse> | undefined;
   /** Highest seq written on this stream. */
   sentSeq: number;
   /** Seqs written on this stream and not yet acked, in order. */
   inflight: number[];
+  /** The channel is connected and the call is open. */
   established: boolean;
   writable: boolean;
   /** Last ack, or when the in-flight window last became non-empty. */
   lastProgressAt: number;
   openedAt: number;
   ackTimer?: NodeJS.Timeout | undefined;
+  /** The reachability probe while it runs. */
+  probe?: http2.ClientHttp2Session | undefined;
 }
 
 interface FlushWaiter {
@@ -107,9 +142,27 @@ interface FlushWaiter {
   timer: NodeJS.Timeout;
 }
 
-const IngestClient = grpcClientConstructor(IngestService);
+// The stream's request side carries pre-encoded ConnectRequest bytes: a batch is encoded
+// once, when sealed, and the same bytes go to the spool and to the wire.
+const connectMethod = IngestService.method.connect;
+const IngestClient = grpc.makeGenericClientConstructor(
+  {
+    connect: {
+      path: `/${IngestService.typeName}/${connectMethod.name}`,
+      requestStream: true,
+      responseStream: true,
+      requestSerialize: (frame: Uint8Array) => Buffer.from(frame.buffer, frame.byteOffset, frame.byteLength),
+      requestDeserialize: (bytes: Buffer) => bytes,
+      responseSerialize: (message: ConnectResponse) => Buffer.from(toBinary(ConnectResponseSchema, message)),
+      responseDeserialize: (bytes: Buffer) => fromBinary(ConnectResponseSchema, bytes),
+    },
+  } satisfies grpc.ServiceDefinition,
+  IngestService.name,
+);
 // A stream that lived this long was a real connection: the next failure starts backoff afresh.
 const HEALTHY_STREAM_MS = 10_000;
+/** ConnectRequest field 2 (batch), length-delimited. */
+const BATCH_FIELD_TAG = (2 << 3) | 2;
 
 /** Where a sidecar keeps its spool unless told otherwise (`--spool DIR`). */
 export function defaultSpoolDir(app: string, base = ".aigw"): string {
@@ -117,20 +170,25 @@ export function defaultSpoolDir(app: string, base = ".aigw"): string {
 }
 
 /**
- * The sidecar's link to the control plane (IngestService.Connect). `publish` only buffers;
- * a timer seals buffered events into seq-numbered batches in the on-disk spool, and one
- * bidi stream sends them in seq order, a bounded window at a time, until acked. Every
+ * The sidecar's link to the control plane (IngestService.Connect). `publish` only buffers.
+ * Batching adapts to the control plane: with nothing in flight, buffered events are sealed
+ * into a seq-numbered batch and sent on the next turn of the event loop; while a batch is in
+ * flight they wait for its ack (or a full batch, or the linger), so a fast control plane gets
+ * low latency at low rates and large batches at high ones. Sealed batches wait in the Spool
+ * (memory first, disk when the control plane is away or slow) until acked. Every
  * (re)connect says hello and re-sends what is unacked, so nothing is lost while the control
  * plane is away and nothing reaches the app: publish never throws and never waits.
  */
 export class Uplink implements EventPublisher {
   private readonly options: UplinkOptions;
   private readonly logger: Logger;
+  private readonly targets: readonly string[];
   private readonly batchMaxEvents: number;
   private readonly batchMaxDelayMs: number;
   private readonly maxInflight: number;
   private readonly maxBufferedEvents: number;
   private readonly ackTimeoutMs: number;
+  private readonly connectTimeoutMs: number;
   private readonly backoff: Backoff;
   private readonly authBackoff: Backoff;
   private readonly drops: RateLimitedWarning;
@@ -139,10 +197,13 @@ export class Uplink implements EventPublisher {
   private spool: Spool | undefined;
   private sidecarId = "";
   private buffer: Event[] = [];
-  private sealTimer: NodeJS.Timeout | undefined;
-  private sealImmediate: NodeJS.Immediate | undefined;
+  private lingerTimer: NodeJS.Timeout | undefined;
+  private sealScheduled = false;
   private stream: ActiveStream | undefined;
   private reconnectTimer: NodeJS.Timeout | undefined;
+  private targetIndex = 0;
+  /** Targets that failed in a row without a connection: a full round of them means back off. */
+  private failuresInRound = 0;
   private pumping = false;
   private pumpAgain = false;
   private flushWaiters: FlushWaiter[] = [];
@@ -152,18 +213,23 @@ export class Uplink implements EventPublisher {
   private closed = false;
 
   private sentBatches = 0;
+  private sentEvents = 0;
   private dropped = 0;
   private connectAttempts = 0;
 
   constructor(options: UplinkOptions) {
     this.options = options;
     this.logger = options.logger;
+    this.targets = typeof options.target === "string" ? [options.target] : [...options.target];
+    if (this.targets.length === 0 || this.targets.some((t) => !t))
+      throw new Error("uplink: target (control plane address) is required");
     this.batchMaxEvents = positiveInteger(options.batchMaxEvents ?? 256, "batchMaxEvents");
     this.batchMaxDelayMs = nonNegative(options.batchMaxDelayMs ?? 20, "batchMaxDelayMs");
     this.maxInflight = positiveInteger(options.maxInflightBatches ?? 64, "maxInflightBatches");
     // Bounds memory before start() and if sealing ever falls behind within one tick.
     this.maxBufferedEvents = this.batchMaxEvents * 64;
     this.ackTimeoutMs = positiveInteger(options.ackTimeoutMs ?? 30_000, "ackTimeoutMs");
+    this.connectTimeoutMs = positiveInteger(options.connectTimeoutMs ?? 5_000, "connectTimeoutMs");
     this.backoff = new Backoff(options.reconnectInitialMs ?? 100, options.reconnectMaxMs ?? 10_000);
     this.authBackoff = new Backoff(options.authRetryInitialMs ?? 2_000, options.authRetryMaxMs ?? 60_000);
     this.drops = new RateLimitedWarning(this.logger, "uplink: events dropped (spool full or uplink closed)");
@@ -171,7 +237,6 @@ export class Uplink implements EventPublisher {
       this.logger,
       "uplink: control plane unreachable; events wait in the spool",
     );
-    if (!options.target) throw new Error("uplink: target (control plane address) is required");
     if (!options.spoolDir) throw new Error("uplink: spoolDir is required");
   }
 
@@ -185,13 +250,15 @@ export class Uplink implements EventPublisher {
       logger: this.logger,
       ...(this.options.maxSpoolBytes === undefined ? {} : { maxBytes: this.options.maxSpoolBytes }),
       ...(this.options.spoolSync === undefined ? {} : { sync: this.options.spoolSync }),
+      ...(this.options.spoolAfterMs === undefined ? {} : { spoolAfterMs: this.options.spoolAfterMs }),
+      ...(this.options.memoryBytes === undefined ? {} : { memoryBytes: this.options.memoryBytes }),
     });
     if (this.closed) {
       await spool.close();
       return;
     }
     this.spool = spool;
-    this.seal();
+    this.seal(false);
     this.connect();
   }
 
@@ -207,10 +274,10 @@ export class Uplink implements EventPublisher {
         return;
       }
       this.buffer.push(event);
-      if (this.buffer.length >= this.batchMaxEvents) {
-        this.sealImmediate ??= setImmediate(() => this.seal());
-      } else if (!this.sealTimer && !this.sealImmediate) {
-        this.sealTimer = setTimeout(() => this.seal(), this.batchMaxDelayMs);
+      // One check per turn of the event loop, however many events a turn publishes.
+      if (!this.sealScheduled) {
+        this.sealScheduled = true;
+        setImmediate(this.sealCheck);
       }
     } catch (error) {
       this.logger.error({ err: error }, "uplink: publish failed; event dropped");
@@ -228,7 +295,7 @@ export class Uplink implements EventPublisher {
     const spool = this.spool;
     if (!spool) return Promise.reject(new Error("uplink: flush() before start()"));
     if (this.closed) return Promise.reject(new Error("uplink: flush() after close()"));
-    this.seal();
+    this.seal(false);
     const target = spool.lastSeq;
     if (spool.ackedSeq >= target) return Promise.resolve();
     const timeoutMs = options.timeoutMs ?? 30_000;
@@ -251,18 +318,17 @@ export class Uplink implements EventPublisher {
   }
 
   /**
-   * Seals what is buffered into the spool, stops the stream and closes the spool. Unacked
-   * batches stay on disk for the next start; call flush() first to send them now.
+   * Seals what is buffered, stops the stream, writes every unacked batch to disk and closes
+   * the spool. Unacked batches stay on disk for the next start; call flush() first to send them now.
    */
   async close(): Promise<void> {
     if (this.closed) return;
-    this.seal();
+    this.seal(false);
     // Published before start() finished: nowhere durable to put them.
     if (this.buffer.length > 0) this.countDropped(this.buffer.splice(0).length, "closed before start");
     this.closed = true;
-    clearTimeout(this.sealTimer);
+    clearTimeout(this.lingerTimer);
     clearTimeout(this.reconnectTimer);
-    if (this.sealImmediate) clearImmediate(this.sealImmediate);
     for (const waiter of this.flushWaiters.splice(0)) {
       clearTimeout(waiter.timer);
       waiter.reject(new Error("uplink: closed before the flush completed"));
@@ -275,32 +341,67 @@ export class Uplink implements EventPublisher {
 
   stats(): UplinkStats {
     const spool = this.spool;
+    const spoolStats = spool?.stats();
     return {
       connected: this.stream?.established ?? false,
+      target: this.stream?.target ?? this.targets[this.targetIndex] ?? "",
       sentBatches: this.sentBatches,
+      sentEvents: this.sentEvents,
       ackedSeq: spool?.ackedSeq ?? 0,
       lastSeq: spool?.lastSeq ?? 0,
       pendingBatches: spool?.pendingBatches ?? 0,
       bufferedEvents: this.buffer.length,
-      spooledBytes: spool?.bytes ?? 0,
+      queuedEvents: this.buffer.length + (spoolStats?.pendingEvents ?? 0),
+      spooledEvents: spoolStats?.spooledEvents ?? 0,
+      spooledBytes: spoolStats?.diskBytes ?? 0,
+      memoryBytes: spoolStats?.memoryBytes ?? 0,
+      spoolUsedBytes: spool?.bytes ?? 0,
+      spoolMaxBytes: spool?.maxBytes ?? this.options.maxSpoolBytes ?? 0,
+      spoolWriteFailures: spoolStats?.writeFailures ?? 0,
       dropped: this.dropped,
       configVersion: this.configVersion,
       connectAttempts: this.connectAttempts,
     };
   }
 
-  private seal(): void {
-    clearTimeout(this.sealTimer);
-    this.sealTimer = undefined;
-    if (this.sealImmediate) clearImmediate(this.sealImmediate);
-    this.sealImmediate = undefined;
+  /** The spool's last write failed (disk full, I/O error): events are held in memory only. */
+  spoolFailing(): boolean {
+    return this.spool?.failing ?? false;
+  }
+
+  /** After the events of one turn: send now if nothing is in flight, else batch until the ack. */
+  private readonly sealCheck = (): void => {
+    this.sealScheduled = false;
+    if (this.buffer.length === 0 || !this.spool) return;
+    const stream = this.stream;
+    if (stream?.established && stream.inflight.length === 0) {
+      this.seal(false);
+      return;
+    }
+    if (this.buffer.length >= this.batchMaxEvents) this.seal(true);
+    if (this.buffer.length > 0 && this.lingerTimer === undefined) {
+      this.lingerTimer = setTimeout(() => {
+        this.lingerTimer = undefined;
+        this.seal(false);
+      }, this.batchMaxDelayMs);
+    }
+  };
+
+  /** Seals buffered events into batches (only full ones when `fullOnly`) and sends what the window allows. */
+  private seal(fullOnly: boolean): void {
     const spool = this.spool;
     if (!spool || this.buffer.length === 0) return;
     const buffered = this.buffer;
-    this.buffer = [];
-    for (let start = 0; start < buffered.length; start += this.batchMaxEvents) {
-      const events = buffered.slice(start, start + this.batchMaxEvents);
-      if (!spool.append(events)) this.countDropped(events.length, "spool full");
+    const count = fullOnly ? buffered.length - (buffered.length % this.batchMaxEvents) : buffered.length;
+    if (count === 0) return;
+    this.buffer = count === buffered.length ? [] : buffered.slice(count);
+    if (this.buffer.length === 0) {
+      clearTimeout(this.lingerTimer);
+      this.lingerTimer = undefined;
+    }
+    for (let start = 0; start < count; start += this.batchMaxEvents) {
+      const events = buffered.slice(start, Math.min(count, start + this.batchMaxEvents));
+      if (spool.append(events) === undefined) this.countDropped(events.length, "spool full");
     }
     void this.pump();
   }
@@ -315,7 +416,8 @@ export class Uplink implements EventPublisher {
     const spool = this.spool;
     if (this.closed || !spool) return;
     this.connectAttempts++;
-    const { address, credentials } = channelTarget(this.options.target);
+    const target = this.targets[this.targetIndex]!;
+    const { address, credentials } = channelTarget(target);
     const client = new IngestClient(address, credentials, {
       "grpc.keepalive_time_ms": this.options.keepaliveTimeMs ?? 30_000,
       "grpc.keepalive_timeout_ms": this.options.keepaliveTimeoutMs ?? 10_000,
@@ -324,17 +426,11 @@ export class Uplink implements EventPublisher {
       // A fresh channel per attempt dials at once: this class's backoff, not the channel's, paces retries.
       "grpc.use_local_subchannel_pool": 1,
     });
-    const metadata = new grpc.Metadata();
-    if (this.options.token) metadata.set("authorization", `Bearer ${this.options.token}`);
-    const call = (
-      client as unknown as {
-        connect(metadata: grpc.Metadata): grpc.ClientDuplexStream<ConnectRequest, ConnectResponse>;
-      }
-    ).connect(metadata);
     const now = Date.now();
     const stream: ActiveStream = {
-      call,
+      target,
       client,
+      call: undefined,
       sentSeq: spool.ackedSeq,
       inflight: [],
       established: false,
@@ -343,7 +439,72 @@ export class Uplink implements EventPublisher {
       openedAt: now,
     };
     this.stream = stream;
-    call.on("metadata", () => this.markEstablished(stream));
+    this.dial(stream);
+  }
+
+  /**
+   * Checks that the control plane answers before the gRPC channel is made: refused, failing,
+   * or silent past the connect timeout (it accepts TCP but never speaks HTTP/2) counts as
+   * unreachable, and the next control plane is tried. The probe is a plain HTTP/2 session,
+   * destroyed either way: a gRPC channel abandoned mid-handshake would keep its socket open.
+   */
+  private dial(stream: ActiveStream): void {
+    const tls = /^https:\/\//i.test(stream.target);
+    const { address } = channelTarget(stream.target);
+    let settled = false;
+    // Reachability only: certificates are the gRPC channel's to check (it may trust other roots).
+    const probe = http2.connect(`${tls ? "https" : "http"}://${address}`, tls ? { rejectUnauthorized: false } : {});
+    const finish = (problem: string | undefined): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      probe.destroy();
+      if (this.stream !== stream) return;
+      if (problem === undefined) this.awaitChannel(stream);
+      else this.onStreamClosed(stream, grpc.status.UNAVAILABLE, problem);
+    };
+    const timer = setTimeout(() => finish(`no answer within ${this.connectTimeoutMs} ms`), this.connectTimeoutMs);
+    probe.once("remoteSettings", () => finish(undefined));
+    probe.once("error", (error: Error) => finish(error.message));
+    probe.once("close", () => finish("connection closed before the HTTP/2 handshake"));
+    stream.probe = probe;
+  }
+
+  /** The gRPC channel's own connection, with the same timeout; then the call. */
+  private awaitChannel(stream: ActiveStream): void {
+    stream.probe = undefined;
+    const channel = stream.client.getChannel();
+    const deadline = Date.now() + this.connectTimeoutMs;
+    const check = (error?: Error): void => {
+      if (this.stream !== stream) return;
+      const state = channel.getConnectivityState(true);
+      if (state === grpc.connectivityState.READY) {
+        this.openCall(stream);
+      } else if (
+        error ||
+        state === grpc.connectivityState.TRANSIENT_FAILURE ||
+        state === grpc.connectivityState.SHUTDOWN
+      ) {
+        const details = error ? `no connection within ${this.connectTimeoutMs} ms` : "connection refused or failed";
+        this.onStreamClosed(stream, grpc.status.UNAVAILABLE, details);
+      } else {
+        channel.watchConnectivityState(state, deadline, check);
+      }
+    };
+    check();
+  }
+
+  private openCall(stream: ActiveStream): void {
+    const spool = this.spool;
+    if (!spool) return;
+    const metadata = new grpc.Metadata();
+    if (this.options.token) metadata.set("authorization", `Bearer ${this.options.token}`);
+    const call = (
+      stream.client as unknown as {
+        connect(metadata: grpc.Metadata): grpc.ClientDuplexStream<Uint8Array, ConnectResponse>;
+      }
+    ).connect(metadata);
+    stream.call = call;
     call.on("data", (response: ConnectResponse) => this.onResponse(stream, response));
     call.on("error", (error: grpc.ServiceError) => this.onStreamClosed(stream, error.code, error.details));
     call.on("status", (status: grpc.StatusObject) => this.onStreamClosed(stream, status.code, status.details));
@@ -352,34 +513,35 @@ export class Uplink implements EventPublisher {
       void this.pump();
     });
     call.write(
-      create(ConnectRequestSchema, {
-        message: {
-          case: "hello",
-          value: {
-            sidecarId: this.sidecarId,
-            orgId: this.options.orgId,
-            app: this.options.app,
-            version: this.options.version,
-            configVersion: BigInt(this.configVersion),
+      toBinary(
+        ConnectRequestSchema,
+        create(ConnectRequestSchema, {
+          message: {
+            case: "hello",
+            value: {
+              sidecarId: this.sidecarId,
+              orgId: this.options.orgId,
+              app: this.options.app,
+              version: this.options.version,
+              configVersion: BigInt(this.configVersion),
+            },
           },
-        },
-      }),
+        }),
+      ),
     );
-    void this.pump();
-  }
-
-  private markEstablished(stream: ActiveStream): void {
-    if (stream.established || this.stream !== stream) return;
     stream.established = true;
+    spool.eager = false;
     this.logger.info(
-      { target: this.options.target, sidecarId: this.sidecarId, pendingBatches: this.spool?.pendingBatches ?? 0 },
+      { target: stream.target, sidecarId: this.sidecarId, pendingBatches: spool.pendingBatches },
       "uplink: connected to control plane",
     );
+    // What waited while no stream was open goes now.
+    this.seal(false);
+    void this.pump();
   }
 
   private onResponse(stream: ActiveStream, response: ConnectResponse): void {
     if (this.stream !== stream) return;
-    this.markEstablished(stream);
     const message = response.message;
     if (message.case === "ack") this.onAck(stream, Number(message.value.seq));
     else if (message.case === "config") this.applyConfig(message.value);
@@ -392,20 +554,27 @@ export class Uplink implements EventPublisher {
     if (seq > spool.lastSeq) {
       this.logger.warn({ ackSeq: seq, lastSeq: spool.lastSeq }, "uplink: control plane acked a seq never sent; capped");
     }
+    const pendingBefore = spool.stats().pendingEvents;
     spool.ack(seq);
+    this.sentEvents += pendingBefore - spool.stats().pendingEvents;
     const acked = spool.ackedSeq;
     while ((stream.inflight[0] ?? Number.POSITIVE_INFINITY) <= acked) stream.inflight.shift();
     // An ack may cover batches a previous stream sent: do not send those again.
     stream.sentSeq = Math.max(stream.sentSeq, acked);
     stream.lastProgressAt = Date.now();
+    this.failuresInRound = 0;
     this.backoff.reset();
     this.authBackoff.reset();
-    for (const waiter of this.flushWaiters.filter((w) => w.target <= acked)) {
-      clearTimeout(waiter.timer);
-      waiter.resolve();
+    if (this.flushWaiters.length > 0) {
+      for (const waiter of this.flushWaiters.filter((w) => w.target <= acked)) {
+        clearTimeout(waiter.timer);
+        waiter.resolve();
+      }
+      this.flushWaiters = this.flushWaiters.filter((w) => w.target > acked);
     }
-    this.flushWaiters = this.flushWaiters.filter((w) => w.target > acked);
-    void this.pump();
+    // The adaptive linger: what gathered while the batch was in flight goes now, as one batch.
+    if (stream.inflight.length === 0 && this.buffer.length > 0) this.seal(false);
+    else void this.pump();
   }
 
   private applyConfig(snapshot: ConfigSnapshot): void {
@@ -447,18 +616,21 @@ export class Uplink implements EventPublisher {
     const spool = this.spool;
     for (;;) {
       const stream = this.stream;
-      if (!spool || !stream?.writable || stream.inflight.length >= this.maxInflight) return;
+      const call = stream?.call;
+      if (!spool || !call || !stream.writable || stream.inflight.length >= this.maxInflight) return;
       const seq = spool.nextAfter(Math.max(stream.sentSeq, spool.ackedSeq));
       if (seq === undefined) return;
-      const batch = await spool.read(seq);
+      const read = spool.read(seq);
+      // In memory (the usual case) without a turn of the event loop; from disk otherwise.
+      const payload = read instanceof Promise ? await read : read;
       if (this.stream !== stream) continue;
       // Unreadable (damaged on disk): skipped; a later batch's ack covers its seq.
       stream.sentSeq = Math.max(stream.sentSeq, seq);
-      if (!batch) continue;
+      if (!payload) continue;
       if (stream.inflight.length === 0) stream.lastProgressAt = Date.now();
       stream.inflight.push(seq);
       this.sentBatches++;
-      stream.writable = stream.call.write(create(ConnectRequestSchema, { message: { case: "batch", value: batch } }));
+      stream.writable = call.write(batchFrame(payload));
       this.armAckTimer(stream);
     }
   }
@@ -471,10 +643,10 @@ export class Uplink implements EventPublisher {
       const idle = Date.now() - stream.lastProgressAt;
       if (idle >= this.ackTimeoutMs) {
         this.logger.warn(
-          { inflight: stream.inflight.length, waitedMs: idle },
+          { inflight: stream.inflight.length, waitedMs: idle, target: stream.target },
           "uplink: no ack from control plane in time; reconnecting",
         );
-        stream.call.cancel();
+        stream.call?.cancel();
         return;
       }
       stream.ackTimer = setTimeout(check, this.ackTimeoutMs - idle);
@@ -485,41 +657,82 @@ export class Uplink implements EventPublisher {
   private onStreamClosed(stream: ActiveStream, code: grpc.status, details: string): void {
     if (this.stream !== stream) return;
     this.stream = undefined;
+    if (this.spool) this.spool.eager = true;
     const lived = Date.now() - stream.openedAt;
     this.dispose(stream);
     if (this.closed) return;
+    const several = this.targets.length > 1;
     let delay: number;
     if (code === grpc.status.UNAUTHENTICATED || code === grpc.status.PERMISSION_DENIED) {
       delay = this.authBackoff.next();
       this.logger.error(
-        { code: grpc.status[code], details, target: this.options.target, retryInMs: delay },
+        { code: grpc.status[code], details, target: stream.target, retryInMs: delay },
         "uplink: control plane refused this sidecar's token; check --token and the control plane's auth.sidecar tokens",
       );
-    } else {
-      if (stream.established && lived >= HEALTHY_STREAM_MS) this.backoff.reset();
-      delay = this.backoff.next();
+      if (several) this.targetIndex = (this.targetIndex + 1) % this.targets.length;
+    } else if (!stream.established || (stream.inflight.length > 0 && lived < HEALTHY_STREAM_MS && several)) {
+      // Refused, unreachable, or gone before acking: the next control plane, and a pause only
+      // after every one of them failed in a row.
+      this.failuresInRound++;
+      const next = (this.targetIndex + 1) % this.targets.length;
+      const roundDone = this.failuresInRound % this.targets.length === 0;
+      delay = roundDone ? this.backoff.next() : 0;
       const fields = {
         code: grpc.status[code] ?? code,
         details,
-        target: this.options.target,
+        target: stream.target,
+        ...(several ? { next: this.targets[next] } : {}),
         retryInMs: delay,
         pendingBatches: this.spool?.pendingBatches ?? 0,
       };
+      this.targetIndex = next;
       if (stream.established) this.logger.warn(fields, "uplink: stream to control plane ended; reconnecting");
       else this.unreachable.hit(fields);
+    } else {
+      if (lived >= HEALTHY_STREAM_MS) this.backoff.reset();
+      delay = this.backoff.next();
+      this.logger.warn(
+        {
+          code: grpc.status[code] ?? code,
+          details,
+          target: stream.target,
+          retryInMs: delay,
+          pendingBatches: this.spool?.pendingBatches ?? 0,
+        },
+        "uplink: stream to control plane ended; reconnecting",
+      );
     }
     this.reconnectTimer = setTimeout(() => this.connect(), delay);
   }
 
   private dispose(stream: ActiveStream): void {
     clearTimeout(stream.ackTimer);
-    stream.call.removeAllListeners("data");
-    stream.call.removeAllListeners("drain");
-    // Late errors from the cancelled call must still find a listener.
-    stream.call.on("error", () => {});
-    stream.call.cancel();
+    stream.probe?.destroy();
+    const call = stream.call;
+    if (call) {
+      call.removeAllListeners("data");
+      call.removeAllListeners("drain");
+      // Late errors from the cancelled call must still find a listener.
+      call.on("error", () => {});
+      call.cancel();
+    }
     stream.client.close();
   }
+}
+
+/** A ConnectRequest carrying one batch, from the batch's encoded bytes (no re-encode). */
+function batchFrame(payload: Uint8Array): Uint8Array {
+  let length = payload.length;
+  const header = [BATCH_FIELD_TAG];
+  while (length > 0x7f) {
+    header.push((length & 0x7f) | 0x80);
+    length = Math.floor(length / 128);
+  }
+  header.push(length);
+  const frame = Buffer.allocUnsafe(header.length + payload.length);
+  for (let i = 0; i < header.length; i++) frame[i] = header[i]!;
+  frame.set(payload, header.length);
+  return frame;
 }
 
 function channelTarget(target: string): { address: string; credentials: grpc.ChannelCredentials } {

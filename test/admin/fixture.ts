@@ -1,6 +1,3 @@
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { Writable } from "node:stream";
 import { type Client, type ConnectRouter, createClient, createRouterTransport } from "@connectrpc/connect";
 import { AdminService } from "../../gen/aigw/v1/admin_pb.js";
@@ -9,8 +6,8 @@ import { createLogger } from "../../common/logger.js";
 import { AdminServiceImpl } from "../../control-plane/admin/admin-service.js";
 import { defaultConfig } from "../../control-plane/config/load.js";
 import type { GatewayConfig } from "../../control-plane/config/types.js";
-import { openSqliteStore } from "../../control-plane/store/sqlite/store.js";
 import type { Store } from "../../control-plane/store/store.js";
+import { openTestStore } from "../support/store.js";
 
 export interface AdminFixture {
   store: Store;
@@ -30,12 +27,10 @@ export interface AdminFixture {
   close(): Promise<void>;
 }
 
-/** An AdminService over a real SQLite store in a fresh temp dir, reached in memory. */
+/** An AdminService over a real store (the backend under test), reached in memory. */
 export async function openAdminFixture(configure?: (config: GatewayConfig) => void): Promise<AdminFixture> {
-  const dir = await mkdtemp(join(tmpdir(), "aigw-admin-"));
-  const store = await openSqliteStore(join(dir, "aigw.db"), {
-    encryptionKey: Buffer.alloc(32, 7).toString("base64"),
-  });
+  const opened = await openTestStore();
+  const store = opened.store;
   let storeOpen = true;
   const config = defaultConfig();
   configure?.(config);
@@ -94,7 +89,7 @@ export async function openAdminFixture(configure?: (config: GatewayConfig) => vo
     },
     async close() {
       if (storeOpen) await store.close();
-      await rm(dir, { recursive: true, force: true });
+      await opened.location.cleanup();
     },
   };
 }

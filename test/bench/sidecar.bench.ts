@@ -1,140 +1,503 @@
-// The sidecar proxy against direct calls to the same mock provider, in one run and one
-// process (client, proxy and mock share the event loop, so the proxy's CPU time shows up in
-// full): added latency with sequential requests, throughput at 4 concurrent connections.
-import { performance } from "node:perf_hooks";
-import { Pool } from "undici";
-import { createLogger } from "../../common/logger.js";
-import { startMockProvider } from "../../examples/mock-provider.js";
-import { startProxy } from "../../sidecar/proxy/server.js";
+// The sidecar as users run it, against nginx, a naive Node pipe proxy and direct calls, in one
+// run (`npm run bench -- sidecar` runs this part alone). Every target is its own process:
+// the provider (test/bench/proxy/upstream.mjs) and the proxies on core 0, the load generator
+// (wrk from Debian; a Node generator when wrk is absent), the control plane and a verifying
+// webhook receiver subscribed to completions on core 1. Latency percentiles and throughput at
+// 1, 4 and 16 connections, medians of several runs, ratios against direct and nginx measured
+// in the same run; streaming (added time to first byte, per-chunk delay); the sidecar's RSS
+// idle, under load and a while after. Never a CI gate.
+//
+// Knobs: AIGW_BENCH_SECONDS (6 per measurement), AIGW_BENCH_RUNS (3), AIGW_BENCH_CONNS
+// ("1,4,16"), AIGW_BENCH_RSS_AFTER_S (60), AIGW_BENCH_SIDECAR_NODE_OPTIONS (e.g.
+// "--cpu-prof --cpu-prof-dir=/tmp/prof" to profile the sidecar under this load).
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { request as httpRequest } from "node:http";
+import { createServer } from "node:net";
+import { cpus, loadavg, tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import type { BenchRow } from "./types.js";
 
-const BODY = JSON.stringify({ model: "gpt-4o-mini", messages: [{ role: "user", content: "Say hello" }] });
-const HEADERS = { "content-type": "application/json", authorization: "Bearer sk-bench" };
-const WARMUP = 600;
-const SAMPLES = 4000;
-const LATENCY_BUDGET_MS = 8_000;
-const THROUGHPUT_ROUND_MS = 1_500;
-const THROUGHPUT_ROUNDS = 2;
-const CONCURRENCY = 4;
+const SECONDS = Number(process.env.AIGW_BENCH_SECONDS ?? 6);
+const RUNS = Number(process.env.AIGW_BENCH_RUNS ?? 3);
+const CONNS = (process.env.AIGW_BENCH_CONNS ?? "1,4,16").split(",").map(Number);
+const RSS_AFTER_S = Number(process.env.AIGW_BENCH_RSS_AFTER_S ?? 60);
+const WARMUP_S = 1;
+const STREAMS = 40;
+const STREAM_CHUNKS = 20;
+const STREAM_CHUNK_MS = 5;
+const REPO = fileURLToPath(new URL("../../", import.meta.url));
+const HERE = fileURLToPath(new URL("./proxy/", import.meta.url));
+const SECRET = "whsec_YWlndy1sb2NhbC1kZXZlbG9wbWVudC1zZWNyZXQh";
 
-async function call(pool: Pool): Promise<void> {
-  const res = await pool.request({ path: "/v1/chat/completions", method: "POST", headers: HEADERS, body: BODY });
-  await res.body.arrayBuffer();
-  if (res.statusCode !== 200) throw new Error(`bench request failed with ${res.statusCode}`);
+type Target = "direct" | "nginx" | "pipe proxy" | "aigw sidecar";
+
+interface Measurement {
+  p50Us: number;
+  p99Us: number;
+  rps: number;
+  /** CPU time of the target's proxy process per request (µs); undefined for direct. */
+  cpuUs?: number | undefined;
 }
 
-function percentile(sorted: readonly number[], p: number): number {
-  const index = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
-  return sorted[index] ?? Number.NaN;
+interface Proc {
+  child: ChildProcess;
+  /** The first MB of stdout. */
+  stdout: () => string;
+  /** Lines printed on stdout so far. */
+  lines: () => number;
+  stop(): Promise<void>;
 }
 
-/** Requests completed by `CONCURRENCY` loops in `ms`. */
-async function throughput(pool: Pool, ms: number): Promise<number> {
-  let done = 0;
-  const until = performance.now() + ms;
-  await Promise.all(
-    Array.from({ length: CONCURRENCY }, async () => {
-      while (performance.now() < until) {
-        await call(pool);
-        done++;
+const canPin = cpus().length >= 2 && spawnSync("taskset", ["-V"]).status === 0;
+const hasWrk = spawnSync("wrk", ["-v"]).error === undefined;
+const hasNginx = spawnSync("nginx", ["-v"]).error === undefined;
+
+/**
+ * Runs a command pinned to `core` when the machine has two cores and taskset; `background`
+ * runs it at a lower priority (nice 10), so that the control plane's delivery backlog, which
+ * shares the load generator's core, cannot starve the generator and inflate every row.
+ */
+function start(
+  command: string,
+  args: string[],
+  core: 0 | 1,
+  env: Record<string, string> = {},
+  background = false,
+): Proc {
+  const niced: [string, string[]] = background ? ["nice", ["-n", "10", command, ...args]] : [command, args];
+  const [file, argv]: [string, string[]] = canPin ? ["taskset", ["-c", String(core), niced[0], ...niced[1]]] : niced;
+  const child = spawn(file, argv, { cwd: REPO, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+  let out = "";
+  let err = "";
+  let lines = 0;
+  child.stdout?.setEncoding("utf8").on("data", (chunk: string) => {
+    if (out.length < 1_000_000) out += chunk;
+    for (let at = chunk.indexOf("\n"); at !== -1; at = chunk.indexOf("\n", at + 1)) lines++;
+  });
+  child.stderr?.setEncoding("utf8").on("data", (chunk: string) => {
+    if (err.length < 100_000) err += chunk;
+  });
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  return {
+    child,
+    stdout: () => out,
+    lines: () => lines,
+    async stop() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill("SIGTERM");
+      const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
+      await exited;
+      clearTimeout(timer);
+    },
+  };
+}
+
+async function waitUntil<T>(
+  what: string,
+  check: () => T | undefined | Promise<T | undefined>,
+  ms = 30_000,
+): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    try {
+      const value = await check();
+      if (value !== undefined && value !== false) return value;
+    } catch {
+      // not yet
+    }
+    if (Date.now() > deadline) throw new Error(`sidecar bench: no ${what} within ${ms} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer().listen(0, "127.0.0.1", () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+    server.once("error", reject);
+  });
+}
+
+function get(url: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(url, (res) => {
+      let body = "";
+      res.setEncoding("utf8").on("data", (chunk: string) => {
+        body += chunk;
+      });
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    req.on("error", reject);
+    req.end();
+  });
+}
+
+function metric(text: string, name: string): number | undefined {
+  const match = new RegExp(`^${name} ([0-9.e+-]+)$`, "m").exec(text);
+  return match ? Number(match[1]) : undefined;
+}
+
+/** utime + stime of a process and its children (nginx's worker), in µs (Linux /proc). */
+function cpuTimeUs(pid: number | undefined): number | undefined {
+  if (pid === undefined) return undefined;
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]?.split(" ");
+    const ticks = Number(fields?.[11]) + Number(fields?.[12]);
+    let children = 0;
+    try {
+      for (const child of readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim().split(/\s+/)) {
+        if (child) children += cpuTimeUs(Number(child)) ?? 0;
       }
-    }),
-  );
-  return (done * 1000) / ms;
+    } catch {
+      // no children list on this kernel: the process alone
+    }
+    return (ticks * 1e6) / 100 + children; // USER_HZ is 100 on Linux
+  } catch {
+    return undefined;
+  }
 }
+
+function parseWrkDuration(text: string): number {
+  const match = /([0-9.]+)(us|ms|s)/.exec(text);
+  if (!match) return Number.NaN;
+  const value = Number(match[1]);
+  return match[2] === "us" ? value : match[2] === "ms" ? value * 1000 : value * 1e6;
+}
+
+/** One load run against `url` with `conns` connections; the generator on core 1. */
+async function load(url: string, conns: number, seconds: number): Promise<Omit<Measurement, "cpuUs">> {
+  if (hasWrk) {
+    const script = join(HERE, "post.lua");
+    const warm = start("wrk", ["-t1", `-c${conns}`, `-d${WARMUP_S}s`, "-s", script, url], 1);
+    await new Promise((resolve) => warm.child.once("exit", resolve));
+    const run = start("wrk", ["-t1", `-c${conns}`, `-d${seconds}s`, "--latency", "-s", script, url], 1);
+    await new Promise((resolve) => run.child.once("exit", resolve));
+    const out = run.stdout();
+    const p50 = /^\s+50%\s+(\S+)/m.exec(out)?.[1];
+    const p99 = /^\s+99%\s+(\S+)/m.exec(out)?.[1];
+    const rps = /^Requests\/sec:\s+([0-9.]+)/m.exec(out)?.[1];
+    if (!p50 || !p99 || !rps) throw new Error(`sidecar bench: unreadable wrk output:\n${out}`);
+    return { p50Us: parseWrkDuration(p50), p99Us: parseWrkDuration(p99), rps: Number(rps) };
+  }
+  const run = start(
+    process.execPath,
+    [join(HERE, "loadgen.mjs"), url, String(conns), String(seconds), String(WARMUP_S)],
+    1,
+  );
+  await new Promise((resolve) => run.child.once("exit", resolve));
+  const result = JSON.parse(run.stdout().trim().split("\n").at(-1) ?? "{}") as {
+    requests: number;
+    seconds: number;
+    p50Us: number;
+    p99Us: number;
+  };
+  return { p50Us: result.p50Us, p99Us: result.p99Us, rps: result.requests / result.seconds };
+}
+
+/** Time to first byte and chunk arrival times (ms after the request) of one streamed call. */
+function stream(url: string): Promise<{ ttfbMs: number; lastChunkMs: number; chunks: number }> {
+  const body = JSON.stringify({ model: "gpt-4", stream: true, messages: [{ role: "user", content: "hi" }] });
+  return new Promise((resolve, reject) => {
+    const t0 = performance.now();
+    let ttfb = 0;
+    let last = 0;
+    let chunks = 0;
+    const req = httpRequest(
+      url,
+      { method: "POST", headers: { "content-type": "application/json", "content-length": Buffer.byteLength(body) } },
+      (res) => {
+        res.on("data", (chunk: Buffer) => {
+          const now = performance.now() - t0;
+          if (ttfb === 0) ttfb = now;
+          last = now;
+          chunks += chunk.toString("latin1").split("\n\n").length - 1;
+        });
+        res.on("end", () => resolve({ ttfbMs: ttfb, lastChunkMs: last, chunks }));
+      },
+    );
+    req.on("error", reject);
+    req.end(body);
+  });
+}
+
+const median = (values: readonly number[]): number => {
+  const sorted = [...values].filter(Number.isFinite).sort((a, b) => a - b);
+  if (sorted.length === 0) return Number.NaN;
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+};
+
+const us = (value: number): string => (value >= 1000 ? `${(value / 1000).toFixed(2)} ms` : `${value.toFixed(0)} µs`);
 
 export async function benchSidecar(): Promise<BenchRow[]> {
-  const mock = await startMockProvider({ record: false });
-  let events = 0;
-  const proxy = await startProxy({
-    port: 0,
-    upstreams: { openai: mock.url },
-    sink: {
-      publish() {
-        events++;
-      },
-    },
-    orgId: "org_bench",
-    app: "bench",
-    logger: createLogger({ level: "silent" }),
-  });
-  const direct = new Pool(mock.url, { connections: CONCURRENCY, pipelining: 1 });
-  const through = new Pool(proxy.url, { connections: CONCURRENCY, pipelining: 1 });
+  const dir = mkdtempSync(join(tmpdir(), "aigw-bench-sidecar-"));
+  const procs: Proc[] = [];
+  const note = (line: string): void => {
+    process.stderr.write(`sidecar bench: ${line}\n`);
+  };
+  const loadAtStart = loadavg()[0] ?? 0;
+  // This process measures streams; keep it off the proxies' core.
+  if (canPin) spawnSync("taskset", ["-p", "-c", "1", String(process.pid)]);
   try {
-    for (let i = 0; i < WARMUP; i++) {
-      await call(direct);
-      await call(through);
-    }
-    await throughput(direct, 300);
-    await throughput(through, 300);
+    if (!hasWrk)
+      note("wrk not found (apt-get install wrk): using the Node load generator (test/bench/proxy/loadgen.mjs)");
+    if (!hasNginx) note("nginx not found (apt-get install nginx): no nginx row, ratios against the pipe proxy instead");
+    if (!canPin) note("fewer than 2 cores or no taskset: processes are not pinned");
+    const [upstreamPort, nginxPort, pipePort, sidecarPort, adminPort, receiverPort] = await Promise.all(
+      Array.from({ length: 6 }, freePort),
+    );
+    const upstream = start(
+      process.execPath,
+      [join(HERE, "upstream.mjs"), String(upstreamPort), String(STREAM_CHUNKS), String(STREAM_CHUNK_MS)],
+      0,
+    );
+    procs.push(upstream);
+    await waitUntil("upstream", () => upstream.stdout().includes("ready") || undefined);
 
-    // Alternate so that drift (GC, CPU frequency, other load) hits both sides alike.
-    const directMs: number[] = [];
-    const throughMs: number[] = [];
-    const deadline = performance.now() + LATENCY_BUDGET_MS;
-    for (let i = 0; i < SAMPLES && performance.now() < deadline; i++) {
-      const first = i % 2 === 0 ? direct : through;
-      const second = first === direct ? through : direct;
-      for (const pool of [first, second]) {
-        const t0 = performance.now();
-        await call(pool);
-        (pool === direct ? directMs : throughMs).push(performance.now() - t0);
+    const targets = new Map<Target, { url: string; proc?: Proc }>();
+    targets.set("direct", { url: `http://127.0.0.1:${upstreamPort}` });
+    if (hasNginx) {
+      const nginxDir = join(dir, "nginx");
+      mkdirSync(join(nginxDir, "tmp"), { recursive: true });
+      const conf = readFileSync(join(HERE, "nginx.conf.template"), "utf8")
+        .replace("UPSTREAM_PORT", String(upstreamPort))
+        .replace("LISTEN_PORT", String(nginxPort));
+      writeFileSync(join(nginxDir, "nginx.conf"), conf);
+      const nginx = start("nginx", ["-p", nginxDir, "-c", join(nginxDir, "nginx.conf")], 0);
+      procs.push(nginx);
+      targets.set("nginx", { url: `http://127.0.0.1:${nginxPort}`, proc: nginx });
+    }
+    const pipe = start(process.execPath, [join(HERE, "pipeproxy.mjs"), String(pipePort), String(upstreamPort)], 0);
+    procs.push(pipe);
+    targets.set("pipe proxy", { url: `http://127.0.0.1:${pipePort}`, proc: pipe });
+
+    // The control plane with a verifying receiver subscribed to completions, as users run it.
+    const receiver = start(
+      process.execPath,
+      ["dist/examples/receiver.js", "--port", String(receiverPort), "--secret", SECRET],
+      1,
+    );
+    procs.push(receiver);
+    const configPath = join(dir, "config.yaml");
+    writeFileSync(
+      configPath,
+      `webhooks:\n  primary:\n    url: "http://127.0.0.1:${receiverPort}/webhooks/ai"\n    secret: "${SECRET}"\n    enabled: true\nevents:\n  subscribe: ["completion"]\nsecurity:\n  require_https: false\n  allowed_networks: ["127.0.0.0/8"]\ndelivery:\n  concurrent_deliveries: 64\n`,
+    );
+    const cp = start(
+      process.execPath,
+      [
+        "bin/aigw.js",
+        "control-plane",
+        "--config",
+        configPath,
+        "--store",
+        `sqlite:${join(dir, "cp.db")}`,
+        "--grpc",
+        "127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
+      ],
+      1,
+      { AIGW_LOG_LEVEL: "info" },
+      true,
+    );
+    procs.push(cp);
+    const grpcUrl = await waitUntil("control plane", () => /"grpc":"([^"]+)"/.exec(cp.stdout())?.[1]);
+    const sidecarArgs = [
+      ...(process.env.AIGW_BENCH_SIDECAR_NODE_OPTIONS?.split(" ").filter(Boolean) ?? []),
+      "bin/aigw.js",
+      "sidecar",
+      "--control-plane",
+      grpcUrl,
+      "--listen",
+      `127.0.0.1:${sidecarPort}`,
+      "--admin-listen",
+      `127.0.0.1:${adminPort}`,
+      "--upstream",
+      `http://127.0.0.1:${upstreamPort}`,
+      "--spool",
+      join(dir, "spool"),
+      "--org",
+      "org_bench",
+      "--app",
+      "bench",
+    ];
+    const sidecar = start(process.execPath, sidecarArgs, 0, { AIGW_LOG_LEVEL: "warn" });
+    procs.push(sidecar);
+    targets.set("aigw sidecar", { url: `http://127.0.0.1:${sidecarPort}`, proc: sidecar });
+    const adminUrl = `http://127.0.0.1:${adminPort}`;
+    await waitUntil(
+      "sidecar connected to the control plane",
+      async () => (await get(`${adminUrl}/readyz`)).body.includes("connected") || undefined,
+    );
+    for (const [name, { url }] of targets) await waitUntil(name, async () => (await get(url)).status > 0 || undefined);
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+    const rssIdle = metric((await get(`${adminUrl}/metrics`)).body, "process_resident_memory_bytes") ?? Number.NaN;
+
+    // Interleaved: each run measures every target at every concurrency, so drift hits all alike.
+    const results = new Map<string, Measurement[]>();
+    let rssPeak = 0;
+    for (let run = 0; run < RUNS; run++) {
+      for (const conns of CONNS) {
+        for (const [name, { url, proc }] of targets) {
+          const cpuBefore = cpuTimeUs(proc?.child.pid);
+          let sampler: NodeJS.Timeout | undefined;
+          if (name === "aigw sidecar" && conns === Math.max(...CONNS)) {
+            sampler = setInterval(() => {
+              void get(`${adminUrl}/metrics`)
+                .then(({ body }) => {
+                  rssPeak = Math.max(rssPeak, metric(body, "process_resident_memory_bytes") ?? 0);
+                })
+                .catch(() => {});
+            }, 500);
+          }
+          const measured = await load(`${url}/v1/chat/completions`, conns, SECONDS);
+          clearInterval(sampler);
+          const cpuAfter = cpuTimeUs(proc?.child.pid);
+          const requests = measured.rps * (SECONDS + WARMUP_S);
+          const cpuUs =
+            cpuBefore !== undefined && cpuAfter !== undefined ? (cpuAfter - cpuBefore) / requests : undefined;
+          const key = `${name}|${conns}`;
+          results.set(key, [...(results.get(key) ?? []), { ...measured, cpuUs }]);
+          note(
+            `run ${run + 1}/${RUNS} ${name} c=${conns}: p50 ${us(measured.p50Us)} p99 ${us(measured.p99Us)} ${measured.rps.toFixed(0)} req/s`,
+          );
+        }
       }
     }
-    directMs.sort((a, b) => a - b);
-    throughMs.sort((a, b) => a - b);
 
-    let directRate = 0;
-    let throughRate = 0;
-    for (let round = 0; round < THROUGHPUT_ROUNDS; round++) {
-      directRate += await throughput(direct, THROUGHPUT_ROUND_MS);
-      throughRate += await throughput(through, THROUGHPUT_ROUND_MS);
+    // Streaming: the same stream direct and through the sidecar, alternately.
+    const ttfb: Record<"direct" | "sidecar", number[]> = { direct: [], sidecar: [] };
+    const lastChunk: Record<"direct" | "sidecar", number[]> = { direct: [], sidecar: [] };
+    for (let i = 0; i < STREAMS; i++) {
+      for (const side of ["direct", "sidecar"] as const) {
+        const url = side === "direct" ? targets.get("direct")!.url : targets.get("aigw sidecar")!.url;
+        const s = await stream(`${url}/v1/chat/completions`);
+        if (i >= 5) {
+          ttfb[side].push(s.ttfbMs);
+          lastChunk[side].push(s.lastChunkMs - s.ttfbMs);
+        }
+      }
     }
-    directRate /= THROUGHPUT_ROUNDS;
-    throughRate /= THROUGHPUT_ROUNDS;
 
-    const p50d = percentile(directMs, 50);
-    const p50t = percentile(throughMs, 50);
-    const p99d = percentile(directMs, 99);
-    const p99t = percentile(throughMs, 99);
-    const baseline = `direct to the mock provider (loopback, keep-alive, ${directMs.length} sequential chat completions)`;
-    return [
-      {
-        name: "sidecar added latency p50",
-        value: p50t - p50d,
-        unit: "ms",
-        baseline: `${baseline}, p50`,
-        baselineValue: p50d,
-        ratio: p50t / p50d,
-        target: "≤ 0.15 ms",
+    // Every event the sidecar published reaches the control plane; then RSS once quiet.
+    const sidecarMetrics = await waitUntil(
+      "the sidecar's queue to drain",
+      async () => {
+        const { body } = await get(`${adminUrl}/metrics`);
+        return metric(body, "aigw_sidecar_events_queued") === 0 ? body : undefined;
       },
-      {
-        name: "sidecar added latency p99",
-        value: p99t - p99d,
-        unit: "ms",
-        baseline: `${baseline}, p99`,
-        baselineValue: p99d,
-        ratio: p99t / p99d,
-        target: "≤ 1 ms",
-      },
-      {
-        name: `sidecar throughput, ${CONCURRENCY} connections`,
-        value: throughRate,
-        unit: "req/s",
-        baseline: `direct to the mock provider, ${CONCURRENCY} connections (same process: the proxy's CPU counts in full)`,
-        baselineValue: directRate,
-        ratio: throughRate / directRate,
-      },
-      {
-        name: "sidecar events published during the run",
-        value: events,
-        unit: "events",
-      },
+      120_000,
+    );
+    const eventsSent = metric(sidecarMetrics, "aigw_sidecar_events_sent_total") ?? 0;
+    const dropped = metric(sidecarMetrics, "aigw_sidecar_events_dropped_total") ?? 0;
+    note(
+      `${eventsSent} events acked by the control plane, ${dropped} dropped; waiting ${RSS_AFTER_S} s for the RSS after load`,
+    );
+    await new Promise((resolve) => setTimeout(resolve, RSS_AFTER_S * 1000));
+    const afterMetrics = (await get(`${adminUrl}/metrics`)).body;
+    const rssAfter = metric(afterMetrics, "process_resident_memory_bytes") ?? Number.NaN;
+    // The receiver prints a line on start, then one per verified event.
+    const webhooks = receiver.lines() - 1;
+
+    const med = (name: Target, conns: number, field: keyof Measurement): number =>
+      median((results.get(`${name}|${conns}`) ?? []).map((m) => m[field] ?? Number.NaN));
+    const baselineName: Target = hasNginx ? "nginx" : "pipe proxy";
+
+    // The matrix, as the issue states it.
+    const lines = [
+      "",
+      `sidecar proxy, medians of ${RUNS} runs of ${SECONDS} s (${hasWrk ? "wrk" : "Node load generator"}; ${canPin ? "proxies on core 0, load generator and (at nice 10) control plane and receiver on core 1" : "unpinned"}; load average ${loadAtStart.toFixed(2)} at start, ${(loadavg()[0] ?? 0).toFixed(2)} at end)`,
+      "",
+      `| target | ${CONNS.map((c) => `${c} conn p50 / p99 / req/s / CPU per req`).join(" | ")} |`,
+      `|---|${CONNS.map(() => "---").join("|")}|`,
+      ...[...targets.keys()].map(
+        (name) =>
+          `| ${name} | ${CONNS.map((c) => `${us(med(name, c, "p50Us"))} / ${us(med(name, c, "p99Us"))} / ${(med(name, c, "rps") / 1000).toFixed(1)}k / ${name === "direct" ? "–" : us(med(name, c, "cpuUs"))}`).join(" | ")} |`,
+      ),
+      `| sidecar ÷ direct | ${CONNS.map((c) => `${(med("aigw sidecar", c, "p50Us") / med("direct", c, "p50Us")).toFixed(2)} / ${(med("aigw sidecar", c, "p99Us") / med("direct", c, "p99Us")).toFixed(2)} / ${(med("aigw sidecar", c, "rps") / med("direct", c, "rps")).toFixed(2)} / –`).join(" | ")} |`,
+      `| sidecar ÷ ${baselineName} | ${CONNS.map((c) => `${(med("aigw sidecar", c, "p50Us") / med(baselineName, c, "p50Us")).toFixed(2)} / ${(med("aigw sidecar", c, "p99Us") / med(baselineName, c, "p99Us")).toFixed(2)} / ${(med("aigw sidecar", c, "rps") / med(baselineName, c, "rps")).toFixed(2)} / ${(med("aigw sidecar", c, "cpuUs") / med(baselineName, c, "cpuUs")).toFixed(2)}`).join(" | ")} |`,
+      "",
+      `streaming (${STREAM_CHUNKS} chunks ${STREAM_CHUNK_MS} ms apart, ${STREAMS - 5} streams): time to first byte ${median(ttfb.direct).toFixed(2)} ms direct, ${median(ttfb.sidecar).toFixed(2)} ms through the sidecar; last chunk after the first ${median(lastChunk.direct).toFixed(2)} / ${median(lastChunk.sidecar).toFixed(2)} ms`,
+      `sidecar RSS: ${(rssIdle / 1048576).toFixed(0)} MB idle, ${(rssPeak / 1048576).toFixed(0)} MB peak under ${Math.max(...CONNS)}-connection load, ${(rssAfter / 1048576).toFixed(0)} MB ${RSS_AFTER_S} s after`,
+      `events: ${eventsSent} acked by the control plane, ${dropped} dropped; ${webhooks} signed webhooks verified by the receiver by the end`,
+      "",
     ];
+    process.stdout.write(`${lines.join("\n")}\n`);
+
+    const rows: BenchRow[] = [];
+    const c1 = CONNS[0] ?? 1;
+    rows.push({
+      name: `sidecar added p50, ${c1} connection`,
+      value: (med("aigw sidecar", c1, "p50Us") - med("direct", c1, "p50Us")) / 1000,
+      unit: "ms",
+      baseline: `${baselineName} added p50 (direct p50 ${us(med("direct", c1, "p50Us"))})`,
+      baselineValue: (med(baselineName, c1, "p50Us") - med("direct", c1, "p50Us")) / 1000,
+      target: "≤ 0.06 ms",
+    });
+    for (const conns of CONNS) {
+      rows.push({
+        name: `sidecar p99, ${conns} conn (events live)`,
+        value: med("aigw sidecar", conns, "p99Us") / 1000,
+        unit: "ms",
+        baseline: `${baselineName} p99, same run`,
+        baselineValue: med(baselineName, conns, "p99Us") / 1000,
+        ratio: med("aigw sidecar", conns, "p99Us") / med(baselineName, conns, "p99Us"),
+        target: "≤ 1.5 ×",
+      });
+    }
+    for (const conns of CONNS) {
+      rows.push({
+        name: `sidecar throughput, ${conns} conn (events live)`,
+        value: med("aigw sidecar", conns, "rps"),
+        unit: "req/s",
+        baseline: `${baselineName}, same run (direct ${med("direct", conns, "rps").toFixed(0)})`,
+        baselineValue: med(baselineName, conns, "rps"),
+        ratio: med("aigw sidecar", conns, "rps") / med(baselineName, conns, "rps"),
+        ...(conns >= 4 ? { target: "≥ 0.6 ×" } : {}),
+      });
+    }
+    rows.push({
+      name: "sidecar streaming: added time to first byte",
+      value: median(ttfb.sidecar) - median(ttfb.direct),
+      unit: "ms",
+      baseline: "direct time to first byte",
+      baselineValue: median(ttfb.direct),
+      target: "≤ 1 ms",
+    });
+    rows.push({
+      name: "sidecar streaming: added delay per chunk",
+      value: (median(lastChunk.sidecar) - median(lastChunk.direct)) / STREAM_CHUNKS,
+      unit: "ms",
+      target: "≤ 1 ms",
+    });
+    rows.push(
+      { name: "sidecar RSS idle", value: rssIdle / 1048576, unit: "MB", target: "≤ 60 MB" },
+      {
+        name: `sidecar RSS peak, ${Math.max(...CONNS)} conn`,
+        value: rssPeak / 1048576,
+        unit: "MB",
+        target: "≤ 100 MB",
+      },
+      {
+        name: `sidecar RSS ${RSS_AFTER_S} s after load`,
+        value: rssAfter / 1048576,
+        unit: "MB",
+        baseline: "idle",
+        baselineValue: rssIdle / 1048576,
+        ratio: rssAfter / rssIdle,
+        target: "≤ 1.1 ×",
+      },
+      { name: "sidecar events acked during the run (dropped)", value: eventsSent, unit: `events (${dropped} dropped)` },
+    );
+    return rows;
   } finally {
-    await direct.close();
-    await through.close();
-    await proxy.close();
-    await mock.close();
+    for (const proc of procs.reverse()) await proc.stop();
+    if (canPin) spawnSync("taskset", ["-p", "-c", `0-${cpus().length - 1}`, String(process.pid)]);
+    rmSync(dir, { recursive: true, force: true });
   }
 }

@@ -1,12 +1,10 @@
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { main } from "../../cli/main.js";
+import { type TestStoreLocation, testStoreLocation, withStorageKey } from "../support/store.js";
 import { newEventId, newRequestId } from "../../common/ids.js";
 import { createLogger } from "../../common/logger.js";
 import { parseConfig } from "../../control-plane/config/load.js";
@@ -24,14 +22,14 @@ pricing:
 `;
 
 describe("budget and pricing Admin RPCs and CLI verbs", () => {
-  let dir: string;
+  let location: TestStoreLocation;
   let cp: RunningControlPlane;
   const now = { ms: Date.parse("2026-07-04T10:00:00Z") };
 
   const start = () =>
     runControlPlane({
-      config: parseConfig(YAML, { file: "admin.yaml", env: {} }),
-      store: `sqlite:${join(dir, "aigw.db")}`,
+      config: parseConfig(withStorageKey(YAML, location), { file: "admin.yaml", env: {} }),
+      store: location.url,
       grpc: "127.0.0.1:0",
       http: "127.0.0.1:0",
       now: () => now.ms,
@@ -68,12 +66,12 @@ describe("budget and pricing Admin RPCs and CLI verbs", () => {
   };
 
   beforeEach(async () => {
-    dir = mkdtempSync(join(tmpdir(), "aigw-budget-admin-"));
+    location = await testStoreLocation();
     cp = await start();
   });
   afterEach(async () => {
     await cp.close();
-    rmSync(dir, { recursive: true, force: true });
+    await location.cleanup();
   });
 
   it("SetBudget answers INVALID_ARGUMENT naming the field", async () => {

@@ -7,6 +7,7 @@ import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { type TestStoreLocation, testStoreLocation, withStorageKey } from "../support/store.js";
 import { newEventId, newRequestId } from "../../common/ids.js";
 import { createLogger } from "../../common/logger.js";
 import { parseConfig } from "../../control-plane/config/load.js";
@@ -90,12 +91,15 @@ interface Harness {
 describe("budgets and pricing on a real control plane", () => {
   const open: { close(): Promise<void> }[] = [];
   let dir: string;
+  let location: TestStoreLocation;
 
-  beforeEach(() => {
+  beforeEach(async () => {
     dir = mkdtempSync(join(tmpdir(), "aigw-budgets-"));
+    location = await testStoreLocation();
   });
   afterEach(async () => {
     for (const c of open.splice(0).reverse()) await c.close();
+    await location.cleanup();
     rmSync(dir, { recursive: true, force: true });
   });
 
@@ -112,8 +116,11 @@ describe("budgets and pricing on a real control plane", () => {
       cp: undefined as unknown as RunningControlPlane,
       async start() {
         const cp = await runControlPlane({
-          config: parseConfig(configYaml(receiver.url, extra), { file: "budgets.yaml", env: {} }),
-          store: `sqlite:${join(dir, "aigw.db")}`,
+          config: parseConfig(withStorageKey(configYaml(receiver.url, extra), location), {
+            file: "budgets.yaml",
+            env: {},
+          }),
+          store: location.url,
           grpc: "127.0.0.1:0",
           http: "127.0.0.1:0",
           now: () => clock.now,

@@ -1,12 +1,11 @@
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { existsSync } from "node:fs";
 import { type Browser, chromium } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLogger } from "../../common/logger.js";
 import { parseConfig } from "../../control-plane/config/load.js";
 import { runControlPlane } from "../../control-plane/run.js";
 import { startTestStack, type TestStack, TEST_SECRET, testConfigYaml } from "../support/stack.js";
+import { type TestStoreLocation, testStoreLocation, withStorageKey } from "../support/store.js";
 import { type ControlPlaneFixture, startControlPlane } from "../support/control-plane.js";
 import { startTestReceiver, type TestReceiver } from "../support/webhook-receiver.js";
 import { waitFor } from "../support/wait.js";
@@ -78,21 +77,24 @@ describe.skipIf(!haveChromium)("dashboard", () => {
   describe("with admin tokens", () => {
     let fixture: ControlPlaneFixture;
     let open: Awaited<ReturnType<typeof runControlPlane>> | undefined;
-    let dir: string;
+    let location: TestStoreLocation | undefined;
     beforeAll(async () => {
       fixture = await startControlPlane(
         testConfigYaml({ primaryUrl: receiver.url, extra: 'auth:\n  admin_tokens: ["dash-token"]\n' }),
       );
-      dir = mkdtempSync(join(tmpdir(), "aigw-dash-open-"));
+      location = await testStoreLocation();
       open = await runControlPlane({
         config: parseConfig(
-          testConfigYaml({
-            primaryUrl: receiver.url,
-            extra: 'auth:\n  admin_tokens: ["dash-token"]\n  sidecar_tokens: ["dash-sidecar"]\n',
-          }),
+          withStorageKey(
+            testConfigYaml({
+              primaryUrl: receiver.url,
+              extra: 'auth:\n  admin_tokens: ["dash-token"]\n  sidecar_tokens: ["dash-sidecar"]\n',
+            }),
+            location,
+          ),
           { file: "t.yaml", env: {} },
         ),
-        store: `sqlite:${join(dir, "open.db")}`,
+        store: location.url,
         grpc: "127.0.0.1:0",
         http: "0.0.0.0:0",
         logger: createLogger({ level: "silent" }),
@@ -101,7 +103,7 @@ describe.skipIf(!haveChromium)("dashboard", () => {
     afterAll(async () => {
       await fixture?.close();
       await open?.close();
-      rmSync(dir, { recursive: true, force: true });
+      await location?.cleanup();
     });
 
     it("on loopback: the page asks for the token for its data, then shows it", async () => {

@@ -1,6 +1,3 @@
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { Writable } from "node:stream";
 import { create } from "@bufbuild/protobuf";
 import { timestampNow } from "@bufbuild/protobuf/wkt";
@@ -12,7 +9,8 @@ import { defaultConfig } from "../../control-plane/config/defaults.js";
 import type { GatewayConfig } from "../../control-plane/config/types.js";
 import { createDeliveryPool, type DeliveryPool } from "../../control-plane/delivery/pool.js";
 import { DeliveryScheduler } from "../../control-plane/delivery/scheduler.js";
-import { openSqliteStore, type SqliteStore } from "../../control-plane/store/sqlite/store.js";
+import type { Store } from "../../control-plane/store/store.js";
+import { openLocation, type TestStoreLocation, testStoreLocation } from "../support/store.js";
 import type { DeliveryRecord } from "../../control-plane/store/store.js";
 import { type Event, EventSchema } from "../../gen/aigw/v1/events_pb.js";
 import { startTestServer, type TestServer } from "./helpers.js";
@@ -21,9 +19,8 @@ const SECRET = "whsec_" + Buffer.from("scheduler-test-secret-0123456789").toStri
 const BACKUP_SECRET = "whsec_" + Buffer.from("backup-test-secret-0123456789abc").toString("base64");
 
 let pool: DeliveryPool;
-let dir: string;
-let dbPath: string;
-let store: SqliteStore;
+let location: TestStoreLocation;
+let store: Store;
 let logLines: string[];
 const schedulers: DeliveryScheduler[] = [];
 const servers: TestServer[] = [];
@@ -36,9 +33,8 @@ afterAll(async () => {
 });
 
 beforeEach(async () => {
-  dir = mkdtempSync(join(tmpdir(), "aigw-sched-"));
-  dbPath = join(dir, "aigw.db");
-  store = await openSqliteStore(dbPath);
+  location = await testStoreLocation();
+  store = await openLocation(location);
   logLines = [];
 });
 
@@ -49,7 +45,7 @@ afterEach(async () => {
   // Secrets never reach a log line.
   const logs = logLines.join("");
   for (const secret of [SECRET, BACKUP_SECRET]) expect(logs).not.toContain(secret.slice(6));
-  rmSync(dir, { recursive: true, force: true });
+  await location.cleanup();
 });
 
 function testConfig(
@@ -80,7 +76,7 @@ function logger() {
   return createLogger({ level: "debug", destination, name: "delivery-test" });
 }
 
-function scheduler(config: GatewayConfig, options: { ownPool?: boolean; targetStore?: SqliteStore } = {}) {
+function scheduler(config: GatewayConfig, options: { ownPool?: boolean; targetStore?: Store } = {}) {
   const s = new DeliveryScheduler({
     store: options.targetStore ?? store,
     config,
@@ -421,7 +417,7 @@ describe("DeliveryScheduler", () => {
 
     // A restart: the database closed and reopened, a new scheduler with its own lease owner.
     await store.close();
-    store = await openSqliteStore(dbPath);
+    store = await openLocation(location);
     scheduler(testConfig());
     await until("all delivered after restart", async () => (await store.countPending()) === 0);
     expect(new Set(r.requests.map((q) => q.headers["webhook-id"]))).toEqual(new Set(events.map((e) => e.id)));

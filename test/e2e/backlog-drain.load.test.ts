@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { openSqliteStore } from "../../control-plane/store/sqlite/store.js";
+import { openLocation, type TestStoreLocation, testStoreLocation, withStorageKey } from "../support/store.js";
 import { type AigwProcess, runAigw } from "../support/processes.js";
 import { completion } from "../support/control-plane.js";
 import { TEST_SECRET } from "../support/stack.js";
@@ -19,6 +19,7 @@ const BACKLOG = 200_000;
 
 describe("a 200k backlog drains at a steady rate (real process)", () => {
   let dir: string | undefined;
+  let location: TestStoreLocation | undefined;
   let cp: AigwProcess | undefined;
   let server: http.Server | undefined;
 
@@ -26,6 +27,7 @@ describe("a 200k backlog drains at a steady rate (real process)", () => {
     cp?.child.kill("SIGKILL");
     await cp?.exited;
     await new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()));
+    await location?.cleanup();
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
@@ -49,8 +51,8 @@ describe("a 200k backlog drains at a steady rate (real process)", () => {
     await new Promise<void>((resolve) => server?.listen(0, "127.0.0.1", resolve));
     const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/hooks`;
 
-    const dbPath = join(dir, "cp.db");
-    const store = await openSqliteStore(dbPath);
+    location = await testStoreLocation();
+    const store = await openLocation(location);
     await store.upsertEndpoint({ name: "primary", url, enabled: true, eventTypes: [], failoverTo: "" }, TEST_SECRET);
     for (let done = 0; done < BACKLOG; done += 10_000) {
       await store.ingest(
@@ -64,7 +66,8 @@ describe("a 200k backlog drains at a steady rate (real process)", () => {
     const configPath = join(dir, "config.yaml");
     writeFileSync(
       configPath,
-      `
+      withStorageKey(
+        `
 webhooks:
   primary:
     url: "${url}"
@@ -76,13 +79,15 @@ delivery:
   concurrent_deliveries: 64
   per_endpoint_concurrency: 64
 `,
+        location,
+      ),
     );
     cp = runAigw([
       "control-plane",
       "--config",
       configPath,
       "--store",
-      `sqlite:${dbPath}`,
+      location.url,
       "--grpc",
       "127.0.0.1:0",
       "--http",

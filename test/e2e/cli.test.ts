@@ -6,6 +6,7 @@ import { loadCommandGroups } from "../../cli/commands/index.js";
 import { main } from "../../cli/main.js";
 import { commandSummary } from "../../cli/usage.js";
 import { REPO_ROOT, runAigw } from "../support/processes.js";
+import { testStoreLocation } from "../support/store.js";
 
 /** The CLI in-process (the same main() bin/aigw.js runs), for checks over every verb. */
 async function runMain(argv: string[]): Promise<{ code: number; out: string; err: string }> {
@@ -29,7 +30,11 @@ describe("aigw CLI", () => {
   beforeAll(() => {
     dir = mkdtempSync(join(tmpdir(), "aigw-cli-"));
   });
-  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  const cleanups: (() => Promise<void>)[] = [];
+  afterAll(async () => {
+    for (const cleanup of cleanups) await cleanup();
+    rmSync(dir, { recursive: true, force: true });
+  });
 
   it("--help lists every command", async () => {
     const p = runAigw(["--help"]);
@@ -76,19 +81,26 @@ describe("aigw CLI", () => {
   });
 
   it("starts on the product page's webhook_config.yaml unchanged and stops on SIGTERM", async () => {
+    const location = await testStoreLocation();
+    cleanups.push(location.cleanup);
     const p = runAigw(
       [
         "control-plane",
         "--config",
         "examples/webhook_config.yaml",
         "--store",
-        `sqlite:${join(dir, "pp.db")}`,
+        location.url,
         "--grpc",
         "127.0.0.1:0",
         "--http",
         "127.0.0.1:0",
       ],
-      { WEBHOOK_SECRET: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", BACKUP_WEBHOOK_SECRET: "a-raw-secret-used-as-bytes" },
+      {
+        WEBHOOK_SECRET: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        BACKUP_WEBHOOK_SECRET: "a-raw-secret-used-as-bytes",
+        // PostgreSQL needs a key; the file does not name one, so it comes from the environment.
+        ...(location.encryptionKey ? { AIGW_ENCRYPTION_KEY: location.encryptionKey } : {}),
+      },
     );
     const ready = await p.waitForLog("control plane ready");
     const health = await fetch(`${String(ready.http)}/healthz`);

@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { startMockProvider } from "../../examples/mock-provider.js";
 import { type AigwProcess, runAigw } from "../support/processes.js";
-import { openSqliteStore } from "../../control-plane/store/sqlite/store.js";
+import { openLocation, type TestStoreLocation, testStoreLocation, withStorageKey } from "../support/store.js";
 import { completion } from "../support/control-plane.js";
 import { TEST_SECRET } from "../support/stack.js";
 import { startTestReceiver, type TestReceiver } from "../support/webhook-receiver.js";
@@ -69,6 +69,7 @@ delivery:
 
 describe("delivery isolation and graceful stop (real processes)", () => {
   let dir: string;
+  let location: TestStoreLocation | undefined;
   let healthy: TestReceiver;
   let hanging: Awaited<ReturnType<typeof startHangingReceiver>>;
   let provider: Awaited<ReturnType<typeof startMockProvider>>;
@@ -84,6 +85,7 @@ describe("delivery isolation and graceful stop (real processes)", () => {
     }
     await healthy?.close();
     await hanging?.close();
+    await location?.cleanup();
     rmSync(dir, { recursive: true, force: true });
   });
   afterAll(async () => {
@@ -92,13 +94,14 @@ describe("delivery isolation and graceful stop (real processes)", () => {
 
   async function stack(extraArgs: string[] = [], timeoutMs = 8_000, hangingBacklog = 0) {
     dir = mkdtempSync(join(tmpdir(), "aigw-isolation-"));
+    location = await testStoreLocation();
     healthy = await startTestReceiver({ secret: TEST_SECRET });
     hanging = await startHangingReceiver();
     const configPath = join(dir, "config.yaml");
-    writeFileSync(configPath, config(healthy.url, hanging.url, timeoutMs));
+    writeFileSync(configPath, withStorageKey(config(healthy.url, hanging.url, timeoutMs), location));
     if (hangingBacklog > 0) {
       // A backlog already waiting for the hanging endpoint, written through the store.
-      const store = await openSqliteStore(join(dir, "cp.db"));
+      const store = await openLocation(location);
       await store.upsertEndpoint(
         { name: "hanging", url: hanging.url, enabled: true, eventTypes: [], failoverTo: "" },
         TEST_SECRET,
@@ -114,7 +117,7 @@ describe("delivery isolation and graceful stop (real processes)", () => {
       "--config",
       configPath,
       "--store",
-      `sqlite:${join(dir, "cp.db")}`,
+      location.url,
       "--grpc",
       "127.0.0.1:0",
       "--http",

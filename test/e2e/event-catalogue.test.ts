@@ -6,6 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type TestStoreLocation, testStoreLocation, withStorageKey } from "../support/store.js";
 import { AdminService } from "../../gen/aigw/v1/admin_pb.js";
 import { startMockProvider } from "../../examples/mock-provider.js";
 import { type AigwProcess, runAigw } from "../support/processes.js";
@@ -18,6 +19,7 @@ import { waitFor } from "../support/wait.js";
 // receiver verifying every webhook with standardwebhooks.
 describe("the whole event catalogue through real processes", () => {
   let dir: string;
+  let location: TestStoreLocation;
   let receiver: TestReceiver;
   let provider: Awaited<ReturnType<typeof startMockProvider>>;
   const children: AigwProcess[] = [];
@@ -26,6 +28,7 @@ describe("the whole event catalogue through real processes", () => {
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), "aigw-catalogue-"));
+    location = await testStoreLocation();
     // The first attempt of every streaming event with token_index 2 fails: order must hold anyway.
     receiver = await startTestReceiver({
       secret: TEST_SECRET,
@@ -35,7 +38,8 @@ describe("the whole event catalogue through real processes", () => {
     const config = join(dir, "config.yaml");
     writeFileSync(
       config,
-      `
+      withStorageKey(
+        `
 webhooks:
   primary:
     url: "${receiver.url}"
@@ -59,13 +63,15 @@ limits:
   - org_id: "org_limited"
     requests_per_minute: 2
 `,
+        location,
+      ),
     );
     const cp = runAigw([
       "control-plane",
       "--config",
       config,
       "--store",
-      `sqlite:${join(dir, "cp.db")}`,
+      location.url,
       "--grpc",
       "127.0.0.1:0",
       "--http",
@@ -80,6 +86,8 @@ limits:
         "--control-plane",
         String(ready.grpc),
         "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
         "127.0.0.1:0",
         "--upstream",
         `openai=${provider.url}`,
@@ -106,6 +114,7 @@ limits:
     }
     await provider?.close();
     await receiver?.close();
+    await location?.cleanup();
     rmSync(dir, { recursive: true, force: true });
   });
 

@@ -15,7 +15,7 @@ describe("the local stack of npm start", () => {
     dir = mkdtempSync(join(tmpdir(), "aigw-local-"));
     stack = await startLocalStack({
       out: (s) => printed.push(s),
-      ports: { sidecar: 0, grpc: 0, http: 0, receiver: 0, provider: 0 },
+      ports: { sidecar: 0, sidecarAdmin: 0, grpc: 0, http: 0, receiver: 0, provider: 0 },
       dataDir: dir,
       env: { AIGW_LOG_LEVEL: "silent" },
     });

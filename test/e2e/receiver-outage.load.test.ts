@@ -2,6 +2,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type TestStoreLocation, testStoreLocation, withStorageKey } from "../support/store.js";
 import { startMockProvider } from "../../examples/mock-provider.js";
 import { type AigwProcess, runAigw } from "../support/processes.js";
 import { BACKUP_SECRET, TEST_SECRET, testConfigYaml } from "../support/stack.js";
@@ -16,6 +17,7 @@ import { waitFor } from "../support/wait.js";
 // during the outage with one bulk replay.
 describe("both receivers down briefly (primary → backup)", () => {
   let dir: string;
+  let location: TestStoreLocation | undefined;
   let primary: TestReceiver;
   let backup: TestReceiver;
   let provider: Awaited<ReturnType<typeof startMockProvider>>;
@@ -38,28 +40,33 @@ describe("both receivers down briefly (primary → backup)", () => {
     await provider?.close();
     await primary?.close();
     await backup?.close();
+    await location?.cleanup();
     rmSync(dir, { recursive: true, force: true });
   });
 
   it("stays up, recovers by itself, and one bulk replay delivers the outage's dead letters", async () => {
     const configPath = join(dir, "config.yaml");
+    location = await testStoreLocation();
     writeFileSync(
       configPath,
-      testConfigYaml({
-        primaryUrl: primary.url,
-        backupUrl: backup.url,
-        maxAttempts: 2,
-        initialDelayMs: 200,
-        // A short cooldown keeps the test short; the default (30 s) only delays recovery.
-        extra: "  circuit_breaker_cooldown_ms: 2000\n",
-      }),
+      withStorageKey(
+        testConfigYaml({
+          primaryUrl: primary.url,
+          backupUrl: backup.url,
+          maxAttempts: 2,
+          initialDelayMs: 200,
+          // A short cooldown keeps the test short; the default (30 s) only delays recovery.
+          extra: "  circuit_breaker_cooldown_ms: 2000\n",
+        }),
+        location,
+      ),
     );
     cp = runAigw([
       "control-plane",
       "--config",
       configPath,
       "--store",
-      `sqlite:${join(dir, "cp.db")}`,
+      location.url,
       "--grpc",
       "127.0.0.1:0",
       "--http",

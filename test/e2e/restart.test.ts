@@ -2,6 +2,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type TestStoreLocation, testStoreLocation, withStorageKey } from "../support/store.js";
 import { createLogger } from "../../common/logger.js";
 import { startMockProvider } from "../../examples/mock-provider.js";
 import { runSidecar, type RunningSidecar } from "../../sidecar/run.js";
@@ -15,6 +16,7 @@ import { waitFor } from "../support/wait.js";
 // delivered twice except attempts that were in flight at the kill.
 describe("control plane killed and restarted mid-run", () => {
   let dir: string;
+  let location: TestStoreLocation;
   let receiver: TestReceiver;
   let provider: Awaited<ReturnType<typeof startMockProvider>>;
   let sidecar: RunningSidecar | undefined;
@@ -22,6 +24,7 @@ describe("control plane killed and restarted mid-run", () => {
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), "aigw-restart-"));
+    location = await testStoreLocation();
     receiver = await startTestReceiver({ secret: TEST_SECRET });
     provider = await startMockProvider({ host: "127.0.0.1", port: 0 });
   });
@@ -32,24 +35,15 @@ describe("control plane killed and restarted mid-run", () => {
     await cp?.exited;
     await provider?.close();
     await receiver?.close();
+    await location?.cleanup();
     rmSync(dir, { recursive: true, force: true });
   });
 
   it("loses nothing and duplicates only in-flight attempts", async () => {
     const configPath = join(dir, "config.yaml");
-    writeFileSync(configPath, testConfigYaml({ primaryUrl: receiver.url }));
+    writeFileSync(configPath, withStorageKey(testConfigYaml({ primaryUrl: receiver.url }), location));
     const start = (grpc: string, http: string) =>
-      runAigw([
-        "control-plane",
-        "--config",
-        configPath,
-        "--store",
-        `sqlite:${join(dir, "cp.db")}`,
-        "--grpc",
-        grpc,
-        "--http",
-        http,
-      ]);
+      runAigw(["control-plane", "--config", configPath, "--store", location.url, "--grpc", grpc, "--http", http]);
 
     cp = start("127.0.0.1:0", "127.0.0.1:0");
     const ready = await cp.waitForLog("control plane ready");
@@ -59,6 +53,7 @@ describe("control plane killed and restarted mid-run", () => {
     sidecar = await runSidecar({
       controlPlane: grpcUrl,
       listen: "127.0.0.1:0",
+      adminListen: "127.0.0.1:0",
       upstreams: { openai: provider.url },
       orgId: "org_restart",
       app: "restart",

@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { describe, expect, it } from "vitest";
+import { testStoreLocation, withStorageKey } from "../support/store.js";
 import { AdminService } from "../../gen/aigw/v1/admin_pb.js";
 import { createLogger } from "../../common/logger.js";
 import { parseConfig } from "../../control-plane/config/load.js";
@@ -20,6 +21,7 @@ import { waitFor } from "../support/wait.js";
 describe("logs", () => {
   it("never contain signing secrets, tokens or the app's API key", async () => {
     const dir = mkdtempSync(join(tmpdir(), "aigw-logs-"));
+    const location = await testStoreLocation();
     const lines: string[] = [];
     const sink = new PassThrough();
     sink.setEncoding("utf8").on("data", (chunk: string) => lines.push(chunk));
@@ -32,13 +34,16 @@ describe("logs", () => {
     const rotated = "whsec_cm90YXRlZC1zZWNyZXQtdGhhdC1tdXN0LW5vdC1sZWFr";
     const cp = await runControlPlane({
       config: parseConfig(
-        testConfigYaml({
-          primaryUrl: receiver.url,
-          extra: `auth:\n  admin_tokens: ["${adminToken}"]\n  sidecar_tokens: ["${sidecarToken}"]\n`,
-        }),
+        withStorageKey(
+          testConfigYaml({
+            primaryUrl: receiver.url,
+            extra: `auth:\n  admin_tokens: ["${adminToken}"]\n  sidecar_tokens: ["${sidecarToken}"]\n`,
+          }),
+          location,
+        ),
         { file: "t.yaml", env: {} },
       ),
-      store: `sqlite:${join(dir, "logs.db")}`,
+      store: location.url,
       grpc: "127.0.0.1:0",
       http: "127.0.0.1:0",
       logger,
@@ -46,6 +51,7 @@ describe("logs", () => {
     const sidecar = await runSidecar({
       controlPlane: cp.grpcUrl,
       listen: "127.0.0.1:0",
+      adminListen: "127.0.0.1:0",
       upstreams: { openai: provider.url },
       token: sidecarToken,
       spoolDir: join(dir, "spool"),
@@ -75,6 +81,7 @@ describe("logs", () => {
       await cp.close();
       await provider.close();
       await receiver.close();
+      await location.cleanup();
       rmSync(dir, { recursive: true, force: true });
     }
     const all = lines.join("");

@@ -2,9 +2,6 @@ import { create } from "@bufbuild/protobuf";
 import { timestampNow } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, createClient, createRouterTransport } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Event, EventSchema, EventType } from "../../gen/aigw/v1/events_pb.js";
 import { FeedService } from "../../gen/aigw/v1/feed_pb.js";
@@ -14,10 +11,10 @@ import { EventBus } from "../../control-plane/feed/event-bus.js";
 import { FeedServiceImpl } from "../../control-plane/feed/feed-service.js";
 import type { RunningControlPlane } from "../../control-plane/run.js";
 import { type ControlPlaneFixture, startControlPlane } from "../support/control-plane.js";
-import { openSqliteStore } from "../../control-plane/store/sqlite/store.js";
 import type { StoredEvent } from "../../control-plane/store/store.js";
 import { runAigw } from "../support/processes.js";
 import { main } from "../../cli/main.js";
+import { openTestStore } from "../support/store.js";
 import { waitFor } from "../support/wait.js";
 
 const completion = (model = "gpt-4"): Event =>
@@ -276,8 +273,7 @@ describe("a watcher that stops reading", () => {
   });
 
   it("is cut off with RESOURCE_EXHAUSTED and a cursor to resume from, while publishing goes on", async () => {
-    const dir = mkdtempSync(join(tmpdir(), "aigw-feed-slow-"));
-    const store = await openSqliteStore(join(dir, "slow.db"), {});
+    const { store, cleanup } = await openTestStore();
     const bus = new EventBus();
     try {
       const transport = createRouterTransport((r) =>
@@ -315,8 +311,7 @@ describe("a watcher that stops reading", () => {
       expect(got.length).toBeLessThanOrEqual(6);
     } finally {
       bus.closeAll();
-      await store.close();
-      rmSync(dir, { recursive: true, force: true });
+      await cleanup();
     }
   });
 });

@@ -11,6 +11,7 @@ import { rpcErrorCode } from "../../common/rpc-errors.js";
 import { parseConfig } from "../../control-plane/config/load.js";
 import { runControlPlane } from "../../control-plane/run.js";
 import { type ControlPlaneFixture, startControlPlane } from "../support/control-plane.js";
+import { type TestStoreLocation, testStoreLocation } from "../support/store.js";
 
 const ADMIN = "admin-token-for-pages";
 const METRICS = "metrics-token-for-prometheus";
@@ -26,15 +27,15 @@ const get = (url: string, token?: string) =>
 // the Admin API does.
 describe("/metrics and the dashboard page beyond loopback", () => {
   let fx: { cp: Awaited<ReturnType<typeof runControlPlane>> & { httpUrl: string } };
-  let dir: string;
+  let location: TestStoreLocation;
   beforeAll(async () => {
-    dir = mkdtempSync(join(tmpdir(), "aigw-pages-"));
+    location = await testStoreLocation();
     const cp = await runControlPlane({
       config: parseConfig(
         `auth:\n  admin_tokens: ["${ADMIN}"]\n  sidecar_tokens: ["sidecar-token-for-pages"]\n  metrics_tokens: ["${METRICS}"]\nstorage:\n  encryption_key: "${Buffer.alloc(32, 3).toString("base64")}"\n`,
         { file: "t.yaml", env: {} },
       ),
-      store: `sqlite:${join(dir, "pages.db")}`,
+      store: location.url,
       grpc: "127.0.0.1:0",
       http: "0.0.0.0:0",
       logger: createLogger({ level: "silent" }),
@@ -44,7 +45,7 @@ describe("/metrics and the dashboard page beyond loopback", () => {
   });
   afterAll(async () => {
     await fx?.cp.close();
-    rmSync(dir, { recursive: true, force: true });
+    await location?.cleanup();
   });
 
   it("/metrics wants an admin or metrics token, and says so", async () => {

@@ -1,23 +1,20 @@
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { openSqliteStore, type SqliteStore } from "../../control-plane/store/sqlite/store.js";
-import { StoreConflictError } from "../../control-plane/store/store.js";
+import { openStore } from "../../control-plane/store/open.js";
+import { type Store, StoreConflictError } from "../../control-plane/store/store.js";
+import { type TestStoreLocation, TEST_BACKEND, TEST_ENCRYPTION_KEY, testStoreLocation } from "../support/store.js";
 
-const KEY = Buffer.alloc(32, 3).toString("base64");
-
-// The store's side of one-off endpoints and endpoint filters (schema v3), on a real SQLite file.
-describe("SQLite store: one-off endpoints, org keys, endpoint filters", () => {
-  let dir: string;
-  let store: SqliteStore;
+// The store's side of one-off endpoints and endpoint filters, on the backend under test.
+describe(`${TEST_BACKEND} store: one-off endpoints, org keys, endpoint filters`, () => {
+  let location: TestStoreLocation;
+  let store: Store;
+  const open = () => openStore(location.url, { encryptionKey: TEST_ENCRYPTION_KEY });
   beforeEach(async () => {
-    dir = await mkdtemp(join(tmpdir(), "aigw-oneoff-store-"));
-    store = await openSqliteStore(join(dir, "aigw.db"), { encryptionKey: KEY });
+    location = await testStoreLocation();
+    store = await open();
   });
   afterEach(async () => {
     await store.close();
-    await rm(dir, { recursive: true, force: true });
+    await location.cleanup();
   });
 
   it("creates a one-off endpoint once, with the org's key generated only when it has none", async () => {
@@ -75,7 +72,7 @@ describe("SQLite store: one-off endpoints, org keys, endpoint filters", () => {
     // A patch without filters keeps them.
     await store.updateEndpoint("orders", { enabled: false });
     await store.close();
-    store = await openSqliteStore(join(dir, "aigw.db"), { encryptionKey: KEY });
+    store = await open();
     expect((await store.getEndpoint("orders"))?.filters).toEqual({
       completionModels: [],
       completionMinTokens: 0,

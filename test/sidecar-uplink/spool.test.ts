@@ -1,8 +1,12 @@
 import { appendFile, readdir, readFile, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { fromBinary } from "@bufbuild/protobuf";
+import fc from "fast-check";
+import { EventBatchSchema } from "../../gen/aigw/v1/ingest_pb.js";
 import { Spool, type SpoolOptions } from "../../sidecar/uplink/spool.js";
 import { encodeRecord, parseSegment, SEGMENT_MAGIC } from "../../sidecar/uplink/segment-format.js";
+import { waitFor } from "./fake-control-plane.js";
 import { CapturedLog, completionEvent, temporaryDir } from "./helpers.js";
 
 let dir: { path: string; remove: () => Promise<void> };
@@ -11,6 +15,28 @@ const open: Spool[] = [];
 
 async function openSpool(options: Partial<SpoolOptions> = {}): Promise<Spool> {
   const spool = await Spool.open({ dir: dir.path, logger: log.logger, ...options });
+  open.push(spool);
+  return spool;
+}
+
+/** Appends one single-event batch; its seq and event id. */
+function appendOne(spool: Spool): { seq: number; id: string } | undefined {
+  const event = completionEvent();
+  const seq = spool.append([event]);
+  return seq === undefined ? undefined : { seq, id: event.id };
+}
+
+/** The event ids of batch `seq` as the spool gives it back (memory or disk). */
+async function idsOf(spool: Spool, seq: number): Promise<string[] | undefined> {
+  const payload = await spool.read(seq);
+  if (!payload) return undefined;
+  const batch = fromBinary(EventBatchSchema, payload);
+  expect(batch.seq).toBe(BigInt(seq));
+  return batch.events.map((e) => e.id);
+}
+
+async function openSpoolIn(sub: string, options: Partial<SpoolOptions> = {}): Promise<Spool> {
+  const spool = await Spool.open({ dir: join(dir.path, sub), logger: log.logger, ...options });
   open.push(spool);
   return spool;
 }
@@ -33,13 +59,14 @@ describe("Spool", () => {
   it("assigns increasing seqs, reads batches back and forgets acked ones", async () => {
     const spool = await openSpool();
     const first = spool.append([completionEvent(), completionEvent()]);
-    const second = spool.append([completionEvent()]);
-    expect(first?.seq).toBe(1n);
-    expect(second?.seq).toBe(2n);
+    const second = appendOne(spool);
+    expect(first).toBe(1);
+    expect(second?.seq).toBe(2);
     expect(spool.pendingBatches).toBe(2);
+    expect(spool.stats().pendingEvents).toBe(3);
     expect(spool.nextAfter(0)).toBe(1);
     expect(spool.nextAfter(1)).toBe(2);
-    expect((await spool.read(2))?.events[0]?.id).toBe(second?.events[0]?.id);
+    expect(await idsOf(spool, 2)).toEqual([second?.id]);
 
     spool.ack(1);
     expect(spool.ackedSeq).toBe(1);
@@ -50,48 +77,51 @@ describe("Spool", () => {
 
   it("recovers unacked batches in order after a restart and continues the numbering", async () => {
     const spool = await openSpool();
-    const batches = [1, 2, 3, 4].map(() => spool.append([completionEvent()]));
+    const batches = [1, 2, 3, 4].map(() => appendOne(spool));
     spool.ack(2);
     await spool.close();
 
-    const reopened = await openSpool({ memoryCacheBytes: 0 });
+    const reopened = await openSpool();
     expect(reopened.ackedSeq).toBe(2);
     expect(reopened.lastSeq).toBe(4);
     expect(reopened.pendingBatches).toBe(2);
+    expect(reopened.stats()).toMatchObject({ pendingEvents: 2, spooledEvents: 2, memoryBytes: 0 });
     expect(reopened.nextAfter(0)).toBe(3);
-    // memoryCacheBytes 0: read back from the segment file.
-    expect((await reopened.read(3))?.events[0]?.id).toBe(batches[2]?.events[0]?.id);
-    expect((await reopened.read(4))?.events[0]?.id).toBe(batches[3]?.events[0]?.id);
-    expect(reopened.append([completionEvent()])?.seq).toBe(5n);
+    // Recovered batches are read back from the segment file.
+    expect(await idsOf(reopened, 3)).toEqual([batches[2]?.id]);
+    expect(await idsOf(reopened, 4)).toEqual([batches[3]?.id]);
+    expect(appendOne(reopened)?.seq).toBe(5);
   });
 
   it("deletes segments once every batch in them is acked", async () => {
-    const spool = await openSpool({ segmentMaxBytes: 1024 });
+    const spool = await openSpool({ segmentMaxBytes: 1024, ackPersistMs: 1 });
     for (let i = 0; i < 40; i++) spool.append([completionEvent()]);
-    await spool.settled();
+    await waitFor(() => spool.stats().spooledBatches === 40, "every batch on disk");
     expect((await segmentFiles()).length).toBeGreaterThan(2);
-    const bytesBefore = spool.bytes;
+    const bytesBefore = spool.stats().diskBytes;
     expect(bytesBefore).toBeGreaterThan(0);
 
     spool.ack(20);
+    await waitFor(() => spool.stats().diskBytes < bytesBefore, "acked segments deleted");
     await spool.settled();
     const files = await segmentFiles();
-    expect(spool.bytes).toBeLessThan(bytesBefore);
     // What is left on disk still holds every unacked batch.
     const leftOnDisk = await Promise.all(files.map((name) => readFile(join(dir.path, name))));
-    expect(leftOnDisk.reduce((sum, file) => sum + file.length, 0)).toBe(spool.bytes);
+    expect(leftOnDisk.reduce((sum, file) => sum + file.length, 0)).toBe(spool.stats().diskBytes);
 
     spool.ack(40);
+    await waitFor(() => spool.stats().diskBytes === 0, "every segment deleted");
     await spool.settled();
     expect(await segmentFiles()).toEqual([]);
     expect(spool.bytes).toBe(0);
+    await spool.close();
     const state = JSON.parse(await readFile(join(dir.path, "state.json"), "utf8")) as { ackedSeq: number };
     expect(state.ackedSeq).toBe(40);
   });
 
   it("skips a torn tail left by a crash, with a warning, and keeps the whole records", async () => {
     const spool = await openSpool();
-    const kept = [spool.append([completionEvent()]), spool.append([completionEvent()])];
+    const kept = [appendOne(spool), appendOne(spool)];
     await spool.close();
     const [segment] = await segmentFiles();
     const path = join(dir.path, segment!);
@@ -102,11 +132,11 @@ describe("Spool", () => {
 
     const reopened = await openSpool();
     expect(reopened.pendingBatches).toBe(2);
-    expect((await reopened.read(2))?.events[0]?.id).toBe(kept[1]?.events[0]?.id);
+    expect(await idsOf(reopened, 2)).toEqual([kept[1]?.id]);
     expect(log.has("damaged segment tail skipped")).toBe(true);
     expect((await stat(path)).size).toBe(goodLength);
     // New batches go on after the recovered ones.
-    expect(reopened.append([completionEvent()])?.seq).toBe(3n);
+    expect(appendOne(reopened)?.seq).toBe(3);
   });
 
   it("stops at a record whose checksum does not match and never crashes on garbage", async () => {
@@ -146,7 +176,7 @@ describe("Spool", () => {
     let accepted = 0;
     let refused = 0;
     for (let i = 0; i < 200; i++) {
-      if (spool.append([completionEvent()])) accepted++;
+      if (appendOne(spool)) accepted++;
       else refused++;
     }
     expect(accepted).toBeGreaterThan(5);
@@ -157,7 +187,53 @@ describe("Spool", () => {
     // Room comes back as batches are acked.
     spool.ack(spool.lastSeq);
     await spool.settled();
-    expect(spool.append([completionEvent()])?.seq).toBe(BigInt(accepted + 1));
+    expect(appendOne(spool)?.seq).toBe(accepted + 1);
+  });
+
+  it("while connected, keeps promptly acked batches in memory only: no file work", async () => {
+    const spool = await openSpool({ spoolAfterMs: 60_000 });
+    spool.eager = false;
+    for (let i = 0; i < 50; i++) appendOne(spool);
+    spool.ack(50);
+    await spool.settled();
+    expect(await segmentFiles()).toEqual([]);
+    expect(spool.stats()).toMatchObject({ pendingBatches: 0, writtenBatches: 0, diskBytes: 0, memoryBytes: 0 });
+  });
+
+  it("writes a batch whose ack is late, in one group, and everything at once when the control plane goes", async () => {
+    const spool = await openSpool({ spoolAfterMs: 30 });
+    spool.eager = false;
+    const early = [appendOne(spool), appendOne(spool)];
+    await waitFor(() => spool.stats().spooledBatches === 2, "the late batches on disk");
+    expect((await segmentFiles()).length).toBe(1);
+
+    // Past the memory target, batches go to disk whatever their age.
+    const big = await openSpoolIn("big", { spoolAfterMs: 60_000, memoryBytes: 2048 });
+    big.eager = false;
+    for (let i = 0; i < 40; i++) appendOne(big);
+    await waitFor(() => big.stats().spooledBatches > 0, "batches past the memory target on disk");
+
+    // No control plane: written as soon as sealed.
+    const later = appendOne(spool);
+    spool.eager = true;
+    await waitFor(() => spool.stats().spooledBatches === 3, "the batch written eagerly");
+    await spool.close();
+    const reopened = await openSpool();
+    expect(reopened.pendingBatches).toBe(3);
+    expect(await idsOf(reopened, 1)).toEqual([early[0]?.id]);
+    expect(await idsOf(reopened, 3)).toEqual([later?.id]);
+  });
+
+  it("never re-uses a seq after a crash that left nothing on disk", async () => {
+    const spool = await openSpool();
+    spool.eager = false;
+    for (let i = 0; i < 5; i++) appendOne(spool);
+    spool.ack(5);
+    // No close(): as after a SIGKILL. The next open starts past the reservation.
+    const reopened = await Spool.open({ dir: dir.path, logger: log.logger });
+    open.push(reopened);
+    expect(reopened.pendingBatches).toBe(0);
+    expect(appendOne(reopened)?.seq).toBeGreaterThan(5);
   });
 
   it("treats an unreadable state file as nothing acked (re-send rather than lose)", async () => {
@@ -174,5 +250,57 @@ describe("Spool", () => {
     expect(reopened.ackedSeq).toBe(0);
     expect(reopened.lastSeq).toBe(3);
     expect(reopened.pendingBatches).toBeGreaterThanOrEqual(2);
+  });
+});
+
+describe("Spool, properties", () => {
+  type Step = { kind: "append"; events: number } | { kind: "ack"; upTo: number } | { kind: "eager"; on: boolean };
+  const step = fc.oneof(
+    fc.record({ kind: fc.constant("append" as const), events: fc.integer({ min: 1, max: 4 }) }),
+    fc.record({ kind: fc.constant("ack" as const), upTo: fc.nat(40) }),
+    fc.record({ kind: fc.constant("eager" as const), on: fc.boolean() }),
+  );
+
+  it("keeps its counts exact and gives back, after a restart, exactly the unacked batches in order", async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.array(step, { maxLength: 40 }), async (steps: Step[]) => {
+        const sub = await temporaryDir();
+        try {
+          const spool = await Spool.open({ dir: sub.path, logger: log.logger, spoolAfterMs: 1, ackPersistMs: 1 });
+          const sizes = new Map<number, number>();
+          let acked = 0;
+          for (const s of steps) {
+            if (s.kind === "append") {
+              const seq = spool.append(Array.from({ length: s.events }, () => completionEvent()));
+              if (seq !== undefined) sizes.set(seq, s.events);
+            } else if (s.kind === "ack") {
+              spool.ack(s.upTo);
+              acked = Math.max(acked, Math.min(s.upTo, spool.lastSeq));
+            } else {
+              spool.eager = s.on;
+            }
+            const unacked = [...sizes].filter(([seq]) => seq > acked);
+            expect(spool.pendingBatches).toBe(unacked.length);
+            expect(spool.stats().pendingEvents).toBe(unacked.reduce((sum, [, n]) => sum + n, 0));
+            if (steps.indexOf(s) % 7 === 0) await spool.settled();
+          }
+          await spool.close();
+          const reopened = await Spool.open({ dir: sub.path, logger: log.logger });
+          const expected = [...sizes].filter(([seq]) => seq > acked).map(([seq]) => seq);
+          const found: number[] = [];
+          for (let seq = reopened.nextAfter(0); seq !== undefined; seq = reopened.nextAfter(seq)) {
+            found.push(seq);
+            const payload = await reopened.read(seq);
+            expect(payload && fromBinary(EventBatchSchema, payload).events.length).toBe(sizes.get(seq));
+          }
+          expect(found).toEqual(expected);
+          expect(reopened.stats().spooledEvents).toBe(reopened.stats().pendingEvents);
+          await reopened.close();
+        } finally {
+          await sub.remove();
+        }
+      }),
+      { numRuns: 40 },
+    );
   });
 });

@@ -4,6 +4,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { Event } from "../../gen/aigw/v1/events_pb.js";
 import { EventType } from "../../gen/aigw/v1/events_pb.js";
 import type { ConfigSnapshot } from "../../gen/aigw/v1/ingest_pb.js";
+import { sidecarReadiness } from "../../sidecar/admin/admin-server.js";
 import { Uplink, type UplinkOptions } from "../../sidecar/uplink/uplink.js";
 import { FakeControlPlane, type ReceivedBatch, unusedPort, waitFor } from "./fake-control-plane.js";
 import { CapturedLog, completionEvent, spoolDirIn, streamingEvent, temporaryDir } from "./helpers.js";
@@ -107,6 +108,36 @@ describe("Uplink", () => {
     expect(stats).toMatchObject({ connected: true, pendingBatches: 0, dropped: 0, bufferedEvents: 0 });
     expect(stats.ackedSeq).toBe(plane.batches.length);
     expect(stats.sentBatches).toBe(plane.batches.length);
+  });
+
+  it("sends at once when nothing is in flight, and gathers while a batch is (adaptive linger)", async () => {
+    const plane = await controlPlane();
+    // A linger far longer than the test's bounds: only the adaptive path can be this quick.
+    const uplink = uplinkTo(plane.target, { batchMaxDelayMs: 60_000, spoolAfterMs: 60_000 });
+    await uplink.start();
+    await waitFor(() => uplink.stats().connected, "connected");
+
+    const lone = completionEvent();
+    uplink.publish(lone);
+    await uplink.flush({ timeoutMs: 10_000 });
+    expect(plane.storedEventIds()).toEqual([lone.id]);
+
+    // While a batch waits for its ack, later events gather; the ack sends them as one batch.
+    plane.holdAcks = true;
+    const first = completionEvent();
+    uplink.publish(first);
+    await waitFor(() => plane.batches.length === 2, "the second batch in flight");
+    const gathered = publishMany(uplink, 30);
+    await new Promise((resolve) => setImmediate(resolve));
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(plane.batches.length).toBe(2);
+    plane.holdAcks = false;
+    plane.ackReceived();
+    await uplink.flush({ timeoutMs: 10_000 });
+    expect(plane.batches.length).toBe(3);
+    expect(plane.batches[2]?.eventIds).toEqual(gathered);
+    // Nothing went to disk: every ack came before the spool threshold.
+    expect(uplink.stats()).toMatchObject({ spooledBytes: 0, spooledEvents: 0, queuedEvents: 0 });
   });
 
   it("flush() resolves only once the control plane has acked, and times out clearly otherwise", async () => {
@@ -283,6 +314,11 @@ describe("Uplink", () => {
     const stats = uplink.stats();
     expect(stats.dropped).toBeGreaterThan(0);
     expect(stats.spooledBytes).toBeLessThanOrEqual(8 * 1024);
+    // No control plane and no room: /readyz says not ready, and why.
+    expect(sidecarReadiness(uplink)).toEqual({
+      ready: false,
+      reason: expect.stringMatching(/no control plane connected and the spool is full/),
+    });
     const dropWarnings = log.lines.filter((line) => String(line.msg).includes("events dropped"));
     // Rate-limited: one line for this burst, not one per event.
     expect(dropWarnings.length).toBe(1);
@@ -290,6 +326,7 @@ describe("Uplink", () => {
 
     const plane = await controlPlane(port);
     await uplink.flush();
+    expect(sidecarReadiness(uplink)).toMatchObject({ ready: true });
     const delivered = plane.storedEventIds();
     expect(delivered.length + uplink.stats().dropped).toBe(ids.length);
     // What got through is an in-order prefix-free subsequence of what was published.

@@ -224,6 +224,9 @@ describe("openStore", () => {
   });
 
   it("rejects other urls clearly", async () => {
+    await expect(openStore("postgres://aigw:hunter2@localhost/aigw")).rejects.toThrow(
+      "PostgreSQL store postgres://aigw:***@localhost/aigw: storage.encryption_key is required",
+    );
     await expect(openStore("sqlite::memory:")).rejects.toThrow(/real file/);
     await expect(openStore("sqlite:")).rejects.toThrow(/path is missing/);
     await expect(openStore("mysql://x")).rejects.toThrow(/use sqlite:PATH or postgres/);

@@ -21,6 +21,7 @@ import { newEventId, newRequestId } from "../../common/ids.js";
 import { createLogger } from "../../common/logger.js";
 import { parseConfig } from "../../control-plane/config/load.js";
 import { AsyncQueue } from "../../control-plane/ingest/async-queue.js";
+import { testStoreLocation, withStorageKey } from "./store.js";
 import { type RunningControlPlane, runControlPlane } from "../../control-plane/run.js";
 
 // Shared by the tests that need a control plane: a real one on port 0 with
@@ -37,11 +38,12 @@ export interface ControlPlaneFixture {
 
 export async function startControlPlane(yaml: string): Promise<ControlPlaneFixture> {
   const dir = mkdtempSync(join(tmpdir(), "aigw-i3-"));
+  const location = await testStoreLocation();
   const logger = createLogger({ level: process.env.AIGW_TEST_LOG ?? "silent" });
   const start = (text: string) =>
     runControlPlane({
-      config: parseConfig(text, { file: "test.yaml", env: {} }),
-      store: `sqlite:${join(dir, "aigw.db")}`,
+      config: parseConfig(withStorageKey(text, location), { file: "test.yaml", env: {} }),
+      store: location.url,
       grpc: "127.0.0.1:0",
       http: "127.0.0.1:0",
       logger,
@@ -57,6 +59,7 @@ export async function startControlPlane(yaml: string): Promise<ControlPlaneFixtu
     },
     async close() {
       await fixture.cp.close();
+      await location.cleanup();
       rmSync(dir, { recursive: true, force: true });
     },
   };

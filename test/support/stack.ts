@@ -6,6 +6,7 @@ import { parseConfig } from "../../control-plane/config/load.js";
 import { type RunningControlPlane, runControlPlane } from "../../control-plane/run.js";
 import { type RunningSidecar, runSidecar } from "../../sidecar/run.js";
 import { startMockProvider } from "../../examples/mock-provider.js";
+import { testStoreLocation, withStorageKey } from "./store.js";
 
 export const TEST_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 export const BACKUP_SECRET = "whsec_YmFja3VwLWVuZHBvaW50LXNlY3JldC1rZXktMzI=";
@@ -58,14 +59,15 @@ export interface TestStack {
   close(): Promise<void>;
 }
 
-/** Control plane (SQLite file in a temp dir), mock provider and sidecar, all on port 0. */
+/** Control plane (on the test store: see store.ts), mock provider and sidecar, all on port 0. */
 export async function startTestStack(yaml: string): Promise<TestStack> {
   const dir = mkdtempSync(join(tmpdir(), "aigw-e2e-"));
+  const location = await testStoreLocation();
   const logger = createLogger({ level: process.env.AIGW_TEST_LOG ?? "silent" });
-  const config = parseConfig(yaml, { file: "test.yaml", env: {} });
+  const config = parseConfig(withStorageKey(yaml, location), { file: "test.yaml", env: {} });
   const controlPlane = await runControlPlane({
     config,
-    store: `sqlite:${join(dir, "aigw.db")}`,
+    store: location.url,
     grpc: "127.0.0.1:0",
     http: "127.0.0.1:0",
     logger,
@@ -74,6 +76,7 @@ export async function startTestStack(yaml: string): Promise<TestStack> {
   const sidecar = await runSidecar({
     controlPlane: controlPlane.grpcUrl,
     listen: "127.0.0.1:0",
+    adminListen: "127.0.0.1:0",
     upstreams: { openai: provider.url },
     orgId: "org_test",
     app: "e2e",
@@ -89,6 +92,7 @@ export async function startTestStack(yaml: string): Promise<TestStack> {
       await sidecar.close();
       await controlPlane.close();
       await provider.close();
+      await location.cleanup();
       rmSync(dir, { recursive: true, force: true });
     },
   };

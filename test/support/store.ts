@@ -101,7 +101,7 @@ export async function openTestStore(
   backend: TestBackend = TEST_BACKEND,
 ): Promise<{ store: Store; location: TestStoreLocation; cleanup(): Promise<void> }> {
   const location = await testStoreLocation(backend);
-  const store = await openStore(location.url, location.encryptionKey ? { encryptionKey: location.encryptionKey } : {});
+  const store = await openLocation(location);
   return {
     store,
     location,
@@ -110,4 +110,18 @@ export async function openTestStore(
       await location.cleanup();
     },
   };
+}
+
+/**
+ * A config file's text with the storage key a PostgreSQL store needs (for control planes
+ * started as processes with `--store`); unchanged for SQLite or when it names one itself.
+ */
+export function withStorageKey(yaml: string, location: TestStoreLocation): string {
+  if (!location.encryptionKey || /^storage:/m.test(yaml)) return yaml;
+  return `${yaml}\nstorage:\n  encryption_key: "${location.encryptionKey}"\n`;
+}
+
+/** Opens the store at a location (again: a second process, a restart). */
+export function openLocation(location: TestStoreLocation): Promise<Store> {
+  return openStore(location.url, location.encryptionKey ? { encryptionKey: location.encryptionKey } : {});
 }

@@ -6,10 +6,10 @@ import type { Logger } from "../../../common/logger.js";
  * highest one applied. Replicas starting together take an advisory lock first, so one
  * migrates and the others find it done. Never edit a released migration: add the next one.
  *
- * The tables mirror the SQLite store's (sqlite/schema.ts), plus what replicas share:
- * events carry the writing transaction's id (`xid`), so the live feed reads them in an
- * order no late commit can break (see readFeed); leases carry a fencing token from a
- * sequence; the pending count is kept per process (`pending_counts`), summed on read.
+ * The tables mirror the SQLite store's (sqlite/schema.ts), plus what replicas share: the
+ * live feed's order (`feed`: positions given in commit order, see PostgresStore.ingest);
+ * leases carry a fencing token from a sequence; the pending count is kept per process
+ * (`pending_counts`), summed on read.
  */
 const MIGRATIONS: readonly string[] = [
   // v1
@@ -21,7 +21,6 @@ const MIGRATIONS: readonly string[] = [
 
   CREATE TABLE events (
     seq bigserial PRIMARY KEY,
-    xid xid8 NOT NULL DEFAULT pg_current_xact_id(),
     id text NOT NULL UNIQUE,
     type integer NOT NULL,
     org_id text NOT NULL,
@@ -34,7 +33,15 @@ const MIGRATIONS: readonly string[] = [
     body bytea NOT NULL
   );
   CREATE INDEX events_ingested_at ON events (ingested_at);
-  CREATE INDEX events_feed ON events (xid, seq);
+
+  -- The feed's order: positions handed out under a lock held until commit, so a reader
+  -- that sees position N has seen every position before it (a plain sequence on events
+  -- is not commit-ordered with several writers).
+  CREATE TABLE feed (
+    position bigserial PRIMARY KEY,
+    event_seq bigint NOT NULL REFERENCES events (seq) ON DELETE CASCADE
+  );
+  CREATE INDEX feed_event ON feed (event_seq);
 
   CREATE TABLE endpoints (
     name text PRIMARY KEY,

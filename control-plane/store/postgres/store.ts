@@ -77,6 +77,8 @@ const KEY_CHECK_PLAINTEXT = "aigw";
 const PURGE_BATCH = 500;
 /** Every claimer counts live leases under this lock, so caps hold across replicas. */
 const CLAIM_LOCK = 7_366_274_902;
+/** Ingest commits hand out feed positions under this lock (see #placeInFeed). */
+const FEED_LOCK = 7_366_274_903;
 /** NOTIFY channels (payloads are JSON). */
 export const CHANNEL_LANES = "aigw_lanes";
 export const CHANNEL_EVENTS = "aigw_events";
@@ -184,8 +186,8 @@ const ENDPOINT_COLUMNS = `e.*, CASE WHEN e.org_id = '' THEN (SELECT COUNT(*)::in
  * The PostgreSQL store: several control-plane replicas on one database. The same semantics
  * as the SQLite store (the conformance suite holds both to them), written for many writers:
  * claims lock rows with SKIP LOCKED and count every replica's live leases against the caps;
- * leases carry a fencing token; the feed reads by (transaction id, seq) up to the oldest
- * running transaction; changes, new deliveries and new events are announced with NOTIFY.
+ * leases carry a fencing token; feed positions are handed out in commit order; changes,
+ * new deliveries and new events are announced with NOTIFY.
  * Hot paths are set-based: a batch of events, deliveries or results is a few statements.
  */
 export class PostgresStore implements Store {
@@ -211,6 +213,7 @@ export class PostgresStore implements Store {
       return this.#tx(async (c, fx) => {
         const out: IngestResult[] = [];
         for (const item of batch) out.push(await this.#ingestOne(c, fx, item, now));
+        await this.#placeInFeed(c, out);
         return out;
       });
     }, 256);
@@ -431,16 +434,35 @@ export class PostgresStore implements Store {
     });
   }
 
+  /**
+   * Gives the transaction's new events their feed positions, last thing before commit,
+   * under a lock held until commit: positions are handed out in commit order, so the feed
+   * never skips an event that commits after a later one was read. Ingest commits take turns
+   * here (a few ms each); group commit makes each turn carry many batches.
+   */
+  async #placeInFeed(c: pg.PoolClient, results: IngestResult[]): Promise<void> {
+    const events = results.flatMap((r) => [...r.stored, ...(r.generated ?? [])]).sort((a, b) => a.seq - b.seq);
+    if (events.length === 0) return;
+    await c.query("SELECT pg_advisory_xact_lock($1)", [FEED_LOCK]);
+    const { rows } = await c.query<{ position: number; event_seq: number }>(
+      `INSERT INTO feed (event_seq) SELECT s FROM unnest($1::bigint[]) WITH ORDINALITY AS u(s, ord) ORDER BY ord
+       RETURNING position, event_seq`,
+      [events.map((e) => e.seq)],
+    );
+    const positions = new Map(rows.map((r) => [r.event_seq, r.position]));
+    for (const e of events) e.cursor = String(positions.get(e.seq) ?? "");
+  }
+
   async #insertEvents(c: pg.PoolClient, events: Event[], now: number): Promise<StoredEvent[]> {
     const cols = events.map((e) => eventColumns(e));
-    const { rows } = await c.query<{ seq: number; id: string; xid: string; ord: number }>(
+    const { rows } = await c.query<{ seq: number; id: string }>(
       `INSERT INTO events (id, type, org_id, app, request_id, order_key, token_index, time_ms, ingested_at, body)
        SELECT id, type, org_id, app, request_id, order_key, token_index, time_ms, $10, body
        FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int[], $8::bigint[], $9::bytea[])
          WITH ORDINALITY AS u(id, type, org_id, app, request_id, order_key, token_index, time_ms, body, ord)
        ORDER BY ord
        ON CONFLICT (id) DO NOTHING
-       RETURNING seq, id, xid::text AS xid`,
+       RETURNING seq, id`,
       [
         events.map((e) => e.id),
         cols.map((x) => x.type),
@@ -458,7 +480,8 @@ export class PostgresStore implements Store {
     const out: StoredEvent[] = [];
     for (const event of events) {
       const r = byId.get(event.id);
-      if (r) out.push({ seq: r.seq, event, ingestedAt: now, cursor: feedCursor(r.xid, r.seq) });
+      // The cursor is the feed position, given just before commit (#placeInFeed).
+      if (r) out.push({ seq: r.seq, event, ingestedAt: now, cursor: "" });
     }
     return out;
   }
@@ -520,48 +543,40 @@ export class PostgresStore implements Store {
   }
 
   async readFeed(after: string | undefined, limit: number): Promise<StoredEvent[]> {
-    const [xid, seq] = after === undefined ? ["0", 0] : parseFeedCursor(after);
-    // Only transactions older than every running one: none of them can still commit an
-    // event that sorts before what is read here.
-    const { rows } = await this.#pool.query<{ seq: number; xid: string; body: Buffer; ingested_at: number }>(
-      `SELECT seq, xid::text AS xid, body, ingested_at FROM events
-       WHERE (xid, seq) > ($1::xid8, $2::bigint) AND xid < pg_snapshot_xmin(pg_current_snapshot())
-       ORDER BY xid, seq LIMIT $3`,
-      [xid, seq, positiveInteger(limit, "readFeed limit")],
+    const position = after === undefined ? 0 : parsePosition(after);
+    const { rows } = await this.#pool.query<{ position: number; seq: number; body: Buffer; ingested_at: number }>(
+      `SELECT f.position, e.seq, e.body, e.ingested_at FROM feed f JOIN events e ON e.seq = f.event_seq
+       WHERE f.position > $1 ORDER BY f.position LIMIT $2`,
+      [position, positiveInteger(limit, "readFeed limit")],
     );
     return rows.map((r) => ({
       seq: r.seq,
       event: decodeEvent(r.body, r.seq),
       ingestedAt: r.ingested_at,
-      cursor: feedCursor(r.xid, r.seq),
+      cursor: String(r.position),
     }));
   }
 
   async feedHead(): Promise<string> {
-    const { rows } = await this.#pool.query<{ xmin: string }>(
-      "SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS xmin",
-    );
-    // Everything from transactions before the oldest running one is behind the head.
-    return feedCursor(rows[0]?.xmin ?? "0", 0);
+    const { rows } = await this.#pool.query<{ position: number | null }>("SELECT MAX(position) AS position FROM feed");
+    return String(rows[0]?.position ?? 0);
   }
 
   async feedCursorSince(timeMs: number): Promise<string> {
-    // The first event since then in the feed's order (xid, seq), not by ingested_at: a
-    // transaction that began earlier can commit an event later. The rows this walks are the
+    // The first such event in the feed's (commit) order, not by ingested_at alone: with
+    // several writers an event stored earlier can commit later. The rows this walks are the
     // ones the replay after it reads anyway.
-    const { rows } = await this.#pool.query<{ xid: string; seq: string | number }>(
-      "SELECT xid::text AS xid, seq FROM events WHERE ingested_at >= $1 ORDER BY xid, seq LIMIT 1",
+    const { rows } = await this.#pool.query<{ position: string | number | null }>(
+      `SELECT MIN(f.position) AS position FROM feed f JOIN events e ON e.seq = f.event_seq
+       WHERE e.ingested_at >= $1`,
       [timeMs],
     );
-    const first = rows[0];
-    return first ? feedCursor(first.xid, Number(first.seq) - 1) : await this.feedHead();
+    const first = rows[0]?.position;
+    return first === null || first === undefined ? await this.feedHead() : String(Number(first) - 1);
   }
 
   compareCursors(a: string, b: string): number {
-    const [ax, as] = parseFeedCursor(a);
-    const [bx, bs] = parseFeedCursor(b);
-    const x = BigInt(ax) - BigInt(bx);
-    return x !== 0n ? (x < 0n ? -1 : 1) : as - bs;
+    return parsePosition(a) - parsePosition(b);
   }
 
   async countEvents(sinceMs?: number): Promise<number> {
@@ -1455,14 +1470,10 @@ export function redactUrl(url: string): string {
   }
 }
 
-function feedCursor(xid: string, seq: number): string {
-  return `${xid}:${seq}`;
-}
-
-function parseFeedCursor(cursor: string): [string, number] {
-  const m = /^(\d{1,20}):(\d{1,15})$/.exec(cursor);
-  if (!m) throw new TypeError(`"${cursor.slice(0, 40)}" is not a cursor of this store`);
-  return [m[1] as string, Number(m[2])];
+/** The feed's cursor is its position. */
+function parsePosition(cursor: string): number {
+  if (!/^\d{1,15}$/.test(cursor)) throw new TypeError(`"${cursor.slice(0, 40)}" is not a cursor of this store`);
+  return Number(cursor);
 }
 
 async function endpointRow(
