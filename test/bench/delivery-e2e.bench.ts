@@ -133,6 +133,8 @@ delivery:
     const httpUrl = String(ready.http);
     const sidecar = aigw([
       "sidecar",
+      "--admin-listen",
+      "127.0.0.1:0",
       "--control-plane",
       String(ready.grpc),
       "--listen",

@@ -133,6 +133,8 @@ describe("delivery isolation and graceful stop (real processes)", () => {
     const ready = await cp.waitForLog("control plane ready");
     const sidecar = runAigw([
       "sidecar",
+      "--admin-listen",
+      "127.0.0.1:0",
       "--control-plane",
       String(ready.grpc),
       "--listen",

@@ -76,6 +76,8 @@ describe("both receivers down briefly (primary → backup)", () => {
     const httpUrl = String(ready.http);
     sidecar = runAigw([
       "sidecar",
+      "--admin-listen",
+      "127.0.0.1:0",
       "--control-plane",
       String(ready.grpc),
       "--listen",
