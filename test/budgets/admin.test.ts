@@ -3,8 +3,8 @@ import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { main } from "../../cli/main.js";
 import { type TestStoreLocation, testStoreLocation, withStorageKey } from "../support/store.js";
-import { runAdminCommand } from "../../cli/admin-commands.js";
 import { newEventId, newRequestId } from "../../common/ids.js";
 import { createLogger } from "../../common/logger.js";
 import { parseConfig } from "../../control-plane/config/load.js";
@@ -44,7 +44,7 @@ describe("budget and pricing Admin RPCs and CLI verbs", () => {
   const aigw = async (...argv: string[]) => {
     let out = "";
     let err = "";
-    const code = await runAdminCommand([...argv, "--admin", cp.httpUrl], {
+    const code = await main([...argv, "--admin", cp.httpUrl], {
       out: (s) => {
         out += s;
       },

@@ -16,8 +16,18 @@ export interface AigwProcess {
 
 /** Runs the built CLI (bin/aigw.js → dist/) as a real process. */
 export function runAigw(args: string[], env: Record<string, string | undefined> = {}): AigwProcess {
-  const child = spawn(process.execPath, [AIGW_BIN, ...args], {
-    cwd: REPO_ROOT,
+  return runAigwAt(AIGW_BIN, REPO_ROOT, args, env);
+}
+
+/** Runs an aigw entry point (e.g. one installed from the package tarball) in `cwd`. */
+export function runAigwAt(
+  bin: string,
+  cwd: string,
+  args: string[],
+  env: Record<string, string | undefined> = {},
+): AigwProcess {
+  const child = spawn(process.execPath, [bin, ...args], {
+    cwd,
     env: { ...process.env, AIGW_LOG_LEVEL: "info", ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });

@@ -564,6 +564,19 @@ export class PostgresStore implements Store {
     return String(rows[0]?.position ?? 0);
   }
 
+  async feedCursorSince(timeMs: number): Promise<string> {
+    // The first such event in the feed's (commit) order, not by ingested_at alone: with
+    // several writers an event stored earlier can commit later. The rows this walks are the
+    // ones the replay after it reads anyway.
+    const { rows } = await this.#pool.query<{ position: string | number | null }>(
+      `SELECT MIN(f.position) AS position FROM feed f JOIN events e ON e.seq = f.event_seq
+       WHERE e.ingested_at >= $1`,
+      [timeMs],
+    );
+    const first = rows[0]?.position;
+    return first === null || first === undefined ? await this.feedHead() : String(Number(first) - 1);
+  }
+
   compareCursors(a: string, b: string): number {
     return parsePosition(a) - parsePosition(b);
   }
