@@ -50,7 +50,8 @@ export const ADMIN_USAGE = `Admin commands (over the control plane's Admin API):
   aigw budgets set ORG --limit-type daily|monthly --limit USD [--thresholds 50,80,90,100] [--enforce]
   aigw budgets delete ORG --limit-type daily|monthly
   aigw pricing list
-  aigw pricing set MODEL --input USD --output USD   (per million tokens)
+  aigw pricing set MODEL --input USD --output USD [--cached-input USD] [--cache-write USD] [--cache-write-1h USD]
+                        (per million tokens; unset: cached input = input, cache writes 1.25× / 2× input)
 
 Global flags:
   --admin URL   the control plane's HTTP address (env AIGW_ADMIN_URL; default ${DEFAULT_ADMIN_URL})
@@ -441,29 +442,57 @@ const COMMANDS: Record<string, Record<string, Command> | Command> = {
           res.prices.length === 0
             ? "no prices\n"
             : table(
-                ["MODEL", "INPUT $/1M", "OUTPUT $/1M"],
-                res.prices.map((p) => [p.model, usdText(p.inputPerMillion), usdText(p.outputPerMillion)]),
-              ),
+                ["MODEL", "INPUT $/1M", "CACHED INPUT", "CACHE WRITE", "CACHE WRITE 1H", "OUTPUT $/1M"],
+                res.prices.map((p) => [
+                  p.model,
+                  usdText(p.inputPerMillion),
+                  optionalUsdText(p.cachedInputPerMillion),
+                  optionalUsdText(p.cacheWritePerMillion),
+                  optionalUsdText(p.cacheWrite1hPerMillion),
+                  usdText(p.outputPerMillion),
+                ]),
+              ) + "(-: unset; cached input then costs input, cache writes 1.25× and 2× input)\n",
         );
       },
     },
     set: {
       args: ["MODEL"],
-      flags: { input: "string", output: "string" },
+      flags: {
+        input: "string",
+        output: "string",
+        "cached-input": "string",
+        "cache-write": "string",
+        "cache-write-1h": "string",
+      },
       async run(ctx, [model = ""], flags) {
+        const optional = (name: string) => {
+          const text = stringFlag(flags, name);
+          return text === undefined ? undefined : parseUsd(`--${name}`, text);
+        };
+        const cachedInput = optional("cached-input");
+        const cacheWrite = optional("cache-write");
+        const cacheWrite1h = optional("cache-write-1h");
         const res = await ctx.client.setModelPrice({
           price: {
             model,
             inputPerMillion: parseUsd("--input", requireFlag(flags, "input")),
             outputPerMillion: parseUsd("--output", requireFlag(flags, "output")),
+            ...(cachedInput !== undefined ? { cachedInputPerMillion: cachedInput } : {}),
+            ...(cacheWrite !== undefined ? { cacheWritePerMillion: cacheWrite } : {}),
+            ...(cacheWrite1h !== undefined ? { cacheWrite1hPerMillion: cacheWrite1h } : {}),
           },
         });
         const p = res.price;
+        const cache = [
+          p?.cachedInputPerMillion !== undefined ? `, cached input $${usdText(p.cachedInputPerMillion)}` : "",
+          p?.cacheWritePerMillion !== undefined ? `, cache write $${usdText(p.cacheWritePerMillion)}` : "",
+          p?.cacheWrite1hPerMillion !== undefined ? `, 1-hour cache write $${usdText(p.cacheWrite1hPerMillion)}` : "",
+        ].join("");
         ctx.print(
           AdminService.method.setModelPrice.output,
           res,
           () =>
-            `set price of ${model}: input $${usdText(p?.inputPerMillion ?? 0)}, output $${usdText(p?.outputPerMillion ?? 0)} per million tokens\n`,
+            `set price of ${model}: input $${usdText(p?.inputPerMillion ?? 0)}${cache}, output $${usdText(p?.outputPerMillion ?? 0)} per million tokens\n`,
         );
       },
     },
@@ -803,6 +832,10 @@ function usdText(usd: number): string {
   const fixed = usd.toFixed(6).replace(/0+$/, "");
   const [whole = "0", cents = ""] = fixed.split(".");
   return `${whole}.${cents.padEnd(2, "0")}`;
+}
+
+function optionalUsdText(usd: number | undefined): string {
+  return usd === undefined ? "-" : usdText(usd);
 }
 
 function budgetsText(budgets: readonly Budget[]): string {

@@ -1,7 +1,7 @@
 import { LRUCache } from "lru-cache";
 import type { Logger } from "../../common/logger.js";
 import type { Event } from "../../gen/aigw/v1/events_pb.js";
-import { DEFAULT_PRICING, modelPrice } from "../config/pricing.js";
+import { cachePrices, DEFAULT_PRICING, modelPrice, samePrice } from "../config/pricing.js";
 import type { ModelPrice } from "../config/types.js";
 import type { MetricFamily } from "../http/metrics.js";
 import type { StoredModelPrice } from "../store/store.js";
@@ -40,7 +40,7 @@ export class PriceBook {
     this.#now = options.now ?? Date.now;
     this.#prices = { ...DEFAULT_PRICING };
     for (const p of options.stored) this.#prices[p.model] = priceOf(p);
-    for (const [model, p] of Object.entries(fileEntries(options.configPricing))) this.#prices[model] = { ...p };
+    for (const [model, p] of Object.entries(fileEntries(options.configPricing))) this.#prices[model] = priceOf(p);
   }
 
   /** The price `model` is charged at (exact entry, else its family's; see modelPrice). */
@@ -77,9 +77,14 @@ export class PriceBook {
     }
     c.pricingUnknown = false;
     // Providers that report only a total get it charged as input: never free, rarely over.
-    const [input, output] =
-      c.promptTokens === 0 && c.completionTokens === 0 ? [c.tokensUsed, 0] : [c.promptTokens, c.completionTokens];
-    c.costUsd = completionCost(price, input, output);
+    const onlyTotal = c.promptTokens === 0 && c.completionTokens === 0;
+    c.costUsd = completionCost(price, {
+      promptTokens: onlyTotal ? c.tokensUsed : c.promptTokens,
+      completionTokens: c.completionTokens,
+      cacheReadTokens: c.cacheReadTokens ?? 0,
+      cacheWriteTokens: c.cacheWriteTokens ?? 0,
+      cacheWrite1hTokens: c.cacheWrite1hTokens ?? 0,
+    });
   }
 
   metrics(): MetricFamily[] {
@@ -113,9 +118,36 @@ export class PriceBook {
   }
 }
 
-/** USD for the tokens at `price` (per million), rounded to a nano-dollar against float noise. */
-export function completionCost(price: ModelPrice, promptTokens: number, completionTokens: number): number {
-  const usd = (promptTokens * price.inputPerMillion + completionTokens * price.outputPerMillion) / 1_000_000;
+/** A completion's tokens as pricing reads them; the cache counts are parts of promptTokens. */
+export interface PricedTokens {
+  promptTokens: number;
+  completionTokens: number;
+  cacheReadTokens?: number;
+  cacheWriteTokens?: number;
+  /** Part of cacheWriteTokens. */
+  cacheWrite1hTokens?: number;
+}
+
+/**
+ * USD for the tokens at `price` (per million), rounded to a nano-dollar against float
+ * noise. Input read from or written to the cache is charged at its own rate and the rest
+ * at the input rate; reasoning is part of the completion tokens, charged as output as
+ * every provider bills it. Counts that do not add up (more cached than prompt tokens) are
+ * charged as reported, never below the cached parts.
+ */
+export function completionCost(price: ModelPrice, tokens: PricedTokens): number {
+  const cache = cachePrices(price);
+  const read = tokens.cacheReadTokens ?? 0;
+  const written = tokens.cacheWriteTokens ?? 0;
+  const written1h = Math.min(tokens.cacheWrite1hTokens ?? 0, written);
+  const uncached = Math.max(0, tokens.promptTokens - read - written);
+  const usd =
+    (uncached * price.inputPerMillion +
+      read * cache.cachedInputPerMillion +
+      (written - written1h) * cache.cacheWritePerMillion +
+      written1h * cache.cacheWrite1hPerMillion +
+      tokens.completionTokens * price.outputPerMillion) /
+    1_000_000;
   return Math.round(usd * 1e9) / 1e9;
 }
 
@@ -124,12 +156,17 @@ function fileEntries(configPricing: Readonly<Record<string, ModelPrice>>): Recor
   const out: Record<string, ModelPrice> = {};
   for (const [model, p] of Object.entries(configPricing)) {
     const builtIn = DEFAULT_PRICING[model];
-    if (builtIn?.inputPerMillion === p.inputPerMillion && builtIn.outputPerMillion === p.outputPerMillion) continue;
+    if (builtIn !== undefined && samePrice(builtIn, p)) continue;
     out[model] = p;
   }
   return out;
 }
 
-function priceOf(p: StoredModelPrice): ModelPrice {
-  return { inputPerMillion: p.inputPerMillion, outputPerMillion: p.outputPerMillion };
+/** The book's copy of a price: the rates only, unset cache rates left unset. */
+function priceOf(p: ModelPrice): ModelPrice {
+  const price: ModelPrice = { inputPerMillion: p.inputPerMillion, outputPerMillion: p.outputPerMillion };
+  if (p.cachedInputPerMillion !== undefined) price.cachedInputPerMillion = p.cachedInputPerMillion;
+  if (p.cacheWritePerMillion !== undefined) price.cacheWritePerMillion = p.cacheWritePerMillion;
+  if (p.cacheWrite1hPerMillion !== undefined) price.cacheWrite1hPerMillion = p.cacheWrite1hPerMillion;
+  return price;
 }
