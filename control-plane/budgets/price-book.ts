@@ -8,9 +8,9 @@ import type { StoredModelPrice } from "../store/store.js";
 
 /** One log line per unknown model per this long; the metric counts every event. */
 const UNKNOWN_LOG_EVERY_MS = 10 * 60_000;
-/** Model names come from sidecars: a bounded set of metric labels, the rest under "_other". */
-const MAX_UNKNOWN_MODEL_LABELS = 200;
-const OTHER_MODELS_LABEL = "_other";
+/** Model and provider names come from sidecars: a bounded set of metric labels, the rest under "_other". */
+const MAX_LABEL_SETS = 200;
+const OTHER_LABEL = "_other";
 const MAX_LABEL_CHARS = 100;
 
 export interface PriceBookOptions {
@@ -32,7 +32,8 @@ export class PriceBook {
   readonly #prices: Record<string, ModelPrice>;
   readonly #logger: Logger;
   readonly #now: () => number;
-  readonly #unknownTotals = new Map<string, number>();
+  readonly #unknownTotals = new LabelledCounter(["model"]);
+  readonly #usageUnknownTotals = new LabelledCounter(["provider", "model"]);
   readonly #lastLogged = new LRUCache<string, { at: number; suppressed: number }>({ max: 1000 });
 
   constructor(options: PriceBookOptions) {
@@ -68,6 +69,8 @@ export class PriceBook {
   priceEvent(event: Event): void {
     if (event.payload.case !== "completion") return;
     const c = event.payload.value;
+    // The sidecar could not read the provider's usage: the cost below is of an estimate.
+    if (c.usageUnknown) this.#usageUnknownTotals.add([event.provider, c.model]);
     const price = this.priceOf(c.model);
     if (price === undefined) {
       c.costUsd = 0;
@@ -93,17 +96,19 @@ export class PriceBook {
         name: "aigw_pricing_unknown_total",
         help: "Completions of models without a price (charged 0 and flagged pricing_unknown).",
         type: "counter",
-        samples: [...this.#unknownTotals].map(([model, value]) => ({ labels: { model }, value })),
+        samples: this.#unknownTotals.samples(),
+      },
+      {
+        name: "aigw_usage_unknown_total",
+        help: "Completions whose usage the sidecar could not read (usage_known: false; tokens 0 or estimated), so cost_usd and budgets may undercount them.",
+        type: "counter",
+        samples: this.#usageUnknownTotals.samples(),
       },
     ];
   }
 
   #reportUnknown(model: string, orgId: string): void {
-    let label = model.slice(0, MAX_LABEL_CHARS);
-    if (!this.#unknownTotals.has(label) && this.#unknownTotals.size >= MAX_UNKNOWN_MODEL_LABELS) {
-      label = OTHER_MODELS_LABEL;
-    }
-    this.#unknownTotals.set(label, (this.#unknownTotals.get(label) ?? 0) + 1);
+    this.#unknownTotals.add([model]);
     const now = this.#now();
     const last = this.#lastLogged.get(model);
     if (last !== undefined && now - last.at < UNKNOWN_LOG_EVERY_MS) {
@@ -115,6 +120,35 @@ export class PriceBook {
       { model, org: orgId, suppressedSinceLastLog: last?.suppressed ?? 0 },
       "no price for this model: its completions cost 0 and are flagged pricing_unknown (add it under pricing: or with `aigw pricing set`)",
     );
+  }
+}
+
+/**
+ * A counter by labels whose values come from sidecars: each value cut to 100 characters,
+ * at most 200 label sets, later ones counted under "_other" in every label.
+ */
+class LabelledCounter {
+  readonly #totals = new Map<string, { values: string[]; count: number }>();
+
+  constructor(private readonly names: readonly string[]) {}
+
+  add(values: readonly string[]): void {
+    let cut = values.map((v) => v.slice(0, MAX_LABEL_CHARS));
+    let key = cut.join("\u0000");
+    if (!this.#totals.has(key) && this.#totals.size >= MAX_LABEL_SETS) {
+      cut = this.names.map(() => OTHER_LABEL);
+      key = cut.join("\u0000");
+    }
+    const entry = this.#totals.get(key);
+    if (entry) entry.count++;
+    else this.#totals.set(key, { values: cut, count: 1 });
+  }
+
+  samples(): { labels: Record<string, string>; value: number }[] {
+    return [...this.#totals.values()].map(({ values, count }) => ({
+      labels: Object.fromEntries(this.names.map((name, i) => [name, values[i] ?? ""])),
+      value: count,
+    }));
   }
 }
 

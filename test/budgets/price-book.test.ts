@@ -149,6 +149,33 @@ describe("PriceBook", () => {
     ]);
   });
 
+  it("counts completions whose usage the sidecar could not read, by provider and model", () => {
+    const { prices } = book();
+    const completion = (provider: string, model: string, usageUnknown: boolean) => {
+      const event = create(EventSchema, {
+        id: newEventId(),
+        provider,
+        payload: { case: "completion", value: { model, completionTokens: 7, tokensUsed: 7, usageUnknown } },
+      });
+      prices.priceEvent(event);
+      return event.payload.value as CompletionEvent;
+    };
+    // Still priced: the estimate is better than nothing, and the count says it is one.
+    expect(completion("openai", "gpt-4.1", true).costUsd).toBe(0.000056);
+    completion("openai", "gpt-4.1", true);
+    completion("anthropic", "claude-sonnet-4-5", true);
+    completion("openai", "gpt-4.1", false);
+    const family = prices.metrics().find((m) => m.name === "aigw_usage_unknown_total");
+    expect(family?.samples).toEqual([
+      { labels: { provider: "openai", model: "gpt-4.1" }, value: 2 },
+      { labels: { provider: "anthropic", model: "claude-sonnet-4-5" }, value: 1 },
+    ]);
+    for (let i = 0; i < 205; i++) completion("openai", `junk-${i}`, true);
+    const bounded = prices.metrics().find((m) => m.name === "aigw_usage_unknown_total")?.samples ?? [];
+    expect(bounded).toHaveLength(201);
+    expect(bounded.at(-1)).toEqual({ labels: { provider: "_other", model: "_other" }, value: 7 });
+  });
+
   it("bounds the metric's labels: past 200 models, the rest count under _other", () => {
     const { prices } = book();
     for (let i = 0; i < 205; i++) priced(prices, `junk-${i}`, 1, 1);
