@@ -1,4 +1,5 @@
 import http from "node:http";
+import { hostname } from "node:os";
 import http2 from "node:http2";
 import type { ConnectRouter } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
@@ -8,6 +9,7 @@ import { FeedService } from "../gen/aigw/v1/feed_pb.js";
 import { IngestService } from "../gen/aigw/v1/ingest_pb.js";
 import { AigwError } from "../common/errors.js";
 import { eventTypeFromName } from "../common/event-types.js";
+import { ulid } from "../common/ids.js";
 import { createLogger, type Logger } from "../common/logger.js";
 import { VERSION } from "../common/version.js";
 import { AdminServiceImpl } from "./admin/admin-service.js";
@@ -26,6 +28,8 @@ import { Watchdog } from "./http/watchdog.js";
 import { IngestServiceImpl } from "./ingest/ingest-service.js";
 import { IngestPipeline, newIngestMetrics } from "./ingest/pipeline.js";
 import { SnapshotPublisher } from "./ingest/snapshots.js";
+import { FeedTail } from "./cluster/feed-tail.js";
+import { SidecarPresenceTracker } from "./cluster/presence.js";
 import { EventRouter } from "./routing/event-router.js";
 import { GatewayLimitShares } from "./ingest/gateway-limits.js";
 import { filtersFromConfig } from "./routing/filters.js";
@@ -91,16 +95,25 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
     throw err;
   }
 
-  // The global subscription: the config file's at start, changed at runtime by the Admin API.
-  const subscription = new RuntimeSubscription(config.events, () => refreshRouting());
+  // This process among those sharing the store: its leases, its sidecars.
+  const processId = `${hostname()}/${process.pid}/${ulid().slice(-8)}`;
+  // The global subscription: the config file's at start, changed at runtime by the Admin API
+  // (kept in the store for every replica).
+  const subscription = new RuntimeSubscription(config.events, () => refreshRouting(), store);
+  await subscription.load();
   const stored = await store.listEndpoints();
   warnRefusedEndpoints(logger, config.security, stored);
   const router = new EventRouter(subscription.get(), stored);
-  const bus = new EventBus();
+  // With replicas the live feed is read back from the store (every replica's events, in order),
+  // while anyone watches.
+  let feedTail: FeedTail | undefined;
+  const bus = new EventBus((active) => feedTail?.setActive(active));
+  if (store.shared) feedTail = new FeedTail(store, bus, logger.child({ component: "feed" }));
   const scheduler = new DeliveryScheduler({
     store,
     config,
     logger: logger.child({ component: "delivery" }),
+    leaseOwner: processId,
     ...(options.drainTimeoutMs !== undefined ? { stopTimeoutMs: options.drainTimeoutMs } : {}),
   });
   const ingestMetrics = newIngestMetrics();
@@ -109,11 +122,17 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
     activity: () => ({ delivery: scheduler.activity(), sidecars: ingestMetrics.connectedSidecars }),
   });
 
-  const snapshots = new SnapshotPublisher({
-    wantedEventTypes: router.wantedEventTypes(),
-    streamingCoalesceMs: config.events.streaming.coalesceMs,
-    rateLimitWarningShare: config.events.rateLimit.warningShare,
-  });
+  // Snapshot versions come from the store: every replica hands out newer ones than any before.
+  const nextVersion = () => store.nextConfigVersion(Date.now());
+  const snapshots = new SnapshotPublisher(
+    {
+      wantedEventTypes: router.wantedEventTypes(),
+      streamingCoalesceMs: config.events.streaming.coalesceMs,
+      rateLimitWarningShare: config.events.rateLimit.warningShare,
+    },
+    await nextVersion(),
+    nextVersion,
+  );
   // Budgets: config budgets upserted, runtime prices loaded, enforcement state published.
   let budgets: Budgets;
   try {
@@ -123,6 +142,8 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
       logger: logger.child({ component: "budgets" }),
       ...(options.now ? { now: options.now } : {}),
       publish: (states) => snapshots.update({ budgets: states }),
+      // Other replicas add spend too: the enforcement state is read again more often.
+      ...(store.shared ? { refreshEveryMs: 5_000 } : {}),
     });
   } catch (err) {
     await store.close();
@@ -132,9 +153,16 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
     router.update(subscription.get(), await store.listEndpoints());
     snapshots.update({ wantedEventTypes: router.wantedEventTypes() });
   };
-  // Gateway limits: each sidecar's snapshot carries its share of its org's (and app's) limits.
+  // Gateway limits: each sidecar's snapshot carries its share of its org's (and app's) limits,
+  // divided among the sidecars connected to every replica.
   const limitShares = new GatewayLimitShares(config.limits, () => snapshots.bump());
   snapshots.personalize((hello) => ({ limits: limitShares.limitsFor(hello) }));
+  const presence = new SidecarPresenceTracker(
+    store,
+    processId,
+    (sidecars) => limitShares.setSidecars(sidecars),
+    logger.child({ component: "presence" }),
+  );
   // One-off endpoints (x-aigw-webhook-url), signed with their org's key.
   const oneOffMetrics = newOneOffMetrics();
   const oneOff = new OneOffEndpoints({
@@ -150,7 +178,7 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
     ledger: budgets.ledger,
     router,
     oneOff,
-    bus,
+    publish: feedTail ? undefined : (events) => bus.publish(events),
     wake: (endpoints) => scheduler.notify(endpoints),
     metrics: ingestMetrics,
     logger: logger.child({ component: "ingest" }),
@@ -165,7 +193,7 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
       new IngestServiceImpl({
         ingest: (events, source) => pipeline.ingest(events, source),
         snapshot: (hello) => snapshots.snapshotFor(hello),
-        presence: limitShares,
+        presence,
         onSnapshot: (l) => snapshots.subscribe(l),
         logger: logger.child({ component: "ingest" }),
         metrics: ingestMetrics,
@@ -308,7 +336,32 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
     await store.close();
     throw new Error(`control-plane: cannot listen: ${(err as Error).message}`, { cause: err });
   }
+  await scheduler.syncCircuits().catch((err: unknown) => logger.error({ err }, "reading circuit states failed"));
   scheduler.start();
+  presence.start();
+  // What other replicas on the store do (PostgreSQL; a SQLite store has no one else).
+  const failed = (what: string) => (err: unknown) => logger.error({ err }, `${what} failed`);
+  const unwatch = store.watch({
+    lanes: (endpoints) => scheduler.notify(endpoints === "all" ? undefined : endpoints),
+    events: () => feedTail?.poke(),
+    changed: (kinds) => {
+      const has = (kind: string) => kinds === "all" || kinds.includes(kind);
+      if (has("endpoints") || has("keys")) {
+        scheduler.updateConfig(config);
+        refreshRouting().catch(failed("refreshing routing"));
+      }
+      if (has("settings")) {
+        subscription
+          .load()
+          .then((changed) => (changed ? refreshRouting() : undefined))
+          .catch(failed("reloading the subscription"));
+      }
+      if (has("budgets")) budgets.ledger.reload({ publish: true }).catch(failed("reloading budgets"));
+      if (has("prices")) budgets.reloadPrices().catch(failed("reloading prices"));
+      if (has("circuits")) scheduler.syncCircuits().catch(failed("reading circuit states"));
+      if (has("presence")) presence.refresh();
+    },
+  });
   watchdog.start();
   ready = true;
 
@@ -330,6 +383,9 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
         logger.info("control plane stopping");
         ready = false;
         clearInterval(retention);
+        unwatch();
+        presence.stop();
+        feedTail?.stop();
         budgets.close();
         bus.closeAll();
         await Promise.allSettled([closeGrpc(), closeHttp(httpServer)]);

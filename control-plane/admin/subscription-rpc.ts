@@ -55,7 +55,7 @@ export async function updateSubscription(
   const applied = await control.update(next);
   logger.info(
     { subscribe: applied.subscribe.map((t) => eventTypeName(t)), filters: applied.filters },
-    "subscription updated (until the next start, when the config file applies again)",
+    "subscription updated (kept in the store for every replica, until the config file's subscription changes)",
   );
   return create(UpdateSubscriptionResponseSchema, subscriptionMessage(applied));
 }

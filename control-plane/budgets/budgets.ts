@@ -54,6 +54,11 @@ export class Budgets {
     this.prices.set(price);
   }
 
+  /** Takes the prices set at runtime again (another replica set one). */
+  async reloadPrices(): Promise<void> {
+    for (const price of await this.store.listModelPrices()) this.prices.set(price);
+  }
+
   metrics(): MetricFamily[] {
     return this.prices.metrics();
   }

@@ -87,6 +87,34 @@ export class CircuitBreaker {
     return false;
   }
 
+  /**
+   * Another process on the store opened or closed this circuit (shared state, see
+   * store/cluster.ts): an open circuit here opens with the same cooldown; a closed one
+   * closes. A later local event wins over an older shared one.
+   */
+  applyShared(endpoint: string, open: boolean, openedAt: number): void {
+    const c = this.circuits.get(endpoint);
+    if (open) {
+      if (c?.open && c.openedAt >= openedAt) return;
+      const next = c ?? { consecutiveFailures: 0, lastFailureAt: openedAt, openedAt, open: true, trialInFlight: false };
+      next.open = true;
+      next.openedAt = openedAt;
+      next.consecutiveFailures = Math.max(next.consecutiveFailures, this.settings.threshold);
+      next.lastFailureAt = Math.max(next.lastFailureAt, openedAt);
+      this.circuits.set(endpoint, next);
+    } else if (c?.open && c.openedAt <= openedAt) {
+      this.circuits.delete(endpoint);
+    } else if (c && !c.open) {
+      this.circuits.delete(endpoint);
+    }
+  }
+
+  /** When the endpoint's circuit opened (0 when closed). */
+  openedAt(endpoint: string): number {
+    const c = this.circuits.get(endpoint);
+    return c?.open ? c.openedAt : 0;
+  }
+
   /** An attempt that was started as the trial ended without a verdict (not recorded): allow another trial. */
   trialAbandoned(endpoint: string): void {
     const c = this.circuits.get(endpoint);

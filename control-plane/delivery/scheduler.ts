@@ -202,6 +202,23 @@ export class DeliveryScheduler {
     this.schedulePump();
   }
 
+  /**
+   * Takes the circuit states recorded in the store (by any process): at start, and when
+   * another replica opened or closed one.
+   */
+  async syncCircuits(): Promise<void> {
+    for (const c of await this.store.listCircuits()) this.breaker.applyShared(c.endpoint, c.open, c.openedAt);
+    this.schedulePump();
+  }
+
+  /** Records a circuit this process opened or closed, for the other processes on the store. */
+  private shareCircuit(endpoint: string, open: boolean): void {
+    const openedAt = this.breaker.openedAt(endpoint);
+    this.store.putCircuit({ endpoint, open, openedAt: open ? openedAt : 0 }).catch((err: unknown) => {
+      this.log.warn({ err, endpoint }, "recording the circuit state in the store failed");
+    });
+  }
+
   isCircuitOpen(endpoint: string): boolean {
     return this.breaker.state(endpoint, this.now()) !== "closed";
   }
@@ -336,6 +353,11 @@ export class DeliveryScheduler {
           leaseOwner: this.leaseOwner,
           leaseMs: Math.ceil(this.config.delivery.timeoutMs) + 10_000,
           lanes: claiming.map(({ decision }) => ({ endpoint: decision.endpoint, limit: decision.limit })),
+          // With replicas the store holds the caps over all of them (this process's are above).
+          caps: {
+            perEndpoint: Math.max(1, this.config.delivery.perEndpointConcurrency),
+            total: this.config.delivery.concurrentDeliveries,
+          },
         });
         let rows = 0;
         for (const claim of claims) rows += claim.deliveries.length;
@@ -669,8 +691,9 @@ export class DeliveryScheduler {
     if (verdict === "delivered") {
       this.recordHealthy(name);
     } else if (verdict === "retryable" && this.breaker.recordFailure(name, now) && !this.loggedOpen.has(name)) {
-      // Logged when it opens, not again each time a failed trial re-opens it.
+      // Logged (and shared) when it opens, not again each time a failed trial re-opens it.
       this.loggedOpen.add(name);
+      this.shareCircuit(name, true);
       this.log.warn(
         { endpoint: name, cooldownMs: this.config.delivery.circuitBreakerCooldownMs },
         "endpoint circuit opened after consecutive failures",
@@ -684,7 +707,9 @@ export class DeliveryScheduler {
   }
 
   private recordHealthy(name: string): void {
-    if (!this.breaker.recordSuccess(name) || !this.loggedOpen.delete(name)) return;
+    if (!this.breaker.recordSuccess(name)) return;
+    this.shareCircuit(name, false);
+    if (!this.loggedOpen.delete(name)) return;
     let failedOver = 0;
     for (const [key, count] of this.failovers) {
       if (key.startsWith(`${name}\u0000`)) {

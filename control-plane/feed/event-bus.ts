@@ -8,15 +8,19 @@ import type { StoredEvent } from "../store/store.js";
 export class EventBus {
   private readonly subscriptions = new Set<Subscription>();
 
+  /** `onActive(true)` when the first watcher arrives, `onActive(false)` when the last leaves. */
+  constructor(private readonly onActive?: (active: boolean) => void) {}
+
   subscribe(options: {
     maxQueued: number;
     onOverflow: () => void;
     accept?: (e: StoredEvent) => boolean;
   }): Subscription {
-    const sub = new Subscription(options.maxQueued, options.onOverflow, options.accept, () =>
-      this.subscriptions.delete(sub),
-    );
+    const sub = new Subscription(options.maxQueued, options.onOverflow, options.accept, () => {
+      if (this.subscriptions.delete(sub) && this.subscriptions.size === 0) this.onActive?.(false);
+    });
     this.subscriptions.add(sub);
+    if (this.subscriptions.size === 1) this.onActive?.(true);
     return sub;
   }
 

@@ -10,13 +10,14 @@ import type { LimitConfig } from "../config/types.js";
  * one request (or token) a minute more per sidecar than the limit, which is the price of
  * enforcing it without a round trip per request.
  *
- * Shares follow the connected sidecars: a connect or disconnect for an org with limits
- * calls `onChange`, and every sidecar of the org gets its new share in a new snapshot.
+ * Shares follow the connected sidecars, counted over every replica (cluster/presence.ts
+ * gives the list): when the count of an org with limits changes, `onChange` runs and every
+ * sidecar of the org gets its new share in a new snapshot.
  */
 export class GatewayLimitShares {
-  /** Open streams by org and by (org, app); an entry goes when its count reaches 0. */
-  private readonly byOrg = new Map<string, number>();
-  private readonly byOrgApp = new Map<string, number>();
+  /** Connected sidecars by org and by (org, app). */
+  private byOrg = new Map<string, number>();
+  private byOrgApp = new Map<string, number>();
   private limits: readonly LimitConfig[];
 
   constructor(
@@ -26,18 +27,23 @@ export class GatewayLimitShares {
     this.limits = limits;
   }
 
-  /** A sidecar stream said hello. */
-  connect(hello: Pick<Hello, "orgId" | "app">): void {
-    add(this.byOrg, hello.orgId, 1);
-    add(this.byOrgApp, orgApp(hello.orgId, hello.app), 1);
-    if (this.hasLimits(hello.orgId)) this.onChange();
-  }
-
-  /** A stream that said hello ended. */
-  disconnect(hello: Pick<Hello, "orgId" | "app">): void {
-    add(this.byOrg, hello.orgId, -1);
-    add(this.byOrgApp, orgApp(hello.orgId, hello.app), -1);
-    if (this.hasLimits(hello.orgId)) this.onChange();
+  /** The sidecars connected now (to any replica). */
+  setSidecars(sidecars: readonly Pick<Hello, "orgId" | "app">[]): void {
+    const byOrg = new Map<string, number>();
+    const byOrgApp = new Map<string, number>();
+    for (const s of sidecars) {
+      add(byOrg, s.orgId, 1);
+      add(byOrgApp, orgApp(s.orgId, s.app), 1);
+    }
+    const changed = this.limits.some(
+      (l) =>
+        (byOrg.get(l.orgId) ?? 0) !== (this.byOrg.get(l.orgId) ?? 0) ||
+        (l.app !== "" &&
+          (byOrgApp.get(orgApp(l.orgId, l.app)) ?? 0) !== (this.byOrgApp.get(orgApp(l.orgId, l.app)) ?? 0)),
+    );
+    this.byOrg = byOrg;
+    this.byOrgApp = byOrgApp;
+    if (changed) this.onChange();
   }
 
   setLimits(limits: readonly LimitConfig[]): void {
@@ -67,10 +73,6 @@ export class GatewayLimitShares {
       );
     }
     return out;
-  }
-
-  private hasLimits(orgId: string): boolean {
-    return this.limits.some((l) => l.orgId === orgId);
   }
 }
 

@@ -3,7 +3,6 @@ import { EVENT_ID_PATTERN } from "../../common/ids.js";
 import type { Logger } from "../../common/logger.js";
 import type { BudgetLedger } from "../budgets/budget-ledger.js";
 import type { PriceBook } from "../budgets/price-book.js";
-import type { EventBus } from "../feed/event-bus.js";
 import type { EventRouter } from "../routing/event-router.js";
 import type { OneOffEndpoints } from "../routing/one-off.js";
 import type { IngestResult, Store, StoredEvent } from "../store/store.js";
@@ -34,7 +33,11 @@ export interface IngestPipelineDeps {
   ledger: BudgetLedger;
   router: EventRouter;
   oneOff: OneOffEndpoints;
-  bus: EventBus;
+  /**
+   * Publishes stored events to the live feed; absent when the store's own feed is read
+   * back instead (replicas: cluster/feed-tail.ts), so every replica's events arrive in order.
+   */
+  publish: ((events: StoredEvent[]) => void) | undefined;
   /** Wakes the delivery lanes of these endpoints. */
   wake(endpoints: readonly string[]): void;
   metrics: IngestMetrics;
@@ -89,13 +92,13 @@ export class IngestPipeline {
     accounting: ReturnType<BudgetLedger["accounting"]> | undefined,
   ): Promise<IngestResult> {
     if (events.length === 0) return { stored: [], duplicates: 0, deliveries: 0, endpoints: [] };
-    const { store, prices, ledger, bus, metrics } = this.deps;
+    const { store, prices, ledger, publish, metrics } = this.deps;
     for (const event of events) prices.priceEvent(event);
     const result = await store.ingest(events, route, accounting);
     metrics.eventsStored += result.stored.length;
     metrics.eventsDuplicate += result.duplicates;
     ledger.observe(result);
-    bus.publish(storedAndGenerated(result));
+    publish?.(storedAndGenerated(result));
     if (result.endpoints.length > 0) this.deps.wake(result.endpoints);
     return result;
   }

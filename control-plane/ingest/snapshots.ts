@@ -9,8 +9,10 @@ export type Personalizer = (hello: Hello) => SnapshotFields;
 /**
  * The config snapshot sidecars hold, versioned. Parts of the control plane (routing,
  * budgets, limits) each update their fields; a change bumps the version and reaches every
- * connected sidecar, an update that changes nothing is no new version. Versions start at
- * the start time in ms, so they keep increasing across restarts.
+ * connected sidecar, an update that changes nothing is no new version. Versions come from
+ * the store (`nextVersion`): every replica on one store hands out versions above every
+ * earlier one, so a sidecar that moves to another replica (which only accepts newer
+ * versions) never keeps a stale snapshot; they start above the clock in ms.
  *
  * Some fields are per sidecar (`personalize`): `snapshotFor(hello)` is the shared snapshot
  * with that sidecar's fields over it, at the same version. When what the personalizer
@@ -19,10 +21,17 @@ export type Personalizer = (hello: Hello) => SnapshotFields;
  */
 export class SnapshotPublisher {
   private current: ConfigSnapshot;
+  /** Content waiting for its version from the store. */
+  private pending: ConfigSnapshot | undefined;
+  private versioning = false;
   private readonly listeners = new Set<(s: ConfigSnapshot) => void>();
   private personalizer: Personalizer | undefined;
 
-  constructor(initial: SnapshotFields, startVersion: bigint = BigInt(Date.now())) {
+  constructor(
+    initial: SnapshotFields,
+    startVersion: bigint = BigInt(Date.now()),
+    private readonly nextVersion?: () => Promise<bigint>,
+  ) {
     this.current = create(ConfigSnapshotSchema, { ...initial, version: startVersion });
   }
 
@@ -36,9 +45,10 @@ export class SnapshotPublisher {
   }
 
   update(fields: SnapshotFields): void {
-    const { $typeName: _, ...held } = this.current;
+    const base = this.pending ?? this.current;
+    const { $typeName: _, ...held } = base;
     const next = create(ConfigSnapshotSchema, { ...held, ...fields });
-    if (equals(ConfigSnapshotSchema, next, this.current)) return;
+    if (equals(ConfigSnapshotSchema, next, base)) return;
     this.publish(next);
   }
 
@@ -50,7 +60,7 @@ export class SnapshotPublisher {
 
   /** Per-sidecar fields changed: a new version, so every stream recomputes its snapshot. */
   bump(): void {
-    const { $typeName: _, ...held } = this.current;
+    const { $typeName: _, ...held } = this.pending ?? this.current;
     this.publish(create(ConfigSnapshotSchema, held));
   }
 
@@ -68,7 +78,35 @@ export class SnapshotPublisher {
   }
 
   private publish(next: ConfigSnapshot): void {
-    next.version = this.current.version + 1n;
+    if (this.nextVersion === undefined) {
+      next.version = this.current.version + 1n;
+      this.install(next);
+      return;
+    }
+    // Changes made while a version is being fetched share the next one.
+    this.pending = next;
+    if (this.versioning) return;
+    this.versioning = true;
+    const source = this.nextVersion;
+    void (async () => {
+      while (this.pending !== undefined) {
+        let version: bigint;
+        try {
+          version = await source();
+        } catch {
+          // The store is away: a local version still reaches this replica's sidecars.
+          version = this.current.version + 1n;
+        }
+        const content = this.pending;
+        this.pending = undefined;
+        content.version = version > this.current.version ? version : this.current.version + 1n;
+        this.install(content);
+      }
+      this.versioning = false;
+    })();
+  }
+
+  private install(next: ConfigSnapshot): void {
     this.current = next;
     for (const l of this.listeners) l(next);
   }

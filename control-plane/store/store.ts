@@ -1,5 +1,6 @@
 import type { AnalyticsStore } from "./analytics.js";
 import type { BudgetStore } from "./budgets.js";
+import type { ClusterStore, StoreWatcher } from "./cluster.js";
 import type { DeliveryQueue } from "./delivery-queue.js";
 import type { EndpointStore } from "./endpoints.js";
 import type { EventStore } from "./events.js";
@@ -11,13 +12,22 @@ import type { EventStore } from "./events.js";
  * `sqlite/` (the embedded default) and `postgres/` (replicas). Both pass one conformance
  * suite (test/store/conformance.ts). Every method is async; times are unix milliseconds.
  */
-export interface Store extends EventStore, EndpointStore, DeliveryQueue, AnalyticsStore, BudgetStore {
+export interface Store extends EventStore, EndpointStore, DeliveryQueue, AnalyticsStore, BudgetStore, ClusterStore {
   readonly kind: "sqlite" | "postgres";
+  /**
+   * Other processes may write to this store at the same time (PostgreSQL replicas): the
+   * live feed is read back from the store in its order, and their writes are heard
+   * through watch(). False when one process owns it (SQLite).
+   */
+  readonly shared: boolean;
+  /** Hears other processes' writes (never called for a store one process owns). */
+  watch(watcher: StoreWatcher): () => void;
   close(): Promise<void>;
 }
 
 export type * from "./analytics.js";
 export type * from "./budgets.js";
+export type * from "./cluster.js";
 export type * from "./delivery-queue.js";
 export type * from "./endpoints.js";
 export type * from "./events.js";

@@ -287,7 +287,7 @@ budgets:
     await h.cp.deliverEvents([spend("org_e", 0.4)]); // below the limit: no new version
     await h.cp.deliverEvents([spend("org_e", 0.7)]);
     const flipped = await sidecar.nextConfig();
-    expect(flipped.version).toBe(initial.version + 1n);
+    expect(flipped.version).toBeGreaterThan(initial.version);
     expect(flipped.budgets[0]).toMatchObject({ orgId: "org_e", exceeded: true, enforce: true });
     expect(flipped.budgets[0]?.currentSpend).toBeCloseTo(1.1, 9);
 

@@ -138,7 +138,7 @@ describe("filters and subscriptions", () => {
     expect(receivedIds(primary).sort()).toEqual([claude.id, critical.id].sort());
   });
 
-  it("keeps filters set through the Admin API across a restart; the file's subscription applies again", async () => {
+  it("keeps filters and the subscription set through the Admin API across a restart, until the file's subscription changes", async () => {
     const { fx } = await start("");
     await fx.admin.createEndpoint({
       endpoint: {
@@ -154,10 +154,19 @@ describe("filters and subscriptions", () => {
     const got = await fx.admin.getEndpoint({ name: "runtime" });
     // Repeats are dropped on the way in.
     expect(got.endpoint?.filters).toMatchObject({ completionModels: ["gpt-4o"], errorSeverities: ["critical"] });
+    // Kept in the store (every replica routes with it), with the same file.
+    expect((await fx.admin.getSubscription({})).subscribe).toEqual([EventType.ERROR]);
+    // A file whose subscription changed applies again.
+    const file = yaml(primary!.url, big!.url, "").replace(
+      'subscribe: ["completion", "error", "streaming"]',
+      'subscribe: ["completion", "error", "streaming", "budget"]',
+    );
+    await fx.restart(file);
     expect((await fx.admin.getSubscription({})).subscribe).toEqual([
       EventType.COMPLETION,
       EventType.ERROR,
       EventType.STREAMING,
+      EventType.BUDGET,
     ]);
     const stream = openSidecarStream(fx.cp, { sidecarId: "sc_r", orgId: "org_t", app: "t" });
     streams.push(stream);

@@ -100,17 +100,19 @@ describe("GatewayLimitShares", () => {
       ],
       () => changes++,
     );
-    for (let i = 0; i < 3; i++) shares.connect({ orgId: "o", app: "a" });
-    shares.connect({ orgId: "o", app: "b" });
-    shares.connect({ orgId: "elsewhere", app: "a" });
-    expect(changes).toBe(4);
+    const a = { orgId: "o", app: "a" };
+    shares.setSidecars([a, a, a, { orgId: "o", app: "b" }, { orgId: "elsewhere", app: "a" }]);
+    expect(changes).toBe(1);
+    // The same counts again: nothing to tell the sidecars.
+    shares.setSidecars([a, { orgId: "elsewhere", app: "a" }, a, { orgId: "o", app: "b" }, a]);
+    expect(changes).toBe(1);
     expect(shares.limitsFor({ orgId: "o", app: "a" }).map((l) => [l.requestsPerMinute, l.tokensPerMinute])).toEqual([
       [1, 0],
       [0, 4],
     ]);
     expect(shares.limitsFor({ orgId: "o", app: "b" })).toHaveLength(1);
-    shares.disconnect({ orgId: "o", app: "a" });
-    shares.disconnect({ orgId: "o", app: "a" });
+    shares.setSidecars([a, { orgId: "o", app: "b" }]);
+    expect(changes).toBe(2);
     expect(shares.limitsFor({ orgId: "o", app: "a" })[1]?.tokensPerMinute).toBe(10);
     expect(shares.connected("o")).toBe(2);
     expect(shares.connected("o", "a")).toBe(1);

@@ -167,6 +167,26 @@ const MIGRATIONS: readonly string[] = [
     output_per_million double precision NOT NULL,
     updated_at bigint NOT NULL
   );
+
+  CREATE TABLE endpoint_circuits (
+    endpoint text PRIMARY KEY,
+    open boolean NOT NULL,
+    opened_at bigint NOT NULL,
+    updated_at bigint NOT NULL
+  );
+  CREATE TABLE sidecars (
+    id text PRIMARY KEY,
+    org_id text NOT NULL,
+    app text NOT NULL,
+    owner text NOT NULL,
+    seen_at bigint NOT NULL
+  );
+  CREATE INDEX sidecars_seen_at ON sidecars (seen_at);
+  CREATE TABLE settings (
+    name text PRIMARY KEY,
+    value text NOT NULL,
+    updated_at bigint NOT NULL
+  );
   `,
   // v2: a model's prompt-cache prices (control-plane/budgets/price-book.ts). NULL: the
   // default rule (cachePrices in control-plane/config/pricing.ts).

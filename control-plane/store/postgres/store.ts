@@ -18,6 +18,7 @@ import {
   SpendTracker,
   type StoredModelPrice,
 } from "../budgets.js";
+import type { CircuitRecord, SidecarRecord, StoreWatcher } from "../cluster.js";
 import {
   type AttemptOutcome,
   type AttemptRecord,
@@ -62,6 +63,7 @@ import { GroupCommit } from "../group-commit.js";
 import { decodePageToken, encodePageToken } from "../page-token.js";
 import { SecretBox } from "../secret-box.js";
 import { type Store, StoreConflictError, StoreNotFoundError } from "../store.js";
+import { CHANNEL_CHANGES, CHANNEL_EVENTS, CHANNEL_LANES, PgListener } from "./listener.js";
 import { migratePostgres } from "./schema.js";
 
 export interface PostgresStoreOptions {
@@ -82,10 +84,6 @@ const PURGE_BATCH = 500;
 const CLAIM_LOCK = 7_366_274_902;
 /** Ingest commits hand out feed positions under this lock (see #placeInFeed). */
 const FEED_LOCK = 7_366_274_903;
-/** NOTIFY channels (payloads are JSON). */
-export const CHANNEL_LANES = "aigw_lanes";
-export const CHANNEL_EVENTS = "aigw_events";
-export const CHANNEL_CHANGES = "aigw_changes";
 const RETRYABLE = new Set(["40001", "40P01"]);
 /** A lane the caps held back (other replicas' leases) is looked at again after this. */
 const CAPPED_RETRY_MS = 250;
@@ -195,6 +193,7 @@ const ENDPOINT_COLUMNS = `e.*, CASE WHEN e.org_id = '' THEN (SELECT COUNT(*)::in
  */
 export class PostgresStore implements Store {
   readonly kind = "postgres";
+  readonly shared = true;
   readonly where: string;
   readonly owner: string;
   readonly #pool: pg.Pool;
@@ -202,10 +201,13 @@ export class PostgresStore implements Store {
   readonly #ingests: GroupCommit<QueuedIngest, IngestResult>;
   readonly #completions: GroupCommit<QueuedCompletion, CompleteResult>;
   readonly #logger: Logger | undefined;
+  readonly #listener: PgListener;
   #closed = false;
 
   /** Use openPostgresStore(). */
-  constructor(pool: pg.Pool, where: string, box: SecretBox, owner: string, logger?: Logger) {
+  constructor(pool: pg.Pool, url: string, box: SecretBox, owner: string, logger?: Logger) {
+    const where = redactUrl(url);
+    this.#listener = new PgListener(url, owner, logger);
     this.#pool = pool;
     this.where = where;
     this.#box = box;
@@ -1395,6 +1397,88 @@ export class PostgresStore implements Store {
     });
   }
 
+  // ---- what replicas share -----------------------------------------------------------------
+
+  watch(watcher: StoreWatcher): () => void {
+    return this.#listener.watch(watcher);
+  }
+
+  async nextConfigVersion(now: number): Promise<bigint> {
+    const { rows } = await this.#pool.query<{ value: string }>(
+      `INSERT INTO meta (name, value) VALUES ('config_version', $1::text)
+       ON CONFLICT (name) DO UPDATE SET value = GREATEST(meta.value::bigint + 1, $1::bigint)::text
+       RETURNING value`,
+      [now],
+    );
+    return BigInt(rows[0]?.value ?? now);
+  }
+
+  async putCircuit(circuit: CircuitRecord): Promise<void> {
+    await this.#tx(async (c, fx) => {
+      await c.query(
+        `INSERT INTO endpoint_circuits (endpoint, open, opened_at, updated_at) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (endpoint) DO UPDATE SET open = excluded.open, opened_at = excluded.opened_at,
+           updated_at = excluded.updated_at`,
+        [circuit.endpoint, circuit.open, circuit.openedAt, Date.now()],
+      );
+      fx.changes.add("circuits");
+    });
+  }
+
+  async listCircuits(): Promise<CircuitRecord[]> {
+    const { rows } = await this.#pool.query<{ endpoint: string; open: boolean; opened_at: number }>(
+      "SELECT endpoint, open, opened_at FROM endpoint_circuits",
+    );
+    return rows.map((r) => ({ endpoint: r.endpoint, open: r.open, openedAt: r.opened_at }));
+  }
+
+  async putSidecars(owner: string, sidecars: readonly SidecarRecord[], now: number): Promise<void> {
+    if (sidecars.length === 0) return;
+    await this.#tx(async (c, fx) => {
+      const { rows } = await c.query<{ inserted: boolean }>(
+        `INSERT INTO sidecars (id, org_id, app, owner, seen_at)
+         SELECT id, o, a, $4, $5 FROM unnest($1::text[], $2::text[], $3::text[]) AS u(id, o, a)
+         ON CONFLICT (id) DO UPDATE SET org_id = excluded.org_id, app = excluded.app, owner = excluded.owner,
+           seen_at = excluded.seen_at
+         RETURNING (xmax = 0) AS inserted`,
+        [sidecars.map((s) => s.id), sidecars.map((s) => s.orgId), sidecars.map((s) => s.app), owner, now],
+      );
+      // A heartbeat changes nothing others need to hear of; a sidecar that arrived does.
+      if (rows.some((r) => r.inserted)) fx.changes.add("presence");
+    });
+  }
+
+  async removeSidecar(id: string): Promise<void> {
+    await this.#tx(async (c, fx) => {
+      const { rowCount } = await c.query("DELETE FROM sidecars WHERE id = $1", [id]);
+      if ((rowCount ?? 0) > 0) fx.changes.add("presence");
+    });
+  }
+
+  async listSidecars(since: number): Promise<SidecarRecord[]> {
+    const { rows } = await this.#pool.query<{ id: string; org_id: string; app: string }>(
+      "SELECT id, org_id, app FROM sidecars WHERE seen_at >= $1 ORDER BY id",
+      [since],
+    );
+    return rows.map((r) => ({ id: r.id, orgId: r.org_id, app: r.app }));
+  }
+
+  async getSetting(name: string): Promise<string | undefined> {
+    const { rows } = await this.#pool.query<{ value: string }>("SELECT value FROM settings WHERE name = $1", [name]);
+    return rows[0]?.value;
+  }
+
+  async putSetting(name: string, value: string): Promise<void> {
+    await this.#tx(async (c, fx) => {
+      await c.query(
+        `INSERT INTO settings (name, value, updated_at) VALUES ($1, $2, $3)
+         ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at`,
+        [name, value, Date.now()],
+      );
+      fx.changes.add("settings");
+    });
+  }
+
   // ---- lifecycle ----------------------------------------------------------------------------
 
   /** Verifies the key against the check value sealed at first open (by whichever replica came first), or seals one. */
@@ -1420,6 +1504,7 @@ export class PostgresStore implements Store {
     // What was submitted gets its commit before the pool goes.
     await Promise.allSettled([this.#ingests.settled(), this.#completions.settled()]);
     this.#closed = true;
+    await this.#listener.close();
     await this.#pool.end();
     this.#logger?.debug({ store: this.where }, "PostgreSQL store closed");
   }
@@ -1447,7 +1532,7 @@ export async function openPostgresStore(url: string, options: PostgresStoreOptio
   try {
     await migratePostgres(pool, where, options.logger);
     const owner = options.owner ?? `${process.pid}-${ulid().slice(-10)}`;
-    const store = new PostgresStore(pool, where, box, owner, options.logger);
+    const store = new PostgresStore(pool, url, box, owner, options.logger);
     await store.verifyKey();
     return store;
   } catch (err) {

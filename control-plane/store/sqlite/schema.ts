@@ -168,6 +168,28 @@ const MIGRATIONS: readonly string[] = [
   CREATE INDEX deliveries_leased ON deliveries (lease_owner) WHERE lease_owner != '';
   -- The claim's fencing token: a result is recorded only under the lease it was claimed with.
   ALTER TABLE deliveries ADD COLUMN lease_token INTEGER NOT NULL DEFAULT 0;
+
+  -- What processes sharing a store share (store/cluster.ts): circuits, connected sidecars,
+  -- runtime settings. One process owns a SQLite file; the same rows serve PostgreSQL replicas.
+  CREATE TABLE endpoint_circuits (
+    endpoint TEXT PRIMARY KEY,
+    open INTEGER NOT NULL,
+    opened_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+  ) WITHOUT ROWID;
+  CREATE TABLE sidecars (
+    id TEXT PRIMARY KEY,
+    org_id TEXT NOT NULL,
+    app TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    seen_at INTEGER NOT NULL
+  ) WITHOUT ROWID;
+  CREATE INDEX sidecars_seen_at ON sidecars (seen_at);
+  CREATE TABLE settings (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL,
+    updated_at INTEGER NOT NULL
+  ) WITHOUT ROWID;
   UPDATE deliveries SET due_at = 9007199254740991
   WHERE status = 'pending' AND order_key != '' AND lease_owner = '' AND EXISTS (
     SELECT 1 FROM deliveries p

@@ -7,6 +7,7 @@ import { newDeliveryId, ulid } from "../../../common/ids.js";
 import { type Event, EventSchema, type EventType } from "../../../gen/aigw/v1/events_pb.js";
 import { type EndpointStatsRecord, StatsBuilder } from "../analytics.js";
 import type { BudgetLimitType, BudgetRecord, BudgetSpec, SpendAccounting, StoredModelPrice } from "../budgets.js";
+import type { CircuitRecord, SidecarRecord, StoreWatcher } from "../cluster.js";
 import {
   type AttemptOutcome,
   type AttemptRecord,
@@ -378,12 +379,14 @@ type Statements = ReturnType<typeof prepareStatements>;
 /** The embedded store: one better-sqlite3 connection in WAL mode (see DESIGN.md, Scale out). */
 export class SqliteStore implements Store {
   readonly kind = "sqlite";
+  readonly shared = false;
   readonly path: string;
   readonly #db: Database.Database;
   readonly #box: SecretBox;
   readonly #s: Statements;
   /** One-off endpoints and org keys (schema v3). */
   readonly #oneOff: ReturnType<typeof prepareOneOffStatements>;
+  readonly #cluster: ReturnType<typeof prepareClusterStatements>;
   /** Budgets and pricing tables (schema v2), used inside this store's transactions. */
   readonly #budgets: SqliteBudgetTables;
   readonly #inTransaction: Database.Transaction<(fn: () => unknown) => unknown>;
@@ -410,6 +413,7 @@ export class SqliteStore implements Store {
     this.#box = box;
     this.#s = prepareStatements(db);
     this.#oneOff = prepareOneOffStatements(db);
+    this.#cluster = prepareClusterStatements(db);
     this.#budgets = new SqliteBudgetTables(db);
     this.#inTransaction = db.transaction((fn: () => unknown) => fn());
     this.#completions = new GroupCommit((batch) => {
@@ -1101,6 +1105,58 @@ export class SqliteStore implements Store {
     };
   }
 
+  // ---- what processes on one store share (one process owns a SQLite file) ------------------
+
+  /** Never calls: this process is the only writer. */
+  watch(_watcher: StoreWatcher): () => void {
+    return () => {};
+  }
+
+  async nextConfigVersion(now: number): Promise<bigint> {
+    const value = this.#bookkeeping(() => this.#cluster.nextVersion.get({ now }) as string);
+    return BigInt(value);
+  }
+
+  async putCircuit(circuit: CircuitRecord): Promise<void> {
+    this.#bookkeeping(() =>
+      this.#cluster.putCircuit.run({
+        endpoint: circuit.endpoint,
+        open: circuit.open ? 1 : 0,
+        openedAt: circuit.openedAt,
+        now: Date.now(),
+      }),
+    );
+  }
+
+  async listCircuits(): Promise<CircuitRecord[]> {
+    return this.#cluster.circuits
+      .all()
+      .map((r) => ({ endpoint: r.endpoint, open: r.open === 1, openedAt: r.opened_at }));
+  }
+
+  async putSidecars(owner: string, sidecars: readonly SidecarRecord[], now: number): Promise<void> {
+    if (sidecars.length === 0) return;
+    this.#bookkeeping(() => {
+      for (const s of sidecars) this.#cluster.putSidecar.run({ id: s.id, orgId: s.orgId, app: s.app, owner, now });
+    });
+  }
+
+  async removeSidecar(id: string): Promise<void> {
+    this.#bookkeeping(() => this.#cluster.removeSidecar.run(id));
+  }
+
+  async listSidecars(since: number): Promise<SidecarRecord[]> {
+    return this.#cluster.sidecars.all(since).map((r) => ({ id: r.id, orgId: r.org_id, app: r.app }));
+  }
+
+  async getSetting(name: string): Promise<string | undefined> {
+    return this.#cluster.getSetting.get(name) ?? undefined;
+  }
+
+  async putSetting(name: string, value: string): Promise<void> {
+    await this.#durable(() => this.#cluster.putSetting.run({ name, value, now: Date.now() }));
+  }
+
   /** For tests and diagnostics: the plan SQLite picks for the claim query. */
   explainClaim(): string[] {
     const sql = this.#s.claimLane.source;
@@ -1258,6 +1314,43 @@ function toEndpointRecord(row: EndpointRow): EndpointRecord {
 }
 
 // ---- one-off endpoints and org keys (schema v3) ---------------------------------------------
+
+function prepareClusterStatements(db: Database.Database) {
+  return {
+    nextVersion: db
+      .prepare(
+        `INSERT INTO meta (name, value) VALUES ('config_version', CAST(CAST(@now AS INTEGER) AS TEXT))
+         ON CONFLICT (name) DO UPDATE SET value = CAST(MAX(CAST(value AS INTEGER) + 1, CAST(@now AS INTEGER)) AS TEXT)
+         RETURNING value`,
+      )
+      .pluck() as Stmt<{ now: number }, string>,
+    putCircuit: db.prepare(
+      `INSERT INTO endpoint_circuits (endpoint, open, opened_at, updated_at) VALUES (@endpoint, @open, @openedAt, @now)
+       ON CONFLICT (endpoint) DO UPDATE SET open = excluded.open, opened_at = excluded.opened_at,
+         updated_at = excluded.updated_at`,
+    ) as Stmt<{ endpoint: string; open: number; openedAt: number; now: number }>,
+    circuits: db.prepare("SELECT endpoint, open, opened_at FROM endpoint_circuits") as Stmt0<{
+      endpoint: string;
+      open: number;
+      opened_at: number;
+    }>,
+    putSidecar: db.prepare(
+      `INSERT INTO sidecars (id, org_id, app, owner, seen_at) VALUES (@id, @orgId, @app, @owner, @now)
+       ON CONFLICT (id) DO UPDATE SET org_id = excluded.org_id, app = excluded.app, owner = excluded.owner,
+         seen_at = excluded.seen_at`,
+    ) as Stmt<{ id: string; orgId: string; app: string; owner: string; now: number }>,
+    removeSidecar: db.prepare("DELETE FROM sidecars WHERE id = ?") as Database.Statement<[string]>,
+    sidecars: db.prepare("SELECT id, org_id, app FROM sidecars WHERE seen_at >= ? ORDER BY id") as Database.Statement<
+      [number],
+      { id: string; org_id: string; app: string }
+    >,
+    getSetting: db.prepare("SELECT value FROM settings WHERE name = ?").pluck() as Database.Statement<[string], string>,
+    putSetting: db.prepare(
+      `INSERT INTO settings (name, value, updated_at) VALUES (@name, @value, @now)
+       ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at`,
+    ) as Stmt<{ name: string; value: string; now: number }>,
+  };
+}
 
 function prepareOneOffStatements(db: Database.Database) {
   return {

@@ -1,0 +1,50 @@
+/**
+ * What the processes sharing one store share beyond events and deliveries: the config
+ * version sidecars see, circuit states, which sidecars are connected (for limit shares),
+ * and settings changed at runtime. With SQLite one process owns all of it; with PostgreSQL
+ * every replica reads and writes the same rows, and hears of changes through Store.watch.
+ */
+export interface ClusterStore {
+  /**
+   * A config snapshot version above every one handed out before by any process on this
+   * store, and not below the clock in ms (so versions keep rising across restarts, and
+   * past those of the clock-based versions of earlier releases).
+   */
+  nextConfigVersion(now: number): Promise<bigint>;
+  /** An endpoint's circuit as the process that opened or closed it recorded it. */
+  putCircuit(circuit: CircuitRecord): Promise<void>;
+  listCircuits(): Promise<CircuitRecord[]>;
+  /** Marks these sidecars as connected to `owner` at `now` (a heartbeat; new ones are added). */
+  putSidecars(owner: string, sidecars: readonly SidecarRecord[], now: number): Promise<void>;
+  removeSidecar(id: string): Promise<void>;
+  /** Sidecars any process saw since `since`. */
+  listSidecars(since: number): Promise<SidecarRecord[]>;
+  getSetting(name: string): Promise<string | undefined>;
+  putSetting(name: string, value: string): Promise<void>;
+}
+
+export interface CircuitRecord {
+  endpoint: string;
+  open: boolean;
+  /** When it opened (its cooldown runs from here); 0 when closed. */
+  openedAt: number;
+}
+
+export interface SidecarRecord {
+  id: string;
+  orgId: string;
+  app: string;
+}
+
+/** What other processes on the same store did (PostgreSQL replicas); see Store.watch. */
+export interface StoreWatcher {
+  /** Deliveries became due for these endpoints ("all": rescan every lane). */
+  lanes?(endpoints: readonly string[] | "all"): void;
+  /**
+   * Shared config changed: "endpoints", "keys", "budgets", "prices", "circuits", "presence",
+   * "settings" (and whatever later concerns add); "all" after notifications were lost.
+   */
+  changed?(kinds: readonly string[] | "all"): void;
+  /** New events are in the feed. */
+  events?(): void;
+}
