@@ -1,0 +1,201 @@
+import pg from "pg";
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { openPostgresStore, type PostgresStore } from "../../control-plane/store/postgres/store.js";
+import { PG_SCHEMA_VERSION } from "../../control-plane/store/postgres/schema.js";
+import type { ClaimedDelivery, Store } from "../../control-plane/store/store.js";
+import { accountingFor, pricedCompletion } from "../budgets/store-conformance.js";
+import { createTestDatabase, skipWithoutPostgres, TEST_ENCRYPTION_KEY } from "../support/store.js";
+import { attempt, completionEvent, endpoint } from "./conformance.js";
+
+// Two stores on one PostgreSQL database, as two control-plane replicas hold them: what one
+// writes the other sees, and the rules that must hold over all replicas hold over both
+// (caps, fencing, budget thresholds once, config versions, the feed's commit order).
+const skip = await skipWithoutPostgres("the PostgreSQL replica store tests");
+
+const LEASE_MS = 30_000;
+
+describe.skipIf(skip)("two PostgreSQL stores on one database", () => {
+  let db: Awaited<ReturnType<typeof createTestDatabase>>;
+  let a: PostgresStore;
+  let b: PostgresStore;
+
+  beforeAll(async () => {
+    db = await createTestDatabase();
+  });
+  afterAll(async () => {
+    await db?.drop();
+  });
+
+  beforeEach(async () => {
+    const admin = new pg.Client({ connectionString: db.url });
+    await admin.connect();
+    try {
+      const tables = await admin.query<{ tablename: string }>(
+        "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename NOT IN ('aigw_schema_version', 'meta')",
+      );
+      if (tables.rows.length > 0) {
+        await admin.query(`TRUNCATE ${tables.rows.map((t) => t.tablename).join(", ")} RESTART IDENTITY CASCADE`);
+      }
+    } finally {
+      await admin.end();
+    }
+    a = await openPostgresStore(db.url, { encryptionKey: TEST_ENCRYPTION_KEY, owner: "replica-a" });
+    b = await openPostgresStore(db.url, { encryptionKey: TEST_ENCRYPTION_KEY, owner: "replica-b" });
+  });
+  afterEach(async () => {
+    await a?.close();
+    await b?.close();
+  });
+
+  const claimLane = (store: Store, name: string, limit: number, owner: string, perEndpoint: number) =>
+    store
+      .claim({
+        now: Date.now(),
+        leaseOwner: owner,
+        leaseMs: LEASE_MS,
+        lanes: [{ endpoint: name, limit }],
+        caps: { perEndpoint, total: 1_000 },
+      })
+      .then((claims) => claims.flatMap((c) => c.deliveries));
+
+  it("hold the per-endpoint cap over both when they claim at the same time", async () => {
+    await a.upsertEndpoint(endpoint("hooks"), "whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQ=");
+    await a.ingest(
+      Array.from({ length: 200 }, () => completionEvent()),
+      () => ["hooks"],
+    );
+    // Many claim rounds at once from both stores, each asking for more than the cap.
+    const rounds = await Promise.all(
+      Array.from({ length: 20 }, (_, i) => claimLane(i % 2 ? a : b, "hooks", 10, i % 2 ? "a" : "b", 7)),
+    );
+    const claimed = rounds.flat();
+    expect(claimed.length).toBe(7);
+    expect(new Set(claimed.map((d) => d.id)).size).toBe(7);
+    // One finished: exactly one more may be claimed, by either.
+    const [first] = claimed as [ClaimedDelivery];
+    expect((await b.completeAttempt(first, attempt(), { status: "delivered" })).recorded).toBe(true);
+    const more = (await Promise.all([claimLane(a, "hooks", 5, "a", 7), claimLane(b, "hooks", 5, "b", 7)])).flat();
+    expect(more.length).toBe(1);
+  });
+
+  it("fence a lease: the owner whose lease expired cannot record over the new claim", async () => {
+    await a.upsertEndpoint(endpoint("hooks"), "whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQ=");
+    await a.ingest([completionEvent()], () => ["hooks"]);
+    const now = Date.now();
+    const [old] = (
+      await a.claim({ now, leaseOwner: "a", leaseMs: 1, lanes: [{ endpoint: "hooks", limit: 1 }] })
+    ).flatMap((c) => c.deliveries) as [ClaimedDelivery];
+    const [fresh] = (
+      await b.claim({ now: now + 10, leaseOwner: "b", leaseMs: LEASE_MS, lanes: [{ endpoint: "hooks", limit: 1 }] })
+    ).flatMap((c) => c.deliveries) as [ClaimedDelivery];
+    expect(fresh.id).toBe(old.id);
+    expect(fresh.leaseToken).toBeGreaterThan(old.leaseToken);
+    // Even with the new owner's name, the old token is refused.
+    expect((await a.completeAttempt({ ...old, leaseOwner: "b" }, attempt(), { status: "delivered" })).recorded).toBe(
+      false,
+    );
+    expect((await b.completeAttempt(fresh, attempt(), { status: "delivered" })).recorded).toBe(true);
+    expect((await a.getDelivery(old.id))?.delivery.attemptCount).toBe(1);
+  });
+
+  it("fire each budget threshold once when both ingest spend at the same time", async () => {
+    await a.putBudget({
+      orgId: "org_a",
+      limitType: "monthly",
+      budgetLimit: 1,
+      thresholds: [50, 80, 100],
+      enforce: false,
+    });
+    const periods = { daily: "2026-03-31", monthly: "2026-03" };
+    const batches = Array.from({ length: 20 }, () => Array.from({ length: 5 }, () => pricedCompletion("org_a", 0.02)));
+    const results = await Promise.all(
+      batches.map((batch, i) => (i % 2 ? a : b).ingest(batch, () => [], accountingFor(periods))),
+    );
+    const fired = results.flatMap((r) => r.generated ?? []);
+    const thresholds = fired.map((e) => (e.event.payload.case === "budget" ? e.event.payload.value.threshold : -1));
+    expect(thresholds.sort((x, y) => x - y)).toEqual([50, 80, 100]);
+    const [budget] = await b.listBudgets((t) => periods[t]);
+    expect(budget?.currentSpend).toBeCloseTo(2, 6);
+    expect(budget?.firedThresholds.sort((x, y) => x - y)).toEqual([50, 80, 100]);
+  });
+
+  it("hand out config versions that only grow, whichever store is asked", async () => {
+    const versions = await Promise.all(
+      Array.from({ length: 40 }, (_, i) => (i % 2 ? a : b).nextConfigVersion(Date.now())),
+    );
+    expect(new Set(versions.map(String)).size).toBe(versions.length);
+    const later = await a.nextConfigVersion(0);
+    for (const v of versions) expect(later > v).toBe(true);
+  });
+
+  it("share circuits, connected sidecars and settings", async () => {
+    await a.putCircuit({ endpoint: "hooks", open: true, openedAt: 1_000 });
+    expect(await b.listCircuits()).toEqual([{ endpoint: "hooks", open: true, openedAt: 1_000 }]);
+    const now = Date.now();
+    await a.putSidecars("replica-a", [{ id: "sc_1", orgId: "org_a", app: "chat" }], now);
+    await b.putSidecars("replica-b", [{ id: "sc_2", orgId: "org_a", app: "chat" }], now);
+    expect((await a.listSidecars(now - 1_000)).map((s) => s.id).sort()).toEqual(["sc_1", "sc_2"]);
+    await b.putSetting("runtime", "x");
+    expect(await a.getSetting("runtime")).toBe("x");
+  });
+
+  it("read the feed in commit order: a reader following both writers never skips or repeats an event", async () => {
+    const written: string[] = [];
+    const seen: string[] = [];
+    let cursor = await b.feedHead();
+    let writing = true;
+    const reader = (async () => {
+      for (;;) {
+        const done = !writing;
+        const page = await b.readFeed(cursor, 100);
+        for (const e of page) {
+          if (cursor !== undefined) expect(b.compareCursors(cursor, e.cursor)).toBeLessThan(0);
+          cursor = e.cursor;
+          seen.push(e.event.id);
+        }
+        if (done && page.length === 0) return;
+      }
+    })();
+    await Promise.all(
+      Array.from({ length: 30 }, async (_, i) => {
+        const batch = Array.from({ length: 1 + (i % 7) }, () => completionEvent());
+        await (i % 2 ? a : b).ingest(batch, () => []);
+        written.push(...batch.map((e) => e.id));
+      }),
+    );
+    writing = false;
+    await reader;
+    expect(seen.length).toBe(written.length);
+    expect(new Set(seen)).toEqual(new Set(written));
+  });
+
+  it("migrate once when several open a fresh database at once, and refuse a database newer than the code", async () => {
+    const fresh = await createTestDatabase();
+    try {
+      const opened = await Promise.all(
+        Array.from({ length: 4 }, (_, i) =>
+          openPostgresStore(fresh.url, { encryptionKey: TEST_ENCRYPTION_KEY, owner: `r${i}` }),
+        ),
+      );
+      await opened[0]?.ingest([completionEvent()], () => []);
+      expect(await opened[3]?.countEvents()).toBe(1);
+      await Promise.all(opened.map((s) => s.close()));
+
+      const admin = new pg.Client({ connectionString: fresh.url });
+      await admin.connect();
+      try {
+        // Each migration applied once: one row per version, whoever applied it.
+        const rows = await admin.query<{ version: number }>("SELECT version FROM aigw_schema_version ORDER BY version");
+        expect(rows.rows).toEqual(Array.from({ length: PG_SCHEMA_VERSION }, (_, i) => ({ version: i + 1 })));
+        await admin.query("UPDATE aigw_schema_version SET version = $1", [PG_SCHEMA_VERSION + 1]);
+      } finally {
+        await admin.end();
+      }
+      await expect(openPostgresStore(fresh.url, { encryptionKey: TEST_ENCRYPTION_KEY })).rejects.toThrow(
+        new RegExp(`schema version ${PG_SCHEMA_VERSION + 1}, newer than this aigw supports \\(${PG_SCHEMA_VERSION}\\)`),
+      );
+    } finally {
+      await fresh.drop();
+    }
+  });
+});
