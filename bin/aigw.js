@@ -20,6 +20,7 @@ const code = await main(process.argv.slice(2), {
   out: (s) => process.stdout.write(s),
   err: (s) => process.stderr.write(s),
   env: process.env,
+  isTTY: process.stdout.isTTY === true,
   stopped,
 });
 process.exit(code);

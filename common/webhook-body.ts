@@ -30,6 +30,13 @@ export function webhookBody(event: Event): WebhookBody {
       body.tokens_used = v.tokensUsed;
       body.prompt_tokens = v.promptTokens;
       body.completion_tokens = v.completionTokens;
+      // Parts of prompt_tokens / completion_tokens, present only when the provider said
+      // them; and usage_known only when false. A call without them renders as before.
+      if (v.cacheReadTokens !== undefined) body.cache_read_tokens = v.cacheReadTokens;
+      if (v.cacheWriteTokens !== undefined) body.cache_write_tokens = v.cacheWriteTokens;
+      if (v.cacheWrite1hTokens !== undefined) body.cache_write_1h_tokens = v.cacheWrite1hTokens;
+      if (v.reasoningTokens !== undefined) body.reasoning_tokens = v.reasoningTokens;
+      if (v.usageUnknown) body.usage_known = false;
       body.cost_usd = v.costUsd;
       if (v.pricingUnknown) body.pricing_unknown = true;
       body.latency_ms = v.latencyMs;

@@ -14,6 +14,10 @@
  *   x-mock-ratelimit-<name>    sent as x-ratelimit-<name> (remaining-requests, limit-tokens...)
  *   x-mock-cut-after           destroy the socket after this many content chunks (JSON: mid-body)
  *   x-mock-gzip                gzip the JSON body when the client accepts gzip
+ *   x-mock-cached-tokens       prompt_tokens_details.cached_tokens (Responses: input_tokens_details), part of the prompt
+ *   x-mock-reasoning-tokens    completion_tokens_details.reasoning_tokens (Responses: output_tokens_details), part of the completion
+ *                              (Chat and Completions send the _details objects only when one of these two is given)
+ *   x-mock-no-usage            send no usage at all: none in the body, no usage chunk, none in message_delta
  *
  * Anthropic's Messages API (POST /v1/messages) reads the same headers (errors then have
  * Anthropic's shape, {"type":"error","error":{"type","message"}}, 529 overloaded_error), and:
@@ -21,6 +25,7 @@
  *   x-mock-anthropic-ratelimit-<name>   sent as anthropic-ratelimit-<name> (requests-remaining, tokens-reset...)
  *   x-mock-cache-creation-tokens        usage.cache_creation_input_tokens (default 0)
  *   x-mock-cache-read-tokens            usage.cache_read_input_tokens (default 0)
+ *   x-mock-cache-write-1h-tokens        of the cache writes, usage.cache_creation.ephemeral_1h_input_tokens (default 0)
  *   x-mock-stop-reason                  stop_reason (default end_turn)
  *   x-mock-delta-input-tokens           also send input_tokens in message_delta's usage (as newer APIs do)
  *   x-mock-stream-error-after           after this many content deltas, send `event: error` (overloaded_error) and end
@@ -125,6 +130,10 @@ interface Scenario {
   extraHeaders: Record<string, string>;
   cacheCreationTokens: number;
   cacheReadTokens: number;
+  cacheWrite1hTokens: number;
+  cachedTokens: number | undefined;
+  reasoningTokens: number | undefined;
+  noUsage: boolean;
   stopReason: string;
   deltaInputTokens: boolean;
   streamErrorAfter: number | undefined;
@@ -156,6 +165,10 @@ function scenarioOf(headers: IncomingHttpHeaders): Scenario {
     extraHeaders,
     cacheCreationTokens: intHeader(headers, "x-mock-cache-creation-tokens") ?? 0,
     cacheReadTokens: intHeader(headers, "x-mock-cache-read-tokens") ?? 0,
+    cacheWrite1hTokens: intHeader(headers, "x-mock-cache-write-1h-tokens") ?? 0,
+    cachedTokens: intHeader(headers, "x-mock-cached-tokens"),
+    reasoningTokens: intHeader(headers, "x-mock-reasoning-tokens"),
+    noUsage: headers["x-mock-no-usage"] === "1",
     stopReason: typeof headers["x-mock-stop-reason"] === "string" ? headers["x-mock-stop-reason"] : "end_turn",
     deltaInputTokens: headers["x-mock-delta-input-tokens"] === "1",
     streamErrorAfter: intHeader(headers, "x-mock-stream-error-after"),
@@ -240,7 +253,7 @@ const ENDPOINTS: Record<string, Endpoint> = {
         embedding: [0.125, -0.25, 0.5],
       })),
       model: typeof request.model === "string" ? request.model : "text-embedding-3-small",
-      usage: { prompt_tokens: s.promptTokens, total_tokens: s.promptTokens },
+      usage: s.noUsage ? undefined : { prompt_tokens: s.promptTokens, total_tokens: s.promptTokens },
     });
   },
   "/v1/responses": async (res, s, request) => {
@@ -250,12 +263,24 @@ const ENDPOINTS: Record<string, Endpoint> = {
   },
 };
 
+/** OpenAI's usage of Chat and Completions; null for x-mock-no-usage (the key is then left out). */
 function chatUsage(s: Scenario) {
-  return {
+  if (s.noUsage) return undefined;
+  const usage: Record<string, unknown> = {
     prompt_tokens: s.promptTokens,
     completion_tokens: s.completionTokens,
     total_tokens: s.promptTokens + s.completionTokens,
   };
+  if (s.cachedTokens !== undefined || s.reasoningTokens !== undefined) {
+    usage.prompt_tokens_details = { cached_tokens: s.cachedTokens ?? 0, audio_tokens: 0 };
+    usage.completion_tokens_details = {
+      reasoning_tokens: s.reasoningTokens ?? 0,
+      audio_tokens: 0,
+      accepted_prediction_tokens: 0,
+      rejected_prediction_tokens: 0,
+    };
+  }
+  return usage;
 }
 
 function responseObject(s: Scenario, model: string, status: string) {
@@ -277,15 +302,16 @@ function responseObject(s: Scenario, model: string, status: string) {
           },
         ]
       : [],
-    usage: done
-      ? {
-          input_tokens: s.promptTokens,
-          input_tokens_details: { cached_tokens: 0 },
-          output_tokens: s.completionTokens,
-          output_tokens_details: { reasoning_tokens: 0 },
-          total_tokens: s.promptTokens + s.completionTokens,
-        }
-      : null,
+    usage:
+      done && !s.noUsage
+        ? {
+            input_tokens: s.promptTokens,
+            input_tokens_details: { cached_tokens: s.cachedTokens ?? 0 },
+            output_tokens: s.completionTokens,
+            output_tokens_details: { reasoning_tokens: s.reasoningTokens ?? 0 },
+            total_tokens: s.promptTokens + s.completionTokens,
+          }
+        : null,
   };
 }
 
@@ -344,7 +370,7 @@ async function streamChat(
       ? { index: 0, delta: {}, logprobs: null, finish_reason: "stop" }
       : { text: "", index: 0, logprobs: null, finish_reason: "stop" };
   res.write(chunk(last));
-  if (withUsage) res.write(`data: ${head}[],"usage":${JSON.stringify(chatUsage(s))}}\n\n`);
+  if (withUsage && !s.noUsage) res.write(`data: ${head}[],"usage":${JSON.stringify(chatUsage(s))}}\n\n`);
   res.end("data: [DONE]\n\n");
 }
 
@@ -418,16 +444,22 @@ function answerMessages(res: ServerResponse, s: Scenario, method: string, reques
     content: [{ type: "text", text: content(s.chunks) }],
     stop_reason: s.stopReason,
     stop_sequence: null,
-    usage: anthropicUsage(s, s.completionTokens),
+    ...(s.noUsage ? {} : { usage: anthropicUsage(s, s.completionTokens) }),
   });
 }
 
+/** Anthropic's usage object: input_tokens leaves out the cache writes and reads reported beside it. */
 function anthropicUsage(s: Scenario, outputTokens: number) {
   return {
     input_tokens: s.promptTokens,
     cache_creation_input_tokens: s.cacheCreationTokens,
     cache_read_input_tokens: s.cacheReadTokens,
+    cache_creation: {
+      ephemeral_5m_input_tokens: Math.max(0, s.cacheCreationTokens - s.cacheWrite1hTokens),
+      ephemeral_1h_input_tokens: s.cacheWrite1hTokens,
+    },
     output_tokens: outputTokens,
+    service_tier: "standard",
   };
 }
 
@@ -445,7 +477,7 @@ async function streamMessage(res: ServerResponse, s: Scenario, model: string): P
       content: [],
       stop_reason: null,
       stop_sequence: null,
-      usage: anthropicUsage(s, 1),
+      ...(s.noUsage ? {} : { usage: anthropicUsage(s, 1) }),
     },
   });
   send("content_block_start", { index: 0, content_block: { type: "text", text: "" } });
@@ -467,7 +499,9 @@ async function streamMessage(res: ServerResponse, s: Scenario, model: string): P
   send("content_block_stop", { index: 0 });
   send("message_delta", {
     delta: { stop_reason: s.stopReason, stop_sequence: null },
-    usage: s.deltaInputTokens ? anthropicUsage(s, s.completionTokens) : { output_tokens: s.completionTokens },
+    ...(s.noUsage
+      ? {}
+      : { usage: s.deltaInputTokens ? anthropicUsage(s, s.completionTokens) : { output_tokens: s.completionTokens } }),
   });
   send("message_stop", {});
   res.end();

@@ -69,6 +69,13 @@ export class BudgetAdminRpcs {
       inputPerMillion: usdPerMillion(p.inputPerMillion, "price.input_per_million"),
       outputPerMillion: usdPerMillion(p.outputPerMillion, "price.output_per_million"),
     };
+    // Unset cache prices follow from the input price (config/pricing.ts cachePrices).
+    if (p.cachedInputPerMillion !== undefined)
+      price.cachedInputPerMillion = usdPerMillion(p.cachedInputPerMillion, "price.cached_input_per_million");
+    if (p.cacheWritePerMillion !== undefined)
+      price.cacheWritePerMillion = usdPerMillion(p.cacheWritePerMillion, "price.cache_write_per_million");
+    if (p.cacheWrite1hPerMillion !== undefined)
+      price.cacheWrite1hPerMillion = usdPerMillion(p.cacheWrite1hPerMillion, "price.cache_write_1h_per_million");
     await this.budgets.setModelPrice(price);
     return create(SetModelPriceResponseSchema, { price: create(ModelPriceSchema, price) });
   }

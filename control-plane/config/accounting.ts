@@ -77,14 +77,20 @@ function readThresholds(r: ConfigReader, field: Field | undefined): number[] | u
 export function readPricing(r: ConfigReader, field: Field | undefined): Record<string, ModelPrice> {
   const prices: [string, ModelPrice][] = [];
   for (const { key: model, field: modelField } of r.entries(field, "a mapping of model name to { input, output }")) {
-    const keys = r.section(modelField, ["input", "output"]);
+    const keys = r.section(modelField, ["input", "output", "cached_input", "cache_write", "cache_write_1h"]);
     requireKey(r, modelField, keys, "input", "USD per million input tokens");
     requireKey(r, modelField, keys, "output", "USD per million output tokens");
     const input = r.number(keys.get("input"), USD_PER_MILLION);
     const output = r.number(keys.get("output"), USD_PER_MILLION);
-    if (input !== undefined && output !== undefined) {
-      prices.push([model, { inputPerMillion: input, outputPerMillion: output }]);
-    }
+    const cachedInput = r.number(keys.get("cached_input"), USD_PER_MILLION);
+    const cacheWrite = r.number(keys.get("cache_write"), USD_PER_MILLION);
+    const cacheWrite1h = r.number(keys.get("cache_write_1h"), USD_PER_MILLION);
+    if (input === undefined || output === undefined) continue;
+    const price: ModelPrice = { inputPerMillion: input, outputPerMillion: output };
+    if (cachedInput !== undefined) price.cachedInputPerMillion = cachedInput;
+    if (cacheWrite !== undefined) price.cacheWritePerMillion = cacheWrite;
+    if (cacheWrite1h !== undefined) price.cacheWrite1hPerMillion = cacheWrite1h;
+    prices.push([model, price]);
   }
   return Object.fromEntries(prices);
 }

@@ -105,9 +105,20 @@ export interface BudgetConfig {
   enforce: boolean;
 }
 
+/**
+ * USD per million tokens. Cache prices are optional: unset, they follow from the input
+ * price (see cachePrices in pricing.ts), so a model priced with input and output only is
+ * never charged less for its cached tokens than the provider's list rates.
+ */
 export interface ModelPrice {
   inputPerMillion: number;
   outputPerMillion: number;
+  /** Input read from the prompt cache (OpenAI's cached input, Anthropic's cache reads). */
+  cachedInputPerMillion?: number;
+  /** Input written to the prompt cache for five minutes (Anthropic's cache writes). */
+  cacheWritePerMillion?: number;
+  /** Input written to the prompt cache for one hour (Anthropic). */
+  cacheWrite1hPerMillion?: number;
 }
 
 export interface LimitConfig {

@@ -1,5 +1,6 @@
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import { create } from "@bufbuild/protobuf";
+import { type Duration, durationMs } from "@bufbuild/protobuf/wkt";
 import type { FeedService, WatchRequest, WatchResponse } from "../../gen/aigw/v1/feed_pb.js";
 import { WatchResponseSchema } from "../../gen/aigw/v1/feed_pb.js";
 import { EventType } from "../../gen/aigw/v1/events_pb.js";
@@ -20,10 +21,11 @@ export interface FeedDeps {
 const REPLAY_PAGE = 500;
 
 /**
- * FeedService.Watch: stored events after the cursor first, then live ones. The live
- * subscription is opened before the replay so nothing falls in the gap; events seen in
- * both are skipped by seq. A watcher that cannot keep up ends with RESOURCE_EXHAUSTED
- * and can resume from its last cursor.
+ * FeedService.Watch: stored events after the cursor (or since a time) first, then live
+ * ones. The live subscription is opened before the replay so nothing falls in the gap;
+ * events seen in both are skipped by cursor. The first response is the start position,
+ * so a client cut off before any event resumes from there. A watcher that cannot keep up
+ * ends with RESOURCE_EXHAUSTED and can resume from its last cursor.
  */
 export class FeedServiceImpl implements ServiceImpl<typeof FeedService> {
   constructor(private readonly deps: FeedDeps) {}
@@ -35,6 +37,8 @@ export class FeedServiceImpl implements ServiceImpl<typeof FeedService> {
         throw invalidArgument(`event_types[${i}]`, `unknown event type ${t}`);
       }
     }
+    if (req.cursor !== "" && req.since) throw invalidArgument("since", "give a cursor or since, not both");
+    const sinceMs = req.since ? parseSince(req.since) : undefined;
     let after = "";
     if (req.cursor !== "") {
       after = req.cursor;
@@ -54,17 +58,17 @@ export class FeedServiceImpl implements ServiceImpl<typeof FeedService> {
     ctx.signal.addEventListener("abort", abort);
     try {
       const { store } = this.deps;
-      if (req.cursor !== "") {
-        for (;;) {
-          const page = await store.readFeed(after, REPLAY_PAGE);
-          for (const e of page) {
-            after = e.cursor;
-            if (accept(e)) yield toResponse(e);
-          }
-          if (page.length < REPLAY_PAGE) break;
+      if (req.cursor === "") {
+        after = sinceMs === undefined ? await store.feedHead() : await store.feedCursorSince(Date.now() - sinceMs);
+      }
+      yield create(WatchResponseSchema, { cursor: after });
+      for (;;) {
+        const page = await store.readFeed(after, REPLAY_PAGE);
+        for (const e of page) {
+          after = e.cursor;
+          if (accept(e)) yield toResponse(e);
         }
-      } else {
-        after = await store.feedHead();
+        if (page.length < REPLAY_PAGE) break;
       }
       for await (const e of sub) {
         if (store.compareCursors(e.cursor, after) <= 0) continue;
@@ -86,4 +90,11 @@ export class FeedServiceImpl implements ServiceImpl<typeof FeedService> {
 
 function toResponse(e: StoredEvent): WatchResponse {
   return create(WatchResponseSchema, { event: e.event, cursor: e.cursor });
+}
+
+/** A non-negative duration, in milliseconds. */
+function parseSince(since: Duration): number {
+  const ms = durationMs(since);
+  if (!(ms >= 0) || since.seconds < 0n || since.nanos < 0) throw invalidArgument("since", "must not be negative");
+  return ms;
 }

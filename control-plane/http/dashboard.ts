@@ -98,7 +98,7 @@ async function refresh() {
 }
 const KINDS = ["completion", "error", "streaming", "budget", "rateLimit"];
 function summary(p) {
-  const keep = ["model", "tokensUsed", "costUsd", "latencyMs", "errorType", "statusCode", "severity", "tokenIndex", "content", "finishReason", "usagePercent", "threshold", "source", "limitType", "remaining"];
+  const keep = ["model", "tokensUsed", "usageUnknown", "costUsd", "latencyMs", "errorType", "statusCode", "severity", "tokenIndex", "content", "finishReason", "usagePercent", "threshold", "source", "limitType", "remaining"];
   return keep.filter((k) => p[k] !== undefined && p[k] !== "").map((k) => k + "=" + esc(typeof p[k] === "string" ? p[k].slice(0, 40) : p[k])).join(" ");
 }
 function addEvent(ev) {

@@ -1,6 +1,6 @@
 import type { Server as HttpServer } from "node:http";
 import type { Http2Server, Http2Session } from "node:http2";
-import type { AddressInfo } from "node:net";
+import type { AddressInfo, Socket } from "node:net";
 import type { HostPort } from "../../common/host-port.js";
 
 export { type HostPort, parseHostPort } from "../../common/host-port.js";
@@ -24,10 +24,17 @@ export function urlOf(at: HostPort): string {
 
 /**
  * Closes an h2c server: close() alone waits for every client session to end, and
- * sidecars keep theirs open, so sessions are tracked and closed (then destroyed).
+ * sidecars keep theirs open, so sessions are tracked and closed, then their sockets
+ * destroyed after a grace period: a destroyed session whose peer stopped reading a
+ * stream can keep its socket open, and close() would wait for it forever.
  */
 export function trackSessions(server: Http2Server): () => Promise<void> {
   const sessions = new Set<Http2Session>();
+  const sockets = new Set<Socket>();
+  server.on("connection", (socket: Socket) => {
+    sockets.add(socket);
+    socket.once("close", () => sockets.delete(socket));
+  });
   server.on("session", (s) => {
     sessions.add(s);
     s.once("close", () => sessions.delete(s));
@@ -38,6 +45,7 @@ export function trackSessions(server: Http2Server): () => Promise<void> {
       for (const s of sessions) s.close();
       const t = setTimeout(() => {
         for (const s of sessions) s.destroy();
+        for (const socket of sockets) socket.destroy();
       }, 2000);
       t.unref();
     });

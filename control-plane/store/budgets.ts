@@ -65,6 +65,10 @@ export interface StoredModelPrice {
   model: string;
   inputPerMillion: number;
   outputPerMillion: number;
+  /** Unset: the default rule of control-plane/config/pricing.ts (cachePrices). */
+  cachedInputPerMillion?: number;
+  cacheWritePerMillion?: number;
+  cacheWrite1hPerMillion?: number;
 }
 
 /** The limit types spend is counted for; one spend row per org, type and period. */
@@ -192,9 +196,46 @@ export function checkModelPrice(price: StoredModelPrice): void {
   for (const [name, value] of [
     ["inputPerMillion", price.inputPerMillion],
     ["outputPerMillion", price.outputPerMillion],
+    ["cachedInputPerMillion", price.cachedInputPerMillion ?? 0],
+    ["cacheWritePerMillion", price.cacheWritePerMillion ?? 0],
+    ["cacheWrite1hPerMillion", price.cacheWrite1hPerMillion ?? 0],
   ] as const) {
     if (!Number.isFinite(value) || value < 0) {
       throw new RangeError(`model price of "${price.model}": ${name} must be a finite number ≥ 0, got ${value}`);
     }
   }
+}
+
+/** A model_prices row as both stores read it (cache prices NULL when unset). */
+export interface ModelPriceRow {
+  model: string;
+  input_per_million: number;
+  output_per_million: number;
+  cached_input_per_million: number | null;
+  cache_write_per_million: number | null;
+  cache_write_1h_per_million: number | null;
+}
+
+export function modelPriceOfRow(row: ModelPriceRow): StoredModelPrice {
+  const price: StoredModelPrice = {
+    model: row.model,
+    inputPerMillion: row.input_per_million,
+    outputPerMillion: row.output_per_million,
+  };
+  if (row.cached_input_per_million !== null) price.cachedInputPerMillion = row.cached_input_per_million;
+  if (row.cache_write_per_million !== null) price.cacheWritePerMillion = row.cache_write_per_million;
+  if (row.cache_write_1h_per_million !== null) price.cacheWrite1hPerMillion = row.cache_write_1h_per_million;
+  return price;
+}
+
+/** A price as the insert's parameters, unset cache prices as NULL. */
+export function modelPriceColumns(price: StoredModelPrice) {
+  return {
+    model: price.model,
+    inputPerMillion: price.inputPerMillion,
+    outputPerMillion: price.outputPerMillion,
+    cachedInputPerMillion: price.cachedInputPerMillion ?? null,
+    cacheWritePerMillion: price.cacheWritePerMillion ?? null,
+    cacheWrite1hPerMillion: price.cacheWrite1hPerMillion ?? null,
+  };
 }

@@ -29,6 +29,11 @@ export interface EventStore {
   readFeed(after: string | undefined, limit: number): Promise<StoredEvent[]>;
   /** The cursor of the live edge: readFeed(head) returns only events stored after this call. */
   feedHead(): Promise<string>;
+  /**
+   * The cursor to readFeed after for the events stored at or after `timeMs` (their
+   * ingested_at): just before the first of them, or feedHead() when there is none.
+   */
+  feedCursorSince(timeMs: number): Promise<string>;
   /** Orders two cursors of this store (negative: a before b). Throws a TypeError for a malformed one. */
   compareCursors(a: string, b: string): number;
   countEvents(sinceMs?: number): Promise<number>;

@@ -85,13 +85,7 @@ export class AsyncRequest {
     if (this.statusCode === 0) return JSON.stringify(head);
     const result = {
       status_code: this.statusCode,
-      usage: this.usage
-        ? {
-            prompt_tokens: this.usage.promptTokens,
-            completion_tokens: this.usage.completionTokens,
-            total_tokens: this.usage.totalTokens,
-          }
-        : null,
+      usage: this.usage ? usageJson(this.usage) : null,
       ...(this.bodyTruncated ? { body_truncated: true } : {}),
     };
     // The body is kept as JSON text and spliced in, not parsed again per poll.
@@ -259,4 +253,19 @@ function failureMessage(ending: CaptureEnding, statusCode: number, providerMessa
         ? providerMessage
         : `upstream answered ${statusCode}: ${providerMessage}`;
   }
+}
+
+/** The usage in the status result, in the completion webhook's terms (details only when the provider said them). */
+function usageJson(usage: Usage): Record<string, number | boolean> {
+  const json: Record<string, number | boolean> = {
+    prompt_tokens: usage.promptTokens,
+    completion_tokens: usage.completionTokens,
+    total_tokens: usage.totalTokens,
+  };
+  if (usage.cacheReadTokens !== undefined) json.cache_read_tokens = usage.cacheReadTokens;
+  if (usage.cacheWriteTokens !== undefined) json.cache_write_tokens = usage.cacheWriteTokens;
+  if (usage.cacheWrite1hTokens !== undefined) json.cache_write_1h_tokens = usage.cacheWrite1hTokens;
+  if (usage.reasoningTokens !== undefined) json.reasoning_tokens = usage.reasoningTokens;
+  if (usage.partial) json.usage_known = false;
+  return json;
 }

@@ -5,14 +5,29 @@
  * API slots in as another.
  */
 
-/** Token counts as the provider reported them. */
+/**
+ * The provider's token counts in aigw's terms, the same for every provider (the adapters
+ * normalise): promptTokens is every input token, cached ones included; completionTokens
+ * every output token, reasoning included. The details are parts of those two, present
+ * only when the provider reported them.
+ */
 export interface Usage {
   promptTokens: number;
   completionTokens: number;
   totalTokens: number;
-  /** Anthropic prompt caching: tokens written to / read from the cache (not in promptTokens). */
-  cacheCreationInputTokens?: number;
-  cacheReadInputTokens?: number;
+  /** Of promptTokens: read from the provider's prompt cache. */
+  cacheReadTokens?: number;
+  /** Of promptTokens: written to the prompt cache (Anthropic). */
+  cacheWriteTokens?: number;
+  /** Of cacheWriteTokens: written for one hour rather than five minutes (Anthropic). */
+  cacheWrite1hTokens?: number;
+  /** Of completionTokens: spent on reasoning (OpenAI). */
+  reasoningTokens?: number;
+  /**
+   * Only part of the provider's usage was read: Anthropic's message_start (input and a
+   * provisional output count) without message_delta's final count.
+   */
+  partial?: true;
 }
 
 /** What the request said, read from its body off the response path. */
@@ -99,15 +114,18 @@ export interface ProviderAdapter {
 }
 
 /**
- * Usage of a stream that ended early. Providers report usage only at the end (OpenAI's
- * last chunk) or partly at the start (Anthropic's message_start has the input tokens and
- * a provisional output count), so the completion side is estimated as one token per
- * content chunk seen, unless the provider already said more. An estimate, never zero
- * when content was sent: a budget must not treat a cut stream as free.
+ * What to report when the provider's final usage was not read: a stream cut before it, a
+ * stream or body without it. Providers report usage only at the end (OpenAI's last chunk)
+ * or partly at the start (Anthropic's message_start has the input tokens and a provisional
+ * output count), so the completion side is estimated as one token per content chunk seen,
+ * unless the provider already said more. An estimate, never zero when content was sent:
+ * a budget must not treat a cut stream as free. The event says usage_known: false.
  */
-export function interruptedUsage(reported: Usage | undefined, contentDeltas: number): Usage | undefined {
+export function estimatedUsage(reported: Usage | undefined, contentDeltas: number): Usage | undefined {
   if (reported === undefined && contentDeltas === 0) return undefined;
   const promptTokens = reported?.promptTokens ?? 0;
   const completionTokens = Math.max(reported?.completionTokens ?? 0, contentDeltas);
-  return { ...reported, promptTokens, completionTokens, totalTokens: promptTokens + completionTokens };
+  const usage: Usage = { ...reported, promptTokens, completionTokens, totalTokens: promptTokens + completionTokens };
+  delete usage.partial;
+  return usage;
 }

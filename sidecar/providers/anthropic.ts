@@ -1,5 +1,5 @@
 import type { ProviderAdapter, ResponseContext, ResponseObserver, StreamContentListener, Usage } from "./adapter.js";
-import { isRecord, JsonBodyObserver, parseJson, stringField, tokenCount } from "./openai.js";
+import { isRecord, JsonBodyObserver, MAX_UINT32, parseJson, stringField, tokenCount } from "./openai.js";
 import type { SseEvent } from "./sse.js";
 import { SseStreamObserver } from "./stream-observer.js";
 
@@ -43,6 +43,8 @@ export interface AnthropicUsageFields {
   inputTokens?: number;
   outputTokens?: number;
   cacheCreationInputTokens?: number;
+  /** cache_creation.ephemeral_1h_input_tokens: the part of the cache writes kept for an hour. */
+  cacheCreation1hInputTokens?: number;
   cacheReadInputTokens?: number;
 }
 
@@ -61,23 +63,33 @@ export function mergeAnthropicUsage(known: AnthropicUsageFields, value: unknown)
   if (output !== undefined) merged.outputTokens = output;
   const cacheCreation = tokenCount(value.cache_creation_input_tokens);
   if (cacheCreation !== undefined) merged.cacheCreationInputTokens = cacheCreation;
+  const cacheCreation1h = isRecord(value.cache_creation)
+    ? tokenCount(value.cache_creation.ephemeral_1h_input_tokens)
+    : undefined;
+  if (cacheCreation1h !== undefined) merged.cacheCreation1hInputTokens = cacheCreation1h;
   const cacheRead = tokenCount(value.cache_read_input_tokens);
   if (cacheRead !== undefined) merged.cacheReadInputTokens = cacheRead;
   return merged;
 }
 
 /**
- * Usage in aigw's terms. tokens_used = input + output: Anthropic's input_tokens already
- * excludes cached tokens, which are reported beside it.
+ * Usage in aigw's terms, the same as OpenAI's: Anthropic's input_tokens leaves out the
+ * tokens written to and read from the prompt cache, so prompt_tokens is their sum, and
+ * the cache counts are reported as its parts. Output tokens include extended thinking.
  */
 export function usageOfAnthropic(fields: AnthropicUsageFields): Usage | undefined {
-  const { inputTokens, outputTokens } = fields;
-  if (inputTokens === undefined && outputTokens === undefined) return undefined;
-  const promptTokens = inputTokens ?? 0;
+  const { inputTokens, outputTokens, cacheCreationInputTokens: written, cacheReadInputTokens: read } = fields;
+  if (inputTokens === undefined && outputTokens === undefined && written === undefined && read === undefined) {
+    return undefined;
+  }
+  const promptTokens = Math.min((inputTokens ?? 0) + (written ?? 0) + (read ?? 0), MAX_UINT32);
   const completionTokens = outputTokens ?? 0;
   const usage: Usage = { promptTokens, completionTokens, totalTokens: promptTokens + completionTokens };
-  if (fields.cacheCreationInputTokens !== undefined) usage.cacheCreationInputTokens = fields.cacheCreationInputTokens;
-  if (fields.cacheReadInputTokens !== undefined) usage.cacheReadInputTokens = fields.cacheReadInputTokens;
+  if (read !== undefined) usage.cacheReadTokens = read;
+  if (written !== undefined) usage.cacheWriteTokens = written;
+  const written1h = fields.cacheCreation1hInputTokens;
+  // Anthropic's breakdown of the writes cannot exceed them; garbage is not believed past it.
+  if (written1h !== undefined) usage.cacheWrite1hTokens = Math.min(written1h, written ?? 0);
   return usage;
 }
 
@@ -93,10 +105,14 @@ export function anthropicUsage(value: unknown): Usage | undefined {
  */
 export class AnthropicStreamObserver extends SseStreamObserver {
   private usage: AnthropicUsageFields = {};
+  /** message_delta's usage was read: the counts are final, not message_start's provisional ones. */
+  private usageFinal = false;
 
   protected override complete(): void {
     const usage = usageOfAnthropic(this.usage);
-    if (usage) this.facts.usage = usage;
+    if (usage === undefined) return;
+    if (!this.usageFinal) usage.partial = true;
+    this.facts.usage = usage;
   }
 
   protected read(event: SseEvent): void {
@@ -126,6 +142,7 @@ export class AnthropicStreamObserver extends SseStreamObserver {
       }
       case "message_delta": {
         this.usage = mergeAnthropicUsage(this.usage, json.usage);
+        if (isRecord(json.usage)) this.usageFinal = true;
         const delta = json.delta;
         const stopReason = isRecord(delta) ? stringField(delta, "stop_reason") : undefined;
         if (stopReason) this.facts.finishReason = stopReason;

@@ -305,13 +305,40 @@ function factsFromFragments(
   const facts: ResponseFacts = {};
   const model = /"model"\s*:\s*"([^"\\]{1,200})"/.exec(head.toString("utf8"))?.[1];
   if (model) facts.model = model;
-  const usageText = tail ? /"usage"\s*:\s*(\{[^{}]*\})/.exec(tail.toString("utf8"))?.[1] : undefined;
+  const usageText = tail ? lastUsageObject(tail.toString("utf8")) : undefined;
   const usage = usageText ? readUsage(parseJson(usageText)) : undefined;
   if (usage) facts.usage = usage;
   return facts;
 }
 
-/** Chat/Completions/Embeddings (prompt_/completion_tokens) and Responses (input_/output_tokens). */
+/**
+ * The text of the last `"usage": {…}` object in a body's tail, nested details included
+ * (braces inside strings do not count). Undefined when none is complete in the tail.
+ */
+export function lastUsageObject(text: string): string | undefined {
+  const key = /"usage"\s*:\s*\{/g;
+  let start = -1;
+  for (let match = key.exec(text); match !== null; match = key.exec(text)) start = match.index + match[0].length - 1;
+  if (start === -1) return undefined;
+  let depth = 0;
+  let inString = false;
+  for (let i = start; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c) i++;
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) inString = true;
+    else if (c === 0x7b) depth++;
+    else if (c === 0x7d && --depth === 0) return text.slice(start, i + 1);
+  }
+  return undefined;
+}
+
+/**
+ * Chat/Completions/Embeddings (prompt_tokens, completion_tokens and their _details) and
+ * Responses (input_tokens, output_tokens and their _details). OpenAI's counts already hold
+ * the details: prompt_tokens counts the cached tokens, completion_tokens the reasoning.
+ */
 export function usageFrom(value: unknown): Usage | undefined {
   if (!isRecord(value)) return undefined;
   const prompt = tokenCount(value.prompt_tokens) ?? tokenCount(value.input_tokens);
@@ -319,8 +346,28 @@ export function usageFrom(value: unknown): Usage | undefined {
   const total = tokenCount(value.total_tokens);
   if (prompt === undefined && completion === undefined && total === undefined) return undefined;
   const promptTokens = prompt ?? 0;
-  const completionTokens = completion ?? 0;
-  return { promptTokens, completionTokens, totalTokens: total ?? promptTokens + completionTokens };
+  let completionTokens = completion ?? 0;
+  const reasoning = detailCount(value.completion_tokens_details, value.output_tokens_details, "reasoning_tokens");
+  // Some OpenAI-compatible servers count reasoning beside completion_tokens instead of in
+  // it, and their total says so; aigw's completion_tokens always holds it.
+  if (reasoning !== undefined && reasoning > 0 && total === promptTokens + completionTokens + reasoning) {
+    completionTokens = Math.min(completionTokens + reasoning, MAX_UINT32);
+  }
+  const usage: Usage = { promptTokens, completionTokens, totalTokens: total ?? promptTokens + completionTokens };
+  // DeepSeek's OpenAI-compatible API names its cache hits prompt_cache_hit_tokens.
+  const cached =
+    detailCount(value.prompt_tokens_details, value.input_tokens_details, "cached_tokens") ??
+    tokenCount(value.prompt_cache_hit_tokens);
+  // A detail is a part of its count: a provider's larger number is not believed past it.
+  if (cached !== undefined) usage.cacheReadTokens = Math.min(cached, promptTokens);
+  if (reasoning !== undefined) usage.reasoningTokens = Math.min(reasoning, completionTokens);
+  return usage;
+}
+
+/** A count inside a *_tokens_details object (Chat's name first, then the Responses API's). */
+function detailCount(chat: unknown, responses: unknown, key: string): number | undefined {
+  const details = isRecord(chat) ? chat : isRecord(responses) ? responses : undefined;
+  return details === undefined ? undefined : tokenCount(details[key]);
 }
 
 /** The provider's message from the usual error shapes: {error:{message}}, {error:"..."}, {message}, {detail}. */
@@ -332,7 +379,7 @@ export function errorMessageFrom(json: Record<string, unknown>): string | undefi
   return stringField(json, "message") ?? stringField(json, "detail");
 }
 
-const MAX_UINT32 = 0xffff_ffff;
+export const MAX_UINT32 = 0xffff_ffff;
 
 export function tokenCount(value: unknown): number | undefined {
   if (typeof value !== "number" || !Number.isFinite(value) || value < 0) return undefined;

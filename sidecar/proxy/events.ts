@@ -75,6 +75,12 @@ function clampSeconds(seconds: number): number {
   return Math.min(seconds, MAX_UINT32);
 }
 
+/** A token count as the event's uint32 holds it: a provider's absurd number is capped, never a crash. */
+function tokens(count: number | undefined): number {
+  if (count === undefined || !Number.isFinite(count) || count < 0) return 0;
+  return Math.min(Math.floor(count), MAX_UINT32);
+}
+
 function millis(ms: number): number {
   return Math.min(Math.max(0, Math.round(ms)), MAX_UINT32);
 }
@@ -83,6 +89,8 @@ export interface CompletionFields {
   requestId: string;
   model: string;
   usage: Usage | undefined;
+  /** Whether `usage` is the provider's final usage, not partial or estimated (usage_known). */
+  usageKnown: boolean;
   latencyMs: number;
   /** Streams only. */
   ttftMs: number | undefined;
@@ -100,9 +108,14 @@ export function completionEvent(origin: EventOrigin, f: CompletionFields): Event
     value: {
       requestId: f.requestId,
       model: f.model,
-      tokensUsed: usage?.totalTokens ?? 0,
-      promptTokens: usage?.promptTokens ?? 0,
-      completionTokens: usage?.completionTokens ?? 0,
+      tokensUsed: tokens(usage?.totalTokens),
+      promptTokens: tokens(usage?.promptTokens),
+      completionTokens: tokens(usage?.completionTokens),
+      ...(usage?.cacheReadTokens !== undefined ? { cacheReadTokens: tokens(usage.cacheReadTokens) } : {}),
+      ...(usage?.cacheWriteTokens !== undefined ? { cacheWriteTokens: tokens(usage.cacheWriteTokens) } : {}),
+      ...(usage?.cacheWrite1hTokens !== undefined ? { cacheWrite1hTokens: tokens(usage.cacheWrite1hTokens) } : {}),
+      ...(usage?.reasoningTokens !== undefined ? { reasoningTokens: tokens(usage.reasoningTokens) } : {}),
+      usageUnknown: !f.usageKnown,
       latencyMs: millis(f.latencyMs),
       ...(f.ttftMs !== undefined ? { ttftMs: millis(f.ttftMs) } : {}),
       stream: f.stream,

@@ -3,7 +3,7 @@ import type { Dispatcher } from "undici";
 import { type Event, EventType } from "../../gen/aigw/v1/events_pb.js";
 import type { Logger } from "../../common/logger.js";
 import {
-  interruptedUsage,
+  estimatedUsage,
   type ProviderAdapter,
   type RequestFacts,
   type ResponseBodyFilter,
@@ -282,11 +282,15 @@ export class Exchange implements Dispatcher.DispatchHandler {
       // A provider error inside a 200 stream (Anthropic's `event: error`, e.g. overloaded_error).
       const streamError = stream ? facts.errorMessage : undefined;
       if (wantsCompletion) {
+        // The provider's final usage, when it was read (a stream cut after its usage chunk
+        // included); otherwise what was read plus an estimate, said to be so.
+        const usageKnown = facts.usage !== undefined && facts.usage.partial !== true;
         this.publish(
           completionEvent(origin, {
             requestId: this.requestId,
             model,
-            usage: complete ? facts.usage : interruptedUsage(facts.usage, facts.contentDeltas ?? 0),
+            usage: usageKnown ? facts.usage : estimatedUsage(facts.usage, facts.contentDeltas ?? 0),
+            usageKnown,
             latencyMs,
             ttftMs: stream && this.firstByteAt !== 0 ? this.firstByteAt - this.startedAt : undefined,
             stream,

@@ -3,7 +3,7 @@ import type { AddressInfo } from "node:net";
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { ADMIN_USAGE, runAdminCommand } from "../../cli/admin-commands.js";
+import { main } from "../../cli/main.js";
 import { type AdminFixture, openAdminFixture, SECRET_A } from "./fixture.js";
 import { claimDue } from "../support/claims.js";
 
@@ -29,7 +29,7 @@ describe("aigw admin verbs against a real Admin API server", () => {
   async function aigw(argv: string[], env: Record<string, string | undefined> = {}): Promise<Run> {
     let out = "";
     let err = "";
-    const code = await runAdminCommand(argv, {
+    const code = await main(argv, {
       out: (s) => {
         out += s;
       },
@@ -123,41 +123,120 @@ describe("aigw admin verbs against a real Admin API server", () => {
     expect(down.err).toMatch(/^aigw: unavailable: /);
   });
 
-  it("prints usage and exits 2 for unknown verbs, flags and bad values", async () => {
+  it("exits 2 for unknown verbs, flags and bad values, naming the flag, with only that verb's usage", async () => {
     await serve();
-    const cases: [string[], string][] = [
+    const cases: [string[], string, string][] = [
+      // argv, the error line, the first usage line printed after it
       [
         ["endpoints", "frobnicate"],
-        'endpoints: unknown verb "frobnicate", expected one of list, get, create, update, delete',
+        'aigw endpoints: unknown verb "frobnicate", expected one of list, get, create, update, delete',
+        "aigw endpoints list",
       ],
-      [["endpoints"], "endpoints: missing one of list"],
-      [["nonsense"], 'unknown command "nonsense"'],
-      [["endpoints", "list", "--colour"], 'unknown flag "--colour"'],
-      [["endpoints", "get"], "endpoints get: missing NAME"],
-      [["endpoints", "get", "a", "b"], 'endpoints get: unexpected argument "b"'],
-      [["endpoints", "create", "x", "--url", "https://a.example.com/"], "--secret is required"],
-      [["endpoints", "update", "x"], "endpoints update: nothing to change"],
-      [["endpoints", "update", "x", "--enabled", "maybe"], "--enabled: must be true or false"],
+      [["endpoints", "lsit"], 'aigw endpoints: unknown verb "lsit" (did you mean list?)', "aigw endpoints list"],
+      [["endpoints"], "aigw endpoints: missing verb, one of list, get, create, update, delete", "aigw endpoints list"],
+      [["endpoints", "list", "--colour"], "aigw endpoints list: unknown flag --colour", "aigw endpoints list"],
+      [["endpoints", "get"], "aigw endpoints get: missing NAME", "aigw endpoints get NAME"],
+      [["endpoints", "get", "a", "b"], 'aigw endpoints get: unexpected argument "b"', "aigw endpoints get NAME"],
+      [
+        ["endpoints", "create", "x", "--url", "https://a.example.com/"],
+        "aigw endpoints create: --secret is required",
+        "aigw endpoints create NAME --url URL --secret S",
+      ],
+      [
+        ["endpoints", "create", "x", "--url", "--secret", "s"],
+        "aigw endpoints create: --url needs a value (URL)",
+        "aigw endpoints create NAME",
+      ],
+      [
+        ["endpoints", "create", "x", "--scret", "s"],
+        "aigw endpoints create: unknown flag --scret (did you mean --secret?)",
+        "aigw endpoints create NAME",
+      ],
+      [
+        ["endpoints", "create", "x", "--url", "https://a/", "--url", "https://b/", "--secret", "s"],
+        "aigw endpoints create: --url given twice",
+        "aigw endpoints create NAME",
+      ],
+      [["endpoints", "update", "x"], "aigw endpoints update: nothing to change", "aigw endpoints update NAME"],
+      [
+        ["endpoints", "update", "x", "--enabled", "maybe"],
+        'aigw endpoints update: --enabled: must be true or false, got "maybe"',
+        "aigw endpoints update NAME",
+      ],
       [
         ["endpoints", "create", "x", "--url", "https://a/", "--secret", "s", "--events", "completion,typo"],
-        '--events: unknown event type "typo"',
+        'aigw endpoints create: --events: unknown event type "typo"',
+        "aigw endpoints create NAME",
       ],
       [
         ["deliveries", "list", "--status", "lost"],
-        "--status: must be one of pending, delivered, failed, dead_lettered",
+        'aigw deliveries list: --status: must be one of pending, delivered, failed, dead_lettered, got "lost"',
+        "aigw deliveries list [--endpoint E]",
       ],
-      [["deliveries", "list", "--limit", "ten"], '--limit: must be a whole number ≥ 1, got "ten"'],
-      [["deliveries", "replay"], "deliveries replay: missing ID (or --dead-lettered)"],
-      [["stats", "--window-seconds"], "--window-seconds needs a value"],
-      [["stats", "--admin", "ftp://x"], '--admin: "ftp://x" is not an http(s) URL'],
+      [
+        ["deliveries", "list", "--limit", "ten"],
+        'aigw deliveries list: --limit: must be a whole number ≥ 1, got "ten"',
+        "aigw deliveries list",
+      ],
+      [
+        ["deliveries", "replay"],
+        "aigw deliveries replay: missing ID (or --dead-lettered)",
+        "aigw deliveries replay ID",
+      ],
+      [["stats", "--window-seconds"], "aigw stats: --window-seconds needs a value (N)", "aigw stats"],
+      [["stats", "--json=yes"], "aigw stats: --json takes no value", "aigw stats"],
+      [["stats", "--admin", "ftp://x"], 'aigw stats: --admin: "ftp://x" is not an http(s) URL', "aigw stats"],
+      [["watch", "--events", "bogus"], 'aigw watch: --events: unknown event type "bogus"', "aigw watch"],
+      [
+        ["watch", "--since", "yesterday"],
+        'aigw watch: --since: "yesterday" is not a duration (for example 500ms, 10s, 2m, 1h, 7d), nor a cursor',
+        "aigw watch",
+      ],
     ];
-    for (const [argv, message] of cases) {
+    for (const [argv, message, usageLine] of cases) {
       const r = await aigw(argv);
-      expect(r.code, argv.join(" ")).toBe(2);
-      expect(r.out).toBe("");
-      expect(r.err, argv.join(" ")).toContain(`aigw: ${message}`);
-      expect(r.err).toContain(ADMIN_USAGE);
+      const what = argv.join(" ");
+      expect(r.code, what).toBe(2);
+      expect(r.out, what).toBe("");
+      const lines = r.err.split("\n");
+      expect(lines[0], what).toContain(message);
+      expect(lines[1], what).toBe("Usage:");
+      expect(lines[2]?.trimStart(), what).toMatch(new RegExp(`^${usageLine.replace(/[[\]]/g, "\\$&")}`));
+      // Only that verb's usage (or its group's): never the whole command list.
+      expect(r.err, what).not.toContain("aigw control-plane");
+      expect(r.err.trimEnd().split("\n").at(-1), what).toMatch(/^Run "aigw [a-z -]+--help" for details\.$/);
     }
+    const unknown = await aigw(["nonsense"]);
+    expect(unknown.code).toBe(2);
+    expect(unknown.err).toMatch(/^aigw: unknown command "nonsense"\nCommands: control-plane, sidecar, /);
+  });
+
+  it("prints help per verb and per group", async () => {
+    await serve();
+    const create = await aigw(["endpoints", "create", "--help"]);
+    expect(create.code).toBe(0);
+    expect(create.err).toBe("");
+    expect(create.out).toMatch(/^aigw endpoints create — /);
+    expect(create.out).toMatch(/^ {2}aigw endpoints create NAME --url URL --secret S \[--events T,…\]/m);
+    expect(create.out).toMatch(/^ {2}--url URL +where webhooks are POSTed \(required\)$/m);
+    expect(create.out).toMatch(/^Admin API flags:\n {2}--admin URL /m);
+    expect(create.out).toMatch(/^ {2}-h, --help +this help$/m);
+    // -h anywhere, even after a mistake, is help.
+    expect((await aigw(["endpoints", "create", "--bogus", "-h"])).out).toBe(create.out);
+
+    const group = await aigw(["endpoints", "--help"]);
+    expect(group.code).toBe(0);
+    for (const verb of ["list", "get NAME", "create NAME", "update NAME", "delete NAME"]) {
+      expect(group.out).toContain(`  aigw endpoints ${verb}`);
+    }
+    expect(group.out).toContain('Run "aigw endpoints VERB --help"');
+
+    const replay = await aigw(["deliveries", "replay", "--help"]);
+    expect(replay.out).toContain(
+      "  aigw deliveries replay ID\n  aigw deliveries replay --dead-lettered [--endpoint E]\n",
+    );
+    const stats = await aigw(["stats", "--help"]);
+    expect(stats.out).toMatch(/^ {2}--window-seconds N +the window/m);
   });
 
   it("sends the admin token from --token or AIGW_ADMIN_TOKEN", async () => {

@@ -118,7 +118,8 @@ process.stdin.on("end", () => process.exit(0)); process.stdin.resume();
 
 /**
  * A webhook receiver that answers 204 and keeps, per request_id, when its first webhook
- * arrived (epoch ms, sub-millisecond); GET /count and GET /arrivals report. With the argument
+ * arrived (epoch ms, sub-millisecond); GET /count, GET /arrivals and GET /sample (the first
+ * request's body and headers, to verify its signature) report. With the argument
  * "hang" it accepts requests and never answers.
  */
 export const RECEIVER_SOURCE = `
@@ -126,17 +127,19 @@ const http = require("node:http");
 const hang = process.argv[1] === "hang";
 const arrivals = new Map();
 let count = 0;
+let sample = null;
 const now = () => performance.timeOrigin + performance.now();
 const server = http.createServer((req, res) => {
   const chunks = [];
   req.on("data", (c) => chunks.push(c));
   req.on("end", () => {
     if (req.method === "GET") {
-      const out = req.url === "/arrivals" ? Object.fromEntries(arrivals) : { count };
+      const out = req.url === "/arrivals" ? Object.fromEntries(arrivals) : req.url === "/sample" ? sample : { count };
       res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify(out));
       return;
     }
     count++;
+    if (sample === null) sample = { body: Buffer.concat(chunks).toString("utf8"), headers: req.headers };
     if (hang) return;
     const at = now();
     try {

@@ -3,8 +3,8 @@ import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { main } from "../../cli/main.js";
 import { type TestStoreLocation, testStoreLocation, withStorageKey } from "../support/store.js";
-import { runAdminCommand } from "../../cli/admin-commands.js";
 import { newEventId, newRequestId } from "../../common/ids.js";
 import { createLogger } from "../../common/logger.js";
 import { parseConfig } from "../../control-plane/config/load.js";
@@ -44,7 +44,7 @@ describe("budget and pricing Admin RPCs and CLI verbs", () => {
   const aigw = async (...argv: string[]) => {
     let out = "";
     let err = "";
-    const code = await runAdminCommand([...argv, "--admin", cp.httpUrl], {
+    const code = await main([...argv, "--admin", cp.httpUrl], {
       out: (s) => {
         out += s;
       },
@@ -139,12 +139,26 @@ describe("budget and pricing Admin RPCs and CLI verbs", () => {
       ],
       [{ model: "m", inputPerMillion: 1e308, outputPerMillion: 1 }, /^price\.input_per_million: .* got 1e\+308/],
       [{ model: "m", inputPerMillion: 1, outputPerMillion: -0.5 }, /^price\.output_per_million:/],
+      [
+        { model: "m", inputPerMillion: 1, outputPerMillion: 1, cachedInputPerMillion: -0.1 },
+        /^price\.cached_input_per_million: must be USD per million tokens from 0 to 100000, got -0\.1/,
+      ],
+      [
+        { model: "m", inputPerMillion: 1, outputPerMillion: 1, cacheWritePerMillion: 200_000 },
+        /^price\.cache_write_per_million: .* got 200000/,
+      ],
+      [
+        { model: "m", inputPerMillion: 1, outputPerMillion: 1, cacheWrite1hPerMillion: Number.NaN },
+        /^price\.cache_write_1h_per_million:/,
+      ],
     ];
     for (const [price, message] of bad) {
       const r = await rejection(client().setModelPrice(price === undefined ? {} : { price }));
       expect(r).toMatchObject({ code: Code.InvalidArgument, message: expect.stringMatching(message) });
     }
-    await client().setModelPrice({ price: { model: "new-model", inputPerMillion: 10, outputPerMillion: 20 } });
+    await client().setModelPrice({
+      price: { model: "new-model", inputPerMillion: 10, outputPerMillion: 20, cachedInputPerMillion: 1 },
+    });
     // A runtime change of a model the file prices lasts until the next start.
     await client().setModelPrice({ price: { model: "file-model", inputPerMillion: 1, outputPerMillion: 1 } });
     const event = create(EventSchema, {
@@ -153,18 +167,30 @@ describe("budget and pricing Admin RPCs and CLI verbs", () => {
       time: timestampFromMs(now.ms),
       payload: {
         case: "completion",
-        value: { requestId: newRequestId(), model: "new-model", promptTokens: 1000, completionTokens: 1000 },
+        value: {
+          requestId: newRequestId(),
+          model: "new-model",
+          promptTokens: 2000,
+          cacheReadTokens: 1000,
+          completionTokens: 1000,
+        },
       },
     });
     await cp.deliverEvents([event]);
     const p = (await cp.store.readFeed(undefined, 10))[0]?.event.payload;
-    expect(p?.case === "completion" && p.value).toMatchObject({ costUsd: 0.03, pricingUnknown: false });
-    expect((await client().listBudgets({})).budgets[0]).toMatchObject({ orgId: "org_file", currentSpend: 0.03 });
+    // 1,000 uncached input at $10, 1,000 cached at $1, 1,000 output at $20 (per million).
+    expect(p?.case === "completion" && p.value).toMatchObject({ costUsd: 0.031, pricingUnknown: false });
+    expect((await client().listBudgets({})).budgets[0]).toMatchObject({ orgId: "org_file", currentSpend: 0.031 });
 
     await cp.close();
     cp = await start();
     const prices = new Map((await client().listPricing({})).prices.map((x) => [x.model, x]));
-    expect(prices.get("new-model")).toMatchObject({ inputPerMillion: 10, outputPerMillion: 20 });
+    expect(prices.get("new-model")).toMatchObject({
+      inputPerMillion: 10,
+      outputPerMillion: 20,
+      cachedInputPerMillion: 1,
+    });
+    expect(prices.get("new-model")?.cacheWritePerMillion).toBeUndefined();
     expect(prices.get("file-model")).toMatchObject({ inputPerMillion: 4, outputPerMillion: 8 });
     expect(prices.get("gpt-4o")).toMatchObject({ inputPerMillion: 2.5, outputPerMillion: 10 });
   });
@@ -221,10 +247,35 @@ describe("budget and pricing Admin RPCs and CLI verbs", () => {
       out: "set price of my-model: input $0.15, output $0.60 per million tokens\n",
       err: "",
     });
+    const cached = await aigw(
+      "pricing",
+      "set",
+      "my-claude",
+      "--input",
+      "3",
+      "--output",
+      "15",
+      "--cached-input",
+      "0.3",
+      "--cache-write",
+      "3.75",
+      "--cache-write-1h",
+      "6",
+    );
+    expect(cached).toEqual({
+      code: 0,
+      out: "set price of my-claude: input $3.00, cached input $0.30, cache write $3.75, 1-hour cache write $6.00, output $15.00 per million tokens\n",
+      err: "",
+    });
     const prices = await aigw("pricing", "list");
-    expect(prices.out).toMatch(/^MODEL +INPUT \$\/1M +OUTPUT \$\/1M$/m);
-    expect(prices.out).toMatch(/^my-model +0\.15 +0\.60$/m);
-    expect(prices.out).toMatch(/^file-model +4\.00 +8\.00$/m);
+    expect(prices.out).toMatch(/^MODEL +INPUT \$\/1M +CACHED INPUT +CACHE WRITE +CACHE WRITE 1H +OUTPUT \$\/1M$/m);
+    expect(prices.out).toMatch(/^my-model +0\.15 +- +- +- +0\.60$/m);
+    expect(prices.out).toMatch(/^my-claude +3\.00 +0\.30 +3\.75 +6\.00 +15\.00$/m);
+    expect(prices.out).toMatch(/^file-model +4\.00 +- +- +- +8\.00$/m);
+    expect(prices.out).toMatch(/^gpt-4o +2\.50 +1\.25 +- +- +10\.00$/m);
     expect((await aigw("pricing", "set", "m", "--input", "-1", "--output", "1")).code).toBe(2);
+    const badCached = await aigw("pricing", "set", "m", "--input", "1", "--output", "1", "--cached-input", "cheap");
+    expect(badCached).toMatchObject({ code: 2 });
+    expect(badCached.err).toMatch(/--cached-input: must be an amount in USD/);
   });
 });

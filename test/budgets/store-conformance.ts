@@ -182,5 +182,33 @@ export function describeBudgetStoreConformance(current: () => Store): void {
         /model/,
       );
     });
+
+    it("keeps a model's cache prices, and unset ones unset (the default rule applies to them)", async () => {
+      const store = current();
+      const claude = {
+        model: "claude-x",
+        inputPerMillion: 3,
+        outputPerMillion: 15,
+        cachedInputPerMillion: 0.3,
+        cacheWritePerMillion: 3.75,
+        cacheWrite1hPerMillion: 6,
+      };
+      await store.putModelPrice(claude);
+      await store.putModelPrice({ model: "gpt-x", inputPerMillion: 2, outputPerMillion: 8, cachedInputPerMillion: 0 });
+      expect(await store.listModelPrices()).toEqual([
+        claude,
+        { model: "gpt-x", inputPerMillion: 2, outputPerMillion: 8, cachedInputPerMillion: 0 },
+      ]);
+      // Replacing a price replaces every rate: one not given again is unset again.
+      await store.putModelPrice({ model: "claude-x", inputPerMillion: 3, outputPerMillion: 15 });
+      expect((await store.listModelPrices())[0]).toEqual({
+        model: "claude-x",
+        inputPerMillion: 3,
+        outputPerMillion: 15,
+      });
+      await expect(
+        store.putModelPrice({ model: "x", inputPerMillion: 1, outputPerMillion: 1, cacheWritePerMillion: Number.NaN }),
+      ).rejects.toThrow(/cacheWritePerMillion/);
+    });
   });
 }

@@ -257,8 +257,50 @@ describe("pricing", () => {
     expect(config.pricing["gpt-4o"]).toEqual({ inputPerMillion: 2, outputPerMillion: 8 });
     expect(config.pricing["my-finetune"]).toEqual({ inputPerMillion: 3.5, outputPerMillion: 0 });
     expect(config.pricing["gpt-4"]).toEqual(DEFAULT_PRICING["gpt-4"]);
-    expect(config.pricing["claude-sonnet-4"]).toEqual({ inputPerMillion: 3, outputPerMillion: 15 });
-    expect(DEFAULT_PRICING["gpt-4o"]).toEqual({ inputPerMillion: 2.5, outputPerMillion: 10 });
+    expect(config.pricing["claude-sonnet-4"]).toEqual({
+      inputPerMillion: 3,
+      outputPerMillion: 15,
+      cachedInputPerMillion: 0.3,
+      cacheWritePerMillion: 3.75,
+      cacheWrite1hPerMillion: 6,
+    });
+    expect(DEFAULT_PRICING["gpt-4o"]).toEqual({
+      inputPerMillion: 2.5,
+      outputPerMillion: 10,
+      cachedInputPerMillion: 1.25,
+    });
+  });
+
+  it("reads the optional cache prices; an entry replaces the built-in price whole", () => {
+    const config = parse(
+      [
+        "pricing:",
+        "  claude-sonnet-4-5:",
+        "    input: 2.4",
+        "    output: 12",
+        "    cached_input: 0.24",
+        "    cache_write: 3",
+        "    cache_write_1h: 4.8",
+        "  gpt-4.1:",
+        "    input: 2",
+        "    output: 8",
+        "    cached_input: 0",
+        "  claude-haiku-4-5:",
+        "    input: 1",
+        "    output: 5",
+        "",
+      ].join("\n"),
+    );
+    expect(config.pricing["claude-sonnet-4-5"]).toEqual({
+      inputPerMillion: 2.4,
+      outputPerMillion: 12,
+      cachedInputPerMillion: 0.24,
+      cacheWritePerMillion: 3,
+      cacheWrite1hPerMillion: 4.8,
+    });
+    expect(config.pricing["gpt-4.1"]).toEqual({ inputPerMillion: 2, outputPerMillion: 8, cachedInputPerMillion: 0 });
+    // No cache rates in the file: the default rule (cached input = input, writes 1.25× / 2×), not the built-in rates.
+    expect(config.pricing["claude-haiku-4-5"]).toEqual({ inputPerMillion: 1, outputPerMillion: 5 });
   });
 
   it("covers the common OpenAI and Anthropic models", () => {
@@ -290,7 +332,11 @@ describe("pricing", () => {
     expect(modelPrice(pricing, "gpt-4o-mini-2024-07-18")).toEqual(pricing["gpt-4o-mini"]);
     expect(modelPrice(pricing, "claude-sonnet-4-20250514")).toEqual(pricing["claude-sonnet-4"]);
     expect(modelPrice(pricing, "claude-3-5-sonnet-latest")).toEqual(pricing["claude-3-5-sonnet"]);
-    expect(modelPrice(pricing, "gpt-4o")).toEqual({ inputPerMillion: 2.5, outputPerMillion: 10 });
+    expect(modelPrice(pricing, "gpt-4o")).toEqual({
+      inputPerMillion: 2.5,
+      outputPerMillion: 10,
+      cachedInputPerMillion: 1.25,
+    });
     expect(modelPrice(pricing, "gpt-4oops")).toBeUndefined();
     expect(modelPrice(pricing, "llama-3-70b")).toBeUndefined();
   });

@@ -1,9 +1,28 @@
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { runAigw } from "../support/processes.js";
+import { loadCommandGroups } from "../../cli/commands/index.js";
+import { main } from "../../cli/main.js";
+import { commandSummary } from "../../cli/usage.js";
+import { REPO_ROOT, runAigw } from "../support/processes.js";
 import { testStoreLocation } from "../support/store.js";
+
+/** The CLI in-process (the same main() bin/aigw.js runs), for checks over every verb. */
+async function runMain(argv: string[]): Promise<{ code: number; out: string; err: string }> {
+  let out = "";
+  let err = "";
+  const code = await main(argv, {
+    out: (s) => {
+      out += s;
+    },
+    err: (s) => {
+      err += s;
+    },
+    env: {},
+  });
+  return { code, out, err };
+}
 
 // The built CLI as a user runs it: `npx aigw …` → bin/aigw.js → dist/.
 describe("aigw CLI", () => {
@@ -32,6 +51,32 @@ describe("aigw CLI", () => {
       "stats",
     ]) {
       expect(out).toContain(word);
+    }
+  });
+
+  it("README's CLI block is the usage of every verb, as --help prints it", async () => {
+    const readme = readFileSync(join(REPO_ROOT, "README.md"), "utf8");
+    const block = /### CLI\n\n```\n([\s\S]*?)```/.exec(readme)?.[1];
+    const summary = commandSummary(await loadCommandGroups());
+    expect(block, "README.md's CLI block (regenerate it from cli/usage.ts commandSummary)").toBe(summary);
+    const p = runAigw(["--help"]);
+    expect(await p.exited).toBe(0);
+    expect(`${p.lines.join("\n")}\n`).toContain(summary);
+  });
+
+  it("every verb answers --help with its usage, and a usage error with that usage only", async () => {
+    for (const group of await loadCommandGroups()) {
+      for (const verb of group.verbs) {
+        const words = verb.name === "" ? [group.name] : [group.name, verb.name];
+        const what = words.join(" ");
+        const help = await runMain([...words, "--help"]);
+        expect(help.code, what).toBe(0);
+        expect(help.out.split("\n")[0], what).toBe(`aigw ${what} — ${verb.summary}`);
+        const bad = await runMain([...words, "--no-such-flag"]);
+        expect(bad.code, what).toBe(2);
+        expect(bad.err).toMatch(new RegExp(`^aigw ${what}: unknown flag --no-such-flag\nUsage:\n`));
+        expect(bad.err.split("\n").length, what).toBeLessThan(8);
+      }
     }
   });
 

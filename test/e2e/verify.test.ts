@@ -206,7 +206,7 @@ security:
     const noSecret = await aigw(["--request", capture.captured[0]!.file]);
     expect(noSecret.code).toBe(2);
     expect(noSecret.err).toMatch(
-      /^aigw verify: --secret S \(or WEBHOOK_SECRET, or --config with --endpoint\) is required\n\nUsage:\n {2}aigw verify/,
+      /^aigw verify: --secret S \(or WEBHOOK_SECRET, or --config with --endpoint\) is required\nUsage:\n {2}aigw verify/,
     );
     const missing = await aigw(["--request", join(dir, "nope.http"), "--secret", TEST_SECRET]);
     expect(missing.code).toBe(2);

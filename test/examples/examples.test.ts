@@ -1,10 +1,8 @@
 import { execFile } from "node:child_process";
-import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { parseAllDocuments } from "yaml";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { loadConfigFile, parseConfig } from "../../control-plane/config/load.js";
+import { loadConfigFile } from "../../control-plane/config/load.js";
 import { REPO_ROOT } from "../support/processes.js";
 import { type ControlPlaneFixture, startControlPlane } from "../support/control-plane.js";
 import { startTestReceiver, type TestReceiver } from "../support/webhook-receiver.js";
@@ -14,28 +12,10 @@ const run = promisify(execFile);
 
 // The examples stay true: their configs load, the client examples run against a real control plane.
 describe("examples", () => {
-  it("examples/local.yaml and the Kubernetes ConfigMap's config load", () => {
+  it("examples/local.yaml loads", () => {
     const local = loadConfigFile(join(REPO_ROOT, "examples/local.yaml"), {});
     expect(local.webhooks.primary?.url).toBe("http://127.0.0.1:9000/webhooks/ai");
     expect(local.security.requireHttps).toBe(false);
-
-    const docs = parseAllDocuments(readFileSync(join(REPO_ROOT, "examples/deploy/kubernetes.yaml"), "utf8"));
-    const configMap = docs
-      .map((d) => d.toJS() as { kind?: string; data?: Record<string, string> })
-      .find((d) => d.kind === "ConfigMap");
-    const text = configMap?.data?.["webhook_config.yaml"];
-    expect(text).toBeTypeOf("string");
-    const config = parseConfig(text as string, {
-      file: "kubernetes.yaml#webhook_config.yaml",
-      env: {
-        WEBHOOK_SECRET: TEST_SECRET,
-        BACKUP_WEBHOOK_SECRET: TEST_SECRET,
-        AIGW_ADMIN_TOKEN: "a",
-        AIGW_SIDECAR_TOKEN: "b",
-      },
-    });
-    expect(config.auth.adminTokens).toEqual(["a"]);
-    expect(config.webhooks.primary?.failoverTo).toBe("backup");
   });
 
   describe("client examples against a control plane", () => {

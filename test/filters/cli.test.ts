@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { EventType } from "../../gen/aigw/v1/events_pb.js";
-import { runAdminCommand } from "../../cli/admin-commands.js";
+import { main } from "../../cli/main.js";
 import { TEST_SECRET } from "../support/stack.js";
 import { type ControlPlaneFixture, startControlPlane } from "../support/control-plane.js";
 
@@ -24,7 +24,7 @@ describe("aigw endpoints/subscription filter flags", () => {
   async function aigw(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
     let out = "";
     let err = "";
-    const code = await runAdminCommand([...argv, "--admin", fx?.cp.httpUrl ?? ""], {
+    const code = await main([...argv, "--admin", fx?.cp.httpUrl ?? ""], {
       out: (s) => {
         out += s;
       },

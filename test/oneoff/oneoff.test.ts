@@ -1,6 +1,6 @@
 import { Webhook } from "standardwebhooks";
 import { afterEach, describe, expect, it } from "vitest";
-import { runAdminCommand } from "../../cli/admin-commands.js";
+import { main } from "../../cli/main.js";
 import { oneOffEndpointName } from "../../control-plane/routing/one-off.js";
 import {
   type ControlPlaneFixture,
@@ -138,7 +138,7 @@ describe("one-off endpoints (x-aigw-webhook-url)", () => {
       expect(await metric(fx, /aigw_org_signing_keys_generated_total 1/)).toBe(true);
 
       let out = "";
-      const code = await runAdminCommand(["keys", "rotate", "--org", "org_new", "--admin", fx.cp.httpUrl], {
+      const code = await main(["keys", "rotate", "--org", "org_new", "--admin", fx.cp.httpUrl], {
         out: (s) => {
           out += s;
         },

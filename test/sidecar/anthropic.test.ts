@@ -45,9 +45,14 @@ describe("Anthropic Messages through the sidecar, with @anthropic-ai/sdk", () =>
       provider: "anthropic",
       request_id: requestId,
       model: "claude-haiku-4-5",
-      prompt_tokens: 25,
+      // Anthropic's input_tokens (25) leaves out the cache writes (3) and reads (7);
+      // aigw's prompt_tokens holds them, as OpenAI's does, and reports them as its parts.
+      prompt_tokens: 35,
+      cache_read_tokens: 7,
+      cache_write_tokens: 3,
+      cache_write_1h_tokens: 0,
       completion_tokens: 40,
-      tokens_used: 65,
+      tokens_used: 75,
       stream: false,
       status_code: 200,
     });
@@ -84,9 +89,12 @@ describe("Anthropic Messages through the sidecar, with @anthropic-ai/sdk", () =>
     const [completion] = await waitForPayloads(h.sink, "completion", 1);
     expect(completion).toMatchObject({
       model: "claude-haiku-4-5",
-      promptTokens: 25,
+      promptTokens: 35,
+      cacheReadTokens: 7,
+      cacheWriteTokens: 3,
       completionTokens: 40,
-      tokensUsed: 65,
+      tokensUsed: 75,
+      usageUnknown: false,
       stream: true,
       statusCode: 200,
       finishReason: "",
@@ -121,7 +129,7 @@ describe("Anthropic Messages through the sidecar, with @anthropic-ai/sdk", () =>
     };
     expect(await raw(h.proxy.url)).toBe(await raw(h.mocks.anthropic!.url));
     const completions = await waitForPayloads(h.sink, "completion", 2);
-    expect(completions[0]).toMatchObject({ promptTokens: 25, completionTokens: 40, tokensUsed: 65 });
+    expect(completions[0]).toMatchObject({ promptTokens: 35, completionTokens: 40, tokensUsed: 75 });
   });
 
   it("surfaces 529 overloaded_error as OverloadedError and reports it", async () => {
@@ -175,7 +183,15 @@ describe("Anthropic Messages through the sidecar, with @anthropic-ai/sdk", () =>
       statusCode: 200,
     });
     const [completion] = payloads(h.sink, "completion");
-    expect(completion).toMatchObject({ finishReason: "upstream_error", promptTokens: 25, stream: true });
+    // message_start's input counts were read, the final output count never came.
+    expect(completion).toMatchObject({
+      finishReason: "upstream_error",
+      promptTokens: 35,
+      cacheReadTokens: 7,
+      completionTokens: 2,
+      usageUnknown: true,
+      stream: true,
+    });
   });
 
   it("routes /v1/messages to the only upstream when that is an OpenAI-compatible one", async () => {
@@ -248,11 +264,11 @@ describe("Anthropic adapter", () => {
       finishReason: "max_tokens",
       contentDeltas: 1,
       usage: {
-        promptTokens: 10,
+        promptTokens: 20,
         completionTokens: 30,
-        totalTokens: 40,
-        cacheCreationInputTokens: 4,
-        cacheReadInputTokens: 6,
+        totalTokens: 50,
+        cacheWriteTokens: 4,
+        cacheReadTokens: 6,
       },
     });
   });
@@ -269,7 +285,8 @@ describe("Anthropic adapter", () => {
       observer.push(bytes.subarray(i));
       expect(observer.finish(), `split at ${i}`).toEqual({
         model: "m",
-        usage: { promptTokens: 3, completionTokens: 1, totalTokens: 4 },
+        // message_start's provisional numbers only: no message_delta came.
+        usage: { promptTokens: 3, completionTokens: 1, totalTokens: 4, partial: true },
         contentDeltas: 1,
         errorMessage: "boom",
         errorType: "api_error",

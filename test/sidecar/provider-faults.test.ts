@@ -166,7 +166,13 @@ describe("provider faults through the sidecar", () => {
     expect(got.status).toBe(200);
     expect(got.body.equals(sent.get("invalid-json")!)).toBe(true);
     const [event] = await eventsOf(String(got.headers["x-aigw-request-id"]), 1);
-    expect(event).toMatchObject({ event: "completion", model: "gpt-4o", status_code: 200, tokens_used: 0 });
+    expect(event).toMatchObject({
+      event: "completion",
+      model: "gpt-4o",
+      status_code: 200,
+      tokens_used: 0,
+      usage_known: false,
+    });
   });
 
   it("truncated SSE: the app gets every byte, the unfinished event included", async () => {
@@ -202,7 +208,7 @@ describe("provider faults through the sidecar", () => {
     expect(got.headers["content-encoding"]).toBe("gzip");
     expect(got.body.equals(sent.get("bad-gzip")!)).toBe(true);
     const [event] = await eventsOf(String(got.headers["x-aigw-request-id"]), 1);
-    expect(event).toMatchObject({ event: "completion", status_code: 200, tokens_used: 0 });
+    expect(event).toMatchObject({ event: "completion", status_code: 200, tokens_used: 0, usage_known: false });
   });
 
   it("a 50 MB request body reaches the provider whole, and the call is reported", async () => {

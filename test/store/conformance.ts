@@ -164,6 +164,20 @@ export function describeStoreConformance(name: string, open: () => Promise<Opene
         expect(() => store.compareCursors("not a cursor", head)).toThrow(TypeError);
       });
 
+      it("finds where the events stored since a time begin in the feed", async () => {
+        expect(await store.feedCursorSince(0)).toBe(await store.feedHead());
+        const { stored: before } = await store.ingest([completionEvent()], () => []);
+        const cutoff = Date.now();
+        await clockPast(cutoff);
+        const { stored: after } = await store.ingest([completionEvent(), errorEvent()], () => []);
+        const since = await store.feedCursorSince(cutoff + 1);
+        expect((await store.readFeed(since, 10)).map((s) => s.event.id)).toEqual(after.map((s) => s.event.id));
+        const all = await store.readFeed(await store.feedCursorSince(0), 10);
+        expect(all.map((s) => s.event.id)).toEqual([...before, ...after].map((s) => s.event.id));
+        // Nothing stored since: the live edge.
+        expect(await store.feedCursorSince(Date.now() + 60_000)).toBe(await store.feedHead());
+      });
+
       it("counts events since a time", async () => {
         await store.ingest([completionEvent()], () => []);
         const cutoff = Date.now();

@@ -24,10 +24,21 @@ export function runAigw(
   env: Record<string, string | undefined> = {},
   wrapper?: (argv: string[]) => string[],
 ): AigwProcess {
-  const argv = [process.execPath, AIGW_BIN, ...args];
+  return runAigwAt(AIGW_BIN, REPO_ROOT, args, env, wrapper);
+}
+
+/** Runs an aigw entry point (e.g. one installed from the package tarball) in `cwd`. */
+export function runAigwAt(
+  bin: string,
+  cwd: string,
+  args: string[],
+  env: Record<string, string | undefined> = {},
+  wrapper?: (argv: string[]) => string[],
+): AigwProcess {
+  const argv = [process.execPath, bin, ...args];
   const [command, ...rest] = wrapper ? wrapper(argv) : argv;
   const child = spawn(command as string, rest, {
-    cwd: REPO_ROOT,
+    cwd,
     env: { ...process.env, AIGW_LOG_LEVEL: "info", ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });

@@ -59,8 +59,12 @@ export interface TestStack {
   close(): Promise<void>;
 }
 
-/** Control plane (on the test store: see store.ts), mock provider and sidecar, all on port 0. */
-export async function startTestStack(yaml: string): Promise<TestStack> {
+/**
+ * Control plane (on the test store: see store.ts), mock provider and sidecar, all on port 0.
+ * The mock is the `openai` upstream, and with `anthropic: true` the `anthropic` one too
+ * (it serves both APIs), so /v1/messages calls are reported with provider "anthropic".
+ */
+export async function startTestStack(yaml: string, options: { anthropic?: boolean } = {}): Promise<TestStack> {
   const dir = mkdtempSync(join(tmpdir(), "aigw-e2e-"));
   const location = await testStoreLocation();
   const logger = createLogger({ level: process.env.AIGW_TEST_LOG ?? "silent" });
@@ -77,7 +81,7 @@ export async function startTestStack(yaml: string): Promise<TestStack> {
     controlPlane: controlPlane.grpcUrl,
     listen: "127.0.0.1:0",
     adminListen: "127.0.0.1:0",
-    upstreams: { openai: provider.url },
+    upstreams: options.anthropic ? { openai: provider.url, anthropic: provider.url } : { openai: provider.url },
     orgId: "org_test",
     app: "e2e",
     spoolDir: join(dir, "spool"),

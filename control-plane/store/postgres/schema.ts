@@ -188,6 +188,13 @@ const MIGRATIONS: readonly string[] = [
     updated_at bigint NOT NULL
   );
   `,
+  // v2: a model's prompt-cache prices (control-plane/budgets/price-book.ts). NULL: the
+  // default rule (cachePrices in control-plane/config/pricing.ts).
+  `
+  ALTER TABLE model_prices ADD COLUMN cached_input_per_million double precision;
+  ALTER TABLE model_prices ADD COLUMN cache_write_per_million double precision;
+  ALTER TABLE model_prices ADD COLUMN cache_write_1h_per_million double precision;
+  `,
 ];
 
 export const PG_SCHEMA_VERSION = MIGRATIONS.length;

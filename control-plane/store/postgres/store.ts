@@ -11,6 +11,9 @@ import {
   type BudgetSpec,
   checkBudgetSpec,
   checkModelPrice,
+  type ModelPriceRow,
+  modelPriceColumns,
+  modelPriceOfRow,
   type SpendAccounting,
   spendKey,
   SpendTracker,
@@ -565,6 +568,19 @@ export class PostgresStore implements Store {
   async feedHead(): Promise<string> {
     const { rows } = await this.#pool.query<{ position: number | null }>("SELECT MAX(position) AS position FROM feed");
     return String(rows[0]?.position ?? 0);
+  }
+
+  async feedCursorSince(timeMs: number): Promise<string> {
+    // The first such event in the feed's (commit) order, not by ingested_at alone: with
+    // several writers an event stored earlier can commit later. The rows this walks are the
+    // ones the replay after it reads anyway.
+    const { rows } = await this.#pool.query<{ position: string | number | null }>(
+      `SELECT MIN(f.position) AS position FROM feed f JOIN events e ON e.seq = f.event_seq
+       WHERE e.ingested_at >= $1`,
+      [timeMs],
+    );
+    const first = rows[0]?.position;
+    return first === null || first === undefined ? await this.feedHead() : String(Number(first) - 1);
   }
 
   compareCursors(a: string, b: string): number {
@@ -1440,25 +1456,32 @@ export class PostgresStore implements Store {
   }
 
   async listModelPrices(): Promise<StoredModelPrice[]> {
-    const { rows } = await this.#pool.query<{ model: string; input_per_million: number; output_per_million: number }>(
-      'SELECT * FROM model_prices ORDER BY model COLLATE "C"',
-    );
-    return rows.map((r) => ({
-      model: r.model,
-      inputPerMillion: r.input_per_million,
-      outputPerMillion: r.output_per_million,
-    }));
+    const { rows } = await this.#pool.query<ModelPriceRow>('SELECT * FROM model_prices ORDER BY model COLLATE "C"');
+    return rows.map(modelPriceOfRow);
   }
 
   async putModelPrice(price: StoredModelPrice): Promise<void> {
     checkModelPrice(price);
+    const columns = modelPriceColumns(price);
     const now = Date.now();
     await this.#tx(async (c, fx) => {
       await c.query(
-        `INSERT INTO model_prices (model, input_per_million, output_per_million, updated_at) VALUES ($1, $2, $3, $4)
+        `INSERT INTO model_prices (model, input_per_million, output_per_million, cached_input_per_million,
+           cache_write_per_million, cache_write_1h_per_million, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7)
          ON CONFLICT (model) DO UPDATE SET input_per_million = excluded.input_per_million,
-           output_per_million = excluded.output_per_million, updated_at = excluded.updated_at`,
-        [price.model, price.inputPerMillion, price.outputPerMillion, now],
+           output_per_million = excluded.output_per_million,
+           cached_input_per_million = excluded.cached_input_per_million,
+           cache_write_per_million = excluded.cache_write_per_million,
+           cache_write_1h_per_million = excluded.cache_write_1h_per_million, updated_at = excluded.updated_at`,
+        [
+          columns.model,
+          columns.inputPerMillion,
+          columns.outputPerMillion,
+          columns.cachedInputPerMillion,
+          columns.cacheWritePerMillion,
+          columns.cacheWrite1hPerMillion,
+          now,
+        ],
       );
       fx.changes.add("prices");
     });

@@ -6,6 +6,9 @@ import {
   type BudgetSpec,
   checkBudgetSpec,
   checkModelPrice,
+  type ModelPriceRow,
+  modelPriceColumns,
+  modelPriceOfRow,
   type SpendAccounting,
   type SpendState,
   type SpendTotal,
@@ -20,12 +23,6 @@ interface BudgetRow {
   budget_limit: number;
   thresholds: string;
   enforce: number;
-}
-
-interface PriceRow {
-  model: string;
-  input_per_million: number;
-  output_per_million: number;
 }
 
 /** What one ingest transaction's accounting produced. */
@@ -80,12 +77,17 @@ export class SqliteBudgetTables {
            WHERE org_id = @orgId AND limit_type = @limitType AND period = @period ORDER BY threshold`,
         )
         .pluck() as Database.Statement<[Record<string, unknown>], number>,
-      prices: db.prepare("SELECT * FROM model_prices ORDER BY model") as Database.Statement<[], PriceRow>,
+      prices: db.prepare("SELECT * FROM model_prices ORDER BY model") as Database.Statement<[], ModelPriceRow>,
       putPrice: db.prepare(
-        `INSERT INTO model_prices (model, input_per_million, output_per_million, updated_at)
-         VALUES (@model, @inputPerMillion, @outputPerMillion, @now)
+        `INSERT INTO model_prices (model, input_per_million, output_per_million, cached_input_per_million,
+           cache_write_per_million, cache_write_1h_per_million, updated_at)
+         VALUES (@model, @inputPerMillion, @outputPerMillion, @cachedInputPerMillion, @cacheWritePerMillion,
+           @cacheWrite1hPerMillion, @now)
          ON CONFLICT (model) DO UPDATE SET input_per_million = excluded.input_per_million,
-           output_per_million = excluded.output_per_million, updated_at = excluded.updated_at`,
+           output_per_million = excluded.output_per_million,
+           cached_input_per_million = excluded.cached_input_per_million,
+           cache_write_per_million = excluded.cache_write_per_million,
+           cache_write_1h_per_million = excluded.cache_write_1h_per_million, updated_at = excluded.updated_at`,
       ) as Database.Statement<[Record<string, unknown>]>,
     };
   }
@@ -158,16 +160,12 @@ export class SqliteBudgetTables {
   }
 
   listModelPrices(): StoredModelPrice[] {
-    return this.#s.prices.all().map((row) => ({
-      model: row.model,
-      inputPerMillion: row.input_per_million,
-      outputPerMillion: row.output_per_million,
-    }));
+    return this.#s.prices.all().map(modelPriceOfRow);
   }
 
   putModelPrice(price: StoredModelPrice, now: number): void {
     checkModelPrice(price);
-    this.#s.putPrice.run({ ...price, now });
+    this.#s.putPrice.run({ ...modelPriceColumns(price), now });
   }
 }
 

@@ -196,6 +196,13 @@ const MIGRATIONS: readonly string[] = [
     WHERE p.status = 'pending' AND p.order_key != '' AND p.endpoint = deliveries.endpoint
       AND p.order_key = deliveries.order_key AND p.order_index < deliveries.order_index);
   `,
+  // v5: a model's prompt-cache prices (control-plane/budgets/price-book.ts). NULL: the
+  // default rule (cachePrices in control-plane/config/pricing.ts).
+  `
+  ALTER TABLE model_prices ADD COLUMN cached_input_per_million REAL;
+  ALTER TABLE model_prices ADD COLUMN cache_write_per_million REAL;
+  ALTER TABLE model_prices ADD COLUMN cache_write_1h_per_million REAL;
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

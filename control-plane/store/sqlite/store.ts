@@ -188,6 +188,10 @@ function prepareStatements(db: Database.Database) {
     // AUTOINCREMENT's counter: the highest seq ever given, so a cursor never moves back
     // even when purge has emptied the table.
     lastEventSeq: db.prepare("SELECT seq FROM sqlite_sequence WHERE name = 'events'").pluck() as Stmt0<number>,
+    // Walks the ingested_at index to its first entry at or after the time: O(log n).
+    firstEventSeqSince: db
+      .prepare("SELECT seq FROM events WHERE ingested_at >= ? ORDER BY ingested_at, seq LIMIT 1")
+      .pluck() as Database.Statement<[number], number>,
     countEvents: db.prepare("SELECT COUNT(*) FROM events").pluck() as Stmt0<number>,
     countEventsSince: db.prepare("SELECT COUNT(*) FROM events WHERE ingested_at >= ?").pluck() as Database.Statement<
       [number],
@@ -537,6 +541,11 @@ export class SqliteStore implements Store {
 
   compareCursors(a: string, b: string): number {
     return parseSeqCursor(a) - parseSeqCursor(b);
+  }
+
+  async feedCursorSince(timeMs: number): Promise<string> {
+    const first = this.#s.firstEventSeqSince.get(timeMs);
+    return first === undefined ? await this.feedHead() : String(first - 1);
   }
 
   async countEvents(sinceMs?: number): Promise<number> {

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file aigw/v1/events.proto.
  */
 export const file_aigw_v1_events: GenFile = /*@__PURE__*/
-  fileDesc("ChRhaWd3L3YxL2V2ZW50cy5wcm90bxIHYWlndy52MSLnAgoFRXZlbnQSCgoCaWQYASABKAkSDgoGb3JnX2lkGAIgASgJEgsKA2FwcBgDIAEoCRIQCghwcm92aWRlchgEIAEoCRIoCgR0aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBITCgt3ZWJob29rX3VybBgGIAEoCRIuCgpjb21wbGV0aW9uGAogASgLMhguYWlndy52MS5Db21wbGV0aW9uRXZlbnRIABIkCgVlcnJvchgLIAEoCzITLmFpZ3cudjEuRXJyb3JFdmVudEgAEiwKCXN0cmVhbWluZxgMIAEoCzIXLmFpZ3cudjEuU3RyZWFtaW5nRXZlbnRIABImCgZidWRnZXQYDSABKAsyFC5haWd3LnYxLkJ1ZGdldEV2ZW50SAASLQoKcmF0ZV9saW1pdBgOIAEoCzIXLmFpZ3cudjEuUmF0ZUxpbWl0RXZlbnRIAEIJCgdwYXlsb2FkIswCCg9Db21wbGV0aW9uRXZlbnQSEgoKcmVxdWVzdF9pZBgBIAEoCRINCgVtb2RlbBgCIAEoCRITCgt0b2tlbnNfdXNlZBgDIAEoDRIVCg1wcm9tcHRfdG9rZW5zGAQgASgNEhkKEWNvbXBsZXRpb25fdG9rZW5zGAUgASgNEhAKCGNvc3RfdXNkGAYgASgBEhIKCmxhdGVuY3lfbXMYByABKA0SFAoHdHRmdF9tcxgIIAEoDUgAiAEBEg4KBnN0cmVhbRgJIAEoCBITCgtzdGF0dXNfY29kZRgKIAEoDRIMCgRwYXRoGAsgASgJEhUKDXJlc3BvbnNlX2pzb24YDCABKAkSFwoPcHJpY2luZ191bmtub3duGA0gASgIEhUKDWZpbmlzaF9yZWFzb24YDiABKAkSDQoFYXN5bmMYDyABKAhCCgoIX3R0ZnRfbXMizQEKCkVycm9yRXZlbnQSEgoKcmVxdWVzdF9pZBgBIAEoCRISCgplcnJvcl90eXBlGAIgASgJEhUKDWVycm9yX21lc3NhZ2UYAyABKAkSEwoLc3RhdHVzX2NvZGUYBCABKA0SGAoLcmV0cnlfYWZ0ZXIYBSABKA1IAIgBARIQCghzZXZlcml0eRgGIAEoCRINCgVtb2RlbBgHIAEoCRIMCgRwYXRoGAggASgJEhIKCmxhdGVuY3lfbXMYCSABKA1CDgoMX3JldHJ5X2FmdGVyIocBCg5TdHJlYW1pbmdFdmVudBISCgpyZXF1ZXN0X2lkGAEgASgJEhMKC3Rva2VuX2luZGV4GAIgASgNEg8KB2NvbnRlbnQYAyABKAkSGgoNZmluaXNoX3JlYXNvbhgEIAEoCUgAiAEBEg0KBW1vZGVsGAUgASgJQhAKDl9maW5pc2hfcmVhc29uIogBCgtCdWRnZXRFdmVudBIVCg11c2FnZV9wZXJjZW50GAEgASgBEhIKCmxpbWl0X3R5cGUYAiABKAkSFQoNY3VycmVudF9zcGVuZBgDIAEoARIUCgxidWRnZXRfbGltaXQYBCABKAESEQoJdGhyZXNob2xkGAUgASgNEg4KBnBlcmlvZBgGIAEoCSLuAQoOUmF0ZUxpbWl0RXZlbnQSEgoKcmVxdWVzdF9pZBgBIAEoCRIOCgZzb3VyY2UYAiABKAkSEgoKbGltaXRfdHlwZRgDIAEoCRISCgVsaW1pdBgEIAEoBEgAiAEBEhYKCXJlbWFpbmluZxgFIAEoBEgBiAEBEhAKCHJlc2V0X2F0GAYgASgJEhgKC3JldHJ5X2FmdGVyGAcgASgNSAKIAQESEwoLc3RhdHVzX2NvZGUYCCABKA0SDwoHd2FybmluZxgJIAEoCEIICgZfbGltaXRCDAoKX3JlbWFpbmluZ0IOCgxfcmV0cnlfYWZ0ZXIqpAEKCUV2ZW50VHlwZRIaChZFVkVOVF9UWVBFX1VOU1BFQ0lGSUVEEAASGQoVRVZFTlRfVFlQRV9DT01QTEVUSU9OEAESFAoQRVZFTlRfVFlQRV9FUlJPUhACEhgKFEVWRU5UX1RZUEVfU1RSRUFNSU5HEAMSFQoRRVZFTlRfVFlQRV9CVURHRVQQBBIZChVFVkVOVF9UWVBFX1JBVEVfTElNSVQQBWIGcHJvdG8z", [file_google_protobuf_timestamp]);
+  fileDesc("ChRhaWd3L3YxL2V2ZW50cy5wcm90bxIHYWlndy52MSLnAgoFRXZlbnQSCgoCaWQYASABKAkSDgoGb3JnX2lkGAIgASgJEgsKA2FwcBgDIAEoCRIQCghwcm92aWRlchgEIAEoCRIoCgR0aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBITCgt3ZWJob29rX3VybBgGIAEoCRIuCgpjb21wbGV0aW9uGAogASgLMhguYWlndy52MS5Db21wbGV0aW9uRXZlbnRIABIkCgVlcnJvchgLIAEoCzITLmFpZ3cudjEuRXJyb3JFdmVudEgAEiwKCXN0cmVhbWluZxgMIAEoCzIXLmFpZ3cudjEuU3RyZWFtaW5nRXZlbnRIABImCgZidWRnZXQYDSABKAsyFC5haWd3LnYxLkJ1ZGdldEV2ZW50SAASLQoKcmF0ZV9saW1pdBgOIAEoCzIXLmFpZ3cudjEuUmF0ZUxpbWl0RXZlbnRIAEIJCgdwYXlsb2FkIsMECg9Db21wbGV0aW9uRXZlbnQSEgoKcmVxdWVzdF9pZBgBIAEoCRINCgVtb2RlbBgCIAEoCRITCgt0b2tlbnNfdXNlZBgDIAEoDRIVCg1wcm9tcHRfdG9rZW5zGAQgASgNEhkKEWNvbXBsZXRpb25fdG9rZW5zGAUgASgNEhAKCGNvc3RfdXNkGAYgASgBEhIKCmxhdGVuY3lfbXMYByABKA0SFAoHdHRmdF9tcxgIIAEoDUgAiAEBEg4KBnN0cmVhbRgJIAEoCBITCgtzdGF0dXNfY29kZRgKIAEoDRIMCgRwYXRoGAsgASgJEhUKDXJlc3BvbnNlX2pzb24YDCABKAkSFwoPcHJpY2luZ191bmtub3duGA0gASgIEhUKDWZpbmlzaF9yZWFzb24YDiABKAkSDQoFYXN5bmMYDyABKAgSHgoRY2FjaGVfcmVhZF90b2tlbnMYECABKA1IAYgBARIfChJjYWNoZV93cml0ZV90b2tlbnMYESABKA1IAogBARIiChVjYWNoZV93cml0ZV8xaF90b2tlbnMYEiABKA1IA4gBARIdChByZWFzb25pbmdfdG9rZW5zGBMgASgNSASIAQESFQoNdXNhZ2VfdW5rbm93bhgUIAEoCEIKCghfdHRmdF9tc0IUChJfY2FjaGVfcmVhZF90b2tlbnNCFQoTX2NhY2hlX3dyaXRlX3Rva2Vuc0IYChZfY2FjaGVfd3JpdGVfMWhfdG9rZW5zQhMKEV9yZWFzb25pbmdfdG9rZW5zIs0BCgpFcnJvckV2ZW50EhIKCnJlcXVlc3RfaWQYASABKAkSEgoKZXJyb3JfdHlwZRgCIAEoCRIVCg1lcnJvcl9tZXNzYWdlGAMgASgJEhMKC3N0YXR1c19jb2RlGAQgASgNEhgKC3JldHJ5X2FmdGVyGAUgASgNSACIAQESEAoIc2V2ZXJpdHkYBiABKAkSDQoFbW9kZWwYByABKAkSDAoEcGF0aBgIIAEoCRISCgpsYXRlbmN5X21zGAkgASgNQg4KDF9yZXRyeV9hZnRlciKHAQoOU3RyZWFtaW5nRXZlbnQSEgoKcmVxdWVzdF9pZBgBIAEoCRITCgt0b2tlbl9pbmRleBgCIAEoDRIPCgdjb250ZW50GAMgASgJEhoKDWZpbmlzaF9yZWFzb24YBCABKAlIAIgBARINCgVtb2RlbBgFIAEoCUIQCg5fZmluaXNoX3JlYXNvbiKIAQoLQnVkZ2V0RXZlbnQSFQoNdXNhZ2VfcGVyY2VudBgBIAEoARISCgpsaW1pdF90eXBlGAIgASgJEhUKDWN1cnJlbnRfc3BlbmQYAyABKAESFAoMYnVkZ2V0X2xpbWl0GAQgASgBEhEKCXRocmVzaG9sZBgFIAEoDRIOCgZwZXJpb2QYBiABKAki7gEKDlJhdGVMaW1pdEV2ZW50EhIKCnJlcXVlc3RfaWQYASABKAkSDgoGc291cmNlGAIgASgJEhIKCmxpbWl0X3R5cGUYAyABKAkSEgoFbGltaXQYBCABKARIAIgBARIWCglyZW1haW5pbmcYBSABKARIAYgBARIQCghyZXNldF9hdBgGIAEoCRIYCgtyZXRyeV9hZnRlchgHIAEoDUgCiAEBEhMKC3N0YXR1c19jb2RlGAggASgNEg8KB3dhcm5pbmcYCSABKAhCCAoGX2xpbWl0QgwKCl9yZW1haW5pbmdCDgoMX3JldHJ5X2FmdGVyKqQBCglFdmVudFR5cGUSGgoWRVZFTlRfVFlQRV9VTlNQRUNJRklFRBAAEhkKFUVWRU5UX1RZUEVfQ09NUExFVElPThABEhQKEEVWRU5UX1RZUEVfRVJST1IQAhIYChRFVkVOVF9UWVBFX1NUUkVBTUlORxADEhUKEUVWRU5UX1RZUEVfQlVER0VUEAQSGQoVRVZFTlRfVFlQRV9SQVRFX0xJTUlUEAViBnByb3RvMw", [file_google_protobuf_timestamp]);
 
 /**
  * Event is one thing that happened to an app's AI traffic. Sidecars create the id;
@@ -103,6 +103,12 @@ export const EventSchema: GenMessage<Event> = /*@__PURE__*/
   messageDesc(file_aigw_v1_events, 0);
 
 /**
+ * Token counts mean the same for every provider (the sidecar normalises them):
+ * prompt_tokens is every input token, cached ones included (OpenAI's prompt_tokens or
+ * input_tokens; Anthropic's input_tokens + cache_creation_input_tokens +
+ * cache_read_input_tokens), completion_tokens every output token, reasoning included, and
+ * tokens_used their sum. The details below are parts of those counts, never in addition.
+ *
  * @generated from message aigw.v1.CompletionEvent
  */
 export type CompletionEvent = Message<"aigw.v1.CompletionEvent"> & {
@@ -192,6 +198,50 @@ export type CompletionEvent = Message<"aigw.v1.CompletionEvent"> & {
    * @generated from field: bool async = 15;
    */
   async: boolean;
+
+  /**
+   * Of prompt_tokens, those read from the provider's prompt cache (OpenAI's
+   * prompt_tokens_details.cached_tokens or input_tokens_details.cached_tokens, Anthropic's
+   * cache_read_input_tokens). Unset when the provider did not say.
+   *
+   * @generated from field: optional uint32 cache_read_tokens = 16;
+   */
+  cacheReadTokens?: number | undefined;
+
+  /**
+   * Of prompt_tokens, those written to the prompt cache (Anthropic's
+   * cache_creation_input_tokens). Unset when the provider did not say.
+   *
+   * @generated from field: optional uint32 cache_write_tokens = 17;
+   */
+  cacheWriteTokens?: number | undefined;
+
+  /**
+   * Of cache_write_tokens, those written for one hour rather than five minutes (Anthropic's
+   * cache_creation.ephemeral_1h_input_tokens), which cost more. Unset when not said.
+   *
+   * @generated from field: optional uint32 cache_write_1h_tokens = 18;
+   */
+  cacheWrite1hTokens?: number | undefined;
+
+  /**
+   * Of completion_tokens, those spent on reasoning (OpenAI's
+   * completion_tokens_details.reasoning_tokens or output_tokens_details.reasoning_tokens).
+   * Unset when the provider did not say.
+   *
+   * @generated from field: optional uint32 reasoning_tokens = 19;
+   */
+  reasoningTokens?: number | undefined;
+
+  /**
+   * True when the provider's final usage was not read (no usage in the body, a stream that
+   * ended before it, a provider that omits it): the token counts are then what was read
+   * plus an estimate (one output token per streamed content chunk), or 0, and cost_usd and
+   * budgets may undercount the call.
+   *
+   * @generated from field: bool usage_unknown = 20;
+   */
+  usageUnknown: boolean;
 };
 
 /**

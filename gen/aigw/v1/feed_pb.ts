@@ -6,13 +6,15 @@ import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegen
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Event, EventType } from "./events_pb.js";
 import { file_aigw_v1_events } from "./events_pb.js";
+import type { Duration } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_duration } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file aigw/v1/feed.proto.
  */
 export const file_aigw_v1_feed: GenFile = /*@__PURE__*/
-  fileDesc("ChJhaWd3L3YxL2ZlZWQucHJvdG8SB2FpZ3cudjEiZAoMV2F0Y2hSZXF1ZXN0EicKC2V2ZW50X3R5cGVzGAEgAygOMhIuYWlndy52MS5FdmVudFR5cGUSDgoGY3Vyc29yGAIgASgJEg4KBm9yZ19pZBgDIAEoCRILCgNhcHAYBCABKAkiPgoNV2F0Y2hSZXNwb25zZRIdCgVldmVudBgBIAEoCzIOLmFpZ3cudjEuRXZlbnQSDgoGY3Vyc29yGAIgASgJMkcKC0ZlZWRTZXJ2aWNlEjgKBVdhdGNoEhUuYWlndy52MS5XYXRjaFJlcXVlc3QaFi5haWd3LnYxLldhdGNoUmVzcG9uc2UwAWIGcHJvdG8z", [file_aigw_v1_events]);
+  fileDesc("ChJhaWd3L3YxL2ZlZWQucHJvdG8SB2FpZ3cudjEijgEKDFdhdGNoUmVxdWVzdBInCgtldmVudF90eXBlcxgBIAMoDjISLmFpZ3cudjEuRXZlbnRUeXBlEg4KBmN1cnNvchgCIAEoCRIOCgZvcmdfaWQYAyABKAkSCwoDYXBwGAQgASgJEigKBXNpbmNlGAUgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIj4KDVdhdGNoUmVzcG9uc2USHQoFZXZlbnQYASABKAsyDi5haWd3LnYxLkV2ZW50Eg4KBmN1cnNvchgCIAEoCTJHCgtGZWVkU2VydmljZRI4CgVXYXRjaBIVLmFpZ3cudjEuV2F0Y2hSZXF1ZXN0GhYuYWlndy52MS5XYXRjaFJlc3BvbnNlMAFiBnByb3RvMw", [file_aigw_v1_events, file_google_protobuf_duration]);
 
 /**
  * @generated from message aigw.v1.WatchRequest
@@ -33,14 +35,26 @@ export type WatchRequest = Message<"aigw.v1.WatchRequest"> & {
   cursor: string;
 
   /**
+   * Only this org's events (empty: every org the caller may see).
+   *
    * @generated from field: string org_id = 3;
    */
   orgId: string;
 
   /**
+   * Only this app's events (empty: every app).
+   *
    * @generated from field: string app = 4;
    */
   app: string;
+
+  /**
+   * Replay the events stored within this long before now (the control plane's clock),
+   * then go on live. Not with `cursor`.
+   *
+   * @generated from field: google.protobuf.Duration since = 5;
+   */
+  since?: Duration | undefined;
 };
 
 /**
@@ -55,12 +69,14 @@ export const WatchRequestSchema: GenMessage<WatchRequest> = /*@__PURE__*/
  */
 export type WatchResponse = Message<"aigw.v1.WatchResponse"> & {
   /**
+   * Unset in the first response (the start position) only.
+   *
    * @generated from field: aigw.v1.Event event = 1;
    */
   event?: Event | undefined;
 
   /**
-   * Pass back in WatchRequest.cursor to resume after this event.
+   * Pass back in WatchRequest.cursor to resume after this response.
    *
    * @generated from field: string cursor = 2;
    */
@@ -81,8 +97,10 @@ export const WatchResponseSchema: GenMessage<WatchResponse> = /*@__PURE__*/
  */
 export const FeedService: GenService<{
   /**
-   * Watch streams every stored event matching the request, starting after `cursor`
-   * (replaying stored events first) or at the live edge when the cursor is empty.
+   * Watch streams every stored event matching the request, oldest first, starting after
+   * `cursor` or `since` (replaying stored events first), or at the live edge when neither
+   * is given. The first response has no event: its cursor is the stream's start position,
+   * so a client that is cut off before any event arrives resumes without a gap.
    * A watcher that does not keep up is ended with RESOURCE_EXHAUSTED.
    *
    * @generated from rpc aigw.v1.FeedService.Watch

@@ -1,0 +1,184 @@
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { AdminService, type Endpoint, type EndpointSchema } from "../../gen/aigw/v1/admin_pb.js";
+import { adminVerb } from "../admin.js";
+import { type CommandGroup, type FlagDefs, UsageError } from "../command.js";
+import { eventTypesText, FILTER_FLAGS, filtersFromFlags, filtersText, hasFilterFlags } from "../filters.js";
+import { fields, table, timeText } from "../render.js";
+import { parseEventTypes } from "../values.js";
+
+const NAME = [{ name: "NAME" }];
+
+const ENDPOINT_FLAGS: FlagDefs = {
+  events: { type: "string", value: "T,…", help: "event types it receives (default: every subscribed type)" },
+  "failover-to": { type: "string", value: "NAME", help: "the endpoint that gets what this one cannot take" },
+};
+
+export const endpoints: CommandGroup = {
+  name: "endpoints",
+  summary: "webhook endpoints: receivers, the events they get, filters and failover",
+  section: "admin",
+  verbs: [
+    adminVerb({
+      name: "list",
+      summary: "list the configured endpoints",
+      async run(ctx) {
+        const res = await ctx.client.listEndpoints({});
+        const p = ctx.palette;
+        ctx.print(AdminService.method.listEndpoints.output, res, () =>
+          res.endpoints.length === 0
+            ? "no endpoints\n"
+            : table(
+                ["NAME", "URL", "ENABLED", "EVENTS", "FAILOVER", "KEYS"],
+                res.endpoints.map((e) => [
+                  e.name,
+                  e.url,
+                  e.enabled ? "yes" : e.disabledReason ? `no (${e.disabledReason})` : "no",
+                  eventTypesText(e.eventTypes),
+                  e.failoverTo || "-",
+                  String(e.signingKeyCount),
+                ]),
+                p,
+                (column, cell, padded) => (column === 2 ? (cell === "yes" ? p.green(padded) : p.red(padded)) : padded),
+              ),
+        );
+      },
+    }),
+    adminVerb({
+      name: "get",
+      summary: "show one endpoint",
+      args: NAME,
+      async run(ctx, [name = ""]) {
+        const res = await ctx.client.getEndpoint({ name });
+        ctx.print(AdminService.method.getEndpoint.output, res, () => endpointText(res.endpoint));
+      },
+    }),
+    adminVerb({
+      name: "create",
+      summary: "create an endpoint (stored; survives restarts)",
+      args: NAME,
+      flags: {
+        url: { type: "string", value: "URL", required: true, help: "where webhooks are POSTed" },
+        secret: {
+          type: "string",
+          value: "S",
+          required: true,
+          help: "signing secret: whsec_ + base64 (Standard Webhooks), or raw text used as bytes",
+        },
+        ...ENDPOINT_FLAGS,
+        disabled: { type: "boolean", help: "create it disabled" },
+        ...FILTER_FLAGS,
+      },
+      async run(ctx, [name = ""], flags) {
+        const events = flags.string("events");
+        const filters = filtersFromFlags(flags);
+        const res = await ctx.client.createEndpoint({
+          endpoint: {
+            name,
+            url: flags.require("url"),
+            secret: flags.require("secret"),
+            enabled: !flags.bool("disabled"),
+            eventTypes: events === undefined ? [] : parseEventTypes(events),
+            failoverTo: flags.string("failover-to") ?? "",
+            ...(filters ? { filters } : {}),
+          },
+        });
+        ctx.print(
+          AdminService.method.createEndpoint.output,
+          res,
+          () => `created endpoint ${name}\n${endpointText(res.endpoint)}`,
+        );
+      },
+    }),
+    adminVerb({
+      name: "update",
+      summary: "change what the flags name; the rest stays",
+      args: NAME,
+      flags: {
+        url: { type: "string", value: "URL", help: "where webhooks are POSTed" },
+        enabled: { type: "string", value: "true|false", help: "enable or disable it" },
+        secret: { type: "string", value: "S", help: "replace its signing secret (no overlap: see keys rotate)" },
+        ...ENDPOINT_FLAGS,
+        ...FILTER_FLAGS,
+      },
+      async run(ctx, [name = ""], flags) {
+        const endpoint: MessageInitShape<typeof EndpointSchema> = { name };
+        const paths: string[] = [];
+        const enabled = flags.string("enabled");
+        if (enabled !== undefined && enabled !== "true" && enabled !== "false") {
+          throw new UsageError(`--enabled: must be true or false, got "${enabled}"`);
+        }
+        const events = flags.string("events");
+        const eventTypes = events === undefined ? undefined : parseEventTypes(events);
+        if (hasFilterFlags(flags)) {
+          // The API replaces filters whole; the flags change only what they name.
+          const current = (await ctx.client.getEndpoint({ name })).endpoint?.filters;
+          endpoint.filters = filtersFromFlags(flags, current);
+          paths.push("filters");
+        }
+        const url = flags.string("url");
+        if (url !== undefined) {
+          endpoint.url = url;
+          paths.push("url");
+        }
+        if (enabled !== undefined) {
+          endpoint.enabled = enabled === "true";
+          paths.push("enabled");
+        }
+        const secret = flags.string("secret");
+        if (secret !== undefined) {
+          endpoint.secret = secret;
+          paths.push("secret");
+        }
+        if (eventTypes !== undefined) {
+          endpoint.eventTypes = eventTypes;
+          paths.push("event_types");
+        }
+        const failoverTo = flags.string("failover-to");
+        if (failoverTo !== undefined) {
+          endpoint.failoverTo = failoverTo;
+          paths.push("failover_to");
+        }
+        // An empty mask means "every field" to the API: never send one from here.
+        if (paths.length === 0) {
+          throw new UsageError(
+            "nothing to change (give --url, --enabled, --secret, --events, --failover-to, --models, --min-tokens or --severity)",
+          );
+        }
+        const res = await ctx.client.updateEndpoint({ endpoint, updateMask: { paths } });
+        ctx.print(
+          AdminService.method.updateEndpoint.output,
+          res,
+          () => `updated endpoint ${name} (${paths.join(", ")})\n${endpointText(res.endpoint)}`,
+        );
+      },
+    }),
+    adminVerb({
+      name: "delete",
+      summary: "delete an endpoint; its pending deliveries fail",
+      args: NAME,
+      async run(ctx, [name = ""]) {
+        const res = await ctx.client.deleteEndpoint({ name });
+        ctx.print(AdminService.method.deleteEndpoint.output, res, () => `deleted endpoint ${name}\n`);
+      },
+    }),
+  ],
+};
+
+function endpointText(e: Endpoint | undefined): string {
+  if (!e) return "";
+  const pairs: [string, string][] = [
+    ["name", e.name],
+    ["url", e.url],
+    ["enabled", String(e.enabled)],
+  ];
+  if (e.disabledReason) pairs.push(["disabled reason", e.disabledReason]);
+  pairs.push(
+    ["events", eventTypesText(e.eventTypes)],
+    ["failover to", e.failoverTo || "-"],
+    ["filters", filtersText(e.filters)],
+    ["signing keys", String(e.signingKeyCount)],
+    ["created", timeText(e.createTime)],
+    ["updated", timeText(e.updateTime)],
+  );
+  return fields(pairs);
+}

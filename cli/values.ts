@@ -1,0 +1,36 @@
+import type { EventType } from "../gen/aigw/v1/events_pb.js";
+import { EVENT_TYPE_NAMES, eventTypeFromName } from "../common/event-types.js";
+import { UsageError } from "./command.js";
+
+// Flag values shared by several verbs. Each error names the flag and shows what it got.
+
+export function parseCount(flag: string, text: string, min: number): number {
+  const n = /^\d+$/.test(text) ? Number(text) : Number.NaN;
+  if (!Number.isSafeInteger(n) || n < min || n > 0xffffffff) {
+    throw new UsageError(`${flag}: must be a whole number ≥ ${min}, got "${text}"`);
+  }
+  return n;
+}
+
+export function commaList(text: string): string[] {
+  return text
+    .split(",")
+    .map((s) => s.trim())
+    .filter((s) => s !== "");
+}
+
+export function parseEventTypes(list: string, flag = "--events"): EventType[] {
+  return commaList(list).map((name) => {
+    const type = eventTypeFromName(name);
+    if (type === undefined) {
+      throw new UsageError(`${flag}: unknown event type "${name}" (one of ${EVENT_TYPE_NAMES.join(", ")})`);
+    }
+    return type;
+  });
+}
+
+export function parseUsd(flag: string, text: string): number {
+  if (!/^\d+(\.\d+)?$/.test(text))
+    throw new UsageError(`${flag}: must be an amount in USD such as 100 or 0.15, got "${text}"`);
+  return Number(text);
+}
