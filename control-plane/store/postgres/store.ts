@@ -223,7 +223,10 @@ export class PostgresStore implements Store {
         return out;
       });
     }, 256);
-    this.#completions = new GroupCommit((batch) => this.#tx((c, fx) => this.#complete(c, fx, batch, Date.now())), 512);
+    this.#completions = new GroupCommit(
+      (batch) => this.#tx((c, fx) => this.#complete(c, fx, batch, Date.now()), true),
+      512,
+    );
   }
 
   /** The pool, for LISTEN connections and tests. */
@@ -236,14 +239,20 @@ export class PostgresStore implements Store {
   /**
    * One transaction; retried on serialization failures and deadlocks. Effects (the pending
    * count, NOTIFYs) are written inside it, so other replicas learn of them when it commits.
+   *
+   * `lazy`: the commit does not wait for its WAL flush (synchronous_commit off; the WAL
+   * writer flushes it within a fraction of a second). Only for writes whose loss in a
+   * database crash is redone rather than lost: a claim's lease (the delivery is claimed
+   * again), an attempt's outcome (the delivery is attempted again: at least once), circuit
+   * and presence state. What a sidecar is acked for, and configuration, always wait.
    */
-  async #tx<T>(fn: (c: pg.PoolClient, fx: TxEffects) => Promise<T>): Promise<T> {
+  async #tx<T>(fn: (c: pg.PoolClient, fx: TxEffects) => Promise<T>, lazy = false): Promise<T> {
     if (this.#closed) throw new Error(`PostgreSQL store ${this.where} is closed`);
     for (let attempt = 1; ; attempt++) {
       const c = await this.#pool.connect();
       const fx: TxEffects = { pending: 0, lanes: new Set(), changes: new Set(), events: false };
       try {
-        await c.query("BEGIN");
+        await c.query(lazy ? "BEGIN; SET LOCAL synchronous_commit = off" : "BEGIN");
         const result = await fn(c, fx);
         await this.#applyEffects(c, fx);
         await c.query("COMMIT");
@@ -935,7 +944,7 @@ export class PostgresStore implements Store {
           nextDueAt,
         };
       });
-    });
+    }, true);
   }
 
   async pendingLanes(after: string, limit: number): Promise<PendingLane[]> {
@@ -1512,7 +1521,7 @@ export class PostgresStore implements Store {
         [circuit.endpoint, circuit.open, circuit.openedAt, Date.now()],
       );
       fx.changes.add("circuits");
-    });
+    }, true);
   }
 
   async listCircuits(): Promise<CircuitRecord[]> {
@@ -1535,14 +1544,14 @@ export class PostgresStore implements Store {
       );
       // A heartbeat changes nothing others need to hear of; a sidecar that arrived does.
       if (rows.some((r) => r.inserted)) fx.changes.add("presence");
-    });
+    }, true);
   }
 
   async removeSidecar(id: string): Promise<void> {
     await this.#tx(async (c, fx) => {
       const { rowCount } = await c.query("DELETE FROM sidecars WHERE id = $1", [id]);
       if ((rowCount ?? 0) > 0) fx.changes.add("presence");
-    });
+    }, true);
   }
 
   async listSidecars(since: number): Promise<SidecarRecord[]> {
