@@ -169,6 +169,35 @@ describe.skipIf(skip)("two PostgreSQL stores on one database", () => {
     expect(new Set(seen)).toEqual(new Set(written));
   });
 
+  it("keep working when a newer replica changes a table under statements prepared before", async () => {
+    await a.upsertEndpoint(endpoint("hooks"), "whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQ=");
+    const deliverAll = async () => {
+      const claimed = await claimLane(a, "hooks", 50, "a", 50);
+      const results = await Promise.all(claimed.map((d) => a.completeAttempt(d, attempt(), { status: "delivered" })));
+      return results.filter((r) => r.recorded).length;
+    };
+    // Statements prepared on several pooled connections (concurrent claims and completions).
+    await a.ingest(
+      Array.from({ length: 40 }, () => completionEvent()),
+      () => ["hooks"],
+    );
+    await Promise.all([deliverAll(), a.listDeliveries({ pageSize: 10 }), a.countPending()]);
+    const admin = new pg.Client({ connectionString: db.url });
+    await admin.connect();
+    try {
+      await admin.query("ALTER TABLE deliveries ADD COLUMN added_later integer NOT NULL DEFAULT 0");
+    } finally {
+      await admin.end();
+    }
+    await a.ingest(
+      Array.from({ length: 40 }, () => completionEvent()),
+      () => ["hooks"],
+    );
+    expect(await deliverAll()).toBe(40);
+    expect(await a.countPending()).toBe(0);
+    expect((await a.listDeliveries({ pageSize: 100 })).deliveries).toHaveLength(80);
+  });
+
   it("migrate once when several open a fresh database at once, and refuse a database newer than the code", async () => {
     const fresh = await createTestDatabase();
     try {

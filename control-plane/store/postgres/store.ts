@@ -66,6 +66,7 @@ import { decodePageToken, encodePageToken } from "../page-token.js";
 import { SecretBox } from "../secret-box.js";
 import { type Store, StoreConflictError, StoreNotFoundError } from "../store.js";
 import { CHANNEL_CHANGES, CHANNEL_EVENTS, CHANNEL_LANES, PgListener } from "./listener.js";
+import { isStaleClient, PreparingClient } from "./prepared.js";
 import { migratePostgres } from "./schema.js";
 
 export interface PostgresStoreOptions {
@@ -259,9 +260,17 @@ export class PostgresStore implements Store {
         c.release();
         return result;
       } catch (err) {
-        await c.query("ROLLBACK").catch(() => {});
-        c.release();
+        const stale = isStaleClient(c);
+        if (stale) {
+          // Its prepared statements predate a schema change: discard it, run on a fresh one.
+          c.release(true);
+        } else {
+          await c.query("ROLLBACK").catch(() => {});
+          c.release();
+        }
         const code = (err as { code?: string }).code;
+        // Every pooled connection may hold the stale statement: each is discarded in turn.
+        if (stale && attempt < 5 + this.#pool.options.max) continue;
         if (attempt < 5 && code !== undefined && RETRYABLE.has(code)) continue;
         throw err;
       }
@@ -1620,6 +1629,7 @@ export async function openPostgresStore(url: string, options: PostgresStoreOptio
   }
   const box = SecretBox.fromBase64(options.encryptionKey, "storage.encryption_key");
   const pool = new pg.Pool({
+    Client: PreparingClient,
     connectionString: url,
     max: options.maxConnections ?? 10,
     types,
