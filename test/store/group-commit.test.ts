@@ -1,0 +1,88 @@
+import { describe, expect, it } from "vitest";
+import { GroupCommit } from "../../control-plane/store/group-commit.js";
+
+/** A commit the test releases by hand, recording each group it was given. */
+function manualCommit<I>() {
+  const groups: I[][] = [];
+  const waiting: { items: readonly I[]; resolve: () => void; reject: (err: Error) => void }[] = [];
+  let inFlight = 0;
+  let maxInFlight = 0;
+  const commit = (items: readonly I[]) =>
+    new Promise<string[]>((resolve, reject) => {
+      groups.push([...items]);
+      inFlight++;
+      maxInFlight = Math.max(maxInFlight, inFlight);
+      waiting.push({
+        items,
+        resolve: () => {
+          inFlight--;
+          resolve(items.map((i) => `ok ${String(i)}`));
+        },
+        reject: (err) => {
+          inFlight--;
+          reject(err);
+        },
+      });
+    });
+  return {
+    commit,
+    groups,
+    waiting,
+    get maxInFlight() {
+      return maxInFlight;
+    },
+  };
+}
+
+const turn = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+async function until(what: string, ok: () => boolean): Promise<void> {
+  const deadline = Date.now() + 5_000;
+  while (!ok()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await turn();
+  }
+}
+
+describe("GroupCommit", () => {
+  it("commits what was submitted in one turn as one group, and the next ones while it is in flight", async () => {
+    const m = manualCommit<number>();
+    const gc = new GroupCommit(m.commit);
+    const first = [1, 2, 3].map((i) => gc.submit(i));
+    await until("the first group", () => m.waiting.length === 1);
+    const second = [4, 5].map((i) => gc.submit(i));
+    await turn();
+    // One at a time: the second group waits for the first commit.
+    expect(m.groups).toEqual([[1, 2, 3]]);
+    m.waiting[0]?.resolve();
+    expect(await Promise.all(first)).toEqual(["ok 1", "ok 2", "ok 3"]);
+    await until("the second group", () => m.waiting.length === 2);
+    expect(m.groups[1]).toEqual([4, 5]);
+    m.waiting[1]?.resolve();
+    expect(await Promise.all(second)).toEqual(["ok 4", "ok 5"]);
+    await gc.settled();
+    expect(m.maxInFlight).toBe(1);
+  });
+
+  it("holds at most maxItems in a group", async () => {
+    const seen: number[] = [];
+    const gc = new GroupCommit((items: readonly number[]) => {
+      seen.push(items.length);
+      return items.map((i) => i * 2);
+    }, 4);
+    const results = await Promise.all(Array.from({ length: 10 }, (_, i) => gc.submit(i)));
+    expect(results).toEqual(Array.from({ length: 10 }, (_, i) => i * 2));
+    expect(seen).toEqual([4, 4, 2]);
+  });
+
+  it("commits each item of a failed group alone, so only the bad one fails", async () => {
+    const gc = new GroupCommit(async (items: readonly number[]) => {
+      if (items.includes(13)) throw new Error("13 is refused");
+      return items.map((i) => i + 1);
+    });
+    const results = await Promise.allSettled([1, 13, 2].map((i) => gc.submit(i)));
+    expect(results.map((r) => r.status)).toEqual(["fulfilled", "rejected", "fulfilled"]);
+    expect((results[1] as PromiseRejectedResult).reason.message).toBe("13 is refused");
+    expect((results[0] as PromiseFulfilledResult<number>).value).toBe(2);
+  });
+});
