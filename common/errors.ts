@@ -42,6 +42,11 @@ export const ERROR_CATALOGUE = {
       "the disk holding the database is full: writes wait; sidecars keep their batches, deliveries keep their leases, and everything resumes when space is free",
     fix: "free space on the database's filesystem (shorter delivery.retention_hours keeps less history)",
   },
+  AIGW_STORE_UNREACHABLE: {
+    meaning:
+      "the PostgreSQL server cannot be reached or cut the connection (restart, failover, pg_terminate_backend, too many connections): writes wait; sidecars keep their batches, deliveries keep their leases, and the control plane reconnects by itself",
+    fix: "bring PostgreSQL back (or check the network and max_connections); nothing needs restarting on aigw's side",
+  },
   AIGW_RETENTION_KEPT_PENDING: {
     meaning:
       "(warning) events older than delivery.retention_hours are kept because their deliveries to live (enabled) endpoints are still pending; retention never takes work away from an endpoint",

@@ -1,3 +1,4 @@
+import net from "node:net";
 import pg from "pg";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { openPostgresStore, type PostgresStore } from "../../control-plane/store/postgres/store.js";
@@ -196,6 +197,61 @@ describe.skipIf(skip)("two PostgreSQL stores on one database", () => {
     expect(await deliverAll()).toBe(40);
     expect(await a.countPending()).toBe(0);
     expect((await a.listDeliveries({ pageSize: 100 })).deliveries).toHaveLength(80);
+  });
+
+  it("ride out killed connections at once, and say AIGW_STORE_UNREACHABLE while the server is away", async () => {
+    // The store reaches PostgreSQL through a TCP relay this test can cut and restore.
+    const target = new URL(db.url);
+    const sockets = new Set<net.Socket>();
+    const relay = net.createServer((client) => {
+      const server = net.connect(Number(target.port || 5432), target.hostname);
+      sockets.add(client).add(server);
+      client.pipe(server).pipe(client);
+      const drop = () => {
+        client.destroy();
+        server.destroy();
+      };
+      client.on("error", drop).on("close", drop);
+      server.on("error", drop).on("close", drop);
+    });
+    await new Promise<void>((resolve) => relay.listen(0, "127.0.0.1", resolve));
+    const relayPort = (relay.address() as net.AddressInfo).port;
+    const viaRelay = new URL(db.url);
+    viaRelay.host = `127.0.0.1:${relayPort}`;
+    const store = await openPostgresStore(viaRelay.toString(), { encryptionKey: TEST_ENCRYPTION_KEY });
+    try {
+      await store.upsertEndpoint(endpoint("hooks"), "whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQ=");
+      await store.ingest([completionEvent()], () => ["hooks"]);
+
+      // Every connection killed by the server: the next writes and reads just work.
+      const admin = new pg.Client({ connectionString: db.url });
+      await admin.connect();
+      await admin.query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND application_name = 'aigw'",
+      );
+      await admin.end();
+      expect((await store.ingest([completionEvent()], () => ["hooks"])).stored).toHaveLength(1);
+      expect(await store.countEvents()).toBe(2);
+
+      // The server away: writes and reads fail with the catalogue code, nothing half-done.
+      await new Promise<void>((resolve) => {
+        relay.close(() => resolve());
+        for (const s of sockets) s.destroy();
+      });
+      const refused = await store.ingest([completionEvent()], () => ["hooks"]).catch((err: unknown) => err);
+      expect(refused).toMatchObject({ code: "AIGW_STORE_UNREACHABLE" });
+      expect(String((refused as Error).message)).toMatch(/cannot be reached/);
+      await expect(store.countEvents()).rejects.toMatchObject({ code: "AIGW_STORE_UNREACHABLE" });
+
+      // Back on the same address: everything works again, the refused batch was never stored.
+      await new Promise<void>((resolve) => relay.listen(relayPort, "127.0.0.1", resolve));
+      expect((await store.ingest([completionEvent()], () => ["hooks"])).stored).toHaveLength(1);
+      expect(await store.countEvents()).toBe(3);
+    } finally {
+      await store.close();
+      relay.close();
+      for (const s of sockets) s.destroy();
+    }
   });
 
   it("migrate once when several open a fresh database at once, and refuse a database newer than the code", async () => {

@@ -65,8 +65,9 @@ import { emptyPurgeStep, type PurgeStep, type PurgeStepOptions, retentionVerdict
 import { decodePageToken, encodePageToken } from "../page-token.js";
 import { SecretBox } from "../secret-box.js";
 import { type Store, StoreConflictError, StoreNotFoundError } from "../store.js";
+import { isStoreUnavailable } from "../unavailable.js";
 import { CHANNEL_CHANGES, CHANNEL_EVENTS, CHANNEL_LANES, PgListener } from "./listener.js";
-import { isStaleClient, PreparingClient } from "./prepared.js";
+import { isStaleClient, PreparingClient, StorePool, unavailableOr } from "./pool.js";
 import { migratePostgres } from "./schema.js";
 
 export interface PostgresStoreOptions {
@@ -252,17 +253,23 @@ export class PostgresStore implements Store {
     for (let attempt = 1; ; attempt++) {
       const c = await this.#pool.connect();
       const fx: TxEffects = { pending: 0, lanes: new Set(), changes: new Set(), events: false };
+      let committing = false;
       try {
         await c.query(lazy ? "BEGIN; SET LOCAL synchronous_commit = off" : "BEGIN");
         const result = await fn(c, fx);
         await this.#applyEffects(c, fx);
+        committing = true;
         await c.query("COMMIT");
         c.release();
         return result;
-      } catch (err) {
+      } catch (raw) {
+        const err = unavailableOr(raw, this.where);
         const stale = isStaleClient(c);
-        if (stale) {
-          // Its prepared statements predate a schema change: discard it, run on a fresh one.
+        const lost = isStoreUnavailable(err);
+        if (stale || lost) {
+          // Its prepared statements predate a schema change, or its connection broke:
+          // discard it; the server rolled the transaction back (unless it broke during
+          // COMMIT, when nobody can tell: then the caller's retry finds it done or not).
           c.release(true);
         } else {
           await c.query("ROLLBACK").catch(() => {});
@@ -271,6 +278,8 @@ export class PostgresStore implements Store {
         const code = (err as { code?: string }).code;
         // Every pooled connection may hold the stale statement: each is discarded in turn.
         if (stale && attempt < 5 + this.#pool.options.max) continue;
+        // One connection cut (pg_terminate_backend, an idle one the server dropped): a fresh one.
+        if (lost && !committing && attempt < 3) continue;
         if (attempt < 5 && code !== undefined && RETRYABLE.has(code)) continue;
         throw err;
       }
@@ -1628,14 +1637,17 @@ export async function openPostgresStore(url: string, options: PostgresStoreOptio
     );
   }
   const box = SecretBox.fromBase64(options.encryptionKey, "storage.encryption_key");
-  const pool = new pg.Pool({
-    Client: PreparingClient,
-    connectionString: url,
-    max: options.maxConnections ?? 10,
-    types,
-    application_name: "aigw",
-    connectionTimeoutMillis: 10_000,
-  });
+  const pool = new StorePool(
+    {
+      Client: PreparingClient,
+      connectionString: url,
+      max: options.maxConnections ?? 10,
+      types,
+      application_name: "aigw",
+      connectionTimeoutMillis: 10_000,
+    },
+    where,
+  );
   // A connection that breaks while idle (a restart, pg_terminate_backend) must not crash the process.
   pool.on("error", (err) => options.logger?.warn({ err, store: where }, "PostgreSQL connection lost; reconnecting"));
   try {
