@@ -25,6 +25,7 @@ import { dashboardHtml, dashboardLoginHtml } from "./http/dashboard.js";
 import { closeHttp, type HostPort, listen, parseHostPort, trackSessions, urlOf } from "./http/listen.js";
 import { grpcMessagesAsSpecified } from "./http/grpc-message.js";
 import { histogram, renderMetrics, single } from "./http/metrics.js";
+import { TrafficMetrics } from "./http/labelled-metrics.js";
 import { Watchdog } from "./http/watchdog.js";
 import { IngestBackpressure } from "./ingest/backpressure.js";
 import { IngestServiceImpl } from "./ingest/ingest-service.js";
@@ -123,8 +124,10 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
   let feedTail: FeedTail | undefined;
   const bus = new EventBus((active) => feedTail?.setActive(active));
   if (store.shared) feedTail = new FeedTail(store, bus, logger.child({ component: "feed" }));
+  const traffic = new TrafficMetrics();
   const scheduler = new DeliveryScheduler({
     store,
+    traffic,
     config,
     logger: logger.child({ component: "delivery" }),
     leaseOwner: processId,
@@ -206,6 +209,7 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
     publish: feedTail ? undefined : (events) => bus.publish(events),
     wake: (endpoints) => scheduler.notify(endpoints),
     metrics: ingestMetrics,
+    traffic,
     logger: logger.child({ component: "ingest" }),
   });
   // Events sent to given endpoints are test events: priced, but no one's spend.
@@ -316,6 +320,7 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
         type: "gauge",
         samples: m.openCircuits.map((endpoint) => ({ labels: { endpoint }, value: 1 })),
       },
+      ...traffic.families(),
       ...budgets.metrics(),
       ...retention.metrics(),
       ...watchdog.metrics(),

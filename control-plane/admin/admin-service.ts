@@ -27,6 +27,10 @@ import {
   type GetEndpointRequest,
   type GetEndpointResponse,
   GetEndpointResponseSchema,
+  type GetSeriesRequest,
+  type GetSeriesResponse,
+  type ListQueuesResponse,
+  type ListSidecarsResponse,
   type GetStatsRequest,
   type GetStatsResponse,
   GetStatsResponseSchema,
@@ -77,6 +81,7 @@ import { ONE_OFF_PREFIX } from "../routing/one-off.js";
 import { RuntimeSubscription, type SubscriptionControl } from "../routing/subscription.js";
 import { getSubscription, requestFilters, rotateOrgSigningKey, updateSubscription } from "./subscription-rpc.js";
 import type { BudgetAdminRpcs } from "../budgets/admin-rpcs.js";
+import { getSeries, listQueues, listSidecars } from "./series-rpc.js";
 
 export interface AdminDeps {
   store: Store;
@@ -334,6 +339,20 @@ export class AdminServiceImpl implements ServiceImpl<typeof AdminService> {
       this.deps.logger.info({ event: event.id, type: typeName, endpoints: targets }, "test event sent");
       return create(SendTestEventResponseSchema, { event, deliveryIds: deliveries.map((d) => d.id) });
     });
+  }
+
+  getSeries(req: GetSeriesRequest): Promise<GetSeriesResponse> {
+    return this.rpc("GetSeries", () =>
+      getSeries(this.deps.store, req, this.now(), this.deps.config().delivery.retentionHours),
+    );
+  }
+
+  listQueues(): Promise<ListQueuesResponse> {
+    return this.rpc("ListQueues", () => listQueues(this.deps.store));
+  }
+
+  listSidecars(): Promise<ListSidecarsResponse> {
+    return this.rpc("ListSidecars", () => listSidecars(this.deps.store, this.now()));
   }
 
   getStats(req: GetStatsRequest): Promise<GetStatsResponse> {

@@ -1,4 +1,4 @@
-import type { Hello } from "../../gen/aigw/v1/ingest_pb.js";
+import type { Hello, SidecarStatus } from "../../gen/aigw/v1/ingest_pb.js";
 import type { Logger } from "../../common/logger.js";
 import type { SidecarPresence } from "../ingest/ingest-service.js";
 import type { SidecarRecord, Store } from "../store/store.js";
@@ -49,10 +49,25 @@ export class SidecarPresenceTracker implements SidecarPresence {
    * share), and in the store for the other processes.
    */
   connect(hello: Hello): void {
-    const record = { id: hello.sidecarId, orgId: hello.orgId, app: hello.app };
+    const record: SidecarRecord = {
+      id: hello.sidecarId,
+      orgId: hello.orgId,
+      app: hello.app,
+      version: hello.version,
+      spoolBatches: Number(hello.spoolBatches),
+      spoolBytes: Number(hello.spoolBytes),
+    };
     this.#mine.set(record.id, record);
     this.#emit();
     void this.#write(() => this.store.putSidecars(this.owner, [record], this.now()));
+  }
+
+  /** Its spool depth: kept here, written with the next heartbeat (the dashboard reads it). */
+  status(hello: Hello, status: SidecarStatus): void {
+    const record = this.#mine.get(hello.sidecarId);
+    if (record === undefined) return;
+    record.spoolBatches = Number(status.spoolBatches);
+    record.spoolBytes = Number(status.spoolBytes);
   }
 
   disconnect(hello: Hello): void {

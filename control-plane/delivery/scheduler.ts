@@ -16,6 +16,8 @@ import type {
   Store,
 } from "../store/store.js";
 import { isStoreUnavailable } from "../store/unavailable.js";
+import { endpointLabel, type TrafficMetrics } from "../http/labelled-metrics.js";
+import { ONE_OFF_PREFIX } from "../routing/one-off.js";
 import { CircuitBreaker } from "./circuit-breaker.js";
 import { type LaneDecision, type LaneView, laneViews, planClaims, type SettleReason } from "./claim-planner.js";
 import { type Lane, type LaneCounts, LaneTable } from "./lanes.js";
@@ -72,6 +74,8 @@ export interface DeliverySchedulerOptions {
   now?: () => number;
   /** How long stop() waits for attempts in flight; default 10 s (`--drain-timeout`). */
   stopTimeoutMs?: number;
+  /** Deliveries per endpoint and outcome, event→delivered latency (for /metrics). */
+  traffic?: TrafficMetrics;
 }
 
 /** Lanes looked at per claim round, and rows claimed per round (bounds one transaction). */
@@ -169,6 +173,8 @@ export class DeliveryScheduler {
   private latencySumMs = 0;
   private latencyCount = 0;
 
+  private readonly traffic: TrafficMetrics | undefined;
+
   constructor(options: DeliverySchedulerOptions) {
     this.store = options.store;
     this.config = options.config;
@@ -180,6 +186,7 @@ export class DeliveryScheduler {
     this.pool = options.pool;
     this.ownsPool = options.pool === undefined;
     this.stopTimeoutMs = options.stopTimeoutMs ?? DEFAULT_STOP_TIMEOUT_MS;
+    this.traffic = options.traffic;
   }
 
   start(): void {
@@ -713,6 +720,11 @@ export class DeliveryScheduler {
   private async complete(delivery: ClaimedDelivery, attempt: NewAttempt, outcome: AttemptOutcome): Promise<void> {
     const result = await this.recordAttempt(delivery, attempt, outcome);
     this.attemptCounts[outcome.status]++;
+    const traffic = this.traffic;
+    if (traffic && result.recorded) {
+      traffic.deliveries.add([endpointLabel(delivery.endpoint, ONE_OFF_PREFIX), outcome.status]);
+      if (result.eventLatencyMs !== undefined) traffic.eventLatency.observe(result.eventLatencyMs);
+    }
     if (!result.recorded) {
       this.log.warn(
         { deliveryId: delivery.id, endpoint: delivery.endpoint },

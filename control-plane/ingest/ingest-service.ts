@@ -7,6 +7,7 @@ import type {
   ConnectResponse,
   EventBatch,
   Hello,
+  SidecarStatus,
   IngestService,
 } from "../../gen/aigw/v1/ingest_pb.js";
 import { AckSchema, ConnectResponseSchema, IngestPausedSchema } from "../../gen/aigw/v1/ingest_pb.js";
@@ -38,6 +39,8 @@ export interface IngestDeps {
 export interface SidecarPresence {
   connect(hello: Hello): void;
   disconnect(hello: Hello): void;
+  /** What a connected sidecar reported of itself since its hello (spool depth). */
+  status?(hello: Hello, status: SidecarStatus): void;
 }
 
 /** Hard bound on one batch: a sidecar that sends more is misbehaving. */
@@ -137,6 +140,10 @@ export class IngestServiceImpl implements ServiceImpl<typeof IngestService> {
               },
             }),
           );
+        } else if (m.case === "status") {
+          if (hello === undefined)
+            throw new ConnectError("message: hello must come before a status", Code.InvalidArgument);
+          this.deps.presence?.status?.(hello, m.value);
         } else if (req.$unknown?.length) {
           // A newer sidecar's message this control plane does not know: ignored, so the
           // stream (and the batches on it) go on.

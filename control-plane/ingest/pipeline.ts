@@ -1,6 +1,8 @@
 import type { Event } from "../../gen/aigw/v1/events_pb.js";
 import { EVENT_ID_PATTERN } from "../../common/ids.js";
 import type { Logger } from "../../common/logger.js";
+import { eventTypeName, eventTypeOfCase } from "../../common/event-types.js";
+import type { TrafficMetrics } from "../http/labelled-metrics.js";
 import type { BudgetLedger } from "../budgets/budget-ledger.js";
 import type { PriceBook } from "../budgets/price-book.js";
 import type { EventRouter } from "../routing/event-router.js";
@@ -41,6 +43,8 @@ export interface IngestPipelineDeps {
   /** Wakes the delivery lanes of these endpoints. */
   wake(endpoints: readonly string[]): void;
   metrics: IngestMetrics;
+  /** Events per type, tokens and cost per model and org (for /metrics). */
+  traffic?: TrafficMetrics;
   logger: Logger;
 }
 
@@ -96,6 +100,7 @@ export class IngestPipeline {
     for (const event of events) prices.priceEvent(event);
     const result = await store.ingest(events, route, accounting);
     metrics.eventsStored += result.stored.length;
+    if (this.deps.traffic) countTraffic(this.deps.traffic, result);
     metrics.eventsDuplicate += result.duplicates;
     ledger.observe(result);
     publish?.(storedAndGenerated(result));
@@ -125,4 +130,16 @@ function costOf(event: Event): number {
 export function storedAndGenerated(result: IngestResult): StoredEvent[] {
   if (!result.generated?.length) return result.stored;
   return [...result.stored, ...result.generated].sort((a, b) => a.seq - b.seq);
+}
+
+/** Events per type, tokens and cost per model and org, of what was stored (budget events included). */
+function countTraffic(traffic: TrafficMetrics, result: IngestResult): void {
+  for (const { event } of storedAndGenerated(result)) {
+    traffic.events.add([eventTypeName(eventTypeOfCase(event.payload.case)) ?? "unknown"]);
+    if (event.payload.case === "completion") {
+      const c = event.payload.value;
+      traffic.tokens.add([c.model || "(unknown)", event.orgId], c.tokensUsed);
+      traffic.cost.add([c.model || "(unknown)", event.orgId], c.costUsd);
+    }
+  }
 }

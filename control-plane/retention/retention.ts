@@ -1,6 +1,7 @@
 import { steadyNow } from "../../common/clock.js";
 import type { Logger } from "../../common/logger.js";
 import type { MetricFamily } from "../http/metrics.js";
+import { rollupCutoffs } from "../store/rollups.js";
 import { PURGE_START, type PurgeCursor } from "../store/retention.js";
 import type { Store } from "../store/store.js";
 
@@ -54,6 +55,8 @@ export interface RetentionRun {
   ms: number;
   /** Stopped before the end (shutdown). */
   interrupted: boolean;
+  /** Analytics rollup rows deleted (older than their resolution keeps, or than retention). */
+  rollups: number;
 }
 
 const MIN_STEP = 8;
@@ -181,6 +184,7 @@ export class RetentionPurger {
       longestStepMs: 0,
       ms: 0,
       interrupted: false,
+      rollups: 0,
     };
     let after: PurgeCursor = PURGE_START;
     try {
@@ -206,6 +210,10 @@ export class RetentionPurger {
         if (step.done) break;
         // The thread is the deliveries' at least as long as it was the purge's.
         await new Promise((resolve) => setTimeout(resolve, Math.max(1, Math.ceil(stepMs))));
+      }
+      if (!run.interrupted) {
+        const now = this.now();
+        run.rollups = await store.purgeRollups(rollupCutoffs(now, Math.max(0, now - beforeMs)));
       }
     } catch (err) {
       this.totals.failures++;

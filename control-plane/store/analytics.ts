@@ -2,6 +2,56 @@
 export interface AnalyticsStore {
   /** Per endpoint (every configured endpoint, even idle ones): counts, latency, top failure reasons since `sinceMs`. */
   stats(sinceMs: number): Promise<EndpointStatsRecord[]>;
+  /**
+   * Rollup rows (rollups.ts) of one kind and resolution with buckets in [from, to), summed
+   * per bucket, value of `by` (a column; undefined: one series) and latency bin.
+   */
+  seriesRows(query: SeriesQuery): Promise<SeriesRowRecord[]>;
+  /** Per endpoint with any: deliveries pending and dead-lettered now. */
+  queues(): Promise<QueueRecord[]>;
+  /** Deletes rollup rows older than each resolution's cutoff; returns how many went. */
+  purgeRollups(cutoffs: readonly { res: number; before: number }[]): Promise<number>;
+}
+
+/** A rollup dimension a series can be split by. */
+export type SeriesColumn = "endpoint" | "event_type" | "org_id" | "model" | "outcome";
+export const SERIES_COLUMNS: readonly SeriesColumn[] = ["endpoint", "event_type", "org_id", "model", "outcome"];
+
+export interface SeriesQuery {
+  kind: "event" | "attempt" | "delivered";
+  res: number;
+  from: number;
+  to: number;
+  by: SeriesColumn | undefined;
+  /** Keep latency bins apart (latency metrics); otherwise they are summed. */
+  bins: boolean;
+}
+
+export interface SeriesRowRecord {
+  bucket: number;
+  key: string;
+  bin: number;
+  n: number;
+  v1: number;
+  v2: number;
+}
+
+export interface QueueRecord {
+  endpoint: string;
+  pending: number;
+  deadLettered: number;
+  /** created_at of the oldest pending delivery; undefined with none. */
+  oldestPendingAt: number | undefined;
+}
+
+/** The SQL of seriesRows, the same on every backend (placeholders differ: `p(i)` names the i-th). */
+export function seriesSql(query: SeriesQuery, p: (i: number) => string): string {
+  if (query.by !== undefined && !SERIES_COLUMNS.includes(query.by)) throw new RangeError(`unknown column ${query.by}`);
+  const key = query.by === undefined ? "''" : query.by === "event_type" ? "CAST(event_type AS TEXT)" : query.by;
+  const bin = query.bins ? "bin" : "0";
+  return `SELECT bucket, ${key} AS key, ${bin} AS bin, SUM(n) AS n, SUM(v1) AS v1, SUM(v2) AS v2 FROM rollups
+    WHERE kind = ${p(1)} AND res = ${p(2)} AND bucket >= ${p(3)} AND bucket < ${p(4)}
+    GROUP BY 1, 2, 3`;
 }
 
 export interface EndpointStatsRecord {

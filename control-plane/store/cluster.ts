@@ -34,6 +34,35 @@ export interface SidecarRecord {
   id: string;
   orgId: string;
   app: string;
+  /** What the sidecar said of itself (hello, batches); absent: unknown. */
+  version?: string;
+  spoolBatches?: number;
+  spoolBytes?: number;
+  /** When its process last said it was connected (read back only). */
+  seenAt?: number;
+}
+
+/** A sidecars row as both backends read it. */
+export interface SidecarRow {
+  id: string;
+  org_id: string;
+  app: string;
+  version: string;
+  spool_batches: number | string;
+  spool_bytes: number | string;
+  seen_at: number | string;
+}
+
+export function sidecarRecord(r: SidecarRow): SidecarRecord {
+  return {
+    id: r.id,
+    orgId: r.org_id,
+    app: r.app,
+    version: r.version,
+    spoolBatches: Number(r.spool_batches),
+    spoolBytes: Number(r.spool_bytes),
+    seenAt: Number(r.seen_at),
+  };
 }
 
 /** What other processes on the same store did (PostgreSQL replicas); see Store.watch. */

@@ -138,6 +138,8 @@ export interface CompleteResult {
   /** False when the lease was lost (another owner took it); nothing was written. */
   recorded: boolean;
   failoverDelivery?: DeliveryRecord;
+  /** Delivered: from the event's time to this attempt's end, in ms (as stored with the delivery). */
+  eventLatencyMs?: number;
 }
 
 export interface DeliveryFilter {

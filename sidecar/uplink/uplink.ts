@@ -162,6 +162,8 @@ const IngestClient = grpc.makeGenericClientConstructor(
 );
 // A stream that lived this long was a real connection: the next failure starts backoff afresh.
 const HEALTHY_STREAM_MS = 10_000;
+/** How often, at most, the sidecar reports its spool depth (SidecarStatus) while it changes. */
+const STATUS_EVERY_MS = 2_000;
 /** ConnectRequest field 2 (batch), length-delimited. */
 const BATCH_FIELD_TAG = (2 << 3) | 2;
 
@@ -530,6 +532,8 @@ export class Uplink implements EventPublisher {
               app: this.options.app,
               version: this.options.version,
               configVersion: BigInt(this.configVersion),
+              spoolBatches: BigInt(spool.pendingBatches),
+              spoolBytes: BigInt(spool.bytes),
             },
           },
         }),
@@ -537,6 +541,7 @@ export class Uplink implements EventPublisher {
     );
     stream.established = true;
     spool.eager = false;
+    this.reportStatusWhileOpen(stream, { batches: spool.pendingBatches, bytes: spool.bytes });
     this.logger.info(
       { target: stream.target, sidecarId: this.sidecarId, pendingBatches: spool.pendingBatches },
       "uplink: connected to control plane",
@@ -544,6 +549,32 @@ export class Uplink implements EventPublisher {
     // What waited while no stream was open goes now.
     this.seal(false);
     void this.pump();
+  }
+
+  /**
+   * Tells the control plane how deep the spool is (for its dashboard) every few seconds
+   * while it changes; a control plane that does not know the message ignores it.
+   */
+  private reportStatusWhileOpen(stream: ActiveStream, sent: { batches: number; bytes: number }): void {
+    const timer = setInterval(() => {
+      const spool = this.spool;
+      if (this.stream !== stream || !stream.call || !spool) {
+        clearInterval(timer);
+        return;
+      }
+      const now = { batches: spool.pendingBatches, bytes: spool.bytes };
+      if (now.batches === sent.batches && now.bytes === sent.bytes) return;
+      sent = now;
+      stream.call.write(
+        toBinary(
+          ConnectRequestSchema,
+          create(ConnectRequestSchema, {
+            message: { case: "status", value: { spoolBatches: BigInt(now.batches), spoolBytes: BigInt(now.bytes) } },
+          }),
+        ),
+      );
+    }, STATUS_EVERY_MS);
+    timer.unref();
   }
 
   private onResponse(stream: ActiveStream, response: ConnectResponse): void {

@@ -195,6 +195,30 @@ const MIGRATIONS: readonly string[] = [
   ALTER TABLE model_prices ADD COLUMN cache_write_per_million double precision;
   ALTER TABLE model_prices ADD COLUMN cache_write_1h_per_million double precision;
   `,
+  // v3: analytics rollups (control-plane/store/rollups.ts), each delivery's event→delivered
+  // latency, and what sidecars report of themselves (version, spool depth).
+  `
+  CREATE TABLE rollups (
+    kind text NOT NULL,
+    res bigint NOT NULL,
+    bucket bigint NOT NULL,
+    endpoint text NOT NULL,
+    event_type integer NOT NULL,
+    org_id text NOT NULL,
+    model text NOT NULL,
+    outcome text NOT NULL,
+    bin integer NOT NULL,
+    n bigint NOT NULL,
+    v1 double precision NOT NULL,
+    v2 double precision NOT NULL,
+    PRIMARY KEY (kind, res, bucket, endpoint, event_type, org_id, model, outcome, bin)
+  );
+  CREATE INDEX rollups_res_bucket ON rollups (res, bucket);
+  ALTER TABLE deliveries ADD COLUMN event_latency_ms integer;
+  ALTER TABLE sidecars ADD COLUMN version text NOT NULL DEFAULT '';
+  ALTER TABLE sidecars ADD COLUMN spool_batches bigint NOT NULL DEFAULT 0;
+  ALTER TABLE sidecars ADD COLUMN spool_bytes bigint NOT NULL DEFAULT 0;
+  `,
 ];
 
 export const PG_SCHEMA_VERSION = MIGRATIONS.length;

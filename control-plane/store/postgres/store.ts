@@ -4,7 +4,14 @@ import type { Logger } from "../../../common/logger.js";
 import { steadyNow } from "../../../common/clock.js";
 import { newDeliveryId, ulid } from "../../../common/ids.js";
 import { type Event, EventSchema, type EventType } from "../../../gen/aigw/v1/events_pb.js";
-import { type EndpointStatsRecord, StatsBuilder } from "../analytics.js";
+import {
+  type EndpointStatsRecord,
+  type QueueRecord,
+  type SeriesQuery,
+  type SeriesRowRecord,
+  StatsBuilder,
+  seriesSql,
+} from "../analytics.js";
 import {
   type BudgetLimitType,
   type BudgetRecord,
@@ -19,7 +26,14 @@ import {
   SpendTracker,
   type StoredModelPrice,
 } from "../budgets.js";
-import type { CircuitRecord, SidecarRecord, StoreWatcher } from "../cluster.js";
+import {
+  type CircuitRecord,
+  type SidecarRecord,
+  type SidecarRow,
+  type StoreWatcher,
+  sidecarRecord,
+} from "../cluster.js";
+import { eventLatencyMs, outcomeName, RollupBatch } from "../rollups.js";
 import {
   type AttemptOutcome,
   type AttemptRecord,
@@ -90,6 +104,17 @@ const FEED_LOCK = 7_366_274_903;
 const RETRYABLE = new Set(["40001", "40P01"]);
 /** A lane the caps held back (other replicas' leases) is looked at again after this. */
 const CAPPED_RETRY_MS = 250;
+
+/** What the completion's read joins from each delivery's event (null: the event is gone). */
+interface EventMetaColumns {
+  event_org_id: string | null;
+  event_time_ms: number | null;
+  event_ingested_at: number | null;
+}
+
+function cmp(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
 
 interface DeliveryRow {
   seq: number;
@@ -222,6 +247,12 @@ export class PostgresStore implements Store {
         const out: IngestResult[] = [];
         for (const item of batch) out.push(await this.#ingestOne(c, fx, item, now));
         await this.#placeInFeed(c, out);
+        const rollups = new RollupBatch();
+        for (const result of out) {
+          for (const stored of result.stored) rollups.event(stored.event, now);
+          for (const stored of result.generated ?? []) rollups.event(stored.event, now);
+        }
+        await this.#writeRollups(c, rollups);
         return out;
       });
     }, 256);
@@ -999,10 +1030,14 @@ export class PostgresStore implements Store {
     batch: readonly QueuedCompletion[],
     now: number,
   ): Promise<CompleteResult[]> {
-    const { rows } = await c.query<DeliveryRow>(
-      "SELECT * FROM deliveries WHERE id = ANY($1::text[]) ORDER BY seq FOR UPDATE",
+    const { rows } = await c.query<DeliveryRow & EventMetaColumns>(
+      `SELECT d.*, e.org_id AS event_org_id, e.time_ms AS event_time_ms, e.ingested_at AS event_ingested_at
+       FROM deliveries d LEFT JOIN events e ON e.seq = d.event_seq
+       WHERE d.id = ANY($1::text[]) ORDER BY d.seq FOR UPDATE OF d`,
       [batch.map((b) => b.delivery.id)],
     );
+    const rollups = new RollupBatch();
+    const eventLatency = new Map<number, number>();
     const byId = new Map(rows.map((r) => [r.id, r]));
     const attempts: { row: DeliveryRow; attempt: NewAttempt; number: number }[] = [];
     const updates: { row: DeliveryRow; next: ReturnType<typeof nextDeliveryState> }[] = [];
@@ -1029,7 +1064,25 @@ export class PostgresStore implements Store {
       );
       attempts.push({ row, attempt, number: next.attemptCount });
       updates.push({ row, next });
-      results.push({ recorded: true });
+      const eventTimeMs =
+        row.event_ingested_at === null
+          ? undefined
+          : row.event_time_ms! > 0
+            ? row.event_time_ms!
+            : row.event_ingested_at;
+      const delivered = next.status === "delivered" && eventTimeMs !== undefined;
+      if (delivered) eventLatency.set(row.seq, eventLatencyMs(eventTimeMs, now));
+      rollups.attempt({
+        now,
+        endpoint: row.endpoint,
+        eventType: row.event_type,
+        orgId: row.event_org_id ?? "",
+        outcome: outcomeName(next.status),
+        latencyMs: attempt.latencyMs,
+        eventTimeMs: delivered ? eventTimeMs : undefined,
+      });
+      const ms = eventLatency.get(row.seq);
+      results.push(ms === undefined ? { recorded: true } : { recorded: true, eventLatencyMs: ms });
     }
     if (attempts.length > 0) {
       await c.query(
@@ -1049,9 +1102,9 @@ export class PostgresStore implements Store {
       await c.query(
         `UPDATE deliveries d SET status = u.status, attempt_count = u.attempt_count, next_attempt_at = u.next_attempt_at,
            due_at = u.next_attempt_at, last_error = u.last_error, finished_at = u.finished_at, lease_owner = '',
-           lease_until = 0, lease_token = 0
-         FROM unnest($1::bigint[], $2::text[], $3::int[], $4::bigint[], $5::text[], $6::bigint[])
-           AS u(seq, status, attempt_count, next_attempt_at, last_error, finished_at)
+           lease_until = 0, lease_token = 0, event_latency_ms = u.event_latency_ms
+         FROM unnest($1::bigint[], $2::text[], $3::int[], $4::bigint[], $5::text[], $6::bigint[], $7::int[])
+           AS u(seq, status, attempt_count, next_attempt_at, last_error, finished_at, event_latency_ms)
          WHERE d.seq = u.seq`,
         [
           updates.map((u) => u.row.seq),
@@ -1060,8 +1113,10 @@ export class PostgresStore implements Store {
           updates.map((u) => u.next.nextAttemptAt),
           updates.map((u) => u.next.lastError),
           updates.map((u) => u.next.finishedAt),
+          updates.map((u) => eventLatency.get(u.row.seq) ?? null),
         ],
       );
+      await this.#writeRollups(c, rollups);
     }
     const finished = updates.filter((u) => u.next.status !== "pending");
     fx.pending -= finished.length;
@@ -1103,9 +1158,97 @@ export class PostgresStore implements Store {
         blocked: false,
       };
       await this.#insertDeliveries(c, fx, [copy], now);
-      results[i] = { recorded: true, failoverDelivery: newDeliveryRecord(copy, now) };
+      results[i] = { ...results[i]!, failoverDelivery: newDeliveryRecord(copy, now) };
     }
     return results;
+  }
+
+  /** One statement for a transaction's rollup rows, however many. */
+  async #writeRollups(c: pg.PoolClient, rollups: RollupBatch): Promise<void> {
+    if (rollups.size === 0) return;
+    // Sorted by key, so concurrent transactions lock shared rows in one order (no deadlock).
+    const rows = rollups
+      .rows()
+      .sort((a, b) =>
+        a.kind !== b.kind
+          ? a.kind < b.kind
+            ? -1
+            : 1
+          : a.res - b.res ||
+            a.bucket - b.bucket ||
+            cmp(a.endpoint, b.endpoint) ||
+            a.eventType - b.eventType ||
+            cmp(a.orgId, b.orgId) ||
+            cmp(a.model, b.model) ||
+            cmp(a.outcome, b.outcome) ||
+            a.bin - b.bin,
+      );
+    await c.query(
+      `INSERT INTO rollups (kind, res, bucket, endpoint, event_type, org_id, model, outcome, bin, n, v1, v2)
+       SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::int[], $6::text[], $7::text[],
+         $8::text[], $9::int[], $10::bigint[], $11::float8[], $12::float8[])
+       ON CONFLICT (kind, res, bucket, endpoint, event_type, org_id, model, outcome, bin)
+       DO UPDATE SET n = rollups.n + excluded.n, v1 = rollups.v1 + excluded.v1, v2 = rollups.v2 + excluded.v2`,
+      [
+        rows.map((r) => r.kind),
+        rows.map((r) => r.res),
+        rows.map((r) => r.bucket),
+        rows.map((r) => r.endpoint),
+        rows.map((r) => r.eventType),
+        rows.map((r) => r.orgId),
+        rows.map((r) => r.model),
+        rows.map((r) => r.outcome),
+        rows.map((r) => r.bin),
+        rows.map((r) => r.n),
+        rows.map((r) => r.v1),
+        rows.map((r) => r.v2),
+      ],
+    );
+  }
+
+  async seriesRows(query: SeriesQuery): Promise<SeriesRowRecord[]> {
+    const { rows } = await this.#pool.query<SeriesRowRecord>(
+      seriesSql(query, (i) => `$${i}`),
+      [query.kind, query.res, query.from, query.to],
+    );
+    return rows.map((r) => ({
+      bucket: Number(r.bucket),
+      key: r.key,
+      bin: Number(r.bin),
+      n: Number(r.n),
+      v1: Number(r.v1),
+      v2: Number(r.v2),
+    }));
+  }
+
+  async queues(): Promise<QueueRecord[]> {
+    const { rows } = await this.#pool.query<{
+      endpoint: string;
+      pending: string;
+      dead_lettered: string;
+      oldest_pending: number | null;
+    }>(
+      `SELECT endpoint, COUNT(*) FILTER (WHERE status = 'pending') AS pending,
+         COUNT(*) FILTER (WHERE status = 'dead_lettered') AS dead_lettered,
+         MIN(created_at) FILTER (WHERE status = 'pending') AS oldest_pending
+       FROM deliveries WHERE status IN ('pending', 'dead_lettered') GROUP BY endpoint ORDER BY endpoint COLLATE "C"`,
+    );
+    return rows.map((r) => ({
+      endpoint: r.endpoint,
+      pending: Number(r.pending),
+      deadLettered: Number(r.dead_lettered),
+      oldestPendingAt: r.oldest_pending ?? undefined,
+    }));
+  }
+
+  async purgeRollups(cutoffs: readonly { res: number; before: number }[]): Promise<number> {
+    return this.#tx(async (c) => {
+      let n = 0;
+      for (const { res, before } of cutoffs) {
+        n += (await c.query("DELETE FROM rollups WHERE res = $1 AND bucket < $2", [res, before])).rowCount ?? 0;
+      }
+      return n;
+    }, true);
   }
 
   async #failoverVisited(c: pg.PoolClient, row: DeliveryRow, target: string): Promise<boolean> {
@@ -1553,12 +1696,23 @@ export class PostgresStore implements Store {
     if (sidecars.length === 0) return;
     await this.#tx(async (c, fx) => {
       const { rows } = await c.query<{ inserted: boolean }>(
-        `INSERT INTO sidecars (id, org_id, app, owner, seen_at)
-         SELECT id, o, a, $4, $5 FROM unnest($1::text[], $2::text[], $3::text[]) AS u(id, o, a)
+        `INSERT INTO sidecars (id, org_id, app, owner, seen_at, version, spool_batches, spool_bytes)
+         SELECT id, o, a, $4, $5, v, sb, sy
+         FROM unnest($1::text[], $2::text[], $3::text[], $6::text[], $7::bigint[], $8::bigint[]) AS u(id, o, a, v, sb, sy)
          ON CONFLICT (id) DO UPDATE SET org_id = excluded.org_id, app = excluded.app, owner = excluded.owner,
-           seen_at = excluded.seen_at
+           seen_at = excluded.seen_at, version = excluded.version, spool_batches = excluded.spool_batches,
+           spool_bytes = excluded.spool_bytes
          RETURNING (xmax = 0) AS inserted`,
-        [sidecars.map((s) => s.id), sidecars.map((s) => s.orgId), sidecars.map((s) => s.app), owner, now],
+        [
+          sidecars.map((s) => s.id),
+          sidecars.map((s) => s.orgId),
+          sidecars.map((s) => s.app),
+          owner,
+          now,
+          sidecars.map((s) => s.version ?? ""),
+          sidecars.map((s) => s.spoolBatches ?? 0),
+          sidecars.map((s) => s.spoolBytes ?? 0),
+        ],
       );
       // A heartbeat changes nothing others need to hear of; a sidecar that arrived does.
       if (rows.some((r) => r.inserted)) fx.changes.add("presence");
@@ -1573,11 +1727,12 @@ export class PostgresStore implements Store {
   }
 
   async listSidecars(since: number): Promise<SidecarRecord[]> {
-    const { rows } = await this.#pool.query<{ id: string; org_id: string; app: string }>(
-      "SELECT id, org_id, app FROM sidecars WHERE seen_at >= $1 ORDER BY id",
+    const { rows } = await this.#pool.query<SidecarRow>(
+      `SELECT id, org_id, app, version, spool_batches, spool_bytes, seen_at FROM sidecars WHERE seen_at >= $1
+       ORDER BY id`,
       [since],
     );
-    return rows.map((r) => ({ id: r.id, orgId: r.org_id, app: r.app }));
+    return rows.map(sidecarRecord);
   }
 
   async getSetting(name: string): Promise<string | undefined> {

@@ -203,6 +203,30 @@ const MIGRATIONS: readonly string[] = [
   ALTER TABLE model_prices ADD COLUMN cache_write_per_million REAL;
   ALTER TABLE model_prices ADD COLUMN cache_write_1h_per_million REAL;
   `,
+  // v6: analytics rollups (control-plane/store/rollups.ts), each delivery's event→delivered
+  // latency, and what sidecars report of themselves (version, spool depth).
+  `
+  CREATE TABLE rollups (
+    kind TEXT NOT NULL,
+    res INTEGER NOT NULL,
+    bucket INTEGER NOT NULL,
+    endpoint TEXT NOT NULL,
+    event_type INTEGER NOT NULL,
+    org_id TEXT NOT NULL,
+    model TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    bin INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    v1 REAL NOT NULL,
+    v2 REAL NOT NULL,
+    PRIMARY KEY (kind, res, bucket, endpoint, event_type, org_id, model, outcome, bin)
+  ) WITHOUT ROWID;
+  CREATE INDEX rollups_res_bucket ON rollups (res, bucket);
+  ALTER TABLE deliveries ADD COLUMN event_latency_ms INTEGER;
+  ALTER TABLE sidecars ADD COLUMN version TEXT NOT NULL DEFAULT '';
+  ALTER TABLE sidecars ADD COLUMN spool_batches INTEGER NOT NULL DEFAULT 0;
+  ALTER TABLE sidecars ADD COLUMN spool_bytes INTEGER NOT NULL DEFAULT 0;
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

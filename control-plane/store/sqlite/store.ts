@@ -6,9 +6,22 @@ import type { Logger } from "../../../common/logger.js";
 import { steadyNow } from "../../../common/clock.js";
 import { newDeliveryId, ulid } from "../../../common/ids.js";
 import { type Event, EventSchema, type EventType } from "../../../gen/aigw/v1/events_pb.js";
-import { type EndpointStatsRecord, StatsBuilder } from "../analytics.js";
+import {
+  type EndpointStatsRecord,
+  type QueueRecord,
+  type SeriesQuery,
+  type SeriesRowRecord,
+  StatsBuilder,
+  seriesSql,
+} from "../analytics.js";
 import type { BudgetLimitType, BudgetRecord, BudgetSpec, SpendAccounting, StoredModelPrice } from "../budgets.js";
-import type { CircuitRecord, SidecarRecord, StoreWatcher } from "../cluster.js";
+import {
+  type CircuitRecord,
+  type SidecarRecord,
+  type SidecarRow,
+  type StoreWatcher,
+  sidecarRecord,
+} from "../cluster.js";
 import {
   type AttemptOutcome,
   type AttemptRecord,
@@ -50,6 +63,7 @@ import {
 } from "../endpoints.js";
 import { checkIngest, type DeliverySource, eventColumns, type IngestResult, type StoredEvent } from "../events.js";
 import { GroupCommit } from "../group-commit.js";
+import { eventLatencyMs, outcomeName, RollupBatch, type RollupRow } from "../rollups.js";
 import { decodePageToken, encodePageToken } from "../page-token.js";
 import { keyFileBeside, loadOrCreateKeyFile, SecretBox } from "../secret-box.js";
 import { type Store, StoreConflictError, StoreNotFoundError } from "../store.js";
@@ -181,6 +195,24 @@ function prepareStatements(db: Database.Database) {
        ON CONFLICT (id) DO NOTHING RETURNING seq`,
     ) as Stmt<Record<string, unknown>, { seq: number }>,
     eventBySeq: db.prepare("SELECT * FROM events WHERE seq = ?") as Database.Statement<[number], EventRow>,
+    eventMeta: db.prepare("SELECT org_id, time_ms, ingested_at FROM events WHERE seq = ?") as Database.Statement<
+      [number],
+      { org_id: string; time_ms: number; ingested_at: number }
+    >,
+    upsertRollup: db.prepare(
+      `INSERT INTO rollups (kind, res, bucket, endpoint, event_type, org_id, model, outcome, bin, n, v1, v2)
+       VALUES (@kind, @res, @bucket, @endpoint, @eventType, @orgId, @model, @outcome, @bin, @n, @v1, @v2)
+       ON CONFLICT (kind, res, bucket, endpoint, event_type, org_id, model, outcome, bin)
+       DO UPDATE SET n = n + excluded.n, v1 = v1 + excluded.v1, v2 = v2 + excluded.v2`,
+    ) as Stmt<RollupRow>,
+    purgeRollups: db.prepare("DELETE FROM rollups WHERE res = ? AND bucket < ?") as Database.Statement<
+      [number, number]
+    >,
+    queues: db.prepare(
+      `SELECT endpoint, SUM(status = 'pending') AS pending, SUM(status = 'dead_lettered') AS dead_lettered,
+         MIN(CASE WHEN status = 'pending' THEN created_at END) AS oldest_pending
+       FROM deliveries WHERE status IN ('pending', 'dead_lettered') GROUP BY endpoint ORDER BY endpoint`,
+    ) as Stmt0<{ endpoint: string; pending: number; dead_lettered: number; oldest_pending: number | null }>,
     // The feed's order is seq: one writer, so an event never commits after a later seq.
     eventsAfter: db.prepare(
       "SELECT seq, body, ingested_at FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
@@ -324,7 +356,7 @@ function prepareStatements(db: Database.Database) {
     finishAttempt: db.prepare(
       `UPDATE deliveries SET status = @status, attempt_count = @attemptCount, next_attempt_at = @nextAttemptAt,
          due_at = @nextAttemptAt, last_error = @lastError, finished_at = @finishedAt, lease_owner = '', lease_until = 0,
-         lease_token = 0
+         lease_token = 0, event_latency_ms = @eventLatencyMs
        WHERE seq = @seq`,
     ) as Stmt<Record<string, unknown>>,
     releaseLeases: db.prepare(
@@ -392,6 +424,7 @@ export class SqliteStore implements Store {
   readonly #retention: SqliteRetention;
   readonly #inTransaction: Database.Transaction<(fn: () => unknown) => unknown>;
   readonly #listStatements = new Map<string, Stmt<Record<string, unknown>, DeliveryRow>>();
+  readonly #seriesStatements = new Map<string, Database.Statement<unknown[], SeriesRowRecord>>();
   /** Nested inside the batch transaction, so it runs in a savepoint. */
   /**
    * Attempt results and ingest batches are group-committed (group-commit.ts): those
@@ -420,12 +453,26 @@ export class SqliteStore implements Store {
     this.#inTransaction = db.transaction((fn: () => unknown) => fn());
     this.#completions = new GroupCommit((batch) => {
       const now = Date.now();
-      return this.#bookkeeping(() => batch.map((completion) => this.#completeOne(completion, now)));
+      return this.#bookkeeping(() => {
+        const rollups = new RollupBatch();
+        const results = batch.map((completion) => this.#completeOne(completion, now, rollups));
+        this.#writeRollups(rollups);
+        return results;
+      });
     });
     // Ingest commits are synced (see #durable): a group is many sidecars' batches for one flush.
     this.#ingests = new GroupCommit((batch) => {
       const now = Date.now();
-      return this.#durable(() => batch.map((item) => this.#ingestOne(item, now)));
+      return this.#durable(() => {
+        const results = batch.map((item) => this.#ingestOne(item, now));
+        const rollups = new RollupBatch();
+        for (const result of results) {
+          for (const stored of result.stored) rollups.event(stored.event, now);
+          for (const stored of result.generated ?? []) rollups.event(stored.event, now);
+        }
+        this.#writeRollups(rollups);
+        return results;
+      });
     }, 256);
     this.#wal = new WalSync(`${path}-wal`);
     this.#checkpointer = new Checkpointer({ dbPath: path, ...(logger ? { logger } : {}) });
@@ -791,7 +838,11 @@ export class SqliteStore implements Store {
     return this.#completions.submit({ delivery, attempt, outcome });
   }
 
-  #completeOne({ delivery, attempt, outcome }: QueuedCompletion, now: number): CompleteResult {
+  #writeRollups(rollups: RollupBatch): void {
+    for (const row of rollups.rows()) this.#s.upsertRollup.run(row);
+  }
+
+  #completeOne({ delivery, attempt, outcome }: QueuedCompletion, now: number, rollups: RollupBatch): CompleteResult {
     const row = this.#s.deliveryById.get(delivery.id);
     if (
       row === undefined ||
@@ -820,8 +871,21 @@ export class SqliteStore implements Store {
     if (next.disableEndpoint !== undefined) {
       this.#s.disableEndpoint.run({ name: row.endpoint, reason: next.disableEndpoint, now });
     }
+    const meta = this.#s.eventMeta.get(row.event_seq);
+    const eventTimeMs = meta === undefined ? undefined : meta.time_ms > 0 ? meta.time_ms : meta.ingested_at;
+    const delivered = next.status === "delivered" && eventTimeMs !== undefined;
+    rollups.attempt({
+      now,
+      endpoint: row.endpoint,
+      eventType: row.event_type,
+      orgId: meta?.org_id ?? "",
+      outcome: outcomeName(next.status),
+      latencyMs: attempt.latencyMs,
+      eventTimeMs: delivered ? eventTimeMs : undefined,
+    });
     this.#s.finishAttempt.run({
       seq: row.seq,
+      eventLatencyMs: delivered ? eventLatencyMs(eventTimeMs, now) : null,
       status: next.status,
       attemptCount: next.attemptCount,
       nextAttemptAt: next.nextAttemptAt,
@@ -838,7 +902,7 @@ export class SqliteStore implements Store {
         return { recorded: true, failoverDelivery: this.#insertDelivery(sourceOf(row), target.name, row.id, now) };
       }
     }
-    return { recorded: true };
+    return delivered ? { recorded: true, eventLatencyMs: eventLatencyMs(eventTimeMs, now) } : { recorded: true };
   }
 
   /**
@@ -983,6 +1047,36 @@ export class SqliteStore implements Store {
       for (const { endpoint, reason, n } of this.#s.failureReasons.all(sinceMs)) stats.reason(endpoint, reason, n);
     });
     return stats.build();
+  }
+
+  async seriesRows(query: SeriesQuery): Promise<SeriesRowRecord[]> {
+    this.#flushCompletions();
+    const sql = seriesSql(query, () => "?");
+    let statement = this.#seriesStatements.get(sql);
+    if (statement === undefined) {
+      statement = this.#db.prepare(sql) as Database.Statement<unknown[], SeriesRowRecord>;
+      this.#seriesStatements.set(sql, statement);
+    }
+    return statement.all(query.kind, query.res, query.from, query.to);
+  }
+
+  async queues(): Promise<QueueRecord[]> {
+    this.#flushCompletions();
+    return this.#s.queues.all().map((r) => ({
+      endpoint: r.endpoint,
+      pending: r.pending,
+      deadLettered: r.dead_lettered,
+      oldestPendingAt: r.oldest_pending ?? undefined,
+    }));
+  }
+
+  async purgeRollups(cutoffs: readonly { res: number; before: number }[]): Promise<number> {
+    if (this.#closed) throw new Error(`SQLite store ${this.path} is closed`);
+    return this.#bookkeeping(() => {
+      let n = 0;
+      for (const { res, before } of cutoffs) n += this.#s.purgeRollups.run(res, before).changes;
+      return n;
+    });
   }
 
   async purgeStep(options: PurgeStepOptions): Promise<PurgeStep> {
@@ -1142,7 +1236,18 @@ export class SqliteStore implements Store {
   async putSidecars(owner: string, sidecars: readonly SidecarRecord[], now: number): Promise<void> {
     if (sidecars.length === 0) return;
     this.#bookkeeping(() => {
-      for (const s of sidecars) this.#cluster.putSidecar.run({ id: s.id, orgId: s.orgId, app: s.app, owner, now });
+      for (const s of sidecars) {
+        this.#cluster.putSidecar.run({
+          id: s.id,
+          orgId: s.orgId,
+          app: s.app,
+          owner,
+          now,
+          version: s.version ?? "",
+          spoolBatches: s.spoolBatches ?? 0,
+          spoolBytes: s.spoolBytes ?? 0,
+        });
+      }
     });
   }
 
@@ -1151,7 +1256,7 @@ export class SqliteStore implements Store {
   }
 
   async listSidecars(since: number): Promise<SidecarRecord[]> {
-    return this.#cluster.sidecars.all(since).map((r) => ({ id: r.id, orgId: r.org_id, app: r.app }));
+    return this.#cluster.sidecars.all(since).map(sidecarRecord);
   }
 
   async getSetting(name: string): Promise<string | undefined> {
@@ -1364,15 +1469,25 @@ function prepareClusterStatements(db: Database.Database) {
       opened_at: number;
     }>,
     putSidecar: db.prepare(
-      `INSERT INTO sidecars (id, org_id, app, owner, seen_at) VALUES (@id, @orgId, @app, @owner, @now)
+      `INSERT INTO sidecars (id, org_id, app, owner, seen_at, version, spool_batches, spool_bytes)
+       VALUES (@id, @orgId, @app, @owner, @now, @version, @spoolBatches, @spoolBytes)
        ON CONFLICT (id) DO UPDATE SET org_id = excluded.org_id, app = excluded.app, owner = excluded.owner,
-         seen_at = excluded.seen_at`,
-    ) as Stmt<{ id: string; orgId: string; app: string; owner: string; now: number }>,
+         seen_at = excluded.seen_at, version = excluded.version, spool_batches = excluded.spool_batches,
+         spool_bytes = excluded.spool_bytes`,
+    ) as Stmt<{
+      id: string;
+      orgId: string;
+      app: string;
+      owner: string;
+      now: number;
+      version: string;
+      spoolBatches: number;
+      spoolBytes: number;
+    }>,
     removeSidecar: db.prepare("DELETE FROM sidecars WHERE id = ?") as Database.Statement<[string]>,
-    sidecars: db.prepare("SELECT id, org_id, app FROM sidecars WHERE seen_at >= ? ORDER BY id") as Database.Statement<
-      [number],
-      { id: string; org_id: string; app: string }
-    >,
+    sidecars: db.prepare(
+      "SELECT id, org_id, app, version, spool_batches, spool_bytes, seen_at FROM sidecars WHERE seen_at >= ? ORDER BY id",
+    ) as Database.Statement<[number], SidecarRow>,
     getSetting: db.prepare("SELECT value FROM settings WHERE name = ?").pluck() as Database.Statement<[string], string>,
     putSetting: db.prepare(
       `INSERT INTO settings (name, value, updated_at) VALUES (@name, @value, @now)

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file aigw/v1/admin.proto.
  */
 export const file_aigw_v1_admin: GenFile = /*@__PURE__*/
-  fileDesc("ChNhaWd3L3YxL2FkbWluLnByb3RvEgdhaWd3LnYxItICCghFbmRwb2ludBIMCgRuYW1lGAEgASgJEgsKA3VybBgCIAEoCRIPCgdlbmFibGVkGAMgASgIEg4KBnNlY3JldBgEIAEoCRInCgtldmVudF90eXBlcxgFIAMoDjISLmFpZ3cudjEuRXZlbnRUeXBlEhMKC2ZhaWxvdmVyX3RvGAYgASgJEi8KC2NyZWF0ZV90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPZGlzYWJsZWRfcmVhc29uGAkgASgJEhkKEXNpZ25pbmdfa2V5X2NvdW50GAogASgNEiYKB2ZpbHRlcnMYCyABKAsyFS5haWd3LnYxLkV2ZW50RmlsdGVycxIOCgZvcmdfaWQYDCABKAkiYgoMRXZlbnRGaWx0ZXJzEhkKEWNvbXBsZXRpb25fbW9kZWxzGAEgAygJEh0KFWNvbXBsZXRpb25fbWluX3Rva2VucxgCIAEoDRIYChBlcnJvcl9zZXZlcml0aWVzGAMgAygJIjwKFUNyZWF0ZUVuZHBvaW50UmVxdWVzdBIjCghlbmRwb2ludBgBIAEoCzIRLmFpZ3cudjEuRW5kcG9pbnQiPQoWQ3JlYXRlRW5kcG9pbnRSZXNwb25zZRIjCghlbmRwb2ludBgBIAEoCzIRLmFpZ3cudjEuRW5kcG9pbnQiIgoSR2V0RW5kcG9pbnRSZXF1ZXN0EgwKBG5hbWUYASABKAkiOgoTR2V0RW5kcG9pbnRSZXNwb25zZRIjCghlbmRwb2ludBgBIAEoCzIRLmFpZ3cudjEuRW5kcG9pbnQiFgoUTGlzdEVuZHBvaW50c1JlcXVlc3QiPQoVTGlzdEVuZHBvaW50c1Jlc3BvbnNlEiQKCWVuZHBvaW50cxgBIAMoCzIRLmFpZ3cudjEuRW5kcG9pbnQibQoVVXBkYXRlRW5kcG9pbnRSZXF1ZXN0EiMKCGVuZHBvaW50GAEgASgLMhEuYWlndy52MS5FbmRwb2ludBIvCgt1cGRhdGVfbWFzaxgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2siPQoWVXBkYXRlRW5kcG9pbnRSZXNwb25zZRIjCghlbmRwb2ludBgBIAEoCzIRLmFpZ3cudjEuRW5kcG9pbnQiJQoVRGVsZXRlRW5kcG9pbnRSZXF1ZXN0EgwKBG5hbWUYASABKAkiGAoWRGVsZXRlRW5kcG9pbnRSZXNwb25zZSJkChdSb3RhdGVTaWduaW5nS2V5UmVxdWVzdBIQCghlbmRwb2ludBgBIAEoCRIOCgZzZWNyZXQYAiABKAkSFwoPb3ZlcmxhcF9zZWNvbmRzGAMgASgNEg4KBm9yZ19pZBgEIAEoCSJpChhSb3RhdGVTaWduaW5nS2V5UmVzcG9uc2USDgoGc2VjcmV0GAEgASgJEj0KGXByZXZpb3VzX2tleXNfZXhwaXJlX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIpgBCgdBdHRlbXB0Eg4KBm51bWJlchgBIAEoDRIuCgpzdGFydF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBITCgtzdGF0dXNfY29kZRgDIAEoDRISCgpsYXRlbmN5X21zGAQgASgNEg0KBWVycm9yGAUgASgJEhUKDXJlc3BvbnNlX2JvZHkYBiABKAkijwMKCERlbGl2ZXJ5EgoKAmlkGAEgASgJEhAKCGV2ZW50X2lkGAIgASgJEiYKCmV2ZW50X3R5cGUYAyABKA4yEi5haWd3LnYxLkV2ZW50VHlwZRIQCghlbmRwb2ludBgEIAEoCRInCgZzdGF0dXMYBSABKA4yFy5haWd3LnYxLkRlbGl2ZXJ5U3RhdHVzEhUKDWF0dGVtcHRfY291bnQYBiABKA0SLwoLY3JlYXRlX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjUKEW5leHRfYXR0ZW1wdF90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hfdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKbGFzdF9lcnJvchgKIAEoCRIaChJvcmlnaW5fZGVsaXZlcnlfaWQYCyABKAkSIgoIYXR0ZW1wdHMYDCADKAsyEC5haWd3LnYxLkF0dGVtcHQiiwEKFUxpc3REZWxpdmVyaWVzUmVxdWVzdBIQCghlbmRwb2ludBgBIAEoCRInCgZzdGF0dXMYAiABKA4yFy5haWd3LnYxLkRlbGl2ZXJ5U3RhdHVzEhAKCGV2ZW50X2lkGAMgASgJEhEKCXBhZ2Vfc2l6ZRgEIAEoDRISCgpwYWdlX3Rva2VuGAUgASgJIlgKFkxpc3REZWxpdmVyaWVzUmVzcG9uc2USJQoKZGVsaXZlcmllcxgBIAMoCzIRLmFpZ3cudjEuRGVsaXZlcnkSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIiAKEkdldERlbGl2ZXJ5UmVxdWVzdBIKCgJpZBgBIAEoCSJIChNHZXREZWxpdmVyeVJlc3BvbnNlEiMKCGRlbGl2ZXJ5GAEgASgLMhEuYWlndy52MS5EZWxpdmVyeRIMCgRib2R5GAIgASgJIiMKFVJlcGxheURlbGl2ZXJ5UmVxdWVzdBIKCgJpZBgBIAEoCSI9ChZSZXBsYXlEZWxpdmVyeVJlc3BvbnNlEiMKCGRlbGl2ZXJ5GAEgASgLMhEuYWlndy52MS5EZWxpdmVyeSIrChdSZXBsYXlEZWxpdmVyaWVzUmVxdWVzdBIQCghlbmRwb2ludBgBIAEoCSIsChhSZXBsYXlEZWxpdmVyaWVzUmVzcG9uc2USEAoIcmVwbGF5ZWQYASABKA0iUAoUU2VuZFRlc3RFdmVudFJlcXVlc3QSEAoIZW5kcG9pbnQYASABKAkSJgoKZXZlbnRfdHlwZRgCIAEoDjISLmFpZ3cudjEuRXZlbnRUeXBlIkwKFVNlbmRUZXN0RXZlbnRSZXNwb25zZRIdCgVldmVudBgBIAEoCzIOLmFpZ3cudjEuRXZlbnQSFAoMZGVsaXZlcnlfaWRzGAIgAygJIikKD0dldFN0YXRzUmVxdWVzdBIWCg53aW5kb3dfc2Vjb25kcxgBIAEoDSL5AQoNRW5kcG9pbnRTdGF0cxIQCghlbmRwb2ludBgBIAEoCRIRCglkZWxpdmVyZWQYAiABKAQSDgoGZmFpbGVkGAMgASgEEhUKDWRlYWRfbGV0dGVyZWQYBCABKAQSDwoHcGVuZGluZxgFIAEoBBIUCgxzdWNjZXNzX3JhdGUYBiABKAESFgoObGF0ZW5jeV9wNTBfbXMYByABKA0SFgoObGF0ZW5jeV9wOTlfbXMYCCABKA0SFAoMY2lyY3VpdF9vcGVuGAkgASgIEi8KD2ZhaWx1cmVfcmVhc29ucxgKIAMoCzIWLmFpZ3cudjEuRmFpbHVyZVJlYXNvbiIuCg1GYWlsdXJlUmVhc29uEg4KBnJlYXNvbhgBIAEoCRINCgVjb3VudBgCIAEoBCJWChBHZXRTdGF0c1Jlc3BvbnNlEikKCWVuZHBvaW50cxgBIAMoCzIWLmFpZ3cudjEuRW5kcG9pbnRTdGF0cxIXCg9ldmVudHNfaW5nZXN0ZWQYAiABKAQiGAoWR2V0U3Vic2NyaXB0aW9uUmVxdWVzdCJoChdHZXRTdWJzY3JpcHRpb25SZXNwb25zZRIlCglzdWJzY3JpYmUYASADKA4yEi5haWd3LnYxLkV2ZW50VHlwZRImCgdmaWx0ZXJzGAIgASgLMhUuYWlndy52MS5FdmVudEZpbHRlcnMiagoZVXBkYXRlU3Vic2NyaXB0aW9uUmVxdWVzdBIlCglzdWJzY3JpYmUYASADKA4yEi5haWd3LnYxLkV2ZW50VHlwZRImCgdmaWx0ZXJzGAIgASgLMhUuYWlndy52MS5FdmVudEZpbHRlcnMiawoaVXBkYXRlU3Vic2NyaXB0aW9uUmVzcG9uc2USJQoJc3Vic2NyaWJlGAEgAygOMhIuYWlndy52MS5FdmVudFR5cGUSJgoHZmlsdGVycxgCIAEoCzIVLmFpZ3cudjEuRXZlbnRGaWx0ZXJzIqgBCgZCdWRnZXQSDgoGb3JnX2lkGAEgASgJEhIKCmxpbWl0X3R5cGUYAiABKAkSFAoMYnVkZ2V0X2xpbWl0GAMgASgBEhIKCnRocmVzaG9sZHMYBCADKA0SDwoHZW5mb3JjZRgFIAEoCBIOCgZwZXJpb2QYBiABKAkSFQoNY3VycmVudF9zcGVuZBgHIAEoARIYChBmaXJlZF90aHJlc2hvbGRzGAggAygNIhQKEkxpc3RCdWRnZXRzUmVxdWVzdCI3ChNMaXN0QnVkZ2V0c1Jlc3BvbnNlEiAKB2J1ZGdldHMYASADKAsyDy5haWd3LnYxLkJ1ZGdldCIzChBTZXRCdWRnZXRSZXF1ZXN0Eh8KBmJ1ZGdldBgBIAEoCzIPLmFpZ3cudjEuQnVkZ2V0IjQKEVNldEJ1ZGdldFJlc3BvbnNlEh8KBmJ1ZGdldBgBIAEoCzIPLmFpZ3cudjEuQnVkZ2V0IjkKE0RlbGV0ZUJ1ZGdldFJlcXVlc3QSDgoGb3JnX2lkGAEgASgJEhIKCmxpbWl0X3R5cGUYAiABKAkiFgoURGVsZXRlQnVkZ2V0UmVzcG9uc2UioAIKCk1vZGVsUHJpY2USDQoFbW9kZWwYASABKAkSGQoRaW5wdXRfcGVyX21pbGxpb24YAiABKAESGgoSb3V0cHV0X3Blcl9taWxsaW9uGAMgASgBEiUKGGNhY2hlZF9pbnB1dF9wZXJfbWlsbGlvbhgEIAEoAUgAiAEBEiQKF2NhY2hlX3dyaXRlX3Blcl9taWxsaW9uGAUgASgBSAGIAQESJwoaY2FjaGVfd3JpdGVfMWhfcGVyX21pbGxpb24YBiABKAFIAogBAUIbChlfY2FjaGVkX2lucHV0X3Blcl9taWxsaW9uQhoKGF9jYWNoZV93cml0ZV9wZXJfbWlsbGlvbkIdChtfY2FjaGVfd3JpdGVfMWhfcGVyX21pbGxpb24iFAoSTGlzdFByaWNpbmdSZXF1ZXN0IjoKE0xpc3RQcmljaW5nUmVzcG9uc2USIwoGcHJpY2VzGAEgAygLMhMuYWlndy52MS5Nb2RlbFByaWNlIjoKFFNldE1vZGVsUHJpY2VSZXF1ZXN0EiIKBXByaWNlGAEgASgLMhMuYWlndy52MS5Nb2RlbFByaWNlIjsKFVNldE1vZGVsUHJpY2VSZXNwb25zZRIiCgVwcmljZRgBIAEoCzITLmFpZ3cudjEuTW9kZWxQcmljZSqsAQoORGVsaXZlcnlTdGF0dXMSHwobREVMSVZFUllfU1RBVFVTX1VOU1BFQ0lGSUVEEAASGwoXREVMSVZFUllfU1RBVFVTX1BFTkRJTkcQARIdChlERUxJVkVSWV9TVEFUVVNfREVMSVZFUkVEEAISGgoWREVMSVZFUllfU1RBVFVTX0ZBSUxFRBADEiEKHURFTElWRVJZX1NUQVRVU19ERUFEX0xFVFRFUkVEEAQy/gsKDEFkbWluU2VydmljZRJRCg5DcmVhdGVFbmRwb2ludBIeLmFpZ3cudjEuQ3JlYXRlRW5kcG9pbnRSZXF1ZXN0Gh8uYWlndy52MS5DcmVhdGVFbmRwb2ludFJlc3BvbnNlEkgKC0dldEVuZHBvaW50EhsuYWlndy52MS5HZXRFbmRwb2ludFJlcXVlc3QaHC5haWd3LnYxLkdldEVuZHBvaW50UmVzcG9uc2USTgoNTGlzdEVuZHBvaW50cxIdLmFpZ3cudjEuTGlzdEVuZHBvaW50c1JlcXVlc3QaHi5haWd3LnYxLkxpc3RFbmRwb2ludHNSZXNwb25zZRJRCg5VcGRhdGVFbmRwb2ludBIeLmFpZ3cudjEuVXBkYXRlRW5kcG9pbnRSZXF1ZXN0Gh8uYWlndy52MS5VcGRhdGVFbmRwb2ludFJlc3BvbnNlElEKDkRlbGV0ZUVuZHBvaW50Eh4uYWlndy52MS5EZWxldGVFbmRwb2ludFJlcXVlc3QaHy5haWd3LnYxLkRlbGV0ZUVuZHBvaW50UmVzcG9uc2USVwoQUm90YXRlU2lnbmluZ0tleRIgLmFpZ3cudjEuUm90YXRlU2lnbmluZ0tleVJlcXVlc3QaIS5haWd3LnYxLlJvdGF0ZVNpZ25pbmdLZXlSZXNwb25zZRJRCg5MaXN0RGVsaXZlcmllcxIeLmFpZ3cudjEuTGlzdERlbGl2ZXJpZXNSZXF1ZXN0Gh8uYWlndy52MS5MaXN0RGVsaXZlcmllc1Jlc3BvbnNlEkgKC0dldERlbGl2ZXJ5EhsuYWlndy52MS5HZXREZWxpdmVyeVJlcXVlc3QaHC5haWd3LnYxLkdldERlbGl2ZXJ5UmVzcG9uc2USUQoOUmVwbGF5RGVsaXZlcnkSHi5haWd3LnYxLlJlcGxheURlbGl2ZXJ5UmVxdWVzdBofLmFpZ3cudjEuUmVwbGF5RGVsaXZlcnlSZXNwb25zZRJXChBSZXBsYXlEZWxpdmVyaWVzEiAuYWlndy52MS5SZXBsYXlEZWxpdmVyaWVzUmVxdWVzdBohLmFpZ3cudjEuUmVwbGF5RGVsaXZlcmllc1Jlc3BvbnNlEk4KDVNlbmRUZXN0RXZlbnQSHS5haWd3LnYxLlNlbmRUZXN0RXZlbnRSZXF1ZXN0Gh4uYWlndy52MS5TZW5kVGVzdEV2ZW50UmVzcG9uc2USPwoIR2V0U3RhdHMSGC5haWd3LnYxLkdldFN0YXRzUmVxdWVzdBoZLmFpZ3cudjEuR2V0U3RhdHNSZXNwb25zZRJUCg9HZXRTdWJzY3JpcHRpb24SHy5haWd3LnYxLkdldFN1YnNjcmlwdGlvblJlcXVlc3QaIC5haWd3LnYxLkdldFN1YnNjcmlwdGlvblJlc3BvbnNlEl0KElVwZGF0ZVN1YnNjcmlwdGlvbhIiLmFpZ3cudjEuVXBkYXRlU3Vic2NyaXB0aW9uUmVxdWVzdBojLmFpZ3cudjEuVXBkYXRlU3Vic2NyaXB0aW9uUmVzcG9uc2USSAoLTGlzdEJ1ZGdldHMSGy5haWd3LnYxLkxpc3RCdWRnZXRzUmVxdWVzdBocLmFpZ3cudjEuTGlzdEJ1ZGdldHNSZXNwb25zZRJCCglTZXRCdWRnZXQSGS5haWd3LnYxLlNldEJ1ZGdldFJlcXVlc3QaGi5haWd3LnYxLlNldEJ1ZGdldFJlc3BvbnNlEksKDERlbGV0ZUJ1ZGdldBIcLmFpZ3cudjEuRGVsZXRlQnVkZ2V0UmVxdWVzdBodLmFpZ3cudjEuRGVsZXRlQnVkZ2V0UmVzcG9uc2USSAoLTGlzdFByaWNpbmcSGy5haWd3LnYxLkxpc3RQcmljaW5nUmVxdWVzdBocLmFpZ3cudjEuTGlzdFByaWNpbmdSZXNwb25zZRJOCg1TZXRNb2RlbFByaWNlEh0uYWlndy52MS5TZXRNb2RlbFByaWNlUmVxdWVzdBoeLmFpZ3cudjEuU2V0TW9kZWxQcmljZVJlc3BvbnNlYgZwcm90bzM", [file_aigw_v1_events, file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
+  fileDesc("ChNhaWd3L3YxL2FkbWluLnByb3RvEgdhaWd3LnYxItICCghFbmRwb2ludBIMCgRuYW1lGAEgASgJEgsKA3VybBgCIAEoCRIPCgdlbmFibGVkGAMgASgIEg4KBnNlY3JldBgEIAEoCRInCgtldmVudF90eXBlcxgFIAMoDjISLmFpZ3cudjEuRXZlbnRUeXBlEhMKC2ZhaWxvdmVyX3RvGAYgASgJEi8KC2NyZWF0ZV90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPZGlzYWJsZWRfcmVhc29uGAkgASgJEhkKEXNpZ25pbmdfa2V5X2NvdW50GAogASgNEiYKB2ZpbHRlcnMYCyABKAsyFS5haWd3LnYxLkV2ZW50RmlsdGVycxIOCgZvcmdfaWQYDCABKAkiYgoMRXZlbnRGaWx0ZXJzEhkKEWNvbXBsZXRpb25fbW9kZWxzGAEgAygJEh0KFWNvbXBsZXRpb25fbWluX3Rva2VucxgCIAEoDRIYChBlcnJvcl9zZXZlcml0aWVzGAMgAygJIjwKFUNyZWF0ZUVuZHBvaW50UmVxdWVzdBIjCghlbmRwb2ludBgBIAEoCzIRLmFpZ3cudjEuRW5kcG9pbnQiPQoWQ3JlYXRlRW5kcG9pbnRSZXNwb25zZRIjCghlbmRwb2ludBgBIAEoCzIRLmFpZ3cudjEuRW5kcG9pbnQiIgoSR2V0RW5kcG9pbnRSZXF1ZXN0EgwKBG5hbWUYASABKAkiOgoTR2V0RW5kcG9pbnRSZXNwb25zZRIjCghlbmRwb2ludBgBIAEoCzIRLmFpZ3cudjEuRW5kcG9pbnQiFgoUTGlzdEVuZHBvaW50c1JlcXVlc3QiPQoVTGlzdEVuZHBvaW50c1Jlc3BvbnNlEiQKCWVuZHBvaW50cxgBIAMoCzIRLmFpZ3cudjEuRW5kcG9pbnQibQoVVXBkYXRlRW5kcG9pbnRSZXF1ZXN0EiMKCGVuZHBvaW50GAEgASgLMhEuYWlndy52MS5FbmRwb2ludBIvCgt1cGRhdGVfbWFzaxgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2siPQoWVXBkYXRlRW5kcG9pbnRSZXNwb25zZRIjCghlbmRwb2ludBgBIAEoCzIRLmFpZ3cudjEuRW5kcG9pbnQiJQoVRGVsZXRlRW5kcG9pbnRSZXF1ZXN0EgwKBG5hbWUYASABKAkiGAoWRGVsZXRlRW5kcG9pbnRSZXNwb25zZSJkChdSb3RhdGVTaWduaW5nS2V5UmVxdWVzdBIQCghlbmRwb2ludBgBIAEoCRIOCgZzZWNyZXQYAiABKAkSFwoPb3ZlcmxhcF9zZWNvbmRzGAMgASgNEg4KBm9yZ19pZBgEIAEoCSJpChhSb3RhdGVTaWduaW5nS2V5UmVzcG9uc2USDgoGc2VjcmV0GAEgASgJEj0KGXByZXZpb3VzX2tleXNfZXhwaXJlX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIpgBCgdBdHRlbXB0Eg4KBm51bWJlchgBIAEoDRIuCgpzdGFydF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBITCgtzdGF0dXNfY29kZRgDIAEoDRISCgpsYXRlbmN5X21zGAQgASgNEg0KBWVycm9yGAUgASgJEhUKDXJlc3BvbnNlX2JvZHkYBiABKAkijwMKCERlbGl2ZXJ5EgoKAmlkGAEgASgJEhAKCGV2ZW50X2lkGAIgASgJEiYKCmV2ZW50X3R5cGUYAyABKA4yEi5haWd3LnYxLkV2ZW50VHlwZRIQCghlbmRwb2ludBgEIAEoCRInCgZzdGF0dXMYBSABKA4yFy5haWd3LnYxLkRlbGl2ZXJ5U3RhdHVzEhUKDWF0dGVtcHRfY291bnQYBiABKA0SLwoLY3JlYXRlX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjUKEW5leHRfYXR0ZW1wdF90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hfdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKbGFzdF9lcnJvchgKIAEoCRIaChJvcmlnaW5fZGVsaXZlcnlfaWQYCyABKAkSIgoIYXR0ZW1wdHMYDCADKAsyEC5haWd3LnYxLkF0dGVtcHQiiwEKFUxpc3REZWxpdmVyaWVzUmVxdWVzdBIQCghlbmRwb2ludBgBIAEoCRInCgZzdGF0dXMYAiABKA4yFy5haWd3LnYxLkRlbGl2ZXJ5U3RhdHVzEhAKCGV2ZW50X2lkGAMgASgJEhEKCXBhZ2Vfc2l6ZRgEIAEoDRISCgpwYWdlX3Rva2VuGAUgASgJIlgKFkxpc3REZWxpdmVyaWVzUmVzcG9uc2USJQoKZGVsaXZlcmllcxgBIAMoCzIRLmFpZ3cudjEuRGVsaXZlcnkSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIiAKEkdldERlbGl2ZXJ5UmVxdWVzdBIKCgJpZBgBIAEoCSJIChNHZXREZWxpdmVyeVJlc3BvbnNlEiMKCGRlbGl2ZXJ5GAEgASgLMhEuYWlndy52MS5EZWxpdmVyeRIMCgRib2R5GAIgASgJIiMKFVJlcGxheURlbGl2ZXJ5UmVxdWVzdBIKCgJpZBgBIAEoCSI9ChZSZXBsYXlEZWxpdmVyeVJlc3BvbnNlEiMKCGRlbGl2ZXJ5GAEgASgLMhEuYWlndy52MS5EZWxpdmVyeSIrChdSZXBsYXlEZWxpdmVyaWVzUmVxdWVzdBIQCghlbmRwb2ludBgBIAEoCSIsChhSZXBsYXlEZWxpdmVyaWVzUmVzcG9uc2USEAoIcmVwbGF5ZWQYASABKA0iUAoUU2VuZFRlc3RFdmVudFJlcXVlc3QSEAoIZW5kcG9pbnQYASABKAkSJgoKZXZlbnRfdHlwZRgCIAEoDjISLmFpZ3cudjEuRXZlbnRUeXBlIkwKFVNlbmRUZXN0RXZlbnRSZXNwb25zZRIdCgVldmVudBgBIAEoCzIOLmFpZ3cudjEuRXZlbnQSFAoMZGVsaXZlcnlfaWRzGAIgAygJIikKD0dldFN0YXRzUmVxdWVzdBIWCg53aW5kb3dfc2Vjb25kcxgBIAEoDSL5AQoNRW5kcG9pbnRTdGF0cxIQCghlbmRwb2ludBgBIAEoCRIRCglkZWxpdmVyZWQYAiABKAQSDgoGZmFpbGVkGAMgASgEEhUKDWRlYWRfbGV0dGVyZWQYBCABKAQSDwoHcGVuZGluZxgFIAEoBBIUCgxzdWNjZXNzX3JhdGUYBiABKAESFgoObGF0ZW5jeV9wNTBfbXMYByABKA0SFgoObGF0ZW5jeV9wOTlfbXMYCCABKA0SFAoMY2lyY3VpdF9vcGVuGAkgASgIEi8KD2ZhaWx1cmVfcmVhc29ucxgKIAMoCzIWLmFpZ3cudjEuRmFpbHVyZVJlYXNvbiIuCg1GYWlsdXJlUmVhc29uEg4KBnJlYXNvbhgBIAEoCRINCgVjb3VudBgCIAEoBCJWChBHZXRTdGF0c1Jlc3BvbnNlEikKCWVuZHBvaW50cxgBIAMoCzIWLmFpZ3cudjEuRW5kcG9pbnRTdGF0cxIXCg9ldmVudHNfaW5nZXN0ZWQYAiABKAQiGAoWR2V0U3Vic2NyaXB0aW9uUmVxdWVzdCJoChdHZXRTdWJzY3JpcHRpb25SZXNwb25zZRIlCglzdWJzY3JpYmUYASADKA4yEi5haWd3LnYxLkV2ZW50VHlwZRImCgdmaWx0ZXJzGAIgASgLMhUuYWlndy52MS5FdmVudEZpbHRlcnMiagoZVXBkYXRlU3Vic2NyaXB0aW9uUmVxdWVzdBIlCglzdWJzY3JpYmUYASADKA4yEi5haWd3LnYxLkV2ZW50VHlwZRImCgdmaWx0ZXJzGAIgASgLMhUuYWlndy52MS5FdmVudEZpbHRlcnMiawoaVXBkYXRlU3Vic2NyaXB0aW9uUmVzcG9uc2USJQoJc3Vic2NyaWJlGAEgAygOMhIuYWlndy52MS5FdmVudFR5cGUSJgoHZmlsdGVycxgCIAEoCzIVLmFpZ3cudjEuRXZlbnRGaWx0ZXJzIqgBCgZCdWRnZXQSDgoGb3JnX2lkGAEgASgJEhIKCmxpbWl0X3R5cGUYAiABKAkSFAoMYnVkZ2V0X2xpbWl0GAMgASgBEhIKCnRocmVzaG9sZHMYBCADKA0SDwoHZW5mb3JjZRgFIAEoCBIOCgZwZXJpb2QYBiABKAkSFQoNY3VycmVudF9zcGVuZBgHIAEoARIYChBmaXJlZF90aHJlc2hvbGRzGAggAygNIhQKEkxpc3RCdWRnZXRzUmVxdWVzdCI3ChNMaXN0QnVkZ2V0c1Jlc3BvbnNlEiAKB2J1ZGdldHMYASADKAsyDy5haWd3LnYxLkJ1ZGdldCIzChBTZXRCdWRnZXRSZXF1ZXN0Eh8KBmJ1ZGdldBgBIAEoCzIPLmFpZ3cudjEuQnVkZ2V0IjQKEVNldEJ1ZGdldFJlc3BvbnNlEh8KBmJ1ZGdldBgBIAEoCzIPLmFpZ3cudjEuQnVkZ2V0IjkKE0RlbGV0ZUJ1ZGdldFJlcXVlc3QSDgoGb3JnX2lkGAEgASgJEhIKCmxpbWl0X3R5cGUYAiABKAkiFgoURGVsZXRlQnVkZ2V0UmVzcG9uc2UioAIKCk1vZGVsUHJpY2USDQoFbW9kZWwYASABKAkSGQoRaW5wdXRfcGVyX21pbGxpb24YAiABKAESGgoSb3V0cHV0X3Blcl9taWxsaW9uGAMgASgBEiUKGGNhY2hlZF9pbnB1dF9wZXJfbWlsbGlvbhgEIAEoAUgAiAEBEiQKF2NhY2hlX3dyaXRlX3Blcl9taWxsaW9uGAUgASgBSAGIAQESJwoaY2FjaGVfd3JpdGVfMWhfcGVyX21pbGxpb24YBiABKAFIAogBAUIbChlfY2FjaGVkX2lucHV0X3Blcl9taWxsaW9uQhoKGF9jYWNoZV93cml0ZV9wZXJfbWlsbGlvbkIdChtfY2FjaGVfd3JpdGVfMWhfcGVyX21pbGxpb24iFAoSTGlzdFByaWNpbmdSZXF1ZXN0IjoKE0xpc3RQcmljaW5nUmVzcG9uc2USIwoGcHJpY2VzGAEgAygLMhMuYWlndy52MS5Nb2RlbFByaWNlIjoKFFNldE1vZGVsUHJpY2VSZXF1ZXN0EiIKBXByaWNlGAEgASgLMhMuYWlndy52MS5Nb2RlbFByaWNlIjsKFVNldE1vZGVsUHJpY2VSZXNwb25zZRIiCgVwcmljZRgBIAEoCzITLmFpZ3cudjEuTW9kZWxQcmljZSKkAQoQR2V0U2VyaWVzUmVxdWVzdBIlCgZtZXRyaWMYASABKA4yFS5haWd3LnYxLlNlcmllc01ldHJpYxIOCgZ3aW5kb3cYAiABKAkSKwoJYnJlYWtkb3duGAMgASgOMhguYWlndy52MS5TZXJpZXNCcmVha2Rvd24SLAoIZW5kX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wImsKBlNlcmllcxILCgNrZXkYASABKAkSDgoGdmFsdWVzGAIgAygBEgsKA3A1MBgDIAMoARILCgNwOTUYBCADKAESCwoDcDk5GAUgAygBEg4KBmNvdW50cxgGIAMoBBINCgV0b3RhbBgHIAEoASLjAgoRR2V0U2VyaWVzUmVzcG9uc2USJQoGbWV0cmljGAEgASgOMhUuYWlndy52MS5TZXJpZXNNZXRyaWMSKwoJYnJlYWtkb3duGAIgASgOMhguYWlndy52MS5TZXJpZXNCcmVha2Rvd24SFgoOYnVja2V0X3NlY29uZHMYAyABKA0SLgoKc3RhcnRfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhQKDGJ1Y2tldF9jb3VudBgGIAEoDRIfCgZzZXJpZXMYByADKAsyDy5haWd3LnYxLlNlcmllcxIZChFyZXRlbnRpb25fbGltaXRlZBgIIAEoCBIyCg5yZXRhaW5lZF9zaW5jZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiEwoRTGlzdFF1ZXVlc1JlcXVlc3QiggEKDUVuZHBvaW50UXVldWUSEAoIZW5kcG9pbnQYASABKAkSDwoHcGVuZGluZxgCIAEoBBIVCg1kZWFkX2xldHRlcmVkGAMgASgEEjcKE29sZGVzdF9wZW5kaW5nX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIjwKEkxpc3RRdWV1ZXNSZXNwb25zZRImCgZxdWV1ZXMYASADKAsyFi5haWd3LnYxLkVuZHBvaW50UXVldWUiFQoTTGlzdFNpZGVjYXJzUmVxdWVzdCKrAQoHU2lkZWNhchISCgpzaWRlY2FyX2lkGAEgASgJEg4KBm9yZ19pZBgCIAEoCRILCgNhcHAYAyABKAkSDwoHdmVyc2lvbhgEIAEoCRIVCg1zcG9vbF9iYXRjaGVzGAUgASgEEhMKC3Nwb29sX2J5dGVzGAYgASgEEjIKDmxhc3Rfc2Vlbl90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCI6ChRMaXN0U2lkZWNhcnNSZXNwb25zZRIiCghzaWRlY2FycxgBIAMoCzIQLmFpZ3cudjEuU2lkZWNhciqsAQoORGVsaXZlcnlTdGF0dXMSHwobREVMSVZFUllfU1RBVFVTX1VOU1BFQ0lGSUVEEAASGwoXREVMSVZFUllfU1RBVFVTX1BFTkRJTkcQARIdChlERUxJVkVSWV9TVEFUVVNfREVMSVZFUkVEEAISGgoWREVMSVZFUllfU1RBVFVTX0ZBSUxFRBADEiEKHURFTElWRVJZX1NUQVRVU19ERUFEX0xFVFRFUkVEEAQq2wEKDFNlcmllc01ldHJpYxIdChlTRVJJRVNfTUVUUklDX1VOU1BFQ0lGSUVEEAASGAoUU0VSSUVTX01FVFJJQ19FVkVOVFMQARIcChhTRVJJRVNfTUVUUklDX0RFTElWRVJJRVMQAhIhCh1TRVJJRVNfTUVUUklDX0FUVEVNUFRfTEFURU5DWRADEh8KG1NFUklFU19NRVRSSUNfRVZFTlRfTEFURU5DWRAEEhgKFFNFUklFU19NRVRSSUNfVE9LRU5TEAUSFgoSU0VSSUVTX01FVFJJQ19DT1NUEAYqxwEKD1Nlcmllc0JyZWFrZG93bhIgChxTRVJJRVNfQlJFQUtET1dOX1VOU1BFQ0lGSUVEEAASHQoZU0VSSUVTX0JSRUFLRE9XTl9FTkRQT0lOVBABEh8KG1NFUklFU19CUkVBS0RPV05fRVZFTlRfVFlQRRACEhgKFFNFUklFU19CUkVBS0RPV05fT1JHEAMSGgoWU0VSSUVTX0JSRUFLRE9XTl9NT0RFTBAEEhwKGFNFUklFU19CUkVBS0RPV05fT1VUQ09NRRAFMtYNCgxBZG1pblNlcnZpY2USUQoOQ3JlYXRlRW5kcG9pbnQSHi5haWd3LnYxLkNyZWF0ZUVuZHBvaW50UmVxdWVzdBofLmFpZ3cudjEuQ3JlYXRlRW5kcG9pbnRSZXNwb25zZRJICgtHZXRFbmRwb2ludBIbLmFpZ3cudjEuR2V0RW5kcG9pbnRSZXF1ZXN0GhwuYWlndy52MS5HZXRFbmRwb2ludFJlc3BvbnNlEk4KDUxpc3RFbmRwb2ludHMSHS5haWd3LnYxLkxpc3RFbmRwb2ludHNSZXF1ZXN0Gh4uYWlndy52MS5MaXN0RW5kcG9pbnRzUmVzcG9uc2USUQoOVXBkYXRlRW5kcG9pbnQSHi5haWd3LnYxLlVwZGF0ZUVuZHBvaW50UmVxdWVzdBofLmFpZ3cudjEuVXBkYXRlRW5kcG9pbnRSZXNwb25zZRJRCg5EZWxldGVFbmRwb2ludBIeLmFpZ3cudjEuRGVsZXRlRW5kcG9pbnRSZXF1ZXN0Gh8uYWlndy52MS5EZWxldGVFbmRwb2ludFJlc3BvbnNlElcKEFJvdGF0ZVNpZ25pbmdLZXkSIC5haWd3LnYxLlJvdGF0ZVNpZ25pbmdLZXlSZXF1ZXN0GiEuYWlndy52MS5Sb3RhdGVTaWduaW5nS2V5UmVzcG9uc2USUQoOTGlzdERlbGl2ZXJpZXMSHi5haWd3LnYxLkxpc3REZWxpdmVyaWVzUmVxdWVzdBofLmFpZ3cudjEuTGlzdERlbGl2ZXJpZXNSZXNwb25zZRJICgtHZXREZWxpdmVyeRIbLmFpZ3cudjEuR2V0RGVsaXZlcnlSZXF1ZXN0GhwuYWlndy52MS5HZXREZWxpdmVyeVJlc3BvbnNlElEKDlJlcGxheURlbGl2ZXJ5Eh4uYWlndy52MS5SZXBsYXlEZWxpdmVyeVJlcXVlc3QaHy5haWd3LnYxLlJlcGxheURlbGl2ZXJ5UmVzcG9uc2USVwoQUmVwbGF5RGVsaXZlcmllcxIgLmFpZ3cudjEuUmVwbGF5RGVsaXZlcmllc1JlcXVlc3QaIS5haWd3LnYxLlJlcGxheURlbGl2ZXJpZXNSZXNwb25zZRJOCg1TZW5kVGVzdEV2ZW50Eh0uYWlndy52MS5TZW5kVGVzdEV2ZW50UmVxdWVzdBoeLmFpZ3cudjEuU2VuZFRlc3RFdmVudFJlc3BvbnNlEj8KCEdldFN0YXRzEhguYWlndy52MS5HZXRTdGF0c1JlcXVlc3QaGS5haWd3LnYxLkdldFN0YXRzUmVzcG9uc2USVAoPR2V0U3Vic2NyaXB0aW9uEh8uYWlndy52MS5HZXRTdWJzY3JpcHRpb25SZXF1ZXN0GiAuYWlndy52MS5HZXRTdWJzY3JpcHRpb25SZXNwb25zZRJdChJVcGRhdGVTdWJzY3JpcHRpb24SIi5haWd3LnYxLlVwZGF0ZVN1YnNjcmlwdGlvblJlcXVlc3QaIy5haWd3LnYxLlVwZGF0ZVN1YnNjcmlwdGlvblJlc3BvbnNlEkgKC0xpc3RCdWRnZXRzEhsuYWlndy52MS5MaXN0QnVkZ2V0c1JlcXVlc3QaHC5haWd3LnYxLkxpc3RCdWRnZXRzUmVzcG9uc2USQgoJU2V0QnVkZ2V0EhkuYWlndy52MS5TZXRCdWRnZXRSZXF1ZXN0GhouYWlndy52MS5TZXRCdWRnZXRSZXNwb25zZRJLCgxEZWxldGVCdWRnZXQSHC5haWd3LnYxLkRlbGV0ZUJ1ZGdldFJlcXVlc3QaHS5haWd3LnYxLkRlbGV0ZUJ1ZGdldFJlc3BvbnNlEkgKC0xpc3RQcmljaW5nEhsuYWlndy52MS5MaXN0UHJpY2luZ1JlcXVlc3QaHC5haWd3LnYxLkxpc3RQcmljaW5nUmVzcG9uc2USTgoNU2V0TW9kZWxQcmljZRIdLmFpZ3cudjEuU2V0TW9kZWxQcmljZVJlcXVlc3QaHi5haWd3LnYxLlNldE1vZGVsUHJpY2VSZXNwb25zZRJCCglHZXRTZXJpZXMSGS5haWd3LnYxLkdldFNlcmllc1JlcXVlc3QaGi5haWd3LnYxLkdldFNlcmllc1Jlc3BvbnNlEkUKCkxpc3RRdWV1ZXMSGi5haWd3LnYxLkxpc3RRdWV1ZXNSZXF1ZXN0GhsuYWlndy52MS5MaXN0UXVldWVzUmVzcG9uc2USSwoMTGlzdFNpZGVjYXJzEhwuYWlndy52MS5MaXN0U2lkZWNhcnNSZXF1ZXN0Gh0uYWlndy52MS5MaXN0U2lkZWNhcnNSZXNwb25zZWIGcHJvdG8z", [file_aigw_v1_events, file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message aigw.v1.Endpoint
@@ -1212,6 +1212,309 @@ export const SetModelPriceResponseSchema: GenMessage<SetModelPriceResponse> = /*
   messageDesc(file_aigw_v1_admin, 45);
 
 /**
+ * @generated from message aigw.v1.GetSeriesRequest
+ */
+export type GetSeriesRequest = Message<"aigw.v1.GetSeriesRequest"> & {
+  /**
+   * @generated from field: aigw.v1.SeriesMetric metric = 1;
+   */
+  metric: SeriesMetric;
+
+  /**
+   * "15m", "1h", "24h" or "7d"; buckets are 10 s, 10 s, 5 min and 1 h.
+   *
+   * @generated from field: string window = 2;
+   */
+  window: string;
+
+  /**
+   * @generated from field: aigw.v1.SeriesBreakdown breakdown = 3;
+   */
+  breakdown: SeriesBreakdown;
+
+  /**
+   * The end of the window; unset: now.
+   *
+   * @generated from field: google.protobuf.Timestamp end_time = 4;
+   */
+  endTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message aigw.v1.GetSeriesRequest.
+ * Use `create(GetSeriesRequestSchema)` to create a new message.
+ */
+export const GetSeriesRequestSchema: GenMessage<GetSeriesRequest> = /*@__PURE__*/
+  messageDesc(file_aigw_v1_admin, 46);
+
+/**
+ * @generated from message aigw.v1.Series
+ */
+export type Series = Message<"aigw.v1.Series"> & {
+  /**
+   * The breakdown's value ("all" without a breakdown; "" is kept as it is, e.g. no org).
+   *
+   * @generated from field: string key = 1;
+   */
+  key: string;
+
+  /**
+   * Per bucket: counts (events, deliveries), tokens, or USD.
+   *
+   * @generated from field: repeated double values = 2;
+   */
+  values: number[];
+
+  /**
+   * Latency metrics: percentiles per bucket in ms (0 where the bucket has no sample).
+   *
+   * @generated from field: repeated double p50 = 3;
+   */
+  p50: number[];
+
+  /**
+   * @generated from field: repeated double p95 = 4;
+   */
+  p95: number[];
+
+  /**
+   * @generated from field: repeated double p99 = 5;
+   */
+  p99: number[];
+
+  /**
+   * Samples per bucket (latency metrics); equal to values otherwise.
+   *
+   * @generated from field: repeated uint64 counts = 6;
+   */
+  counts: bigint[];
+
+  /**
+   * The sum of values over the window (counts for latency metrics).
+   *
+   * @generated from field: double total = 7;
+   */
+  total: number;
+};
+
+/**
+ * Describes the message aigw.v1.Series.
+ * Use `create(SeriesSchema)` to create a new message.
+ */
+export const SeriesSchema: GenMessage<Series> = /*@__PURE__*/
+  messageDesc(file_aigw_v1_admin, 47);
+
+/**
+ * @generated from message aigw.v1.GetSeriesResponse
+ */
+export type GetSeriesResponse = Message<"aigw.v1.GetSeriesResponse"> & {
+  /**
+   * @generated from field: aigw.v1.SeriesMetric metric = 1;
+   */
+  metric: SeriesMetric;
+
+  /**
+   * @generated from field: aigw.v1.SeriesBreakdown breakdown = 2;
+   */
+  breakdown: SeriesBreakdown;
+
+  /**
+   * @generated from field: uint32 bucket_seconds = 3;
+   */
+  bucketSeconds: number;
+
+  /**
+   * Start of the first bucket; bucket i starts at start_time + i * bucket_seconds.
+   *
+   * @generated from field: google.protobuf.Timestamp start_time = 4;
+   */
+  startTime?: Timestamp | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp end_time = 5;
+   */
+  endTime?: Timestamp | undefined;
+
+  /**
+   * @generated from field: uint32 bucket_count = 6;
+   */
+  bucketCount: number;
+
+  /**
+   * Largest totals first.
+   *
+   * @generated from field: repeated aigw.v1.Series series = 7;
+   */
+  series: Series[];
+
+  /**
+   * True when the window reaches further back than delivery.retention_hours: buckets
+   * before retained_since are empty because that history was purged, not because
+   * nothing happened.
+   *
+   * @generated from field: bool retention_limited = 8;
+   */
+  retentionLimited: boolean;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp retained_since = 9;
+   */
+  retainedSince?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message aigw.v1.GetSeriesResponse.
+ * Use `create(GetSeriesResponseSchema)` to create a new message.
+ */
+export const GetSeriesResponseSchema: GenMessage<GetSeriesResponse> = /*@__PURE__*/
+  messageDesc(file_aigw_v1_admin, 48);
+
+/**
+ * @generated from message aigw.v1.ListQueuesRequest
+ */
+export type ListQueuesRequest = Message<"aigw.v1.ListQueuesRequest"> & {
+};
+
+/**
+ * Describes the message aigw.v1.ListQueuesRequest.
+ * Use `create(ListQueuesRequestSchema)` to create a new message.
+ */
+export const ListQueuesRequestSchema: GenMessage<ListQueuesRequest> = /*@__PURE__*/
+  messageDesc(file_aigw_v1_admin, 49);
+
+/**
+ * @generated from message aigw.v1.EndpointQueue
+ */
+export type EndpointQueue = Message<"aigw.v1.EndpointQueue"> & {
+  /**
+   * @generated from field: string endpoint = 1;
+   */
+  endpoint: string;
+
+  /**
+   * Deliveries waiting for an attempt (retrying and in flight included).
+   *
+   * @generated from field: uint64 pending = 2;
+   */
+  pending: bigint;
+
+  /**
+   * @generated from field: uint64 dead_lettered = 3;
+   */
+  deadLettered: bigint;
+
+  /**
+   * When the oldest pending delivery was created; unset with none.
+   *
+   * @generated from field: google.protobuf.Timestamp oldest_pending_time = 4;
+   */
+  oldestPendingTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message aigw.v1.EndpointQueue.
+ * Use `create(EndpointQueueSchema)` to create a new message.
+ */
+export const EndpointQueueSchema: GenMessage<EndpointQueue> = /*@__PURE__*/
+  messageDesc(file_aigw_v1_admin, 50);
+
+/**
+ * @generated from message aigw.v1.ListQueuesResponse
+ */
+export type ListQueuesResponse = Message<"aigw.v1.ListQueuesResponse"> & {
+  /**
+   * @generated from field: repeated aigw.v1.EndpointQueue queues = 1;
+   */
+  queues: EndpointQueue[];
+};
+
+/**
+ * Describes the message aigw.v1.ListQueuesResponse.
+ * Use `create(ListQueuesResponseSchema)` to create a new message.
+ */
+export const ListQueuesResponseSchema: GenMessage<ListQueuesResponse> = /*@__PURE__*/
+  messageDesc(file_aigw_v1_admin, 51);
+
+/**
+ * @generated from message aigw.v1.ListSidecarsRequest
+ */
+export type ListSidecarsRequest = Message<"aigw.v1.ListSidecarsRequest"> & {
+};
+
+/**
+ * Describes the message aigw.v1.ListSidecarsRequest.
+ * Use `create(ListSidecarsRequestSchema)` to create a new message.
+ */
+export const ListSidecarsRequestSchema: GenMessage<ListSidecarsRequest> = /*@__PURE__*/
+  messageDesc(file_aigw_v1_admin, 52);
+
+/**
+ * @generated from message aigw.v1.Sidecar
+ */
+export type Sidecar = Message<"aigw.v1.Sidecar"> & {
+  /**
+   * @generated from field: string sidecar_id = 1;
+   */
+  sidecarId: string;
+
+  /**
+   * @generated from field: string org_id = 2;
+   */
+  orgId: string;
+
+  /**
+   * @generated from field: string app = 3;
+   */
+  app: string;
+
+  /**
+   * @generated from field: string version = 4;
+   */
+  version: string;
+
+  /**
+   * Event batches in the sidecar's spool not yet acked, as it last reported.
+   *
+   * @generated from field: uint64 spool_batches = 5;
+   */
+  spoolBatches: bigint;
+
+  /**
+   * @generated from field: uint64 spool_bytes = 6;
+   */
+  spoolBytes: bigint;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp last_seen_time = 7;
+   */
+  lastSeenTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message aigw.v1.Sidecar.
+ * Use `create(SidecarSchema)` to create a new message.
+ */
+export const SidecarSchema: GenMessage<Sidecar> = /*@__PURE__*/
+  messageDesc(file_aigw_v1_admin, 53);
+
+/**
+ * @generated from message aigw.v1.ListSidecarsResponse
+ */
+export type ListSidecarsResponse = Message<"aigw.v1.ListSidecarsResponse"> & {
+  /**
+   * @generated from field: repeated aigw.v1.Sidecar sidecars = 1;
+   */
+  sidecars: Sidecar[];
+};
+
+/**
+ * Describes the message aigw.v1.ListSidecarsResponse.
+ * Use `create(ListSidecarsResponseSchema)` to create a new message.
+ */
+export const ListSidecarsResponseSchema: GenMessage<ListSidecarsResponse> = /*@__PURE__*/
+  messageDesc(file_aigw_v1_admin, 54);
+
+/**
  * @generated from enum aigw.v1.DeliveryStatus
  */
 export enum DeliveryStatus {
@@ -1252,6 +1555,113 @@ export enum DeliveryStatus {
  */
 export const DeliveryStatusSchema: GenEnum<DeliveryStatus> = /*@__PURE__*/
   enumDesc(file_aigw_v1_admin, 0);
+
+/**
+ * What a series counts or measures.
+ *
+ * @generated from enum aigw.v1.SeriesMetric
+ */
+export enum SeriesMetric {
+  /**
+   * @generated from enum value: SERIES_METRIC_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Events stored, per bucket. Breakdowns: event type, org, model.
+   *
+   * @generated from enum value: SERIES_METRIC_EVENTS = 1;
+   */
+  EVENTS = 1,
+
+  /**
+   * Delivery attempts by what they ended in, per bucket. Breakdowns: outcome, endpoint,
+   * event type, org.
+   *
+   * @generated from enum value: SERIES_METRIC_DELIVERIES = 2;
+   */
+  DELIVERIES = 2,
+
+  /**
+   * Webhook request latency per attempt (p50, p95, p99 in ms). Breakdowns: endpoint, outcome.
+   *
+   * @generated from enum value: SERIES_METRIC_ATTEMPT_LATENCY = 3;
+   */
+  ATTEMPT_LATENCY = 3,
+
+  /**
+   * From the event's time (at the sidecar) to its delivery's successful attempt, in ms
+   * (p50, p95, p99). Breakdowns: endpoint, event type, org.
+   *
+   * @generated from enum value: SERIES_METRIC_EVENT_LATENCY = 4;
+   */
+  EVENT_LATENCY = 4,
+
+  /**
+   * Tokens used by completions, per bucket. Breakdowns: model, org.
+   *
+   * @generated from enum value: SERIES_METRIC_TOKENS = 5;
+   */
+  TOKENS = 5,
+
+  /**
+   * Cost of completions in USD, per bucket. Breakdowns: model, org.
+   *
+   * @generated from enum value: SERIES_METRIC_COST = 6;
+   */
+  COST = 6,
+}
+
+/**
+ * Describes the enum aigw.v1.SeriesMetric.
+ */
+export const SeriesMetricSchema: GenEnum<SeriesMetric> = /*@__PURE__*/
+  enumDesc(file_aigw_v1_admin, 1);
+
+/**
+ * The dimension a series is split by (UNSPECIFIED: one series, "all").
+ *
+ * @generated from enum aigw.v1.SeriesBreakdown
+ */
+export enum SeriesBreakdown {
+  /**
+   * @generated from enum value: SERIES_BREAKDOWN_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * @generated from enum value: SERIES_BREAKDOWN_ENDPOINT = 1;
+   */
+  ENDPOINT = 1,
+
+  /**
+   * @generated from enum value: SERIES_BREAKDOWN_EVENT_TYPE = 2;
+   */
+  EVENT_TYPE = 2,
+
+  /**
+   * @generated from enum value: SERIES_BREAKDOWN_ORG = 3;
+   */
+  ORG = 3,
+
+  /**
+   * @generated from enum value: SERIES_BREAKDOWN_MODEL = 4;
+   */
+  MODEL = 4,
+
+  /**
+   * delivered, retrying, failed, dead_lettered.
+   *
+   * @generated from enum value: SERIES_BREAKDOWN_OUTCOME = 5;
+   */
+  OUTCOME = 5,
+}
+
+/**
+ * Describes the enum aigw.v1.SeriesBreakdown.
+ */
+export const SeriesBreakdownSchema: GenEnum<SeriesBreakdown> = /*@__PURE__*/
+  enumDesc(file_aigw_v1_admin, 2);
 
 /**
  * AdminService manages what the control plane delivers and shows how delivery goes.
@@ -1428,6 +1838,38 @@ export const AdminService: GenService<{
     methodKind: "unary";
     input: typeof SetModelPriceRequestSchema;
     output: typeof SetModelPriceResponseSchema;
+  },
+  /**
+   * GetSeries answers a time series over a window (15m, 1h, 24h, 7d), bucketed by a size
+   * chosen from the window, from rollups kept in the store (they survive restarts and
+   * agree across replicas), broken down by one dimension.
+   *
+   * @generated from rpc aigw.v1.AdminService.GetSeries
+   */
+  getSeries: {
+    methodKind: "unary";
+    input: typeof GetSeriesRequestSchema;
+    output: typeof GetSeriesResponseSchema;
+  },
+  /**
+   * ListQueues answers, per endpoint, the deliveries waiting and those dead-lettered now.
+   *
+   * @generated from rpc aigw.v1.AdminService.ListQueues
+   */
+  listQueues: {
+    methodKind: "unary";
+    input: typeof ListQueuesRequestSchema;
+    output: typeof ListQueuesResponseSchema;
+  },
+  /**
+   * ListSidecars answers the sidecars connected to any control plane on this store.
+   *
+   * @generated from rpc aigw.v1.AdminService.ListSidecars
+   */
+  listSidecars: {
+    methodKind: "unary";
+    input: typeof ListSidecarsRequestSchema;
+    output: typeof ListSidecarsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_aigw_v1_admin, 0);

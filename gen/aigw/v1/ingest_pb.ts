@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file aigw/v1/ingest.proto.
  */
 export const file_aigw_v1_ingest: GenFile = /*@__PURE__*/
-  fileDesc("ChRhaWd3L3YxL2luZ2VzdC5wcm90bxIHYWlndy52MSJiCg5Db25uZWN0UmVxdWVzdBIfCgVoZWxsbxgBIAEoCzIOLmFpZ3cudjEuSGVsbG9IABIkCgViYXRjaBgCIAEoCzITLmFpZ3cudjEuRXZlbnRCYXRjaEgAQgkKB21lc3NhZ2UiYQoFSGVsbG8SEgoKc2lkZWNhcl9pZBgBIAEoCRIOCgZvcmdfaWQYAiABKAkSCwoDYXBwGAMgASgJEg8KB3ZlcnNpb24YBCABKAkSFgoOY29uZmlnX3ZlcnNpb24YBSABKAQiOQoKRXZlbnRCYXRjaBILCgNzZXEYASABKAQSHgoGZXZlbnRzGAIgAygLMg4uYWlndy52MS5FdmVudCKNAQoPQ29ubmVjdFJlc3BvbnNlEhsKA2FjaxgBIAEoCzIMLmFpZ3cudjEuQWNrSAASKQoGY29uZmlnGAIgASgLMhcuYWlndy52MS5Db25maWdTbmFwc2hvdEgAEicKBnBhdXNlZBgDIAEoCzIVLmFpZ3cudjEuSW5nZXN0UGF1c2VkSABCCQoHbWVzc2FnZSI2CgNBY2sSCwoDc2VxGAEgASgEEg4KBnN0b3JlZBgCIAEoDRISCgpkdXBsaWNhdGVzGAMgASgNIlQKDEluZ2VzdFBhdXNlZBIaChJwZW5kaW5nX2RlbGl2ZXJpZXMYASABKAQSEgoKcXVldWVfc2l6ZRgCIAEoBBIUCgxyZXN1bWVfYmVsb3cYAyABKAQi4AEKDkNvbmZpZ1NuYXBzaG90Eg8KB3ZlcnNpb24YASABKAQSLgoSd2FudGVkX2V2ZW50X3R5cGVzGAIgAygOMhIuYWlndy52MS5FdmVudFR5cGUSHQoVc3RyZWFtaW5nX2NvYWxlc2NlX21zGAMgASgNEiAKGHJhdGVfbGltaXRfd2FybmluZ19zaGFyZRgEIAEoARIlCgdidWRnZXRzGAUgAygLMhQuYWlndy52MS5CdWRnZXRTdGF0ZRIlCgZsaW1pdHMYBiADKAsyFS5haWd3LnYxLkdhdGV3YXlMaW1pdCKBAQoLQnVkZ2V0U3RhdGUSDgoGb3JnX2lkGAEgASgJEhIKCmxpbWl0X3R5cGUYAiABKAkSFAoMYnVkZ2V0X2xpbWl0GAMgASgBEhUKDWN1cnJlbnRfc3BlbmQYBCABKAESEAoIZXhjZWVkZWQYBSABKAgSDwoHZW5mb3JjZRgGIAEoCCJjCgxHYXRld2F5TGltaXQSDgoGb3JnX2lkGAEgASgJEgsKA2FwcBgCIAEoCRIbChNyZXF1ZXN0c19wZXJfbWludXRlGAMgASgNEhkKEXRva2Vuc19wZXJfbWludXRlGAQgASgNMlEKDUluZ2VzdFNlcnZpY2USQAoHQ29ubmVjdBIXLmFpZ3cudjEuQ29ubmVjdFJlcXVlc3QaGC5haWd3LnYxLkNvbm5lY3RSZXNwb25zZSgBMAFiBnByb3RvMw", [file_aigw_v1_events]);
+  fileDesc("ChRhaWd3L3YxL2luZ2VzdC5wcm90bxIHYWlndy52MSKMAQoOQ29ubmVjdFJlcXVlc3QSHwoFaGVsbG8YASABKAsyDi5haWd3LnYxLkhlbGxvSAASJAoFYmF0Y2gYAiABKAsyEy5haWd3LnYxLkV2ZW50QmF0Y2hIABIoCgZzdGF0dXMYAyABKAsyFi5haWd3LnYxLlNpZGVjYXJTdGF0dXNIAEIJCgdtZXNzYWdlIjsKDVNpZGVjYXJTdGF0dXMSFQoNc3Bvb2xfYmF0Y2hlcxgBIAEoBBITCgtzcG9vbF9ieXRlcxgCIAEoBCKNAQoFSGVsbG8SEgoKc2lkZWNhcl9pZBgBIAEoCRIOCgZvcmdfaWQYAiABKAkSCwoDYXBwGAMgASgJEg8KB3ZlcnNpb24YBCABKAkSFgoOY29uZmlnX3ZlcnNpb24YBSABKAQSFQoNc3Bvb2xfYmF0Y2hlcxgGIAEoBBITCgtzcG9vbF9ieXRlcxgHIAEoBCI5CgpFdmVudEJhdGNoEgsKA3NlcRgBIAEoBBIeCgZldmVudHMYAiADKAsyDi5haWd3LnYxLkV2ZW50Io0BCg9Db25uZWN0UmVzcG9uc2USGwoDYWNrGAEgASgLMgwuYWlndy52MS5BY2tIABIpCgZjb25maWcYAiABKAsyFy5haWd3LnYxLkNvbmZpZ1NuYXBzaG90SAASJwoGcGF1c2VkGAMgASgLMhUuYWlndy52MS5Jbmdlc3RQYXVzZWRIAEIJCgdtZXNzYWdlIjYKA0FjaxILCgNzZXEYASABKAQSDgoGc3RvcmVkGAIgASgNEhIKCmR1cGxpY2F0ZXMYAyABKA0iVAoMSW5nZXN0UGF1c2VkEhoKEnBlbmRpbmdfZGVsaXZlcmllcxgBIAEoBBISCgpxdWV1ZV9zaXplGAIgASgEEhQKDHJlc3VtZV9iZWxvdxgDIAEoBCLgAQoOQ29uZmlnU25hcHNob3QSDwoHdmVyc2lvbhgBIAEoBBIuChJ3YW50ZWRfZXZlbnRfdHlwZXMYAiADKA4yEi5haWd3LnYxLkV2ZW50VHlwZRIdChVzdHJlYW1pbmdfY29hbGVzY2VfbXMYAyABKA0SIAoYcmF0ZV9saW1pdF93YXJuaW5nX3NoYXJlGAQgASgBEiUKB2J1ZGdldHMYBSADKAsyFC5haWd3LnYxLkJ1ZGdldFN0YXRlEiUKBmxpbWl0cxgGIAMoCzIVLmFpZ3cudjEuR2F0ZXdheUxpbWl0IoEBCgtCdWRnZXRTdGF0ZRIOCgZvcmdfaWQYASABKAkSEgoKbGltaXRfdHlwZRgCIAEoCRIUCgxidWRnZXRfbGltaXQYAyABKAESFQoNY3VycmVudF9zcGVuZBgEIAEoARIQCghleGNlZWRlZBgFIAEoCBIPCgdlbmZvcmNlGAYgASgIImMKDEdhdGV3YXlMaW1pdBIOCgZvcmdfaWQYASABKAkSCwoDYXBwGAIgASgJEhsKE3JlcXVlc3RzX3Blcl9taW51dGUYAyABKA0SGQoRdG9rZW5zX3Blcl9taW51dGUYBCABKA0yUQoNSW5nZXN0U2VydmljZRJACgdDb25uZWN0EhcuYWlndy52MS5Db25uZWN0UmVxdWVzdBoYLmFpZ3cudjEuQ29ubmVjdFJlc3BvbnNlKAEwAWIGcHJvdG8z", [file_aigw_v1_events]);
 
 /**
  * @generated from message aigw.v1.ConnectRequest
@@ -33,6 +33,12 @@ export type ConnectRequest = Message<"aigw.v1.ConnectRequest"> & {
      */
     value: EventBatch;
     case: "batch";
+  } | {
+    /**
+     * @generated from field: aigw.v1.SidecarStatus status = 3;
+     */
+    value: SidecarStatus;
+    case: "status";
   } | { case: undefined; value?: undefined };
 };
 
@@ -42,6 +48,33 @@ export type ConnectRequest = Message<"aigw.v1.ConnectRequest"> & {
  */
 export const ConnectRequestSchema: GenMessage<ConnectRequest> = /*@__PURE__*/
   messageDesc(file_aigw_v1_ingest, 0);
+
+/**
+ * What the sidecar reports of itself while connected, when it changes (at most every few
+ * seconds); the dashboard lists it.
+ *
+ * @generated from message aigw.v1.SidecarStatus
+ */
+export type SidecarStatus = Message<"aigw.v1.SidecarStatus"> & {
+  /**
+   * Batches in its spool not yet acked, and their bytes.
+   *
+   * @generated from field: uint64 spool_batches = 1;
+   */
+  spoolBatches: bigint;
+
+  /**
+   * @generated from field: uint64 spool_bytes = 2;
+   */
+  spoolBytes: bigint;
+};
+
+/**
+ * Describes the message aigw.v1.SidecarStatus.
+ * Use `create(SidecarStatusSchema)` to create a new message.
+ */
+export const SidecarStatusSchema: GenMessage<SidecarStatus> = /*@__PURE__*/
+  messageDesc(file_aigw_v1_ingest, 1);
 
 /**
  * @generated from message aigw.v1.Hello
@@ -75,6 +108,18 @@ export type Hello = Message<"aigw.v1.Hello"> & {
    * @generated from field: uint64 config_version = 5;
    */
   configVersion: bigint;
+
+  /**
+   * Batches in its spool not yet acked, and their bytes, when it connects.
+   *
+   * @generated from field: uint64 spool_batches = 6;
+   */
+  spoolBatches: bigint;
+
+  /**
+   * @generated from field: uint64 spool_bytes = 7;
+   */
+  spoolBytes: bigint;
 };
 
 /**
@@ -82,7 +127,7 @@ export type Hello = Message<"aigw.v1.Hello"> & {
  * Use `create(HelloSchema)` to create a new message.
  */
 export const HelloSchema: GenMessage<Hello> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_ingest, 1);
+  messageDesc(file_aigw_v1_ingest, 2);
 
 /**
  * @generated from message aigw.v1.EventBatch
@@ -106,7 +151,7 @@ export type EventBatch = Message<"aigw.v1.EventBatch"> & {
  * Use `create(EventBatchSchema)` to create a new message.
  */
 export const EventBatchSchema: GenMessage<EventBatch> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_ingest, 2);
+  messageDesc(file_aigw_v1_ingest, 3);
 
 /**
  * @generated from message aigw.v1.ConnectResponse
@@ -141,7 +186,7 @@ export type ConnectResponse = Message<"aigw.v1.ConnectResponse"> & {
  * Use `create(ConnectResponseSchema)` to create a new message.
  */
 export const ConnectResponseSchema: GenMessage<ConnectResponse> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_ingest, 3);
+  messageDesc(file_aigw_v1_ingest, 4);
 
 /**
  * @generated from message aigw.v1.Ack
@@ -170,7 +215,7 @@ export type Ack = Message<"aigw.v1.Ack"> & {
  * Use `create(AckSchema)` to create a new message.
  */
 export const AckSchema: GenMessage<Ack> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_ingest, 4);
+  messageDesc(file_aigw_v1_ingest, 5);
 
 /**
  * IngestPaused says why acks stopped: delivery.queue_size deliveries are pending, so the
@@ -211,7 +256,7 @@ export type IngestPaused = Message<"aigw.v1.IngestPaused"> & {
  * Use `create(IngestPausedSchema)` to create a new message.
  */
 export const IngestPausedSchema: GenMessage<IngestPaused> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_ingest, 5);
+  messageDesc(file_aigw_v1_ingest, 6);
 
 /**
  * ConfigSnapshot is what the sidecar needs to know of the control plane's config.
@@ -271,7 +316,7 @@ export type ConfigSnapshot = Message<"aigw.v1.ConfigSnapshot"> & {
  * Use `create(ConfigSnapshotSchema)` to create a new message.
  */
 export const ConfigSnapshotSchema: GenMessage<ConfigSnapshot> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_ingest, 6);
+  messageDesc(file_aigw_v1_ingest, 7);
 
 /**
  * @generated from message aigw.v1.BudgetState
@@ -315,7 +360,7 @@ export type BudgetState = Message<"aigw.v1.BudgetState"> & {
  * Use `create(BudgetStateSchema)` to create a new message.
  */
 export const BudgetStateSchema: GenMessage<BudgetState> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_ingest, 7);
+  messageDesc(file_aigw_v1_ingest, 8);
 
 /**
  * @generated from message aigw.v1.GatewayLimit
@@ -351,7 +396,7 @@ export type GatewayLimit = Message<"aigw.v1.GatewayLimit"> & {
  * Use `create(GatewayLimitSchema)` to create a new message.
  */
 export const GatewayLimitSchema: GenMessage<GatewayLimit> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_ingest, 8);
+  messageDesc(file_aigw_v1_ingest, 9);
 
 /**
  * IngestService is the stream between a sidecar and the control plane.
