@@ -1,5 +1,8 @@
-import { existsSync } from "node:fs";
-import { type Browser, chromium } from "playwright-core";
+import { existsSync, mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { type Browser, chromium, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLogger } from "../../common/logger.js";
 import { parseConfig } from "../../control-plane/config/load.js";
@@ -16,7 +19,25 @@ const haveChromium = existsSync(CHROMIUM);
 if (!haveChromium && process.env.CI) throw new Error(`dashboard tests need Chromium at ${CHROMIUM} in CI`);
 if (!haveChromium) console.warn(`skipping dashboard tests: no Chromium at ${CHROMIUM} (apt-get install chromium)`);
 
-// The dashboard in a real browser: delivery analytics and the live feed from the Admin API.
+// Screenshots go to docs/ (referenced from the README) when AIGW_DASHBOARD_SCREENSHOTS=1,
+// to a temporary folder otherwise, so a test run does not change the repository.
+const SHOTS = process.env.AIGW_DASHBOARD_SCREENSHOTS
+  ? fileURLToPath(new URL("../../docs/", import.meta.url))
+  : mkdtempSync(join(tmpdir(), "aigw-dashboard-"));
+
+const CHARTS = [
+  "#chart-deliveries",
+  "#chart-attempt-latency",
+  "#chart-event-latency",
+  "#chart-events",
+  "#chart-tokens-model",
+  "#chart-tokens-org",
+  "#chart-cost-model",
+  "#chart-cost-org",
+];
+
+// The dashboard in a real browser: charts from the store's rollups, tables, the live feed
+// (Feed.Watch over connect-web) and actions through the Admin API, after real sidecar traffic.
 describe.skipIf(!haveChromium)("dashboard", () => {
   let browser: Browser;
   let receiver: TestReceiver;
@@ -34,8 +55,26 @@ describe.skipIf(!haveChromium)("dashboard", () => {
         "--disable-sync",
       ],
     });
-    receiver = await startTestReceiver({ secret: TEST_SECRET });
-    stack = await startTestStack(testConfigYaml({ primaryUrl: receiver.url }));
+    // A flaky model's first attempt fails (503), so failure reasons and retries show.
+    receiver = await startTestReceiver({
+      secret: TEST_SECRET,
+      script: (attempt, body) => (attempt === 1 && body.model === "gpt-flaky" ? 503 : 200),
+    });
+    stack = await startTestStack(
+      testConfigYaml({
+        primaryUrl: receiver.url,
+        extra: `budgets:
+  - { org_id: org_test, limit_type: daily, budget_limit: 5, thresholds: [50, 80, 100] }
+pricing:
+  gpt-4o-mini:
+    input: 150
+    output: 600
+  gpt-flaky:
+    input: 1000
+    output: 2000
+`,
+      }),
+    );
   });
   afterAll(async () => {
     await browser?.close();
@@ -43,32 +82,112 @@ describe.skipIf(!haveChromium)("dashboard", () => {
     await receiver?.close();
   });
 
-  it("shows endpoint analytics, recent deliveries and live events", async () => {
-    const page = await browser.newPage();
+  const call = (model: string) =>
+    fetch(`${stack.sidecar.url}/v1/chat/completions`, {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: "Bearer sk-test" },
+      body: JSON.stringify({ model, messages: [{ role: "user", content: "hi" }] }),
+    }).then((r) => r.text());
+
+  const points = (page: Page, selector: string) =>
+    page.locator(selector).evaluate((el) => Number((el as HTMLElement).dataset.points ?? 0));
+
+  it("after sidecar traffic, every chart has data points and the tables fill, without a reload", async () => {
+    const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+    const errors: string[] = [];
+    page.on("pageerror", (err) => errors.push(err.message));
+    let loads = 0;
+    try {
+      await page.goto(`${stack.controlPlane.httpUrl}/#15m`);
+      await expect.poll(() => page.locator("#live").getAttribute("class"), { timeout: 30_000 }).toContain("on");
+      page.on("load", () => loads++);
+      for (const model of ["gpt-4o-mini", "gpt-4o-mini", "gpt-flaky", "gpt-4o-mini", "gpt-flaky"]) await call(model);
+      // Every completion delivered (the flaky ones on their second attempt).
+      await waitFor("5 delivered webhooks", () => receiver.accepted().length >= 5, 60_000);
+      for (const chart of CHARTS) {
+        await expect.poll(() => points(page, chart), { timeout: 30_000, message: chart }).toBeGreaterThan(0);
+      }
+      await expect.poll(() => page.locator("#chart-deliveries .u-legend").textContent()).toContain("delivered");
+      await expect.poll(() => page.locator("#chart-deliveries .u-legend").textContent()).toContain("retrying");
+      await expect.poll(() => page.locator("#chart-tokens-model .u-legend").textContent()).toContain("gpt-flaky");
+      await expect.poll(() => page.locator("#stats tbody").textContent(), { timeout: 30_000 }).toContain("primary");
+      await expect.poll(() => page.locator("#failures tbody").textContent()).toContain("receiver answered 503");
+      await expect.poll(() => page.locator("#queues tbody").textContent()).toContain("primary");
+      await expect.poll(() => page.locator("#budgets tbody").textContent()).toContain("org_test");
+      await expect.poll(() => page.locator("#budgets .bar").count()).toBeGreaterThan(0);
+      await expect.poll(() => page.locator("#sidecars tbody").textContent(), { timeout: 30_000 }).toContain("e2e");
+      await expect.poll(() => page.locator("#deliveries tbody").textContent()).toContain("delivered");
+      // Another window reads other buckets of the same rollups.
+      await page.click('.windows button[data-window="24h"]');
+      await expect.poll(() => points(page, "#chart-events"), { timeout: 30_000 }).toBeGreaterThan(0);
+      await page.click('.windows button[data-window="15m"]');
+      await expect.poll(() => points(page, "#chart-deliveries"), { timeout: 30_000 }).toBeGreaterThan(0);
+      expect(await page.locator("#error").textContent()).toBe("");
+      await expect.poll(() => page.locator("#feed tbody").textContent()).toContain("gpt-flaky");
+      await page.screenshot({ path: join(SHOTS, "dashboard.png"), fullPage: true });
+      expect(errors).toEqual([]);
+      expect(loads).toBe(0);
+    } finally {
+      await page.close();
+    }
+  });
+
+  it("the live feed shows new events without a reload", async () => {
+    const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
     try {
       await page.goto(`${stack.controlPlane.httpUrl}/`);
-      const call = () =>
-        fetch(`${stack.sidecar.url}/v1/chat/completions`, {
-          method: "POST",
-          headers: { "content-type": "application/json", authorization: "Bearer sk-test" },
-          body: JSON.stringify({ model: "gpt-4-dashboard", messages: [{ role: "user", content: "hi" }] }),
-        }).then((r) => r.text());
-      // Live events appear as they are stored (the feed starts at the live edge).
+      await expect.poll(() => page.locator("#live").getAttribute("class"), { timeout: 30_000 }).toContain("on");
+      let loads = 0;
+      page.on("load", () => loads++);
       await waitFor("a live event row", async () => {
-        await call();
-        return (await page.locator("#feed tbody tr").count()) > 0;
+        await call("gpt-4-live-feed");
+        return (await page.locator("#feed tbody").textContent())?.includes("gpt-4-live-feed") ?? false;
       });
+      expect(loads).toBe(0);
+    } finally {
+      await page.close();
+    }
+  });
+
+  it("replaying a delivery from the page makes a new attempt; test events and key rotation work from it", async () => {
+    const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+    try {
+      await page.goto(`${stack.controlPlane.httpUrl}/`);
+      const button = page.locator("#deliveries tbody tr:has(td.status-delivered) button.replay").first();
+      await button.waitFor({ timeout: 30_000 });
+      const id = (await button.getAttribute("data-id"))!;
+      const original = await stack.controlPlane.store.getDelivery(id);
+      const before = receiver.received.filter((r) => r.id === original!.delivery.eventId).length;
+      await button.click();
       await expect
-        .poll(() => page.locator("#feed tbody").textContent(), { timeout: 30_000 })
-        .toContain("gpt-4-dashboard");
-      await waitFor("a delivered webhook", () => receiver.accepted().length > 0);
+        .poll(() => page.locator("#action-result").textContent(), { timeout: 30_000 })
+        .toContain(`replayed ${id} as dlv_`);
+      const replayId = /as (dlv_\w+)/.exec((await page.locator("#action-result").textContent())!)![1]!;
+      // A new delivery of the same event, attempted: the receiver sees the same webhook-id again.
+      await waitFor("the replay's attempt", async () => {
+        const replay = await stack.controlPlane.store.getDelivery(replayId);
+        return replay?.delivery.status === "delivered" && replay.attempts.length === 1;
+      });
+      expect(receiver.received.filter((r) => r.id === original!.delivery.eventId).length).toBe(before + 1);
+      await expect.poll(() => page.locator("#deliveries tbody").textContent(), { timeout: 30_000 }).toContain(replayId);
+
+      // A test event to primary.
+      await page.selectOption("#test-endpoint", "primary");
+      await page.selectOption("#test-type", "2");
+      await page.click("#test-form button");
       await expect
-        .poll(() => page.locator("#stats tbody tr").first().textContent(), { timeout: 30_000 })
-        .toMatch(/^primary[1-9]/);
-      await expect
-        .poll(() => page.locator("#deliveries tbody").textContent(), { timeout: 30_000 })
-        .toContain("delivered");
-      expect(await page.locator("#error").textContent()).toBe("");
+        .poll(() => page.locator("#action-result").textContent(), { timeout: 30_000 })
+        .toMatch(/^test event evt_\w+ sent: 1 delivery$/);
+
+      // Key rotation: the new secret is shown once, and the receiver's next webhook verifies with it.
+      page.once("dialog", (d) => void d.accept());
+      await page.selectOption("#rotate-endpoint", "primary");
+      await page.click("#rotate-form button");
+      await expect.poll(() => page.locator("#secret").textContent(), { timeout: 30_000 }).toMatch(/^whsec_/);
+      await page.screenshot({ path: join(SHOTS, "dashboard-actions.png"), fullPage: false });
+      await page.click("#secret-done");
+      expect(await page.locator("#secret").textContent()).toBe("");
+      expect(await page.locator("#secret-box").isVisible()).toBe(false);
     } finally {
       await page.close();
     }
