@@ -62,12 +62,16 @@ export class SidecarPresenceTracker implements SidecarPresence {
     void this.#write(() => this.store.putSidecars(this.owner, [record], this.now()));
   }
 
-  /** Its spool depth: kept here, written with the next heartbeat (the dashboard reads it). */
+  /**
+   * Its spool depth (the dashboard lists it), written at once: sidecars report it only when
+   * it changes, every few seconds at most.
+   */
   status(hello: Hello, status: SidecarStatus): void {
     const record = this.#mine.get(hello.sidecarId);
     if (record === undefined) return;
     record.spoolBatches = Number(status.spoolBatches);
     record.spoolBytes = Number(status.spoolBytes);
+    void this.#write(() => this.store.putSidecars(this.owner, [record], this.now()));
   }
 
   disconnect(hello: Hello): void {

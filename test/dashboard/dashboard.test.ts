@@ -90,7 +90,7 @@ pricing:
     }).then((r) => r.text());
 
   const points = (page: Page, selector: string) =>
-    page.locator(selector).evaluate((el) => Number((el as HTMLElement).dataset.points ?? 0));
+    page.locator(selector).getAttribute("data-points").then((v) => Number(v ?? 0));
 
   it("after sidecar traffic, every chart has data points and the tables fill, without a reload", async () => {
     const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });

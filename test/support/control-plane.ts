@@ -104,6 +104,8 @@ export function errorEvent(severity: string, extra: EventExtra = {}): Event {
 
 export interface SidecarStream {
   sendBatch(events: Event[]): Promise<Ack>;
+  /** Reports spool depth (SidecarStatus), as a sidecar does while it changes. */
+  sendStatus(spoolBatches: number, spoolBytes: number): void;
   /** The next config snapshot (acks in between are kept for sendBatch). */
   nextConfig(): Promise<ConfigSnapshot>;
   close(): void;
@@ -112,7 +114,15 @@ export interface SidecarStream {
 /** A hand-driven sidecar: hello at once, then batches; responses sorted into acks and snapshots. */
 export function openSidecarStream(
   cp: RunningControlPlane,
-  hello: { sidecarId: string; orgId: string; app: string; configVersion?: bigint },
+  hello: {
+    sidecarId: string;
+    orgId: string;
+    app: string;
+    configVersion?: bigint;
+    version?: string;
+    spoolBatches?: bigint;
+    spoolBytes?: bigint;
+  },
 ): SidecarStream {
   const client = createClient(IngestService, createGrpcTransport({ baseUrl: cp.grpcUrl }));
   const requests = new AsyncQueue<ConnectRequest>();
@@ -152,6 +162,13 @@ export function openSidecarStream(
       const r = await ackIt.next();
       if (r.done) throw new Error("stream ended before the ack");
       return r.value;
+    },
+    sendStatus(spoolBatches, spoolBytes) {
+      requests.push(
+        create(ConnectRequestSchema, {
+          message: { case: "status", value: { spoolBatches: BigInt(spoolBatches), spoolBytes: BigInt(spoolBytes) } },
+        }),
+      );
     },
     async nextConfig() {
       const r = await configIt.next();
