@@ -90,7 +90,10 @@ pricing:
     }).then((r) => r.text());
 
   const points = (page: Page, selector: string) =>
-    page.locator(selector).getAttribute("data-points").then((v) => Number(v ?? 0));
+    page
+      .locator(selector)
+      .getAttribute("data-points")
+      .then((v) => Number(v ?? 0));
 
   it("after sidecar traffic, every chart has data points and the tables fill, without a reload", async () => {
     const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
