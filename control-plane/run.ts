@@ -41,6 +41,7 @@ import { RuntimeSubscription } from "./routing/subscription.js";
 import { warnIfKeyBesideDatabase, warnRefusedEndpoints } from "./security/startup-warnings.js";
 import { RetentionPurger, type RetentionOptions } from "./retention/retention.js";
 import { openStore } from "./store/open.js";
+import { compactionTarget } from "./store/rollups.js";
 import type { IngestResult, Store } from "./store/store.js";
 
 export interface ControlPlaneOptions {
@@ -84,6 +85,9 @@ export interface RunningControlPlane {
  * word and that much memory set aside for it before a byte of it arrived.
  */
 const MAX_MESSAGE_BYTES = 64 * 1024 * 1024 + 64 * 1024;
+
+/** How often the analytics rollups' 10 s rows are summed into the coarser ones. */
+const COMPACTION_EVERY_MS = 30_000;
 
 /** Starts the control plane; resolves when both listeners accept connections. */
 export async function runControlPlane(options: ControlPlaneOptions): Promise<RunningControlPlane> {
@@ -400,6 +404,13 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
   await scheduler.syncCircuits().catch((err: unknown) => logger.error({ err }, "reading circuit states failed"));
   scheduler.start();
   presence.start();
+  // Analytics rollups: the 10 s rows summed into 5 min and 1 h rows, off the delivery path.
+  const compaction = setInterval(() => {
+    store
+      .compactRollups(compactionTarget(Date.now()))
+      .catch((err: unknown) => logger.error({ err }, "compacting analytics rollups failed; tried again later"));
+  }, COMPACTION_EVERY_MS);
+  compaction.unref();
   // What other replicas on the store do (PostgreSQL; a SQLite store has no one else).
   const failed = (what: string) => (err: unknown) => logger.error({ err }, `${what} failed`);
   const unwatch = store.watch({
@@ -448,6 +459,7 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
         backpressure.close();
         unwatch();
         presence.stop();
+        clearInterval(compaction);
         feedTail?.stop();
         budgets.close();
         bus.closeAll();

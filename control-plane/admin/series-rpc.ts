@@ -196,7 +196,8 @@ function seriesOf(
   const counts = new Array<number>(count).fill(0);
   const bins: Map<number, number>[] = [];
   for (const row of rows) {
-    const i = Math.round((Number(row.bucket) - first) / res);
+    // Coarse rows sit on their bucket; 10 s rows not compacted yet fall inside one.
+    const i = Math.floor((Number(row.bucket) - first) / res);
     if (i < 0 || i >= count) continue;
     const n = Number(row.n);
     counts[i]! += n;

@@ -9,8 +9,19 @@ export interface AnalyticsStore {
   seriesRows(query: SeriesQuery): Promise<SeriesRowRecord[]>;
   /** Per endpoint with any: deliveries pending and dead-lettered now. */
   queues(): Promise<QueueRecord[]>;
-  /** Deletes rollup rows older than each resolution's cutoff; returns how many went. */
+  /**
+   * Deletes rollup rows older than each resolution's cutoff (never 10 s rows compaction has
+   * not summed yet); returns how many went.
+   */
   purgeRollups(cutoffs: readonly { res: number; before: number }[]): Promise<number>;
+  /**
+   * Sums the 10 s rollup rows from the watermark up to `until` (exclusive, a 10 s boundary)
+   * into the coarser rows and moves the watermark there, in one transaction (replicas take
+   * turns). Returns the watermark after.
+   */
+  compactRollups(until: number): Promise<number>;
+  /** How far compaction has summed the 10 s rows (0: never). */
+  rollupWatermark(): Promise<number>;
 }
 
 /** A rollup dimension a series can be split by. */

@@ -10,11 +10,46 @@ import { eventColumns } from "./events.js";
  *
  * A transaction collects its changes in a RollupBatch and writes each distinct row once at
  * its end (one upsert per key: a group of a hundred attempts to one endpoint is a handful
- * of rows), so the delivery path pays for rollups per group, not per attempt.
+ * of rows), so the delivery path pays for rollups per group, not per attempt. Those
+ * transactions write only the finest rows (10 s); the 5 min and 1 h rows are summed from
+ * them in the background (compaction, up to a watermark kept in the store), and a series
+ * adds the 10 s rows past the watermark, so it is exact and current either way.
  */
 
 /** Bucket sizes kept (ms): 10 s rows answer 15 min and 1 h windows, 5 min rows 24 h, 1 h rows 7 d. */
 export const ROLLUP_RESOLUTIONS = [10_000, 300_000, 3_600_000] as const;
+/** The resolution transactions write; the others are compacted from it. */
+export const FINEST_RES = ROLLUP_RESOLUTIONS[0];
+/** The coarser resolutions compaction fills. */
+export const COMPACTED_RESOLUTIONS = ROLLUP_RESOLUTIONS.slice(1);
+/** The settings row holding how far compaction has summed the 10 s rows (exclusive, ms). */
+export const COMPACTED_SETTING = "rollups_compacted_until";
+/**
+ * Compaction stays this far behind the clock, so a 10 s bucket is complete before it is
+ * summed (a transaction that read the clock just before a bucket ended may commit after).
+ */
+export const COMPACTION_LAG_MS = 30_000;
+
+/** Where compaction may sum up to at `now`: a 10 s boundary at least the lag behind. */
+export function compactionTarget(now: number): number {
+  const t = now - COMPACTION_LAG_MS;
+  return t - (t % FINEST_RES);
+}
+
+/**
+ * Sums the 10 s rows in [from, until) into the rows of resolution `p(1)`, adding to what is
+ * there (the same on both backends; `p(i)` names the i-th parameter: res, from, until).
+ */
+export function compactSql(p: (i: number) => string, bigint = ""): string {
+  const res = `${p(1)}${bigint}`;
+  return `INSERT INTO rollups (kind, res, bucket, endpoint, event_type, org_id, model, outcome, bin, n, v1, v2)
+    SELECT kind, ${res}, bucket - (bucket % ${res}), endpoint, event_type, org_id, model, outcome, bin,
+      SUM(n), SUM(v1), SUM(v2)
+    FROM rollups WHERE res = ${FINEST_RES} AND bucket >= ${p(2)} AND bucket < ${p(3)}
+    GROUP BY kind, bucket - (bucket % ${res}), endpoint, event_type, org_id, model, outcome, bin
+    ON CONFLICT (kind, res, bucket, endpoint, event_type, org_id, model, outcome, bin)
+    DO UPDATE SET n = rollups.n + excluded.n, v1 = rollups.v1 + excluded.v1, v2 = rollups.v2 + excluded.v2`;
+}
 /** How long rows of each resolution are kept at most (retention may cut the last one shorter). */
 export const ROLLUP_KEEP_MS: Record<number, number> = {
   10000: 2 * 3_600_000,
@@ -171,17 +206,16 @@ export class RollupBatch {
     v1: number,
     v2: number,
   ): void {
-    for (const res of ROLLUP_RESOLUTIONS) {
-      const bucket = now - (now % res);
-      const key = `${kind}\u0000${res}\u0000${bucket}\u0000${dims.endpoint}\u0000${dims.eventType}\u0000${dims.orgId}\u0000${dims.model}\u0000${dims.outcome}\u0000${dims.bin}`;
-      const row = this.#rows.get(key);
-      if (row) {
-        row.n++;
-        row.v1 += v1;
-        row.v2 += v2;
-      } else {
-        this.#rows.set(key, { kind, res, bucket, ...dims, n: 1, v1, v2 });
-      }
+    const res = FINEST_RES;
+    const bucket = now - (now % res);
+    const key = `${kind}\u0000${bucket}\u0000${dims.endpoint}\u0000${dims.eventType}\u0000${dims.orgId}\u0000${dims.model}\u0000${dims.outcome}\u0000${dims.bin}`;
+    const row = this.#rows.get(key);
+    if (row) {
+      row.n++;
+      row.v1 += v1;
+      row.v2 += v2;
+    } else {
+      this.#rows.set(key, { kind, res, bucket, ...dims, n: 1, v1, v2 });
     }
   }
 }
@@ -195,7 +229,10 @@ export function outcomeName(status: string): AttemptOutcomeName {
   return status === "pending" ? "retrying" : (status as AttemptOutcomeName);
 }
 
-/** The rows older than what each resolution keeps (and than retention) go. */
+/**
+ * The rows older than what each resolution keeps (and than retention) go; the store keeps
+ * 10 s rows compaction has not summed yet whatever their age.
+ */
 export function rollupCutoffs(now: number, retentionMs: number): { res: number; before: number }[] {
   return ROLLUP_RESOLUTIONS.map((res) => ({ res, before: now - Math.min(ROLLUP_KEEP_MS[res]!, retentionMs) - res }));
 }

@@ -238,15 +238,43 @@ describe(`analytics series (${TEST_BACKEND})`, () => {
     expect(text).not.toMatch(/evt_|dlv_|req_/);
   });
 
-  it("purges rollups older than each resolution keeps", async () => {
-    const before = await f.admin.getSeries({ metric: SeriesMetric.EVENTS, window: "15m" });
-    expect(before.series[0]!.total).toBeGreaterThan(0);
-    const removed = await f.cp.store.purgeRollups([{ res: ROLLUP_RESOLUTIONS[0], before: Date.now() + 60_000 }]);
+  it("sums 10 s rows into the coarse ones in the background, and series read the same before and after", async () => {
+    const read = async () =>
+      Promise.all(
+        (["15m", "24h", "7d"] as const).map(async (window) =>
+          totals(await f.admin.getSeries({ metric: SeriesMetric.EVENTS, window, breakdown: SeriesBreakdown.ORG })),
+        ),
+      );
+    const before = await read();
+    expect(before[1]).toEqual(before[0]);
+    expect(before[2]).toEqual(before[0]);
+    // Up to the start of the current 10 s bucket (the control plane stays further behind).
+    const now = Date.now();
+    const until = now - (now % 10_000);
+    expect(await f.cp.store.compactRollups(until)).toBe(until);
+    expect(await f.cp.store.rollupWatermark()).toBe(until);
+    expect(await read()).toEqual(before);
+    // Again: nothing more to sum, nothing counted twice.
+    expect(await f.cp.store.compactRollups(until)).toBe(until);
+    expect(await read()).toEqual(before);
+  });
+
+  it("purges rollups older than each resolution keeps, never 10 s rows not yet compacted", async () => {
+    const count = async (window: string) =>
+      (await f.admin.getSeries({ metric: SeriesMetric.EVENTS, window })).series[0]?.total ?? 0;
+    expect(await count("15m")).toBe(6);
+    // Rows past the watermark stay, whatever the cutoff.
+    const watermark = await f.cp.store.rollupWatermark();
+    await f.cp.deliverEvents([completion("model-a", 1, { orgId: "org_z" })]);
+    await f.cp.store.purgeRollups([{ res: ROLLUP_RESOLUTIONS[0], before: Date.now() + 60_000 }]);
+    expect(await count("24h")).toBe(7);
+    expect(await f.cp.store.rollupWatermark()).toBe(watermark);
+    // Compacted, then purged: the 10 s rows (15 min, 1 h windows) are gone; the 5 min rows (24 h) stay.
+    await f.cp.store.compactRollups(watermark + 10_000);
+    const removed = await f.cp.store.purgeRollups([{ res: ROLLUP_RESOLUTIONS[0], before: watermark + 10_000 }]);
     expect(removed).toBeGreaterThan(0);
-    // The 10 s rows (15 min, 1 h windows) are gone; the 5 min rows (24 h) stay.
-    expect((await f.admin.getSeries({ metric: SeriesMetric.EVENTS, window: "15m" })).series).toEqual([]);
-    const day = await f.admin.getSeries({ metric: SeriesMetric.EVENTS, window: "24h" });
-    expect(day.series[0]!.total).toBe(6);
+    expect(await count("15m")).toBe(0);
+    expect(await count("24h")).toBe(7);
   });
 });
 

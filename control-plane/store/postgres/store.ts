@@ -33,7 +33,15 @@ import {
   type StoreWatcher,
   sidecarRecord,
 } from "../cluster.js";
-import { eventLatencyMs, outcomeName, RollupBatch } from "../rollups.js";
+import {
+  COMPACTED_RESOLUTIONS,
+  COMPACTED_SETTING,
+  compactSql,
+  eventLatencyMs,
+  FINEST_RES,
+  outcomeName,
+  RollupBatch,
+} from "../rollups.js";
 import {
   type AttemptOutcome,
   type AttemptRecord,
@@ -1207,10 +1215,35 @@ export class PostgresStore implements Store {
   }
 
   async seriesRows(query: SeriesQuery): Promise<SeriesRowRecord[]> {
-    const { rows } = await this.#pool.query<SeriesRowRecord>(
-      seriesSql(query, (i) => `$${i}`),
-      [query.kind, query.res, query.from, query.to],
-    );
+    const sql = seriesSql(query, (i) => `$${i}`);
+    let rows: SeriesRowRecord[];
+    if (query.res === FINEST_RES) {
+      rows = (await this.#pool.query<SeriesRowRecord>(sql, [query.kind, query.res, query.from, query.to])).rows;
+    } else {
+      // One snapshot: the coarse rows, and the 10 s rows compaction has not summed into them yet.
+      const c = await this.#pool.connect();
+      try {
+        await c.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+        rows = (await c.query<SeriesRowRecord>(sql, [query.kind, query.res, query.from, query.to])).rows;
+        const mark = await c.query<{ value: string }>("SELECT value FROM settings WHERE name = $1", [
+          COMPACTED_SETTING,
+        ]);
+        const watermark = Number(mark.rows[0]?.value ?? 0);
+        const fine = await c.query<SeriesRowRecord>(sql, [
+          query.kind,
+          FINEST_RES,
+          Math.max(query.from, watermark),
+          query.to,
+        ]);
+        rows = rows.concat(fine.rows);
+        await c.query("COMMIT");
+      } catch (err) {
+        await c.query("ROLLBACK").catch(() => {});
+        throw err;
+      } finally {
+        c.release();
+      }
+    }
     return rows.map((r) => ({
       bucket: Number(r.bucket),
       key: r.key,
@@ -1243,12 +1276,54 @@ export class PostgresStore implements Store {
 
   async purgeRollups(cutoffs: readonly { res: number; before: number }[]): Promise<number> {
     return this.#tx(async (c) => {
+      const mark = await c.query<{ value: string }>("SELECT value FROM settings WHERE name = $1", [COMPACTED_SETTING]);
+      const watermark = Number(mark.rows[0]?.value ?? 0);
       let n = 0;
       for (const { res, before } of cutoffs) {
-        n += (await c.query("DELETE FROM rollups WHERE res = $1 AND bucket < $2", [res, before])).rowCount ?? 0;
+        const until = res === FINEST_RES ? Math.min(before, watermark) : before;
+        n += (await c.query("DELETE FROM rollups WHERE res = $1 AND bucket < $2", [res, until])).rowCount ?? 0;
       }
       return n;
     }, true);
+  }
+
+  async compactRollups(until: number): Promise<number> {
+    return this.#tx(async (c) => {
+      // The watermark's row, locked: replicas compacting at once take turns.
+      await c.query(
+        "INSERT INTO settings (name, value, updated_at) VALUES ($1, '', $2) ON CONFLICT (name) DO NOTHING",
+        [COMPACTED_SETTING, Date.now()],
+      );
+      const mark = await c.query<{ value: string }>("SELECT value FROM settings WHERE name = $1 FOR UPDATE", [
+        COMPACTED_SETTING,
+      ]);
+      let from = Number(mark.rows[0]?.value || Number.NaN);
+      if (!Number.isFinite(from)) {
+        const first = await c.query<{ b: number | null }>("SELECT MIN(bucket) AS b FROM rollups WHERE res = $1", [
+          FINEST_RES,
+        ]);
+        from = first.rows[0]?.b ?? until;
+      }
+      if (until <= from) return from;
+      for (const res of COMPACTED_RESOLUTIONS)
+        await c.query(
+          compactSql((i) => `$${i}`, "::bigint"),
+          [res, from, until],
+        );
+      await c.query("UPDATE settings SET value = $2, updated_at = $3 WHERE name = $1", [
+        COMPACTED_SETTING,
+        String(until),
+        Date.now(),
+      ]);
+      return until;
+    }, true);
+  }
+
+  async rollupWatermark(): Promise<number> {
+    const mark = await this.#pool.query<{ value: string }>("SELECT value FROM settings WHERE name = $1", [
+      COMPACTED_SETTING,
+    ]);
+    return Number(mark.rows[0]?.value || 0);
   }
 
   async #failoverVisited(c: pg.PoolClient, row: DeliveryRow, target: string): Promise<boolean> {

@@ -63,7 +63,16 @@ import {
 } from "../endpoints.js";
 import { checkIngest, type DeliverySource, eventColumns, type IngestResult, type StoredEvent } from "../events.js";
 import { GroupCommit } from "../group-commit.js";
-import { eventLatencyMs, outcomeName, RollupBatch, type RollupRow } from "../rollups.js";
+import {
+  COMPACTED_RESOLUTIONS,
+  COMPACTED_SETTING,
+  compactSql,
+  eventLatencyMs,
+  FINEST_RES,
+  outcomeName,
+  RollupBatch,
+  type RollupRow,
+} from "../rollups.js";
 import { decodePageToken, encodePageToken } from "../page-token.js";
 import { keyFileBeside, loadOrCreateKeyFile, SecretBox } from "../secret-box.js";
 import { type Store, StoreConflictError, StoreNotFoundError } from "../store.js";
@@ -205,6 +214,15 @@ function prepareStatements(db: Database.Database) {
        ON CONFLICT (kind, res, bucket, endpoint, event_type, org_id, model, outcome, bin)
        DO UPDATE SET n = n + excluded.n, v1 = v1 + excluded.v1, v2 = v2 + excluded.v2`,
     ) as Stmt<RollupRow>,
+    compactRollups: db.prepare(compactSql((i) => ["", "@res", "@from", "@until"][i]!)) as Stmt<{
+      res: number;
+      from: number;
+      until: number;
+    }>,
+    firstFineBucket: db.prepare("SELECT MIN(bucket) FROM rollups WHERE res = ?").pluck() as Database.Statement<
+      [number],
+      number | null
+    >,
     purgeRollups: db.prepare("DELETE FROM rollups WHERE res = ? AND bucket < ?") as Database.Statement<
       [number, number]
     >,
@@ -1057,7 +1075,30 @@ export class SqliteStore implements Store {
       statement = this.#db.prepare(sql) as Database.Statement<unknown[], SeriesRowRecord>;
       this.#seriesStatements.set(sql, statement);
     }
-    return statement.all(query.kind, query.res, query.from, query.to);
+    const read = statement;
+    // One snapshot: the coarse rows, and the 10 s rows compaction has not summed into them yet.
+    return this.#inTransaction.deferred(() => {
+      const rows = read.all(query.kind, query.res, query.from, query.to);
+      if (query.res === FINEST_RES) return rows;
+      const watermark = Number(this.#cluster.getSetting.get(COMPACTED_SETTING) ?? 0);
+      return rows.concat(read.all(query.kind, FINEST_RES, Math.max(query.from, watermark), query.to));
+    }) as SeriesRowRecord[];
+  }
+
+  async compactRollups(until: number): Promise<number> {
+    if (this.#closed) throw new Error(`SQLite store ${this.path} is closed`);
+    return this.#bookkeeping(() => {
+      const stored = this.#cluster.getSetting.get(COMPACTED_SETTING);
+      const from = stored !== undefined ? Number(stored) : (this.#s.firstFineBucket.get(FINEST_RES) ?? until);
+      if (until <= from) return from;
+      for (const res of COMPACTED_RESOLUTIONS) this.#s.compactRollups.run({ res, from, until });
+      this.#cluster.putSetting.run({ name: COMPACTED_SETTING, value: String(until), now: Date.now() });
+      return until;
+    });
+  }
+
+  async rollupWatermark(): Promise<number> {
+    return Number(this.#cluster.getSetting.get(COMPACTED_SETTING) ?? 0);
   }
 
   async queues(): Promise<QueueRecord[]> {
@@ -1074,7 +1115,10 @@ export class SqliteStore implements Store {
     if (this.#closed) throw new Error(`SQLite store ${this.path} is closed`);
     return this.#bookkeeping(() => {
       let n = 0;
-      for (const { res, before } of cutoffs) n += this.#s.purgeRollups.run(res, before).changes;
+      const watermark = Number(this.#cluster.getSetting.get(COMPACTED_SETTING) ?? 0);
+      for (const { res, before } of cutoffs) {
+        n += this.#s.purgeRollups.run(res, res === FINEST_RES ? Math.min(before, watermark) : before).changes;
+      }
       return n;
     });
   }
