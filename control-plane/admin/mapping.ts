@@ -86,6 +86,7 @@ export function deliveryMessage(record: DeliveryRecord, attempts: readonly Attem
     lastError: record.lastError,
     originDeliveryId: record.originDeliveryId,
     attempts: attempts.map(attemptMessage),
+    ...(record.eventLatencyMs !== undefined ? { eventLatencyMs: record.eventLatencyMs } : {}),
   });
 }
 

@@ -62,6 +62,8 @@ export interface DeliveryRecord {
   /** request_id for streaming events (ordered by orderIndex = token_index); "" otherwise. */
   orderKey: string;
   orderIndex: number;
+  /** Delivered: from the event's time to the successful attempt's end, in ms. */
+  eventLatencyMs?: number;
 }
 
 /** What completeAttempt needs to prove it still holds a delivery's lease. */

@@ -121,6 +121,8 @@ interface DeliveryRow {
   origin_delivery_id: string;
   order_key: string;
   order_index: number;
+  /** Set when delivered (schema v6 / v3). */
+  event_latency_ms?: number | null;
 }
 
 interface DeliveryWithBodyRow extends DeliveryRow {
@@ -1414,6 +1416,12 @@ function unavailableOr(err: unknown, path: string): unknown {
 }
 
 function toDeliveryRecord(row: DeliveryRow): DeliveryRecord {
+  const record = toDeliveryFields(row);
+  if (row.event_latency_ms !== null && row.event_latency_ms !== undefined) record.eventLatencyMs = row.event_latency_ms;
+  return record;
+}
+
+function toDeliveryFields(row: DeliveryRow): DeliveryRecord {
   return {
     id: row.id,
     eventSeq: row.event_seq,
