@@ -1,12 +1,7 @@
 import { timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import {
-  DeliveryStatus,
-  type GetSeriesResponse,
-  SeriesBreakdown,
-  SeriesMetric,
-} from "../../gen/aigw/v1/admin_pb.js";
+import { DeliveryStatus, type GetSeriesResponse, SeriesBreakdown, SeriesMetric } from "../../gen/aigw/v1/admin_pb.js";
 import { ROLLUP_RESOLUTIONS } from "../../control-plane/store/rollups.js";
 import { histogramPercentile } from "../../control-plane/admin/series-rpc.js";
 import { LabelledCounter } from "../../control-plane/http/labelled-metrics.js";
