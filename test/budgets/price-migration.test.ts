@@ -9,6 +9,14 @@ import { openLocation, skipWithoutPostgres, testStoreLocation } from "../support
 
 const PRICE = { model: "my-model", inputPerMillion: 2, outputPerMillion: 8 };
 const CACHE_COLUMNS = ["cached_input_per_million", "cache_write_per_million", "cache_write_1h_per_million"];
+/** What the migrations after that one added (analytics rollups), undone too. */
+const LATER = [
+  "DROP TABLE rollups",
+  "ALTER TABLE deliveries DROP COLUMN event_latency_ms",
+  "ALTER TABLE sidecars DROP COLUMN version",
+  "ALTER TABLE sidecars DROP COLUMN spool_batches",
+  "ALTER TABLE sidecars DROP COLUMN spool_bytes",
+];
 const noPostgres = await skipWithoutPostgres("the PostgreSQL price migration test");
 
 describe("model prices across the cache-price migration", () => {
@@ -19,6 +27,7 @@ describe("model prices across the cache-price migration", () => {
       // Back to what version 4 had: the table without the cache columns, one price in it.
       const raw = new Database(location.url.slice("sqlite:".length));
       for (const column of CACHE_COLUMNS) raw.exec(`ALTER TABLE model_prices DROP COLUMN ${column}`);
+      for (const sql of LATER) raw.exec(sql);
       raw.prepare("DELETE FROM schema_version WHERE version > 4").run();
       raw
         .prepare("INSERT INTO model_prices VALUES (?, ?, ?, ?)")
@@ -43,6 +52,7 @@ describe("model prices across the cache-price migration", () => {
       await client.connect();
       try {
         for (const column of CACHE_COLUMNS) await client.query(`ALTER TABLE model_prices DROP COLUMN ${column}`);
+        for (const sql of LATER) await client.query(sql);
         await client.query("DELETE FROM aigw_schema_version WHERE version > 1");
         await client.query("INSERT INTO model_prices VALUES ($1, $2, $3, $4)", [
           PRICE.model,

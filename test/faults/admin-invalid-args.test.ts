@@ -1,7 +1,7 @@
 import { type Client, Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { AdminService, type DeliveryStatus } from "../../gen/aigw/v1/admin_pb.js";
+import { AdminService, type DeliveryStatus, SeriesBreakdown, SeriesMetric } from "../../gen/aigw/v1/admin_pb.js";
 import { ErrorDetailSchema } from "../../gen/aigw/v1/errors_pb.js";
 import { EventType } from "../../gen/aigw/v1/events_pb.js";
 import { completion, type ControlPlaneFixture, startControlPlane } from "../support/control-plane.js";
@@ -178,6 +178,18 @@ const cases: { rpc: string; field: string; call: (c: Admin) => Promise<unknown> 
   { rpc: "ListDeliveries", field: "status", call: (c) => c.listDeliveries({ status: 77 as DeliveryStatus }) },
   { rpc: "ListDeliveries", field: "page_token", call: (c) => c.listDeliveries({ pageToken: "not-a-token" }) },
   { rpc: "GetDelivery", field: "id", call: (c) => c.getDelivery({ id: "" }) },
+  { rpc: "GetSeries", field: "metric", call: (c) => c.getSeries({ window: "1h" }) },
+  { rpc: "GetSeries", field: "window", call: (c) => c.getSeries({ metric: SeriesMetric.EVENTS, window: "90m" }) },
+  {
+    rpc: "GetSeries",
+    field: "breakdown",
+    call: (c) => c.getSeries({ metric: SeriesMetric.TOKENS, window: "1h", breakdown: SeriesBreakdown.OUTCOME }),
+  },
+  {
+    rpc: "GetSeries",
+    field: "end_time",
+    call: (c) => c.getSeries({ metric: SeriesMetric.EVENTS, window: "1h", endTime: { seconds: -1n, nanos: 0 } }),
+  },
   { rpc: "ReplayDelivery", field: "id", call: (c) => c.replayDelivery({ id: "" }) },
   {
     rpc: "SendTestEvent",
