@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file aigw/v1/admin.proto.
  */
 export const file_aigw_v1_admin: GenFile = /*@__PURE__*/
-  fileDesc("ChNhaWd3L3YxL2FkbWluLnByb3RvEgdhaWd3LnYxItICCghFbmRwb2ludBIMCgRuYW1lGAEgASgJEgsKA3VybBgCIAEoCRIPCgdlbmFibGVkGAMgASgIEg4KBnNlY3JldBgEIAEoCRInCgtldmVudF90eXBlcxgFIAMoDjISLmFpZ3cudjEuRXZlbnRUeXBlEhMKC2ZhaWxvdmVyX3RvGAYgASgJEi8KC2NyZWF0ZV90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPZGlzYWJsZWRfcmVhc29uGAkgASgJEhkKEXNpZ25pbmdfa2V5X2NvdW50GAogASgNEiYKB2ZpbHRlcnMYCyABKAsyFS5haWd3LnYxLkV2ZW50RmlsdGVycxIOCgZvcmdfaWQYDCABKAkiYgoMRXZlbnRGaWx0ZXJzEhkKEWNvbXBsZXRpb25fbW9kZWxzGAEgAygJEh0KFWNvbXBsZXRpb25fbWluX3Rva2VucxgCIAEoDRIYChBlcnJvcl9zZXZlcml0aWVzGAMgAygJIjwKFUNyZWF0ZUVuZHBvaW50UmVxdWVzdBIjCghlbmRwb2ludBgBIAEoCzIRLmFpZ3cudjEuRW5kcG9pbnQiPQoWQ3JlYXRlRW5kcG9pbnRSZXNwb25zZRIjCghlbmRwb2ludBgBIAEoCzIRLmFpZ3cudjEuRW5kcG9pbnQiIgoSR2V0RW5kcG9pbnRSZXF1ZXN0EgwKBG5hbWUYASABKAkiOgoTR2V0RW5kcG9pbnRSZXNwb25zZRIjCghlbmRwb2ludBgBIAEoCzIRLmFpZ3cudjEuRW5kcG9pbnQiFgoUTGlzdEVuZHBvaW50c1JlcXVlc3QiPQoVTGlzdEVuZHBvaW50c1Jlc3BvbnNlEiQKCWVuZHBvaW50cxgBIAMoCzIRLmFpZ3cudjEuRW5kcG9pbnQibQoVVXBkYXRlRW5kcG9pbnRSZXF1ZXN0EiMKCGVuZHBvaW50GAEgASgLMhEuYWlndy52MS5FbmRwb2ludBIvCgt1cGRhdGVfbWFzaxgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2siPQoWVXBkYXRlRW5kcG9pbnRSZXNwb25zZRIjCghlbmRwb2ludBgBIAEoCzIRLmFpZ3cudjEuRW5kcG9pbnQiJQoVRGVsZXRlRW5kcG9pbnRSZXF1ZXN0EgwKBG5hbWUYASABKAkiGAoWRGVsZXRlRW5kcG9pbnRSZXNwb25zZSJkChdSb3RhdGVTaWduaW5nS2V5UmVxdWVzdBIQCghlbmRwb2ludBgBIAEoCRIOCgZzZWNyZXQYAiABKAkSFwoPb3ZlcmxhcF9zZWNvbmRzGAMgASgNEg4KBm9yZ19pZBgEIAEoCSJpChhSb3RhdGVTaWduaW5nS2V5UmVzcG9uc2USDgoGc2VjcmV0GAEgASgJEj0KGXByZXZpb3VzX2tleXNfZXhwaXJlX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIpgBCgdBdHRlbXB0Eg4KBm51bWJlchgBIAEoDRIuCgpzdGFydF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBITCgtzdGF0dXNfY29kZRgDIAEoDRISCgpsYXRlbmN5X21zGAQgASgNEg0KBWVycm9yGAUgASgJEhUKDXJlc3BvbnNlX2JvZHkYBiABKAkijwMKCERlbGl2ZXJ5EgoKAmlkGAEgASgJEhAKCGV2ZW50X2lkGAIgASgJEiYKCmV2ZW50X3R5cGUYAyABKA4yEi5haWd3LnYxLkV2ZW50VHlwZRIQCghlbmRwb2ludBgEIAEoCRInCgZzdGF0dXMYBSABKA4yFy5haWd3LnYxLkRlbGl2ZXJ5U3RhdHVzEhUKDWF0dGVtcHRfY291bnQYBiABKA0SLwoLY3JlYXRlX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjUKEW5leHRfYXR0ZW1wdF90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hfdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKbGFzdF9lcnJvchgKIAEoCRIaChJvcmlnaW5fZGVsaXZlcnlfaWQYCyABKAkSIgoIYXR0ZW1wdHMYDCADKAsyEC5haWd3LnYxLkF0dGVtcHQiiwEKFUxpc3REZWxpdmVyaWVzUmVxdWVzdBIQCghlbmRwb2ludBgBIAEoCRInCgZzdGF0dXMYAiABKA4yFy5haWd3LnYxLkRlbGl2ZXJ5U3RhdHVzEhAKCGV2ZW50X2lkGAMgASgJEhEKCXBhZ2Vfc2l6ZRgEIAEoDRISCgpwYWdlX3Rva2VuGAUgASgJIlgKFkxpc3REZWxpdmVyaWVzUmVzcG9uc2USJQoKZGVsaXZlcmllcxgBIAMoCzIRLmFpZ3cudjEuRGVsaXZlcnkSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIiAKEkdldERlbGl2ZXJ5UmVxdWVzdBIKCgJpZBgBIAEoCSJIChNHZXREZWxpdmVyeVJlc3BvbnNlEiMKCGRlbGl2ZXJ5GAEgASgLMhEuYWlndy52MS5EZWxpdmVyeRIMCgRib2R5GAIgASgJIiMKFVJlcGxheURlbGl2ZXJ5UmVxdWVzdBIKCgJpZBgBIAEoCSI9ChZSZXBsYXlEZWxpdmVyeVJlc3BvbnNlEiMKCGRlbGl2ZXJ5GAEgASgLMhEuYWlndy52MS5EZWxpdmVyeSIrChdSZXBsYXlEZWxpdmVyaWVzUmVxdWVzdBIQCghlbmRwb2ludBgBIAEoCSIsChhSZXBsYXlEZWxpdmVyaWVzUmVzcG9uc2USEAoIcmVwbGF5ZWQYASABKA0iUAoUU2VuZFRlc3RFdmVudFJlcXVlc3QSEAoIZW5kcG9pbnQYASABKAkSJgoKZXZlbnRfdHlwZRgCIAEoDjISLmFpZ3cudjEuRXZlbnRUeXBlIkwKFVNlbmRUZXN0RXZlbnRSZXNwb25zZRIdCgVldmVudBgBIAEoCzIOLmFpZ3cudjEuRXZlbnQSFAoMZGVsaXZlcnlfaWRzGAIgAygJIikKD0dldFN0YXRzUmVxdWVzdBIWCg53aW5kb3dfc2Vjb25kcxgBIAEoDSL5AQoNRW5kcG9pbnRTdGF0cxIQCghlbmRwb2ludBgBIAEoCRIRCglkZWxpdmVyZWQYAiABKAQSDgoGZmFpbGVkGAMgASgEEhUKDWRlYWRfbGV0dGVyZWQYBCABKAQSDwoHcGVuZGluZxgFIAEoBBIUCgxzdWNjZXNzX3JhdGUYBiABKAESFgoObGF0ZW5jeV9wNTBfbXMYByABKA0SFgoObGF0ZW5jeV9wOTlfbXMYCCABKA0SFAoMY2lyY3VpdF9vcGVuGAkgASgIEi8KD2ZhaWx1cmVfcmVhc29ucxgKIAMoCzIWLmFpZ3cudjEuRmFpbHVyZVJlYXNvbiIuCg1GYWlsdXJlUmVhc29uEg4KBnJlYXNvbhgBIAEoCRINCgVjb3VudBgCIAEoBCJWChBHZXRTdGF0c1Jlc3BvbnNlEikKCWVuZHBvaW50cxgBIAMoCzIWLmFpZ3cudjEuRW5kcG9pbnRTdGF0cxIXCg9ldmVudHNfaW5nZXN0ZWQYAiABKAQiGAoWR2V0U3Vic2NyaXB0aW9uUmVxdWVzdCJoChdHZXRTdWJzY3JpcHRpb25SZXNwb25zZRIlCglzdWJzY3JpYmUYASADKA4yEi5haWd3LnYxLkV2ZW50VHlwZRImCgdmaWx0ZXJzGAIgASgLMhUuYWlndy52MS5FdmVudEZpbHRlcnMiagoZVXBkYXRlU3Vic2NyaXB0aW9uUmVxdWVzdBIlCglzdWJzY3JpYmUYASADKA4yEi5haWd3LnYxLkV2ZW50VHlwZRImCgdmaWx0ZXJzGAIgASgLMhUuYWlndy52MS5FdmVudEZpbHRlcnMiawoaVXBkYXRlU3Vic2NyaXB0aW9uUmVzcG9uc2USJQoJc3Vic2NyaWJlGAEgAygOMhIuYWlndy52MS5FdmVudFR5cGUSJgoHZmlsdGVycxgCIAEoCzIVLmFpZ3cudjEuRXZlbnRGaWx0ZXJzIqgBCgZCdWRnZXQSDgoGb3JnX2lkGAEgASgJEhIKCmxpbWl0X3R5cGUYAiABKAkSFAoMYnVkZ2V0X2xpbWl0GAMgASgBEhIKCnRocmVzaG9sZHMYBCADKA0SDwoHZW5mb3JjZRgFIAEoCBIOCgZwZXJpb2QYBiABKAkSFQoNY3VycmVudF9zcGVuZBgHIAEoARIYChBmaXJlZF90aHJlc2hvbGRzGAggAygNIhQKEkxpc3RCdWRnZXRzUmVxdWVzdCI3ChNMaXN0QnVkZ2V0c1Jlc3BvbnNlEiAKB2J1ZGdldHMYASADKAsyDy5haWd3LnYxLkJ1ZGdldCIzChBTZXRCdWRnZXRSZXF1ZXN0Eh8KBmJ1ZGdldBgBIAEoCzIPLmFpZ3cudjEuQnVkZ2V0IjQKEVNldEJ1ZGdldFJlc3BvbnNlEh8KBmJ1ZGdldBgBIAEoCzIPLmFpZ3cudjEuQnVkZ2V0IjkKE0RlbGV0ZUJ1ZGdldFJlcXVlc3QSDgoGb3JnX2lkGAEgASgJEhIKCmxpbWl0X3R5cGUYAiABKAkiFgoURGVsZXRlQnVkZ2V0UmVzcG9uc2UioAIKCk1vZGVsUHJpY2USDQoFbW9kZWwYASABKAkSGQoRaW5wdXRfcGVyX21pbGxpb24YAiABKAESGgoSb3V0cHV0X3Blcl9taWxsaW9uGAMgASgBEiUKGGNhY2hlZF9pbnB1dF9wZXJfbWlsbGlvbhgEIAEoAUgAiAEBEiQKF2NhY2hlX3dyaXRlX3Blcl9taWxsaW9uGAUgASgBSAGIAQESJwoaY2FjaGVfd3JpdGVfMWhfcGVyX21pbGxpb24YBiABKAFIAogBAUIbChlfY2FjaGVkX2lucHV0X3Blcl9taWxsaW9uQhoKGF9jYWNoZV93cml0ZV9wZXJfbWlsbGlvbkIdChtfY2FjaGVfd3JpdGVfMWhfcGVyX21pbGxpb24iFAoSTGlzdFByaWNpbmdSZXF1ZXN0IjoKE0xpc3RQcmljaW5nUmVzcG9uc2USIwoGcHJpY2VzGAEgAygLMhMuYWlndy52MS5Nb2RlbFByaWNlIjoKFFNldE1vZGVsUHJpY2VSZXF1ZXN0EiIKBXByaWNlGAEgASgLMhMuYWlndy52MS5Nb2RlbFByaWNlIjsKFVNldE1vZGVsUHJpY2VSZXNwb25zZRIiCgVwcmljZRgBIAEoCzITLmFpZ3cudjEuTW9kZWxQcmljZSqsAQoORGVsaXZlcnlTdGF0dXMSHwobREVMSVZFUllfU1RBVFVTX1VOU1BFQ0lGSUVEEAASGwoXREVMSVZFUllfU1RBVFVTX1BFTkRJTkcQARIdChlERUxJVkVSWV9TVEFUVVNfREVMSVZFUkVEEAISGgoWREVMSVZFUllfU1RBVFVTX0ZBSUxFRBADEiEKHURFTElWRVJZX1NUQVRVU19ERUFEX0xFVFRFUkVEEAQy/gsKDEFkbWluU2VydmljZRJRCg5DcmVhdGVFbmRwb2ludBIeLmFpZ3cudjEuQ3JlYXRlRW5kcG9pbnRSZXF1ZXN0Gh8uYWlndy52MS5DcmVhdGVFbmRwb2ludFJlc3BvbnNlEkgKC0dldEVuZHBvaW50EhsuYWlndy52MS5HZXRFbmRwb2ludFJlcXVlc3QaHC5haWd3LnYxLkdldEVuZHBvaW50UmVzcG9uc2USTgoNTGlzdEVuZHBvaW50cxIdLmFpZ3cudjEuTGlzdEVuZHBvaW50c1JlcXVlc3QaHi5haWd3LnYxLkxpc3RFbmRwb2ludHNSZXNwb25zZRJRCg5VcGRhdGVFbmRwb2ludBIeLmFpZ3cudjEuVXBkYXRlRW5kcG9pbnRSZXF1ZXN0Gh8uYWlndy52MS5VcGRhdGVFbmRwb2ludFJlc3BvbnNlElEKDkRlbGV0ZUVuZHBvaW50Eh4uYWlndy52MS5EZWxldGVFbmRwb2ludFJlcXVlc3QaHy5haWd3LnYxLkRlbGV0ZUVuZHBvaW50UmVzcG9uc2USVwoQUm90YXRlU2lnbmluZ0tleRIgLmFpZ3cudjEuUm90YXRlU2lnbmluZ0tleVJlcXVlc3QaIS5haWd3LnYxLlJvdGF0ZVNpZ25pbmdLZXlSZXNwb25zZRJRCg5MaXN0RGVsaXZlcmllcxIeLmFpZ3cudjEuTGlzdERlbGl2ZXJpZXNSZXF1ZXN0Gh8uYWlndy52MS5MaXN0RGVsaXZlcmllc1Jlc3BvbnNlEkgKC0dldERlbGl2ZXJ5EhsuYWlndy52MS5HZXREZWxpdmVyeVJlcXVlc3QaHC5haWd3LnYxLkdldERlbGl2ZXJ5UmVzcG9uc2USUQoOUmVwbGF5RGVsaXZlcnkSHi5haWd3LnYxLlJlcGxheURlbGl2ZXJ5UmVxdWVzdBofLmFpZ3cudjEuUmVwbGF5RGVsaXZlcnlSZXNwb25zZRJXChBSZXBsYXlEZWxpdmVyaWVzEiAuYWlndy52MS5SZXBsYXlEZWxpdmVyaWVzUmVxdWVzdBohLmFpZ3cudjEuUmVwbGF5RGVsaXZlcmllc1Jlc3BvbnNlEk4KDVNlbmRUZXN0RXZlbnQSHS5haWd3LnYxLlNlbmRUZXN0RXZlbnRSZXF1ZXN0Gh4uYWlndy52MS5TZW5kVGVzdEV2ZW50UmVzcG9uc2USPwoIR2V0U3RhdHMSGC5haWd3LnYxLkdldFN0YXRzUmVxdWVzdBoZLmFpZ3cudjEuR2V0U3RhdHNSZXNwb25zZRJUCg9HZXRTdWJzY3JpcHRpb24SHy5haWd3LnYxLkdldFN1YnNjcmlwdGlvblJlcXVlc3QaIC5haWd3LnYxLkdldFN1YnNjcmlwdGlvblJlc3BvbnNlEl0KElVwZGF0ZVN1YnNjcmlwdGlvbhIiLmFpZ3cudjEuVXBkYXRlU3Vic2NyaXB0aW9uUmVxdWVzdBojLmFpZ3cudjEuVXBkYXRlU3Vic2NyaXB0aW9uUmVzcG9uc2USSAoLTGlzdEJ1ZGdldHMSGy5haWd3LnYxLkxpc3RCdWRnZXRzUmVxdWVzdBocLmFpZ3cudjEuTGlzdEJ1ZGdldHNSZXNwb25zZRJCCglTZXRCdWRnZXQSGS5haWd3LnYxLlNldEJ1ZGdldFJlcXVlc3QaGi5haWd3LnYxLlNldEJ1ZGdldFJlc3BvbnNlEksKDERlbGV0ZUJ1ZGdldBIcLmFpZ3cudjEuRGVsZXRlQnVkZ2V0UmVxdWVzdBodLmFpZ3cudjEuRGVsZXRlQnVkZ2V0UmVzcG9uc2USSAoLTGlzdFByaWNpbmcSGy5haWd3LnYxLkxpc3RQcmljaW5nUmVxdWVzdBocLmFpZ3cudjEuTGlzdFByaWNpbmdSZXNwb25zZRJOCg1TZXRNb2RlbFByaWNlEh0uYWlndy52MS5TZXRNb2RlbFByaWNlUmVxdWVzdBoeLmFpZ3cudjEuU2V0TW9kZWxQcmljZVJlc3BvbnNlYgZwcm90bzM", [file_aigw_v1_events, file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
+  fileDesc("ChNhaWd3L3YxL2FkbWluLnByb3RvEgdhaWd3LnYxIvECCghFbmRwb2ludBIMCgRuYW1lGAEgASgJEgsKA3VybBgCIAEoCRIPCgdlbmFibGVkGAMgASgIEg4KBnNlY3JldBgEIAEoCRInCgtldmVudF90eXBlcxgFIAMoDjISLmFpZ3cudjEuRXZlbnRUeXBlEhMKC2ZhaWxvdmVyX3RvGAYgASgJEi8KC2NyZWF0ZV90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPZGlzYWJsZWRfcmVhc29uGAkgASgJEhkKEXNpZ25pbmdfa2V5X2NvdW50GAogASgNEiYKB2ZpbHRlcnMYCyABKAsyFS5haWd3LnYxLkV2ZW50RmlsdGVycxIOCgZvcmdfaWQYDCABKAkSDAoEYXBwcxgNIAMoCRIPCgdvbmVfb2ZmGA4gASgIImIKDEV2ZW50RmlsdGVycxIZChFjb21wbGV0aW9uX21vZGVscxgBIAMoCRIdChVjb21wbGV0aW9uX21pbl90b2tlbnMYAiABKA0SGAoQZXJyb3Jfc2V2ZXJpdGllcxgDIAMoCSI8ChVDcmVhdGVFbmRwb2ludFJlcXVlc3QSIwoIZW5kcG9pbnQYASABKAsyES5haWd3LnYxLkVuZHBvaW50Ij0KFkNyZWF0ZUVuZHBvaW50UmVzcG9uc2USIwoIZW5kcG9pbnQYASABKAsyES5haWd3LnYxLkVuZHBvaW50IiIKEkdldEVuZHBvaW50UmVxdWVzdBIMCgRuYW1lGAEgASgJIjoKE0dldEVuZHBvaW50UmVzcG9uc2USIwoIZW5kcG9pbnQYASABKAsyES5haWd3LnYxLkVuZHBvaW50IiYKFExpc3RFbmRwb2ludHNSZXF1ZXN0Eg4KBm9yZ19pZBgBIAEoCSI9ChVMaXN0RW5kcG9pbnRzUmVzcG9uc2USJAoJZW5kcG9pbnRzGAEgAygLMhEuYWlndy52MS5FbmRwb2ludCJtChVVcGRhdGVFbmRwb2ludFJlcXVlc3QSIwoIZW5kcG9pbnQYASABKAsyES5haWd3LnYxLkVuZHBvaW50Ei8KC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzayI9ChZVcGRhdGVFbmRwb2ludFJlc3BvbnNlEiMKCGVuZHBvaW50GAEgASgLMhEuYWlndy52MS5FbmRwb2ludCIlChVEZWxldGVFbmRwb2ludFJlcXVlc3QSDAoEbmFtZRgBIAEoCSIYChZEZWxldGVFbmRwb2ludFJlc3BvbnNlImQKF1JvdGF0ZVNpZ25pbmdLZXlSZXF1ZXN0EhAKCGVuZHBvaW50GAEgASgJEg4KBnNlY3JldBgCIAEoCRIXCg9vdmVybGFwX3NlY29uZHMYAyABKA0SDgoGb3JnX2lkGAQgASgJImkKGFJvdGF0ZVNpZ25pbmdLZXlSZXNwb25zZRIOCgZzZWNyZXQYASABKAkSPQoZcHJldmlvdXNfa2V5c19leHBpcmVfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAimAEKB0F0dGVtcHQSDgoGbnVtYmVyGAEgASgNEi4KCnN0YXJ0X3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC3N0YXR1c19jb2RlGAMgASgNEhIKCmxhdGVuY3lfbXMYBCABKA0SDQoFZXJyb3IYBSABKAkSFQoNcmVzcG9uc2VfYm9keRgGIAEoCSKPAwoIRGVsaXZlcnkSCgoCaWQYASABKAkSEAoIZXZlbnRfaWQYAiABKAkSJgoKZXZlbnRfdHlwZRgDIAEoDjISLmFpZ3cudjEuRXZlbnRUeXBlEhAKCGVuZHBvaW50GAQgASgJEicKBnN0YXR1cxgFIAEoDjIXLmFpZ3cudjEuRGVsaXZlcnlTdGF0dXMSFQoNYXR0ZW1wdF9jb3VudBgGIAEoDRIvCgtjcmVhdGVfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNQoRbmV4dF9hdHRlbXB0X3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2ZpbmlzaF90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpsYXN0X2Vycm9yGAogASgJEhoKEm9yaWdpbl9kZWxpdmVyeV9pZBgLIAEoCRIiCghhdHRlbXB0cxgMIAMoCzIQLmFpZ3cudjEuQXR0ZW1wdCKbAQoVTGlzdERlbGl2ZXJpZXNSZXF1ZXN0EhAKCGVuZHBvaW50GAEgASgJEicKBnN0YXR1cxgCIAEoDjIXLmFpZ3cudjEuRGVsaXZlcnlTdGF0dXMSEAoIZXZlbnRfaWQYAyABKAkSEQoJcGFnZV9zaXplGAQgASgNEhIKCnBhZ2VfdG9rZW4YBSABKAkSDgoGb3JnX2lkGAYgASgJIlgKFkxpc3REZWxpdmVyaWVzUmVzcG9uc2USJQoKZGVsaXZlcmllcxgBIAMoCzIRLmFpZ3cudjEuRGVsaXZlcnkSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIiAKEkdldERlbGl2ZXJ5UmVxdWVzdBIKCgJpZBgBIAEoCSJIChNHZXREZWxpdmVyeVJlc3BvbnNlEiMKCGRlbGl2ZXJ5GAEgASgLMhEuYWlndy52MS5EZWxpdmVyeRIMCgRib2R5GAIgASgJIiMKFVJlcGxheURlbGl2ZXJ5UmVxdWVzdBIKCgJpZBgBIAEoCSI9ChZSZXBsYXlEZWxpdmVyeVJlc3BvbnNlEiMKCGRlbGl2ZXJ5GAEgASgLMhEuYWlndy52MS5EZWxpdmVyeSIrChdSZXBsYXlEZWxpdmVyaWVzUmVxdWVzdBIQCghlbmRwb2ludBgBIAEoCSIsChhSZXBsYXlEZWxpdmVyaWVzUmVzcG9uc2USEAoIcmVwbGF5ZWQYASABKA0iUAoUU2VuZFRlc3RFdmVudFJlcXVlc3QSEAoIZW5kcG9pbnQYASABKAkSJgoKZXZlbnRfdHlwZRgCIAEoDjISLmFpZ3cudjEuRXZlbnRUeXBlIkwKFVNlbmRUZXN0RXZlbnRSZXNwb25zZRIdCgVldmVudBgBIAEoCzIOLmFpZ3cudjEuRXZlbnQSFAoMZGVsaXZlcnlfaWRzGAIgAygJIjkKD0dldFN0YXRzUmVxdWVzdBIWCg53aW5kb3dfc2Vjb25kcxgBIAEoDRIOCgZvcmdfaWQYAiABKAki+QEKDUVuZHBvaW50U3RhdHMSEAoIZW5kcG9pbnQYASABKAkSEQoJZGVsaXZlcmVkGAIgASgEEg4KBmZhaWxlZBgDIAEoBBIVCg1kZWFkX2xldHRlcmVkGAQgASgEEg8KB3BlbmRpbmcYBSABKAQSFAoMc3VjY2Vzc19yYXRlGAYgASgBEhYKDmxhdGVuY3lfcDUwX21zGAcgASgNEhYKDmxhdGVuY3lfcDk5X21zGAggASgNEhQKDGNpcmN1aXRfb3BlbhgJIAEoCBIvCg9mYWlsdXJlX3JlYXNvbnMYCiADKAsyFi5haWd3LnYxLkZhaWx1cmVSZWFzb24iLgoNRmFpbHVyZVJlYXNvbhIOCgZyZWFzb24YASABKAkSDQoFY291bnQYAiABKAQiVgoQR2V0U3RhdHNSZXNwb25zZRIpCgllbmRwb2ludHMYASADKAsyFi5haWd3LnYxLkVuZHBvaW50U3RhdHMSFwoPZXZlbnRzX2luZ2VzdGVkGAIgASgEIhgKFkdldFN1YnNjcmlwdGlvblJlcXVlc3QiaAoXR2V0U3Vic2NyaXB0aW9uUmVzcG9uc2USJQoJc3Vic2NyaWJlGAEgAygOMhIuYWlndy52MS5FdmVudFR5cGUSJgoHZmlsdGVycxgCIAEoCzIVLmFpZ3cudjEuRXZlbnRGaWx0ZXJzImoKGVVwZGF0ZVN1YnNjcmlwdGlvblJlcXVlc3QSJQoJc3Vic2NyaWJlGAEgAygOMhIuYWlndy52MS5FdmVudFR5cGUSJgoHZmlsdGVycxgCIAEoCzIVLmFpZ3cudjEuRXZlbnRGaWx0ZXJzImsKGlVwZGF0ZVN1YnNjcmlwdGlvblJlc3BvbnNlEiUKCXN1YnNjcmliZRgBIAMoDjISLmFpZ3cudjEuRXZlbnRUeXBlEiYKB2ZpbHRlcnMYAiABKAsyFS5haWd3LnYxLkV2ZW50RmlsdGVycyKoAQoGQnVkZ2V0Eg4KBm9yZ19pZBgBIAEoCRISCgpsaW1pdF90eXBlGAIgASgJEhQKDGJ1ZGdldF9saW1pdBgDIAEoARISCgp0aHJlc2hvbGRzGAQgAygNEg8KB2VuZm9yY2UYBSABKAgSDgoGcGVyaW9kGAYgASgJEhUKDWN1cnJlbnRfc3BlbmQYByABKAESGAoQZmlyZWRfdGhyZXNob2xkcxgIIAMoDSIUChJMaXN0QnVkZ2V0c1JlcXVlc3QiNwoTTGlzdEJ1ZGdldHNSZXNwb25zZRIgCgdidWRnZXRzGAEgAygLMg8uYWlndy52MS5CdWRnZXQiMwoQU2V0QnVkZ2V0UmVxdWVzdBIfCgZidWRnZXQYASABKAsyDy5haWd3LnYxLkJ1ZGdldCI0ChFTZXRCdWRnZXRSZXNwb25zZRIfCgZidWRnZXQYASABKAsyDy5haWd3LnYxLkJ1ZGdldCI5ChNEZWxldGVCdWRnZXRSZXF1ZXN0Eg4KBm9yZ19pZBgBIAEoCRISCgpsaW1pdF90eXBlGAIgASgJIhYKFERlbGV0ZUJ1ZGdldFJlc3BvbnNlIqACCgpNb2RlbFByaWNlEg0KBW1vZGVsGAEgASgJEhkKEWlucHV0X3Blcl9taWxsaW9uGAIgASgBEhoKEm91dHB1dF9wZXJfbWlsbGlvbhgDIAEoARIlChhjYWNoZWRfaW5wdXRfcGVyX21pbGxpb24YBCABKAFIAIgBARIkChdjYWNoZV93cml0ZV9wZXJfbWlsbGlvbhgFIAEoAUgBiAEBEicKGmNhY2hlX3dyaXRlXzFoX3Blcl9taWxsaW9uGAYgASgBSAKIAQFCGwoZX2NhY2hlZF9pbnB1dF9wZXJfbWlsbGlvbkIaChhfY2FjaGVfd3JpdGVfcGVyX21pbGxpb25CHQobX2NhY2hlX3dyaXRlXzFoX3Blcl9taWxsaW9uIhQKEkxpc3RQcmljaW5nUmVxdWVzdCI6ChNMaXN0UHJpY2luZ1Jlc3BvbnNlEiMKBnByaWNlcxgBIAMoCzITLmFpZ3cudjEuTW9kZWxQcmljZSI6ChRTZXRNb2RlbFByaWNlUmVxdWVzdBIiCgVwcmljZRgBIAEoCzITLmFpZ3cudjEuTW9kZWxQcmljZSI7ChVTZXRNb2RlbFByaWNlUmVzcG9uc2USIgoFcHJpY2UYASABKAsyEy5haWd3LnYxLk1vZGVsUHJpY2UitQEKBVRva2VuEgoKAmlkGAEgASgJEg4KBm9yZ19pZBgCIAEoCRIgCgRraW5kGAMgASgOMhIuYWlndy52MS5Ub2tlbktpbmQSDAoEbmFtZRgEIAEoCRIvCgtjcmVhdGVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLcmV2b2tlX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIlQKEkNyZWF0ZVRva2VuUmVxdWVzdBIOCgZvcmdfaWQYASABKAkSIAoEa2luZBgCIAEoDjISLmFpZ3cudjEuVG9rZW5LaW5kEgwKBG5hbWUYAyABKAkiRAoTQ3JlYXRlVG9rZW5SZXNwb25zZRIdCgV0b2tlbhgBIAEoCzIOLmFpZ3cudjEuVG9rZW4SDgoGc2VjcmV0GAIgASgJIjwKEUxpc3RUb2tlbnNSZXF1ZXN0Eg4KBm9yZ19pZBgBIAEoCRIXCg9pbmNsdWRlX3Jldm9rZWQYAiABKAgiNAoSTGlzdFRva2Vuc1Jlc3BvbnNlEh4KBnRva2VucxgBIAMoCzIOLmFpZ3cudjEuVG9rZW4iIAoSUmV2b2tlVG9rZW5SZXF1ZXN0EgoKAmlkGAEgASgJIjQKE1Jldm9rZVRva2VuUmVzcG9uc2USHQoFdG9rZW4YASABKAsyDi5haWd3LnYxLlRva2VuIg8KDVdob0FtSVJlcXVlc3QiRgoOV2hvQW1JUmVzcG9uc2USDgoGb3JnX2lkGAEgASgJEhAKCHRva2VuX2lkGAIgASgJEhIKCnRva2VuX25hbWUYAyABKAkqrAEKDkRlbGl2ZXJ5U3RhdHVzEh8KG0RFTElWRVJZX1NUQVRVU19VTlNQRUNJRklFRBAAEhsKF0RFTElWRVJZX1NUQVRVU19QRU5ESU5HEAESHQoZREVMSVZFUllfU1RBVFVTX0RFTElWRVJFRBACEhoKFkRFTElWRVJZX1NUQVRVU19GQUlMRUQQAxIhCh1ERUxJVkVSWV9TVEFUVVNfREVBRF9MRVRURVJFRBAEKlUKCVRva2VuS2luZBIaChZUT0tFTl9LSU5EX1VOU1BFQ0lGSUVEEAASFAoQVE9LRU5fS0lORF9BRE1JThABEhYKElRPS0VOX0tJTkRfU0lERUNBUhACMpQOCgxBZG1pblNlcnZpY2USUQoOQ3JlYXRlRW5kcG9pbnQSHi5haWd3LnYxLkNyZWF0ZUVuZHBvaW50UmVxdWVzdBofLmFpZ3cudjEuQ3JlYXRlRW5kcG9pbnRSZXNwb25zZRJICgtHZXRFbmRwb2ludBIbLmFpZ3cudjEuR2V0RW5kcG9pbnRSZXF1ZXN0GhwuYWlndy52MS5HZXRFbmRwb2ludFJlc3BvbnNlEk4KDUxpc3RFbmRwb2ludHMSHS5haWd3LnYxLkxpc3RFbmRwb2ludHNSZXF1ZXN0Gh4uYWlndy52MS5MaXN0RW5kcG9pbnRzUmVzcG9uc2USUQoOVXBkYXRlRW5kcG9pbnQSHi5haWd3LnYxLlVwZGF0ZUVuZHBvaW50UmVxdWVzdBofLmFpZ3cudjEuVXBkYXRlRW5kcG9pbnRSZXNwb25zZRJRCg5EZWxldGVFbmRwb2ludBIeLmFpZ3cudjEuRGVsZXRlRW5kcG9pbnRSZXF1ZXN0Gh8uYWlndy52MS5EZWxldGVFbmRwb2ludFJlc3BvbnNlElcKEFJvdGF0ZVNpZ25pbmdLZXkSIC5haWd3LnYxLlJvdGF0ZVNpZ25pbmdLZXlSZXF1ZXN0GiEuYWlndy52MS5Sb3RhdGVTaWduaW5nS2V5UmVzcG9uc2USUQoOTGlzdERlbGl2ZXJpZXMSHi5haWd3LnYxLkxpc3REZWxpdmVyaWVzUmVxdWVzdBofLmFpZ3cudjEuTGlzdERlbGl2ZXJpZXNSZXNwb25zZRJICgtHZXREZWxpdmVyeRIbLmFpZ3cudjEuR2V0RGVsaXZlcnlSZXF1ZXN0GhwuYWlndy52MS5HZXREZWxpdmVyeVJlc3BvbnNlElEKDlJlcGxheURlbGl2ZXJ5Eh4uYWlndy52MS5SZXBsYXlEZWxpdmVyeVJlcXVlc3QaHy5haWd3LnYxLlJlcGxheURlbGl2ZXJ5UmVzcG9uc2USVwoQUmVwbGF5RGVsaXZlcmllcxIgLmFpZ3cudjEuUmVwbGF5RGVsaXZlcmllc1JlcXVlc3QaIS5haWd3LnYxLlJlcGxheURlbGl2ZXJpZXNSZXNwb25zZRJOCg1TZW5kVGVzdEV2ZW50Eh0uYWlndy52MS5TZW5kVGVzdEV2ZW50UmVxdWVzdBoeLmFpZ3cudjEuU2VuZFRlc3RFdmVudFJlc3BvbnNlEj8KCEdldFN0YXRzEhguYWlndy52MS5HZXRTdGF0c1JlcXVlc3QaGS5haWd3LnYxLkdldFN0YXRzUmVzcG9uc2USVAoPR2V0U3Vic2NyaXB0aW9uEh8uYWlndy52MS5HZXRTdWJzY3JpcHRpb25SZXF1ZXN0GiAuYWlndy52MS5HZXRTdWJzY3JpcHRpb25SZXNwb25zZRJdChJVcGRhdGVTdWJzY3JpcHRpb24SIi5haWd3LnYxLlVwZGF0ZVN1YnNjcmlwdGlvblJlcXVlc3QaIy5haWd3LnYxLlVwZGF0ZVN1YnNjcmlwdGlvblJlc3BvbnNlEkgKC0xpc3RCdWRnZXRzEhsuYWlndy52MS5MaXN0QnVkZ2V0c1JlcXVlc3QaHC5haWd3LnYxLkxpc3RCdWRnZXRzUmVzcG9uc2USQgoJU2V0QnVkZ2V0EhkuYWlndy52MS5TZXRCdWRnZXRSZXF1ZXN0GhouYWlndy52MS5TZXRCdWRnZXRSZXNwb25zZRJLCgxEZWxldGVCdWRnZXQSHC5haWd3LnYxLkRlbGV0ZUJ1ZGdldFJlcXVlc3QaHS5haWd3LnYxLkRlbGV0ZUJ1ZGdldFJlc3BvbnNlEkgKC0xpc3RQcmljaW5nEhsuYWlndy52MS5MaXN0UHJpY2luZ1JlcXVlc3QaHC5haWd3LnYxLkxpc3RQcmljaW5nUmVzcG9uc2USTgoNU2V0TW9kZWxQcmljZRIdLmFpZ3cudjEuU2V0TW9kZWxQcmljZVJlcXVlc3QaHi5haWd3LnYxLlNldE1vZGVsUHJpY2VSZXNwb25zZRJICgtDcmVhdGVUb2tlbhIbLmFpZ3cudjEuQ3JlYXRlVG9rZW5SZXF1ZXN0GhwuYWlndy52MS5DcmVhdGVUb2tlblJlc3BvbnNlEkUKCkxpc3RUb2tlbnMSGi5haWd3LnYxLkxpc3RUb2tlbnNSZXF1ZXN0GhsuYWlndy52MS5MaXN0VG9rZW5zUmVzcG9uc2USSAoLUmV2b2tlVG9rZW4SGy5haWd3LnYxLlJldm9rZVRva2VuUmVxdWVzdBocLmFpZ3cudjEuUmV2b2tlVG9rZW5SZXNwb25zZRI5CgZXaG9BbUkSFi5haWd3LnYxLldob0FtSVJlcXVlc3QaFy5haWd3LnYxLldob0FtSVJlc3BvbnNlYgZwcm90bzM", [file_aigw_v1_events, file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message aigw.v1.Endpoint
@@ -91,12 +91,29 @@ export type Endpoint = Message<"aigw.v1.Endpoint"> & {
   filters?: EventFilters | undefined;
 
   /**
-   * Output only: set on one-off endpoints (x-aigw-webhook-url), which are signed with this
-   * org's key, hidden from ListEndpoints and shown by GetEndpoint.
+   * The org the endpoint belongs to: it receives only that org's events. Empty: an operator
+   * endpoint, which receives every org's events. Set at creation (an org token's own org
+   * when empty); one-off endpoints (x-aigw-webhook-url) have the org whose key signs them.
    *
    * @generated from field: string org_id = 12;
    */
   orgId: string;
+
+  /**
+   * With org_id: only events of these apps (events of no app, like budget, still come);
+   * empty: every app of the org.
+   *
+   * @generated from field: repeated string apps = 13;
+   */
+  apps: string[];
+
+  /**
+   * Output only: a one-off endpoint (x-aigw-webhook-url), signed with its org's key,
+   * hidden from ListEndpoints and shown by GetEndpoint.
+   *
+   * @generated from field: bool one_off = 14;
+   */
+  oneOff: boolean;
 };
 
 /**
@@ -213,6 +230,12 @@ export const GetEndpointResponseSchema: GenMessage<GetEndpointResponse> = /*@__P
  * @generated from message aigw.v1.ListEndpointsRequest
  */
 export type ListEndpointsRequest = Message<"aigw.v1.ListEndpointsRequest"> & {
+  /**
+   * Only this org's endpoints (empty: every endpoint the caller may see).
+   *
+   * @generated from field: string org_id = 1;
+   */
+  orgId: string;
 };
 
 /**
@@ -249,7 +272,7 @@ export type UpdateEndpointRequest = Message<"aigw.v1.UpdateEndpointRequest"> & {
   endpoint?: Endpoint | undefined;
 
   /**
-   * Fields of endpoint to change (url, enabled, secret, event_types, failover_to, filters);
+   * Fields of endpoint to change (url, enabled, secret, event_types, failover_to, filters, apps);
    * empty: all of them.
    *
    * @generated from field: google.protobuf.FieldMask update_mask = 2;
@@ -529,6 +552,13 @@ export type ListDeliveriesRequest = Message<"aigw.v1.ListDeliveriesRequest"> & {
    * @generated from field: string page_token = 5;
    */
   pageToken: string;
+
+  /**
+   * Only deliveries to this org's endpoints (empty: every delivery the caller may see).
+   *
+   * @generated from field: string org_id = 6;
+   */
+  orgId: string;
 };
 
 /**
@@ -729,6 +759,13 @@ export type GetStatsRequest = Message<"aigw.v1.GetStatsRequest"> & {
    * @generated from field: uint32 window_seconds = 1;
    */
   windowSeconds: number;
+
+  /**
+   * Only this org's endpoints and events (empty: everything the caller may see).
+   *
+   * @generated from field: string org_id = 2;
+   */
+  orgId: string;
 };
 
 /**
@@ -1212,6 +1249,228 @@ export const SetModelPriceResponseSchema: GenMessage<SetModelPriceResponse> = /*
   messageDesc(file_aigw_v1_admin, 45);
 
 /**
+ * @generated from message aigw.v1.Token
+ */
+export type Token = Message<"aigw.v1.Token"> & {
+  /**
+   * "tok_" + ULID.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * @generated from field: string org_id = 2;
+   */
+  orgId: string;
+
+  /**
+   * @generated from field: aigw.v1.TokenKind kind = 3;
+   */
+  kind: TokenKind;
+
+  /**
+   * A label for people ("ci", "team-a sidecars"); may be empty.
+   *
+   * @generated from field: string name = 4;
+   */
+  name: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp create_time = 5;
+   */
+  createTime?: Timestamp | undefined;
+
+  /**
+   * Set once revoked.
+   *
+   * @generated from field: google.protobuf.Timestamp revoke_time = 6;
+   */
+  revokeTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message aigw.v1.Token.
+ * Use `create(TokenSchema)` to create a new message.
+ */
+export const TokenSchema: GenMessage<Token> = /*@__PURE__*/
+  messageDesc(file_aigw_v1_admin, 46);
+
+/**
+ * @generated from message aigw.v1.CreateTokenRequest
+ */
+export type CreateTokenRequest = Message<"aigw.v1.CreateTokenRequest"> & {
+  /**
+   * Required: [A-Za-z0-9._-]{1,128}.
+   *
+   * @generated from field: string org_id = 1;
+   */
+  orgId: string;
+
+  /**
+   * @generated from field: aigw.v1.TokenKind kind = 2;
+   */
+  kind: TokenKind;
+
+  /**
+   * @generated from field: string name = 3;
+   */
+  name: string;
+};
+
+/**
+ * Describes the message aigw.v1.CreateTokenRequest.
+ * Use `create(CreateTokenRequestSchema)` to create a new message.
+ */
+export const CreateTokenRequestSchema: GenMessage<CreateTokenRequest> = /*@__PURE__*/
+  messageDesc(file_aigw_v1_admin, 47);
+
+/**
+ * @generated from message aigw.v1.CreateTokenResponse
+ */
+export type CreateTokenResponse = Message<"aigw.v1.CreateTokenResponse"> & {
+  /**
+   * @generated from field: aigw.v1.Token token = 1;
+   */
+  token?: Token | undefined;
+
+  /**
+   * The bearer token ("aigw_" + 43 characters), returned only here.
+   *
+   * @generated from field: string secret = 2;
+   */
+  secret: string;
+};
+
+/**
+ * Describes the message aigw.v1.CreateTokenResponse.
+ * Use `create(CreateTokenResponseSchema)` to create a new message.
+ */
+export const CreateTokenResponseSchema: GenMessage<CreateTokenResponse> = /*@__PURE__*/
+  messageDesc(file_aigw_v1_admin, 48);
+
+/**
+ * @generated from message aigw.v1.ListTokensRequest
+ */
+export type ListTokensRequest = Message<"aigw.v1.ListTokensRequest"> & {
+  /**
+   * Only this org's tokens (empty: all).
+   *
+   * @generated from field: string org_id = 1;
+   */
+  orgId: string;
+
+  /**
+   * Revoked tokens too.
+   *
+   * @generated from field: bool include_revoked = 2;
+   */
+  includeRevoked: boolean;
+};
+
+/**
+ * Describes the message aigw.v1.ListTokensRequest.
+ * Use `create(ListTokensRequestSchema)` to create a new message.
+ */
+export const ListTokensRequestSchema: GenMessage<ListTokensRequest> = /*@__PURE__*/
+  messageDesc(file_aigw_v1_admin, 49);
+
+/**
+ * @generated from message aigw.v1.ListTokensResponse
+ */
+export type ListTokensResponse = Message<"aigw.v1.ListTokensResponse"> & {
+  /**
+   * @generated from field: repeated aigw.v1.Token tokens = 1;
+   */
+  tokens: Token[];
+};
+
+/**
+ * Describes the message aigw.v1.ListTokensResponse.
+ * Use `create(ListTokensResponseSchema)` to create a new message.
+ */
+export const ListTokensResponseSchema: GenMessage<ListTokensResponse> = /*@__PURE__*/
+  messageDesc(file_aigw_v1_admin, 50);
+
+/**
+ * @generated from message aigw.v1.RevokeTokenRequest
+ */
+export type RevokeTokenRequest = Message<"aigw.v1.RevokeTokenRequest"> & {
+  /**
+   * @generated from field: string id = 1;
+   */
+  id: string;
+};
+
+/**
+ * Describes the message aigw.v1.RevokeTokenRequest.
+ * Use `create(RevokeTokenRequestSchema)` to create a new message.
+ */
+export const RevokeTokenRequestSchema: GenMessage<RevokeTokenRequest> = /*@__PURE__*/
+  messageDesc(file_aigw_v1_admin, 51);
+
+/**
+ * @generated from message aigw.v1.RevokeTokenResponse
+ */
+export type RevokeTokenResponse = Message<"aigw.v1.RevokeTokenResponse"> & {
+  /**
+   * @generated from field: aigw.v1.Token token = 1;
+   */
+  token?: Token | undefined;
+};
+
+/**
+ * Describes the message aigw.v1.RevokeTokenResponse.
+ * Use `create(RevokeTokenResponseSchema)` to create a new message.
+ */
+export const RevokeTokenResponseSchema: GenMessage<RevokeTokenResponse> = /*@__PURE__*/
+  messageDesc(file_aigw_v1_admin, 52);
+
+/**
+ * @generated from message aigw.v1.WhoAmIRequest
+ */
+export type WhoAmIRequest = Message<"aigw.v1.WhoAmIRequest"> & {
+};
+
+/**
+ * Describes the message aigw.v1.WhoAmIRequest.
+ * Use `create(WhoAmIRequestSchema)` to create a new message.
+ */
+export const WhoAmIRequestSchema: GenMessage<WhoAmIRequest> = /*@__PURE__*/
+  messageDesc(file_aigw_v1_admin, 53);
+
+/**
+ * @generated from message aigw.v1.WhoAmIResponse
+ */
+export type WhoAmIResponse = Message<"aigw.v1.WhoAmIResponse"> & {
+  /**
+   * Empty for an operator token (or no token where none is required): every org.
+   *
+   * @generated from field: string org_id = 1;
+   */
+  orgId: string;
+
+  /**
+   * The token's id when it was made with CreateToken; empty otherwise.
+   *
+   * @generated from field: string token_id = 2;
+   */
+  tokenId: string;
+
+  /**
+   * @generated from field: string token_name = 3;
+   */
+  tokenName: string;
+};
+
+/**
+ * Describes the message aigw.v1.WhoAmIResponse.
+ * Use `create(WhoAmIResponseSchema)` to create a new message.
+ */
+export const WhoAmIResponseSchema: GenMessage<WhoAmIResponse> = /*@__PURE__*/
+  messageDesc(file_aigw_v1_admin, 54);
+
+/**
  * @generated from enum aigw.v1.DeliveryStatus
  */
 export enum DeliveryStatus {
@@ -1254,8 +1513,42 @@ export const DeliveryStatusSchema: GenEnum<DeliveryStatus> = /*@__PURE__*/
   enumDesc(file_aigw_v1_admin, 0);
 
 /**
+ * @generated from enum aigw.v1.TokenKind
+ */
+export enum TokenKind {
+  /**
+   * @generated from enum value: TOKEN_KIND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The Admin API, the feed and the dashboard, for its org only.
+   *
+   * @generated from enum value: TOKEN_KIND_ADMIN = 1;
+   */
+  ADMIN = 1,
+
+  /**
+   * IngestService: a sidecar that reports as its org only.
+   *
+   * @generated from enum value: TOKEN_KIND_SIDECAR = 2;
+   */
+  SIDECAR = 2,
+}
+
+/**
+ * Describes the enum aigw.v1.TokenKind.
+ */
+export const TokenKindSchema: GenEnum<TokenKind> = /*@__PURE__*/
+  enumDesc(file_aigw_v1_admin, 1);
+
+/**
  * AdminService manages what the control plane delivers and shows how delivery goes.
  * Authorization: "authorization: Bearer <admin token>" when auth.admin_tokens is set.
+ * An operator token (auth.admin_tokens) may do everything. An org's admin token (created
+ * with CreateToken, or auth.orgs.ORG.admin_tokens) sees and changes only its org: another
+ * org's endpoints and deliveries answer NOT_FOUND, operator-only RPCs (tokens, pricing and
+ * subscription changes, operator endpoints) PERMISSION_DENIED.
  *
  * @generated from service aigw.v1.AdminService
  */
@@ -1428,6 +1721,47 @@ export const AdminService: GenService<{
     methodKind: "unary";
     input: typeof SetModelPriceRequestSchema;
     output: typeof SetModelPriceResponseSchema;
+  },
+  /**
+   * CreateToken makes an org-scoped admin or sidecar token; its secret is returned only
+   * here and kept only as a digest. Operator only.
+   *
+   * @generated from rpc aigw.v1.AdminService.CreateToken
+   */
+  createToken: {
+    methodKind: "unary";
+    input: typeof CreateTokenRequestSchema;
+    output: typeof CreateTokenResponseSchema;
+  },
+  /**
+   * ListTokens lists the tokens made with CreateToken (config tokens are in the file). Operator only.
+   *
+   * @generated from rpc aigw.v1.AdminService.ListTokens
+   */
+  listTokens: {
+    methodKind: "unary";
+    input: typeof ListTokensRequestSchema;
+    output: typeof ListTokensResponseSchema;
+  },
+  /**
+   * RevokeToken stops a token within a second, on streams already open too. Operator only.
+   *
+   * @generated from rpc aigw.v1.AdminService.RevokeToken
+   */
+  revokeToken: {
+    methodKind: "unary";
+    input: typeof RevokeTokenRequestSchema;
+    output: typeof RevokeTokenResponseSchema;
+  },
+  /**
+   * WhoAmI says what the calling token may see: every org (operator) or one org.
+   *
+   * @generated from rpc aigw.v1.AdminService.WhoAmI
+   */
+  whoAmI: {
+    methodKind: "unary";
+    input: typeof WhoAmIRequestSchema;
+    output: typeof WhoAmIResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_aigw_v1_admin, 0);
