@@ -2,7 +2,9 @@
  * The dashboard page: delivery analytics (GetStats, ListDeliveries) and the live feed
  * (FeedService.Watch as a Connect server stream), all from the Admin API on the same
  * origin. With auth.admin_tokens set, the page itself needs the token too: GET / without it
- * answers the login page below, which fetches this one with the token.
+ * answers the login page below, which fetches this one with the token. An org's admin token
+ * works as well: the Admin API scopes every answer to its org, and the page says which
+ * (WhoAmI) in #scope.
  */
 export function dashboardHtml(): string {
   return PAGE;
@@ -24,7 +26,7 @@ const LOGIN_PAGE = `<!doctype html>
 <style>body{font:14px system-ui,sans-serif;margin:2rem;color:#222}h1{font-size:1.4rem}.bad{color:#b00}</style>
 </head><body>
 <h1>aigw control plane</h1>
-<p>This dashboard needs an admin token (<code>auth.admin_tokens</code>).</p>
+<p>This dashboard needs an admin token (<code>auth.admin_tokens</code>, or an org's admin token).</p>
 <form id="auth"><label>Admin token <input id="token" type="password" size="40" autofocus></label> <button>Use</button></form>
 <p id="error" class="bad"></p>
 <script>
@@ -64,6 +66,7 @@ th{background:#f4f4f4}.bad{color:#b00}.ok{color:#070}code{background:#f4f4f4;pad
 #feed td{font-family:ui-monospace,monospace;font-size:12px}#auth{display:none;margin:1rem 0}
 </style></head><body>
 <h1>aigw control plane</h1>
+<p id="scope"></p>
 <p>Delivery analytics for the last hour, refreshed every 2 seconds; the live feed as events are stored. <a href="/metrics">/metrics</a></p>
 <form id="auth"><label>Admin token <input id="token" type="password" size="40"></label> <button>Use</button></form>
 <p id="error" class="bad"></p>
@@ -87,8 +90,13 @@ async function call(method, body) {
   if (!r.ok) { needsToken(r.status); throw new Error(method + ": " + (j.message || r.statusText)); }
   return j;
 }
+async function showScope() {
+  const who = await call("WhoAmI", {});
+  $("#scope").textContent = who.orgId ? "Scoped to org " + who.orgId + ": its endpoints, deliveries and events only." : "Operator: every org.";
+}
 async function refresh() {
   try {
+    if (!$("#scope").textContent) await showScope();
     const stats = await call("GetStats", {windowSeconds: 3600});
     $("#stats tbody").innerHTML = (stats.endpoints || []).map((e) => "<tr><td>" + esc(e.endpoint) + "</td><td>" + (e.delivered||0) + "</td><td>" + (e.failed||0) + "</td><td>" + (e.deadLettered||0) + "</td><td>" + (e.pending||0) + "</td><td>" + Math.round((e.successRate ?? 1) * 1000) / 10 + "%</td><td>" + (e.latencyP50Ms||0) + "</td><td>" + (e.latencyP99Ms||0) + "</td><td class=" + (e.circuitOpen ? "bad>open" : "ok>closed") + "</td><td>" + esc((e.failureReasons||[])[0]?.reason) + "</td></tr>").join("");
     const list = await call("ListDeliveries", {pageSize: 10});
