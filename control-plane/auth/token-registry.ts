@@ -148,7 +148,7 @@ export class TokenRegistry {
     if (known !== undefined) {
       if (known.revoked) return { refused: "token revoked" };
       if (known.kind !== kind) {
-        return { refused: `token not accepted (an org ${known.kind} token, not an ${kind} token)` };
+        return { refused: `token not accepted (an org ${known.kind} token; ${kind} tokens are asked for here)` };
       }
       const principal: OrgPrincipal = {
         scope: "org",

@@ -98,8 +98,15 @@ function compile(source: RoutingSource, endpoints: readonly EndpointRecord[]): C
   const settings = "events" in source ? subscriptionFromConfig(source.events) : source;
   // One-off endpoints are routed by the event's webhook_url, never by subscription.
   const configured = endpoints.filter((e) => !e.oneOff);
-  // A failover target ("backup") only receives what its primary could not take.
-  const standby = new Set(configured.filter((e) => e.enabled && e.failoverTo !== "").map((e) => e.failoverTo));
+  // A failover target ("backup") only receives what its primary could not take. An org's
+  // endpoint failing over to an operator endpoint does not make it a standby: it still
+  // receives every org's events (an org cannot quiet the operator's endpoint).
+  const orgOf = new Map(configured.map((e) => [e.name, e.orgId]));
+  const standby = new Set(
+    configured
+      .filter((e) => e.enabled && e.failoverTo !== "" && orgOf.get(e.failoverTo) === e.orgId)
+      .map((e) => e.failoverTo),
+  );
   return {
     subscribed: new Set(settings.subscribe),
     globalFilters: compileFilters(settings.filters),

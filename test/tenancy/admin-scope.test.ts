@@ -229,6 +229,32 @@ auth:
     expect(targets.map((t) => t.delivery?.endpoint).sort()).toEqual(["acme-chat", "acme-hook"]);
   });
 
+  it("an org sidecar token reports as its org only: another --org is refused, events claiming another org are its org's", async () => {
+    const side = await operator.createToken({ orgId: "acme", kind: TokenKind.SIDECAR });
+    const impostor = openSidecarStream(fx.cp, { sidecarId: "sc-imp", orgId: "globex", app: "chat" }, side.secret);
+    const refused = await impostor.sendBatch([completion("gpt-4", 500)]).catch((e: unknown) => ConnectError.from(e));
+    impostor.close();
+    expect(refused).toMatchObject({ code: Code.PermissionDenied });
+    expect((refused as ConnectError).rawMessage).toContain('this sidecar token belongs to org "acme", not "globex"');
+    // No --org: the token's. An event that says globex is stored as acme's.
+    const honest = openSidecarStream(fx.cp, { sidecarId: "sc-acme", orgId: "", app: "chat" }, side.secret);
+    const forged = completion("gpt-4", 500, { orgId: "globex", app: "chat" });
+    await honest.sendBatch([forged, completion("gpt-4", 500, { orgId: "", app: "chat" })]);
+    honest.close();
+    const targets = (await operator.listDeliveries({ eventId: forged.id })).deliveries.map((d) => d.endpoint).sort();
+    expect(targets).toEqual(["acme-chat", "acme-hook", "ops"]);
+    const body = JSON.parse(
+      (
+        await operator.getDelivery({
+          id: (await operator.listDeliveries({ eventId: forged.id, endpoint: "ops" })).deliveries[0]?.id ?? "",
+        })
+      ).body,
+    );
+    expect(body.org_id).toBe("acme");
+    // A sidecar token is no admin token.
+    expect(await code(clients(fx, side.secret).admin.listEndpoints({}))).toBe(Code.Unauthenticated);
+  });
+
   it("the feed shows its org only, and a revoked token's open watch ends within a second", async () => {
     const seen: WatchResponse[] = [];
     const abort = new AbortController();

@@ -114,6 +114,22 @@ describe("routing by org and app, every event type", () => {
     },
   );
 
+  it("an org endpoint failing over to the operator's does not make it a standby", () => {
+    const failing = (name: string, orgId: string, failoverTo: string) => ({ ...endpoint(name, orgId), failoverTo });
+    const r2 = new EventRouter(parseConfig("webhooks: {}\n", { file: "t.yaml", env: {} }), [
+      endpoint("ops"),
+      failing("acme-main", "acme", "ops"),
+      failing("acme-primary", "acme", "acme-backup"),
+      endpoint("acme-backup", "acme"),
+    ]);
+    expect(r2.route(everyType("globex", "chat").completion as Event)).toEqual(["ops"]);
+    expect(r2.route(everyType("acme", "chat").completion as Event).sort()).toEqual([
+      "acme-main",
+      "acme-primary",
+      "ops",
+    ]);
+  });
+
   it("apps limit only an org's endpoint: an operator endpoint takes every app", () => {
     const lone = new EventRouter(parseConfig("webhooks: {}\n", { file: "t.yaml", env: {} }), [
       endpoint("ops", "", ["chat"]),
