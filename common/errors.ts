@@ -80,6 +80,11 @@ export const ERROR_CATALOGUE = {
     meaning: "a request to the Admin API, ingest, /metrics or the dashboard carries no accepted token",
     fix: "send Authorization: Bearer with a token from auth.admin_tokens (auth.metrics_tokens for /metrics)",
   },
+  AIGW_PERMISSION_DENIED: {
+    meaning:
+      "an org-scoped token asked for what only the operator may do (tokens, pricing, the global subscription, operator endpoints), named another org, or a sidecar's --org is not its token's org",
+    fix: "use an operator token (auth.admin_tokens, auth.sidecar_tokens), or the token's own org (aigw whoami shows it)",
+  },
   // Webhook verification (aigw/verify, aigw verify)
   AIGW_WEBHOOK_HEADERS_MISSING: {
     meaning: "a webhook request lacks webhook-id, webhook-timestamp or webhook-signature",

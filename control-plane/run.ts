@@ -20,7 +20,8 @@ import type { GatewayConfig } from "./config/types.js";
 import { DeliveryScheduler } from "./delivery/scheduler.js";
 import { EventBus } from "./feed/event-bus.js";
 import { FeedServiceImpl } from "./feed/feed-service.js";
-import { authInterceptor, HttpPageAuth, isLoopbackHost, TokenSet } from "./http/auth.js";
+import { authInterceptor, HttpPageAuth, isLoopbackHost } from "./http/auth.js";
+import { TokenRegistry } from "./auth/token-registry.js";
 import { dashboardHtml, dashboardLoginHtml } from "./http/dashboard.js";
 import { closeHttp, type HostPort, listen, parseHostPort, trackSessions, urlOf } from "./http/listen.js";
 import { grpcMessagesAsSpecified } from "./http/grpc-message.js";
@@ -181,6 +182,27 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
     await store.close();
     throw err;
   }
+  // Who tokens are: the file's (operator and org) and those made at runtime, read again
+  // every half second so a revocation on any replica ends streams within a second.
+  const tokens = new TokenRegistry({
+    operatorAdminTokens: config.auth.adminTokens,
+    operatorSidecarTokens: config.auth.sidecarTokens,
+    orgTokens: config.auth.orgs,
+    store,
+    logger: logger.child({ component: "auth" }),
+  });
+  try {
+    await tokens.start();
+  } catch (err) {
+    budgets.close();
+    await store.close();
+    throw err;
+  }
+  if (!tokens.required("admin") && Object.keys(config.auth.orgs).length > 0) {
+    logger.warn(
+      "auth.orgs has org tokens but auth.admin_tokens is empty: requests without a token act as the operator (loopback only); set auth.admin_tokens to make org tokens a boundary",
+    );
+  }
   const refreshRouting = async (): Promise<void> => {
     router.update(subscription.get(), await store.listEndpoints());
     snapshots.update({ wantedEventTypes: router.wantedEventTypes() });
@@ -225,6 +247,7 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
       IngestService,
       new IngestServiceImpl({
         ingest: (events, source) => pipeline.ingest(events, source),
+        tokens,
         snapshot: (hello) => snapshots.snapshotFor(hello),
         presence,
         backpressure,
@@ -249,13 +272,12 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
         logger: logger.child({ component: "admin" }),
         budgets: new BudgetAdminRpcs(budgets),
         subscription,
+        tokens,
       }),
     );
-    r.service(FeedService, new FeedServiceImpl({ store, bus, logger: logger.child({ component: "feed" }) }));
+    r.service(FeedService, new FeedServiceImpl({ store, bus, tokens, logger: logger.child({ component: "feed" }) }));
   };
-  const interceptors = [
-    authInterceptor(new TokenSet(config.auth.sidecarTokens), new TokenSet(config.auth.adminTokens)),
-  ];
+  const interceptors = [authInterceptor(tokens)];
 
   const metricsText = async (): Promise<string> => {
     const m = scheduler.metrics();
@@ -347,7 +369,7 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
   };
 
   let ready = false;
-  const pageAuth = new HttpPageAuth({ ...config.auth, required: !isLoopbackHost(httpAt.host) });
+  const pageAuth = new HttpPageAuth({ ...config.auth, required: !isLoopbackHost(httpAt.host), tokens });
   const fallback = (req: http.IncomingMessage, res: http.ServerResponse): void => {
     const path = (req.url ?? "/").split("?")[0];
     if (req.method === "GET" && path === "/healthz")
@@ -368,7 +390,7 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
       return;
     }
     if (req.method === "GET" && (path === "/" || path === "/index.html")) {
-      if (!pageAuth.allowDashboard(req, res, dashboardLoginHtml)) return;
+      if (pageAuth.dashboardPrincipal(req, res, dashboardLoginHtml) === undefined) return;
       res.writeHead(200, { "content-type": "text/html; charset=utf-8" }).end(dashboardHtml());
       return;
     }
@@ -398,6 +420,7 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
   } catch (err) {
     await Promise.allSettled([closeGrpc(), closeHttp(httpServer)]);
     budgets.close();
+    tokens.stop();
     await store.close();
     throw new Error(`control-plane: cannot listen: ${(err as Error).message}`, { cause: err });
   }
@@ -462,6 +485,7 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
         clearInterval(compaction);
         feedTail?.stop();
         budgets.close();
+        tokens.stop();
         bus.closeAll();
         await Promise.allSettled([closeGrpc(), closeHttp(httpServer)]);
         await scheduler.stop();
@@ -502,6 +526,8 @@ async function applyConfigEndpoints(store: Store, config: GatewayConfig): Promis
         }),
         failoverTo: ep.failoverTo,
         filters: filtersFromConfig(ep.filters),
+        orgId: ep.orgId,
+        apps: ep.apps,
       },
       ep.secret,
     );

@@ -35,6 +35,7 @@ export const deliveries: CommandGroup = {
           help: "in this status only",
         },
         event: { type: "string", value: "ID", help: "of this event only" },
+        org: { type: "string", value: "ORG", help: "to this org's endpoints only" },
         limit: { type: "string", value: "N", help: "at most N (a page)" },
         "page-token": { type: "string", value: "T", help: "the next page, from a previous list" },
       },
@@ -52,6 +53,8 @@ export const deliveries: CommandGroup = {
         }
         const event = flags.string("event");
         if (event !== undefined) req.eventId = event;
+        const org = flags.string("org");
+        if (org !== undefined) req.orgId = org;
         const limit = flags.string("limit");
         if (limit !== undefined) req.pageSize = parseCount("--limit", limit, 1);
         const pageToken = flags.string("page-token");

@@ -21,16 +21,18 @@ export const endpoints: CommandGroup = {
     adminVerb({
       name: "list",
       summary: "list the configured endpoints",
-      async run(ctx) {
-        const res = await ctx.client.listEndpoints({});
+      flags: { org: { type: "string", value: "ORG", help: "this org's endpoints only" } },
+      async run(ctx, _args, flags) {
+        const res = await ctx.client.listEndpoints({ orgId: flags.string("org") ?? "" });
         const p = ctx.palette;
         ctx.print(AdminService.method.listEndpoints.output, res, () =>
           res.endpoints.length === 0
             ? "no endpoints\n"
             : table(
-                ["NAME", "URL", "ENABLED", "EVENTS", "FAILOVER", "KEYS"],
+                ["NAME", "ORG", "URL", "ENABLED", "EVENTS", "FAILOVER", "KEYS"],
                 res.endpoints.map((e) => [
                   e.name,
+                  orgText(e),
                   e.url,
                   e.enabled ? "yes" : e.disabledReason ? `no (${e.disabledReason})` : "no",
                   eventTypesText(e.eventTypes),
@@ -38,7 +40,7 @@ export const endpoints: CommandGroup = {
                   String(e.signingKeyCount),
                 ]),
                 p,
-                (column, cell, padded) => (column === 2 ? (cell === "yes" ? p.green(padded) : p.red(padded)) : padded),
+                (column, cell, padded) => (column === 3 ? (cell === "yes" ? p.green(padded) : p.red(padded)) : padded),
               ),
         );
       },
@@ -64,6 +66,17 @@ export const endpoints: CommandGroup = {
           required: true,
           help: "signing secret: whsec_ + base64 (Standard Webhooks), or raw text used as bytes",
         },
+        org: {
+          type: "string",
+          value: "ORG",
+          help: "the org it belongs to: only that org's events (default: an operator endpoint, every org's; an org token's own org)",
+        },
+        app: {
+          type: "string",
+          value: "APP",
+          multiple: true,
+          help: "with --org, only this app's events (repeat for several)",
+        },
         ...ENDPOINT_FLAGS,
         disabled: { type: "boolean", help: "create it disabled" },
         ...FILTER_FLAGS,
@@ -79,6 +92,8 @@ export const endpoints: CommandGroup = {
             enabled: !flags.bool("disabled"),
             eventTypes: events === undefined ? [] : parseEventTypes(events),
             failoverTo: flags.string("failover-to") ?? "",
+            orgId: flags.string("org") ?? "",
+            apps: flags.list("app"),
             ...(filters ? { filters } : {}),
           },
         });
@@ -97,6 +112,12 @@ export const endpoints: CommandGroup = {
         url: { type: "string", value: "URL", help: "where webhooks are POSTed" },
         enabled: { type: "string", value: "true|false", help: "enable or disable it" },
         secret: { type: "string", value: "S", help: "replace its signing secret (no overlap: see keys rotate)" },
+        app: {
+          type: "string",
+          value: "APP",
+          multiple: true,
+          help: "only these apps' events from now on (repeat; --app '' for every app of its org)",
+        },
         ...ENDPOINT_FLAGS,
         ...FILTER_FLAGS,
       },
@@ -133,6 +154,10 @@ export const endpoints: CommandGroup = {
           endpoint.eventTypes = eventTypes;
           paths.push("event_types");
         }
+        if (flags.has("app")) {
+          endpoint.apps = flags.list("app").filter((a) => a !== "");
+          paths.push("apps");
+        }
         const failoverTo = flags.string("failover-to");
         if (failoverTo !== undefined) {
           endpoint.failoverTo = failoverTo;
@@ -141,7 +166,7 @@ export const endpoints: CommandGroup = {
         // An empty mask means "every field" to the API: never send one from here.
         if (paths.length === 0) {
           throw new UsageError(
-            "nothing to change (give --url, --enabled, --secret, --events, --failover-to, --models, --min-tokens or --severity)",
+            "nothing to change (give --url, --enabled, --secret, --app, --events, --failover-to, --models, --min-tokens or --severity)",
           );
         }
         const res = await ctx.client.updateEndpoint({ endpoint, updateMask: { paths } });
@@ -170,7 +195,9 @@ function endpointText(e: Endpoint | undefined): string {
     ["name", e.name],
     ["url", e.url],
     ["enabled", String(e.enabled)],
+    ["org", orgText(e)],
   ];
+  if (e.apps.length > 0) pairs.push(["apps", e.apps.join(", ")]);
   if (e.disabledReason) pairs.push(["disabled reason", e.disabledReason]);
   pairs.push(
     ["events", eventTypesText(e.eventTypes)],
@@ -181,4 +208,9 @@ function endpointText(e: Endpoint | undefined): string {
     ["updated", timeText(e.updateTime)],
   );
   return fields(pairs);
+}
+
+/** "-" for an operator endpoint (every org's events). */
+function orgText(e: Endpoint): string {
+  return e.orgId === "" ? "- (operator)" : e.oneOff ? `${e.orgId} (one-off)` : e.orgId;
 }

@@ -26,6 +26,8 @@ export const COMMANDS: readonly CommandEntry[] = [
   { name: "send-test", load: async () => (await import("./send-test.js")).sendTest },
   { name: "budgets", load: async () => (await import("./budgets.js")).budgets },
   { name: "pricing", load: async () => (await import("./pricing.js")).pricing },
+  { name: "tokens", load: async () => (await import("./tokens.js")).tokens },
+  { name: "whoami", load: async () => (await import("./tokens.js")).whoami },
 ];
 
 export function loadCommandGroups(entries: readonly CommandEntry[] = COMMANDS): Promise<CommandGroup[]> {

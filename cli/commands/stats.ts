@@ -12,11 +12,14 @@ export const stats: CommandGroup = {
     adminVerb({
       name: "",
       summary: "delivery analytics per endpoint over a window (default the last hour)",
-      flags: { "window-seconds": { type: "string", value: "N", help: "the window, in seconds (default 3600)" } },
+      flags: {
+        "window-seconds": { type: "string", value: "N", help: "the window, in seconds (default 3600)" },
+        org: { type: "string", value: "ORG", help: "this org's endpoints and events only" },
+      },
       async run(ctx, _args, flags) {
         const window = flags.string("window-seconds");
         const windowSeconds = window === undefined ? 0 : parseCount("--window-seconds", window, 1);
-        const res = await ctx.client.getStats({ windowSeconds });
+        const res = await ctx.client.getStats({ windowSeconds, orgId: flags.string("org") ?? "" });
         ctx.print(AdminService.method.getStats.output, res, () => statsText(res, windowSeconds || 3600, ctx.palette));
       },
     }),

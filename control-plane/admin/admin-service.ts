@@ -1,6 +1,6 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
+import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import {
   type AdminService,
   type DeleteBudgetResponse,
@@ -54,6 +54,15 @@ import {
   type UpdateEndpointRequest,
   type UpdateEndpointResponse,
   UpdateEndpointResponseSchema,
+  type CreateTokenRequest,
+  type CreateTokenResponse,
+  type ListEndpointsRequest,
+  type ListTokensRequest,
+  type ListTokensResponse,
+  type RevokeTokenRequest,
+  type RevokeTokenResponse,
+  type WhoAmIResponse,
+  WhoAmIResponseSchema,
 } from "../../gen/aigw/v1/admin_pb.js";
 import { type Event, EventType } from "../../gen/aigw/v1/events_pb.js";
 import { eventTypeName } from "../../common/event-types.js";
@@ -82,6 +91,12 @@ import { RuntimeSubscription, type SubscriptionControl } from "../routing/subscr
 import { getSubscription, requestFilters, rotateOrgSigningKey, updateSubscription } from "./subscription-rpc.js";
 import type { BudgetAdminRpcs } from "../budgets/admin-rpcs.js";
 import { getSeries, listQueues, listSidecars } from "./series-rpc.js";
+import { operatorOnly, orgScope, type Principal, principalOf, requestOrg } from "../auth/principal.js";
+import type { TokenRegistry } from "../auth/token-registry.js";
+import { checkAppName, checkOrgId } from "../config/checks.js";
+import { failoverOrgProblem } from "../config/failover-chain.js";
+import { isOneOffEndpointName } from "../routing/one-off.js";
+import { TokenAdminRpcs } from "./token-rpcs.js";
 
 export interface AdminDeps {
   store: Store;
@@ -100,10 +115,20 @@ export interface AdminDeps {
   budgets?: BudgetAdminRpcs;
   /** The global subscription (events.subscribe, events.filters) at runtime; absent: one from config(). */
   subscription?: SubscriptionControl;
+  /** Who tokens are; told at once of tokens made or revoked here. Absent: tokens are still stored. */
+  tokens?: TokenRegistry;
 }
 
 /** Fields UpdateEndpoint may change; an empty update_mask means all of them. */
-export const UPDATABLE_ENDPOINT_FIELDS = ["url", "enabled", "secret", "event_types", "failover_to", "filters"] as const;
+export const UPDATABLE_ENDPOINT_FIELDS = [
+  "url",
+  "enabled",
+  "secret",
+  "event_types",
+  "failover_to",
+  "filters",
+  "apps",
+] as const;
 type UpdatableField = (typeof UPDATABLE_ENDPOINT_FIELDS)[number];
 
 export const DEFAULT_PAGE_SIZE = 100;
@@ -117,21 +142,31 @@ export const DEFAULT_STATS_WINDOW_SECONDS = 3600;
  * nowhere else; an unexpected failure is logged and answered INTERNAL with the original
  * as `cause`. Signing secrets go into the store and never come back out of this service
  * (RotateSigningKey returns the one it generated, once).
+ *
+ * Every RPC acts for its caller (auth/principal.ts): an org token sees only its org's
+ * endpoints and their deliveries; another org's are NOT_FOUND exactly as if they did not
+ * exist, operator endpoints and operator-only RPCs PERMISSION_DENIED.
  */
 export class AdminServiceImpl implements ServiceImpl<typeof AdminService> {
   private readonly now: () => number;
 
   private readonly subscription: SubscriptionControl;
+  private readonly tokenRpcs: TokenAdminRpcs;
 
   constructor(private readonly deps: AdminDeps) {
     this.now = deps.now ?? Date.now;
+    this.tokenRpcs = new TokenAdminRpcs(deps.store, deps.logger, deps.tokens, this.now);
     this.subscription =
       deps.subscription ?? new RuntimeSubscription(deps.config().events, async () => deps.onEndpointsChanged());
   }
 
-  createEndpoint(req: CreateEndpointRequest): Promise<CreateEndpointResponse> {
+  createEndpoint(req: CreateEndpointRequest, ctx?: HandlerContext): Promise<CreateEndpointResponse> {
     return this.rpc("CreateEndpoint", async () => {
+      const principal = principalOf(ctx);
       const ep = required(req.endpoint, "endpoint");
+      const orgId = requestOrg(principal, ep.orgId, "endpoint.org_id");
+      if (orgId !== "") invalidIf(checkOrgId(orgId), "endpoint.org_id");
+      const apps = checkApps(ep.apps, orgId);
       invalidIf(checkEndpointName(ep.name), "endpoint.name");
       invalidIf(this.destinations().urlProblem(ep.url), "endpoint.url");
       invalidIf(signingSecretProblem(ep.secret), "endpoint.secret");
@@ -143,49 +178,74 @@ export class AdminServiceImpl implements ServiceImpl<typeof AdminService> {
           `names starting with "${ONE_OFF_PREFIX}" are for one-off endpoints (x-aigw-webhook-url)`,
         );
       }
-      const existing = await this.deps.store.listEndpoints();
-      if (existing.some((e) => e.name === ep.name)) {
+      const all = await this.deps.store.listEndpoints();
+      if (all.some((e) => e.name === ep.name)) {
         throw new ConnectError(`endpoint "${ep.name}" already exists`, Code.AlreadyExists);
       }
+      // An org token sees its org's endpoints and the operator's: failing over to another
+      // org's endpoint reads as naming none.
+      const existing = all.filter((e) => visibility(e, principal) !== "foreign");
       // The product page's pair: primary fails over to backup unless told otherwise,
       // as the config loader does for the file.
+      const backup = existing.find((e) => e.name === "backup");
       const failoverTo =
-        ep.failoverTo === "" && ep.name === "primary" && existing.some((e) => e.name === "backup")
+        ep.failoverTo === "" &&
+        ep.name === "primary" &&
+        backup !== undefined &&
+        failoverOrgProblem(orgId, "backup", backup.orgId) === undefined
           ? "backup"
           : ep.failoverTo;
       invalidIf(failoverChainProblem(ep.name, failoverTo, failoverMap(existing)), "endpoint.failover_to");
+      invalidIf(
+        failoverOrgProblem(orgId, failoverTo, existing.find((e) => e.name === failoverTo)?.orgId),
+        "endpoint.failover_to",
+      );
       const record = await this.deps.store.createEndpoint(
-        { name: ep.name, url: ep.url, enabled: ep.enabled, eventTypes: dedupe(ep.eventTypes), failoverTo, filters },
+        {
+          name: ep.name,
+          url: ep.url,
+          enabled: ep.enabled,
+          eventTypes: dedupe(ep.eventTypes),
+          failoverTo,
+          filters,
+          orgId,
+          apps,
+        },
         ep.secret,
       );
       this.deps.onEndpointsChanged();
       // Only the origin: receiver URLs sometimes carry a token in their path or query.
-      this.deps.logger.info({ endpoint: record.name, origin: new URL(record.url).origin }, "endpoint created");
+      this.deps.logger.info(
+        { endpoint: record.name, org: orgId || undefined, origin: new URL(record.url).origin },
+        "endpoint created",
+      );
       return create(CreateEndpointResponseSchema, { endpoint: endpointMessage(record) });
     });
   }
 
-  getEndpoint(req: GetEndpointRequest): Promise<GetEndpointResponse> {
+  getEndpoint(req: GetEndpointRequest, ctx?: HandlerContext): Promise<GetEndpointResponse> {
     return this.rpc("GetEndpoint", async () => {
-      const record = await this.requireEndpoint(req.name, "name");
+      const record = await this.requireEndpoint(req.name, "name", principalOf(ctx));
       return create(GetEndpointResponseSchema, { endpoint: endpointMessage(record) });
     });
   }
 
-  listEndpoints(): Promise<ListEndpointsResponse> {
+  listEndpoints(req?: ListEndpointsRequest, ctx?: HandlerContext): Promise<ListEndpointsResponse> {
     return this.rpc("ListEndpoints", async () => {
-      const records = await this.deps.store.listEndpoints();
+      const orgId = requestOrg(principalOf(ctx), req?.orgId ?? "", "org_id");
+      const records = (await this.deps.store.listEndpoints()).filter((e) => orgId === "" || e.orgId === orgId);
       return create(ListEndpointsResponseSchema, { endpoints: records.map(endpointMessage) });
     });
   }
 
-  updateEndpoint(req: UpdateEndpointRequest): Promise<UpdateEndpointResponse> {
+  updateEndpoint(req: UpdateEndpointRequest, ctx?: HandlerContext): Promise<UpdateEndpointResponse> {
     return this.rpc("UpdateEndpoint", async () => {
+      const principal = principalOf(ctx);
       const ep = required(req.endpoint, "endpoint");
       invalidIf(ep.name === "" ? "required" : undefined, "endpoint.name");
       const fields = updateFields(req.updateMask?.paths ?? [], ep);
-      const current = await this.requireEndpoint(ep.name, "endpoint.name");
-      const patch = await this.endpointPatch(ep, current, fields);
+      const current = await this.requireEndpoint(ep.name, "endpoint.name", principal);
+      const patch = await this.endpointPatch(ep, current, fields, principal);
       const record = await this.deps.store.updateEndpoint(ep.name, patch);
       this.deps.onEndpointsChanged();
       this.deps.logger.info({ endpoint: record.name, fields: [...fields] }, "endpoint updated");
@@ -193,9 +253,11 @@ export class AdminServiceImpl implements ServiceImpl<typeof AdminService> {
     });
   }
 
-  deleteEndpoint(req: DeleteEndpointRequest): Promise<DeleteEndpointResponse> {
+  deleteEndpoint(req: DeleteEndpointRequest, ctx?: HandlerContext): Promise<DeleteEndpointResponse> {
     return this.rpc("DeleteEndpoint", async () => {
       invalidIf(req.name === "" ? "required" : undefined, "name");
+      const principal = principalOf(ctx);
+      if (principal.scope === "org") await this.requireEndpoint(req.name, "name", principal);
       const all = await this.deps.store.listEndpoints();
       const dependent = all.find((e) => e.failoverTo === req.name && e.name !== req.name);
       if (dependent) {
@@ -213,9 +275,11 @@ export class AdminServiceImpl implements ServiceImpl<typeof AdminService> {
     });
   }
 
-  rotateSigningKey(req: RotateSigningKeyRequest): Promise<RotateSigningKeyResponse> {
+  rotateSigningKey(req: RotateSigningKeyRequest, ctx?: HandlerContext): Promise<RotateSigningKeyResponse> {
     return this.rpc("RotateSigningKey", async () => {
+      const principal = principalOf(ctx);
       if (req.orgId !== "") {
+        requestOrg(principal, req.orgId, "org_id");
         const res = await rotateOrgSigningKey(this.deps.store, req, {
           now: this.now(),
           defaultOverlapSeconds: DEFAULT_KEY_OVERLAP_SECONDS,
@@ -225,8 +289,8 @@ export class AdminServiceImpl implements ServiceImpl<typeof AdminService> {
         this.deps.onEndpointsChanged();
         return res;
       }
-      const target = await this.requireEndpoint(req.endpoint, "endpoint");
-      if (target.orgId !== "") {
+      const target = await this.requireEndpoint(req.endpoint, "endpoint", principal);
+      if (target.oneOff) {
         throw new ConnectError(
           `endpoint "${req.endpoint}" is a one-off endpoint signed with org "${target.orgId}"'s key; rotate that with org_id`,
           Code.FailedPrecondition,
@@ -246,8 +310,11 @@ export class AdminServiceImpl implements ServiceImpl<typeof AdminService> {
     });
   }
 
-  listDeliveries(req: ListDeliveriesRequest): Promise<ListDeliveriesResponse> {
+  listDeliveries(req: ListDeliveriesRequest, ctx?: HandlerContext): Promise<ListDeliveriesResponse> {
     return this.rpc("ListDeliveries", async () => {
+      // An org token's list is its org's endpoints' deliveries: another org's endpoint named
+      // here lists nothing, as a missing one does.
+      const orgId = requestOrg(principalOf(ctx), req.orgId, "org_id");
       const pageSize = req.pageSize === 0 ? DEFAULT_PAGE_SIZE : req.pageSize;
       if (pageSize > MAX_PAGE_SIZE) invalid("page_size", `must be 1..${MAX_PAGE_SIZE} (0 for ${DEFAULT_PAGE_SIZE})`);
       let status: ReturnType<typeof deliveryStatusRecord>;
@@ -261,6 +328,7 @@ export class AdminServiceImpl implements ServiceImpl<typeof AdminService> {
         ...(status !== undefined ? { status } : {}),
         ...(req.eventId !== "" ? { eventId: req.eventId } : {}),
         ...(req.pageToken !== "" ? { pageToken: req.pageToken } : {}),
+        ...(orgId !== "" ? { orgId } : {}),
       });
       const attempts = await Promise.all(page.deliveries.map((d) => this.deps.store.listAttempts(d.id)));
       return create(ListDeliveriesResponseSchema, {
@@ -270,11 +338,13 @@ export class AdminServiceImpl implements ServiceImpl<typeof AdminService> {
     });
   }
 
-  getDelivery(req: GetDeliveryRequest): Promise<GetDeliveryResponse> {
+  getDelivery(req: GetDeliveryRequest, ctx?: HandlerContext): Promise<GetDeliveryResponse> {
     return this.rpc("GetDelivery", async () => {
       invalidIf(req.id === "" ? "required" : undefined, "id");
       const detail = await this.deps.store.getDelivery(req.id);
-      if (!detail) throw new ConnectError(`delivery "${req.id}" not found`, Code.NotFound);
+      if (!detail || !(await this.ownsDelivery(detail.delivery.endpoint, principalOf(ctx)))) {
+        throw new ConnectError(`delivery "${req.id}" not found`, Code.NotFound);
+      }
       return create(GetDeliveryResponseSchema, {
         delivery: deliveryMessage(detail.delivery, detail.attempts),
         body: JSON.stringify(webhookBody(detail.event)),
@@ -282,16 +352,18 @@ export class AdminServiceImpl implements ServiceImpl<typeof AdminService> {
     });
   }
 
-  replayDelivery(req: ReplayDeliveryRequest): Promise<ReplayDeliveryResponse> {
+  replayDelivery(req: ReplayDeliveryRequest, ctx?: HandlerContext): Promise<ReplayDeliveryResponse> {
     return this.rpc("ReplayDelivery", async () => {
       invalidIf(req.id === "" ? "required" : undefined, "id");
       const detail = await this.deps.store.getDelivery(req.id);
-      if (!detail) throw new ConnectError(`delivery "${req.id}" not found`, Code.NotFound);
+      if (!detail || !(await this.ownsDelivery(detail.delivery.endpoint, principalOf(ctx)))) {
+        throw new ConnectError(`delivery "${req.id}" not found`, Code.NotFound);
+      }
       const { delivery } = detail;
       if (delivery.status === "pending") {
         throw new ConnectError(`delivery "${req.id}" is still pending`, Code.FailedPrecondition);
       }
-      await this.requireDeliverable(delivery.endpoint);
+      await this.requireDeliverable(delivery.endpoint, principalOf(ctx));
       const replay = await this.deps.store.replayDelivery(req.id);
       this.deps.notifyDeliveries([replay.endpoint]);
       this.deps.logger.info({ delivery: req.id, replay: replay.id, endpoint: replay.endpoint }, "delivery replayed");
@@ -299,34 +371,38 @@ export class AdminServiceImpl implements ServiceImpl<typeof AdminService> {
     });
   }
 
-  replayDeliveries(req: ReplayDeliveriesRequest): Promise<ReplayDeliveriesResponse> {
+  replayDeliveries(req: ReplayDeliveriesRequest, ctx?: HandlerContext): Promise<ReplayDeliveriesResponse> {
     return this.rpc("ReplayDeliveries", async () => {
-      if (req.endpoint !== "") {
-        const endpoint = await this.deps.store.getEndpoint(req.endpoint);
-        if (!endpoint) throw new ConnectError(`endpoint "${req.endpoint}" not found`, Code.NotFound);
-      }
-      const replayed = await this.deps.store.replayDeadLettered(req.endpoint !== "" ? req.endpoint : undefined);
+      const principal = principalOf(ctx);
+      if (req.endpoint !== "") await this.requireEndpoint(req.endpoint, "endpoint", principal);
+      const replayed = await this.deps.store.replayDeadLettered(
+        req.endpoint !== "" ? req.endpoint : undefined,
+        orgScope(principal),
+      );
       if (replayed > 0) this.deps.notifyDeliveries(req.endpoint !== "" ? [req.endpoint] : undefined);
       this.deps.logger.info({ endpoint: req.endpoint || "*", replayed }, "dead-lettered deliveries replayed");
       return create(ReplayDeliveriesResponseSchema, { replayed });
     });
   }
 
-  sendTestEvent(req: SendTestEventRequest): Promise<SendTestEventResponse> {
+  sendTestEvent(req: SendTestEventRequest, ctx?: HandlerContext): Promise<SendTestEventResponse> {
     return this.rpc("SendTestEvent", async () => {
+      const principal = principalOf(ctx);
+      const orgId = orgScope(principal);
       const type = req.eventType === EventType.UNSPECIFIED ? EventType.COMPLETION : req.eventType;
       const typeName = eventTypeName(type);
       if (typeName === undefined) invalid("event_type", `unknown event type ${req.eventType}`);
       const config = this.deps.config();
       let targets: string[];
       if (req.endpoint !== "") {
-        await this.requireDeliverable(req.endpoint);
+        await this.requireDeliverable(req.endpoint, principal);
         targets = [req.endpoint];
       } else {
         // Routing is decided here rather than by the normal filters: a test event is
         // meant to arrive even where, say, completion.min_tokens would drop it.
         const subscribed = this.subscription.get().subscribe.includes(type);
         targets = (await this.deps.store.listEndpoints())
+          .filter((e) => orgId === undefined || e.orgId === orgId)
           .filter((e) => e.enabled && (e.eventTypes.length === 0 ? subscribed : e.eventTypes.includes(type)))
           .map((e) => e.name);
         if (targets.length === 0) {
@@ -334,6 +410,8 @@ export class AdminServiceImpl implements ServiceImpl<typeof AdminService> {
         }
       }
       const event = syntheticEvent(type, this.now(), config.pricing);
+      // An org's test event is its own, so its receivers see their org_id.
+      if (orgId !== undefined) event.orgId = orgId;
       await this.deps.deliverEvents([event], targets);
       const { deliveries } = await this.deps.store.listDeliveries({ eventId: event.id, pageSize: MAX_PAGE_SIZE });
       this.deps.logger.info({ event: event.id, type: typeName, endpoints: targets }, "test event sent");
@@ -341,29 +419,46 @@ export class AdminServiceImpl implements ServiceImpl<typeof AdminService> {
     });
   }
 
-  getSeries(req: GetSeriesRequest): Promise<GetSeriesResponse> {
-    return this.rpc("GetSeries", () =>
-      getSeries(this.deps.store, req, this.now(), this.deps.config().delivery.retentionHours),
-    );
+  // Series span every org's traffic: operator tokens only, until rollups are read per org.
+  getSeries(req: GetSeriesRequest, ctx?: HandlerContext): Promise<GetSeriesResponse> {
+    return this.rpc("GetSeries", async () => {
+      operatorOnly(principalOf(ctx), "GetSeries");
+      return getSeries(this.deps.store, req, this.now(), this.deps.config().delivery.retentionHours);
+    });
   }
 
-  listQueues(): Promise<ListQueuesResponse> {
-    return this.rpc("ListQueues", () => listQueues(this.deps.store));
+  listQueues(_req: unknown, ctx?: HandlerContext): Promise<ListQueuesResponse> {
+    return this.rpc("ListQueues", async () => {
+      const org = orgScope(principalOf(ctx));
+      const all = await listQueues(this.deps.store);
+      if (org === undefined) return all;
+      const mine = new Set((await this.deps.store.listEndpoints()).filter((e) => e.orgId === org).map((e) => e.name));
+      all.queues = all.queues.filter((q) => mine.has(q.endpoint));
+      return all;
+    });
   }
 
-  listSidecars(): Promise<ListSidecarsResponse> {
-    return this.rpc("ListSidecars", () => listSidecars(this.deps.store, this.now()));
+  listSidecars(_req: unknown, ctx?: HandlerContext): Promise<ListSidecarsResponse> {
+    return this.rpc("ListSidecars", async () => {
+      const org = orgScope(principalOf(ctx));
+      const all = await listSidecars(this.deps.store, this.now());
+      if (org !== undefined) all.sidecars = all.sidecars.filter((s) => s.orgId === org);
+      return all;
+    });
   }
 
-  getStats(req: GetStatsRequest): Promise<GetStatsResponse> {
+  getStats(req: GetStatsRequest, ctx?: HandlerContext): Promise<GetStatsResponse> {
     return this.rpc("GetStats", async () => {
+      const orgId = requestOrg(principalOf(ctx), req.orgId, "org_id");
       const windowSeconds = req.windowSeconds === 0 ? DEFAULT_STATS_WINDOW_SECONDS : req.windowSeconds;
       const since = this.now() - windowSeconds * 1000;
-      const [records, endpoints, eventsIngested] = await Promise.all([
+      const [all, allEndpoints, eventsIngested] = await Promise.all([
         this.deps.store.stats(since),
         this.deps.store.listEndpoints(),
-        this.deps.store.countEvents(since),
+        this.deps.store.countEvents(since, orgId === "" ? undefined : orgId),
       ]);
+      const endpoints = orgId === "" ? allEndpoints : allEndpoints.filter((e) => e.orgId === orgId);
+      const records = orgId === "" ? all : await this.orgStats(all, endpoints, orgId);
       // Every configured endpoint gets a row, quiet ones too (an open circuit matters
       // most when nothing gets through), plus deleted ones that still have deliveries.
       const byName = new Map(records.map((r) => [r.endpoint, r]));
@@ -397,32 +492,85 @@ export class AdminServiceImpl implements ServiceImpl<typeof AdminService> {
     return this.rpc("GetSubscription", async () => getSubscription(this.subscription));
   }
 
-  updateSubscription(req: UpdateSubscriptionRequest): Promise<UpdateSubscriptionResponse> {
-    return this.rpc("UpdateSubscription", () => updateSubscription(this.subscription, req, this.deps.logger));
+  updateSubscription(req: UpdateSubscriptionRequest, ctx?: HandlerContext): Promise<UpdateSubscriptionResponse> {
+    return this.rpc("UpdateSubscription", async () => {
+      operatorOnly(principalOf(ctx), "UpdateSubscription (the global subscription)");
+      return updateSubscription(this.subscription, req, this.deps.logger);
+    });
   }
 
   // ---- budgets and pricing ---------------------------------------------------------------------
 
   // Validation and logic live in control-plane/budgets/admin-rpcs.ts.
 
-  listBudgets(): Promise<ListBudgetsResponse> {
-    return this.rpc("ListBudgets", () => this.budgetRpcs().listBudgets());
+  listBudgets(_req?: unknown, ctx?: HandlerContext): Promise<ListBudgetsResponse> {
+    return this.rpc("ListBudgets", async () => {
+      const res = await this.budgetRpcs().listBudgets();
+      const orgId = orgScope(principalOf(ctx));
+      if (orgId !== undefined) res.budgets = res.budgets.filter((b) => b.orgId === orgId);
+      return res;
+    });
   }
 
-  setBudget(req: SetBudgetRequest): Promise<SetBudgetResponse> {
-    return this.rpc("SetBudget", () => this.budgetRpcs().setBudget(req));
+  setBudget(req: SetBudgetRequest, ctx?: HandlerContext): Promise<SetBudgetResponse> {
+    return this.rpc("SetBudget", () => {
+      const principal = principalOf(ctx);
+      if (principal.scope === "org" && req.budget !== undefined) {
+        req.budget.orgId = requestOrg(principal, req.budget.orgId, "budget.org_id");
+      }
+      return this.budgetRpcs().setBudget(req);
+    });
   }
 
-  deleteBudget(req: DeleteBudgetRequest): Promise<DeleteBudgetResponse> {
-    return this.rpc("DeleteBudget", () => this.budgetRpcs().deleteBudget(req));
+  deleteBudget(req: DeleteBudgetRequest, ctx?: HandlerContext): Promise<DeleteBudgetResponse> {
+    return this.rpc("DeleteBudget", () => {
+      const principal = principalOf(ctx);
+      if (principal.scope === "org") req.orgId = requestOrg(principal, req.orgId, "org_id");
+      return this.budgetRpcs().deleteBudget(req);
+    });
   }
 
   listPricing(): Promise<ListPricingResponse> {
     return this.rpc("ListPricing", () => this.budgetRpcs().listPricing());
   }
 
-  setModelPrice(req: SetModelPriceRequest): Promise<SetModelPriceResponse> {
-    return this.rpc("SetModelPrice", () => this.budgetRpcs().setModelPrice(req));
+  setModelPrice(req: SetModelPriceRequest, ctx?: HandlerContext): Promise<SetModelPriceResponse> {
+    return this.rpc("SetModelPrice", async () => {
+      operatorOnly(principalOf(ctx), "SetModelPrice (pricing)");
+      return this.budgetRpcs().setModelPrice(req);
+    });
+  }
+
+  // ---- tokens (control-plane/admin/token-rpcs.ts) ----------------------------------------------
+
+  createToken(req: CreateTokenRequest, ctx?: HandlerContext): Promise<CreateTokenResponse> {
+    return this.rpc("CreateToken", async () => {
+      operatorOnly(principalOf(ctx), "CreateToken");
+      return this.tokenRpcs.createToken(req);
+    });
+  }
+
+  listTokens(req: ListTokensRequest, ctx?: HandlerContext): Promise<ListTokensResponse> {
+    return this.rpc("ListTokens", async () => {
+      operatorOnly(principalOf(ctx), "ListTokens");
+      return this.tokenRpcs.listTokens(req);
+    });
+  }
+
+  revokeToken(req: RevokeTokenRequest, ctx?: HandlerContext): Promise<RevokeTokenResponse> {
+    return this.rpc("RevokeToken", async () => {
+      operatorOnly(principalOf(ctx), "RevokeToken");
+      return this.tokenRpcs.revokeToken(req);
+    });
+  }
+
+  whoAmI(_req?: unknown, ctx?: HandlerContext): Promise<WhoAmIResponse> {
+    return this.rpc("WhoAmI", async () => {
+      const p = principalOf(ctx);
+      return p.scope === "operator"
+        ? create(WhoAmIResponseSchema, {})
+        : create(WhoAmIResponseSchema, { orgId: p.orgId, tokenId: p.tokenId, tokenName: p.tokenName });
+    });
   }
 
   private budgetRpcs(): BudgetAdminRpcs {
@@ -438,9 +586,10 @@ export class AdminServiceImpl implements ServiceImpl<typeof AdminService> {
     ep: Endpoint,
     current: EndpointRecord,
     fields: ReadonlySet<UpdatableField>,
+    principal: Principal,
   ): Promise<EndpointPatch> {
     const patch: EndpointPatch = {};
-    if (current.orgId !== "" && [...fields].some((f) => f !== "enabled")) {
+    if (current.oneOff && [...fields].some((f) => f !== "enabled")) {
       throw new ConnectError(
         `endpoint "${current.name}" is a one-off endpoint (x-aigw-webhook-url): only "enabled" can change`,
         Code.FailedPrecondition,
@@ -464,12 +613,41 @@ export class AdminServiceImpl implements ServiceImpl<typeof AdminService> {
       checkEventTypes(ep.eventTypes);
       patch.eventTypes = dedupe(ep.eventTypes);
     }
+    if (fields.has("apps")) patch.apps = checkApps(ep.apps, current.orgId);
     if (fields.has("failover_to") && ep.failoverTo !== current.failoverTo) {
-      const all = await this.deps.store.listEndpoints();
+      const all = (await this.deps.store.listEndpoints()).filter((e) => visibility(e, principal) !== "foreign");
       invalidIf(failoverChainProblem(ep.name, ep.failoverTo, failoverMap(all)), "endpoint.failover_to");
+      invalidIf(
+        failoverOrgProblem(current.orgId, ep.failoverTo, all.find((e) => e.name === ep.failoverTo)?.orgId),
+        "endpoint.failover_to",
+      );
       patch.failoverTo = ep.failoverTo;
     }
     return patch;
+  }
+
+  /** The stats rows of one org's endpoints: its configured ones and its one-off ones. */
+  private async orgStats(
+    records: Awaited<ReturnType<Store["stats"]>>,
+    endpoints: readonly EndpointRecord[],
+    orgId: string,
+  ): Promise<Awaited<ReturnType<Store["stats"]>>> {
+    const names = new Set(endpoints.map((e) => e.name));
+    const out = [];
+    for (const r of records) {
+      if (names.has(r.endpoint)) out.push(r);
+      else if (isOneOffEndpointName(r.endpoint) && (await this.deps.store.getEndpoint(r.endpoint))?.orgId === orgId) {
+        out.push(r);
+      }
+    }
+    return out;
+  }
+
+  /** Whether the principal may see deliveries to `endpoint` (a deleted endpoint's: the operator only). */
+  private async ownsDelivery(endpoint: string, principal: Principal): Promise<boolean> {
+    if (principal.scope === "operator") return true;
+    const record = await this.deps.store.getEndpoint(endpoint);
+    return record !== undefined && record.orgId === principal.orgId;
   }
 
   /** The destination rule of the current config (control-plane/security/destination-policy.ts). */
@@ -477,17 +655,28 @@ export class AdminServiceImpl implements ServiceImpl<typeof AdminService> {
     return new DestinationPolicy(this.deps.config().security);
   }
 
-  private async requireEndpoint(name: string, field: string): Promise<EndpointRecord> {
+  /**
+   * The endpoint, if the principal may act on it: another org's is NOT_FOUND with the same
+   * message as a missing one, an operator endpoint PERMISSION_DENIED for an org token.
+   */
+  private async requireEndpoint(name: string, field: string, principal: Principal): Promise<EndpointRecord> {
     invalidIf(name === "" ? "required" : undefined, field);
     const record = await this.deps.store.getEndpoint(name);
-    if (!record) throw new ConnectError(`endpoint "${name}" not found`, Code.NotFound);
+    const seen = record === undefined ? "foreign" : visibility(record, principal);
+    if (!record || seen === "foreign") throw new ConnectError(`endpoint "${name}" not found`, Code.NotFound);
+    if (seen === "operator") {
+      throw rpcError(
+        Code.PermissionDenied,
+        "AIGW_PERMISSION_DENIED",
+        `endpoint "${name}" is an operator endpoint; this token is scoped to org "${orgScope(principal)}"`,
+      );
+    }
     return record;
   }
 
   /** Deliveries to a missing or disabled endpoint would only fail; say so instead. */
-  private async requireDeliverable(name: string): Promise<void> {
-    const record = await this.deps.store.getEndpoint(name);
-    if (!record) throw new ConnectError(`endpoint "${name}" not found`, Code.NotFound);
+  private async requireDeliverable(name: string, principal: Principal): Promise<void> {
+    const record = await this.requireEndpoint(name, "endpoint", principal);
     if (!record.enabled) {
       const why = record.disabledReason ? ` (${record.disabledReason})` : "";
       throw new ConnectError(`endpoint "${name}" is disabled${why}`, Code.FailedPrecondition);
@@ -572,6 +761,25 @@ function updateFields(paths: readonly string[], ep: Endpoint): Set<UpdatableFiel
     fields.add(path as UpdatableField);
   }
   return fields;
+}
+
+/**
+ * How an endpoint looks to a principal: the operator owns every endpoint; an org token its
+ * org's ("own"), the operator's ("operator": it may fail over to them, nothing more), and
+ * no other org's ("foreign": as if it did not exist).
+ */
+function visibility(record: EndpointRecord, principal: Principal): "own" | "operator" | "foreign" {
+  if (principal.scope === "operator" || record.orgId === principal.orgId) return "own";
+  return record.orgId === "" && !record.oneOff ? "operator" : "foreign";
+}
+
+/** Apps of an endpoint: only with an org (an operator endpoint takes every app of every org). */
+function checkApps(apps: readonly string[], orgId: string): string[] {
+  if (apps.length > 0 && orgId === "") {
+    invalid("endpoint.apps", "needs endpoint.org_id: an operator endpoint receives every org's events");
+  }
+  for (const [i, app] of apps.entries()) invalidIf(checkAppName(app), `endpoint.apps[${i}]`);
+  return dedupe(apps);
 }
 
 function failoverMap(endpoints: readonly EndpointRecord[]): Map<string, string> {

@@ -38,6 +38,8 @@ export function endpointMessage(record: EndpointRecord): Endpoint {
     signingKeyCount: record.signingKeyCount,
     filters: filtersMessage(record.filters),
     orgId: record.orgId,
+    apps: [...record.apps],
+    oneOff: record.oneOff,
   });
 }
 

@@ -36,3 +36,16 @@ export function checkEncryptionKey(key: string): string | undefined {
   const bytes = Buffer.from(key, "base64").length;
   return bytes === 32 ? undefined : `decodes to ${bytes} bytes; ${expected}`;
 }
+
+/** Org ids and app names, as endpoints, tokens and sidecars (--org, --app) name them. */
+export const ORG_ID = /^[A-Za-z0-9._-]{1,128}$/;
+
+export function checkOrgId(id: string): string | undefined {
+  if (ORG_ID.test(id)) return undefined;
+  return `${JSON.stringify(id.slice(0, 140))} is not an org id; expected 1-128 characters of A-Z, a-z, 0-9, ".", "_" and "-"`;
+}
+
+export function checkAppName(app: string): string | undefined {
+  if (ORG_ID.test(app)) return undefined;
+  return `${JSON.stringify(app.slice(0, 140))} is not an app name; expected 1-128 characters of A-Z, a-z, 0-9, ".", "_" and "-"`;
+}

@@ -46,7 +46,7 @@ export function defaultConfig(): GatewayConfig {
       circuitBreakerThreshold: 5,
       circuitBreakerCooldownMs: 30_000,
     },
-    auth: { adminTokens: [], sidecarTokens: [], metricsTokens: [] },
+    auth: { adminTokens: [], sidecarTokens: [], metricsTokens: [], orgs: {} },
     storage: { url: "sqlite:.aigw/aigw.db", encryptionKey: "" },
     budgets: [],
     pricing: Object.fromEntries(Object.entries(DEFAULT_PRICING).map(([model, p]) => [model, { ...p }])),

@@ -34,3 +34,21 @@ export function failoverChainProblem(
     current = next;
   }
 }
+
+/**
+ * The org rule of failover: an org's endpoint fails over within its org or to an operator
+ * endpoint; an operator endpoint (every org's events) only to another operator endpoint, so
+ * a failover never hands one org's events to another org's receiver. `targetOrg` is the
+ * target's org ("" for an operator endpoint; undefined when it does not exist).
+ */
+export function failoverOrgProblem(
+  orgId: string,
+  failoverTo: string,
+  targetOrg: string | undefined,
+): string | undefined {
+  if (failoverTo === "" || targetOrg === undefined || targetOrg === "" || targetOrg === orgId) return undefined;
+  if (orgId === "") {
+    return `"${failoverTo}" belongs to org "${targetOrg}"; an operator endpoint (every org's events) fails over only to another operator endpoint`;
+  }
+  return `"${failoverTo}" belongs to org "${targetOrg}", not "${orgId}"; fail over to an endpoint of the same org or to an operator endpoint`;
+}

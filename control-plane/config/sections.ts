@@ -1,5 +1,5 @@
 import { cidrProblem } from "../security/destination-policy.js";
-import { checkEncryptionKey, checkHeaderName, checkStorageUrl } from "./checks.js";
+import { checkEncryptionKey, checkHeaderName, checkOrgId, checkStorageUrl } from "./checks.js";
 import { defaultPerEndpointConcurrency } from "./defaults.js";
 import type { ConfigReader, Field, NumberRule } from "./reader.js";
 import type { AuthConfig, DeliveryConfig, RetryConfig, SecurityConfig, StorageConfig } from "./types.js";
@@ -145,12 +145,41 @@ export function readDelivery(r: ConfigReader, field: Field | undefined, defaults
 }
 
 export function readAuth(r: ConfigReader, field: Field | undefined, defaults: AuthConfig): AuthConfig {
-  const keys = r.section(field, ["admin_tokens", "sidecar_tokens", "metrics_tokens"]);
-  return {
-    adminTokens: r.stringList(keys.get("admin_tokens"), { sensitive: true }) ?? defaults.adminTokens,
-    sidecarTokens: r.stringList(keys.get("sidecar_tokens"), { sensitive: true }) ?? defaults.sidecarTokens,
-    metricsTokens: r.stringList(keys.get("metrics_tokens"), { sensitive: true }) ?? defaults.metricsTokens,
+  const keys = r.section(field, ["admin_tokens", "sidecar_tokens", "metrics_tokens", "orgs"]);
+  // Where each token was first given: one token, one scope (an org's token that is also the
+  // operator's would be the operator's).
+  const seen = new Map<string, string>();
+  const tokens = (f: Field | undefined, unique = true): string[] | undefined => {
+    const items = r.list(f, "a list of strings");
+    if (!items) return undefined;
+    const values = items.map((item) => r.string(item, { sensitive: true }));
+    if (!values.every((v) => v !== undefined)) return undefined;
+    if (unique) {
+      values.forEach((token, i) => {
+        const item = items[i] as Field;
+        const first = seen.get(token);
+        if (first !== undefined) r.fail(item, `is the same token as ${first}; expected one scope per token`);
+        else seen.set(token, item.path);
+      });
+    }
+    return values;
   };
+  const auth: AuthConfig = {
+    adminTokens: tokens(keys.get("admin_tokens")) ?? defaults.adminTokens,
+    sidecarTokens: tokens(keys.get("sidecar_tokens")) ?? defaults.sidecarTokens,
+    metricsTokens: tokens(keys.get("metrics_tokens"), false) ?? defaults.metricsTokens,
+    orgs: {},
+  };
+  for (const { key: org, field: orgField } of r.entries(keys.get("orgs"), "a mapping of org id to its tokens")) {
+    const orgProblem = checkOrgId(org);
+    if (orgProblem) r.failEntry(orgField, orgProblem);
+    const orgKeys = r.section(orgField, ["admin_tokens", "sidecar_tokens"]);
+    auth.orgs[org] = {
+      adminTokens: tokens(orgKeys.get("admin_tokens")) ?? [],
+      sidecarTokens: tokens(orgKeys.get("sidecar_tokens")) ?? [],
+    };
+  }
+  return auth;
 }
 
 export function readStorage(r: ConfigReader, field: Field | undefined, defaults: StorageConfig): StorageConfig {

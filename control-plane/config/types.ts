@@ -31,6 +31,10 @@ export interface WebhookEndpointConfig {
   failoverTo: string;
   /** Optional per-endpoint filters, same shape as events.filters, applied after the global ones. */
   filters: EventFilters;
+  /** The org it belongs to (only that org's events); "": an operator endpoint (every org's). */
+  orgId: string;
+  /** With orgId: only these apps' events; empty: every app. */
+  apps: string[];
 }
 
 export interface EventsConfig {
@@ -88,6 +92,8 @@ export interface AuthConfig {
   sidecarTokens: string[];
   /** Bearer tokens accepted on /metrics only (a scraper's token cannot change anything); admin tokens are too. */
   metricsTokens: string[];
+  /** auth.orgs.ORG: tokens scoped to one org (its admin view, its sidecars). */
+  orgs: Record<string, { adminTokens: string[]; sidecarTokens: string[] }>;
 }
 
 export interface StorageConfig {

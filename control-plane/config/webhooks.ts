@@ -1,13 +1,13 @@
 import type { EventTypeName } from "../../common/event-types.js";
 import type { DestinationPolicy } from "../security/destination-policy.js";
 import { signingSecretProblem } from "../security/signing-secret.js";
-import { ENDPOINT_NAME } from "./checks.js";
+import { checkAppName, checkOrgId, ENDPOINT_NAME } from "./checks.js";
 import { readEventTypes, readFilters } from "./events.js";
-import { failoverChainProblem } from "./failover-chain.js";
+import { failoverChainProblem, failoverOrgProblem } from "./failover-chain.js";
 import type { ConfigReader, Field } from "./reader.js";
 import type { WebhookEndpointConfig } from "./types.js";
 
-const ENDPOINT_KEYS = ["url", "secret", "enabled", "events", "failover_to", "filters"] as const;
+const ENDPOINT_KEYS = ["url", "secret", "enabled", "events", "failover_to", "filters", "org_id", "apps"] as const;
 
 export interface EndpointContext {
   /** The destination rule of this file's security section. */
@@ -49,10 +49,17 @@ export function readWebhooks(
  */
 function checkFailoverChains(r: ConfigReader, endpoints: ReadEndpoint[]): void {
   const failoverOf = new Map(endpoints.map((e) => [e.name, e.config.failoverTo]));
+  const orgOf = new Map(endpoints.map((e) => [e.name, e.config.orgId]));
   for (const { name, field, failoverField, config } of endpoints) {
     const failoverTo = config.failoverTo;
     if (failoverTo === "" || failoverTo === name || !failoverOf.has(failoverTo)) continue;
     if (failoverField && !r.isValid(failoverField.path)) continue;
+    const orgProblem = failoverOrgProblem(config.orgId, failoverTo, orgOf.get(failoverTo));
+    if (orgProblem !== undefined) {
+      if (failoverField) r.fail(failoverField, orgProblem);
+      else r.report(`${field.path}.failover_to`, field.line, `${orgProblem} (primary fails over to backup by default)`);
+      continue;
+    }
     const problem = failoverChainProblem(name, failoverTo, failoverOf);
     if (problem === undefined) continue;
     if (failoverField) r.fail(failoverField, problem);
@@ -115,6 +122,20 @@ function readEndpoint(
     }
   }
 
+  const orgField = keys.get("org_id");
+  const orgId = r.string(orgField) ?? "";
+  const orgProblem = orgField && orgId !== "" ? checkOrgId(orgId) : undefined;
+  if (orgField && orgProblem) r.fail(orgField, orgProblem);
+  const appsField = keys.get("apps");
+  const apps = r.stringList(appsField) ?? [];
+  if (appsField && apps.length > 0) {
+    if (!orgField) r.fail(appsField, "needs org_id: an endpoint without org_id receives every org's events");
+    for (const [i, app] of apps.entries()) {
+      const problem = checkAppName(app);
+      if (problem) r.report(`${appsField.path}[${i}]`, r.lineOf(appsField), problem);
+    }
+  }
+
   const config: WebhookEndpointConfig = {
     url: url?.trim() ?? "",
     secret: secret ?? "",
@@ -122,6 +143,8 @@ function readEndpoint(
     events,
     failoverTo: failoverTo ?? (name === "primary" && names.includes("backup") ? "backup" : ""),
     filters: readFilters(r, keys.get("filters")),
+    orgId,
+    apps: [...new Set(apps)],
   };
   return { name, field, failoverField, config };
 }

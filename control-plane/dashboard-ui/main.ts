@@ -1,6 +1,13 @@
+import { create } from "@bufbuild/protobuf";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { DeliveryStatus, type GetSeriesResponse, SeriesBreakdown, SeriesMetric } from "../../gen/aigw/v1/admin_pb.js";
+import {
+  DeliveryStatus,
+  type GetSeriesResponse,
+  ListBudgetsResponseSchema,
+  SeriesBreakdown,
+  SeriesMetric,
+} from "../../gen/aigw/v1/admin_pb.js";
 import { type Event, EventType } from "../../gen/aigw/v1/events_pb.js";
 import { admin, feed, TOKEN_KEY } from "./client.js";
 import { type ChartSeries, formatValue, TimeChart } from "./charts.js";
@@ -72,7 +79,20 @@ function percentiles(r: GetSeriesResponse, key: string | undefined, prefix = "")
 
 let latencyEndpoint = "";
 
+/** What an org's token may not read (operator-only RPCs) shows as empty, not as an error. */
+async function allowed<T>(call: Promise<T>, empty: T): Promise<T> {
+  try {
+    return await call;
+  } catch (err) {
+    if (err instanceof ConnectError && err.code === Code.PermissionDenied) return empty;
+    throw err;
+  }
+}
+
+let operator = true;
+
 async function refreshCharts(): Promise<void> {
+  if (!operator) return;
   const [deliveries, attemptLatency, eventLatency, events, tokensModel, tokensOrg, costModel, costOrg] =
     await Promise.all([
       series(SeriesMetric.DELIVERIES, SeriesBreakdown.OUTCOME),
@@ -130,7 +150,7 @@ async function refreshTables(): Promise<void> {
   const [stats, queues, budgets, sidecars, deliveries] = await Promise.all([
     admin.getStats({ windowSeconds: WINDOW_SECONDS[windowName] }),
     admin.listQueues({}),
-    admin.listBudgets({}),
+    allowed(admin.listBudgets({}), create(ListBudgetsResponseSchema)),
     admin.listSidecars({}),
     admin.listDeliveries({ pageSize: 15 }),
   ]);
@@ -388,7 +408,7 @@ $("#auth").addEventListener("submit", (ev) => {
   ev.preventDefault();
   sessionStorage.setItem(TOKEN_KEY, $<HTMLInputElement>("#token").value);
   $("#auth").style.display = "none";
-  refresh();
+  showScope().then(refresh, showError);
   void watch();
 });
 
@@ -398,7 +418,15 @@ function markWindow(): void {
   }
 }
 
+/** Says whose data this is: every org (an operator token) or one org. */
+async function showScope(): Promise<void> {
+  const me = await admin.whoAmI({});
+  operator = me.orgId === "";
+  $("#scope").textContent = operator ? "operator: every org" : `org ${me.orgId}`;
+  $("#charts-note").textContent = operator ? "" : "Charts span every org's traffic: they need an operator token.";
+}
+
 markWindow();
-refresh();
+showScope().then(refresh, showError);
 setInterval(refresh, 5000);
 void watch();

@@ -9,6 +9,9 @@ import type { Logger } from "../../common/logger.js";
 import { invalidArgument } from "../../common/rpc-errors.js";
 import type { Store, StoredEvent } from "../store/store.js";
 import type { EventBus } from "./event-bus.js";
+import { principalOf, requestOrg } from "../auth/principal.js";
+import type { TokenRegistry } from "../auth/token-registry.js";
+import { rpcError } from "../../common/rpc-errors.js";
 
 export interface FeedDeps {
   store: Store;
@@ -16,6 +19,8 @@ export interface FeedDeps {
   logger: Logger;
   /** Events a watcher may fall behind by before it is cut off. */
   maxQueued?: number;
+  /** Ends the watches of org tokens when they are revoked; absent: nothing ends them. */
+  tokens?: TokenRegistry;
 }
 
 const REPLAY_PAGE = 500;
@@ -25,7 +30,9 @@ const REPLAY_PAGE = 500;
  * ones. The live subscription is opened before the replay so nothing falls in the gap;
  * events seen in both are skipped by cursor. The first response is the start position,
  * so a client cut off before any event resumes from there. A watcher that cannot keep up
- * ends with RESOURCE_EXHAUSTED and can resume from its last cursor.
+ * ends with RESOURCE_EXHAUSTED and can resume from its last cursor. An org token watches
+ * its org only (naming another is PERMISSION_DENIED), and its watch ends UNAUTHENTICATED
+ * when the token is revoked.
  */
 export class FeedServiceImpl implements ServiceImpl<typeof FeedService> {
   constructor(private readonly deps: FeedDeps) {}
@@ -48,14 +55,24 @@ export class FeedServiceImpl implements ServiceImpl<typeof FeedService> {
         throw invalidArgument("cursor", `"${req.cursor.slice(0, 40)}" is not a cursor from a WatchResponse`);
       }
     }
+    const principal = principalOf(ctx);
+    const orgId = requestOrg(principal, req.orgId, "org_id");
     const accept = (e: StoredEvent): boolean =>
       (types.size === 0 || types.has(eventTypeOfCase(e.event.payload.case))) &&
-      (req.orgId === "" || e.event.orgId === req.orgId) &&
+      (orgId === "" || e.event.orgId === orgId) &&
       (req.app === "" || e.event.app === req.app);
 
     const sub = this.deps.bus.subscribe({ maxQueued: this.deps.maxQueued ?? 10_000, onOverflow: () => {}, accept });
     const abort = (): void => sub.close();
     ctx.signal.addEventListener("abort", abort);
+    let revoked = false;
+    const unwatch = this.deps.tokens?.watch(principal, () => {
+      revoked = true;
+      sub.close();
+    });
+    const endIfRevoked = (): void => {
+      if (revoked) throw rpcError(Code.Unauthenticated, "AIGW_UNAUTHENTICATED", "authorization: token revoked");
+    };
     try {
       const { store } = this.deps;
       if (req.cursor === "") {
@@ -65,16 +82,19 @@ export class FeedServiceImpl implements ServiceImpl<typeof FeedService> {
       for (;;) {
         const page = await store.readFeed(after, REPLAY_PAGE);
         for (const e of page) {
+          endIfRevoked();
           after = e.cursor;
           if (accept(e)) yield toResponse(e);
         }
         if (page.length < REPLAY_PAGE) break;
       }
       for await (const e of sub) {
+        endIfRevoked();
         if (store.compareCursors(e.cursor, after) <= 0) continue;
         after = e.cursor;
         yield toResponse(e);
       }
+      endIfRevoked();
       if (sub.overflowed) {
         throw new ConnectError(
           `watcher fell more than ${this.deps.maxQueued ?? 10_000} events behind; resume with cursor "${after}"`,
@@ -82,6 +102,7 @@ export class FeedServiceImpl implements ServiceImpl<typeof FeedService> {
         );
       }
     } finally {
+      unwatch?.();
       ctx.signal.removeEventListener("abort", abort);
       sub.close();
     }

@@ -2,6 +2,8 @@ import { createHash, timingSafeEqual } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { Code, type Interceptor } from "@connectrpc/connect";
 import { rpcError } from "../../common/rpc-errors.js";
+import { PRINCIPAL, type Principal } from "../auth/principal.js";
+import type { TokenRegistry } from "../auth/token-registry.js";
 
 /** Bearer tokens kept only as SHA-256 digests, compared in constant time. */
 export class TokenSet {
@@ -30,17 +32,18 @@ function digest(token: string): Buffer {
   return createHash("sha256").update(token).digest();
 }
 
-/** Requires the right bearer token per service: sidecar tokens on ingest, admin tokens elsewhere. */
-export function authInterceptor(sidecarTokens: TokenSet, adminTokens: TokenSet): Interceptor {
+/**
+ * Requires the right bearer token per service (sidecar tokens on ingest, admin tokens
+ * elsewhere) and tells the service who it is (PRINCIPAL: the operator or one org).
+ */
+export function authInterceptor(tokens: TokenRegistry): Interceptor {
   return (next) => async (req) => {
-    const tokens = req.service.typeName === "aigw.v1.IngestService" ? sidecarTokens : adminTokens;
-    if (!tokens.accepts(req.header.get("authorization"))) {
-      throw rpcError(
-        Code.Unauthenticated,
-        "AIGW_UNAUTHENTICATED",
-        req.header.get("authorization") ? "authorization: token not accepted" : "authorization: bearer token required",
-      );
+    const kind = req.service.typeName === "aigw.v1.IngestService" ? "sidecar" : "admin";
+    const resolved = tokens.resolve(req.header.get("authorization"), kind);
+    if ("refused" in resolved) {
+      throw rpcError(Code.Unauthenticated, "AIGW_UNAUTHENTICATED", `authorization: ${resolved.refused}`);
     }
+    req.contextValues.set(PRINCIPAL, resolved.principal);
     return next(req);
   };
 }
@@ -58,14 +61,19 @@ export function isLoopbackHost(host: string): boolean {
  * open for orchestrators' probes.
  */
 export class HttpPageAuth {
-  private readonly admin: TokenSet;
   private readonly metrics: TokenSet;
   private readonly required: boolean;
+  private readonly tokens: TokenRegistry;
 
-  constructor(tokens: { adminTokens: readonly string[]; metricsTokens: readonly string[]; required: boolean }) {
-    this.admin = new TokenSet(tokens.adminTokens);
-    this.metrics = new TokenSet([...tokens.adminTokens, ...tokens.metricsTokens]);
-    this.required = tokens.required;
+  constructor(options: {
+    adminTokens: readonly string[];
+    metricsTokens: readonly string[];
+    required: boolean;
+    tokens: TokenRegistry;
+  }) {
+    this.metrics = new TokenSet([...options.adminTokens, ...options.metricsTokens]);
+    this.required = options.required;
+    this.tokens = options.tokens;
   }
 
   /** True when the request may read /metrics; otherwise the 401 is already answered. */
@@ -79,13 +87,16 @@ export class HttpPageAuth {
   }
 
   /**
-   * True when the request may have the dashboard page. Otherwise a small page with no data
-   * answers 401 and asks for the token, then loads the dashboard with it (a browser cannot
-   * put a bearer token on a navigation).
+   * Who may have the dashboard page: an operator or org admin token (its data comes from the
+   * Admin API, which scopes it). Otherwise a small page with no data answers 401 and asks for
+   * the token, then loads the dashboard with it (a browser cannot put a bearer token on a
+   * navigation). On loopback without a token, the operator as before.
    */
-  allowDashboard(req: IncomingMessage, res: ServerResponse, loginPage: () => string): boolean {
-    if (!this.required || this.admin.accepts(req.headers.authorization)) return true;
+  dashboardPrincipal(req: IncomingMessage, res: ServerResponse, loginPage: () => string): Principal | undefined {
+    const resolved = this.tokens.resolve(req.headers.authorization, "admin");
+    if ("principal" in resolved) return resolved.principal;
+    if (!this.required) return { scope: "operator" };
     res.writeHead(401, { "content-type": "text/html; charset=utf-8", "cache-control": "no-store" }).end(loginPage());
-    return false;
+    return undefined;
   }
 }

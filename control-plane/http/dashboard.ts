@@ -8,6 +8,8 @@ import { fileURLToPath } from "node:url";
  * services over Connect on the same origin. With auth.admin_tokens set, the page itself
  * needs the token too: GET / without it answers the login page below, which fetches this
  * one with the token.
+ * An org's admin token works as well: the Admin API scopes every answer to its org, and the
+ * page says which (WhoAmI) in #scope.
  */
 export function dashboardHtml(): string {
   page ??= readDashboard();
@@ -48,7 +50,7 @@ const LOGIN_PAGE = `<!doctype html>
 <style>body{font:14px system-ui,sans-serif;margin:2rem;color:#222}h1{font-size:1.4rem}.bad{color:#b00}</style>
 </head><body>
 <h1>aigw control plane</h1>
-<p>This dashboard needs an admin token (<code>auth.admin_tokens</code>).</p>
+<p>This dashboard needs an admin token (<code>auth.admin_tokens</code>, or an org's admin token).</p>
 <form id="auth"><label>Admin token <input id="token" type="password" size="40" autofocus></label> <button>Use</button></form>
 <p id="error" class="bad"></p>
 <script>

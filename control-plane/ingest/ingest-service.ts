@@ -20,6 +20,9 @@ import { AsyncQueue } from "./async-queue.js";
 import type { BackpressureState, IngestBackpressure } from "./backpressure.js";
 import type { IngestMetrics, IngestSource } from "./pipeline.js";
 import { sameSnapshotContent } from "./snapshots.js";
+import { type Principal, principalOf } from "../auth/principal.js";
+import type { TokenRegistry } from "../auth/token-registry.js";
+import { rpcError } from "../../common/rpc-errors.js";
 
 export interface IngestDeps {
   /** The ingest pipeline: resolves only once the batch's valid events are committed. */
@@ -32,6 +35,8 @@ export interface IngestDeps {
   presence?: SidecarPresence;
   /** delivery.queue_size: batches wait (unacked) while the delivery queue is full. */
   backpressure?: IngestBackpressure;
+  /** Ends the streams of org tokens when they are revoked; absent: nothing ends them. */
+  tokens?: TokenRegistry;
   logger: Logger;
   metrics: IngestMetrics;
 }
@@ -52,10 +57,15 @@ const MAX_EVENTS_PER_BATCH = 10_000;
  * re-sends whatever was not acked. Events that cannot be valid are dropped with a log
  * line and a metric rather than failing the batch: a poison event must never make a
  * sidecar re-send the same batch forever.
+ *
+ * A sidecar with an org's token (auth/principal.ts) reports as that org: a hello naming
+ * another org is refused with PERMISSION_DENIED, events are stamped with the token's org
+ * whatever they say, and the stream ends (UNAUTHENTICATED) when the token is revoked.
  */
 export class IngestServiceImpl implements ServiceImpl<typeof IngestService> {
   private readonly storeRefusals: RateLimitedWarning;
   private readonly unknownMessages: RateLimitedWarning;
+  private readonly relabelled: RateLimitedWarning;
 
   constructor(private readonly deps: IngestDeps) {
     this.storeRefusals = new RateLimitedWarning(
@@ -66,10 +76,25 @@ export class IngestServiceImpl implements ServiceImpl<typeof IngestService> {
       deps.logger,
       "ignored a message of a kind this control plane does not know (a newer sidecar?)",
     );
+    this.relabelled = new RateLimitedWarning(
+      deps.logger,
+      "events named another org than their sidecar token's; stored as the token's org",
+    );
   }
 
   async *connect(requests: AsyncIterable<ConnectRequest>, ctx: HandlerContext): AsyncGenerator<ConnectResponse> {
     const out = new AsyncQueue<ConnectResponse>();
+    const principal = principalOf(ctx);
+    let revoked = false;
+    const unwatch = this.deps.tokens?.watch(principal, () => {
+      if (revoked) return;
+      revoked = true;
+      this.deps.logger.warn(
+        { sidecar: hello?.sidecarId, org: hello?.orgId },
+        "sidecar token revoked; its stream ends (its events wait in its spool)",
+      );
+      out.fail(rpcError(Code.Unauthenticated, "AIGW_UNAUTHENTICATED", "authorization: token revoked"));
+    });
     let hello: Hello | undefined;
     let lastSeq = 0n;
     let sentVersion = 0n;
@@ -98,6 +123,10 @@ export class IngestServiceImpl implements ServiceImpl<typeof IngestService> {
             throw new ConnectError("message.hello: sent twice on one stream", Code.InvalidArgument);
           hello = m.value;
           if (hello.sidecarId === "") throw new ConnectError("hello.sidecar_id: required", Code.InvalidArgument);
+          if (principal.scope === "org") {
+            if (hello.orgId === "") hello.orgId = principal.orgId;
+            else if (hello.orgId !== principal.orgId) throw this.wrongOrg(hello, principal.orgId);
+          }
           this.deps.metrics.connectedSidecars++;
           connected = true;
           log.info(
@@ -128,7 +157,7 @@ export class IngestServiceImpl implements ServiceImpl<typeof IngestService> {
           // A full delivery queue holds the batch here, before anything of it is stored:
           // the ack waits, the sidecar keeps the events, and hears why.
           await this.deps.backpressure?.admit(ctx.signal, (state) => out.push(pausedMessage(state)));
-          const result = await this.handleBatch(hello, batch).catch((err: unknown) => {
+          const result = await this.handleBatch(hello, batch, principal).catch((err: unknown) => {
             throw this.batchFailed(err, hello as Hello, batch.seq);
           });
           if (batch.seq > lastSeq) lastSeq = batch.seq;
@@ -164,14 +193,31 @@ export class IngestServiceImpl implements ServiceImpl<typeof IngestService> {
         yield res;
       }
     } finally {
+      unwatch?.();
       unsubscribe?.();
       if (hello !== undefined && connected) {
         this.deps.presence?.disconnect(hello);
         this.deps.metrics.connectedSidecars--;
         log.info({ sidecar: hello.sidecarId, ackedSeq: lastSeq }, "sidecar disconnected");
       }
-      await consumer.catch(() => {});
+      // A revoked stream ends now: its consumer may be waiting for the sidecar's next message.
+      if (revoked) consumer.catch(() => {});
+      else await consumer.catch(() => {});
     }
+  }
+
+  /** A sidecar token of one org used with another --org: refused, with whose token it is. */
+  private wrongOrg(hello: Hello, tokenOrg: string): ConnectError {
+    this.deps.logger.warn(
+      { sidecar: hello.sidecarId, org: hello.orgId, tokenOrg, app: hello.app, code: "AIGW_PERMISSION_DENIED" },
+      "refused a sidecar: its --org is not the org of its sidecar token",
+    );
+    return rpcError(
+      Code.PermissionDenied,
+      "AIGW_PERMISSION_DENIED",
+      `hello.org_id: this sidecar token belongs to org "${tokenOrg}", not "${hello.orgId}"; run the sidecar with --org ${tokenOrg} or with a token of org "${hello.orgId}"`,
+      { field: "hello.org_id" },
+    );
   }
 
   /**
@@ -198,9 +244,17 @@ export class IngestServiceImpl implements ServiceImpl<typeof IngestService> {
     return ConnectError.from(err, Code.Internal);
   }
 
-  private async handleBatch(hello: Hello, batch: EventBatch): Promise<{ stored: number; duplicates: number }> {
-    // The stream's hello fills what an event leaves empty.
+  private async handleBatch(
+    hello: Hello,
+    batch: EventBatch,
+    principal: Principal,
+  ): Promise<{ stored: number; duplicates: number }> {
+    // The stream's hello fills what an event leaves empty; an org token's org is the only one its events can have.
     for (const e of batch.events) {
+      if (principal.scope === "org" && e.orgId !== "" && e.orgId !== principal.orgId) {
+        this.relabelled.hit({ sidecar: hello.sidecarId, claimed: e.orgId, tokenOrg: principal.orgId });
+        e.orgId = principal.orgId;
+      }
       if (e.orgId === "") e.orgId = hello.orgId;
       if (e.app === "") e.app = hello.app;
     }

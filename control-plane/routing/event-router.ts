@@ -14,7 +14,11 @@ export type RoutingSource = SubscriptionSettings | Pick<GatewayConfig, "events">
  * filters, as the store holds them (the config file's are upserted there at startup, the
  * Admin API changes them at runtime). An endpoint that another enabled endpoint fails
  * over to is a standby: it gets deliveries only by failover (DESIGN.md: "backup receives
- * what primary could not take"). Compiled once per subscription/endpoint change and
+ * what primary could not take"). Orgs (DESIGN.md "Orgs"): an operator endpoint (no org)
+ * receives every org's events; an org's endpoint only events of its org, and with apps only
+ * those apps' events. The event's org is the one its sidecar's token fixes at ingest
+ * (completion, error, streaming, rate_limit) or its budget's (budget); an event of no app
+ * (budget) reaches every endpoint of its org, apps or not. Compiled once per subscription/endpoint change and
  * swapped in with one assignment, so routing an event is a few set lookups (it runs inside
  * the ingest transaction, once per event).
  */
@@ -36,6 +40,8 @@ export class EventRouter {
     if (!c.subscribed.has(type) || !passes(event, c.globalFilters)) return [];
     const out: string[] = [];
     for (const ep of c.endpoints) {
+      if (ep.orgId !== null && ep.orgId !== event.orgId) continue;
+      if (ep.apps !== null && event.app !== "" && !ep.apps.has(event.app)) continue;
       if (ep.types !== null && !ep.types.has(type)) continue;
       if (ep.filters && !passes(event, ep.filters)) continue;
       out.push(ep.name);
@@ -65,6 +71,10 @@ export class EventRouter {
 
 interface CompiledEndpoint {
   name: string;
+  /** null: an operator endpoint (every org). */
+  orgId: string | null;
+  /** null: every app of its org. */
+  apps: Set<string> | null;
   /** null: every subscribed type. */
   types: Set<EventType> | null;
   filters: CompiledFilters | null;
@@ -87,9 +97,16 @@ type ModelMatcher = (model: string) => boolean;
 function compile(source: RoutingSource, endpoints: readonly EndpointRecord[]): CompiledRouting {
   const settings = "events" in source ? subscriptionFromConfig(source.events) : source;
   // One-off endpoints are routed by the event's webhook_url, never by subscription.
-  const configured = endpoints.filter((e) => e.orgId === "");
-  // A failover target ("backup") only receives what its primary could not take.
-  const standby = new Set(configured.filter((e) => e.enabled && e.failoverTo !== "").map((e) => e.failoverTo));
+  const configured = endpoints.filter((e) => !e.oneOff);
+  // A failover target ("backup") only receives what its primary could not take. An org's
+  // endpoint failing over to an operator endpoint does not make it a standby: it still
+  // receives every org's events (an org cannot quiet the operator's endpoint).
+  const orgOf = new Map(configured.map((e) => [e.name, e.orgId]));
+  const standby = new Set(
+    configured
+      .filter((e) => e.enabled && e.failoverTo !== "" && orgOf.get(e.failoverTo) === e.orgId)
+      .map((e) => e.failoverTo),
+  );
   return {
     subscribed: new Set(settings.subscribe),
     globalFilters: compileFilters(settings.filters),
@@ -97,6 +114,8 @@ function compile(source: RoutingSource, endpoints: readonly EndpointRecord[]): C
       .filter((e) => e.enabled && !standby.has(e.name))
       .map((e) => ({
         name: e.name,
+        orgId: e.orgId === "" ? null : e.orgId,
+        apps: e.orgId !== "" && e.apps.length > 0 ? new Set(e.apps) : null,
         types: e.eventTypes.length > 0 ? new Set(e.eventTypes) : null,
         filters: hasFilters(e.filters) ? compileFilters(e.filters) : null,
       })),

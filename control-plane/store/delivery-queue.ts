@@ -38,8 +38,8 @@ export interface DeliveryQueue {
   listAttempts(deliveryId: string): Promise<AttemptRecord[]>;
   /** A new pending delivery of the same event to the same endpoint. */
   replayDelivery(id: string): Promise<DeliveryRecord>;
-  /** Replays every dead-lettered delivery (of one endpoint, or all). */
-  replayDeadLettered(endpoint?: string): Promise<number>;
+  /** Replays every dead-lettered delivery (of one endpoint, or all; of one org's endpoints when orgId is given). */
+  replayDeadLettered(endpoint?: string, orgId?: string): Promise<number>;
   /** Deliveries pending (waiting, retrying or in flight), without walking them. */
   countPending(): Promise<number>;
 }
@@ -148,6 +148,8 @@ export interface DeliveryFilter {
   endpoint?: string;
   status?: DeliveryStatus;
   eventId?: string;
+  /** Only deliveries to endpoints of this org. */
+  orgId?: string;
   /** 1..1000 */
   pageSize: number;
   pageToken?: string;

@@ -2,7 +2,7 @@ import type { EventType } from "../../gen/aigw/v1/events_pb.js";
 
 /** Endpoints and their signing keys; one-off endpoints (x-aigw-webhook-url) and org keys. */
 export interface EndpointStore {
-  /** Configured endpoints; one-off endpoints (orgId set) are left out: see getEndpoint. */
+  /** Configured endpoints (operator and org ones); one-off endpoints are left out: see getEndpoint. */
   listEndpoints(): Promise<EndpointRecord[]>;
   /** Any endpoint, one-off endpoints included. */
   getEndpoint(name: string): Promise<EndpointRecord | undefined>;
@@ -46,6 +46,10 @@ export interface NewEndpoint {
   failoverTo: string;
   /** Applied after the global filters; absent: none. */
   filters?: EndpointFilters;
+  /** The org it belongs to (only that org's events); "" or absent: an operator endpoint (every org's). */
+  orgId?: string;
+  /** With orgId: only these apps' events; empty or absent: every app. */
+  apps?: string[];
 }
 
 /** events.filters' shape for one endpoint (the Admin API's EventFilters); empty lists: all. */
@@ -59,8 +63,11 @@ export interface EndpointFilters {
 
 export interface EndpointRecord extends NewEndpoint {
   filters: EndpointFilters;
-  /** The org of a one-off endpoint (x-aigw-webhook-url), signed with that org's keys; "" otherwise. */
+  /** The org it belongs to; "" for an operator endpoint. A one-off endpoint's is the org whose keys sign it. */
   orgId: string;
+  apps: string[];
+  /** A one-off endpoint (x-aigw-webhook-url), signed with its org's keys. */
+  oneOff: boolean;
   disabledReason: string;
   createdAt: number;
   updatedAt: number;
@@ -76,6 +83,7 @@ export interface EndpointPatch {
   /** Replaces every key with this one. */
   secret?: string;
   filters?: EndpointFilters;
+  apps?: string[];
 }
 
 export interface SigningKey {
@@ -110,6 +118,9 @@ export function filtersJson(filters: EndpointFilters | undefined): string {
 
 export function validateEndpoint(endpoint: NewEndpoint): void {
   if (endpoint.name === "") throw new TypeError("endpoint name must not be empty");
+  if ((endpoint.apps?.length ?? 0) > 0 && !endpoint.orgId) {
+    throw new TypeError(`endpoint "${endpoint.name}": apps need an org`);
+  }
   if (endpoint.url === "") throw new TypeError(`endpoint "${endpoint.name}": url must not be empty`);
   for (const type of endpoint.eventTypes) {
     if (!Number.isInteger(type)) throw new TypeError(`endpoint "${endpoint.name}": bad event type ${String(type)}`);
@@ -137,6 +148,9 @@ export function patchedEndpoint(
     eventTypes: patch.eventTypes ?? current.eventTypes,
     failoverTo: patch.failoverTo ?? current.failoverTo,
     filters: patch.filters ?? current.filters,
+    // The org never changes after creation (its deliveries and keys belong to it).
+    orgId: current.orgId,
+    apps: patch.apps ?? current.apps,
   };
   validateEndpoint(next);
   return { next, disabledReason };

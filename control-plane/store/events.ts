@@ -36,7 +36,8 @@ export interface EventStore {
   feedCursorSince(timeMs: number): Promise<string>;
   /** Orders two cursors of this store (negative: a before b). Throws a TypeError for a malformed one. */
   compareCursors(a: string, b: string): number;
-  countEvents(sinceMs?: number): Promise<number>;
+  /** Events ingested since `sinceMs` (all when absent), of one org when `orgId` is given. */
+  countEvents(sinceMs?: number, orgId?: string): Promise<number>;
 }
 
 export interface StoredEvent {

@@ -5,6 +5,7 @@ import type { DeliveryQueue } from "./delivery-queue.js";
 import type { EndpointStore } from "./endpoints.js";
 import type { EventStore } from "./events.js";
 import type { RetentionStore } from "./retention.js";
+import type { TokenStore } from "./tokens.js";
 
 /**
  * The control plane's durable state, one port per concern (events.ts, endpoints.ts,
@@ -20,7 +21,8 @@ export interface Store
     AnalyticsStore,
     BudgetStore,
     ClusterStore,
-    RetentionStore {
+    RetentionStore,
+    TokenStore {
   readonly kind: "sqlite" | "postgres";
   /**
    * Other processes may write to this store at the same time (PostgreSQL replicas): the
@@ -40,6 +42,7 @@ export type * from "./delivery-queue.js";
 export type * from "./endpoints.js";
 export type * from "./events.js";
 export type * from "./retention.js";
+export type * from "./tokens.js";
 
 export class StoreConflictError extends Error {
   override readonly name = "StoreConflictError";

@@ -718,9 +718,18 @@ export class Uplink implements EventPublisher {
     let delay: number;
     if (code === grpc.status.UNAUTHENTICATED || code === grpc.status.PERMISSION_DENIED) {
       delay = this.authBackoff.next();
+      // PERMISSION_DENIED: the token is good but another org's (its details say whose).
       this.logger.error(
-        { code: grpc.status[code], details, target: stream.target, retryInMs: delay },
-        "uplink: control plane refused this sidecar's token; check --token and the control plane's auth.sidecar tokens",
+        {
+          code: grpc.status[code],
+          details,
+          target: stream.target,
+          retryInMs: delay,
+          pendingBatches: this.spool?.pendingBatches ?? 0,
+        },
+        code === grpc.status.PERMISSION_DENIED
+          ? "uplink: control plane refused this sidecar's --org for its token; events wait in the spool"
+          : "uplink: control plane refused this sidecar's token; check --token and the control plane's auth.sidecar tokens",
       );
       if (several) this.targetIndex = (this.targetIndex + 1) % this.targets.length;
     } else if (!stream.established || (stream.inflight.length > 0 && lived < HEALTHY_STREAM_MS && several)) {

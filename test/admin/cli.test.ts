@@ -79,8 +79,10 @@ describe("aigw admin verbs against a real Admin API server", () => {
     expect(list.code).toBe(0);
     const lines = list.out.trimEnd().split("\n");
     expect(lines).toHaveLength(2);
-    expect(lines[0]).toMatch(/^NAME +URL +ENABLED +EVENTS +FAILOVER +KEYS$/);
-    expect(lines[1]).toMatch(/^primary +https:\/\/api\.example\.com\/webhooks\/ai +yes +completion,error +- +1$/);
+    expect(lines[0]).toMatch(/^NAME +ORG +URL +ENABLED +EVENTS +FAILOVER +KEYS$/);
+    expect(lines[1]).toMatch(
+      /^primary +- \(operator\) +https:\/\/api\.example\.com\/webhooks\/ai +yes +completion,error +- +1$/,
+    );
     // Columns line up: each header starts where its cells start.
     expect(lines[1]!.indexOf("https://")).toBe(lines[0]!.indexOf("URL"));
     expect(lines[1]!.indexOf("completion")).toBe(lines[0]!.indexOf("EVENTS"));
@@ -217,7 +219,7 @@ describe("aigw admin verbs against a real Admin API server", () => {
     expect(create.code).toBe(0);
     expect(create.err).toBe("");
     expect(create.out).toMatch(/^aigw endpoints create — /);
-    expect(create.out).toMatch(/^ {2}aigw endpoints create NAME --url URL --secret S \[--events T,…\]/m);
+    expect(create.out).toMatch(/^ {2}aigw endpoints create NAME --url URL --secret S \[--org ORG\] \[--app APP …\]/m);
     expect(create.out).toMatch(/^ {2}--url URL +where webhooks are POSTed \(required\)$/m);
     expect(create.out).toMatch(/^Admin API flags:\n {2}--admin URL /m);
     expect(create.out).toMatch(/^ {2}-h, --help +this help$/m);

@@ -27,6 +27,10 @@ describe("model prices across the cache-price migration", () => {
       // Back to what version 4 had: the table without the cache columns, one price in it.
       const raw = new Database(location.url.slice("sqlite:".length));
       for (const column of CACHE_COLUMNS) raw.exec(`ALTER TABLE model_prices DROP COLUMN ${column}`);
+      // ...and without what later versions added (orgs: v6).
+      raw.exec(
+        "ALTER TABLE endpoints DROP COLUMN one_off; ALTER TABLE endpoints DROP COLUMN apps; DROP TABLE api_tokens",
+      );
       for (const sql of LATER) raw.exec(sql);
       raw.prepare("DELETE FROM schema_version WHERE version > 4").run();
       raw
@@ -52,6 +56,9 @@ describe("model prices across the cache-price migration", () => {
       await client.connect();
       try {
         for (const column of CACHE_COLUMNS) await client.query(`ALTER TABLE model_prices DROP COLUMN ${column}`);
+        await client.query(
+          "ALTER TABLE endpoints DROP COLUMN one_off; ALTER TABLE endpoints DROP COLUMN apps; DROP TABLE api_tokens",
+        );
         for (const sql of LATER) await client.query(sql);
         await client.query("DELETE FROM aigw_schema_version WHERE version > 1");
         await client.query("INSERT INTO model_prices VALUES ($1, $2, $3, $4)", [

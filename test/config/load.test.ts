@@ -46,6 +46,8 @@ describe("the product page's webhook_config.yaml", () => {
         events: [],
         failoverTo: "backup",
         filters: {},
+        orgId: "",
+        apps: [],
       },
       backup: {
         url: "https://backup.yoursite.com/hooks",
@@ -54,6 +56,8 @@ describe("the product page's webhook_config.yaml", () => {
         events: [],
         failoverTo: "",
         filters: {},
+        orgId: "",
+        apps: [],
       },
     });
     expect(config.events).toEqual({
@@ -149,7 +153,7 @@ describe("defaults", () => {
     expect(config.delivery.perEndpointConcurrency).toBe(4);
     expect(config.delivery.circuitBreakerThreshold).toBe(5);
     expect(config.delivery.circuitBreakerCooldownMs).toBe(30000);
-    expect(config.auth).toEqual({ adminTokens: [], sidecarTokens: [], metricsTokens: [] });
+    expect(config.auth).toEqual({ adminTokens: [], sidecarTokens: [], metricsTokens: [], orgs: {} });
     expect(config.storage).toEqual({ url: "sqlite:.aigw/aigw.db", encryptionKey: "" });
     expect(config.budgets).toEqual([]);
     expect(config.limits).toEqual([]);
@@ -189,6 +193,8 @@ describe("defaults", () => {
       events: [],
       failoverTo: "",
       filters: {},
+      orgId: "",
+      apps: [],
     });
     expect(config.budgets).toEqual([
       { orgId: "org_1", limitType: "monthly", budgetLimit: 100, thresholds: [50, 80, 90, 100], enforce: false },

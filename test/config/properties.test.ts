@@ -210,7 +210,16 @@ const validConfig = fc
       const events = [...new Set(e.eventPick.map((i) => g.subscribe[i % g.subscribe.length]!))] as EventTypeName[];
       const url = `https://${e.host}/${e.path}`;
       webhooksYaml[e.name] = { url, secret: e.secret, enabled: e.enabled, events, failover_to: "" };
-      webhooks[e.name] = { url, secret: e.secret, enabled: e.enabled, events, failoverTo: "", filters: {} };
+      webhooks[e.name] = {
+        url,
+        secret: e.secret,
+        enabled: e.enabled,
+        events,
+        failoverTo: "",
+        filters: {},
+        orgId: "",
+        apps: [],
+      };
     }
     const yaml = {
       webhooks: webhooksYaml,

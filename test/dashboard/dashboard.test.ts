@@ -12,6 +12,9 @@ import { type TestStoreLocation, testStoreLocation, withStorageKey } from "../su
 import { type ControlPlaneFixture, startControlPlane } from "../support/control-plane.js";
 import { startTestReceiver, type TestReceiver } from "../support/webhook-receiver.js";
 import { waitFor } from "../support/wait.js";
+import { createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import { AdminService } from "../../gen/aigw/v1/admin_pb.js";
 
 // Debian's chromium (.ci/run installs it); outside CI a machine without it skips, saying so.
 const CHROMIUM = process.env.AIGW_CHROMIUM ?? "/usr/bin/chromium";
@@ -202,7 +205,10 @@ pricing:
     let location: TestStoreLocation | undefined;
     beforeAll(async () => {
       fixture = await startControlPlane(
-        testConfigYaml({ primaryUrl: receiver.url, extra: 'auth:\n  admin_tokens: ["dash-token"]\n' }),
+        testConfigYaml({
+          primaryUrl: receiver.url,
+          extra: 'auth:\n  admin_tokens: ["dash-token"]\n  orgs:\n    acme:\n      admin_tokens: ["acme-dash"]\n',
+        }),
       );
       location = await testStoreLocation();
       open = await runControlPlane({
@@ -236,6 +242,39 @@ pricing:
         await page.fill("#token", "dash-token");
         await page.click("#auth button");
         await expect.poll(() => page.locator("#stats tbody").textContent(), { timeout: 30_000 }).toContain("primary");
+      } finally {
+        await page.close();
+      }
+    });
+
+    it("with an org's token: says which org, and shows that org's endpoints only", async () => {
+      const operator = createClient(
+        AdminService,
+        createConnectTransport({
+          baseUrl: fixture.cp.httpUrl,
+          httpVersion: "1.1",
+          interceptors: [
+            (next) => (req) => {
+              req.header.set("authorization", "Bearer dash-token");
+              return next(req);
+            },
+          ],
+        }),
+      );
+      await operator.createEndpoint({
+        endpoint: { name: "acme-dash-hook", url: receiver.url, secret: TEST_SECRET, enabled: true, orgId: "acme" },
+      });
+      const page = await browser.newPage();
+      try {
+        await page.goto(`${fixture.cp.httpUrl}/`);
+        await page.locator("#auth").waitFor({ state: "visible", timeout: 30_000 });
+        await page.fill("#token", "acme-dash");
+        await page.click("#auth button");
+        await expect.poll(() => page.locator("#scope").textContent(), { timeout: 30_000 }).toContain("org acme");
+        await expect
+          .poll(() => page.locator("#stats tbody").textContent(), { timeout: 30_000 })
+          .toContain("acme-dash-hook");
+        expect(await page.locator("#stats tbody").textContent()).not.toContain("primary");
       } finally {
         await page.close();
       }

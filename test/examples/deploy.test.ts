@@ -253,8 +253,8 @@ describe("examples/deploy (Kubernetes)", () => {
         const list = await run(process.execPath, [AIGW_BIN, "endpoints", "list", "--admin", http], {
           env: { ...process.env, AIGW_ADMIN_TOKEN: env.AIGW_ADMIN_TOKEN },
         });
-        expect(list.stdout).toMatch(/^primary +https:\/\/api\.yoursite\.com\/webhooks\/ai /m);
-        expect(list.stdout).toMatch(/^backup +https:\/\/backup\.yoursite\.com\/hooks /m);
+        expect(list.stdout).toMatch(/^primary +- \(operator\) +https:\/\/api\.yoursite\.com\/webhooks\/ai /m);
+        expect(list.stdout).toMatch(/^backup +- \(operator\) +https:\/\/backup\.yoursite\.com\/hooks /m);
       } finally {
         p.child.kill("SIGTERM");
         expect(await p.exited).toBe(0);

@@ -18,6 +18,25 @@ describe("examples", () => {
     expect(local.security.requireHttps).toBe(false);
   });
 
+  it("examples/orgs.yaml loads: an operator endpoint, two orgs' endpoints, org tokens", () => {
+    const secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    const orgs = loadConfigFile(join(REPO_ROOT, "examples/orgs.yaml"), {
+      AUDIT_WEBHOOK_SECRET: secret,
+      ACME_WEBHOOK_SECRET: secret,
+      GLOBEX_WEBHOOK_SECRET: secret,
+      AIGW_ADMIN_TOKEN: "op-admin",
+      AIGW_SIDECAR_TOKEN: "op-sidecar",
+      ACME_ADMIN_TOKEN: "acme-admin",
+      ACME_SIDECAR_TOKEN: "acme-sidecar",
+    });
+    expect(Object.entries(orgs.webhooks).map(([name, w]) => [name, w.orgId, w.apps])).toEqual([
+      ["audit", "", []],
+      ["acme", "acme", []],
+      ["globex-chat", "globex", ["chat"]],
+    ]);
+    expect(orgs.auth.orgs.acme).toEqual({ adminTokens: ["acme-admin"], sidecarTokens: ["acme-sidecar"] });
+  });
+
   describe("client examples against a control plane", () => {
     let receiver: TestReceiver;
     let fixture: ControlPlaneFixture;

@@ -20,6 +20,8 @@ const endpoint = (name: string, eventTypes: EventType[] = [], enabled = true, fa
   signingKeyCount: 1,
   filters: { completionModels: [], completionMinTokens: 0, errorSeverities: [] },
   orgId: "",
+  apps: [],
+  oneOff: false,
 });
 
 const completion = (model: string, tokensUsed: number): Event =>

@@ -14,6 +14,8 @@ function endpoint(name: string, url: string, enabled = true): EndpointRecord {
     failoverTo: "",
     filters: { completionModels: [], completionMinTokens: 0, errorSeverities: [] },
     orgId: "",
+    apps: [],
+    oneOff: false,
     disabledReason: "",
     createdAt: 0,
     updatedAt: 0,

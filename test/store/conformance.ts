@@ -921,6 +921,92 @@ export function describeStoreConformance(name: string, open: () => Promise<Opene
       });
     });
 
+    describe("orgs and tokens", () => {
+      it("keeps an endpoint's org and apps; its org never changes, its apps do; one-off endpoints stay apart", async () => {
+        const created = await store.createEndpoint(endpoint("acme-hook", { orgId: "acme", apps: ["chat"] }), "s1");
+        expect(created).toMatchObject({ orgId: "acme", apps: ["chat"], oneOff: false });
+        const updated = await store.updateEndpoint("acme-hook", { apps: ["chat", "batch"] });
+        expect(updated).toMatchObject({ orgId: "acme", apps: ["chat", "batch"] });
+        await store.upsertEndpoint(endpoint("ops"), "s2");
+        const oneOff = await store.ensureOneOffEndpoint(
+          "oneoff-0123456789abcdef",
+          "acme",
+          "https://x.test/cb",
+          () => "s3",
+        );
+        expect(oneOff.endpoint).toMatchObject({ orgId: "acme", oneOff: true });
+        expect((await store.listEndpoints()).map((e) => [e.name, e.orgId, e.oneOff])).toEqual([
+          ["acme-hook", "acme", false],
+          ["ops", "", false],
+        ]);
+        // An org endpoint is signed with its own keys, not its org's.
+        expect((await store.activeSigningKeys("acme-hook", Date.now())).map((k) => k.secret)).toEqual(["s1"]);
+        expect((await store.activeSigningKeys("oneoff-0123456789abcdef", Date.now())).map((k) => k.secret)).toEqual([
+          "s3",
+        ]);
+        // An org endpoint's name cannot be taken as a one-off endpoint.
+        await expect(store.ensureOneOffEndpoint("acme-hook", "acme", created.url, () => "s4")).rejects.toThrow(
+          StoreConflictError,
+        );
+      });
+
+      it("lists and replays deliveries and counts events of one org", async () => {
+        await store.createEndpoint(endpoint("a", { orgId: "acme" }), "s");
+        await store.createEndpoint(endpoint("b", { orgId: "globex" }), "s");
+        await store.createEndpoint(endpoint("ops"), "s");
+        const acme = completionEvent({ orgId: "acme" });
+        const globex = completionEvent({ orgId: "globex" });
+        await store.ingest([acme, globex], (e) => (e.orgId === "acme" ? ["a", "ops"] : ["b", "ops"]));
+        const since = Date.now() - 60_000;
+        expect(await store.countEvents(since, "acme")).toBe(1);
+        expect(await store.countEvents(since)).toBe(2);
+        const listed = await store.listDeliveries({ orgId: "acme", pageSize: 10 });
+        expect(listed.deliveries.map((d) => d.endpoint)).toEqual(["a"]);
+        expect((await store.listDeliveries({ orgId: "acme", endpoint: "b", pageSize: 10 })).deliveries).toEqual([]);
+        for (const d of await claimAll()) {
+          await store.completeAttempt({ ...d, leaseOwner: "w1" }, attempt({ statusCode: 500 }), {
+            status: "dead_lettered",
+          });
+        }
+        expect(await store.replayDeadLettered(undefined, "acme")).toBe(1);
+        const pendingA = await store.listDeliveries({ endpoint: "a", status: "pending", pageSize: 10 });
+        const pendingB = await store.listDeliveries({ endpoint: "b", status: "pending", pageSize: 10 });
+        expect([pendingA.deliveries.length, pendingB.deliveries.length]).toEqual([1, 0]);
+      });
+
+      it("keeps tokens as digests, lists them, and revokes once", async () => {
+        const digest = "a".repeat(64);
+        const created = await store.createToken({
+          id: "tok_1",
+          digest,
+          orgId: "acme",
+          kind: "sidecar",
+          name: "acme sidecars",
+          createdAt: 1000,
+        });
+        expect(created.revokedAt).toBeNull();
+        await expect(
+          store.createToken({ id: "tok_2", digest, orgId: "globex", kind: "admin", name: "", createdAt: 1001 }),
+        ).rejects.toThrow(StoreConflictError);
+        await store.createToken({
+          id: "tok_3",
+          digest: "b".repeat(64),
+          orgId: "globex",
+          kind: "admin",
+          name: "",
+          createdAt: 1002,
+        });
+        expect((await store.listTokens()).map((t) => [t.id, t.orgId, t.kind, t.revokedAt])).toEqual([
+          ["tok_1", "acme", "sidecar", null],
+          ["tok_3", "globex", "admin", null],
+        ]);
+        expect((await store.revokeToken("tok_1", 5000))?.revokedAt).toBe(5000);
+        expect((await store.revokeToken("tok_1", 6000))?.revokedAt).toBe(5000);
+        expect(await store.revokeToken("tok_missing", 6000)).toBeUndefined();
+        expect((await store.listTokens())[0]).toMatchObject({ id: "tok_1", digest, revokedAt: 5000 });
+      });
+    });
+
     describeBudgetStoreConformance(() => store);
   });
 }

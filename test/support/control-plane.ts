@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
 import { timestampNow } from "@bufbuild/protobuf/wkt";
-import { type Client, createClient } from "@connectrpc/connect";
+import { type Client, createClient, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import { AdminService } from "../../gen/aigw/v1/admin_pb.js";
 import { type Event, EventSchema } from "../../gen/aigw/v1/events_pb.js";
@@ -123,8 +123,17 @@ export function openSidecarStream(
     spoolBatches?: bigint;
     spoolBytes?: bigint;
   },
+  token?: string,
 ): SidecarStream {
-  const client = createClient(IngestService, createGrpcTransport({ baseUrl: cp.grpcUrl }));
+  const interceptors: Interceptor[] = token
+    ? [
+        (next) => (req) => {
+          req.header.set("authorization", `Bearer ${token}`);
+          return next(req);
+        },
+      ]
+    : [];
+  const client = createClient(IngestService, createGrpcTransport({ baseUrl: cp.grpcUrl, interceptors }));
   const requests = new AsyncQueue<ConnectRequest>();
   const abort = new AbortController();
   const acks = new AsyncQueue<Ack>();

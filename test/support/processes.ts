@@ -69,7 +69,9 @@ export function runAigwAt(
   child.stderr?.setEncoding("utf8").on("data", (chunk: string) => {
     err += chunk;
   });
-  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  // "close", not "exit": the last lines of stdout are read by then (a process that logs and
+  // exits at once would otherwise be found exited before its last log lines arrive).
+  const exited = new Promise<number | null>((resolve) => child.once("close", (code) => resolve(code)));
   return {
     child,
     lines,

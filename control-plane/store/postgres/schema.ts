@@ -195,7 +195,24 @@ const MIGRATIONS: readonly string[] = [
   ALTER TABLE model_prices ADD COLUMN cache_write_per_million double precision;
   ALTER TABLE model_prices ADD COLUMN cache_write_1h_per_million double precision;
   `,
-  // v3: analytics rollups (control-plane/store/rollups.ts), each delivery's event→delivered
+  // v6: orgs (tenancy). An endpoint's org_id now means the org it belongs to (one-off
+  // endpoints had it already; one_off tells them apart), apps limits it to those apps;
+  // org-scoped API tokens, kept as digests only.
+  `
+  ALTER TABLE endpoints ADD COLUMN one_off boolean NOT NULL DEFAULT false;
+  UPDATE endpoints SET one_off = true WHERE org_id <> '';
+  ALTER TABLE endpoints ADD COLUMN apps text NOT NULL DEFAULT '[]';
+  CREATE TABLE api_tokens (
+    id text PRIMARY KEY,
+    digest text NOT NULL UNIQUE,
+    org_id text NOT NULL,
+    kind text NOT NULL,
+    name text NOT NULL,
+    created_at bigint NOT NULL,
+    revoked_at bigint
+  );
+  `,
+  // v4: analytics rollups (control-plane/store/rollups.ts), each delivery's event→delivered
   // latency, and what sidecars report of themselves (version, spool depth).
   `
   CREATE TABLE rollups (

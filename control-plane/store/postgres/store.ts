@@ -83,6 +83,7 @@ import {
 } from "../endpoints.js";
 import { checkIngest, type DeliverySource, eventColumns, type IngestResult, type StoredEvent } from "../events.js";
 import { GroupCommit } from "../group-commit.js";
+import { type NewToken, type TokenKind, type TokenRecord, validateNewToken } from "../tokens.js";
 import { emptyPurgeStep, type PurgeStep, type PurgeStepOptions, retentionVerdict } from "../retention.js";
 import { decodePageToken, encodePageToken } from "../page-token.js";
 import { SecretBox } from "../secret-box.js";
@@ -161,6 +162,8 @@ interface EndpointRow {
   key_count: number;
   filters: string;
   org_id: string;
+  apps: string;
+  one_off: boolean;
 }
 
 interface KeyRow {
@@ -216,7 +219,7 @@ const types = {
   },
 };
 
-const ENDPOINT_COLUMNS = `e.*, CASE WHEN e.org_id = '' THEN (SELECT COUNT(*)::int FROM signing_keys k
+const ENDPOINT_COLUMNS = `e.*, CASE WHEN NOT e.one_off THEN (SELECT COUNT(*)::int FROM signing_keys k
       WHERE k.endpoint = e.name AND (k.expires_at IS NULL OR k.expires_at > $1))
     ELSE (SELECT COUNT(*)::int FROM org_signing_keys o
       WHERE o.org_id = e.org_id AND (o.expires_at IS NULL OR o.expires_at > $1)) END AS key_count`;
@@ -655,7 +658,14 @@ export class PostgresStore implements Store {
     return parsePosition(a) - parsePosition(b);
   }
 
-  async countEvents(sinceMs?: number): Promise<number> {
+  async countEvents(sinceMs?: number, orgId?: string): Promise<number> {
+    if (orgId !== undefined) {
+      const { rows } = await this.#pool.query<{ n: number }>(
+        "SELECT COUNT(*)::bigint AS n FROM events WHERE ingested_at >= $1 AND org_id = $2",
+        [sinceMs ?? 0, orgId],
+      );
+      return rows[0]?.n ?? 0;
+    }
     const { rows } =
       sinceMs === undefined
         ? await this.#pool.query<{ n: number }>("SELECT COUNT(*)::bigint AS n FROM events")
@@ -665,11 +675,39 @@ export class PostgresStore implements Store {
     return rows[0]?.n ?? 0;
   }
 
+  // ---- org-scoped API tokens (digests only) ------------------------------------------------
+
+  async createToken(token: NewToken): Promise<TokenRecord> {
+    validateNewToken(token);
+    return this.#tx(async (c) => {
+      const inserted = await c.query(
+        `INSERT INTO api_tokens (id, digest, org_id, kind, name, created_at, revoked_at)
+         VALUES ($1, $2, $3, $4, $5, $6, NULL) ON CONFLICT DO NOTHING`,
+        [token.id, token.digest, token.orgId, token.kind, token.name, token.createdAt],
+      );
+      if (inserted.rowCount === 0) throw new StoreConflictError(`token "${token.id}" already exists`);
+      return { ...token, revokedAt: null };
+    });
+  }
+
+  async listTokens(): Promise<TokenRecord[]> {
+    const { rows } = await this.#pool.query<TokenRow>("SELECT * FROM api_tokens ORDER BY created_at, id");
+    return rows.map(toTokenRecord);
+  }
+
+  async revokeToken(id: string, now: number): Promise<TokenRecord | undefined> {
+    return this.#tx(async (c) => {
+      await c.query("UPDATE api_tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL", [id, now]);
+      const { rows } = await c.query<TokenRow>("SELECT * FROM api_tokens WHERE id = $1", [id]);
+      return rows[0] && toTokenRecord(rows[0]);
+    });
+  }
+
   // ---- endpoints and their signing keys ---------------------------------------------------
 
   async listEndpoints(): Promise<EndpointRecord[]> {
     const { rows } = await this.#pool.query<EndpointRow>(
-      `SELECT ${ENDPOINT_COLUMNS} FROM endpoints e WHERE e.org_id = '' ORDER BY e.name COLLATE "C"`,
+      `SELECT ${ENDPOINT_COLUMNS} FROM endpoints e WHERE NOT e.one_off ORDER BY e.name COLLATE "C"`,
       [Date.now()],
     );
     return rows.map(toEndpointRecord);
@@ -687,8 +725,8 @@ export class PostgresStore implements Store {
     return this.#tx(async (c, fx) => {
       const inserted = await c.query(
         `INSERT INTO endpoints (name, url, enabled, event_types, failover_to, disabled_reason, config_secret,
-           created_at, updated_at, filters, org_id)
-         VALUES ($1, $2, $3, $4, $5, '', '', $6, $6, $7, '') ON CONFLICT (name) DO NOTHING`,
+           created_at, updated_at, filters, org_id, apps)
+         VALUES ($1, $2, $3, $4, $5, '', '', $6, $6, $7, $8, $9) ON CONFLICT (name) DO NOTHING`,
         endpointParams(endpoint, now),
       );
       if (inserted.rowCount === 0) throw new StoreConflictError(`endpoint "${endpoint.name}" already exists`);
@@ -713,8 +751,8 @@ export class PostgresStore implements Store {
       if (existing === undefined) {
         await c.query(
           `INSERT INTO endpoints (name, url, enabled, event_types, failover_to, disabled_reason, config_secret,
-             created_at, updated_at, filters, org_id)
-           VALUES ($1, $2, $3, $4, $5, '', $8, $6, $6, $7, '')`,
+             created_at, updated_at, filters, org_id, apps)
+           VALUES ($1, $2, $3, $4, $5, '', $10, $6, $6, $7, $8, $9)`,
           [...endpointParams(endpoint, now), configSecret],
         );
         await this.#insertKey(c, endpoint.name, secret, now);
@@ -791,7 +829,9 @@ export class PostgresStore implements Store {
   }
 
   async activeSigningKeys(endpoint: string, now: number): Promise<SigningKey[]> {
-    const org = await this.#pool.query<{ org_id: string }>("SELECT org_id FROM endpoints WHERE name = $1", [endpoint]);
+    const org = await this.#pool.query<{ org_id: string }>("SELECT org_id FROM endpoints WHERE name = $1 AND one_off", [
+      endpoint,
+    ]);
     const orgId = org.rows[0]?.org_id;
     if (orgId) return this.activeOrgSigningKeys(orgId, now);
     const { rows } = await this.#pool.query<KeyRow>(
@@ -811,7 +851,7 @@ export class PostgresStore implements Store {
     if (orgId === "") throw new TypeError(`one-off endpoint "${name}": org id must not be empty`);
     const now = Date.now();
     const found = await endpointRow(this.#pool, name, now);
-    if (found !== undefined && found.org_id === orgId && found.url === url && found.key_count > 0) {
+    if (found?.one_off && found.org_id === orgId && found.url === url && found.key_count > 0) {
       return { endpoint: toEndpointRecord(found), createdOrgKey: false };
     }
     return this.#tx(async (c, fx) => {
@@ -819,14 +859,14 @@ export class PostgresStore implements Store {
       await c.query("SELECT pg_advisory_xact_lock(hashtext($1))", [`aigw org key ${orgId}`]);
       const existing = await endpointRow(c, name, now, true);
       if (existing === undefined) {
-        const endpoint: NewEndpoint = { name, url, enabled: true, eventTypes: [], failoverTo: "" };
+        const endpoint: NewEndpoint = { name, url, enabled: true, eventTypes: [], failoverTo: "", orgId };
         await c.query(
           `INSERT INTO endpoints (name, url, enabled, event_types, failover_to, disabled_reason, config_secret,
-             created_at, updated_at, filters, org_id)
-           VALUES ($1, $2, $3, $4, $5, '', '', $6, $6, $7, $8)`,
-          [...endpointParams(endpoint, now), orgId],
+             created_at, updated_at, filters, org_id, apps, one_off)
+           VALUES ($1, $2, $3, $4, $5, '', '', $6, $6, $7, $8, $9, true)`,
+          endpointParams(endpoint, now),
         );
-      } else if (existing.org_id !== orgId || existing.url !== url) {
+      } else if (!existing.one_off || existing.org_id !== orgId || existing.url !== url) {
         throw new StoreConflictError(`endpoint "${name}" exists and is not the one-off endpoint of this org and URL`);
       }
       let createdOrgKey = false;
@@ -911,7 +951,7 @@ export class PostgresStore implements Store {
   ): Promise<void> {
     await c.query(
       `UPDATE endpoints SET url = $2, enabled = $3, event_types = $4, failover_to = $5, updated_at = $6, filters = $7,
-         disabled_reason = $8, config_secret = $9
+         org_id = $8, apps = $9, disabled_reason = $10, config_secret = $11
        WHERE name = $1`,
       [...endpointParams(endpoint, now), disabledReason, configSecret],
     );
@@ -1421,6 +1461,9 @@ export class PostgresStore implements Store {
     if (filter.eventId !== undefined) {
       conditions.push(`event_seq = (SELECT seq FROM events WHERE id = $${params.push(filter.eventId)})`);
     }
+    if (filter.orgId !== undefined) {
+      conditions.push(`endpoint IN (SELECT name FROM endpoints WHERE org_id = $${params.push(filter.orgId)})`);
+    }
     const { rows } = await this.#pool.query<DeliveryRow>(
       `SELECT * FROM deliveries WHERE ${conditions.join(" AND ")} ORDER BY seq DESC LIMIT $2`,
       params,
@@ -1475,7 +1518,7 @@ export class PostgresStore implements Store {
     });
   }
 
-  async replayDeadLettered(endpoint?: string): Promise<number> {
+  async replayDeadLettered(endpoint?: string, orgId?: string): Promise<number> {
     const now = Date.now();
     return this.#tx(async (c, fx) => {
       // One bulk replay at a time, so two never both replay the same dead letter.
@@ -1483,11 +1526,11 @@ export class PostgresStore implements Store {
       const { rows } = await c.query<DeliveryRow>(
         `SELECT d.* FROM deliveries d
          WHERE d.status = 'dead_lettered' AND ($1 = '' OR d.endpoint = $1)
-           AND EXISTS (SELECT 1 FROM endpoints ep WHERE ep.name = d.endpoint)
+           AND EXISTS (SELECT 1 FROM endpoints ep WHERE ep.name = d.endpoint AND ($2 = '' OR ep.org_id = $2))
            AND NOT EXISTS (SELECT 1 FROM deliveries r
              WHERE r.origin_delivery_id <> '' AND r.origin_delivery_id = d.id AND r.endpoint = d.endpoint)
          ORDER BY d.seq`,
-        [endpoint ?? ""],
+        [endpoint ?? "", orgId ?? ""],
       );
       await this.#insertDeliveries(
         c,
@@ -1933,7 +1976,31 @@ function endpointParams(endpoint: NewEndpoint, now: number): unknown[] {
     endpoint.failoverTo,
     now,
     filtersJson(endpoint.filters),
+    endpoint.orgId ?? "",
+    JSON.stringify(endpoint.apps ?? []),
   ];
+}
+
+interface TokenRow {
+  id: string;
+  digest: string;
+  org_id: string;
+  kind: TokenKind;
+  name: string;
+  created_at: number;
+  revoked_at: number | null;
+}
+
+function toTokenRecord(row: TokenRow): TokenRecord {
+  return {
+    id: row.id,
+    digest: row.digest,
+    orgId: row.org_id,
+    kind: row.kind,
+    name: row.name,
+    createdAt: Number(row.created_at),
+    revokedAt: row.revoked_at === null ? null : Number(row.revoked_at),
+  };
 }
 
 function toEndpointRecord(row: EndpointRow): EndpointRecord {
@@ -1949,6 +2016,8 @@ function toEndpointRecord(row: EndpointRow): EndpointRecord {
     signingKeyCount: row.key_count,
     filters: parseFilters(row.filters),
     orgId: row.org_id,
+    apps: JSON.parse(row.apps) as string[],
+    oneOff: row.one_off,
   };
 }
 

@@ -203,7 +203,24 @@ const MIGRATIONS: readonly string[] = [
   ALTER TABLE model_prices ADD COLUMN cache_write_per_million REAL;
   ALTER TABLE model_prices ADD COLUMN cache_write_1h_per_million REAL;
   `,
-  // v6: analytics rollups (control-plane/store/rollups.ts), each delivery's event→delivered
+  // v6: orgs (tenancy). An endpoint's org_id now means the org it belongs to (one-off
+  // endpoints had it already; one_off tells them apart), apps limits it to those apps;
+  // org-scoped API tokens, kept as digests only.
+  `
+  ALTER TABLE endpoints ADD COLUMN one_off INTEGER NOT NULL DEFAULT 0;
+  UPDATE endpoints SET one_off = 1 WHERE org_id != '';
+  ALTER TABLE endpoints ADD COLUMN apps TEXT NOT NULL DEFAULT '[]';
+  CREATE TABLE api_tokens (
+    id TEXT PRIMARY KEY,
+    digest TEXT NOT NULL UNIQUE,
+    org_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    revoked_at INTEGER
+  ) WITHOUT ROWID;
+  `,
+  // v7: analytics rollups (control-plane/store/rollups.ts), each delivery's event→delivered
   // latency, and what sidecars report of themselves (version, spool depth).
   `
   CREATE TABLE rollups (

@@ -78,6 +78,7 @@ import { keyFileBeside, loadOrCreateKeyFile, SecretBox } from "../secret-box.js"
 import { type Store, StoreConflictError, StoreNotFoundError } from "../store.js";
 import { StoreUnavailableError } from "../unavailable.js";
 import type { PurgeStep, PurgeStepOptions } from "../retention.js";
+import { type NewToken, type TokenKind, type TokenRecord, validateNewToken } from "../tokens.js";
 import { SqliteBudgetTables } from "./budgets.js";
 import { Checkpointer, WalSync } from "./durability.js";
 import { SqliteRetention } from "./retention.js";
@@ -152,8 +153,12 @@ interface EndpointRow {
   key_count: number;
   /** JSON of EndpointFilters (schema v3). */
   filters: string;
-  /** A one-off endpoint's org (schema v3); "" otherwise. */
+  /** The endpoint's org (schema v3 for one-off endpoints, v6 for all); "" for an operator endpoint. */
   org_id: string;
+  /** JSON list of apps (schema v6). */
+  apps: string;
+  /** 1 for a one-off endpoint (schema v6). */
+  one_off: number;
 }
 
 interface AttemptRow {
@@ -189,7 +194,7 @@ type Stmt<P, R = unknown> = Database.Statement<[P], R>;
 type Stmt0<R = unknown> = Database.Statement<[], R>;
 
 function prepareStatements(db: Database.Database) {
-  const endpointColumns = `e.*, CASE WHEN e.org_id = '' THEN (SELECT COUNT(*) FROM signing_keys k
+  const endpointColumns = `e.*, CASE WHEN e.one_off = 0 THEN (SELECT COUNT(*) FROM signing_keys k
       WHERE k.endpoint = e.name AND (k.expires_at IS NULL OR k.expires_at > @now))
     ELSE (SELECT COUNT(*) FROM org_signing_keys o
       WHERE o.org_id = e.org_id AND (o.expires_at IS NULL OR o.expires_at > @now)) END AS key_count`;
@@ -249,8 +254,21 @@ function prepareStatements(db: Database.Database) {
       [number],
       number
     >,
+    countOrgEventsSince: db
+      .prepare("SELECT COUNT(*) FROM events WHERE ingested_at >= ? AND org_id = ?")
+      .pluck() as Database.Statement<[number, string], number>,
+    insertToken: db.prepare(
+      `INSERT INTO api_tokens (id, digest, org_id, kind, name, created_at, revoked_at)
+       VALUES (@id, @digest, @orgId, @kind, @name, @createdAt, NULL)`,
+    ) as Stmt<NewToken>,
+    listTokens: db.prepare("SELECT * FROM api_tokens ORDER BY created_at, id") as Stmt0<TokenRow>,
+    tokenById: db.prepare("SELECT * FROM api_tokens WHERE id = ?") as Database.Statement<[string], TokenRow>,
+    revokeToken: db.prepare("UPDATE api_tokens SET revoked_at = @now WHERE id = @id AND revoked_at IS NULL") as Stmt<{
+      id: string;
+      now: number;
+    }>,
 
-    listEndpoints: db.prepare(`SELECT ${endpointColumns} FROM endpoints e WHERE e.org_id = '' ORDER BY e.name`) as Stmt<
+    listEndpoints: db.prepare(`SELECT ${endpointColumns} FROM endpoints e WHERE e.one_off = 0 ORDER BY e.name`) as Stmt<
       { now: number },
       EndpointRow
     >,
@@ -260,13 +278,14 @@ function prepareStatements(db: Database.Database) {
     >,
     insertEndpoint: db.prepare(
       `INSERT INTO endpoints (name, url, enabled, event_types, failover_to, disabled_reason, config_secret, created_at,
-         updated_at, filters, org_id)
+         updated_at, filters, org_id, apps, one_off)
        VALUES (@name, @url, @enabled, @eventTypes, @failoverTo, @disabledReason, @configSecret, @now, @now, @filters,
-         @orgId)`,
+         @orgId, @apps, @oneOff)`,
     ) as Stmt<Record<string, unknown>>,
     updateEndpoint: db.prepare(
       `UPDATE endpoints SET url = @url, enabled = @enabled, event_types = @eventTypes, failover_to = @failoverTo,
-         disabled_reason = @disabledReason, config_secret = @configSecret, updated_at = @now, filters = @filters
+         disabled_reason = @disabledReason, config_secret = @configSecret, updated_at = @now, filters = @filters,
+         org_id = @orgId, apps = @apps
        WHERE name = @name`,
     ) as Stmt<Record<string, unknown>>,
     disableEndpoint: db.prepare(
@@ -393,11 +412,11 @@ function prepareStatements(db: Database.Database) {
     deadLettered: db.prepare(
       `SELECT d.* FROM deliveries d
        WHERE d.status = 'dead_lettered' AND (@endpoint = '' OR d.endpoint = @endpoint)
-         AND EXISTS (SELECT 1 FROM endpoints ep WHERE ep.name = d.endpoint)
+         AND EXISTS (SELECT 1 FROM endpoints ep WHERE ep.name = d.endpoint AND (@orgId = '' OR ep.org_id = @orgId))
          AND NOT EXISTS (SELECT 1 FROM deliveries r
            WHERE r.origin_delivery_id != '' AND r.origin_delivery_id = d.id AND r.endpoint = d.endpoint)
        ORDER BY d.seq`,
-    ) as Stmt<{ endpoint: string }, DeliveryRow>,
+    ) as Stmt<{ endpoint: string; orgId: string }, DeliveryRow>,
     countPending: db.prepare("SELECT COUNT(*) FROM deliveries WHERE status = 'pending'").pluck() as Stmt0<number>,
 
     insertAttempt: db.prepare(
@@ -615,7 +634,8 @@ export class SqliteStore implements Store {
     return first === undefined ? await this.feedHead() : String(first - 1);
   }
 
-  async countEvents(sinceMs?: number): Promise<number> {
+  async countEvents(sinceMs?: number, orgId?: string): Promise<number> {
+    if (orgId !== undefined) return this.#s.countOrgEventsSince.get(sinceMs ?? 0, orgId) ?? 0;
     return (sinceMs === undefined ? this.#s.countEvents.get() : this.#s.countEventsSince.get(sinceMs)) ?? 0;
   }
 
@@ -730,6 +750,33 @@ export class SqliteStore implements Store {
     }));
   }
 
+  // ---- org-scoped API tokens (digests only) ------------------------------------------------
+
+  async createToken(token: NewToken): Promise<TokenRecord> {
+    validateNewToken(token);
+    return this.#durable(() => {
+      try {
+        this.#s.insertToken.run(token);
+      } catch (err) {
+        if (isUniqueViolation(err)) throw new StoreConflictError(`token "${token.id}" already exists`);
+        throw err;
+      }
+      return { ...token, revokedAt: null };
+    });
+  }
+
+  async listTokens(): Promise<TokenRecord[]> {
+    return this.#s.listTokens.all().map(toTokenRecord);
+  }
+
+  async revokeToken(id: string, now: number): Promise<TokenRecord | undefined> {
+    return this.#durable(() => {
+      this.#s.revokeToken.run({ id, now });
+      const row = this.#s.tokenById.get(id);
+      return row && toTokenRecord(row);
+    });
+  }
+
   // ---- one-off endpoints (x-aigw-webhook-url) and org signing keys ------------------------
 
   async ensureOneOffEndpoint(
@@ -742,15 +789,21 @@ export class SqliteStore implements Store {
     const now = Date.now();
     // Most calls find both in place: answer those without a write transaction.
     const found = this.#s.endpointByName.get({ now, name });
-    if (found !== undefined && found.org_id === orgId && found.url === url && found.key_count > 0) {
+    if (
+      found !== undefined &&
+      found.one_off === 1 &&
+      found.org_id === orgId &&
+      found.url === url &&
+      found.key_count > 0
+    ) {
       return { endpoint: toEndpointRecord(found), createdOrgKey: false };
     }
     return this.#durable(() => {
       const existing = this.#s.endpointByName.get({ now, name });
       if (existing === undefined) {
         const endpoint: NewEndpoint = { name, url, enabled: true, eventTypes: [], failoverTo: "" };
-        this.#s.insertEndpoint.run({ ...endpointParams(endpoint, "", "", now), orgId });
-      } else if (existing.org_id !== orgId || existing.url !== url) {
+        this.#s.insertEndpoint.run({ ...endpointParams(endpoint, "", "", now), orgId, oneOff: 1 });
+      } else if (existing.one_off !== 1 || existing.org_id !== orgId || existing.url !== url) {
         throw new StoreConflictError(`endpoint "${name}" exists and is not the one-off endpoint of this org and URL`);
       }
       let createdOrgKey = false;
@@ -991,6 +1044,7 @@ export class SqliteStore implements Store {
     if (filter.endpoint !== undefined) params.endpoint = filter.endpoint;
     if (filter.status !== undefined) params.status = filter.status;
     if (filter.eventId !== undefined) params.eventId = filter.eventId;
+    if (filter.orgId !== undefined) params.orgId = filter.orgId;
     const rows = this.#listStatement(filter).all(params);
     const page = rows.slice(0, pageSize);
     const last = page[page.length - 1];
@@ -1006,6 +1060,7 @@ export class SqliteStore implements Store {
     if (filter.endpoint !== undefined) conditions.push("endpoint = @endpoint");
     if (filter.status !== undefined) conditions.push("status = @status");
     if (filter.eventId !== undefined) conditions.push("event_seq = (SELECT seq FROM events WHERE id = @eventId)");
+    if (filter.orgId !== undefined) conditions.push("endpoint IN (SELECT name FROM endpoints WHERE org_id = @orgId)");
     const sql = `SELECT * FROM deliveries WHERE ${conditions.join(" AND ")} ORDER BY seq DESC LIMIT @limit`;
     let statement = this.#listStatements.get(sql);
     if (statement === undefined) {
@@ -1032,10 +1087,10 @@ export class SqliteStore implements Store {
     });
   }
 
-  async replayDeadLettered(endpoint?: string): Promise<number> {
+  async replayDeadLettered(endpoint?: string, orgId?: string): Promise<number> {
     const now = Date.now();
     return this.#durable(() => {
-      const rows = this.#s.deadLettered.all({ endpoint: endpoint ?? "" });
+      const rows = this.#s.deadLettered.all({ endpoint: endpoint ?? "", orgId: orgId ?? "" });
       for (const row of rows) this.#insertDelivery(sourceOf(row), row.endpoint, row.id, now);
       return rows.length;
     });
@@ -1483,6 +1538,28 @@ function toAttemptRecord(row: AttemptRow): AttemptRecord {
   };
 }
 
+interface TokenRow {
+  id: string;
+  digest: string;
+  org_id: string;
+  kind: TokenKind;
+  name: string;
+  created_at: number;
+  revoked_at: number | null;
+}
+
+function toTokenRecord(row: TokenRow): TokenRecord {
+  return {
+    id: row.id,
+    digest: row.digest,
+    orgId: row.org_id,
+    kind: row.kind,
+    name: row.name,
+    createdAt: row.created_at,
+    revokedAt: row.revoked_at,
+  };
+}
+
 function toEndpointRecord(row: EndpointRow): EndpointRecord {
   return {
     name: row.name,
@@ -1496,6 +1573,8 @@ function toEndpointRecord(row: EndpointRow): EndpointRecord {
     signingKeyCount: row.key_count,
     filters: parseFilters(row.filters),
     orgId: row.org_id,
+    apps: JSON.parse(row.apps) as string[],
+    oneOff: row.one_off === 1,
   };
 }
 
@@ -1550,10 +1629,9 @@ function prepareClusterStatements(db: Database.Database) {
 
 function prepareOneOffStatements(db: Database.Database) {
   return {
-    endpointOrg: db.prepare("SELECT org_id FROM endpoints WHERE name = ?").pluck() as Database.Statement<
-      [string],
-      string
-    >,
+    endpointOrg: db
+      .prepare("SELECT org_id FROM endpoints WHERE name = ? AND one_off = 1")
+      .pluck() as Database.Statement<[string], string>,
     insertOrgKey: db.prepare(
       "INSERT INTO org_signing_keys (id, org_id, secret, created_at, expires_at) VALUES (@id, @orgId, @secret, @now, NULL)",
     ) as Stmt<{ id: string; orgId: string; secret: string; now: number }>,
@@ -1587,7 +1665,9 @@ function endpointParams(
     configSecret,
     now,
     filters: filtersJson(endpoint.filters),
-    orgId: "",
+    orgId: endpoint.orgId ?? "",
+    apps: JSON.stringify(endpoint.apps ?? []),
+    oneOff: 0,
   };
 }
 

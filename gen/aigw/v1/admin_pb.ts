@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file aigw/v1/admin.proto.
  */
 export const file_aigw_v1_admin: GenFile = /*@__PURE__*/
-  fileDesc("ChNhaWd3L3YxL2FkbWluLnByb3RvEgdhaWd3LnYxItICCghFbmRwb2ludBIMCgRuYW1lGAEgASgJEgsKA3VybBgCIAEoCRIPCgdlbmFibGVkGAMgASgIEg4KBnNlY3JldBgEIAEoCRInCgtldmVudF90eXBlcxgFIAMoDjISLmFpZ3cudjEuRXZlbnRUeXBlEhMKC2ZhaWxvdmVyX3RvGAYgASgJEi8KC2NyZWF0ZV90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPZGlzYWJsZWRfcmVhc29uGAkgASgJEhkKEXNpZ25pbmdfa2V5X2NvdW50GAogASgNEiYKB2ZpbHRlcnMYCyABKAsyFS5haWd3LnYxLkV2ZW50RmlsdGVycxIOCgZvcmdfaWQYDCABKAkiYgoMRXZlbnRGaWx0ZXJzEhkKEWNvbXBsZXRpb25fbW9kZWxzGAEgAygJEh0KFWNvbXBsZXRpb25fbWluX3Rva2VucxgCIAEoDRIYChBlcnJvcl9zZXZlcml0aWVzGAMgAygJIjwKFUNyZWF0ZUVuZHBvaW50UmVxdWVzdBIjCghlbmRwb2ludBgBIAEoCzIRLmFpZ3cudjEuRW5kcG9pbnQiPQoWQ3JlYXRlRW5kcG9pbnRSZXNwb25zZRIjCghlbmRwb2ludBgBIAEoCzIRLmFpZ3cudjEuRW5kcG9pbnQiIgoSR2V0RW5kcG9pbnRSZXF1ZXN0EgwKBG5hbWUYASABKAkiOgoTR2V0RW5kcG9pbnRSZXNwb25zZRIjCghlbmRwb2ludBgBIAEoCzIRLmFpZ3cudjEuRW5kcG9pbnQiFgoUTGlzdEVuZHBvaW50c1JlcXVlc3QiPQoVTGlzdEVuZHBvaW50c1Jlc3BvbnNlEiQKCWVuZHBvaW50cxgBIAMoCzIRLmFpZ3cudjEuRW5kcG9pbnQibQoVVXBkYXRlRW5kcG9pbnRSZXF1ZXN0EiMKCGVuZHBvaW50GAEgASgLMhEuYWlndy52MS5FbmRwb2ludBIvCgt1cGRhdGVfbWFzaxgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2siPQoWVXBkYXRlRW5kcG9pbnRSZXNwb25zZRIjCghlbmRwb2ludBgBIAEoCzIRLmFpZ3cudjEuRW5kcG9pbnQiJQoVRGVsZXRlRW5kcG9pbnRSZXF1ZXN0EgwKBG5hbWUYASABKAkiGAoWRGVsZXRlRW5kcG9pbnRSZXNwb25zZSJkChdSb3RhdGVTaWduaW5nS2V5UmVxdWVzdBIQCghlbmRwb2ludBgBIAEoCRIOCgZzZWNyZXQYAiABKAkSFwoPb3ZlcmxhcF9zZWNvbmRzGAMgASgNEg4KBm9yZ19pZBgEIAEoCSJpChhSb3RhdGVTaWduaW5nS2V5UmVzcG9uc2USDgoGc2VjcmV0GAEgASgJEj0KGXByZXZpb3VzX2tleXNfZXhwaXJlX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIpgBCgdBdHRlbXB0Eg4KBm51bWJlchgBIAEoDRIuCgpzdGFydF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBITCgtzdGF0dXNfY29kZRgDIAEoDRISCgpsYXRlbmN5X21zGAQgASgNEg0KBWVycm9yGAUgASgJEhUKDXJlc3BvbnNlX2JvZHkYBiABKAkiwwMKCERlbGl2ZXJ5EgoKAmlkGAEgASgJEhAKCGV2ZW50X2lkGAIgASgJEiYKCmV2ZW50X3R5cGUYAyABKA4yEi5haWd3LnYxLkV2ZW50VHlwZRIQCghlbmRwb2ludBgEIAEoCRInCgZzdGF0dXMYBSABKA4yFy5haWd3LnYxLkRlbGl2ZXJ5U3RhdHVzEhUKDWF0dGVtcHRfY291bnQYBiABKA0SLwoLY3JlYXRlX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjUKEW5leHRfYXR0ZW1wdF90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hfdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKbGFzdF9lcnJvchgKIAEoCRIaChJvcmlnaW5fZGVsaXZlcnlfaWQYCyABKAkSIgoIYXR0ZW1wdHMYDCADKAsyEC5haWd3LnYxLkF0dGVtcHQSHQoQZXZlbnRfbGF0ZW5jeV9tcxgNIAEoDUgAiAEBQhMKEV9ldmVudF9sYXRlbmN5X21zIosBChVMaXN0RGVsaXZlcmllc1JlcXVlc3QSEAoIZW5kcG9pbnQYASABKAkSJwoGc3RhdHVzGAIgASgOMhcuYWlndy52MS5EZWxpdmVyeVN0YXR1cxIQCghldmVudF9pZBgDIAEoCRIRCglwYWdlX3NpemUYBCABKA0SEgoKcGFnZV90b2tlbhgFIAEoCSJYChZMaXN0RGVsaXZlcmllc1Jlc3BvbnNlEiUKCmRlbGl2ZXJpZXMYASADKAsyES5haWd3LnYxLkRlbGl2ZXJ5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIgChJHZXREZWxpdmVyeVJlcXVlc3QSCgoCaWQYASABKAkiSAoTR2V0RGVsaXZlcnlSZXNwb25zZRIjCghkZWxpdmVyeRgBIAEoCzIRLmFpZ3cudjEuRGVsaXZlcnkSDAoEYm9keRgCIAEoCSIjChVSZXBsYXlEZWxpdmVyeVJlcXVlc3QSCgoCaWQYASABKAkiPQoWUmVwbGF5RGVsaXZlcnlSZXNwb25zZRIjCghkZWxpdmVyeRgBIAEoCzIRLmFpZ3cudjEuRGVsaXZlcnkiKwoXUmVwbGF5RGVsaXZlcmllc1JlcXVlc3QSEAoIZW5kcG9pbnQYASABKAkiLAoYUmVwbGF5RGVsaXZlcmllc1Jlc3BvbnNlEhAKCHJlcGxheWVkGAEgASgNIlAKFFNlbmRUZXN0RXZlbnRSZXF1ZXN0EhAKCGVuZHBvaW50GAEgASgJEiYKCmV2ZW50X3R5cGUYAiABKA4yEi5haWd3LnYxLkV2ZW50VHlwZSJMChVTZW5kVGVzdEV2ZW50UmVzcG9uc2USHQoFZXZlbnQYASABKAsyDi5haWd3LnYxLkV2ZW50EhQKDGRlbGl2ZXJ5X2lkcxgCIAMoCSIpCg9HZXRTdGF0c1JlcXVlc3QSFgoOd2luZG93X3NlY29uZHMYASABKA0i+QEKDUVuZHBvaW50U3RhdHMSEAoIZW5kcG9pbnQYASABKAkSEQoJZGVsaXZlcmVkGAIgASgEEg4KBmZhaWxlZBgDIAEoBBIVCg1kZWFkX2xldHRlcmVkGAQgASgEEg8KB3BlbmRpbmcYBSABKAQSFAoMc3VjY2Vzc19yYXRlGAYgASgBEhYKDmxhdGVuY3lfcDUwX21zGAcgASgNEhYKDmxhdGVuY3lfcDk5X21zGAggASgNEhQKDGNpcmN1aXRfb3BlbhgJIAEoCBIvCg9mYWlsdXJlX3JlYXNvbnMYCiADKAsyFi5haWd3LnYxLkZhaWx1cmVSZWFzb24iLgoNRmFpbHVyZVJlYXNvbhIOCgZyZWFzb24YASABKAkSDQoFY291bnQYAiABKAQiVgoQR2V0U3RhdHNSZXNwb25zZRIpCgllbmRwb2ludHMYASADKAsyFi5haWd3LnYxLkVuZHBvaW50U3RhdHMSFwoPZXZlbnRzX2luZ2VzdGVkGAIgASgEIhgKFkdldFN1YnNjcmlwdGlvblJlcXVlc3QiaAoXR2V0U3Vic2NyaXB0aW9uUmVzcG9uc2USJQoJc3Vic2NyaWJlGAEgAygOMhIuYWlndy52MS5FdmVudFR5cGUSJgoHZmlsdGVycxgCIAEoCzIVLmFpZ3cudjEuRXZlbnRGaWx0ZXJzImoKGVVwZGF0ZVN1YnNjcmlwdGlvblJlcXVlc3QSJQoJc3Vic2NyaWJlGAEgAygOMhIuYWlndy52MS5FdmVudFR5cGUSJgoHZmlsdGVycxgCIAEoCzIVLmFpZ3cudjEuRXZlbnRGaWx0ZXJzImsKGlVwZGF0ZVN1YnNjcmlwdGlvblJlc3BvbnNlEiUKCXN1YnNjcmliZRgBIAMoDjISLmFpZ3cudjEuRXZlbnRUeXBlEiYKB2ZpbHRlcnMYAiABKAsyFS5haWd3LnYxLkV2ZW50RmlsdGVycyKoAQoGQnVkZ2V0Eg4KBm9yZ19pZBgBIAEoCRISCgpsaW1pdF90eXBlGAIgASgJEhQKDGJ1ZGdldF9saW1pdBgDIAEoARISCgp0aHJlc2hvbGRzGAQgAygNEg8KB2VuZm9yY2UYBSABKAgSDgoGcGVyaW9kGAYgASgJEhUKDWN1cnJlbnRfc3BlbmQYByABKAESGAoQZmlyZWRfdGhyZXNob2xkcxgIIAMoDSIUChJMaXN0QnVkZ2V0c1JlcXVlc3QiNwoTTGlzdEJ1ZGdldHNSZXNwb25zZRIgCgdidWRnZXRzGAEgAygLMg8uYWlndy52MS5CdWRnZXQiMwoQU2V0QnVkZ2V0UmVxdWVzdBIfCgZidWRnZXQYASABKAsyDy5haWd3LnYxLkJ1ZGdldCI0ChFTZXRCdWRnZXRSZXNwb25zZRIfCgZidWRnZXQYASABKAsyDy5haWd3LnYxLkJ1ZGdldCI5ChNEZWxldGVCdWRnZXRSZXF1ZXN0Eg4KBm9yZ19pZBgBIAEoCRISCgpsaW1pdF90eXBlGAIgASgJIhYKFERlbGV0ZUJ1ZGdldFJlc3BvbnNlIqACCgpNb2RlbFByaWNlEg0KBW1vZGVsGAEgASgJEhkKEWlucHV0X3Blcl9taWxsaW9uGAIgASgBEhoKEm91dHB1dF9wZXJfbWlsbGlvbhgDIAEoARIlChhjYWNoZWRfaW5wdXRfcGVyX21pbGxpb24YBCABKAFIAIgBARIkChdjYWNoZV93cml0ZV9wZXJfbWlsbGlvbhgFIAEoAUgBiAEBEicKGmNhY2hlX3dyaXRlXzFoX3Blcl9taWxsaW9uGAYgASgBSAKIAQFCGwoZX2NhY2hlZF9pbnB1dF9wZXJfbWlsbGlvbkIaChhfY2FjaGVfd3JpdGVfcGVyX21pbGxpb25CHQobX2NhY2hlX3dyaXRlXzFoX3Blcl9taWxsaW9uIhQKEkxpc3RQcmljaW5nUmVxdWVzdCI6ChNMaXN0UHJpY2luZ1Jlc3BvbnNlEiMKBnByaWNlcxgBIAMoCzITLmFpZ3cudjEuTW9kZWxQcmljZSI6ChRTZXRNb2RlbFByaWNlUmVxdWVzdBIiCgVwcmljZRgBIAEoCzITLmFpZ3cudjEuTW9kZWxQcmljZSI7ChVTZXRNb2RlbFByaWNlUmVzcG9uc2USIgoFcHJpY2UYASABKAsyEy5haWd3LnYxLk1vZGVsUHJpY2UipAEKEEdldFNlcmllc1JlcXVlc3QSJQoGbWV0cmljGAEgASgOMhUuYWlndy52MS5TZXJpZXNNZXRyaWMSDgoGd2luZG93GAIgASgJEisKCWJyZWFrZG93bhgDIAEoDjIYLmFpZ3cudjEuU2VyaWVzQnJlYWtkb3duEiwKCGVuZF90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJrCgZTZXJpZXMSCwoDa2V5GAEgASgJEg4KBnZhbHVlcxgCIAMoARILCgNwNTAYAyADKAESCwoDcDk1GAQgAygBEgsKA3A5ORgFIAMoARIOCgZjb3VudHMYBiADKAQSDQoFdG90YWwYByABKAEi4wIKEUdldFNlcmllc1Jlc3BvbnNlEiUKBm1ldHJpYxgBIAEoDjIVLmFpZ3cudjEuU2VyaWVzTWV0cmljEisKCWJyZWFrZG93bhgCIAEoDjIYLmFpZ3cudjEuU2VyaWVzQnJlYWtkb3duEhYKDmJ1Y2tldF9zZWNvbmRzGAMgASgNEi4KCnN0YXJ0X3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIUCgxidWNrZXRfY291bnQYBiABKA0SHwoGc2VyaWVzGAcgAygLMg8uYWlndy52MS5TZXJpZXMSGQoRcmV0ZW50aW9uX2xpbWl0ZWQYCCABKAgSMgoOcmV0YWluZWRfc2luY2UYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIhMKEUxpc3RRdWV1ZXNSZXF1ZXN0IoIBCg1FbmRwb2ludFF1ZXVlEhAKCGVuZHBvaW50GAEgASgJEg8KB3BlbmRpbmcYAiABKAQSFQoNZGVhZF9sZXR0ZXJlZBgDIAEoBBI3ChNvbGRlc3RfcGVuZGluZ190aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCI8ChJMaXN0UXVldWVzUmVzcG9uc2USJgoGcXVldWVzGAEgAygLMhYuYWlndy52MS5FbmRwb2ludFF1ZXVlIhUKE0xpc3RTaWRlY2Fyc1JlcXVlc3QiqwEKB1NpZGVjYXISEgoKc2lkZWNhcl9pZBgBIAEoCRIOCgZvcmdfaWQYAiABKAkSCwoDYXBwGAMgASgJEg8KB3ZlcnNpb24YBCABKAkSFQoNc3Bvb2xfYmF0Y2hlcxgFIAEoBBITCgtzcG9vbF9ieXRlcxgGIAEoBBIyCg5sYXN0X3NlZW5fdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiOgoUTGlzdFNpZGVjYXJzUmVzcG9uc2USIgoIc2lkZWNhcnMYASADKAsyEC5haWd3LnYxLlNpZGVjYXIqrAEKDkRlbGl2ZXJ5U3RhdHVzEh8KG0RFTElWRVJZX1NUQVRVU19VTlNQRUNJRklFRBAAEhsKF0RFTElWRVJZX1NUQVRVU19QRU5ESU5HEAESHQoZREVMSVZFUllfU1RBVFVTX0RFTElWRVJFRBACEhoKFkRFTElWRVJZX1NUQVRVU19GQUlMRUQQAxIhCh1ERUxJVkVSWV9TVEFUVVNfREVBRF9MRVRURVJFRBAEKtsBCgxTZXJpZXNNZXRyaWMSHQoZU0VSSUVTX01FVFJJQ19VTlNQRUNJRklFRBAAEhgKFFNFUklFU19NRVRSSUNfRVZFTlRTEAESHAoYU0VSSUVTX01FVFJJQ19ERUxJVkVSSUVTEAISIQodU0VSSUVTX01FVFJJQ19BVFRFTVBUX0xBVEVOQ1kQAxIfChtTRVJJRVNfTUVUUklDX0VWRU5UX0xBVEVOQ1kQBBIYChRTRVJJRVNfTUVUUklDX1RPS0VOUxAFEhYKElNFUklFU19NRVRSSUNfQ09TVBAGKscBCg9TZXJpZXNCcmVha2Rvd24SIAocU0VSSUVTX0JSRUFLRE9XTl9VTlNQRUNJRklFRBAAEh0KGVNFUklFU19CUkVBS0RPV05fRU5EUE9JTlQQARIfChtTRVJJRVNfQlJFQUtET1dOX0VWRU5UX1RZUEUQAhIYChRTRVJJRVNfQlJFQUtET1dOX09SRxADEhoKFlNFUklFU19CUkVBS0RPV05fTU9ERUwQBBIcChhTRVJJRVNfQlJFQUtET1dOX09VVENPTUUQBTLWDQoMQWRtaW5TZXJ2aWNlElEKDkNyZWF0ZUVuZHBvaW50Eh4uYWlndy52MS5DcmVhdGVFbmRwb2ludFJlcXVlc3QaHy5haWd3LnYxLkNyZWF0ZUVuZHBvaW50UmVzcG9uc2USSAoLR2V0RW5kcG9pbnQSGy5haWd3LnYxLkdldEVuZHBvaW50UmVxdWVzdBocLmFpZ3cudjEuR2V0RW5kcG9pbnRSZXNwb25zZRJOCg1MaXN0RW5kcG9pbnRzEh0uYWlndy52MS5MaXN0RW5kcG9pbnRzUmVxdWVzdBoeLmFpZ3cudjEuTGlzdEVuZHBvaW50c1Jlc3BvbnNlElEKDlVwZGF0ZUVuZHBvaW50Eh4uYWlndy52MS5VcGRhdGVFbmRwb2ludFJlcXVlc3QaHy5haWd3LnYxLlVwZGF0ZUVuZHBvaW50UmVzcG9uc2USUQoORGVsZXRlRW5kcG9pbnQSHi5haWd3LnYxLkRlbGV0ZUVuZHBvaW50UmVxdWVzdBofLmFpZ3cudjEuRGVsZXRlRW5kcG9pbnRSZXNwb25zZRJXChBSb3RhdGVTaWduaW5nS2V5EiAuYWlndy52MS5Sb3RhdGVTaWduaW5nS2V5UmVxdWVzdBohLmFpZ3cudjEuUm90YXRlU2lnbmluZ0tleVJlc3BvbnNlElEKDkxpc3REZWxpdmVyaWVzEh4uYWlndy52MS5MaXN0RGVsaXZlcmllc1JlcXVlc3QaHy5haWd3LnYxLkxpc3REZWxpdmVyaWVzUmVzcG9uc2USSAoLR2V0RGVsaXZlcnkSGy5haWd3LnYxLkdldERlbGl2ZXJ5UmVxdWVzdBocLmFpZ3cudjEuR2V0RGVsaXZlcnlSZXNwb25zZRJRCg5SZXBsYXlEZWxpdmVyeRIeLmFpZ3cudjEuUmVwbGF5RGVsaXZlcnlSZXF1ZXN0Gh8uYWlndy52MS5SZXBsYXlEZWxpdmVyeVJlc3BvbnNlElcKEFJlcGxheURlbGl2ZXJpZXMSIC5haWd3LnYxLlJlcGxheURlbGl2ZXJpZXNSZXF1ZXN0GiEuYWlndy52MS5SZXBsYXlEZWxpdmVyaWVzUmVzcG9uc2USTgoNU2VuZFRlc3RFdmVudBIdLmFpZ3cudjEuU2VuZFRlc3RFdmVudFJlcXVlc3QaHi5haWd3LnYxLlNlbmRUZXN0RXZlbnRSZXNwb25zZRI/CghHZXRTdGF0cxIYLmFpZ3cudjEuR2V0U3RhdHNSZXF1ZXN0GhkuYWlndy52MS5HZXRTdGF0c1Jlc3BvbnNlElQKD0dldFN1YnNjcmlwdGlvbhIfLmFpZ3cudjEuR2V0U3Vic2NyaXB0aW9uUmVxdWVzdBogLmFpZ3cudjEuR2V0U3Vic2NyaXB0aW9uUmVzcG9uc2USXQoSVXBkYXRlU3Vic2NyaXB0aW9uEiIuYWlndy52MS5VcGRhdGVTdWJzY3JpcHRpb25SZXF1ZXN0GiMuYWlndy52MS5VcGRhdGVTdWJzY3JpcHRpb25SZXNwb25zZRJICgtMaXN0QnVkZ2V0cxIbLmFpZ3cudjEuTGlzdEJ1ZGdldHNSZXF1ZXN0GhwuYWlndy52MS5MaXN0QnVkZ2V0c1Jlc3BvbnNlEkIKCVNldEJ1ZGdldBIZLmFpZ3cudjEuU2V0QnVkZ2V0UmVxdWVzdBoaLmFpZ3cudjEuU2V0QnVkZ2V0UmVzcG9uc2USSwoMRGVsZXRlQnVkZ2V0EhwuYWlndy52MS5EZWxldGVCdWRnZXRSZXF1ZXN0Gh0uYWlndy52MS5EZWxldGVCdWRnZXRSZXNwb25zZRJICgtMaXN0UHJpY2luZxIbLmFpZ3cudjEuTGlzdFByaWNpbmdSZXF1ZXN0GhwuYWlndy52MS5MaXN0UHJpY2luZ1Jlc3BvbnNlEk4KDVNldE1vZGVsUHJpY2USHS5haWd3LnYxLlNldE1vZGVsUHJpY2VSZXF1ZXN0Gh4uYWlndy52MS5TZXRNb2RlbFByaWNlUmVzcG9uc2USQgoJR2V0U2VyaWVzEhkuYWlndy52MS5HZXRTZXJpZXNSZXF1ZXN0GhouYWlndy52MS5HZXRTZXJpZXNSZXNwb25zZRJFCgpMaXN0UXVldWVzEhouYWlndy52MS5MaXN0UXVldWVzUmVxdWVzdBobLmFpZ3cudjEuTGlzdFF1ZXVlc1Jlc3BvbnNlEksKDExpc3RTaWRlY2FycxIcLmFpZ3cudjEuTGlzdFNpZGVjYXJzUmVxdWVzdBodLmFpZ3cudjEuTGlzdFNpZGVjYXJzUmVzcG9uc2ViBnByb3RvMw", [file_aigw_v1_events, file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
+  fileDesc("ChNhaWd3L3YxL2FkbWluLnByb3RvEgdhaWd3LnYxIvECCghFbmRwb2ludBIMCgRuYW1lGAEgASgJEgsKA3VybBgCIAEoCRIPCgdlbmFibGVkGAMgASgIEg4KBnNlY3JldBgEIAEoCRInCgtldmVudF90eXBlcxgFIAMoDjISLmFpZ3cudjEuRXZlbnRUeXBlEhMKC2ZhaWxvdmVyX3RvGAYgASgJEi8KC2NyZWF0ZV90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPZGlzYWJsZWRfcmVhc29uGAkgASgJEhkKEXNpZ25pbmdfa2V5X2NvdW50GAogASgNEiYKB2ZpbHRlcnMYCyABKAsyFS5haWd3LnYxLkV2ZW50RmlsdGVycxIOCgZvcmdfaWQYDCABKAkSDAoEYXBwcxgNIAMoCRIPCgdvbmVfb2ZmGA4gASgIImIKDEV2ZW50RmlsdGVycxIZChFjb21wbGV0aW9uX21vZGVscxgBIAMoCRIdChVjb21wbGV0aW9uX21pbl90b2tlbnMYAiABKA0SGAoQZXJyb3Jfc2V2ZXJpdGllcxgDIAMoCSI8ChVDcmVhdGVFbmRwb2ludFJlcXVlc3QSIwoIZW5kcG9pbnQYASABKAsyES5haWd3LnYxLkVuZHBvaW50Ij0KFkNyZWF0ZUVuZHBvaW50UmVzcG9uc2USIwoIZW5kcG9pbnQYASABKAsyES5haWd3LnYxLkVuZHBvaW50IiIKEkdldEVuZHBvaW50UmVxdWVzdBIMCgRuYW1lGAEgASgJIjoKE0dldEVuZHBvaW50UmVzcG9uc2USIwoIZW5kcG9pbnQYASABKAsyES5haWd3LnYxLkVuZHBvaW50IiYKFExpc3RFbmRwb2ludHNSZXF1ZXN0Eg4KBm9yZ19pZBgBIAEoCSI9ChVMaXN0RW5kcG9pbnRzUmVzcG9uc2USJAoJZW5kcG9pbnRzGAEgAygLMhEuYWlndy52MS5FbmRwb2ludCJtChVVcGRhdGVFbmRwb2ludFJlcXVlc3QSIwoIZW5kcG9pbnQYASABKAsyES5haWd3LnYxLkVuZHBvaW50Ei8KC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzayI9ChZVcGRhdGVFbmRwb2ludFJlc3BvbnNlEiMKCGVuZHBvaW50GAEgASgLMhEuYWlndy52MS5FbmRwb2ludCIlChVEZWxldGVFbmRwb2ludFJlcXVlc3QSDAoEbmFtZRgBIAEoCSIYChZEZWxldGVFbmRwb2ludFJlc3BvbnNlImQKF1JvdGF0ZVNpZ25pbmdLZXlSZXF1ZXN0EhAKCGVuZHBvaW50GAEgASgJEg4KBnNlY3JldBgCIAEoCRIXCg9vdmVybGFwX3NlY29uZHMYAyABKA0SDgoGb3JnX2lkGAQgASgJImkKGFJvdGF0ZVNpZ25pbmdLZXlSZXNwb25zZRIOCgZzZWNyZXQYASABKAkSPQoZcHJldmlvdXNfa2V5c19leHBpcmVfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAimAEKB0F0dGVtcHQSDgoGbnVtYmVyGAEgASgNEi4KCnN0YXJ0X3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC3N0YXR1c19jb2RlGAMgASgNEhIKCmxhdGVuY3lfbXMYBCABKA0SDQoFZXJyb3IYBSABKAkSFQoNcmVzcG9uc2VfYm9keRgGIAEoCSLDAwoIRGVsaXZlcnkSCgoCaWQYASABKAkSEAoIZXZlbnRfaWQYAiABKAkSJgoKZXZlbnRfdHlwZRgDIAEoDjISLmFpZ3cudjEuRXZlbnRUeXBlEhAKCGVuZHBvaW50GAQgASgJEicKBnN0YXR1cxgFIAEoDjIXLmFpZ3cudjEuRGVsaXZlcnlTdGF0dXMSFQoNYXR0ZW1wdF9jb3VudBgGIAEoDRIvCgtjcmVhdGVfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNQoRbmV4dF9hdHRlbXB0X3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2ZpbmlzaF90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpsYXN0X2Vycm9yGAogASgJEhoKEm9yaWdpbl9kZWxpdmVyeV9pZBgLIAEoCRIiCghhdHRlbXB0cxgMIAMoCzIQLmFpZ3cudjEuQXR0ZW1wdBIdChBldmVudF9sYXRlbmN5X21zGA0gASgNSACIAQFCEwoRX2V2ZW50X2xhdGVuY3lfbXMimwEKFUxpc3REZWxpdmVyaWVzUmVxdWVzdBIQCghlbmRwb2ludBgBIAEoCRInCgZzdGF0dXMYAiABKA4yFy5haWd3LnYxLkRlbGl2ZXJ5U3RhdHVzEhAKCGV2ZW50X2lkGAMgASgJEhEKCXBhZ2Vfc2l6ZRgEIAEoDRISCgpwYWdlX3Rva2VuGAUgASgJEg4KBm9yZ19pZBgGIAEoCSJYChZMaXN0RGVsaXZlcmllc1Jlc3BvbnNlEiUKCmRlbGl2ZXJpZXMYASADKAsyES5haWd3LnYxLkRlbGl2ZXJ5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIgChJHZXREZWxpdmVyeVJlcXVlc3QSCgoCaWQYASABKAkiSAoTR2V0RGVsaXZlcnlSZXNwb25zZRIjCghkZWxpdmVyeRgBIAEoCzIRLmFpZ3cudjEuRGVsaXZlcnkSDAoEYm9keRgCIAEoCSIjChVSZXBsYXlEZWxpdmVyeVJlcXVlc3QSCgoCaWQYASABKAkiPQoWUmVwbGF5RGVsaXZlcnlSZXNwb25zZRIjCghkZWxpdmVyeRgBIAEoCzIRLmFpZ3cudjEuRGVsaXZlcnkiKwoXUmVwbGF5RGVsaXZlcmllc1JlcXVlc3QSEAoIZW5kcG9pbnQYASABKAkiLAoYUmVwbGF5RGVsaXZlcmllc1Jlc3BvbnNlEhAKCHJlcGxheWVkGAEgASgNIlAKFFNlbmRUZXN0RXZlbnRSZXF1ZXN0EhAKCGVuZHBvaW50GAEgASgJEiYKCmV2ZW50X3R5cGUYAiABKA4yEi5haWd3LnYxLkV2ZW50VHlwZSJMChVTZW5kVGVzdEV2ZW50UmVzcG9uc2USHQoFZXZlbnQYASABKAsyDi5haWd3LnYxLkV2ZW50EhQKDGRlbGl2ZXJ5X2lkcxgCIAMoCSI5Cg9HZXRTdGF0c1JlcXVlc3QSFgoOd2luZG93X3NlY29uZHMYASABKA0SDgoGb3JnX2lkGAIgASgJIvkBCg1FbmRwb2ludFN0YXRzEhAKCGVuZHBvaW50GAEgASgJEhEKCWRlbGl2ZXJlZBgCIAEoBBIOCgZmYWlsZWQYAyABKAQSFQoNZGVhZF9sZXR0ZXJlZBgEIAEoBBIPCgdwZW5kaW5nGAUgASgEEhQKDHN1Y2Nlc3NfcmF0ZRgGIAEoARIWCg5sYXRlbmN5X3A1MF9tcxgHIAEoDRIWCg5sYXRlbmN5X3A5OV9tcxgIIAEoDRIUCgxjaXJjdWl0X29wZW4YCSABKAgSLwoPZmFpbHVyZV9yZWFzb25zGAogAygLMhYuYWlndy52MS5GYWlsdXJlUmVhc29uIi4KDUZhaWx1cmVSZWFzb24SDgoGcmVhc29uGAEgASgJEg0KBWNvdW50GAIgASgEIlYKEEdldFN0YXRzUmVzcG9uc2USKQoJZW5kcG9pbnRzGAEgAygLMhYuYWlndy52MS5FbmRwb2ludFN0YXRzEhcKD2V2ZW50c19pbmdlc3RlZBgCIAEoBCIYChZHZXRTdWJzY3JpcHRpb25SZXF1ZXN0ImgKF0dldFN1YnNjcmlwdGlvblJlc3BvbnNlEiUKCXN1YnNjcmliZRgBIAMoDjISLmFpZ3cudjEuRXZlbnRUeXBlEiYKB2ZpbHRlcnMYAiABKAsyFS5haWd3LnYxLkV2ZW50RmlsdGVycyJqChlVcGRhdGVTdWJzY3JpcHRpb25SZXF1ZXN0EiUKCXN1YnNjcmliZRgBIAMoDjISLmFpZ3cudjEuRXZlbnRUeXBlEiYKB2ZpbHRlcnMYAiABKAsyFS5haWd3LnYxLkV2ZW50RmlsdGVycyJrChpVcGRhdGVTdWJzY3JpcHRpb25SZXNwb25zZRIlCglzdWJzY3JpYmUYASADKA4yEi5haWd3LnYxLkV2ZW50VHlwZRImCgdmaWx0ZXJzGAIgASgLMhUuYWlndy52MS5FdmVudEZpbHRlcnMiqAEKBkJ1ZGdldBIOCgZvcmdfaWQYASABKAkSEgoKbGltaXRfdHlwZRgCIAEoCRIUCgxidWRnZXRfbGltaXQYAyABKAESEgoKdGhyZXNob2xkcxgEIAMoDRIPCgdlbmZvcmNlGAUgASgIEg4KBnBlcmlvZBgGIAEoCRIVCg1jdXJyZW50X3NwZW5kGAcgASgBEhgKEGZpcmVkX3RocmVzaG9sZHMYCCADKA0iFAoSTGlzdEJ1ZGdldHNSZXF1ZXN0IjcKE0xpc3RCdWRnZXRzUmVzcG9uc2USIAoHYnVkZ2V0cxgBIAMoCzIPLmFpZ3cudjEuQnVkZ2V0IjMKEFNldEJ1ZGdldFJlcXVlc3QSHwoGYnVkZ2V0GAEgASgLMg8uYWlndy52MS5CdWRnZXQiNAoRU2V0QnVkZ2V0UmVzcG9uc2USHwoGYnVkZ2V0GAEgASgLMg8uYWlndy52MS5CdWRnZXQiOQoTRGVsZXRlQnVkZ2V0UmVxdWVzdBIOCgZvcmdfaWQYASABKAkSEgoKbGltaXRfdHlwZRgCIAEoCSIWChREZWxldGVCdWRnZXRSZXNwb25zZSKgAgoKTW9kZWxQcmljZRINCgVtb2RlbBgBIAEoCRIZChFpbnB1dF9wZXJfbWlsbGlvbhgCIAEoARIaChJvdXRwdXRfcGVyX21pbGxpb24YAyABKAESJQoYY2FjaGVkX2lucHV0X3Blcl9taWxsaW9uGAQgASgBSACIAQESJAoXY2FjaGVfd3JpdGVfcGVyX21pbGxpb24YBSABKAFIAYgBARInChpjYWNoZV93cml0ZV8xaF9wZXJfbWlsbGlvbhgGIAEoAUgCiAEBQhsKGV9jYWNoZWRfaW5wdXRfcGVyX21pbGxpb25CGgoYX2NhY2hlX3dyaXRlX3Blcl9taWxsaW9uQh0KG19jYWNoZV93cml0ZV8xaF9wZXJfbWlsbGlvbiIUChJMaXN0UHJpY2luZ1JlcXVlc3QiOgoTTGlzdFByaWNpbmdSZXNwb25zZRIjCgZwcmljZXMYASADKAsyEy5haWd3LnYxLk1vZGVsUHJpY2UiOgoUU2V0TW9kZWxQcmljZVJlcXVlc3QSIgoFcHJpY2UYASABKAsyEy5haWd3LnYxLk1vZGVsUHJpY2UiOwoVU2V0TW9kZWxQcmljZVJlc3BvbnNlEiIKBXByaWNlGAEgASgLMhMuYWlndy52MS5Nb2RlbFByaWNlIqQBChBHZXRTZXJpZXNSZXF1ZXN0EiUKBm1ldHJpYxgBIAEoDjIVLmFpZ3cudjEuU2VyaWVzTWV0cmljEg4KBndpbmRvdxgCIAEoCRIrCglicmVha2Rvd24YAyABKA4yGC5haWd3LnYxLlNlcmllc0JyZWFrZG93bhIsCghlbmRfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiawoGU2VyaWVzEgsKA2tleRgBIAEoCRIOCgZ2YWx1ZXMYAiADKAESCwoDcDUwGAMgAygBEgsKA3A5NRgEIAMoARILCgNwOTkYBSADKAESDgoGY291bnRzGAYgAygEEg0KBXRvdGFsGAcgASgBIuMCChFHZXRTZXJpZXNSZXNwb25zZRIlCgZtZXRyaWMYASABKA4yFS5haWd3LnYxLlNlcmllc01ldHJpYxIrCglicmVha2Rvd24YAiABKA4yGC5haWd3LnYxLlNlcmllc0JyZWFrZG93bhIWCg5idWNrZXRfc2Vjb25kcxgDIAEoDRIuCgpzdGFydF90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFAoMYnVja2V0X2NvdW50GAYgASgNEh8KBnNlcmllcxgHIAMoCzIPLmFpZ3cudjEuU2VyaWVzEhkKEXJldGVudGlvbl9saW1pdGVkGAggASgIEjIKDnJldGFpbmVkX3NpbmNlGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCITChFMaXN0UXVldWVzUmVxdWVzdCKCAQoNRW5kcG9pbnRRdWV1ZRIQCghlbmRwb2ludBgBIAEoCRIPCgdwZW5kaW5nGAIgASgEEhUKDWRlYWRfbGV0dGVyZWQYAyABKAQSNwoTb2xkZXN0X3BlbmRpbmdfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiPAoSTGlzdFF1ZXVlc1Jlc3BvbnNlEiYKBnF1ZXVlcxgBIAMoCzIWLmFpZ3cudjEuRW5kcG9pbnRRdWV1ZSIVChNMaXN0U2lkZWNhcnNSZXF1ZXN0IqsBCgdTaWRlY2FyEhIKCnNpZGVjYXJfaWQYASABKAkSDgoGb3JnX2lkGAIgASgJEgsKA2FwcBgDIAEoCRIPCgd2ZXJzaW9uGAQgASgJEhUKDXNwb29sX2JhdGNoZXMYBSABKAQSEwoLc3Bvb2xfYnl0ZXMYBiABKAQSMgoObGFzdF9zZWVuX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIjoKFExpc3RTaWRlY2Fyc1Jlc3BvbnNlEiIKCHNpZGVjYXJzGAEgAygLMhAuYWlndy52MS5TaWRlY2FyIrUBCgVUb2tlbhIKCgJpZBgBIAEoCRIOCgZvcmdfaWQYAiABKAkSIAoEa2luZBgDIAEoDjISLmFpZ3cudjEuVG9rZW5LaW5kEgwKBG5hbWUYBCABKAkSLwoLY3JlYXRlX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3Jldm9rZV90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJUChJDcmVhdGVUb2tlblJlcXVlc3QSDgoGb3JnX2lkGAEgASgJEiAKBGtpbmQYAiABKA4yEi5haWd3LnYxLlRva2VuS2luZBIMCgRuYW1lGAMgASgJIkQKE0NyZWF0ZVRva2VuUmVzcG9uc2USHQoFdG9rZW4YASABKAsyDi5haWd3LnYxLlRva2VuEg4KBnNlY3JldBgCIAEoCSI8ChFMaXN0VG9rZW5zUmVxdWVzdBIOCgZvcmdfaWQYASABKAkSFwoPaW5jbHVkZV9yZXZva2VkGAIgASgIIjQKEkxpc3RUb2tlbnNSZXNwb25zZRIeCgZ0b2tlbnMYASADKAsyDi5haWd3LnYxLlRva2VuIiAKElJldm9rZVRva2VuUmVxdWVzdBIKCgJpZBgBIAEoCSI0ChNSZXZva2VUb2tlblJlc3BvbnNlEh0KBXRva2VuGAEgASgLMg4uYWlndy52MS5Ub2tlbiIPCg1XaG9BbUlSZXF1ZXN0IkYKDldob0FtSVJlc3BvbnNlEg4KBm9yZ19pZBgBIAEoCRIQCgh0b2tlbl9pZBgCIAEoCRISCgp0b2tlbl9uYW1lGAMgASgJKqwBCg5EZWxpdmVyeVN0YXR1cxIfChtERUxJVkVSWV9TVEFUVVNfVU5TUEVDSUZJRUQQABIbChdERUxJVkVSWV9TVEFUVVNfUEVORElORxABEh0KGURFTElWRVJZX1NUQVRVU19ERUxJVkVSRUQQAhIaChZERUxJVkVSWV9TVEFUVVNfRkFJTEVEEAMSIQodREVMSVZFUllfU1RBVFVTX0RFQURfTEVUVEVSRUQQBCrbAQoMU2VyaWVzTWV0cmljEh0KGVNFUklFU19NRVRSSUNfVU5TUEVDSUZJRUQQABIYChRTRVJJRVNfTUVUUklDX0VWRU5UUxABEhwKGFNFUklFU19NRVRSSUNfREVMSVZFUklFUxACEiEKHVNFUklFU19NRVRSSUNfQVRURU1QVF9MQVRFTkNZEAMSHwobU0VSSUVTX01FVFJJQ19FVkVOVF9MQVRFTkNZEAQSGAoUU0VSSUVTX01FVFJJQ19UT0tFTlMQBRIWChJTRVJJRVNfTUVUUklDX0NPU1QQBirHAQoPU2VyaWVzQnJlYWtkb3duEiAKHFNFUklFU19CUkVBS0RPV05fVU5TUEVDSUZJRUQQABIdChlTRVJJRVNfQlJFQUtET1dOX0VORFBPSU5UEAESHwobU0VSSUVTX0JSRUFLRE9XTl9FVkVOVF9UWVBFEAISGAoUU0VSSUVTX0JSRUFLRE9XTl9PUkcQAxIaChZTRVJJRVNfQlJFQUtET1dOX01PREVMEAQSHAoYU0VSSUVTX0JSRUFLRE9XTl9PVVRDT01FEAUqVQoJVG9rZW5LaW5kEhoKFlRPS0VOX0tJTkRfVU5TUEVDSUZJRUQQABIUChBUT0tFTl9LSU5EX0FETUlOEAESFgoSVE9LRU5fS0lORF9TSURFQ0FSEAIy7A8KDEFkbWluU2VydmljZRJRCg5DcmVhdGVFbmRwb2ludBIeLmFpZ3cudjEuQ3JlYXRlRW5kcG9pbnRSZXF1ZXN0Gh8uYWlndy52MS5DcmVhdGVFbmRwb2ludFJlc3BvbnNlEkgKC0dldEVuZHBvaW50EhsuYWlndy52MS5HZXRFbmRwb2ludFJlcXVlc3QaHC5haWd3LnYxLkdldEVuZHBvaW50UmVzcG9uc2USTgoNTGlzdEVuZHBvaW50cxIdLmFpZ3cudjEuTGlzdEVuZHBvaW50c1JlcXVlc3QaHi5haWd3LnYxLkxpc3RFbmRwb2ludHNSZXNwb25zZRJRCg5VcGRhdGVFbmRwb2ludBIeLmFpZ3cudjEuVXBkYXRlRW5kcG9pbnRSZXF1ZXN0Gh8uYWlndy52MS5VcGRhdGVFbmRwb2ludFJlc3BvbnNlElEKDkRlbGV0ZUVuZHBvaW50Eh4uYWlndy52MS5EZWxldGVFbmRwb2ludFJlcXVlc3QaHy5haWd3LnYxLkRlbGV0ZUVuZHBvaW50UmVzcG9uc2USVwoQUm90YXRlU2lnbmluZ0tleRIgLmFpZ3cudjEuUm90YXRlU2lnbmluZ0tleVJlcXVlc3QaIS5haWd3LnYxLlJvdGF0ZVNpZ25pbmdLZXlSZXNwb25zZRJRCg5MaXN0RGVsaXZlcmllcxIeLmFpZ3cudjEuTGlzdERlbGl2ZXJpZXNSZXF1ZXN0Gh8uYWlndy52MS5MaXN0RGVsaXZlcmllc1Jlc3BvbnNlEkgKC0dldERlbGl2ZXJ5EhsuYWlndy52MS5HZXREZWxpdmVyeVJlcXVlc3QaHC5haWd3LnYxLkdldERlbGl2ZXJ5UmVzcG9uc2USUQoOUmVwbGF5RGVsaXZlcnkSHi5haWd3LnYxLlJlcGxheURlbGl2ZXJ5UmVxdWVzdBofLmFpZ3cudjEuUmVwbGF5RGVsaXZlcnlSZXNwb25zZRJXChBSZXBsYXlEZWxpdmVyaWVzEiAuYWlndy52MS5SZXBsYXlEZWxpdmVyaWVzUmVxdWVzdBohLmFpZ3cudjEuUmVwbGF5RGVsaXZlcmllc1Jlc3BvbnNlEk4KDVNlbmRUZXN0RXZlbnQSHS5haWd3LnYxLlNlbmRUZXN0RXZlbnRSZXF1ZXN0Gh4uYWlndy52MS5TZW5kVGVzdEV2ZW50UmVzcG9uc2USPwoIR2V0U3RhdHMSGC5haWd3LnYxLkdldFN0YXRzUmVxdWVzdBoZLmFpZ3cudjEuR2V0U3RhdHNSZXNwb25zZRJUCg9HZXRTdWJzY3JpcHRpb24SHy5haWd3LnYxLkdldFN1YnNjcmlwdGlvblJlcXVlc3QaIC5haWd3LnYxLkdldFN1YnNjcmlwdGlvblJlc3BvbnNlEl0KElVwZGF0ZVN1YnNjcmlwdGlvbhIiLmFpZ3cudjEuVXBkYXRlU3Vic2NyaXB0aW9uUmVxdWVzdBojLmFpZ3cudjEuVXBkYXRlU3Vic2NyaXB0aW9uUmVzcG9uc2USSAoLTGlzdEJ1ZGdldHMSGy5haWd3LnYxLkxpc3RCdWRnZXRzUmVxdWVzdBocLmFpZ3cudjEuTGlzdEJ1ZGdldHNSZXNwb25zZRJCCglTZXRCdWRnZXQSGS5haWd3LnYxLlNldEJ1ZGdldFJlcXVlc3QaGi5haWd3LnYxLlNldEJ1ZGdldFJlc3BvbnNlEksKDERlbGV0ZUJ1ZGdldBIcLmFpZ3cudjEuRGVsZXRlQnVkZ2V0UmVxdWVzdBodLmFpZ3cudjEuRGVsZXRlQnVkZ2V0UmVzcG9uc2USSAoLTGlzdFByaWNpbmcSGy5haWd3LnYxLkxpc3RQcmljaW5nUmVxdWVzdBocLmFpZ3cudjEuTGlzdFByaWNpbmdSZXNwb25zZRJOCg1TZXRNb2RlbFByaWNlEh0uYWlndy52MS5TZXRNb2RlbFByaWNlUmVxdWVzdBoeLmFpZ3cudjEuU2V0TW9kZWxQcmljZVJlc3BvbnNlEkIKCUdldFNlcmllcxIZLmFpZ3cudjEuR2V0U2VyaWVzUmVxdWVzdBoaLmFpZ3cudjEuR2V0U2VyaWVzUmVzcG9uc2USRQoKTGlzdFF1ZXVlcxIaLmFpZ3cudjEuTGlzdFF1ZXVlc1JlcXVlc3QaGy5haWd3LnYxLkxpc3RRdWV1ZXNSZXNwb25zZRJLCgxMaXN0U2lkZWNhcnMSHC5haWd3LnYxLkxpc3RTaWRlY2Fyc1JlcXVlc3QaHS5haWd3LnYxLkxpc3RTaWRlY2Fyc1Jlc3BvbnNlEkgKC0NyZWF0ZVRva2VuEhsuYWlndy52MS5DcmVhdGVUb2tlblJlcXVlc3QaHC5haWd3LnYxLkNyZWF0ZVRva2VuUmVzcG9uc2USRQoKTGlzdFRva2VucxIaLmFpZ3cudjEuTGlzdFRva2Vuc1JlcXVlc3QaGy5haWd3LnYxLkxpc3RUb2tlbnNSZXNwb25zZRJICgtSZXZva2VUb2tlbhIbLmFpZ3cudjEuUmV2b2tlVG9rZW5SZXF1ZXN0GhwuYWlndy52MS5SZXZva2VUb2tlblJlc3BvbnNlEjkKBldob0FtSRIWLmFpZ3cudjEuV2hvQW1JUmVxdWVzdBoXLmFpZ3cudjEuV2hvQW1JUmVzcG9uc2ViBnByb3RvMw", [file_aigw_v1_events, file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message aigw.v1.Endpoint
@@ -91,12 +91,29 @@ export type Endpoint = Message<"aigw.v1.Endpoint"> & {
   filters?: EventFilters | undefined;
 
   /**
-   * Output only: set on one-off endpoints (x-aigw-webhook-url), which are signed with this
-   * org's key, hidden from ListEndpoints and shown by GetEndpoint.
+   * The org the endpoint belongs to: it receives only that org's events. Empty: an operator
+   * endpoint, which receives every org's events. Set at creation (an org token's own org
+   * when empty); one-off endpoints (x-aigw-webhook-url) have the org whose key signs them.
    *
    * @generated from field: string org_id = 12;
    */
   orgId: string;
+
+  /**
+   * With org_id: only events of these apps (events of no app, like budget, still come);
+   * empty: every app of the org.
+   *
+   * @generated from field: repeated string apps = 13;
+   */
+  apps: string[];
+
+  /**
+   * Output only: a one-off endpoint (x-aigw-webhook-url), signed with its org's key,
+   * hidden from ListEndpoints and shown by GetEndpoint.
+   *
+   * @generated from field: bool one_off = 14;
+   */
+  oneOff: boolean;
 };
 
 /**
@@ -213,6 +230,12 @@ export const GetEndpointResponseSchema: GenMessage<GetEndpointResponse> = /*@__P
  * @generated from message aigw.v1.ListEndpointsRequest
  */
 export type ListEndpointsRequest = Message<"aigw.v1.ListEndpointsRequest"> & {
+  /**
+   * Only this org's endpoints (empty: every endpoint the caller may see).
+   *
+   * @generated from field: string org_id = 1;
+   */
+  orgId: string;
 };
 
 /**
@@ -249,7 +272,7 @@ export type UpdateEndpointRequest = Message<"aigw.v1.UpdateEndpointRequest"> & {
   endpoint?: Endpoint | undefined;
 
   /**
-   * Fields of endpoint to change (url, enabled, secret, event_types, failover_to, filters);
+   * Fields of endpoint to change (url, enabled, secret, event_types, failover_to, filters, apps);
    * empty: all of them.
    *
    * @generated from field: google.protobuf.FieldMask update_mask = 2;
@@ -536,6 +559,13 @@ export type ListDeliveriesRequest = Message<"aigw.v1.ListDeliveriesRequest"> & {
    * @generated from field: string page_token = 5;
    */
   pageToken: string;
+
+  /**
+   * Only deliveries to this org's endpoints (empty: every delivery the caller may see).
+   *
+   * @generated from field: string org_id = 6;
+   */
+  orgId: string;
 };
 
 /**
@@ -736,6 +766,13 @@ export type GetStatsRequest = Message<"aigw.v1.GetStatsRequest"> & {
    * @generated from field: uint32 window_seconds = 1;
    */
   windowSeconds: number;
+
+  /**
+   * Only this org's endpoints and events (empty: everything the caller may see).
+   *
+   * @generated from field: string org_id = 2;
+   */
+  orgId: string;
 };
 
 /**
@@ -1522,6 +1559,228 @@ export const ListSidecarsResponseSchema: GenMessage<ListSidecarsResponse> = /*@_
   messageDesc(file_aigw_v1_admin, 54);
 
 /**
+ * @generated from message aigw.v1.Token
+ */
+export type Token = Message<"aigw.v1.Token"> & {
+  /**
+   * "tok_" + ULID.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * @generated from field: string org_id = 2;
+   */
+  orgId: string;
+
+  /**
+   * @generated from field: aigw.v1.TokenKind kind = 3;
+   */
+  kind: TokenKind;
+
+  /**
+   * A label for people ("ci", "team-a sidecars"); may be empty.
+   *
+   * @generated from field: string name = 4;
+   */
+  name: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp create_time = 5;
+   */
+  createTime?: Timestamp | undefined;
+
+  /**
+   * Set once revoked.
+   *
+   * @generated from field: google.protobuf.Timestamp revoke_time = 6;
+   */
+  revokeTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message aigw.v1.Token.
+ * Use `create(TokenSchema)` to create a new message.
+ */
+export const TokenSchema: GenMessage<Token> = /*@__PURE__*/
+  messageDesc(file_aigw_v1_admin, 55);
+
+/**
+ * @generated from message aigw.v1.CreateTokenRequest
+ */
+export type CreateTokenRequest = Message<"aigw.v1.CreateTokenRequest"> & {
+  /**
+   * Required: [A-Za-z0-9._-]{1,128}.
+   *
+   * @generated from field: string org_id = 1;
+   */
+  orgId: string;
+
+  /**
+   * @generated from field: aigw.v1.TokenKind kind = 2;
+   */
+  kind: TokenKind;
+
+  /**
+   * @generated from field: string name = 3;
+   */
+  name: string;
+};
+
+/**
+ * Describes the message aigw.v1.CreateTokenRequest.
+ * Use `create(CreateTokenRequestSchema)` to create a new message.
+ */
+export const CreateTokenRequestSchema: GenMessage<CreateTokenRequest> = /*@__PURE__*/
+  messageDesc(file_aigw_v1_admin, 56);
+
+/**
+ * @generated from message aigw.v1.CreateTokenResponse
+ */
+export type CreateTokenResponse = Message<"aigw.v1.CreateTokenResponse"> & {
+  /**
+   * @generated from field: aigw.v1.Token token = 1;
+   */
+  token?: Token | undefined;
+
+  /**
+   * The bearer token ("aigw_" + 43 characters), returned only here.
+   *
+   * @generated from field: string secret = 2;
+   */
+  secret: string;
+};
+
+/**
+ * Describes the message aigw.v1.CreateTokenResponse.
+ * Use `create(CreateTokenResponseSchema)` to create a new message.
+ */
+export const CreateTokenResponseSchema: GenMessage<CreateTokenResponse> = /*@__PURE__*/
+  messageDesc(file_aigw_v1_admin, 57);
+
+/**
+ * @generated from message aigw.v1.ListTokensRequest
+ */
+export type ListTokensRequest = Message<"aigw.v1.ListTokensRequest"> & {
+  /**
+   * Only this org's tokens (empty: all).
+   *
+   * @generated from field: string org_id = 1;
+   */
+  orgId: string;
+
+  /**
+   * Revoked tokens too.
+   *
+   * @generated from field: bool include_revoked = 2;
+   */
+  includeRevoked: boolean;
+};
+
+/**
+ * Describes the message aigw.v1.ListTokensRequest.
+ * Use `create(ListTokensRequestSchema)` to create a new message.
+ */
+export const ListTokensRequestSchema: GenMessage<ListTokensRequest> = /*@__PURE__*/
+  messageDesc(file_aigw_v1_admin, 58);
+
+/**
+ * @generated from message aigw.v1.ListTokensResponse
+ */
+export type ListTokensResponse = Message<"aigw.v1.ListTokensResponse"> & {
+  /**
+   * @generated from field: repeated aigw.v1.Token tokens = 1;
+   */
+  tokens: Token[];
+};
+
+/**
+ * Describes the message aigw.v1.ListTokensResponse.
+ * Use `create(ListTokensResponseSchema)` to create a new message.
+ */
+export const ListTokensResponseSchema: GenMessage<ListTokensResponse> = /*@__PURE__*/
+  messageDesc(file_aigw_v1_admin, 59);
+
+/**
+ * @generated from message aigw.v1.RevokeTokenRequest
+ */
+export type RevokeTokenRequest = Message<"aigw.v1.RevokeTokenRequest"> & {
+  /**
+   * @generated from field: string id = 1;
+   */
+  id: string;
+};
+
+/**
+ * Describes the message aigw.v1.RevokeTokenRequest.
+ * Use `create(RevokeTokenRequestSchema)` to create a new message.
+ */
+export const RevokeTokenRequestSchema: GenMessage<RevokeTokenRequest> = /*@__PURE__*/
+  messageDesc(file_aigw_v1_admin, 60);
+
+/**
+ * @generated from message aigw.v1.RevokeTokenResponse
+ */
+export type RevokeTokenResponse = Message<"aigw.v1.RevokeTokenResponse"> & {
+  /**
+   * @generated from field: aigw.v1.Token token = 1;
+   */
+  token?: Token | undefined;
+};
+
+/**
+ * Describes the message aigw.v1.RevokeTokenResponse.
+ * Use `create(RevokeTokenResponseSchema)` to create a new message.
+ */
+export const RevokeTokenResponseSchema: GenMessage<RevokeTokenResponse> = /*@__PURE__*/
+  messageDesc(file_aigw_v1_admin, 61);
+
+/**
+ * @generated from message aigw.v1.WhoAmIRequest
+ */
+export type WhoAmIRequest = Message<"aigw.v1.WhoAmIRequest"> & {
+};
+
+/**
+ * Describes the message aigw.v1.WhoAmIRequest.
+ * Use `create(WhoAmIRequestSchema)` to create a new message.
+ */
+export const WhoAmIRequestSchema: GenMessage<WhoAmIRequest> = /*@__PURE__*/
+  messageDesc(file_aigw_v1_admin, 62);
+
+/**
+ * @generated from message aigw.v1.WhoAmIResponse
+ */
+export type WhoAmIResponse = Message<"aigw.v1.WhoAmIResponse"> & {
+  /**
+   * Empty for an operator token (or no token where none is required): every org.
+   *
+   * @generated from field: string org_id = 1;
+   */
+  orgId: string;
+
+  /**
+   * The token's id when it was made with CreateToken; empty otherwise.
+   *
+   * @generated from field: string token_id = 2;
+   */
+  tokenId: string;
+
+  /**
+   * @generated from field: string token_name = 3;
+   */
+  tokenName: string;
+};
+
+/**
+ * Describes the message aigw.v1.WhoAmIResponse.
+ * Use `create(WhoAmIResponseSchema)` to create a new message.
+ */
+export const WhoAmIResponseSchema: GenMessage<WhoAmIResponse> = /*@__PURE__*/
+  messageDesc(file_aigw_v1_admin, 63);
+
+/**
  * @generated from enum aigw.v1.DeliveryStatus
  */
 export enum DeliveryStatus {
@@ -1671,8 +1930,42 @@ export const SeriesBreakdownSchema: GenEnum<SeriesBreakdown> = /*@__PURE__*/
   enumDesc(file_aigw_v1_admin, 2);
 
 /**
+ * @generated from enum aigw.v1.TokenKind
+ */
+export enum TokenKind {
+  /**
+   * @generated from enum value: TOKEN_KIND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The Admin API, the feed and the dashboard, for its org only.
+   *
+   * @generated from enum value: TOKEN_KIND_ADMIN = 1;
+   */
+  ADMIN = 1,
+
+  /**
+   * IngestService: a sidecar that reports as its org only.
+   *
+   * @generated from enum value: TOKEN_KIND_SIDECAR = 2;
+   */
+  SIDECAR = 2,
+}
+
+/**
+ * Describes the enum aigw.v1.TokenKind.
+ */
+export const TokenKindSchema: GenEnum<TokenKind> = /*@__PURE__*/
+  enumDesc(file_aigw_v1_admin, 3);
+
+/**
  * AdminService manages what the control plane delivers and shows how delivery goes.
  * Authorization: "authorization: Bearer <admin token>" when auth.admin_tokens is set.
+ * An operator token (auth.admin_tokens) may do everything. An org's admin token (created
+ * with CreateToken, or auth.orgs.ORG.admin_tokens) sees and changes only its org: another
+ * org's endpoints and deliveries answer NOT_FOUND, operator-only RPCs (tokens, pricing and
+ * subscription changes, operator endpoints) PERMISSION_DENIED.
  *
  * @generated from service aigw.v1.AdminService
  */
@@ -1877,6 +2170,47 @@ export const AdminService: GenService<{
     methodKind: "unary";
     input: typeof ListSidecarsRequestSchema;
     output: typeof ListSidecarsResponseSchema;
+  },
+  /**
+   * CreateToken makes an org-scoped admin or sidecar token; its secret is returned only
+   * here and kept only as a digest. Operator only.
+   *
+   * @generated from rpc aigw.v1.AdminService.CreateToken
+   */
+  createToken: {
+    methodKind: "unary";
+    input: typeof CreateTokenRequestSchema;
+    output: typeof CreateTokenResponseSchema;
+  },
+  /**
+   * ListTokens lists the tokens made with CreateToken (config tokens are in the file). Operator only.
+   *
+   * @generated from rpc aigw.v1.AdminService.ListTokens
+   */
+  listTokens: {
+    methodKind: "unary";
+    input: typeof ListTokensRequestSchema;
+    output: typeof ListTokensResponseSchema;
+  },
+  /**
+   * RevokeToken stops a token within a second, on streams already open too. Operator only.
+   *
+   * @generated from rpc aigw.v1.AdminService.RevokeToken
+   */
+  revokeToken: {
+    methodKind: "unary";
+    input: typeof RevokeTokenRequestSchema;
+    output: typeof RevokeTokenResponseSchema;
+  },
+  /**
+   * WhoAmI says what the calling token may see: every org (operator) or one org.
+   *
+   * @generated from rpc aigw.v1.AdminService.WhoAmI
+   */
+  whoAmI: {
+    methodKind: "unary";
+    input: typeof WhoAmIRequestSchema;
+    output: typeof WhoAmIResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_aigw_v1_admin, 0);

@@ -1,0 +1,291 @@
+import { type Client, Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
+import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { AdminService, DeliveryStatus, TokenKind } from "../../gen/aigw/v1/admin_pb.js";
+import { FeedService, type WatchResponse } from "../../gen/aigw/v1/feed_pb.js";
+import {
+  completion,
+  type ControlPlaneFixture,
+  openSidecarStream,
+  startControlPlane,
+} from "../support/control-plane.js";
+import { TEST_SECRET } from "../support/stack.js";
+import { waitFor } from "../support/wait.js";
+import { startTestReceiver } from "../support/webhook-receiver.js";
+
+// An org admin token through the real Admin API and feed (HTTP, Connect, tokens in the
+// config file and made at runtime): it sees and changes only its org; another org's objects
+// are NOT_FOUND, operator-only RPCs PERMISSION_DENIED; a revoked token stops at once,
+// on an open feed stream too.
+
+const OPERATOR = "operator-admin-token";
+const OPERATOR_SIDECAR = "operator-sidecar-token";
+const GLOBEX_FILE_TOKEN = "globex-admin-token-from-the-file";
+
+type Admin = Client<typeof AdminService>;
+
+function clients(fx: ControlPlaneFixture, token: string) {
+  const interceptors: Interceptor[] = [
+    (next) => (req) => {
+      req.header.set("authorization", `Bearer ${token}`);
+      return next(req);
+    },
+  ];
+  return {
+    admin: createClient(
+      AdminService,
+      createConnectTransport({ baseUrl: fx.cp.httpUrl, httpVersion: "1.1", interceptors }),
+    ),
+    feed: createClient(FeedService, createGrpcTransport({ baseUrl: fx.cp.grpcUrl, interceptors })),
+  };
+}
+
+async function code(p: Promise<unknown>): Promise<Code | "ok"> {
+  try {
+    await p;
+    return "ok";
+  } catch (err) {
+    return ConnectError.from(err).code;
+  }
+}
+
+describe("org admin tokens on the Admin API and the feed", () => {
+  let fx: ControlPlaneFixture;
+  let receiver: Awaited<ReturnType<typeof startTestReceiver>>;
+  let operator: Admin;
+  let acme: ReturnType<typeof clients>;
+  let globex: ReturnType<typeof clients>;
+  let acmeTokenId: string;
+
+  beforeAll(async () => {
+    receiver = await startTestReceiver({ secret: TEST_SECRET });
+    fx = await startControlPlane(`
+webhooks:
+  ops:
+    url: "${receiver.url}?ops"
+    secret: "${TEST_SECRET}"
+  acme-hook:
+    url: "${receiver.url}?acme"
+    secret: "${TEST_SECRET}"
+    org_id: acme
+  globex-hook:
+    url: "${receiver.url}?globex"
+    secret: "${TEST_SECRET}"
+    org_id: globex
+security:
+  require_https: false
+  allowed_networks: ["127.0.0.0/8"]
+retry:
+  max_attempts: 1
+auth:
+  admin_tokens: ["${OPERATOR}"]
+  sidecar_tokens: ["${OPERATOR_SIDECAR}"]
+  orgs:
+    globex:
+      admin_tokens: ["${GLOBEX_FILE_TOKEN}"]
+`);
+    operator = clients(fx, OPERATOR).admin;
+    const made = await operator.createToken({ orgId: "acme", kind: TokenKind.ADMIN, name: "acme ops" });
+    expect(made.secret).toMatch(/^aigw_[A-Za-z0-9_-]{43}$/);
+    acmeTokenId = made.token?.id ?? "";
+    acme = clients(fx, made.secret);
+    globex = clients(fx, GLOBEX_FILE_TOKEN);
+    // Traffic of both orgs, reported by a sidecar with the operator's token.
+    const sidecar = openSidecarStreamWithToken(fx);
+    await sidecar.sendBatch([
+      completion("gpt-4", 500, { orgId: "acme", app: "chat" }),
+      completion("gpt-4", 500, { orgId: "globex", app: "chat" }),
+    ]);
+    sidecar.close();
+    await waitFor("4 deliveries", () => receiver.received.length >= 4);
+  }, 60_000);
+
+  afterAll(async () => {
+    await fx?.close();
+    await receiver?.close();
+  });
+
+  function openSidecarStreamWithToken(f: ControlPlaneFixture) {
+    return openSidecarStream(f.cp, { sidecarId: "sc-op", orgId: "", app: "chat" }, OPERATOR_SIDECAR);
+  }
+
+  it("each org token says whose it is", async () => {
+    expect(await acme.admin.whoAmI({})).toMatchObject({ orgId: "acme", tokenId: acmeTokenId, tokenName: "acme ops" });
+    expect(await globex.admin.whoAmI({})).toMatchObject({ orgId: "globex", tokenId: "" });
+    expect((await operator.whoAmI({})).orgId).toBe("");
+  });
+
+  it("lists, gets and counts only its org's endpoints and events", async () => {
+    expect((await acme.admin.listEndpoints({})).endpoints.map((e) => [e.name, e.orgId])).toEqual([
+      ["acme-hook", "acme"],
+    ]);
+    expect((await operator.listEndpoints({ orgId: "globex" })).endpoints.map((e) => e.name)).toEqual(["globex-hook"]);
+    expect((await operator.listEndpoints({})).endpoints.map((e) => e.name)).toEqual([
+      "acme-hook",
+      "globex-hook",
+      "ops",
+    ]);
+    expect(await code(acme.admin.listEndpoints({ orgId: "globex" }))).toBe(Code.PermissionDenied);
+    const stats = await acme.admin.getStats({});
+    expect(stats.endpoints.map((s) => s.endpoint)).toEqual(["acme-hook"]);
+    expect(stats.eventsIngested).toBe(1n);
+    expect((await operator.getStats({})).eventsIngested).toBe(2n);
+  });
+
+  it("another org's endpoints are NOT_FOUND for every verb, exactly like missing ones", async () => {
+    for (const name of ["globex-hook", "no-such-endpoint"]) {
+      const missing = `endpoint "${name}" not found`;
+      for (const call of [
+        () => acme.admin.getEndpoint({ name }),
+        () => acme.admin.updateEndpoint({ endpoint: { name, enabled: false }, updateMask: { paths: ["enabled"] } }),
+        () => acme.admin.deleteEndpoint({ name }),
+        () => acme.admin.rotateSigningKey({ endpoint: name }),
+        () => acme.admin.sendTestEvent({ endpoint: name }),
+        () => acme.admin.replayDeliveries({ endpoint: name }),
+      ]) {
+        const err = await call().then(
+          () => undefined,
+          (e: unknown) => ConnectError.from(e),
+        );
+        expect(err?.code, name).toBe(Code.NotFound);
+        expect(err?.rawMessage, name).toBe(missing);
+      }
+    }
+    expect((await operator.getEndpoint({ name: "globex-hook" })).endpoint?.enabled).toBe(true);
+  });
+
+  it("its deliveries only: list, get and replay", async () => {
+    const mine = await acme.admin.listDeliveries({});
+    expect(mine.deliveries.map((d) => d.endpoint)).toEqual(["acme-hook"]);
+    expect((await acme.admin.listDeliveries({ endpoint: "globex-hook" })).deliveries).toEqual([]);
+    const theirs = (await operator.listDeliveries({ endpoint: "globex-hook" })).deliveries[0];
+    expect(theirs?.status).toBe(DeliveryStatus.DELIVERED);
+    expect(await code(acme.admin.getDelivery({ id: theirs?.id ?? "" }))).toBe(Code.NotFound);
+    expect(await code(acme.admin.replayDelivery({ id: theirs?.id ?? "" }))).toBe(Code.NotFound);
+    expect(await code(acme.admin.listDeliveries({ orgId: "globex" }))).toBe(Code.PermissionDenied);
+    // Its own: shown and replayable.
+    const own = mine.deliveries[0];
+    expect((await acme.admin.getDelivery({ id: own?.id ?? "" })).body).toContain('"org_id":"acme"');
+    expect((await acme.admin.replayDelivery({ id: own?.id ?? "" })).delivery?.endpoint).toBe("acme-hook");
+    // The operator's deliveries carry acme's events too, but they are the operator's.
+    const ops = (await operator.listDeliveries({ endpoint: "ops" })).deliveries[0];
+    expect(await code(acme.admin.getDelivery({ id: ops?.id ?? "" }))).toBe(Code.NotFound);
+  });
+
+  it("creates endpoints in its org only; operator endpoints and operator verbs are PERMISSION_DENIED", async () => {
+    const created = await acme.admin.createEndpoint({
+      endpoint: {
+        name: "acme-chat",
+        url: `${receiver.url}?acme-chat`,
+        secret: TEST_SECRET,
+        enabled: true,
+        apps: ["chat"],
+      },
+    });
+    expect(created.endpoint).toMatchObject({ orgId: "acme", apps: ["chat"] });
+    expect(
+      await code(
+        acme.admin.createEndpoint({
+          endpoint: { name: "sneaky", url: receiver.url, secret: TEST_SECRET, enabled: true, orgId: "globex" },
+        }),
+      ),
+    ).toBe(Code.PermissionDenied);
+    // Failing over to another org's endpoint reads as naming none.
+    const failover = await acme.admin
+      .createEndpoint({
+        endpoint: { name: "acme-2", url: receiver.url, secret: TEST_SECRET, enabled: true, failoverTo: "globex-hook" },
+      })
+      .catch((e: unknown) => ConnectError.from(e));
+    expect(failover).toMatchObject({ code: Code.InvalidArgument });
+    expect((failover as ConnectError).rawMessage).toContain('no endpoint named "globex-hook"');
+    // ...and an operator endpoint is allowed as its failover.
+    await acme.admin.updateEndpoint({
+      endpoint: { name: "acme-chat", failoverTo: "ops" },
+      updateMask: { paths: ["failover_to"] },
+    });
+    for (const call of [
+      () => acme.admin.getEndpoint({ name: "ops" }),
+      () => acme.admin.deleteEndpoint({ name: "ops" }),
+      () => acme.admin.createToken({ orgId: "acme", kind: TokenKind.ADMIN }),
+      () => acme.admin.listTokens({}),
+      () => acme.admin.revokeToken({ id: acmeTokenId }),
+      () => acme.admin.setModelPrice({ price: { model: "m", inputPerMillion: 1, outputPerMillion: 1 } }),
+      () => acme.admin.updateSubscription({}),
+      () => acme.admin.rotateSigningKey({ orgId: "globex" }),
+      () => acme.admin.setBudget({ budget: { orgId: "globex", limitType: "monthly", budgetLimit: 5 } }),
+    ]) {
+      expect(await code(call()), call.toString()).toBe(Code.PermissionDenied);
+    }
+    // Its budgets and its org key: its own org, whatever it names or leaves empty.
+    const budget = await acme.admin.setBudget({ budget: { limitType: "monthly", budgetLimit: 5 } });
+    expect(budget.budget?.orgId).toBe("acme");
+    await operator.setBudget({ budget: { orgId: "globex", limitType: "monthly", budgetLimit: 7 } });
+    expect((await acme.admin.listBudgets({})).budgets.map((b) => b.orgId)).toEqual(["acme"]);
+    expect((await acme.admin.rotateSigningKey({ orgId: "acme" })).secret).toMatch(/^whsec_/);
+    // A test event of its own goes to its endpoints only, as its org.
+    const sent = await acme.admin.sendTestEvent({});
+    expect(sent.event?.orgId).toBe("acme");
+    const targets = await Promise.all(sent.deliveryIds.map((id) => operator.getDelivery({ id })));
+    expect(targets.map((t) => t.delivery?.endpoint).sort()).toEqual(["acme-chat", "acme-hook"]);
+  });
+
+  it("an org sidecar token reports as its org only: another --org is refused, events claiming another org are its org's", async () => {
+    const side = await operator.createToken({ orgId: "acme", kind: TokenKind.SIDECAR });
+    const impostor = openSidecarStream(fx.cp, { sidecarId: "sc-imp", orgId: "globex", app: "chat" }, side.secret);
+    const refused = await impostor.sendBatch([completion("gpt-4", 500)]).catch((e: unknown) => ConnectError.from(e));
+    impostor.close();
+    expect(refused).toMatchObject({ code: Code.PermissionDenied });
+    expect((refused as ConnectError).rawMessage).toContain('this sidecar token belongs to org "acme", not "globex"');
+    // No --org: the token's. An event that says globex is stored as acme's.
+    const honest = openSidecarStream(fx.cp, { sidecarId: "sc-acme", orgId: "", app: "chat" }, side.secret);
+    const forged = completion("gpt-4", 500, { orgId: "globex", app: "chat" });
+    await honest.sendBatch([forged, completion("gpt-4", 500, { orgId: "", app: "chat" })]);
+    honest.close();
+    const targets = (await operator.listDeliveries({ eventId: forged.id })).deliveries.map((d) => d.endpoint).sort();
+    expect(targets).toEqual(["acme-chat", "acme-hook", "ops"]);
+    const body = JSON.parse(
+      (
+        await operator.getDelivery({
+          id: (await operator.listDeliveries({ eventId: forged.id, endpoint: "ops" })).deliveries[0]?.id ?? "",
+        })
+      ).body,
+    );
+    expect(body.org_id).toBe("acme");
+    // A sidecar token is no admin token.
+    expect(await code(clients(fx, side.secret).admin.listEndpoints({}))).toBe(Code.Unauthenticated);
+  });
+
+  it("the feed shows its org only, and a revoked token's open watch ends within a second", async () => {
+    const seen: WatchResponse[] = [];
+    const abort = new AbortController();
+    const watching = (async () => {
+      for await (const res of acme.feed.watch({ since: { seconds: 3600n } }, { signal: abort.signal })) seen.push(res);
+    })().then(
+      () => "ended" as const,
+      (err: unknown) => ConnectError.from(err),
+    );
+    await waitFor("acme's events replayed", () => seen.filter((r) => r.event).length >= 2);
+    expect(new Set(seen.flatMap((r) => (r.event ? [r.event.orgId] : [])))).toEqual(new Set(["acme"]));
+    expect(await code(drain(acme.feed.watch({ orgId: "globex" })))).toBe(Code.PermissionDenied);
+
+    const revokedAt = Date.now();
+    await operator.revokeToken({ id: acmeTokenId });
+    const outcome = await Promise.race([
+      watching,
+      new Promise<"still open">((r) => setTimeout(() => r("still open"), 5_000)),
+    ]);
+    abort.abort();
+    expect(outcome).toBeInstanceOf(ConnectError);
+    expect((outcome as ConnectError).code).toBe(Code.Unauthenticated);
+    expect((outcome as ConnectError).rawMessage).toContain("token revoked");
+    expect(Date.now() - revokedAt).toBeLessThan(1_000);
+    expect(await code(acme.admin.listEndpoints({}))).toBe(Code.Unauthenticated);
+    const listed = await operator.listTokens({ includeRevoked: true });
+    expect(listed.tokens.find((t) => t.id === acmeTokenId)?.revokeTime).toBeDefined();
+    expect((await operator.listTokens({})).tokens.find((t) => t.id === acmeTokenId)).toBeUndefined();
+  });
+});
+
+async function drain(stream: AsyncIterable<unknown>): Promise<void> {
+  for await (const _ of stream) break;
+}
