@@ -36,6 +36,11 @@ async function oneOffAndConfigured(backend: "sqlite" | "postgres", rewind: (url:
   }
 }
 
+/** What the analytics rollups' migration (after the orgs one) added. */
+const ROLLUPS_UNDONE =
+  "DROP TABLE rollups; ALTER TABLE deliveries DROP COLUMN event_latency_ms; ALTER TABLE sidecars DROP COLUMN version; " +
+  "ALTER TABLE sidecars DROP COLUMN spool_batches; ALTER TABLE sidecars DROP COLUMN spool_bytes";
+
 describe("endpoints across the orgs migration (v6)", () => {
   it("SQLite", async () => {
     await oneOffAndConfigured("sqlite", async (url) => {
@@ -44,7 +49,9 @@ describe("endpoints across the orgs migration (v6)", () => {
         "ALTER TABLE endpoints DROP COLUMN one_off; ALTER TABLE endpoints DROP COLUMN apps; DROP TABLE api_tokens",
       );
       // The orgs migration is the newest one.
-      raw.prepare("DELETE FROM schema_version WHERE version = (SELECT MAX(version) FROM schema_version)").run();
+      // ...and the analytics rollups (v7) after them.
+      raw.exec(ROLLUPS_UNDONE);
+      raw.prepare("DELETE FROM schema_version WHERE version >= 6").run();
       raw.close();
     });
   });
@@ -57,8 +64,9 @@ describe("endpoints across the orgs migration (v6)", () => {
         await client.query(
           "ALTER TABLE endpoints DROP COLUMN one_off; ALTER TABLE endpoints DROP COLUMN apps; DROP TABLE api_tokens",
         );
-        const { rows } = await client.query<{ v: number }>("SELECT MAX(version) AS v FROM aigw_schema_version");
-        await client.query("DELETE FROM aigw_schema_version WHERE version = $1", [rows[0]?.v]);
+        // ...and the analytics rollups (v4) after them.
+        await client.query(ROLLUPS_UNDONE);
+        await client.query("DELETE FROM aigw_schema_version WHERE version >= 3");
       } finally {
         await client.end();
       }

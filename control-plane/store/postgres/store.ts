@@ -1346,18 +1346,21 @@ export class PostgresStore implements Store {
         ]);
         from = first.rows[0]?.b ?? until;
       }
-      if (until <= from) return from;
-      for (const res of COMPACTED_RESOLUTIONS)
-        await c.query(
-          compactSql((i) => `$${i}`, "::bigint"),
-          [res, from, until],
-        );
+      const to = Math.max(from, until);
+      if (to > from) {
+        for (const res of COMPACTED_RESOLUTIONS) {
+          await c.query(
+            compactSql((i) => `$${i}`, "::bigint"),
+            [res, from, to],
+          );
+        }
+      }
       await c.query("UPDATE settings SET value = $2, updated_at = $3 WHERE name = $1", [
         COMPACTED_SETTING,
-        String(until),
+        String(to),
         Date.now(),
       ]);
-      return until;
+      return to;
     }, true);
   }
 

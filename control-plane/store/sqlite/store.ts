@@ -1147,10 +1147,12 @@ export class SqliteStore implements Store {
     return this.#bookkeeping(() => {
       const stored = this.#cluster.getSetting.get(COMPACTED_SETTING);
       const from = stored !== undefined ? Number(stored) : (this.#s.firstFineBucket.get(FINEST_RES) ?? until);
-      if (until <= from) return from;
-      for (const res of COMPACTED_RESOLUTIONS) this.#s.compactRollups.run({ res, from, until });
-      this.#cluster.putSetting.run({ name: COMPACTED_SETTING, value: String(until), now: Date.now() });
-      return until;
+      const to = Math.max(from, until);
+      if (to > from) for (const res of COMPACTED_RESOLUTIONS) this.#s.compactRollups.run({ res, from, until: to });
+      if (stored === undefined || to > from) {
+        this.#cluster.putSetting.run({ name: COMPACTED_SETTING, value: String(to), now: Date.now() });
+      }
+      return to;
     });
   }
 
