@@ -38,6 +38,8 @@ export function endpointMessage(record: EndpointRecord): Endpoint {
     signingKeyCount: record.signingKeyCount,
     filters: filtersMessage(record.filters),
     orgId: record.orgId,
+    paused: record.paused,
+    ...(record.pausedAt !== null ? { pauseTime: timestampFromMs(record.pausedAt) } : {}),
   });
 }
 

@@ -195,6 +195,13 @@ const MIGRATIONS: readonly string[] = [
   ALTER TABLE model_prices ADD COLUMN cache_write_per_million double precision;
   ALTER TABLE model_prices ADD COLUMN cache_write_1h_per_million double precision;
   `,
+  // v3: paused endpoints (deliveries held, not claimed: a paused endpoint is not a lane),
+  // and replay by time window: failed and dead-lettered deliveries in order of finish time.
+  `
+  ALTER TABLE endpoints ADD COLUMN paused boolean NOT NULL DEFAULT false;
+  ALTER TABLE endpoints ADD COLUMN paused_at bigint;
+  CREATE INDEX deliveries_finished ON deliveries (finished_at, seq) WHERE status IN ('failed', 'dead_lettered');
+  `,
 ];
 
 export const PG_SCHEMA_VERSION = MIGRATIONS.length;

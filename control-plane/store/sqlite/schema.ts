@@ -203,6 +203,13 @@ const MIGRATIONS: readonly string[] = [
   ALTER TABLE model_prices ADD COLUMN cache_write_per_million REAL;
   ALTER TABLE model_prices ADD COLUMN cache_write_1h_per_million REAL;
   `,
+  // v6: paused endpoints (deliveries held, not claimed: a paused endpoint is not a lane),
+  // and replay by time window: failed and dead-lettered deliveries in order of finish time.
+  `
+  ALTER TABLE endpoints ADD COLUMN paused INTEGER NOT NULL DEFAULT 0;
+  ALTER TABLE endpoints ADD COLUMN paused_at INTEGER;
+  CREATE INDEX deliveries_finished ON deliveries (finished_at, seq) WHERE status IN ('failed', 'dead_lettered');
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

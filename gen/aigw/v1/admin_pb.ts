@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file aigw/v1/admin.proto.
  */
 export const file_aigw_v1_admin: GenFile = /*@__PURE__*/
-  fileDesc("ChNhaWd3L3YxL2FkbWluLnByb3RvEgdhaWd3LnYxItICCghFbmRwb2ludBIMCgRuYW1lGAEgASgJEgsKA3VybBgCIAEoCRIPCgdlbmFibGVkGAMgASgIEg4KBnNlY3JldBgEIAEoCRInCgtldmVudF90eXBlcxgFIAMoDjISLmFpZ3cudjEuRXZlbnRUeXBlEhMKC2ZhaWxvdmVyX3RvGAYgASgJEi8KC2NyZWF0ZV90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPZGlzYWJsZWRfcmVhc29uGAkgASgJEhkKEXNpZ25pbmdfa2V5X2NvdW50GAogASgNEiYKB2ZpbHRlcnMYCyABKAsyFS5haWd3LnYxLkV2ZW50RmlsdGVycxIOCgZvcmdfaWQYDCABKAkiYgoMRXZlbnRGaWx0ZXJzEhkKEWNvbXBsZXRpb25fbW9kZWxzGAEgAygJEh0KFWNvbXBsZXRpb25fbWluX3Rva2VucxgCIAEoDRIYChBlcnJvcl9zZXZlcml0aWVzGAMgAygJIjwKFUNyZWF0ZUVuZHBvaW50UmVxdWVzdBIjCghlbmRwb2ludBgBIAEoCzIRLmFpZ3cudjEuRW5kcG9pbnQiPQoWQ3JlYXRlRW5kcG9pbnRSZXNwb25zZRIjCghlbmRwb2ludBgBIAEoCzIRLmFpZ3cudjEuRW5kcG9pbnQiIgoSR2V0RW5kcG9pbnRSZXF1ZXN0EgwKBG5hbWUYASABKAkiOgoTR2V0RW5kcG9pbnRSZXNwb25zZRIjCghlbmRwb2ludBgBIAEoCzIRLmFpZ3cudjEuRW5kcG9pbnQiFgoUTGlzdEVuZHBvaW50c1JlcXVlc3QiPQoVTGlzdEVuZHBvaW50c1Jlc3BvbnNlEiQKCWVuZHBvaW50cxgBIAMoCzIRLmFpZ3cudjEuRW5kcG9pbnQibQoVVXBkYXRlRW5kcG9pbnRSZXF1ZXN0EiMKCGVuZHBvaW50GAEgASgLMhEuYWlndy52MS5FbmRwb2ludBIvCgt1cGRhdGVfbWFzaxgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2siPQoWVXBkYXRlRW5kcG9pbnRSZXNwb25zZRIjCghlbmRwb2ludBgBIAEoCzIRLmFpZ3cudjEuRW5kcG9pbnQiJQoVRGVsZXRlRW5kcG9pbnRSZXF1ZXN0EgwKBG5hbWUYASABKAkiGAoWRGVsZXRlRW5kcG9pbnRSZXNwb25zZSJkChdSb3RhdGVTaWduaW5nS2V5UmVxdWVzdBIQCghlbmRwb2ludBgBIAEoCRIOCgZzZWNyZXQYAiABKAkSFwoPb3ZlcmxhcF9zZWNvbmRzGAMgASgNEg4KBm9yZ19pZBgEIAEoCSJpChhSb3RhdGVTaWduaW5nS2V5UmVzcG9uc2USDgoGc2VjcmV0GAEgASgJEj0KGXByZXZpb3VzX2tleXNfZXhwaXJlX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIpgBCgdBdHRlbXB0Eg4KBm51bWJlchgBIAEoDRIuCgpzdGFydF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBITCgtzdGF0dXNfY29kZRgDIAEoDRISCgpsYXRlbmN5X21zGAQgASgNEg0KBWVycm9yGAUgASgJEhUKDXJlc3BvbnNlX2JvZHkYBiABKAkijwMKCERlbGl2ZXJ5EgoKAmlkGAEgASgJEhAKCGV2ZW50X2lkGAIgASgJEiYKCmV2ZW50X3R5cGUYAyABKA4yEi5haWd3LnYxLkV2ZW50VHlwZRIQCghlbmRwb2ludBgEIAEoCRInCgZzdGF0dXMYBSABKA4yFy5haWd3LnYxLkRlbGl2ZXJ5U3RhdHVzEhUKDWF0dGVtcHRfY291bnQYBiABKA0SLwoLY3JlYXRlX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjUKEW5leHRfYXR0ZW1wdF90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hfdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKbGFzdF9lcnJvchgKIAEoCRIaChJvcmlnaW5fZGVsaXZlcnlfaWQYCyABKAkSIgoIYXR0ZW1wdHMYDCADKAsyEC5haWd3LnYxLkF0dGVtcHQiiwEKFUxpc3REZWxpdmVyaWVzUmVxdWVzdBIQCghlbmRwb2ludBgBIAEoCRInCgZzdGF0dXMYAiABKA4yFy5haWd3LnYxLkRlbGl2ZXJ5U3RhdHVzEhAKCGV2ZW50X2lkGAMgASgJEhEKCXBhZ2Vfc2l6ZRgEIAEoDRISCgpwYWdlX3Rva2VuGAUgASgJIlgKFkxpc3REZWxpdmVyaWVzUmVzcG9uc2USJQoKZGVsaXZlcmllcxgBIAMoCzIRLmFpZ3cudjEuRGVsaXZlcnkSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIiAKEkdldERlbGl2ZXJ5UmVxdWVzdBIKCgJpZBgBIAEoCSJIChNHZXREZWxpdmVyeVJlc3BvbnNlEiMKCGRlbGl2ZXJ5GAEgASgLMhEuYWlndy52MS5EZWxpdmVyeRIMCgRib2R5GAIgASgJIiMKFVJlcGxheURlbGl2ZXJ5UmVxdWVzdBIKCgJpZBgBIAEoCSI9ChZSZXBsYXlEZWxpdmVyeVJlc3BvbnNlEiMKCGRlbGl2ZXJ5GAEgASgLMhEuYWlndy52MS5EZWxpdmVyeSIrChdSZXBsYXlEZWxpdmVyaWVzUmVxdWVzdBIQCghlbmRwb2ludBgBIAEoCSIsChhSZXBsYXlEZWxpdmVyaWVzUmVzcG9uc2USEAoIcmVwbGF5ZWQYASABKA0iUAoUU2VuZFRlc3RFdmVudFJlcXVlc3QSEAoIZW5kcG9pbnQYASABKAkSJgoKZXZlbnRfdHlwZRgCIAEoDjISLmFpZ3cudjEuRXZlbnRUeXBlIkwKFVNlbmRUZXN0RXZlbnRSZXNwb25zZRIdCgVldmVudBgBIAEoCzIOLmFpZ3cudjEuRXZlbnQSFAoMZGVsaXZlcnlfaWRzGAIgAygJIikKD0dldFN0YXRzUmVxdWVzdBIWCg53aW5kb3dfc2Vjb25kcxgBIAEoDSL5AQoNRW5kcG9pbnRTdGF0cxIQCghlbmRwb2ludBgBIAEoCRIRCglkZWxpdmVyZWQYAiABKAQSDgoGZmFpbGVkGAMgASgEEhUKDWRlYWRfbGV0dGVyZWQYBCABKAQSDwoHcGVuZGluZxgFIAEoBBIUCgxzdWNjZXNzX3JhdGUYBiABKAESFgoObGF0ZW5jeV9wNTBfbXMYByABKA0SFgoObGF0ZW5jeV9wOTlfbXMYCCABKA0SFAoMY2lyY3VpdF9vcGVuGAkgASgIEi8KD2ZhaWx1cmVfcmVhc29ucxgKIAMoCzIWLmFpZ3cudjEuRmFpbHVyZVJlYXNvbiIuCg1GYWlsdXJlUmVhc29uEg4KBnJlYXNvbhgBIAEoCRINCgVjb3VudBgCIAEoBCJWChBHZXRTdGF0c1Jlc3BvbnNlEikKCWVuZHBvaW50cxgBIAMoCzIWLmFpZ3cudjEuRW5kcG9pbnRTdGF0cxIXCg9ldmVudHNfaW5nZXN0ZWQYAiABKAQiGAoWR2V0U3Vic2NyaXB0aW9uUmVxdWVzdCJoChdHZXRTdWJzY3JpcHRpb25SZXNwb25zZRIlCglzdWJzY3JpYmUYASADKA4yEi5haWd3LnYxLkV2ZW50VHlwZRImCgdmaWx0ZXJzGAIgASgLMhUuYWlndy52MS5FdmVudEZpbHRlcnMiagoZVXBkYXRlU3Vic2NyaXB0aW9uUmVxdWVzdBIlCglzdWJzY3JpYmUYASADKA4yEi5haWd3LnYxLkV2ZW50VHlwZRImCgdmaWx0ZXJzGAIgASgLMhUuYWlndy52MS5FdmVudEZpbHRlcnMiawoaVXBkYXRlU3Vic2NyaXB0aW9uUmVzcG9uc2USJQoJc3Vic2NyaWJlGAEgAygOMhIuYWlndy52MS5FdmVudFR5cGUSJgoHZmlsdGVycxgCIAEoCzIVLmFpZ3cudjEuRXZlbnRGaWx0ZXJzIqgBCgZCdWRnZXQSDgoGb3JnX2lkGAEgASgJEhIKCmxpbWl0X3R5cGUYAiABKAkSFAoMYnVkZ2V0X2xpbWl0GAMgASgBEhIKCnRocmVzaG9sZHMYBCADKA0SDwoHZW5mb3JjZRgFIAEoCBIOCgZwZXJpb2QYBiABKAkSFQoNY3VycmVudF9zcGVuZBgHIAEoARIYChBmaXJlZF90aHJlc2hvbGRzGAggAygNIhQKEkxpc3RCdWRnZXRzUmVxdWVzdCI3ChNMaXN0QnVkZ2V0c1Jlc3BvbnNlEiAKB2J1ZGdldHMYASADKAsyDy5haWd3LnYxLkJ1ZGdldCIzChBTZXRCdWRnZXRSZXF1ZXN0Eh8KBmJ1ZGdldBgBIAEoCzIPLmFpZ3cudjEuQnVkZ2V0IjQKEVNldEJ1ZGdldFJlc3BvbnNlEh8KBmJ1ZGdldBgBIAEoCzIPLmFpZ3cudjEuQnVkZ2V0IjkKE0RlbGV0ZUJ1ZGdldFJlcXVlc3QSDgoGb3JnX2lkGAEgASgJEhIKCmxpbWl0X3R5cGUYAiABKAkiFgoURGVsZXRlQnVkZ2V0UmVzcG9uc2UioAIKCk1vZGVsUHJpY2USDQoFbW9kZWwYASABKAkSGQoRaW5wdXRfcGVyX21pbGxpb24YAiABKAESGgoSb3V0cHV0X3Blcl9taWxsaW9uGAMgASgBEiUKGGNhY2hlZF9pbnB1dF9wZXJfbWlsbGlvbhgEIAEoAUgAiAEBEiQKF2NhY2hlX3dyaXRlX3Blcl9taWxsaW9uGAUgASgBSAGIAQESJwoaY2FjaGVfd3JpdGVfMWhfcGVyX21pbGxpb24YBiABKAFIAogBAUIbChlfY2FjaGVkX2lucHV0X3Blcl9taWxsaW9uQhoKGF9jYWNoZV93cml0ZV9wZXJfbWlsbGlvbkIdChtfY2FjaGVfd3JpdGVfMWhfcGVyX21pbGxpb24iFAoSTGlzdFByaWNpbmdSZXF1ZXN0IjoKE0xpc3RQcmljaW5nUmVzcG9uc2USIwoGcHJpY2VzGAEgAygLMhMuYWlndy52MS5Nb2RlbFByaWNlIjoKFFNldE1vZGVsUHJpY2VSZXF1ZXN0EiIKBXByaWNlGAEgASgLMhMuYWlndy52MS5Nb2RlbFByaWNlIjsKFVNldE1vZGVsUHJpY2VSZXNwb25zZRIiCgVwcmljZRgBIAEoCzITLmFpZ3cudjEuTW9kZWxQcmljZSqsAQoORGVsaXZlcnlTdGF0dXMSHwobREVMSVZFUllfU1RBVFVTX1VOU1BFQ0lGSUVEEAASGwoXREVMSVZFUllfU1RBVFVTX1BFTkRJTkcQARIdChlERUxJVkVSWV9TVEFUVVNfREVMSVZFUkVEEAISGgoWREVMSVZFUllfU1RBVFVTX0ZBSUxFRBADEiEKHURFTElWRVJZX1NUQVRVU19ERUFEX0xFVFRFUkVEEAQy/gsKDEFkbWluU2VydmljZRJRCg5DcmVhdGVFbmRwb2ludBIeLmFpZ3cudjEuQ3JlYXRlRW5kcG9pbnRSZXF1ZXN0Gh8uYWlndy52MS5DcmVhdGVFbmRwb2ludFJlc3BvbnNlEkgKC0dldEVuZHBvaW50EhsuYWlndy52MS5HZXRFbmRwb2ludFJlcXVlc3QaHC5haWd3LnYxLkdldEVuZHBvaW50UmVzcG9uc2USTgoNTGlzdEVuZHBvaW50cxIdLmFpZ3cudjEuTGlzdEVuZHBvaW50c1JlcXVlc3QaHi5haWd3LnYxLkxpc3RFbmRwb2ludHNSZXNwb25zZRJRCg5VcGRhdGVFbmRwb2ludBIeLmFpZ3cudjEuVXBkYXRlRW5kcG9pbnRSZXF1ZXN0Gh8uYWlndy52MS5VcGRhdGVFbmRwb2ludFJlc3BvbnNlElEKDkRlbGV0ZUVuZHBvaW50Eh4uYWlndy52MS5EZWxldGVFbmRwb2ludFJlcXVlc3QaHy5haWd3LnYxLkRlbGV0ZUVuZHBvaW50UmVzcG9uc2USVwoQUm90YXRlU2lnbmluZ0tleRIgLmFpZ3cudjEuUm90YXRlU2lnbmluZ0tleVJlcXVlc3QaIS5haWd3LnYxLlJvdGF0ZVNpZ25pbmdLZXlSZXNwb25zZRJRCg5MaXN0RGVsaXZlcmllcxIeLmFpZ3cudjEuTGlzdERlbGl2ZXJpZXNSZXF1ZXN0Gh8uYWlndy52MS5MaXN0RGVsaXZlcmllc1Jlc3BvbnNlEkgKC0dldERlbGl2ZXJ5EhsuYWlndy52MS5HZXREZWxpdmVyeVJlcXVlc3QaHC5haWd3LnYxLkdldERlbGl2ZXJ5UmVzcG9uc2USUQoOUmVwbGF5RGVsaXZlcnkSHi5haWd3LnYxLlJlcGxheURlbGl2ZXJ5UmVxdWVzdBofLmFpZ3cudjEuUmVwbGF5RGVsaXZlcnlSZXNwb25zZRJXChBSZXBsYXlEZWxpdmVyaWVzEiAuYWlndy52MS5SZXBsYXlEZWxpdmVyaWVzUmVxdWVzdBohLmFpZ3cudjEuUmVwbGF5RGVsaXZlcmllc1Jlc3BvbnNlEk4KDVNlbmRUZXN0RXZlbnQSHS5haWd3LnYxLlNlbmRUZXN0RXZlbnRSZXF1ZXN0Gh4uYWlndy52MS5TZW5kVGVzdEV2ZW50UmVzcG9uc2USPwoIR2V0U3RhdHMSGC5haWd3LnYxLkdldFN0YXRzUmVxdWVzdBoZLmFpZ3cudjEuR2V0U3RhdHNSZXNwb25zZRJUCg9HZXRTdWJzY3JpcHRpb24SHy5haWd3LnYxLkdldFN1YnNjcmlwdGlvblJlcXVlc3QaIC5haWd3LnYxLkdldFN1YnNjcmlwdGlvblJlc3BvbnNlEl0KElVwZGF0ZVN1YnNjcmlwdGlvbhIiLmFpZ3cudjEuVXBkYXRlU3Vic2NyaXB0aW9uUmVxdWVzdBojLmFpZ3cudjEuVXBkYXRlU3Vic2NyaXB0aW9uUmVzcG9uc2USSAoLTGlzdEJ1ZGdldHMSGy5haWd3LnYxLkxpc3RCdWRnZXRzUmVxdWVzdBocLmFpZ3cudjEuTGlzdEJ1ZGdldHNSZXNwb25zZRJCCglTZXRCdWRnZXQSGS5haWd3LnYxLlNldEJ1ZGdldFJlcXVlc3QaGi5haWd3LnYxLlNldEJ1ZGdldFJlc3BvbnNlEksKDERlbGV0ZUJ1ZGdldBIcLmFpZ3cudjEuRGVsZXRlQnVkZ2V0UmVxdWVzdBodLmFpZ3cudjEuRGVsZXRlQnVkZ2V0UmVzcG9uc2USSAoLTGlzdFByaWNpbmcSGy5haWd3LnYxLkxpc3RQcmljaW5nUmVxdWVzdBocLmFpZ3cudjEuTGlzdFByaWNpbmdSZXNwb25zZRJOCg1TZXRNb2RlbFByaWNlEh0uYWlndy52MS5TZXRNb2RlbFByaWNlUmVxdWVzdBoeLmFpZ3cudjEuU2V0TW9kZWxQcmljZVJlc3BvbnNlYgZwcm90bzM", [file_aigw_v1_events, file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
+  fileDesc("ChNhaWd3L3YxL2FkbWluLnByb3RvEgdhaWd3LnYxIpIDCghFbmRwb2ludBIMCgRuYW1lGAEgASgJEgsKA3VybBgCIAEoCRIPCgdlbmFibGVkGAMgASgIEg4KBnNlY3JldBgEIAEoCRInCgtldmVudF90eXBlcxgFIAMoDjISLmFpZ3cudjEuRXZlbnRUeXBlEhMKC2ZhaWxvdmVyX3RvGAYgASgJEi8KC2NyZWF0ZV90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPZGlzYWJsZWRfcmVhc29uGAkgASgJEhkKEXNpZ25pbmdfa2V5X2NvdW50GAogASgNEiYKB2ZpbHRlcnMYCyABKAsyFS5haWd3LnYxLkV2ZW50RmlsdGVycxIOCgZvcmdfaWQYDCABKAkSDgoGcGF1c2VkGA0gASgIEi4KCnBhdXNlX3RpbWUYDiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wImIKDEV2ZW50RmlsdGVycxIZChFjb21wbGV0aW9uX21vZGVscxgBIAMoCRIdChVjb21wbGV0aW9uX21pbl90b2tlbnMYAiABKA0SGAoQZXJyb3Jfc2V2ZXJpdGllcxgDIAMoCSI8ChVDcmVhdGVFbmRwb2ludFJlcXVlc3QSIwoIZW5kcG9pbnQYASABKAsyES5haWd3LnYxLkVuZHBvaW50Ij0KFkNyZWF0ZUVuZHBvaW50UmVzcG9uc2USIwoIZW5kcG9pbnQYASABKAsyES5haWd3LnYxLkVuZHBvaW50IiIKEkdldEVuZHBvaW50UmVxdWVzdBIMCgRuYW1lGAEgASgJIjoKE0dldEVuZHBvaW50UmVzcG9uc2USIwoIZW5kcG9pbnQYASABKAsyES5haWd3LnYxLkVuZHBvaW50IhYKFExpc3RFbmRwb2ludHNSZXF1ZXN0Ij0KFUxpc3RFbmRwb2ludHNSZXNwb25zZRIkCgllbmRwb2ludHMYASADKAsyES5haWd3LnYxLkVuZHBvaW50Im0KFVVwZGF0ZUVuZHBvaW50UmVxdWVzdBIjCghlbmRwb2ludBgBIAEoCzIRLmFpZ3cudjEuRW5kcG9pbnQSLwoLdXBkYXRlX21hc2sYAiABKAsyGi5nb29nbGUucHJvdG9idWYuRmllbGRNYXNrIj0KFlVwZGF0ZUVuZHBvaW50UmVzcG9uc2USIwoIZW5kcG9pbnQYASABKAsyES5haWd3LnYxLkVuZHBvaW50IiUKFURlbGV0ZUVuZHBvaW50UmVxdWVzdBIMCgRuYW1lGAEgASgJIhgKFkRlbGV0ZUVuZHBvaW50UmVzcG9uc2UiZAoXUm90YXRlU2lnbmluZ0tleVJlcXVlc3QSEAoIZW5kcG9pbnQYASABKAkSDgoGc2VjcmV0GAIgASgJEhcKD292ZXJsYXBfc2Vjb25kcxgDIAEoDRIOCgZvcmdfaWQYBCABKAkiaQoYUm90YXRlU2lnbmluZ0tleVJlc3BvbnNlEg4KBnNlY3JldBgBIAEoCRI9ChlwcmV2aW91c19rZXlzX2V4cGlyZV90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKYAQoHQXR0ZW1wdBIOCgZudW1iZXIYASABKA0SLgoKc3RhcnRfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEwoLc3RhdHVzX2NvZGUYAyABKA0SEgoKbGF0ZW5jeV9tcxgEIAEoDRINCgVlcnJvchgFIAEoCRIVCg1yZXNwb25zZV9ib2R5GAYgASgJIo8DCghEZWxpdmVyeRIKCgJpZBgBIAEoCRIQCghldmVudF9pZBgCIAEoCRImCgpldmVudF90eXBlGAMgASgOMhIuYWlndy52MS5FdmVudFR5cGUSEAoIZW5kcG9pbnQYBCABKAkSJwoGc3RhdHVzGAUgASgOMhcuYWlndy52MS5EZWxpdmVyeVN0YXR1cxIVCg1hdHRlbXB0X2NvdW50GAYgASgNEi8KC2NyZWF0ZV90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI1ChFuZXh0X2F0dGVtcHRfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLZmluaXNoX3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCmxhc3RfZXJyb3IYCiABKAkSGgoSb3JpZ2luX2RlbGl2ZXJ5X2lkGAsgASgJEiIKCGF0dGVtcHRzGAwgAygLMhAuYWlndy52MS5BdHRlbXB0IosBChVMaXN0RGVsaXZlcmllc1JlcXVlc3QSEAoIZW5kcG9pbnQYASABKAkSJwoGc3RhdHVzGAIgASgOMhcuYWlndy52MS5EZWxpdmVyeVN0YXR1cxIQCghldmVudF9pZBgDIAEoCRIRCglwYWdlX3NpemUYBCABKA0SEgoKcGFnZV90b2tlbhgFIAEoCSJYChZMaXN0RGVsaXZlcmllc1Jlc3BvbnNlEiUKCmRlbGl2ZXJpZXMYASADKAsyES5haWd3LnYxLkRlbGl2ZXJ5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIgChJHZXREZWxpdmVyeVJlcXVlc3QSCgoCaWQYASABKAkiSAoTR2V0RGVsaXZlcnlSZXNwb25zZRIjCghkZWxpdmVyeRgBIAEoCzIRLmFpZ3cudjEuRGVsaXZlcnkSDAoEYm9keRgCIAEoCSIjChVSZXBsYXlEZWxpdmVyeVJlcXVlc3QSCgoCaWQYASABKAkiPQoWUmVwbGF5RGVsaXZlcnlSZXNwb25zZRIjCghkZWxpdmVyeRgBIAEoCzIRLmFpZ3cudjEuRGVsaXZlcnki0wEKF1JlcGxheURlbGl2ZXJpZXNSZXF1ZXN0EhAKCGVuZHBvaW50GAEgASgJEikKBXNpbmNlGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCgV1bnRpbBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKQoIc3RhdHVzZXMYBCADKA4yFy5haWd3LnYxLkRlbGl2ZXJ5U3RhdHVzEhEKCXBhZ2Vfc2l6ZRgFIAEoDRISCgpwYWdlX3Rva2VuGAYgASgJImUKGFJlcGxheURlbGl2ZXJpZXNSZXNwb25zZRIQCghyZXBsYXllZBgBIAEoDRIPCgdza2lwcGVkGAIgASgNEhcKD25leHRfcGFnZV90b2tlbhgDIAEoCRINCgV0b3RhbBgEIAEoDSIkChRQYXVzZUVuZHBvaW50UmVxdWVzdBIMCgRuYW1lGAEgASgJIlUKFVBhdXNlRW5kcG9pbnRSZXNwb25zZRIjCghlbmRwb2ludBgBIAEoCzIRLmFpZ3cudjEuRW5kcG9pbnQSFwoPaGVsZF9kZWxpdmVyaWVzGAIgASgNIiUKFVJlc3VtZUVuZHBvaW50UmVxdWVzdBIMCgRuYW1lGAEgASgJIloKFlJlc3VtZUVuZHBvaW50UmVzcG9uc2USIwoIZW5kcG9pbnQYASABKAsyES5haWd3LnYxLkVuZHBvaW50EhsKE3JlbGVhc2VkX2RlbGl2ZXJpZXMYAiABKA0iNgoWRGlzYWJsZUVuZHBvaW50UmVxdWVzdBIMCgRuYW1lGAEgASgJEg4KBnJlYXNvbhgCIAEoCSJZChdEaXNhYmxlRW5kcG9pbnRSZXNwb25zZRIjCghlbmRwb2ludBgBIAEoCzIRLmFpZ3cudjEuRW5kcG9pbnQSGQoRZmFpbGVkX2RlbGl2ZXJpZXMYAiABKA0iJQoVRW5hYmxlRW5kcG9pbnRSZXF1ZXN0EgwKBG5hbWUYASABKAkiPQoWRW5hYmxlRW5kcG9pbnRSZXNwb25zZRIjCghlbmRwb2ludBgBIAEoCzIRLmFpZ3cudjEuRW5kcG9pbnQiUAoUU2VuZFRlc3RFdmVudFJlcXVlc3QSEAoIZW5kcG9pbnQYASABKAkSJgoKZXZlbnRfdHlwZRgCIAEoDjISLmFpZ3cudjEuRXZlbnRUeXBlIkwKFVNlbmRUZXN0RXZlbnRSZXNwb25zZRIdCgVldmVudBgBIAEoCzIOLmFpZ3cudjEuRXZlbnQSFAoMZGVsaXZlcnlfaWRzGAIgAygJIikKD0dldFN0YXRzUmVxdWVzdBIWCg53aW5kb3dfc2Vjb25kcxgBIAEoDSL5AQoNRW5kcG9pbnRTdGF0cxIQCghlbmRwb2ludBgBIAEoCRIRCglkZWxpdmVyZWQYAiABKAQSDgoGZmFpbGVkGAMgASgEEhUKDWRlYWRfbGV0dGVyZWQYBCABKAQSDwoHcGVuZGluZxgFIAEoBBIUCgxzdWNjZXNzX3JhdGUYBiABKAESFgoObGF0ZW5jeV9wNTBfbXMYByABKA0SFgoObGF0ZW5jeV9wOTlfbXMYCCABKA0SFAoMY2lyY3VpdF9vcGVuGAkgASgIEi8KD2ZhaWx1cmVfcmVhc29ucxgKIAMoCzIWLmFpZ3cudjEuRmFpbHVyZVJlYXNvbiIuCg1GYWlsdXJlUmVhc29uEg4KBnJlYXNvbhgBIAEoCRINCgVjb3VudBgCIAEoBCJWChBHZXRTdGF0c1Jlc3BvbnNlEikKCWVuZHBvaW50cxgBIAMoCzIWLmFpZ3cudjEuRW5kcG9pbnRTdGF0cxIXCg9ldmVudHNfaW5nZXN0ZWQYAiABKAQiGAoWR2V0U3Vic2NyaXB0aW9uUmVxdWVzdCJoChdHZXRTdWJzY3JpcHRpb25SZXNwb25zZRIlCglzdWJzY3JpYmUYASADKA4yEi5haWd3LnYxLkV2ZW50VHlwZRImCgdmaWx0ZXJzGAIgASgLMhUuYWlndy52MS5FdmVudEZpbHRlcnMiagoZVXBkYXRlU3Vic2NyaXB0aW9uUmVxdWVzdBIlCglzdWJzY3JpYmUYASADKA4yEi5haWd3LnYxLkV2ZW50VHlwZRImCgdmaWx0ZXJzGAIgASgLMhUuYWlndy52MS5FdmVudEZpbHRlcnMiawoaVXBkYXRlU3Vic2NyaXB0aW9uUmVzcG9uc2USJQoJc3Vic2NyaWJlGAEgAygOMhIuYWlndy52MS5FdmVudFR5cGUSJgoHZmlsdGVycxgCIAEoCzIVLmFpZ3cudjEuRXZlbnRGaWx0ZXJzIqgBCgZCdWRnZXQSDgoGb3JnX2lkGAEgASgJEhIKCmxpbWl0X3R5cGUYAiABKAkSFAoMYnVkZ2V0X2xpbWl0GAMgASgBEhIKCnRocmVzaG9sZHMYBCADKA0SDwoHZW5mb3JjZRgFIAEoCBIOCgZwZXJpb2QYBiABKAkSFQoNY3VycmVudF9zcGVuZBgHIAEoARIYChBmaXJlZF90aHJlc2hvbGRzGAggAygNIhQKEkxpc3RCdWRnZXRzUmVxdWVzdCI3ChNMaXN0QnVkZ2V0c1Jlc3BvbnNlEiAKB2J1ZGdldHMYASADKAsyDy5haWd3LnYxLkJ1ZGdldCIzChBTZXRCdWRnZXRSZXF1ZXN0Eh8KBmJ1ZGdldBgBIAEoCzIPLmFpZ3cudjEuQnVkZ2V0IjQKEVNldEJ1ZGdldFJlc3BvbnNlEh8KBmJ1ZGdldBgBIAEoCzIPLmFpZ3cudjEuQnVkZ2V0IjkKE0RlbGV0ZUJ1ZGdldFJlcXVlc3QSDgoGb3JnX2lkGAEgASgJEhIKCmxpbWl0X3R5cGUYAiABKAkiFgoURGVsZXRlQnVkZ2V0UmVzcG9uc2UioAIKCk1vZGVsUHJpY2USDQoFbW9kZWwYASABKAkSGQoRaW5wdXRfcGVyX21pbGxpb24YAiABKAESGgoSb3V0cHV0X3Blcl9taWxsaW9uGAMgASgBEiUKGGNhY2hlZF9pbnB1dF9wZXJfbWlsbGlvbhgEIAEoAUgAiAEBEiQKF2NhY2hlX3dyaXRlX3Blcl9taWxsaW9uGAUgASgBSAGIAQESJwoaY2FjaGVfd3JpdGVfMWhfcGVyX21pbGxpb24YBiABKAFIAogBAUIbChlfY2FjaGVkX2lucHV0X3Blcl9taWxsaW9uQhoKGF9jYWNoZV93cml0ZV9wZXJfbWlsbGlvbkIdChtfY2FjaGVfd3JpdGVfMWhfcGVyX21pbGxpb24iFAoSTGlzdFByaWNpbmdSZXF1ZXN0IjoKE0xpc3RQcmljaW5nUmVzcG9uc2USIwoGcHJpY2VzGAEgAygLMhMuYWlndy52MS5Nb2RlbFByaWNlIjoKFFNldE1vZGVsUHJpY2VSZXF1ZXN0EiIKBXByaWNlGAEgASgLMhMuYWlndy52MS5Nb2RlbFByaWNlIjsKFVNldE1vZGVsUHJpY2VSZXNwb25zZRIiCgVwcmljZRgBIAEoCzITLmFpZ3cudjEuTW9kZWxQcmljZSqsAQoORGVsaXZlcnlTdGF0dXMSHwobREVMSVZFUllfU1RBVFVTX1VOU1BFQ0lGSUVEEAASGwoXREVMSVZFUllfU1RBVFVTX1BFTkRJTkcQARIdChlERUxJVkVSWV9TVEFUVVNfREVMSVZFUkVEEAISGgoWREVMSVZFUllfU1RBVFVTX0ZBSUxFRBADEiEKHURFTElWRVJZX1NUQVRVU19ERUFEX0xFVFRFUkVEEAQyyg4KDEFkbWluU2VydmljZRJRCg5DcmVhdGVFbmRwb2ludBIeLmFpZ3cudjEuQ3JlYXRlRW5kcG9pbnRSZXF1ZXN0Gh8uYWlndy52MS5DcmVhdGVFbmRwb2ludFJlc3BvbnNlEkgKC0dldEVuZHBvaW50EhsuYWlndy52MS5HZXRFbmRwb2ludFJlcXVlc3QaHC5haWd3LnYxLkdldEVuZHBvaW50UmVzcG9uc2USTgoNTGlzdEVuZHBvaW50cxIdLmFpZ3cudjEuTGlzdEVuZHBvaW50c1JlcXVlc3QaHi5haWd3LnYxLkxpc3RFbmRwb2ludHNSZXNwb25zZRJRCg5VcGRhdGVFbmRwb2ludBIeLmFpZ3cudjEuVXBkYXRlRW5kcG9pbnRSZXF1ZXN0Gh8uYWlndy52MS5VcGRhdGVFbmRwb2ludFJlc3BvbnNlElEKDkRlbGV0ZUVuZHBvaW50Eh4uYWlndy52MS5EZWxldGVFbmRwb2ludFJlcXVlc3QaHy5haWd3LnYxLkRlbGV0ZUVuZHBvaW50UmVzcG9uc2USVwoQUm90YXRlU2lnbmluZ0tleRIgLmFpZ3cudjEuUm90YXRlU2lnbmluZ0tleVJlcXVlc3QaIS5haWd3LnYxLlJvdGF0ZVNpZ25pbmdLZXlSZXNwb25zZRJRCg5MaXN0RGVsaXZlcmllcxIeLmFpZ3cudjEuTGlzdERlbGl2ZXJpZXNSZXF1ZXN0Gh8uYWlndy52MS5MaXN0RGVsaXZlcmllc1Jlc3BvbnNlEkgKC0dldERlbGl2ZXJ5EhsuYWlndy52MS5HZXREZWxpdmVyeVJlcXVlc3QaHC5haWd3LnYxLkdldERlbGl2ZXJ5UmVzcG9uc2USUQoOUmVwbGF5RGVsaXZlcnkSHi5haWd3LnYxLlJlcGxheURlbGl2ZXJ5UmVxdWVzdBofLmFpZ3cudjEuUmVwbGF5RGVsaXZlcnlSZXNwb25zZRJXChBSZXBsYXlEZWxpdmVyaWVzEiAuYWlndy52MS5SZXBsYXlEZWxpdmVyaWVzUmVxdWVzdBohLmFpZ3cudjEuUmVwbGF5RGVsaXZlcmllc1Jlc3BvbnNlEk4KDVNlbmRUZXN0RXZlbnQSHS5haWd3LnYxLlNlbmRUZXN0RXZlbnRSZXF1ZXN0Gh4uYWlndy52MS5TZW5kVGVzdEV2ZW50UmVzcG9uc2USPwoIR2V0U3RhdHMSGC5haWd3LnYxLkdldFN0YXRzUmVxdWVzdBoZLmFpZ3cudjEuR2V0U3RhdHNSZXNwb25zZRJUCg9HZXRTdWJzY3JpcHRpb24SHy5haWd3LnYxLkdldFN1YnNjcmlwdGlvblJlcXVlc3QaIC5haWd3LnYxLkdldFN1YnNjcmlwdGlvblJlc3BvbnNlEl0KElVwZGF0ZVN1YnNjcmlwdGlvbhIiLmFpZ3cudjEuVXBkYXRlU3Vic2NyaXB0aW9uUmVxdWVzdBojLmFpZ3cudjEuVXBkYXRlU3Vic2NyaXB0aW9uUmVzcG9uc2USSAoLTGlzdEJ1ZGdldHMSGy5haWd3LnYxLkxpc3RCdWRnZXRzUmVxdWVzdBocLmFpZ3cudjEuTGlzdEJ1ZGdldHNSZXNwb25zZRJCCglTZXRCdWRnZXQSGS5haWd3LnYxLlNldEJ1ZGdldFJlcXVlc3QaGi5haWd3LnYxLlNldEJ1ZGdldFJlc3BvbnNlEksKDERlbGV0ZUJ1ZGdldBIcLmFpZ3cudjEuRGVsZXRlQnVkZ2V0UmVxdWVzdBodLmFpZ3cudjEuRGVsZXRlQnVkZ2V0UmVzcG9uc2USSAoLTGlzdFByaWNpbmcSGy5haWd3LnYxLkxpc3RQcmljaW5nUmVxdWVzdBocLmFpZ3cudjEuTGlzdFByaWNpbmdSZXNwb25zZRJOCg1TZXRNb2RlbFByaWNlEh0uYWlndy52MS5TZXRNb2RlbFByaWNlUmVxdWVzdBoeLmFpZ3cudjEuU2V0TW9kZWxQcmljZVJlc3BvbnNlEk4KDVBhdXNlRW5kcG9pbnQSHS5haWd3LnYxLlBhdXNlRW5kcG9pbnRSZXF1ZXN0Gh4uYWlndy52MS5QYXVzZUVuZHBvaW50UmVzcG9uc2USUQoOUmVzdW1lRW5kcG9pbnQSHi5haWd3LnYxLlJlc3VtZUVuZHBvaW50UmVxdWVzdBofLmFpZ3cudjEuUmVzdW1lRW5kcG9pbnRSZXNwb25zZRJUCg9EaXNhYmxlRW5kcG9pbnQSHy5haWd3LnYxLkRpc2FibGVFbmRwb2ludFJlcXVlc3QaIC5haWd3LnYxLkRpc2FibGVFbmRwb2ludFJlc3BvbnNlElEKDkVuYWJsZUVuZHBvaW50Eh4uYWlndy52MS5FbmFibGVFbmRwb2ludFJlcXVlc3QaHy5haWd3LnYxLkVuYWJsZUVuZHBvaW50UmVzcG9uc2ViBnByb3RvMw", [file_aigw_v1_events, file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message aigw.v1.Endpoint
@@ -97,6 +97,20 @@ export type Endpoint = Message<"aigw.v1.Endpoint"> & {
    * @generated from field: string org_id = 12;
    */
   orgId: string;
+
+  /**
+   * Output only: deliveries are held (PauseEndpoint) until ResumeEndpoint.
+   *
+   * @generated from field: bool paused = 13;
+   */
+  paused: boolean;
+
+  /**
+   * Output only: when it was paused.
+   *
+   * @generated from field: google.protobuf.Timestamp pause_time = 14;
+   */
+  pauseTime?: Timestamp | undefined;
 };
 
 /**
@@ -645,6 +659,40 @@ export type ReplayDeliveriesRequest = Message<"aigw.v1.ReplayDeliveriesRequest">
    * @generated from field: string endpoint = 1;
    */
   endpoint: string;
+
+  /**
+   * The window, on the time each delivery finished (failed or was dead-lettered): from
+   * since (inclusive) to until (exclusive; unset: now). With neither since nor statuses
+   * set: every dead-lettered delivery, as before.
+   *
+   * @generated from field: google.protobuf.Timestamp since = 2;
+   */
+  since?: Timestamp | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp until = 3;
+   */
+  until?: Timestamp | undefined;
+
+  /**
+   * FAILED and/or DEAD_LETTERED; empty: both (with since) or DEAD_LETTERED (without).
+   *
+   * @generated from field: repeated aigw.v1.DeliveryStatus statuses = 4;
+   */
+  statuses: DeliveryStatus[];
+
+  /**
+   * 0: the whole window in one call (still in batches of at most 500, each its own
+   * transaction). 1..5000: at most this many deliveries looked at; next_page_token goes on.
+   *
+   * @generated from field: uint32 page_size = 5;
+   */
+  pageSize: number;
+
+  /**
+   * @generated from field: string page_token = 6;
+   */
+  pageToken: string;
 };
 
 /**
@@ -659,9 +707,33 @@ export const ReplayDeliveriesRequestSchema: GenMessage<ReplayDeliveriesRequest> 
  */
 export type ReplayDeliveriesResponse = Message<"aigw.v1.ReplayDeliveriesResponse"> & {
   /**
+   * Deliveries queued again by this call.
+   *
    * @generated from field: uint32 replayed = 1;
    */
   replayed: number;
+
+  /**
+   * Looked at and left: already replayed or pending again, or their endpoint is gone or disabled.
+   *
+   * @generated from field: uint32 skipped = 2;
+   */
+  skipped: number;
+
+  /**
+   * Set when the window goes on (page_size given): pass it back as page_token.
+   *
+   * @generated from field: string next_page_token = 3;
+   */
+  nextPageToken: string;
+
+  /**
+   * Matching deliveries in the window when the first page was read (for progress); set on
+   * the first call of a window only.
+   *
+   * @generated from field: uint32 total = 4;
+   */
+  total: number;
 };
 
 /**
@@ -670,6 +742,170 @@ export type ReplayDeliveriesResponse = Message<"aigw.v1.ReplayDeliveriesResponse
  */
 export const ReplayDeliveriesResponseSchema: GenMessage<ReplayDeliveriesResponse> = /*@__PURE__*/
   messageDesc(file_aigw_v1_admin, 23);
+
+/**
+ * @generated from message aigw.v1.PauseEndpointRequest
+ */
+export type PauseEndpointRequest = Message<"aigw.v1.PauseEndpointRequest"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+};
+
+/**
+ * Describes the message aigw.v1.PauseEndpointRequest.
+ * Use `create(PauseEndpointRequestSchema)` to create a new message.
+ */
+export const PauseEndpointRequestSchema: GenMessage<PauseEndpointRequest> = /*@__PURE__*/
+  messageDesc(file_aigw_v1_admin, 24);
+
+/**
+ * @generated from message aigw.v1.PauseEndpointResponse
+ */
+export type PauseEndpointResponse = Message<"aigw.v1.PauseEndpointResponse"> & {
+  /**
+   * @generated from field: aigw.v1.Endpoint endpoint = 1;
+   */
+  endpoint?: Endpoint | undefined;
+
+  /**
+   * Pending deliveries now held.
+   *
+   * @generated from field: uint32 held_deliveries = 2;
+   */
+  heldDeliveries: number;
+};
+
+/**
+ * Describes the message aigw.v1.PauseEndpointResponse.
+ * Use `create(PauseEndpointResponseSchema)` to create a new message.
+ */
+export const PauseEndpointResponseSchema: GenMessage<PauseEndpointResponse> = /*@__PURE__*/
+  messageDesc(file_aigw_v1_admin, 25);
+
+/**
+ * @generated from message aigw.v1.ResumeEndpointRequest
+ */
+export type ResumeEndpointRequest = Message<"aigw.v1.ResumeEndpointRequest"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+};
+
+/**
+ * Describes the message aigw.v1.ResumeEndpointRequest.
+ * Use `create(ResumeEndpointRequestSchema)` to create a new message.
+ */
+export const ResumeEndpointRequestSchema: GenMessage<ResumeEndpointRequest> = /*@__PURE__*/
+  messageDesc(file_aigw_v1_admin, 26);
+
+/**
+ * @generated from message aigw.v1.ResumeEndpointResponse
+ */
+export type ResumeEndpointResponse = Message<"aigw.v1.ResumeEndpointResponse"> & {
+  /**
+   * @generated from field: aigw.v1.Endpoint endpoint = 1;
+   */
+  endpoint?: Endpoint | undefined;
+
+  /**
+   * Held deliveries that now go out, in order of due time.
+   *
+   * @generated from field: uint32 released_deliveries = 2;
+   */
+  releasedDeliveries: number;
+};
+
+/**
+ * Describes the message aigw.v1.ResumeEndpointResponse.
+ * Use `create(ResumeEndpointResponseSchema)` to create a new message.
+ */
+export const ResumeEndpointResponseSchema: GenMessage<ResumeEndpointResponse> = /*@__PURE__*/
+  messageDesc(file_aigw_v1_admin, 27);
+
+/**
+ * @generated from message aigw.v1.DisableEndpointRequest
+ */
+export type DisableEndpointRequest = Message<"aigw.v1.DisableEndpointRequest"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * Kept as the endpoint's disabled_reason; empty: "disabled by an operator".
+   *
+   * @generated from field: string reason = 2;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message aigw.v1.DisableEndpointRequest.
+ * Use `create(DisableEndpointRequestSchema)` to create a new message.
+ */
+export const DisableEndpointRequestSchema: GenMessage<DisableEndpointRequest> = /*@__PURE__*/
+  messageDesc(file_aigw_v1_admin, 28);
+
+/**
+ * @generated from message aigw.v1.DisableEndpointResponse
+ */
+export type DisableEndpointResponse = Message<"aigw.v1.DisableEndpointResponse"> & {
+  /**
+   * @generated from field: aigw.v1.Endpoint endpoint = 1;
+   */
+  endpoint?: Endpoint | undefined;
+
+  /**
+   * Pending deliveries that now fail without an attempt.
+   *
+   * @generated from field: uint32 failed_deliveries = 2;
+   */
+  failedDeliveries: number;
+};
+
+/**
+ * Describes the message aigw.v1.DisableEndpointResponse.
+ * Use `create(DisableEndpointResponseSchema)` to create a new message.
+ */
+export const DisableEndpointResponseSchema: GenMessage<DisableEndpointResponse> = /*@__PURE__*/
+  messageDesc(file_aigw_v1_admin, 29);
+
+/**
+ * @generated from message aigw.v1.EnableEndpointRequest
+ */
+export type EnableEndpointRequest = Message<"aigw.v1.EnableEndpointRequest"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+};
+
+/**
+ * Describes the message aigw.v1.EnableEndpointRequest.
+ * Use `create(EnableEndpointRequestSchema)` to create a new message.
+ */
+export const EnableEndpointRequestSchema: GenMessage<EnableEndpointRequest> = /*@__PURE__*/
+  messageDesc(file_aigw_v1_admin, 30);
+
+/**
+ * @generated from message aigw.v1.EnableEndpointResponse
+ */
+export type EnableEndpointResponse = Message<"aigw.v1.EnableEndpointResponse"> & {
+  /**
+   * @generated from field: aigw.v1.Endpoint endpoint = 1;
+   */
+  endpoint?: Endpoint | undefined;
+};
+
+/**
+ * Describes the message aigw.v1.EnableEndpointResponse.
+ * Use `create(EnableEndpointResponseSchema)` to create a new message.
+ */
+export const EnableEndpointResponseSchema: GenMessage<EnableEndpointResponse> = /*@__PURE__*/
+  messageDesc(file_aigw_v1_admin, 31);
 
 /**
  * @generated from message aigw.v1.SendTestEventRequest
@@ -695,7 +931,7 @@ export type SendTestEventRequest = Message<"aigw.v1.SendTestEventRequest"> & {
  * Use `create(SendTestEventRequestSchema)` to create a new message.
  */
 export const SendTestEventRequestSchema: GenMessage<SendTestEventRequest> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 24);
+  messageDesc(file_aigw_v1_admin, 32);
 
 /**
  * @generated from message aigw.v1.SendTestEventResponse
@@ -717,7 +953,7 @@ export type SendTestEventResponse = Message<"aigw.v1.SendTestEventResponse"> & {
  * Use `create(SendTestEventResponseSchema)` to create a new message.
  */
 export const SendTestEventResponseSchema: GenMessage<SendTestEventResponse> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 25);
+  messageDesc(file_aigw_v1_admin, 33);
 
 /**
  * @generated from message aigw.v1.GetStatsRequest
@@ -736,7 +972,7 @@ export type GetStatsRequest = Message<"aigw.v1.GetStatsRequest"> & {
  * Use `create(GetStatsRequestSchema)` to create a new message.
  */
 export const GetStatsRequestSchema: GenMessage<GetStatsRequest> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 26);
+  messageDesc(file_aigw_v1_admin, 34);
 
 /**
  * @generated from message aigw.v1.EndpointStats
@@ -802,7 +1038,7 @@ export type EndpointStats = Message<"aigw.v1.EndpointStats"> & {
  * Use `create(EndpointStatsSchema)` to create a new message.
  */
 export const EndpointStatsSchema: GenMessage<EndpointStats> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 27);
+  messageDesc(file_aigw_v1_admin, 35);
 
 /**
  * @generated from message aigw.v1.FailureReason
@@ -824,7 +1060,7 @@ export type FailureReason = Message<"aigw.v1.FailureReason"> & {
  * Use `create(FailureReasonSchema)` to create a new message.
  */
 export const FailureReasonSchema: GenMessage<FailureReason> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 28);
+  messageDesc(file_aigw_v1_admin, 36);
 
 /**
  * @generated from message aigw.v1.GetStatsResponse
@@ -846,7 +1082,7 @@ export type GetStatsResponse = Message<"aigw.v1.GetStatsResponse"> & {
  * Use `create(GetStatsResponseSchema)` to create a new message.
  */
 export const GetStatsResponseSchema: GenMessage<GetStatsResponse> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 29);
+  messageDesc(file_aigw_v1_admin, 37);
 
 /**
  * @generated from message aigw.v1.GetSubscriptionRequest
@@ -859,7 +1095,7 @@ export type GetSubscriptionRequest = Message<"aigw.v1.GetSubscriptionRequest"> &
  * Use `create(GetSubscriptionRequestSchema)` to create a new message.
  */
 export const GetSubscriptionRequestSchema: GenMessage<GetSubscriptionRequest> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 30);
+  messageDesc(file_aigw_v1_admin, 38);
 
 /**
  * @generated from message aigw.v1.GetSubscriptionResponse
@@ -881,7 +1117,7 @@ export type GetSubscriptionResponse = Message<"aigw.v1.GetSubscriptionResponse">
  * Use `create(GetSubscriptionResponseSchema)` to create a new message.
  */
 export const GetSubscriptionResponseSchema: GenMessage<GetSubscriptionResponse> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 31);
+  messageDesc(file_aigw_v1_admin, 39);
 
 /**
  * @generated from message aigw.v1.UpdateSubscriptionRequest
@@ -907,7 +1143,7 @@ export type UpdateSubscriptionRequest = Message<"aigw.v1.UpdateSubscriptionReque
  * Use `create(UpdateSubscriptionRequestSchema)` to create a new message.
  */
 export const UpdateSubscriptionRequestSchema: GenMessage<UpdateSubscriptionRequest> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 32);
+  messageDesc(file_aigw_v1_admin, 40);
 
 /**
  * @generated from message aigw.v1.UpdateSubscriptionResponse
@@ -929,7 +1165,7 @@ export type UpdateSubscriptionResponse = Message<"aigw.v1.UpdateSubscriptionResp
  * Use `create(UpdateSubscriptionResponseSchema)` to create a new message.
  */
 export const UpdateSubscriptionResponseSchema: GenMessage<UpdateSubscriptionResponse> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 33);
+  messageDesc(file_aigw_v1_admin, 41);
 
 /**
  * @generated from message aigw.v1.Budget
@@ -993,7 +1229,7 @@ export type Budget = Message<"aigw.v1.Budget"> & {
  * Use `create(BudgetSchema)` to create a new message.
  */
 export const BudgetSchema: GenMessage<Budget> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 34);
+  messageDesc(file_aigw_v1_admin, 42);
 
 /**
  * @generated from message aigw.v1.ListBudgetsRequest
@@ -1006,7 +1242,7 @@ export type ListBudgetsRequest = Message<"aigw.v1.ListBudgetsRequest"> & {
  * Use `create(ListBudgetsRequestSchema)` to create a new message.
  */
 export const ListBudgetsRequestSchema: GenMessage<ListBudgetsRequest> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 35);
+  messageDesc(file_aigw_v1_admin, 43);
 
 /**
  * @generated from message aigw.v1.ListBudgetsResponse
@@ -1023,7 +1259,7 @@ export type ListBudgetsResponse = Message<"aigw.v1.ListBudgetsResponse"> & {
  * Use `create(ListBudgetsResponseSchema)` to create a new message.
  */
 export const ListBudgetsResponseSchema: GenMessage<ListBudgetsResponse> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 36);
+  messageDesc(file_aigw_v1_admin, 44);
 
 /**
  * @generated from message aigw.v1.SetBudgetRequest
@@ -1040,7 +1276,7 @@ export type SetBudgetRequest = Message<"aigw.v1.SetBudgetRequest"> & {
  * Use `create(SetBudgetRequestSchema)` to create a new message.
  */
 export const SetBudgetRequestSchema: GenMessage<SetBudgetRequest> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 37);
+  messageDesc(file_aigw_v1_admin, 45);
 
 /**
  * @generated from message aigw.v1.SetBudgetResponse
@@ -1057,7 +1293,7 @@ export type SetBudgetResponse = Message<"aigw.v1.SetBudgetResponse"> & {
  * Use `create(SetBudgetResponseSchema)` to create a new message.
  */
 export const SetBudgetResponseSchema: GenMessage<SetBudgetResponse> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 38);
+  messageDesc(file_aigw_v1_admin, 46);
 
 /**
  * @generated from message aigw.v1.DeleteBudgetRequest
@@ -1079,7 +1315,7 @@ export type DeleteBudgetRequest = Message<"aigw.v1.DeleteBudgetRequest"> & {
  * Use `create(DeleteBudgetRequestSchema)` to create a new message.
  */
 export const DeleteBudgetRequestSchema: GenMessage<DeleteBudgetRequest> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 39);
+  messageDesc(file_aigw_v1_admin, 47);
 
 /**
  * @generated from message aigw.v1.DeleteBudgetResponse
@@ -1092,7 +1328,7 @@ export type DeleteBudgetResponse = Message<"aigw.v1.DeleteBudgetResponse"> & {
  * Use `create(DeleteBudgetResponseSchema)` to create a new message.
  */
 export const DeleteBudgetResponseSchema: GenMessage<DeleteBudgetResponse> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 40);
+  messageDesc(file_aigw_v1_admin, 48);
 
 /**
  * @generated from message aigw.v1.ModelPrice
@@ -1145,7 +1381,7 @@ export type ModelPrice = Message<"aigw.v1.ModelPrice"> & {
  * Use `create(ModelPriceSchema)` to create a new message.
  */
 export const ModelPriceSchema: GenMessage<ModelPrice> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 41);
+  messageDesc(file_aigw_v1_admin, 49);
 
 /**
  * @generated from message aigw.v1.ListPricingRequest
@@ -1158,7 +1394,7 @@ export type ListPricingRequest = Message<"aigw.v1.ListPricingRequest"> & {
  * Use `create(ListPricingRequestSchema)` to create a new message.
  */
 export const ListPricingRequestSchema: GenMessage<ListPricingRequest> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 42);
+  messageDesc(file_aigw_v1_admin, 50);
 
 /**
  * @generated from message aigw.v1.ListPricingResponse
@@ -1175,7 +1411,7 @@ export type ListPricingResponse = Message<"aigw.v1.ListPricingResponse"> & {
  * Use `create(ListPricingResponseSchema)` to create a new message.
  */
 export const ListPricingResponseSchema: GenMessage<ListPricingResponse> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 43);
+  messageDesc(file_aigw_v1_admin, 51);
 
 /**
  * @generated from message aigw.v1.SetModelPriceRequest
@@ -1192,7 +1428,7 @@ export type SetModelPriceRequest = Message<"aigw.v1.SetModelPriceRequest"> & {
  * Use `create(SetModelPriceRequestSchema)` to create a new message.
  */
 export const SetModelPriceRequestSchema: GenMessage<SetModelPriceRequest> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 44);
+  messageDesc(file_aigw_v1_admin, 52);
 
 /**
  * @generated from message aigw.v1.SetModelPriceResponse
@@ -1209,7 +1445,7 @@ export type SetModelPriceResponse = Message<"aigw.v1.SetModelPriceResponse"> & {
  * Use `create(SetModelPriceResponseSchema)` to create a new message.
  */
 export const SetModelPriceResponseSchema: GenMessage<SetModelPriceResponse> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 45);
+  messageDesc(file_aigw_v1_admin, 53);
 
 /**
  * @generated from enum aigw.v1.DeliveryStatus
@@ -1339,7 +1575,10 @@ export const AdminService: GenService<{
     output: typeof ReplayDeliveryResponseSchema;
   },
   /**
-   * ReplayDeliveries replays every dead-lettered delivery matching the filter.
+   * ReplayDeliveries queues again, as new deliveries, the failed or dead-lettered
+   * deliveries that finished in a time window (of one endpoint, or all), in bounded
+   * batches. Idempotent: a delivery already replayed, or whose event is pending for the
+   * same endpoint, is skipped. Without a window, every dead-lettered delivery.
    *
    * @generated from rpc aigw.v1.AdminService.ReplayDeliveries
    */
@@ -1428,6 +1667,45 @@ export const AdminService: GenService<{
     methodKind: "unary";
     input: typeof SetModelPriceRequestSchema;
     output: typeof SetModelPriceResponseSchema;
+  },
+  /**
+   * PauseEndpoint holds the endpoint's deliveries (no attempts; they stay pending, and new
+   * events keep queueing for it) until ResumeEndpoint, which sends them in order of due
+   * time. Shared by every replica and kept across restarts.
+   *
+   * @generated from rpc aigw.v1.AdminService.PauseEndpoint
+   */
+  pauseEndpoint: {
+    methodKind: "unary";
+    input: typeof PauseEndpointRequestSchema;
+    output: typeof PauseEndpointResponseSchema;
+  },
+  /**
+   * @generated from rpc aigw.v1.AdminService.ResumeEndpoint
+   */
+  resumeEndpoint: {
+    methodKind: "unary";
+    input: typeof ResumeEndpointRequestSchema;
+    output: typeof ResumeEndpointResponseSchema;
+  },
+  /**
+   * DisableEndpoint stops deliveries to the endpoint: its pending ones fail without an
+   * attempt and it receives no new events. EnableEndpoint undoes it (and a pause).
+   *
+   * @generated from rpc aigw.v1.AdminService.DisableEndpoint
+   */
+  disableEndpoint: {
+    methodKind: "unary";
+    input: typeof DisableEndpointRequestSchema;
+    output: typeof DisableEndpointResponseSchema;
+  },
+  /**
+   * @generated from rpc aigw.v1.AdminService.EnableEndpoint
+   */
+  enableEndpoint: {
+    methodKind: "unary";
+    input: typeof EnableEndpointRequestSchema;
+    output: typeof EnableEndpointResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_aigw_v1_admin, 0);
