@@ -6,7 +6,8 @@ export interface DeliveryQueue {
   /**
    * Claims due deliveries lane by lane, a lane being one endpoint's queue: for each of
    * `lanes` whose endpoint is not paused (one lookup per lane; a paused lane claims
-   * nothing and reports nothing due), up to its `limit` pending deliveries of that endpoint that are due at `now`
+   * nothing and reports nothing due; a paused endpoint that is disabled is claimed, so
+   * its deliveries fail as any disabled endpoint's do), up to its `limit` pending deliveries of that endpoint that are due at `now`
    * (their lease free or expired), oldest due first, leased to `leaseOwner` until
    * now + leaseMs. Only those rows are read: another endpoint's backlog, or rows not yet
    * due, cost nothing. A streaming delivery is not due while an earlier token of its

@@ -943,7 +943,7 @@ export class PostgresStore implements Store {
                      WHERE d.status = 'pending' AND d.endpoint = l.endpoint AND d.due_at <= $3
                      ORDER BY d.due_at, d.seq LIMIT l.lim FOR UPDATE SKIP LOCKED) p
                    -- A paused endpoint is not a lane: one probe of its row per lane.
-                   WHERE NOT EXISTS (SELECT 1 FROM endpoints ep WHERE ep.name = l.endpoint AND ep.paused)
+                   WHERE NOT EXISTS (SELECT 1 FROM endpoints ep WHERE ep.name = l.endpoint AND ep.paused AND ep.enabled)
                  ), leased AS (
                    UPDATE deliveries d SET lease_owner = $4, lease_until = $5, due_at = $5, lease_token = $6
                    FROM picked WHERE d.seq = picked.seq RETURNING d.*
@@ -965,7 +965,7 @@ export class PostgresStore implements Store {
           `SELECT l.endpoint, (SELECT d.due_at FROM deliveries d WHERE d.status = 'pending' AND d.endpoint = l.endpoint
              ORDER BY d.due_at LIMIT 1) AS due_at
            FROM unnest($1::text[]) AS l(endpoint)
-           WHERE NOT EXISTS (SELECT 1 FROM endpoints ep WHERE ep.name = l.endpoint AND ep.paused)`,
+           WHERE NOT EXISTS (SELECT 1 FROM endpoints ep WHERE ep.name = l.endpoint AND ep.paused AND ep.enabled)`,
           [drained.map((l) => l.endpoint)],
         );
         for (const r of due.rows) if (r.due_at !== null && r.due_at < BLOCKED_DUE_AT) nextDue.set(r.endpoint, r.due_at);
@@ -989,7 +989,9 @@ export class PostgresStore implements Store {
   async pendingLanes(after: string, limit: number): Promise<PendingLane[]> {
     positiveInteger(limit, "pendingLanes limit");
     const paused = new Set(
-      (await this.#pool.query<{ name: string }>("SELECT name FROM endpoints WHERE paused")).rows.map((r) => r.name),
+      (await this.#pool.query<{ name: string }>("SELECT name FROM endpoints WHERE paused AND enabled")).rows.map(
+        (r) => r.name,
+      ),
     );
     const lanes: PendingLane[] = [];
     // Lanes left out (paused, or only blocked rows) do not shorten a page: read on.

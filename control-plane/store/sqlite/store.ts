@@ -396,11 +396,10 @@ function prepareStatements(db: Database.Database) {
     endpointNames: db.prepare("SELECT name FROM endpoints").pluck() as Stmt0<string>,
 
     // Paused endpoints (schema v6): one primary-key probe per lane claimed.
-    endpointPaused: db.prepare("SELECT 1 FROM endpoints WHERE name = ? AND paused = 1").pluck() as Database.Statement<
-      [string],
-      number
-    >,
-    pausedNames: db.prepare("SELECT name FROM endpoints WHERE paused = 1").pluck() as Stmt0<string>,
+    endpointPaused: db
+      .prepare("SELECT 1 FROM endpoints WHERE name = ? AND paused = 1 AND enabled = 1")
+      .pluck() as Database.Statement<[string], number>,
+    pausedNames: db.prepare("SELECT name FROM endpoints WHERE paused = 1 AND enabled = 1").pluck() as Stmt0<string>,
     setPaused: db.prepare(
       "UPDATE endpoints SET paused = @paused, paused_at = @pausedAt, updated_at = @now WHERE name = @name",
     ) as Stmt<{ name: string; paused: number; pausedAt: number | null; now: number }>,
