@@ -11,8 +11,9 @@ import { StoreUnavailableError } from "../unavailable.js";
  *
  * A statement prepared before its tables changed shape (a newer replica migrated the
  * schema) fails with "cached plan must not change result type": the connection is then
- * `stale`, and is discarded rather than returned to the pool (the store's transactions
- * retry on a fresh one; the pool discards a connection whose query failed).
+ * `stale` inside a transaction, and is discarded rather than returned to the pool (the
+ * store's transactions retry on a fresh one); outside one the statement is prepared again
+ * and run once more, so single-statement reads never see the error.
  */
 export class PreparingClient extends pg.Client {
   stale = false;
@@ -31,20 +32,39 @@ export class PreparingClient extends pg.Client {
     if (typeof text !== "string" || !Array.isArray(values)) {
       return (super.query as (...a: unknown[]) => never)(...args);
     }
-    const config: pg.QueryConfig = { name: statementName(text), text, values };
+    const result = this.#prepared(text, values);
     if (typeof callback === "function") {
-      return (super.query as unknown as (c: pg.QueryConfig, cb: (err: Error | null, res: unknown) => void) => never)(
-        config,
-        (err, res) => {
-          if (isStalePlan(err)) this.stale = true;
-          (callback as (err: Error | null, res: unknown) => void)(err, res);
-        },
+      const cb = callback as (err: Error | null, res?: unknown) => void;
+      result.then(
+        (res) => cb(null, res),
+        (err: Error) => cb(err),
       );
+      return undefined as never;
     }
-    return (super.query as (c: pg.QueryConfig) => Promise<pg.QueryResult>)(config).catch((err: unknown) => {
-      if (isStalePlan(err)) this.stale = true;
-      throw err;
-    }) as never;
+    return result as never;
+  }
+
+  async #prepared(text: string, values: unknown[]): Promise<pg.QueryResult> {
+    const config: pg.QueryConfig = { name: statementName(text), text, values };
+    const run = () => (super.query as (c: pg.QueryConfig) => Promise<pg.QueryResult>)(config);
+    // Outside a transaction a statement that failed for a stale plan changed nothing: drop
+    // that one statement and run it again, prepared afresh. Inside one, the transaction is
+    // aborted: the connection is marked and its transaction retried on another.
+    const outsideTx = (this as unknown as { _txStatus: string | null })._txStatus === "I";
+    try {
+      return await run();
+    } catch (err) {
+      if (!isStalePlan(err)) throw err;
+      if (!outsideTx) {
+        this.stale = true;
+        throw err;
+      }
+      await (super.query as (t: string) => Promise<unknown>)(`DEALLOCATE ${config.name}`);
+      const statements = (this as unknown as { connection: { parsedStatements: Record<string, string> } }).connection
+        .parsedStatements;
+      delete statements[config.name as string];
+      return await run();
+    }
   }
 }
 
