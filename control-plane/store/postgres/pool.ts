@@ -160,20 +160,11 @@ export class StorePool extends pg.Pool {
         (last as (err: unknown, res: unknown) => void)(err ? unavailableOr(err, this.where) : err, res);
       return (super.query as (...a: unknown[]) => never)(...args);
     }
-    // A statement prepared before a newer replica changed its table fails before it does
-    // anything, and the pool discards that connection: run it again on another (each
-    // pooled connection may hold the stale statement, so up to all of them in turn).
-    const run = async (): Promise<unknown> => {
-      for (let attempt = 1; ; attempt++) {
-        try {
-          return await (super.query as (...a: unknown[]) => Promise<unknown>)(...args);
-        } catch (err) {
-          if (isStalePlan(err) && attempt < (this.options.max ?? 10) + 2) continue;
-          throw unavailableOr(err, this.where);
-        }
-      }
-    };
-    return run() as never;
+    return ((super.query as (...a: unknown[]) => Promise<unknown>)(...args) as Promise<unknown>).catch(
+      (err: unknown) => {
+        throw unavailableOr(err, this.where);
+      },
+    ) as never;
   }
 
   override connect(...args: unknown[]): never {
