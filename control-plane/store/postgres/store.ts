@@ -1441,14 +1441,8 @@ export class PostgresStore implements Store {
     return this.#tx(async (c, fx) => {
       // One replay step at a time over all replicas, so two never both queue the same delivery.
       await c.query("SELECT pg_advisory_xact_lock(hashtext('aigw replay dead letters'))");
-      const { rows } = await c.query<
-        DeliveryRow & { ep_enabled: boolean | null; replayed: boolean; pending_again: boolean }
-      >(
-        `SELECT d.*, ep.enabled AS ep_enabled,
-           EXISTS (SELECT 1 FROM deliveries r WHERE r.origin_delivery_id <> '' AND r.origin_delivery_id = d.id
-                     AND r.endpoint = d.endpoint) AS replayed,
-           EXISTS (SELECT 1 FROM deliveries p WHERE p.event_seq = d.event_seq AND p.endpoint = d.endpoint
-                     AND p.status = 'pending') AS pending_again
+      const { rows } = await c.query<DeliveryRow & { ep_enabled: boolean | null }>(
+        `SELECT d.*, ep.enabled AS ep_enabled
          FROM deliveries d LEFT JOIN endpoints ep ON ep.name = d.endpoint
          WHERE d.status IN ('failed', 'dead_lettered') AND d.status = ANY($1::text[])
            AND d.finished_at >= $2 AND d.finished_at < $3 AND (d.finished_at, d.seq) > ($4, $5)
@@ -1456,8 +1450,36 @@ export class PostgresStore implements Store {
          ORDER BY d.finished_at, d.seq LIMIT $7`,
         [...replayParams(options), cursor.finishedAt, cursor.seq, options.endpoint ?? "", options.limit],
       );
-      const copies: NewDeliveryRow[] = rows
-        .filter((row) => row.ep_enabled === true && !row.replayed && !row.pending_again)
+      // What rules a delivery out, looked up for the whole step by the origin and event
+      // indexes (one probe per delivery, whatever else the endpoint has pending).
+      const live = rows.filter((row) => row.ep_enabled === true);
+      const replayed = new Set(
+        live.length === 0
+          ? []
+          : (
+              await c.query<{ origin_delivery_id: string; endpoint: string }>(
+                `SELECT origin_delivery_id, endpoint FROM deliveries
+                 WHERE origin_delivery_id <> '' AND origin_delivery_id = ANY($1::text[])`,
+                [live.map((r) => r.id)],
+              )
+            ).rows.map((r) => `${r.origin_delivery_id}\u0000${r.endpoint}`),
+      );
+      const pendingAgain = new Set(
+        live.length === 0
+          ? []
+          : (
+              await c.query<{ event_seq: number; endpoint: string }>(
+                "SELECT event_seq, endpoint FROM deliveries WHERE event_seq = ANY($1::bigint[]) AND status = 'pending'",
+                [[...new Set(live.map((r) => r.event_seq))]],
+              )
+            ).rows.map((r) => `${Number(r.event_seq)}\u0000${r.endpoint}`),
+      );
+      const copies: NewDeliveryRow[] = live
+        .filter(
+          (row) =>
+            !replayed.has(`${row.id}\u0000${row.endpoint}`) &&
+            !pendingAgain.has(`${Number(row.event_seq)}\u0000${row.endpoint}`),
+        )
         .map((row) => ({
           id: newDeliveryId(),
           source: sourceOf(row),

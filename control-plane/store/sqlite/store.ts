@@ -417,7 +417,8 @@ function prepareStatements(db: Database.Database) {
     // its event pending again for the same endpoint).
     replayCandidates: db.prepare(
       `SELECT d.*, ep.enabled AS ep_enabled,
-         EXISTS (SELECT 1 FROM deliveries r WHERE r.origin_delivery_id = d.id AND r.endpoint = d.endpoint) AS replayed,
+         EXISTS (SELECT 1 FROM deliveries r INDEXED BY deliveries_origin
+                   WHERE r.origin_delivery_id != '' AND r.origin_delivery_id = d.id AND r.endpoint = d.endpoint) AS replayed,
          EXISTS (SELECT 1 FROM deliveries p WHERE p.event_seq = d.event_seq AND p.endpoint = d.endpoint
                    AND p.status = 'pending') AS pending_again
        FROM deliveries d INDEXED BY deliveries_finished LEFT JOIN endpoints ep ON ep.name = d.endpoint
