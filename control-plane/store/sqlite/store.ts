@@ -419,7 +419,7 @@ function prepareStatements(db: Database.Database) {
       `SELECT d.*, ep.enabled AS ep_enabled,
          EXISTS (SELECT 1 FROM deliveries r INDEXED BY deliveries_origin
                    WHERE r.origin_delivery_id != '' AND r.origin_delivery_id = d.id AND r.endpoint = d.endpoint) AS replayed,
-         EXISTS (SELECT 1 FROM deliveries p WHERE p.event_seq = d.event_seq AND p.endpoint = d.endpoint
+         EXISTS (SELECT 1 FROM deliveries p INDEXED BY deliveries_event WHERE p.event_seq = d.event_seq AND p.endpoint = d.endpoint
                    AND p.status = 'pending') AS pending_again
        FROM deliveries d INDEXED BY deliveries_finished LEFT JOIN endpoints ep ON ep.name = d.endpoint
        WHERE d.status IN ('failed', 'dead_lettered') AND d.status IN (@s1, @s2)
@@ -926,7 +926,7 @@ export class SqliteStore implements Store {
     }
     const result: CompleteResult = { recorded: true };
     const fx: Fx = { generated: [], endpoints: new Set() };
-    if (wasEnabled) {
+    if (wasEnabled && this.#operatorRoute) {
       const endpoint = { name: row.endpoint, orgId: this.#endpointOrg(row.endpoint, now) };
       const pending = this.#s.countEndpointPending.get(row.endpoint) ?? 0;
       const last = { statusCode: attempt.statusCode, lastError: next.lastError };
@@ -937,7 +937,7 @@ export class SqliteStore implements Store {
       const target = this.#s.endpointByName.get({ now, name: next.failoverTo });
       if (target?.enabled) result.failoverDelivery = this.#insertDelivery(sourceOf(row), target.name, row.id, now);
     }
-    if (next.status === "dead_lettered" && !result.failoverDelivery) {
+    if (next.status === "dead_lettered" && !result.failoverDelivery && this.#operatorRoute) {
       const exhausted = deliveryExhaustedEvent(
         {
           id: row.id,

@@ -682,7 +682,7 @@ export type ReplayDeliveriesRequest = Message<"aigw.v1.ReplayDeliveriesRequest">
   statuses: DeliveryStatus[];
 
   /**
-   * 0: the whole window in one call (still in batches of at most 500, each its own
+   * 0: the whole window in one call (still in batches of at most 250, each its own
    * transaction). 1..5000: at most this many deliveries looked at; next_page_token goes on.
    *
    * @generated from field: uint32 page_size = 5;
