@@ -384,8 +384,8 @@ export class AdminServiceImpl implements ServiceImpl<typeof AdminService> {
     const until = req.until ? timestampMs(req.until) : now;
     if (since !== undefined && !Number.isFinite(since)) invalid("since", "is not a valid time");
     if (!Number.isFinite(until)) invalid("until", "is not a valid time");
-    if (since !== undefined && since >= until) invalid("until", "must be after since");
     if (since !== undefined && since > now) invalid("since", "is in the future");
+    if (since !== undefined && since >= until) invalid("until", "must be after since");
     if (statuses.length === 0)
       statuses.push(...(since === undefined ? (["dead_lettered"] as const) : (["failed", "dead_lettered"] as const)));
     return {
