@@ -151,7 +151,11 @@ const REPLAY_PAGE = 2_000;
 
 async function replayWindow(ctx: AdminContext, flags: Flags, windowed: boolean): Promise<void> {
   const now = Date.now();
-  const req: MessageInitShape<typeof ReplayDeliveriesRequestSchema> = { pageSize: REPLAY_PAGE };
+  // The window ends now unless --until says otherwise, fixed for every page of this run.
+  const req: MessageInitShape<typeof ReplayDeliveriesRequestSchema> = {
+    pageSize: REPLAY_PAGE,
+    until: timestampFromMs(now),
+  };
   const endpoint = flags.string("endpoint");
   if (endpoint !== undefined) req.endpoint = endpoint;
   let sinceMs: number | undefined;

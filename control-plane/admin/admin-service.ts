@@ -390,7 +390,9 @@ export class AdminServiceImpl implements ServiceImpl<typeof AdminService> {
       statuses.push(...(since === undefined ? (["dead_lettered"] as const) : (["failed", "dead_lettered"] as const)));
     return {
       since: since ?? Number.MIN_SAFE_INTEGER,
-      until: req.until ? until : Number.MAX_SAFE_INTEGER,
+      // Unset: now, so deliveries that fail while the replay runs (its own copies among
+      // them) are not replayed again by a later step of the same run.
+      until,
       statuses: [...new Set(statuses)],
       ...(req.endpoint !== "" ? { endpoint: req.endpoint } : {}),
     };

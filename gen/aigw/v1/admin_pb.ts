@@ -662,8 +662,8 @@ export type ReplayDeliveriesRequest = Message<"aigw.v1.ReplayDeliveriesRequest">
 
   /**
    * The window, on the time each delivery finished (failed or was dead-lettered): from
-   * since (inclusive) to until (exclusive; unset: now). With neither since nor statuses
-   * set: every dead-lettered delivery, as before.
+   * since (inclusive) to until (exclusive; unset: now, as of each call, so set it when
+   * paging). Without since: every dead-lettered delivery up to until, as before.
    *
    * @generated from field: google.protobuf.Timestamp since = 2;
    */
