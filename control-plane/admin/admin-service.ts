@@ -379,7 +379,8 @@ export class AdminServiceImpl implements ServiceImpl<typeof AdminService> {
       else if (status === DeliveryStatus.DEAD_LETTERED) statuses.push("dead_lettered");
       else invalid("statuses", "only FAILED and DEAD_LETTERED deliveries are replayed");
     }
-    const now = this.now();
+    // The store's finish times are wall-clock time, as Date.now reads it.
+    const now = Date.now();
     const since = req.since ? timestampMs(req.since) : undefined;
     const until = req.until ? timestampMs(req.until) : now;
     if (since !== undefined && !Number.isFinite(since)) invalid("since", "is not a valid time");

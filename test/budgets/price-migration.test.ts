@@ -12,6 +12,12 @@ const CACHE_COLUMNS = ["cached_input_per_million", "cache_write_per_million", "c
 const noPostgres = await skipWithoutPostgres("the PostgreSQL price migration test");
 
 describe("model prices across the cache-price migration", () => {
+  // What the migrations after the cache prices added, taken out again.
+  const LATER_SQLITE =
+    "DROP INDEX deliveries_finished; ALTER TABLE endpoints DROP COLUMN paused; ALTER TABLE endpoints DROP COLUMN paused_at;";
+  const LATER_POSTGRES =
+    "DROP INDEX deliveries_finished; ALTER TABLE endpoints DROP COLUMN paused, DROP COLUMN paused_at";
+
   it("SQLite: a version 4 database", async () => {
     const location = await testStoreLocation("sqlite");
     try {
@@ -19,6 +25,8 @@ describe("model prices across the cache-price migration", () => {
       // Back to what version 4 had: the table without the cache columns, one price in it.
       const raw = new Database(location.url.slice("sqlite:".length));
       for (const column of CACHE_COLUMNS) raw.exec(`ALTER TABLE model_prices DROP COLUMN ${column}`);
+      // And without what later migrations added (paused endpoints, replay by window).
+      raw.exec(LATER_SQLITE);
       raw.prepare("DELETE FROM schema_version WHERE version > 4").run();
       raw
         .prepare("INSERT INTO model_prices VALUES (?, ?, ?, ?)")
@@ -43,6 +51,7 @@ describe("model prices across the cache-price migration", () => {
       await client.connect();
       try {
         for (const column of CACHE_COLUMNS) await client.query(`ALTER TABLE model_prices DROP COLUMN ${column}`);
+        await client.query(LATER_POSTGRES);
         await client.query("DELETE FROM aigw_schema_version WHERE version > 1");
         await client.query("INSERT INTO model_prices VALUES ($1, $2, $3, $4)", [
           PRICE.model,
