@@ -925,8 +925,10 @@ export class SqliteStore implements Store {
       if (row.order_key !== "") this.#s.unblockNext.run({ endpoint: row.endpoint, orderKey: row.order_key });
     }
     const result: CompleteResult = { recorded: true };
-    const fx: Fx = { generated: [], endpoints: new Set() };
-    if (wasEnabled && this.#operatorRoute) {
+    // Operator events are rare: nothing is allocated for them on a delivered attempt.
+    const operator = this.#operatorRoute !== undefined && (wasEnabled || next.status === "dead_lettered");
+    const fx: Fx | undefined = operator ? { generated: [], endpoints: new Set() } : undefined;
+    if (wasEnabled && fx) {
       const endpoint = { name: row.endpoint, orgId: this.#endpointOrg(row.endpoint, now) };
       const pending = this.#s.countEndpointPending.get(row.endpoint) ?? 0;
       const last = { statusCode: attempt.statusCode, lastError: next.lastError };
@@ -937,7 +939,7 @@ export class SqliteStore implements Store {
       const target = this.#s.endpointByName.get({ now, name: next.failoverTo });
       if (target?.enabled) result.failoverDelivery = this.#insertDelivery(sourceOf(row), target.name, row.id, now);
     }
-    if (next.status === "dead_lettered" && !result.failoverDelivery && this.#operatorRoute) {
+    if (next.status === "dead_lettered" && !result.failoverDelivery && fx) {
       const exhausted = deliveryExhaustedEvent(
         {
           id: row.id,
@@ -953,7 +955,7 @@ export class SqliteStore implements Store {
       );
       this.#storeOperator(exhausted, now, fx);
     }
-    if (fx.generated.length > 0) {
+    if (fx && fx.generated.length > 0) {
       result.generated = fx.generated;
       result.endpoints = [...fx.endpoints];
     }
