@@ -12,6 +12,12 @@ const CACHE_COLUMNS = ["cached_input_per_million", "cache_write_per_million", "c
 const noPostgres = await skipWithoutPostgres("the PostgreSQL price migration test");
 
 describe("model prices across the cache-price migration", () => {
+  // What the migrations after the cache prices added, taken out again.
+  const LATER_SQLITE =
+    "DROP INDEX deliveries_finished; ALTER TABLE endpoints DROP COLUMN paused; ALTER TABLE endpoints DROP COLUMN paused_at;";
+  const LATER_POSTGRES =
+    "DROP INDEX deliveries_finished; ALTER TABLE endpoints DROP COLUMN paused, DROP COLUMN paused_at";
+
   it("SQLite: a version 4 database", async () => {
     const location = await testStoreLocation("sqlite");
     try {
@@ -23,6 +29,8 @@ describe("model prices across the cache-price migration", () => {
       raw.exec(
         "ALTER TABLE endpoints DROP COLUMN one_off; ALTER TABLE endpoints DROP COLUMN apps; DROP TABLE api_tokens",
       );
+      // And without what later migrations added (paused endpoints, replay by window).
+      raw.exec(LATER_SQLITE);
       raw.prepare("DELETE FROM schema_version WHERE version > 4").run();
       raw
         .prepare("INSERT INTO model_prices VALUES (?, ?, ?, ?)")
@@ -50,6 +58,7 @@ describe("model prices across the cache-price migration", () => {
         await client.query(
           "ALTER TABLE endpoints DROP COLUMN one_off; ALTER TABLE endpoints DROP COLUMN apps; DROP TABLE api_tokens",
         );
+        await client.query(LATER_POSTGRES);
         await client.query("DELETE FROM aigw_schema_version WHERE version > 1");
         await client.query("INSERT INTO model_prices VALUES ($1, $2, $3, $4)", [
           PRICE.model,

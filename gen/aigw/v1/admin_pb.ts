@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file aigw/v1/admin.proto.
  */
 export const file_aigw_v1_admin: GenFile = /*@__PURE__*/
-  fileDesc("ChNhaWd3L3YxL2FkbWluLnByb3RvEgdhaWd3LnYxIvECCghFbmRwb2ludBIMCgRuYW1lGAEgASgJEgsKA3VybBgCIAEoCRIPCgdlbmFibGVkGAMgASgIEg4KBnNlY3JldBgEIAEoCRInCgtldmVudF90eXBlcxgFIAMoDjISLmFpZ3cudjEuRXZlbnRUeXBlEhMKC2ZhaWxvdmVyX3RvGAYgASgJEi8KC2NyZWF0ZV90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPZGlzYWJsZWRfcmVhc29uGAkgASgJEhkKEXNpZ25pbmdfa2V5X2NvdW50GAogASgNEiYKB2ZpbHRlcnMYCyABKAsyFS5haWd3LnYxLkV2ZW50RmlsdGVycxIOCgZvcmdfaWQYDCABKAkSDAoEYXBwcxgNIAMoCRIPCgdvbmVfb2ZmGA4gASgIImIKDEV2ZW50RmlsdGVycxIZChFjb21wbGV0aW9uX21vZGVscxgBIAMoCRIdChVjb21wbGV0aW9uX21pbl90b2tlbnMYAiABKA0SGAoQZXJyb3Jfc2V2ZXJpdGllcxgDIAMoCSI8ChVDcmVhdGVFbmRwb2ludFJlcXVlc3QSIwoIZW5kcG9pbnQYASABKAsyES5haWd3LnYxLkVuZHBvaW50Ij0KFkNyZWF0ZUVuZHBvaW50UmVzcG9uc2USIwoIZW5kcG9pbnQYASABKAsyES5haWd3LnYxLkVuZHBvaW50IiIKEkdldEVuZHBvaW50UmVxdWVzdBIMCgRuYW1lGAEgASgJIjoKE0dldEVuZHBvaW50UmVzcG9uc2USIwoIZW5kcG9pbnQYASABKAsyES5haWd3LnYxLkVuZHBvaW50IiYKFExpc3RFbmRwb2ludHNSZXF1ZXN0Eg4KBm9yZ19pZBgBIAEoCSI9ChVMaXN0RW5kcG9pbnRzUmVzcG9uc2USJAoJZW5kcG9pbnRzGAEgAygLMhEuYWlndy52MS5FbmRwb2ludCJtChVVcGRhdGVFbmRwb2ludFJlcXVlc3QSIwoIZW5kcG9pbnQYASABKAsyES5haWd3LnYxLkVuZHBvaW50Ei8KC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzayI9ChZVcGRhdGVFbmRwb2ludFJlc3BvbnNlEiMKCGVuZHBvaW50GAEgASgLMhEuYWlndy52MS5FbmRwb2ludCIlChVEZWxldGVFbmRwb2ludFJlcXVlc3QSDAoEbmFtZRgBIAEoCSIYChZEZWxldGVFbmRwb2ludFJlc3BvbnNlImQKF1JvdGF0ZVNpZ25pbmdLZXlSZXF1ZXN0EhAKCGVuZHBvaW50GAEgASgJEg4KBnNlY3JldBgCIAEoCRIXCg9vdmVybGFwX3NlY29uZHMYAyABKA0SDgoGb3JnX2lkGAQgASgJImkKGFJvdGF0ZVNpZ25pbmdLZXlSZXNwb25zZRIOCgZzZWNyZXQYASABKAkSPQoZcHJldmlvdXNfa2V5c19leHBpcmVfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAimAEKB0F0dGVtcHQSDgoGbnVtYmVyGAEgASgNEi4KCnN0YXJ0X3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC3N0YXR1c19jb2RlGAMgASgNEhIKCmxhdGVuY3lfbXMYBCABKA0SDQoFZXJyb3IYBSABKAkSFQoNcmVzcG9uc2VfYm9keRgGIAEoCSKPAwoIRGVsaXZlcnkSCgoCaWQYASABKAkSEAoIZXZlbnRfaWQYAiABKAkSJgoKZXZlbnRfdHlwZRgDIAEoDjISLmFpZ3cudjEuRXZlbnRUeXBlEhAKCGVuZHBvaW50GAQgASgJEicKBnN0YXR1cxgFIAEoDjIXLmFpZ3cudjEuRGVsaXZlcnlTdGF0dXMSFQoNYXR0ZW1wdF9jb3VudBgGIAEoDRIvCgtjcmVhdGVfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNQoRbmV4dF9hdHRlbXB0X3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2ZpbmlzaF90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpsYXN0X2Vycm9yGAogASgJEhoKEm9yaWdpbl9kZWxpdmVyeV9pZBgLIAEoCRIiCghhdHRlbXB0cxgMIAMoCzIQLmFpZ3cudjEuQXR0ZW1wdCKbAQoVTGlzdERlbGl2ZXJpZXNSZXF1ZXN0EhAKCGVuZHBvaW50GAEgASgJEicKBnN0YXR1cxgCIAEoDjIXLmFpZ3cudjEuRGVsaXZlcnlTdGF0dXMSEAoIZXZlbnRfaWQYAyABKAkSEQoJcGFnZV9zaXplGAQgASgNEhIKCnBhZ2VfdG9rZW4YBSABKAkSDgoGb3JnX2lkGAYgASgJIlgKFkxpc3REZWxpdmVyaWVzUmVzcG9uc2USJQoKZGVsaXZlcmllcxgBIAMoCzIRLmFpZ3cudjEuRGVsaXZlcnkSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIiAKEkdldERlbGl2ZXJ5UmVxdWVzdBIKCgJpZBgBIAEoCSJIChNHZXREZWxpdmVyeVJlc3BvbnNlEiMKCGRlbGl2ZXJ5GAEgASgLMhEuYWlndy52MS5EZWxpdmVyeRIMCgRib2R5GAIgASgJIiMKFVJlcGxheURlbGl2ZXJ5UmVxdWVzdBIKCgJpZBgBIAEoCSI9ChZSZXBsYXlEZWxpdmVyeVJlc3BvbnNlEiMKCGRlbGl2ZXJ5GAEgASgLMhEuYWlndy52MS5EZWxpdmVyeSIrChdSZXBsYXlEZWxpdmVyaWVzUmVxdWVzdBIQCghlbmRwb2ludBgBIAEoCSIsChhSZXBsYXlEZWxpdmVyaWVzUmVzcG9uc2USEAoIcmVwbGF5ZWQYASABKA0iUAoUU2VuZFRlc3RFdmVudFJlcXVlc3QSEAoIZW5kcG9pbnQYASABKAkSJgoKZXZlbnRfdHlwZRgCIAEoDjISLmFpZ3cudjEuRXZlbnRUeXBlIkwKFVNlbmRUZXN0RXZlbnRSZXNwb25zZRIdCgVldmVudBgBIAEoCzIOLmFpZ3cudjEuRXZlbnQSFAoMZGVsaXZlcnlfaWRzGAIgAygJIjkKD0dldFN0YXRzUmVxdWVzdBIWCg53aW5kb3dfc2Vjb25kcxgBIAEoDRIOCgZvcmdfaWQYAiABKAki+QEKDUVuZHBvaW50U3RhdHMSEAoIZW5kcG9pbnQYASABKAkSEQoJZGVsaXZlcmVkGAIgASgEEg4KBmZhaWxlZBgDIAEoBBIVCg1kZWFkX2xldHRlcmVkGAQgASgEEg8KB3BlbmRpbmcYBSABKAQSFAoMc3VjY2Vzc19yYXRlGAYgASgBEhYKDmxhdGVuY3lfcDUwX21zGAcgASgNEhYKDmxhdGVuY3lfcDk5X21zGAggASgNEhQKDGNpcmN1aXRfb3BlbhgJIAEoCBIvCg9mYWlsdXJlX3JlYXNvbnMYCiADKAsyFi5haWd3LnYxLkZhaWx1cmVSZWFzb24iLgoNRmFpbHVyZVJlYXNvbhIOCgZyZWFzb24YASABKAkSDQoFY291bnQYAiABKAQiVgoQR2V0U3RhdHNSZXNwb25zZRIpCgllbmRwb2ludHMYASADKAsyFi5haWd3LnYxLkVuZHBvaW50U3RhdHMSFwoPZXZlbnRzX2luZ2VzdGVkGAIgASgEIhgKFkdldFN1YnNjcmlwdGlvblJlcXVlc3QiaAoXR2V0U3Vic2NyaXB0aW9uUmVzcG9uc2USJQoJc3Vic2NyaWJlGAEgAygOMhIuYWlndy52MS5FdmVudFR5cGUSJgoHZmlsdGVycxgCIAEoCzIVLmFpZ3cudjEuRXZlbnRGaWx0ZXJzImoKGVVwZGF0ZVN1YnNjcmlwdGlvblJlcXVlc3QSJQoJc3Vic2NyaWJlGAEgAygOMhIuYWlndy52MS5FdmVudFR5cGUSJgoHZmlsdGVycxgCIAEoCzIVLmFpZ3cudjEuRXZlbnRGaWx0ZXJzImsKGlVwZGF0ZVN1YnNjcmlwdGlvblJlc3BvbnNlEiUKCXN1YnNjcmliZRgBIAMoDjISLmFpZ3cudjEuRXZlbnRUeXBlEiYKB2ZpbHRlcnMYAiABKAsyFS5haWd3LnYxLkV2ZW50RmlsdGVycyKoAQoGQnVkZ2V0Eg4KBm9yZ19pZBgBIAEoCRISCgpsaW1pdF90eXBlGAIgASgJEhQKDGJ1ZGdldF9saW1pdBgDIAEoARISCgp0aHJlc2hvbGRzGAQgAygNEg8KB2VuZm9yY2UYBSABKAgSDgoGcGVyaW9kGAYgASgJEhUKDWN1cnJlbnRfc3BlbmQYByABKAESGAoQZmlyZWRfdGhyZXNob2xkcxgIIAMoDSIUChJMaXN0QnVkZ2V0c1JlcXVlc3QiNwoTTGlzdEJ1ZGdldHNSZXNwb25zZRIgCgdidWRnZXRzGAEgAygLMg8uYWlndy52MS5CdWRnZXQiMwoQU2V0QnVkZ2V0UmVxdWVzdBIfCgZidWRnZXQYASABKAsyDy5haWd3LnYxLkJ1ZGdldCI0ChFTZXRCdWRnZXRSZXNwb25zZRIfCgZidWRnZXQYASABKAsyDy5haWd3LnYxLkJ1ZGdldCI5ChNEZWxldGVCdWRnZXRSZXF1ZXN0Eg4KBm9yZ19pZBgBIAEoCRISCgpsaW1pdF90eXBlGAIgASgJIhYKFERlbGV0ZUJ1ZGdldFJlc3BvbnNlIqACCgpNb2RlbFByaWNlEg0KBW1vZGVsGAEgASgJEhkKEWlucHV0X3Blcl9taWxsaW9uGAIgASgBEhoKEm91dHB1dF9wZXJfbWlsbGlvbhgDIAEoARIlChhjYWNoZWRfaW5wdXRfcGVyX21pbGxpb24YBCABKAFIAIgBARIkChdjYWNoZV93cml0ZV9wZXJfbWlsbGlvbhgFIAEoAUgBiAEBEicKGmNhY2hlX3dyaXRlXzFoX3Blcl9taWxsaW9uGAYgASgBSAKIAQFCGwoZX2NhY2hlZF9pbnB1dF9wZXJfbWlsbGlvbkIaChhfY2FjaGVfd3JpdGVfcGVyX21pbGxpb25CHQobX2NhY2hlX3dyaXRlXzFoX3Blcl9taWxsaW9uIhQKEkxpc3RQcmljaW5nUmVxdWVzdCI6ChNMaXN0UHJpY2luZ1Jlc3BvbnNlEiMKBnByaWNlcxgBIAMoCzITLmFpZ3cudjEuTW9kZWxQcmljZSI6ChRTZXRNb2RlbFByaWNlUmVxdWVzdBIiCgVwcmljZRgBIAEoCzITLmFpZ3cudjEuTW9kZWxQcmljZSI7ChVTZXRNb2RlbFByaWNlUmVzcG9uc2USIgoFcHJpY2UYASABKAsyEy5haWd3LnYxLk1vZGVsUHJpY2UitQEKBVRva2VuEgoKAmlkGAEgASgJEg4KBm9yZ19pZBgCIAEoCRIgCgRraW5kGAMgASgOMhIuYWlndy52MS5Ub2tlbktpbmQSDAoEbmFtZRgEIAEoCRIvCgtjcmVhdGVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLcmV2b2tlX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIlQKEkNyZWF0ZVRva2VuUmVxdWVzdBIOCgZvcmdfaWQYASABKAkSIAoEa2luZBgCIAEoDjISLmFpZ3cudjEuVG9rZW5LaW5kEgwKBG5hbWUYAyABKAkiRAoTQ3JlYXRlVG9rZW5SZXNwb25zZRIdCgV0b2tlbhgBIAEoCzIOLmFpZ3cudjEuVG9rZW4SDgoGc2VjcmV0GAIgASgJIjwKEUxpc3RUb2tlbnNSZXF1ZXN0Eg4KBm9yZ19pZBgBIAEoCRIXCg9pbmNsdWRlX3Jldm9rZWQYAiABKAgiNAoSTGlzdFRva2Vuc1Jlc3BvbnNlEh4KBnRva2VucxgBIAMoCzIOLmFpZ3cudjEuVG9rZW4iIAoSUmV2b2tlVG9rZW5SZXF1ZXN0EgoKAmlkGAEgASgJIjQKE1Jldm9rZVRva2VuUmVzcG9uc2USHQoFdG9rZW4YASABKAsyDi5haWd3LnYxLlRva2VuIg8KDVdob0FtSVJlcXVlc3QiRgoOV2hvQW1JUmVzcG9uc2USDgoGb3JnX2lkGAEgASgJEhAKCHRva2VuX2lkGAIgASgJEhIKCnRva2VuX25hbWUYAyABKAkqrAEKDkRlbGl2ZXJ5U3RhdHVzEh8KG0RFTElWRVJZX1NUQVRVU19VTlNQRUNJRklFRBAAEhsKF0RFTElWRVJZX1NUQVRVU19QRU5ESU5HEAESHQoZREVMSVZFUllfU1RBVFVTX0RFTElWRVJFRBACEhoKFkRFTElWRVJZX1NUQVRVU19GQUlMRUQQAxIhCh1ERUxJVkVSWV9TVEFUVVNfREVBRF9MRVRURVJFRBAEKlUKCVRva2VuS2luZBIaChZUT0tFTl9LSU5EX1VOU1BFQ0lGSUVEEAASFAoQVE9LRU5fS0lORF9BRE1JThABEhYKElRPS0VOX0tJTkRfU0lERUNBUhACMpQOCgxBZG1pblNlcnZpY2USUQoOQ3JlYXRlRW5kcG9pbnQSHi5haWd3LnYxLkNyZWF0ZUVuZHBvaW50UmVxdWVzdBofLmFpZ3cudjEuQ3JlYXRlRW5kcG9pbnRSZXNwb25zZRJICgtHZXRFbmRwb2ludBIbLmFpZ3cudjEuR2V0RW5kcG9pbnRSZXF1ZXN0GhwuYWlndy52MS5HZXRFbmRwb2ludFJlc3BvbnNlEk4KDUxpc3RFbmRwb2ludHMSHS5haWd3LnYxLkxpc3RFbmRwb2ludHNSZXF1ZXN0Gh4uYWlndy52MS5MaXN0RW5kcG9pbnRzUmVzcG9uc2USUQoOVXBkYXRlRW5kcG9pbnQSHi5haWd3LnYxLlVwZGF0ZUVuZHBvaW50UmVxdWVzdBofLmFpZ3cudjEuVXBkYXRlRW5kcG9pbnRSZXNwb25zZRJRCg5EZWxldGVFbmRwb2ludBIeLmFpZ3cudjEuRGVsZXRlRW5kcG9pbnRSZXF1ZXN0Gh8uYWlndy52MS5EZWxldGVFbmRwb2ludFJlc3BvbnNlElcKEFJvdGF0ZVNpZ25pbmdLZXkSIC5haWd3LnYxLlJvdGF0ZVNpZ25pbmdLZXlSZXF1ZXN0GiEuYWlndy52MS5Sb3RhdGVTaWduaW5nS2V5UmVzcG9uc2USUQoOTGlzdERlbGl2ZXJpZXMSHi5haWd3LnYxLkxpc3REZWxpdmVyaWVzUmVxdWVzdBofLmFpZ3cudjEuTGlzdERlbGl2ZXJpZXNSZXNwb25zZRJICgtHZXREZWxpdmVyeRIbLmFpZ3cudjEuR2V0RGVsaXZlcnlSZXF1ZXN0GhwuYWlndy52MS5HZXREZWxpdmVyeVJlc3BvbnNlElEKDlJlcGxheURlbGl2ZXJ5Eh4uYWlndy52MS5SZXBsYXlEZWxpdmVyeVJlcXVlc3QaHy5haWd3LnYxLlJlcGxheURlbGl2ZXJ5UmVzcG9uc2USVwoQUmVwbGF5RGVsaXZlcmllcxIgLmFpZ3cudjEuUmVwbGF5RGVsaXZlcmllc1JlcXVlc3QaIS5haWd3LnYxLlJlcGxheURlbGl2ZXJpZXNSZXNwb25zZRJOCg1TZW5kVGVzdEV2ZW50Eh0uYWlndy52MS5TZW5kVGVzdEV2ZW50UmVxdWVzdBoeLmFpZ3cudjEuU2VuZFRlc3RFdmVudFJlc3BvbnNlEj8KCEdldFN0YXRzEhguYWlndy52MS5HZXRTdGF0c1JlcXVlc3QaGS5haWd3LnYxLkdldFN0YXRzUmVzcG9uc2USVAoPR2V0U3Vic2NyaXB0aW9uEh8uYWlndy52MS5HZXRTdWJzY3JpcHRpb25SZXF1ZXN0GiAuYWlndy52MS5HZXRTdWJzY3JpcHRpb25SZXNwb25zZRJdChJVcGRhdGVTdWJzY3JpcHRpb24SIi5haWd3LnYxLlVwZGF0ZVN1YnNjcmlwdGlvblJlcXVlc3QaIy5haWd3LnYxLlVwZGF0ZVN1YnNjcmlwdGlvblJlc3BvbnNlEkgKC0xpc3RCdWRnZXRzEhsuYWlndy52MS5MaXN0QnVkZ2V0c1JlcXVlc3QaHC5haWd3LnYxLkxpc3RCdWRnZXRzUmVzcG9uc2USQgoJU2V0QnVkZ2V0EhkuYWlndy52MS5TZXRCdWRnZXRSZXF1ZXN0GhouYWlndy52MS5TZXRCdWRnZXRSZXNwb25zZRJLCgxEZWxldGVCdWRnZXQSHC5haWd3LnYxLkRlbGV0ZUJ1ZGdldFJlcXVlc3QaHS5haWd3LnYxLkRlbGV0ZUJ1ZGdldFJlc3BvbnNlEkgKC0xpc3RQcmljaW5nEhsuYWlndy52MS5MaXN0UHJpY2luZ1JlcXVlc3QaHC5haWd3LnYxLkxpc3RQcmljaW5nUmVzcG9uc2USTgoNU2V0TW9kZWxQcmljZRIdLmFpZ3cudjEuU2V0TW9kZWxQcmljZVJlcXVlc3QaHi5haWd3LnYxLlNldE1vZGVsUHJpY2VSZXNwb25zZRJICgtDcmVhdGVUb2tlbhIbLmFpZ3cudjEuQ3JlYXRlVG9rZW5SZXF1ZXN0GhwuYWlndy52MS5DcmVhdGVUb2tlblJlc3BvbnNlEkUKCkxpc3RUb2tlbnMSGi5haWd3LnYxLkxpc3RUb2tlbnNSZXF1ZXN0GhsuYWlndy52MS5MaXN0VG9rZW5zUmVzcG9uc2USSAoLUmV2b2tlVG9rZW4SGy5haWd3LnYxLlJldm9rZVRva2VuUmVxdWVzdBocLmFpZ3cudjEuUmV2b2tlVG9rZW5SZXNwb25zZRI5CgZXaG9BbUkSFi5haWd3LnYxLldob0FtSVJlcXVlc3QaFy5haWd3LnYxLldob0FtSVJlc3BvbnNlYgZwcm90bzM", [file_aigw_v1_events, file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
+  fileDesc("ChNhaWd3L3YxL2FkbWluLnByb3RvEgdhaWd3LnYxIrEDCghFbmRwb2ludBIMCgRuYW1lGAEgASgJEgsKA3VybBgCIAEoCRIPCgdlbmFibGVkGAMgASgIEg4KBnNlY3JldBgEIAEoCRInCgtldmVudF90eXBlcxgFIAMoDjISLmFpZ3cudjEuRXZlbnRUeXBlEhMKC2ZhaWxvdmVyX3RvGAYgASgJEi8KC2NyZWF0ZV90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPZGlzYWJsZWRfcmVhc29uGAkgASgJEhkKEXNpZ25pbmdfa2V5X2NvdW50GAogASgNEiYKB2ZpbHRlcnMYCyABKAsyFS5haWd3LnYxLkV2ZW50RmlsdGVycxIOCgZvcmdfaWQYDCABKAkSDAoEYXBwcxgNIAMoCRIPCgdvbmVfb2ZmGA4gASgIEg4KBnBhdXNlZBgPIAEoCBIuCgpwYXVzZV90aW1lGBAgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJiCgxFdmVudEZpbHRlcnMSGQoRY29tcGxldGlvbl9tb2RlbHMYASADKAkSHQoVY29tcGxldGlvbl9taW5fdG9rZW5zGAIgASgNEhgKEGVycm9yX3NldmVyaXRpZXMYAyADKAkiPAoVQ3JlYXRlRW5kcG9pbnRSZXF1ZXN0EiMKCGVuZHBvaW50GAEgASgLMhEuYWlndy52MS5FbmRwb2ludCI9ChZDcmVhdGVFbmRwb2ludFJlc3BvbnNlEiMKCGVuZHBvaW50GAEgASgLMhEuYWlndy52MS5FbmRwb2ludCIiChJHZXRFbmRwb2ludFJlcXVlc3QSDAoEbmFtZRgBIAEoCSI6ChNHZXRFbmRwb2ludFJlc3BvbnNlEiMKCGVuZHBvaW50GAEgASgLMhEuYWlndy52MS5FbmRwb2ludCImChRMaXN0RW5kcG9pbnRzUmVxdWVzdBIOCgZvcmdfaWQYASABKAkiPQoVTGlzdEVuZHBvaW50c1Jlc3BvbnNlEiQKCWVuZHBvaW50cxgBIAMoCzIRLmFpZ3cudjEuRW5kcG9pbnQibQoVVXBkYXRlRW5kcG9pbnRSZXF1ZXN0EiMKCGVuZHBvaW50GAEgASgLMhEuYWlndy52MS5FbmRwb2ludBIvCgt1cGRhdGVfbWFzaxgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2siPQoWVXBkYXRlRW5kcG9pbnRSZXNwb25zZRIjCghlbmRwb2ludBgBIAEoCzIRLmFpZ3cudjEuRW5kcG9pbnQiJQoVRGVsZXRlRW5kcG9pbnRSZXF1ZXN0EgwKBG5hbWUYASABKAkiGAoWRGVsZXRlRW5kcG9pbnRSZXNwb25zZSJkChdSb3RhdGVTaWduaW5nS2V5UmVxdWVzdBIQCghlbmRwb2ludBgBIAEoCRIOCgZzZWNyZXQYAiABKAkSFwoPb3ZlcmxhcF9zZWNvbmRzGAMgASgNEg4KBm9yZ19pZBgEIAEoCSJpChhSb3RhdGVTaWduaW5nS2V5UmVzcG9uc2USDgoGc2VjcmV0GAEgASgJEj0KGXByZXZpb3VzX2tleXNfZXhwaXJlX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIpgBCgdBdHRlbXB0Eg4KBm51bWJlchgBIAEoDRIuCgpzdGFydF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBITCgtzdGF0dXNfY29kZRgDIAEoDRISCgpsYXRlbmN5X21zGAQgASgNEg0KBWVycm9yGAUgASgJEhUKDXJlc3BvbnNlX2JvZHkYBiABKAkijwMKCERlbGl2ZXJ5EgoKAmlkGAEgASgJEhAKCGV2ZW50X2lkGAIgASgJEiYKCmV2ZW50X3R5cGUYAyABKA4yEi5haWd3LnYxLkV2ZW50VHlwZRIQCghlbmRwb2ludBgEIAEoCRInCgZzdGF0dXMYBSABKA4yFy5haWd3LnYxLkRlbGl2ZXJ5U3RhdHVzEhUKDWF0dGVtcHRfY291bnQYBiABKA0SLwoLY3JlYXRlX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjUKEW5leHRfYXR0ZW1wdF90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hfdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKbGFzdF9lcnJvchgKIAEoCRIaChJvcmlnaW5fZGVsaXZlcnlfaWQYCyABKAkSIgoIYXR0ZW1wdHMYDCADKAsyEC5haWd3LnYxLkF0dGVtcHQimwEKFUxpc3REZWxpdmVyaWVzUmVxdWVzdBIQCghlbmRwb2ludBgBIAEoCRInCgZzdGF0dXMYAiABKA4yFy5haWd3LnYxLkRlbGl2ZXJ5U3RhdHVzEhAKCGV2ZW50X2lkGAMgASgJEhEKCXBhZ2Vfc2l6ZRgEIAEoDRISCgpwYWdlX3Rva2VuGAUgASgJEg4KBm9yZ19pZBgGIAEoCSJYChZMaXN0RGVsaXZlcmllc1Jlc3BvbnNlEiUKCmRlbGl2ZXJpZXMYASADKAsyES5haWd3LnYxLkRlbGl2ZXJ5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIgChJHZXREZWxpdmVyeVJlcXVlc3QSCgoCaWQYASABKAkiSAoTR2V0RGVsaXZlcnlSZXNwb25zZRIjCghkZWxpdmVyeRgBIAEoCzIRLmFpZ3cudjEuRGVsaXZlcnkSDAoEYm9keRgCIAEoCSIjChVSZXBsYXlEZWxpdmVyeVJlcXVlc3QSCgoCaWQYASABKAkiPQoWUmVwbGF5RGVsaXZlcnlSZXNwb25zZRIjCghkZWxpdmVyeRgBIAEoCzIRLmFpZ3cudjEuRGVsaXZlcnki0wEKF1JlcGxheURlbGl2ZXJpZXNSZXF1ZXN0EhAKCGVuZHBvaW50GAEgASgJEikKBXNpbmNlGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCgV1bnRpbBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKQoIc3RhdHVzZXMYBCADKA4yFy5haWd3LnYxLkRlbGl2ZXJ5U3RhdHVzEhEKCXBhZ2Vfc2l6ZRgFIAEoDRISCgpwYWdlX3Rva2VuGAYgASgJImUKGFJlcGxheURlbGl2ZXJpZXNSZXNwb25zZRIQCghyZXBsYXllZBgBIAEoDRIPCgdza2lwcGVkGAIgASgNEhcKD25leHRfcGFnZV90b2tlbhgDIAEoCRINCgV0b3RhbBgEIAEoDSIkChRQYXVzZUVuZHBvaW50UmVxdWVzdBIMCgRuYW1lGAEgASgJIlUKFVBhdXNlRW5kcG9pbnRSZXNwb25zZRIjCghlbmRwb2ludBgBIAEoCzIRLmFpZ3cudjEuRW5kcG9pbnQSFwoPaGVsZF9kZWxpdmVyaWVzGAIgASgNIiUKFVJlc3VtZUVuZHBvaW50UmVxdWVzdBIMCgRuYW1lGAEgASgJIloKFlJlc3VtZUVuZHBvaW50UmVzcG9uc2USIwoIZW5kcG9pbnQYASABKAsyES5haWd3LnYxLkVuZHBvaW50EhsKE3JlbGVhc2VkX2RlbGl2ZXJpZXMYAiABKA0iNgoWRGlzYWJsZUVuZHBvaW50UmVxdWVzdBIMCgRuYW1lGAEgASgJEg4KBnJlYXNvbhgCIAEoCSJZChdEaXNhYmxlRW5kcG9pbnRSZXNwb25zZRIjCghlbmRwb2ludBgBIAEoCzIRLmFpZ3cudjEuRW5kcG9pbnQSGQoRZmFpbGVkX2RlbGl2ZXJpZXMYAiABKA0iJQoVRW5hYmxlRW5kcG9pbnRSZXF1ZXN0EgwKBG5hbWUYASABKAkiPQoWRW5hYmxlRW5kcG9pbnRSZXNwb25zZRIjCghlbmRwb2ludBgBIAEoCzIRLmFpZ3cudjEuRW5kcG9pbnQiUAoUU2VuZFRlc3RFdmVudFJlcXVlc3QSEAoIZW5kcG9pbnQYASABKAkSJgoKZXZlbnRfdHlwZRgCIAEoDjISLmFpZ3cudjEuRXZlbnRUeXBlIkwKFVNlbmRUZXN0RXZlbnRSZXNwb25zZRIdCgVldmVudBgBIAEoCzIOLmFpZ3cudjEuRXZlbnQSFAoMZGVsaXZlcnlfaWRzGAIgAygJIjkKD0dldFN0YXRzUmVxdWVzdBIWCg53aW5kb3dfc2Vjb25kcxgBIAEoDRIOCgZvcmdfaWQYAiABKAki+QEKDUVuZHBvaW50U3RhdHMSEAoIZW5kcG9pbnQYASABKAkSEQoJZGVsaXZlcmVkGAIgASgEEg4KBmZhaWxlZBgDIAEoBBIVCg1kZWFkX2xldHRlcmVkGAQgASgEEg8KB3BlbmRpbmcYBSABKAQSFAoMc3VjY2Vzc19yYXRlGAYgASgBEhYKDmxhdGVuY3lfcDUwX21zGAcgASgNEhYKDmxhdGVuY3lfcDk5X21zGAggASgNEhQKDGNpcmN1aXRfb3BlbhgJIAEoCBIvCg9mYWlsdXJlX3JlYXNvbnMYCiADKAsyFi5haWd3LnYxLkZhaWx1cmVSZWFzb24iLgoNRmFpbHVyZVJlYXNvbhIOCgZyZWFzb24YASABKAkSDQoFY291bnQYAiABKAQiVgoQR2V0U3RhdHNSZXNwb25zZRIpCgllbmRwb2ludHMYASADKAsyFi5haWd3LnYxLkVuZHBvaW50U3RhdHMSFwoPZXZlbnRzX2luZ2VzdGVkGAIgASgEIhgKFkdldFN1YnNjcmlwdGlvblJlcXVlc3QiaAoXR2V0U3Vic2NyaXB0aW9uUmVzcG9uc2USJQoJc3Vic2NyaWJlGAEgAygOMhIuYWlndy52MS5FdmVudFR5cGUSJgoHZmlsdGVycxgCIAEoCzIVLmFpZ3cudjEuRXZlbnRGaWx0ZXJzImoKGVVwZGF0ZVN1YnNjcmlwdGlvblJlcXVlc3QSJQoJc3Vic2NyaWJlGAEgAygOMhIuYWlndy52MS5FdmVudFR5cGUSJgoHZmlsdGVycxgCIAEoCzIVLmFpZ3cudjEuRXZlbnRGaWx0ZXJzImsKGlVwZGF0ZVN1YnNjcmlwdGlvblJlc3BvbnNlEiUKCXN1YnNjcmliZRgBIAMoDjISLmFpZ3cudjEuRXZlbnRUeXBlEiYKB2ZpbHRlcnMYAiABKAsyFS5haWd3LnYxLkV2ZW50RmlsdGVycyKoAQoGQnVkZ2V0Eg4KBm9yZ19pZBgBIAEoCRISCgpsaW1pdF90eXBlGAIgASgJEhQKDGJ1ZGdldF9saW1pdBgDIAEoARISCgp0aHJlc2hvbGRzGAQgAygNEg8KB2VuZm9yY2UYBSABKAgSDgoGcGVyaW9kGAYgASgJEhUKDWN1cnJlbnRfc3BlbmQYByABKAESGAoQZmlyZWRfdGhyZXNob2xkcxgIIAMoDSIUChJMaXN0QnVkZ2V0c1JlcXVlc3QiNwoTTGlzdEJ1ZGdldHNSZXNwb25zZRIgCgdidWRnZXRzGAEgAygLMg8uYWlndy52MS5CdWRnZXQiMwoQU2V0QnVkZ2V0UmVxdWVzdBIfCgZidWRnZXQYASABKAsyDy5haWd3LnYxLkJ1ZGdldCI0ChFTZXRCdWRnZXRSZXNwb25zZRIfCgZidWRnZXQYASABKAsyDy5haWd3LnYxLkJ1ZGdldCI5ChNEZWxldGVCdWRnZXRSZXF1ZXN0Eg4KBm9yZ19pZBgBIAEoCRISCgpsaW1pdF90eXBlGAIgASgJIhYKFERlbGV0ZUJ1ZGdldFJlc3BvbnNlIqACCgpNb2RlbFByaWNlEg0KBW1vZGVsGAEgASgJEhkKEWlucHV0X3Blcl9taWxsaW9uGAIgASgBEhoKEm91dHB1dF9wZXJfbWlsbGlvbhgDIAEoARIlChhjYWNoZWRfaW5wdXRfcGVyX21pbGxpb24YBCABKAFIAIgBARIkChdjYWNoZV93cml0ZV9wZXJfbWlsbGlvbhgFIAEoAUgBiAEBEicKGmNhY2hlX3dyaXRlXzFoX3Blcl9taWxsaW9uGAYgASgBSAKIAQFCGwoZX2NhY2hlZF9pbnB1dF9wZXJfbWlsbGlvbkIaChhfY2FjaGVfd3JpdGVfcGVyX21pbGxpb25CHQobX2NhY2hlX3dyaXRlXzFoX3Blcl9taWxsaW9uIhQKEkxpc3RQcmljaW5nUmVxdWVzdCI6ChNMaXN0UHJpY2luZ1Jlc3BvbnNlEiMKBnByaWNlcxgBIAMoCzITLmFpZ3cudjEuTW9kZWxQcmljZSI6ChRTZXRNb2RlbFByaWNlUmVxdWVzdBIiCgVwcmljZRgBIAEoCzITLmFpZ3cudjEuTW9kZWxQcmljZSI7ChVTZXRNb2RlbFByaWNlUmVzcG9uc2USIgoFcHJpY2UYASABKAsyEy5haWd3LnYxLk1vZGVsUHJpY2UitQEKBVRva2VuEgoKAmlkGAEgASgJEg4KBm9yZ19pZBgCIAEoCRIgCgRraW5kGAMgASgOMhIuYWlndy52MS5Ub2tlbktpbmQSDAoEbmFtZRgEIAEoCRIvCgtjcmVhdGVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLcmV2b2tlX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIlQKEkNyZWF0ZVRva2VuUmVxdWVzdBIOCgZvcmdfaWQYASABKAkSIAoEa2luZBgCIAEoDjISLmFpZ3cudjEuVG9rZW5LaW5kEgwKBG5hbWUYAyABKAkiRAoTQ3JlYXRlVG9rZW5SZXNwb25zZRIdCgV0b2tlbhgBIAEoCzIOLmFpZ3cudjEuVG9rZW4SDgoGc2VjcmV0GAIgASgJIjwKEUxpc3RUb2tlbnNSZXF1ZXN0Eg4KBm9yZ19pZBgBIAEoCRIXCg9pbmNsdWRlX3Jldm9rZWQYAiABKAgiNAoSTGlzdFRva2Vuc1Jlc3BvbnNlEh4KBnRva2VucxgBIAMoCzIOLmFpZ3cudjEuVG9rZW4iIAoSUmV2b2tlVG9rZW5SZXF1ZXN0EgoKAmlkGAEgASgJIjQKE1Jldm9rZVRva2VuUmVzcG9uc2USHQoFdG9rZW4YASABKAsyDi5haWd3LnYxLlRva2VuIg8KDVdob0FtSVJlcXVlc3QiRgoOV2hvQW1JUmVzcG9uc2USDgoGb3JnX2lkGAEgASgJEhAKCHRva2VuX2lkGAIgASgJEhIKCnRva2VuX25hbWUYAyABKAkqrAEKDkRlbGl2ZXJ5U3RhdHVzEh8KG0RFTElWRVJZX1NUQVRVU19VTlNQRUNJRklFRBAAEhsKF0RFTElWRVJZX1NUQVRVU19QRU5ESU5HEAESHQoZREVMSVZFUllfU1RBVFVTX0RFTElWRVJFRBACEhoKFkRFTElWRVJZX1NUQVRVU19GQUlMRUQQAxIhCh1ERUxJVkVSWV9TVEFUVVNfREVBRF9MRVRURVJFRBAEKlUKCVRva2VuS2luZBIaChZUT0tFTl9LSU5EX1VOU1BFQ0lGSUVEEAASFAoQVE9LRU5fS0lORF9BRE1JThABEhYKElRPS0VOX0tJTkRfU0lERUNBUhACMuAQCgxBZG1pblNlcnZpY2USUQoOQ3JlYXRlRW5kcG9pbnQSHi5haWd3LnYxLkNyZWF0ZUVuZHBvaW50UmVxdWVzdBofLmFpZ3cudjEuQ3JlYXRlRW5kcG9pbnRSZXNwb25zZRJICgtHZXRFbmRwb2ludBIbLmFpZ3cudjEuR2V0RW5kcG9pbnRSZXF1ZXN0GhwuYWlndy52MS5HZXRFbmRwb2ludFJlc3BvbnNlEk4KDUxpc3RFbmRwb2ludHMSHS5haWd3LnYxLkxpc3RFbmRwb2ludHNSZXF1ZXN0Gh4uYWlndy52MS5MaXN0RW5kcG9pbnRzUmVzcG9uc2USUQoOVXBkYXRlRW5kcG9pbnQSHi5haWd3LnYxLlVwZGF0ZUVuZHBvaW50UmVxdWVzdBofLmFpZ3cudjEuVXBkYXRlRW5kcG9pbnRSZXNwb25zZRJRCg5EZWxldGVFbmRwb2ludBIeLmFpZ3cudjEuRGVsZXRlRW5kcG9pbnRSZXF1ZXN0Gh8uYWlndy52MS5EZWxldGVFbmRwb2ludFJlc3BvbnNlElcKEFJvdGF0ZVNpZ25pbmdLZXkSIC5haWd3LnYxLlJvdGF0ZVNpZ25pbmdLZXlSZXF1ZXN0GiEuYWlndy52MS5Sb3RhdGVTaWduaW5nS2V5UmVzcG9uc2USUQoOTGlzdERlbGl2ZXJpZXMSHi5haWd3LnYxLkxpc3REZWxpdmVyaWVzUmVxdWVzdBofLmFpZ3cudjEuTGlzdERlbGl2ZXJpZXNSZXNwb25zZRJICgtHZXREZWxpdmVyeRIbLmFpZ3cudjEuR2V0RGVsaXZlcnlSZXF1ZXN0GhwuYWlndy52MS5HZXREZWxpdmVyeVJlc3BvbnNlElEKDlJlcGxheURlbGl2ZXJ5Eh4uYWlndy52MS5SZXBsYXlEZWxpdmVyeVJlcXVlc3QaHy5haWd3LnYxLlJlcGxheURlbGl2ZXJ5UmVzcG9uc2USVwoQUmVwbGF5RGVsaXZlcmllcxIgLmFpZ3cudjEuUmVwbGF5RGVsaXZlcmllc1JlcXVlc3QaIS5haWd3LnYxLlJlcGxheURlbGl2ZXJpZXNSZXNwb25zZRJOCg1TZW5kVGVzdEV2ZW50Eh0uYWlndy52MS5TZW5kVGVzdEV2ZW50UmVxdWVzdBoeLmFpZ3cudjEuU2VuZFRlc3RFdmVudFJlc3BvbnNlEj8KCEdldFN0YXRzEhguYWlndy52MS5HZXRTdGF0c1JlcXVlc3QaGS5haWd3LnYxLkdldFN0YXRzUmVzcG9uc2USVAoPR2V0U3Vic2NyaXB0aW9uEh8uYWlndy52MS5HZXRTdWJzY3JpcHRpb25SZXF1ZXN0GiAuYWlndy52MS5HZXRTdWJzY3JpcHRpb25SZXNwb25zZRJdChJVcGRhdGVTdWJzY3JpcHRpb24SIi5haWd3LnYxLlVwZGF0ZVN1YnNjcmlwdGlvblJlcXVlc3QaIy5haWd3LnYxLlVwZGF0ZVN1YnNjcmlwdGlvblJlc3BvbnNlEkgKC0xpc3RCdWRnZXRzEhsuYWlndy52MS5MaXN0QnVkZ2V0c1JlcXVlc3QaHC5haWd3LnYxLkxpc3RCdWRnZXRzUmVzcG9uc2USQgoJU2V0QnVkZ2V0EhkuYWlndy52MS5TZXRCdWRnZXRSZXF1ZXN0GhouYWlndy52MS5TZXRCdWRnZXRSZXNwb25zZRJLCgxEZWxldGVCdWRnZXQSHC5haWd3LnYxLkRlbGV0ZUJ1ZGdldFJlcXVlc3QaHS5haWd3LnYxLkRlbGV0ZUJ1ZGdldFJlc3BvbnNlEkgKC0xpc3RQcmljaW5nEhsuYWlndy52MS5MaXN0UHJpY2luZ1JlcXVlc3QaHC5haWd3LnYxLkxpc3RQcmljaW5nUmVzcG9uc2USTgoNU2V0TW9kZWxQcmljZRIdLmFpZ3cudjEuU2V0TW9kZWxQcmljZVJlcXVlc3QaHi5haWd3LnYxLlNldE1vZGVsUHJpY2VSZXNwb25zZRJICgtDcmVhdGVUb2tlbhIbLmFpZ3cudjEuQ3JlYXRlVG9rZW5SZXF1ZXN0GhwuYWlndy52MS5DcmVhdGVUb2tlblJlc3BvbnNlEkUKCkxpc3RUb2tlbnMSGi5haWd3LnYxLkxpc3RUb2tlbnNSZXF1ZXN0GhsuYWlndy52MS5MaXN0VG9rZW5zUmVzcG9uc2USSAoLUmV2b2tlVG9rZW4SGy5haWd3LnYxLlJldm9rZVRva2VuUmVxdWVzdBocLmFpZ3cudjEuUmV2b2tlVG9rZW5SZXNwb25zZRI5CgZXaG9BbUkSFi5haWd3LnYxLldob0FtSVJlcXVlc3QaFy5haWd3LnYxLldob0FtSVJlc3BvbnNlEk4KDVBhdXNlRW5kcG9pbnQSHS5haWd3LnYxLlBhdXNlRW5kcG9pbnRSZXF1ZXN0Gh4uYWlndy52MS5QYXVzZUVuZHBvaW50UmVzcG9uc2USUQoOUmVzdW1lRW5kcG9pbnQSHi5haWd3LnYxLlJlc3VtZUVuZHBvaW50UmVxdWVzdBofLmFpZ3cudjEuUmVzdW1lRW5kcG9pbnRSZXNwb25zZRJUCg9EaXNhYmxlRW5kcG9pbnQSHy5haWd3LnYxLkRpc2FibGVFbmRwb2ludFJlcXVlc3QaIC5haWd3LnYxLkRpc2FibGVFbmRwb2ludFJlc3BvbnNlElEKDkVuYWJsZUVuZHBvaW50Eh4uYWlndy52MS5FbmFibGVFbmRwb2ludFJlcXVlc3QaHy5haWd3LnYxLkVuYWJsZUVuZHBvaW50UmVzcG9uc2ViBnByb3RvMw", [file_aigw_v1_events, file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message aigw.v1.Endpoint
@@ -114,6 +114,20 @@ export type Endpoint = Message<"aigw.v1.Endpoint"> & {
    * @generated from field: bool one_off = 14;
    */
   oneOff: boolean;
+
+  /**
+   * Output only: deliveries are held (PauseEndpoint) until ResumeEndpoint.
+   *
+   * @generated from field: bool paused = 15;
+   */
+  paused: boolean;
+
+  /**
+   * Output only: when it was paused.
+   *
+   * @generated from field: google.protobuf.Timestamp pause_time = 16;
+   */
+  pauseTime?: Timestamp | undefined;
 };
 
 /**
@@ -675,6 +689,40 @@ export type ReplayDeliveriesRequest = Message<"aigw.v1.ReplayDeliveriesRequest">
    * @generated from field: string endpoint = 1;
    */
   endpoint: string;
+
+  /**
+   * The window, on the time each delivery finished (failed or was dead-lettered): from
+   * since (inclusive) to until (exclusive; unset: now, as of each call, so set it when
+   * paging). Without since: every dead-lettered delivery up to until, as before.
+   *
+   * @generated from field: google.protobuf.Timestamp since = 2;
+   */
+  since?: Timestamp | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp until = 3;
+   */
+  until?: Timestamp | undefined;
+
+  /**
+   * FAILED and/or DEAD_LETTERED; empty: both (with since) or DEAD_LETTERED (without).
+   *
+   * @generated from field: repeated aigw.v1.DeliveryStatus statuses = 4;
+   */
+  statuses: DeliveryStatus[];
+
+  /**
+   * 0: the whole window in one call (still in batches of at most 250, each its own
+   * transaction). 1..5000: at most this many deliveries looked at; next_page_token goes on.
+   *
+   * @generated from field: uint32 page_size = 5;
+   */
+  pageSize: number;
+
+  /**
+   * @generated from field: string page_token = 6;
+   */
+  pageToken: string;
 };
 
 /**
@@ -689,9 +737,33 @@ export const ReplayDeliveriesRequestSchema: GenMessage<ReplayDeliveriesRequest> 
  */
 export type ReplayDeliveriesResponse = Message<"aigw.v1.ReplayDeliveriesResponse"> & {
   /**
+   * Deliveries queued again by this call.
+   *
    * @generated from field: uint32 replayed = 1;
    */
   replayed: number;
+
+  /**
+   * Looked at and left: already replayed or pending again, or their endpoint is gone or disabled.
+   *
+   * @generated from field: uint32 skipped = 2;
+   */
+  skipped: number;
+
+  /**
+   * Set when the window goes on (page_size given): pass it back as page_token.
+   *
+   * @generated from field: string next_page_token = 3;
+   */
+  nextPageToken: string;
+
+  /**
+   * Matching deliveries in the window when the first page was read (for progress); set on
+   * the first call of a window only.
+   *
+   * @generated from field: uint32 total = 4;
+   */
+  total: number;
 };
 
 /**
@@ -700,6 +772,170 @@ export type ReplayDeliveriesResponse = Message<"aigw.v1.ReplayDeliveriesResponse
  */
 export const ReplayDeliveriesResponseSchema: GenMessage<ReplayDeliveriesResponse> = /*@__PURE__*/
   messageDesc(file_aigw_v1_admin, 23);
+
+/**
+ * @generated from message aigw.v1.PauseEndpointRequest
+ */
+export type PauseEndpointRequest = Message<"aigw.v1.PauseEndpointRequest"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+};
+
+/**
+ * Describes the message aigw.v1.PauseEndpointRequest.
+ * Use `create(PauseEndpointRequestSchema)` to create a new message.
+ */
+export const PauseEndpointRequestSchema: GenMessage<PauseEndpointRequest> = /*@__PURE__*/
+  messageDesc(file_aigw_v1_admin, 24);
+
+/**
+ * @generated from message aigw.v1.PauseEndpointResponse
+ */
+export type PauseEndpointResponse = Message<"aigw.v1.PauseEndpointResponse"> & {
+  /**
+   * @generated from field: aigw.v1.Endpoint endpoint = 1;
+   */
+  endpoint?: Endpoint | undefined;
+
+  /**
+   * Pending deliveries now held.
+   *
+   * @generated from field: uint32 held_deliveries = 2;
+   */
+  heldDeliveries: number;
+};
+
+/**
+ * Describes the message aigw.v1.PauseEndpointResponse.
+ * Use `create(PauseEndpointResponseSchema)` to create a new message.
+ */
+export const PauseEndpointResponseSchema: GenMessage<PauseEndpointResponse> = /*@__PURE__*/
+  messageDesc(file_aigw_v1_admin, 25);
+
+/**
+ * @generated from message aigw.v1.ResumeEndpointRequest
+ */
+export type ResumeEndpointRequest = Message<"aigw.v1.ResumeEndpointRequest"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+};
+
+/**
+ * Describes the message aigw.v1.ResumeEndpointRequest.
+ * Use `create(ResumeEndpointRequestSchema)` to create a new message.
+ */
+export const ResumeEndpointRequestSchema: GenMessage<ResumeEndpointRequest> = /*@__PURE__*/
+  messageDesc(file_aigw_v1_admin, 26);
+
+/**
+ * @generated from message aigw.v1.ResumeEndpointResponse
+ */
+export type ResumeEndpointResponse = Message<"aigw.v1.ResumeEndpointResponse"> & {
+  /**
+   * @generated from field: aigw.v1.Endpoint endpoint = 1;
+   */
+  endpoint?: Endpoint | undefined;
+
+  /**
+   * Held deliveries that now go out, in order of due time.
+   *
+   * @generated from field: uint32 released_deliveries = 2;
+   */
+  releasedDeliveries: number;
+};
+
+/**
+ * Describes the message aigw.v1.ResumeEndpointResponse.
+ * Use `create(ResumeEndpointResponseSchema)` to create a new message.
+ */
+export const ResumeEndpointResponseSchema: GenMessage<ResumeEndpointResponse> = /*@__PURE__*/
+  messageDesc(file_aigw_v1_admin, 27);
+
+/**
+ * @generated from message aigw.v1.DisableEndpointRequest
+ */
+export type DisableEndpointRequest = Message<"aigw.v1.DisableEndpointRequest"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * Kept as the endpoint's disabled_reason; empty: "disabled by an operator".
+   *
+   * @generated from field: string reason = 2;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message aigw.v1.DisableEndpointRequest.
+ * Use `create(DisableEndpointRequestSchema)` to create a new message.
+ */
+export const DisableEndpointRequestSchema: GenMessage<DisableEndpointRequest> = /*@__PURE__*/
+  messageDesc(file_aigw_v1_admin, 28);
+
+/**
+ * @generated from message aigw.v1.DisableEndpointResponse
+ */
+export type DisableEndpointResponse = Message<"aigw.v1.DisableEndpointResponse"> & {
+  /**
+   * @generated from field: aigw.v1.Endpoint endpoint = 1;
+   */
+  endpoint?: Endpoint | undefined;
+
+  /**
+   * Pending deliveries that now fail without an attempt.
+   *
+   * @generated from field: uint32 failed_deliveries = 2;
+   */
+  failedDeliveries: number;
+};
+
+/**
+ * Describes the message aigw.v1.DisableEndpointResponse.
+ * Use `create(DisableEndpointResponseSchema)` to create a new message.
+ */
+export const DisableEndpointResponseSchema: GenMessage<DisableEndpointResponse> = /*@__PURE__*/
+  messageDesc(file_aigw_v1_admin, 29);
+
+/**
+ * @generated from message aigw.v1.EnableEndpointRequest
+ */
+export type EnableEndpointRequest = Message<"aigw.v1.EnableEndpointRequest"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+};
+
+/**
+ * Describes the message aigw.v1.EnableEndpointRequest.
+ * Use `create(EnableEndpointRequestSchema)` to create a new message.
+ */
+export const EnableEndpointRequestSchema: GenMessage<EnableEndpointRequest> = /*@__PURE__*/
+  messageDesc(file_aigw_v1_admin, 30);
+
+/**
+ * @generated from message aigw.v1.EnableEndpointResponse
+ */
+export type EnableEndpointResponse = Message<"aigw.v1.EnableEndpointResponse"> & {
+  /**
+   * @generated from field: aigw.v1.Endpoint endpoint = 1;
+   */
+  endpoint?: Endpoint | undefined;
+};
+
+/**
+ * Describes the message aigw.v1.EnableEndpointResponse.
+ * Use `create(EnableEndpointResponseSchema)` to create a new message.
+ */
+export const EnableEndpointResponseSchema: GenMessage<EnableEndpointResponse> = /*@__PURE__*/
+  messageDesc(file_aigw_v1_admin, 31);
 
 /**
  * @generated from message aigw.v1.SendTestEventRequest
@@ -725,7 +961,7 @@ export type SendTestEventRequest = Message<"aigw.v1.SendTestEventRequest"> & {
  * Use `create(SendTestEventRequestSchema)` to create a new message.
  */
 export const SendTestEventRequestSchema: GenMessage<SendTestEventRequest> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 24);
+  messageDesc(file_aigw_v1_admin, 32);
 
 /**
  * @generated from message aigw.v1.SendTestEventResponse
@@ -747,7 +983,7 @@ export type SendTestEventResponse = Message<"aigw.v1.SendTestEventResponse"> & {
  * Use `create(SendTestEventResponseSchema)` to create a new message.
  */
 export const SendTestEventResponseSchema: GenMessage<SendTestEventResponse> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 25);
+  messageDesc(file_aigw_v1_admin, 33);
 
 /**
  * @generated from message aigw.v1.GetStatsRequest
@@ -773,7 +1009,7 @@ export type GetStatsRequest = Message<"aigw.v1.GetStatsRequest"> & {
  * Use `create(GetStatsRequestSchema)` to create a new message.
  */
 export const GetStatsRequestSchema: GenMessage<GetStatsRequest> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 26);
+  messageDesc(file_aigw_v1_admin, 34);
 
 /**
  * @generated from message aigw.v1.EndpointStats
@@ -839,7 +1075,7 @@ export type EndpointStats = Message<"aigw.v1.EndpointStats"> & {
  * Use `create(EndpointStatsSchema)` to create a new message.
  */
 export const EndpointStatsSchema: GenMessage<EndpointStats> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 27);
+  messageDesc(file_aigw_v1_admin, 35);
 
 /**
  * @generated from message aigw.v1.FailureReason
@@ -861,7 +1097,7 @@ export type FailureReason = Message<"aigw.v1.FailureReason"> & {
  * Use `create(FailureReasonSchema)` to create a new message.
  */
 export const FailureReasonSchema: GenMessage<FailureReason> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 28);
+  messageDesc(file_aigw_v1_admin, 36);
 
 /**
  * @generated from message aigw.v1.GetStatsResponse
@@ -883,7 +1119,7 @@ export type GetStatsResponse = Message<"aigw.v1.GetStatsResponse"> & {
  * Use `create(GetStatsResponseSchema)` to create a new message.
  */
 export const GetStatsResponseSchema: GenMessage<GetStatsResponse> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 29);
+  messageDesc(file_aigw_v1_admin, 37);
 
 /**
  * @generated from message aigw.v1.GetSubscriptionRequest
@@ -896,7 +1132,7 @@ export type GetSubscriptionRequest = Message<"aigw.v1.GetSubscriptionRequest"> &
  * Use `create(GetSubscriptionRequestSchema)` to create a new message.
  */
 export const GetSubscriptionRequestSchema: GenMessage<GetSubscriptionRequest> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 30);
+  messageDesc(file_aigw_v1_admin, 38);
 
 /**
  * @generated from message aigw.v1.GetSubscriptionResponse
@@ -918,7 +1154,7 @@ export type GetSubscriptionResponse = Message<"aigw.v1.GetSubscriptionResponse">
  * Use `create(GetSubscriptionResponseSchema)` to create a new message.
  */
 export const GetSubscriptionResponseSchema: GenMessage<GetSubscriptionResponse> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 31);
+  messageDesc(file_aigw_v1_admin, 39);
 
 /**
  * @generated from message aigw.v1.UpdateSubscriptionRequest
@@ -944,7 +1180,7 @@ export type UpdateSubscriptionRequest = Message<"aigw.v1.UpdateSubscriptionReque
  * Use `create(UpdateSubscriptionRequestSchema)` to create a new message.
  */
 export const UpdateSubscriptionRequestSchema: GenMessage<UpdateSubscriptionRequest> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 32);
+  messageDesc(file_aigw_v1_admin, 40);
 
 /**
  * @generated from message aigw.v1.UpdateSubscriptionResponse
@@ -966,7 +1202,7 @@ export type UpdateSubscriptionResponse = Message<"aigw.v1.UpdateSubscriptionResp
  * Use `create(UpdateSubscriptionResponseSchema)` to create a new message.
  */
 export const UpdateSubscriptionResponseSchema: GenMessage<UpdateSubscriptionResponse> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 33);
+  messageDesc(file_aigw_v1_admin, 41);
 
 /**
  * @generated from message aigw.v1.Budget
@@ -1030,7 +1266,7 @@ export type Budget = Message<"aigw.v1.Budget"> & {
  * Use `create(BudgetSchema)` to create a new message.
  */
 export const BudgetSchema: GenMessage<Budget> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 34);
+  messageDesc(file_aigw_v1_admin, 42);
 
 /**
  * @generated from message aigw.v1.ListBudgetsRequest
@@ -1043,7 +1279,7 @@ export type ListBudgetsRequest = Message<"aigw.v1.ListBudgetsRequest"> & {
  * Use `create(ListBudgetsRequestSchema)` to create a new message.
  */
 export const ListBudgetsRequestSchema: GenMessage<ListBudgetsRequest> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 35);
+  messageDesc(file_aigw_v1_admin, 43);
 
 /**
  * @generated from message aigw.v1.ListBudgetsResponse
@@ -1060,7 +1296,7 @@ export type ListBudgetsResponse = Message<"aigw.v1.ListBudgetsResponse"> & {
  * Use `create(ListBudgetsResponseSchema)` to create a new message.
  */
 export const ListBudgetsResponseSchema: GenMessage<ListBudgetsResponse> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 36);
+  messageDesc(file_aigw_v1_admin, 44);
 
 /**
  * @generated from message aigw.v1.SetBudgetRequest
@@ -1077,7 +1313,7 @@ export type SetBudgetRequest = Message<"aigw.v1.SetBudgetRequest"> & {
  * Use `create(SetBudgetRequestSchema)` to create a new message.
  */
 export const SetBudgetRequestSchema: GenMessage<SetBudgetRequest> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 37);
+  messageDesc(file_aigw_v1_admin, 45);
 
 /**
  * @generated from message aigw.v1.SetBudgetResponse
@@ -1094,7 +1330,7 @@ export type SetBudgetResponse = Message<"aigw.v1.SetBudgetResponse"> & {
  * Use `create(SetBudgetResponseSchema)` to create a new message.
  */
 export const SetBudgetResponseSchema: GenMessage<SetBudgetResponse> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 38);
+  messageDesc(file_aigw_v1_admin, 46);
 
 /**
  * @generated from message aigw.v1.DeleteBudgetRequest
@@ -1116,7 +1352,7 @@ export type DeleteBudgetRequest = Message<"aigw.v1.DeleteBudgetRequest"> & {
  * Use `create(DeleteBudgetRequestSchema)` to create a new message.
  */
 export const DeleteBudgetRequestSchema: GenMessage<DeleteBudgetRequest> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 39);
+  messageDesc(file_aigw_v1_admin, 47);
 
 /**
  * @generated from message aigw.v1.DeleteBudgetResponse
@@ -1129,7 +1365,7 @@ export type DeleteBudgetResponse = Message<"aigw.v1.DeleteBudgetResponse"> & {
  * Use `create(DeleteBudgetResponseSchema)` to create a new message.
  */
 export const DeleteBudgetResponseSchema: GenMessage<DeleteBudgetResponse> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 40);
+  messageDesc(file_aigw_v1_admin, 48);
 
 /**
  * @generated from message aigw.v1.ModelPrice
@@ -1182,7 +1418,7 @@ export type ModelPrice = Message<"aigw.v1.ModelPrice"> & {
  * Use `create(ModelPriceSchema)` to create a new message.
  */
 export const ModelPriceSchema: GenMessage<ModelPrice> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 41);
+  messageDesc(file_aigw_v1_admin, 49);
 
 /**
  * @generated from message aigw.v1.ListPricingRequest
@@ -1195,7 +1431,7 @@ export type ListPricingRequest = Message<"aigw.v1.ListPricingRequest"> & {
  * Use `create(ListPricingRequestSchema)` to create a new message.
  */
 export const ListPricingRequestSchema: GenMessage<ListPricingRequest> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 42);
+  messageDesc(file_aigw_v1_admin, 50);
 
 /**
  * @generated from message aigw.v1.ListPricingResponse
@@ -1212,7 +1448,7 @@ export type ListPricingResponse = Message<"aigw.v1.ListPricingResponse"> & {
  * Use `create(ListPricingResponseSchema)` to create a new message.
  */
 export const ListPricingResponseSchema: GenMessage<ListPricingResponse> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 43);
+  messageDesc(file_aigw_v1_admin, 51);
 
 /**
  * @generated from message aigw.v1.SetModelPriceRequest
@@ -1229,7 +1465,7 @@ export type SetModelPriceRequest = Message<"aigw.v1.SetModelPriceRequest"> & {
  * Use `create(SetModelPriceRequestSchema)` to create a new message.
  */
 export const SetModelPriceRequestSchema: GenMessage<SetModelPriceRequest> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 44);
+  messageDesc(file_aigw_v1_admin, 52);
 
 /**
  * @generated from message aigw.v1.SetModelPriceResponse
@@ -1246,7 +1482,7 @@ export type SetModelPriceResponse = Message<"aigw.v1.SetModelPriceResponse"> & {
  * Use `create(SetModelPriceResponseSchema)` to create a new message.
  */
 export const SetModelPriceResponseSchema: GenMessage<SetModelPriceResponse> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 45);
+  messageDesc(file_aigw_v1_admin, 53);
 
 /**
  * @generated from message aigw.v1.Token
@@ -1294,7 +1530,7 @@ export type Token = Message<"aigw.v1.Token"> & {
  * Use `create(TokenSchema)` to create a new message.
  */
 export const TokenSchema: GenMessage<Token> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 46);
+  messageDesc(file_aigw_v1_admin, 54);
 
 /**
  * @generated from message aigw.v1.CreateTokenRequest
@@ -1323,7 +1559,7 @@ export type CreateTokenRequest = Message<"aigw.v1.CreateTokenRequest"> & {
  * Use `create(CreateTokenRequestSchema)` to create a new message.
  */
 export const CreateTokenRequestSchema: GenMessage<CreateTokenRequest> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 47);
+  messageDesc(file_aigw_v1_admin, 55);
 
 /**
  * @generated from message aigw.v1.CreateTokenResponse
@@ -1347,7 +1583,7 @@ export type CreateTokenResponse = Message<"aigw.v1.CreateTokenResponse"> & {
  * Use `create(CreateTokenResponseSchema)` to create a new message.
  */
 export const CreateTokenResponseSchema: GenMessage<CreateTokenResponse> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 48);
+  messageDesc(file_aigw_v1_admin, 56);
 
 /**
  * @generated from message aigw.v1.ListTokensRequest
@@ -1373,7 +1609,7 @@ export type ListTokensRequest = Message<"aigw.v1.ListTokensRequest"> & {
  * Use `create(ListTokensRequestSchema)` to create a new message.
  */
 export const ListTokensRequestSchema: GenMessage<ListTokensRequest> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 49);
+  messageDesc(file_aigw_v1_admin, 57);
 
 /**
  * @generated from message aigw.v1.ListTokensResponse
@@ -1390,7 +1626,7 @@ export type ListTokensResponse = Message<"aigw.v1.ListTokensResponse"> & {
  * Use `create(ListTokensResponseSchema)` to create a new message.
  */
 export const ListTokensResponseSchema: GenMessage<ListTokensResponse> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 50);
+  messageDesc(file_aigw_v1_admin, 58);
 
 /**
  * @generated from message aigw.v1.RevokeTokenRequest
@@ -1407,7 +1643,7 @@ export type RevokeTokenRequest = Message<"aigw.v1.RevokeTokenRequest"> & {
  * Use `create(RevokeTokenRequestSchema)` to create a new message.
  */
 export const RevokeTokenRequestSchema: GenMessage<RevokeTokenRequest> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 51);
+  messageDesc(file_aigw_v1_admin, 59);
 
 /**
  * @generated from message aigw.v1.RevokeTokenResponse
@@ -1424,7 +1660,7 @@ export type RevokeTokenResponse = Message<"aigw.v1.RevokeTokenResponse"> & {
  * Use `create(RevokeTokenResponseSchema)` to create a new message.
  */
 export const RevokeTokenResponseSchema: GenMessage<RevokeTokenResponse> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 52);
+  messageDesc(file_aigw_v1_admin, 60);
 
 /**
  * @generated from message aigw.v1.WhoAmIRequest
@@ -1437,7 +1673,7 @@ export type WhoAmIRequest = Message<"aigw.v1.WhoAmIRequest"> & {
  * Use `create(WhoAmIRequestSchema)` to create a new message.
  */
 export const WhoAmIRequestSchema: GenMessage<WhoAmIRequest> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 53);
+  messageDesc(file_aigw_v1_admin, 61);
 
 /**
  * @generated from message aigw.v1.WhoAmIResponse
@@ -1468,7 +1704,7 @@ export type WhoAmIResponse = Message<"aigw.v1.WhoAmIResponse"> & {
  * Use `create(WhoAmIResponseSchema)` to create a new message.
  */
 export const WhoAmIResponseSchema: GenMessage<WhoAmIResponse> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 54);
+  messageDesc(file_aigw_v1_admin, 62);
 
 /**
  * @generated from enum aigw.v1.DeliveryStatus
@@ -1632,7 +1868,10 @@ export const AdminService: GenService<{
     output: typeof ReplayDeliveryResponseSchema;
   },
   /**
-   * ReplayDeliveries replays every dead-lettered delivery matching the filter.
+   * ReplayDeliveries queues again, as new deliveries, the failed or dead-lettered
+   * deliveries that finished in a time window (of one endpoint, or all), in bounded
+   * batches. Idempotent: a delivery already replayed, or whose event is pending for the
+   * same endpoint, is skipped. Without a window, every dead-lettered delivery.
    *
    * @generated from rpc aigw.v1.AdminService.ReplayDeliveries
    */
@@ -1762,6 +2001,45 @@ export const AdminService: GenService<{
     methodKind: "unary";
     input: typeof WhoAmIRequestSchema;
     output: typeof WhoAmIResponseSchema;
+  },
+  /**
+   * PauseEndpoint holds the endpoint's deliveries (no attempts; they stay pending, and new
+   * events keep queueing for it) until ResumeEndpoint, which sends them in order of due
+   * time. Shared by every replica and kept across restarts.
+   *
+   * @generated from rpc aigw.v1.AdminService.PauseEndpoint
+   */
+  pauseEndpoint: {
+    methodKind: "unary";
+    input: typeof PauseEndpointRequestSchema;
+    output: typeof PauseEndpointResponseSchema;
+  },
+  /**
+   * @generated from rpc aigw.v1.AdminService.ResumeEndpoint
+   */
+  resumeEndpoint: {
+    methodKind: "unary";
+    input: typeof ResumeEndpointRequestSchema;
+    output: typeof ResumeEndpointResponseSchema;
+  },
+  /**
+   * DisableEndpoint stops deliveries to the endpoint: its pending ones fail without an
+   * attempt and it receives no new events. EnableEndpoint undoes it (and a pause).
+   *
+   * @generated from rpc aigw.v1.AdminService.DisableEndpoint
+   */
+  disableEndpoint: {
+    methodKind: "unary";
+    input: typeof DisableEndpointRequestSchema;
+    output: typeof DisableEndpointResponseSchema;
+  },
+  /**
+   * @generated from rpc aigw.v1.AdminService.EnableEndpoint
+   */
+  enableEndpoint: {
+    methodKind: "unary";
+    input: typeof EnableEndpointRequestSchema;
+    output: typeof EnableEndpointResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_aigw_v1_admin, 0);
