@@ -107,7 +107,7 @@ security:
     const pending = await admin.listDeliveries({ endpoint: "held", status: DeliveryStatus.PENDING });
     expect(pending.deliveries).toHaveLength(5);
     expect(pending.deliveries.every((d) => d.attemptCount === 0 && d.lastError === "")).toBe(true);
-    expect((await cli("endpoints", "list")).out).toMatch(/^held +\S+ +paused /m);
+    expect((await cli("endpoints", "list")).out).toMatch(/^held +- \(operator\) +\S+ +paused /m);
 
     // Kept in the store: a restarted control plane keeps holding them.
     await stop();
