@@ -47,6 +47,11 @@ export const ERROR_CATALOGUE = {
       "the PostgreSQL server cannot be reached or cut the connection (restart, failover, pg_terminate_backend, too many connections): writes wait; sidecars keep their batches, deliveries keep their leases, and the control plane reconnects by itself",
     fix: "bring PostgreSQL back (or check the network and max_connections); nothing needs restarting on aigw's side",
   },
+  AIGW_ENDPOINT_AUTO_DISABLED: {
+    meaning:
+      "(warning) every attempt to an endpoint failed for delivery.auto_disable_after_ms (two attempts at least): aigw disabled it and sent endpoint.disabled; its pending deliveries fail without an attempt",
+    fix: "fix the receiver, then aigw endpoints enable NAME and replay what failed: aigw deliveries replay --since DURATION --endpoint NAME",
+  },
   AIGW_RETENTION_KEPT_PENDING: {
     meaning:
       "(warning) events older than delivery.retention_hours are kept because their deliveries to live (enabled) endpoints are still pending; retention never takes work away from an endpoint",

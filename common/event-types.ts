@@ -1,8 +1,34 @@
 import { EventType } from "../gen/aigw/v1/events_pb.js";
 
-/** Webhook names of event types, as in the product page ("event": "completion"). */
-export const EVENT_TYPE_NAMES = ["completion", "error", "streaming", "budget", "rate_limit"] as const;
+/**
+ * Webhook names of event types: the product page's ("event": "completion"), then the
+ * operator events the control plane makes about delivery itself, named with a dot.
+ */
+export const EVENT_TYPE_NAMES = [
+  "completion",
+  "error",
+  "streaming",
+  "budget",
+  "rate_limit",
+  "endpoint.disabled",
+  "endpoint.recovered",
+  "delivery.exhausted",
+] as const;
 export type EventTypeName = (typeof EVENT_TYPE_NAMES)[number];
+
+/** The product page's event types: what sidecars make, and the default events.subscribe (operator events are asked for by name). */
+export const PRODUCT_EVENT_TYPE_NAMES = ["completion", "error", "streaming", "budget", "rate_limit"] as const;
+
+/** Operator events: made by the control plane, never by a sidecar. */
+export const OPERATOR_EVENT_TYPES: ReadonlySet<EventType> = new Set([
+  EventType.ENDPOINT_DISABLED,
+  EventType.ENDPOINT_RECOVERED,
+  EventType.DELIVERY_EXHAUSTED,
+]);
+
+export function isOperatorEventType(type: EventType): boolean {
+  return OPERATOR_EVENT_TYPES.has(type);
+}
 
 const BY_NAME: Record<EventTypeName, EventType> = {
   completion: EventType.COMPLETION,
@@ -10,6 +36,9 @@ const BY_NAME: Record<EventTypeName, EventType> = {
   streaming: EventType.STREAMING,
   budget: EventType.BUDGET,
   rate_limit: EventType.RATE_LIMIT,
+  "endpoint.disabled": EventType.ENDPOINT_DISABLED,
+  "endpoint.recovered": EventType.ENDPOINT_RECOVERED,
+  "delivery.exhausted": EventType.DELIVERY_EXHAUSTED,
 };
 
 export function isEventTypeName(name: string): name is EventTypeName {
@@ -38,6 +67,12 @@ export function eventTypeOfCase(c: string | undefined): EventType {
       return EventType.BUDGET;
     case "rateLimit":
       return EventType.RATE_LIMIT;
+    case "endpointDisabled":
+      return EventType.ENDPOINT_DISABLED;
+    case "endpointRecovered":
+      return EventType.ENDPOINT_RECOVERED;
+    case "deliveryExhausted":
+      return EventType.DELIVERY_EXHAUSTED;
     default:
       return EventType.UNSPECIFIED;
   }

@@ -90,6 +90,37 @@ export function webhookBody(event: Event): WebhookBody {
       body.warning = v.warning;
       break;
     }
+    // Operator events (made by the control plane; app and provider are "").
+    case "endpointDisabled": {
+      const v = p.value;
+      body.endpoint = v.endpoint;
+      body.reason = v.reason;
+      body.detail = v.detail;
+      body.status_code = v.statusCode;
+      body.last_error = v.lastError;
+      body.failing_since = v.failingSince ? timestampDate(v.failingSince).toISOString() : null;
+      body.failed_attempts = v.failedAttempts;
+      body.pending_deliveries = v.pendingDeliveries;
+      break;
+    }
+    case "endpointRecovered": {
+      const v = p.value;
+      body.endpoint = v.endpoint;
+      body.opened_at = v.openedTime ? timestampDate(v.openedTime).toISOString() : null;
+      body.down_ms = Number(v.downMs);
+      break;
+    }
+    case "deliveryExhausted": {
+      const v = p.value;
+      body.endpoint = v.endpoint;
+      body.delivery_id = v.deliveryId;
+      body.event_id = v.eventId;
+      body.event_type = v.eventType;
+      body.attempts = v.attempts;
+      body.last_error = v.lastError;
+      body.origin_delivery_id = v.originDeliveryId || null;
+      break;
+    }
     default:
       break;
   }

@@ -28,7 +28,7 @@ import { grpcMessagesAsSpecified } from "./http/grpc-message.js";
 import { histogram, renderMetrics, single } from "./http/metrics.js";
 import { TrafficMetrics } from "./http/labelled-metrics.js";
 import { Watchdog } from "./http/watchdog.js";
-import { IngestBackpressure } from "./ingest/backpressure.js";
+import { HeldDeliveries, IngestBackpressure } from "./ingest/backpressure.js";
 import { IngestServiceImpl } from "./ingest/ingest-service.js";
 import { IngestPipeline, newIngestMetrics } from "./ingest/pipeline.js";
 import { SnapshotPublisher } from "./ingest/snapshots.js";
@@ -130,6 +130,9 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
   const bus = new EventBus((active) => feedTail?.setActive(active));
   if (store.shared) feedTail = new FeedTail(store, bus, logger.child({ component: "feed" }));
   const traffic = new TrafficMetrics();
+  // Operator events (endpoint.disabled, endpoint.recovered, delivery.exhausted) are made by
+  // the store and routed like any event: events.subscribe and each endpoint's event types.
+  store.routeOperatorEvents((event) => router.route(event));
   const scheduler = new DeliveryScheduler({
     store,
     traffic,
@@ -137,6 +140,14 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
     logger: logger.child({ component: "delivery" }),
     leaseOwner: processId,
     ...(options.drainTimeoutMs !== undefined ? { stopTimeoutMs: options.drainTimeoutMs } : {}),
+    // With replicas the feed reads them back from the store, like every event.
+    onOperatorEvents: (effects) => {
+      if (!feedTail) bus.publish(effects.generated);
+    },
+    onEndpointDisabled: () => {
+      held.invalidate();
+      refreshRouting().catch((err: unknown) => logger.error({ err }, "refreshing routing failed"));
+    },
   });
   const ingestMetrics = newIngestMetrics();
   const retention = new RetentionPurger({
@@ -145,9 +156,15 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
     logger: logger.child({ component: "retention" }),
     ...(options.retention ?? {}),
   });
+  // Paused and disabled endpoints' pending deliveries are held, not moving: they do not
+  // count toward delivery.queue_size, so one paused endpoint's backlog never stops ingest.
+  const held = new HeldDeliveries(() => store.countHeld());
   const backpressure = new IngestBackpressure({
     queueSize: config.delivery.queueSize,
-    countPending: () => store.countPending(),
+    countPending: async () => {
+      const [pending, heldNow] = await Promise.all([store.countPending(), held.get()]);
+      return Math.max(0, pending - heldNow);
+    },
     logger: logger.child({ component: "ingest" }),
   });
   const watchdog = new Watchdog({
@@ -265,6 +282,7 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
         notifyDeliveries: (endpoints) => scheduler.notify(endpoints),
         isCircuitOpen: (name) => scheduler.isCircuitOpen(name),
         onEndpointsChanged: () => {
+          held.invalidate();
           // Key rotations and endpoint changes apply to the next attempt, not after the scheduler's cache expires.
           scheduler.updateConfig(config);
           refreshRouting().catch((err: unknown) => logger.error({ err }, "refreshing routing failed"));
@@ -295,6 +313,12 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
       single("aigw_sidecars_connected", "Sidecar streams open.", "gauge", ingestMetrics.connectedSidecars),
       single("aigw_feed_watchers", "Live feed watchers.", "gauge", bus.size),
       single("aigw_deliveries_pending", "Deliveries waiting for an attempt.", "gauge", await store.countPending()),
+      single(
+        "aigw_deliveries_held",
+        "Pending deliveries of paused or disabled endpoints (not counted toward delivery.queue_size).",
+        "gauge",
+        await held.get(),
+      ),
       single(
         "aigw_delivery_queue_size",
         "delivery.queue_size: ingest pauses when this many deliveries are pending.",
@@ -442,6 +466,7 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
     changed: (kinds) => {
       const has = (kind: string) => kinds === "all" || kinds.includes(kind);
       if (has("endpoints") || has("keys")) {
+        held.invalidate();
         scheduler.updateConfig(config);
         refreshRouting().catch(failed("refreshing routing"));
       }

@@ -3,7 +3,7 @@ import { AdminService, type Endpoint, type EndpointSchema } from "../../gen/aigw
 import { adminVerb } from "../admin.js";
 import { type CommandGroup, type FlagDefs, UsageError } from "../command.js";
 import { eventTypesText, FILTER_FLAGS, filtersFromFlags, filtersText, hasFilterFlags } from "../filters.js";
-import { fields, table, timeText } from "../render.js";
+import { count, fields, table, timeText } from "../render.js";
 import { parseEventTypes } from "../values.js";
 
 const NAME = [{ name: "NAME" }];
@@ -29,18 +29,25 @@ export const endpoints: CommandGroup = {
           res.endpoints.length === 0
             ? "no endpoints\n"
             : table(
-                ["NAME", "ORG", "URL", "ENABLED", "EVENTS", "FAILOVER", "KEYS"],
+                ["NAME", "ORG", "URL", "STATE", "EVENTS", "FAILOVER", "KEYS"],
                 res.endpoints.map((e) => [
                   e.name,
                   orgText(e),
                   e.url,
-                  e.enabled ? "yes" : e.disabledReason ? `no (${e.disabledReason})` : "no",
+                  stateText(e),
                   eventTypesText(e.eventTypes),
                   e.failoverTo || "-",
                   String(e.signingKeyCount),
                 ]),
                 p,
-                (column, cell, padded) => (column === 3 ? (cell === "yes" ? p.green(padded) : p.red(padded)) : padded),
+                (column, cell, padded) =>
+                  column === 3
+                    ? cell === "enabled"
+                      ? p.green(padded)
+                      : cell === "paused"
+                        ? p.yellow(padded)
+                        : p.red(padded)
+                    : padded,
               ),
         );
       },
@@ -178,6 +185,59 @@ export const endpoints: CommandGroup = {
       },
     }),
     adminVerb({
+      name: "pause",
+      summary: "hold an endpoint's deliveries (no attempts; new events queue) until resume",
+      args: NAME,
+      async run(ctx, [name = ""]) {
+        const res = await ctx.client.pauseEndpoint({ name });
+        ctx.print(
+          AdminService.method.pauseEndpoint.output,
+          res,
+          () =>
+            `paused endpoint ${name}: ${count(res.heldDeliveries, "pending delivery", "pending deliveries")} held ` +
+            `(new events queue too; aigw endpoints resume ${name} sends them in order)\n`,
+        );
+      },
+    }),
+    adminVerb({
+      name: "resume",
+      summary: "send a paused endpoint's held deliveries, in order of due time",
+      args: NAME,
+      async run(ctx, [name = ""]) {
+        const res = await ctx.client.resumeEndpoint({ name });
+        ctx.print(AdminService.method.resumeEndpoint.output, res, () =>
+          res.endpoint?.enabled === false
+            ? `resumed endpoint ${name}, which is disabled: nothing is sent until aigw endpoints enable ${name}\n`
+            : `resumed endpoint ${name}: ${count(res.releasedDeliveries, "held delivery goes", "held deliveries go")} out\n`,
+        );
+      },
+    }),
+    adminVerb({
+      name: "disable",
+      summary: "stop deliveries to an endpoint: its pending ones fail without an attempt",
+      args: NAME,
+      flags: { reason: { type: "string", value: "TEXT", help: "why (shown as its disabled reason)" } },
+      async run(ctx, [name = ""], flags) {
+        const res = await ctx.client.disableEndpoint({ name, reason: flags.string("reason") ?? "" });
+        ctx.print(
+          AdminService.method.disableEndpoint.output,
+          res,
+          () =>
+            `disabled endpoint ${name}: ${count(res.failedDeliveries, "pending delivery fails", "pending deliveries fail")} ` +
+            `without an attempt (replay them later with aigw deliveries replay --since … --endpoint ${name})\n`,
+        );
+      },
+    }),
+    adminVerb({
+      name: "enable",
+      summary: "enable a disabled (or paused) endpoint again",
+      args: NAME,
+      async run(ctx, [name = ""]) {
+        const res = await ctx.client.enableEndpoint({ name });
+        ctx.print(AdminService.method.enableEndpoint.output, res, () => `enabled endpoint ${name}\n`);
+      },
+    }),
+    adminVerb({
       name: "delete",
       summary: "delete an endpoint; its pending deliveries fail",
       args: NAME,
@@ -189,15 +249,22 @@ export const endpoints: CommandGroup = {
   ],
 };
 
+/** enabled, paused or disabled (with its reason). */
+function stateText(e: Endpoint): string {
+  if (!e.enabled) return e.disabledReason ? `disabled (${e.disabledReason})` : "disabled";
+  return e.paused ? "paused" : "enabled";
+}
+
 function endpointText(e: Endpoint | undefined): string {
   if (!e) return "";
   const pairs: [string, string][] = [
     ["name", e.name],
     ["url", e.url],
-    ["enabled", String(e.enabled)],
+    ["state", stateText(e)],
     ["org", orgText(e)],
   ];
   if (e.apps.length > 0) pairs.push(["apps", e.apps.join(", ")]);
+  if (e.paused && e.pauseTime) pairs.push(["paused since", timeText(e.pauseTime)]);
   if (e.disabledReason) pairs.push(["disabled reason", e.disabledReason]);
   pairs.push(
     ["events", eventTypesText(e.eventTypes)],

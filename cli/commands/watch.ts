@@ -88,6 +88,9 @@ const TYPE_STYLE: Record<string, keyof Omit<Palette, "enabled">> = {
   streaming: "cyan",
   budget: "yellow",
   rate_limit: "magenta",
+  "endpoint.disabled": "red",
+  "endpoint.recovered": "green",
+  "delivery.exhausted": "red",
 };
 
 /**
@@ -96,7 +99,7 @@ const TYPE_STYLE: Record<string, keyof Omit<Palette, "enabled">> = {
  * seen so far) and coloured; piped, fields are separated by one space and nothing else.
  */
 class EventLine {
-  // "rate_limit", "org_123/checkout" with room, "anthropic".
+  // "rate_limit", "org_123/checkout" with room, "anthropic" ("endpoint.recovered" widens the first).
   private readonly widths = [10, 20, 9];
 
   constructor(

@@ -63,7 +63,22 @@ import {
   type RevokeTokenResponse,
   type WhoAmIResponse,
   WhoAmIResponseSchema,
+  type PauseEndpointRequest,
+  type PauseEndpointResponse,
+  PauseEndpointResponseSchema,
+  type ResumeEndpointRequest,
+  type ResumeEndpointResponse,
+  ResumeEndpointResponseSchema,
+  type DisableEndpointRequest,
+  type DisableEndpointResponse,
+  DisableEndpointResponseSchema,
+  type EnableEndpointRequest,
+  type EnableEndpointResponse,
+  EnableEndpointResponseSchema,
+  DeliveryStatus,
 } from "../../gen/aigw/v1/admin_pb.js";
+import { timestampMs } from "@bufbuild/protobuf/wkt";
+import { REPLAY_STEP_MAX, type ReplayableStatus, type ReplayWindow } from "../store/delivery-queue.js";
 import { type Event, EventType } from "../../gen/aigw/v1/events_pb.js";
 import { eventTypeName } from "../../common/event-types.js";
 import type { Logger } from "../../common/logger.js";
@@ -135,6 +150,11 @@ export const DEFAULT_PAGE_SIZE = 100;
 export const MAX_PAGE_SIZE = 1000;
 export const DEFAULT_KEY_OVERLAP_SECONDS = 24 * 60 * 60;
 export const DEFAULT_STATS_WINDOW_SECONDS = 3600;
+/**
+ * Deliveries looked at per replay transaction: a few milliseconds of the main thread each
+ * (SQLite runs on it), with the event loop free between steps.
+ */
+export const REPLAY_STEP = 250;
 
 /**
  * AdminService: endpoints, signing keys, deliveries, replay, test events and stats over
@@ -371,18 +391,152 @@ export class AdminServiceImpl implements ServiceImpl<typeof AdminService> {
     });
   }
 
+  /**
+   * Replay by window (or every dead letter, without one). Always in steps of at most
+   * REPLAY_STEP bounded transactions, yielding between them, so a window of 100k dead
+   * letters never stalls deliveries; with page_size, one page per call (the CLI's
+   * progress bar).
+   */
   replayDeliveries(req: ReplayDeliveriesRequest, ctx?: HandlerContext): Promise<ReplayDeliveriesResponse> {
     return this.rpc("ReplayDeliveries", async () => {
       const principal = principalOf(ctx);
+      const window = this.replayWindowOf(req, orgScope(principal));
       if (req.endpoint !== "") await this.requireEndpoint(req.endpoint, "endpoint", principal);
-      const replayed = await this.deps.store.replayDeadLettered(
-        req.endpoint !== "" ? req.endpoint : undefined,
-        orgScope(principal),
+      const paged = req.pageSize > 0;
+      const total = req.pageToken === "" ? await this.deps.store.countReplayWindow(window) : 0;
+      let after: string | undefined = req.pageToken === "" ? undefined : req.pageToken;
+      let budget = paged ? req.pageSize : Number.POSITIVE_INFINITY;
+      let replayed = 0;
+      let skipped = 0;
+      for (;;) {
+        const limit = Math.min(REPLAY_STEP, budget);
+        const step = await this.replayStep({ ...window, limit, ...(after !== undefined ? { after } : {}) });
+        replayed += step.replayed;
+        skipped += step.skipped;
+        budget -= limit;
+        after = step.next;
+        if (step.endpoints.length > 0) this.deps.notifyDeliveries(step.endpoints);
+        if (after === undefined || budget <= 0) break;
+        // Deliveries (and everything else) run between steps.
+        await new Promise<void>((resolve) => setImmediate(resolve));
+      }
+      const level = replayed > 0 || !paged ? "info" : "debug";
+      this.deps.logger[level](
+        { endpoint: req.endpoint || "*", since: window.since, until: window.until, replayed, skipped },
+        "deliveries replayed",
       );
-      if (replayed > 0) this.deps.notifyDeliveries(req.endpoint !== "" ? [req.endpoint] : undefined);
-      this.deps.logger.info({ endpoint: req.endpoint || "*", replayed }, "dead-lettered deliveries replayed");
-      return create(ReplayDeliveriesResponseSchema, { replayed });
+      return create(ReplayDeliveriesResponseSchema, {
+        replayed,
+        skipped,
+        nextPageToken: after ?? "",
+        total,
+      });
     });
+  }
+
+  private async replayStep(window: ReplayWindow) {
+    try {
+      return await this.deps.store.replayWindow(window);
+    } catch (err) {
+      if (window.after !== undefined && err instanceof TypeError && /cursor/.test(err.message)) {
+        invalid("page_token", "is not a page token of this replay (pass back next_page_token unchanged)");
+      }
+      throw err;
+    }
+  }
+
+  /** The request's window, checked: INVALID_ARGUMENT names the field. */
+  private replayWindowOf(
+    req: ReplayDeliveriesRequest,
+    orgId: string | undefined,
+  ): Omit<ReplayWindow, "after" | "limit"> {
+    if (req.pageSize > REPLAY_STEP_MAX) invalid("page_size", `must be 0..${REPLAY_STEP_MAX}`);
+    const statuses: ReplayableStatus[] = [];
+    for (const status of req.statuses) {
+      if (status === DeliveryStatus.FAILED) statuses.push("failed");
+      else if (status === DeliveryStatus.DEAD_LETTERED) statuses.push("dead_lettered");
+      else invalid("statuses", "only FAILED and DEAD_LETTERED deliveries are replayed");
+    }
+    // The store's finish times are wall-clock time, as Date.now reads it.
+    const now = Date.now();
+    const since = req.since ? timestampMs(req.since) : undefined;
+    const until = req.until ? timestampMs(req.until) : now;
+    if (since !== undefined && !Number.isFinite(since)) invalid("since", "is not a valid time");
+    if (!Number.isFinite(until)) invalid("until", "is not a valid time");
+    if (since !== undefined && since > now) invalid("since", "is in the future");
+    if (since !== undefined && since >= until) invalid("until", "must be after since");
+    if (statuses.length === 0)
+      statuses.push(...(since === undefined ? (["dead_lettered"] as const) : (["failed", "dead_lettered"] as const)));
+    return {
+      since: since ?? Number.MIN_SAFE_INTEGER,
+      // Unset: now, so deliveries that fail while the replay runs (its own copies among
+      // them) are not replayed again by a later step of the same run.
+      until,
+      statuses: [...new Set(statuses)],
+      ...(req.endpoint !== "" ? { endpoint: req.endpoint } : {}),
+      ...(orgId !== undefined ? { orgId } : {}),
+    };
+  }
+
+  pauseEndpoint(req: PauseEndpointRequest, ctx?: HandlerContext): Promise<PauseEndpointResponse> {
+    return this.rpc("PauseEndpoint", async () => {
+      await this.requireEndpoint(req.name, "name", principalOf(ctx));
+      const { endpoint, pending } = await this.deps.store.pauseEndpoint(req.name, true);
+      this.deps.onEndpointsChanged();
+      this.deps.logger.info({ endpoint: req.name, held: pending }, "endpoint paused; its deliveries are held");
+      return create(PauseEndpointResponseSchema, { endpoint: endpointMessage(endpoint), heldDeliveries: pending });
+    });
+  }
+
+  resumeEndpoint(req: ResumeEndpointRequest, ctx?: HandlerContext): Promise<ResumeEndpointResponse> {
+    return this.rpc("ResumeEndpoint", async () => {
+      await this.requireEndpoint(req.name, "name", principalOf(ctx));
+      const { endpoint, pending } = await this.deps.store.pauseEndpoint(req.name, false);
+      this.deps.onEndpointsChanged();
+      this.deps.notifyDeliveries([req.name]);
+      this.deps.logger.info({ endpoint: req.name, released: pending }, "endpoint resumed; held deliveries go out");
+      return create(ResumeEndpointResponseSchema, {
+        endpoint: endpointMessage(endpoint),
+        releasedDeliveries: endpoint.enabled ? pending : 0,
+      });
+    });
+  }
+
+  disableEndpoint(req: DisableEndpointRequest, ctx?: HandlerContext): Promise<DisableEndpointResponse> {
+    return this.rpc("DisableEndpoint", async () => {
+      const current = await this.requireEndpoint(req.name, "name", principalOf(ctx));
+      const dependent = current.enabled ? await this.failoverDependent(req.name) : undefined;
+      const record = await this.deps.store.updateEndpoint(req.name, {
+        enabled: false,
+        disabledReason:
+          req.reason !== "" ? req.reason : current.enabled ? "disabled by an operator" : current.disabledReason,
+      });
+      const failed = await this.deps.store.countEndpointPending(req.name);
+      this.deps.onEndpointsChanged();
+      // Its pending deliveries now fail without an attempt.
+      this.deps.notifyDeliveries([req.name]);
+      this.deps.logger.info(
+        { endpoint: req.name, failing: failed, ...(dependent ? { failoverOf: dependent } : {}) },
+        "endpoint disabled",
+      );
+      return create(DisableEndpointResponseSchema, { endpoint: endpointMessage(record), failedDeliveries: failed });
+    });
+  }
+
+  enableEndpoint(req: EnableEndpointRequest, ctx?: HandlerContext): Promise<EnableEndpointResponse> {
+    return this.rpc("EnableEndpoint", async () => {
+      await this.requireEndpoint(req.name, "name", principalOf(ctx));
+      const record = await this.deps.store.updateEndpoint(req.name, { enabled: true });
+      const resumed = record.paused ? (await this.deps.store.pauseEndpoint(req.name, false)).endpoint : record;
+      this.deps.onEndpointsChanged();
+      this.deps.notifyDeliveries([req.name]);
+      this.deps.logger.info({ endpoint: req.name }, "endpoint enabled");
+      return create(EnableEndpointResponseSchema, { endpoint: endpointMessage(resumed) });
+    });
+  }
+
+  private async failoverDependent(name: string): Promise<string | undefined> {
+    return (await this.deps.store.listEndpoints()).find((e) => e.failoverTo === name && e.name !== name)?.name;
   }
 
   sendTestEvent(req: SendTestEventRequest, ctx?: HandlerContext): Promise<SendTestEventResponse> {

@@ -40,6 +40,8 @@ export function endpointMessage(record: EndpointRecord): Endpoint {
     orgId: record.orgId,
     apps: [...record.apps],
     oneOff: record.oneOff,
+    paused: record.paused,
+    ...(record.pausedAt !== null ? { pauseTime: timestampFromMs(record.pausedAt) } : {}),
   });
 }
 

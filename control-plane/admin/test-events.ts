@@ -80,6 +80,48 @@ export function syntheticEvent(type: EventType, now: number, pricing: Record<str
           },
         },
       });
+    case EventType.ENDPOINT_DISABLED:
+      return create(EventSchema, {
+        ...head,
+        provider: "",
+        payload: {
+          case: "endpointDisabled",
+          value: {
+            endpoint: "primary",
+            reason: "gone",
+            detail: "receiver answered 410 Gone",
+            statusCode: 410,
+            lastError: "HTTP 410",
+            pendingDeliveries: 3,
+          },
+        },
+      });
+    case EventType.ENDPOINT_RECOVERED:
+      return create(EventSchema, {
+        ...head,
+        provider: "",
+        payload: {
+          case: "endpointRecovered",
+          value: { endpoint: "primary", openedTime: timestampFromMs(now - 90_000), downMs: 90_000n },
+        },
+      });
+    case EventType.DELIVERY_EXHAUSTED:
+      return create(EventSchema, {
+        ...head,
+        provider: "",
+        payload: {
+          case: "deliveryExhausted",
+          value: {
+            deliveryId: "dlv_01JD5ZQ4Y7W3X9K2M8N6P4R2T0",
+            endpoint: "primary",
+            eventId: "evt_01JD5ZQ4Y7W3X9K2M8N6P4R2T0",
+            eventType: "completion",
+            attempts: 5,
+            lastError: "HTTP 503",
+            originDeliveryId: "",
+          },
+        },
+      });
     default: {
       const promptTokens = 450;
       const completionTokens = 800;

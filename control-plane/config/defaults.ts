@@ -1,4 +1,4 @@
-import { EVENT_TYPE_NAMES } from "../../common/event-types.js";
+import { PRODUCT_EVENT_TYPE_NAMES } from "../../common/event-types.js";
 import { DEFAULT_PRICING } from "./pricing.js";
 import type { GatewayConfig } from "./types.js";
 
@@ -17,7 +17,7 @@ export function defaultConfig(): GatewayConfig {
   return {
     webhooks: {},
     events: {
-      subscribe: [...EVENT_TYPE_NAMES],
+      subscribe: [...PRODUCT_EVENT_TYPE_NAMES],
       filters: {},
       streaming: { coalesceMs: 0 },
       rateLimit: { warningShare: 0.1 },
@@ -45,6 +45,7 @@ export function defaultConfig(): GatewayConfig {
       perEndpointConcurrency: defaultPerEndpointConcurrency(10),
       circuitBreakerThreshold: 5,
       circuitBreakerCooldownMs: 30_000,
+      autoDisableAfterMs: 86_400_000,
     },
     auth: { adminTokens: [], sidecarTokens: [], metricsTokens: [], orgs: {} },
     storage: { url: "sqlite:.aigw/aigw.db", encryptionKey: "" },

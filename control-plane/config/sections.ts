@@ -123,7 +123,17 @@ export function readDelivery(r: ConfigReader, field: Field | undefined, defaults
     "per_endpoint_concurrency",
     "circuit_breaker_threshold",
     "circuit_breaker_cooldown_ms",
+    "auto_disable_after_ms",
   ]);
+  const autoDisableField = keys.get("auto_disable_after_ms");
+  const autoDisableAfterMs = r.number(
+    autoDisableField,
+    milliseconds(0, 30 * DAY_MS, "(30 days; 0 never disables; 86400000 is the default 24 hours)"),
+  );
+  // A window shorter than a second would disable on the second failure: not "sustained".
+  if (autoDisableField && autoDisableAfterMs !== undefined && autoDisableAfterMs > 0 && autoDisableAfterMs < 1000) {
+    r.fail(autoDisableField, `must be 0 (never) or at least 1000 ms, got ${autoDisableAfterMs}`);
+  }
   const concurrentDeliveries =
     r.number(keys.get("concurrent_deliveries"), count("requests in flight", 10_000)) ?? defaults.concurrentDeliveries;
   return {
@@ -141,6 +151,10 @@ export function readDelivery(r: ConfigReader, field: Field | undefined, defaults
     circuitBreakerCooldownMs:
       r.number(keys.get("circuit_breaker_cooldown_ms"), milliseconds(1, DAY_MS, "(24 hours)")) ??
       defaults.circuitBreakerCooldownMs,
+    autoDisableAfterMs:
+      autoDisableAfterMs !== undefined && (autoDisableAfterMs === 0 || autoDisableAfterMs >= 1000)
+        ? autoDisableAfterMs
+        : defaults.autoDisableAfterMs,
   };
 }
 

@@ -83,6 +83,11 @@ export interface DeliveryConfig {
   circuitBreakerThreshold: number;
   /** How long an open circuit waits before one trial delivery; default 30000. */
   circuitBreakerCooldownMs: number;
+  /**
+   * An endpoint every attempt of which failed for this long (two attempts at least) is
+   * disabled, with an endpoint.disabled event; 0: never. Default 86400000 (24 hours).
+   */
+  autoDisableAfterMs: number;
 }
 
 export interface AuthConfig {

@@ -11,8 +11,8 @@ import type { CircuitState } from "./circuit-breaker.js";
  * - rows claimed without a request (an endpoint gone or disabled, or failing over while
  *   its circuit is open) are bounded per lane and per round, and need a live failover target;
  * - a lane it cannot serve now says why: at its cap or waiting for its trial (parked until
- *   an attempt ends), circuit open (until the cooldown ends), or "later" (no global room
- *   this round; it keeps its place in the ring).
+ *   an attempt ends), circuit open (until the cooldown ends), paused (not a lane at all
+ *   until resumed: dropped), or "later" (no global room this round; it keeps its place).
  */
 
 export interface LaneView {
@@ -22,6 +22,8 @@ export interface LaneView {
   /** False when the endpoint no longer exists. */
   exists: boolean;
   enabled: boolean;
+  /** Deliveries held (the endpoint is paused): nothing claimed, nothing failed over. */
+  paused: boolean;
   circuit: CircuitState;
   /** Half-open: its one trial attempt is already out. */
   trialInFlight: boolean;
@@ -45,7 +47,7 @@ export interface PlanLimits {
 }
 
 export type SettleReason = "missing" | "disabled" | "failover";
-export type WaitReason = "at_cap" | "trial_in_flight" | "circuit_open";
+export type WaitReason = "at_cap" | "trial_in_flight" | "circuit_open" | "paused";
 
 export type LaneDecision =
   | { endpoint: string; action: "send"; limit: number }
@@ -85,6 +87,10 @@ export function planClaims(lanes: readonly LaneView[], limits: PlanLimits): Lane
       }
       continue;
     }
+    if (lane.paused) {
+      decisions.push({ endpoint, action: "wait", reason: "paused" });
+      continue;
+    }
     if (lane.circuit === "open") {
       decisions.push({ endpoint, action: "wait", reason: "circuit_open", until: lane.halfOpenAt });
       continue;
@@ -109,6 +115,7 @@ export function planClaims(lanes: readonly LaneView[], limits: PlanLimits): Lane
 /** What the scheduler knows of an endpoint when planning (its store record, cached). */
 export interface EndpointState {
   enabled: boolean;
+  paused?: boolean;
   failoverTo: string;
 }
 
@@ -139,6 +146,7 @@ export function laneViews(
       inFlight: lane.inFlight,
       exists: record !== undefined,
       enabled: record?.enabled ?? false,
+      paused: record?.paused === true,
       circuit: c.state,
       trialInFlight: c.trialInFlight,
       halfOpenAt: c.halfOpenAt,
@@ -152,6 +160,7 @@ export function laneViews(
 function settleReason(lane: LaneView): SettleReason | undefined {
   if (!lane.exists) return "missing";
   if (!lane.enabled) return "disabled";
+  if (lane.paused) return undefined;
   if (lane.circuit === "open" && lane.canFailOver) return "failover";
   return undefined;
 }

@@ -13,8 +13,10 @@ import type {
   EndpointRecord,
   LaneClaim,
   NewAttempt,
+  OperatorEffects,
   Store,
 } from "../store/store.js";
+import { failingDetail } from "../store/operator-events.js";
 import { isStoreUnavailable } from "../store/unavailable.js";
 import { endpointLabel, type TrafficMetrics } from "../http/labelled-metrics.js";
 import { ONE_OFF_PREFIX } from "../routing/one-off.js";
@@ -76,6 +78,21 @@ export interface DeliverySchedulerOptions {
   stopTimeoutMs?: number;
   /** Deliveries per endpoint and outcome, event→delivered latency (for /metrics). */
   traffic?: TrafficMetrics;
+  /**
+   * Operator events the store made while recording this scheduler's results (endpoint
+   * disabled, recovered, delivery exhausted): for the live feed. Their lanes are woken here.
+   */
+  onOperatorEvents?: (effects: OperatorEffects) => void;
+  /** An endpoint was disabled by aigw (410, a run of failures): routing changes. */
+  onEndpointDisabled?: (endpoint: string) => void;
+}
+
+/** A run of failed attempts of one endpoint (delivery.auto_disable_after_ms). */
+interface FailingRun {
+  /** Scheduler clock of the first failure of the run. */
+  since: number;
+  attempts: number;
+  disabling: boolean;
 }
 
 /** Lanes looked at per claim round, and rows claimed per round (bounds one transaction). */
@@ -136,6 +153,10 @@ export class DeliveryScheduler {
   private pool: DeliveryPool | undefined;
   private readonly ownsPool: boolean;
   private readonly stopTimeoutMs: number;
+  private readonly onOperatorEvents: ((effects: OperatorEffects) => void) | undefined;
+  private readonly onEndpointDisabled: ((endpoint: string) => void) | undefined;
+  /** Endpoints whose attempts all failed since their first failure here; bounded like circuits (pruned when idle). */
+  private readonly failing = new Map<string, FailingRun>();
 
   private running = false;
   private pumping: Promise<void> | undefined;
@@ -187,6 +208,8 @@ export class DeliveryScheduler {
     this.ownsPool = options.pool === undefined;
     this.stopTimeoutMs = options.stopTimeoutMs ?? DEFAULT_STOP_TIMEOUT_MS;
     this.traffic = options.traffic;
+    this.onOperatorEvents = options.onOperatorEvents;
+    this.onEndpointDisabled = options.onEndpointDisabled;
   }
 
   start(): void {
@@ -240,12 +263,24 @@ export class DeliveryScheduler {
     this.schedulePump();
   }
 
-  /** Records a circuit this process opened or closed, for the other processes on the store. */
-  private shareCircuit(endpoint: string, open: boolean): void {
-    const openedAt = this.breaker.openedAt(endpoint);
-    this.store.putCircuit({ endpoint, open, openedAt: open ? openedAt : 0 }).catch((err: unknown) => {
-      this.log.warn({ err, endpoint }, "recording the circuit state in the store failed");
-    });
+  /**
+   * Records a circuit this process opened or closed, for the other processes on the store.
+   * Closing one recorded open makes endpoint.recovered (store side, once over replicas).
+   */
+  private shareCircuit(endpoint: string, open: boolean, openedAt = this.breaker.openedAt(endpoint)): void {
+    this.store.putCircuit({ endpoint, open, openedAt: open ? openedAt : 0 }).then(
+      (effects) => this.operatorEvents(effects),
+      (err: unknown) => {
+        this.log.warn({ err, endpoint }, "recording the circuit state in the store failed");
+      },
+    );
+  }
+
+  /** Operator events the store made: their lanes woken, the feed told. */
+  private operatorEvents(effects: OperatorEffects | undefined): void {
+    if (!effects || effects.generated.length === 0) return;
+    if (effects.endpoints.length > 0) this.notify(effects.endpoints);
+    this.onOperatorEvents?.(effects);
   }
 
   isCircuitOpen(endpoint: string): boolean {
@@ -373,6 +408,8 @@ export class DeliveryScheduler {
           if (decision.action === "send" || decision.action === "settle") claiming.push({ lane, decision });
           else if (decision.action === "wait") {
             if (decision.reason === "circuit_open") this.lanes.defer(lane, decision.until ?? now + 1_000);
+            // Paused: not a lane until resumed (resume wakes it; the store claims nothing for it meanwhile).
+            else if (decision.reason === "paused") this.lanes.forget(lane.endpoint);
             else this.lanes.park(lane);
           }
         });
@@ -468,6 +505,10 @@ export class DeliveryScheduler {
     this.rescanRequested = false;
     this.lastRescanAt = this.now();
     this.breaker.prune(this.lastRescanAt, CIRCUIT_IDLE_MS);
+    // A run with no attempt for a long while is not "every attempt failing" any more.
+    const idleFor = Math.max(CIRCUIT_IDLE_MS, this.config.delivery.autoDisableAfterMs);
+    for (const [name, run] of this.failing)
+      if (!run.disabling && this.lastRescanAt - run.since > 2 * idleFor) this.failing.delete(name);
     let after = "";
     for (;;) {
       const page = await this.store.pendingLanes(after, RESCAN_PAGE);
@@ -699,6 +740,8 @@ export class DeliveryScheduler {
     }
     if (outcome.status === "endpoint_gone") {
       this.endpoints.delete(name);
+      this.failing.delete(name);
+      this.onEndpointDisabled?.(name);
       this.log.warn({ endpoint: name }, "receiver answered 410 Gone; endpoint disabled");
     } else if (outcome.status === "dead_lettered") {
       this.log.warn(
@@ -732,6 +775,9 @@ export class DeliveryScheduler {
       );
       return;
     }
+    this.operatorEvents(
+      result.generated ? { generated: result.generated, endpoints: result.endpoints ?? [] } : undefined,
+    );
     const now = this.now();
     if (outcome.status === "retry") this.lanes.wake(delivery.endpoint, outcome.nextAttemptAt, now);
     // The next token of a stream may be due now that this one is done.
@@ -794,6 +840,9 @@ export class DeliveryScheduler {
    */
   private trackCircuit(name: string, result: AttemptResult, now: number): void {
     const verdict = classifyAttempt(result, this.config.retry);
+    if (verdict === "delivered") this.failing.delete(name);
+    // A request never sent (refused) says nothing of the receiver.
+    else if (result.statusCode > 0 || !result.refused) this.trackFailing(name, result, now);
     if (verdict === "delivered") {
       this.recordHealthy(name);
     } else if (verdict === "retryable" && this.breaker.recordFailure(name, now) && !this.loggedOpen.has(name)) {
@@ -810,6 +859,51 @@ export class DeliveryScheduler {
       if (result.statusCode > 0) this.recordHealthy(name);
       else this.breaker.trialAbandoned(name);
     }
+  }
+
+  /**
+   * Auto-disable (delivery.auto_disable_after_ms): an endpoint every attempt of which has
+   * failed for that long, with at least two attempts, is disabled, and endpoint.disabled
+   * made (by the store, once over replicas). A success anywhere in between starts over.
+   */
+  private trackFailing(name: string, result: AttemptResult, now: number): void {
+    const windowMs = this.config.delivery.autoDisableAfterMs;
+    if (windowMs <= 0) return;
+    let run = this.failing.get(name);
+    if (!run) {
+      run = { since: now, attempts: 0, disabling: false };
+      this.failing.set(name, run);
+    }
+    run.attempts++;
+    if (run.disabling || run.attempts < 2 || now - run.since < windowMs) return;
+    run.disabling = true;
+    const failedFor = now - run.since;
+    const why = {
+      detail: failingDetail(windowMs, run.attempts),
+      statusCode: result.statusCode,
+      lastError: describeAttempt(result),
+      // Wall-clock time for people and receivers.
+      failingSince: Date.now() - failedFor,
+      failedAttempts: run.attempts,
+    };
+    this.store.autoDisableEndpoint(name, why).then(
+      (effects) => {
+        this.failing.delete(name);
+        this.endpoints.delete(name);
+        this.log.warn(
+          { endpoint: name, failedForMs: failedFor, attempts: why.failedAttempts, code: "AIGW_ENDPOINT_AUTO_DISABLED" },
+          "every attempt failed for delivery.auto_disable_after_ms; endpoint disabled",
+        );
+        this.onEndpointDisabled?.(name);
+        this.operatorEvents(effects);
+        // Its pending deliveries now fail without an attempt.
+        this.notify([name]);
+      },
+      (err: unknown) => {
+        if (run) run.disabling = false;
+        this.log.error({ err, endpoint: name }, "disabling a failing endpoint failed; tried again at its next failure");
+      },
+    );
   }
 
   private recordHealthy(name: string): void {

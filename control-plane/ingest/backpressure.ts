@@ -9,8 +9,10 @@ import type { Logger } from "../../common/logger.js";
  * ends and the sidecar sends it again.
  *
  * The count is the store's (Store.countPending: deliveries in state pending — waiting,
- * retrying or in flight — kept as rows change, never counted with a query), read before
- * every batch while flowing and polled while paused. A stream handles one batch at a time,
+ * retrying or in flight — kept as rows change, never counted with a query) less those of
+ * paused and disabled endpoints (HeldDeliveries: held, not moving, so one paused
+ * endpoint's backlog never stops ingest for everyone), read before every batch while
+ * flowing and polled while paused. A stream handles one batch at a time,
  * so batches admitted just before the bound was reached can pass it by at most one batch
  * per connected sidecar, times the endpoints each of its events goes to.
  */
@@ -199,5 +201,46 @@ export class IngestBackpressure {
     const waiting = [...this.waiters];
     this.waiters.clear();
     for (const w of waiting) w.resolve();
+  }
+}
+
+/**
+ * Pending deliveries of paused or disabled endpoints (Store.countHeld). Counting them walks
+ * their rows, so the count is read again at most every `minEveryMs`, and no more often than
+ * 50 times what the last read took (at most ~2 % of the time spent counting, however large
+ * a paused endpoint's backlog grows); pausing, resuming or disabling reads it afresh.
+ */
+export class HeldDeliveries {
+  private value = 0;
+  private readAt = Number.NEGATIVE_INFINITY;
+  private costMs = 0;
+  private reading: Promise<number> | undefined;
+
+  constructor(
+    private readonly countHeld: () => Promise<number>,
+    private readonly minEveryMs = 1_000,
+  ) {}
+
+  /** Endpoints were paused, resumed, enabled or disabled: the next get() counts again. */
+  invalidate(): void {
+    this.readAt = Number.NEGATIVE_INFINITY;
+  }
+
+  get(): Promise<number> {
+    if (performance.now() - this.readAt < Math.max(this.minEveryMs, 50 * this.costMs)) {
+      return Promise.resolve(this.value);
+    }
+    this.reading ??= (async () => {
+      const started = performance.now();
+      try {
+        this.value = await this.countHeld();
+        this.readAt = performance.now();
+        this.costMs = this.readAt - started;
+        return this.value;
+      } finally {
+        this.reading = undefined;
+      }
+    })();
+    return this.reading;
   }
 }

@@ -1,7 +1,7 @@
+import { eventTypeName, eventTypeOfCase, isOperatorEventType } from "../../common/event-types.js";
 import type { Event } from "../../gen/aigw/v1/events_pb.js";
 import { EVENT_ID_PATTERN } from "../../common/ids.js";
 import type { Logger } from "../../common/logger.js";
-import { eventTypeName, eventTypeOfCase } from "../../common/event-types.js";
 import type { TrafficMetrics } from "../http/labelled-metrics.js";
 import type { BudgetLedger } from "../budgets/budget-ledger.js";
 import type { PriceBook } from "../budgets/price-book.js";
@@ -63,20 +63,20 @@ export class IngestPipeline {
    * failing the batch: a poison event must never make a sidecar re-send a batch forever.
    */
   async ingest(events: readonly Event[], source: IngestSource = {}): Promise<IngestResult> {
-    const valid = this.validate(events, source);
+    const valid = this.validate(events, source, true);
     const { router, oneOff, ledger } = this.deps;
     return this.run(valid, await oneOff.routeFor(valid, router), ledger.accounting(costOf));
   }
 
   /** Test events for the given endpoints: priced like any event, counted in nobody's spend. */
   ingestTo(events: readonly Event[], endpoints: readonly string[]): Promise<IngestResult> {
-    return this.run(this.validate(events, {}), () => endpoints, undefined);
+    return this.run(this.validate(events, {}, false), () => endpoints, undefined);
   }
 
-  private validate(events: readonly Event[], source: IngestSource): Event[] {
+  private validate(events: readonly Event[], source: IngestSource, fromSidecar: boolean): Event[] {
     const valid: Event[] = [];
     events.forEach((event, index) => {
-      const problem = invalidEvent(event);
+      const problem = invalidEvent(event) ?? (fromSidecar ? operatorEventProblem(event) : undefined);
       if (problem === undefined) {
         valid.push(event);
         return;
@@ -120,6 +120,14 @@ function invalidEvent(e: Event): string | undefined {
   }
   if (e.time === undefined) return "time: missing";
   return undefined;
+}
+
+/** Operator events are the control plane's own: a sidecar cannot send one (nor forge one). */
+function operatorEventProblem(e: Event): string | undefined {
+  const type = eventTypeOfCase(e.payload.case);
+  return isOperatorEventType(type)
+    ? `payload: ${eventTypeName(type)} is an operator event, made by the control plane only`
+    : undefined;
 }
 
 function costOf(event: Event): number {

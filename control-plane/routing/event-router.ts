@@ -1,5 +1,5 @@
 import type { Event, EventType } from "../../gen/aigw/v1/events_pb.js";
-import { eventTypeOfCase } from "../../common/event-types.js";
+import { eventTypeOfCase, isOperatorEventType } from "../../common/event-types.js";
 import type { GatewayConfig } from "../config/types.js";
 import type { EndpointFilters, EndpointRecord } from "../store/store.js";
 import { hasFilters } from "./filters.js";
@@ -58,12 +58,15 @@ export class EventRouter {
     return this.compiled.subscribed.has(eventTypeOfCase(event.payload.case));
   }
 
-  /** Event types some enabled endpoint would receive: sidecars skip producing the rest. */
+  /** Event types some enabled endpoint would receive that sidecars make: they skip producing the rest. */
   wantedEventTypes(): EventType[] {
     const c = this.compiled;
     const wanted = new Set<EventType>();
     for (const ep of c.endpoints) {
-      for (const t of c.subscribed) if (ep.types === null || ep.types.has(t)) wanted.add(t);
+      for (const t of c.subscribed) {
+        // Operator events are the control plane's own: no sidecar makes them.
+        if (!isOperatorEventType(t) && (ep.types === null || ep.types.has(t))) wanted.add(t);
+      }
     }
     return [...wanted].sort((a, b) => a - b);
   }

@@ -1,3 +1,5 @@
+import type { OperatorEffects } from "./operator-events.js";
+
 /**
  * What the processes sharing one store share beyond events and deliveries: the config
  * version sidecars see, circuit states, which sidecars are connected (for limit shares),
@@ -11,8 +13,12 @@ export interface ClusterStore {
    * past those of the clock-based versions of earlier releases).
    */
   nextConfigVersion(now: number): Promise<bigint>;
-  /** An endpoint's circuit as the process that opened or closed it recorded it. */
-  putCircuit(circuit: CircuitRecord): Promise<void>;
+  /**
+   * An endpoint's circuit as the process that opened or closed it recorded it. Closing a
+   * circuit recorded open stores an endpoint.recovered operator event in the same
+   * transaction (once, whichever replica closes it).
+   */
+  putCircuit(circuit: CircuitRecord): Promise<OperatorEffects>;
   listCircuits(): Promise<CircuitRecord[]>;
   /** Marks these sidecars as connected to `owner` at `now` (a heartbeat; new ones are added). */
   putSidecars(owner: string, sidecars: readonly SidecarRecord[], now: number): Promise<void>;

@@ -1,10 +1,13 @@
 import type { Event, EventType } from "../../gen/aigw/v1/events_pb.js";
+import type { StoredEvent } from "./events.js";
 
 /** The delivery queue: lanes of due deliveries, leases, attempts and their outcomes, replays. */
 export interface DeliveryQueue {
   /**
    * Claims due deliveries lane by lane, a lane being one endpoint's queue: for each of
-   * `lanes`, up to its `limit` pending deliveries of that endpoint that are due at `now`
+   * `lanes` whose endpoint is not paused (one lookup per lane; a paused lane claims
+   * nothing and reports nothing due; a paused endpoint that is disabled is claimed, so
+   * its deliveries fail as any disabled endpoint's do), up to its `limit` pending deliveries of that endpoint that are due at `now`
    * (their lease free or expired), oldest due first, leased to `leaseOwner` until
    * now + leaseMs. Only those rows are read: another endpoint's backlog, or rows not yet
    * due, cost nothing. A streaming delivery is not due while an earlier token of its
@@ -15,8 +18,9 @@ export interface DeliveryQueue {
   claim(options: ClaimOptions): Promise<LaneClaim[]>;
   /**
    * Endpoints with pending deliveries, by name after `after`, at most `limit`, each with
-   * when it next has a claimable delivery (a lease's end included). Its cost follows the
-   * number of lanes returned, not the number of pending rows.
+   * when it next has a claimable delivery (a lease's end included). Paused endpoints are
+   * left out: they are not lanes. Its cost follows the number of lanes, not the number of
+   * pending rows. Fewer than `limit`: there are no more.
    */
   pendingLanes(after: string, limit: number): Promise<PendingLane[]>;
   /**
@@ -38,10 +42,58 @@ export interface DeliveryQueue {
   listAttempts(deliveryId: string): Promise<AttemptRecord[]>;
   /** A new pending delivery of the same event to the same endpoint. */
   replayDelivery(id: string): Promise<DeliveryRecord>;
-  /** Replays every dead-lettered delivery (of one endpoint, or all; of one org's endpoints when orgId is given). */
+  /**
+   * Replays every dead-lettered delivery (of one endpoint, or all; of one org's endpoints
+   * when orgId is given), in batches (replayWindow).
+   */
   replayDeadLettered(endpoint?: string, orgId?: string): Promise<number>;
+  /**
+   * One bounded step of a replay by window: looks at up to `limit` failed or dead-lettered
+   * deliveries that finished in [since, until), after `after`, in order of finish time,
+   * and queues again (a new pending delivery, origin = the old one) each whose endpoint
+   * exists and is enabled, unless it was replayed already or its event is pending for
+   * that endpoint again: so a window replayed twice queues nothing the second time. One
+   * transaction per step; the caller loops while `next` is set.
+   */
+  replayWindow(options: ReplayWindow): Promise<ReplayStep>;
+  /** How many deliveries a replayWindow from the start of the window would look at (progress). */
+  countReplayWindow(options: Omit<ReplayWindow, "after" | "limit">): Promise<number>;
   /** Deliveries pending (waiting, retrying or in flight), without walking them. */
   countPending(): Promise<number>;
+  /**
+   * Pending deliveries of paused or disabled endpoints: held, not moving. Walks those rows
+   * (an index range per such endpoint), so callers read it sparingly.
+   */
+  countHeld(): Promise<number>;
+  /** One endpoint's pending deliveries (an index range: for admin actions, not hot paths). */
+  countEndpointPending(endpoint: string): Promise<number>;
+}
+
+export type ReplayableStatus = "failed" | "dead_lettered";
+
+export interface ReplayWindow {
+  /** Finish times from `since` (inclusive) to `until` (exclusive), unix ms. */
+  since: number;
+  until: number;
+  /** Empty: every endpoint. */
+  endpoint?: string;
+  /** Only deliveries to this org's endpoints (an org token's replay); absent: every org's. */
+  orgId?: string;
+  statuses: readonly ReplayableStatus[];
+  /** A ReplayStep's `next`; absent: from the start of the window. */
+  after?: string;
+  /** Deliveries looked at in this step, 1..5000. */
+  limit: number;
+}
+
+export interface ReplayStep {
+  replayed: number;
+  /** Looked at and left (already replayed or pending again, endpoint gone or disabled). */
+  skipped: number;
+  /** Where the next step starts; undefined when the window is done. */
+  next: string | undefined;
+  /** Endpoints that got new pending deliveries: the lanes to wake. */
+  endpoints: string[];
 }
 
 export type DeliveryStatus = "pending" | "delivered" | "failed" | "dead_lettered";
@@ -142,6 +194,9 @@ export interface CompleteResult {
   failoverDelivery?: DeliveryRecord;
   /** Delivered: from the event's time to this attempt's end, in ms (as stored with the delivery). */
   eventLatencyMs?: number;
+  /** Operator events this result made (endpoint.disabled on 410, delivery.exhausted), and their lanes. */
+  generated?: StoredEvent[];
+  endpoints?: string[];
 }
 
 export interface DeliveryFilter {
@@ -266,3 +321,30 @@ export function checkDeliveryFilter(filter: DeliveryFilter): void {
 
 // Used by DeliveryDetail.
 export type { Event };
+
+export const REPLAY_STEP_MAX = 5_000;
+
+/** The store's checks of a replay window. */
+export function checkReplayWindow(w: Omit<ReplayWindow, "after" | "limit"> & { limit?: number }): void {
+  finiteNumber(w.since, "replayWindow since");
+  finiteNumber(w.until, "replayWindow until");
+  if (w.statuses.length === 0) throw new RangeError("replayWindow: statuses must not be empty");
+  for (const s of w.statuses) {
+    if (s !== "failed" && s !== "dead_lettered") throw new RangeError(`replayWindow: status "${s}" is not replayable`);
+  }
+  if (w.limit !== undefined && (!Number.isInteger(w.limit) || w.limit < 1 || w.limit > REPLAY_STEP_MAX)) {
+    throw new RangeError(`replayWindow: limit must be an integer from 1 to ${REPLAY_STEP_MAX}, got ${w.limit}`);
+  }
+}
+
+/** A replay step's cursor: the (finished_at, seq) of the last delivery looked at. */
+export function encodeReplayCursor(finishedAt: number, seq: number): string {
+  return `${finishedAt}.${seq}`;
+}
+
+export function decodeReplayCursor(cursor: string | undefined): { finishedAt: number; seq: number } {
+  if (cursor === undefined || cursor === "") return { finishedAt: Number.MIN_SAFE_INTEGER, seq: 0 };
+  const m = /^(-?\d+)\.(\d+)$/.exec(cursor);
+  if (!m) throw new TypeError(`replayWindow: malformed cursor "${cursor}"`);
+  return { finishedAt: Number(m[1]), seq: Number(m[2]) };
+}

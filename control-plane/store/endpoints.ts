@@ -1,4 +1,5 @@
 import type { EventType } from "../../gen/aigw/v1/events_pb.js";
+import type { AutoDisable, OperatorEffects } from "./operator-events.js";
 
 /** Endpoints and their signing keys; one-off endpoints (x-aigw-webhook-url) and org keys. */
 export interface EndpointStore {
@@ -12,6 +13,18 @@ export interface EndpointStore {
   upsertEndpoint(endpoint: NewEndpoint, secret: string): Promise<EndpointRecord>;
   /** Throws StoreNotFoundError when absent. */
   updateEndpoint(name: string, patch: EndpointPatch): Promise<EndpointRecord>;
+  /**
+   * Pauses (true) or resumes (false) the endpoint: a paused endpoint's deliveries stay
+   * pending and are not claimed (not a lane); resuming lets them go in order of due time.
+   * With its pending deliveries (held or released). Throws StoreNotFoundError when absent.
+   */
+  pauseEndpoint(name: string, paused: boolean): Promise<{ endpoint: EndpointRecord; pending: number }>;
+  /**
+   * Disables an enabled endpoint after a run of failed attempts and, in the same
+   * transaction, stores an endpoint.disabled operator event (once: an endpoint already
+   * disabled, or absent, is left as it is and nothing is made).
+   */
+  autoDisableEndpoint(name: string, why: AutoDisable): Promise<OperatorEffects>;
   /** Deletes the endpoint, its keys, and fails its pending deliveries. False if absent. */
   deleteEndpoint(name: string): Promise<boolean>;
   /** Adds a key; existing keys expire at `previousExpireAt` (overlap window). */
@@ -69,6 +82,9 @@ export interface EndpointRecord extends NewEndpoint {
   /** A one-off endpoint (x-aigw-webhook-url), signed with its org's keys. */
   oneOff: boolean;
   disabledReason: string;
+  /** Deliveries held (pauseEndpoint); independent of enabled. */
+  paused: boolean;
+  pausedAt: number | null;
   createdAt: number;
   updatedAt: number;
   signingKeyCount: number;

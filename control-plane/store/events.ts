@@ -78,7 +78,13 @@ export interface EventColumns {
 
 export function eventColumns(event: Event): EventColumns {
   const payload = event.payload;
-  const requestId = payload.case !== undefined && payload.case !== "budget" ? payload.value.requestId : "";
+  const requestId =
+    payload.case === "completion" ||
+    payload.case === "error" ||
+    payload.case === "streaming" ||
+    payload.case === "rateLimit"
+      ? payload.value.requestId
+      : "";
   const streaming = payload.case === "streaming";
   return {
     type: eventTypeOfCase(payload.case),

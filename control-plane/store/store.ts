@@ -4,6 +4,7 @@ import type { ClusterStore, StoreWatcher } from "./cluster.js";
 import type { DeliveryQueue } from "./delivery-queue.js";
 import type { EndpointStore } from "./endpoints.js";
 import type { EventStore } from "./events.js";
+import type { OperatorRoute } from "./operator-events.js";
 import type { RetentionStore } from "./retention.js";
 import type { TokenStore } from "./tokens.js";
 
@@ -30,6 +31,11 @@ export interface Store
    * through watch(). False when one process owns it (SQLite).
    */
   readonly shared: boolean;
+  /**
+   * Routes the operator events this store makes (operator-events.ts), and turns them on:
+   * a store this was never called on (a tool's, a test's) makes none.
+   */
+  routeOperatorEvents(route: OperatorRoute): void;
   /** Hears other processes' writes (never called for a store one process owns). */
   watch(watcher: StoreWatcher): () => void;
   close(): Promise<void>;
@@ -41,6 +47,7 @@ export type * from "./cluster.js";
 export type * from "./delivery-queue.js";
 export type * from "./endpoints.js";
 export type * from "./events.js";
+export type * from "./operator-events.js";
 export type * from "./retention.js";
 export type * from "./tokens.js";
 

@@ -79,9 +79,9 @@ describe("aigw admin verbs against a real Admin API server", () => {
     expect(list.code).toBe(0);
     const lines = list.out.trimEnd().split("\n");
     expect(lines).toHaveLength(2);
-    expect(lines[0]).toMatch(/^NAME +ORG +URL +ENABLED +EVENTS +FAILOVER +KEYS$/);
+    expect(lines[0]).toMatch(/^NAME +ORG +URL +STATE +EVENTS +FAILOVER +KEYS$/);
     expect(lines[1]).toMatch(
-      /^primary +- \(operator\) +https:\/\/api\.example\.com\/webhooks\/ai +yes +completion,error +- +1$/,
+      /^primary +- \(operator\) +https:\/\/api\.example\.com\/webhooks\/ai +enabled +completion,error +- +1$/,
     );
     // Columns line up: each header starts where its cells start.
     expect(lines[1]!.indexOf("https://")).toBe(lines[0]!.indexOf("URL"));
@@ -101,7 +101,7 @@ describe("aigw admin verbs against a real Admin API server", () => {
     const updated = await aigw(["endpoints", "update", "primary", "--enabled", "false", "--events", "streaming"]);
     expect(updated.code).toBe(0);
     expect(updated.out).toMatch(/^updated endpoint primary \(enabled, event_types\)\n/);
-    expect(updated.out).toMatch(/^enabled: +false$/m);
+    expect(updated.out).toMatch(/^state: +disabled$/m);
     expect(updated.out).toMatch(/^url: +https:\/\/api\.example\.com\/webhooks\/ai$/m);
     const got = await aigw(["endpoints", "get", "primary"]);
     expect(got.out).toMatch(/^events: +streaming$/m);
@@ -131,11 +131,15 @@ describe("aigw admin verbs against a real Admin API server", () => {
       // argv, the error line, the first usage line printed after it
       [
         ["endpoints", "frobnicate"],
-        'aigw endpoints: unknown verb "frobnicate", expected one of list, get, create, update, delete',
+        'aigw endpoints: unknown verb "frobnicate", expected one of list, get, create, update, pause, resume, disable, enable, delete',
         "aigw endpoints list",
       ],
       [["endpoints", "lsit"], 'aigw endpoints: unknown verb "lsit" (did you mean list?)', "aigw endpoints list"],
-      [["endpoints"], "aigw endpoints: missing verb, one of list, get, create, update, delete", "aigw endpoints list"],
+      [
+        ["endpoints"],
+        "aigw endpoints: missing verb, one of list, get, create, update, pause, resume, disable, enable, delete",
+        "aigw endpoints list",
+      ],
       [["endpoints", "list", "--colour"], "aigw endpoints list: unknown flag --colour", "aigw endpoints list"],
       [["endpoints", "get"], "aigw endpoints get: missing NAME", "aigw endpoints get NAME"],
       [["endpoints", "get", "a", "b"], 'aigw endpoints get: unexpected argument "b"', "aigw endpoints get NAME"],
@@ -182,7 +186,7 @@ describe("aigw admin verbs against a real Admin API server", () => {
       ],
       [
         ["deliveries", "replay"],
-        "aigw deliveries replay: missing ID (or --dead-lettered)",
+        "aigw deliveries replay: missing ID (or --since D, or --dead-lettered)",
         "aigw deliveries replay ID",
       ],
       [["stats", "--window-seconds"], "aigw stats: --window-seconds needs a value (N)", "aigw stats"],
@@ -228,14 +232,24 @@ describe("aigw admin verbs against a real Admin API server", () => {
 
     const group = await aigw(["endpoints", "--help"]);
     expect(group.code).toBe(0);
-    for (const verb of ["list", "get NAME", "create NAME", "update NAME", "delete NAME"]) {
+    for (const verb of [
+      "list",
+      "get NAME",
+      "create NAME",
+      "update NAME",
+      "pause NAME",
+      "resume NAME",
+      "disable NAME [--reason TEXT]",
+      "enable NAME",
+      "delete NAME",
+    ]) {
       expect(group.out).toContain(`  aigw endpoints ${verb}`);
     }
     expect(group.out).toContain('Run "aigw endpoints VERB --help"');
 
     const replay = await aigw(["deliveries", "replay", "--help"]);
     expect(replay.out).toContain(
-      "  aigw deliveries replay ID\n  aigw deliveries replay --dead-lettered [--endpoint E]\n",
+      "  aigw deliveries replay ID\n  aigw deliveries replay --since D|TIME [--until D|TIME] [--endpoint E]\n",
     );
     const stats = await aigw(["stats", "--help"]);
     expect(stats.out).toMatch(/^ {2}--window-seconds N +the window/m);

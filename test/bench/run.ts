@@ -7,6 +7,7 @@ import { cpus } from "node:os";
 import { benchDelivery } from "./delivery.bench.js";
 import { benchDeliveryBacklog } from "./delivery-backlog.bench.js";
 import { benchDeliveryEndToEnd } from "./delivery-e2e.bench.js";
+import { benchReplay } from "./replay.bench.js";
 import { benchReplicas } from "./replicas.bench.js";
 import { benchSidecar } from "./sidecar.bench.js";
 import type { BenchRow } from "./types.js";
@@ -32,6 +33,7 @@ const parts = [
   ["delivery backlog", benchDeliveryBacklog],
   ["delivery end to end", benchDeliveryEndToEnd],
   ["delivery replicas", benchReplicas],
+  ["replay by window", benchReplay],
 ] as const;
 const wanted = process.argv.slice(2).filter((a) => !a.startsWith("--"));
 const machine = `${cpus().length} × ${cpus()[0]?.model ?? "cpu"}, Node ${process.version}`;

@@ -9,17 +9,17 @@ import { openLocation, skipWithoutPostgres, testStoreLocation } from "../support
 
 const PRICE = { model: "my-model", inputPerMillion: 2, outputPerMillion: 8 };
 const CACHE_COLUMNS = ["cached_input_per_million", "cache_write_per_million", "cache_write_1h_per_million"];
-/** What the migrations after that one added (analytics rollups), undone too. */
-const LATER = [
-  "DROP TABLE rollups",
-  "ALTER TABLE deliveries DROP COLUMN event_latency_ms",
-  "ALTER TABLE sidecars DROP COLUMN version",
-  "ALTER TABLE sidecars DROP COLUMN spool_batches",
-  "ALTER TABLE sidecars DROP COLUMN spool_bytes",
-];
 const noPostgres = await skipWithoutPostgres("the PostgreSQL price migration test");
 
 describe("model prices across the cache-price migration", () => {
+  // What the migrations after the cache prices added, taken out again.
+  const LATER_SQLITE =
+    "DROP INDEX deliveries_finished; ALTER TABLE endpoints DROP COLUMN paused; ALTER TABLE endpoints DROP COLUMN paused_at;" +
+    "DROP TABLE rollups; ALTER TABLE deliveries DROP COLUMN event_latency_ms; ALTER TABLE sidecars DROP COLUMN version; ALTER TABLE sidecars DROP COLUMN spool_batches; ALTER TABLE sidecars DROP COLUMN spool_bytes;";
+  const LATER_POSTGRES =
+    "DROP INDEX deliveries_finished; ALTER TABLE endpoints DROP COLUMN paused, DROP COLUMN paused_at" +
+    "; DROP TABLE rollups; ALTER TABLE deliveries DROP COLUMN event_latency_ms; ALTER TABLE sidecars DROP COLUMN version, DROP COLUMN spool_batches, DROP COLUMN spool_bytes";
+
   it("SQLite: a version 4 database", async () => {
     const location = await testStoreLocation("sqlite");
     try {
@@ -31,7 +31,8 @@ describe("model prices across the cache-price migration", () => {
       raw.exec(
         "ALTER TABLE endpoints DROP COLUMN one_off; ALTER TABLE endpoints DROP COLUMN apps; DROP TABLE api_tokens",
       );
-      for (const sql of LATER) raw.exec(sql);
+      // And without what later migrations added (paused endpoints, replay by window).
+      raw.exec(LATER_SQLITE);
       raw.prepare("DELETE FROM schema_version WHERE version > 4").run();
       raw
         .prepare("INSERT INTO model_prices VALUES (?, ?, ?, ?)")
@@ -59,7 +60,7 @@ describe("model prices across the cache-price migration", () => {
         await client.query(
           "ALTER TABLE endpoints DROP COLUMN one_off; ALTER TABLE endpoints DROP COLUMN apps; DROP TABLE api_tokens",
         );
-        for (const sql of LATER) await client.query(sql);
+        await client.query(LATER_POSTGRES);
         await client.query("DELETE FROM aigw_schema_version WHERE version > 1");
         await client.query("INSERT INTO model_prices VALUES ($1, $2, $3, $4)", [
           PRICE.model,

@@ -92,6 +92,7 @@ describe("the product page's webhook_config.yaml", () => {
       perEndpointConcurrency: 4,
       circuitBreakerThreshold: 5,
       circuitBreakerCooldownMs: 30000,
+      autoDisableAfterMs: 86400000,
     });
   });
 

@@ -273,7 +273,7 @@ const validConfig = fc
         jitter: g.retry.jitter,
       },
       security: { signatureAlgorithm: "sha256", ...g.security },
-      delivery: g.delivery,
+      delivery: { ...g.delivery, autoDisableAfterMs: defaults.delivery.autoDisableAfterMs },
       auth: { ...defaults.auth, adminTokens: g.adminTokens },
     };
     return { yaml, expected };

@@ -19,7 +19,11 @@ const NAMES = ["primary", "backup", "a", "b", "c", "d", "gone", "off"] as const;
 const world = fc.record({
   endpoints: fc.dictionary(
     fc.constantFrom(...NAMES),
-    fc.record({ enabled: fc.boolean(), failoverTo: fc.constantFrom("", ...NAMES, "nowhere") }),
+    fc.record({
+      enabled: fc.boolean(),
+      paused: fc.boolean(),
+      failoverTo: fc.constantFrom("", ...NAMES, "nowhere"),
+    }),
   ),
   circuits: fc.dictionary(
     fc.constantFrom(...NAMES),
@@ -65,11 +69,15 @@ describe("claim planning (property-based)", () => {
         decisions.forEach((d, i) => {
           const view = views[i]!;
           expect(d.endpoint).toBe(view.endpoint);
+          // A paused endpoint is not a lane: nothing claimed for it, whatever its circuit.
+          if (view.paused && view.exists && view.enabled && d.action !== "later") {
+            expect(d).toMatchObject({ action: "wait", reason: "paused" });
+          }
           if (d.action === "send") {
             expect(d.limit).toBeGreaterThan(0);
             expect(d.limit).toBeLessThanOrEqual(laneAllowance(view));
             expect(d.limit).toBeLessThanOrEqual(w.maxBatch);
-            expect(view.exists && view.enabled && view.circuit !== "open").toBe(true);
+            expect(view.exists && view.enabled && !view.paused && view.circuit !== "open").toBe(true);
             sent += d.limit;
             rows += d.limit;
           } else if (d.action === "settle") {
@@ -78,10 +86,15 @@ describe("claim planning (property-based)", () => {
             rows += d.limit;
             // Rows leave without a request only for a gone or disabled endpoint, or to a live failover target.
             if (d.reason === "failover") {
+              // A paused endpoint holds its deliveries: none leaves it by failover either.
+              expect(view.paused).toBe(false);
               const target = w.endpoints[w.endpoints[view.endpoint]!.failoverTo];
               expect(target?.enabled).toBe(true);
               expect(view.circuit).toBe("open");
             } else expect(d.reason).toBe(view.exists ? "disabled" : "missing");
+          } else if (d.action === "wait" && d.reason === "paused") {
+            // Paused and otherwise deliverable: held (a disabled or missing one settles as such).
+            expect(view.paused && view.exists && view.enabled).toBe(true);
           } else if (d.action === "wait" && d.reason === "circuit_open") {
             expect(view.circuit).toBe("open");
             expect(view.canFailOver).toBe(false);

@@ -10,6 +10,8 @@ import type { EndpointRecord } from "../../control-plane/store/store.js";
 
 const endpoint = (name: string, eventTypes: EventType[] = [], enabled = true, failoverTo = ""): EndpointRecord => ({
   name,
+  paused: false,
+  pausedAt: null,
   url: `https://example.com/${name}`,
   enabled,
   eventTypes,

@@ -10,6 +10,8 @@ function endpoint(name: string, url: string, enabled = true): EndpointRecord {
     name,
     url,
     enabled,
+    paused: false,
+    pausedAt: null,
     eventTypes: [],
     failoverTo: "",
     filters: { completionModels: [], completionMinTokens: 0, errorSeverities: [] },

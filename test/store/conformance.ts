@@ -595,6 +595,243 @@ export function describeStoreConformance(name: string, open: () => Promise<Opene
       });
     });
 
+    describe("replay by window", () => {
+      /** `n` deliveries to `name` finished with `status`, in order. */
+      const finish = async (name: string, n: number, status: "dead_lettered" | "failed") => {
+        await store.ingest(
+          Array.from({ length: n }, () => completionEvent()),
+          () => [name],
+        );
+        const claimed = (await claimAll("w1", Date.now(), [name])).slice(0, n);
+        for (const d of claimed)
+          await store.completeAttempt(d, attempt({ statusCode: 503, error: "HTTP 503" }), { status });
+        return claimed;
+      };
+      const allOf = { since: 0, until: Number.MAX_SAFE_INTEGER } as const;
+
+      it("queues the window's failed and dead-lettered deliveries in bounded steps, once however often it runs", async () => {
+        for (const name of ["a", "b"]) await store.upsertEndpoint(endpoint(name), `whsec_${name}${name}${name}${name}`);
+        const before = Date.now();
+        await clockPast(before);
+        const dead = await finish("a", 7, "dead_lettered");
+        const failed = await finish("b", 3, "failed");
+        const window = { ...allOf, since: before, statuses: ["failed", "dead_lettered"] as const };
+        expect(await store.countReplayWindow(window)).toBe(10);
+        let replayed = 0;
+        let steps = 0;
+        const endpoints = new Set<string>();
+        for (let after: string | undefined; ; ) {
+          const step = await store.replayWindow({ ...window, limit: 4, ...(after ? { after } : {}) });
+          steps++;
+          replayed += step.replayed;
+          for (const e of step.endpoints) endpoints.add(e);
+          if (step.next === undefined) break;
+          after = step.next;
+        }
+        expect(replayed).toBe(10);
+        expect(steps).toBe(3);
+        expect([...endpoints].sort()).toEqual(["a", "b"]);
+        const pending = await store.listDeliveries({ status: "pending", pageSize: 100 });
+        expect(pending.deliveries.map((d) => d.originDeliveryId).sort()).toEqual(
+          [...dead, ...failed].map((d) => d.id).sort(),
+        );
+        // Again: every one is replayed already (pending again, too): nothing more.
+        const again = await store.replayWindow({ ...window, limit: 100 });
+        expect(again).toMatchObject({ replayed: 0, skipped: 10, next: undefined });
+        // Once the replays are delivered they are still replays: a third run queues nothing either.
+        for (const d of await claimAll()) await deliver(d);
+        expect((await store.replayWindow({ ...window, limit: 100 })).replayed).toBe(0);
+        expect(await store.countPending()).toBe(0);
+      });
+
+      it("keeps to the window, the statuses and the endpoint, and skips disabled or deleted endpoints", async () => {
+        for (const name of ["a", "b", "c"]) {
+          await store.upsertEndpoint(endpoint(name), `whsec_${name}${name}${name}${name}`);
+        }
+        await finish("a", 2, "dead_lettered");
+        await finish("a", 1, "failed");
+        await finish("b", 2, "dead_lettered");
+        await finish("c", 1, "dead_lettered");
+        await store.updateEndpoint("b", { enabled: false });
+        await store.deleteEndpoint("c");
+        const after = Date.now() + 1;
+        expect(
+          (await store.replayWindow({ since: after, until: after + 60_000, statuses: ["dead_lettered"], limit: 50 }))
+            .replayed,
+        ).toBe(0);
+        expect(await store.replayWindow({ ...allOf, statuses: ["failed"], endpoint: "a", limit: 50 })).toMatchObject({
+          replayed: 1,
+          skipped: 0,
+        });
+        expect(await store.replayWindow({ ...allOf, statuses: ["dead_lettered"], limit: 50 })).toMatchObject({
+          replayed: 2,
+          skipped: 3,
+        });
+        // The bulk dead-letter replay is the same steps, whatever the window: nothing left.
+        expect(await store.replayDeadLettered()).toBe(0);
+        await expect(store.replayWindow({ ...allOf, statuses: [], limit: 5 })).rejects.toThrow(RangeError);
+        await expect(store.replayWindow({ ...allOf, statuses: ["failed"], limit: 0 })).rejects.toThrow(RangeError);
+        await expect(
+          store.replayWindow({ ...allOf, statuses: ["failed"], limit: 5, after: "nonsense" }),
+        ).rejects.toThrow(TypeError);
+      });
+
+      it("does not queue a delivery whose event is pending again for its endpoint", async () => {
+        await store.upsertEndpoint(endpoint("a"), "whsec_YWFhYQ==");
+        const [dead] = await finish("a", 1, "dead_lettered");
+        // A replay made some other way (one by one) is pending: the window leaves it.
+        await store.createDeliveries(dead!.eventSeq, ["a"]);
+        expect(await store.replayWindow({ ...allOf, statuses: ["dead_lettered"], limit: 10 })).toMatchObject({
+          replayed: 0,
+          skipped: 1,
+        });
+      });
+    });
+
+    describe("paused endpoints", () => {
+      it("hold their deliveries: not claimed, not a lane, not counted as moving; resumed in due order", async () => {
+        for (const name of ["held", "other"]) await store.upsertEndpoint(endpoint(name), `whsec_${name}${name}`);
+        const events = Array.from({ length: 5 }, () => completionEvent());
+        await store.ingest(events, () => ["held", "other"]);
+        const paused = await store.pauseEndpoint("held", true);
+        expect(paused.pending).toBe(5);
+        expect(paused.endpoint).toMatchObject({ name: "held", paused: true, enabled: true });
+        expect(paused.endpoint.pausedAt).toBeGreaterThan(0);
+        expect((await store.getEndpoint("held"))?.paused).toBe(true);
+        expect((await store.pendingLanes("", 10)).map((l) => l.endpoint)).toEqual(["other"]);
+        expect(await claimLane("held", 10)).toMatchObject({ deliveries: [], nextDueAt: undefined });
+        expect(await store.countPending()).toBe(10);
+        expect(await store.countHeld()).toBe(5);
+        expect(await store.countEndpointPending("held")).toBe(5);
+        // New events keep queueing for it.
+        await store.ingest([completionEvent()], () => ["held"]);
+        expect(await store.countHeld()).toBe(6);
+        // Disabled endpoints' pending deliveries are held too.
+        await store.updateEndpoint("other", { enabled: false });
+        expect(await store.countHeld()).toBe(11);
+        await store.updateEndpoint("other", { enabled: true });
+
+        const resumed = await store.pauseEndpoint("held", false);
+        expect(resumed).toMatchObject({ pending: 6, endpoint: { paused: false, pausedAt: null } });
+        expect(await store.countHeld()).toBe(0);
+        const claimed = (await claimLane("held", 10)).deliveries;
+        expect(claimed.map((d) => d.eventId)).toEqual([...events.map((e) => e.id), claimed[5]!.eventId]);
+        await expect(store.pauseEndpoint("missing", true)).rejects.toBeInstanceOf(StoreNotFoundError);
+      });
+
+      it("stay paused when the config upserts them again (a restart)", async () => {
+        await store.upsertEndpoint(endpoint("held"), "whsec_aGVsZA==");
+        await store.pauseEndpoint("held", true);
+        await store.upsertEndpoint(endpoint("held", { url: "https://hooks.example.com/moved" }), "whsec_aGVsZA==");
+        expect(await store.getEndpoint("held")).toMatchObject({ paused: true, url: "https://hooks.example.com/moved" });
+      });
+    });
+
+    describe("operator events", () => {
+      const typeOf = (e: { event: Event }) => e.event.payload.case;
+
+      it("are made only once the control plane routes them", async () => {
+        await store.upsertEndpoint(endpoint("a"), "whsec_YWFhYQ==");
+        await store.ingest([completionEvent()], () => ["a"]);
+        const [d] = await claimAll();
+        const result = await store.completeAttempt(d!, attempt({ statusCode: 503 }), { status: "dead_lettered" });
+        expect(result.generated).toBeUndefined();
+        expect(await store.countEvents()).toBe(1);
+      });
+
+      it("endpoint.disabled once on a 410, with its deliveries to the routed endpoints but never the one it is about", async () => {
+        for (const name of ["gone", "ops"]) await store.upsertEndpoint(endpoint(name), `whsec_${name}${name}${name}`);
+        store.routeOperatorEvents(() => ["ops", "gone"]);
+        await store.ingest([completionEvent(), completionEvent()], () => ["gone"]);
+        const [first, second] = await claimAll("w1", Date.now(), ["gone"]);
+        const gone = { status: "endpoint_gone", reason: "receiver answered 410 Gone" } as const;
+        const r1 = await store.completeAttempt(first!, attempt({ statusCode: 410 }), gone);
+        expect(r1.generated?.map(typeOf)).toEqual(["endpointDisabled"]);
+        expect(r1.endpoints).toEqual(["ops"]);
+        const payload = r1.generated![0]!.event.payload;
+        expect(payload.case === "endpointDisabled" && payload.value).toMatchObject({
+          endpoint: "gone",
+          reason: "gone",
+          statusCode: 410,
+          pendingDeliveries: 1,
+        });
+        // Already disabled: the second 410 makes none.
+        const r2 = await store.completeAttempt(second!, attempt({ statusCode: 410 }), gone);
+        expect(r2.generated).toBeUndefined();
+        const feed = await store.readFeed(undefined, 100);
+        expect(feed.filter((e) => typeOf(e) === "endpointDisabled")).toHaveLength(1);
+        const toOps = await claimAll("w2", Date.now(), ["ops"]);
+        expect(toOps.map((d) => d.eventType)).toEqual([EventType.ENDPOINT_DISABLED]);
+      });
+
+      it("delivery.exhausted when no failover copy was made, and never about a delivery of an operator event", async () => {
+        await store.upsertEndpoint(endpoint("backup"), "whsec_YmFja3Vw");
+        await store.upsertEndpoint(endpoint("primary", { failoverTo: "backup" }), "whsec_cHJpbWFyeQ==");
+        await store.upsertEndpoint(endpoint("ops"), "whsec_b3Bz");
+        store.routeOperatorEvents(() => ["ops"]);
+        await store.ingest([completionEvent()], () => ["primary"]);
+        const [d] = await claimAll("w1", Date.now(), ["primary"]);
+        const failedOver = await store.completeAttempt(d!, attempt({ statusCode: 503, error: "HTTP 503" }), {
+          status: "dead_lettered",
+          failoverTo: "backup",
+        });
+        expect(failedOver.failoverDelivery?.endpoint).toBe("backup");
+        expect(failedOver.generated).toBeUndefined();
+        const [copy] = await claimAll("w1", Date.now(), ["backup"]);
+        const exhausted = await store.completeAttempt(copy!, attempt({ statusCode: 503, error: "HTTP 503" }), {
+          status: "dead_lettered",
+        });
+        expect(exhausted.generated?.map(typeOf)).toEqual(["deliveryExhausted"]);
+        const p = exhausted.generated![0]!.event.payload;
+        expect(p.case === "deliveryExhausted" && p.value).toMatchObject({
+          deliveryId: copy!.id,
+          endpoint: "backup",
+          eventType: "completion",
+          attempts: 1,
+          lastError: "HTTP 503",
+          originDeliveryId: d!.id,
+        });
+        // The ops endpoint's delivery of it is exhausted too: that makes nothing more.
+        const [toOps] = await claimAll("w1", Date.now(), ["ops"]);
+        expect(toOps!.eventType).toBe(EventType.DELIVERY_EXHAUSTED);
+        const last = await store.completeAttempt(toOps!, attempt({ statusCode: 503 }), { status: "dead_lettered" });
+        expect(last.generated).toBeUndefined();
+      });
+
+      it("endpoint.recovered once when a circuit recorded open is recorded closed", async () => {
+        for (const name of ["flaky", "ops"]) await store.upsertEndpoint(endpoint(name), `whsec_${name}${name}${name}`);
+        store.routeOperatorEvents(() => ["ops"]);
+        expect((await store.putCircuit({ endpoint: "flaky", open: false, openedAt: 0 })).generated).toEqual([]);
+        const openedAt = Date.now() - 5_000;
+        expect((await store.putCircuit({ endpoint: "flaky", open: true, openedAt })).generated).toEqual([]);
+        const closed = await store.putCircuit({ endpoint: "flaky", open: false, openedAt: 0 });
+        expect(closed.generated.map(typeOf)).toEqual(["endpointRecovered"]);
+        expect(closed.endpoints).toEqual(["ops"]);
+        const p = closed.generated[0]!.event.payload;
+        expect(p.case === "endpointRecovered" && Number(p.value.downMs)).toBeGreaterThanOrEqual(5_000);
+        expect((await store.putCircuit({ endpoint: "flaky", open: false, openedAt: 0 })).generated).toEqual([]);
+      });
+
+      it("endpoint.disabled once when a run of failures disables an endpoint", async () => {
+        for (const name of ["down", "ops"]) await store.upsertEndpoint(endpoint(name), `whsec_${name}${name}${name}`);
+        store.routeOperatorEvents(() => ["ops"]);
+        const why = {
+          detail: "every attempt failed for 1h (12 attempts)",
+          statusCode: 503,
+          lastError: "HTTP 503",
+          failingSince: Date.now() - 3_600_000,
+          failedAttempts: 12,
+        };
+        const first = await store.autoDisableEndpoint("down", why);
+        expect(first.generated.map(typeOf)).toEqual(["endpointDisabled"]);
+        expect(await store.getEndpoint("down")).toMatchObject({ enabled: false, disabledReason: why.detail });
+        const p = first.generated[0]!.event.payload;
+        expect(p.case === "endpointDisabled" && p.value).toMatchObject({ reason: "failing", failedAttempts: 12 });
+        expect((await store.autoDisableEndpoint("down", why)).generated).toEqual([]);
+        expect((await store.autoDisableEndpoint("missing", why)).generated).toEqual([]);
+      });
+    });
+
     describe("listing", () => {
       it("pages through deliveries newest first with stable tokens", async () => {
         const ids: string[] = [];

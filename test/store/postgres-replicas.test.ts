@@ -140,6 +140,45 @@ describe.skipIf(skip)("two PostgreSQL stores on one database", () => {
     expect(await a.getSetting("runtime")).toBe("x");
   });
 
+  it("make each operator event once when both record the same change at the same time", async () => {
+    for (const name of ["hooks", "ops"]) await a.upsertEndpoint(endpoint(name), "whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQ=");
+    for (const s of [a, b]) s.routeOperatorEvents(() => ["ops"]);
+    await a.putCircuit({ endpoint: "hooks", open: true, openedAt: Date.now() });
+    const closes = await Promise.all(
+      Array.from({ length: 6 }, (_, i) => (i % 2 ? a : b).putCircuit({ endpoint: "hooks", open: false, openedAt: 0 })),
+    );
+    expect(closes.flatMap((c) => c.generated)).toHaveLength(1);
+    const why = {
+      detail: "every attempt failed",
+      statusCode: 503,
+      lastError: "HTTP 503",
+      failingSince: 0,
+      failedAttempts: 3,
+    };
+    const disables = await Promise.all(
+      Array.from({ length: 6 }, (_, i) => (i % 2 ? a : b).autoDisableEndpoint("hooks", why)),
+    );
+    expect(disables.flatMap((d) => d.generated)).toHaveLength(1);
+    // Both in the shared feed, once each, and one delivery each to ops.
+    const feed = (await b.readFeed(undefined, 100)).map((e) => e.event.payload.case);
+    expect(feed.sort()).toEqual(["endpointDisabled", "endpointRecovered"]);
+    expect(await b.countEndpointPending("ops")).toBe(2);
+  });
+
+  it("pause an endpoint for both: neither claims it, and it is no lane of either", async () => {
+    await a.upsertEndpoint(endpoint("hooks"), "whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQ=");
+    await a.ingest(
+      Array.from({ length: 5 }, () => completionEvent()),
+      () => ["hooks"],
+    );
+    expect((await b.pauseEndpoint("hooks", true)).pending).toBe(5);
+    expect(await claimLane(a, "hooks", 10, "a", 10)).toEqual([]);
+    expect(await a.pendingLanes("", 10)).toEqual([]);
+    expect(await a.countHeld()).toBe(5);
+    await a.pauseEndpoint("hooks", false);
+    expect(await claimLane(b, "hooks", 10, "b", 10)).toHaveLength(5);
+  });
+
   it("read the feed in commit order: a reader following both writers never skips or repeats an event", async () => {
     const written: string[] = [];
     const seen: string[] = [];

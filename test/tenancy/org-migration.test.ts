@@ -36,21 +36,23 @@ async function oneOffAndConfigured(backend: "sqlite" | "postgres", rewind: (url:
   }
 }
 
-/** What the analytics rollups' migration (after the orgs one) added. */
-const ROLLUPS_UNDONE =
-  "DROP TABLE rollups; ALTER TABLE deliveries DROP COLUMN event_latency_ms; ALTER TABLE sidecars DROP COLUMN version; " +
-  "ALTER TABLE sidecars DROP COLUMN spool_batches; ALTER TABLE sidecars DROP COLUMN spool_bytes";
+// What the migrations after the orgs one added (paused endpoints, replay by window), taken
+// out again with it.
+const LATER_SQLITE =
+  "DROP INDEX deliveries_finished; ALTER TABLE endpoints DROP COLUMN paused; ALTER TABLE endpoints DROP COLUMN paused_at;" +
+  "DROP TABLE rollups; ALTER TABLE deliveries DROP COLUMN event_latency_ms; ALTER TABLE sidecars DROP COLUMN version; ALTER TABLE sidecars DROP COLUMN spool_batches; ALTER TABLE sidecars DROP COLUMN spool_bytes;";
+const LATER_POSTGRES =
+  "DROP INDEX deliveries_finished; ALTER TABLE endpoints DROP COLUMN paused, DROP COLUMN paused_at" +
+  "; DROP TABLE rollups; ALTER TABLE deliveries DROP COLUMN event_latency_ms; ALTER TABLE sidecars DROP COLUMN version, DROP COLUMN spool_batches, DROP COLUMN spool_bytes";
 
-describe("endpoints across the orgs migration (v6)", () => {
+describe("endpoints across the orgs migration (SQLite v6, PostgreSQL v3)", () => {
   it("SQLite", async () => {
     await oneOffAndConfigured("sqlite", async (url) => {
       const raw = new Database(url.slice("sqlite:".length));
+      raw.exec(LATER_SQLITE);
       raw.exec(
         "ALTER TABLE endpoints DROP COLUMN one_off; ALTER TABLE endpoints DROP COLUMN apps; DROP TABLE api_tokens",
       );
-      // The orgs migration is the newest one.
-      // ...and the analytics rollups (v7) after them.
-      raw.exec(ROLLUPS_UNDONE);
       raw.prepare("DELETE FROM schema_version WHERE version >= 6").run();
       raw.close();
     });
@@ -61,11 +63,10 @@ describe("endpoints across the orgs migration (v6)", () => {
       const client = new pg.Client({ connectionString: url });
       await client.connect();
       try {
+        await client.query(LATER_POSTGRES);
         await client.query(
           "ALTER TABLE endpoints DROP COLUMN one_off; ALTER TABLE endpoints DROP COLUMN apps; DROP TABLE api_tokens",
         );
-        // ...and the analytics rollups (v4) after them.
-        await client.query(ROLLUPS_UNDONE);
         await client.query("DELETE FROM aigw_schema_version WHERE version >= 3");
       } finally {
         await client.end();

@@ -8,6 +8,11 @@ import { ConfigError } from "../../control-plane/config/types.js";
 import { budgetEvent } from "../../control-plane/budgets/budget-ledger.js";
 import { EventRouter } from "../../control-plane/routing/event-router.js";
 import type { EndpointRecord } from "../../control-plane/store/store.js";
+import {
+  endpointDisabledEvent,
+  endpointRecoveredEvent,
+  operatorTargets,
+} from "../../control-plane/store/operator-events.js";
 
 // The routing rule of orgs (DESIGN.md "Orgs"), for every event type: an operator endpoint
 // gets every org's events, an org's endpoint only its org's, with apps only those apps'
@@ -27,6 +32,8 @@ const endpoint = (name: string, orgId = "", apps: string[] = []): EndpointRecord
   orgId,
   apps,
   oneOff: false,
+  paused: false,
+  pausedAt: null,
 });
 
 const envelope = (orgId: string, app: string) => ({
@@ -113,6 +120,41 @@ describe("routing by org and app, every event type", () => {
       expect(r.route(everyType("initech", "chat")[type] as Event)).toEqual(["ops"]);
     },
   );
+
+  it("operator events about an org's endpoint reach that org's other endpoints and the operator's, never another org's", () => {
+    const config = parseConfig("events:\n  subscribe: [endpoint.disabled, endpoint.recovered, delivery.exhausted]\n", {
+      file: "t.yaml",
+      env: {},
+    });
+    const ops = new EventRouter(config, [
+      endpoint("ops"),
+      endpoint("acme-all", "acme"),
+      endpoint("acme-chat", "acme", ["chat"]),
+      endpoint("globex-all", "globex"),
+    ]);
+    const route = (e: Event) => ops.route(e);
+    const now = Date.now();
+    const disabled = endpointDisabledEvent(
+      { name: "acme-chat", orgId: "acme" },
+      "gone",
+      "410",
+      { statusCode: 410, lastError: "" },
+      0,
+      now,
+    );
+    expect(operatorTargets(route, disabled).sort()).toEqual(["acme-all", "ops"]);
+    const recovered = endpointRecoveredEvent({ name: "globex-all", orgId: "globex" }, now - 1000, now);
+    expect(operatorTargets(route, recovered).sort()).toEqual(["ops"]);
+    const operatorOwn = endpointDisabledEvent(
+      { name: "ops", orgId: "" },
+      "gone",
+      "410",
+      { statusCode: 410, lastError: "" },
+      0,
+      now,
+    );
+    expect(operatorTargets(route, operatorOwn)).toEqual([]);
+  });
 
   it("an org endpoint failing over to the operator's does not make it a standby", () => {
     const failing = (name: string, orgId: string, failoverTo: string) => ({ ...endpoint(name, orgId), failoverTo });

@@ -195,7 +195,7 @@ const MIGRATIONS: readonly string[] = [
   ALTER TABLE model_prices ADD COLUMN cache_write_per_million double precision;
   ALTER TABLE model_prices ADD COLUMN cache_write_1h_per_million double precision;
   `,
-  // v6: orgs (tenancy). An endpoint's org_id now means the org it belongs to (one-off
+  // v3: orgs (tenancy). An endpoint's org_id now means the org it belongs to (one-off
   // endpoints had it already; one_off tells them apart), apps limits it to those apps;
   // org-scoped API tokens, kept as digests only.
   `
@@ -212,7 +212,14 @@ const MIGRATIONS: readonly string[] = [
     revoked_at bigint
   );
   `,
-  // v4: analytics rollups (control-plane/store/rollups.ts), each delivery's event→delivered
+  // v4: paused endpoints (deliveries held, not claimed: a paused endpoint is not a lane),
+  // and replay by time window: failed and dead-lettered deliveries in order of finish time.
+  `
+  ALTER TABLE endpoints ADD COLUMN paused boolean NOT NULL DEFAULT false;
+  ALTER TABLE endpoints ADD COLUMN paused_at bigint;
+  CREATE INDEX deliveries_finished ON deliveries (finished_at, seq) WHERE status IN ('failed', 'dead_lettered');
+  `,
+  // v5: analytics rollups (control-plane/store/rollups.ts), each delivery's event→delivered
   // latency, and what sidecars report of themselves (version, spool depth).
   `
   CREATE TABLE rollups (

@@ -65,7 +65,22 @@ import {
   nextDeliveryState,
   type PendingLane,
   positiveInteger,
+  checkReplayWindow,
+  decodeReplayCursor,
+  encodeReplayCursor,
+  type ReplayStep,
+  type ReplayWindow,
 } from "../delivery-queue.js";
+import {
+  type AutoDisable,
+  deliveryExhaustedEvent,
+  endpointDisabledEvent,
+  endpointRecoveredEvent,
+  NO_EFFECTS,
+  type OperatorEffects,
+  type OperatorRoute,
+  operatorTargets,
+} from "../operator-events.js";
 import {
   configSecretContext,
   type EndpointPatch,
@@ -164,6 +179,8 @@ interface EndpointRow {
   org_id: string;
   apps: string;
   one_off: boolean;
+  paused: boolean;
+  paused_at: number | null;
 }
 
 interface KeyRow {
@@ -244,6 +261,7 @@ export class PostgresStore implements Store {
   readonly #logger: Logger | undefined;
   readonly #listener: PgListener;
   #closed = false;
+  #operatorRoute: OperatorRoute | undefined;
 
   /** Use openPostgresStore(). */
   constructor(pool: pg.Pool, url: string, box: SecretBox, owner: string, logger?: Logger) {
@@ -1005,6 +1023,8 @@ export class PostgresStore implements Store {
                      SELECT d.seq FROM deliveries d
                      WHERE d.status = 'pending' AND d.endpoint = l.endpoint AND d.due_at <= $3
                      ORDER BY d.due_at, d.seq LIMIT l.lim FOR UPDATE SKIP LOCKED) p
+                   -- A paused endpoint is not a lane: one probe of its row per lane.
+                   WHERE NOT EXISTS (SELECT 1 FROM endpoints ep WHERE ep.name = l.endpoint AND ep.paused AND ep.enabled)
                  ), leased AS (
                    UPDATE deliveries d SET lease_owner = $4, lease_until = $5, due_at = $5, lease_token = $6
                    FROM picked WHERE d.seq = picked.seq RETURNING d.*
@@ -1025,7 +1045,8 @@ export class PostgresStore implements Store {
         const due = await c.query<{ endpoint: string; due_at: number | null }>(
           `SELECT l.endpoint, (SELECT d.due_at FROM deliveries d WHERE d.status = 'pending' AND d.endpoint = l.endpoint
              ORDER BY d.due_at LIMIT 1) AS due_at
-           FROM unnest($1::text[]) AS l(endpoint)`,
+           FROM unnest($1::text[]) AS l(endpoint)
+           WHERE NOT EXISTS (SELECT 1 FROM endpoints ep WHERE ep.name = l.endpoint AND ep.paused AND ep.enabled)`,
           [drained.map((l) => l.endpoint)],
         );
         for (const r of due.rows) if (r.due_at !== null && r.due_at < BLOCKED_DUE_AT) nextDue.set(r.endpoint, r.due_at);
@@ -1047,20 +1068,36 @@ export class PostgresStore implements Store {
   }
 
   async pendingLanes(after: string, limit: number): Promise<PendingLane[]> {
-    const { rows } = await this.#pool.query<{ endpoint: string; due_at: number }>(
-      `WITH RECURSIVE lanes(endpoint) AS (
-         (SELECT endpoint FROM deliveries WHERE status = 'pending' AND endpoint > $1 ORDER BY endpoint LIMIT 1)
-         UNION ALL
-         SELECT (SELECT d.endpoint FROM deliveries d WHERE d.status = 'pending' AND d.endpoint > lanes.endpoint
-                 ORDER BY d.endpoint LIMIT 1)
-         FROM lanes WHERE lanes.endpoint IS NOT NULL
-       )
-       SELECT endpoint, (SELECT due_at FROM deliveries WHERE status = 'pending' AND endpoint = lanes.endpoint
-                         ORDER BY due_at LIMIT 1) AS due_at
-       FROM lanes WHERE endpoint IS NOT NULL LIMIT $2`,
-      [after, positiveInteger(limit, "pendingLanes limit")],
+    positiveInteger(limit, "pendingLanes limit");
+    const paused = new Set(
+      (await this.#pool.query<{ name: string }>("SELECT name FROM endpoints WHERE paused AND enabled")).rows.map(
+        (r) => r.name,
+      ),
     );
-    return rows.filter((r) => r.due_at < BLOCKED_DUE_AT).map((r) => ({ endpoint: r.endpoint, dueAt: r.due_at }));
+    const lanes: PendingLane[] = [];
+    // Lanes left out (paused, or only blocked rows) do not shorten a page: read on.
+    for (let cursor = after; ; ) {
+      const { rows } = await this.#pool.query<{ endpoint: string; due_at: number }>(
+        `WITH RECURSIVE lanes(endpoint) AS (
+           (SELECT endpoint FROM deliveries WHERE status = 'pending' AND endpoint > $1 ORDER BY endpoint LIMIT 1)
+           UNION ALL
+           SELECT (SELECT d.endpoint FROM deliveries d WHERE d.status = 'pending' AND d.endpoint > lanes.endpoint
+                   ORDER BY d.endpoint LIMIT 1)
+           FROM lanes WHERE lanes.endpoint IS NOT NULL
+         )
+         SELECT endpoint, (SELECT due_at FROM deliveries WHERE status = 'pending' AND endpoint = lanes.endpoint
+                           ORDER BY due_at LIMIT 1) AS due_at
+         FROM lanes WHERE endpoint IS NOT NULL LIMIT $2`,
+        [cursor, limit],
+      );
+      for (const r of rows) {
+        if (r.due_at < BLOCKED_DUE_AT && !paused.has(r.endpoint)) lanes.push({ endpoint: r.endpoint, dueAt: r.due_at });
+      }
+      const last = rows[rows.length - 1];
+      if (rows.length < limit || last === undefined || lanes.length >= limit) break;
+      cursor = last.endpoint;
+    }
+    return lanes.slice(0, limit);
   }
 
   completeAttempt(delivery: LeasedDelivery, attempt: NewAttempt, outcome: AttemptOutcome): Promise<CompleteResult> {
@@ -1170,14 +1207,38 @@ export class PostgresStore implements Store {
     }
     const finished = updates.filter((u) => u.next.status !== "pending");
     fx.pending -= finished.length;
-    for (const { row, next } of updates) {
+    // Operator events of this group, each with the result it belongs to.
+    const operator: { index: number; event: Event | undefined }[] = [];
+    const recordedIndex = results.flatMap((r, i) => (r.recorded ? [i] : []));
+    for (const [j, { row, next, attempt }] of updates.map(
+      (u, j) => [j, { ...u, attempt: attempts[j]!.attempt }] as const,
+    )) {
       if (next.disableEndpoint !== undefined) {
+        const before = (
+          await c.query<{ enabled: boolean; org_id: string }>(
+            "SELECT enabled, org_id FROM endpoints WHERE name = $1 FOR UPDATE",
+            [row.endpoint],
+          )
+        ).rows[0];
         await c.query("UPDATE endpoints SET enabled = false, disabled_reason = $2, updated_at = $3 WHERE name = $1", [
           row.endpoint,
           next.disableEndpoint,
           now,
         ]);
         fx.changes.add("endpoints");
+        if (before?.enabled) {
+          const pending = await this.#countEndpointPending(c, row.endpoint);
+          const last = { statusCode: attempt.statusCode, lastError: next.lastError };
+          const event = endpointDisabledEvent(
+            { name: row.endpoint, orgId: before.org_id },
+            "gone",
+            next.disableEndpoint,
+            last,
+            pending,
+            now,
+          );
+          operator.push({ index: recordedIndex[j]!, event });
+        }
       }
     }
     const ordered = finished.filter((u) => u.row.order_key !== "");
@@ -1209,6 +1270,46 @@ export class PostgresStore implements Store {
       };
       await this.#insertDeliveries(c, fx, [copy], now);
       results[i] = { ...results[i]!, failoverDelivery: newDeliveryRecord(copy, now) };
+    }
+    // Dead-lettered with no failover copy made: delivery.exhausted.
+    const exhausted = updates
+      .map((u, j) => ({ ...u, index: recordedIndex[j]! }))
+      .filter((u) => u.next.status === "dead_lettered" && !results[u.index]!.failoverDelivery);
+    if (exhausted.length > 0) {
+      const orgs = await this.#endpointOrgs(
+        c,
+        exhausted.map((u) => u.row.endpoint),
+      );
+      for (const { row, next, index } of exhausted) {
+        const event = deliveryExhaustedEvent(
+          {
+            id: row.id,
+            endpoint: row.endpoint,
+            eventId: row.event_id,
+            eventType: row.event_type,
+            attemptCount: next.attemptCount,
+            lastError: next.lastError,
+            originDeliveryId: row.origin_delivery_id,
+          },
+          orgs.get(row.endpoint) ?? "",
+          now,
+        );
+        operator.push({ index, event });
+      }
+    }
+    const made = operator.filter((o): o is { index: number; event: Event } => o.event !== undefined);
+    if (made.length > 0) {
+      const effects = await this.#storeOperator(
+        c,
+        fx,
+        made.map((o) => o.event),
+        now,
+      );
+      effects.forEach((e, k) => {
+        const result = results[made[k]!.index]!;
+        result.generated = [...(result.generated ?? []), e.stored];
+        result.endpoints = [...new Set([...(result.endpoints ?? []), ...e.endpoints])];
+      });
     }
     return results;
   }
@@ -1371,6 +1472,67 @@ export class PostgresStore implements Store {
     return Number(mark.rows[0]?.value || 0);
   }
 
+  async #endpointOrgs(c: pg.PoolClient, names: string[]): Promise<Map<string, string>> {
+    const { rows } = await c.query<{ name: string; org_id: string }>(
+      "SELECT name, org_id FROM endpoints WHERE name = ANY($1::text[])",
+      [[...new Set(names)]],
+    );
+    return new Map(rows.map((r) => [r.name, r.org_id]));
+  }
+
+  async #countEndpointPending(q: pg.Pool | pg.PoolClient, endpoint: string): Promise<number> {
+    const { rows } = await q.query<{ n: number }>(
+      "SELECT COUNT(*)::int AS n FROM deliveries WHERE status = 'pending' AND endpoint = $1",
+      [endpoint],
+    );
+    return rows[0]?.n ?? 0;
+  }
+
+  /**
+   * Stores operator events (operator-events.ts) with their deliveries and feed positions,
+   * inside the caller's transaction; the feed lock is taken last, as ingest does.
+   */
+  async #storeOperator(
+    c: pg.PoolClient,
+    fx: TxEffects,
+    events: Event[],
+    now: number,
+  ): Promise<{ stored: StoredEvent; endpoints: string[] }[]> {
+    // Made only once the control plane routes them (a bare store, as in tools and tests, makes none).
+    if (events.length === 0 || this.#operatorRoute === undefined) return [];
+    const stored = await this.#insertEvents(c, events, now);
+    const out: { stored: StoredEvent; endpoints: string[] }[] = [];
+    const deliveries: NewDeliveryRow[] = [];
+    for (const s of stored) {
+      const columns = eventColumns(s.event);
+      const source: DeliverySource = {
+        eventSeq: s.seq,
+        eventId: s.event.id,
+        eventType: columns.type,
+        orderKey: columns.orderKey,
+        orderIndex: columns.orderIndex,
+      };
+      const endpoints = operatorTargets(this.#operatorRoute, s.event);
+      for (const endpoint of endpoints) {
+        deliveries.push({ id: newDeliveryId(), source, endpoint, originDeliveryId: "", blocked: false });
+      }
+      out.push({ stored: s, endpoints });
+    }
+    await this.#insertDeliveries(c, fx, deliveries, now);
+    await this.#placeInFeed(c, [{ stored, duplicates: 0, deliveries: deliveries.length, endpoints: [] }]);
+    fx.events = true;
+    return out;
+  }
+
+  routeOperatorEvents(route: OperatorRoute): void {
+    this.#operatorRoute = route;
+  }
+
+  async #operatorEffects(c: pg.PoolClient, fx: TxEffects, event: Event, now: number): Promise<OperatorEffects> {
+    const [made] = await this.#storeOperator(c, fx, [event], now);
+    return made ? { generated: [made.stored], endpoints: made.endpoints } : NO_EFFECTS;
+  }
+
   async #failoverVisited(c: pg.PoolClient, row: DeliveryRow, target: string): Promise<boolean> {
     if (row.endpoint === target) return true;
     let origin = row.origin_delivery_id;
@@ -1522,32 +1684,170 @@ export class PostgresStore implements Store {
   }
 
   async replayDeadLettered(endpoint?: string, orgId?: string): Promise<number> {
+    let replayed = 0;
+    const window: ReplayWindow = {
+      since: Number.MIN_SAFE_INTEGER,
+      until: Number.MAX_SAFE_INTEGER,
+      statuses: ["dead_lettered"],
+      limit: 500,
+      ...(endpoint ? { endpoint } : {}),
+      ...(orgId ? { orgId } : {}),
+    };
+    for (let after: string | undefined; ; ) {
+      const step = await this.replayWindow(after === undefined ? window : { ...window, after });
+      replayed += step.replayed;
+      if (step.next === undefined) return replayed;
+      after = step.next;
+    }
+  }
+
+  async replayWindow(options: ReplayWindow): Promise<ReplayStep> {
+    checkReplayWindow(options);
+    const cursor = decodeReplayCursor(options.after);
     const now = Date.now();
     return this.#tx(async (c, fx) => {
-      // One bulk replay at a time, so two never both replay the same dead letter.
+      // One replay step at a time over all replicas, so two never both queue the same delivery.
       await c.query("SELECT pg_advisory_xact_lock(hashtext('aigw replay dead letters'))");
-      const { rows } = await c.query<DeliveryRow>(
-        `SELECT d.* FROM deliveries d
-         WHERE d.status = 'dead_lettered' AND ($1 = '' OR d.endpoint = $1)
-           AND EXISTS (SELECT 1 FROM endpoints ep WHERE ep.name = d.endpoint AND ($2 = '' OR ep.org_id = $2))
-           AND NOT EXISTS (SELECT 1 FROM deliveries r
-             WHERE r.origin_delivery_id <> '' AND r.origin_delivery_id = d.id AND r.endpoint = d.endpoint)
-         ORDER BY d.seq`,
-        [endpoint ?? "", orgId ?? ""],
+      const { rows } = await c.query<DeliveryRow & { ep_enabled: boolean | null }>(
+        `SELECT d.*, ep.enabled AS ep_enabled
+         FROM deliveries d LEFT JOIN endpoints ep ON ep.name = d.endpoint
+         WHERE d.status IN ('failed', 'dead_lettered') AND d.status = ANY($1::text[])
+           AND d.finished_at >= $2 AND d.finished_at < $3 AND (d.finished_at, d.seq) > ($4, $5)
+           AND ($6 = '' OR d.endpoint = $6) AND ($8 = '' OR ep.org_id = $8)
+         ORDER BY d.finished_at, d.seq LIMIT $7`,
+        [
+          ...replayParams(options),
+          cursor.finishedAt,
+          cursor.seq,
+          options.endpoint ?? "",
+          options.limit,
+          options.orgId ?? "",
+        ],
       );
-      await this.#insertDeliveries(
-        c,
-        fx,
-        rows.map((row) => ({
+      // What rules a delivery out, looked up for the whole step by the origin and event
+      // indexes (one probe per delivery, whatever else the endpoint has pending).
+      const live = rows.filter((row) => row.ep_enabled === true);
+      const replayed = new Set(
+        live.length === 0
+          ? []
+          : (
+              await c.query<{ origin_delivery_id: string; endpoint: string }>(
+                `SELECT origin_delivery_id, endpoint FROM deliveries
+                 WHERE origin_delivery_id <> '' AND origin_delivery_id = ANY($1::text[])`,
+                [live.map((r) => r.id)],
+              )
+            ).rows.map((r) => `${r.origin_delivery_id}\u0000${r.endpoint}`),
+      );
+      const pendingAgain = new Set(
+        live.length === 0
+          ? []
+          : (
+              await c.query<{ event_seq: number; endpoint: string }>(
+                "SELECT event_seq, endpoint FROM deliveries WHERE event_seq = ANY($1::bigint[]) AND status = 'pending'",
+                [[...new Set(live.map((r) => r.event_seq))]],
+              )
+            ).rows.map((r) => `${Number(r.event_seq)}\u0000${r.endpoint}`),
+      );
+      const copies: NewDeliveryRow[] = live
+        .filter(
+          (row) =>
+            !replayed.has(`${row.id}\u0000${row.endpoint}`) &&
+            !pendingAgain.has(`${Number(row.event_seq)}\u0000${row.endpoint}`),
+        )
+        .map((row) => ({
           id: newDeliveryId(),
           source: sourceOf(row),
           endpoint: row.endpoint,
           originDeliveryId: row.id,
           blocked: false,
-        })),
+        }));
+      await this.#insertDeliveries(c, fx, copies, now);
+      const last = rows[rows.length - 1];
+      return {
+        replayed: copies.length,
+        skipped: rows.length - copies.length,
+        next:
+          rows.length < options.limit || last === undefined
+            ? undefined
+            : encodeReplayCursor(Number(last.finished_at ?? 0), Number(last.seq)),
+        endpoints: [...new Set(copies.map((d) => d.endpoint))],
+      };
+    });
+  }
+
+  async countReplayWindow(options: Omit<ReplayWindow, "after" | "limit">): Promise<number> {
+    checkReplayWindow(options);
+    const { rows } = await this.#pool.query<{ n: number }>(
+      `SELECT COUNT(*)::int AS n FROM deliveries d
+       WHERE d.status IN ('failed', 'dead_lettered') AND d.status = ANY($1::text[])
+         AND d.finished_at >= $2 AND d.finished_at < $3 AND ($4 = '' OR d.endpoint = $4)
+         AND ($5 = '' OR EXISTS (SELECT 1 FROM endpoints ep WHERE ep.name = d.endpoint AND ep.org_id = $5))`,
+      [...replayParams(options), options.endpoint ?? "", options.orgId ?? ""],
+    );
+    return rows[0]?.n ?? 0;
+  }
+
+  async countHeld(): Promise<number> {
+    const { rows } = await this.#pool.query<{ n: number }>(
+      `SELECT COUNT(*)::int AS n FROM deliveries
+       WHERE status = 'pending' AND endpoint IN (SELECT name FROM endpoints WHERE paused OR NOT enabled)`,
+    );
+    return rows[0]?.n ?? 0;
+  }
+
+  async countEndpointPending(endpoint: string): Promise<number> {
+    return this.#countEndpointPending(this.#pool, endpoint);
+  }
+
+  async pauseEndpoint(name: string, paused: boolean): Promise<{ endpoint: EndpointRecord; pending: number }> {
+    const now = Date.now();
+    return this.#tx(async (c, fx) => {
+      // Taken by every claim: once this commits, no replica claims for a paused endpoint.
+      await c.query("SELECT pg_advisory_xact_lock($1)", [CLAIM_LOCK]);
+      const row = await endpointRow(c, name, now, true);
+      if (row === undefined) throw new StoreNotFoundError(`endpoint "${name}" not found`);
+      if (row.paused !== paused) {
+        await c.query("UPDATE endpoints SET paused = $2, paused_at = $3, updated_at = $4 WHERE name = $1", [
+          name,
+          paused,
+          paused ? now : null,
+          now,
+        ]);
+        fx.changes.add("endpoints");
+        // Other replicas wake the lane at once when it resumes.
+        if (!paused) fx.lanes.add(name);
+      }
+      return { endpoint: await this.#endpointRecord(c, name, now), pending: await this.#countEndpointPending(c, name) };
+    });
+  }
+
+  async autoDisableEndpoint(name: string, why: AutoDisable): Promise<OperatorEffects> {
+    const now = Date.now();
+    return this.#tx(async (c, fx) => {
+      const row = (
+        await c.query<{ enabled: boolean; org_id: string }>(
+          "SELECT enabled, org_id FROM endpoints WHERE name = $1 FOR UPDATE",
+          [name],
+        )
+      ).rows[0];
+      if (row === undefined || !row.enabled) return NO_EFFECTS;
+      await c.query("UPDATE endpoints SET enabled = false, disabled_reason = $2, updated_at = $3 WHERE name = $1", [
+        name,
+        why.detail,
         now,
+      ]);
+      fx.changes.add("endpoints");
+      const pending = await this.#countEndpointPending(c, name);
+      const event = endpointDisabledEvent(
+        { name, orgId: row.org_id },
+        "failing",
+        why.detail,
+        { statusCode: why.statusCode, lastError: why.lastError },
+        pending,
+        now,
+        { since: why.failingSince, attempts: why.failedAttempts },
       );
-      return rows.length;
+      return this.#operatorEffects(c, fx, event, now);
     });
   }
 
@@ -1796,15 +2096,31 @@ export class PostgresStore implements Store {
     return BigInt(rows[0]?.value ?? now);
   }
 
-  async putCircuit(circuit: CircuitRecord): Promise<void> {
-    await this.#tx(async (c, fx) => {
+  async putCircuit(circuit: CircuitRecord): Promise<OperatorEffects> {
+    return this.#tx(async (c, fx) => {
+      const now = Date.now();
+      // Closing: the row recorded open is locked, so of replicas closing it together one
+      // sees it open and makes endpoint.recovered.
+      const before = circuit.open
+        ? undefined
+        : (
+            await c.query<{ open: boolean; opened_at: number }>(
+              "SELECT open, opened_at FROM endpoint_circuits WHERE endpoint = $1 FOR UPDATE",
+              [circuit.endpoint],
+            )
+          ).rows[0];
       await c.query(
         `INSERT INTO endpoint_circuits (endpoint, open, opened_at, updated_at) VALUES ($1, $2, $3, $4)
          ON CONFLICT (endpoint) DO UPDATE SET open = excluded.open, opened_at = excluded.opened_at,
            updated_at = excluded.updated_at`,
-        [circuit.endpoint, circuit.open, circuit.openedAt, Date.now()],
+        [circuit.endpoint, circuit.open, circuit.openedAt, now],
       );
       fx.changes.add("circuits");
+      if (!before?.open) return NO_EFFECTS;
+      const org = (await this.#endpointOrgs(c, [circuit.endpoint])).get(circuit.endpoint);
+      if (org === undefined) return NO_EFFECTS;
+      const event = endpointRecoveredEvent({ name: circuit.endpoint, orgId: org }, Number(before.opened_at), now);
+      return this.#operatorEffects(c, fx, event, now);
     }, true);
   }
 
@@ -1970,6 +2286,14 @@ async function endpointRow(
   return rows[0];
 }
 
+function replayParams(w: Omit<ReplayWindow, "after" | "limit">): [string[], number, number] {
+  return [
+    [...w.statuses],
+    Math.max(Number.MIN_SAFE_INTEGER, Math.floor(w.since)),
+    Math.min(Number.MAX_SAFE_INTEGER, Math.ceil(w.until)),
+  ];
+}
+
 function endpointParams(endpoint: NewEndpoint, now: number): unknown[] {
   return [
     endpoint.name,
@@ -2021,6 +2345,8 @@ function toEndpointRecord(row: EndpointRow): EndpointRecord {
     orgId: row.org_id,
     apps: JSON.parse(row.apps) as string[],
     oneOff: row.one_off,
+    paused: row.paused,
+    pausedAt: row.paused_at === null ? null : Number(row.paused_at),
   };
 }
 

@@ -220,7 +220,14 @@ const MIGRATIONS: readonly string[] = [
     revoked_at INTEGER
   ) WITHOUT ROWID;
   `,
-  // v7: analytics rollups (control-plane/store/rollups.ts), each delivery's event→delivered
+  // v7: paused endpoints (deliveries held, not claimed: a paused endpoint is not a lane),
+  // and replay by time window: failed and dead-lettered deliveries in order of finish time.
+  `
+  ALTER TABLE endpoints ADD COLUMN paused INTEGER NOT NULL DEFAULT 0;
+  ALTER TABLE endpoints ADD COLUMN paused_at INTEGER;
+  CREATE INDEX deliveries_finished ON deliveries (finished_at, seq) WHERE status IN ('failed', 'dead_lettered');
+  `,
+  // v8: analytics rollups (control-plane/store/rollups.ts), each delivery's event→delivered
   // latency, and what sidecars report of themselves (version, spool depth).
   `
   CREATE TABLE rollups (

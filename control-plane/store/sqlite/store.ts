@@ -45,7 +45,22 @@ import {
   nextDeliveryState,
   type PendingLane,
   positiveInteger,
+  checkReplayWindow,
+  decodeReplayCursor,
+  encodeReplayCursor,
+  type ReplayStep,
+  type ReplayWindow,
 } from "../delivery-queue.js";
+import {
+  type AutoDisable,
+  deliveryExhaustedEvent,
+  endpointDisabledEvent,
+  endpointRecoveredEvent,
+  NO_EFFECTS,
+  type OperatorEffects,
+  type OperatorRoute,
+  operatorTargets,
+} from "../operator-events.js";
 import {
   configSecretContext,
   type EndpointPatch,
@@ -159,6 +174,9 @@ interface EndpointRow {
   apps: string;
   /** 1 for a one-off endpoint (schema v6). */
   one_off: number;
+  /** Schema v7. */
+  paused: number;
+  paused_at: number | null;
 }
 
 interface AttemptRow {
@@ -188,6 +206,12 @@ interface QueuedIngest {
   events: readonly Event[];
   route: (event: Event) => readonly string[];
   accounting: SpendAccounting | undefined;
+}
+
+/** Operator events made inside one transaction, and the lanes they woke. */
+interface Fx {
+  generated: StoredEvent[];
+  endpoints: Set<string>;
 }
 
 type Stmt<P, R = unknown> = Database.Statement<[P], R>;
@@ -409,14 +433,6 @@ function prepareStatements(db: Database.Database) {
     // A dead letter already replayed (a later delivery to the same endpoint names it as
     // origin) is not replayed again: its replay carries on, and a second bulk replay
     // must not multiply deliveries. Failover copies go to another endpoint and don't count.
-    deadLettered: db.prepare(
-      `SELECT d.* FROM deliveries d
-       WHERE d.status = 'dead_lettered' AND (@endpoint = '' OR d.endpoint = @endpoint)
-         AND EXISTS (SELECT 1 FROM endpoints ep WHERE ep.name = d.endpoint AND (@orgId = '' OR ep.org_id = @orgId))
-         AND NOT EXISTS (SELECT 1 FROM deliveries r
-           WHERE r.origin_delivery_id != '' AND r.origin_delivery_id = d.id AND r.endpoint = d.endpoint)
-       ORDER BY d.seq`,
-    ) as Stmt<{ endpoint: string; orgId: string }, DeliveryRow>,
     countPending: db.prepare("SELECT COUNT(*) FROM deliveries WHERE status = 'pending'").pluck() as Stmt0<number>,
 
     insertAttempt: db.prepare(
@@ -441,6 +457,57 @@ function prepareStatements(db: Database.Database) {
        GROUP BY endpoint, reason ORDER BY endpoint, n DESC, reason`,
     ) as Database.Statement<[number], { endpoint: string; reason: string; n: number }>,
     endpointNames: db.prepare("SELECT name FROM endpoints").pluck() as Stmt0<string>,
+
+    // Paused endpoints (schema v6): one primary-key probe per lane claimed.
+    endpointPaused: db
+      .prepare("SELECT 1 FROM endpoints WHERE name = ? AND paused = 1 AND enabled = 1")
+      .pluck() as Database.Statement<[string], number>,
+    pausedNames: db.prepare("SELECT name FROM endpoints WHERE paused = 1 AND enabled = 1").pluck() as Stmt0<string>,
+    setPaused: db.prepare(
+      "UPDATE endpoints SET paused = @paused, paused_at = @pausedAt, updated_at = @now WHERE name = @name",
+    ) as Stmt<{ name: string; paused: number; pausedAt: number | null; now: number }>,
+    countEndpointPending: db
+      .prepare("SELECT COUNT(*) FROM deliveries INDEXED BY deliveries_due WHERE status = 'pending' AND endpoint = ?")
+      .pluck() as Database.Statement<[string], number>,
+    countHeld: db
+      .prepare(
+        `SELECT COUNT(*) FROM deliveries INDEXED BY deliveries_due
+         WHERE status = 'pending' AND endpoint IN (SELECT name FROM endpoints WHERE paused = 1 OR enabled = 0)`,
+      )
+      .pluck() as Stmt0<number>,
+    // Replay by window: failed and dead-lettered deliveries in order of finish time, each
+    // with what decides whether it is queued again (its endpoint, an earlier replay of it,
+    // its event pending again for the same endpoint).
+    replayCandidates: db.prepare(
+      `SELECT d.*, ep.enabled AS ep_enabled,
+         EXISTS (SELECT 1 FROM deliveries r INDEXED BY deliveries_origin
+                   WHERE r.origin_delivery_id != '' AND r.origin_delivery_id = d.id AND r.endpoint = d.endpoint) AS replayed,
+         EXISTS (SELECT 1 FROM deliveries p INDEXED BY deliveries_event WHERE p.event_seq = d.event_seq AND p.endpoint = d.endpoint
+                   AND p.status = 'pending') AS pending_again
+       FROM deliveries d INDEXED BY deliveries_finished LEFT JOIN endpoints ep ON ep.name = d.endpoint
+       WHERE d.status IN ('failed', 'dead_lettered') AND d.status IN (@s1, @s2)
+         AND d.finished_at >= @since AND d.finished_at < @until
+         AND (d.finished_at > @afterAt OR (d.finished_at = @afterAt AND d.seq > @afterSeq))
+         AND (@endpoint = '' OR d.endpoint = @endpoint)
+         AND (@orgId = '' OR ep.org_id = @orgId)
+       ORDER BY d.finished_at, d.seq LIMIT @limit`,
+    ) as Stmt<
+      Record<string, unknown>,
+      DeliveryRow & { ep_enabled: number | null; replayed: number; pending_again: number }
+    >,
+    countReplayWindow: db
+      .prepare(
+        `SELECT COUNT(*) FROM deliveries d INDEXED BY deliveries_finished
+         WHERE d.status IN ('failed', 'dead_lettered') AND d.status IN (@s1, @s2)
+           AND d.finished_at >= @since AND d.finished_at < @until AND (@endpoint = '' OR d.endpoint = @endpoint)
+           AND (@orgId = '' OR EXISTS (SELECT 1 FROM endpoints ep WHERE ep.name = d.endpoint AND ep.org_id = @orgId))`,
+      )
+      .pluck() as Stmt<Record<string, unknown>, number>,
+    eventOrg: db.prepare("SELECT org_id FROM events WHERE seq = ?").pluck() as Database.Statement<[number], string>,
+    circuitOf: db.prepare("SELECT open, opened_at FROM endpoint_circuits WHERE endpoint = ?") as Database.Statement<
+      [string],
+      { open: number; opened_at: number }
+    >,
   };
 }
 
@@ -478,6 +545,7 @@ export class SqliteStore implements Store {
   readonly #wal: WalSync;
   readonly #checkpointer: Checkpointer;
   #closed = false;
+  #operatorRoute: OperatorRoute | undefined;
 
   /** Use openSqliteStore(); the constructor expects a migrated database. */
   constructor(db: Database.Database, path: string, box: SecretBox, logger?: Logger) {
@@ -868,6 +936,10 @@ export class SqliteStore implements Store {
     const claimed = this.#bookkeeping(() => {
       const token = this.#s.nextLeaseToken.get() as number;
       return lanes.map(({ endpoint, limit }) => {
+        // A paused endpoint is not a lane: nothing claimed, nothing reported due.
+        if (this.#s.endpointPaused.get(endpoint) !== undefined) {
+          return { endpoint, rows: [] as DeliveryWithBodyRow[], nextDueAt: undefined, token };
+        }
         const rows = this.#s.claimLane.all({ endpoint, now, limit });
         if (rows.length > 0) {
           const seqs = JSON.stringify(rows.map((row) => row.seq));
@@ -890,10 +962,22 @@ export class SqliteStore implements Store {
 
   async pendingLanes(after: string, limit: number): Promise<PendingLane[]> {
     this.#flushCompletions();
-    const rows = this.#s.pendingLanes.all({ after, limit: positiveInteger(limit, "pendingLanes limit") });
-    return rows
-      .filter((row) => row.due_at < BLOCKED_DUE_AT)
-      .map((row) => ({ endpoint: row.endpoint, dueAt: row.due_at }));
+    positiveInteger(limit, "pendingLanes limit");
+    const paused = new Set(this.#s.pausedNames.all());
+    const lanes: PendingLane[] = [];
+    // Lanes left out (paused, or only blocked rows) do not shorten a page: read on.
+    for (let cursor = after; ; ) {
+      const rows = this.#s.pendingLanes.all({ after: cursor, limit });
+      for (const row of rows) {
+        if (row.due_at < BLOCKED_DUE_AT && !paused.has(row.endpoint)) {
+          lanes.push({ endpoint: row.endpoint, dueAt: row.due_at });
+        }
+      }
+      const last = rows[rows.length - 1];
+      if (rows.length < limit || last === undefined || lanes.length >= limit) break;
+      cursor = last.endpoint;
+    }
+    return lanes.slice(0, limit);
   }
 
   /**
@@ -941,6 +1025,8 @@ export class SqliteStore implements Store {
       error: attempt.error,
       responseBody: attempt.responseBody.slice(0, MAX_RESPONSE_BODY_CHARS),
     });
+    const wasEnabled =
+      next.disableEndpoint !== undefined && this.#s.endpointByName.get({ now, name: row.endpoint })?.enabled === 1;
     if (next.disableEndpoint !== undefined) {
       this.#s.disableEndpoint.run({ name: row.endpoint, reason: next.disableEndpoint, now });
     }
@@ -969,13 +1055,59 @@ export class SqliteStore implements Store {
       this.#pendingDelta--;
       if (row.order_key !== "") this.#s.unblockNext.run({ endpoint: row.endpoint, orderKey: row.order_key });
     }
+    const result: CompleteResult = { recorded: true };
+    // Operator events are rare: nothing is allocated for them on a delivered attempt.
+    const operator = this.#operatorRoute !== undefined && (wasEnabled || next.status === "dead_lettered");
+    const fx: Fx | undefined = operator ? { generated: [], endpoints: new Set() } : undefined;
+    if (wasEnabled && fx) {
+      const endpoint = { name: row.endpoint, orgId: this.#endpointOrg(row.endpoint, now) };
+      const pending = this.#s.countEndpointPending.get(row.endpoint) ?? 0;
+      const last = { statusCode: attempt.statusCode, lastError: next.lastError };
+      const event = endpointDisabledEvent(endpoint, "gone", next.disableEndpoint ?? "", last, pending, now);
+      this.#storeOperator(event, now, fx);
+    }
     if (next.failoverTo && !this.#failoverVisited(row, next.failoverTo)) {
       const target = this.#s.endpointByName.get({ now, name: next.failoverTo });
-      if (target?.enabled) {
-        return { recorded: true, failoverDelivery: this.#insertDelivery(sourceOf(row), target.name, row.id, now) };
-      }
+      if (target?.enabled) result.failoverDelivery = this.#insertDelivery(sourceOf(row), target.name, row.id, now);
     }
-    return delivered ? { recorded: true, eventLatencyMs: eventLatencyMs(eventTimeMs, now) } : { recorded: true };
+    if (delivered) result.eventLatencyMs = eventLatencyMs(eventTimeMs, now);
+    if (next.status === "dead_lettered" && !result.failoverDelivery && fx) {
+      const exhausted = deliveryExhaustedEvent(
+        {
+          id: row.id,
+          endpoint: row.endpoint,
+          eventId: row.event_id,
+          eventType: row.event_type,
+          attemptCount: next.attemptCount,
+          lastError: next.lastError,
+          originDeliveryId: row.origin_delivery_id,
+        },
+        this.#endpointOrg(row.endpoint, now),
+        now,
+      );
+      this.#storeOperator(exhausted, now, fx);
+    }
+    if (fx && fx.generated.length > 0) {
+      result.generated = fx.generated;
+      result.endpoints = [...fx.endpoints];
+    }
+    return result;
+  }
+
+  #endpointOrg(name: string, now: number): string {
+    return this.#s.endpointByName.get({ now, name })?.org_id ?? "";
+  }
+
+  /** Stores an operator event (operator-events.ts) and its deliveries inside the running transaction. */
+  #storeOperator(event: Event | undefined, now: number, fx: Fx): void {
+    // Made only once the control plane routes them (a bare store, as in tools and tests, makes none).
+    if (event === undefined || this.#operatorRoute === undefined) return;
+    const route = (e: Event) => operatorTargets(this.#operatorRoute, e);
+    fx.generated.push(this.#storeGenerated(event, route, now, fx.endpoints).stored);
+  }
+
+  routeOperatorEvents(route: OperatorRoute): void {
+    this.#operatorRoute = route;
   }
 
   /**
@@ -1088,11 +1220,103 @@ export class SqliteStore implements Store {
   }
 
   async replayDeadLettered(endpoint?: string, orgId?: string): Promise<number> {
+    let replayed = 0;
+    const window: ReplayWindow = {
+      since: Number.MIN_SAFE_INTEGER,
+      until: Number.MAX_SAFE_INTEGER,
+      statuses: ["dead_lettered"],
+      limit: 500,
+      ...(endpoint ? { endpoint } : {}),
+      ...(orgId ? { orgId } : {}),
+    };
+    for (let after: string | undefined; ; ) {
+      const step = await this.replayWindow(after === undefined ? window : { ...window, after });
+      replayed += step.replayed;
+      if (step.next === undefined) return replayed;
+      after = step.next;
+    }
+  }
+
+  async replayWindow(options: ReplayWindow): Promise<ReplayStep> {
+    checkReplayWindow(options);
+    const cursor = decodeReplayCursor(options.after);
     const now = Date.now();
     return this.#durable(() => {
-      const rows = this.#s.deadLettered.all({ endpoint: endpoint ?? "", orgId: orgId ?? "" });
-      for (const row of rows) this.#insertDelivery(sourceOf(row), row.endpoint, row.id, now);
-      return rows.length;
+      const rows = this.#s.replayCandidates.all({
+        ...replayParams(options),
+        afterAt: cursor.finishedAt,
+        afterSeq: cursor.seq,
+        limit: options.limit,
+      });
+      let replayed = 0;
+      const endpoints = new Set<string>();
+      for (const row of rows) {
+        if (row.ep_enabled !== 1 || row.replayed === 1 || row.pending_again === 1) continue;
+        this.#insertDelivery(sourceOf(row), row.endpoint, row.id, now);
+        endpoints.add(row.endpoint);
+        replayed++;
+      }
+      const last = rows[rows.length - 1];
+      return {
+        replayed,
+        skipped: rows.length - replayed,
+        next:
+          rows.length < options.limit || last === undefined
+            ? undefined
+            : encodeReplayCursor(last.finished_at ?? 0, last.seq),
+        endpoints: [...endpoints],
+      };
+    });
+  }
+
+  async countReplayWindow(options: Omit<ReplayWindow, "after" | "limit">): Promise<number> {
+    checkReplayWindow(options);
+    this.#flushCompletions();
+    return this.#s.countReplayWindow.get(replayParams(options)) ?? 0;
+  }
+
+  async countHeld(): Promise<number> {
+    this.#flushCompletions();
+    return this.#s.countHeld.get() ?? 0;
+  }
+
+  async countEndpointPending(endpoint: string): Promise<number> {
+    this.#flushCompletions();
+    return this.#s.countEndpointPending.get(endpoint) ?? 0;
+  }
+
+  async pauseEndpoint(name: string, paused: boolean): Promise<{ endpoint: EndpointRecord; pending: number }> {
+    const now = Date.now();
+    return this.#durable(() => {
+      const row = this.#s.endpointByName.get({ now, name });
+      if (row === undefined) throw new StoreNotFoundError(`endpoint "${name}" not found`);
+      // Pausing again keeps the first pause's time.
+      if ((row.paused === 1) !== paused) {
+        this.#s.setPaused.run({ name, paused: paused ? 1 : 0, pausedAt: paused ? now : null, now });
+      }
+      return { endpoint: this.#endpointRecord(name, now), pending: this.#s.countEndpointPending.get(name) ?? 0 };
+    });
+  }
+
+  async autoDisableEndpoint(name: string, why: AutoDisable): Promise<OperatorEffects> {
+    const now = Date.now();
+    return this.#durable(() => {
+      const row = this.#s.endpointByName.get({ now, name });
+      if (row === undefined || row.enabled !== 1) return NO_EFFECTS;
+      this.#s.disableEndpoint.run({ name, reason: why.detail, now });
+      const fx: Fx = { generated: [], endpoints: new Set() };
+      const pending = this.#s.countEndpointPending.get(name) ?? 0;
+      const event = endpointDisabledEvent(
+        { name, orgId: row.org_id },
+        "failing",
+        why.detail,
+        { statusCode: why.statusCode, lastError: why.lastError },
+        pending,
+        now,
+        { since: why.failingSince, attempts: why.failedAttempts },
+      );
+      this.#storeOperator(event, now, fx);
+      return { generated: fx.generated, endpoints: [...fx.endpoints] };
     });
   }
 
@@ -1319,15 +1543,26 @@ export class SqliteStore implements Store {
     return BigInt(value);
   }
 
-  async putCircuit(circuit: CircuitRecord): Promise<void> {
-    this.#bookkeeping(() =>
+  async putCircuit(circuit: CircuitRecord): Promise<OperatorEffects> {
+    const now = Date.now();
+    return this.#bookkeeping(() => {
+      const before = circuit.open ? undefined : this.#s.circuitOf.get(circuit.endpoint);
       this.#cluster.putCircuit.run({
         endpoint: circuit.endpoint,
         open: circuit.open ? 1 : 0,
         openedAt: circuit.openedAt,
-        now: Date.now(),
-      }),
-    );
+        now,
+      });
+      const endpoint = before?.open === 1 ? this.#s.endpointByName.get({ now, name: circuit.endpoint }) : undefined;
+      if (endpoint === undefined) return NO_EFFECTS;
+      const fx: Fx = { generated: [], endpoints: new Set() };
+      this.#storeOperator(
+        endpointRecoveredEvent({ name: endpoint.name, orgId: endpoint.org_id }, before?.opened_at ?? 0, now),
+        now,
+        fx,
+      );
+      return { generated: fx.generated, endpoints: [...fx.endpoints] };
+    });
   }
 
   async listCircuits(): Promise<CircuitRecord[]> {
@@ -1512,6 +1747,17 @@ function toClaimedDelivery(
   return claimed;
 }
 
+function replayParams(w: Omit<ReplayWindow, "after" | "limit">): Record<string, unknown> {
+  return {
+    s1: w.statuses[0],
+    s2: w.statuses[1] ?? w.statuses[0],
+    since: Math.max(Number.MIN_SAFE_INTEGER, Math.floor(w.since)),
+    until: Math.min(Number.MAX_SAFE_INTEGER, Math.ceil(w.until)),
+    endpoint: w.endpoint ?? "",
+    orgId: w.orgId ?? "",
+  };
+}
+
 /** SQLite's feed cursor is the event seq. */
 function parseSeqCursor(cursor: string): number {
   if (!/^\d{1,15}$/.test(cursor)) throw new TypeError(`"${cursor.slice(0, 40)}" is not a cursor of this store`);
@@ -1577,6 +1823,8 @@ function toEndpointRecord(row: EndpointRow): EndpointRecord {
     orgId: row.org_id,
     apps: JSON.parse(row.apps) as string[],
     oneOff: row.one_off === 1,
+    paused: row.paused === 1,
+    pausedAt: row.paused_at,
   };
 }
 

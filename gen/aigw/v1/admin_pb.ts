@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file aigw/v1/admin.proto.
  */
 export const file_aigw_v1_admin: GenFile = /*@__PURE__*/
-  fileDesc("ChNhaWd3L3YxL2FkbWluLnByb3RvEgdhaWd3LnYxIvECCghFbmRwb2ludBIMCgRuYW1lGAEgASgJEgsKA3VybBgCIAEoCRIPCgdlbmFibGVkGAMgASgIEg4KBnNlY3JldBgEIAEoCRInCgtldmVudF90eXBlcxgFIAMoDjISLmFpZ3cudjEuRXZlbnRUeXBlEhMKC2ZhaWxvdmVyX3RvGAYgASgJEi8KC2NyZWF0ZV90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPZGlzYWJsZWRfcmVhc29uGAkgASgJEhkKEXNpZ25pbmdfa2V5X2NvdW50GAogASgNEiYKB2ZpbHRlcnMYCyABKAsyFS5haWd3LnYxLkV2ZW50RmlsdGVycxIOCgZvcmdfaWQYDCABKAkSDAoEYXBwcxgNIAMoCRIPCgdvbmVfb2ZmGA4gASgIImIKDEV2ZW50RmlsdGVycxIZChFjb21wbGV0aW9uX21vZGVscxgBIAMoCRIdChVjb21wbGV0aW9uX21pbl90b2tlbnMYAiABKA0SGAoQZXJyb3Jfc2V2ZXJpdGllcxgDIAMoCSI8ChVDcmVhdGVFbmRwb2ludFJlcXVlc3QSIwoIZW5kcG9pbnQYASABKAsyES5haWd3LnYxLkVuZHBvaW50Ij0KFkNyZWF0ZUVuZHBvaW50UmVzcG9uc2USIwoIZW5kcG9pbnQYASABKAsyES5haWd3LnYxLkVuZHBvaW50IiIKEkdldEVuZHBvaW50UmVxdWVzdBIMCgRuYW1lGAEgASgJIjoKE0dldEVuZHBvaW50UmVzcG9uc2USIwoIZW5kcG9pbnQYASABKAsyES5haWd3LnYxLkVuZHBvaW50IiYKFExpc3RFbmRwb2ludHNSZXF1ZXN0Eg4KBm9yZ19pZBgBIAEoCSI9ChVMaXN0RW5kcG9pbnRzUmVzcG9uc2USJAoJZW5kcG9pbnRzGAEgAygLMhEuYWlndy52MS5FbmRwb2ludCJtChVVcGRhdGVFbmRwb2ludFJlcXVlc3QSIwoIZW5kcG9pbnQYASABKAsyES5haWd3LnYxLkVuZHBvaW50Ei8KC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzayI9ChZVcGRhdGVFbmRwb2ludFJlc3BvbnNlEiMKCGVuZHBvaW50GAEgASgLMhEuYWlndy52MS5FbmRwb2ludCIlChVEZWxldGVFbmRwb2ludFJlcXVlc3QSDAoEbmFtZRgBIAEoCSIYChZEZWxldGVFbmRwb2ludFJlc3BvbnNlImQKF1JvdGF0ZVNpZ25pbmdLZXlSZXF1ZXN0EhAKCGVuZHBvaW50GAEgASgJEg4KBnNlY3JldBgCIAEoCRIXCg9vdmVybGFwX3NlY29uZHMYAyABKA0SDgoGb3JnX2lkGAQgASgJImkKGFJvdGF0ZVNpZ25pbmdLZXlSZXNwb25zZRIOCgZzZWNyZXQYASABKAkSPQoZcHJldmlvdXNfa2V5c19leHBpcmVfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAimAEKB0F0dGVtcHQSDgoGbnVtYmVyGAEgASgNEi4KCnN0YXJ0X3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC3N0YXR1c19jb2RlGAMgASgNEhIKCmxhdGVuY3lfbXMYBCABKA0SDQoFZXJyb3IYBSABKAkSFQoNcmVzcG9uc2VfYm9keRgGIAEoCSLDAwoIRGVsaXZlcnkSCgoCaWQYASABKAkSEAoIZXZlbnRfaWQYAiABKAkSJgoKZXZlbnRfdHlwZRgDIAEoDjISLmFpZ3cudjEuRXZlbnRUeXBlEhAKCGVuZHBvaW50GAQgASgJEicKBnN0YXR1cxgFIAEoDjIXLmFpZ3cudjEuRGVsaXZlcnlTdGF0dXMSFQoNYXR0ZW1wdF9jb3VudBgGIAEoDRIvCgtjcmVhdGVfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNQoRbmV4dF9hdHRlbXB0X3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2ZpbmlzaF90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpsYXN0X2Vycm9yGAogASgJEhoKEm9yaWdpbl9kZWxpdmVyeV9pZBgLIAEoCRIiCghhdHRlbXB0cxgMIAMoCzIQLmFpZ3cudjEuQXR0ZW1wdBIdChBldmVudF9sYXRlbmN5X21zGA0gASgNSACIAQFCEwoRX2V2ZW50X2xhdGVuY3lfbXMimwEKFUxpc3REZWxpdmVyaWVzUmVxdWVzdBIQCghlbmRwb2ludBgBIAEoCRInCgZzdGF0dXMYAiABKA4yFy5haWd3LnYxLkRlbGl2ZXJ5U3RhdHVzEhAKCGV2ZW50X2lkGAMgASgJEhEKCXBhZ2Vfc2l6ZRgEIAEoDRISCgpwYWdlX3Rva2VuGAUgASgJEg4KBm9yZ19pZBgGIAEoCSJYChZMaXN0RGVsaXZlcmllc1Jlc3BvbnNlEiUKCmRlbGl2ZXJpZXMYASADKAsyES5haWd3LnYxLkRlbGl2ZXJ5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIgChJHZXREZWxpdmVyeVJlcXVlc3QSCgoCaWQYASABKAkiSAoTR2V0RGVsaXZlcnlSZXNwb25zZRIjCghkZWxpdmVyeRgBIAEoCzIRLmFpZ3cudjEuRGVsaXZlcnkSDAoEYm9keRgCIAEoCSIjChVSZXBsYXlEZWxpdmVyeVJlcXVlc3QSCgoCaWQYASABKAkiPQoWUmVwbGF5RGVsaXZlcnlSZXNwb25zZRIjCghkZWxpdmVyeRgBIAEoCzIRLmFpZ3cudjEuRGVsaXZlcnkiKwoXUmVwbGF5RGVsaXZlcmllc1JlcXVlc3QSEAoIZW5kcG9pbnQYASABKAkiLAoYUmVwbGF5RGVsaXZlcmllc1Jlc3BvbnNlEhAKCHJlcGxheWVkGAEgASgNIlAKFFNlbmRUZXN0RXZlbnRSZXF1ZXN0EhAKCGVuZHBvaW50GAEgASgJEiYKCmV2ZW50X3R5cGUYAiABKA4yEi5haWd3LnYxLkV2ZW50VHlwZSJMChVTZW5kVGVzdEV2ZW50UmVzcG9uc2USHQoFZXZlbnQYASABKAsyDi5haWd3LnYxLkV2ZW50EhQKDGRlbGl2ZXJ5X2lkcxgCIAMoCSI5Cg9HZXRTdGF0c1JlcXVlc3QSFgoOd2luZG93X3NlY29uZHMYASABKA0SDgoGb3JnX2lkGAIgASgJIvkBCg1FbmRwb2ludFN0YXRzEhAKCGVuZHBvaW50GAEgASgJEhEKCWRlbGl2ZXJlZBgCIAEoBBIOCgZmYWlsZWQYAyABKAQSFQoNZGVhZF9sZXR0ZXJlZBgEIAEoBBIPCgdwZW5kaW5nGAUgASgEEhQKDHN1Y2Nlc3NfcmF0ZRgGIAEoARIWCg5sYXRlbmN5X3A1MF9tcxgHIAEoDRIWCg5sYXRlbmN5X3A5OV9tcxgIIAEoDRIUCgxjaXJjdWl0X29wZW4YCSABKAgSLwoPZmFpbHVyZV9yZWFzb25zGAogAygLMhYuYWlndy52MS5GYWlsdXJlUmVhc29uIi4KDUZhaWx1cmVSZWFzb24SDgoGcmVhc29uGAEgASgJEg0KBWNvdW50GAIgASgEIlYKEEdldFN0YXRzUmVzcG9uc2USKQoJZW5kcG9pbnRzGAEgAygLMhYuYWlndy52MS5FbmRwb2ludFN0YXRzEhcKD2V2ZW50c19pbmdlc3RlZBgCIAEoBCIYChZHZXRTdWJzY3JpcHRpb25SZXF1ZXN0ImgKF0dldFN1YnNjcmlwdGlvblJlc3BvbnNlEiUKCXN1YnNjcmliZRgBIAMoDjISLmFpZ3cudjEuRXZlbnRUeXBlEiYKB2ZpbHRlcnMYAiABKAsyFS5haWd3LnYxLkV2ZW50RmlsdGVycyJqChlVcGRhdGVTdWJzY3JpcHRpb25SZXF1ZXN0EiUKCXN1YnNjcmliZRgBIAMoDjISLmFpZ3cudjEuRXZlbnRUeXBlEiYKB2ZpbHRlcnMYAiABKAsyFS5haWd3LnYxLkV2ZW50RmlsdGVycyJrChpVcGRhdGVTdWJzY3JpcHRpb25SZXNwb25zZRIlCglzdWJzY3JpYmUYASADKA4yEi5haWd3LnYxLkV2ZW50VHlwZRImCgdmaWx0ZXJzGAIgASgLMhUuYWlndy52MS5FdmVudEZpbHRlcnMiqAEKBkJ1ZGdldBIOCgZvcmdfaWQYASABKAkSEgoKbGltaXRfdHlwZRgCIAEoCRIUCgxidWRnZXRfbGltaXQYAyABKAESEgoKdGhyZXNob2xkcxgEIAMoDRIPCgdlbmZvcmNlGAUgASgIEg4KBnBlcmlvZBgGIAEoCRIVCg1jdXJyZW50X3NwZW5kGAcgASgBEhgKEGZpcmVkX3RocmVzaG9sZHMYCCADKA0iFAoSTGlzdEJ1ZGdldHNSZXF1ZXN0IjcKE0xpc3RCdWRnZXRzUmVzcG9uc2USIAoHYnVkZ2V0cxgBIAMoCzIPLmFpZ3cudjEuQnVkZ2V0IjMKEFNldEJ1ZGdldFJlcXVlc3QSHwoGYnVkZ2V0GAEgASgLMg8uYWlndy52MS5CdWRnZXQiNAoRU2V0QnVkZ2V0UmVzcG9uc2USHwoGYnVkZ2V0GAEgASgLMg8uYWlndy52MS5CdWRnZXQiOQoTRGVsZXRlQnVkZ2V0UmVxdWVzdBIOCgZvcmdfaWQYASABKAkSEgoKbGltaXRfdHlwZRgCIAEoCSIWChREZWxldGVCdWRnZXRSZXNwb25zZSKgAgoKTW9kZWxQcmljZRINCgVtb2RlbBgBIAEoCRIZChFpbnB1dF9wZXJfbWlsbGlvbhgCIAEoARIaChJvdXRwdXRfcGVyX21pbGxpb24YAyABKAESJQoYY2FjaGVkX2lucHV0X3Blcl9taWxsaW9uGAQgASgBSACIAQESJAoXY2FjaGVfd3JpdGVfcGVyX21pbGxpb24YBSABKAFIAYgBARInChpjYWNoZV93cml0ZV8xaF9wZXJfbWlsbGlvbhgGIAEoAUgCiAEBQhsKGV9jYWNoZWRfaW5wdXRfcGVyX21pbGxpb25CGgoYX2NhY2hlX3dyaXRlX3Blcl9taWxsaW9uQh0KG19jYWNoZV93cml0ZV8xaF9wZXJfbWlsbGlvbiIUChJMaXN0UHJpY2luZ1JlcXVlc3QiOgoTTGlzdFByaWNpbmdSZXNwb25zZRIjCgZwcmljZXMYASADKAsyEy5haWd3LnYxLk1vZGVsUHJpY2UiOgoUU2V0TW9kZWxQcmljZVJlcXVlc3QSIgoFcHJpY2UYASABKAsyEy5haWd3LnYxLk1vZGVsUHJpY2UiOwoVU2V0TW9kZWxQcmljZVJlc3BvbnNlEiIKBXByaWNlGAEgASgLMhMuYWlndy52MS5Nb2RlbFByaWNlIqQBChBHZXRTZXJpZXNSZXF1ZXN0EiUKBm1ldHJpYxgBIAEoDjIVLmFpZ3cudjEuU2VyaWVzTWV0cmljEg4KBndpbmRvdxgCIAEoCRIrCglicmVha2Rvd24YAyABKA4yGC5haWd3LnYxLlNlcmllc0JyZWFrZG93bhIsCghlbmRfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiawoGU2VyaWVzEgsKA2tleRgBIAEoCRIOCgZ2YWx1ZXMYAiADKAESCwoDcDUwGAMgAygBEgsKA3A5NRgEIAMoARILCgNwOTkYBSADKAESDgoGY291bnRzGAYgAygEEg0KBXRvdGFsGAcgASgBIuMCChFHZXRTZXJpZXNSZXNwb25zZRIlCgZtZXRyaWMYASABKA4yFS5haWd3LnYxLlNlcmllc01ldHJpYxIrCglicmVha2Rvd24YAiABKA4yGC5haWd3LnYxLlNlcmllc0JyZWFrZG93bhIWCg5idWNrZXRfc2Vjb25kcxgDIAEoDRIuCgpzdGFydF90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFAoMYnVja2V0X2NvdW50GAYgASgNEh8KBnNlcmllcxgHIAMoCzIPLmFpZ3cudjEuU2VyaWVzEhkKEXJldGVudGlvbl9saW1pdGVkGAggASgIEjIKDnJldGFpbmVkX3NpbmNlGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCITChFMaXN0UXVldWVzUmVxdWVzdCKCAQoNRW5kcG9pbnRRdWV1ZRIQCghlbmRwb2ludBgBIAEoCRIPCgdwZW5kaW5nGAIgASgEEhUKDWRlYWRfbGV0dGVyZWQYAyABKAQSNwoTb2xkZXN0X3BlbmRpbmdfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiPAoSTGlzdFF1ZXVlc1Jlc3BvbnNlEiYKBnF1ZXVlcxgBIAMoCzIWLmFpZ3cudjEuRW5kcG9pbnRRdWV1ZSIVChNMaXN0U2lkZWNhcnNSZXF1ZXN0IqsBCgdTaWRlY2FyEhIKCnNpZGVjYXJfaWQYASABKAkSDgoGb3JnX2lkGAIgASgJEgsKA2FwcBgDIAEoCRIPCgd2ZXJzaW9uGAQgASgJEhUKDXNwb29sX2JhdGNoZXMYBSABKAQSEwoLc3Bvb2xfYnl0ZXMYBiABKAQSMgoObGFzdF9zZWVuX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIjoKFExpc3RTaWRlY2Fyc1Jlc3BvbnNlEiIKCHNpZGVjYXJzGAEgAygLMhAuYWlndy52MS5TaWRlY2FyIrUBCgVUb2tlbhIKCgJpZBgBIAEoCRIOCgZvcmdfaWQYAiABKAkSIAoEa2luZBgDIAEoDjISLmFpZ3cudjEuVG9rZW5LaW5kEgwKBG5hbWUYBCABKAkSLwoLY3JlYXRlX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3Jldm9rZV90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJUChJDcmVhdGVUb2tlblJlcXVlc3QSDgoGb3JnX2lkGAEgASgJEiAKBGtpbmQYAiABKA4yEi5haWd3LnYxLlRva2VuS2luZBIMCgRuYW1lGAMgASgJIkQKE0NyZWF0ZVRva2VuUmVzcG9uc2USHQoFdG9rZW4YASABKAsyDi5haWd3LnYxLlRva2VuEg4KBnNlY3JldBgCIAEoCSI8ChFMaXN0VG9rZW5zUmVxdWVzdBIOCgZvcmdfaWQYASABKAkSFwoPaW5jbHVkZV9yZXZva2VkGAIgASgIIjQKEkxpc3RUb2tlbnNSZXNwb25zZRIeCgZ0b2tlbnMYASADKAsyDi5haWd3LnYxLlRva2VuIiAKElJldm9rZVRva2VuUmVxdWVzdBIKCgJpZBgBIAEoCSI0ChNSZXZva2VUb2tlblJlc3BvbnNlEh0KBXRva2VuGAEgASgLMg4uYWlndy52MS5Ub2tlbiIPCg1XaG9BbUlSZXF1ZXN0IkYKDldob0FtSVJlc3BvbnNlEg4KBm9yZ19pZBgBIAEoCRIQCgh0b2tlbl9pZBgCIAEoCRISCgp0b2tlbl9uYW1lGAMgASgJKqwBCg5EZWxpdmVyeVN0YXR1cxIfChtERUxJVkVSWV9TVEFUVVNfVU5TUEVDSUZJRUQQABIbChdERUxJVkVSWV9TVEFUVVNfUEVORElORxABEh0KGURFTElWRVJZX1NUQVRVU19ERUxJVkVSRUQQAhIaChZERUxJVkVSWV9TVEFUVVNfRkFJTEVEEAMSIQodREVMSVZFUllfU1RBVFVTX0RFQURfTEVUVEVSRUQQBCrbAQoMU2VyaWVzTWV0cmljEh0KGVNFUklFU19NRVRSSUNfVU5TUEVDSUZJRUQQABIYChRTRVJJRVNfTUVUUklDX0VWRU5UUxABEhwKGFNFUklFU19NRVRSSUNfREVMSVZFUklFUxACEiEKHVNFUklFU19NRVRSSUNfQVRURU1QVF9MQVRFTkNZEAMSHwobU0VSSUVTX01FVFJJQ19FVkVOVF9MQVRFTkNZEAQSGAoUU0VSSUVTX01FVFJJQ19UT0tFTlMQBRIWChJTRVJJRVNfTUVUUklDX0NPU1QQBirHAQoPU2VyaWVzQnJlYWtkb3duEiAKHFNFUklFU19CUkVBS0RPV05fVU5TUEVDSUZJRUQQABIdChlTRVJJRVNfQlJFQUtET1dOX0VORFBPSU5UEAESHwobU0VSSUVTX0JSRUFLRE9XTl9FVkVOVF9UWVBFEAISGAoUU0VSSUVTX0JSRUFLRE9XTl9PUkcQAxIaChZTRVJJRVNfQlJFQUtET1dOX01PREVMEAQSHAoYU0VSSUVTX0JSRUFLRE9XTl9PVVRDT01FEAUqVQoJVG9rZW5LaW5kEhoKFlRPS0VOX0tJTkRfVU5TUEVDSUZJRUQQABIUChBUT0tFTl9LSU5EX0FETUlOEAESFgoSVE9LRU5fS0lORF9TSURFQ0FSEAIy7A8KDEFkbWluU2VydmljZRJRCg5DcmVhdGVFbmRwb2ludBIeLmFpZ3cudjEuQ3JlYXRlRW5kcG9pbnRSZXF1ZXN0Gh8uYWlndy52MS5DcmVhdGVFbmRwb2ludFJlc3BvbnNlEkgKC0dldEVuZHBvaW50EhsuYWlndy52MS5HZXRFbmRwb2ludFJlcXVlc3QaHC5haWd3LnYxLkdldEVuZHBvaW50UmVzcG9uc2USTgoNTGlzdEVuZHBvaW50cxIdLmFpZ3cudjEuTGlzdEVuZHBvaW50c1JlcXVlc3QaHi5haWd3LnYxLkxpc3RFbmRwb2ludHNSZXNwb25zZRJRCg5VcGRhdGVFbmRwb2ludBIeLmFpZ3cudjEuVXBkYXRlRW5kcG9pbnRSZXF1ZXN0Gh8uYWlndy52MS5VcGRhdGVFbmRwb2ludFJlc3BvbnNlElEKDkRlbGV0ZUVuZHBvaW50Eh4uYWlndy52MS5EZWxldGVFbmRwb2ludFJlcXVlc3QaHy5haWd3LnYxLkRlbGV0ZUVuZHBvaW50UmVzcG9uc2USVwoQUm90YXRlU2lnbmluZ0tleRIgLmFpZ3cudjEuUm90YXRlU2lnbmluZ0tleVJlcXVlc3QaIS5haWd3LnYxLlJvdGF0ZVNpZ25pbmdLZXlSZXNwb25zZRJRCg5MaXN0RGVsaXZlcmllcxIeLmFpZ3cudjEuTGlzdERlbGl2ZXJpZXNSZXF1ZXN0Gh8uYWlndy52MS5MaXN0RGVsaXZlcmllc1Jlc3BvbnNlEkgKC0dldERlbGl2ZXJ5EhsuYWlndy52MS5HZXREZWxpdmVyeVJlcXVlc3QaHC5haWd3LnYxLkdldERlbGl2ZXJ5UmVzcG9uc2USUQoOUmVwbGF5RGVsaXZlcnkSHi5haWd3LnYxLlJlcGxheURlbGl2ZXJ5UmVxdWVzdBofLmFpZ3cudjEuUmVwbGF5RGVsaXZlcnlSZXNwb25zZRJXChBSZXBsYXlEZWxpdmVyaWVzEiAuYWlndy52MS5SZXBsYXlEZWxpdmVyaWVzUmVxdWVzdBohLmFpZ3cudjEuUmVwbGF5RGVsaXZlcmllc1Jlc3BvbnNlEk4KDVNlbmRUZXN0RXZlbnQSHS5haWd3LnYxLlNlbmRUZXN0RXZlbnRSZXF1ZXN0Gh4uYWlndy52MS5TZW5kVGVzdEV2ZW50UmVzcG9uc2USPwoIR2V0U3RhdHMSGC5haWd3LnYxLkdldFN0YXRzUmVxdWVzdBoZLmFpZ3cudjEuR2V0U3RhdHNSZXNwb25zZRJUCg9HZXRTdWJzY3JpcHRpb24SHy5haWd3LnYxLkdldFN1YnNjcmlwdGlvblJlcXVlc3QaIC5haWd3LnYxLkdldFN1YnNjcmlwdGlvblJlc3BvbnNlEl0KElVwZGF0ZVN1YnNjcmlwdGlvbhIiLmFpZ3cudjEuVXBkYXRlU3Vic2NyaXB0aW9uUmVxdWVzdBojLmFpZ3cudjEuVXBkYXRlU3Vic2NyaXB0aW9uUmVzcG9uc2USSAoLTGlzdEJ1ZGdldHMSGy5haWd3LnYxLkxpc3RCdWRnZXRzUmVxdWVzdBocLmFpZ3cudjEuTGlzdEJ1ZGdldHNSZXNwb25zZRJCCglTZXRCdWRnZXQSGS5haWd3LnYxLlNldEJ1ZGdldFJlcXVlc3QaGi5haWd3LnYxLlNldEJ1ZGdldFJlc3BvbnNlEksKDERlbGV0ZUJ1ZGdldBIcLmFpZ3cudjEuRGVsZXRlQnVkZ2V0UmVxdWVzdBodLmFpZ3cudjEuRGVsZXRlQnVkZ2V0UmVzcG9uc2USSAoLTGlzdFByaWNpbmcSGy5haWd3LnYxLkxpc3RQcmljaW5nUmVxdWVzdBocLmFpZ3cudjEuTGlzdFByaWNpbmdSZXNwb25zZRJOCg1TZXRNb2RlbFByaWNlEh0uYWlndy52MS5TZXRNb2RlbFByaWNlUmVxdWVzdBoeLmFpZ3cudjEuU2V0TW9kZWxQcmljZVJlc3BvbnNlEkIKCUdldFNlcmllcxIZLmFpZ3cudjEuR2V0U2VyaWVzUmVxdWVzdBoaLmFpZ3cudjEuR2V0U2VyaWVzUmVzcG9uc2USRQoKTGlzdFF1ZXVlcxIaLmFpZ3cudjEuTGlzdFF1ZXVlc1JlcXVlc3QaGy5haWd3LnYxLkxpc3RRdWV1ZXNSZXNwb25zZRJLCgxMaXN0U2lkZWNhcnMSHC5haWd3LnYxLkxpc3RTaWRlY2Fyc1JlcXVlc3QaHS5haWd3LnYxLkxpc3RTaWRlY2Fyc1Jlc3BvbnNlEkgKC0NyZWF0ZVRva2VuEhsuYWlndy52MS5DcmVhdGVUb2tlblJlcXVlc3QaHC5haWd3LnYxLkNyZWF0ZVRva2VuUmVzcG9uc2USRQoKTGlzdFRva2VucxIaLmFpZ3cudjEuTGlzdFRva2Vuc1JlcXVlc3QaGy5haWd3LnYxLkxpc3RUb2tlbnNSZXNwb25zZRJICgtSZXZva2VUb2tlbhIbLmFpZ3cudjEuUmV2b2tlVG9rZW5SZXF1ZXN0GhwuYWlndy52MS5SZXZva2VUb2tlblJlc3BvbnNlEjkKBldob0FtSRIWLmFpZ3cudjEuV2hvQW1JUmVxdWVzdBoXLmFpZ3cudjEuV2hvQW1JUmVzcG9uc2ViBnByb3RvMw", [file_aigw_v1_events, file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
+  fileDesc("ChNhaWd3L3YxL2FkbWluLnByb3RvEgdhaWd3LnYxIrEDCghFbmRwb2ludBIMCgRuYW1lGAEgASgJEgsKA3VybBgCIAEoCRIPCgdlbmFibGVkGAMgASgIEg4KBnNlY3JldBgEIAEoCRInCgtldmVudF90eXBlcxgFIAMoDjISLmFpZ3cudjEuRXZlbnRUeXBlEhMKC2ZhaWxvdmVyX3RvGAYgASgJEi8KC2NyZWF0ZV90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPZGlzYWJsZWRfcmVhc29uGAkgASgJEhkKEXNpZ25pbmdfa2V5X2NvdW50GAogASgNEiYKB2ZpbHRlcnMYCyABKAsyFS5haWd3LnYxLkV2ZW50RmlsdGVycxIOCgZvcmdfaWQYDCABKAkSDAoEYXBwcxgNIAMoCRIPCgdvbmVfb2ZmGA4gASgIEg4KBnBhdXNlZBgPIAEoCBIuCgpwYXVzZV90aW1lGBAgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJiCgxFdmVudEZpbHRlcnMSGQoRY29tcGxldGlvbl9tb2RlbHMYASADKAkSHQoVY29tcGxldGlvbl9taW5fdG9rZW5zGAIgASgNEhgKEGVycm9yX3NldmVyaXRpZXMYAyADKAkiPAoVQ3JlYXRlRW5kcG9pbnRSZXF1ZXN0EiMKCGVuZHBvaW50GAEgASgLMhEuYWlndy52MS5FbmRwb2ludCI9ChZDcmVhdGVFbmRwb2ludFJlc3BvbnNlEiMKCGVuZHBvaW50GAEgASgLMhEuYWlndy52MS5FbmRwb2ludCIiChJHZXRFbmRwb2ludFJlcXVlc3QSDAoEbmFtZRgBIAEoCSI6ChNHZXRFbmRwb2ludFJlc3BvbnNlEiMKCGVuZHBvaW50GAEgASgLMhEuYWlndy52MS5FbmRwb2ludCImChRMaXN0RW5kcG9pbnRzUmVxdWVzdBIOCgZvcmdfaWQYASABKAkiPQoVTGlzdEVuZHBvaW50c1Jlc3BvbnNlEiQKCWVuZHBvaW50cxgBIAMoCzIRLmFpZ3cudjEuRW5kcG9pbnQibQoVVXBkYXRlRW5kcG9pbnRSZXF1ZXN0EiMKCGVuZHBvaW50GAEgASgLMhEuYWlndy52MS5FbmRwb2ludBIvCgt1cGRhdGVfbWFzaxgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2siPQoWVXBkYXRlRW5kcG9pbnRSZXNwb25zZRIjCghlbmRwb2ludBgBIAEoCzIRLmFpZ3cudjEuRW5kcG9pbnQiJQoVRGVsZXRlRW5kcG9pbnRSZXF1ZXN0EgwKBG5hbWUYASABKAkiGAoWRGVsZXRlRW5kcG9pbnRSZXNwb25zZSJkChdSb3RhdGVTaWduaW5nS2V5UmVxdWVzdBIQCghlbmRwb2ludBgBIAEoCRIOCgZzZWNyZXQYAiABKAkSFwoPb3ZlcmxhcF9zZWNvbmRzGAMgASgNEg4KBm9yZ19pZBgEIAEoCSJpChhSb3RhdGVTaWduaW5nS2V5UmVzcG9uc2USDgoGc2VjcmV0GAEgASgJEj0KGXByZXZpb3VzX2tleXNfZXhwaXJlX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIpgBCgdBdHRlbXB0Eg4KBm51bWJlchgBIAEoDRIuCgpzdGFydF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBITCgtzdGF0dXNfY29kZRgDIAEoDRISCgpsYXRlbmN5X21zGAQgASgNEg0KBWVycm9yGAUgASgJEhUKDXJlc3BvbnNlX2JvZHkYBiABKAkiwwMKCERlbGl2ZXJ5EgoKAmlkGAEgASgJEhAKCGV2ZW50X2lkGAIgASgJEiYKCmV2ZW50X3R5cGUYAyABKA4yEi5haWd3LnYxLkV2ZW50VHlwZRIQCghlbmRwb2ludBgEIAEoCRInCgZzdGF0dXMYBSABKA4yFy5haWd3LnYxLkRlbGl2ZXJ5U3RhdHVzEhUKDWF0dGVtcHRfY291bnQYBiABKA0SLwoLY3JlYXRlX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjUKEW5leHRfYXR0ZW1wdF90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hfdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKbGFzdF9lcnJvchgKIAEoCRIaChJvcmlnaW5fZGVsaXZlcnlfaWQYCyABKAkSIgoIYXR0ZW1wdHMYDCADKAsyEC5haWd3LnYxLkF0dGVtcHQSHQoQZXZlbnRfbGF0ZW5jeV9tcxgNIAEoDUgAiAEBQhMKEV9ldmVudF9sYXRlbmN5X21zIpsBChVMaXN0RGVsaXZlcmllc1JlcXVlc3QSEAoIZW5kcG9pbnQYASABKAkSJwoGc3RhdHVzGAIgASgOMhcuYWlndy52MS5EZWxpdmVyeVN0YXR1cxIQCghldmVudF9pZBgDIAEoCRIRCglwYWdlX3NpemUYBCABKA0SEgoKcGFnZV90b2tlbhgFIAEoCRIOCgZvcmdfaWQYBiABKAkiWAoWTGlzdERlbGl2ZXJpZXNSZXNwb25zZRIlCgpkZWxpdmVyaWVzGAEgAygLMhEuYWlndy52MS5EZWxpdmVyeRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiIAoSR2V0RGVsaXZlcnlSZXF1ZXN0EgoKAmlkGAEgASgJIkgKE0dldERlbGl2ZXJ5UmVzcG9uc2USIwoIZGVsaXZlcnkYASABKAsyES5haWd3LnYxLkRlbGl2ZXJ5EgwKBGJvZHkYAiABKAkiIwoVUmVwbGF5RGVsaXZlcnlSZXF1ZXN0EgoKAmlkGAEgASgJIj0KFlJlcGxheURlbGl2ZXJ5UmVzcG9uc2USIwoIZGVsaXZlcnkYASABKAsyES5haWd3LnYxLkRlbGl2ZXJ5ItMBChdSZXBsYXlEZWxpdmVyaWVzUmVxdWVzdBIQCghlbmRwb2ludBgBIAEoCRIpCgVzaW5jZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKQoFdW50aWwYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEikKCHN0YXR1c2VzGAQgAygOMhcuYWlndy52MS5EZWxpdmVyeVN0YXR1cxIRCglwYWdlX3NpemUYBSABKA0SEgoKcGFnZV90b2tlbhgGIAEoCSJlChhSZXBsYXlEZWxpdmVyaWVzUmVzcG9uc2USEAoIcmVwbGF5ZWQYASABKA0SDwoHc2tpcHBlZBgCIAEoDRIXCg9uZXh0X3BhZ2VfdG9rZW4YAyABKAkSDQoFdG90YWwYBCABKA0iJAoUUGF1c2VFbmRwb2ludFJlcXVlc3QSDAoEbmFtZRgBIAEoCSJVChVQYXVzZUVuZHBvaW50UmVzcG9uc2USIwoIZW5kcG9pbnQYASABKAsyES5haWd3LnYxLkVuZHBvaW50EhcKD2hlbGRfZGVsaXZlcmllcxgCIAEoDSIlChVSZXN1bWVFbmRwb2ludFJlcXVlc3QSDAoEbmFtZRgBIAEoCSJaChZSZXN1bWVFbmRwb2ludFJlc3BvbnNlEiMKCGVuZHBvaW50GAEgASgLMhEuYWlndy52MS5FbmRwb2ludBIbChNyZWxlYXNlZF9kZWxpdmVyaWVzGAIgASgNIjYKFkRpc2FibGVFbmRwb2ludFJlcXVlc3QSDAoEbmFtZRgBIAEoCRIOCgZyZWFzb24YAiABKAkiWQoXRGlzYWJsZUVuZHBvaW50UmVzcG9uc2USIwoIZW5kcG9pbnQYASABKAsyES5haWd3LnYxLkVuZHBvaW50EhkKEWZhaWxlZF9kZWxpdmVyaWVzGAIgASgNIiUKFUVuYWJsZUVuZHBvaW50UmVxdWVzdBIMCgRuYW1lGAEgASgJIj0KFkVuYWJsZUVuZHBvaW50UmVzcG9uc2USIwoIZW5kcG9pbnQYASABKAsyES5haWd3LnYxLkVuZHBvaW50IlAKFFNlbmRUZXN0RXZlbnRSZXF1ZXN0EhAKCGVuZHBvaW50GAEgASgJEiYKCmV2ZW50X3R5cGUYAiABKA4yEi5haWd3LnYxLkV2ZW50VHlwZSJMChVTZW5kVGVzdEV2ZW50UmVzcG9uc2USHQoFZXZlbnQYASABKAsyDi5haWd3LnYxLkV2ZW50EhQKDGRlbGl2ZXJ5X2lkcxgCIAMoCSI5Cg9HZXRTdGF0c1JlcXVlc3QSFgoOd2luZG93X3NlY29uZHMYASABKA0SDgoGb3JnX2lkGAIgASgJIvkBCg1FbmRwb2ludFN0YXRzEhAKCGVuZHBvaW50GAEgASgJEhEKCWRlbGl2ZXJlZBgCIAEoBBIOCgZmYWlsZWQYAyABKAQSFQoNZGVhZF9sZXR0ZXJlZBgEIAEoBBIPCgdwZW5kaW5nGAUgASgEEhQKDHN1Y2Nlc3NfcmF0ZRgGIAEoARIWCg5sYXRlbmN5X3A1MF9tcxgHIAEoDRIWCg5sYXRlbmN5X3A5OV9tcxgIIAEoDRIUCgxjaXJjdWl0X29wZW4YCSABKAgSLwoPZmFpbHVyZV9yZWFzb25zGAogAygLMhYuYWlndy52MS5GYWlsdXJlUmVhc29uIi4KDUZhaWx1cmVSZWFzb24SDgoGcmVhc29uGAEgASgJEg0KBWNvdW50GAIgASgEIlYKEEdldFN0YXRzUmVzcG9uc2USKQoJZW5kcG9pbnRzGAEgAygLMhYuYWlndy52MS5FbmRwb2ludFN0YXRzEhcKD2V2ZW50c19pbmdlc3RlZBgCIAEoBCIYChZHZXRTdWJzY3JpcHRpb25SZXF1ZXN0ImgKF0dldFN1YnNjcmlwdGlvblJlc3BvbnNlEiUKCXN1YnNjcmliZRgBIAMoDjISLmFpZ3cudjEuRXZlbnRUeXBlEiYKB2ZpbHRlcnMYAiABKAsyFS5haWd3LnYxLkV2ZW50RmlsdGVycyJqChlVcGRhdGVTdWJzY3JpcHRpb25SZXF1ZXN0EiUKCXN1YnNjcmliZRgBIAMoDjISLmFpZ3cudjEuRXZlbnRUeXBlEiYKB2ZpbHRlcnMYAiABKAsyFS5haWd3LnYxLkV2ZW50RmlsdGVycyJrChpVcGRhdGVTdWJzY3JpcHRpb25SZXNwb25zZRIlCglzdWJzY3JpYmUYASADKA4yEi5haWd3LnYxLkV2ZW50VHlwZRImCgdmaWx0ZXJzGAIgASgLMhUuYWlndy52MS5FdmVudEZpbHRlcnMiqAEKBkJ1ZGdldBIOCgZvcmdfaWQYASABKAkSEgoKbGltaXRfdHlwZRgCIAEoCRIUCgxidWRnZXRfbGltaXQYAyABKAESEgoKdGhyZXNob2xkcxgEIAMoDRIPCgdlbmZvcmNlGAUgASgIEg4KBnBlcmlvZBgGIAEoCRIVCg1jdXJyZW50X3NwZW5kGAcgASgBEhgKEGZpcmVkX3RocmVzaG9sZHMYCCADKA0iFAoSTGlzdEJ1ZGdldHNSZXF1ZXN0IjcKE0xpc3RCdWRnZXRzUmVzcG9uc2USIAoHYnVkZ2V0cxgBIAMoCzIPLmFpZ3cudjEuQnVkZ2V0IjMKEFNldEJ1ZGdldFJlcXVlc3QSHwoGYnVkZ2V0GAEgASgLMg8uYWlndy52MS5CdWRnZXQiNAoRU2V0QnVkZ2V0UmVzcG9uc2USHwoGYnVkZ2V0GAEgASgLMg8uYWlndy52MS5CdWRnZXQiOQoTRGVsZXRlQnVkZ2V0UmVxdWVzdBIOCgZvcmdfaWQYASABKAkSEgoKbGltaXRfdHlwZRgCIAEoCSIWChREZWxldGVCdWRnZXRSZXNwb25zZSKgAgoKTW9kZWxQcmljZRINCgVtb2RlbBgBIAEoCRIZChFpbnB1dF9wZXJfbWlsbGlvbhgCIAEoARIaChJvdXRwdXRfcGVyX21pbGxpb24YAyABKAESJQoYY2FjaGVkX2lucHV0X3Blcl9taWxsaW9uGAQgASgBSACIAQESJAoXY2FjaGVfd3JpdGVfcGVyX21pbGxpb24YBSABKAFIAYgBARInChpjYWNoZV93cml0ZV8xaF9wZXJfbWlsbGlvbhgGIAEoAUgCiAEBQhsKGV9jYWNoZWRfaW5wdXRfcGVyX21pbGxpb25CGgoYX2NhY2hlX3dyaXRlX3Blcl9taWxsaW9uQh0KG19jYWNoZV93cml0ZV8xaF9wZXJfbWlsbGlvbiIUChJMaXN0UHJpY2luZ1JlcXVlc3QiOgoTTGlzdFByaWNpbmdSZXNwb25zZRIjCgZwcmljZXMYASADKAsyEy5haWd3LnYxLk1vZGVsUHJpY2UiOgoUU2V0TW9kZWxQcmljZVJlcXVlc3QSIgoFcHJpY2UYASABKAsyEy5haWd3LnYxLk1vZGVsUHJpY2UiOwoVU2V0TW9kZWxQcmljZVJlc3BvbnNlEiIKBXByaWNlGAEgASgLMhMuYWlndy52MS5Nb2RlbFByaWNlIqQBChBHZXRTZXJpZXNSZXF1ZXN0EiUKBm1ldHJpYxgBIAEoDjIVLmFpZ3cudjEuU2VyaWVzTWV0cmljEg4KBndpbmRvdxgCIAEoCRIrCglicmVha2Rvd24YAyABKA4yGC5haWd3LnYxLlNlcmllc0JyZWFrZG93bhIsCghlbmRfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiawoGU2VyaWVzEgsKA2tleRgBIAEoCRIOCgZ2YWx1ZXMYAiADKAESCwoDcDUwGAMgAygBEgsKA3A5NRgEIAMoARILCgNwOTkYBSADKAESDgoGY291bnRzGAYgAygEEg0KBXRvdGFsGAcgASgBIuMCChFHZXRTZXJpZXNSZXNwb25zZRIlCgZtZXRyaWMYASABKA4yFS5haWd3LnYxLlNlcmllc01ldHJpYxIrCglicmVha2Rvd24YAiABKA4yGC5haWd3LnYxLlNlcmllc0JyZWFrZG93bhIWCg5idWNrZXRfc2Vjb25kcxgDIAEoDRIuCgpzdGFydF90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFAoMYnVja2V0X2NvdW50GAYgASgNEh8KBnNlcmllcxgHIAMoCzIPLmFpZ3cudjEuU2VyaWVzEhkKEXJldGVudGlvbl9saW1pdGVkGAggASgIEjIKDnJldGFpbmVkX3NpbmNlGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCITChFMaXN0UXVldWVzUmVxdWVzdCKCAQoNRW5kcG9pbnRRdWV1ZRIQCghlbmRwb2ludBgBIAEoCRIPCgdwZW5kaW5nGAIgASgEEhUKDWRlYWRfbGV0dGVyZWQYAyABKAQSNwoTb2xkZXN0X3BlbmRpbmdfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiPAoSTGlzdFF1ZXVlc1Jlc3BvbnNlEiYKBnF1ZXVlcxgBIAMoCzIWLmFpZ3cudjEuRW5kcG9pbnRRdWV1ZSIVChNMaXN0U2lkZWNhcnNSZXF1ZXN0IqsBCgdTaWRlY2FyEhIKCnNpZGVjYXJfaWQYASABKAkSDgoGb3JnX2lkGAIgASgJEgsKA2FwcBgDIAEoCRIPCgd2ZXJzaW9uGAQgASgJEhUKDXNwb29sX2JhdGNoZXMYBSABKAQSEwoLc3Bvb2xfYnl0ZXMYBiABKAQSMgoObGFzdF9zZWVuX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIjoKFExpc3RTaWRlY2Fyc1Jlc3BvbnNlEiIKCHNpZGVjYXJzGAEgAygLMhAuYWlndy52MS5TaWRlY2FyIrUBCgVUb2tlbhIKCgJpZBgBIAEoCRIOCgZvcmdfaWQYAiABKAkSIAoEa2luZBgDIAEoDjISLmFpZ3cudjEuVG9rZW5LaW5kEgwKBG5hbWUYBCABKAkSLwoLY3JlYXRlX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3Jldm9rZV90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJUChJDcmVhdGVUb2tlblJlcXVlc3QSDgoGb3JnX2lkGAEgASgJEiAKBGtpbmQYAiABKA4yEi5haWd3LnYxLlRva2VuS2luZBIMCgRuYW1lGAMgASgJIkQKE0NyZWF0ZVRva2VuUmVzcG9uc2USHQoFdG9rZW4YASABKAsyDi5haWd3LnYxLlRva2VuEg4KBnNlY3JldBgCIAEoCSI8ChFMaXN0VG9rZW5zUmVxdWVzdBIOCgZvcmdfaWQYASABKAkSFwoPaW5jbHVkZV9yZXZva2VkGAIgASgIIjQKEkxpc3RUb2tlbnNSZXNwb25zZRIeCgZ0b2tlbnMYASADKAsyDi5haWd3LnYxLlRva2VuIiAKElJldm9rZVRva2VuUmVxdWVzdBIKCgJpZBgBIAEoCSI0ChNSZXZva2VUb2tlblJlc3BvbnNlEh0KBXRva2VuGAEgASgLMg4uYWlndy52MS5Ub2tlbiIPCg1XaG9BbUlSZXF1ZXN0IkYKDldob0FtSVJlc3BvbnNlEg4KBm9yZ19pZBgBIAEoCRIQCgh0b2tlbl9pZBgCIAEoCRISCgp0b2tlbl9uYW1lGAMgASgJKqwBCg5EZWxpdmVyeVN0YXR1cxIfChtERUxJVkVSWV9TVEFUVVNfVU5TUEVDSUZJRUQQABIbChdERUxJVkVSWV9TVEFUVVNfUEVORElORxABEh0KGURFTElWRVJZX1NUQVRVU19ERUxJVkVSRUQQAhIaChZERUxJVkVSWV9TVEFUVVNfRkFJTEVEEAMSIQodREVMSVZFUllfU1RBVFVTX0RFQURfTEVUVEVSRUQQBCrbAQoMU2VyaWVzTWV0cmljEh0KGVNFUklFU19NRVRSSUNfVU5TUEVDSUZJRUQQABIYChRTRVJJRVNfTUVUUklDX0VWRU5UUxABEhwKGFNFUklFU19NRVRSSUNfREVMSVZFUklFUxACEiEKHVNFUklFU19NRVRSSUNfQVRURU1QVF9MQVRFTkNZEAMSHwobU0VSSUVTX01FVFJJQ19FVkVOVF9MQVRFTkNZEAQSGAoUU0VSSUVTX01FVFJJQ19UT0tFTlMQBRIWChJTRVJJRVNfTUVUUklDX0NPU1QQBirHAQoPU2VyaWVzQnJlYWtkb3duEiAKHFNFUklFU19CUkVBS0RPV05fVU5TUEVDSUZJRUQQABIdChlTRVJJRVNfQlJFQUtET1dOX0VORFBPSU5UEAESHwobU0VSSUVTX0JSRUFLRE9XTl9FVkVOVF9UWVBFEAISGAoUU0VSSUVTX0JSRUFLRE9XTl9PUkcQAxIaChZTRVJJRVNfQlJFQUtET1dOX01PREVMEAQSHAoYU0VSSUVTX0JSRUFLRE9XTl9PVVRDT01FEAUqVQoJVG9rZW5LaW5kEhoKFlRPS0VOX0tJTkRfVU5TUEVDSUZJRUQQABIUChBUT0tFTl9LSU5EX0FETUlOEAESFgoSVE9LRU5fS0lORF9TSURFQ0FSEAIyuBIKDEFkbWluU2VydmljZRJRCg5DcmVhdGVFbmRwb2ludBIeLmFpZ3cudjEuQ3JlYXRlRW5kcG9pbnRSZXF1ZXN0Gh8uYWlndy52MS5DcmVhdGVFbmRwb2ludFJlc3BvbnNlEkgKC0dldEVuZHBvaW50EhsuYWlndy52MS5HZXRFbmRwb2ludFJlcXVlc3QaHC5haWd3LnYxLkdldEVuZHBvaW50UmVzcG9uc2USTgoNTGlzdEVuZHBvaW50cxIdLmFpZ3cudjEuTGlzdEVuZHBvaW50c1JlcXVlc3QaHi5haWd3LnYxLkxpc3RFbmRwb2ludHNSZXNwb25zZRJRCg5VcGRhdGVFbmRwb2ludBIeLmFpZ3cudjEuVXBkYXRlRW5kcG9pbnRSZXF1ZXN0Gh8uYWlndy52MS5VcGRhdGVFbmRwb2ludFJlc3BvbnNlElEKDkRlbGV0ZUVuZHBvaW50Eh4uYWlndy52MS5EZWxldGVFbmRwb2ludFJlcXVlc3QaHy5haWd3LnYxLkRlbGV0ZUVuZHBvaW50UmVzcG9uc2USVwoQUm90YXRlU2lnbmluZ0tleRIgLmFpZ3cudjEuUm90YXRlU2lnbmluZ0tleVJlcXVlc3QaIS5haWd3LnYxLlJvdGF0ZVNpZ25pbmdLZXlSZXNwb25zZRJRCg5MaXN0RGVsaXZlcmllcxIeLmFpZ3cudjEuTGlzdERlbGl2ZXJpZXNSZXF1ZXN0Gh8uYWlndy52MS5MaXN0RGVsaXZlcmllc1Jlc3BvbnNlEkgKC0dldERlbGl2ZXJ5EhsuYWlndy52MS5HZXREZWxpdmVyeVJlcXVlc3QaHC5haWd3LnYxLkdldERlbGl2ZXJ5UmVzcG9uc2USUQoOUmVwbGF5RGVsaXZlcnkSHi5haWd3LnYxLlJlcGxheURlbGl2ZXJ5UmVxdWVzdBofLmFpZ3cudjEuUmVwbGF5RGVsaXZlcnlSZXNwb25zZRJXChBSZXBsYXlEZWxpdmVyaWVzEiAuYWlndy52MS5SZXBsYXlEZWxpdmVyaWVzUmVxdWVzdBohLmFpZ3cudjEuUmVwbGF5RGVsaXZlcmllc1Jlc3BvbnNlEk4KDVNlbmRUZXN0RXZlbnQSHS5haWd3LnYxLlNlbmRUZXN0RXZlbnRSZXF1ZXN0Gh4uYWlndy52MS5TZW5kVGVzdEV2ZW50UmVzcG9uc2USPwoIR2V0U3RhdHMSGC5haWd3LnYxLkdldFN0YXRzUmVxdWVzdBoZLmFpZ3cudjEuR2V0U3RhdHNSZXNwb25zZRJUCg9HZXRTdWJzY3JpcHRpb24SHy5haWd3LnYxLkdldFN1YnNjcmlwdGlvblJlcXVlc3QaIC5haWd3LnYxLkdldFN1YnNjcmlwdGlvblJlc3BvbnNlEl0KElVwZGF0ZVN1YnNjcmlwdGlvbhIiLmFpZ3cudjEuVXBkYXRlU3Vic2NyaXB0aW9uUmVxdWVzdBojLmFpZ3cudjEuVXBkYXRlU3Vic2NyaXB0aW9uUmVzcG9uc2USSAoLTGlzdEJ1ZGdldHMSGy5haWd3LnYxLkxpc3RCdWRnZXRzUmVxdWVzdBocLmFpZ3cudjEuTGlzdEJ1ZGdldHNSZXNwb25zZRJCCglTZXRCdWRnZXQSGS5haWd3LnYxLlNldEJ1ZGdldFJlcXVlc3QaGi5haWd3LnYxLlNldEJ1ZGdldFJlc3BvbnNlEksKDERlbGV0ZUJ1ZGdldBIcLmFpZ3cudjEuRGVsZXRlQnVkZ2V0UmVxdWVzdBodLmFpZ3cudjEuRGVsZXRlQnVkZ2V0UmVzcG9uc2USSAoLTGlzdFByaWNpbmcSGy5haWd3LnYxLkxpc3RQcmljaW5nUmVxdWVzdBocLmFpZ3cudjEuTGlzdFByaWNpbmdSZXNwb25zZRJOCg1TZXRNb2RlbFByaWNlEh0uYWlndy52MS5TZXRNb2RlbFByaWNlUmVxdWVzdBoeLmFpZ3cudjEuU2V0TW9kZWxQcmljZVJlc3BvbnNlEkIKCUdldFNlcmllcxIZLmFpZ3cudjEuR2V0U2VyaWVzUmVxdWVzdBoaLmFpZ3cudjEuR2V0U2VyaWVzUmVzcG9uc2USRQoKTGlzdFF1ZXVlcxIaLmFpZ3cudjEuTGlzdFF1ZXVlc1JlcXVlc3QaGy5haWd3LnYxLkxpc3RRdWV1ZXNSZXNwb25zZRJLCgxMaXN0U2lkZWNhcnMSHC5haWd3LnYxLkxpc3RTaWRlY2Fyc1JlcXVlc3QaHS5haWd3LnYxLkxpc3RTaWRlY2Fyc1Jlc3BvbnNlEkgKC0NyZWF0ZVRva2VuEhsuYWlndy52MS5DcmVhdGVUb2tlblJlcXVlc3QaHC5haWd3LnYxLkNyZWF0ZVRva2VuUmVzcG9uc2USRQoKTGlzdFRva2VucxIaLmFpZ3cudjEuTGlzdFRva2Vuc1JlcXVlc3QaGy5haWd3LnYxLkxpc3RUb2tlbnNSZXNwb25zZRJICgtSZXZva2VUb2tlbhIbLmFpZ3cudjEuUmV2b2tlVG9rZW5SZXF1ZXN0GhwuYWlndy52MS5SZXZva2VUb2tlblJlc3BvbnNlEjkKBldob0FtSRIWLmFpZ3cudjEuV2hvQW1JUmVxdWVzdBoXLmFpZ3cudjEuV2hvQW1JUmVzcG9uc2USTgoNUGF1c2VFbmRwb2ludBIdLmFpZ3cudjEuUGF1c2VFbmRwb2ludFJlcXVlc3QaHi5haWd3LnYxLlBhdXNlRW5kcG9pbnRSZXNwb25zZRJRCg5SZXN1bWVFbmRwb2ludBIeLmFpZ3cudjEuUmVzdW1lRW5kcG9pbnRSZXF1ZXN0Gh8uYWlndy52MS5SZXN1bWVFbmRwb2ludFJlc3BvbnNlElQKD0Rpc2FibGVFbmRwb2ludBIfLmFpZ3cudjEuRGlzYWJsZUVuZHBvaW50UmVxdWVzdBogLmFpZ3cudjEuRGlzYWJsZUVuZHBvaW50UmVzcG9uc2USUQoORW5hYmxlRW5kcG9pbnQSHi5haWd3LnYxLkVuYWJsZUVuZHBvaW50UmVxdWVzdBofLmFpZ3cudjEuRW5hYmxlRW5kcG9pbnRSZXNwb25zZWIGcHJvdG8z", [file_aigw_v1_events, file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message aigw.v1.Endpoint
@@ -114,6 +114,20 @@ export type Endpoint = Message<"aigw.v1.Endpoint"> & {
    * @generated from field: bool one_off = 14;
    */
   oneOff: boolean;
+
+  /**
+   * Output only: deliveries are held (PauseEndpoint) until ResumeEndpoint.
+   *
+   * @generated from field: bool paused = 15;
+   */
+  paused: boolean;
+
+  /**
+   * Output only: when it was paused.
+   *
+   * @generated from field: google.protobuf.Timestamp pause_time = 16;
+   */
+  pauseTime?: Timestamp | undefined;
 };
 
 /**
@@ -682,6 +696,40 @@ export type ReplayDeliveriesRequest = Message<"aigw.v1.ReplayDeliveriesRequest">
    * @generated from field: string endpoint = 1;
    */
   endpoint: string;
+
+  /**
+   * The window, on the time each delivery finished (failed or was dead-lettered): from
+   * since (inclusive) to until (exclusive; unset: now, as of each call, so set it when
+   * paging). Without since: every dead-lettered delivery up to until, as before.
+   *
+   * @generated from field: google.protobuf.Timestamp since = 2;
+   */
+  since?: Timestamp | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp until = 3;
+   */
+  until?: Timestamp | undefined;
+
+  /**
+   * FAILED and/or DEAD_LETTERED; empty: both (with since) or DEAD_LETTERED (without).
+   *
+   * @generated from field: repeated aigw.v1.DeliveryStatus statuses = 4;
+   */
+  statuses: DeliveryStatus[];
+
+  /**
+   * 0: the whole window in one call (still in batches of at most 250, each its own
+   * transaction). 1..5000: at most this many deliveries looked at; next_page_token goes on.
+   *
+   * @generated from field: uint32 page_size = 5;
+   */
+  pageSize: number;
+
+  /**
+   * @generated from field: string page_token = 6;
+   */
+  pageToken: string;
 };
 
 /**
@@ -696,9 +744,33 @@ export const ReplayDeliveriesRequestSchema: GenMessage<ReplayDeliveriesRequest> 
  */
 export type ReplayDeliveriesResponse = Message<"aigw.v1.ReplayDeliveriesResponse"> & {
   /**
+   * Deliveries queued again by this call.
+   *
    * @generated from field: uint32 replayed = 1;
    */
   replayed: number;
+
+  /**
+   * Looked at and left: already replayed or pending again, or their endpoint is gone or disabled.
+   *
+   * @generated from field: uint32 skipped = 2;
+   */
+  skipped: number;
+
+  /**
+   * Set when the window goes on (page_size given): pass it back as page_token.
+   *
+   * @generated from field: string next_page_token = 3;
+   */
+  nextPageToken: string;
+
+  /**
+   * Matching deliveries in the window when the first page was read (for progress); set on
+   * the first call of a window only.
+   *
+   * @generated from field: uint32 total = 4;
+   */
+  total: number;
 };
 
 /**
@@ -707,6 +779,170 @@ export type ReplayDeliveriesResponse = Message<"aigw.v1.ReplayDeliveriesResponse
  */
 export const ReplayDeliveriesResponseSchema: GenMessage<ReplayDeliveriesResponse> = /*@__PURE__*/
   messageDesc(file_aigw_v1_admin, 23);
+
+/**
+ * @generated from message aigw.v1.PauseEndpointRequest
+ */
+export type PauseEndpointRequest = Message<"aigw.v1.PauseEndpointRequest"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+};
+
+/**
+ * Describes the message aigw.v1.PauseEndpointRequest.
+ * Use `create(PauseEndpointRequestSchema)` to create a new message.
+ */
+export const PauseEndpointRequestSchema: GenMessage<PauseEndpointRequest> = /*@__PURE__*/
+  messageDesc(file_aigw_v1_admin, 24);
+
+/**
+ * @generated from message aigw.v1.PauseEndpointResponse
+ */
+export type PauseEndpointResponse = Message<"aigw.v1.PauseEndpointResponse"> & {
+  /**
+   * @generated from field: aigw.v1.Endpoint endpoint = 1;
+   */
+  endpoint?: Endpoint | undefined;
+
+  /**
+   * Pending deliveries now held.
+   *
+   * @generated from field: uint32 held_deliveries = 2;
+   */
+  heldDeliveries: number;
+};
+
+/**
+ * Describes the message aigw.v1.PauseEndpointResponse.
+ * Use `create(PauseEndpointResponseSchema)` to create a new message.
+ */
+export const PauseEndpointResponseSchema: GenMessage<PauseEndpointResponse> = /*@__PURE__*/
+  messageDesc(file_aigw_v1_admin, 25);
+
+/**
+ * @generated from message aigw.v1.ResumeEndpointRequest
+ */
+export type ResumeEndpointRequest = Message<"aigw.v1.ResumeEndpointRequest"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+};
+
+/**
+ * Describes the message aigw.v1.ResumeEndpointRequest.
+ * Use `create(ResumeEndpointRequestSchema)` to create a new message.
+ */
+export const ResumeEndpointRequestSchema: GenMessage<ResumeEndpointRequest> = /*@__PURE__*/
+  messageDesc(file_aigw_v1_admin, 26);
+
+/**
+ * @generated from message aigw.v1.ResumeEndpointResponse
+ */
+export type ResumeEndpointResponse = Message<"aigw.v1.ResumeEndpointResponse"> & {
+  /**
+   * @generated from field: aigw.v1.Endpoint endpoint = 1;
+   */
+  endpoint?: Endpoint | undefined;
+
+  /**
+   * Held deliveries that now go out, in order of due time.
+   *
+   * @generated from field: uint32 released_deliveries = 2;
+   */
+  releasedDeliveries: number;
+};
+
+/**
+ * Describes the message aigw.v1.ResumeEndpointResponse.
+ * Use `create(ResumeEndpointResponseSchema)` to create a new message.
+ */
+export const ResumeEndpointResponseSchema: GenMessage<ResumeEndpointResponse> = /*@__PURE__*/
+  messageDesc(file_aigw_v1_admin, 27);
+
+/**
+ * @generated from message aigw.v1.DisableEndpointRequest
+ */
+export type DisableEndpointRequest = Message<"aigw.v1.DisableEndpointRequest"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * Kept as the endpoint's disabled_reason; empty: "disabled by an operator".
+   *
+   * @generated from field: string reason = 2;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message aigw.v1.DisableEndpointRequest.
+ * Use `create(DisableEndpointRequestSchema)` to create a new message.
+ */
+export const DisableEndpointRequestSchema: GenMessage<DisableEndpointRequest> = /*@__PURE__*/
+  messageDesc(file_aigw_v1_admin, 28);
+
+/**
+ * @generated from message aigw.v1.DisableEndpointResponse
+ */
+export type DisableEndpointResponse = Message<"aigw.v1.DisableEndpointResponse"> & {
+  /**
+   * @generated from field: aigw.v1.Endpoint endpoint = 1;
+   */
+  endpoint?: Endpoint | undefined;
+
+  /**
+   * Pending deliveries that now fail without an attempt.
+   *
+   * @generated from field: uint32 failed_deliveries = 2;
+   */
+  failedDeliveries: number;
+};
+
+/**
+ * Describes the message aigw.v1.DisableEndpointResponse.
+ * Use `create(DisableEndpointResponseSchema)` to create a new message.
+ */
+export const DisableEndpointResponseSchema: GenMessage<DisableEndpointResponse> = /*@__PURE__*/
+  messageDesc(file_aigw_v1_admin, 29);
+
+/**
+ * @generated from message aigw.v1.EnableEndpointRequest
+ */
+export type EnableEndpointRequest = Message<"aigw.v1.EnableEndpointRequest"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+};
+
+/**
+ * Describes the message aigw.v1.EnableEndpointRequest.
+ * Use `create(EnableEndpointRequestSchema)` to create a new message.
+ */
+export const EnableEndpointRequestSchema: GenMessage<EnableEndpointRequest> = /*@__PURE__*/
+  messageDesc(file_aigw_v1_admin, 30);
+
+/**
+ * @generated from message aigw.v1.EnableEndpointResponse
+ */
+export type EnableEndpointResponse = Message<"aigw.v1.EnableEndpointResponse"> & {
+  /**
+   * @generated from field: aigw.v1.Endpoint endpoint = 1;
+   */
+  endpoint?: Endpoint | undefined;
+};
+
+/**
+ * Describes the message aigw.v1.EnableEndpointResponse.
+ * Use `create(EnableEndpointResponseSchema)` to create a new message.
+ */
+export const EnableEndpointResponseSchema: GenMessage<EnableEndpointResponse> = /*@__PURE__*/
+  messageDesc(file_aigw_v1_admin, 31);
 
 /**
  * @generated from message aigw.v1.SendTestEventRequest
@@ -732,7 +968,7 @@ export type SendTestEventRequest = Message<"aigw.v1.SendTestEventRequest"> & {
  * Use `create(SendTestEventRequestSchema)` to create a new message.
  */
 export const SendTestEventRequestSchema: GenMessage<SendTestEventRequest> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 24);
+  messageDesc(file_aigw_v1_admin, 32);
 
 /**
  * @generated from message aigw.v1.SendTestEventResponse
@@ -754,7 +990,7 @@ export type SendTestEventResponse = Message<"aigw.v1.SendTestEventResponse"> & {
  * Use `create(SendTestEventResponseSchema)` to create a new message.
  */
 export const SendTestEventResponseSchema: GenMessage<SendTestEventResponse> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 25);
+  messageDesc(file_aigw_v1_admin, 33);
 
 /**
  * @generated from message aigw.v1.GetStatsRequest
@@ -780,7 +1016,7 @@ export type GetStatsRequest = Message<"aigw.v1.GetStatsRequest"> & {
  * Use `create(GetStatsRequestSchema)` to create a new message.
  */
 export const GetStatsRequestSchema: GenMessage<GetStatsRequest> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 26);
+  messageDesc(file_aigw_v1_admin, 34);
 
 /**
  * @generated from message aigw.v1.EndpointStats
@@ -846,7 +1082,7 @@ export type EndpointStats = Message<"aigw.v1.EndpointStats"> & {
  * Use `create(EndpointStatsSchema)` to create a new message.
  */
 export const EndpointStatsSchema: GenMessage<EndpointStats> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 27);
+  messageDesc(file_aigw_v1_admin, 35);
 
 /**
  * @generated from message aigw.v1.FailureReason
@@ -868,7 +1104,7 @@ export type FailureReason = Message<"aigw.v1.FailureReason"> & {
  * Use `create(FailureReasonSchema)` to create a new message.
  */
 export const FailureReasonSchema: GenMessage<FailureReason> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 28);
+  messageDesc(file_aigw_v1_admin, 36);
 
 /**
  * @generated from message aigw.v1.GetStatsResponse
@@ -890,7 +1126,7 @@ export type GetStatsResponse = Message<"aigw.v1.GetStatsResponse"> & {
  * Use `create(GetStatsResponseSchema)` to create a new message.
  */
 export const GetStatsResponseSchema: GenMessage<GetStatsResponse> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 29);
+  messageDesc(file_aigw_v1_admin, 37);
 
 /**
  * @generated from message aigw.v1.GetSubscriptionRequest
@@ -903,7 +1139,7 @@ export type GetSubscriptionRequest = Message<"aigw.v1.GetSubscriptionRequest"> &
  * Use `create(GetSubscriptionRequestSchema)` to create a new message.
  */
 export const GetSubscriptionRequestSchema: GenMessage<GetSubscriptionRequest> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 30);
+  messageDesc(file_aigw_v1_admin, 38);
 
 /**
  * @generated from message aigw.v1.GetSubscriptionResponse
@@ -925,7 +1161,7 @@ export type GetSubscriptionResponse = Message<"aigw.v1.GetSubscriptionResponse">
  * Use `create(GetSubscriptionResponseSchema)` to create a new message.
  */
 export const GetSubscriptionResponseSchema: GenMessage<GetSubscriptionResponse> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 31);
+  messageDesc(file_aigw_v1_admin, 39);
 
 /**
  * @generated from message aigw.v1.UpdateSubscriptionRequest
@@ -951,7 +1187,7 @@ export type UpdateSubscriptionRequest = Message<"aigw.v1.UpdateSubscriptionReque
  * Use `create(UpdateSubscriptionRequestSchema)` to create a new message.
  */
 export const UpdateSubscriptionRequestSchema: GenMessage<UpdateSubscriptionRequest> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 32);
+  messageDesc(file_aigw_v1_admin, 40);
 
 /**
  * @generated from message aigw.v1.UpdateSubscriptionResponse
@@ -973,7 +1209,7 @@ export type UpdateSubscriptionResponse = Message<"aigw.v1.UpdateSubscriptionResp
  * Use `create(UpdateSubscriptionResponseSchema)` to create a new message.
  */
 export const UpdateSubscriptionResponseSchema: GenMessage<UpdateSubscriptionResponse> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 33);
+  messageDesc(file_aigw_v1_admin, 41);
 
 /**
  * @generated from message aigw.v1.Budget
@@ -1037,7 +1273,7 @@ export type Budget = Message<"aigw.v1.Budget"> & {
  * Use `create(BudgetSchema)` to create a new message.
  */
 export const BudgetSchema: GenMessage<Budget> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 34);
+  messageDesc(file_aigw_v1_admin, 42);
 
 /**
  * @generated from message aigw.v1.ListBudgetsRequest
@@ -1050,7 +1286,7 @@ export type ListBudgetsRequest = Message<"aigw.v1.ListBudgetsRequest"> & {
  * Use `create(ListBudgetsRequestSchema)` to create a new message.
  */
 export const ListBudgetsRequestSchema: GenMessage<ListBudgetsRequest> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 35);
+  messageDesc(file_aigw_v1_admin, 43);
 
 /**
  * @generated from message aigw.v1.ListBudgetsResponse
@@ -1067,7 +1303,7 @@ export type ListBudgetsResponse = Message<"aigw.v1.ListBudgetsResponse"> & {
  * Use `create(ListBudgetsResponseSchema)` to create a new message.
  */
 export const ListBudgetsResponseSchema: GenMessage<ListBudgetsResponse> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 36);
+  messageDesc(file_aigw_v1_admin, 44);
 
 /**
  * @generated from message aigw.v1.SetBudgetRequest
@@ -1084,7 +1320,7 @@ export type SetBudgetRequest = Message<"aigw.v1.SetBudgetRequest"> & {
  * Use `create(SetBudgetRequestSchema)` to create a new message.
  */
 export const SetBudgetRequestSchema: GenMessage<SetBudgetRequest> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 37);
+  messageDesc(file_aigw_v1_admin, 45);
 
 /**
  * @generated from message aigw.v1.SetBudgetResponse
@@ -1101,7 +1337,7 @@ export type SetBudgetResponse = Message<"aigw.v1.SetBudgetResponse"> & {
  * Use `create(SetBudgetResponseSchema)` to create a new message.
  */
 export const SetBudgetResponseSchema: GenMessage<SetBudgetResponse> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 38);
+  messageDesc(file_aigw_v1_admin, 46);
 
 /**
  * @generated from message aigw.v1.DeleteBudgetRequest
@@ -1123,7 +1359,7 @@ export type DeleteBudgetRequest = Message<"aigw.v1.DeleteBudgetRequest"> & {
  * Use `create(DeleteBudgetRequestSchema)` to create a new message.
  */
 export const DeleteBudgetRequestSchema: GenMessage<DeleteBudgetRequest> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 39);
+  messageDesc(file_aigw_v1_admin, 47);
 
 /**
  * @generated from message aigw.v1.DeleteBudgetResponse
@@ -1136,7 +1372,7 @@ export type DeleteBudgetResponse = Message<"aigw.v1.DeleteBudgetResponse"> & {
  * Use `create(DeleteBudgetResponseSchema)` to create a new message.
  */
 export const DeleteBudgetResponseSchema: GenMessage<DeleteBudgetResponse> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 40);
+  messageDesc(file_aigw_v1_admin, 48);
 
 /**
  * @generated from message aigw.v1.ModelPrice
@@ -1189,7 +1425,7 @@ export type ModelPrice = Message<"aigw.v1.ModelPrice"> & {
  * Use `create(ModelPriceSchema)` to create a new message.
  */
 export const ModelPriceSchema: GenMessage<ModelPrice> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 41);
+  messageDesc(file_aigw_v1_admin, 49);
 
 /**
  * @generated from message aigw.v1.ListPricingRequest
@@ -1202,7 +1438,7 @@ export type ListPricingRequest = Message<"aigw.v1.ListPricingRequest"> & {
  * Use `create(ListPricingRequestSchema)` to create a new message.
  */
 export const ListPricingRequestSchema: GenMessage<ListPricingRequest> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 42);
+  messageDesc(file_aigw_v1_admin, 50);
 
 /**
  * @generated from message aigw.v1.ListPricingResponse
@@ -1219,7 +1455,7 @@ export type ListPricingResponse = Message<"aigw.v1.ListPricingResponse"> & {
  * Use `create(ListPricingResponseSchema)` to create a new message.
  */
 export const ListPricingResponseSchema: GenMessage<ListPricingResponse> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 43);
+  messageDesc(file_aigw_v1_admin, 51);
 
 /**
  * @generated from message aigw.v1.SetModelPriceRequest
@@ -1236,7 +1472,7 @@ export type SetModelPriceRequest = Message<"aigw.v1.SetModelPriceRequest"> & {
  * Use `create(SetModelPriceRequestSchema)` to create a new message.
  */
 export const SetModelPriceRequestSchema: GenMessage<SetModelPriceRequest> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 44);
+  messageDesc(file_aigw_v1_admin, 52);
 
 /**
  * @generated from message aigw.v1.SetModelPriceResponse
@@ -1253,7 +1489,7 @@ export type SetModelPriceResponse = Message<"aigw.v1.SetModelPriceResponse"> & {
  * Use `create(SetModelPriceResponseSchema)` to create a new message.
  */
 export const SetModelPriceResponseSchema: GenMessage<SetModelPriceResponse> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 45);
+  messageDesc(file_aigw_v1_admin, 53);
 
 /**
  * @generated from message aigw.v1.GetSeriesRequest
@@ -1289,7 +1525,7 @@ export type GetSeriesRequest = Message<"aigw.v1.GetSeriesRequest"> & {
  * Use `create(GetSeriesRequestSchema)` to create a new message.
  */
 export const GetSeriesRequestSchema: GenMessage<GetSeriesRequest> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 46);
+  messageDesc(file_aigw_v1_admin, 54);
 
 /**
  * @generated from message aigw.v1.Series
@@ -1346,7 +1582,7 @@ export type Series = Message<"aigw.v1.Series"> & {
  * Use `create(SeriesSchema)` to create a new message.
  */
 export const SeriesSchema: GenMessage<Series> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 47);
+  messageDesc(file_aigw_v1_admin, 55);
 
 /**
  * @generated from message aigw.v1.GetSeriesResponse
@@ -1411,7 +1647,7 @@ export type GetSeriesResponse = Message<"aigw.v1.GetSeriesResponse"> & {
  * Use `create(GetSeriesResponseSchema)` to create a new message.
  */
 export const GetSeriesResponseSchema: GenMessage<GetSeriesResponse> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 48);
+  messageDesc(file_aigw_v1_admin, 56);
 
 /**
  * @generated from message aigw.v1.ListQueuesRequest
@@ -1424,7 +1660,7 @@ export type ListQueuesRequest = Message<"aigw.v1.ListQueuesRequest"> & {
  * Use `create(ListQueuesRequestSchema)` to create a new message.
  */
 export const ListQueuesRequestSchema: GenMessage<ListQueuesRequest> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 49);
+  messageDesc(file_aigw_v1_admin, 57);
 
 /**
  * @generated from message aigw.v1.EndpointQueue
@@ -1460,7 +1696,7 @@ export type EndpointQueue = Message<"aigw.v1.EndpointQueue"> & {
  * Use `create(EndpointQueueSchema)` to create a new message.
  */
 export const EndpointQueueSchema: GenMessage<EndpointQueue> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 50);
+  messageDesc(file_aigw_v1_admin, 58);
 
 /**
  * @generated from message aigw.v1.ListQueuesResponse
@@ -1477,7 +1713,7 @@ export type ListQueuesResponse = Message<"aigw.v1.ListQueuesResponse"> & {
  * Use `create(ListQueuesResponseSchema)` to create a new message.
  */
 export const ListQueuesResponseSchema: GenMessage<ListQueuesResponse> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 51);
+  messageDesc(file_aigw_v1_admin, 59);
 
 /**
  * @generated from message aigw.v1.ListSidecarsRequest
@@ -1490,7 +1726,7 @@ export type ListSidecarsRequest = Message<"aigw.v1.ListSidecarsRequest"> & {
  * Use `create(ListSidecarsRequestSchema)` to create a new message.
  */
 export const ListSidecarsRequestSchema: GenMessage<ListSidecarsRequest> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 52);
+  messageDesc(file_aigw_v1_admin, 60);
 
 /**
  * @generated from message aigw.v1.Sidecar
@@ -1539,7 +1775,7 @@ export type Sidecar = Message<"aigw.v1.Sidecar"> & {
  * Use `create(SidecarSchema)` to create a new message.
  */
 export const SidecarSchema: GenMessage<Sidecar> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 53);
+  messageDesc(file_aigw_v1_admin, 61);
 
 /**
  * @generated from message aigw.v1.ListSidecarsResponse
@@ -1556,7 +1792,7 @@ export type ListSidecarsResponse = Message<"aigw.v1.ListSidecarsResponse"> & {
  * Use `create(ListSidecarsResponseSchema)` to create a new message.
  */
 export const ListSidecarsResponseSchema: GenMessage<ListSidecarsResponse> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 54);
+  messageDesc(file_aigw_v1_admin, 62);
 
 /**
  * @generated from message aigw.v1.Token
@@ -1604,7 +1840,7 @@ export type Token = Message<"aigw.v1.Token"> & {
  * Use `create(TokenSchema)` to create a new message.
  */
 export const TokenSchema: GenMessage<Token> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 55);
+  messageDesc(file_aigw_v1_admin, 63);
 
 /**
  * @generated from message aigw.v1.CreateTokenRequest
@@ -1633,7 +1869,7 @@ export type CreateTokenRequest = Message<"aigw.v1.CreateTokenRequest"> & {
  * Use `create(CreateTokenRequestSchema)` to create a new message.
  */
 export const CreateTokenRequestSchema: GenMessage<CreateTokenRequest> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 56);
+  messageDesc(file_aigw_v1_admin, 64);
 
 /**
  * @generated from message aigw.v1.CreateTokenResponse
@@ -1657,7 +1893,7 @@ export type CreateTokenResponse = Message<"aigw.v1.CreateTokenResponse"> & {
  * Use `create(CreateTokenResponseSchema)` to create a new message.
  */
 export const CreateTokenResponseSchema: GenMessage<CreateTokenResponse> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 57);
+  messageDesc(file_aigw_v1_admin, 65);
 
 /**
  * @generated from message aigw.v1.ListTokensRequest
@@ -1683,7 +1919,7 @@ export type ListTokensRequest = Message<"aigw.v1.ListTokensRequest"> & {
  * Use `create(ListTokensRequestSchema)` to create a new message.
  */
 export const ListTokensRequestSchema: GenMessage<ListTokensRequest> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 58);
+  messageDesc(file_aigw_v1_admin, 66);
 
 /**
  * @generated from message aigw.v1.ListTokensResponse
@@ -1700,7 +1936,7 @@ export type ListTokensResponse = Message<"aigw.v1.ListTokensResponse"> & {
  * Use `create(ListTokensResponseSchema)` to create a new message.
  */
 export const ListTokensResponseSchema: GenMessage<ListTokensResponse> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 59);
+  messageDesc(file_aigw_v1_admin, 67);
 
 /**
  * @generated from message aigw.v1.RevokeTokenRequest
@@ -1717,7 +1953,7 @@ export type RevokeTokenRequest = Message<"aigw.v1.RevokeTokenRequest"> & {
  * Use `create(RevokeTokenRequestSchema)` to create a new message.
  */
 export const RevokeTokenRequestSchema: GenMessage<RevokeTokenRequest> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 60);
+  messageDesc(file_aigw_v1_admin, 68);
 
 /**
  * @generated from message aigw.v1.RevokeTokenResponse
@@ -1734,7 +1970,7 @@ export type RevokeTokenResponse = Message<"aigw.v1.RevokeTokenResponse"> & {
  * Use `create(RevokeTokenResponseSchema)` to create a new message.
  */
 export const RevokeTokenResponseSchema: GenMessage<RevokeTokenResponse> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 61);
+  messageDesc(file_aigw_v1_admin, 69);
 
 /**
  * @generated from message aigw.v1.WhoAmIRequest
@@ -1747,7 +1983,7 @@ export type WhoAmIRequest = Message<"aigw.v1.WhoAmIRequest"> & {
  * Use `create(WhoAmIRequestSchema)` to create a new message.
  */
 export const WhoAmIRequestSchema: GenMessage<WhoAmIRequest> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 62);
+  messageDesc(file_aigw_v1_admin, 70);
 
 /**
  * @generated from message aigw.v1.WhoAmIResponse
@@ -1778,7 +2014,7 @@ export type WhoAmIResponse = Message<"aigw.v1.WhoAmIResponse"> & {
  * Use `create(WhoAmIResponseSchema)` to create a new message.
  */
 export const WhoAmIResponseSchema: GenMessage<WhoAmIResponse> = /*@__PURE__*/
-  messageDesc(file_aigw_v1_admin, 63);
+  messageDesc(file_aigw_v1_admin, 71);
 
 /**
  * @generated from enum aigw.v1.DeliveryStatus
@@ -2049,7 +2285,10 @@ export const AdminService: GenService<{
     output: typeof ReplayDeliveryResponseSchema;
   },
   /**
-   * ReplayDeliveries replays every dead-lettered delivery matching the filter.
+   * ReplayDeliveries queues again, as new deliveries, the failed or dead-lettered
+   * deliveries that finished in a time window (of one endpoint, or all), in bounded
+   * batches. Idempotent: a delivery already replayed, or whose event is pending for the
+   * same endpoint, is skipped. Without a window, every dead-lettered delivery.
    *
    * @generated from rpc aigw.v1.AdminService.ReplayDeliveries
    */
@@ -2211,6 +2450,45 @@ export const AdminService: GenService<{
     methodKind: "unary";
     input: typeof WhoAmIRequestSchema;
     output: typeof WhoAmIResponseSchema;
+  },
+  /**
+   * PauseEndpoint holds the endpoint's deliveries (no attempts; they stay pending, and new
+   * events keep queueing for it) until ResumeEndpoint, which sends them in order of due
+   * time. Shared by every replica and kept across restarts.
+   *
+   * @generated from rpc aigw.v1.AdminService.PauseEndpoint
+   */
+  pauseEndpoint: {
+    methodKind: "unary";
+    input: typeof PauseEndpointRequestSchema;
+    output: typeof PauseEndpointResponseSchema;
+  },
+  /**
+   * @generated from rpc aigw.v1.AdminService.ResumeEndpoint
+   */
+  resumeEndpoint: {
+    methodKind: "unary";
+    input: typeof ResumeEndpointRequestSchema;
+    output: typeof ResumeEndpointResponseSchema;
+  },
+  /**
+   * DisableEndpoint stops deliveries to the endpoint: its pending ones fail without an
+   * attempt and it receives no new events. EnableEndpoint undoes it (and a pause).
+   *
+   * @generated from rpc aigw.v1.AdminService.DisableEndpoint
+   */
+  disableEndpoint: {
+    methodKind: "unary";
+    input: typeof DisableEndpointRequestSchema;
+    output: typeof DisableEndpointResponseSchema;
+  },
+  /**
+   * @generated from rpc aigw.v1.AdminService.EnableEndpoint
+   */
+  enableEndpoint: {
+    methodKind: "unary";
+    input: typeof EnableEndpointRequestSchema;
+    output: typeof EnableEndpointResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_aigw_v1_admin, 0);

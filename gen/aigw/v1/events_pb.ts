@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file aigw/v1/events.proto.
  */
 export const file_aigw_v1_events: GenFile = /*@__PURE__*/
-  fileDesc("ChRhaWd3L3YxL2V2ZW50cy5wcm90bxIHYWlndy52MSLnAgoFRXZlbnQSCgoCaWQYASABKAkSDgoGb3JnX2lkGAIgASgJEgsKA2FwcBgDIAEoCRIQCghwcm92aWRlchgEIAEoCRIoCgR0aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBITCgt3ZWJob29rX3VybBgGIAEoCRIuCgpjb21wbGV0aW9uGAogASgLMhguYWlndy52MS5Db21wbGV0aW9uRXZlbnRIABIkCgVlcnJvchgLIAEoCzITLmFpZ3cudjEuRXJyb3JFdmVudEgAEiwKCXN0cmVhbWluZxgMIAEoCzIXLmFpZ3cudjEuU3RyZWFtaW5nRXZlbnRIABImCgZidWRnZXQYDSABKAsyFC5haWd3LnYxLkJ1ZGdldEV2ZW50SAASLQoKcmF0ZV9saW1pdBgOIAEoCzIXLmFpZ3cudjEuUmF0ZUxpbWl0RXZlbnRIAEIJCgdwYXlsb2FkIsMECg9Db21wbGV0aW9uRXZlbnQSEgoKcmVxdWVzdF9pZBgBIAEoCRINCgVtb2RlbBgCIAEoCRITCgt0b2tlbnNfdXNlZBgDIAEoDRIVCg1wcm9tcHRfdG9rZW5zGAQgASgNEhkKEWNvbXBsZXRpb25fdG9rZW5zGAUgASgNEhAKCGNvc3RfdXNkGAYgASgBEhIKCmxhdGVuY3lfbXMYByABKA0SFAoHdHRmdF9tcxgIIAEoDUgAiAEBEg4KBnN0cmVhbRgJIAEoCBITCgtzdGF0dXNfY29kZRgKIAEoDRIMCgRwYXRoGAsgASgJEhUKDXJlc3BvbnNlX2pzb24YDCABKAkSFwoPcHJpY2luZ191bmtub3duGA0gASgIEhUKDWZpbmlzaF9yZWFzb24YDiABKAkSDQoFYXN5bmMYDyABKAgSHgoRY2FjaGVfcmVhZF90b2tlbnMYECABKA1IAYgBARIfChJjYWNoZV93cml0ZV90b2tlbnMYESABKA1IAogBARIiChVjYWNoZV93cml0ZV8xaF90b2tlbnMYEiABKA1IA4gBARIdChByZWFzb25pbmdfdG9rZW5zGBMgASgNSASIAQESFQoNdXNhZ2VfdW5rbm93bhgUIAEoCEIKCghfdHRmdF9tc0IUChJfY2FjaGVfcmVhZF90b2tlbnNCFQoTX2NhY2hlX3dyaXRlX3Rva2Vuc0IYChZfY2FjaGVfd3JpdGVfMWhfdG9rZW5zQhMKEV9yZWFzb25pbmdfdG9rZW5zIs0BCgpFcnJvckV2ZW50EhIKCnJlcXVlc3RfaWQYASABKAkSEgoKZXJyb3JfdHlwZRgCIAEoCRIVCg1lcnJvcl9tZXNzYWdlGAMgASgJEhMKC3N0YXR1c19jb2RlGAQgASgNEhgKC3JldHJ5X2FmdGVyGAUgASgNSACIAQESEAoIc2V2ZXJpdHkYBiABKAkSDQoFbW9kZWwYByABKAkSDAoEcGF0aBgIIAEoCRISCgpsYXRlbmN5X21zGAkgASgNQg4KDF9yZXRyeV9hZnRlciKHAQoOU3RyZWFtaW5nRXZlbnQSEgoKcmVxdWVzdF9pZBgBIAEoCRITCgt0b2tlbl9pbmRleBgCIAEoDRIPCgdjb250ZW50GAMgASgJEhoKDWZpbmlzaF9yZWFzb24YBCABKAlIAIgBARINCgVtb2RlbBgFIAEoCUIQCg5fZmluaXNoX3JlYXNvbiKIAQoLQnVkZ2V0RXZlbnQSFQoNdXNhZ2VfcGVyY2VudBgBIAEoARISCgpsaW1pdF90eXBlGAIgASgJEhUKDWN1cnJlbnRfc3BlbmQYAyABKAESFAoMYnVkZ2V0X2xpbWl0GAQgASgBEhEKCXRocmVzaG9sZBgFIAEoDRIOCgZwZXJpb2QYBiABKAki7gEKDlJhdGVMaW1pdEV2ZW50EhIKCnJlcXVlc3RfaWQYASABKAkSDgoGc291cmNlGAIgASgJEhIKCmxpbWl0X3R5cGUYAyABKAkSEgoFbGltaXQYBCABKARIAIgBARIWCglyZW1haW5pbmcYBSABKARIAYgBARIQCghyZXNldF9hdBgGIAEoCRIYCgtyZXRyeV9hZnRlchgHIAEoDUgCiAEBEhMKC3N0YXR1c19jb2RlGAggASgNEg8KB3dhcm5pbmcYCSABKAhCCAoGX2xpbWl0QgwKCl9yZW1haW5pbmdCDgoMX3JldHJ5X2FmdGVyKqQBCglFdmVudFR5cGUSGgoWRVZFTlRfVFlQRV9VTlNQRUNJRklFRBAAEhkKFUVWRU5UX1RZUEVfQ09NUExFVElPThABEhQKEEVWRU5UX1RZUEVfRVJST1IQAhIYChRFVkVOVF9UWVBFX1NUUkVBTUlORxADEhUKEUVWRU5UX1RZUEVfQlVER0VUEAQSGQoVRVZFTlRfVFlQRV9SQVRFX0xJTUlUEAViBnByb3RvMw", [file_google_protobuf_timestamp]);
+  fileDesc("ChRhaWd3L3YxL2V2ZW50cy5wcm90bxIHYWlndy52MSKiBAoFRXZlbnQSCgoCaWQYASABKAkSDgoGb3JnX2lkGAIgASgJEgsKA2FwcBgDIAEoCRIQCghwcm92aWRlchgEIAEoCRIoCgR0aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBITCgt3ZWJob29rX3VybBgGIAEoCRIuCgpjb21wbGV0aW9uGAogASgLMhguYWlndy52MS5Db21wbGV0aW9uRXZlbnRIABIkCgVlcnJvchgLIAEoCzITLmFpZ3cudjEuRXJyb3JFdmVudEgAEiwKCXN0cmVhbWluZxgMIAEoCzIXLmFpZ3cudjEuU3RyZWFtaW5nRXZlbnRIABImCgZidWRnZXQYDSABKAsyFC5haWd3LnYxLkJ1ZGdldEV2ZW50SAASLQoKcmF0ZV9saW1pdBgOIAEoCzIXLmFpZ3cudjEuUmF0ZUxpbWl0RXZlbnRIABI7ChFlbmRwb2ludF9kaXNhYmxlZBgPIAEoCzIeLmFpZ3cudjEuRW5kcG9pbnREaXNhYmxlZEV2ZW50SAASPQoSZW5kcG9pbnRfcmVjb3ZlcmVkGBAgASgLMh8uYWlndy52MS5FbmRwb2ludFJlY292ZXJlZEV2ZW50SAASPQoSZGVsaXZlcnlfZXhoYXVzdGVkGBEgASgLMh8uYWlndy52MS5EZWxpdmVyeUV4aGF1c3RlZEV2ZW50SABCCQoHcGF5bG9hZCLDBAoPQ29tcGxldGlvbkV2ZW50EhIKCnJlcXVlc3RfaWQYASABKAkSDQoFbW9kZWwYAiABKAkSEwoLdG9rZW5zX3VzZWQYAyABKA0SFQoNcHJvbXB0X3Rva2VucxgEIAEoDRIZChFjb21wbGV0aW9uX3Rva2VucxgFIAEoDRIQCghjb3N0X3VzZBgGIAEoARISCgpsYXRlbmN5X21zGAcgASgNEhQKB3R0ZnRfbXMYCCABKA1IAIgBARIOCgZzdHJlYW0YCSABKAgSEwoLc3RhdHVzX2NvZGUYCiABKA0SDAoEcGF0aBgLIAEoCRIVCg1yZXNwb25zZV9qc29uGAwgASgJEhcKD3ByaWNpbmdfdW5rbm93bhgNIAEoCBIVCg1maW5pc2hfcmVhc29uGA4gASgJEg0KBWFzeW5jGA8gASgIEh4KEWNhY2hlX3JlYWRfdG9rZW5zGBAgASgNSAGIAQESHwoSY2FjaGVfd3JpdGVfdG9rZW5zGBEgASgNSAKIAQESIgoVY2FjaGVfd3JpdGVfMWhfdG9rZW5zGBIgASgNSAOIAQESHQoQcmVhc29uaW5nX3Rva2VucxgTIAEoDUgEiAEBEhUKDXVzYWdlX3Vua25vd24YFCABKAhCCgoIX3R0ZnRfbXNCFAoSX2NhY2hlX3JlYWRfdG9rZW5zQhUKE19jYWNoZV93cml0ZV90b2tlbnNCGAoWX2NhY2hlX3dyaXRlXzFoX3Rva2Vuc0ITChFfcmVhc29uaW5nX3Rva2VucyLNAQoKRXJyb3JFdmVudBISCgpyZXF1ZXN0X2lkGAEgASgJEhIKCmVycm9yX3R5cGUYAiABKAkSFQoNZXJyb3JfbWVzc2FnZRgDIAEoCRITCgtzdGF0dXNfY29kZRgEIAEoDRIYCgtyZXRyeV9hZnRlchgFIAEoDUgAiAEBEhAKCHNldmVyaXR5GAYgASgJEg0KBW1vZGVsGAcgASgJEgwKBHBhdGgYCCABKAkSEgoKbGF0ZW5jeV9tcxgJIAEoDUIOCgxfcmV0cnlfYWZ0ZXIihwEKDlN0cmVhbWluZ0V2ZW50EhIKCnJlcXVlc3RfaWQYASABKAkSEwoLdG9rZW5faW5kZXgYAiABKA0SDwoHY29udGVudBgDIAEoCRIaCg1maW5pc2hfcmVhc29uGAQgASgJSACIAQESDQoFbW9kZWwYBSABKAlCEAoOX2ZpbmlzaF9yZWFzb24iiAEKC0J1ZGdldEV2ZW50EhUKDXVzYWdlX3BlcmNlbnQYASABKAESEgoKbGltaXRfdHlwZRgCIAEoCRIVCg1jdXJyZW50X3NwZW5kGAMgASgBEhQKDGJ1ZGdldF9saW1pdBgEIAEoARIRCgl0aHJlc2hvbGQYBSABKA0SDgoGcGVyaW9kGAYgASgJIu4BCg5SYXRlTGltaXRFdmVudBISCgpyZXF1ZXN0X2lkGAEgASgJEg4KBnNvdXJjZRgCIAEoCRISCgpsaW1pdF90eXBlGAMgASgJEhIKBWxpbWl0GAQgASgESACIAQESFgoJcmVtYWluaW5nGAUgASgESAGIAQESEAoIcmVzZXRfYXQYBiABKAkSGAoLcmV0cnlfYWZ0ZXIYByABKA1IAogBARITCgtzdGF0dXNfY29kZRgIIAEoDRIPCgd3YXJuaW5nGAkgASgIQggKBl9saW1pdEIMCgpfcmVtYWluaW5nQg4KDF9yZXRyeV9hZnRlciLaAQoVRW5kcG9pbnREaXNhYmxlZEV2ZW50EhAKCGVuZHBvaW50GAEgASgJEg4KBnJlYXNvbhgCIAEoCRIOCgZkZXRhaWwYAyABKAkSEwoLc3RhdHVzX2NvZGUYBCABKA0SEgoKbGFzdF9lcnJvchgFIAEoCRIxCg1mYWlsaW5nX3NpbmNlGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIXCg9mYWlsZWRfYXR0ZW1wdHMYByABKA0SGgoScGVuZGluZ19kZWxpdmVyaWVzGAggASgNImwKFkVuZHBvaW50UmVjb3ZlcmVkRXZlbnQSEAoIZW5kcG9pbnQYASABKAkSLwoLb3BlbmVkX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB2Rvd25fbXMYAyABKAQipwEKFkRlbGl2ZXJ5RXhoYXVzdGVkRXZlbnQSEwoLZGVsaXZlcnlfaWQYASABKAkSEAoIZW5kcG9pbnQYAiABKAkSEAoIZXZlbnRfaWQYAyABKAkSEgoKZXZlbnRfdHlwZRgEIAEoCRIQCghhdHRlbXB0cxgFIAEoDRISCgpsYXN0X2Vycm9yGAYgASgJEhoKEm9yaWdpbl9kZWxpdmVyeV9pZBgHIAEoCSqMAgoJRXZlbnRUeXBlEhoKFkVWRU5UX1RZUEVfVU5TUEVDSUZJRUQQABIZChVFVkVOVF9UWVBFX0NPTVBMRVRJT04QARIUChBFVkVOVF9UWVBFX0VSUk9SEAISGAoURVZFTlRfVFlQRV9TVFJFQU1JTkcQAxIVChFFVkVOVF9UWVBFX0JVREdFVBAEEhkKFUVWRU5UX1RZUEVfUkFURV9MSU1JVBAFEiAKHEVWRU5UX1RZUEVfRU5EUE9JTlRfRElTQUJMRUQQBhIhCh1FVkVOVF9UWVBFX0VORFBPSU5UX1JFQ09WRVJFRBAHEiEKHUVWRU5UX1RZUEVfREVMSVZFUllfRVhIQVVTVEVEEAhiBnByb3RvMw", [file_google_protobuf_timestamp]);
 
 /**
  * Event is one thing that happened to an app's AI traffic. Sidecars create the id;
@@ -92,6 +92,24 @@ export type Event = Message<"aigw.v1.Event"> & {
      */
     value: RateLimitEvent;
     case: "rateLimit";
+  } | {
+    /**
+     * @generated from field: aigw.v1.EndpointDisabledEvent endpoint_disabled = 15;
+     */
+    value: EndpointDisabledEvent;
+    case: "endpointDisabled";
+  } | {
+    /**
+     * @generated from field: aigw.v1.EndpointRecoveredEvent endpoint_recovered = 16;
+     */
+    value: EndpointRecoveredEvent;
+    case: "endpointRecovered";
+  } | {
+    /**
+     * @generated from field: aigw.v1.DeliveryExhaustedEvent delivery_exhausted = 17;
+     */
+    value: DeliveryExhaustedEvent;
+    case: "deliveryExhausted";
   } | { case: undefined; value?: undefined };
 };
 
@@ -469,6 +487,160 @@ export const RateLimitEventSchema: GenMessage<RateLimitEvent> = /*@__PURE__*/
   messageDesc(file_aigw_v1_events, 5);
 
 /**
+ * aigw disabled an endpoint on its own (an operator's disable sends none). The event's
+ * org_id is the endpoint's org ("" for the operator's endpoints).
+ *
+ * @generated from message aigw.v1.EndpointDisabledEvent
+ */
+export type EndpointDisabledEvent = Message<"aigw.v1.EndpointDisabledEvent"> & {
+  /**
+   * @generated from field: string endpoint = 1;
+   */
+  endpoint: string;
+
+  /**
+   * "gone": the receiver answered 410 Gone; "failing": every attempt failed for
+   * delivery.auto_disable_after_ms.
+   *
+   * @generated from field: string reason = 2;
+   */
+  reason: string;
+
+  /**
+   * For people: "receiver answered 410 Gone", "every attempt failed for 24h (57 attempts)".
+   *
+   * @generated from field: string detail = 3;
+   */
+  detail: string;
+
+  /**
+   * The last attempt's HTTP status; 0 when no response came.
+   *
+   * @generated from field: uint32 status_code = 4;
+   */
+  statusCode: number;
+
+  /**
+   * The last attempt's error ("HTTP 503", "timeout after 30000 ms").
+   *
+   * @generated from field: string last_error = 5;
+   */
+  lastError: string;
+
+  /**
+   * "failing": when the run of failed attempts began, and how many there were.
+   *
+   * @generated from field: google.protobuf.Timestamp failing_since = 6;
+   */
+  failingSince?: Timestamp | undefined;
+
+  /**
+   * @generated from field: uint32 failed_attempts = 7;
+   */
+  failedAttempts: number;
+
+  /**
+   * Pending deliveries of the endpoint when it was disabled: they fail without an attempt.
+   *
+   * @generated from field: uint32 pending_deliveries = 8;
+   */
+  pendingDeliveries: number;
+};
+
+/**
+ * Describes the message aigw.v1.EndpointDisabledEvent.
+ * Use `create(EndpointDisabledEventSchema)` to create a new message.
+ */
+export const EndpointDisabledEventSchema: GenMessage<EndpointDisabledEvent> = /*@__PURE__*/
+  messageDesc(file_aigw_v1_events, 6);
+
+/**
+ * An endpoint's circuit closed again: an attempt succeeded after it had opened.
+ *
+ * @generated from message aigw.v1.EndpointRecoveredEvent
+ */
+export type EndpointRecoveredEvent = Message<"aigw.v1.EndpointRecoveredEvent"> & {
+  /**
+   * @generated from field: string endpoint = 1;
+   */
+  endpoint: string;
+
+  /**
+   * When the circuit opened, and how long it stayed open.
+   *
+   * @generated from field: google.protobuf.Timestamp opened_time = 2;
+   */
+  openedTime?: Timestamp | undefined;
+
+  /**
+   * @generated from field: uint64 down_ms = 3;
+   */
+  downMs: bigint;
+};
+
+/**
+ * Describes the message aigw.v1.EndpointRecoveredEvent.
+ * Use `create(EndpointRecoveredEventSchema)` to create a new message.
+ */
+export const EndpointRecoveredEventSchema: GenMessage<EndpointRecoveredEvent> = /*@__PURE__*/
+  messageDesc(file_aigw_v1_events, 7);
+
+/**
+ * A delivery was dead-lettered after all its attempts, with no failover left to take it
+ * (a delivery whose failover copy was made sends none; the copy may, later). Replay it with
+ * `aigw deliveries replay`. None is sent for deliveries of operator events.
+ *
+ * @generated from message aigw.v1.DeliveryExhaustedEvent
+ */
+export type DeliveryExhaustedEvent = Message<"aigw.v1.DeliveryExhaustedEvent"> & {
+  /**
+   * @generated from field: string delivery_id = 1;
+   */
+  deliveryId: string;
+
+  /**
+   * @generated from field: string endpoint = 2;
+   */
+  endpoint: string;
+
+  /**
+   * The event that was not delivered, and its webhook type name ("completion").
+   *
+   * @generated from field: string event_id = 3;
+   */
+  eventId: string;
+
+  /**
+   * @generated from field: string event_type = 4;
+   */
+  eventType: string;
+
+  /**
+   * @generated from field: uint32 attempts = 5;
+   */
+  attempts: number;
+
+  /**
+   * @generated from field: string last_error = 6;
+   */
+  lastError: string;
+
+  /**
+   * The delivery this one was a failover copy or replay of; "" for a first delivery.
+   *
+   * @generated from field: string origin_delivery_id = 7;
+   */
+  originDeliveryId: string;
+};
+
+/**
+ * Describes the message aigw.v1.DeliveryExhaustedEvent.
+ * Use `create(DeliveryExhaustedEventSchema)` to create a new message.
+ */
+export const DeliveryExhaustedEventSchema: GenMessage<DeliveryExhaustedEvent> = /*@__PURE__*/
+  messageDesc(file_aigw_v1_events, 8);
+
+/**
  * EventType names the webhook event kinds of the product page. The webhook body's
  * "event" field is the lower-case name without the prefix ("completion", "rate_limit").
  *
@@ -504,6 +676,25 @@ export enum EventType {
    * @generated from enum value: EVENT_TYPE_RATE_LIMIT = 5;
    */
   RATE_LIMIT = 5,
+
+  /**
+   * Operator events: what happens to delivery itself, made by the control plane (never by
+   * a sidecar). Their webhook names have a dot: "endpoint.disabled", "endpoint.recovered",
+   * "delivery.exhausted". Delivered like any other event to endpoints subscribed to them.
+   *
+   * @generated from enum value: EVENT_TYPE_ENDPOINT_DISABLED = 6;
+   */
+  ENDPOINT_DISABLED = 6,
+
+  /**
+   * @generated from enum value: EVENT_TYPE_ENDPOINT_RECOVERED = 7;
+   */
+  ENDPOINT_RECOVERED = 7,
+
+  /**
+   * @generated from enum value: EVENT_TYPE_DELIVERY_EXHAUSTED = 8;
+   */
+  DELIVERY_EXHAUSTED = 8,
 }
 
 /**
