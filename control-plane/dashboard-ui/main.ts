@@ -1,5 +1,5 @@
 import { create } from "@bufbuild/protobuf";
-import { timestampMs } from "@bufbuild/protobuf/wkt";
+import { timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import {
   DeliveryStatus,
@@ -147,13 +147,15 @@ function ago(ms: number): string {
 }
 
 async function refreshTables(): Promise<void> {
-  const [stats, queues, budgets, sidecars, deliveries] = await Promise.all([
+  const [stats, queues, budgets, sidecars, deliveries, endpoints] = await Promise.all([
     admin.getStats({ windowSeconds: WINDOW_SECONDS[windowName] }),
     admin.listQueues({}),
     allowed(admin.listBudgets({}), create(ListBudgetsResponseSchema)),
     admin.listSidecars({}),
     admin.listDeliveries({ pageSize: 15 }),
+    admin.listEndpoints({}),
   ]);
+  const endpointOf = new Map(endpoints.endpoints.map((e) => [e.name, e]));
   const queueOf = new Map(queues.queues.map((q) => [q.endpoint, q]));
   $("#stats tbody").innerHTML = stats.endpoints
     .map((e) => {
@@ -163,7 +165,7 @@ async function refreshTables(): Promise<void> {
         <td class="num">${e.delivered}</td><td class="num">${e.failed}</td><td class="num">${e.deadLettered}</td>
         <td class="num">${e.latencyP50Ms}</td><td class="num">${e.latencyP99Ms}</td>
         <td class="${e.circuitOpen ? "bad" : "ok"}">${e.circuitOpen ? "open" : "closed"}</td>
-        <td class="num">${q?.pending ?? 0n}</td></tr>`;
+        <td class="num">${q?.pending ?? 0n}</td><td>${endpointActions(endpointOf.get(e.endpoint))}</td></tr>`;
     })
     .join("");
   // Failure reasons over every endpoint, most frequent first.
@@ -233,6 +235,20 @@ async function refreshTables(): Promise<void> {
     sel.innerHTML = `${id === "#test-endpoint" ? '<option value="">every subscribed endpoint</option>' : ""}${names.map((n) => `<option>${esc(n)}</option>`).join("")}`;
     if (keep) sel.value = keep;
   }
+}
+
+/** Pause/resume and disable/enable buttons for an endpoint, as its state allows. */
+function endpointActions(e: { name: string; enabled: boolean; paused: boolean } | undefined): string {
+  if (!e) return "";
+  const name = esc(e.name);
+  const state = !e.enabled ? '<span class="bad">disabled</span>' : e.paused ? '<span class="warn">paused</span>' : "";
+  const pause = e.paused
+    ? `<button class="endpoint-action" data-action="resume" data-endpoint="${name}">Resume</button>`
+    : `<button class="endpoint-action" data-action="pause" data-endpoint="${name}">Pause</button>`;
+  const disable = e.enabled
+    ? `<button class="endpoint-action" data-action="disable" data-endpoint="${name}">Disable</button>`
+    : `<button class="endpoint-action" data-action="enable" data-endpoint="${name}">Enable</button>`;
+  return `${state} ${pause} ${disable}`;
 }
 
 function eventTypeLabel(t: EventType): string {
@@ -363,6 +379,21 @@ document.addEventListener("click", (ev) => {
       const r = await admin.replayDeliveries({ endpoint });
       return `replayed ${r.replayed} dead-lettered deliveries of ${endpoint}`;
     });
+  } else if (target.matches("button.endpoint-action")) {
+    const name = target.dataset.endpoint ?? "";
+    const action = target.dataset.action;
+    void act(`${action} ${name}`, async () => {
+      if (action === "pause")
+        return `paused ${name}: ${(await admin.pauseEndpoint({ name })).heldDeliveries} deliveries held`;
+      if (action === "resume")
+        return `resumed ${name}: ${(await admin.resumeEndpoint({ name })).releasedDeliveries} deliveries released`;
+      if (action === "disable") {
+        await admin.disableEndpoint({ name, reason: "disabled from the dashboard" });
+        return `disabled ${name}`;
+      }
+      await admin.enableEndpoint({ name });
+      return `enabled ${name}`;
+    });
   } else if (target.matches(".windows button")) {
     windowName = target.dataset.window as Window;
     location.hash = windowName;
@@ -391,6 +422,15 @@ $("#rotate-form").addEventListener("submit", (ev) => {
     $("#secret-box").style.display = "block";
     const until = r.previousKeysExpireTime ? new Date(timestampMs(r.previousKeysExpireTime)).toLocaleString() : "";
     return `new signing key for ${endpoint}; previous keys sign until ${until}`;
+  });
+});
+
+$("#replay-window-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  const since = Date.now() - WINDOW_SECONDS[windowName] * 1000;
+  void act("replay window", async () => {
+    const r = await admin.replayDeliveries({ since: timestampFromMs(since) });
+    return `replayed ${r.replayed} failed and dead-lettered deliveries of the last ${windowName}`;
   });
 });
 

@@ -177,6 +177,18 @@ pricing:
       expect(receiver.received.filter((r) => r.id === original!.delivery.eventId).length).toBe(before + 1);
       await expect.poll(() => page.locator("#deliveries tbody").textContent(), { timeout: 30_000 }).toContain(replayId);
 
+      // Pause and resume primary from its row.
+      await page.click('#stats button[data-action="pause"][data-endpoint="primary"]');
+      await expect
+        .poll(() => page.locator("#action-result").textContent(), { timeout: 30_000 })
+        .toMatch(/^paused primary: \d+ deliveries held$/);
+      expect((await stack.controlPlane.store.getEndpoint("primary"))?.paused).toBe(true);
+      await page.locator('#stats button[data-action="resume"][data-endpoint="primary"]').click({ timeout: 30_000 });
+      await expect
+        .poll(() => page.locator("#action-result").textContent(), { timeout: 30_000 })
+        .toMatch(/^resumed primary: \d+ deliveries released$/);
+      expect((await stack.controlPlane.store.getEndpoint("primary"))?.paused).toBe(false);
+
       // A test event to primary.
       await page.selectOption("#test-endpoint", "primary");
       await page.selectOption("#test-type", "2");
