@@ -573,11 +573,11 @@ export class AdminServiceImpl implements ServiceImpl<typeof AdminService> {
     });
   }
 
-  // Series span every org's traffic: operator tokens only, until rollups are read per org.
+  // An org token's series are its org's: its events, and attempts to its own endpoints.
   getSeries(req: GetSeriesRequest, ctx?: HandlerContext): Promise<GetSeriesResponse> {
     return this.rpc("GetSeries", async () => {
-      operatorOnly(principalOf(ctx), "GetSeries");
-      return getSeries(this.deps.store, req, this.now(), this.deps.config().delivery.retentionHours);
+      const org = orgScope(principalOf(ctx));
+      return getSeries(this.deps.store, req, this.now(), this.deps.config().delivery.retentionHours, org);
     });
   }
 

@@ -100,6 +100,7 @@ export async function getSeries(
   req: GetSeriesRequest,
   now: number,
   retentionHours: number,
+  orgId?: string,
 ): Promise<GetSeriesResponse> {
   const metric = METRICS[req.metric];
   if (metric === undefined) {
@@ -137,6 +138,7 @@ export async function getSeries(
     to: lastBucket + res,
     by: req.breakdown === SeriesBreakdown.UNSPECIFIED ? undefined : COLUMNS[req.breakdown],
     bins: metric.latency,
+    ...(orgId !== undefined ? { orgId } : {}),
   });
   const keyName =
     req.breakdown === SeriesBreakdown.EVENT_TYPE

@@ -463,7 +463,9 @@ async function showScope(): Promise<void> {
   const me = await admin.whoAmI({});
   operator = me.orgId === "";
   $("#scope").textContent = operator ? "operator: every org" : `org ${me.orgId}`;
-  $("#charts-note").textContent = operator ? "" : "Charts span every org's traffic: they need an operator token.";
+  $("#charts-note").textContent = operator
+    ? ""
+    : `Charts show org ${me.orgId}'s events, and deliveries to its own endpoints.`;
 }
 
 markWindow();

@@ -36,6 +36,17 @@ export interface SeriesQuery {
   by: SeriesColumn | undefined;
   /** Keep latency bins apart (latency metrics); otherwise they are summed. */
   bins: boolean;
+  /**
+   * One org's view (an org token): its events, and attempts only to its own endpoints;
+   * "" or absent: everything.
+   */
+  orgId?: string;
+}
+
+/** The parameters of seriesSql's query, in order (the org three times: backends number them alike). */
+export function seriesParams(query: SeriesQuery, res: number, from: number): unknown[] {
+  const org = query.orgId ?? "";
+  return [query.kind, res, from, query.to, org, org, org];
 }
 
 export interface SeriesRowRecord {
@@ -62,6 +73,8 @@ export function seriesSql(query: SeriesQuery, p: (i: number) => string): string 
   const bin = query.bins ? "bin" : "0";
   return `SELECT bucket, ${key} AS key, ${bin} AS bin, SUM(n) AS n, SUM(v1) AS v1, SUM(v2) AS v2 FROM rollups
     WHERE kind = ${p(1)} AND res = ${p(2)} AND bucket >= ${p(3)} AND bucket < ${p(4)}
+      AND (CAST(${p(5)} AS TEXT) = '' OR (org_id = ${p(6)}
+        AND (kind = 'event' OR endpoint IN (SELECT name FROM endpoints WHERE org_id = ${p(7)}))))
     GROUP BY 1, 2, 3`;
 }
 

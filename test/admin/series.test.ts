@@ -1,7 +1,15 @@
 import { timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError } from "@connectrpc/connect";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { DeliveryStatus, type GetSeriesResponse, SeriesBreakdown, SeriesMetric } from "../../gen/aigw/v1/admin_pb.js";
+import {
+  AdminService,
+  DeliveryStatus,
+  type GetSeriesResponse,
+  SeriesBreakdown,
+  SeriesMetric,
+  TokenKind,
+} from "../../gen/aigw/v1/admin_pb.js";
 import { ROLLUP_RESOLUTIONS } from "../../control-plane/store/rollups.js";
 import { histogramPercentile } from "../../control-plane/admin/series-rpc.js";
 import { LabelledCounter } from "../../control-plane/http/labelled-metrics.js";
@@ -146,6 +154,39 @@ describe(`analytics series (${TEST_BACKEND})`, () => {
   it("reads the same series after a restart (they come from the store)", async () => {
     await f.restart();
     await expectSeries();
+  });
+
+  it("gives an org token its org's series: its events, tokens and cost, and no attempts to the operator's endpoint", async () => {
+    const made = await f.admin.createToken({ orgId: "org_x", kind: TokenKind.ADMIN, name: "series" });
+    const org = createClient(
+      AdminService,
+      createConnectTransport({
+        baseUrl: f.cp.httpUrl,
+        httpVersion: "1.1",
+        interceptors: [
+          (next) => (req) => {
+            req.header.set("authorization", `Bearer ${made.secret}`);
+            return next(req);
+          },
+        ],
+      }),
+    );
+    const events = await org.getSeries({ metric: SeriesMetric.EVENTS, window: "1h", breakdown: SeriesBreakdown.ORG });
+    expect(totals(events)).toEqual({ org_x: 3 });
+    const tokens = await org.getSeries({ metric: SeriesMetric.TOKENS, window: "1h", breakdown: SeriesBreakdown.MODEL });
+    expect(totals(tokens)).toMatchObject({ "model-a": 100, "model-b": 50 });
+    const cost = await org.getSeries({ metric: SeriesMetric.COST, window: "24h", breakdown: SeriesBreakdown.ORG });
+    expect(totals(cost)).toEqual({ org_x: 2 });
+    // Every delivery went to "primary", an operator endpoint: none of them is org_x's to see.
+    const outcomes = await org.getSeries({
+      metric: SeriesMetric.DELIVERIES,
+      window: "1h",
+      breakdown: SeriesBreakdown.OUTCOME,
+    });
+    expect(outcomes.series).toEqual([]);
+    // The operator still sees everything.
+    const all = await f.admin.getSeries({ metric: SeriesMetric.EVENTS, window: "1h", breakdown: SeriesBreakdown.ORG });
+    expect(totals(all)).toEqual({ org_x: 3, org_y: 2 });
   });
 
   it("says when a window reaches past retention_hours", async () => {

@@ -10,6 +10,7 @@ import {
   type SeriesQuery,
   type SeriesRowRecord,
   StatsBuilder,
+  seriesParams,
   seriesSql,
 } from "../analytics.js";
 import {
@@ -1361,23 +1362,21 @@ export class PostgresStore implements Store {
     const sql = seriesSql(query, (i) => `$${i}`);
     let rows: SeriesRowRecord[];
     if (query.res === FINEST_RES) {
-      rows = (await this.#pool.query<SeriesRowRecord>(sql, [query.kind, query.res, query.from, query.to])).rows;
+      rows = (await this.#pool.query<SeriesRowRecord>(sql, seriesParams(query, query.res, query.from))).rows;
     } else {
       // One snapshot: the coarse rows, and the 10 s rows compaction has not summed into them yet.
       const c = await this.#pool.connect();
       try {
         await c.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
-        rows = (await c.query<SeriesRowRecord>(sql, [query.kind, query.res, query.from, query.to])).rows;
+        rows = (await c.query<SeriesRowRecord>(sql, seriesParams(query, query.res, query.from))).rows;
         const mark = await c.query<{ value: string }>("SELECT value FROM settings WHERE name = $1", [
           COMPACTED_SETTING,
         ]);
         const watermark = Number(mark.rows[0]?.value ?? 0);
-        const fine = await c.query<SeriesRowRecord>(sql, [
-          query.kind,
-          FINEST_RES,
-          Math.max(query.from, watermark),
-          query.to,
-        ]);
+        const fine = await c.query<SeriesRowRecord>(
+          sql,
+          seriesParams(query, FINEST_RES, Math.max(query.from, watermark)),
+        );
         rows = rows.concat(fine.rows);
         await c.query("COMMIT");
       } catch (err) {

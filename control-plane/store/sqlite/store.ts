@@ -12,6 +12,7 @@ import {
   type SeriesQuery,
   type SeriesRowRecord,
   StatsBuilder,
+  seriesParams,
   seriesSql,
 } from "../analytics.js";
 import type { BudgetLimitType, BudgetRecord, BudgetSpec, SpendAccounting, StoredModelPrice } from "../budgets.js";
@@ -1359,10 +1360,10 @@ export class SqliteStore implements Store {
     const read = statement;
     // One snapshot: the coarse rows, and the 10 s rows compaction has not summed into them yet.
     return this.#inTransaction.deferred(() => {
-      const rows = read.all(query.kind, query.res, query.from, query.to);
+      const rows = read.all(...seriesParams(query, query.res, query.from));
       if (query.res === FINEST_RES) return rows;
       const watermark = Number(this.#cluster.getSetting.get(COMPACTED_SETTING) ?? 0);
-      return rows.concat(read.all(query.kind, FINEST_RES, Math.max(query.from, watermark), query.to));
+      return rows.concat(read.all(...seriesParams(query, FINEST_RES, Math.max(query.from, watermark))));
     }) as SeriesRowRecord[];
   }
 
