@@ -20,7 +20,7 @@ import { invalidArgument } from "../../common/rpc-errors.js";
 import { signingSecretProblem } from "../security/signing-secret.js";
 import { firstUnknownEventType } from "./endpoint-validation.js";
 
-// The Admin API's filter, subscription and org-key parts (issue 3), kept out of
+// The Admin API's filter, subscription and org-key parts, kept out of
 // admin-service.ts: these functions validate and answer; the service only delegates.
 
 function invalid(field: string, problem: string): never {

@@ -5,7 +5,7 @@
  *
  * State lives in a plain Map, not a cache: an evicted open circuit would silently close,
  * and a cache whose reads reorder entries cannot be iterated while being read (that loop
- * froze the control plane, issue 10). Entries exist only while an endpoint has failures a
+ * froze the control plane). Entries exist only while an endpoint has failures a
  * success has not cleared, so the map is bounded by the endpoints that are failing; `forget`
  * drops a deleted endpoint and `prune` drops closed entries whose failures are old.
  */

@@ -6,7 +6,7 @@ import { EVENT_TYPE_NAMES, type EventTypeName } from "../../common/event-types.j
 import { defaultConfig, parseConfigBytes } from "../../control-plane/config/load.js";
 import { ConfigError, type GatewayConfig, type WebhookEndpointConfig } from "../../control-plane/config/types.js";
 
-// Property tests of the loader (issue 11): whatever the bytes, it answers with a config or a
+// Property tests of the loader: whatever the bytes, it answers with a config or a
 // ConfigError listing problems with their lines, never another exception and never raw
 // bytes; and a valid config written out as YAML reads back as itself.
 

@@ -37,7 +37,7 @@ describe("CircuitBreaker", () => {
     expect(breaker.state("c", 200)).toBe("closed");
   });
 
-  // Issue 10: with two or more endpoints holding state, reading state while iterating
+  // With two or more endpoints holding state, reading state while iterating
   // (an LRU cache's get moves the entry) looped forever and froze the control plane.
   it("lists open circuits of many endpoints in one pass, whatever the order of failures", () => {
     const breaker = new CircuitBreaker({ threshold: 2, cooldownMs: 1000 });

@@ -10,7 +10,7 @@ import {
 } from "../../control-plane/delivery/claim-planner.js";
 import { LaneTable } from "../../control-plane/delivery/lanes.js";
 
-// Issue 10: planning ran in a loop that never ended once two endpoints had circuit state.
+// Planning once ran in a loop that never ended once two endpoints had circuit state.
 // These properties hold for any mix of endpoint states the scheduler can meet.
 
 const NAMES = ["primary", "backup", "a", "b", "c", "d", "gone", "off"] as const;

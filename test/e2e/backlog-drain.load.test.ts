@@ -10,7 +10,7 @@ import { completion } from "../support/control-plane.js";
 import { TEST_SECRET } from "../support/stack.js";
 import { waitFor } from "../support/wait.js";
 
-// Issue 6: a large backlog already in the store (200k deliveries for one endpoint) drains
+// A large backlog already in the store (200k deliveries for one endpoint) drains
 // at a steady rate — its cost does not grow with what is waiting — while /healthz,
 // /metrics and the Admin API keep answering. Timing bounds here are generous; the
 // benchmark (npm run bench) holds the targets.

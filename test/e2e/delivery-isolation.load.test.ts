@@ -12,7 +12,7 @@ import { TEST_SECRET } from "../support/stack.js";
 import { startTestReceiver, type TestReceiver } from "../support/webhook-receiver.js";
 import { waitFor } from "../support/wait.js";
 
-// Issue 6: a hanging endpoint (it accepts connections and never answers) must cost only its
+// A hanging endpoint (it accepts connections and never answers) must cost only its
 // own lane; a healthy endpoint beside it keeps receiving everything promptly. And a SIGTERM
 // under that load drains within its bound, hands unfinished deliveries back, and a restart
 // delivers them: nothing acknowledged is lost.

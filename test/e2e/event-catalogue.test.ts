@@ -14,7 +14,7 @@ import { TEST_SECRET } from "../support/stack.js";
 import { type ReceivedWebhook, startTestReceiver, type TestReceiver } from "../support/webhook-receiver.js";
 import { waitFor } from "../support/wait.js";
 
-// Issue 3 end to end through real processes: `aigw control-plane` and `aigw sidecar`
+// The event catalogue end to end through real processes: `aigw control-plane` and `aigw sidecar`
 // children, the mock provider, the real openai and @anthropic-ai/sdk clients, and a
 // receiver verifying every webhook with standardwebhooks.
 describe("the whole event catalogue through real processes", () => {

@@ -9,7 +9,7 @@ import { BACKUP_SECRET, TEST_SECRET, testConfigYaml } from "../support/stack.js"
 import { startTestReceiver, type TestReceiver } from "../support/webhook-receiver.js";
 import { waitFor } from "../support/wait.js";
 
-// Issue 10: the product page's shape (primary with backup as its failover), both receivers
+// The product page's shape (primary with backup as its failover), both receivers
 // answering 503 for a few seconds (a deploy, a load balancer blip) while an app makes 5
 // calls a second. The control plane used to spin on its circuit-breaker state and die.
 // Here it must stay up and answer /healthz within a second throughout, deliver what the

@@ -16,7 +16,7 @@ import { TEST_SECRET } from "../support/stack.js";
 import { createTestDatabase, skipWithoutPostgres, TEST_ENCRYPTION_KEY } from "../support/store.js";
 import { waitFor } from "../support/wait.js";
 
-// Issue 8: several control-plane replicas on one PostgreSQL, sidecars spread over them.
+// Several control-plane replicas on one PostgreSQL, sidecars spread over them.
 // Every event is delivered; no delivery is in flight twice at once; the caps hold over
 // both replicas; a replica SIGKILLed mid-run has its leases taken over; a watcher on one
 // replica sees the other's events in order; replicas ride out killed connections and a

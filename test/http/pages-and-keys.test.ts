@@ -23,7 +23,7 @@ const get = (url: string, token?: string) =>
     text: await r.text(),
   }));
 
-// Issue 11's probes: beyond loopback, /metrics and the dashboard page ask for tokens like
+// Probes: beyond loopback, /metrics and the dashboard page ask for tokens like
 // the Admin API does.
 describe("/metrics and the dashboard page beyond loopback", () => {
   let fx: { cp: Awaited<ReturnType<typeof runControlPlane>> & { httpUrl: string } };

@@ -113,7 +113,7 @@ const ALLOWED = [
   "[2002:808:808::1]",
 ];
 
-describe("destination policy: the forms of issue 11", () => {
+describe("destination policy: the address forms probes tried", () => {
   it.each(REFUSED)("refuses https://%s/", (host, says) => {
     const text = verdict(`https://${host}/hook`);
     expect(text).toMatch(/^AIGW_DESTINATION_REFUSED: /);

@@ -8,7 +8,7 @@ import { Uplink } from "../../sidecar/uplink/uplink.js";
 import { FakeControlPlane, unusedPort, waitFor } from "./fake-control-plane.js";
 import { CapturedLog, completionEvent, temporaryDir } from "./helpers.js";
 
-// Disk full for the spool (issue 11): a small tmpfs, filled up. Writes fail with a clear
+// Disk full for the spool: a small tmpfs, filled up. Writes fail with a clear
 // error, nothing on disk is corrupted, events wait in memory, /readyz says why, and the
 // spool recovers by itself when space returns. Needs root (mount); skipped with a note otherwise.
 

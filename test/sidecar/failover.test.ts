@@ -11,7 +11,7 @@ import { TEST_SECRET, testConfigYaml } from "../support/stack.js";
 import { startTestReceiver, type TestReceiver } from "../support/webhook-receiver.js";
 import { waitFor } from "../support/wait.js";
 
-// Several control planes (DESIGN.md "CLI", issue 8): the sidecar uses one and moves to the
+// Several control planes (DESIGN.md "CLI"): the sidecar uses one and moves to the
 // next when it is refused or unreachable, its spool and seqs carried over. Two real
 // control-plane processes, each with its own store, one receiver subscribed on both.
 describe("sidecar with several control planes", () => {

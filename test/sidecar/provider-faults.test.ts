@@ -6,7 +6,7 @@ import { createLogger } from "../../common/logger.js";
 import { type RunningProxy, startProxy } from "../../sidecar/proxy/server.js";
 import { RecordingSink } from "./harness.js";
 
-// Garbage and accidents from a provider (issue 11, "Faults and bad input"): the app gets
+// Garbage and accidents from a provider ("Faults and bad input"): the app gets
 // exactly what the provider sent, an event says what happened, the sidecar keeps serving and
 // holds a bounded amount of memory. The provider here is scripted per request by `x-fault`.
 

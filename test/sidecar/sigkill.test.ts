@@ -10,7 +10,7 @@ import { TEST_SECRET, testConfigYaml } from "../support/stack.js";
 import { startTestReceiver, type TestReceiver } from "../support/webhook-receiver.js";
 import { waitFor } from "../support/wait.js";
 
-// The sidecar killed with SIGKILL (issue 11), as real processes: a control plane, a
+// The sidecar killed with SIGKILL, as real processes: a control plane, a
 // verifying receiver, the mock provider, and `aigw sidecar` restarted on the same spool.
 // README "What a SIGKILL can lose" states what these hold to.
 describe("sidecar killed with SIGKILL", () => {

@@ -156,7 +156,7 @@ const MIGRATIONS: readonly string[] = [
   );
   CREATE INDEX org_signing_keys_org ON org_signing_keys (org_id, seq);
   `,
-  // v4: per-endpoint delivery lanes (issue 6). Claims take one endpoint's due rows from
+  // v4: per-endpoint delivery lanes. Claims take one endpoint's due rows from
   // its own range of deliveries_due, so an endpoint at its cap, or with a large backlog,
   // is never walked by another endpoint's claim. A streaming delivery whose earlier token
   // is still pending for the same endpoint waits with due_at = BLOCKED_DUE_AT (delivery-queue.ts; no claim
