@@ -324,6 +324,32 @@ export type { Event };
 
 export const REPLAY_STEP_MAX = 5_000;
 
+/**
+ * Every dead-lettered delivery (of one endpoint, or all; of one org's endpoints with orgId)
+ * replayed through a queue's bounded replayWindow steps: the same rule on every backend.
+ */
+export async function replayAllDeadLettered(
+  queue: Pick<DeliveryQueue, "replayWindow">,
+  endpoint?: string,
+  orgId?: string,
+): Promise<number> {
+  let replayed = 0;
+  const window: ReplayWindow = {
+    since: Number.MIN_SAFE_INTEGER,
+    until: Number.MAX_SAFE_INTEGER,
+    statuses: ["dead_lettered"],
+    limit: 500,
+    ...(endpoint ? { endpoint } : {}),
+    ...(orgId ? { orgId } : {}),
+  };
+  for (let after: string | undefined; ; ) {
+    const step = await queue.replayWindow(after === undefined ? window : { ...window, after });
+    replayed += step.replayed;
+    if (step.next === undefined) return replayed;
+    after = step.next;
+  }
+}
+
 /** The store's checks of a replay window. */
 export function checkReplayWindow(w: Omit<ReplayWindow, "after" | "limit"> & { limit?: number }): void {
   finiteNumber(w.since, "replayWindow since");

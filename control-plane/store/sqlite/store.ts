@@ -51,6 +51,7 @@ import {
   encodeReplayCursor,
   type ReplayStep,
   type ReplayWindow,
+  replayAllDeadLettered,
 } from "../delivery-queue.js";
 import {
   type AutoDisable,
@@ -1220,22 +1221,8 @@ export class SqliteStore implements Store {
     });
   }
 
-  async replayDeadLettered(endpoint?: string, orgId?: string): Promise<number> {
-    let replayed = 0;
-    const window: ReplayWindow = {
-      since: Number.MIN_SAFE_INTEGER,
-      until: Number.MAX_SAFE_INTEGER,
-      statuses: ["dead_lettered"],
-      limit: 500,
-      ...(endpoint ? { endpoint } : {}),
-      ...(orgId ? { orgId } : {}),
-    };
-    for (let after: string | undefined; ; ) {
-      const step = await this.replayWindow(after === undefined ? window : { ...window, after });
-      replayed += step.replayed;
-      if (step.next === undefined) return replayed;
-      after = step.next;
-    }
+  replayDeadLettered(endpoint?: string, orgId?: string): Promise<number> {
+    return replayAllDeadLettered(this, endpoint, orgId);
   }
 
   async replayWindow(options: ReplayWindow): Promise<ReplayStep> {
