@@ -388,8 +388,8 @@ document.addEventListener("click", (ev) => {
       if (action === "resume")
         return `resumed ${name}: ${(await admin.resumeEndpoint({ name })).releasedDeliveries} deliveries released`;
       if (action === "disable") {
-        await admin.disableEndpoint({ name, reason: "disabled from the dashboard" });
-        return `disabled ${name}`;
+        const r = await admin.disableEndpoint({ name, reason: "disabled from the dashboard" });
+        return `disabled ${name}: ${r.failedDeliveries} pending deliveries fail without an attempt`;
       }
       await admin.enableEndpoint({ name });
       return `enabled ${name}`;
