@@ -462,7 +462,7 @@ function markWindow(): void {
 async function showScope(): Promise<void> {
   const me = await admin.whoAmI({});
   operator = me.orgId === "";
-  $("#scope").textContent = operator ? "operator: every org" : `org ${me.orgId}`;
+  $("#scope").textContent = operator ? "operator: every org" : `scoped to org ${me.orgId}`;
   $("#charts-note").textContent = operator
     ? ""
     : `Charts show org ${me.orgId}'s events, and deliveries to its own endpoints.`;

@@ -287,6 +287,7 @@ pricing:
         await page.fill("#token", "dash-token");
         await page.click("#auth button");
         await expect.poll(() => page.locator("#stats tbody").textContent(), { timeout: 30_000 }).toContain("primary");
+        expect(await page.locator("#scope").textContent()).toBe("operator: every org");
       } finally {
         await page.close();
       }
@@ -315,7 +316,7 @@ pricing:
         await page.locator("#auth").waitFor({ state: "visible", timeout: 30_000 });
         await page.fill("#token", "acme-dash");
         await page.click("#auth button");
-        await expect.poll(() => page.locator("#scope").textContent(), { timeout: 30_000 }).toContain("org acme");
+        await expect.poll(() => page.locator("#scope").textContent(), { timeout: 30_000 }).toBe("scoped to org acme");
         await expect
           .poll(() => page.locator("#stats tbody").textContent(), { timeout: 30_000 })
           .toContain("acme-dash-hook");
