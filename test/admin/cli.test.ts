@@ -204,6 +204,11 @@ describe("aigw admin verbs against a real Admin API server", () => {
       [["stats", "--admin", "ftp://x"], 'aigw stats: --admin: "ftp://x" is not an http(s) URL', "aigw stats"],
       [["watch", "--events", "bogus"], 'aigw watch: --events: unknown event type "bogus"', "aigw watch"],
       [
+        ["sidecar", "--control-plane", "http://127.0.0.1:1", "--app", "aigw-test"],
+        'aigw sidecar: --app: "aigw-test" is the app of test events',
+        "aigw sidecar",
+      ],
+      [
         ["watch", "--since", "yesterday"],
         'aigw watch: --since: "yesterday" is not a duration (for example 500ms, 10s, 2m, 1h, 7d), nor a cursor',
         "aigw watch",
