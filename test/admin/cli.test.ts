@@ -95,8 +95,14 @@ describe("aigw admin verbs against a real Admin API server", () => {
       enabled: true,
       eventTypes: ["EVENT_TYPE_COMPLETION", "EVENT_TYPE_ERROR"],
       signingKeyCount: 1,
+      // Zero values are printed too, not left out as proto3 JSON would.
+      paused: false,
+      failoverTo: "",
+      orgId: "",
+      apps: [],
     });
-    expect(parsed.endpoints[0]).not.toHaveProperty("secret");
+    // A listed endpoint never carries its secret (the field is there, empty).
+    expect(parsed.endpoints[0]?.secret ?? "").toBe("");
 
     const updated = await aigw(["endpoints", "update", "primary", "--enabled", "false", "--events", "streaming"]);
     expect(updated.code).toBe(0);
