@@ -1,5 +1,6 @@
 import type { EventType } from "../gen/aigw/v1/events_pb.js";
 import { EVENT_TYPE_NAMES, eventTypeFromName } from "../common/event-types.js";
+import { ERROR_SEVERITIES } from "../control-plane/config/events.js";
 import { UsageError } from "./command.js";
 
 // Flag values shared by several verbs. Each error names the flag and shows what it got.
@@ -33,4 +34,20 @@ export function parseUsd(flag: string, text: string): number {
   if (!/^\d+(\.\d+)?$/.test(text))
     throw new UsageError(`${flag}: must be an amount in USD such as 100 or 0.15, got "${text}"`);
   return Number(text);
+}
+
+/** One of `choices`, as the API would demand: a typo is a usage error (exit 2), not a refusal. */
+export function parseChoice<T extends string>(flag: string, text: string, choices: readonly T[]): T {
+  const choice = choices.find((c) => c === text);
+  if (choice === undefined) throw new UsageError(`${flag}: must be ${orList(choices)}, got "${text}"`);
+  return choice;
+}
+
+/** Error severities for --severity ("" clears the filter). */
+export function parseSeverities(text: string, flag = "--severity"): string[] {
+  return commaList(text).map((s) => parseChoice(flag, s, ERROR_SEVERITIES));
+}
+
+function orList(choices: readonly string[]): string {
+  return choices.length < 2 ? (choices[0] ?? "") : `${choices.slice(0, -1).join(", ")} or ${choices.at(-1)}`;
 }

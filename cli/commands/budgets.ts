@@ -1,8 +1,9 @@
+import { LIMIT_TYPES } from "../../control-plane/store/budgets.js";
 import { AdminService, type Budget } from "../../gen/aigw/v1/admin_pb.js";
 import { adminVerb } from "../admin.js";
 import { type CommandGroup, type FlagDef, UsageError } from "../command.js";
 import { table, usdText } from "../render.js";
-import { parseUsd } from "../values.js";
+import { parseChoice, parseUsd } from "../values.js";
 
 const ORG = [{ name: "ORG" }];
 const LIMIT_TYPE: FlagDef = {
@@ -44,7 +45,7 @@ export const budgets: CommandGroup = {
         const res = await ctx.client.setBudget({
           budget: {
             orgId,
-            limitType: flags.require("limit-type"),
+            limitType: parseChoice("--limit-type", flags.require("limit-type"), LIMIT_TYPES),
             budgetLimit: parseUsd("--limit", flags.require("limit")),
             thresholds: thresholds === undefined ? [] : parseThresholds(thresholds),
             enforce: flags.bool("enforce"),
@@ -64,7 +65,7 @@ export const budgets: CommandGroup = {
       args: ORG,
       flags: { "limit-type": LIMIT_TYPE },
       async run(ctx, [orgId = ""], flags) {
-        const limitType = flags.require("limit-type");
+        const limitType = parseChoice("--limit-type", flags.require("limit-type"), LIMIT_TYPES);
         const res = await ctx.client.deleteBudget({ orgId, limitType });
         ctx.print(AdminService.method.deleteBudget.output, res, () => `deleted ${limitType} budget of org ${orgId}\n`);
       },

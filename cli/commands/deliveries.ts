@@ -102,7 +102,11 @@ export const deliveries: CommandGroup = {
       name: "replay",
       summary: "send deliveries again as new ones: one by ID, or those that failed in a time window",
       args: [{ name: "ID", optional: true }],
-      synopsis: ["ID", "--since D|TIME [--until D|TIME] [--endpoint E] [--status failed,dead_lettered]"],
+      synopsis: [
+        "ID",
+        "--since D|TIME [--until D|TIME] [--endpoint E] [--status failed,dead_lettered]",
+        "--dead-lettered [--endpoint E]",
+      ],
       details:
         "A window replays the failed and dead-lettered deliveries that finished in it (--status\n" +
         "narrows that), in batches that never hold up deliveries. D is a duration back from now\n" +
