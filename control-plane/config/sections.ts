@@ -139,7 +139,7 @@ export function readDelivery(r: ConfigReader, field: Field | undefined, defaults
   return {
     timeoutMs: r.number(keys.get("timeout_ms"), milliseconds(100, 10 * 60_000, "(10 minutes)")) ?? defaults.timeoutMs,
     concurrentDeliveries,
-    queueSize: r.number(keys.get("queue_size"), count("events", 10_000_000)) ?? defaults.queueSize,
+    queueSize: r.number(keys.get("queue_size"), count("pending deliveries", 10_000_000)) ?? defaults.queueSize,
     retentionHours:
       r.number(keys.get("retention_hours"), count("hours", 87_600, "(10 years)")) ?? defaults.retentionHours,
     perEndpointConcurrency:
