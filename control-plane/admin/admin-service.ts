@@ -96,7 +96,7 @@ import { invalidArgument, rpcError } from "../../common/rpc-errors.js";
 import { type ErrorCode, errorCodeOf } from "../../common/errors.js";
 import { isStoreUnavailable } from "../store/unavailable.js";
 import { DestinationPolicy } from "../security/destination-policy.js";
-import { generateSigningSecret, signingSecretProblem } from "../security/signing-secret.js";
+import { generateSigningSecret, keyOverlapProblem, signingSecretProblem } from "../security/signing-secret.js";
 import { checkEndpointName, firstUnknownEventType } from "./endpoint-validation.js";
 import { failoverChainProblem } from "../config/failover-chain.js";
 import { deliveryMessage, deliveryStatusRecord, endpointMessage, endpointStatsMessage } from "./mapping.js";
@@ -317,6 +317,7 @@ export class AdminServiceImpl implements ServiceImpl<typeof AdminService> {
         );
       }
       if (req.secret !== "") invalidIf(signingSecretProblem(req.secret), "secret");
+      invalidIf(keyOverlapProblem(req.overlapSeconds), "overlap_seconds");
       const secret = req.secret !== "" ? req.secret : generateSigningSecret();
       const overlapSeconds = req.overlapSeconds === 0 ? DEFAULT_KEY_OVERLAP_SECONDS : req.overlapSeconds;
       const previousExpireAt = this.now() + overlapSeconds * 1000;
