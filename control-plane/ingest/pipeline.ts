@@ -98,13 +98,20 @@ export class IngestPipeline {
     if (events.length === 0) return { stored: [], duplicates: 0, deliveries: 0, endpoints: [] };
     const { store, prices, ledger, publish, metrics } = this.deps;
     for (const event of events) prices.priceEvent(event);
-    const result = await store.ingest(events, route, accounting);
+    // The lanes wake as soon as the deliveries are committed, before the flush that makes
+    // them durable (SQLite), which is most of an ingest's time.
+    let woken = false;
+    const wake = (endpoints: readonly string[]) => {
+      woken = true;
+      if (endpoints.length > 0) this.deps.wake(endpoints);
+    };
+    const result = await store.ingest(events, route, accounting, wake);
     metrics.eventsStored += result.stored.length;
     if (this.deps.traffic) countTraffic(this.deps.traffic, result);
     metrics.eventsDuplicate += result.duplicates;
     ledger.observe(result);
     publish?.(storedAndGenerated(result));
-    if (result.endpoints.length > 0) this.deps.wake(result.endpoints);
+    if (!woken && result.endpoints.length > 0) this.deps.wake(result.endpoints);
     return result;
   }
 }

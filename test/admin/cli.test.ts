@@ -205,8 +205,8 @@ describe("aigw admin verbs against a real Admin API server", () => {
         "aigw budgets set ORG",
       ],
       [
-        ["budgets", "delete", "acme", "--limit-type", "weekly"],
-        'aigw budgets delete: --limit-type: must be daily or monthly, got "weekly"',
+        ["budgets", "delete", "acme", "--limit-type", "yearly"],
+        'aigw budgets delete: --limit-type: must be daily or monthly, got "yearly"',
         "aigw budgets delete ORG",
       ],
       [
@@ -362,8 +362,8 @@ describe("aigw admin verbs against a real Admin API server", () => {
     const statLines = stats.out.split("\n");
     expect(statLines[0]).toMatch(/^ENDPOINT +DELIVERED +FAILED +DEAD +PENDING +SUCCESS +P50 +P99 +CIRCUIT$/);
     expect(statLines.find((l) => l.startsWith("beta"))).toMatch(/^beta +0 +0 +1 +1 +0\.0% +12 ms +12 ms +closed$/);
-    // alpha finished nothing: no success rate, not "100.0%".
-    expect(statLines.find((l) => l.startsWith("alpha"))).toMatch(/^alpha +0 +0 +0 +0 +– +0 ms +0 ms +closed$/);
+    // alpha has nothing finished: no success rate rather than 100%.
+    expect(statLines.find((l) => l.startsWith("alpha"))).toMatch(/^alpha +0 +0 +0 +0 +- +0 ms +0 ms +closed$/);
     expect(stats.out).toContain("beta failures: HTTP 503 ×1\n");
     expect(stats.out).toContain("events ingested in the last 600 s: 1\n");
   });

@@ -98,7 +98,14 @@ import {
   upsertPlan,
   validateEndpoint,
 } from "../endpoints.js";
-import { checkIngest, type DeliverySource, eventColumns, type IngestResult, type StoredEvent } from "../events.js";
+import {
+  checkIngest,
+  committed,
+  type DeliverySource,
+  eventColumns,
+  type IngestResult,
+  type StoredEvent,
+} from "../events.js";
 import { GroupCommit } from "../group-commit.js";
 import { type NewToken, type TokenKind, type TokenRecord, validateNewToken } from "../tokens.js";
 import { emptyPurgeStep, type PurgeStep, type PurgeStepOptions, retentionVerdict } from "../retention.js";
@@ -376,9 +383,13 @@ export class PostgresStore implements Store {
     events: readonly Event[],
     route: (event: Event) => readonly string[],
     accounting?: SpendAccounting,
+    onCommitted?: (endpoints: readonly string[]) => void,
   ): Promise<IngestResult> {
     checkIngest(events);
-    return this.#ingests.submit({ events, route, accounting });
+    // The commit is the durable point here (synchronous_commit on): the lanes wake after it.
+    const result = await this.#ingests.submit({ events, route, accounting });
+    committed(onCommitted, result.endpoints);
+    return result;
   }
 
   async #ingestOne(c: pg.PoolClient, fx: TxEffects, item: QueuedIngest, now: number): Promise<IngestResult> {
