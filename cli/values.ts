@@ -5,10 +5,11 @@ import { UsageError } from "./command.js";
 
 // Flag values shared by several verbs. Each error names the flag and shows what it got.
 
-export function parseCount(flag: string, text: string, min: number): number {
+export function parseCount(flag: string, text: string, min: number, max?: number): number {
   const n = /^\d+$/.test(text) ? Number(text) : Number.NaN;
-  if (!Number.isSafeInteger(n) || n < min || n > 0xffffffff) {
-    throw new UsageError(`${flag}: must be a whole number ≥ ${min}, got "${text}"`);
+  if (!Number.isSafeInteger(n) || n < min || n > (max ?? 0xffffffff)) {
+    const range = max === undefined ? `≥ ${min}` : `from ${min} to ${max}`;
+    throw new UsageError(`${flag}: must be a whole number ${range}, got "${text}"`);
   }
   return n;
 }

@@ -79,6 +79,7 @@ import {
 } from "../../gen/aigw/v1/admin_pb.js";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { REPLAY_STEP_MAX, type ReplayableStatus, type ReplayWindow } from "../store/delivery-queue.js";
+import { DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE } from "../store/page-token.js";
 import { type Event, EventType } from "../../gen/aigw/v1/events_pb.js";
 import { eventTypeName } from "../../common/event-types.js";
 import type { Logger } from "../../common/logger.js";
@@ -146,8 +147,6 @@ export const UPDATABLE_ENDPOINT_FIELDS = [
 ] as const;
 type UpdatableField = (typeof UPDATABLE_ENDPOINT_FIELDS)[number];
 
-export const DEFAULT_PAGE_SIZE = 100;
-export const MAX_PAGE_SIZE = 1000;
 export const DEFAULT_KEY_OVERLAP_SECONDS = 24 * 60 * 60;
 export const DEFAULT_STATS_WINDOW_SECONDS = 3600;
 /**

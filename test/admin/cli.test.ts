@@ -181,7 +181,7 @@ describe("aigw admin verbs against a real Admin API server", () => {
       ],
       [
         ["deliveries", "list", "--limit", "ten"],
-        'aigw deliveries list: --limit: must be a whole number ≥ 1, got "ten"',
+        'aigw deliveries list: --limit: must be a whole number from 1 to 1000, got "ten"',
         "aigw deliveries list",
       ],
       [
@@ -190,8 +190,13 @@ describe("aigw admin verbs against a real Admin API server", () => {
         "aigw deliveries replay ID",
       ],
       [
+        ["deliveries", "list", "--limit", "100000"],
+        'aigw deliveries list: --limit: must be a whole number from 1 to 1000, got "100000"',
+        "aigw deliveries list",
+      ],
+      [
         ["deliveries", "list", "--limit", "-1"],
-        'aigw deliveries list: --limit: must be a whole number ≥ 1, got "-1"',
+        'aigw deliveries list: --limit: must be a whole number from 1 to 1000, got "-1"',
         "aigw deliveries list",
       ],
       [
