@@ -1,5 +1,6 @@
 import type { EventType } from "../gen/aigw/v1/events_pb.js";
 import { EVENT_TYPE_NAMES, eventTypeFromName } from "../common/event-types.js";
+import { parseHostPort } from "../common/host-port.js";
 import { ERROR_SEVERITIES } from "../control-plane/config/events.js";
 import { UsageError } from "./command.js";
 
@@ -51,4 +52,13 @@ export function parseSeverities(text: string, flag = "--severity"): string[] {
 
 function orList(choices: readonly string[]): string {
   return choices.length < 2 ? (choices[0] ?? "") : `${choices.slice(0, -1).join(", ")} or ${choices.at(-1)}`;
+}
+
+/** A listen address (HOST:PORT, :PORT, [::1]:PORT), checked before anything starts. */
+export function checkHostPort(text: string, flag: string): void {
+  try {
+    parseHostPort(text, flag);
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
 }

@@ -1,5 +1,6 @@
 import type { CommandGroup } from "../command.js";
 import { UsageError } from "../command.js";
+import { checkHostPort } from "../values.js";
 
 export const sidecar: CommandGroup = {
   name: "sidecar",
@@ -50,6 +51,8 @@ export const sidecar: CommandGroup = {
         const token = flags.string("token") ?? io.env.AIGW_SIDECAR_TOKEN;
         const listen = flags.string("listen");
         const adminListen = flags.string("admin-listen");
+        if (listen !== undefined) checkHostPort(listen, "--listen");
+        if (adminListen !== undefined) checkHostPort(adminListen, "--admin-listen");
         const org = flags.string("org");
         const app = flags.string("app");
         const spool = flags.string("spool");
