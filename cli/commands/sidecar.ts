@@ -1,5 +1,6 @@
 import type { CommandGroup } from "../command.js";
 import { UsageError } from "../command.js";
+import { isTestEvent } from "../../common/event-types.js";
 import { checkHostPort } from "../values.js";
 
 export const sidecar: CommandGroup = {
@@ -55,6 +56,10 @@ export const sidecar: CommandGroup = {
         if (adminListen !== undefined) checkHostPort(adminListen, "--admin-listen");
         const org = flags.string("org");
         const app = flags.string("app");
+        if (app !== undefined && isTestEvent({ app }))
+          throw new UsageError(
+            `--app: "${app}" is the app of test events (aigw endpoints send-test); choose another name`,
+          );
         const spool = flags.string("spool");
         const { runSidecar } = await import("../../sidecar/run.js");
         const sc = await runSidecar({

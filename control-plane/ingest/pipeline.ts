@@ -1,4 +1,4 @@
-import { eventTypeName, eventTypeOfCase, isOperatorEventType } from "../../common/event-types.js";
+import { eventTypeName, eventTypeOfCase, isOperatorEventType, isTestEvent } from "../../common/event-types.js";
 import type { Event } from "../../gen/aigw/v1/events_pb.js";
 import { EVENT_ID_PATTERN } from "../../common/ids.js";
 import type { Logger } from "../../common/logger.js";
@@ -151,7 +151,7 @@ export function storedAndGenerated(result: IngestResult): StoredEvent[] {
 function countTraffic(traffic: TrafficMetrics, result: IngestResult): void {
   for (const { event } of storedAndGenerated(result)) {
     traffic.events.add([eventTypeName(eventTypeOfCase(event.payload.case)) ?? "unknown"]);
-    if (event.payload.case === "completion") {
+    if (event.payload.case === "completion" && !isTestEvent(event)) {
       const c = event.payload.value;
       traffic.tokens.add([c.model || "(unknown)", event.orgId], c.tokensUsed);
       traffic.cost.add([c.model || "(unknown)", event.orgId], c.costUsd);

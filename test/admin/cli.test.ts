@@ -95,8 +95,14 @@ describe("aigw admin verbs against a real Admin API server", () => {
       enabled: true,
       eventTypes: ["EVENT_TYPE_COMPLETION", "EVENT_TYPE_ERROR"],
       signingKeyCount: 1,
+      // Zero values are printed too, not left out as proto3 JSON would.
+      paused: false,
+      failoverTo: "",
+      orgId: "",
+      apps: [],
     });
-    expect(parsed.endpoints[0]).not.toHaveProperty("secret");
+    // A listed endpoint never carries its secret (the field is there, empty).
+    expect(parsed.endpoints[0]?.secret ?? "").toBe("");
 
     const updated = await aigw(["endpoints", "update", "primary", "--enabled", "false", "--events", "streaming"]);
     expect(updated.code).toBe(0);
@@ -228,6 +234,11 @@ describe("aigw admin verbs against a real Admin API server", () => {
       [["stats", "--json=yes"], "aigw stats: --json takes no value", "aigw stats"],
       [["stats", "--admin", "ftp://x"], 'aigw stats: --admin: "ftp://x" is not an http(s) URL', "aigw stats"],
       [["watch", "--events", "bogus"], 'aigw watch: --events: unknown event type "bogus"', "aigw watch"],
+      [
+        ["sidecar", "--control-plane", "http://127.0.0.1:1", "--app", "aigw-test"],
+        'aigw sidecar: --app: "aigw-test" is the app of test events',
+        "aigw sidecar",
+      ],
       [
         ["watch", "--since", "yesterday"],
         'aigw watch: --since: "yesterday" is not a duration (for example 500ms, 10s, 2m, 1h, 7d), nor a cursor',
