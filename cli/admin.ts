@@ -77,7 +77,9 @@ export function adminVerb(spec: AdminVerbSpec): Verb {
         label,
         print(schema, message, human) {
           // Zero values too (proto3 JSON omits them): a script reads `"replayed": 0`, not a missing key.
-          io.out(json ? `${JSON.stringify(toJson(schema, message, { alwaysEmitImplicit: true }), null, 2)}\n` : human());
+          io.out(
+            json ? `${JSON.stringify(toJson(schema, message, { alwaysEmitImplicit: true }), null, 2)}\n` : human(),
+          );
         },
       };
       await run(ctx, args, flags);

@@ -1,6 +1,7 @@
 import type { CommandGroup } from "../command.js";
 import { UsageError } from "../command.js";
 import { isTestEvent } from "../../common/event-types.js";
+import { checkHostPort } from "../values.js";
 
 export const sidecar: CommandGroup = {
   name: "sidecar",
@@ -51,6 +52,8 @@ export const sidecar: CommandGroup = {
         const token = flags.string("token") ?? io.env.AIGW_SIDECAR_TOKEN;
         const listen = flags.string("listen");
         const adminListen = flags.string("admin-listen");
+        if (listen !== undefined) checkHostPort(listen, "--listen");
+        if (adminListen !== undefined) checkHostPort(adminListen, "--admin-listen");
         const org = flags.string("org");
         const app = flags.string("app");
         if (app !== undefined && isTestEvent({ app }))

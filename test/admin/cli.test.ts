@@ -187,12 +187,27 @@ describe("aigw admin verbs against a real Admin API server", () => {
       ],
       [
         ["deliveries", "list", "--limit", "ten"],
-        'aigw deliveries list: --limit: must be a whole number ≥ 1, got "ten"',
+        'aigw deliveries list: --limit: must be a whole number from 1 to 1000, got "ten"',
         "aigw deliveries list",
       ],
       [
         ["deliveries", "replay"],
         "aigw deliveries replay: missing ID (or --since D, or --dead-lettered)",
+        "aigw deliveries replay ID",
+      ],
+      [
+        ["deliveries", "list", "--limit", "100000"],
+        'aigw deliveries list: --limit: must be a whole number from 1 to 1000, got "100000"',
+        "aigw deliveries list",
+      ],
+      [
+        ["deliveries", "list", "--limit", "-1"],
+        'aigw deliveries list: --limit: must be a whole number from 1 to 1000, got "-1"',
+        "aigw deliveries list",
+      ],
+      [
+        ["deliveries", "replay", "--since", "1h", "--dead-lettered"],
+        "aigw deliveries replay: --dead-lettered replays every dead letter",
         "aigw deliveries replay ID",
       ],
       [
@@ -204,6 +219,16 @@ describe("aigw admin verbs against a real Admin API server", () => {
         ["budgets", "delete", "acme", "--limit-type", "yearly"],
         'aigw budgets delete: --limit-type: must be daily or monthly, got "yearly"',
         "aigw budgets delete ORG",
+      ],
+      [
+        ["endpoints", "create", "x", "--url", "https://a/", "--secret", "s", "--severity", "loud"],
+        'aigw endpoints create: --severity: must be warning, error or critical, got "loud"',
+        "aigw endpoints create NAME",
+      ],
+      [
+        ["pricing", "set", "m", "--input", "-1", "--output", "1"],
+        'aigw pricing set: --input: must be an amount in USD such as 100 or 0.15, got "-1"',
+        "aigw pricing set MODEL",
       ],
       [["stats", "--window-seconds"], "aigw stats: --window-seconds needs a value (N)", "aigw stats"],
       [["stats", "--json=yes"], "aigw stats: --json takes no value", "aigw stats"],

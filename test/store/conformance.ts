@@ -240,7 +240,12 @@ export function describeStoreConformance(name: string, open: () => Promise<Opene
 
         // A batch of duplicates only: nothing to wake, said once all the same.
         const again: string[][] = [];
-        await store.ingest(events, () => ["a"], undefined, (endpoints) => again.push([...endpoints]));
+        await store.ingest(
+          events,
+          () => ["a"],
+          undefined,
+          (endpoints) => again.push([...endpoints]),
+        );
         expect(again).toEqual([[]]);
       });
 

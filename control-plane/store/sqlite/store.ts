@@ -593,7 +593,9 @@ export class SqliteStore implements Store {
           this.#writeRollups(rollups);
           return results;
         },
-        (results) => batch.forEach((item, i) => committed(item.onCommitted, results[i]?.endpoints ?? [])),
+        (results) => {
+          for (const [i, item] of batch.entries()) committed(item.onCommitted, results[i]?.endpoints ?? []);
+        },
       );
     }, 256);
     this.#wal = new WalSync(`${path}-wal`);
