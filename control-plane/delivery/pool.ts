@@ -42,7 +42,7 @@ export interface DeliveryPool {
 export function createDeliveryPool(options: DeliveryPoolOptions): DeliveryPool {
   const maxThreads = Math.max(1, options.maxThreads ?? Math.min(4, availableParallelism() - 1));
   const { filename, execArgv } = workerLocation(options.workerUrl);
-  const piscina = new Piscina<DeliveryTask | DeliveryBatchMessage, DeliveryResult | number>({
+  const piscina = new Piscina<DeliveryTask | DeliveryBatch | DeliveryBatchMessage, DeliveryResult | number>({
     filename,
     execArgv,
     minThreads: 1,
@@ -90,6 +90,21 @@ export function createDeliveryPool(options: DeliveryPoolOptions): DeliveryPool {
         const failure = new Error("delivery pool is closed");
         failRest(failure);
         return Promise.resolve(failure);
+      }
+      if (batch.items.length === 1) {
+        // One attempt (deliveries one at a time, at low rates): its result is the task's
+        // own, without a result port to make and transfer.
+        return piscina.run(batch, { name: "deliverOne" }).then(
+          (result) => {
+            onResult(0, result as DeliveryResult);
+            return undefined;
+          },
+          (err: unknown) => {
+            const failure = poolFailure(err, broken);
+            failRest(failure);
+            return failure;
+          },
+        );
       }
       return new Promise<Error | undefined>((resolve) => {
         const { port1, port2 } = new MessageChannel();

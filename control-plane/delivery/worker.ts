@@ -8,7 +8,7 @@ import { errorCodeOf, isErrorCode } from "../../common/errors.js";
 import { DestinationGuard } from "./destination-guard.js";
 import { parseRetryAfter } from "./retry-policy.js";
 import { SigningKeyRing, SigningSecretError } from "../../common/signature.js";
-import type { BatchResults, DeliveryBatchMessage, DeliveryResult, DeliveryTask } from "./task.js";
+import type { BatchResults, DeliveryBatch, DeliveryBatchMessage, DeliveryResult, DeliveryTask } from "./task.js";
 
 /**
  * A piscina worker: one signed POST per task (default export), or a batch of them
@@ -118,7 +118,6 @@ class Deadline {
  */
 export async function deliverBatch(batch: DeliveryBatchMessage): Promise<number> {
   const port = batch.results;
-  const started = performance.now();
   let pending: BatchResults = [];
   let flushScheduled = false;
   const flush = () => {
@@ -136,47 +135,69 @@ export async function deliverBatch(batch: DeliveryBatchMessage): Promise<number>
     }
   };
   try {
-    let transport: Transport | undefined;
-    let refusal: unknown;
-    try {
-      transport = transportFor(batch);
-    } catch (err) {
-      refusal = err;
-    }
-    // URL checks and key parsing once per endpoint of the batch, not per attempt.
-    const targets = batch.destinations.map((d): Target | { refused: unknown } => {
-      if (!transport) return { refused: refusal };
-      try {
-        return { url: transport.guard.checkUrl(d.url), ring: keyRingFor(d.secrets) };
-      } catch (err) {
-        return { refused: err };
-      }
-    });
-    const deadline = new Deadline(batch.timeoutMs, batch.items.length);
-    try {
-      await Promise.all(
-        batch.items.map(async (item, index) => {
-          const target = targets[item.destination];
-          let result: DeliveryResult;
-          const webhook = transport && target && !("refused" in target) ? render(item.event) : undefined;
-          if (!transport || !target || "refused" in target) {
-            const why = target && "refused" in target ? target.refused : (refusal ?? new Error("no such destination"));
-            result = refusedResult(why, Math.round(performance.now() - started));
-          } else if (webhook === undefined || "error" in webhook) {
-            result = refusedResult(webhook?.error, Math.round(performance.now() - started));
-          } else {
-            result = await post(transport, target, webhook.body, webhook.id, batch, performance.now(), deadline);
-          }
-          report(index, result);
-        }),
-      );
-    } finally {
-      deadline.clear();
-    }
+    await attemptAll(batch, report);
     flush();
     return batch.items.length;
   } finally {
     port.close();
+  }
+}
+
+/**
+ * A batch of one attempt, its result the task's own: no result port to make and transfer,
+ * which is most of a worker round trip's cost when deliveries go one at a time (low rates).
+ */
+export async function deliverOne(batch: DeliveryBatch): Promise<DeliveryResult> {
+  let result: DeliveryResult | undefined;
+  await attemptAll(batch, (_index, r) => {
+    result = r;
+  });
+  if (result === undefined) throw new Error("deliverOne: a batch of one attempt gave no result");
+  return result;
+}
+
+/** Runs a batch's attempts at once; `report` gets each result as soon as it is known. */
+async function attemptAll(
+  batch: DeliveryBatch,
+  report: (index: number, result: DeliveryResult) => void,
+): Promise<void> {
+  const started = performance.now();
+  let transport: Transport | undefined;
+  let refusal: unknown;
+  try {
+    transport = transportFor(batch);
+  } catch (err) {
+    refusal = err;
+  }
+  // URL checks and key parsing once per endpoint of the batch, not per attempt.
+  const targets = batch.destinations.map((d): Target | { refused: unknown } => {
+    if (!transport) return { refused: refusal };
+    try {
+      return { url: transport.guard.checkUrl(d.url), ring: keyRingFor(d.secrets) };
+    } catch (err) {
+      return { refused: err };
+    }
+  });
+  const deadline = new Deadline(batch.timeoutMs, batch.items.length);
+  try {
+    await Promise.all(
+      batch.items.map(async (item, index) => {
+        const target = targets[item.destination];
+        let result: DeliveryResult;
+        const webhook = transport && target && !("refused" in target) ? render(item.event) : undefined;
+        if (!transport || !target || "refused" in target) {
+          const why = target && "refused" in target ? target.refused : (refusal ?? new Error("no such destination"));
+          result = refusedResult(why, Math.round(performance.now() - started));
+        } else if (webhook === undefined || "error" in webhook) {
+          result = refusedResult(webhook?.error, Math.round(performance.now() - started));
+        } else {
+          result = await post(transport, target, webhook.body, webhook.id, batch, performance.now(), deadline);
+        }
+        report(index, result);
+      }),
+    );
+  } finally {
+    deadline.clear();
   }
 }
 

@@ -24,7 +24,7 @@ import type { BenchRow } from "./types.js";
 
 // 30k: at 10k, worker start-up, JIT warm-up and connection setup are a third of the run.
 const EVENTS = Number(process.env.AIGW_BENCH_DELIVERIES ?? 30_000);
-const CONCURRENCY = 64;
+const CONCURRENCY = Number(process.env.AIGW_BENCH_CONCURRENCY ?? 64);
 const THREADS = process.env.AIGW_BENCH_THREADS ? Number(process.env.AIGW_BENCH_THREADS) : undefined;
 const TIME_LIMIT_MS = 120_000;
 const SECRET = `whsec_${Buffer.from("bench-delivery-secret-0123456789").toString("base64")}`;

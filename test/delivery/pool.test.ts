@@ -134,7 +134,32 @@ describe("delivery pool", () => {
     expect(results.get(2)).toMatchObject({ statusCode: 200, timedOut: false, responseBody: "x".repeat(1024) });
   });
 
-  it("gives every attempt of a batch a retryable result when its worker fails", async () => {
+  it("sends a batch of one as a plain task: signed, its result reported once", async () => {
+    server = await startTestServer((_req, res) => res.writeHead(201).end("created"));
+    pool = createDeliveryPool({ maxThreads: 1, concurrentTasksPerWorker: 4 });
+    const results: [number, { statusCode: number; responseBody: string }][] = [];
+    const failure = await pool.runBatch(
+      {
+        destinations: [{ url: server.url, secrets: [SECRET] }],
+        items: [{ destination: 0, event: eventBytes("req_one") }],
+        signatureHeader: "X-Webhook-Signature",
+        timeoutMs: 10_000,
+        requireHttps: false,
+        allowedNetworks: ["127.0.0.0/8"],
+        userAgent: USER_AGENT,
+      },
+      (index, result) => results.push([index, result]),
+    );
+    expect(failure).toBeUndefined();
+    expect(results).toMatchObject([[0, { statusCode: 201, responseBody: "created" }]]);
+    expect(server.requests).toHaveLength(1);
+    const req = server.requests[0]!;
+    expect(new Webhook(SECRET).verify(req.body, req.headers as Record<string, string>)).toMatchObject({
+      request_id: "req_one",
+    });
+  });
+
+  it.each([1, 2])("gives every attempt of a batch of %i a retryable result when its worker fails", async (size) => {
     tempDir = mkdtempSync(join(tmpdir(), "aigw-pool-"));
     const broken = join(tempDir, "broken-worker.mjs");
     writeFileSync(broken, 'throw new Error("worker module exploded while loading");\n');
@@ -143,7 +168,7 @@ describe("delivery pool", () => {
     const failure = await pool.runBatch(
       {
         destinations: [{ url: "http://127.0.0.1:9/", secrets: [SECRET] }],
-        items: [0, 1].map((i) => ({ destination: 0, event: eventBytes(`req_${i}`) })),
+        items: Array.from({ length: size }, (_, i) => ({ destination: 0, event: eventBytes(`req_${i}`) })),
         signatureHeader: "X-Webhook-Signature",
         timeoutMs: 1000,
         requireHttps: false,
@@ -153,7 +178,7 @@ describe("delivery pool", () => {
       (index, result) => results.push([index, result]),
     );
     expect(failure?.message).toMatch(/delivery worker failed: .*exploded while loading/);
-    expect(results.map(([i]) => i).sort()).toEqual([0, 1]);
+    expect(results.map(([i]) => i).sort()).toEqual(Array.from({ length: size }, (_, i) => i));
     for (const [, result] of results) {
       expect(result.networkError).toBe(true);
       expect(result.error).toMatch(/exploded while loading/);
