@@ -82,7 +82,11 @@ const REPORT_DELAY_MS = 1;
 const SMALL_BODY_BYTES = 64 * 1024;
 
 export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
-  const table = new UpstreamTable(options.upstreams, { timeoutMs: options.requestTimeoutMs ?? DEFAULT_TIMEOUT_MS });
+  const engine = options.engine ?? engineFromEnvironment();
+  const table = new UpstreamTable(options.upstreams, {
+    timeoutMs: options.requestTimeoutMs ?? DEFAULT_TIMEOUT_MS,
+    client: engine === "lean" ? "lean" : "undici",
+  });
   const context: ProxyContext = {
     sink: options.sink,
     orgId: options.orgId,
@@ -98,7 +102,6 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
   const server = createServer({ noDelay: true, keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS }, proxy.handle);
   // Keep-alive from the app's client pool: the socket idles between requests.
   server.headersTimeout = HEADERS_TIMEOUT_MS;
-  const engine = options.engine ?? engineFromEnvironment();
   // The lean server listens and hands what it does not serve to `server`, which then does not listen.
   const lean =
     engine === "lean"
