@@ -38,16 +38,19 @@ export interface LeanServer {
 }
 
 export function createLeanServer(handler: LeanHandler, fallback: HttpServer, options: LeanServerOptions): LeanServer {
-  const connections = new Set<LeanConnection>();
+  // Every socket accepted, whether served here or handed to node:http (which, not listening
+  // itself, does not track the connections it is given).
+  const sockets = new Set<Socket>();
   const server = createNetServer({ noDelay: true }, (socket) => {
-    const connection = new LeanConnection(socket, handler, fallback, options, connections);
-    connections.add(connection);
+    sockets.add(socket);
+    socket.once("close", () => sockets.delete(socket));
+    new LeanConnection(socket, handler, fallback, options);
   });
   return {
     server,
     closeAllConnections() {
-      for (const connection of connections) connection.socket.destroy();
-      connections.clear();
+      for (const socket of sockets) socket.destroy();
+      sockets.clear();
     },
   };
 }
@@ -113,7 +116,6 @@ class LeanConnection {
     private readonly handler: LeanHandler,
     private readonly fallback: HttpServer,
     private readonly options: LeanServerOptions,
-    private readonly connections: Set<LeanConnection>,
   ) {
     socket.on("data", this.onData);
     socket.on("end", this.onEnd);
@@ -360,7 +362,6 @@ class LeanConnection {
     const socket = this.socket;
     this.state = State.Done;
     this.detach();
-    this.connections.delete(this);
     socket.setTimeout(0);
     socket.pause();
     const rest = this.buffered;
@@ -391,11 +392,12 @@ class LeanConnection {
     this.request?.destroy(new Error("malformed chunked request body"));
   }
 
-  /** The client closed its side: node's server aborts the request in flight and ends the socket. */
+  /** The client closed its side: as node's server, the request in flight is aborted and the socket ended. */
   private readonly onEnd = (): void => {
-    if (this.state === State.Body) this.request?.destroy(new Error("aborted"));
+    const request = this.request;
+    if (request !== undefined && !request.readableEnded) request.destroy(new Error("aborted"));
     this.state = State.Done;
-    this.socket.destroy();
+    this.socket.end();
   };
 
   private readonly onError = (): void => {
@@ -403,7 +405,6 @@ class LeanConnection {
   };
 
   private readonly onClose = (): void => {
-    this.connections.delete(this);
     this.state = State.Done;
     const request = this.request;
     if (request !== undefined && !request.readableEnded) request.destroy(new Error("aborted"));

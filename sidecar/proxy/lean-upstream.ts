@@ -1,6 +1,6 @@
 import { connect as connectTcp, isIP, type Socket } from "node:net";
 import type { Readable } from "node:stream";
-import { connect as connectTls } from "node:tls";
+import { type ConnectionOptions, connect as connectTls } from "node:tls";
 
 /**
  * The proxy's upstream client on raw node:net/tls sockets, in place of undici's Pool for the
@@ -35,6 +35,8 @@ export interface LeanPoolOptions {
   bodyTimeout: number;
   keepAliveTimeout: number;
   keepAliveMaxTimeout: number;
+  /** Extra TLS options for https origins (e.g. a private CA). */
+  tls?: ConnectionOptions;
 }
 
 const MAX_RESPONSE_HEAD_BYTES = 16 * 1024;
@@ -96,6 +98,7 @@ export class LeanPool {
   open(): UpstreamSocket {
     const raw = this.secure
       ? connectTls({
+          ...this.options.tls,
           host: this.hostname,
           port: this.port,
           servername: isIP(this.hostname) === 0 ? this.hostname : undefined,

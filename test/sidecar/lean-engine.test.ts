@@ -1,9 +1,17 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { type AddressInfo, connect } from "node:net";
+import { execFileSync } from "node:child_process";
+import { createHash } from "node:crypto";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { createServer as createHttpsServer } from "node:https";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { TLSSocket } from "node:tls";
 import { gzipSync } from "node:zlib";
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLogger } from "../../common/logger.js";
+import { LeanPool } from "../../sidecar/proxy/lean-upstream.js";
 import { type ProxyEngine, type RunningProxy, startProxy } from "../../sidecar/proxy/server.js";
 import { RecordingSink, waitFor } from "./harness.js";
 
@@ -29,6 +37,12 @@ function sseChunk(content: string, withNullUsage = false): string {
 }
 
 function upstreamHandler(req: IncomingMessage, res: ServerResponse): void {
+  if (req.url === "/mirror") {
+    // The body comes back as it arrives (50 MB each way, streamed).
+    res.writeHead(200, { "content-type": "application/octet-stream" });
+    req.pipe(res);
+    return;
+  }
   const chunks: Buffer[] = [];
   req.on("data", (c: Buffer) => chunks.push(c));
   req.on("end", () => {
@@ -243,14 +257,14 @@ describe("lean engine", () => {
     expect(viaLean).toBe(viaNode);
   });
 
-  it("bodies of 50 MB pass both ways intact", async () => {
-    const big = Buffer.alloc(50 * 1024 * 1024, "abcdefghij");
-    const res = await fetch(`${proxies.lean.proxy.url}/echo/big`, { method: "POST", body: big });
-    const text = await res.text();
-    expect(res.status, text.slice(0, 300)).toBe(200);
-    const json = JSON.parse(text) as { body: string };
-    expect(json.body.length).toBe(big.length);
-    expect(json.body.slice(0, 20)).toBe("abcdefghijabcdefghij");
+  it("a 50 MB body goes up and comes back intact, streamed both ways", { timeout: 120_000 }, async () => {
+    const big = Buffer.alloc(50 * 1024 * 1024);
+    for (let i = 0; i < big.length; i += 4) big.writeUInt32LE(i, i);
+    const res = await fetch(`${proxies.lean.proxy.url}/mirror`, { method: "POST", body: big });
+    expect(res.status).toBe(200);
+    const back = Buffer.from(await res.arrayBuffer());
+    expect(back.length).toBe(big.length);
+    expect(createHash("sha256").update(back).digest("hex")).toBe(createHash("sha256").update(big).digest("hex"));
   });
 
   it("streams through the real openai client, usage chunk hidden and reported", async () => {
@@ -283,5 +297,95 @@ describe("lean engine", () => {
     socket.destroy();
     const res = await fetch(`${proxies.lean.proxy.url}/echo/after`);
     expect(res.status).toBe(200);
+  });
+});
+
+describe("lean upstream client over TLS", () => {
+  it("sends SNI, offers ALPN http/1.1, reuses its connection, and reads a chunked body", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "aigw-lean-tls-"));
+    try {
+      execFileSync(
+        "openssl",
+        [
+          "req",
+          "-x509",
+          "-newkey",
+          "rsa:2048",
+          "-nodes",
+          "-keyout",
+          join(dir, "key.pem"),
+          "-out",
+          join(dir, "cert.pem"),
+          "-days",
+          "1",
+          "-subj",
+          "/CN=localhost",
+          "-addext",
+          "subjectAltName=DNS:localhost",
+        ],
+        { stdio: "ignore" },
+      );
+    } catch {
+      rmSync(dir, { recursive: true, force: true });
+      return; // no openssl here
+    }
+    const key = readFileSync(join(dir, "key.pem"));
+    const cert = readFileSync(join(dir, "cert.pem"));
+    rmSync(dir, { recursive: true, force: true });
+    const seen: Array<{ servername: unknown; alpn: unknown }> = [];
+    const connections = new Set<unknown>();
+    const server = createHttpsServer({ key, cert, ALPNProtocols: ["http/1.1"] }, (req, res) => {
+      const socket = req.socket as TLSSocket;
+      connections.add(socket);
+      seen.push({ servername: (socket as unknown as { servername?: string }).servername, alpn: socket.alpnProtocol });
+      res.writeHead(200, { "content-type": "text/plain" });
+      res.write("se");
+      res.end("cure");
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const port = (server.address() as AddressInfo).port;
+    const pool = new LeanPool(`https://localhost:${port}`, {
+      headersTimeout: 5000,
+      bodyTimeout: 5000,
+      keepAliveTimeout: 5000,
+      keepAliveMaxTimeout: 5000,
+      tls: { ca: cert },
+    });
+    const get = () =>
+      new Promise<{ status: number; body: string }>((resolve, reject) => {
+        let status = 0;
+        let body = "";
+        pool.dispatch(
+          { path: "/x", method: "GET", headers: [], body: null },
+          {
+            onConnect() {},
+            onHeaders(code) {
+              status = code;
+              return true;
+            },
+            onData(chunk) {
+              body += chunk.toString();
+              return true;
+            },
+            onComplete() {
+              resolve({ status, body });
+            },
+            onError: reject,
+          },
+        );
+      });
+    try {
+      expect(await get()).toEqual({ status: 200, body: "secure" });
+      expect(await get()).toEqual({ status: 200, body: "secure" });
+      expect(seen).toEqual([
+        { servername: "localhost", alpn: "http/1.1" },
+        { servername: "localhost", alpn: "http/1.1" },
+      ]);
+      expect(connections.size).toBe(1);
+    } finally {
+      pool.destroy();
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
   });
 });
