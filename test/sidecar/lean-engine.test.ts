@@ -36,6 +36,9 @@ function sseChunk(content: string, withNullUsage = false): string {
   return `data: ${JSON.stringify(withNullUsage ? { ...chunk, usage: null } : chunk)}\n\n`;
 }
 
+/** How each /slow-stream response ended upstream (writableEnded false: the proxy hung up). */
+const slowStreamClosed: Array<{ ended: boolean }> = [];
+
 function upstreamHandler(req: IncomingMessage, res: ServerResponse): void {
   if (req.url === "/mirror") {
     // The body comes back as it arrives (50 MB each way, streamed).
@@ -86,6 +89,27 @@ function upstreamHandler(req: IncomingMessage, res: ServerResponse): void {
     } else if (url === "/close") {
       res.writeHead(200, { "content-type": "text/plain", "content-length": "5", connection: "close" });
       res.end("bye!!");
+    } else if (url === "/reset-mid-body") {
+      res.writeHead(200, { "content-type": "text/plain", "content-length": "100" });
+      res.write("partial");
+      setTimeout(() => res.socket?.destroy(), 30);
+    } else if (url === "/reset-mid-chunked") {
+      res.writeHead(200, { "content-type": "text/plain" });
+      res.write("partial");
+      setTimeout(() => res.socket?.destroy(), 30);
+    } else if (url === "/slow-stream") {
+      res.writeHead(200, { "content-type": "text/event-stream" });
+      let i = 0;
+      const timer = setInterval(() => {
+        if (i++ === 200) {
+          clearInterval(timer);
+          res.end();
+        } else res.write(sseChunk(`t${i} `));
+      }, 10);
+      res.on("close", () => {
+        clearInterval(timer);
+        slowStreamClosed.push({ ended: res.writableEnded });
+      });
     } else if (url === "/status-text") {
       res.writeHead(299, "Quite Fine", { "content-length": "0" });
       res.end();
@@ -195,6 +219,8 @@ describe("lean engine", () => {
     ["103 early hints are not forwarded", [`GET /hints HTTP/1.1\r\n${H}Connection: close\r\n\r\n`]],
     ["gzip passes compressed", [`GET /gzip HTTP/1.1\r\n${H}Accept-Encoding: gzip\r\nConnection: close\r\n\r\n`]],
     ["the upstream closes its connection", [`GET /close HTTP/1.1\r\n${H}Connection: close\r\n\r\n`]],
+    ["the upstream resets mid-body (content-length)", [`GET /reset-mid-body HTTP/1.1\r\n${H}\r\n`]],
+    ["the upstream resets mid-body (chunked)", [`GET /reset-mid-chunked HTTP/1.1\r\n${H}\r\n`]],
     ["a custom status text", [`GET /status-text HTTP/1.1\r\n${H}Connection: close\r\n\r\n`]],
     ["404", [`GET /nothing HTTP/1.1\r\n${H}Connection: close\r\n\r\n`]],
     [
@@ -287,6 +313,20 @@ describe("lean engine", () => {
       sink.bodies().find((b) => b.event === "completion" && b.stream === true),
     );
     expect(completion).toMatchObject({ tokens_used: 5, stream: true, model: "gpt-4o-mini" });
+  });
+
+  it("a client gone mid-stream aborts the upstream request", async () => {
+    const before = slowStreamClosed.length;
+    const socket = connect(proxies.lean.proxy.port, "127.0.0.1");
+    await new Promise((r) => socket.once("connect", r));
+    const body = JSON.stringify({ model: "gpt-4o-mini", messages: [], stream: true });
+    socket.write(
+      `POST /slow-stream HTTP/1.1\r\n${H}Content-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`,
+    );
+    await new Promise((r) => socket.once("data", r));
+    socket.destroy();
+    const closed = await waitFor("the upstream stream closed", () => slowStreamClosed[before]);
+    expect(closed.ended).toBe(false);
   });
 
   it("a client gone mid-request aborts nothing it should not, and the server keeps serving", async () => {
