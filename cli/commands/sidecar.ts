@@ -1,5 +1,7 @@
 import type { CommandGroup } from "../command.js";
 import { UsageError } from "../command.js";
+import { isTestEvent } from "../../common/event-types.js";
+import { checkHostPort } from "../values.js";
 
 export const sidecar: CommandGroup = {
   name: "sidecar",
@@ -50,8 +52,14 @@ export const sidecar: CommandGroup = {
         const token = flags.string("token") ?? io.env.AIGW_SIDECAR_TOKEN;
         const listen = flags.string("listen");
         const adminListen = flags.string("admin-listen");
+        if (listen !== undefined) checkHostPort(listen, "--listen");
+        if (adminListen !== undefined) checkHostPort(adminListen, "--admin-listen");
         const org = flags.string("org");
         const app = flags.string("app");
+        if (app !== undefined && isTestEvent({ app }))
+          throw new UsageError(
+            `--app: "${app}" is the app of test events (aigw endpoints send-test); choose another name`,
+          );
         const spool = flags.string("spool");
         const { runSidecar } = await import("../../sidecar/run.js");
         const sc = await runSidecar({
