@@ -135,8 +135,10 @@ export class Exchange implements Dispatcher.DispatchHandler {
     else this.abortUpstream = abort;
   }
 
-  onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void, statusText: string): boolean {
+  onHeaders(statusCode: number, rawHeaders: (Buffer | string)[], resume: () => void, statusText: string): boolean {
     if (this.clientGone) return false;
+    // An informational head (103 Early Hints) is followed by the real one: not forwarded.
+    if (statusCode < 200) return true;
     this.status = statusCode;
     this.context.metrics.status(this.upstream.name, statusCode);
     this.resumeUpstream = resume;

@@ -87,11 +87,12 @@ export interface ClientResponseHead {
 }
 
 /**
- * Response headers for the client from undici's raw [name, value, …] buffers, plus
+ * Response headers for the client from undici's raw [name, value, …] buffers (or the lean
+ * client's strings), plus
  * x-aigw-request-id. `dropContentLength` when the proxy edits the body on the way.
  */
 export function clientResponseHead(
-  raw: readonly Buffer[],
+  raw: readonly (Buffer | string)[],
   requestId: string,
   dropContentLength: boolean,
 ): ClientResponseHead {
@@ -100,8 +101,10 @@ export function clientResponseHead(
   let contentEncoding = "";
   let connectionTokens: Set<string> | undefined;
   for (let i = 0; i < raw.length; i += 2) {
-    const name = raw[i]!.toString("latin1");
-    const value = raw[i + 1]!.toString("latin1");
+    const rawName = raw[i]!;
+    const rawValue = raw[i + 1]!;
+    const name = typeof rawName === "string" ? rawName : rawName.toString("latin1");
+    const value = typeof rawValue === "string" ? rawValue : rawValue.toString("latin1");
     const lower = name.toLowerCase();
     switch (lower) {
       case "content-type":

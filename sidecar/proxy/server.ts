@@ -1,5 +1,5 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
-import type { AddressInfo } from "node:net";
+import type { AddressInfo, Server as NetServer } from "node:net";
 import { Readable } from "node:stream";
 import { performance } from "node:perf_hooks";
 import { newRequestId } from "../../common/ids.js";
@@ -21,6 +21,7 @@ import type { EventSink } from "./event-sink.js";
 import { DEFAULT_PROXY_SETTINGS, type ProxySettings } from "./settings.js";
 import { Exchange, type ExchangeOptions, type Observation, type ProxyContext } from "./exchange.js";
 import { REQUEST_ID_HEADER, type RequestHeaderFacts, upstreamRequestHeaders } from "./headers.js";
+import { createLeanServer, type LeanHandler } from "./lean-server.js";
 import { ProxyMetrics } from "./proxy-metrics.js";
 import { ReportQueue } from "./report-queue.js";
 import { type Upstream, UpstreamTable } from "./upstreams.js";
@@ -46,6 +47,21 @@ export interface ProxyOptions {
   asyncRequests?: AsyncRequestLimits;
   /** Where the request counters go (the sidecar's /metrics); default a fresh one. */
   metrics?: ProxyMetrics;
+  /**
+   * "node": node:http serves every request. "lean": the lean HTTP/1.1 server (lean-server.ts)
+   * serves the common case and hands the rest to node:http on the same connection. Default
+   * from AIGW_SIDECAR_ENGINE, else "node".
+   */
+  engine?: ProxyEngine;
+}
+
+export type ProxyEngine = "node" | "lean";
+
+function engineFromEnvironment(): ProxyEngine {
+  const value = process.env.AIGW_SIDECAR_ENGINE;
+  if (value === undefined || value === "" || value === "node") return "node";
+  if (value === "lean") return "lean";
+  throw new Error(`AIGW_SIDECAR_ENGINE: ${JSON.stringify(value)} is not an engine (expected "node" or "lean")`);
 }
 
 export interface RunningProxy {
@@ -59,12 +75,18 @@ export interface RunningProxy {
 /** Observed request bodies are read whole to find model and stream; larger ones pass unobserved. */
 export const MAX_OBSERVED_REQUEST_BYTES = 10 * 1024 * 1024;
 const DEFAULT_TIMEOUT_MS = 10 * 60 * 1000;
+const KEEP_ALIVE_TIMEOUT_MS = 65_000;
+const HEADERS_TIMEOUT_MS = 66_000;
 const REPORT_DELAY_MS = 1;
 /** Pass-through request bodies up to this size, with a content-length, go upstream as one buffer (one write). */
 const SMALL_BODY_BYTES = 64 * 1024;
 
 export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
-  const table = new UpstreamTable(options.upstreams, { timeoutMs: options.requestTimeoutMs ?? DEFAULT_TIMEOUT_MS });
+  const engine = options.engine ?? engineFromEnvironment();
+  const table = new UpstreamTable(options.upstreams, {
+    timeoutMs: options.requestTimeoutMs ?? DEFAULT_TIMEOUT_MS,
+    client: engine === "lean" ? "lean" : "undici",
+  });
   const context: ProxyContext = {
     sink: options.sink,
     orgId: options.orgId,
@@ -77,25 +99,35 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
   const asyncRequests = new AsyncRequests(options.asyncRequests);
   const policy = new GatewayPolicy(options.orgId, options.app);
   const proxy = new ProviderProxy(table, options.adapters ?? DEFAULT_ADAPTERS, context, policy, asyncRequests);
-  const server = createServer({ noDelay: true, keepAliveTimeout: 65_000 }, proxy.handle);
+  const server = createServer({ noDelay: true, keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS }, proxy.handle);
   // Keep-alive from the app's client pool: the socket idles between requests.
-  server.headersTimeout = 66_000;
+  server.headersTimeout = HEADERS_TIMEOUT_MS;
+  // The lean server listens and hands what it does not serve to `server`, which then does not listen.
+  const lean =
+    engine === "lean"
+      ? createLeanServer(proxy.handle as unknown as LeanHandler, server, {
+          keepAliveTimeoutMs: KEEP_ALIVE_TIMEOUT_MS,
+          headersTimeoutMs: HEADERS_TIMEOUT_MS,
+        })
+      : undefined;
+  const listening = lean?.server ?? server;
 
   const host = options.host ?? "127.0.0.1";
   try {
-    await listen(server, host, options.port ?? 8080);
+    await listen(listening, host, options.port ?? 8080);
   } catch (err) {
     await table.close();
     throw err;
   }
-  const port = (server.address() as AddressInfo).port;
+  const port = (listening.address() as AddressInfo).port;
   const shownHost = host.includes(":") ? `[${host}]` : host;
   return {
     url: `http://${shownHost}:${port}`,
     port,
     metrics: context.metrics,
     async close() {
-      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      const closed = new Promise<void>((resolve) => listening.close(() => resolve()));
+      lean?.closeAllConnections();
       server.closeAllConnections();
       await closed;
       asyncRequests.abortAll();
@@ -105,7 +137,7 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
   };
 }
 
-function listen(server: Server, host: string, port: number): Promise<void> {
+function listen(server: Server | NetServer, host: string, port: number): Promise<void> {
   return new Promise((resolve, reject) => {
     const onError = (err: Error) =>
       reject(new Error(`sidecar proxy: cannot listen on ${host}:${port}: ${err.message}`));

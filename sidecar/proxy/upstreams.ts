@@ -1,10 +1,16 @@
 import { createRequire } from "node:module";
-import type { Pool as UndiciPool } from "undici";
+import type { Dispatcher, Pool as UndiciPool } from "undici";
+import { type LeanDispatch, type LeanDispatchHandler, LeanPool } from "./lean-upstream.js";
 
 // undici's index also loads fetch, WebSocket, caches and mocks (~9 MB of the sidecar's RSS,
 // measured); the proxy needs its Pool only. The type comes from undici's own declarations.
 const Pool = createRequire(import.meta.url)("undici/lib/dispatcher/pool.js") as typeof UndiciPool;
-type Pool = UndiciPool;
+
+/** What the proxy uses of a connection pool: undici's Pool, or the lean engine's (lean-upstream.ts). */
+export interface UpstreamPool {
+  dispatch(request: LeanDispatch, handler: LeanDispatchHandler & Dispatcher.DispatchHandler): boolean;
+  close(): Promise<void>;
+}
 
 /** A provider origin the sidecar forwards to, with its own keep-alive connection pool. */
 export interface Upstream {
@@ -14,7 +20,7 @@ export interface Upstream {
   readonly origin: string;
   /** A path the origin itself carries ("http://host/openai-proxy" → "/openai-proxy"), "" when none. */
   readonly pathPrefix: string;
-  readonly pool: Pool;
+  readonly pool: UpstreamPool;
 }
 
 export const DEFAULT_UPSTREAM = "openai";
@@ -24,6 +30,8 @@ const ANTHROPIC_MESSAGES = "/v1/messages";
 export interface UpstreamPoolOptions {
   /** Upstream silent this long (no headers, or no body bytes) → the request fails as a timeout. */
   timeoutMs: number;
+  /** "undici" (default) or "lean": raw node:net/tls sockets (the lean engine). */
+  client?: "undici" | "lean";
 }
 
 /**
@@ -46,12 +54,7 @@ export class UpstreamTable {
         name,
         origin,
         pathPrefix,
-        pool: new Pool(origin, {
-          headersTimeout: options.timeoutMs,
-          bodyTimeout: options.timeoutMs,
-          keepAliveTimeout: 30_000,
-          keepAliveMaxTimeout: 600_000,
-        }),
+        pool: newPool(origin, options),
       });
     }
     const fallback = byName.get(DEFAULT_UPSTREAM) ?? (byName.size === 1 ? [...byName.values()][0] : undefined);
@@ -86,6 +89,17 @@ export class UpstreamTable {
   async close(): Promise<void> {
     await Promise.all([...this.byName.values()].map((u) => u.pool.close()));
   }
+}
+
+function newPool(origin: string, options: UpstreamPoolOptions): UpstreamPool {
+  const timeouts = {
+    headersTimeout: options.timeoutMs,
+    bodyTimeout: options.timeoutMs,
+    keepAliveTimeout: 30_000,
+    keepAliveMaxTimeout: 600_000,
+  };
+  if (options.client === "lean") return new LeanPool(origin, timeouts);
+  return new Pool(origin, timeouts) as unknown as UpstreamPool;
 }
 
 function parseUpstream(name: string, url: string): { name: string; origin: string; pathPrefix: string } {

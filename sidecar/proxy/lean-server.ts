@@ -1,0 +1,663 @@
+import { EventEmitter } from "node:events";
+import { STATUS_CODES, type Server as HttpServer } from "node:http";
+import type { Server as NetServer, Socket } from "node:net";
+import { createServer as createNetServer } from "node:net";
+import { Readable } from "node:stream";
+
+/**
+ * A lean HTTP/1.1 server for the proxy's common case, on node:net. It parses request heads
+ * and bodies (Content-Length or chunked) in JS and answers through `LeanResponse`, which
+ * writes what node's ServerResponse writes for the proxy's calls (the same head, framing
+ * and keep-alive). Anything else — HTTP/1.0, Upgrade, Expect, CONNECT, an absolute or odd
+ * target, an odd Transfer-Encoding or Content-Length, a missing Host, an oversized head,
+ * bytes llhttp might judge differently, the sidecar's own paths and `Prefer` requests — is
+ * handed, at a request boundary and with the bytes not yet used, to the node:http server on
+ * the same socket, which then serves the connection exactly as it does without this server.
+ */
+
+/** node:http's default --max-http-header-size: longer heads go to node (which answers 431). */
+export const MAX_LEAN_HEAD_BYTES = 16 * 1024;
+/** node:http's default maxHeadersCount. */
+const MAX_HEADERS = 2000;
+/** Bytes of a pipelined next request held while the current one is answered; past this the socket pauses. */
+const MAX_BUFFERED_BYTES = 64 * 1024;
+
+export interface LeanServerOptions {
+  /** Idle time between requests on a kept-alive connection (node's keepAliveTimeout). */
+  keepAliveTimeoutMs: number;
+  /** Time allowed for a request head to arrive (node's headersTimeout). */
+  headersTimeoutMs: number;
+}
+
+export type LeanHandler = (req: LeanRequest, res: LeanResponse) => void;
+
+export interface LeanServer {
+  readonly server: NetServer;
+  /** Destroys every connection this server still owns. */
+  closeAllConnections(): void;
+}
+
+export function createLeanServer(handler: LeanHandler, fallback: HttpServer, options: LeanServerOptions): LeanServer {
+  // Every socket accepted, whether served here or handed to node:http (which, not listening
+  // itself, does not track the connections it is given).
+  const sockets = new Set<Socket>();
+  const server = createNetServer({ noDelay: true }, (socket) => {
+    sockets.add(socket);
+    socket.once("close", () => sockets.delete(socket));
+    new LeanConnection(socket, handler, fallback, options);
+  });
+  return {
+    server,
+    closeAllConnections() {
+      for (const socket of sockets) socket.destroy();
+      sockets.clear();
+    },
+  };
+}
+
+const CRLF2 = Buffer.from("\r\n\r\n");
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+const METHOD = /^[A-Z]+$/;
+/** Controls other than tab (and bare CR/LF) in a head line: llhttp's verdict could differ, node decides. */
+const CONTROL = /[\x00-\x08\x0a-\x1f\x7f]/;
+const TARGET = /^\/[\x21-\x7e\x80-\xff]*$/;
+const DIGITS = /^[0-9]{1,15}$/;
+const AIGW_PATH = "/aigw/";
+
+enum State {
+  Head,
+  Body,
+  /** The request was read; its response is being written. */
+  Answering,
+  Done,
+}
+
+enum Framing {
+  None,
+  Length,
+  Chunked,
+}
+
+enum Chunk {
+  Size,
+  SizeLf,
+  Data,
+  DataCr,
+  DataLf,
+  Trailer,
+}
+
+interface ParsedHead {
+  method: string;
+  url: string;
+  rawHeaders: string[];
+  framing: Framing;
+  contentLength: number;
+  keepAlive: boolean;
+}
+
+class LeanConnection {
+  private buffered: Buffer | undefined;
+  private state = State.Head;
+  private request: LeanRequest | undefined;
+  private response: LeanResponse | undefined;
+  private framing = Framing.None;
+  private remaining = 0;
+  private chunk = Chunk.Size;
+  private chunkSizeText = "";
+  private trailerLine = 0;
+  /** The current request's body is read but nobody wants it any more (its response ended first). */
+  private discarding = false;
+  private pausedForBuffer = false;
+  private pausedForRequest = false;
+
+  constructor(
+    readonly socket: Socket,
+    private readonly handler: LeanHandler,
+    private readonly fallback: HttpServer,
+    private readonly options: LeanServerOptions,
+  ) {
+    socket.on("data", this.onData);
+    socket.on("end", this.onEnd);
+    socket.on("error", this.onError);
+    socket.on("close", this.onClose);
+    socket.on("timeout", this.onTimeout);
+    socket.on("drain", this.onDrain);
+    socket.setTimeout(options.headersTimeoutMs);
+  }
+
+  private readonly onData = (chunk: Buffer): void => {
+    const buffered = this.buffered;
+    this.buffered = buffered === undefined || buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
+    this.process();
+  };
+
+  private process(): void {
+    for (;;) {
+      const buffered = this.buffered;
+      if (buffered === undefined || buffered.length === 0) return;
+      if (this.state === State.Head) {
+        if (!this.readHead(buffered)) return;
+      } else if (this.state === State.Body) {
+        if (this.pausedForRequest) return;
+        this.readBody(buffered);
+      } else {
+        if (this.state === State.Answering && buffered.length > MAX_BUFFERED_BYTES && !this.pausedForBuffer) {
+          this.pausedForBuffer = true;
+          this.socket.pause();
+        }
+        return;
+      }
+    }
+  }
+
+  /** Parses a head out of the buffer; false when more bytes are needed or the connection was handed over. */
+  private readHead(buffered: Buffer): boolean {
+    const end = buffered.indexOf(CRLF2);
+    if (end === -1) {
+      if (buffered.length > MAX_LEAN_HEAD_BYTES) this.handOver();
+      return false;
+    }
+    if (end + 4 > MAX_LEAN_HEAD_BYTES) {
+      this.handOver();
+      return false;
+    }
+    const head = parseHead(buffered.toString("latin1", 0, end));
+    if (head === undefined) {
+      this.handOver();
+      return false;
+    }
+    this.buffered = buffered.subarray(end + 4);
+    this.socket.setTimeout(0);
+    const request = new LeanRequest(head.method, head.url, head.rawHeaders, this);
+    const response = new LeanResponse(this, head.method === "HEAD", head.keepAlive, this.options.keepAliveTimeoutMs);
+    this.request = request;
+    this.response = response;
+    this.discarding = false;
+    this.framing = head.framing;
+    if (head.framing === Framing.None) {
+      this.state = State.Answering;
+      request.push(null);
+    } else {
+      this.state = State.Body;
+      this.remaining = head.contentLength;
+      this.chunk = Chunk.Size;
+      this.chunkSizeText = "";
+    }
+    this.handler(request, response);
+    return true;
+  }
+
+  private readBody(buffered: Buffer): void {
+    if (this.framing === Framing.Length) {
+      const take = Math.min(this.remaining, buffered.length);
+      const piece = take === buffered.length ? buffered : buffered.subarray(0, take);
+      this.buffered = take === buffered.length ? undefined : buffered.subarray(take);
+      this.remaining -= take;
+      this.deliver(piece);
+      if (this.remaining === 0) this.bodyDone();
+      return;
+    }
+    this.readChunked(buffered);
+  }
+
+  /** Chunked request body: the decoded bytes go to the request; a malformed frame ends the connection. */
+  private readChunked(buffered: Buffer): void {
+    let i = 0;
+    const length = buffered.length;
+    while (i < length && this.state === State.Body) {
+      switch (this.chunk) {
+        case Chunk.Size: {
+          const c = buffered[i]!;
+          i++;
+          if (c === 0x0d) {
+            this.chunk = Chunk.SizeLf;
+          } else if (this.chunkSizeText.length > 64) {
+            this.badRequest();
+            return;
+          } else {
+            this.chunkSizeText += String.fromCharCode(c);
+          }
+          break;
+        }
+        case Chunk.SizeLf: {
+          if (buffered[i] !== 0x0a) {
+            this.badRequest();
+            return;
+          }
+          i++;
+          const sizeText = this.chunkSizeText;
+          this.chunkSizeText = "";
+          const semicolon = sizeText.indexOf(";");
+          const hex = (semicolon === -1 ? sizeText : sizeText.slice(0, semicolon)).trim();
+          if (!/^[0-9a-fA-F]{1,12}$/.test(hex)) {
+            this.badRequest();
+            return;
+          }
+          const size = Number.parseInt(hex, 16);
+          if (size === 0) {
+            this.chunk = Chunk.Trailer;
+            this.trailerLine = 0;
+          } else {
+            this.remaining = size;
+            this.chunk = Chunk.Data;
+          }
+          break;
+        }
+        case Chunk.Data: {
+          const take = Math.min(this.remaining, length - i);
+          this.deliver(buffered.subarray(i, i + take));
+          i += take;
+          this.remaining -= take;
+          if (this.remaining === 0) this.chunk = Chunk.DataCr;
+          break;
+        }
+        case Chunk.DataCr:
+          if (buffered[i] !== 0x0d) {
+            this.badRequest();
+            return;
+          }
+          i++;
+          this.chunk = Chunk.DataLf;
+          break;
+        case Chunk.DataLf:
+          if (buffered[i] !== 0x0a) {
+            this.badRequest();
+            return;
+          }
+          i++;
+          this.chunk = Chunk.Size;
+          break;
+        case Chunk.Trailer: {
+          // Trailer fields are read and dropped (node's request does not pass them on either).
+          const c = buffered[i]!;
+          i++;
+          if (c === 0x0a) {
+            if (this.trailerLine <= 1) {
+              this.buffered = buffered.subarray(i);
+              this.bodyDone();
+              return;
+            }
+            this.trailerLine = 0;
+          } else if (c !== 0x0d || this.trailerLine > 0) {
+            this.trailerLine++;
+            if (this.trailerLine > MAX_LEAN_HEAD_BYTES) {
+              this.badRequest();
+              return;
+            }
+          } else {
+            this.trailerLine = 1;
+          }
+          break;
+        }
+      }
+    }
+    this.buffered = i >= length ? undefined : buffered.subarray(i);
+  }
+
+  private deliver(piece: Buffer): void {
+    if (piece.length === 0 || this.discarding) return;
+    const request = this.request!;
+    if (!request.push(piece) && !this.pausedForRequest) {
+      this.pausedForRequest = true;
+      this.socket.pause();
+    }
+  }
+
+  /** The request stream wants more (its consumer read what was pushed). */
+  requestWantsMore(): void {
+    if (!this.pausedForRequest) return;
+    this.pausedForRequest = false;
+    if (!this.pausedForBuffer) this.socket.resume();
+    if (this.state === State.Body) this.process();
+  }
+
+  private bodyDone(): void {
+    if (!this.discarding) this.request!.push(null);
+    if (this.response!.ended) {
+      this.nextRequest();
+    } else {
+      this.state = State.Answering;
+    }
+  }
+
+  /** The current response was written whole: next request, or close. */
+  responseEnded(keepAlive: boolean): void {
+    if (!keepAlive) {
+      this.state = State.Done;
+      this.socket.end();
+      return;
+    }
+    if (this.state === State.Body) {
+      // The response did not wait for the whole body (an early error): read it past, as node does.
+      this.discarding = true;
+      if (this.pausedForRequest) {
+        this.pausedForRequest = false;
+        this.socket.resume();
+      }
+      return;
+    }
+    this.nextRequest();
+  }
+
+  private nextRequest(): void {
+    this.state = State.Head;
+    this.request = undefined;
+    this.response = undefined;
+    this.socket.setTimeout(this.options.keepAliveTimeoutMs);
+    if (this.pausedForBuffer) {
+      this.pausedForBuffer = false;
+      this.socket.resume();
+    }
+    // Pipelined bytes already here are read on a fresh tick, after the response's writes.
+    if (this.buffered !== undefined && this.buffered.length > 0) setImmediate(this.processLater);
+  }
+
+  private readonly processLater = (): void => {
+    if (this.state === State.Head && !this.socket.destroyed) this.process();
+  };
+
+  /** node:http serves the rest of this connection, starting with the bytes not yet used. */
+  private handOver(): void {
+    const socket = this.socket;
+    this.state = State.Done;
+    this.detach();
+    socket.setTimeout(0);
+    socket.pause();
+    const rest = this.buffered;
+    this.buffered = undefined;
+    if (rest !== undefined && rest.length > 0) socket.unshift(rest);
+    this.fallback.emit("connection", socket);
+    socket.resume();
+  }
+
+  private detach(): void {
+    const socket = this.socket;
+    socket.off("data", this.onData);
+    socket.off("end", this.onEnd);
+    socket.off("error", this.onError);
+    socket.off("close", this.onClose);
+    socket.off("timeout", this.onTimeout);
+    socket.off("drain", this.onDrain);
+  }
+
+  private badRequest(): void {
+    this.state = State.Done;
+    const response = this.response;
+    if (response !== undefined && !response.headersSent) {
+      this.socket.end("HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n");
+    } else {
+      this.socket.destroy();
+    }
+    this.request?.destroy(new Error("malformed chunked request body"));
+  }
+
+  /** The client closed its side: as node's server, the request in flight is aborted and the socket ended. */
+  private readonly onEnd = (): void => {
+    const request = this.request;
+    if (request !== undefined && !request.readableEnded) request.destroy(new Error("aborted"));
+    this.state = State.Done;
+    this.socket.end();
+  };
+
+  private readonly onError = (): void => {
+    // 'close' follows; a reset client is not the proxy's error.
+  };
+
+  private readonly onClose = (): void => {
+    this.state = State.Done;
+    const request = this.request;
+    if (request !== undefined && !request.readableEnded) request.destroy(new Error("aborted"));
+    this.response?.socketClosed();
+  };
+
+  private readonly onTimeout = (): void => {
+    const response = this.response;
+    if (this.state === State.Head && (this.buffered === undefined || this.buffered.length === 0) && !response) {
+      this.socket.destroy();
+      return;
+    }
+    if (this.state === State.Head) {
+      this.state = State.Done;
+      this.socket.end("HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n\r\n");
+      return;
+    }
+  };
+
+  private readonly onDrain = (): void => {
+    this.response?.emit("drain");
+  };
+}
+
+/** Parses a request head (without its blank line); undefined for anything node should judge. */
+function parseHead(text: string): ParsedHead | undefined {
+  const lines = text.split("\r\n");
+  const requestLine = lines[0]!;
+  const sp1 = requestLine.indexOf(" ");
+  const sp2 = requestLine.lastIndexOf(" ");
+  if (sp1 <= 0 || sp2 === sp1) return undefined;
+  if (requestLine.slice(sp2 + 1) !== "HTTP/1.1") return undefined;
+  const method = requestLine.slice(0, sp1);
+  const url = requestLine.slice(sp1 + 1, sp2);
+  if (!METHOD.test(method) || method === "CONNECT" || method === "PRI") return undefined;
+  if (!TARGET.test(url) || url.startsWith(AIGW_PATH)) return undefined;
+  if (lines.length - 1 > MAX_HEADERS) return undefined;
+  const rawHeaders: string[] = [];
+  let contentLength = -1;
+  let chunked = false;
+  let host = false;
+  let keepAlive = true;
+  for (let i = 1; i < lines.length; i++) {
+    const line = lines[i]!;
+    const colon = line.indexOf(":");
+    if (colon <= 0 || CONTROL.test(line)) return undefined;
+    const name = line.slice(0, colon);
+    if (!TOKEN.test(name)) return undefined;
+    const value = line.slice(colon + 1).trim();
+    switch (name.length) {
+      case 4:
+        if (name.toLowerCase() === "host") {
+          if (host) return undefined;
+          host = true;
+        }
+        break;
+      case 6:
+        {
+          const lower = name.toLowerCase();
+          if (lower === "expect" || lower === "prefer") return undefined;
+        }
+        break;
+      case 7:
+        if (name.toLowerCase() === "upgrade") return undefined;
+        break;
+      case 10:
+        if (name.toLowerCase() === "connection") {
+          for (const token of value.toLowerCase().split(",")) {
+            const t = token.trim();
+            if (t === "close") keepAlive = false;
+            else if (t === "upgrade") return undefined;
+          }
+        }
+        break;
+      case 14:
+        if (name.toLowerCase() === "content-length") {
+          if (contentLength !== -1 || !DIGITS.test(value)) return undefined;
+          contentLength = Number(value);
+        }
+        break;
+      case 17:
+        if (name.toLowerCase() === "transfer-encoding") {
+          if (chunked || value.toLowerCase() !== "chunked") return undefined;
+          chunked = true;
+        }
+        break;
+    }
+    rawHeaders.push(name, value);
+  }
+  if (!host || (chunked && contentLength !== -1)) return undefined;
+  const framing = chunked ? Framing.Chunked : contentLength > 0 ? Framing.Length : Framing.None;
+  return { method, url, rawHeaders, framing, contentLength, keepAlive };
+}
+
+/** The request as the proxy reads it: what node's IncomingMessage offers it, body as a stream. */
+export class LeanRequest extends Readable {
+  constructor(
+    readonly method: string,
+    readonly url: string,
+    readonly rawHeaders: string[],
+    private readonly connection: LeanConnection,
+  ) {
+    super();
+  }
+
+  override _read(): void {
+    this.connection.requestWantsMore();
+  }
+}
+
+let dateSecond = -1;
+let dateText = "";
+
+/** node's Date header, computed once per second. */
+function httpDate(): string {
+  const now = Date.now();
+  const second = Math.floor(now / 1000);
+  if (second !== dateSecond) {
+    dateSecond = second;
+    dateText = new Date(second * 1000).toUTCString();
+  }
+  return dateText;
+}
+
+/**
+ * The client's response: writes what node's ServerResponse writes for the calls the proxy
+ * makes (writeHead with a flat header list, write, end, flushHeaders): the status line, the
+ * headers as given, Date when absent, Connection/Keep-Alive, and chunked framing when the
+ * response has no Content-Length and may have a body.
+ */
+export class LeanResponse extends EventEmitter {
+  headersSent = false;
+  destroyed = false;
+  writableFinished = false;
+  ended = false;
+  private head: string | undefined;
+  private headWritten = false;
+  private chunked = false;
+  private hasBody: boolean;
+  private hasLength = false;
+  private closed = false;
+
+  constructor(
+    private readonly connection: LeanConnection,
+    headRequest: boolean,
+    private keepAlive: boolean,
+    private readonly keepAliveTimeoutMs: number,
+  ) {
+    super();
+    this.hasBody = !headRequest;
+  }
+
+  get socket(): Socket | null {
+    return this.closed ? null : this.connection.socket;
+  }
+
+  writeHead(statusCode: number, statusTextOrHeaders: string | string[], maybeHeaders?: string[]): this {
+    const headers = typeof statusTextOrHeaders === "string" ? maybeHeaders! : statusTextOrHeaders;
+    const statusText =
+      typeof statusTextOrHeaders === "string" ? statusTextOrHeaders : (STATUS_CODES[statusCode] ?? "unknown");
+    if (statusCode === 204 || statusCode === 304 || (statusCode >= 100 && statusCode <= 199)) this.hasBody = false;
+    let head = `HTTP/1.1 ${statusCode} ${statusText}\r\n`;
+    let hasDate = false;
+    let hasLength = false;
+    for (let i = 0; i < headers.length; i += 2) {
+      const name = headers[i]!;
+      const value = headers[i + 1]!;
+      if (name.length === 4 && name.toLowerCase() === "date") hasDate = true;
+      else if (name.length === 14 && name.toLowerCase() === "content-length") hasLength = true;
+      head += `${name}: ${value}\r\n`;
+    }
+    if (!hasDate) head += `Date: ${httpDate()}\r\n`;
+    if (this.keepAlive) {
+      head += `Connection: keep-alive\r\nKeep-Alive: timeout=${Math.floor(this.keepAliveTimeoutMs / 1000)}\r\n`;
+    } else {
+      head += "Connection: close\r\n";
+    }
+    this.hasLength = hasLength;
+    if (!hasLength && this.hasBody) {
+      head += "Transfer-Encoding: chunked\r\n";
+      this.chunked = true;
+    }
+    this.head = `${head}\r\n`;
+    this.headersSent = true;
+    return this;
+  }
+
+  flushHeaders(): void {
+    if (this.head === undefined || this.headWritten || this.closed) return;
+    this.headWritten = true;
+    this.connection.socket.write(this.head, "latin1");
+  }
+
+  write(chunk: Buffer): boolean {
+    if (this.closed || this.ended) return false;
+    const socket = this.connection.socket;
+    if (!this.hasBody) {
+      this.flushHeaders();
+      return true;
+    }
+    if (chunk.length === 0) {
+      this.flushHeaders();
+      return true;
+    }
+    socket.cork();
+    if (!this.headWritten) {
+      this.headWritten = true;
+      socket.write(this.head!, "latin1");
+    }
+    let ok: boolean;
+    if (this.chunked) {
+      socket.write(`${chunk.length.toString(16)}\r\n`, "latin1");
+      socket.write(chunk);
+      ok = socket.write("\r\n", "latin1");
+    } else {
+      ok = socket.write(chunk);
+    }
+    socket.uncork();
+    return ok;
+  }
+
+  end(chunk?: Buffer): this {
+    if (this.ended) return this;
+    if (this.closed) {
+      this.ended = true;
+      return this;
+    }
+    const socket = this.connection.socket;
+    socket.cork();
+    if (chunk !== undefined && chunk.length > 0) this.write(chunk);
+    else this.flushHeaders();
+    if (this.chunked) socket.write("0\r\n\r\n", "latin1");
+    this.ended = true;
+    // Without a length, a body that is not chunked ends with the connection.
+    if (this.hasBody && !this.chunked && !this.hasLength) this.keepAlive = false;
+    socket.uncork();
+    this.writableFinished = true;
+    this.connection.responseEnded(this.keepAlive);
+    this.emit("finish");
+    this.emit("close");
+    return this;
+  }
+
+  destroy(): this {
+    if (!this.closed) this.connection.socket.destroy();
+    return this;
+  }
+
+  /** The connection closed: a response not yet ended is cut. */
+  socketClosed(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.destroyed = true;
+    if (!this.ended) this.emit("close");
+  }
+}

@@ -1,0 +1,681 @@
+import { connect as connectTcp, isIP, type Socket } from "node:net";
+import type { Readable } from "node:stream";
+import { type ConnectionOptions, connect as connectTls } from "node:tls";
+
+/**
+ * The proxy's upstream client on raw node:net/tls sockets, in place of undici's Pool for the
+ * lean engine. It calls the same dispatch handler (the Exchange) the same way undici does:
+ * onConnect(abort), onHeaders(status, rawHeaders, resume, statusText), onData, onComplete,
+ * onError. It writes the request as undici does (host, connection: keep-alive, the headers
+ * given, then content-length or chunked framing), parses the response head in JS, and hands
+ * the body on as it arrives (de-chunked). Sockets are kept alive and reused; an idle socket
+ * lives as long as the upstream's Keep-Alive hint allows (less a margin), else 30 s.
+ */
+
+export interface LeanDispatch {
+  path: string;
+  method: string;
+  /** Flat [name, value, …] list without host, connection and transfer-encoding. */
+  headers: string[];
+  body: Buffer | Readable | null;
+}
+
+export interface LeanDispatchHandler {
+  onConnect(abort: (err?: Error) => void): void;
+  onHeaders(statusCode: number, rawHeaders: string[], resume: () => void, statusText: string): boolean;
+  onData(chunk: Buffer): boolean;
+  onComplete(trailers: string[] | null): void;
+  onError(err: Error): void;
+}
+
+export interface LeanPoolOptions {
+  /** No response head this long after the request was sent → UND_ERR_HEADERS_TIMEOUT. */
+  headersTimeout: number;
+  /** No body bytes this long → UND_ERR_BODY_TIMEOUT. */
+  bodyTimeout: number;
+  keepAliveTimeout: number;
+  keepAliveMaxTimeout: number;
+  /** Extra TLS options for https origins (e.g. a private CA). */
+  tls?: ConnectionOptions;
+}
+
+const MAX_RESPONSE_HEAD_BYTES = 16 * 1024;
+const KEEP_ALIVE_MARGIN_MS = 2000;
+const CRLF2 = Buffer.from("\r\n\r\n");
+const STATUS_LINE = /^HTTP\/1\.([01]) ([1-9][0-9][0-9])(?: (.*))?$/;
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+const CONTROL = /[\x00-\x08\x0a-\x1f\x7f]/;
+const KEEP_ALIVE_TIMEOUT = /timeout=(\d+)/i;
+
+function codedError(message: string, code: string, name: string, cause?: unknown): Error {
+  const err = new Error(message, cause === undefined ? undefined : { cause });
+  err.name = name;
+  (err as { code?: string }).code = code;
+  return err;
+}
+
+export class LeanPool {
+  private readonly idle: UpstreamSocket[] = [];
+  private readonly all = new Set<UpstreamSocket>();
+  readonly secure: boolean;
+  private readonly hostname: string;
+  private readonly port: number;
+  private readonly hostHeader: string;
+  private closed = false;
+
+  constructor(
+    origin: string,
+    private readonly options: LeanPoolOptions,
+  ) {
+    const url = new URL(origin);
+    this.secure = url.protocol === "https:";
+    this.hostname = url.hostname.startsWith("[") ? url.hostname.slice(1, -1) : url.hostname;
+    this.port = url.port === "" ? (this.secure ? 443 : 80) : Number(url.port);
+    this.hostHeader = url.host;
+  }
+
+  dispatch(request: LeanDispatch, handler: LeanDispatchHandler): boolean {
+    if (this.closed) {
+      handler.onError(codedError("The client is destroyed", "UND_ERR_DESTROYED", "ClientDestroyedError"));
+      return false;
+    }
+    new UpstreamRequest(this, request, handler).start(this.take());
+    return true;
+  }
+
+  /** An idle kept-alive socket, or undefined. */
+  private take(): UpstreamSocket | undefined {
+    for (;;) {
+      const socket = this.idle.pop();
+      if (socket === undefined) return undefined;
+      if (socket.usable()) {
+        socket.leaveIdle();
+        return socket;
+      }
+    }
+  }
+
+  open(): UpstreamSocket {
+    const raw = this.secure
+      ? connectTls({
+          ...this.options.tls,
+          host: this.hostname,
+          port: this.port,
+          servername: isIP(this.hostname) === 0 ? this.hostname : undefined,
+          ALPNProtocols: ["http/1.1"],
+        })
+      : connectTcp({ host: this.hostname, port: this.port });
+    raw.setNoDelay(true);
+    const socket = new UpstreamSocket(raw, this);
+    this.all.add(socket);
+    return socket;
+  }
+
+  release(socket: UpstreamSocket, idleMs: number): void {
+    if (this.closed) {
+      socket.destroy();
+      return;
+    }
+    socket.enterIdle(Math.min(idleMs, this.options.keepAliveMaxTimeout));
+    this.idle.push(socket);
+  }
+
+  forget(socket: UpstreamSocket): void {
+    this.all.delete(socket);
+    const at = this.idle.indexOf(socket);
+    if (at !== -1) this.idle.splice(at, 1);
+  }
+
+  get host(): string {
+    return this.hostHeader;
+  }
+
+  get timeouts(): LeanPoolOptions {
+    return this.options;
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const socket of this.idle.splice(0)) socket.destroy();
+    // Requests in flight finish on their own sockets, which are then closed.
+    while (this.all.size > 0) await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+
+  /** Closes every socket now. */
+  destroy(): void {
+    this.closed = true;
+    for (const socket of this.all) socket.destroy();
+  }
+}
+
+/** One socket to the upstream and the request it currently carries. */
+class UpstreamSocket {
+  request: UpstreamRequest | undefined;
+  connected = false;
+  reused = false;
+  private idleTimer: NodeJS.Timeout | undefined;
+  private gone = false;
+
+  constructor(
+    readonly raw: Socket,
+    private readonly pool: LeanPool,
+  ) {
+    raw.on(pool.secure ? "secureConnect" : "connect", this.onConnect);
+    raw.on("data", this.onData);
+    raw.on("end", this.onEnd);
+    raw.on("error", this.onError);
+    raw.on("close", this.onClose);
+    raw.on("timeout", this.onTimeout);
+    raw.on("drain", this.onDrain);
+  }
+
+  usable(): boolean {
+    return !this.gone && !this.raw.destroyed && this.raw.writable;
+  }
+
+  enterIdle(ms: number): void {
+    this.request = undefined;
+    this.raw.setTimeout(0);
+    this.idleTimer = setTimeout(this.expire, ms);
+    this.idleTimer.unref();
+  }
+
+  leaveIdle(): void {
+    this.reused = true;
+    if (this.idleTimer !== undefined) clearTimeout(this.idleTimer);
+    this.idleTimer = undefined;
+  }
+
+  destroy(err?: Error): void {
+    this.gone = true;
+    this.raw.destroy(err);
+  }
+
+  private readonly expire = (): void => {
+    this.destroy();
+  };
+
+  private readonly onConnect = (): void => {
+    this.connected = true;
+    this.request?.socketReady();
+  };
+
+  private readonly onData = (chunk: Buffer): void => {
+    const request = this.request;
+    if (request === undefined) {
+      // Bytes nobody asked for: the connection's state is unknown.
+      this.destroy();
+      return;
+    }
+    request.read(chunk);
+  };
+
+  private readonly onEnd = (): void => {
+    this.gone = true;
+    this.request?.upstreamEnded();
+    this.raw.destroy();
+  };
+
+  private lastError: Error | undefined;
+
+  private readonly onError = (err: Error): void => {
+    this.lastError = err;
+  };
+
+  private readonly onClose = (): void => {
+    this.gone = true;
+    if (this.idleTimer !== undefined) clearTimeout(this.idleTimer);
+    this.pool.forget(this);
+    const request = this.request;
+    this.request = undefined;
+    request?.socketClosed(this.lastError);
+  };
+
+  private readonly onTimeout = (): void => {
+    this.request?.timedOut();
+  };
+
+  private readonly onDrain = (): void => {
+    this.request?.drained();
+  };
+}
+
+enum Phase {
+  Head,
+  Body,
+  Done,
+}
+
+enum Body {
+  None,
+  Length,
+  Chunked,
+  UntilClose,
+}
+
+enum Chunk {
+  Size,
+  Data,
+  DataEnd,
+  Trailer,
+}
+
+class UpstreamRequest {
+  private socket: UpstreamSocket | undefined;
+  private phase = Phase.Head;
+  private head: Buffer | undefined;
+  private body = Body.None;
+  private remaining = 0;
+  private chunk = Chunk.Size;
+  private line = "";
+  private keepAlive = true;
+  private keepAliveMs: number;
+  private bodySent = false;
+  private paused = false;
+  private finished = false;
+  private aborted = false;
+  private gotBytes = false;
+  private retried = false;
+
+  constructor(
+    private readonly pool: LeanPool,
+    private readonly request: LeanDispatch,
+    private readonly handler: LeanDispatchHandler,
+  ) {
+    this.keepAliveMs = pool.timeouts.keepAliveTimeout;
+  }
+
+  start(idle: UpstreamSocket | undefined): void {
+    this.handler.onConnect(this.abort);
+    if (this.finished) return;
+    this.attach(idle ?? this.pool.open());
+  }
+
+  private attach(socket: UpstreamSocket): void {
+    this.socket = socket;
+    socket.request = this;
+    socket.raw.setTimeout(this.pool.timeouts.headersTimeout);
+    if (socket.connected || socket.reused) this.send();
+  }
+
+  socketReady(): void {
+    if (!this.finished) this.send();
+  }
+
+  private readonly abort = (err?: Error): void => {
+    if (this.finished) return;
+    this.aborted = true;
+    const reason = err ?? codedError("Request aborted", "UND_ERR_ABORTED", "RequestAbortedError");
+    this.fail(reason);
+  };
+
+  private send(): void {
+    const socket = this.socket!;
+    const raw = socket.raw;
+    const { method, path, headers, body } = this.request;
+    // As undici: a HEAD response's framing cannot be trusted for reuse, so its socket closes.
+    if (method === "HEAD") this.keepAlive = false;
+    let head = `${method} ${path} HTTP/1.1\r\nhost: ${this.pool.host}\r\nconnection: ${method === "HEAD" ? "close" : "keep-alive"}\r\n`;
+    let declaredLength = -1;
+    for (let i = 0; i < headers.length; i += 2) {
+      const name = headers[i]!;
+      const value = headers[i + 1]!;
+      if (name.length === 14 && name.toLowerCase() === "content-length") {
+        declaredLength = Number(value);
+        continue;
+      }
+      if (CONTROL.test(value) || !TOKEN.test(name)) {
+        this.fail(codedError(`invalid ${name} header`, "UND_ERR_INVALID_ARG", "InvalidArgumentError"));
+        return;
+      }
+      head += `${name}: ${value}\r\n`;
+    }
+    const expectsPayload = method === "POST" || method === "PUT" || method === "PATCH" || method === "QUERY";
+    if (body === null) {
+      head += expectsPayload || declaredLength > 0 ? "content-length: 0\r\n\r\n" : "\r\n";
+      raw.write(head, "latin1");
+      this.bodySent = true;
+    } else if (Buffer.isBuffer(body)) {
+      raw.cork();
+      raw.write(`${head}content-length: ${body.length}\r\n\r\n`, "latin1");
+      if (body.length > 0) raw.write(body);
+      raw.uncork();
+      this.bodySent = true;
+    } else {
+      this.sendStream(body, head, declaredLength);
+    }
+  }
+
+  private sendStream(body: Readable, head: string, declaredLength: number): void {
+    const raw = this.socket!.raw;
+    const chunked = declaredLength < 0;
+    raw.write(
+      chunked ? `${head}transfer-encoding: chunked\r\n\r\n` : `${head}content-length: ${declaredLength}\r\n\r\n`,
+      "latin1",
+    );
+    const onData = (chunk: Buffer): void => {
+      if (this.finished || raw.destroyed) return;
+      let ok: boolean;
+      if (chunked) {
+        raw.cork();
+        raw.write(`${chunk.length.toString(16)}\r\n`, "latin1");
+        raw.write(chunk);
+        ok = raw.write("\r\n", "latin1");
+        raw.uncork();
+      } else {
+        ok = raw.write(chunk);
+      }
+      if (!ok) {
+        body.pause();
+        this.bodyPaused = body;
+      }
+    };
+    const onEnd = (): void => {
+      cleanup();
+      if (this.finished || raw.destroyed) return;
+      if (chunked) raw.write("0\r\n\r\n", "latin1");
+      this.bodySent = true;
+      if (this.phase === Phase.Done) this.done();
+    };
+    const onError = (err: Error): void => {
+      cleanup();
+      this.fail(err);
+    };
+    const cleanup = (): void => {
+      body.off("data", onData);
+      body.off("end", onEnd);
+      body.off("error", onError);
+      this.bodyPaused = undefined;
+    };
+    body.on("data", onData);
+    body.on("end", onEnd);
+    body.on("error", onError);
+    this.stopBody = cleanup;
+  }
+
+  private bodyPaused: Readable | undefined;
+  private stopBody: (() => void) | undefined;
+
+  drained(): void {
+    const body = this.bodyPaused;
+    this.bodyPaused = undefined;
+    body?.resume();
+  }
+
+  read(chunk: Buffer): void {
+    this.gotBytes = true;
+    if (this.phase === Phase.Head) {
+      const buffered: Buffer = this.head === undefined ? chunk : Buffer.concat([this.head, chunk]);
+      const end = buffered.indexOf(CRLF2);
+      if (end === -1) {
+        if (buffered.length > MAX_RESPONSE_HEAD_BYTES) {
+          this.fail(codedError("Headers Overflow", "UND_ERR_HEADERS_OVERFLOW", "HeadersOverflowError"));
+          return;
+        }
+        this.head = buffered;
+        return;
+      }
+      this.head = undefined;
+      const rest = buffered.subarray(end + 4);
+      const socket = this.socket;
+      if (!this.readHead(buffered.toString("latin1", 0, end))) return;
+      if (rest.length === 0) return;
+      if ((this.phase as Phase) !== Phase.Done) this.read(rest);
+      // Bytes past a body-less response: the connection's state is unknown, no reuse.
+      else socket?.destroy();
+      return;
+    }
+    if (this.phase === Phase.Body) this.readBody(chunk);
+  }
+
+  /** False when the head was informational (the next head is awaited) or bad. */
+  private readHead(text: string): boolean {
+    const lines = text.split("\r\n");
+    const status = STATUS_LINE.exec(lines[0]!);
+    if (status === null) {
+      this.fail(codedError("invalid response status line", "HPE_INVALID_CONSTANT", "HTTPParserError"));
+      return false;
+    }
+    const code = Number(status[2]);
+    const rawHeaders: string[] = [];
+    let contentLength = -1;
+    let chunked = false;
+    let hasTransferEncoding = false;
+    let close = status[1] === "0";
+    for (let i = 1; i < lines.length; i++) {
+      const line = lines[i]!;
+      const colon = line.indexOf(":");
+      const name = colon > 0 ? line.slice(0, colon) : "";
+      if (colon <= 0 || !TOKEN.test(name) || CONTROL.test(line)) {
+        this.fail(codedError("invalid response header", "HPE_INVALID_HEADER_TOKEN", "HTTPParserError"));
+        return false;
+      }
+      const value = line.slice(colon + 1).trim();
+      const lower = name.length === 10 || name.length === 14 || name.length === 17 ? name.toLowerCase() : "";
+      if (lower === "content-length") {
+        const n = /^[0-9]{1,15}$/.test(value) ? Number(value) : -2;
+        if (n === -2 || (contentLength !== -1 && contentLength !== n)) {
+          this.fail(codedError("invalid content-length", "HPE_UNEXPECTED_CONTENT_LENGTH", "HTTPParserError"));
+          return false;
+        }
+        contentLength = n;
+      } else if (lower === "transfer-encoding") {
+        hasTransferEncoding = true;
+        chunked = /(?:^|,)\s*chunked\s*$/i.test(value);
+      } else if (lower === "connection") {
+        if (/(?:^|,)\s*close\s*(?:,|$)/i.test(value)) close = true;
+      } else if (name.length === 10 && name.toLowerCase() === "keep-alive") {
+        const hint = KEEP_ALIVE_TIMEOUT.exec(value);
+        if (hint) this.keepAliveMs = Math.max(0, Number(hint[1]) * 1000 - KEEP_ALIVE_MARGIN_MS);
+      }
+      rawHeaders.push(name, value);
+    }
+    if (code < 200) {
+      // 100 Continue, 103 Early Hints: the final head follows.
+      if (code === 101) {
+        this.fail(codedError("unexpected upgrade", "UND_ERR_SOCKET", "SocketError"));
+        return false;
+      }
+      return true;
+    }
+    if (hasTransferEncoding && contentLength !== -1) {
+      this.fail(
+        codedError("content-length with transfer-encoding", "HPE_UNEXPECTED_CONTENT_LENGTH", "HTTPParserError"),
+      );
+      return false;
+    }
+    if (close) this.keepAlive = false;
+    const noBody = this.request.method === "HEAD" || code === 204 || code === 304;
+    if (noBody) this.body = Body.None;
+    else if (hasTransferEncoding) this.body = chunked ? Body.Chunked : Body.UntilClose;
+    else if (contentLength >= 0) this.body = contentLength === 0 ? Body.None : Body.Length;
+    else this.body = Body.UntilClose;
+    if (this.body === Body.UntilClose) this.keepAlive = false;
+    this.remaining = contentLength;
+    this.phase = Phase.Body;
+    this.socket!.raw.setTimeout(this.pool.timeouts.bodyTimeout);
+    const go = this.handler.onHeaders(code, rawHeaders, this.resume, status[3] ?? "");
+    if (this.finished) return false;
+    if (!go) this.pause();
+    if (this.body === Body.None) this.complete();
+    return true;
+  }
+
+  private readonly resume = (): void => {
+    if (!this.paused) return;
+    this.paused = false;
+    const raw = this.socket?.raw;
+    if (raw && !raw.destroyed) {
+      raw.resume();
+      raw.setTimeout(this.pool.timeouts.bodyTimeout);
+    }
+  };
+
+  private pause(): void {
+    if (this.paused) return;
+    this.paused = true;
+    this.socket?.raw.pause();
+  }
+
+  private emit(piece: Buffer): void {
+    if (piece.length === 0 || this.finished) return;
+    if (!this.handler.onData(piece)) this.pause();
+  }
+
+  private readBody(chunk: Buffer): void {
+    switch (this.body) {
+      case Body.Length: {
+        const take = Math.min(this.remaining, chunk.length);
+        this.remaining -= take;
+        this.emit(take === chunk.length ? chunk : chunk.subarray(0, take));
+        if (this.remaining === 0) {
+          if (take < chunk.length) this.keepAlive = false;
+          this.complete();
+        }
+        return;
+      }
+      case Body.UntilClose:
+        this.emit(chunk);
+        return;
+      case Body.Chunked:
+        this.readChunked(chunk);
+        return;
+      default:
+        this.keepAlive = false;
+    }
+  }
+
+  private readChunked(chunk: Buffer): void {
+    let i = 0;
+    const length = chunk.length;
+    while (i < length && this.phase === Phase.Body && !this.finished) {
+      if (this.chunk === Chunk.Data) {
+        const take = Math.min(this.remaining, length - i);
+        const piece = chunk.subarray(i, i + take);
+        i += take;
+        this.remaining -= take;
+        if (this.remaining === 0) this.chunk = Chunk.DataEnd;
+        this.emit(piece);
+        continue;
+      }
+      // Size, the CRLF after data, and trailer lines are read a line at a time.
+      const lf = chunk.indexOf(0x0a, i);
+      const end = lf === -1 ? length : lf;
+      this.line += chunk.toString("latin1", i, end);
+      if (this.line.length > MAX_RESPONSE_HEAD_BYTES) {
+        this.fail(codedError("chunk line too long", "HPE_CHUNK_EXTENSIONS_OVERFLOW", "HTTPParserError"));
+        return;
+      }
+      if (lf === -1) return;
+      i = lf + 1;
+      const line = this.line.endsWith("\r") ? this.line.slice(0, -1) : this.line;
+      this.line = "";
+      if (this.chunk === Chunk.DataEnd) {
+        if (line !== "") {
+          this.fail(codedError("invalid chunk end", "HPE_STRICT", "HTTPParserError"));
+          return;
+        }
+        this.chunk = Chunk.Size;
+      } else if (this.chunk === Chunk.Size) {
+        const semicolon = line.indexOf(";");
+        const hex = (semicolon === -1 ? line : line.slice(0, semicolon)).trim();
+        if (!/^[0-9a-fA-F]{1,12}$/.test(hex)) {
+          this.fail(codedError("invalid chunk size", "HPE_INVALID_CHUNK_SIZE", "HTTPParserError"));
+          return;
+        }
+        const size = Number.parseInt(hex, 16);
+        if (size === 0) this.chunk = Chunk.Trailer;
+        else {
+          this.remaining = size;
+          this.chunk = Chunk.Data;
+        }
+      } else if (line === "") {
+        if (i < length) this.keepAlive = false;
+        this.complete();
+        return;
+      }
+    }
+  }
+
+  private complete(): void {
+    if (this.finished) return;
+    this.phase = Phase.Done;
+    this.finished = true;
+    if (this.paused) {
+      // Paused for a slow client on the last bytes: nothing more comes on this response.
+      this.paused = false;
+      this.socket?.raw.resume();
+    }
+    this.handler.onComplete(null);
+    if (this.bodySent) this.done();
+    // else: the request body is still going up; the socket is released (or closed) once it is sent.
+  }
+
+  /** The exchange is over: the socket goes back to the pool or is closed. */
+  private done(): void {
+    const socket = this.socket;
+    this.socket = undefined;
+    if (socket === undefined || socket.request !== this) return;
+    socket.request = undefined;
+    if (this.keepAlive && !this.paused && socket.usable()) this.pool.release(socket, this.keepAliveMs);
+    else socket.destroy();
+  }
+
+  upstreamEnded(): void {
+    if (this.phase === Phase.Body && this.body === Body.UntilClose && !this.finished) {
+      this.keepAlive = false;
+      this.complete();
+    }
+  }
+
+  socketClosed(err: Error | undefined): void {
+    if (this.finished) return;
+    const socket = this.socket;
+    // A kept-alive socket the upstream closed before answering: once more on a fresh one, when
+    // nothing was received and the request can be sent again unchanged.
+    if (
+      socket?.reused &&
+      !this.gotBytes &&
+      !this.retried &&
+      !this.aborted &&
+      (this.request.body === null || Buffer.isBuffer(this.request.body)) &&
+      IDEMPOTENT.has(this.request.method)
+    ) {
+      this.retried = true;
+      this.bodySent = false;
+      this.phase = Phase.Head;
+      this.attach(this.pool.open());
+      return;
+    }
+    this.fail(
+      err
+        ? Object.assign(err, { code: (err as { code?: string }).code ?? "UND_ERR_SOCKET" })
+        : codedError("other side closed", "UND_ERR_SOCKET", "SocketError"),
+    );
+  }
+
+  timedOut(): void {
+    if (this.finished || this.paused) return;
+    if (this.phase === Phase.Head) {
+      this.fail(codedError("Headers Timeout Error", "UND_ERR_HEADERS_TIMEOUT", "HeadersTimeoutError"));
+    } else {
+      this.fail(codedError("Body Timeout Error", "UND_ERR_BODY_TIMEOUT", "BodyTimeoutError"));
+    }
+  }
+
+  private fail(err: Error): void {
+    if (this.finished) return;
+    this.finished = true;
+    this.phase = Phase.Done;
+    this.stopBody?.();
+    const socket = this.socket;
+    this.socket = undefined;
+    if (socket !== undefined) {
+      socket.request = undefined;
+      socket.destroy();
+    }
+    this.handler.onError(err);
+  }
+}
+
+const IDEMPOTENT: ReadonlySet<string> = new Set(["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"]);
