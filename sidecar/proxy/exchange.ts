@@ -361,7 +361,11 @@ export class Exchange implements Dispatcher.DispatchHandler {
   }
 
   private origin(): EventOrigin {
-    return { orgId: this.context.orgId, app: this.context.app, provider: this.upstream.name };
+    return {
+      orgId: this.context.orgId,
+      app: this.context.app,
+      provider: eventProvider(this.upstream, this.observation),
+    };
   }
 
   /** `streaming` events for this stream, when someone wants them (on the head, once per stream). */
@@ -426,4 +430,19 @@ function clientGoneError(): Error {
   const err = new Error("client disconnected");
   err.name = "ClientDisconnectedError";
   return err;
+}
+
+/** The upstream names that say which provider they are (a single `--upstream URL` is "openai"). */
+const PROVIDER_NAMES: ReadonlySet<string> = new Set(["openai", "anthropic"]);
+
+/**
+ * The events' provider: the upstream's name, unless that name is a provider's and the
+ * request was in another provider's format (one `--upstream` serving every path, an
+ * Anthropic `/v1/messages` call through it): then the format's. A custom name ("azure") stays.
+ */
+export function eventProvider(upstream: Upstream, observation: Pick<Observation, "adapter"> | undefined): string {
+  const format = observation?.adapter.name;
+  return format !== undefined && PROVIDER_NAMES.has(upstream.name) && PROVIDER_NAMES.has(format)
+    ? format
+    : upstream.name;
 }

@@ -19,7 +19,7 @@ import type { ProviderAdapter } from "../providers/adapter.js";
 import { DEFAULT_ADAPTERS } from "../providers/defaults.js";
 import type { EventSink } from "./event-sink.js";
 import { DEFAULT_PROXY_SETTINGS, type ProxySettings } from "./settings.js";
-import { Exchange, type ExchangeOptions, type Observation, type ProxyContext } from "./exchange.js";
+import { Exchange, type ExchangeOptions, eventProvider, type Observation, type ProxyContext } from "./exchange.js";
 import { REQUEST_ID_HEADER, type RequestHeaderFacts, upstreamRequestHeaders } from "./headers.js";
 import { createLeanServer, type LeanHandler } from "./lean-server.js";
 import { ProxyMetrics } from "./proxy-metrics.js";
@@ -384,7 +384,11 @@ class ProviderProxy {
       res,
       format: errorFormatFor(request.path),
       requestId: request.requestId,
-      origin: { orgId: this.context.orgId, app: this.context.app, provider: this.table.route(request.path).name },
+      origin: {
+        orgId: this.context.orgId,
+        app: this.context.app,
+        provider: eventProvider(this.table.route(request.path), { adapter }),
+      },
       path: request.path,
       model: body ? adapter.readRequest(request.path, body).model : "",
       latencyMs: performance.now() - request.startedAt,

@@ -206,7 +206,8 @@ describe("Anthropic Messages through the sidecar, with @anthropic-ai/sdk", () =>
     expect(h.mocks.openai!.requests.map((r) => r.url)).toEqual(["/v1/messages", "/v1/chat/completions"]);
     const completions = await waitForPayloads(h.sink, "completion", 2);
     expect(completions.map((c) => c.model)).toEqual(["claude-haiku-4-5", "gpt-4o"]);
-    expect(h.sink.events.every((e) => e.provider === "openai")).toBe(true);
+    // Each call's provider is its format's: the one upstream is "openai" only by default.
+    expect(h.sink.events.map((e) => e.provider)).toEqual(["anthropic", "openai"]);
   });
 
   it("serves several upstreams at once, each request to its own", async () => {
