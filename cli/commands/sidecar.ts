@@ -1,5 +1,18 @@
+import { existsSync } from "node:fs";
 import type { CommandGroup } from "../command.js";
 import { UsageError } from "../command.js";
+
+type SidecarModule = typeof import("../../sidecar/run.js");
+
+/**
+ * The sidecar's code: the one-file bundle the build makes (dist/sidecar/run.bundle.js, see
+ * scripts/build-sidecar.mjs) when it is there, else the modules (running from the sources).
+ */
+async function loadSidecar(): Promise<SidecarModule> {
+  const bundle = new URL("../../sidecar/run.bundle.js", import.meta.url);
+  if (existsSync(bundle)) return (await import(bundle.href)) as SidecarModule;
+  return await import("../../sidecar/run.js");
+}
 
 export const sidecar: CommandGroup = {
   name: "sidecar",
@@ -53,7 +66,7 @@ export const sidecar: CommandGroup = {
         const org = flags.string("org");
         const app = flags.string("app");
         const spool = flags.string("spool");
-        const { runSidecar } = await import("../../sidecar/run.js");
+        const { runSidecar } = await loadSidecar();
         const sc = await runSidecar({
           controlPlane,
           ...(listen ? { listen } : {}),
