@@ -76,7 +76,10 @@ export function adminVerb(spec: AdminVerbSpec): Verb {
         palette: paletteFor(io),
         label,
         print(schema, message, human) {
-          io.out(json ? `${JSON.stringify(toJson(schema, message), null, 2)}\n` : human());
+          // Zero values too (proto3 JSON omits them): a script reads `"replayed": 0`, not a missing key.
+          io.out(
+            json ? `${JSON.stringify(toJson(schema, message, { alwaysEmitImplicit: true }), null, 2)}\n` : human(),
+          );
         },
       };
       await run(ctx, args, flags);

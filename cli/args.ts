@@ -40,8 +40,9 @@ export function parseVerbArgs(argv: readonly string[], verb: Verb, extraFlags: F
       continue;
     }
     const value = t.value;
-    // "--url --secret s": the next flag is not --url's value.
-    if (value === undefined || (!t.inlineValue && value.startsWith("-") && value !== "-")) {
+    // "--url --secret s": the next flag is not --url's value; "--limit -1" is a (bad) value,
+    // left for the flag's own check to name.
+    if (value === undefined || (!t.inlineValue && value.startsWith("-") && !/^-(\d|$)/.test(value))) {
       throw new UsageError(`${t.rawName} needs a value${def.value ? ` (${def.value})` : ""}`);
     }
     if (def.multiple) {

@@ -4,7 +4,7 @@ import type { EventType } from "../gen/aigw/v1/events_pb.js";
 import { eventTypeName } from "../common/event-types.js";
 import type { FlagDefs, Flags } from "./command.js";
 import { fields } from "./render.js";
-import { commaList, parseCount } from "./values.js";
+import { commaList, parseCount, parseSeverities } from "./values.js";
 
 // Event filters, as flags: shared by `endpoints` (per endpoint) and `subscription` (global).
 
@@ -26,6 +26,11 @@ export function hasFilterFlags(flags: Flags): boolean {
   return Object.keys(FILTER_FLAGS).some((f) => flags.has(f));
 }
 
+/** Checks the filter flags' values, so a typo is a usage error before any request is made. */
+export function checkFilterFlags(flags: Flags): void {
+  filtersFromFlags(flags);
+}
+
 /** The filter flags over `base` (the current filters); undefined when none is given. */
 export function filtersFromFlags(
   flags: Flags,
@@ -39,7 +44,7 @@ export function filtersFromFlags(
     completionModels: models !== undefined ? commaList(models) : [...(base?.completionModels ?? [])],
     completionMinTokens:
       minTokens !== undefined ? parseCount("--min-tokens", minTokens, 0) : (base?.completionMinTokens ?? 0),
-    errorSeverities: severity !== undefined ? commaList(severity) : [...(base?.errorSeverities ?? [])],
+    errorSeverities: severity !== undefined ? parseSeverities(severity) : [...(base?.errorSeverities ?? [])],
   };
 }
 

@@ -44,7 +44,7 @@ export const budgets: CommandGroup = {
         const res = await ctx.client.setBudget({
           budget: {
             orgId,
-            limitType: flags.require("limit-type"),
+            limitType: limitType(flags.require("limit-type")),
             budgetLimit: parseUsd("--limit", flags.require("limit")),
             thresholds: thresholds === undefined ? [] : parseThresholds(thresholds),
             enforce: flags.bool("enforce"),
@@ -64,13 +64,19 @@ export const budgets: CommandGroup = {
       args: ORG,
       flags: { "limit-type": LIMIT_TYPE },
       async run(ctx, [orgId = ""], flags) {
-        const limitType = flags.require("limit-type");
-        const res = await ctx.client.deleteBudget({ orgId, limitType });
-        ctx.print(AdminService.method.deleteBudget.output, res, () => `deleted ${limitType} budget of org ${orgId}\n`);
+        const type = limitType(flags.require("limit-type"));
+        const res = await ctx.client.deleteBudget({ orgId, limitType: type });
+        ctx.print(AdminService.method.deleteBudget.output, res, () => `deleted ${type} budget of org ${orgId}\n`);
       },
     }),
   ],
 };
+
+function limitType(text: string): string {
+  if (text !== "daily" && text !== "monthly")
+    throw new UsageError(`--limit-type: must be daily or monthly, got "${text}"`);
+  return text;
+}
 
 function parseThresholds(text: string): number[] {
   return text.split(",").map((part) => {

@@ -1,6 +1,8 @@
 import { parseDuration } from "../../common/duration.js";
+import { checkStorageUrl } from "../../control-plane/config/checks.js";
 import type { CommandGroup } from "../command.js";
 import { UsageError } from "../command.js";
+import { checkHostPort } from "../values.js";
 
 export const controlPlane: CommandGroup = {
   name: "control-plane",
@@ -47,6 +49,12 @@ export const controlPlane: CommandGroup = {
         const store = flags.string("store");
         const grpc = flags.string("grpc");
         const http = flags.string("http");
+        if (store !== undefined) {
+          const problem = checkStorageUrl(store);
+          if (problem !== undefined) throw new UsageError(`--store: ${problem}`); // the URL is not echoed: it may hold a password
+        }
+        if (grpc !== undefined) checkHostPort(grpc, "--grpc");
+        if (http !== undefined) checkHostPort(http, "--http");
         const drain = flags.string("drain-timeout");
         let drainTimeoutMs: number | undefined;
         try {

@@ -16,6 +16,7 @@ import { type AdminContext, adminVerb } from "../admin.js";
 import { type CommandGroup, type Flags, UsageError } from "../command.js";
 import { count, fields, oneLine, type Palette, prettyJson, table, timeText } from "../render.js";
 import { commaList, parseCount } from "../values.js";
+import { DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE } from "../../control-plane/store/page-token.js";
 
 const STATUS_NAMES: Record<string, DeliveryStatus> = {
   pending: DeliveryStatus.PENDING,
@@ -41,7 +42,11 @@ export const deliveries: CommandGroup = {
         },
         event: { type: "string", value: "ID", help: "of this event only" },
         org: { type: "string", value: "ORG", help: "to this org's endpoints only" },
-        limit: { type: "string", value: "N", help: "at most N (a page)" },
+        limit: {
+          type: "string",
+          value: "N",
+          help: `at most N (a page; default ${DEFAULT_PAGE_SIZE}, at most ${MAX_PAGE_SIZE})`,
+        },
         "page-token": { type: "string", value: "T", help: "the next page, from a previous list" },
       },
       async run(ctx, _args, flags) {
@@ -61,7 +66,7 @@ export const deliveries: CommandGroup = {
         const org = flags.string("org");
         if (org !== undefined) req.orgId = org;
         const limit = flags.string("limit");
-        if (limit !== undefined) req.pageSize = parseCount("--limit", limit, 1);
+        if (limit !== undefined) req.pageSize = parseCount("--limit", limit, 1, MAX_PAGE_SIZE);
         const pageToken = flags.string("page-token");
         if (pageToken !== undefined) req.pageToken = pageToken;
         const res = await ctx.client.listDeliveries(req);
@@ -102,7 +107,11 @@ export const deliveries: CommandGroup = {
       name: "replay",
       summary: "send deliveries again as new ones: one by ID, or those that failed in a time window",
       args: [{ name: "ID", optional: true }],
-      synopsis: ["ID", "--since D|TIME [--until D|TIME] [--endpoint E] [--status failed,dead_lettered]"],
+      synopsis: [
+        "ID",
+        "--since D|TIME [--until D|TIME] [--endpoint E] [--status failed,dead_lettered]",
+        "--dead-lettered [--endpoint E]",
+      ],
       details:
         "A window replays the failed and dead-lettered deliveries that finished in it (--status\n" +
         "narrows that), in batches that never hold up deliveries. D is a duration back from now\n" +

@@ -2,7 +2,14 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 import { AdminService, type Endpoint, type EndpointSchema } from "../../gen/aigw/v1/admin_pb.js";
 import { adminVerb } from "../admin.js";
 import { type CommandGroup, type FlagDefs, UsageError } from "../command.js";
-import { eventTypesText, FILTER_FLAGS, filtersFromFlags, filtersText, hasFilterFlags } from "../filters.js";
+import {
+  checkFilterFlags,
+  eventTypesText,
+  FILTER_FLAGS,
+  filtersFromFlags,
+  filtersText,
+  hasFilterFlags,
+} from "../filters.js";
 import { count, fields, table, timeText } from "../render.js";
 import { parseEventTypes } from "../values.js";
 
@@ -138,6 +145,7 @@ export const endpoints: CommandGroup = {
         const events = flags.string("events");
         const eventTypes = events === undefined ? undefined : parseEventTypes(events);
         if (hasFilterFlags(flags)) {
+          checkFilterFlags(flags);
           // The API replaces filters whole; the flags change only what they name.
           const current = (await ctx.client.getEndpoint({ name })).endpoint?.filters;
           endpoint.filters = filtersFromFlags(flags, current);

@@ -23,7 +23,7 @@ export const keys: CommandGroup = {
         "overlap-seconds": {
           type: "string",
           value: "N",
-          help: "how long the previous keys keep signing (default: the control plane's)",
+          help: "how long the previous keys keep signing (default 86400, at most 2592000: 30 days)",
         },
       },
       async run(ctx, [endpoint = ""], flags) {

@@ -1,6 +1,8 @@
 import { existsSync } from "node:fs";
 import type { CommandGroup } from "../command.js";
 import { UsageError } from "../command.js";
+import { isTestEvent } from "../../common/event-types.js";
+import { checkHostPort } from "../values.js";
 
 type SidecarModule = typeof import("../../sidecar/run.js");
 
@@ -63,8 +65,14 @@ export const sidecar: CommandGroup = {
         const token = flags.string("token") ?? io.env.AIGW_SIDECAR_TOKEN;
         const listen = flags.string("listen");
         const adminListen = flags.string("admin-listen");
+        if (listen !== undefined) checkHostPort(listen, "--listen");
+        if (adminListen !== undefined) checkHostPort(adminListen, "--admin-listen");
         const org = flags.string("org");
         const app = flags.string("app");
+        if (app !== undefined && isTestEvent({ app }))
+          throw new UsageError(
+            `--app: "${app}" is the app of test events (aigw endpoints send-test); choose another name`,
+          );
         const spool = flags.string("spool");
         const { runSidecar } = await loadSidecar();
         const sc = await runSidecar({

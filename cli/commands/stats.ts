@@ -38,7 +38,8 @@ function statsText(res: GetStatsResponse, windowSeconds: number, p: Palette): st
             String(s.failed),
             String(s.deadLettered),
             String(s.pending),
-            `${(s.successRate * 100).toFixed(1)}%`,
+            // Nothing finished in the window: no rate yet (the API's success_rate is then 1).
+            s.delivered + s.failed + s.deadLettered === 0n ? "-" : `${(s.successRate * 100).toFixed(1)}%`,
             `${s.latencyP50Ms} ms`,
             `${s.latencyP99Ms} ms`,
             s.circuitOpen ? "open" : "closed",

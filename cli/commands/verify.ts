@@ -1,6 +1,8 @@
 import { readFileSync } from "node:fs";
 import { DEFAULT_TIMESTAMP_TOLERANCE_MS, verifyWebhookDetails, WebhookVerificationError } from "../../common/verify.js";
 import { loadConfigFile } from "../../control-plane/config/load.js";
+import { TIMESTAMP_TOLERANCE_MS } from "../../control-plane/config/sections.js";
+import { signingSecretProblem } from "../../control-plane/security/signing-secret.js";
 import { type CommandGroup, type Flags, UsageError } from "../command.js";
 
 export const verify: CommandGroup = {
@@ -133,15 +135,26 @@ function readInput(flags: Flags, env: Record<string, string | undefined>): Verif
     }
     secrets.push(endpoint.secret);
   }
-  if (secrets.length === 0 && env.WEBHOOK_SECRET) secrets.push(env.WEBHOOK_SECRET);
+  const fromEnv = secrets.length === 0 && env.WEBHOOK_SECRET !== undefined && env.WEBHOOK_SECRET !== "";
+  if (fromEnv) secrets.push(env.WEBHOOK_SECRET ?? "");
   if (secrets.length === 0)
     throw new UsageError("--secret S (or WEBHOOK_SECRET, or --config with --endpoint) is required");
+  // A secret aigw would refuse cannot be an endpoint's: say so rather than "no signature matches".
+  for (const secret of secrets) {
+    const problem = signingSecretProblem(secret);
+    if (problem)
+      throw new UsageError(`${fromEnv ? "WEBHOOK_SECRET" : "--secret"}: ${problem.code}: ${problem.message}`);
+  }
 
   let toleranceMs = config?.security.timestampToleranceMs ?? DEFAULT_TIMESTAMP_TOLERANCE_MS;
   if (values["tolerance-ms"] !== undefined) {
-    toleranceMs = Number(values["tolerance-ms"]);
-    if (!Number.isInteger(toleranceMs) || toleranceMs < 0) {
-      throw new UsageError(`--tolerance-ms: "${values["tolerance-ms"]}" is not a whole number of milliseconds`);
+    const text = values["tolerance-ms"];
+    toleranceMs = /^\d+$/.test(text) ? Number(text) : Number.NaN;
+    const { min, max } = TIMESTAMP_TOLERANCE_MS;
+    if (!(toleranceMs >= min && toleranceMs <= max)) {
+      throw new UsageError(
+        `--tolerance-ms: must be a whole number of milliseconds from ${min} to ${max} (a day), as security.timestamp_tolerance_ms, got "${text}"`,
+      );
     }
   }
   let now = Date.now();

@@ -79,6 +79,7 @@ import {
 } from "../../gen/aigw/v1/admin_pb.js";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { REPLAY_STEP_MAX, type ReplayableStatus, type ReplayWindow } from "../store/delivery-queue.js";
+import { DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE } from "../store/page-token.js";
 import { type Event, EventType } from "../../gen/aigw/v1/events_pb.js";
 import { eventTypeName } from "../../common/event-types.js";
 import type { Logger } from "../../common/logger.js";
@@ -96,7 +97,7 @@ import { invalidArgument, rpcError } from "../../common/rpc-errors.js";
 import { type ErrorCode, errorCodeOf } from "../../common/errors.js";
 import { isStoreUnavailable } from "../store/unavailable.js";
 import { DestinationPolicy } from "../security/destination-policy.js";
-import { generateSigningSecret, signingSecretProblem } from "../security/signing-secret.js";
+import { generateSigningSecret, keyOverlapProblem, signingSecretProblem } from "../security/signing-secret.js";
 import { checkEndpointName, firstUnknownEventType } from "./endpoint-validation.js";
 import { failoverChainProblem } from "../config/failover-chain.js";
 import { deliveryMessage, deliveryStatusRecord, endpointMessage, endpointStatsMessage } from "./mapping.js";
@@ -146,8 +147,6 @@ export const UPDATABLE_ENDPOINT_FIELDS = [
 ] as const;
 type UpdatableField = (typeof UPDATABLE_ENDPOINT_FIELDS)[number];
 
-export const DEFAULT_PAGE_SIZE = 100;
-export const MAX_PAGE_SIZE = 1000;
 export const DEFAULT_KEY_OVERLAP_SECONDS = 24 * 60 * 60;
 export const DEFAULT_STATS_WINDOW_SECONDS = 3600;
 /**
@@ -317,6 +316,7 @@ export class AdminServiceImpl implements ServiceImpl<typeof AdminService> {
         );
       }
       if (req.secret !== "") invalidIf(signingSecretProblem(req.secret), "secret");
+      invalidIf(keyOverlapProblem(req.overlapSeconds), "overlap_seconds");
       const secret = req.secret !== "" ? req.secret : generateSigningSecret();
       const overlapSeconds = req.overlapSeconds === 0 ? DEFAULT_KEY_OVERLAP_SECONDS : req.overlapSeconds;
       const previousExpireAt = this.now() + overlapSeconds * 1000;

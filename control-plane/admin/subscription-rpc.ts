@@ -17,7 +17,7 @@ import { filtersFromMessage, filtersMessage } from "../routing/filters.js";
 import type { SubscriptionControl, SubscriptionSettings } from "../routing/subscription.js";
 import type { EndpointFilters, Store } from "../store/store.js";
 import { invalidArgument } from "../../common/rpc-errors.js";
-import { signingSecretProblem } from "../security/signing-secret.js";
+import { keyOverlapProblem, signingSecretProblem } from "../security/signing-secret.js";
 import { firstUnknownEventType } from "./endpoint-validation.js";
 
 // The Admin API's filter, subscription and org-key parts, kept out of
@@ -74,6 +74,8 @@ export async function rotateOrgSigningKey(
     const problem = signingSecretProblem(req.secret);
     if (problem !== undefined) throw invalidArgument("secret", problem.message, problem.code);
   }
+  const overlapProblem = keyOverlapProblem(req.overlapSeconds);
+  if (overlapProblem !== undefined) invalid("overlap_seconds", overlapProblem);
   const secret = req.secret !== "" ? req.secret : options.newSecret();
   const overlapSeconds = req.overlapSeconds === 0 ? options.defaultOverlapSeconds : req.overlapSeconds;
   const previousExpireAt = options.now + overlapSeconds * 1000;

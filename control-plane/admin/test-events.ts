@@ -4,9 +4,7 @@ import { type Event, EventSchema, EventType } from "../../gen/aigw/v1/events_pb.
 import { newEventId, newRequestId } from "../../common/ids.js";
 import type { ModelPrice } from "../config/types.js";
 
-/** Who test events come from, so receivers can tell them from real traffic. */
-export const TEST_EVENT_ORG = "test";
-export const TEST_EVENT_APP = "aigw-test";
+import { TEST_EVENT_APP, TEST_EVENT_ORG } from "../../common/event-types.js";
 
 const MODEL = "gpt-4";
 

@@ -7,6 +7,9 @@ import type { AuthConfig, DeliveryConfig, RetryConfig, SecurityConfig, StorageCo
 const HOUR_MS = 3_600_000;
 const DAY_MS = 24 * HOUR_MS;
 
+/** security.timestamp_tolerance_ms, and `aigw verify --tolerance-ms`: whole seconds, at most a day. */
+export const TIMESTAMP_TOLERANCE_MS = { min: 1000, max: DAY_MS } as const;
+
 function milliseconds(min: number, max: number, hint?: string): NumberRule {
   return { integer: true, min, max, expected: "a whole number of milliseconds", ...(hint ? { hint } : {}) };
 }
@@ -107,7 +110,11 @@ export function readSecurity(r: ConfigReader, field: Field | undefined, defaults
     timestampToleranceMs:
       r.number(
         keys.get("timestamp_tolerance_ms"),
-        milliseconds(1000, DAY_MS, "(webhook-timestamp is in whole seconds; 300000 is the usual 5 minutes)"),
+        milliseconds(
+          TIMESTAMP_TOLERANCE_MS.min,
+          TIMESTAMP_TOLERANCE_MS.max,
+          "(webhook-timestamp is in whole seconds; 300000 is the usual 5 minutes)",
+        ),
       ) ?? defaults.timestampToleranceMs,
     requireHttps: r.boolean(keys.get("require_https")) ?? defaults.requireHttps,
     allowedNetworks,
@@ -139,7 +146,7 @@ export function readDelivery(r: ConfigReader, field: Field | undefined, defaults
   return {
     timeoutMs: r.number(keys.get("timeout_ms"), milliseconds(100, 10 * 60_000, "(10 minutes)")) ?? defaults.timeoutMs,
     concurrentDeliveries,
-    queueSize: r.number(keys.get("queue_size"), count("events", 10_000_000)) ?? defaults.queueSize,
+    queueSize: r.number(keys.get("queue_size"), count("pending deliveries", 10_000_000)) ?? defaults.queueSize,
     retentionHours:
       r.number(keys.get("retention_hours"), count("hours", 87_600, "(10 years)")) ?? defaults.retentionHours,
     perEndpointConcurrency:

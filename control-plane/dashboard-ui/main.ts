@@ -388,8 +388,8 @@ document.addEventListener("click", (ev) => {
       if (action === "resume")
         return `resumed ${name}: ${(await admin.resumeEndpoint({ name })).releasedDeliveries} deliveries released`;
       if (action === "disable") {
-        await admin.disableEndpoint({ name, reason: "disabled from the dashboard" });
-        return `disabled ${name}`;
+        const r = await admin.disableEndpoint({ name, reason: "disabled from the dashboard" });
+        return `disabled ${name}: ${r.failedDeliveries} pending deliveries fail without an attempt`;
       }
       await admin.enableEndpoint({ name });
       return `enabled ${name}`;
@@ -462,7 +462,7 @@ function markWindow(): void {
 async function showScope(): Promise<void> {
   const me = await admin.whoAmI({});
   operator = me.orgId === "";
-  $("#scope").textContent = operator ? "operator: every org" : `org ${me.orgId}`;
+  $("#scope").textContent = operator ? "operator: every org" : `scoped to org ${me.orgId}`;
   $("#charts-note").textContent = operator
     ? ""
     : `Charts show org ${me.orgId}'s events, and deliveries to its own endpoints.`;

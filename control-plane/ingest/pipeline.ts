@@ -1,4 +1,4 @@
-import { eventTypeName, eventTypeOfCase, isOperatorEventType } from "../../common/event-types.js";
+import { eventTypeName, eventTypeOfCase, isOperatorEventType, isTestEvent } from "../../common/event-types.js";
 import type { Event } from "../../gen/aigw/v1/events_pb.js";
 import { EVENT_ID_PATTERN } from "../../common/ids.js";
 import type { Logger } from "../../common/logger.js";
@@ -98,13 +98,20 @@ export class IngestPipeline {
     if (events.length === 0) return { stored: [], duplicates: 0, deliveries: 0, endpoints: [] };
     const { store, prices, ledger, publish, metrics } = this.deps;
     for (const event of events) prices.priceEvent(event);
-    const result = await store.ingest(events, route, accounting);
+    // The lanes wake as soon as the deliveries are committed, before the flush that makes
+    // them durable (SQLite), which is most of an ingest's time.
+    let woken = false;
+    const wake = (endpoints: readonly string[]) => {
+      woken = true;
+      if (endpoints.length > 0) this.deps.wake(endpoints);
+    };
+    const result = await store.ingest(events, route, accounting, wake);
     metrics.eventsStored += result.stored.length;
     if (this.deps.traffic) countTraffic(this.deps.traffic, result);
     metrics.eventsDuplicate += result.duplicates;
     ledger.observe(result);
     publish?.(storedAndGenerated(result));
-    if (result.endpoints.length > 0) this.deps.wake(result.endpoints);
+    if (!woken && result.endpoints.length > 0) this.deps.wake(result.endpoints);
     return result;
   }
 }
@@ -144,7 +151,7 @@ export function storedAndGenerated(result: IngestResult): StoredEvent[] {
 function countTraffic(traffic: TrafficMetrics, result: IngestResult): void {
   for (const { event } of storedAndGenerated(result)) {
     traffic.events.add([eventTypeName(eventTypeOfCase(event.payload.case)) ?? "unknown"]);
-    if (event.payload.case === "completion") {
+    if (event.payload.case === "completion" && !isTestEvent(event)) {
       const c = event.payload.value;
       traffic.tokens.add([c.model || "(unknown)", event.orgId], c.tokensUsed);
       traffic.cost.add([c.model || "(unknown)", event.orgId], c.costUsd);

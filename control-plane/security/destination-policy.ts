@@ -239,6 +239,8 @@ export class DestinationPolicy {
       return invalid("must not contain credentials (user:password@); receivers authenticate deliveries by signature");
     }
     if (url.hash !== "") return invalid("must not contain a #fragment (it is never sent); remove it");
+    // The parser takes :0 (and keeps it), but nothing can be dialled there.
+    if (url.port === "0") return invalid("has port 0, where nothing can be reached; give the receiver's port");
     return this.hostProblem(url.hostname);
   }
 

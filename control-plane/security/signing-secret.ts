@@ -57,3 +57,15 @@ export function signingSecretProblem(secret: string): SecretProblem | undefined 
 export function generateSigningSecret(): string {
   return SECRET_PREFIX + randomBytes(GENERATED_SECRET_BYTES).toString("base64");
 }
+
+/**
+ * The longest a rotated-out key keeps signing: long enough for every receiver to take the
+ * new secret, short enough that a leaked secret does not stay valid for years.
+ */
+export const MAX_KEY_OVERLAP_SECONDS = 30 * 24 * 60 * 60;
+
+/** What is wrong with a rotation's overlap (0 asks for the default), or undefined. */
+export function keyOverlapProblem(seconds: number): string | undefined {
+  if (seconds <= MAX_KEY_OVERLAP_SECONDS) return undefined;
+  return `must be at most ${MAX_KEY_OVERLAP_SECONDS} (30 days), got ${seconds}; 0 for the default of 24 hours`;
+}

@@ -15,11 +15,18 @@ export interface EventStore {
    * spend per (limit type, period), records every budget threshold reached for the first
    * time in that period, and stores a budget event for it (routed with `route`), returned
    * in `generated`. A duplicate is never counted twice; see control-plane/budgets.
+   *
+   * `onCommitted` gets the endpoints of the new deliveries as soon as the transaction has
+   * committed, which may be before it is durable (SQLite: before the WAL's flush): the
+   * deliveries can be claimed then, since a crash before the flush loses nothing a sidecar
+   * was told is stored (its events come again and go out again: at-least-once). It is
+   * called at most once; an exception from it is ignored (the events are stored either way).
    */
   ingest(
     events: readonly Event[],
     route: (event: Event) => readonly string[],
     accounting?: SpendAccounting,
+    onCommitted?: (endpoints: readonly string[]) => void,
   ): Promise<IngestResult>;
   /**
    * Stored events after `after` (a cursor; undefined: from the first), at most `limit`, in
@@ -115,3 +122,15 @@ export interface DeliverySource {
 
 /** The feed and the delivery queue both order by it; stored events after this many are one page. */
 export const FEED_PAGE_MAX = 10_000;
+
+/** Calls an ingest's onCommitted callback, which must not fail the ingest. */
+export function committed(
+  callback: ((endpoints: readonly string[]) => void) | undefined,
+  endpoints: readonly string[],
+): void {
+  try {
+    callback?.(endpoints);
+  } catch {
+    // The caller's business (waking lanes); the events are stored either way.
+  }
+}

@@ -4,6 +4,10 @@
  */
 const PREFIX = "p1:";
 
+/** A page of a list RPC: page_size 0 asks for DEFAULT_PAGE_SIZE, more than MAX_PAGE_SIZE is refused. */
+export const DEFAULT_PAGE_SIZE = 100;
+export const MAX_PAGE_SIZE = 1000;
+
 export function encodePageToken(position: number): string {
   return Buffer.from(PREFIX + position, "utf8").toString("base64url");
 }

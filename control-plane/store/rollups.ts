@@ -1,4 +1,5 @@
 import type { Event } from "../../gen/aigw/v1/events_pb.js";
+import { isTestEvent } from "../../common/event-types.js";
 import { eventColumns } from "./events.js";
 
 /**
@@ -146,6 +147,8 @@ export class RollupBatch {
   event(event: Event, now: number): void {
     const columns = eventColumns(event);
     const completion = event.payload.case === "completion" ? event.payload.value : undefined;
+    // A test event counts as an event, but its example usage is nobody's tokens or cost.
+    const usage = completion && !isTestEvent(event) ? completion : undefined;
     this.#add(
       "event",
       now,
@@ -157,8 +160,8 @@ export class RollupBatch {
         outcome: "",
         bin: 0,
       },
-      completion?.tokensUsed ?? 0,
-      completion && Number.isFinite(completion.costUsd) ? completion.costUsd : 0,
+      usage?.tokensUsed ?? 0,
+      usage && Number.isFinite(usage.costUsd) ? usage.costUsd : 0,
     );
   }
 

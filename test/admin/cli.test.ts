@@ -95,8 +95,14 @@ describe("aigw admin verbs against a real Admin API server", () => {
       enabled: true,
       eventTypes: ["EVENT_TYPE_COMPLETION", "EVENT_TYPE_ERROR"],
       signingKeyCount: 1,
+      // Zero values are printed too, not left out as proto3 JSON would.
+      paused: false,
+      failoverTo: "",
+      orgId: "",
+      apps: [],
     });
-    expect(parsed.endpoints[0]).not.toHaveProperty("secret");
+    // A listed endpoint never carries its secret (the field is there, empty).
+    expect(parsed.endpoints[0]?.secret ?? "").toBe("");
 
     const updated = await aigw(["endpoints", "update", "primary", "--enabled", "false", "--events", "streaming"]);
     expect(updated.code).toBe(0);
@@ -181,7 +187,7 @@ describe("aigw admin verbs against a real Admin API server", () => {
       ],
       [
         ["deliveries", "list", "--limit", "ten"],
-        'aigw deliveries list: --limit: must be a whole number ≥ 1, got "ten"',
+        'aigw deliveries list: --limit: must be a whole number from 1 to 1000, got "ten"',
         "aigw deliveries list",
       ],
       [
@@ -189,10 +195,50 @@ describe("aigw admin verbs against a real Admin API server", () => {
         "aigw deliveries replay: missing ID (or --since D, or --dead-lettered)",
         "aigw deliveries replay ID",
       ],
+      [
+        ["deliveries", "list", "--limit", "100000"],
+        'aigw deliveries list: --limit: must be a whole number from 1 to 1000, got "100000"',
+        "aigw deliveries list",
+      ],
+      [
+        ["deliveries", "list", "--limit", "-1"],
+        'aigw deliveries list: --limit: must be a whole number from 1 to 1000, got "-1"',
+        "aigw deliveries list",
+      ],
+      [
+        ["deliveries", "replay", "--since", "1h", "--dead-lettered"],
+        "aigw deliveries replay: --dead-lettered replays every dead letter",
+        "aigw deliveries replay ID",
+      ],
+      [
+        ["budgets", "set", "acme", "--limit-type", "weekly", "--limit", "5"],
+        'aigw budgets set: --limit-type: must be daily or monthly, got "weekly"',
+        "aigw budgets set ORG",
+      ],
+      [
+        ["budgets", "delete", "acme", "--limit-type", "yearly"],
+        'aigw budgets delete: --limit-type: must be daily or monthly, got "yearly"',
+        "aigw budgets delete ORG",
+      ],
+      [
+        ["endpoints", "create", "x", "--url", "https://a/", "--secret", "s", "--severity", "loud"],
+        'aigw endpoints create: --severity: must be warning, error or critical, got "loud"',
+        "aigw endpoints create NAME",
+      ],
+      [
+        ["pricing", "set", "m", "--input", "-1", "--output", "1"],
+        'aigw pricing set: --input: must be an amount in USD such as 100 or 0.15, got "-1"',
+        "aigw pricing set MODEL",
+      ],
       [["stats", "--window-seconds"], "aigw stats: --window-seconds needs a value (N)", "aigw stats"],
       [["stats", "--json=yes"], "aigw stats: --json takes no value", "aigw stats"],
       [["stats", "--admin", "ftp://x"], 'aigw stats: --admin: "ftp://x" is not an http(s) URL', "aigw stats"],
       [["watch", "--events", "bogus"], 'aigw watch: --events: unknown event type "bogus"', "aigw watch"],
+      [
+        ["sidecar", "--control-plane", "http://127.0.0.1:1", "--app", "aigw-test"],
+        'aigw sidecar: --app: "aigw-test" is the app of test events',
+        "aigw sidecar",
+      ],
       [
         ["watch", "--since", "yesterday"],
         'aigw watch: --since: "yesterday" is not a duration (for example 500ms, 10s, 2m, 1h, 7d), nor a cursor',
@@ -332,6 +378,8 @@ describe("aigw admin verbs against a real Admin API server", () => {
     const statLines = stats.out.split("\n");
     expect(statLines[0]).toMatch(/^ENDPOINT +DELIVERED +FAILED +DEAD +PENDING +SUCCESS +P50 +P99 +CIRCUIT$/);
     expect(statLines.find((l) => l.startsWith("beta"))).toMatch(/^beta +0 +0 +1 +1 +0\.0% +12 ms +12 ms +closed$/);
+    // alpha has nothing finished: no success rate rather than 100%.
+    expect(statLines.find((l) => l.startsWith("alpha"))).toMatch(/^alpha +0 +0 +0 +0 +- +0 ms +0 ms +closed$/);
     expect(stats.out).toContain("beta failures: HTTP 503 ×1\n");
     expect(stats.out).toContain("events ingested in the last 600 s: 1\n");
   });

@@ -272,14 +272,25 @@ describe(`analytics series (${TEST_BACKEND})`, () => {
   it("exports traffic counters on /metrics with bounded labels", async () => {
     // A fresh process has counted nothing yet: one more event, delivered.
     await f.restart();
+    const tokensBefore = totals(
+      await f.admin.getSeries({ metric: SeriesMetric.TOKENS, window: "1h", breakdown: SeriesBreakdown.MODEL }),
+    );
     await f.cp.deliverEvents([completion("model-a", 7, { orgId: "org_z" })]);
-    await waitFor("the delivery", async () => (await f.cp.store.countPending()) === 0, 30_000);
+    // A test event is an event, but its example usage (gpt-4, 1250 tokens) is nobody's spend.
+    await f.admin.sendTestEvent({});
+    await waitFor("the deliveries", async () => (await f.cp.store.countPending()) === 0, 30_000);
     const text = await (await fetch(`${f.cp.httpUrl}/metrics`)).text();
-    expect(text).toContain('aigw_events_total{type="completion"} 1');
+    expect(text).toContain('aigw_events_total{type="completion"} 2');
     expect(text).toContain('aigw_tokens_total{model="model-a",org="org_z"} 7');
     expect(text).toMatch(/aigw_cost_usd_total\{model="model-a",org="org_z"\} 0\.0(7|69999)/);
-    expect(text).toContain('aigw_deliveries_total{endpoint="primary",outcome="delivered"} 1');
-    expect(text).toMatch(/aigw_event_to_delivered_ms_count 1\n/);
+    expect(text).not.toMatch(/aigw_(tokens|cost_usd)_total\{model="gpt-4"/);
+    expect(text).toContain('aigw_deliveries_total{endpoint="primary",outcome="delivered"} 2');
+    expect(text).toMatch(/aigw_event_to_delivered_ms_count 2\n/);
+    const tokensAfter = totals(
+      await f.admin.getSeries({ metric: SeriesMetric.TOKENS, window: "1h", breakdown: SeriesBreakdown.MODEL }),
+    );
+    expect(tokensAfter["gpt-4"] ?? 0).toBe(tokensBefore["gpt-4"] ?? 0);
+    expect(tokensAfter["model-a"]).toBe((tokensBefore["model-a"] ?? 0) + 7);
     expect(text).not.toMatch(/evt_|dlv_|req_/);
   });
 
@@ -307,19 +318,19 @@ describe(`analytics series (${TEST_BACKEND})`, () => {
   it("purges rollups older than each resolution keeps, never 10 s rows not yet compacted", async () => {
     const count = async (window: string) =>
       (await f.admin.getSeries({ metric: SeriesMetric.EVENTS, window })).series[0]?.total ?? 0;
-    expect(await count("15m")).toBe(6);
+    expect(await count("15m")).toBe(7);
     // Rows past the watermark stay, whatever the cutoff.
     const watermark = await f.cp.store.rollupWatermark();
     await f.cp.deliverEvents([completion("model-a", 1, { orgId: "org_z" })]);
     await f.cp.store.purgeRollups([{ res: ROLLUP_RESOLUTIONS[0], before: Date.now() + 60_000 }]);
-    expect(await count("24h")).toBe(7);
+    expect(await count("24h")).toBe(8);
     expect(await f.cp.store.rollupWatermark()).toBe(watermark);
     // Compacted, then purged: the 10 s rows (15 min, 1 h windows) are gone; the 5 min rows (24 h) stay.
     await f.cp.store.compactRollups(watermark + 10_000);
     const removed = await f.cp.store.purgeRollups([{ res: ROLLUP_RESOLUTIONS[0], before: watermark + 10_000 }]);
     expect(removed).toBeGreaterThan(0);
     expect(await count("15m")).toBe(0);
-    expect(await count("24h")).toBe(7);
+    expect(await count("24h")).toBe(8);
   });
 });
 

@@ -88,8 +88,9 @@ function wrap(child: ChildProcess): Child {
 
 /** `aigw ARGS…` from the built package, logging at `level`. */
 export function aigw(args: string[], level = "info"): Child {
-  // Node options first (e.g. --cpu-prof) when the arguments start with them and name the script.
-  const argv = args[0]?.startsWith("--") && args.includes(AIGW_BIN) ? args : [AIGW_BIN, ...args];
+  // Node options (e.g. --cpu-prof) may come first, before the verb.
+  const verb = args.findIndex((a) => !a.startsWith("--"));
+  const argv = [...args.slice(0, verb), AIGW_BIN, ...args.slice(verb)];
   return wrap(
     spawn(process.execPath, argv, {
       env: { ...process.env, AIGW_LOG_LEVEL: level },

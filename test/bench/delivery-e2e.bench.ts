@@ -29,6 +29,10 @@ import type { BenchRow } from "./types.js";
 
 const SECRET = `whsec_${Buffer.from("bench-e2e-secret-0123456789abcde").toString("base64")}`;
 const HIGH_RATE_SECONDS = Number(process.env.AIGW_BENCH_HIGH_RATE_SECONDS ?? 60);
+/** Node options for the control plane (e.g. `--cpu-prof --cpu-prof-dir=DIR`). */
+const CP_NODE_OPTIONS = (process.env.AIGW_BENCH_CP_NODE_OPTIONS ?? "").split(" ").filter(Boolean);
+/** Which scenarios to run: any of "rates", "isolation", "high" (comma-separated); default all. */
+const PARTS = new Set((process.env.AIGW_BENCH_E2E_PARTS ?? "rates,isolation,high").split(",").map((p) => p.trim()));
 
 interface Scenario {
   rate: number;
@@ -120,6 +124,7 @@ delivery:
 `,
     );
     const cp = aigw([
+      ...CP_NODE_OPTIONS,
       "control-plane",
       "--config",
       configPath,
@@ -264,7 +269,7 @@ function slope(points: [number, number][], from: number): number {
 export async function benchDeliveryEndToEnd(): Promise<BenchRow[]> {
   const rows: BenchRow[] = [];
   const raw = await rawPostLatency();
-  for (const rate of [50, 500]) {
+  for (const rate of PARTS.has("rates") ? [50, 500] : []) {
     const o = await run({ rate, seconds: 10 });
     rows.push(
       {
@@ -288,8 +293,29 @@ export async function benchDeliveryEndToEnd(): Promise<BenchRow[]> {
     );
   }
 
-  const alone = await run({ rate: 200, seconds: 10 });
-  const beside = await run({ rate: 200, seconds: 10, hangingBacklog: 100_000 });
+  const failed: number[] = [];
+  if (PARTS.has("isolation")) {
+    const alone = await run({ rate: 200, seconds: 10 });
+    const beside = await run({ rate: 200, seconds: 10, hangingBacklog: 100_000 });
+    failed.push(alone.failed, beside.failed);
+    rows.push(...isolationRows(alone, beside));
+  }
+  if (PARTS.has("high")) {
+    const high = await run({ rate: 2_000, seconds: HIGH_RATE_SECONDS, concurrent: 64, perEndpoint: 64 });
+    failed.push(high.failed);
+    rows.push(...highRateRows(high));
+  }
+  rows.push({
+    name: "  app calls that failed during these runs",
+    value: failed.reduce((a, b) => a + b, 0),
+    unit: "calls",
+    target: "0",
+  });
+  return rows;
+}
+
+function isolationRows(alone: Outcome, beside: Outcome): BenchRow[] {
+  const rows: BenchRow[] = [];
   for (const [label, q] of [
     ["p50", 0.5],
     ["p99", 0.99],
@@ -304,12 +330,14 @@ export async function benchDeliveryEndToEnd(): Promise<BenchRow[]> {
       target: "≤ 1.2 ×",
     });
   }
+  return rows;
+}
 
-  // 2,000 events/s for a minute on one endpoint, with the concurrency the README gives
-  // for that rate: does the queue keep up (its backlog bounded), and does /healthz answer?
-  const high = await run({ rate: 2_000, seconds: HIGH_RATE_SECONDS, concurrent: 64, perEndpoint: 64 });
+// 2,000 events/s for a minute on one endpoint, with the concurrency the README gives
+// for that rate: does the queue keep up (its backlog bounded), and does /healthz answer?
+function highRateRows(high: Outcome): BenchRow[] {
   const maxPending = Math.max(...high.pending.map(([, n]) => n).filter(Number.isFinite));
-  rows.push(
+  return [
     {
       name: `deliveries/s at 2,000 events/s offered for ${HIGH_RATE_SECONDS} s, one endpoint (concurrency 64)`,
       value: high.deliveredPerSecond,
@@ -332,12 +360,5 @@ export async function benchDeliveryEndToEnd(): Promise<BenchRow[]> {
       unit: "ms",
       target: "≤ 100 ms",
     },
-    {
-      name: "  app calls that failed during these runs",
-      value: alone.failed + beside.failed + high.failed,
-      unit: "calls",
-      target: "0",
-    },
-  );
-  return rows;
+  ];
 }

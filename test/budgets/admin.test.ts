@@ -234,8 +234,9 @@ describe("budget and pricing Admin RPCs and CLI verbs", () => {
     const missing = await aigw("budgets", "delete", "org_cli", "--limit-type", "monthly");
     expect(missing).toMatchObject({ code: 1, err: 'aigw: not_found: no monthly budget for org "org_cli"\n' });
     const badType = await aigw("budgets", "set", "org_cli", "--limit-type", "weekly", "--limit", "5");
-    expect(badType.code).toBe(1);
-    expect(badType.err).toMatch(/invalid_argument: budget\.limit_type: "weekly" is not daily or monthly/);
+    // Refused before the call, as a usage error naming the flag.
+    expect(badType.code).toBe(2);
+    expect(badType.err).toMatch(/--limit-type: must be daily or monthly, got "weekly"/);
     const badLimit = await aigw("budgets", "set", "org_cli", "--limit-type", "daily", "--limit", "lots");
     expect(badLimit.code).toBe(2);
     expect(badLimit.err).toMatch(/--limit: must be an amount in USD/);

@@ -249,7 +249,7 @@ describe("${VAR} substitution", () => {
       {
         path: "delivery.queue_size",
         line: 7,
-        message: 'expected a whole number of events from 1 to 10000000, got string "lots"',
+        message: 'expected a whole number of pending deliveries from 1 to 10000000, got string "lots"',
       },
       { path: "auth.admin_tokens[1]", line: 11, message: "environment variable ADMIN_TOKEN is not set" },
     ]);

@@ -15,6 +15,7 @@ import { waitFor } from "../support/wait.js";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { AdminService } from "../../gen/aigw/v1/admin_pb.js";
+import { EventType } from "../../gen/aigw/v1/events_pb.js";
 
 // Debian's chromium (.ci/run installs it); outside CI a machine without it skips, saying so.
 const CHROMIUM = process.env.AIGW_CHROMIUM ?? "/usr/bin/chromium";
@@ -155,7 +156,7 @@ pricing:
     }
   });
 
-  it("replaying a delivery from the page makes a new attempt; test events and key rotation work from it", async () => {
+  it("replaying a delivery from the page makes a new attempt; pause, disable (saying how many), replay of the window, test events and key rotation work from it", async () => {
     const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
     try {
       await page.goto(`${stack.controlPlane.httpUrl}/`);
@@ -188,6 +189,38 @@ pricing:
         .poll(() => page.locator("#action-result").textContent(), { timeout: 30_000 })
         .toMatch(/^resumed primary: \d+ deliveries released$/);
       expect((await stack.controlPlane.store.getEndpoint("primary"))?.paused).toBe(false);
+
+      // Held while paused, failed by disabling (the page says how many), sent by replaying the window.
+      await page.locator('#stats button[data-action="pause"][data-endpoint="primary"]').click({ timeout: 30_000 });
+      await expect.poll(() => page.locator("#action-result").textContent(), { timeout: 30_000 }).toMatch(/^paused /);
+      await call("gpt-held");
+      const held = await waitFor("a held delivery to primary", async () => {
+        const { deliveries } = await stack.controlPlane.store.listDeliveries({
+          endpoint: "primary",
+          status: "pending",
+          pageSize: 100,
+        });
+        return deliveries.find((d) => d.eventType === EventType.COMPLETION);
+      });
+      await page.locator('#stats button[data-action="disable"][data-endpoint="primary"]').click({ timeout: 30_000 });
+      await expect
+        .poll(() => page.locator("#action-result").textContent(), { timeout: 30_000 })
+        .toMatch(/^disabled primary: [1-9]\d* pending deliveries fail without an attempt$/);
+      expect((await stack.controlPlane.store.getDelivery(held.id))?.delivery.status).toBe("failed");
+      await page.locator('#stats button[data-action="enable"][data-endpoint="primary"]').click({ timeout: 30_000 });
+      await expect
+        .poll(() => page.locator("#action-result").textContent(), { timeout: 30_000 })
+        .toBe("enabled primary");
+      await page.click("#replay-window-form button");
+      await expect
+        .poll(() => page.locator("#action-result").textContent(), { timeout: 30_000 })
+        .toMatch(/^replayed [1-9]\d* failed and dead-lettered deliveries of the last /);
+      await waitFor("the held event, replayed", () => receiver.accepted().some((r) => r.id === held.eventId), 60_000);
+      // Twice is the same as once: nothing is queued again.
+      await page.click("#replay-window-form button");
+      await expect
+        .poll(() => page.locator("#action-result").textContent(), { timeout: 30_000 })
+        .toMatch(/^replayed 0 failed and dead-lettered deliveries of the last /);
 
       // A test event to primary.
       await page.selectOption("#test-endpoint", "primary");
@@ -254,6 +287,7 @@ pricing:
         await page.fill("#token", "dash-token");
         await page.click("#auth button");
         await expect.poll(() => page.locator("#stats tbody").textContent(), { timeout: 30_000 }).toContain("primary");
+        expect(await page.locator("#scope").textContent()).toBe("operator: every org");
       } finally {
         await page.close();
       }
@@ -282,7 +316,7 @@ pricing:
         await page.locator("#auth").waitFor({ state: "visible", timeout: 30_000 });
         await page.fill("#token", "acme-dash");
         await page.click("#auth button");
-        await expect.poll(() => page.locator("#scope").textContent(), { timeout: 30_000 }).toContain("org acme");
+        await expect.poll(() => page.locator("#scope").textContent(), { timeout: 30_000 }).toBe("scoped to org acme");
         await expect
           .poll(() => page.locator("#stats tbody").textContent(), { timeout: 30_000 })
           .toContain("acme-dash-hook");

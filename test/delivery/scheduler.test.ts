@@ -374,6 +374,23 @@ describe("DeliveryScheduler", () => {
     expect(r.requests[2]!.at - openedAt).toBeGreaterThanOrEqual(300);
   });
 
+  it("logs an open circuit once, not again each time a failed trial re-opens it", async () => {
+    const r = await receiver((_req, res) => res.writeHead(503).end());
+    await endpoint("down", r.url);
+    await ingest("down", 3);
+    const s = scheduler(
+      testConfig({
+        retry: { maxAttempts: 20, initialDelayMs: 10, maxDelayMs: 20 },
+        delivery: { perEndpointConcurrency: 1, circuitBreakerThreshold: 2, circuitBreakerCooldownMs: 150 },
+      }),
+    );
+    // 2 failures open it; each later request is a half-open trial that fails and re-opens it.
+    await until("three failed trials", () => r.requests.length >= 5);
+    expect(s.isCircuitOpen("down")).toBe(true);
+    const opened = logLines.join("").match(/endpoint circuit opened after consecutive failures/g) ?? [];
+    expect(opened).toHaveLength(1);
+  });
+
   it("fails deliveries over to backup while the primary's circuit is open", async () => {
     const primary = await receiver((_req, res) => res.writeHead(503).end());
     const backup = await receiver((_req, res) => res.writeHead(200).end());

@@ -75,7 +75,10 @@ describe("aigw CLI", () => {
         const bad = await runMain([...words, "--no-such-flag"]);
         expect(bad.code, what).toBe(2);
         expect(bad.err).toMatch(new RegExp(`^aigw ${what}: unknown flag --no-such-flag\nUsage:\n`));
-        expect(bad.err.split("\n").length, what).toBeLessThan(8);
+        // The error, "Usage:", that verb's few synopsis lines and the --help hint; the
+        // whole command list is 50 lines.
+        expect(bad.err.split("\n").length, what).toBeLessThan(10);
+        expect(bad.err, what).not.toContain("Admin commands");
       }
     }
   });
@@ -172,6 +175,39 @@ describe("aigw CLI", () => {
     expect(e.stderr()).toMatch(
       /^aigw: AIGW_CONFIG_UNREADABLE: \S*empty\.yaml: 1 problem:\n {2}\S*empty\.yaml:1: \(file\): is empty;/,
     );
+  });
+
+  it("answers a bad listen address or store URL as a usage mistake (exit 2, the verb's usage), before starting", async () => {
+    const cases: [string[], RegExp][] = [
+      [
+        ["control-plane", "--config", "x.yaml", "--grpc", "bogus"],
+        /^aigw control-plane: --grpc: "bogus" is not HOST:PORT/,
+      ],
+      [
+        ["control-plane", "--config", "x.yaml", "--http", "127.0.0.1:99999"],
+        /^aigw control-plane: --http: "127\.0\.0\.1:99999" is not HOST:PORT/,
+      ],
+      [
+        ["control-plane", "--config", "x.yaml", "--store", "mysql://u:hunter2@db/aigw"],
+        /^aigw control-plane: --store: has the unsupported scheme "mysql"; expected "sqlite:PATH"/,
+      ],
+      [
+        ["sidecar", "--control-plane", "http://127.0.0.1:1", "--listen", ":abc"],
+        /^aigw sidecar: --listen: ":abc" is not HOST:PORT/,
+      ],
+      [
+        ["sidecar", "--control-plane", "http://127.0.0.1:1", "--admin-listen", "x"],
+        /^aigw sidecar: --admin-listen: "x" is not HOST:PORT/,
+      ],
+    ];
+    for (const [argv, message] of cases) {
+      const r = await runMain(argv);
+      const what = argv.join(" ");
+      expect(r.code, what).toBe(2);
+      expect(r.err, what).toMatch(message);
+      expect(r.err, what).toMatch(/\nUsage:\n {2}aigw (control-plane|sidecar) --/);
+      expect(r.err, what).not.toContain("hunter2");
+    }
   });
 
   it("refuses to listen beyond loopback without tokens", async () => {

@@ -212,5 +212,27 @@ security:
     expect(missing.code).toBe(2);
     expect(missing.err).toMatch(/--request: cannot read .*nope\.http \(no such file\)/);
     expect((await aigw(["--frobnicate"])).code).toBe(2);
+    // A secret aigw would refuse is no endpoint's: named, not "no signature matches".
+    const short = await aigw(["--request", capture.captured[0]!.file, "--secret", "x"]);
+    expect(short.code).toBe(2);
+    expect(short.err).toMatch(/^aigw verify: --secret: AIGW_SECRET_INVALID: is 1 bytes of text; /);
+    const shortEnv = await aigw(["--request", capture.captured[0]!.file], { WEBHOOK_SECRET: "x" });
+    expect(shortEnv.code).toBe(2);
+    expect(shortEnv.err).toMatch(/^aigw verify: WEBHOOK_SECRET: AIGW_SECRET_INVALID: /);
+    // A tolerance has the range of security.timestamp_tolerance_ms: 1e308 would accept any timestamp.
+    for (const tolerance of ["1e308", "86400001", "999", "-5", "abc"]) {
+      const r = await aigw([
+        "--request",
+        capture.captured[0]!.file,
+        "--secret",
+        TEST_SECRET,
+        "--tolerance-ms",
+        tolerance,
+      ]);
+      expect(r.code, tolerance).toBe(2);
+      expect(r.err, tolerance).toMatch(
+        /^aigw verify: --tolerance-ms: must be a whole number of milliseconds from 1000 to 86400000/,
+      );
+    }
   });
 });

@@ -196,6 +196,17 @@ const cases: { rpc: string; field: string; call: (c: Admin) => Promise<unknown> 
     call: (c) => c.rotateSigningKey({ endpoint: "primary", orgId: "org_1" }),
   },
   { rpc: "RotateSigningKey", field: "secret", call: (c) => c.rotateSigningKey({ orgId: "org_1", secret: "whsec_!" }) },
+  // An overlap of years would keep a rotated-out (perhaps leaked) key signing for that long.
+  {
+    rpc: "RotateSigningKey",
+    field: "overlap_seconds",
+    call: (c) => c.rotateSigningKey({ endpoint: "primary", overlapSeconds: 0xffffffff }),
+  },
+  {
+    rpc: "RotateSigningKey",
+    field: "overlap_seconds",
+    call: (c) => c.rotateSigningKey({ orgId: "org_1", overlapSeconds: 30 * 24 * 3600 + 1 }),
+  },
   // deliveries
   { rpc: "ListDeliveries", field: "page_size", call: (c) => c.listDeliveries({ pageSize: 1001 }) },
   { rpc: "ListDeliveries", field: "status", call: (c) => c.listDeliveries({ status: 77 as DeliveryStatus }) },

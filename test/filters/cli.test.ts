@@ -68,9 +68,15 @@ describe("aigw endpoints/subscription filter flags", () => {
     expect((await aigw("endpoints", "update", "orders", "--models", "")).code).toBe(0);
     expect((await fx.admin.getEndpoint({ name: "orders" })).endpoint?.filters?.completionModels).toEqual([]);
 
+    // A severity that does not exist is a mistake in the command line (exit 2), caught
+    // before any request.
     const bad = await aigw("endpoints", "update", "orders", "--severity", "error,loud");
-    expect(bad.code).toBe(1);
-    expect(bad.err).toMatch(/invalid_argument: endpoint\.filters\.error_severities\[1\]/);
+    expect(bad.code).toBe(2);
+    expect(bad.err).toMatch(/^aigw endpoints update: --severity: must be warning, error or critical, got "loud"\n/);
+    expect((await fx.admin.getEndpoint({ name: "orders" })).endpoint?.filters?.errorSeverities).toEqual([
+      "error",
+      "critical",
+    ]);
   });
 
   it("gets and sets the global subscription", async () => {

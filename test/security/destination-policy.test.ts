@@ -166,6 +166,9 @@ describe("destination policy: the address forms probes tried", () => {
     expect(verdict("https://user:hunter2@example.com/")).toMatch(/must not contain credentials/);
     expect(verdict("https://user:hunter2@example.com/")).not.toContain("hunter2");
     expect(verdict("https://example.com/#frag")).toMatch(/#fragment/);
+    expect(verdict("https://example.com:0/hook")).toMatch(/^AIGW_DESTINATION_INVALID: has port 0/);
+    expect(verdict("https://example.com:00/hook")).toMatch(/^AIGW_DESTINATION_INVALID: has port 0/);
+    expect(verdict("https://example.com:8443/hook")).toBe("ok");
     expect(verdict(`https://example.com/${"a".repeat(2100)}`)).toMatch(/at most 2048/);
   });
 

@@ -214,6 +214,41 @@ export function describeStoreConformance(name: string, open: () => Promise<Opene
         expect((await store.listDeliveries({ eventId: error.id, pageSize: 10 })).deliveries).toEqual([]);
       });
 
+      it("says which lanes to wake once the deliveries are committed, before ingest resolves, once", async () => {
+        const events = [completionEvent(), completionEvent()];
+        const calls: string[][] = [];
+        let claimedAtCommit: Promise<ClaimedDelivery[]> | undefined;
+        let resolved = false;
+        const ingest = store.ingest(
+          events,
+          (e) => (e.id === events[0]!.id ? ["a"] : ["a", "b"]),
+          undefined,
+          (endpoints) => {
+            calls.push([...endpoints].sort());
+            expect(resolved).toBe(false);
+            // Committed: another reader can claim them already.
+            claimedAtCommit = claimAll("w1");
+          },
+        );
+        void ingest.then(() => {
+          resolved = true;
+        });
+        const result = await ingest;
+        expect(calls).toEqual([["a", "b"]]);
+        expect((await claimedAtCommit!).map((d) => d.endpoint).sort()).toEqual(["a", "a", "b"]);
+        expect(result.endpoints.sort()).toEqual(["a", "b"]);
+
+        // A batch of duplicates only: nothing to wake, said once all the same.
+        const again: string[][] = [];
+        await store.ingest(
+          events,
+          () => ["a"],
+          undefined,
+          (endpoints) => again.push([...endpoints]),
+        );
+        expect(again).toEqual([[]]);
+      });
+
       it("rolls the whole batch back when routing throws", async () => {
         const event = completionEvent();
         await expect(

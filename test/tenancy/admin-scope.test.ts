@@ -1,7 +1,11 @@
 import { type Client, Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AdminService, DeliveryStatus, TokenKind } from "../../gen/aigw/v1/admin_pb.js";
+import { EventType } from "../../gen/aigw/v1/events_pb.js";
 import { FeedService, type WatchResponse } from "../../gen/aigw/v1/feed_pb.js";
 import {
   completion,
@@ -142,6 +146,11 @@ auth:
         () => acme.admin.rotateSigningKey({ endpoint: name }),
         () => acme.admin.sendTestEvent({ endpoint: name }),
         () => acme.admin.replayDeliveries({ endpoint: name }),
+        () => acme.admin.replayDeliveries({ endpoint: name, since: timestampFromMs(Date.now() - 3_600_000) }),
+        () => acme.admin.pauseEndpoint({ name }),
+        () => acme.admin.resumeEndpoint({ name }),
+        () => acme.admin.disableEndpoint({ name }),
+        () => acme.admin.enableEndpoint({ name }),
       ]) {
         const err = await call().then(
           () => undefined,
@@ -151,7 +160,9 @@ auth:
         expect(err?.rawMessage, name).toBe(missing);
       }
     }
-    expect((await operator.getEndpoint({ name: "globex-hook" })).endpoint?.enabled).toBe(true);
+    const after = (await operator.getEndpoint({ name: "globex-hook" })).endpoint;
+    expect(after?.enabled).toBe(true);
+    expect(after?.paused).toBe(false);
   });
 
   it("its deliveries only: list, get and replay", async () => {
@@ -253,6 +264,52 @@ auth:
     expect(body.org_id).toBe("acme");
     // A sidecar token is no admin token.
     expect(await code(clients(fx, side.secret).admin.listEndpoints({}))).toBe(Code.Unauthenticated);
+  });
+
+  it("a window replay with no endpoint named replays its org's failed deliveries only", async () => {
+    // A port nothing listens on: every attempt fails, and with max_attempts 1 the delivery is dead-lettered.
+    const closed = http.createServer();
+    await new Promise<void>((resolve) => closed.listen(0, "127.0.0.1", resolve));
+    const port = (closed.address() as AddressInfo).port;
+    await new Promise<void>((resolve) => closed.close(() => resolve()));
+    for (const [name, orgId] of [
+      ["acme-down", "acme"],
+      ["globex-down", "globex"],
+    ] as const) {
+      await operator.createEndpoint({
+        endpoint: {
+          name,
+          url: `http://127.0.0.1:${port}/`,
+          secret: TEST_SECRET,
+          enabled: true,
+          orgId,
+          eventTypes: [EventType.COMPLETION],
+        },
+      });
+    }
+    const sidecar = openSidecarStreamWithToken(fx);
+    await sidecar.sendBatch([
+      completion("gpt-4", 500, { orgId: "acme", app: "chat" }),
+      completion("gpt-4", 500, { orgId: "globex", app: "chat" }),
+    ]);
+    sidecar.close();
+    const deliveriesOf = async (endpoint: string) => (await operator.listDeliveries({ endpoint })).deliveries;
+    const dead = await waitFor("a dead letter at each org's endpoint", async () => {
+      const [a, g] = [await deliveriesOf("acme-down"), await deliveriesOf("globex-down")];
+      return a[0]?.status === DeliveryStatus.DEAD_LETTERED && g[0]?.status === DeliveryStatus.DEAD_LETTERED
+        ? { acme: a[0], globex: g[0] }
+        : undefined;
+    });
+
+    const since = timestampFromMs(Date.now() - 3_600_000);
+    expect((await acme.admin.replayDeliveries({ since })).replayed).toBe(1);
+    // acme's dead letter is queued again; globex's is left as it was, for globex or the operator.
+    expect((await deliveriesOf("acme-down")).map((d) => d.originDeliveryId)).toContain(dead.acme.id);
+    expect((await deliveriesOf("globex-down")).map((d) => [d.id, d.status])).toEqual([
+      [dead.globex.id, DeliveryStatus.DEAD_LETTERED],
+    ]);
+    expect((await globex.admin.replayDeliveries({ since, endpoint: "globex-down" })).replayed).toBe(1);
+    for (const name of ["acme-down", "globex-down"]) await operator.deleteEndpoint({ name });
   });
 
   it("the feed shows its org only, and a revoked token's open watch ends within a second", async () => {

@@ -98,7 +98,14 @@ import {
   upsertPlan,
   validateEndpoint,
 } from "../endpoints.js";
-import { checkIngest, type DeliverySource, eventColumns, type IngestResult, type StoredEvent } from "../events.js";
+import {
+  checkIngest,
+  committed,
+  type DeliverySource,
+  eventColumns,
+  type IngestResult,
+  type StoredEvent,
+} from "../events.js";
 import { GroupCommit } from "../group-commit.js";
 import { type NewToken, type TokenKind, type TokenRecord, validateNewToken } from "../tokens.js";
 import { emptyPurgeStep, type PurgeStep, type PurgeStepOptions, retentionVerdict } from "../retention.js";
@@ -128,6 +135,7 @@ const CLAIM_LOCK = 7_366_274_902;
 /** Ingest commits hand out feed positions under this lock (see #placeInFeed). */
 const FEED_LOCK = 7_366_274_903;
 const RETRYABLE = new Set(["40001", "40P01"]);
+const { escapeLiteral } = pg;
 /** A lane the caps held back (other replicas' leases) is looked at again after this. */
 const CAPPED_RETRY_MS = 250;
 
@@ -312,18 +320,26 @@ export class PostgresStore implements Store {
    * again), an attempt's outcome (the delivery is attempted again: at least once), circuit
    * and presence state. What a sidecar is acked for, and configuration, always wait.
    */
-  async #tx<T>(fn: (c: pg.PoolClient, fx: TxEffects) => Promise<T>, lazy = false): Promise<T> {
+  async #tx<T>(
+    fn: (c: pg.PoolClient, fx: TxEffects) => Promise<T>,
+    lazy = false,
+    lock: "claims" | undefined = undefined,
+  ): Promise<T> {
     if (this.#closed) throw new Error(`PostgreSQL store ${this.where} is closed`);
+    // One round trip to begin (with the claim lock when asked), one for the effects and the commit.
+    const begin =
+      (lazy ? "BEGIN; SET LOCAL synchronous_commit = off" : "BEGIN") +
+      (lock === "claims" ? `; SELECT pg_advisory_xact_lock(${CLAIM_LOCK})` : "");
     for (let attempt = 1; ; attempt++) {
       const c = await this.#pool.connect();
       const fx: TxEffects = { pending: 0, lanes: new Set(), changes: new Set(), events: false };
       let committing = false;
       try {
-        await c.query(lazy ? "BEGIN; SET LOCAL synchronous_commit = off" : "BEGIN");
+        await c.query(begin);
         const result = await fn(c, fx);
-        await this.#applyEffects(c, fx);
+        const effects = this.#effectsSql(fx);
         committing = true;
-        await c.query("COMMIT");
+        await c.query(`${effects}COMMIT`);
         c.release();
         return result;
       } catch (raw) {
@@ -350,24 +366,30 @@ export class PostgresStore implements Store {
     }
   }
 
-  async #applyEffects(c: pg.PoolClient, fx: TxEffects): Promise<void> {
+  /**
+   * The transaction's effects as statements sent with its COMMIT (one round trip): the
+   * pending count and the NOTIFYs. Literals only (simple protocol), each escaped.
+   */
+  #effectsSql(fx: TxEffects): string {
+    let sql = "";
     if (fx.pending !== 0) {
-      await c.query(
-        `INSERT INTO pending_counts (owner, pending, updated_at) VALUES ($1, $2, $3)
-         ON CONFLICT (owner) DO UPDATE SET pending = pending_counts.pending + excluded.pending, updated_at = excluded.updated_at`,
-        [this.owner, fx.pending, Date.now()],
-      );
+      sql +=
+        "INSERT INTO pending_counts (owner, pending, updated_at) " +
+        `VALUES (${escapeLiteral(this.owner)}, ${Math.trunc(fx.pending)}, ${Date.now()}) ` +
+        "ON CONFLICT (owner) DO UPDATE SET pending = pending_counts.pending + excluded.pending, " +
+        "updated_at = excluded.updated_at; ";
     }
-    if (fx.lanes.size > 0) await this.#notify(c, CHANNEL_LANES, { from: this.owner, endpoints: [...fx.lanes] });
-    if (fx.changes.size > 0) await this.#notify(c, CHANNEL_CHANGES, { from: this.owner, changes: [...fx.changes] });
-    if (fx.events) await this.#notify(c, CHANNEL_EVENTS, { from: this.owner });
+    if (fx.lanes.size > 0) sql += this.#notifySql(CHANNEL_LANES, { from: this.owner, endpoints: [...fx.lanes] });
+    if (fx.changes.size > 0) sql += this.#notifySql(CHANNEL_CHANGES, { from: this.owner, changes: [...fx.changes] });
+    if (fx.events) sql += this.#notifySql(CHANNEL_EVENTS, { from: this.owner });
+    return sql;
   }
 
-  async #notify(c: pg.PoolClient, channel: string, payload: unknown): Promise<void> {
+  #notifySql(channel: string, payload: unknown): string {
     let text = JSON.stringify(payload);
     // NOTIFY payloads are limited to 8000 bytes: a long list of endpoints becomes "look".
     if (text.length > 7_000) text = JSON.stringify({ from: this.owner, all: true });
-    await c.query("SELECT pg_notify($1, $2)", [channel, text]);
+    return `SELECT pg_notify(${escapeLiteral(channel)}, ${escapeLiteral(text)}); `;
   }
 
   // ---- events ----------------------------------------------------------------------------
@@ -376,9 +398,13 @@ export class PostgresStore implements Store {
     events: readonly Event[],
     route: (event: Event) => readonly string[],
     accounting?: SpendAccounting,
+    onCommitted?: (endpoints: readonly string[]) => void,
   ): Promise<IngestResult> {
     checkIngest(events);
-    return this.#ingests.submit({ events, route, accounting });
+    // The commit is the durable point here (synchronous_commit on): the lanes wake after it.
+    const result = await this.#ingests.submit({ events, route, accounting });
+    committed(onCommitted, result.endpoints);
+    return result;
   }
 
   async #ingestOne(c: pg.PoolClient, fx: TxEffects, item: QueuedIngest, now: number): Promise<IngestResult> {
@@ -989,37 +1015,41 @@ export class PostgresStore implements Store {
     const leaseUntil = checkClaim(options);
     const { now, leaseOwner, lanes, caps } = options;
     if (lanes.length === 0) return [];
-    return this.#tx(async (c) => {
-      const limits = lanes.map((l) => l.limit);
-      if (caps) {
-        // Live leases of every replica, counted under one lock: the caps hold across them.
-        await c.query("SELECT pg_advisory_xact_lock($1)", [CLAIM_LOCK]);
-        const live = await c.query<{ endpoint: string; n: number }>(
-          `SELECT endpoint, COUNT(*)::int AS n FROM deliveries
-           WHERE lease_owner <> '' AND lease_until > $1 AND status = 'pending' GROUP BY endpoint`,
-          [now],
-        );
-        const byEndpoint = new Map(live.rows.map((r) => [r.endpoint, r.n]));
-        let room = caps.total - live.rows.reduce((sum, r) => sum + r.n, 0);
-        lanes.forEach((lane, i) => {
-          const limit = Math.max(
-            0,
-            Math.min(limits[i] as number, caps.perEndpoint - (byEndpoint.get(lane.endpoint) ?? 0), room),
+    return this.#tx(
+      async (c) => {
+        const limits = lanes.map((l) => l.limit);
+        let token: number;
+        if (caps) {
+          // Live leases of every replica, counted under the claim lock (taken with BEGIN):
+          // the caps hold across them. The lease token comes in the same round trip.
+          const { rows } = await c.query<{ t: number; live: { endpoint: string; n: number }[] }>(
+            `SELECT nextval('lease_tokens') AS t, COALESCE((SELECT json_agg(l) FROM (
+               SELECT endpoint, COUNT(*)::int AS n FROM deliveries
+               WHERE lease_owner <> '' AND lease_until > $1 AND status = 'pending' GROUP BY endpoint) l), '[]') AS live`,
+            [now],
           );
-          limits[i] = limit;
-          room -= limit;
-        });
-      }
-      const token = (await c.query<{ t: number }>("SELECT nextval('lease_tokens') AS t")).rows[0]!.t;
-      const active = lanes
-        .map((l, i) => ({ endpoint: l.endpoint, limit: limits[i] as number }))
-        .filter((l) => l.limit > 0);
-      const claimed =
-        active.length === 0
-          ? []
-          : (
-              await c.query<DeliveryRow & { body: Buffer }>(
-                `WITH picked AS (
+          token = Number(rows[0]!.t);
+          const live = rows[0]!.live;
+          const byEndpoint = new Map(live.map((r) => [r.endpoint, r.n]));
+          let room = caps.total - live.reduce((sum, r) => sum + r.n, 0);
+          lanes.forEach((lane, i) => {
+            const limit = Math.max(
+              0,
+              Math.min(limits[i] as number, caps.perEndpoint - (byEndpoint.get(lane.endpoint) ?? 0), room),
+            );
+            limits[i] = limit;
+            room -= limit;
+          });
+        } else token = Number((await c.query<{ t: number }>("SELECT nextval('lease_tokens') AS t")).rows[0]!.t);
+        const active = lanes
+          .map((l, i) => ({ endpoint: l.endpoint, limit: limits[i] as number }))
+          .filter((l) => l.limit > 0);
+        const claimed =
+          active.length === 0
+            ? []
+            : (
+                await c.query<DeliveryRow & { body: Buffer }>(
+                  `WITH picked AS (
                    SELECT p.seq FROM unnest($1::text[], $2::int[]) AS l(endpoint, lim)
                    CROSS JOIN LATERAL (
                      SELECT d.seq FROM deliveries d
@@ -1033,40 +1063,44 @@ export class PostgresStore implements Store {
                  )
                  SELECT leased.*, e.body FROM leased JOIN events e ON e.seq = leased.event_seq
                  ORDER BY leased.endpoint, leased.due_at, leased.seq`,
-                [active.map((l) => l.endpoint), active.map((l) => l.limit), now, leaseOwner, leaseUntil, token],
-              )
-            ).rows;
-      // leased.due_at is the new lease end; order within a lane by the claim (seq) instead.
-      const byLane = new Map<string, (DeliveryRow & { body: Buffer })[]>();
-      for (const row of claimed) byLane.set(row.endpoint, [...(byLane.get(row.endpoint) ?? []), row]);
-      for (const rows of byLane.values()) rows.sort((a, b) => a.next_attempt_at - b.next_attempt_at || a.seq - b.seq);
-      // Lanes that got less than they were allowed ran out of due rows: when is each due next?
-      const drained = lanes.filter((l, i) => (byLane.get(l.endpoint)?.length ?? 0) < (limits[i] as number));
-      const nextDue = new Map<string, number>();
-      if (drained.length > 0) {
-        const due = await c.query<{ endpoint: string; due_at: number | null }>(
-          `SELECT l.endpoint, (SELECT d.due_at FROM deliveries d WHERE d.status = 'pending' AND d.endpoint = l.endpoint
+                  [active.map((l) => l.endpoint), active.map((l) => l.limit), now, leaseOwner, leaseUntil, token],
+                )
+              ).rows;
+        // leased.due_at is the new lease end; order within a lane by the claim (seq) instead.
+        const byLane = new Map<string, (DeliveryRow & { body: Buffer })[]>();
+        for (const row of claimed) byLane.set(row.endpoint, [...(byLane.get(row.endpoint) ?? []), row]);
+        for (const rows of byLane.values()) rows.sort((a, b) => a.next_attempt_at - b.next_attempt_at || a.seq - b.seq);
+        // Lanes that got less than they were allowed ran out of due rows: when is each due next?
+        const drained = lanes.filter((l, i) => (byLane.get(l.endpoint)?.length ?? 0) < (limits[i] as number));
+        const nextDue = new Map<string, number>();
+        if (drained.length > 0) {
+          const due = await c.query<{ endpoint: string; due_at: number | null }>(
+            `SELECT l.endpoint, (SELECT d.due_at FROM deliveries d WHERE d.status = 'pending' AND d.endpoint = l.endpoint
              ORDER BY d.due_at LIMIT 1) AS due_at
            FROM unnest($1::text[]) AS l(endpoint)
            WHERE NOT EXISTS (SELECT 1 FROM endpoints ep WHERE ep.name = l.endpoint AND ep.paused AND ep.enabled)`,
-          [drained.map((l) => l.endpoint)],
-        );
-        for (const r of due.rows) if (r.due_at !== null && r.due_at < BLOCKED_DUE_AT) nextDue.set(r.endpoint, r.due_at);
-      }
-      return lanes.map((lane, i) => {
-        const rows = byLane.get(lane.endpoint) ?? [];
-        const allowed = limits[i] as number;
-        let nextDueAt: number | undefined;
-        if (rows.length < allowed) nextDueAt = nextDue.get(lane.endpoint);
-        // Held back by other replicas' leases: due work, so look again shortly.
-        else if (allowed < lane.limit) nextDueAt = now + CAPPED_RETRY_MS;
-        return {
-          endpoint: lane.endpoint,
-          deliveries: rows.map((row) => toClaimedDelivery(row, leaseOwner, leaseUntil, token)),
-          nextDueAt,
-        };
-      });
-    }, true);
+            [drained.map((l) => l.endpoint)],
+          );
+          for (const r of due.rows)
+            if (r.due_at !== null && r.due_at < BLOCKED_DUE_AT) nextDue.set(r.endpoint, r.due_at);
+        }
+        return lanes.map((lane, i) => {
+          const rows = byLane.get(lane.endpoint) ?? [];
+          const allowed = limits[i] as number;
+          let nextDueAt: number | undefined;
+          if (rows.length < allowed) nextDueAt = nextDue.get(lane.endpoint);
+          // Held back by other replicas' leases: due work, so look again shortly.
+          else if (allowed < lane.limit) nextDueAt = now + CAPPED_RETRY_MS;
+          return {
+            endpoint: lane.endpoint,
+            deliveries: rows.map((row) => toClaimedDelivery(row, leaseOwner, leaseUntil, token)),
+            nextDueAt,
+          };
+        });
+      },
+      true,
+      caps ? "claims" : undefined,
+    );
   }
 
   async pendingLanes(after: string, limit: number): Promise<PendingLane[]> {
@@ -1174,9 +1208,21 @@ export class PostgresStore implements Store {
       results.push(ms === undefined ? { recorded: true } : { recorded: true, eventLatencyMs: ms });
     }
     if (attempts.length > 0) {
+      // The attempts, the deliveries' new states and the rollups: one statement, one round trip.
+      const upsert = rollupUpsert(rollups, 15);
       await c.query(
-        `INSERT INTO attempts (delivery_id, number, endpoint, started_at, status_code, latency_ms, error, response_body)
-         SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::bigint[], $5::int[], $6::int[], $7::text[], $8::text[])`,
+        `WITH recorded AS (
+           INSERT INTO attempts (delivery_id, number, endpoint, started_at, status_code, latency_ms, error, response_body)
+           SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::bigint[], $5::int[], $6::int[], $7::text[], $8::text[])
+         ), moved AS (
+           UPDATE deliveries d SET status = u.status, attempt_count = u.attempt_count, next_attempt_at = u.next_attempt_at,
+             due_at = u.next_attempt_at, last_error = u.last_error, finished_at = u.finished_at, lease_owner = '',
+             lease_until = 0, lease_token = 0, event_latency_ms = u.event_latency_ms
+           FROM unnest($9::bigint[], $10::text[], $11::int[], $12::bigint[], $13::text[], $14::bigint[], $15::int[])
+             AS u(seq, status, attempt_count, next_attempt_at, last_error, finished_at, event_latency_ms)
+           WHERE d.seq = u.seq
+         )
+         ${upsert.sql}`,
         [
           attempts.map((a) => a.row.id),
           attempts.map((a) => a.number),
@@ -1186,16 +1232,6 @@ export class PostgresStore implements Store {
           attempts.map((a) => Math.round(a.attempt.latencyMs)),
           attempts.map((a) => a.attempt.error),
           attempts.map((a) => a.attempt.responseBody.slice(0, MAX_RESPONSE_BODY_CHARS).replaceAll("\u0000", "")),
-        ],
-      );
-      await c.query(
-        `UPDATE deliveries d SET status = u.status, attempt_count = u.attempt_count, next_attempt_at = u.next_attempt_at,
-           due_at = u.next_attempt_at, last_error = u.last_error, finished_at = u.finished_at, lease_owner = '',
-           lease_until = 0, lease_token = 0, event_latency_ms = u.event_latency_ms
-         FROM unnest($1::bigint[], $2::text[], $3::int[], $4::bigint[], $5::text[], $6::bigint[], $7::int[])
-           AS u(seq, status, attempt_count, next_attempt_at, last_error, finished_at, event_latency_ms)
-         WHERE d.seq = u.seq`,
-        [
           updates.map((u) => u.row.seq),
           updates.map((u) => u.next.status),
           updates.map((u) => u.next.attemptCount),
@@ -1203,9 +1239,9 @@ export class PostgresStore implements Store {
           updates.map((u) => u.next.lastError),
           updates.map((u) => u.next.finishedAt),
           updates.map((u) => eventLatency.get(u.row.seq) ?? null),
+          ...upsert.params,
         ],
       );
-      await this.#writeRollups(c, rollups);
     }
     const finished = updates.filter((u) => u.next.status !== "pending");
     fx.pending -= finished.length;
@@ -1319,44 +1355,8 @@ export class PostgresStore implements Store {
   /** One statement for a transaction's rollup rows, however many. */
   async #writeRollups(c: pg.PoolClient, rollups: RollupBatch): Promise<void> {
     if (rollups.size === 0) return;
-    // Sorted by key, so concurrent transactions lock shared rows in one order (no deadlock).
-    const rows = rollups
-      .rows()
-      .sort((a, b) =>
-        a.kind !== b.kind
-          ? a.kind < b.kind
-            ? -1
-            : 1
-          : a.res - b.res ||
-            a.bucket - b.bucket ||
-            cmp(a.endpoint, b.endpoint) ||
-            a.eventType - b.eventType ||
-            cmp(a.orgId, b.orgId) ||
-            cmp(a.model, b.model) ||
-            cmp(a.outcome, b.outcome) ||
-            a.bin - b.bin,
-      );
-    await c.query(
-      `INSERT INTO rollups (kind, res, bucket, endpoint, event_type, org_id, model, outcome, bin, n, v1, v2)
-       SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::int[], $6::text[], $7::text[],
-         $8::text[], $9::int[], $10::bigint[], $11::float8[], $12::float8[])
-       ON CONFLICT (kind, res, bucket, endpoint, event_type, org_id, model, outcome, bin)
-       DO UPDATE SET n = rollups.n + excluded.n, v1 = rollups.v1 + excluded.v1, v2 = rollups.v2 + excluded.v2`,
-      [
-        rows.map((r) => r.kind),
-        rows.map((r) => r.res),
-        rows.map((r) => r.bucket),
-        rows.map((r) => r.endpoint),
-        rows.map((r) => r.eventType),
-        rows.map((r) => r.orgId),
-        rows.map((r) => r.model),
-        rows.map((r) => r.outcome),
-        rows.map((r) => r.bin),
-        rows.map((r) => r.n),
-        rows.map((r) => r.v1),
-        rows.map((r) => r.v2),
-      ],
-    );
+    const { sql, params } = rollupUpsert(rollups, 0);
+    await c.query(sql, params);
   }
 
   async seriesRows(query: SeriesQuery): Promise<SeriesRowRecord[]> {
@@ -2420,4 +2420,51 @@ function decodeEvent(body: Uint8Array, seq: number): Event {
   } catch (err) {
     throw new Error(`stored event seq ${seq} cannot be decoded: ${(err as Error).message}`, { cause: err });
   }
+}
+
+/**
+ * The upsert of a transaction's rollup rows, its parameters numbered from `offset` + 1
+ * (so it can be one part of a larger statement). Rows sorted by key, so concurrent
+ * transactions lock shared rows in one order (no deadlock).
+ */
+function rollupUpsert(rollups: RollupBatch, offset: number): { sql: string; params: unknown[] } {
+  const rows = rollups
+    .rows()
+    .sort((a, b) =>
+      a.kind !== b.kind
+        ? a.kind < b.kind
+          ? -1
+          : 1
+        : a.res - b.res ||
+          a.bucket - b.bucket ||
+          cmp(a.endpoint, b.endpoint) ||
+          a.eventType - b.eventType ||
+          cmp(a.orgId, b.orgId) ||
+          cmp(a.model, b.model) ||
+          cmp(a.outcome, b.outcome) ||
+          a.bin - b.bin,
+    );
+  const $ = (i: number) => `$${offset + i}`;
+  return {
+    sql: `INSERT INTO rollups (kind, res, bucket, endpoint, event_type, org_id, model, outcome, bin, n, v1, v2)
+       SELECT * FROM unnest(${$(1)}::text[], ${$(2)}::bigint[], ${$(3)}::bigint[], ${$(4)}::text[], ${$(5)}::int[],
+         ${$(6)}::text[], ${$(7)}::text[], ${$(8)}::text[], ${$(9)}::int[], ${$(10)}::bigint[], ${$(11)}::float8[],
+         ${$(12)}::float8[])
+       ON CONFLICT (kind, res, bucket, endpoint, event_type, org_id, model, outcome, bin)
+       DO UPDATE SET n = rollups.n + excluded.n, v1 = rollups.v1 + excluded.v1, v2 = rollups.v2 + excluded.v2`,
+    params: [
+      rows.map((r) => r.kind),
+      rows.map((r) => r.res),
+      rows.map((r) => r.bucket),
+      rows.map((r) => r.endpoint),
+      rows.map((r) => r.eventType),
+      rows.map((r) => r.orgId),
+      rows.map((r) => r.model),
+      rows.map((r) => r.outcome),
+      rows.map((r) => r.bin),
+      rows.map((r) => r.n),
+      rows.map((r) => r.v1),
+      rows.map((r) => r.v2),
+    ],
+  };
 }

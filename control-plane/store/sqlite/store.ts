@@ -78,7 +78,14 @@ import {
   upsertPlan,
   validateEndpoint,
 } from "../endpoints.js";
-import { checkIngest, type DeliverySource, eventColumns, type IngestResult, type StoredEvent } from "../events.js";
+import {
+  checkIngest,
+  committed,
+  type DeliverySource,
+  eventColumns,
+  type IngestResult,
+  type StoredEvent,
+} from "../events.js";
 import { GroupCommit } from "../group-commit.js";
 import {
   COMPACTED_RESOLUTIONS,
@@ -208,6 +215,7 @@ interface QueuedIngest {
   events: readonly Event[];
   route: (event: Event) => readonly string[];
   accounting: SpendAccounting | undefined;
+  onCommitted: ((endpoints: readonly string[]) => void) | undefined;
 }
 
 /** Operator events made inside one transaction, and the lanes they woke. */
@@ -570,18 +578,25 @@ export class SqliteStore implements Store {
       });
     });
     // Ingest commits are synced (see #durable): a group is many sidecars' batches for one flush.
+    // The deliveries are claimable as soon as the transaction commits (onCommitted), while
+    // the flush is in flight: a crash loses nothing a sidecar was told is stored.
     this.#ingests = new GroupCommit((batch) => {
       const now = Date.now();
-      return this.#durable(() => {
-        const results = batch.map((item) => this.#ingestOne(item, now));
-        const rollups = new RollupBatch();
-        for (const result of results) {
-          for (const stored of result.stored) rollups.event(stored.event, now);
-          for (const stored of result.generated ?? []) rollups.event(stored.event, now);
-        }
-        this.#writeRollups(rollups);
-        return results;
-      });
+      return this.#durable(
+        () => {
+          const results = batch.map((item) => this.#ingestOne(item, now));
+          const rollups = new RollupBatch();
+          for (const result of results) {
+            for (const stored of result.stored) rollups.event(stored.event, now);
+            for (const stored of result.generated ?? []) rollups.event(stored.event, now);
+          }
+          this.#writeRollups(rollups);
+          return results;
+        },
+        (results) => {
+          for (const [i, item] of batch.entries()) committed(item.onCommitted, results[i]?.endpoints ?? []);
+        },
+      );
     }, 256);
     this.#wal = new WalSync(`${path}-wal`);
     this.#checkpointer = new Checkpointer({ dbPath: path, ...(logger ? { logger } : {}) });
@@ -595,8 +610,9 @@ export class SqliteStore implements Store {
   // expects kept: those are #durable. Delivery bookkeeping (claims, attempt results, lease
   // releases) and purges are #bookkeeping: power loss can forget the last few, which only
   // means a delivery goes out again (at-least-once allows that) or a purge runs again.
-  async #durable<T>(fn: () => T): Promise<T> {
+  async #durable<T>(fn: () => T, beforeFlush?: (result: T) => void): Promise<T> {
     const result = this.#write(fn);
+    beforeFlush?.(result);
     await this.#wal.sync();
     return result;
   }
@@ -631,10 +647,11 @@ export class SqliteStore implements Store {
     events: readonly Event[],
     route: (event: Event) => readonly string[],
     accounting?: SpendAccounting,
+    onCommitted?: (endpoints: readonly string[]) => void,
   ): Promise<IngestResult> {
     checkIngest(events);
     if (this.#closed) throw new Error(`SQLite store ${this.path} is closed`);
-    return this.#ingests.submit({ events, route, accounting });
+    return this.#ingests.submit({ events, route, accounting, onCommitted });
   }
 
   #ingestOne({ events, route, accounting }: QueuedIngest, now: number): IngestResult {
