@@ -83,7 +83,8 @@ export function parseTarget(target: string): { url: string; tls: boolean; author
  */
 export class GrpcChannel {
   private readonly options: ChannelOptions;
-  private readonly session: http2.ClientHttp2Session;
+  /** Undefined when no connection could even be started (the target is not a usable address). */
+  private readonly session: http2.ClientHttp2Session | undefined;
   private readonly authority: string;
   private readonly scheme: string;
   private keepaliveTimer: NodeJS.Timeout | undefined;
@@ -97,7 +98,17 @@ export class GrpcChannel {
     const { url, tls, authority } = parseTarget(options.target);
     this.authority = authority;
     this.scheme = tls ? "https" : "http";
-    const session = http2.connect(url, tls && options.ca !== undefined ? { ca: options.ca } : {});
+    let session: http2.ClientHttp2Session;
+    try {
+      session = http2.connect(url, tls && options.ca !== undefined ? { ca: options.ca } : {});
+    } catch (error) {
+      // A target no URL can be made of ("bad host:1"): unreachable, said why, never thrown.
+      const problem = `cannot connect to "${options.target}": ${(error as Error).message}`;
+      this.session = undefined;
+      this.closed = true;
+      setImmediate(() => onConnect(problem));
+      return;
+    }
     this.session = session;
     let settled = false;
     const settle = (problem: string | undefined): void => {
@@ -134,7 +145,8 @@ export class GrpcChannel {
   }
 
   get isReady(): boolean {
-    return this.ready && !this.closed && !this.session.closed && !this.session.destroyed;
+    const session = this.session;
+    return this.ready && !this.closed && session !== undefined && !session.closed && !session.destroyed;
   }
 
   /** Opens a bidi call; messages are the caller's encoded bytes. */
@@ -153,6 +165,7 @@ export class GrpcChannel {
     const call = new BidiCall(listener, () => this.calls.delete(call));
     this.calls.add(call);
     try {
+      if (!this.session) throw new Error("not connected");
       call.attach(this.session.request(headers, { endStream: false }));
     } catch (error) {
       call.fail(GrpcStatus.UNAVAILABLE, (error as Error).message);
@@ -166,7 +179,7 @@ export class GrpcChannel {
     clearTimeout(this.keepaliveTimer);
     for (const call of [...this.calls]) call.cancel();
     this.closed = true;
-    if (!this.session.destroyed) this.session.destroy();
+    if (this.session && !this.session.destroyed) this.session.destroy();
   }
 
   private failCalls(code: number, details: string): void {
@@ -176,7 +189,8 @@ export class GrpcChannel {
   private armKeepalive(): void {
     const { keepaliveTimeMs, keepaliveTimeoutMs } = this.options;
     const tick = (): void => {
-      if (this.closed || this.session.destroyed) return;
+      const session = this.session;
+      if (this.closed || !session || session.destroyed) return;
       let answered = false;
       const timeout = setTimeout(() => {
         if (answered) return;
@@ -185,7 +199,7 @@ export class GrpcChannel {
       }, keepaliveTimeoutMs);
       timeout.unref();
       try {
-        this.session.ping((error) => {
+        session.ping((error) => {
           answered = true;
           clearTimeout(timeout);
           // An error here means the session is going away; its close reports that.

@@ -147,6 +147,18 @@ describe("gRPC client of the uplink", () => {
     expect(decodeGrpcMessage("100% sure")).toBe("100% sure");
   });
 
+  it("treats a target no connection can be made to (not an address) as unreachable, never throwing", async () => {
+    const uplink = uplinkTo("http://bad host:1", { reconnectInitialMs: 20, reconnectMaxMs: 50 });
+    await uplink.start();
+    expect(() => uplink.publish(completionEvent())).not.toThrow();
+    await waitFor(() => log.has("control plane unreachable"), "the bad target logged");
+    const line = log.lines.find((l) => String(l.msg).includes("unreachable"));
+    expect(line).toMatchObject({ code: "UNAVAILABLE", target: "http://bad host:1" });
+    expect(String(line?.details)).toMatch(/cannot connect to "http:\/\/bad host:1": Invalid URL/);
+    await waitFor(() => uplink.stats().connectAttempts >= 3, "retried on the usual backoff");
+    expect(uplink.stats()).toMatchObject({ connected: false, queuedEvents: 1, dropped: 0 });
+  });
+
   it("delivers over TLS to a control plane with a certificate it trusts, and refuses one it does not", async (ctx) => {
     if (!certificate) return ctx.skip("openssl is not installed: no certificate to test with");
     const plane = await controlPlane(certificate);
