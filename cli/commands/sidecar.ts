@@ -1,10 +1,22 @@
 import { existsSync } from "node:fs";
 import type { CommandGroup } from "../command.js";
 import { UsageError } from "../command.js";
-import { isTestEvent } from "../../common/event-types.js";
-import { checkHostPort } from "../values.js";
+import { parseHostPort } from "../../common/host-port.js";
+import { isTestEvent } from "../../common/test-events.js";
 
 type SidecarModule = typeof import("../../sidecar/run.js");
+
+/**
+ * HOST:PORT or a usage error. This module imports nothing that loads generated code or the
+ * other verbs' helpers: the sidecar's own code comes from its bundle.
+ */
+function checkHostPort(text: string, flag: string): void {
+  try {
+    parseHostPort(text, flag);
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+}
 
 /**
  * The sidecar's code: the one-file bundle the build makes (dist/sidecar/run.bundle.js, see
