@@ -1,7 +1,32 @@
+import { existsSync } from "node:fs";
 import type { CommandGroup } from "../command.js";
 import { UsageError } from "../command.js";
-import { isTestEvent } from "../../common/event-types.js";
-import { checkHostPort } from "../values.js";
+import { parseHostPort } from "../../common/host-port.js";
+import { isTestEvent } from "../../common/test-events.js";
+
+type SidecarModule = typeof import("../../sidecar/run.js");
+
+/**
+ * HOST:PORT or a usage error. This module imports nothing that loads generated code or the
+ * other verbs' helpers: the sidecar's own code comes from its bundle.
+ */
+function checkHostPort(text: string, flag: string): void {
+  try {
+    parseHostPort(text, flag);
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+}
+
+/**
+ * The sidecar's code: the one-file bundle the build makes (dist/sidecar/run.bundle.js, see
+ * scripts/build-sidecar.mjs) when it is there, else the modules (running from the sources).
+ */
+async function loadSidecar(): Promise<SidecarModule> {
+  const bundle = new URL("../../sidecar/run.bundle.js", import.meta.url);
+  if (existsSync(bundle)) return (await import(bundle.href)) as SidecarModule;
+  return await import("../../sidecar/run.js");
+}
 
 export const sidecar: CommandGroup = {
   name: "sidecar",
@@ -61,7 +86,7 @@ export const sidecar: CommandGroup = {
             `--app: "${app}" is the app of test events (aigw endpoints send-test); choose another name`,
           );
         const spool = flags.string("spool");
-        const { runSidecar } = await import("../../sidecar/run.js");
+        const { runSidecar } = await loadSidecar();
         const sc = await runSidecar({
           controlPlane,
           ...(listen ? { listen } : {}),

@@ -1,8 +1,5 @@
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import * as grpc from "@grpc/grpc-js";
-import * as http2 from "node:http2";
 import { join } from "node:path";
-import { grpcTarget } from "../../common/grpc.js";
 import type { Logger } from "../../common/logger.js";
 import { USER_AGENT } from "../../common/version.js";
 import type { Event } from "../../gen/aigw/v1/events_pb.js";
@@ -15,6 +12,14 @@ import {
   IngestService,
 } from "../../gen/aigw/v1/ingest_pb.js";
 import { Backoff } from "./backoff.js";
+import {
+  type BidiCall,
+  type CallStatus,
+  GRPC_PREFIX_BYTES,
+  GrpcChannel,
+  GrpcStatus,
+  statusName,
+} from "./grpc-client.js";
 import { RateLimitedWarning } from "../../common/rate-limited-warning.js";
 import { loadOrCreateSidecarId } from "./sidecar-id.js";
 import { Spool } from "./spool.js";
@@ -63,6 +68,8 @@ export interface UplinkOptions {
   keepaliveTimeoutMs?: number;
   /** A stream whose in-flight batches see no ack for this long is dropped and redialled; default 30 s. */
   ackTimeoutMs?: number;
+  /** Extra trusted CA certificates (PEM) for an https control plane; default Node's roots (and NODE_EXTRA_CA_CERTS). */
+  tlsCa?: string | Buffer;
   /** fdatasync spool writes (default true). */
   spoolSync?: boolean;
   logger: Logger;
@@ -119,8 +126,9 @@ export interface EventPublisher {
 
 interface ActiveStream {
   target: string;
-  client: grpc.Client;
-  call: grpc.ClientDuplexStream<Uint8Array, ConnectResponse> | undefined;
+  /** The HTTP/2 connection, dialled afresh for each stream: this class's backoff paces retries. */
+  channel: GrpcChannel | undefined;
+  call: BidiCall | undefined;
   /** Highest seq written on this stream. */
   sentSeq: number;
   /** Seqs written on this stream and not yet acked, in order. */
@@ -132,8 +140,6 @@ interface ActiveStream {
   lastProgressAt: number;
   openedAt: number;
   ackTimer?: NodeJS.Timeout | undefined;
-  /** The reachability probe while it runs. */
-  probe?: http2.ClientHttp2Session | undefined;
 }
 
 interface FlushWaiter {
@@ -145,21 +151,7 @@ interface FlushWaiter {
 
 // The stream's request side carries pre-encoded ConnectRequest bytes: a batch is encoded
 // once, when sealed, and the same bytes go to the spool and to the wire.
-const connectMethod = IngestService.method.connect;
-const IngestClient = grpc.makeGenericClientConstructor(
-  {
-    connect: {
-      path: `/${IngestService.typeName}/${connectMethod.name}`,
-      requestStream: true,
-      responseStream: true,
-      requestSerialize: (frame: Uint8Array) => Buffer.from(frame.buffer, frame.byteOffset, frame.byteLength),
-      requestDeserialize: (bytes: Buffer) => bytes,
-      responseSerialize: (message: ConnectResponse) => Buffer.from(toBinary(ConnectResponseSchema, message)),
-      responseDeserialize: (bytes: Buffer) => fromBinary(ConnectResponseSchema, bytes),
-    },
-  } satisfies grpc.ServiceDefinition,
-  IngestService.name,
-);
+const CONNECT_PATH = `/${IngestService.typeName}/${IngestService.method.connect.name}`;
 // A stream that lived this long was a real connection: the next failure starts backoff afresh.
 const HEALTHY_STREAM_MS = 10_000;
 /** How often, at most, the sidecar reports its spool depth (SidecarStatus) while it changes. */
@@ -425,19 +417,10 @@ export class Uplink implements EventPublisher {
     if (this.closed || !spool) return;
     this.connectAttempts++;
     const target = this.targets[this.targetIndex]!;
-    const { address, credentials } = channelTarget(target);
-    const client = new IngestClient(address, credentials, {
-      "grpc.keepalive_time_ms": this.options.keepaliveTimeMs ?? 30_000,
-      "grpc.keepalive_timeout_ms": this.options.keepaliveTimeoutMs ?? 10_000,
-      "grpc.keepalive_permit_without_calls": 1,
-      "grpc.primary_user_agent": USER_AGENT,
-      // A fresh channel per attempt dials at once: this class's backoff, not the channel's, paces retries.
-      "grpc.use_local_subchannel_pool": 1,
-    });
     const now = Date.now();
     const stream: ActiveStream = {
       target,
-      client,
+      channel: undefined,
       call: undefined,
       sentSeq: spool.ackedSeq,
       inflight: [],
@@ -451,75 +434,44 @@ export class Uplink implements EventPublisher {
   }
 
   /**
-   * Checks that the control plane answers before the gRPC channel is made: refused, failing,
-   * or silent past the connect timeout (it accepts TCP but never speaks HTTP/2) counts as
-   * unreachable, and the next control plane is tried. The probe is a plain HTTP/2 session,
-   * destroyed either way: a gRPC channel abandoned mid-handshake would keep its socket open.
+   * Dials the control plane: refused, failing (TLS included), or silent past the connect
+   * timeout (it accepts TCP but never speaks HTTP/2) counts as unreachable, and the next
+   * control plane is tried; a connection that is not used is closed at once.
    */
   private dial(stream: ActiveStream): void {
-    const tls = /^https:\/\//i.test(stream.target);
-    const { address } = channelTarget(stream.target);
-    let settled = false;
-    // Reachability only: certificates are the gRPC channel's to check (it may trust other roots).
-    const probe = http2.connect(`${tls ? "https" : "http"}://${address}`, tls ? { rejectUnauthorized: false } : {});
-    const finish = (problem: string | undefined): void => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      probe.destroy();
-      if (this.stream !== stream) return;
-      if (problem === undefined) this.awaitChannel(stream);
-      else this.onStreamClosed(stream, grpc.status.UNAVAILABLE, problem);
-    };
-    const timer = setTimeout(() => finish(`no answer within ${this.connectTimeoutMs} ms`), this.connectTimeoutMs);
-    probe.once("remoteSettings", () => finish(undefined));
-    probe.once("error", (error: Error) => finish(error.message));
-    probe.once("close", () => finish("connection closed before the HTTP/2 handshake"));
-    stream.probe = probe;
-  }
-
-  /** The gRPC channel's own connection, with the same timeout; then the call. */
-  private awaitChannel(stream: ActiveStream): void {
-    stream.probe = undefined;
-    const channel = stream.client.getChannel();
-    const deadline = Date.now() + this.connectTimeoutMs;
-    const check = (error?: Error): void => {
-      if (this.stream !== stream) return;
-      const state = channel.getConnectivityState(true);
-      if (state === grpc.connectivityState.READY) {
-        this.openCall(stream);
-      } else if (
-        error ||
-        state === grpc.connectivityState.TRANSIENT_FAILURE ||
-        state === grpc.connectivityState.SHUTDOWN
-      ) {
-        const details = error ? `no connection within ${this.connectTimeoutMs} ms` : "connection refused or failed";
-        this.onStreamClosed(stream, grpc.status.UNAVAILABLE, details);
-      } else {
-        channel.watchConnectivityState(state, deadline, check);
-      }
-    };
-    check();
+    stream.channel = new GrpcChannel(
+      {
+        target: stream.target,
+        connectTimeoutMs: this.connectTimeoutMs,
+        keepaliveTimeMs: this.options.keepaliveTimeMs ?? 30_000,
+        keepaliveTimeoutMs: this.options.keepaliveTimeoutMs ?? 10_000,
+        userAgent: USER_AGENT,
+        ca: this.options.tlsCa,
+      },
+      (problem) => {
+        if (this.stream !== stream) return;
+        if (problem === undefined) this.openCall(stream);
+        else this.onStreamClosed(stream, GrpcStatus.UNAVAILABLE, problem);
+      },
+    );
   }
 
   private openCall(stream: ActiveStream): void {
     const spool = this.spool;
-    if (!spool) return;
-    const metadata = new grpc.Metadata();
-    if (this.options.token) metadata.set("authorization", `Bearer ${this.options.token}`);
-    const call = (
-      stream.client as unknown as {
-        connect(metadata: grpc.Metadata): grpc.ClientDuplexStream<Uint8Array, ConnectResponse>;
-      }
-    ).connect(metadata);
-    stream.call = call;
-    call.on("data", (response: ConnectResponse) => this.onResponse(stream, response));
-    call.on("error", (error: grpc.ServiceError) => this.onStreamClosed(stream, error.code, error.details));
-    call.on("status", (status: grpc.StatusObject) => this.onStreamClosed(stream, status.code, status.details));
-    call.on("drain", () => {
-      stream.writable = true;
-      void this.pump();
+    const channel = stream.channel;
+    if (!spool || !channel) return;
+    const metadata: Record<string, string> = {};
+    if (this.options.token) metadata.authorization = `Bearer ${this.options.token}`;
+    const call = channel.openBidi(CONNECT_PATH, metadata, {
+      onMessage: (bytes) => this.onMessage(stream, bytes),
+      onStatus: (status: CallStatus) => this.onStreamClosed(stream, status.code, status.details),
+      onDrain: () => {
+        stream.writable = true;
+        void this.pump();
+      },
     });
+    if (this.stream !== stream) return;
+    stream.call = call;
     call.write(
       toBinary(
         ConnectRequestSchema,
@@ -577,8 +529,17 @@ export class Uplink implements EventPublisher {
     timer.unref();
   }
 
-  private onResponse(stream: ActiveStream, response: ConnectResponse): void {
+  private onMessage(stream: ActiveStream, bytes: Uint8Array): void {
     if (this.stream !== stream) return;
+    let response: ConnectResponse;
+    try {
+      response = fromBinary(ConnectResponseSchema, bytes);
+    } catch (error) {
+      // Not a ConnectResponse: the stream cannot be trusted any more; a new one starts afresh.
+      const reason = error instanceof Error ? error.message : String(error);
+      this.onStreamClosed(stream, GrpcStatus.INTERNAL, `unreadable message from the control plane: ${reason}`);
+      return;
+    }
     const message = response.message;
     if (message.case === "ack") this.onAck(stream, Number(message.value.seq));
     else if (message.case === "config") this.applyConfig(message.value);
@@ -683,7 +644,7 @@ export class Uplink implements EventPublisher {
       if (stream.inflight.length === 0) stream.lastProgressAt = Date.now();
       stream.inflight.push(seq);
       this.sentBatches++;
-      stream.writable = call.write(batchFrame(payload));
+      stream.writable = call.writeFramed(batchFrame(payload));
       this.armAckTimer(stream);
     }
   }
@@ -707,7 +668,7 @@ export class Uplink implements EventPublisher {
     stream.ackTimer = setTimeout(check, this.ackTimeoutMs);
   }
 
-  private onStreamClosed(stream: ActiveStream, code: grpc.status, details: string): void {
+  private onStreamClosed(stream: ActiveStream, code: number, details: string): void {
     if (this.stream !== stream) return;
     this.stream = undefined;
     if (this.spool) this.spool.eager = true;
@@ -716,18 +677,18 @@ export class Uplink implements EventPublisher {
     if (this.closed) return;
     const several = this.targets.length > 1;
     let delay: number;
-    if (code === grpc.status.UNAUTHENTICATED || code === grpc.status.PERMISSION_DENIED) {
+    if (code === GrpcStatus.UNAUTHENTICATED || code === GrpcStatus.PERMISSION_DENIED) {
       delay = this.authBackoff.next();
       // PERMISSION_DENIED: the token is good but another org's (its details say whose).
       this.logger.error(
         {
-          code: grpc.status[code],
+          code: statusName(code),
           details,
           target: stream.target,
           retryInMs: delay,
           pendingBatches: this.spool?.pendingBatches ?? 0,
         },
-        code === grpc.status.PERMISSION_DENIED
+        code === GrpcStatus.PERMISSION_DENIED
           ? "uplink: control plane refused this sidecar's --org for its token; events wait in the spool"
           : "uplink: control plane refused this sidecar's token; check --token and the control plane's auth.sidecar tokens",
       );
@@ -740,7 +701,7 @@ export class Uplink implements EventPublisher {
       const roundDone = this.failuresInRound % this.targets.length === 0;
       delay = roundDone ? this.backoff.next() : 0;
       const fields = {
-        code: grpc.status[code] ?? code,
+        code: statusName(code),
         details,
         target: stream.target,
         ...(several ? { next: this.targets[next] } : {}),
@@ -755,7 +716,7 @@ export class Uplink implements EventPublisher {
       delay = this.backoff.next();
       this.logger.warn(
         {
-          code: grpc.status[code] ?? code,
+          code: statusName(code),
           details,
           target: stream.target,
           retryInMs: delay,
@@ -769,21 +730,17 @@ export class Uplink implements EventPublisher {
 
   private dispose(stream: ActiveStream): void {
     clearTimeout(stream.ackTimer);
-    stream.probe?.destroy();
-    const call = stream.call;
-    if (call) {
-      call.removeAllListeners("data");
-      call.removeAllListeners("drain");
-      // Late errors from the cancelled call must still find a listener.
-      call.on("error", () => {});
-      call.cancel();
-    }
-    stream.client.close();
+    stream.call?.detach();
+    stream.call?.cancel();
+    stream.channel?.close();
   }
 }
 
-/** A ConnectRequest carrying one batch, from the batch's encoded bytes (no re-encode). */
-function batchFrame(payload: Uint8Array): Uint8Array {
+/**
+ * A ConnectRequest carrying one batch, from the batch's encoded bytes (no re-encode), after
+ * room for the gRPC message prefix: one copy of the batch on its way to the wire.
+ */
+function batchFrame(payload: Uint8Array): Buffer {
   let length = payload.length;
   const header = [BATCH_FIELD_TAG];
   while (length > 0x7f) {
@@ -791,20 +748,10 @@ function batchFrame(payload: Uint8Array): Uint8Array {
     length = Math.floor(length / 128);
   }
   header.push(length);
-  const frame = Buffer.allocUnsafe(header.length + payload.length);
-  for (let i = 0; i < header.length; i++) frame[i] = header[i]!;
-  frame.set(payload, header.length);
+  const frame = Buffer.allocUnsafe(GRPC_PREFIX_BYTES + header.length + payload.length);
+  for (let i = 0; i < header.length; i++) frame[GRPC_PREFIX_BYTES + i] = header[i]!;
+  frame.set(payload, GRPC_PREFIX_BYTES + header.length);
   return frame;
-}
-
-function channelTarget(target: string): { address: string; credentials: grpc.ChannelCredentials } {
-  if (/^https:\/\//i.test(target)) {
-    return {
-      address: target.replace(/^https:\/\//i, "").replace(/\/+$/, ""),
-      credentials: grpc.credentials.createSsl(),
-    };
-  }
-  return { address: grpcTarget(target), credentials: grpc.credentials.createInsecure() };
 }
 
 function positiveInteger(value: number, name: string): number {

@@ -84,18 +84,19 @@ export class FakeControlPlane {
   /** Sent on every new stream, before anything else. */
   configOnConnect: MessageInitShape<typeof ConfigSnapshotSchema>[] = [];
 
-  private server: http2.Http2Server | undefined;
+  private server: http2.Http2Server | http2.Http2SecureServer | undefined;
   private readonly sessions = new Set<http2.ServerHttp2Session>();
   private readonly outboxes = new Set<Outbox>();
   private streamCount = 0;
   private portValue = 0;
+  private tls = false;
 
   get port(): number {
     return this.portValue;
   }
 
   get target(): string {
-    return `127.0.0.1:${this.portValue}`;
+    return this.tls ? `https://127.0.0.1:${this.portValue}` : `127.0.0.1:${this.portValue}`;
   }
 
   get streams(): number {
@@ -107,13 +108,17 @@ export class FakeControlPlane {
     return this.batches.flatMap((batch) => batch.eventIds);
   }
 
-  async start(port = 0): Promise<void> {
+  /** On `port` (0: any free one); over TLS with `tls` (its target is then https://127.0.0.1:PORT). */
+  async start(port = 0, tls?: { key: Buffer; cert: Buffer }): Promise<void> {
     const routes = (router: ConnectRouter): void => {
       router.service(IngestService, {
         connect: (requests, context) => this.handle(requests, context),
       });
     };
-    const server = http2.createServer(connectNodeAdapter({ routes }));
+    const server = tls
+      ? http2.createSecureServer({ ...tls, allowHTTP1: false }, connectNodeAdapter({ routes }))
+      : http2.createServer(connectNodeAdapter({ routes }));
+    this.tls = tls !== undefined;
     server.on("session", (session) => {
       this.sessions.add(session);
       session.on("close", () => this.sessions.delete(session));
