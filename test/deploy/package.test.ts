@@ -70,8 +70,11 @@ describe("the npm package, installed from its tarball", () => {
     expect(files.filter((f) => /^(test|cli|control-plane|sidecar|common)\//.test(f))).toEqual([]);
     expect(files.filter((f) => (f.endsWith(".ts") && !f.endsWith(".d.ts")) || f.endsWith(".map"))).toEqual([]);
     // Every built file has its source: nothing stale from an old build ships.
-    // (The dashboard is one file bundled from control-plane/dashboard-ui, which the control plane serves.)
-    for (const f of files.filter((f) => f.startsWith("dist/") && f !== "dist/dashboard/index.html")) {
+    // (The dashboard is one file bundled from control-plane/dashboard-ui, which the control plane
+    // serves; the sidecar one bundled from sidecar/run.ts, which `aigw sidecar` loads.)
+    const bundles = ["dist/dashboard/index.html", "dist/sidecar/run.bundle.js"];
+    for (const f of bundles) expect(files, f).toContain(f);
+    for (const f of files.filter((f) => f.startsWith("dist/") && !bundles.includes(f))) {
       expect(existsSync(join(REPO_ROOT, f.slice("dist/".length).replace(/(\.d\.ts|\.js)$/, ".ts"))), f).toBe(true);
     }
   });
