@@ -100,18 +100,14 @@ export class IngestPipeline {
     for (const event of events) prices.priceEvent(event);
     // The lanes wake as soon as the deliveries are committed, before the flush that makes
     // them durable (SQLite), which is most of an ingest's time.
-    let woken = false;
-    const wake = (endpoints: readonly string[]) => {
-      woken = true;
+    const result = await store.ingest(events, route, accounting, (endpoints) => {
       if (endpoints.length > 0) this.deps.wake(endpoints);
-    };
-    const result = await store.ingest(events, route, accounting, wake);
+    });
     metrics.eventsStored += result.stored.length;
     if (this.deps.traffic) countTraffic(this.deps.traffic, result);
     metrics.eventsDuplicate += result.duplicates;
     ledger.observe(result);
     publish?.(storedAndGenerated(result));
-    if (!woken && result.endpoints.length > 0) this.deps.wake(result.endpoints);
     return result;
   }
 }

@@ -20,7 +20,8 @@ export interface EventStore {
    * committed, which may be before it is durable (SQLite: before the WAL's flush): the
    * deliveries can be claimed then, since a crash before the flush loses nothing a sidecar
    * was told is stored (its events come again and go out again: at-least-once). It is
-   * called at most once; an exception from it is ignored (the events are stored either way).
+   * called by every store when the transaction holding the batch commits, before ingest
+   * resolves; an exception from it is ignored (the events are stored either way).
    */
   ingest(
     events: readonly Event[],

@@ -36,3 +36,26 @@ export function validateNewToken(token: NewToken): void {
   if (token.orgId === "") throw new TypeError(`token ${token.id}: org id must not be empty`);
   if (!TOKEN_KINDS.includes(token.kind)) throw new TypeError(`token ${token.id}: unknown kind "${token.kind}"`);
 }
+
+/** An api_tokens row as either backend reads it (PostgreSQL's BIGINTs may come as strings). */
+export interface TokenRow {
+  id: string;
+  digest: string;
+  org_id: string;
+  kind: TokenKind;
+  name: string;
+  created_at: number | string;
+  revoked_at: number | string | null;
+}
+
+export function toTokenRecord(row: TokenRow): TokenRecord {
+  return {
+    id: row.id,
+    digest: row.digest,
+    orgId: row.org_id,
+    kind: row.kind,
+    name: row.name,
+    createdAt: Number(row.created_at),
+    revokedAt: row.revoked_at === null ? null : Number(row.revoked_at),
+  };
+}

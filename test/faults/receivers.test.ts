@@ -1,5 +1,5 @@
-import { execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { selfSignedCertificate } from "../support/tls.js";
+import { mkdtempSync, rmSync } from "node:fs";
 import http from "node:http";
 import https from "node:https";
 import net, { type AddressInfo } from "node:net";
@@ -88,36 +88,6 @@ async function rawReceiver(respond: (socket: net.Socket) => void): Promise<Liste
   return l;
 }
 
-/** A self-signed certificate for 127.0.0.1, made with openssl; undefined where openssl is missing. */
-function self_signedCertificate(dir: string): { key: Buffer; cert: Buffer } | undefined {
-  try {
-    execFileSync(
-      "openssl",
-      [
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        join(dir, "key.pem"),
-        "-out",
-        join(dir, "cert.pem"),
-        "-days",
-        "1",
-        "-subj",
-        "/CN=127.0.0.1",
-        "-addext",
-        "subjectAltName=IP:127.0.0.1",
-      ],
-      { stdio: "ignore" },
-    );
-    return { key: readFileSync(join(dir, "key.pem")), cert: readFileSync(join(dir, "cert.pem")) };
-  } catch {
-    return undefined;
-  }
-}
-
 describe("receiver faults (real control plane, delivery.timeout_ms 1000)", () => {
   let dir: string;
   let fixture: ControlPlaneFixture;
@@ -169,7 +139,7 @@ describe("receiver faults (real control plane, delivery.timeout_ms 1000)", () =>
     });
     // Not HTTP at all.
     receivers.garbage = await rawReceiver((socket) => socket.end("\u0000\u0001garbage\r\n\r\nnot http"));
-    tls = self_signedCertificate(dir);
+    tls = selfSignedCertificate(dir);
     if (tls) {
       let l: Listening;
       const server = https.createServer(tls, (req, res) => {

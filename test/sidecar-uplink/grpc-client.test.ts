@@ -1,9 +1,7 @@
-import { execFileSync } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { selfSignedCertificate } from "../support/tls.js";
 import * as http2 from "node:http2";
 import type { AddressInfo } from "node:net";
 import * as net from "node:net";
-import { join } from "node:path";
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { EventType } from "../../gen/aigw/v1/events_pb.js";
 import {
@@ -56,36 +54,6 @@ async function controlPlane(tls?: { key: Buffer; cert: Buffer }): Promise<FakeCo
   await plane.start(0, tls);
   cleanups.push(() => plane.stop());
   return plane;
-}
-
-/** A self-signed certificate for 127.0.0.1, made with openssl; undefined where openssl is missing. */
-function selfSignedCertificate(path: string): { key: Buffer; cert: Buffer } | undefined {
-  try {
-    execFileSync(
-      "openssl",
-      [
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        join(path, "key.pem"),
-        "-out",
-        join(path, "cert.pem"),
-        "-days",
-        "1",
-        "-subj",
-        "/CN=127.0.0.1",
-        "-addext",
-        "subjectAltName=IP:127.0.0.1",
-      ],
-      { stdio: "ignore" },
-    );
-    return { key: readFileSync(join(path, "key.pem")), cert: readFileSync(join(path, "cert.pem")) };
-  } catch {
-    return undefined;
-  }
 }
 
 let certificate: { key: Buffer; cert: Buffer } | undefined;

@@ -1,8 +1,8 @@
+import { selfSignedCertificate } from "../support/tls.js";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { type AddressInfo, connect } from "node:net";
-import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { createServer as createHttpsServer } from "node:https";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -343,35 +343,10 @@ describe("lean engine", () => {
 describe("lean upstream client over TLS", () => {
   it("sends SNI, offers ALPN http/1.1, reuses its connection, and reads a chunked body", async () => {
     const dir = mkdtempSync(join(tmpdir(), "aigw-lean-tls-"));
-    try {
-      execFileSync(
-        "openssl",
-        [
-          "req",
-          "-x509",
-          "-newkey",
-          "rsa:2048",
-          "-nodes",
-          "-keyout",
-          join(dir, "key.pem"),
-          "-out",
-          join(dir, "cert.pem"),
-          "-days",
-          "1",
-          "-subj",
-          "/CN=localhost",
-          "-addext",
-          "subjectAltName=DNS:localhost",
-        ],
-        { stdio: "ignore" },
-      );
-    } catch {
-      rmSync(dir, { recursive: true, force: true });
-      return; // no openssl here
-    }
-    const key = readFileSync(join(dir, "key.pem"));
-    const cert = readFileSync(join(dir, "cert.pem"));
+    const certificate = selfSignedCertificate(dir, "localhost");
     rmSync(dir, { recursive: true, force: true });
+    if (!certificate) return; // no openssl here
+    const { key, cert } = certificate;
     const seen: Array<{ servername: unknown; alpn: unknown }> = [];
     const connections = new Set<unknown>();
     const server = createHttpsServer({ key, cert, ALPNProtocols: ["http/1.1"] }, (req, res) => {

@@ -107,7 +107,7 @@ import {
   type StoredEvent,
 } from "../events.js";
 import { GroupCommit } from "../group-commit.js";
-import { type NewToken, type TokenKind, type TokenRecord, validateNewToken } from "../tokens.js";
+import { type NewToken, type TokenRecord, type TokenRow, toTokenRecord, validateNewToken } from "../tokens.js";
 import { emptyPurgeStep, type PurgeStep, type PurgeStepOptions, retentionVerdict } from "../retention.js";
 import { decodePageToken, encodePageToken } from "../page-token.js";
 import { SecretBox } from "../secret-box.js";
@@ -2292,28 +2292,6 @@ function endpointParams(endpoint: NewEndpoint, now: number): unknown[] {
     endpoint.orgId ?? "",
     JSON.stringify(endpoint.apps ?? []),
   ];
-}
-
-interface TokenRow {
-  id: string;
-  digest: string;
-  org_id: string;
-  kind: TokenKind;
-  name: string;
-  created_at: number;
-  revoked_at: number | null;
-}
-
-function toTokenRecord(row: TokenRow): TokenRecord {
-  return {
-    id: row.id,
-    digest: row.digest,
-    orgId: row.org_id,
-    kind: row.kind,
-    name: row.name,
-    createdAt: Number(row.created_at),
-    revokedAt: row.revoked_at === null ? null : Number(row.revoked_at),
-  };
 }
 
 function toEndpointRecord(row: EndpointRow): EndpointRecord {

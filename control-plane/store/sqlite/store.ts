@@ -102,7 +102,7 @@ import { keyFileBeside, loadOrCreateKeyFile, SecretBox } from "../secret-box.js"
 import { type Store, StoreConflictError, StoreNotFoundError } from "../store.js";
 import { StoreUnavailableError } from "../unavailable.js";
 import type { PurgeStep, PurgeStepOptions } from "../retention.js";
-import { type NewToken, type TokenKind, type TokenRecord, validateNewToken } from "../tokens.js";
+import { type NewToken, type TokenRecord, type TokenRow, toTokenRecord, validateNewToken } from "../tokens.js";
 import { SqliteBudgetTables } from "./budgets.js";
 import { Checkpointer, WalSync } from "./durability.js";
 import { SqliteRetention } from "./retention.js";
@@ -1788,28 +1788,6 @@ function toAttemptRecord(row: AttemptRow): AttemptRecord {
     latencyMs: row.latency_ms,
     error: row.error,
     responseBody: row.response_body,
-  };
-}
-
-interface TokenRow {
-  id: string;
-  digest: string;
-  org_id: string;
-  kind: TokenKind;
-  name: string;
-  created_at: number;
-  revoked_at: number | null;
-}
-
-function toTokenRecord(row: TokenRow): TokenRecord {
-  return {
-    id: row.id,
-    digest: row.digest,
-    orgId: row.org_id,
-    kind: row.kind,
-    name: row.name,
-    createdAt: row.created_at,
-    revokedAt: row.revoked_at,
   };
 }
 
