@@ -654,7 +654,13 @@ export class DeliveryScheduler {
       const sent: SentAttempt[] = chunk.map((delivery) => ({ delivery, endpoint: endpoint as EndpointRecord }));
       const onResult = (index: number, result: AttemptResult) => {
         const attempt = sent[index];
-        if (attempt) recordings.push(this.settle(attempt.delivery, true, this.record(attempt, startedAt, result)));
+        if (!attempt) return;
+        if (this.store.claimsSeeSubmittedResults === true) {
+          // The slot is free once the request has ended: the next claim (its pump queued here,
+          // ahead of the result's own commit) records this result in the claim's transaction.
+          this.release(name, true);
+          recordings.push(this.settle(attempt.delivery, undefined, this.record(attempt, startedAt, result)));
+        } else recordings.push(this.settle(attempt.delivery, true, this.record(attempt, startedAt, result)));
       };
       runs.push(
         (async () => {
@@ -670,10 +676,15 @@ export class DeliveryScheduler {
     await Promise.all(recordings);
   }
 
-  /** Gives a delivery's slot back once its attempt is recorded, or could not be. */
-  private settle(delivery: ClaimedDelivery, request: boolean, recording: Promise<void>): Promise<void> {
+  /**
+   * Gives a delivery's slot back once its attempt is recorded, or could not be
+   * (`request` says whether it held a request slot; undefined: given back already).
+   */
+  private settle(delivery: ClaimedDelivery, request: boolean | undefined, recording: Promise<void>): Promise<void> {
     return recording.then(
-      () => this.release(delivery.endpoint, request),
+      () => {
+        if (request !== undefined) this.release(delivery.endpoint, request);
+      },
       (err: unknown) => {
         // The lease is still held; it expires and the delivery is claimed again.
         this.log.error(
@@ -681,7 +692,7 @@ export class DeliveryScheduler {
           "delivery attempt could not be recorded",
         );
         this.breaker.trialAbandoned(delivery.endpoint);
-        this.release(delivery.endpoint, request);
+        if (request !== undefined) this.release(delivery.endpoint, request);
       },
     );
   }
@@ -782,6 +793,9 @@ export class DeliveryScheduler {
     if (outcome.status === "retry") this.lanes.wake(delivery.endpoint, outcome.nextAttemptAt, now);
     // The next token of a stream may be due now that this one is done.
     else if (delivery.orderKey !== "") this.lanes.wake(delivery.endpoint, now, now);
+    // A slot given back before this result was recorded (claimsSeeSubmittedResults) has had
+    // its pump already: the lane woken here needs the next one (or its timer armed).
+    if (outcome.status === "retry" || delivery.orderKey !== "") this.schedulePump();
     if (result.failoverDelivery) {
       if (this.log.isLevelEnabled("debug")) {
         this.log.debug(

@@ -4,6 +4,15 @@ import type { StoredEvent } from "./events.js";
 /** The delivery queue: lanes of due deliveries, leases, attempts and their outcomes, replays. */
 export interface DeliveryQueue {
   /**
+   * True when a claim sees every attempt result whose `completeAttempt` was called before
+   * it, settled or not (one process writes the store, in call order: SQLite, whose claim
+   * records the waiting results in its own transaction). The scheduler then gives a
+   * request's slot back as soon as the attempt ends, not once it is recorded. Where it is
+   * not (PostgreSQL: a result commits on its own connection, and every replica's claim counts
+   * unexpired leases), slots come back when the result is recorded.
+   */
+  readonly claimsSeeSubmittedResults?: boolean;
+  /**
    * Claims due deliveries lane by lane, a lane being one endpoint's queue: for each of
    * `lanes` whose endpoint is not paused (one lookup per lane; a paused lane claims
    * nothing and reports nothing due; a paused endpoint that is disabled is claimed, so

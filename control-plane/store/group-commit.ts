@@ -57,6 +57,39 @@ export class GroupCommit<I, R> {
     }
   }
 
+  /**
+   * Only for a synchronous `commit`: runs `write` in the same transaction as everything
+   * queued, instead of one transaction for each. `together(items, write)` makes that
+   * transaction: it commits the items as `commit` would, then runs `write`, and returns
+   * both results. If it fails, the items are committed as usual (`flushSync`, one failing
+   * item failing alone) and `write` runs after them on its own. A reader-writer of a
+   * synchronous store calls this where it would call `flushSync` and then write: a claim
+   * right after attempt results then costs one transaction, not two.
+   */
+  commitWith<T>(write: () => T, together: (items: readonly I[], write: () => T) => { results: R[]; value: T }): T {
+    if (this.queue.length === 0 || this.queue.length > this.maxItems) {
+      this.flushSync();
+      return write();
+    }
+    const group = this.queue.splice(0);
+    let out: { results: R[]; value: T };
+    try {
+      out = together(
+        group.map((p) => p.item),
+        write,
+      );
+    } catch {
+      this.queue.unshift(...group);
+      this.flushSync();
+      return write();
+    }
+    this.settle(
+      group,
+      out.results.map((value) => ({ ok: true, value })),
+    );
+    return out.value;
+  }
+
   private schedule(): void {
     if (this.scheduled || this.running) return;
     this.scheduled = true;

@@ -34,6 +34,14 @@ const CP_NODE_OPTIONS = (process.env.AIGW_BENCH_CP_NODE_OPTIONS ?? "").split(" "
 /** Which scenarios to run: any of "rates", "isolation", "high" (comma-separated); default all. */
 const PARTS = new Set((process.env.AIGW_BENCH_E2E_PARTS ?? "rates,isolation,high").split(",").map((p) => p.trim()));
 
+/** Delivery concurrency of the "rates" part, e.g. "10/10" (concurrent/per-endpoint); default the config's defaults. */
+const RATES_CONCURRENCY = ((): { concurrent?: number; perEndpoint?: number } => {
+  const v = process.env.AIGW_BENCH_E2E_RATES_CONCURRENCY;
+  if (!v) return {};
+  const [concurrent = 10, perEndpoint = concurrent] = v.split("/").map(Number);
+  return { concurrent, perEndpoint };
+})();
+
 interface Scenario {
   rate: number;
   seconds: number;
@@ -159,10 +167,11 @@ delivery:
     const callUrl = `${String((await sidecar.log("sidecar ready")).url)}/v1/chat/completions`;
 
     // Warm-up (JIT, connections, the sidecar's config snapshot), not measured.
-    const warm = spawnNode(LOADGEN_SOURCE, [callUrl, "200", "1", "-"]);
+    const warmRate = Math.max(200, s.rate);
+    const warm = spawnNode(LOADGEN_SOURCE, [callUrl, String(warmRate), "3", "-"]);
     await warm.firstLine;
-    const deadline = Date.now() + 30_000;
-    while ((await json<{ count: number }>(`${receiver}/count`)).count < 200) {
+    const deadline = Date.now() + 60_000;
+    while ((await json<{ count: number }>(`${receiver}/count`)).count < warmRate * 3) {
       if (Date.now() > deadline) throw new Error("bench: warm-up webhooks did not arrive");
       await new Promise((r) => setTimeout(r, 50));
     }
@@ -201,6 +210,18 @@ delivery:
     progress(`${label}: ${Object.keys(arrivals).length} of ${wanted} webhooks arrived; stopping`);
     const lags = result.responses.map(([id, end]) => (arrivals[id] ?? Number.POSITIVE_INFINITY) - end);
     const delivered = lags.filter(Number.isFinite).length;
+    if (process.env.AIGW_BENCH_E2E_TIMELINE) {
+      const t0 = result.responses[0]?.[1] ?? 0;
+      const bySecond = new Map<number, number[]>();
+      result.responses.forEach(([, end], i) => {
+        const sec = Math.floor((end - t0) / 1000);
+        bySecond.set(sec, [...(bySecond.get(sec) ?? []), lags[i] as number]);
+      });
+      for (const [sec, l] of bySecond)
+        progress(
+          `    s${sec}: n=${l.length} p50=${quantile(l, 0.5).toFixed(1)} p99=${quantile(l, 0.99).toFixed(1)} max=${Math.max(...l).toFixed(1)}`,
+        );
+    }
     const lastArrival = Math.max(...result.responses.map(([id]) => arrivals[id] ?? 0));
     const firstEnd = Math.min(...result.responses.map(([, end]) => end));
     return {
@@ -212,7 +233,8 @@ delivery:
     };
   } finally {
     for (const c of children.reverse()) await c.stop();
-    rmSync(dir, { recursive: true, force: true });
+    if (process.env.AIGW_BENCH_E2E_TIMELINE) progress(`kept ${dir}`);
+    else rmSync(dir, { recursive: true, force: true });
   }
 }
 
@@ -270,7 +292,7 @@ export async function benchDeliveryEndToEnd(): Promise<BenchRow[]> {
   const rows: BenchRow[] = [];
   const raw = await rawPostLatency();
   for (const rate of PARTS.has("rates") ? [50, 500] : []) {
-    const o = await run({ rate, seconds: 10 });
+    const o = await run({ rate, seconds: 10, ...RATES_CONCURRENCY });
     rows.push(
       {
         name: `response→webhook p50, ${rate} events/s, one endpoint (sidecar → control plane → receiver processes)`,

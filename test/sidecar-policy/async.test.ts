@@ -37,9 +37,11 @@ afterEach(async () => {
 describe("Prefer: respond-async", () => {
   it("answers 202 before the provider does, then reports the result by status URL and completion event", async () => {
     h = await startHarness();
-    const accepted = await postChat(h, { ...ASYNC, "x-mock-delay-ms": "800", "x-mock-prompt-tokens": "30" });
+    // The provider answers 4 s after the call: long enough that the 202 (and the status
+    // check below) come before it on a busy machine too.
+    const accepted = await postChat(h, { ...ASYNC, "x-mock-delay-ms": "4000", "x-mock-prompt-tokens": "30" });
     expect(accepted.status).toBe(202);
-    expect(accepted.elapsedMs).toBeLessThan(800);
+    expect(accepted.elapsedMs).toBeLessThan(4_000);
     const body = accepted.json as { request_id: string; status: string; status_url: string };
     expect(body).toEqual({
       request_id: expect.stringMatching(/^req_/),
@@ -50,7 +52,7 @@ describe("Prefer: respond-async", () => {
     expect(accepted.headers.get("preference-applied")).toBe("respond-async");
     expect(accepted.headers.get("location")).toBe(body.status_url);
 
-    // The provider has not answered yet: it waits 800 ms after receiving the call.
+    // The provider has not answered yet: it waits 4 s after receiving the call.
     const during = await getStatus(h, body.status_url);
     expect(during.status).toBe(200);
     expect(during.json.status).toBe("processing");

@@ -85,4 +85,79 @@ describe("GroupCommit", () => {
     expect((results[1] as PromiseRejectedResult).reason.message).toBe("13 is refused");
     expect((results[0] as PromiseFulfilledResult<number>).value).toBe(2);
   });
+
+  describe("commitWith (synchronous commits)", () => {
+    /** A synchronous store: each transaction is a list of what it wrote. */
+    function syncStore() {
+      const transactions: string[][] = [];
+      let current: string[] | undefined;
+      const transaction = <T>(fn: () => T): T => {
+        if (current) return fn();
+        current = [];
+        try {
+          const value = fn();
+          transactions.push(current);
+          return value;
+        } finally {
+          current = undefined;
+        }
+      };
+      const commitItems = (items: readonly number[]) => {
+        if (items.includes(13)) throw new Error("13 is refused");
+        current?.push(...items.map(String));
+        return items.map((i) => i * 10);
+      };
+      const gc = new GroupCommit((items: readonly number[]) => transaction(() => commitItems(items)));
+      const write = (what: string) => () =>
+        transaction(() => {
+          if (what === "bad") throw new Error("bad write");
+          current?.push(what);
+          return what;
+        });
+      const writeWith = (what: string) =>
+        gc.commitWith(write(what), (items, w) => {
+          let results: number[] = [];
+          const value = transaction(() => {
+            results = commitItems(items);
+            return w();
+          });
+          return { results, value };
+        });
+      return { gc, transactions, writeWith };
+    }
+
+    it("writes the queued items and the write in one transaction, items first", async () => {
+      const { gc, transactions, writeWith } = syncStore();
+      const submitted = [1, 2].map((i) => gc.submit(i));
+      expect(writeWith("claim")).toBe("claim");
+      expect(transactions).toEqual([["1", "2", "claim"]]);
+      expect(await Promise.all(submitted)).toEqual([10, 20]);
+      await gc.settled();
+      // The scheduled drain found nothing left to commit.
+      expect(transactions).toHaveLength(1);
+    });
+
+    it("with nothing queued, the write is its own transaction", () => {
+      const { transactions, writeWith } = syncStore();
+      expect(writeWith("claim")).toBe("claim");
+      expect(transactions).toEqual([["claim"]]);
+    });
+
+    it("a bad item fails alone; the write and the other items still land", async () => {
+      const { gc, transactions, writeWith } = syncStore();
+      const submitted = [1, 13, 2].map((i) => gc.submit(i));
+      expect(writeWith("claim")).toBe("claim");
+      const results = await Promise.allSettled(submitted);
+      expect(results.map((r) => r.status)).toEqual(["fulfilled", "rejected", "fulfilled"]);
+      expect(transactions).toEqual([["1"], ["2"], ["claim"]]);
+    });
+
+    it("a failing write fails alone, after the items are committed", async () => {
+      const { gc, transactions, writeWith } = syncStore();
+      const submitted = [1, 2].map((i) => gc.submit(i));
+      expect(() => writeWith("bad")).toThrow("bad write");
+      expect(await Promise.all(submitted)).toEqual([10, 20]);
+      expect(transactions).toEqual([["1", "2"]]);
+    });
+  });
 });

@@ -189,6 +189,24 @@ describe("SqliteStore on disk", () => {
     expect(await store.pendingLanes("", 10)).toHaveLength(2);
   });
 
+  it("a claim records the attempt results submitted before it, settled or not (claimsSeeSubmittedResults)", async () => {
+    const store = await openAt();
+    expect(store.claimsSeeSubmittedResults).toBe(true);
+    await store.createEndpoint(endpoint("a"), "whsec_c2VjcmV0");
+    await store.ingest([streamingEvent("req_1", 1), streamingEvent("req_1", 2)], () => ["a"]);
+    const now = Date.now();
+    const [first, ...rest] = await claimDue(store, { now, leaseOwner: "w", leaseMs: 30_000 });
+    // The second token waits for the first.
+    expect(rest).toHaveLength(0);
+    const attempt = { startedAt: now, statusCode: 200, latencyMs: 1, error: "", responseBody: "" };
+    const recorded = store.completeAttempt(first!, attempt, { status: "delivered" });
+    // Not awaited: the claim in the same turn records it first, so the next token is due.
+    const [second] = await claimDue(store, { now, leaseOwner: "w", leaseMs: 30_000 });
+    expect(second?.eventId).not.toBe(first!.eventId);
+    expect((await recorded).recorded).toBe(true);
+    expect((await store.getDelivery(first!.id))?.delivery.status).toBe("delivered");
+  });
+
   it("refuses a database from a newer aigw", async () => {
     await (await openAt()).close();
     const raw = new Database(path);

@@ -528,6 +528,8 @@ export class SqliteStore implements Store {
   readonly kind = "sqlite";
   readonly shared = false;
   readonly path: string;
+  /** Claims record the attempt results submitted before them, in their own transaction (#write). */
+  readonly claimsSeeSubmittedResults = true;
   readonly #db: Database.Database;
   readonly #box: SecretBox;
   readonly #s: Statements;
@@ -568,15 +570,7 @@ export class SqliteStore implements Store {
     this.#budgets = new SqliteBudgetTables(db);
     this.#retention = new SqliteRetention(db);
     this.#inTransaction = db.transaction((fn: () => unknown) => fn());
-    this.#completions = new GroupCommit((batch) => {
-      const now = Date.now();
-      return this.#bookkeeping(() => {
-        const rollups = new RollupBatch();
-        const results = batch.map((completion) => this.#completeOne(completion, now, rollups));
-        this.#writeRollups(rollups);
-        return results;
-      });
-    });
+    this.#completions = new GroupCommit((batch) => this.#bookkeeping(() => this.#applyCompletions(batch)));
     // Ingest commits are synced (see #durable): a group is many sidecars' batches for one flush.
     // The deliveries are claimable as soon as the transaction commits (onCommitted), while
     // the flush is in flight: a crash loses nothing a sidecar was told is stored.
@@ -621,9 +615,28 @@ export class SqliteStore implements Store {
     return this.#write(fn);
   }
 
-  /** One write transaction (after the attempt results waiting for theirs); the pending count follows what commits. */
+  /**
+   * One write transaction, which first records the attempt results waiting for theirs (so
+   * a claim right after results costs one transaction, not two, and sees them); the pending
+   * count follows what commits.
+   */
   #write<T>(fn: () => T): T {
-    this.#flushCompletions();
+    return this.#completions.commitWith(
+      () => this.#transaction(fn),
+      (batch, write) => {
+        let results: CompleteResult[] = [];
+        const value = this.#transaction(() => {
+          results = this.#applyCompletions(batch);
+          return write();
+        });
+        return { results, value };
+      },
+    );
+  }
+
+  #transaction<T>(fn: () => T): T {
+    // Nested (a write made inside another's transaction): its changes count with the outer one's.
+    if (this.#db.inTransaction) return fn();
     this.#pendingDelta = 0;
     try {
       const result = this.#inTransaction.immediate(fn) as T;
@@ -634,6 +647,15 @@ export class SqliteStore implements Store {
     } finally {
       this.#pendingDelta = 0;
     }
+  }
+
+  /** Attempt results, in a transaction the caller holds. */
+  #applyCompletions(batch: readonly QueuedCompletion[]): CompleteResult[] {
+    const now = Date.now();
+    const rollups = new RollupBatch();
+    const results = batch.map((completion) => this.#completeOne(completion, now, rollups));
+    this.#writeRollups(rollups);
+    return results;
   }
 
   /** Every reader of deliveries calls this first, so it sees every attempt already reported. */
