@@ -157,6 +157,7 @@ export class DeliveryScheduler {
   private readonly onEndpointDisabled: ((endpoint: string) => void) | undefined;
   /** Endpoints whose attempts all failed since their first failure here; bounded like circuits (pruned when idle). */
   private readonly failing = new Map<string, FailingRun>();
+  private failingRunsRestored = false;
 
   private running = false;
   private pumping: Promise<void> | undefined;
@@ -259,7 +260,18 @@ export class DeliveryScheduler {
    * another replica opened or closed one.
    */
   async syncCircuits(): Promise<void> {
-    for (const c of await this.store.listCircuits()) this.breaker.applyShared(c.endpoint, c.open, c.openedAt);
+    const circuits = await this.store.listCircuits();
+    for (const c of circuits) this.breaker.applyShared(c.endpoint, c.open, c.openedAt);
+    // Runs of failed attempts recorded before this process started go on (once, at start:
+    // later, this process's own attempts say more than a read that may be older than them).
+    if (!this.failingRunsRestored) {
+      this.failingRunsRestored = true;
+      for (const c of circuits) {
+        if (!c.failingSince || this.failing.has(c.endpoint)) continue;
+        // At least one attempt failed; the rule's "two attempts" needs one more here.
+        this.failing.set(c.endpoint, { since: c.failingSince, attempts: 1, disabling: false });
+      }
+    }
     this.schedulePump();
   }
 
@@ -508,7 +520,7 @@ export class DeliveryScheduler {
     // A run with no attempt for a long while is not "every attempt failing" any more.
     const idleFor = Math.max(CIRCUIT_IDLE_MS, this.config.delivery.autoDisableAfterMs);
     for (const [name, run] of this.failing)
-      if (!run.disabling && this.lastRescanAt - run.since > 2 * idleFor) this.failing.delete(name);
+      if (!run.disabling && this.lastRescanAt - run.since > 2 * idleFor) this.endFailingRun(name);
     let after = "";
     for (;;) {
       const page = await this.store.pendingLanes(after, RESCAN_PAGE);
@@ -751,7 +763,7 @@ export class DeliveryScheduler {
     }
     if (outcome.status === "endpoint_gone") {
       this.endpoints.delete(name);
-      this.failing.delete(name);
+      this.endFailingRun(name);
       this.onEndpointDisabled?.(name);
       this.log.warn({ endpoint: name }, "receiver answered 410 Gone; endpoint disabled");
     } else if (outcome.status === "dead_lettered") {
@@ -854,7 +866,7 @@ export class DeliveryScheduler {
    */
   private trackCircuit(name: string, result: AttemptResult, now: number): void {
     const verdict = classifyAttempt(result, this.config.retry);
-    if (verdict === "delivered") this.failing.delete(name);
+    if (verdict === "delivered") this.endFailingRun(name);
     // A request never sent (refused) says nothing of the receiver.
     else if (result.statusCode > 0 || !result.refused) this.trackFailing(name, result, now);
     if (verdict === "delivered") {
@@ -885,8 +897,17 @@ export class DeliveryScheduler {
     if (windowMs <= 0) return;
     let run = this.failing.get(name);
     if (!run) {
-      run = { since: now, attempts: 0, disabling: false };
-      this.failing.set(name, run);
+      const started: FailingRun = { since: now, attempts: 0, disabling: false };
+      run = started;
+      this.failing.set(name, started);
+      // Recorded in the store: a restart (or another replica) goes on with this run, and a
+      // run recorded before (by another replica) is the one that counts.
+      this.store.startFailingRun(name, now).then(
+        (since) => {
+          if (this.failing.get(name) === started && since < started.since) started.since = since;
+        },
+        (err: unknown) => this.log.warn({ err, endpoint: name }, "recording a run of failed attempts failed"),
+      );
     }
     run.attempts++;
     if (run.disabling || run.attempts < 2 || now - run.since < windowMs) return;
@@ -902,7 +923,7 @@ export class DeliveryScheduler {
     };
     this.store.autoDisableEndpoint(name, why).then(
       (effects) => {
-        this.failing.delete(name);
+        this.endFailingRun(name);
         this.endpoints.delete(name);
         this.log.warn(
           { endpoint: name, failedForMs: failedFor, attempts: why.failedAttempts, code: "AIGW_ENDPOINT_AUTO_DISABLED" },
@@ -918,6 +939,14 @@ export class DeliveryScheduler {
         this.log.error({ err, endpoint: name }, "disabling a failing endpoint failed; tried again at its next failure");
       },
     );
+  }
+
+  /** The endpoint's run of failures is over, here and in the store (when this process had one). */
+  private endFailingRun(name: string): void {
+    if (!this.failing.delete(name)) return;
+    this.store.endFailingRun(name).catch((err: unknown) => {
+      this.log.warn({ err, endpoint: name }, "recording the end of a run of failed attempts failed");
+    });
   }
 
   private recordHealthy(name: string): void {

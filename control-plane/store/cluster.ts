@@ -20,6 +20,14 @@ export interface ClusterStore {
    */
   putCircuit(circuit: CircuitRecord): Promise<OperatorEffects>;
   listCircuits(): Promise<CircuitRecord[]>;
+  /**
+   * An endpoint's run of failed attempts (delivery.auto_disable_after_ms) started at `since`,
+   * unless a run is recorded already (by any process, before a restart too): records and
+   * returns the earlier of the two, so the run survives restarts and spans replicas.
+   */
+  startFailingRun(endpoint: string, since: number): Promise<number>;
+  /** The endpoint's run of failures is over (a success, or it was disabled): for every process. */
+  endFailingRun(endpoint: string): Promise<void>;
   /** Marks these sidecars as connected to `owner` at `now` (a heartbeat; new ones are added). */
   putSidecars(owner: string, sidecars: readonly SidecarRecord[], now: number): Promise<void>;
   removeSidecar(id: string): Promise<void>;
@@ -34,6 +42,8 @@ export interface CircuitRecord {
   open: boolean;
   /** When it opened (its cooldown runs from here); 0 when closed. */
   openedAt: number;
+  /** Read back only: when its current run of failed attempts started (startFailingRun); 0: none. */
+  failingSince?: number;
 }
 
 export interface SidecarRecord {

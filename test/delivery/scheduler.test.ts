@@ -296,6 +296,39 @@ describe("DeliveryScheduler", () => {
     await until("slots given back", () => s.metrics().inFlight === 0);
   });
 
+  it("goes on with a run of failed attempts recorded before it started (auto_disable_after_ms survives restarts)", async () => {
+    const down = await receiver((_req, res) => res.writeHead(500).end());
+    await endpoint("down", down.url);
+    await endpoint("fresh", down.url);
+    // A previous process saw "down" failing for two minutes; "fresh" has no run.
+    const since = Date.now() - 120_000;
+    await store.startFailingRun("down", since);
+    const config = testConfig({ retry: { maxAttempts: 1 }, delivery: { autoDisableAfterMs: 60_000 } });
+    const s = new DeliveryScheduler({ store, config, logger: logger(), pool, stopTimeoutMs: 1_000 });
+    schedulers.push(s);
+    await s.syncCircuits();
+    s.start();
+    const [toDown] = await ingest("down");
+    const [toFresh] = await ingest("fresh");
+    await statusOf(toDown!.id, "down", "dead_lettered");
+    await statusOf(toFresh!.id, "fresh", "dead_lettered");
+    // One more failed attempt after the restart: the run is two minutes old, so "down" is disabled.
+    const disabled = await until("down to be disabled", async () => {
+      const e = await store.getEndpoint("down");
+      return e && !e.enabled ? e : undefined;
+    });
+    expect(disabled.disabledReason).toMatch(/^every attempt failed for 1m/);
+    // One failure of an endpoint with no run before is no run of a minute.
+    expect((await store.getEndpoint("fresh"))?.enabled).toBe(true);
+    const runs = await store.listCircuits();
+    expect(runs.find((c) => c.endpoint === "fresh")?.failingSince).toBeGreaterThan(since);
+    // Disabled: that run is over.
+    await until(
+      "down's run to end",
+      async () => (await store.listCircuits()).find((c) => c.endpoint === "down")?.failingSince === 0,
+    );
+  });
+
   it("never exceeds concurrent_deliveries in total, nor the per-endpoint cap", async () => {
     const slowOk = (_req: unknown, res: import("node:http").ServerResponse) => {
       setTimeout(() => res.writeHead(200).end(), 40);

@@ -847,6 +847,28 @@ export function describeStoreConformance(name: string, open: () => Promise<Opene
         expect((await store.putCircuit({ endpoint: "flaky", open: false, openedAt: 0 })).generated).toEqual([]);
       });
 
+      it("keeps an endpoint's run of failed attempts: the earliest start wins, until it ends", async () => {
+        const since = Date.now() - 60_000;
+        expect(await store.startFailingRun("down", since)).toBe(since);
+        // A later start (another replica, a restart) adopts the recorded one.
+        expect(await store.startFailingRun("down", since + 30_000)).toBe(since);
+        // An earlier one (another replica saw a failure first) replaces it.
+        expect(await store.startFailingRun("down", since - 1_000)).toBe(since - 1_000);
+        // The circuit's own state is left alone, and the run reads back with it.
+        await store.putCircuit({ endpoint: "down", open: true, openedAt: since });
+        const read = (await store.listCircuits()).find((c) => c.endpoint === "down");
+        expect(read).toMatchObject({ open: true, openedAt: since, failingSince: since - 1_000 });
+        await store.endFailingRun("down");
+        expect((await store.listCircuits()).find((c) => c.endpoint === "down")).toMatchObject({
+          open: true,
+          failingSince: 0,
+        });
+        // A new run starts afresh.
+        expect(await store.startFailingRun("down", since + 50_000)).toBe(since + 50_000);
+        await store.endFailingRun("never-failed");
+        expect((await store.listCircuits()).some((c) => c.endpoint === "never-failed")).toBe(false);
+      });
+
       it("endpoint.disabled once when a run of failures disables an endpoint", async () => {
         for (const name of ["down", "ops"]) await store.upsertEndpoint(endpoint(name), `whsec_${name}${name}${name}`);
         store.routeOperatorEvents(() => ["ops"]);

@@ -131,7 +131,12 @@ describe.skipIf(skip)("two PostgreSQL stores on one database", () => {
 
   it("share circuits, connected sidecars and settings", async () => {
     await a.putCircuit({ endpoint: "hooks", open: true, openedAt: 1_000 });
-    expect(await b.listCircuits()).toEqual([{ endpoint: "hooks", open: true, openedAt: 1_000 }]);
+    expect(await b.listCircuits()).toEqual([{ endpoint: "hooks", open: true, openedAt: 1_000, failingSince: 0 }]);
+    // A run of failed attempts spans replicas: the one recorded first is the one that counts.
+    expect(await a.startFailingRun("hooks", 5_000)).toBe(5_000);
+    expect(await b.startFailingRun("hooks", 9_000)).toBe(5_000);
+    await b.endFailingRun("hooks");
+    expect((await a.listCircuits())[0]?.failingSince).toBe(0);
     const now = Date.now();
     await a.putSidecars("replica-a", [{ id: "sc_1", orgId: "org_a", app: "chat" }], now);
     await b.putSidecars("replica-b", [{ id: "sc_2", orgId: "org_a", app: "chat" }], now);

@@ -243,6 +243,11 @@ const MIGRATIONS: readonly string[] = [
   ALTER TABLE sidecars ADD COLUMN spool_batches bigint NOT NULL DEFAULT 0;
   ALTER TABLE sidecars ADD COLUMN spool_bytes bigint NOT NULL DEFAULT 0;
   `,
+  // v6: an endpoint's run of failed attempts (delivery.auto_disable_after_ms) is kept in the
+  // store, so a restart does not start its clock again, and replicas share it. 0: no run.
+  `
+  ALTER TABLE endpoint_circuits ADD COLUMN failing_since bigint NOT NULL DEFAULT 0;
+  `,
 ];
 
 export const PG_SCHEMA_VERSION = MIGRATIONS.length;

@@ -2111,10 +2111,37 @@ export class PostgresStore implements Store {
   }
 
   async listCircuits(): Promise<CircuitRecord[]> {
-    const { rows } = await this.#pool.query<{ endpoint: string; open: boolean; opened_at: number }>(
-      "SELECT endpoint, open, opened_at FROM endpoint_circuits",
+    const { rows } = await this.#pool.query<{
+      endpoint: string;
+      open: boolean;
+      opened_at: number;
+      failing_since: number | string;
+    }>("SELECT endpoint, open, opened_at, failing_since FROM endpoint_circuits");
+    return rows.map((r) => ({
+      endpoint: r.endpoint,
+      open: r.open,
+      openedAt: r.opened_at,
+      failingSince: Number(r.failing_since),
+    }));
+  }
+
+  async startFailingRun(endpoint: string, since: number): Promise<number> {
+    const { rows } = await this.#pool.query<{ failing_since: number | string }>(
+      `INSERT INTO endpoint_circuits (endpoint, open, opened_at, updated_at, failing_since) VALUES ($1, false, 0, $2, $3)
+       ON CONFLICT (endpoint) DO UPDATE SET updated_at = excluded.updated_at,
+         failing_since = CASE WHEN endpoint_circuits.failing_since = 0 OR endpoint_circuits.failing_since > excluded.failing_since
+           THEN excluded.failing_since ELSE endpoint_circuits.failing_since END
+       RETURNING failing_since`,
+      [endpoint, Date.now(), since],
     );
-    return rows.map((r) => ({ endpoint: r.endpoint, open: r.open, openedAt: r.opened_at }));
+    return Number(rows[0]?.failing_since ?? since);
+  }
+
+  async endFailingRun(endpoint: string): Promise<void> {
+    await this.#pool.query(
+      "UPDATE endpoint_circuits SET failing_since = 0, updated_at = $2 WHERE endpoint = $1 AND failing_since != 0",
+      [endpoint, Date.now()],
+    );
   }
 
   async putSidecars(owner: string, sidecars: readonly SidecarRecord[], now: number): Promise<void> {

@@ -251,6 +251,11 @@ const MIGRATIONS: readonly string[] = [
   ALTER TABLE sidecars ADD COLUMN spool_batches INTEGER NOT NULL DEFAULT 0;
   ALTER TABLE sidecars ADD COLUMN spool_bytes INTEGER NOT NULL DEFAULT 0;
   `,
+  // v9: an endpoint's run of failed attempts (delivery.auto_disable_after_ms) is kept in the
+  // store, so a restart does not start its clock again. 0: no run.
+  `
+  ALTER TABLE endpoint_circuits ADD COLUMN failing_since INTEGER NOT NULL DEFAULT 0;
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -1595,7 +1595,17 @@ export class SqliteStore implements Store {
   async listCircuits(): Promise<CircuitRecord[]> {
     return this.#cluster.circuits
       .all()
-      .map((r) => ({ endpoint: r.endpoint, open: r.open === 1, openedAt: r.opened_at }));
+      .map((r) => ({ endpoint: r.endpoint, open: r.open === 1, openedAt: r.opened_at, failingSince: r.failing_since }));
+  }
+
+  async startFailingRun(endpoint: string, since: number): Promise<number> {
+    const now = Date.now();
+    return this.#bookkeeping(() => this.#cluster.startFailingRun.get({ endpoint, since, now }) as number);
+  }
+
+  async endFailingRun(endpoint: string): Promise<void> {
+    const now = Date.now();
+    this.#bookkeeping(() => this.#cluster.endFailingRun.run({ endpoint, now }));
   }
 
   async putSidecars(owner: string, sidecars: readonly SidecarRecord[], now: number): Promise<void> {
@@ -1849,11 +1859,25 @@ function prepareClusterStatements(db: Database.Database) {
        ON CONFLICT (endpoint) DO UPDATE SET open = excluded.open, opened_at = excluded.opened_at,
          updated_at = excluded.updated_at`,
     ) as Stmt<{ endpoint: string; open: number; openedAt: number; now: number }>,
-    circuits: db.prepare("SELECT endpoint, open, opened_at FROM endpoint_circuits") as Stmt0<{
+    circuits: db.prepare("SELECT endpoint, open, opened_at, failing_since FROM endpoint_circuits") as Stmt0<{
       endpoint: string;
       open: number;
       opened_at: number;
+      failing_since: number;
     }>,
+    startFailingRun: db
+      .prepare(
+        `INSERT INTO endpoint_circuits (endpoint, open, opened_at, updated_at, failing_since)
+         VALUES (@endpoint, 0, 0, @now, @since)
+         ON CONFLICT (endpoint) DO UPDATE SET updated_at = excluded.updated_at,
+           failing_since = CASE WHEN failing_since = 0 OR failing_since > excluded.failing_since
+             THEN excluded.failing_since ELSE failing_since END
+         RETURNING failing_since`,
+      )
+      .pluck() as Stmt<{ endpoint: string; since: number; now: number }, number>,
+    endFailingRun: db.prepare(
+      "UPDATE endpoint_circuits SET failing_since = 0, updated_at = @now WHERE endpoint = @endpoint AND failing_since != 0",
+    ) as Stmt<{ endpoint: string; now: number }>,
     putSidecar: db.prepare(
       `INSERT INTO sidecars (id, org_id, app, owner, seen_at, version, spool_batches, spool_bytes)
        VALUES (@id, @orgId, @app, @owner, @now, @version, @spoolBatches, @spoolBytes)
