@@ -291,26 +291,38 @@ function slope(points: [number, number][], from: number): number {
 export async function benchDeliveryEndToEnd(): Promise<BenchRow[]> {
   const rows: BenchRow[] = [];
   const raw = await rawPostLatency();
-  for (const rate of PARTS.has("rates") ? [50, 500] : []) {
-    const o = await run({ rate, seconds: 10, ...RATES_CONCURRENCY });
+  // 50/s at the defaults (4 in flight); 500/s with the 16 in flight the README gives an
+  // endpoint that receives hundreds of events a second, and again at the defaults, to show
+  // what that advice is worth. AIGW_BENCH_E2E_RATES_CONCURRENCY sets them all.
+  const rates: { rate: number; concurrent?: number; perEndpoint?: number; label: string }[] = [
+    { rate: 50, label: "" },
+    { rate: 500, concurrent: 16, perEndpoint: 16, label: " (16 in flight, as the README advises)" },
+    { rate: 500, label: " at the defaults (4 in flight)" },
+  ];
+  for (const { rate, concurrent, perEndpoint, label } of PARTS.has("rates") ? rates : []) {
+    const scenario: Scenario = { rate, seconds: 10 };
+    if (concurrent !== undefined) scenario.concurrent = concurrent;
+    if (perEndpoint !== undefined) scenario.perEndpoint = perEndpoint;
+    const o = await run({ ...scenario, ...RATES_CONCURRENCY });
+    const info = label.startsWith(" at the defaults");
     rows.push(
       {
-        name: `response→webhook p50, ${rate} events/s, one endpoint (sidecar → control plane → receiver processes)`,
+        name: `response→webhook p50, ${rate} events/s, one endpoint${label} (sidecar → control plane → receiver processes)`,
         value: quantile(o.lags, 0.5),
         unit: "ms",
         baseline: "one signed POST straight to the receiver, p50",
         baselineValue: raw.p50,
         ratio: quantile(o.lags, 0.5) / raw.p50,
-        target: "≤ 5 ms",
+        ...(info ? {} : { target: "≤ 5 ms" }),
       },
       {
-        name: `response→webhook p99, ${rate} events/s, one endpoint`,
+        name: `response→webhook p99, ${rate} events/s, one endpoint${label}`,
         value: quantile(o.lags, 0.99),
         unit: "ms",
         baseline: "one signed POST straight to the receiver, p99",
         baselineValue: raw.p99,
         ratio: quantile(o.lags, 0.99) / raw.p99,
-        target: "≤ 20 ms",
+        ...(info ? {} : { target: "≤ 20 ms" }),
       },
     );
   }
