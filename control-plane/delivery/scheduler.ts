@@ -158,6 +158,7 @@ export class DeliveryScheduler {
   /** Endpoints whose attempts all failed since their first failure here; bounded like circuits (pruned when idle). */
   private readonly failing = new Map<string, FailingRun>();
   private failingRunsRestored = false;
+  private readonly runWrites = new Map<string, Promise<void>>();
 
   private running = false;
   private pumping: Promise<void> | undefined;
@@ -902,12 +903,10 @@ export class DeliveryScheduler {
       this.failing.set(name, started);
       // Recorded in the store: a restart (or another replica) goes on with this run, and a
       // run recorded before (by another replica) is the one that counts.
-      this.store.startFailingRun(name, now).then(
-        (since) => {
-          if (this.failing.get(name) === started && since < started.since) started.since = since;
-        },
-        (err: unknown) => this.log.warn({ err, endpoint: name }, "recording a run of failed attempts failed"),
-      );
+      this.runWrite(name, async () => {
+        const since = await this.store.startFailingRun(name, now);
+        if (this.failing.get(name) === started && since < started.since) started.since = since;
+      });
     }
     run.attempts++;
     if (run.disabling || run.attempts < 2 || now - run.since < windowMs) return;
@@ -944,8 +943,21 @@ export class DeliveryScheduler {
   /** The endpoint's run of failures is over, here and in the store (when this process had one). */
   private endFailingRun(name: string): void {
     if (!this.failing.delete(name)) return;
-    this.store.endFailingRun(name).catch((err: unknown) => {
-      this.log.warn({ err, endpoint: name }, "recording the end of a run of failed attempts failed");
+    this.runWrite(name, () => this.store.endFailingRun(name));
+  }
+
+  /**
+   * Writes of an endpoint's failing run, one after another in the order made (PostgreSQL's
+   * pooled connections would not keep a start and the end that follows it in order).
+   */
+  private runWrite(name: string, write: () => Promise<void>): void {
+    const previous = this.runWrites.get(name) ?? Promise.resolve();
+    const next = previous.then(write).catch((err: unknown) => {
+      this.log.warn({ err, endpoint: name }, "recording a run of failed attempts in the store failed");
+    });
+    this.runWrites.set(name, next);
+    void next.then(() => {
+      if (this.runWrites.get(name) === next) this.runWrites.delete(name);
     });
   }
 
