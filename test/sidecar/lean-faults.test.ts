@@ -440,6 +440,7 @@ describe("clients that misbehave", () => {
     });
     expect(got.node.text).toMatch(/HTTP\/1\.1 400 Bad Request\r\nConnection: close\r\n\r\n$/);
     expect(got.lean.text).toMatch(/HTTP\/1\.1 400 Bad Request\r\nConnection: close\r\n\r\n$/);
+    expect(got.lean.text).toContain('{"url":"/first","body":""}HTTP/1.1 400');
     for (const engine of ENGINES) expect((await fetch(`${pair[engine].url}/after`)).status).toBe(200);
   });
 
