@@ -339,6 +339,12 @@ class LeanConnection {
 
   private bodyDone(): void {
     this.requestStartedAt = 0;
+    // The request stream may have been full when its last bytes came (the socket paused for
+    // it); its end will not ask for more, and what follows is the next request's: read on.
+    if (this.pausedForRequest) {
+      this.pausedForRequest = false;
+      if (!this.pausedForBuffer) this.socket.resume();
+    }
     if (!this.discarding) this.request!.push(null);
     if (this.response!.ended) {
       this.nextRequest();

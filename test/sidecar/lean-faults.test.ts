@@ -470,6 +470,50 @@ describe("clients that misbehave", () => {
 });
 
 describe("backpressure", () => {
+  it("a large request body read slowly upstream, then the next request on the same connection is served", async () => {
+    // An observed path with a body past the 10 MiB the proxy holds: the rest streams through a
+    // paused request. Its stream is full when the last bytes arrive (the upstream reads slowly),
+    // so the socket was paused for it; once the body is whole the next request must be read.
+    const upstream = createServer((req, res) => {
+      let size = 0;
+      req.on("data", (c: Buffer) => {
+        size += c.length;
+        req.pause();
+        setTimeout(() => req.resume(), 2);
+      });
+      req.on("end", () => {
+        const text = JSON.stringify({ url: req.url, size });
+        res.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
+        res.end(text);
+      });
+    });
+    await new Promise<void>((resolve) => upstream.listen(0, "127.0.0.1", resolve));
+    const pair = await startPair(`http://127.0.0.1:${(upstream.address() as AddressInfo).port}`);
+    try {
+      const body = Buffer.alloc(12 * 1024 * 1024, 0x62);
+      const got = {} as Record<ProxyEngine, Conversation>;
+      for (const engine of ENGINES) {
+        got[engine] = await converse(
+          pair[engine].port,
+          async (socket, received) => {
+            socket.write(`POST /v1/chat/completions HTTP/1.1\r\n${H}Content-Length: ${body.length}\r\n\r\n`);
+            socket.write(body);
+            await until(() => received().includes('"/v1/chat/completions"'), "the first response", 20_000);
+            socket.write(`GET /next HTTP/1.1\r\n${H}Connection: close\r\n\r\n`);
+          },
+          30_000,
+        );
+      }
+      expect(got.lean.text).toContain(`{"url":"/v1/chat/completions","size":${body.length}}`);
+      expect(got.lean.text).toContain('{"url":"/next","size":0}');
+      expect(normalize(got.lean.text)).toBe(normalize(got.node.text));
+    } finally {
+      for (const engine of ENGINES) await pair[engine].close();
+      upstream.closeAllConnections();
+      await new Promise((resolve) => upstream.close(resolve));
+    }
+  });
+
   it("a client that does not read: the lean proxy stops reading the provider (bounded buffering)", async () => {
     const size = 64 * 1024 * 1024;
     let sent = 0;
