@@ -3,6 +3,7 @@ import { parseHostPort } from "../common/host-port.js";
 import { VERSION } from "../common/version.js";
 import { type RunningAdminServer, startAdminServer } from "./admin/admin-server.js";
 import { ProxyMetrics } from "./proxy/proxy-metrics.js";
+import { startIdleCollection } from "./proxy/idle-gc.js";
 import { startProxy } from "./proxy/server.js";
 import { DEFAULT_PROXY_SETTINGS, type ProxySettings, settingsFromSnapshot } from "./proxy/settings.js";
 import { Uplink } from "./uplink/uplink.js";
@@ -85,6 +86,13 @@ export async function runSidecar(options: SidecarOptions): Promise<RunningSideca
     await uplink.close();
     throw err;
   }
+  const idleCollection =
+    process.env.AIGW_SIDECAR_IDLE_GC === "0"
+      ? undefined
+      : startIdleCollection({
+          requests: () => metrics.dispatched,
+          onCollect: (info) => logger.debug(info, "idle: full garbage collection"),
+        });
   const adminUrl = adminServer.url;
   logger.info({ url: proxy.url, admin: adminUrl, controlPlanes, upstreams: options.upstreams }, "sidecar ready");
   return {
@@ -92,6 +100,7 @@ export async function runSidecar(options: SidecarOptions): Promise<RunningSideca
     adminUrl,
     uplink,
     close: async () => {
+      idleCollection?.stop();
       await proxy.close();
       await uplink.flush({ timeoutMs: 5000 }).catch(() => {});
       await uplink.close();

@@ -23,10 +23,17 @@ const MAX_HEADERS = 2000;
 const MAX_BUFFERED_BYTES = 64 * 1024;
 
 export interface LeanServerOptions {
-  /** Idle time between requests on a kept-alive connection (node's keepAliveTimeout). */
+  /** Idle time between requests on a kept-alive connection (node's keepAliveTimeout); then the socket is closed. */
   keepAliveTimeoutMs: number;
-  /** Time allowed for a request head to arrive (node's headersTimeout). */
+  /**
+   * Time allowed for a request head to arrive, counted from its first byte (from the
+   * connection's start for the first request): node's headersTimeout; then 408 and close.
+   */
   headersTimeoutMs: number;
+  /** Time allowed for a whole request (head and body) to arrive: node's requestTimeout; 0 for none. */
+  requestTimeoutMs: number;
+  /** How often the deadlines above are checked (node's connectionsCheckingInterval; node checks every 30 s). */
+  checkIntervalMs: number;
 }
 
 export type LeanHandler = (req: LeanRequest, res: LeanResponse) => void;
@@ -41,11 +48,20 @@ export function createLeanServer(handler: LeanHandler, fallback: HttpServer, opt
   // Every socket accepted, whether served here or handed to node:http (which, not listening
   // itself, does not track the connections it is given).
   const sockets = new Set<Socket>();
+  // The connections served here, for the deadline check: one interval for the server, no
+  // timer per request or per socket (node's server checks its connections the same way).
+  const connections = new Set<LeanConnection>();
   const server = createNetServer({ noDelay: true }, (socket) => {
     sockets.add(socket);
     socket.once("close", () => sockets.delete(socket));
-    new LeanConnection(socket, handler, fallback, options);
+    new LeanConnection(socket, handler, fallback, options, connections);
   });
+  const check = setInterval(() => {
+    const now = Date.now();
+    for (const connection of connections) connection.checkDeadlines(now);
+  }, options.checkIntervalMs);
+  check.unref();
+  server.once("close", () => clearInterval(check));
   return {
     server,
     closeAllConnections() {
@@ -110,23 +126,32 @@ class LeanConnection {
   private discarding = false;
   private pausedForBuffer = false;
   private pausedForRequest = false;
+  /** When the current request's first byte came (the connection's start for the first one); 0 when none is being read. */
+  private requestStartedAt: number;
+  /** When the connection went idle after a response (keep-alive); 0 while not idle. */
+  private idleSince = 0;
 
   constructor(
     readonly socket: Socket,
     private readonly handler: LeanHandler,
     private readonly fallback: HttpServer,
     private readonly options: LeanServerOptions,
+    private readonly connections: Set<LeanConnection>,
   ) {
     socket.on("data", this.onData);
     socket.on("end", this.onEnd);
     socket.on("error", this.onError);
     socket.on("close", this.onClose);
-    socket.on("timeout", this.onTimeout);
     socket.on("drain", this.onDrain);
-    socket.setTimeout(options.headersTimeoutMs);
+    this.requestStartedAt = Date.now();
+    connections.add(this);
   }
 
   private readonly onData = (chunk: Buffer): void => {
+    if (this.idleSince !== 0) {
+      this.idleSince = 0;
+      this.requestStartedAt = Date.now();
+    }
     const buffered = this.buffered;
     this.buffered = buffered === undefined || buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
     this.process();
@@ -168,7 +193,6 @@ class LeanConnection {
       return false;
     }
     this.buffered = buffered.subarray(end + 4);
-    this.socket.setTimeout(0);
     const request = new LeanRequest(head.method, head.url, head.rawHeaders, this);
     const response = new LeanResponse(this, head.method === "HEAD", head.keepAlive, this.options.keepAliveTimeoutMs);
     this.request = request;
@@ -177,6 +201,7 @@ class LeanConnection {
     this.framing = head.framing;
     if (head.framing === Framing.None) {
       this.state = State.Answering;
+      this.requestStartedAt = 0;
       request.push(null);
     } else {
       this.state = State.Body;
@@ -313,6 +338,13 @@ class LeanConnection {
   }
 
   private bodyDone(): void {
+    this.requestStartedAt = 0;
+    // The request stream may have been full when its last bytes came (the socket paused for
+    // it); its end will not ask for more, and what follows is the next request's: read on.
+    if (this.pausedForRequest) {
+      this.pausedForRequest = false;
+      if (!this.pausedForBuffer) this.socket.resume();
+    }
     if (!this.discarding) this.request!.push(null);
     if (this.response!.ended) {
       this.nextRequest();
@@ -344,13 +376,17 @@ class LeanConnection {
     this.state = State.Head;
     this.request = undefined;
     this.response = undefined;
-    this.socket.setTimeout(this.options.keepAliveTimeoutMs);
     if (this.pausedForBuffer) {
       this.pausedForBuffer = false;
       this.socket.resume();
     }
     // Pipelined bytes already here are read on a fresh tick, after the response's writes.
-    if (this.buffered !== undefined && this.buffered.length > 0) setImmediate(this.processLater);
+    if (this.buffered !== undefined && this.buffered.length > 0) {
+      this.requestStartedAt = Date.now();
+      setImmediate(this.processLater);
+    } else {
+      this.idleSince = Date.now();
+    }
   }
 
   private readonly processLater = (): void => {
@@ -362,7 +398,6 @@ class LeanConnection {
     const socket = this.socket;
     this.state = State.Done;
     this.detach();
-    socket.setTimeout(0);
     socket.pause();
     const rest = this.buffered;
     this.buffered = undefined;
@@ -377,8 +412,8 @@ class LeanConnection {
     socket.off("end", this.onEnd);
     socket.off("error", this.onError);
     socket.off("close", this.onClose);
-    socket.off("timeout", this.onTimeout);
     socket.off("drain", this.onDrain);
+    this.connections.delete(this);
   }
 
   private badRequest(): void {
@@ -406,23 +441,45 @@ class LeanConnection {
 
   private readonly onClose = (): void => {
     this.state = State.Done;
+    this.connections.delete(this);
     const request = this.request;
     if (request !== undefined && !request.readableEnded) request.destroy(new Error("aborted"));
     this.response?.socketClosed();
   };
 
-  private readonly onTimeout = (): void => {
+  /**
+   * The server's periodic check, as node's: a kept-alive connection idle past keepAliveTimeout
+   * is closed; a head not whole within headersTimeout of its first byte (of the connection's
+   * start, for the first request), or a request not whole within requestTimeout, is answered
+   * 408 (when no response has started) and the connection closed. A slow client cannot hold
+   * a socket by trickling bytes: the deadlines count from the start, not from the last byte.
+   */
+  checkDeadlines(now: number): void {
+    if (this.state === State.Done) return;
+    if (this.idleSince !== 0) {
+      if (now - this.idleSince >= this.options.keepAliveTimeoutMs) {
+        this.state = State.Done;
+        this.socket.destroy();
+      }
+      return;
+    }
+    const startedAt = this.requestStartedAt;
+    if (startedAt === 0) return;
+    const { headersTimeoutMs, requestTimeoutMs } = this.options;
+    const late =
+      (this.state === State.Head && headersTimeoutMs > 0 && now - startedAt >= headersTimeoutMs) ||
+      (requestTimeoutMs > 0 && now - startedAt >= requestTimeoutMs);
+    if (!late) return;
+    this.state = State.Done;
+    const socket = this.socket;
     const response = this.response;
-    if (this.state === State.Head && (this.buffered === undefined || this.buffered.length === 0) && !response) {
-      this.socket.destroy();
-      return;
+    if (socket.writable && (response === undefined || !response.headWritten)) {
+      socket.write("HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n\r\n");
     }
-    if (this.state === State.Head) {
-      this.state = State.Done;
-      this.socket.end("HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n\r\n");
-      return;
-    }
-  };
+    socket.destroy();
+    const request = this.request;
+    if (request !== undefined && !request.readableEnded) request.destroy(new Error("request timeout"));
+  }
 
   private readonly onDrain = (): void => {
     this.response?.emit("drain");
@@ -541,7 +598,8 @@ export class LeanResponse extends EventEmitter {
   writableFinished = false;
   ended = false;
   private head: string | undefined;
-  private headWritten = false;
+  /** The head went to the socket (node's _headerSent). */
+  headWritten = false;
   private chunked = false;
   private hasBody: boolean;
   private hasLength = false;

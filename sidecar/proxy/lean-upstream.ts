@@ -35,6 +35,8 @@ export interface LeanPoolOptions {
   bodyTimeout: number;
   keepAliveTimeout: number;
   keepAliveMaxTimeout: number;
+  /** A connection (TCP, and the TLS handshake for https) not up this long → UND_ERR_CONNECT_TIMEOUT; 0 for none. */
+  connectTimeout: number;
   /** Extra TLS options for https origins (e.g. a private CA). */
   tls?: ConnectionOptions;
 }
@@ -42,6 +44,10 @@ export interface LeanPoolOptions {
 const MAX_RESPONSE_HEAD_BYTES = 16 * 1024;
 const KEEP_ALIVE_MARGIN_MS = 2000;
 const CRLF2 = Buffer.from("\r\n\r\n");
+/** What every status line starts with: a response that starts otherwise is refused at its first bytes, as llhttp does. */
+const HTTP_1 = Buffer.from("HTTP/1.");
+/** undici's TCP keep-alive probe delay for its sockets. */
+const TCP_KEEP_ALIVE_MS = 60_000;
 const STATUS_LINE = /^HTTP\/1\.([01]) ([1-9][0-9][0-9])(?: (.*))?$/;
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const CONTROL = /[\x00-\x08\x0a-\x1f\x7f]/;
@@ -52,6 +58,17 @@ function codedError(message: string, code: string, name: string, cause?: unknown
   err.name = name;
   (err as { code?: string }).code = code;
   return err;
+}
+
+/** As undici's HTTPParserError for what llhttp refuses (no code; the reason in llhttp's words where they are known). */
+function parserError(reason: string): Error {
+  const err = new Error(`Response does not match the HTTP/1.1 protocol (${reason})`);
+  err.name = "HTTPParserError";
+  return err;
+}
+
+function headersOverflow(): Error {
+  return codedError("Headers Overflow Error", "UND_ERR_HEADERS_OVERFLOW", "HeadersOverflowError");
 }
 
 export class LeanPool {
@@ -106,8 +123,11 @@ export class LeanPool {
         })
       : connectTcp({ host: this.hostname, port: this.port });
     raw.setNoDelay(true);
+    raw.setKeepAlive(true, TCP_KEEP_ALIVE_MS);
     const socket = new UpstreamSocket(raw, this);
     this.all.add(socket);
+    if (this.options.connectTimeout > 0)
+      socket.startConnectTimer(this.options.connectTimeout, this.hostname, this.port);
     return socket;
   }
 
@@ -154,6 +174,7 @@ class UpstreamSocket {
   connected = false;
   reused = false;
   private idleTimer: NodeJS.Timeout | undefined;
+  private connectTimer: NodeJS.Timeout | undefined;
   private gone = false;
 
   constructor(
@@ -191,12 +212,36 @@ class UpstreamSocket {
     this.raw.destroy(err);
   }
 
+  /** As undici's connector: not connected (TLS handshake included) in time → destroyed with UND_ERR_CONNECT_TIMEOUT. */
+  startConnectTimer(ms: number, hostname: string, port: number): void {
+    this.connectTimer = setTimeout(() => {
+      this.connectTimer = undefined;
+      if (this.connected || this.gone) return;
+      const attempted = (this.raw as { autoSelectFamilyAttemptedAddresses?: unknown })
+        .autoSelectFamilyAttemptedAddresses;
+      const where = Array.isArray(attempted)
+        ? `attempted addresses: ${attempted.join(", ")}`
+        : `attempted address: ${hostname}:${port}`;
+      const err = codedError(
+        `Connect Timeout Error (${where}, timeout: ${ms}ms)`,
+        "UND_ERR_CONNECT_TIMEOUT",
+        "ConnectTimeoutError",
+      );
+      this.lastError = err;
+      this.destroy(err);
+    }, ms);
+  }
+
   private readonly expire = (): void => {
     this.destroy();
   };
 
   private readonly onConnect = (): void => {
     this.connected = true;
+    if (this.connectTimer !== undefined) {
+      clearTimeout(this.connectTimer);
+      this.connectTimer = undefined;
+    }
     this.request?.socketReady();
   };
 
@@ -207,7 +252,14 @@ class UpstreamSocket {
       this.destroy();
       return;
     }
-    request.read(chunk);
+    try {
+      request.read(chunk);
+    } catch (err) {
+      // Whatever the upstream sent, it must not become an uncaught exception: the request
+      // fails (502, or a cut response) and this socket is closed.
+      request.failWith(err);
+      this.destroy();
+    }
   };
 
   private readonly onEnd = (): void => {
@@ -219,12 +271,13 @@ class UpstreamSocket {
   private lastError: Error | undefined;
 
   private readonly onError = (err: Error): void => {
-    this.lastError = err;
+    this.lastError ??= err;
   };
 
   private readonly onClose = (): void => {
     this.gone = true;
     if (this.idleTimer !== undefined) clearTimeout(this.idleTimer);
+    if (this.connectTimer !== undefined) clearTimeout(this.connectTimer);
     this.pool.forget(this);
     const request = this.request;
     this.request = undefined;
@@ -406,10 +459,19 @@ class UpstreamRequest {
     this.gotBytes = true;
     if (this.phase === Phase.Head) {
       const buffered: Buffer = this.head === undefined ? chunk : Buffer.concat([this.head, chunk]);
+      if (this.head === undefined || this.head.length < HTTP_1.length) {
+        // llhttp refuses a response at its first bytes that cannot start "HTTP/1.": so does this.
+        const n = Math.min(buffered.length, HTTP_1.length);
+        if (buffered.compare(HTTP_1, 0, n, 0, n) !== 0) {
+          const at = buffered.compare(HTTP_1, 0, Math.min(n, 5), 0, Math.min(n, 5)) !== 0;
+          this.fail(parserError(at ? "Expected HTTP/, RTSP/ or ICE/" : "Invalid HTTP version"));
+          return;
+        }
+      }
       const end = buffered.indexOf(CRLF2);
-      if (end === -1) {
-        if (buffered.length > MAX_RESPONSE_HEAD_BYTES) {
-          this.fail(codedError("Headers Overflow", "UND_ERR_HEADERS_OVERFLOW", "HeadersOverflowError"));
+      if (end === -1 || end + 4 > MAX_RESPONSE_HEAD_BYTES) {
+        if (end !== -1 || buffered.length > MAX_RESPONSE_HEAD_BYTES) {
+          this.fail(headersOverflow());
           return;
         }
         this.head = buffered;
@@ -426,6 +488,15 @@ class UpstreamRequest {
       return;
     }
     if (this.phase === Phase.Body) this.readBody(chunk);
+    // Bytes past the response while the request body is still going up: no reuse.
+    else this.keepAlive = false;
+  }
+
+  /** An exception while reading the response (a bug, or input no check foresaw): the request fails. */
+  failWith(err: unknown): void {
+    const error = err instanceof Error ? err : new Error(String(err));
+    const code = (error as { code?: unknown }).code;
+    this.fail(typeof code === "string" ? error : Object.assign(error, { code: "UND_ERR_SOCKET" }));
   }
 
   /** False when the head was informational (the next head is awaited) or bad. */
@@ -433,7 +504,7 @@ class UpstreamRequest {
     const lines = text.split("\r\n");
     const status = STATUS_LINE.exec(lines[0]!);
     if (status === null) {
-      this.fail(codedError("invalid response status line", "HPE_INVALID_CONSTANT", "HTTPParserError"));
+      this.fail(parserError("Invalid response status"));
       return false;
     }
     const code = Number(status[2]);
@@ -447,7 +518,7 @@ class UpstreamRequest {
       const colon = line.indexOf(":");
       const name = colon > 0 ? line.slice(0, colon) : "";
       if (colon <= 0 || !TOKEN.test(name) || CONTROL.test(line)) {
-        this.fail(codedError("invalid response header", "HPE_INVALID_HEADER_TOKEN", "HTTPParserError"));
+        this.fail(parserError(colon > 0 && TOKEN.test(name) ? "Invalid header value char" : "Invalid header token"));
         return false;
       }
       const value = line.slice(colon + 1).trim();
@@ -455,7 +526,7 @@ class UpstreamRequest {
       if (lower === "content-length") {
         const n = /^[0-9]{1,15}$/.test(value) ? Number(value) : -2;
         if (n === -2 || (contentLength !== -1 && contentLength !== n)) {
-          this.fail(codedError("invalid content-length", "HPE_UNEXPECTED_CONTENT_LENGTH", "HTTPParserError"));
+          this.fail(parserError(n === -2 ? "Invalid character in Content-Length" : "Duplicate Content-Length"));
           return false;
         }
         contentLength = n;
@@ -479,9 +550,7 @@ class UpstreamRequest {
       return true;
     }
     if (hasTransferEncoding && contentLength !== -1) {
-      this.fail(
-        codedError("content-length with transfer-encoding", "HPE_UNEXPECTED_CONTENT_LENGTH", "HTTPParserError"),
-      );
+      this.fail(parserError("Content-Length can't be present with Transfer-Encoding"));
       return false;
     }
     if (close) this.keepAlive = false;
@@ -563,7 +632,7 @@ class UpstreamRequest {
       const end = lf === -1 ? length : lf;
       this.line += chunk.toString("latin1", i, end);
       if (this.line.length > MAX_RESPONSE_HEAD_BYTES) {
-        this.fail(codedError("chunk line too long", "HPE_CHUNK_EXTENSIONS_OVERFLOW", "HTTPParserError"));
+        this.fail(parserError("Chunk extensions overflow"));
         return;
       }
       if (lf === -1) return;
@@ -572,7 +641,7 @@ class UpstreamRequest {
       this.line = "";
       if (this.chunk === Chunk.DataEnd) {
         if (line !== "") {
-          this.fail(codedError("invalid chunk end", "HPE_STRICT", "HTTPParserError"));
+          this.fail(parserError("Expected LF after chunk data"));
           return;
         }
         this.chunk = Chunk.Size;
@@ -580,7 +649,7 @@ class UpstreamRequest {
         const semicolon = line.indexOf(";");
         const hex = (semicolon === -1 ? line : line.slice(0, semicolon)).trim();
         if (!/^[0-9a-fA-F]{1,12}$/.test(hex)) {
-          this.fail(codedError("invalid chunk size", "HPE_INVALID_CHUNK_SIZE", "HTTPParserError"));
+          this.fail(parserError("Invalid character in chunk size"));
           return;
         }
         const size = Number.parseInt(hex, 16);

@@ -45,6 +45,11 @@ export class ProxyMetrics {
     this.addedCounts[i]!++;
   }
 
+  /** Requests dispatched upstream so far. */
+  get dispatched(): number {
+    return this.addedCount;
+  }
+
   families(): MetricFamily[] {
     const cumulative: number[] = [];
     let running = 0;

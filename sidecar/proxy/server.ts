@@ -47,20 +47,46 @@ export interface ProxyOptions {
   asyncRequests?: AsyncRequestLimits;
   /** Where the request counters go (the sidecar's /metrics); default a fresh one. */
   metrics?: ProxyMetrics;
+  /** An upstream connection (TCP, and TLS for https) not up this long → 502; default 10 s (undici's). */
+  connectTimeoutMs?: number;
   /**
-   * "node": node:http serves every request. "lean": the lean HTTP/1.1 server (lean-server.ts)
-   * serves the common case and hands the rest to node:http on the same connection. Default
-   * from AIGW_SIDECAR_ENGINE, else "node".
+   * "lean": the lean HTTP/1.1 server (lean-server.ts) and upstream client (lean-upstream.ts)
+   * serve the common case; the server hands the rest to node:http on the same connection.
+   * "node": node:http and undici serve every request. Default from AIGW_SIDECAR_ENGINE,
+   * else "lean".
    */
   engine?: ProxyEngine;
+  /** The app-facing server's timeouts, in either engine (tests shorten them); defaults below. */
+  clientTimeouts?: Partial<ClientTimeouts>;
 }
 
 export type ProxyEngine = "node" | "lean";
 
+/** node:http's server timeouts, which the lean server keeps too. */
+export interface ClientTimeouts {
+  /** Idle time allowed between requests on a kept-alive connection; then it is closed. */
+  keepAliveTimeoutMs: number;
+  /** A request head not whole this long after its first byte → 408 and close. */
+  headersTimeoutMs: number;
+  /** A request (head and body) not whole this long after its first byte → 408 and close. */
+  requestTimeoutMs: number;
+  /** How often the two above are checked. */
+  checkIntervalMs: number;
+}
+
+const DEFAULT_CLIENT_TIMEOUTS: ClientTimeouts = {
+  // Keep-alive from the app's client pool: the socket idles between requests.
+  keepAliveTimeoutMs: 65_000,
+  headersTimeoutMs: 66_000,
+  // node:http's default.
+  requestTimeoutMs: 300_000,
+  checkIntervalMs: 1_000,
+};
+
 function engineFromEnvironment(): ProxyEngine {
   const value = process.env.AIGW_SIDECAR_ENGINE;
-  if (value === undefined || value === "" || value === "node") return "node";
-  if (value === "lean") return "lean";
+  if (value === undefined || value === "" || value === "lean") return "lean";
+  if (value === "node") return "node";
   throw new Error(`AIGW_SIDECAR_ENGINE: ${JSON.stringify(value)} is not an engine (expected "node" or "lean")`);
 }
 
@@ -75,8 +101,6 @@ export interface RunningProxy {
 /** Observed request bodies are read whole to find model and stream; larger ones pass unobserved. */
 export const MAX_OBSERVED_REQUEST_BYTES = 10 * 1024 * 1024;
 const DEFAULT_TIMEOUT_MS = 10 * 60 * 1000;
-const KEEP_ALIVE_TIMEOUT_MS = 65_000;
-const HEADERS_TIMEOUT_MS = 66_000;
 const REPORT_DELAY_MS = 1;
 /** Pass-through request bodies up to this size, with a content-length, go upstream as one buffer (one write). */
 const SMALL_BODY_BYTES = 64 * 1024;
@@ -85,6 +109,7 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
   const engine = options.engine ?? engineFromEnvironment();
   const table = new UpstreamTable(options.upstreams, {
     timeoutMs: options.requestTimeoutMs ?? DEFAULT_TIMEOUT_MS,
+    connectTimeoutMs: options.connectTimeoutMs,
     client: engine === "lean" ? "lean" : "undici",
   });
   const context: ProxyContext = {
@@ -99,17 +124,30 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
   const asyncRequests = new AsyncRequests(options.asyncRequests);
   const policy = new GatewayPolicy(options.orgId, options.app);
   const proxy = new ProviderProxy(table, options.adapters ?? DEFAULT_ADAPTERS, context, policy, asyncRequests);
-  const server = createServer({ noDelay: true, keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS }, proxy.handle);
-  // Keep-alive from the app's client pool: the socket idles between requests.
-  server.headersTimeout = HEADERS_TIMEOUT_MS;
+  const timeouts = { ...DEFAULT_CLIENT_TIMEOUTS, ...options.clientTimeouts };
+  const server = createServer(
+    {
+      noDelay: true,
+      keepAliveTimeout: timeouts.keepAliveTimeoutMs,
+      headersTimeout: timeouts.headersTimeoutMs,
+      requestTimeout: timeouts.requestTimeoutMs,
+      connectionsCheckingInterval: timeouts.checkIntervalMs,
+    },
+    proxy.handle,
+  );
   // The lean server listens and hands what it does not serve to `server`, which then does not listen.
   const lean =
     engine === "lean"
       ? createLeanServer(proxy.handle as unknown as LeanHandler, server, {
-          keepAliveTimeoutMs: KEEP_ALIVE_TIMEOUT_MS,
-          headersTimeoutMs: HEADERS_TIMEOUT_MS,
+          keepAliveTimeoutMs: timeouts.keepAliveTimeoutMs,
+          headersTimeoutMs: timeouts.headersTimeoutMs,
+          requestTimeoutMs: timeouts.requestTimeoutMs,
+          checkIntervalMs: timeouts.checkIntervalMs,
         })
       : undefined;
+  // node:http tracks its connections' head and request deadlines from 'listening' on; the
+  // connections the lean server hands it need them too.
+  if (lean) server.emit("listening");
   const listening = lean?.server ?? server;
 
   const host = options.host ?? "127.0.0.1";
@@ -129,6 +167,8 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
       const closed = new Promise<void>((resolve) => listening.close(() => resolve()));
       lean?.closeAllConnections();
       server.closeAllConnections();
+      // Not listening in the lean engine: this stops its connection check (and reports ERR_SERVER_NOT_RUNNING).
+      if (lean) server.close(ignore);
       await closed;
       asyncRequests.abortAll();
       await table.close();

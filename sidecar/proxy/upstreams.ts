@@ -24,12 +24,16 @@ export interface Upstream {
 }
 
 export const DEFAULT_UPSTREAM = "openai";
+/** undici's default connect timeout, which the lean client keeps. */
+const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
 const ANTHROPIC_UPSTREAM = "anthropic";
 const ANTHROPIC_MESSAGES = "/v1/messages";
 
 export interface UpstreamPoolOptions {
   /** Upstream silent this long (no headers, or no body bytes) → the request fails as a timeout. */
   timeoutMs: number;
+  /** A connection (TCP, and TLS for https) not up this long fails the request; default 10 s (undici's). */
+  connectTimeoutMs?: number | undefined;
   /** "undici" (default) or "lean": raw node:net/tls sockets (the lean engine). */
   client?: "undici" | "lean";
 }
@@ -97,6 +101,7 @@ function newPool(origin: string, options: UpstreamPoolOptions): UpstreamPool {
     bodyTimeout: options.timeoutMs,
     keepAliveTimeout: 30_000,
     keepAliveMaxTimeout: 600_000,
+    connectTimeout: options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
   };
   if (options.client === "lean") return new LeanPool(origin, timeouts);
   return new Pool(origin, timeouts) as unknown as UpstreamPool;

@@ -364,6 +364,7 @@ describe("lean upstream client over TLS", () => {
       bodyTimeout: 5000,
       keepAliveTimeout: 5000,
       keepAliveMaxTimeout: 5000,
+      connectTimeout: 5000,
       tls: { ca: cert },
     });
     const get = () =>

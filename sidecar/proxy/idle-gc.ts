@@ -1,0 +1,73 @@
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
+
+/**
+ * A full collection once the proxy has gone quiet after a busy period. Under load the old
+ * generation fills with garbage promoted from the young one; an idle sidecar allocates almost
+ * nothing, so V8 never collects it and the RSS stays at its peak. One `gc()` per busy → idle
+ * transition gives it back. It runs from an unref'd interval, never on the request path, and
+ * only after `idleMs` without a request (a request arriving during it waits for it: tens of ms).
+ */
+export interface IdleCollectionOptions {
+  /** Requests handled so far (any counter that only grows with traffic). */
+  requests: () => number;
+  /** Quiet this long after traffic → collect. Default 5 s. */
+  idleMs?: number;
+  /** At least this many requests since the last collection make a busy period. Default 1,000. */
+  minRequests?: number;
+  /** How often the counter is read. Default 1 s. */
+  checkMs?: number;
+  /** Told of each collection (for a debug log). */
+  onCollect?: (info: { requests: number; ms: number; rssBefore: number; rssAfter: number }) => void;
+}
+
+export interface IdleCollection {
+  stop(): void;
+}
+
+/** The V8 gc() function, exposed at run time; undefined if this V8 refuses. */
+function exposedGc(): (() => void) | undefined {
+  try {
+    setFlagsFromString("--expose-gc");
+    const gc = runInNewContext("gc") as unknown;
+    return typeof gc === "function" ? (gc as () => void) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export function startIdleCollection(options: IdleCollectionOptions): IdleCollection {
+  const gc = exposedGc();
+  if (gc === undefined) return { stop() {} };
+  const idleMs = options.idleMs ?? 5_000;
+  const minRequests = options.minRequests ?? 1_000;
+  let lastCount = options.requests();
+  let countAtCollection = lastCount;
+  let lastChangeAt = Date.now();
+  const timer = setInterval(() => {
+    const count = options.requests();
+    const now = Date.now();
+    if (count !== lastCount) {
+      lastCount = count;
+      lastChangeAt = now;
+      return;
+    }
+    if (now - lastChangeAt < idleMs || count - countAtCollection < minRequests) return;
+    countAtCollection = count;
+    const rssBefore = process.memoryUsage.rss();
+    const startedAt = performance.now();
+    gc();
+    options.onCollect?.({
+      requests: count,
+      ms: performance.now() - startedAt,
+      rssBefore,
+      rssAfter: process.memoryUsage.rss(),
+    });
+  }, options.checkMs ?? 1_000);
+  timer.unref();
+  return {
+    stop() {
+      clearInterval(timer);
+    },
+  };
+}

@@ -1,0 +1,45 @@
+import { describe, expect, it } from "vitest";
+import { startIdleCollection } from "../../sidecar/proxy/idle-gc.js";
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe("idle collection", () => {
+  it("collects once per busy → idle transition, never while requests keep coming or after a quiet trickle", async () => {
+    let requests = 0;
+    const collections: number[] = [];
+    const idle = startIdleCollection({
+      requests: () => requests,
+      idleMs: 150,
+      minRequests: 100,
+      checkMs: 20,
+      onCollect: (info) => collections.push(info.requests),
+    });
+    try {
+      // Busy for 400 ms (past idleMs): no collection while the counter moves.
+      const busyUntil = Date.now() + 400;
+      while (Date.now() < busyUntil) {
+        requests += 50;
+        await sleep(10);
+      }
+      expect(collections).toEqual([]);
+      const busyCount = requests;
+      const deadline = Date.now() + 5_000;
+      while (collections.length === 0 && Date.now() < deadline) await sleep(10);
+      expect(collections).toEqual([busyCount]);
+      // Idle on: no second collection.
+      await sleep(400);
+      expect(collections).toEqual([busyCount]);
+      // A trickle below minRequests, then quiet: still none.
+      requests += 10;
+      await sleep(400);
+      expect(collections).toEqual([busyCount]);
+      // Another busy period: one more.
+      requests += 500;
+      const again = Date.now() + 5_000;
+      while (collections.length === 1 && Date.now() < again) await sleep(10);
+      expect(collections).toEqual([busyCount, requests]);
+    } finally {
+      idle.stop();
+    }
+  });
+});
