@@ -339,9 +339,10 @@ export class PostgresStore implements Store {
    * and presence state. What a sidecar is acked for, and configuration, always wait.
    */
   async #tx<T>(
-    fn: (c: pg.PoolClient, fx: TxEffects) => Promise<T>,
+    fn: (c: pg.PoolClient, fx: TxEffects, prelude: pg.QueryResult | undefined) => Promise<T>,
     lazy = false,
     lock: "claims" | undefined = undefined,
+    prelude = "",
   ): Promise<T> {
     if (this.#closed) throw new Error(`PostgreSQL store ${this.where} is closed`);
     // One round trip to begin (with the claim lock when asked), one for the effects and the commit.
@@ -351,14 +352,16 @@ export class PostgresStore implements Store {
       // completion or another claim replaced) a plain index scan marks dead as it passes,
       // so the next claim skips them; a bitmap scan never does, and would visit every
       // version leased in the last lease period on every claim.
-      (lock === "claims" ? `; SET LOCAL enable_bitmapscan = off; SELECT pg_advisory_xact_lock(${CLAIM_LOCK})` : "");
+      (lock === "claims" ? `; SET LOCAL enable_bitmapscan = off; SELECT pg_advisory_xact_lock(${CLAIM_LOCK})` : "") +
+      // `prelude`: a statement without parameters sent in the same round trip, its result given to fn.
+      (prelude ? `; ${prelude}` : "");
     for (let attempt = 1; ; attempt++) {
       const c = await this.#pool.connect();
       const fx: TxEffects = { pending: 0, lanes: new Set(), changes: new Set(), events: false };
       let committing = false;
       try {
-        await c.query(begin);
-        const result = await fn(c, fx);
+        const begun = (await c.query(begin)) as unknown as pg.QueryResult | pg.QueryResult[];
+        const result = await fn(c, fx, prelude ? (Array.isArray(begun) ? begun[begun.length - 1] : begun) : undefined);
         const effects = this.#effectsSql(fx);
         committing = true;
         await c.query(`${effects}COMMIT`);
@@ -1037,21 +1040,22 @@ export class PostgresStore implements Store {
     const leaseUntil = checkClaim(options);
     const { now, leaseOwner, lanes, caps } = options;
     if (lanes.length === 0) return [];
+    // With caps: the live leases of every replica, counted under the claim lock (taken with
+    // BEGIN, the count after it, in the same round trip; `now` a literal, a checked finite
+    // number): the caps hold across them. The lease token comes with them.
+    const counted = caps
+      ? `SELECT nextval('lease_tokens') AS t, COALESCE((SELECT json_agg(l) FROM (
+           SELECT endpoint, COUNT(*)::int AS n FROM deliveries
+           WHERE lease_owner <> '' AND lease_until > ${String(now)} AND status = 'pending' GROUP BY endpoint) l), '[]') AS live`
+      : "";
     return this.#tx(
-      async (c) => {
+      async (c, _fx, prelude) => {
         const limits = lanes.map((l) => l.limit);
         let token: number;
         if (caps) {
-          // Live leases of every replica, counted under the claim lock (taken with BEGIN):
-          // the caps hold across them. The lease token comes in the same round trip.
-          const { rows } = await c.query<{ t: number; live: { endpoint: string; n: number }[] }>(
-            `SELECT nextval('lease_tokens') AS t, COALESCE((SELECT json_agg(l) FROM (
-               SELECT endpoint, COUNT(*)::int AS n FROM deliveries
-               WHERE lease_owner <> '' AND lease_until > $1 AND status = 'pending' GROUP BY endpoint) l), '[]') AS live`,
-            [now],
-          );
-          token = Number(rows[0]!.t);
-          const live = rows[0]!.live;
+          const row = prelude!.rows[0] as { t: string | number; live: { endpoint: string; n: number }[] };
+          token = Number(row.t);
+          const live = row.live;
           const byEndpoint = new Map(live.map((r) => [r.endpoint, r.n]));
           let room = caps.total - live.reduce((sum, r) => sum + r.n, 0);
           lanes.forEach((lane, i) => {
@@ -1139,6 +1143,7 @@ export class PostgresStore implements Store {
       },
       true,
       caps ? "claims" : undefined,
+      counted,
     );
   }
 
