@@ -27,6 +27,10 @@ const SECRET = `whsec_${Buffer.from("bench-replicas-secret-0123456789").toString
 const CONCURRENT = 64;
 const PER_ENDPOINT = 32;
 const TIME_LIMIT_MS = 300_000;
+/** Which runs: any of `sqlite,pg1,pg2` (default all); a run left out reports 0. */
+const PARTS = new Set((process.env.AIGW_BENCH_REPLICA_PARTS ?? "sqlite,pg1,pg2").split(",").map((p) => p.trim()));
+const CP_NODE_OPTIONS = (process.env.AIGW_BENCH_CP_NODE_OPTIONS ?? "").split(" ").filter(Boolean);
+const SKIPPED: Outcome = { perSecond: 0, aigwCpuMicros: 0, postgresCpuMicros: 0 };
 
 const progress = (text: string) => process.stderr.write(`  ${text}\n`);
 
@@ -136,6 +140,7 @@ storage:
     for (let i = 0; i < replicas; i++) {
       const cp = aigw(
         [
+          ...CP_NODE_OPTIONS,
           "control-plane",
           "--config",
           configPath,
@@ -198,7 +203,7 @@ export async function benchReplicas(): Promise<BenchRow[]> {
   try {
     const base = `http://127.0.0.1:${await port(receiver)}`;
     const url = `${base}/hooks`;
-    const sqlite = await drain("sqlite", 1, dir, url, base);
+    const sqlite = PARTS.has("sqlite") ? await drain("sqlite", 1, dir, url, base) : SKIPPED;
     const rows: BenchRow[] = [
       {
         name: `signed durable deliveries, SQLite, one control plane (${EVENTS} in the store, ${ENDPOINTS} endpoints, c=${CONCURRENT})`,
@@ -215,8 +220,8 @@ export async function benchReplicas(): Promise<BenchRow[]> {
       });
       return rows;
     }
-    const one = await drain("postgres", 1, dir, url, base);
-    const two = await drain("postgres", 2, dir, url, base);
+    const one = PARTS.has("pg1") ? await drain("postgres", 1, dir, url, base) : SKIPPED;
+    const two = PARTS.has("pg2") ? await drain("postgres", 2, dir, url, base) : SKIPPED;
     rows.push(
       {
         name: "signed durable deliveries, PostgreSQL, one control plane",

@@ -99,6 +99,77 @@ describe.skipIf(skip)("two PostgreSQL stores on one database", () => {
     expect((await a.getDelivery(old.id))?.delivery.attemptCount).toBe(1);
   });
 
+  it("record a group of results in one statement, or, when a lease in it went stale, refuse that one alone", async () => {
+    await a.upsertEndpoint(endpoint("hooks"), "whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQ=");
+    await a.ingest(
+      Array.from({ length: 6 }, () => completionEvent()),
+      () => ["hooks"],
+    );
+    const now = Date.now();
+    const claimed = (
+      await a.claim({ now, leaseOwner: "a", leaseMs: LEASE_MS, lanes: [{ endpoint: "hooks", limit: 3 }] })
+    ).flatMap((c) => c.deliveries);
+    expect(claimed).toHaveLength(3);
+    // Every lease still held: one statement, no transaction of several round trips.
+    const statements: string[] = [];
+    const query = a.pool.query.bind(a.pool);
+    const connect = a.pool.connect.bind(a.pool);
+    let connects = 0;
+    a.pool.query = ((...args: unknown[]) => {
+      if (typeof args[0] === "string") statements.push(args[0]);
+      return (query as (...q: unknown[]) => unknown)(...args);
+    }) as typeof a.pool.query;
+    a.pool.connect = ((...args: unknown[]) => {
+      connects++;
+      return (connect as (...q: unknown[]) => unknown)(...args);
+    }) as typeof a.pool.connect;
+    const results = await Promise.all(
+      claimed.map((d, i) =>
+        a.completeAttempt(
+          d,
+          attempt({ statusCode: i === 2 ? 500 : 200 }),
+          i === 2 ? { status: "retry", nextAttemptAt: now + 60_000 } : { status: "delivered" },
+        ),
+      ),
+    );
+    expect(results.map((r) => r.recorded)).toEqual([true, true, true]);
+    expect(results[0]?.eventLatencyMs).toBeGreaterThanOrEqual(0);
+    expect(statements.filter((q) => q.includes("aigw_all_recorded"))).toHaveLength(1);
+    // Each connect was pool.query's own: no transaction checked a client out.
+    expect(connects).toBe(statements.length);
+    a.pool.query = query;
+    a.pool.connect = connect;
+    for (const [i, d] of claimed.entries()) {
+      const detail = await b.getDelivery(d.id);
+      expect(detail?.delivery.status).toBe(i === 2 ? "pending" : "delivered");
+      expect(detail?.delivery.attemptCount).toBe(1);
+      expect(detail?.attempts.map((t) => t.statusCode)).toEqual([i === 2 ? 500 : 200]);
+    }
+    expect(await b.countPending()).toBe(4);
+
+    // Three more, leased for 1 ms; b takes the first of them over once that lease ran out.
+    const later = now + 1_000;
+    const mine = (
+      await a.claim({ now: later, leaseOwner: "a", leaseMs: 1, lanes: [{ endpoint: "hooks", limit: 3 }] })
+    ).flatMap((c) => c.deliveries);
+    expect(mine).toHaveLength(3);
+    const [taken] = (
+      await b.claim({ now: later + 10, leaseOwner: "b", leaseMs: LEASE_MS, lanes: [{ endpoint: "hooks", limit: 1 }] })
+    ).flatMap((c) => c.deliveries) as [ClaimedDelivery];
+    expect(taken.id).toBe(mine[0]?.id);
+    // a's group holds one stale lease: that one is refused, the other two are recorded.
+    const group = await Promise.all(mine.map((d) => a.completeAttempt(d, attempt(), { status: "delivered" })));
+    expect(group.map((r) => r.recorded)).toEqual([false, true, true]);
+    expect((await b.getDelivery(taken.id))?.delivery).toMatchObject({ status: "pending", attemptCount: 0 });
+    expect((await b.completeAttempt(taken, attempt(), { status: "delivered" })).recorded).toBe(true);
+    for (const d of mine) {
+      const detail = await a.getDelivery(d.id);
+      expect(detail?.delivery).toMatchObject({ status: "delivered", attemptCount: 1 });
+      expect(detail?.attempts).toHaveLength(1);
+    }
+    expect(await a.countPending()).toBe(1);
+  });
+
   it("fire each budget threshold once when both ingest spend at the same time", async () => {
     await a.putBudget({
       orgId: "org_a",

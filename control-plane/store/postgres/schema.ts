@@ -243,7 +243,27 @@ const MIGRATIONS: readonly string[] = [
   ALTER TABLE sidecars ADD COLUMN spool_batches bigint NOT NULL DEFAULT 0;
   ALTER TABLE sidecars ADD COLUMN spool_bytes bigint NOT NULL DEFAULT 0;
   `,
-  // v6: an endpoint's run of failed attempts (delivery.auto_disable_after_ms) is kept in the
+  // v6: live leases in one small index that holds exactly them: every claim counts them (the
+  // caps), so the count is an index-only scan of a few dozen entries instead of a bitmap
+  // over the whole pending backlog; releasing a process's leases reads the same index.
+  // One index where there were two: a claim's update (never HOT) writes one entry fewer.
+  `
+  CREATE INDEX deliveries_live_leases ON deliveries (lease_owner, endpoint, lease_until)
+    WHERE lease_owner <> '' AND status = 'pending';
+  DROP INDEX deliveries_leased;
+  DROP INDEX deliveries_lease_owner;
+  -- A group of attempt results recorded in one statement (PostgresStore.#completeFast)
+  -- holds only if every result still held its lease: otherwise this aborts the statement
+  -- and the group is recorded again row by row, each stale one refused.
+  CREATE FUNCTION aigw_all_recorded(got bigint, expected integer) RETURNS integer LANGUAGE plpgsql AS $$
+  BEGIN
+    IF got <> expected THEN
+      RAISE EXCEPTION 'aigw: % of % attempt results still held their lease', got, expected USING ERRCODE = 'AGW01';
+    END IF;
+    RETURN got;
+  END $$;
+  `,
+  // v7: an endpoint's run of failed attempts (delivery.auto_disable_after_ms) is kept in the
   // store, so a restart does not start its clock again, and replicas share it. 0: no run.
   `
   ALTER TABLE endpoint_circuits ADD COLUMN failing_since bigint NOT NULL DEFAULT 0;

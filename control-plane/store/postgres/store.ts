@@ -214,6 +214,25 @@ interface QueuedIngest {
   accounting: SpendAccounting | undefined;
 }
 
+/**
+ * What a claim of this process read of a delivery it leased: enough to record its attempt
+ * in one statement, fenced on the same values (PostgresStore.#completeFast).
+ */
+interface HeldLease {
+  seq: number;
+  leaseOwner: string;
+  leaseToken: number;
+  attemptCount: number;
+  nextAttemptAt: number;
+  endpoint: string;
+  eventType: number;
+  orderKey: string;
+  orgId: string;
+  eventTimeMs: number;
+}
+/** Held leases remembered at most; past it they are forgotten (their results take the general path). */
+const MAX_HELD_LEASES = 100_000;
+
 interface QueuedCompletion {
   delivery: LeasedDelivery;
   attempt: NewAttempt;
@@ -271,6 +290,8 @@ export class PostgresStore implements Store {
   readonly #logger: Logger | undefined;
   readonly #listener: PgListener;
   #closed = false;
+  /** Leases this process's claims handed out and not yet completed, by delivery id. */
+  readonly #held = new Map<string, HeldLease>();
   #operatorRoute: OperatorRoute | undefined;
 
   /** Use openPostgresStore(). */
@@ -297,10 +318,7 @@ export class PostgresStore implements Store {
         return out;
       });
     }, 256);
-    this.#completions = new GroupCommit(
-      (batch) => this.#tx((c, fx) => this.#complete(c, fx, batch, Date.now()), true),
-      512,
-    );
+    this.#completions = new GroupCommit((batch) => this.#completeGroup(batch), 512);
   }
 
   /** The pool, for LISTEN connections and tests. */
@@ -321,22 +339,29 @@ export class PostgresStore implements Store {
    * and presence state. What a sidecar is acked for, and configuration, always wait.
    */
   async #tx<T>(
-    fn: (c: pg.PoolClient, fx: TxEffects) => Promise<T>,
+    fn: (c: pg.PoolClient, fx: TxEffects, prelude: pg.QueryResult | undefined) => Promise<T>,
     lazy = false,
     lock: "claims" | undefined = undefined,
+    prelude = "",
   ): Promise<T> {
     if (this.#closed) throw new Error(`PostgreSQL store ${this.where} is closed`);
     // One round trip to begin (with the claim lock when asked), one for the effects and the commit.
     const begin =
       (lazy ? "BEGIN; SET LOCAL synchronous_commit = off" : "BEGIN") +
-      (lock === "claims" ? `; SELECT pg_advisory_xact_lock(${CLAIM_LOCK})` : "");
+      // The claim's statements read small index ranges whose dead entries (versions a
+      // completion or another claim replaced) a plain index scan marks dead as it passes,
+      // so the next claim skips them; a bitmap scan never does, and would visit every
+      // version leased in the last lease period on every claim.
+      (lock === "claims" ? `; SET LOCAL enable_bitmapscan = off; SELECT pg_advisory_xact_lock(${CLAIM_LOCK})` : "") +
+      // `prelude`: a statement without parameters sent in the same round trip, its result given to fn.
+      (prelude ? `; ${prelude}` : "");
     for (let attempt = 1; ; attempt++) {
       const c = await this.#pool.connect();
       const fx: TxEffects = { pending: 0, lanes: new Set(), changes: new Set(), events: false };
       let committing = false;
       try {
-        await c.query(begin);
-        const result = await fn(c, fx);
+        const begun = (await c.query(begin)) as unknown as pg.QueryResult | pg.QueryResult[];
+        const result = await fn(c, fx, prelude ? (Array.isArray(begun) ? begun[begun.length - 1] : begun) : undefined);
         const effects = this.#effectsSql(fx);
         committing = true;
         await c.query(`${effects}COMMIT`);
@@ -1015,21 +1040,22 @@ export class PostgresStore implements Store {
     const leaseUntil = checkClaim(options);
     const { now, leaseOwner, lanes, caps } = options;
     if (lanes.length === 0) return [];
+    // With caps: the live leases of every replica, counted under the claim lock (taken with
+    // BEGIN, the count after it, in the same round trip; `now` a literal, a checked finite
+    // number): the caps hold across them. The lease token comes with them.
+    const counted = caps
+      ? `SELECT nextval('lease_tokens') AS t, COALESCE((SELECT json_agg(l) FROM (
+           SELECT endpoint, COUNT(*)::int AS n FROM deliveries
+           WHERE lease_owner <> '' AND lease_until > ${String(now)} AND status = 'pending' GROUP BY endpoint) l), '[]') AS live`
+      : "";
     return this.#tx(
-      async (c) => {
+      async (c, _fx, prelude) => {
         const limits = lanes.map((l) => l.limit);
         let token: number;
         if (caps) {
-          // Live leases of every replica, counted under the claim lock (taken with BEGIN):
-          // the caps hold across them. The lease token comes in the same round trip.
-          const { rows } = await c.query<{ t: number; live: { endpoint: string; n: number }[] }>(
-            `SELECT nextval('lease_tokens') AS t, COALESCE((SELECT json_agg(l) FROM (
-               SELECT endpoint, COUNT(*)::int AS n FROM deliveries
-               WHERE lease_owner <> '' AND lease_until > $1 AND status = 'pending' GROUP BY endpoint) l), '[]') AS live`,
-            [now],
-          );
-          token = Number(rows[0]!.t);
-          const live = rows[0]!.live;
+          const row = prelude!.rows[0] as { t: string | number; live: { endpoint: string; n: number }[] };
+          token = Number(row.t);
+          const live = row.live;
           const byEndpoint = new Map(live.map((r) => [r.endpoint, r.n]));
           let room = caps.total - live.reduce((sum, r) => sum + r.n, 0);
           lanes.forEach((lane, i) => {
@@ -1048,7 +1074,7 @@ export class PostgresStore implements Store {
           active.length === 0
             ? []
             : (
-                await c.query<DeliveryRow & { body: Buffer }>(
+                await c.query<DeliveryRow & EventMetaColumns & { body: Buffer }>(
                   `WITH picked AS (
                    SELECT p.seq FROM unnest($1::text[], $2::int[]) AS l(endpoint, lim)
                    CROSS JOIN LATERAL (
@@ -1061,11 +1087,28 @@ export class PostgresStore implements Store {
                    UPDATE deliveries d SET lease_owner = $4, lease_until = $5, due_at = $5, lease_token = $6
                    FROM picked WHERE d.seq = picked.seq RETURNING d.*
                  )
-                 SELECT leased.*, e.body FROM leased JOIN events e ON e.seq = leased.event_seq
+                 SELECT leased.*, e.body, e.org_id AS event_org_id, e.time_ms AS event_time_ms,
+                   e.ingested_at AS event_ingested_at
+                 FROM leased JOIN events e ON e.seq = leased.event_seq
                  ORDER BY leased.endpoint, leased.due_at, leased.seq`,
                   [active.map((l) => l.endpoint), active.map((l) => l.limit), now, leaseOwner, leaseUntil, token],
                 )
               ).rows;
+        if (this.#held.size + claimed.length > MAX_HELD_LEASES) this.#held.clear();
+        for (const row of claimed) {
+          this.#held.set(row.id, {
+            seq: row.seq,
+            leaseOwner,
+            leaseToken: token,
+            attemptCount: row.attempt_count,
+            nextAttemptAt: row.next_attempt_at,
+            endpoint: row.endpoint,
+            eventType: row.event_type,
+            orderKey: row.order_key,
+            orgId: row.event_org_id ?? "",
+            eventTimeMs: row.event_time_ms! > 0 ? row.event_time_ms! : row.event_ingested_at!,
+          });
+        }
         // leased.due_at is the new lease end; order within a lane by the claim (seq) instead.
         const byLane = new Map<string, (DeliveryRow & { body: Buffer })[]>();
         for (const row of claimed) byLane.set(row.endpoint, [...(byLane.get(row.endpoint) ?? []), row]);
@@ -1100,6 +1143,7 @@ export class PostgresStore implements Store {
       },
       true,
       caps ? "claims" : undefined,
+      counted,
     );
   }
 
@@ -1144,6 +1188,147 @@ export class PostgresStore implements Store {
       return Promise.reject(err);
     }
     return this.#completions.submit({ delivery, attempt, outcome });
+  }
+
+  /**
+   * A group of attempt results. The common group (every result still holds the lease this
+   * process's claim handed out, none ends in a dead letter, a failover, an ordered
+   * successor to unblock or an endpoint to disable) is one statement in its own
+   * transaction: one round trip. Anything else, or a group that statement refuses (a lease
+   * lost meanwhile), goes through #complete, which refuses stale results row by row.
+   */
+  async #completeGroup(batch: readonly QueuedCompletion[]): Promise<CompleteResult[]> {
+    const now = Date.now();
+    const fast = this.#completeFast(batch, now);
+    if (fast !== undefined) {
+      try {
+        await this.#pool.query(fast.sql, fast.params);
+        for (const { delivery } of batch) this.#held.delete(delivery.id);
+        return fast.results;
+      } catch {
+        // Refused (a stale lease), or the connection broke (then the statement committed
+        // or not: #complete finds its rows done, refused, or records them): row by row.
+      }
+    }
+    const results = await this.#tx((c, fx) => this.#complete(c, fx, batch, now), true);
+    for (const { delivery } of batch) this.#held.delete(delivery.id);
+    return results;
+  }
+
+  /**
+   * The one statement for a common group of results, or undefined when the group is not one.
+   * The deliveries are updated only where the lease (owner, fencing token) and the attempt
+   * count are still those the claim read; aigw_all_recorded aborts the whole statement
+   * unless every row was. It commits without waiting for its WAL flush, as #tx(lazy) does.
+   */
+  #completeFast(
+    batch: readonly QueuedCompletion[],
+    now: number,
+  ): { sql: string; params: unknown[]; results: CompleteResult[] } | undefined {
+    const held: HeldLease[] = [];
+    const nexts: ReturnType<typeof nextDeliveryState>[] = [];
+    const seen = new Set<string>();
+    for (const { delivery, attempt, outcome } of batch) {
+      const lease = this.#held.get(delivery.id);
+      if (
+        lease === undefined ||
+        lease.leaseOwner !== delivery.leaseOwner ||
+        lease.leaseToken !== delivery.leaseToken ||
+        seen.has(delivery.id)
+      )
+        return undefined;
+      seen.add(delivery.id);
+      const next = nextDeliveryState(
+        { attemptCount: lease.attemptCount, nextAttemptAt: lease.nextAttemptAt },
+        attempt,
+        outcome,
+        now,
+      );
+      if (
+        next.disableEndpoint !== undefined ||
+        next.failoverTo ||
+        next.status === "dead_lettered" ||
+        (next.status !== "pending" && lease.orderKey !== "")
+      )
+        return undefined;
+      held.push(lease);
+      nexts.push(next);
+    }
+    const rollups = new RollupBatch();
+    const results: CompleteResult[] = [];
+    const latency: (number | null)[] = [];
+    let finished = 0;
+    batch.forEach(({ attempt }, i) => {
+      const lease = held[i]!;
+      const next = nexts[i]!;
+      const delivered = next.status === "delivered";
+      if (next.status !== "pending") finished++;
+      const ms = delivered ? eventLatencyMs(lease.eventTimeMs, now) : undefined;
+      latency.push(ms ?? null);
+      rollups.attempt({
+        now,
+        endpoint: lease.endpoint,
+        eventType: lease.eventType,
+        orgId: lease.orgId,
+        outcome: outcomeName(next.status),
+        latencyMs: attempt.latencyMs,
+        eventTimeMs: delivered ? lease.eventTimeMs : undefined,
+      });
+      results.push(ms === undefined ? { recorded: true } : { recorded: true, eventLatencyMs: ms });
+    });
+    const upsert = rollupUpsert(rollups, 22);
+    const sql = `WITH moved AS (
+         UPDATE deliveries d SET status = u.status, attempt_count = u.attempt_count, next_attempt_at = u.next_attempt_at,
+           due_at = u.next_attempt_at, last_error = u.last_error, finished_at = u.finished_at, lease_owner = '',
+           lease_until = 0, lease_token = 0, event_latency_ms = u.event_latency_ms
+         FROM unnest($1::bigint[], $2::text[], $3::int[], $4::bigint[], $5::text[], $6::bigint[], $7::int[],
+                     $8::text[], $9::bigint[], $10::int[])
+           AS u(seq, status, attempt_count, next_attempt_at, last_error, finished_at, event_latency_ms,
+                lease_owner, lease_token, held_attempt_count)
+         WHERE d.seq = u.seq AND d.status = 'pending' AND d.lease_owner = u.lease_owner
+           AND d.lease_token = u.lease_token AND d.attempt_count = u.held_attempt_count
+         RETURNING d.seq
+       ), recorded AS (
+         INSERT INTO attempts (delivery_id, number, endpoint, started_at, status_code, latency_ms, error, response_body)
+         SELECT * FROM unnest($11::text[], $12::int[], $13::text[], $14::bigint[], $15::int[], $16::int[], $17::text[], $18::text[])
+       ), counted AS (
+         INSERT INTO pending_counts (owner, pending, updated_at) SELECT $19::text, $20::bigint, $21::bigint WHERE $20::bigint <> 0
+         ON CONFLICT (owner) DO UPDATE SET pending = pending_counts.pending + excluded.pending,
+           updated_at = excluded.updated_at
+       ), rolled AS (
+         ${upsert.sql}
+       )
+       SELECT aigw_all_recorded((SELECT COUNT(*) FROM moved), $22::int) AS n,
+         set_config('synchronous_commit', 'off', true) AS lazy`;
+    return {
+      sql,
+      params: [
+        held.map((l) => l.seq),
+        nexts.map((n) => n.status),
+        nexts.map((n) => n.attemptCount),
+        nexts.map((n) => n.nextAttemptAt),
+        nexts.map((n) => n.lastError),
+        nexts.map((n) => n.finishedAt),
+        latency,
+        held.map((l) => l.leaseOwner),
+        held.map((l) => l.leaseToken),
+        held.map((l) => l.attemptCount),
+        batch.map((b) => b.delivery.id),
+        nexts.map((n) => n.attemptCount),
+        held.map((l) => l.endpoint),
+        batch.map((b) => b.attempt.startedAt),
+        batch.map((b) => b.attempt.statusCode),
+        batch.map((b) => Math.round(b.attempt.latencyMs)),
+        batch.map((b) => b.attempt.error),
+        batch.map((b) => b.attempt.responseBody.slice(0, MAX_RESPONSE_BODY_CHARS).replaceAll("\u0000", "")),
+        this.owner,
+        -finished,
+        now,
+        batch.length,
+        ...upsert.params,
+      ],
+      results,
+    };
   }
 
   /** A group of attempt results in one transaction: a handful of statements, whatever its size. */
@@ -1551,6 +1736,7 @@ export class PostgresStore implements Store {
   }
 
   async releaseLeases(leaseOwner: string): Promise<number> {
+    for (const [id, lease] of this.#held) if (lease.leaseOwner === leaseOwner) this.#held.delete(id);
     const { rowCount } = await this.#pool.query(
       `UPDATE deliveries SET lease_owner = '', lease_until = 0, lease_token = 0, due_at = next_attempt_at
        WHERE lease_owner = $1 AND lease_owner <> '' AND status = 'pending'`,
