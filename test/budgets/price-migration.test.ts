@@ -1,6 +1,7 @@
 import Database from "better-sqlite3";
 import pg from "pg";
 import { describe, expect, it } from "vitest";
+import { LATER_POSTGRES, LATER_SQLITE } from "../support/later-migrations.js";
 import { openLocation, skipWithoutPostgres, testStoreLocation } from "../support/store.js";
 
 // A store from before cache prices (SQLite schema 4, PostgreSQL schema 1) keeps its runtime
@@ -12,14 +13,6 @@ const CACHE_COLUMNS = ["cached_input_per_million", "cache_write_per_million", "c
 const noPostgres = await skipWithoutPostgres("the PostgreSQL price migration test");
 
 describe("model prices across the cache-price migration", () => {
-  // What the migrations after the cache prices added, taken out again.
-  const LATER_SQLITE =
-    "DROP INDEX deliveries_finished; ALTER TABLE endpoints DROP COLUMN paused; ALTER TABLE endpoints DROP COLUMN paused_at;" +
-    "DROP TABLE rollups; ALTER TABLE deliveries DROP COLUMN event_latency_ms; ALTER TABLE sidecars DROP COLUMN version; ALTER TABLE sidecars DROP COLUMN spool_batches; ALTER TABLE sidecars DROP COLUMN spool_bytes;";
-  const LATER_POSTGRES =
-    "DROP INDEX deliveries_finished; ALTER TABLE endpoints DROP COLUMN paused, DROP COLUMN paused_at" +
-    "; DROP TABLE rollups; ALTER TABLE deliveries DROP COLUMN event_latency_ms; ALTER TABLE sidecars DROP COLUMN version, DROP COLUMN spool_batches, DROP COLUMN spool_bytes";
-
   it("SQLite: a version 4 database", async () => {
     const location = await testStoreLocation("sqlite");
     try {

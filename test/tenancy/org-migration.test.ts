@@ -2,6 +2,7 @@ import Database from "better-sqlite3";
 import pg from "pg";
 import { describe, expect, it } from "vitest";
 import { openLocation, skipWithoutPostgres, testStoreLocation } from "../support/store.js";
+import { LATER_POSTGRES, LATER_SQLITE } from "../support/later-migrations.js";
 
 // Schema v6 (orgs): a store from before keeps its one-off endpoints one-off (their org_id
 // meant that then) and its configured endpoints operator endpoints.
@@ -35,15 +36,6 @@ async function oneOffAndConfigured(backend: "sqlite" | "postgres", rewind: (url:
     await location.cleanup();
   }
 }
-
-// What the migrations after the orgs one added (paused endpoints, replay by window), taken
-// out again with it.
-const LATER_SQLITE =
-  "DROP INDEX deliveries_finished; ALTER TABLE endpoints DROP COLUMN paused; ALTER TABLE endpoints DROP COLUMN paused_at;" +
-  "DROP TABLE rollups; ALTER TABLE deliveries DROP COLUMN event_latency_ms; ALTER TABLE sidecars DROP COLUMN version; ALTER TABLE sidecars DROP COLUMN spool_batches; ALTER TABLE sidecars DROP COLUMN spool_bytes;";
-const LATER_POSTGRES =
-  "DROP INDEX deliveries_finished; ALTER TABLE endpoints DROP COLUMN paused, DROP COLUMN paused_at" +
-  "; DROP TABLE rollups; ALTER TABLE deliveries DROP COLUMN event_latency_ms; ALTER TABLE sidecars DROP COLUMN version, DROP COLUMN spool_batches, DROP COLUMN spool_bytes";
 
 describe("endpoints across the orgs migration (SQLite v6, PostgreSQL v3)", () => {
   it("SQLite", async () => {
