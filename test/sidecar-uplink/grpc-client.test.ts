@@ -11,9 +11,9 @@ import {
   decodeGrpcMessage,
   parseTarget,
 } from "../../sidecar/uplink/grpc-client.js";
-import { Uplink, type UplinkOptions } from "../../sidecar/uplink/uplink.js";
+import type { Uplink, UplinkOptions } from "../../sidecar/uplink/uplink.js";
 import { FakeControlPlane, waitFor } from "./fake-control-plane.js";
-import { CapturedLog, completionEvent, spoolDirIn, temporaryDir } from "./helpers.js";
+import { CapturedLog, completionEvent, temporaryDir, testUplink } from "./helpers.js";
 
 // The uplink's own gRPC client (node:http2): TLS, keepalive, answers that are not gRPC,
 // messages split across HTTP/2 frames, against real servers on port 0.
@@ -33,18 +33,7 @@ afterEach(async () => {
 });
 
 function uplinkTo(target: string, options: Partial<UplinkOptions> = {}): Uplink {
-  const uplink = new Uplink({
-    target,
-    orgId: "org_test",
-    app: "app-test",
-    version: "0.1.0-test",
-    spoolDir: spoolDirIn(dir.path),
-    logger: log.logger,
-    batchMaxDelayMs: 5,
-    reconnectInitialMs: 50,
-    reconnectMaxMs: 400,
-    ...options,
-  });
+  const uplink = testUplink(target, dir.path, log.logger, options);
   cleanups.push(() => uplink.close());
   return uplink;
 }

@@ -6,6 +6,7 @@ import { Writable } from "node:stream";
 import { newEventId, newRequestId } from "../../common/ids.js";
 import { createLogger, type Logger } from "../../common/logger.js";
 import { type Event, EventSchema } from "../../gen/aigw/v1/events_pb.js";
+import { Uplink, type UplinkOptions } from "../../sidecar/uplink/uplink.js";
 
 export function completionEvent(model = "gpt-4o-mini"): Event {
   return create(EventSchema, {
@@ -62,3 +63,19 @@ export async function temporaryDir(): Promise<{ path: string; remove: () => Prom
 }
 
 export const spoolDirIn = (base: string): string => join(base, "spool");
+
+/** An uplink to `target` with the tests' quick timings, its spool under `base`; the caller closes it. */
+export function testUplink(target: string, base: string, logger: Logger, options: Partial<UplinkOptions> = {}): Uplink {
+  return new Uplink({
+    target,
+    orgId: "org_test",
+    app: "app-test",
+    version: "0.1.0-test",
+    spoolDir: spoolDirIn(base),
+    logger,
+    batchMaxDelayMs: 5,
+    reconnectInitialMs: 50,
+    reconnectMaxMs: 400,
+    ...options,
+  });
+}

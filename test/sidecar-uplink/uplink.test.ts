@@ -5,9 +5,9 @@ import type { Event } from "../../gen/aigw/v1/events_pb.js";
 import { EventType } from "../../gen/aigw/v1/events_pb.js";
 import type { ConfigSnapshot } from "../../gen/aigw/v1/ingest_pb.js";
 import { sidecarReadiness } from "../../sidecar/admin/admin-server.js";
-import { Uplink, type UplinkOptions } from "../../sidecar/uplink/uplink.js";
+import type { Uplink, UplinkOptions } from "../../sidecar/uplink/uplink.js";
 import { FakeControlPlane, type ReceivedBatch, unusedPort, waitFor } from "./fake-control-plane.js";
-import { CapturedLog, completionEvent, spoolDirIn, streamingEvent, temporaryDir } from "./helpers.js";
+import { CapturedLog, completionEvent, spoolDirIn, streamingEvent, temporaryDir, testUplink } from "./helpers.js";
 
 let dir: { path: string; remove: () => Promise<void> };
 let log: CapturedLog;
@@ -36,18 +36,7 @@ async function controlPlane(port = 0): Promise<FakeControlPlane> {
 }
 
 function uplinkTo(target: string, options: Partial<UplinkOptions> = {}): Uplink {
-  const uplink = new Uplink({
-    target,
-    orgId: "org_test",
-    app: "app-test",
-    version: "0.1.0-test",
-    spoolDir: spoolDirIn(dir.path),
-    logger: log.logger,
-    batchMaxDelayMs: 5,
-    reconnectInitialMs: 50,
-    reconnectMaxMs: 400,
-    ...options,
-  });
+  const uplink = testUplink(target, dir.path, log.logger, options);
   uplinks.push(uplink);
   return uplink;
 }
