@@ -8,6 +8,7 @@ import { USER_AGENT } from "../../common/version.js";
 import type { GatewayConfig } from "../config/types.js";
 import type {
   AttemptOutcome,
+  AutoDisableEffects,
   ClaimedDelivery,
   CompleteResult,
   EndpointRecord,
@@ -919,24 +920,50 @@ export class DeliveryScheduler {
       // Wall-clock time for people and receivers.
       failingSince: Date.now() - failedFor,
       failedAttempts: run.attempts,
+      // The store decides: a run another process ended (a success there) disables nothing.
+      runStartedAt: run.since,
     };
-    this.store.autoDisableEndpoint(name, why).then(
-      (effects) => {
-        this.endFailingRun(name);
-        this.endpoints.delete(name);
-        this.log.warn(
-          { endpoint: name, failedForMs: failedFor, attempts: why.failedAttempts, code: "AIGW_ENDPOINT_AUTO_DISABLED" },
-          "every attempt failed for delivery.auto_disable_after_ms; endpoint disabled",
-        );
-        this.onEndpointDisabled?.(name);
-        this.operatorEvents(effects);
-        // Its pending deliveries now fail without an attempt.
-        this.notify([name]);
-      },
-      (err: unknown) => {
-        if (run) run.disabling = false;
+    const disabling = run;
+    // After this run's own start is recorded (the same queue of writes).
+    this.runWrite(name, async () => {
+      let effects: AutoDisableEffects;
+      try {
+        effects = await this.store.autoDisableEndpoint(name, why);
+      } catch (err) {
+        disabling.disabling = false;
         this.log.error({ err, endpoint: name }, "disabling a failing endpoint failed; tried again at its next failure");
-      },
+        return;
+      }
+      if (effects.runInStore !== undefined) {
+        this.runEndedElsewhere(name, disabling, effects.runInStore);
+        return;
+      }
+      this.endFailingRun(name);
+      this.endpoints.delete(name);
+      this.log.warn(
+        { endpoint: name, failedForMs: failedFor, attempts: why.failedAttempts, code: "AIGW_ENDPOINT_AUTO_DISABLED" },
+        "every attempt failed for delivery.auto_disable_after_ms; endpoint disabled",
+      );
+      this.onEndpointDisabled?.(name);
+      this.operatorEvents(effects);
+      // Its pending deliveries now fail without an attempt.
+      this.notify([name]);
+    });
+  }
+
+  /**
+   * The store's run of failures is not the one this process counted (another replica's
+   * success ended it, and maybe a new one began): nothing disabled; this process goes on
+   * from the store's run, or from none.
+   */
+  private runEndedElsewhere(name: string, run: FailingRun, runInStore: number): void {
+    if (this.failing.get(name) === run) {
+      if (runInStore === 0) this.failing.delete(name);
+      else Object.assign(run, { since: runInStore, attempts: 1, disabling: false });
+    }
+    this.log.info(
+      { endpoint: name, runInStore },
+      "not disabled: the run of failed attempts ended elsewhere (a success on another replica)",
     );
   }
 

@@ -1,5 +1,5 @@
 import type { EventType } from "../../gen/aigw/v1/events_pb.js";
-import type { AutoDisable, OperatorEffects } from "./operator-events.js";
+import type { AutoDisable, AutoDisableEffects } from "./operator-events.js";
 
 /** Endpoints and their signing keys; one-off endpoints (x-aigw-webhook-url) and org keys. */
 export interface EndpointStore {
@@ -24,7 +24,7 @@ export interface EndpointStore {
    * transaction, stores an endpoint.disabled operator event (once: an endpoint already
    * disabled, or absent, is left as it is and nothing is made).
    */
-  autoDisableEndpoint(name: string, why: AutoDisable): Promise<OperatorEffects>;
+  autoDisableEndpoint(name: string, why: AutoDisable): Promise<AutoDisableEffects>;
   /** Deletes the endpoint, its keys, and fails its pending deliveries. False if absent. */
   deleteEndpoint(name: string): Promise<boolean>;
   /** Adds a key; existing keys expire at `previousExpireAt` (overlap window). */

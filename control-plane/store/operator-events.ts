@@ -40,6 +40,31 @@ export interface AutoDisable {
   lastError: string;
   failingSince: number;
   failedAttempts: number;
+  /**
+   * When the caller's run of failures started (its clock, as given to startFailingRun).
+   * Given, the endpoint is disabled only while the store's run is that run or an older one:
+   * a run another process ended (a success there) or ended and began again is not the
+   * caller's to act on. Absent: disabled whatever the store's run.
+   */
+  runStartedAt?: number;
+}
+
+/** autoDisableEndpoint's answer. */
+export interface AutoDisableEffects extends OperatorEffects {
+  /**
+   * Set when runStartedAt was given and the store's run is not the caller's (nothing was
+   * changed): when the store's run started, 0 when there is none.
+   */
+  runInStore?: number;
+}
+
+/**
+ * Whether the store's run of failures (its failing_since; 0: none) is still the run a
+ * caller that started one at `runStartedAt` may disable the endpoint for: the same run, or
+ * an older one it joined. A run ended elsewhere, or begun again after that, is not.
+ */
+export function runStillGoing(runInStore: number, runStartedAt: number): boolean {
+  return runInStore !== 0 && runInStore <= runStartedAt;
 }
 
 /** The endpoint's disabled_reason after a 410 or a run of failures. */

@@ -329,6 +329,46 @@ describe("DeliveryScheduler", () => {
     );
   });
 
+  it("disables nothing for a run of failures that ended elsewhere (a success on another replica)", async () => {
+    const down = await receiver((_req, res) => res.writeHead(500).end());
+    await endpoint("down", down.url);
+    const windowMs = 300;
+    const config = testConfig({ retry: { maxAttempts: 1 }, delivery: { autoDisableAfterMs: windowMs } });
+    const s = new DeliveryScheduler({ store, config, logger: logger(), pool, stopTimeoutMs: 1_000 });
+    schedulers.push(s);
+    s.start();
+    const runInStore = async () => (await store.listCircuits()).find((c) => c.endpoint === "down")?.failingSince ?? 0;
+    const [first] = await ingest("down");
+    s.notify(["down"]);
+    await statusOf(first!.id, "down", "dead_lettered");
+    const since = await until("the run to be recorded", async () => (await runInStore()) || undefined);
+    // Another process delivered to "down" meanwhile: it ended the run in the store.
+    await store.endFailingRun("down");
+    await until("the window to pass", () => Date.now() > since + windowMs + 50);
+    const [second] = await ingest("down");
+    s.notify(["down"]);
+    await statusOf(second!.id, "down", "dead_lettered");
+    await until("the refusal to be logged", () => logLines.some((l) => l.includes("ended elsewhere")));
+    expect((await store.getEndpoint("down"))?.enabled).toBe(true);
+    // What follows is a new run, which disables once it has lasted the window.
+    const [third] = await ingest("down");
+    s.notify(["down"]);
+    await statusOf(third!.id, "down", "dead_lettered");
+    const restarted = await until("a new run", async () => {
+      const at = await runInStore();
+      return at > since ? at : undefined;
+    });
+    await until("the window to pass again", () => Date.now() > restarted + windowMs + 50);
+    const [fourth] = await ingest("down");
+    s.notify(["down"]);
+    await statusOf(fourth!.id, "down", "dead_lettered");
+    const disabled = await until("down to be disabled", async () => {
+      const e = await store.getEndpoint("down");
+      return e && !e.enabled ? e : undefined;
+    });
+    expect(disabled.disabledReason).toMatch(/^every attempt failed for/);
+  });
+
   it("never exceeds concurrent_deliveries in total, nor the per-endpoint cap", async () => {
     const slowOk = (_req: unknown, res: import("node:http").ServerResponse) => {
       setTimeout(() => res.writeHead(200).end(), 40);

@@ -887,6 +887,39 @@ export function describeStoreConformance(name: string, open: () => Promise<Opene
         expect((await store.autoDisableEndpoint("down", why)).generated).toEqual([]);
         expect((await store.autoDisableEndpoint("missing", why)).generated).toEqual([]);
       });
+
+      it("a disable for a run of failures the store no longer holds changes nothing and says which run it holds", async () => {
+        for (const name of ["down", "ops"]) await store.upsertEndpoint(endpoint(name), `whsec_${name}${name}${name}`);
+        store.routeOperatorEvents(() => ["ops"]);
+        const since = Date.now() - 3_600_000;
+        const why = (runStartedAt: number) => ({
+          detail: "every attempt failed for 1h (12 attempts)",
+          statusCode: 503,
+          lastError: "HTTP 503",
+          failingSince: since,
+          failedAttempts: 12,
+          runStartedAt,
+        });
+        // No run recorded at all.
+        expect(await store.autoDisableEndpoint("down", why(since))).toEqual({
+          generated: [],
+          endpoints: [],
+          runInStore: 0,
+        });
+        // A run that another process ended (a success there), then began again later.
+        await store.startFailingRun("down", since);
+        await store.endFailingRun("down");
+        expect((await store.autoDisableEndpoint("down", why(since))).runInStore).toBe(0);
+        await store.startFailingRun("down", since + 60_000);
+        const refused = await store.autoDisableEndpoint("down", why(since));
+        expect(refused).toMatchObject({ generated: [], runInStore: since + 60_000 });
+        expect((await store.getEndpoint("down"))?.enabled).toBe(true);
+        // The run the store holds (or a newer caller's view of it) disables.
+        const done = await store.autoDisableEndpoint("down", why(since + 60_000));
+        expect(done.runInStore).toBeUndefined();
+        expect(done.generated.map(typeOf)).toEqual(["endpointDisabled"]);
+        expect((await store.getEndpoint("down"))?.enabled).toBe(false);
+      });
     });
 
     describe("listing", () => {

@@ -241,6 +241,33 @@ describe.skipIf(skip)("two PostgreSQL stores on one database", () => {
     expect(await b.countEndpointPending("ops")).toBe(2);
   });
 
+  it("a run of failures one replica ended disables nothing for the other", async () => {
+    for (const name of ["hooks", "ops"]) await a.upsertEndpoint(endpoint(name), "whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQ=");
+    for (const s of [a, b]) s.routeOperatorEvents(() => ["ops"]);
+    const since = Date.now() - 120_000;
+    expect(await a.startFailingRun("hooks", since)).toBe(since);
+    // b delivered to hooks: its success ends the run for everyone.
+    await b.endFailingRun("hooks");
+    const why = {
+      detail: "every attempt failed for 2m (3 attempts)",
+      statusCode: 503,
+      lastError: "HTTP 503",
+      failingSince: since,
+      failedAttempts: 3,
+      runStartedAt: since,
+    };
+    // Both at once, as two replicas could: neither disables.
+    const answers = await Promise.all([a.autoDisableEndpoint("hooks", why), b.autoDisableEndpoint("hooks", why)]);
+    expect(answers.map((x) => x.runInStore)).toEqual([0, 0]);
+    expect((await b.getEndpoint("hooks"))?.enabled).toBe(true);
+    // A run both see as theirs disables once.
+    await b.startFailingRun("hooks", since + 1_000);
+    const later = { ...why, runStartedAt: since + 1_000 };
+    const disables = await Promise.all([a.autoDisableEndpoint("hooks", later), b.autoDisableEndpoint("hooks", later)]);
+    expect(disables.flatMap((d) => d.generated)).toHaveLength(1);
+    expect((await a.getEndpoint("hooks"))?.enabled).toBe(false);
+  });
+
   it("pause an endpoint for both: neither claims it, and it is no lane of either", async () => {
     await a.upsertEndpoint(endpoint("hooks"), "whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQ=");
     await a.ingest(

@@ -75,6 +75,7 @@ import {
 } from "../delivery-queue.js";
 import {
   type AutoDisable,
+  type AutoDisableEffects,
   deliveryExhaustedEvent,
   endpointDisabledEvent,
   endpointRecoveredEvent,
@@ -82,6 +83,7 @@ import {
   type OperatorEffects,
   type OperatorRoute,
   operatorTargets,
+  runStillGoing,
 } from "../operator-events.js";
 import {
   configSecretContext,
@@ -1993,9 +1995,9 @@ export class PostgresStore implements Store {
     });
   }
 
-  async autoDisableEndpoint(name: string, why: AutoDisable): Promise<OperatorEffects> {
+  async autoDisableEndpoint(name: string, why: AutoDisable): Promise<AutoDisableEffects> {
     const now = Date.now();
-    return this.#tx(async (c, fx) => {
+    return this.#tx(async (c, fx): Promise<AutoDisableEffects> => {
       const row = (
         await c.query<{ enabled: boolean; org_id: string }>(
           "SELECT enabled, org_id FROM endpoints WHERE name = $1 FOR UPDATE",
@@ -2003,6 +2005,15 @@ export class PostgresStore implements Store {
         )
       ).rows[0];
       if (row === undefined || !row.enabled) return NO_EFFECTS;
+      if (why.runStartedAt !== undefined) {
+        // Locked: a replica ending the run (a success there) commits before this reads, or after it disabled.
+        const run = await c.query<{ failing_since: number | string }>(
+          "SELECT failing_since FROM endpoint_circuits WHERE endpoint = $1 FOR UPDATE",
+          [name],
+        );
+        const runInStore = Number(run.rows[0]?.failing_since ?? 0);
+        if (!runStillGoing(runInStore, why.runStartedAt)) return { ...NO_EFFECTS, runInStore };
+      }
       await c.query("UPDATE endpoints SET enabled = false, disabled_reason = $2, updated_at = $3 WHERE name = $1", [
         name,
         why.detail,

@@ -55,6 +55,7 @@ import {
 } from "../delivery-queue.js";
 import {
   type AutoDisable,
+  type AutoDisableEffects,
   deliveryExhaustedEvent,
   endpointDisabledEvent,
   endpointRecoveredEvent,
@@ -62,6 +63,7 @@ import {
   type OperatorEffects,
   type OperatorRoute,
   operatorTargets,
+  runStillGoing,
 } from "../operator-events.js";
 import {
   configSecretContext,
@@ -1325,11 +1327,15 @@ export class SqliteStore implements Store {
     });
   }
 
-  async autoDisableEndpoint(name: string, why: AutoDisable): Promise<OperatorEffects> {
+  async autoDisableEndpoint(name: string, why: AutoDisable): Promise<AutoDisableEffects> {
     const now = Date.now();
-    return this.#durable(() => {
+    return this.#durable((): AutoDisableEffects => {
       const row = this.#s.endpointByName.get({ now, name });
       if (row === undefined || row.enabled !== 1) return NO_EFFECTS;
+      if (why.runStartedAt !== undefined) {
+        const runInStore = this.#cluster.failingSince.get(name) ?? 0;
+        if (!runStillGoing(runInStore, why.runStartedAt)) return { ...NO_EFFECTS, runInStore };
+      }
       this.#s.disableEndpoint.run({ name, reason: why.detail, now });
       const fx: Fx = { generated: [], endpoints: new Set() };
       const pending = this.#s.countEndpointPending.get(name) ?? 0;
@@ -1878,6 +1884,9 @@ function prepareClusterStatements(db: Database.Database) {
     endFailingRun: db.prepare(
       "UPDATE endpoint_circuits SET failing_since = 0, updated_at = @now WHERE endpoint = @endpoint AND failing_since != 0",
     ) as Stmt<{ endpoint: string; now: number }>,
+    failingSince: db
+      .prepare("SELECT failing_since FROM endpoint_circuits WHERE endpoint = ?")
+      .pluck() as Database.Statement<[string], number>,
     putSidecar: db.prepare(
       `INSERT INTO sidecars (id, org_id, app, owner, seen_at, version, spool_batches, spool_bytes)
        VALUES (@id, @orgId, @app, @owner, @now, @version, @spoolBatches, @spoolBytes)
