@@ -94,6 +94,8 @@ export class Exchange implements Dispatcher.DispatchHandler {
   private status = 0;
   private responseHeaders: string[] | undefined;
   private firstByteAt = 0;
+  /** Body bytes went to the client (the head with the first of them). */
+  private bodyWritten = false;
   private endedAt = 0;
   private copy: ResponseCopy | undefined;
   private filter: ResponseBodyFilter | undefined;
@@ -160,16 +162,31 @@ export class Exchange implements Dispatcher.DispatchHandler {
     const res = this.res;
     if (statusText) res.writeHead(statusCode, statusText, head.headers);
     else res.writeHead(statusCode, head.headers);
-    // A stream's head goes out at once: clients start reading a stream on its headers. Other
-    // heads leave with the first body chunk, one write instead of two.
-    if (isEventStream) res.flushHeaders();
+    // A stream's head goes out without waiting for the body: clients start reading a stream on
+    // its headers. Not here, though: the upstream client calls onData for body bytes that came
+    // in the same read right after this returns, and the head leaves with them, one write (and
+    // one packet for the app to read) instead of two. A head that came alone is flushed in a
+    // microtask, before the event loop waits for more input. Other heads leave with the first
+    // body chunk.
+    if (isEventStream) queueMicrotask(this.flushStreamHead);
     return true;
   }
+
+  /** A stream's head, when no body bytes came with it (they would have taken it along). */
+  private readonly flushStreamHead = (): void => {
+    if (this.bodyWritten || this.ending !== undefined || this.clientGone) return;
+    const res = this.res;
+    if (!res.destroyed) res.flushHeaders();
+  };
 
   onData(chunk: Buffer): boolean {
     if (this.firstByteAt === 0) this.firstByteAt = performance.now();
     const out = this.filter ? this.filter.transform(chunk) : chunk;
-    const ok = out === undefined || this.res.write(out);
+    let ok = true;
+    if (out !== undefined && out.length > 0) {
+      this.bodyWritten = true;
+      ok = this.res.write(out);
+    }
     this.copy?.push(chunk);
     // A slow client pauses the upstream read until its socket drains (backpressure end to end).
     if (!ok) this.res.once("drain", this.onClientDrain);

@@ -10,6 +10,11 @@ import { type ConnectionOptions, connect as connectTls } from "node:tls";
  * given, then content-length or chunked framing), parses the response head in JS, and hands
  * the body on as it arrives (de-chunked). Sockets are kept alive and reused; an idle socket
  * lives as long as the upstream's Keep-Alive hint allows (less a margin), else 30 s.
+ *
+ * No timer is made or cleared per request: a socket's timeout is set when its value changes
+ * (the headers and body timeouts are the same in the proxy, so once per socket), node
+ * refreshes it on every read and write; idle sockets are checked for expiry when taken, and
+ * closed by one sweep per pool each second.
  */
 
 export interface LeanDispatch {
@@ -43,6 +48,8 @@ export interface LeanPoolOptions {
 
 const MAX_RESPONSE_HEAD_BYTES = 16 * 1024;
 const KEEP_ALIVE_MARGIN_MS = 2000;
+/** How often a pool closes its idle sockets past their keep-alive time. */
+const IDLE_SWEEP_MS = 1000;
 const CRLF2 = Buffer.from("\r\n\r\n");
 /** What every status line starts with: a response that starts otherwise is refused at its first bytes, as llhttp does. */
 const HTTP_1 = Buffer.from("HTTP/1.");
@@ -79,6 +86,7 @@ export class LeanPool {
   private readonly port: number;
   private readonly hostHeader: string;
   private closed = false;
+  private readonly sweep: NodeJS.Timeout;
 
   constructor(
     origin: string,
@@ -89,7 +97,20 @@ export class LeanPool {
     this.hostname = url.hostname.startsWith("[") ? url.hostname.slice(1, -1) : url.hostname;
     this.port = url.port === "" ? (this.secure ? 443 : 80) : Number(url.port);
     this.hostHeader = url.host;
+    this.sweep = setInterval(this.closeExpired, IDLE_SWEEP_MS);
+    this.sweep.unref();
   }
+
+  /** Idle sockets past their keep-alive time are closed (the upstream may close them any moment now). */
+  private readonly closeExpired = (): void => {
+    const idle = this.idle;
+    if (idle.length === 0) return;
+    const now = Date.now();
+    for (let i = idle.length - 1; i >= 0; i--) {
+      const socket = idle[i]!;
+      if (socket.idleUntil <= now) socket.destroy();
+    }
+  };
 
   dispatch(request: LeanDispatch, handler: LeanDispatchHandler): boolean {
     if (this.closed) {
@@ -102,13 +123,16 @@ export class LeanPool {
 
   /** An idle kept-alive socket, or undefined. */
   private take(): UpstreamSocket | undefined {
+    let now = 0;
     for (;;) {
       const socket = this.idle.pop();
       if (socket === undefined) return undefined;
-      if (socket.usable()) {
+      if (now === 0) now = Date.now();
+      if (socket.usable() && socket.idleUntil > now) {
         socket.leaveIdle();
         return socket;
       }
+      socket.destroy();
     }
   }
 
@@ -156,6 +180,7 @@ export class LeanPool {
 
   async close(): Promise<void> {
     this.closed = true;
+    clearInterval(this.sweep);
     for (const socket of this.idle.splice(0)) socket.destroy();
     // Requests in flight finish on their own sockets, which are then closed.
     while (this.all.size > 0) await new Promise((resolve) => setTimeout(resolve, 10));
@@ -164,6 +189,7 @@ export class LeanPool {
   /** Closes every socket now. */
   destroy(): void {
     this.closed = true;
+    clearInterval(this.sweep);
     for (const socket of this.all) socket.destroy();
   }
 }
@@ -173,7 +199,10 @@ class UpstreamSocket {
   request: UpstreamRequest | undefined;
   connected = false;
   reused = false;
-  private idleTimer: NodeJS.Timeout | undefined;
+  /** While idle: when its keep-alive time ends (Date.now() ms). */
+  idleUntil = 0;
+  /** The socket's timeout as last set (node keeps it and refreshes it on every read and write). */
+  private timeoutMs = 0;
   private connectTimer: NodeJS.Timeout | undefined;
   private gone = false;
 
@@ -194,17 +223,27 @@ class UpstreamSocket {
     return !this.gone && !this.raw.destroyed && this.raw.writable;
   }
 
+  /** Back in the pool; its timeout stays set (a 'timeout' with no request is ignored). */
   enterIdle(ms: number): void {
     this.request = undefined;
-    this.raw.setTimeout(0);
-    this.idleTimer = setTimeout(this.expire, ms);
-    this.idleTimer.unref();
+    this.idleUntil = Date.now() + ms;
   }
 
   leaveIdle(): void {
     this.reused = true;
-    if (this.idleTimer !== undefined) clearTimeout(this.idleTimer);
-    this.idleTimer = undefined;
+  }
+
+  /** Sets the socket's timeout when it differs from the one set (a timer operation saved per request). */
+  setTimeout(ms: number): void {
+    if (ms === this.timeoutMs) return;
+    this.timeoutMs = ms;
+    this.raw.setTimeout(ms);
+  }
+
+  /** Sets the socket's timeout again even if unchanged: node does not re-arm one that fired until the next read or write. */
+  rearmTimeout(ms: number): void {
+    this.timeoutMs = ms;
+    this.raw.setTimeout(ms);
   }
 
   destroy(err?: Error): void {
@@ -231,10 +270,6 @@ class UpstreamSocket {
       this.destroy(err);
     }, ms);
   }
-
-  private readonly expire = (): void => {
-    this.destroy();
-  };
 
   private readonly onConnect = (): void => {
     this.connected = true;
@@ -276,7 +311,6 @@ class UpstreamSocket {
 
   private readonly onClose = (): void => {
     this.gone = true;
-    if (this.idleTimer !== undefined) clearTimeout(this.idleTimer);
     if (this.connectTimer !== undefined) clearTimeout(this.connectTimer);
     this.pool.forget(this);
     const request = this.request;
@@ -347,7 +381,7 @@ class UpstreamRequest {
   private attach(socket: UpstreamSocket): void {
     this.socket = socket;
     socket.request = this;
-    socket.raw.setTimeout(this.pool.timeouts.headersTimeout);
+    socket.setTimeout(this.pool.timeouts.headersTimeout);
     if (socket.connected || socket.reused) this.send();
   }
 
@@ -562,7 +596,7 @@ class UpstreamRequest {
     if (this.body === Body.UntilClose) this.keepAlive = false;
     this.remaining = contentLength;
     this.phase = Phase.Body;
-    this.socket!.raw.setTimeout(this.pool.timeouts.bodyTimeout);
+    this.socket!.setTimeout(this.pool.timeouts.bodyTimeout);
     const go = this.handler.onHeaders(code, rawHeaders, this.resume, status[3] ?? "");
     if (this.finished) return false;
     if (!go) this.pause();
@@ -573,10 +607,10 @@ class UpstreamRequest {
   private readonly resume = (): void => {
     if (!this.paused) return;
     this.paused = false;
-    const raw = this.socket?.raw;
-    if (raw && !raw.destroyed) {
-      raw.resume();
-      raw.setTimeout(this.pool.timeouts.bodyTimeout);
+    const socket = this.socket;
+    if (socket && !socket.raw.destroyed) {
+      socket.raw.resume();
+      socket.rearmTimeout(this.pool.timeouts.bodyTimeout);
     }
   };
 

@@ -21,7 +21,7 @@ import type { EventSink } from "./event-sink.js";
 import { DEFAULT_PROXY_SETTINGS, type ProxySettings } from "./settings.js";
 import { Exchange, type ExchangeOptions, eventProvider, type Observation, type ProxyContext } from "./exchange.js";
 import { REQUEST_ID_HEADER, type RequestHeaderFacts, upstreamRequestHeaders } from "./headers.js";
-import { createLeanServer, type LeanHandler } from "./lean-server.js";
+import { createLeanServer, type LeanHandler, takeWholeBody } from "./lean-server.js";
 import { ProxyMetrics } from "./proxy-metrics.js";
 import { ReportQueue } from "./report-queue.js";
 import { type Upstream, UpstreamTable } from "./upstreams.js";
@@ -549,6 +549,13 @@ function requestTarget(url: string | undefined): string {
  * MAX_OBSERVED_REQUEST_BYTES, with an iterable of what was read and the rest of the stream.
  */
 function readObservedBody(req: IncomingMessage, done: (body: Buffer, rest?: Readable) => void): void {
+  // The lean server's request whose body came whole with its head (at most the head's read,
+  // far below the bound): at once, no stream events.
+  const whole = takeWholeBody(req);
+  if (whole !== undefined) {
+    done(whole);
+    return;
+  }
   const chunks: Buffer[] = [];
   let size = 0;
   const onData = (chunk: Buffer): void => {

@@ -3,8 +3,13 @@ import type { Dispatcher, Pool as UndiciPool } from "undici";
 import { type LeanDispatch, type LeanDispatchHandler, LeanPool } from "./lean-upstream.js";
 
 // undici's index also loads fetch, WebSocket, caches and mocks (~9 MB of the sidecar's RSS,
-// measured); the proxy needs its Pool only. The type comes from undici's own declarations.
-const Pool = createRequire(import.meta.url)("undici/lib/dispatcher/pool.js") as typeof UndiciPool;
+// measured); the proxy needs its Pool only, and only in the node engine: the lean engine
+// never loads undici. The type comes from undici's own declarations.
+let undiciPool: typeof UndiciPool | undefined;
+function loadUndiciPool(): typeof UndiciPool {
+  undiciPool ??= createRequire(import.meta.url)("undici/lib/dispatcher/pool.js") as typeof UndiciPool;
+  return undiciPool;
+}
 
 /** What the proxy uses of a connection pool: undici's Pool, or the lean engine's (lean-upstream.ts). */
 export interface UpstreamPool {
@@ -104,6 +109,7 @@ function newPool(origin: string, options: UpstreamPoolOptions): UpstreamPool {
     connectTimeout: options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
   };
   if (options.client === "lean") return new LeanPool(origin, timeouts);
+  const Pool = loadUndiciPool();
   return new Pool(origin, timeouts) as unknown as UpstreamPool;
 }
 
