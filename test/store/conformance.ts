@@ -607,6 +607,22 @@ export function describeStoreConformance(name: string, open: () => Promise<Opene
         expect(t1 && eventOf(t1).payload.value).toMatchObject({ tokenIndex: 1 });
         expect((await done).recorded).toBe(true);
       });
+
+      it("giving leases back records the results submitted before it first", async () => {
+        await store.ingest(
+          Array.from({ length: 2 }, () => completionEvent()),
+          () => ["a"],
+        );
+        const [done, held] = (await claimLane("a", 2, "w1", Date.now())).deliveries as [
+          ClaimedDelivery,
+          ClaimedDelivery,
+        ];
+        const recorded = store.completeAttempt(done, attempt(), { status: "delivered" });
+        expect(await store.releaseLeases("w1")).toBe(1);
+        expect((await recorded).recorded).toBe(true);
+        expect((await store.getDelivery(done.id))?.delivery).toMatchObject({ status: "delivered", attemptCount: 1 });
+        expect((await claimLane("a", 10, "w2", Date.now())).deliveries.map((d) => d.id)).toEqual([held.id]);
+      });
     });
 
     describe("replay", () => {

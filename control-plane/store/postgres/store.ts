@@ -1800,7 +1800,16 @@ export class PostgresStore implements Store {
     return origin !== "";
   }
 
-  async releaseLeases(leaseOwner: string): Promise<number> {
+  releaseLeases(leaseOwner: string): Promise<number> {
+    // Results submitted before are recorded first: once their leases are given back they
+    // would be refused, and their deliveries made again.
+    return this.#completions.commitWithAsync(
+      () => this.#releaseLeases(leaseOwner),
+      () => undefined,
+    );
+  }
+
+  async #releaseLeases(leaseOwner: string): Promise<number> {
     for (const [id, lease] of this.#held) if (lease.leaseOwner === leaseOwner) this.#held.delete(id);
     const { rowCount } = await this.#pool.query(
       `UPDATE deliveries SET lease_owner = '', lease_until = 0, lease_token = 0, due_at = next_attempt_at
