@@ -19,11 +19,23 @@ export class GroupCommit<I, R> {
   private queue: Pending<I, R>[] = [];
   private scheduled = false;
   private running = false;
+  /** The group being committed by `drain` (an asynchronous commit), settled or not. */
+  private inFlight: Promise<unknown> | undefined;
+  /** Groups taken by commitWithAsync and not yet settled. */
+  private joint = 0;
   private idleWaiters: (() => void)[] = [];
 
+  /** The linger's timer, while one runs. */
+  private lingering: NodeJS.Timeout | undefined;
+
+  /**
+   * `lingerMs`: how long a group waits for a `commitWithAsync` to take it before it commits
+   * on its own (0: it commits in the next turn of the event loop). A full group does not wait.
+   */
   constructor(
     private readonly commit: (items: readonly I[]) => R[] | Promise<R[]>,
     private readonly maxItems = 512,
+    private readonly lingerMs = 0,
   ) {}
 
   submit(item: I): Promise<R> {
@@ -40,7 +52,7 @@ export class GroupCommit<I, R> {
 
   /** Resolves once everything submitted so far has been committed (or failed). */
   settled(): Promise<void> {
-    if (this.queue.length === 0 && !this.running && !this.scheduled) return Promise.resolve();
+    if (this.queue.length === 0 && !this.running && !this.scheduled && this.joint === 0) return Promise.resolve();
     return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
@@ -90,13 +102,78 @@ export class GroupCommit<I, R> {
     return out.value;
   }
 
+  /**
+   * For an asynchronous `commit`: what `commitWith` is for a synchronous one. Once the group
+   * in flight (if any) has committed, `together(items)` commits the items queued when this
+   * was called in one transaction with a write of its own, and returns both results; so a
+   * write (a claim) sees every item submitted before it, and a claim right after results
+   * costs one round trip, not two. `together` returns undefined when it cannot take these
+   * items (or there are none); if it fails, the items are committed as usual (one failing
+   * item failing alone). Either way the items are committed first, then `alone()` runs.
+   */
+  async commitWithAsync<T>(
+    alone: () => Promise<T>,
+    together: (items: readonly I[]) => Promise<{ results: R[]; value: T }> | undefined,
+  ): Promise<T> {
+    if (this.queue.length > this.maxItems) {
+      // More than one group waiting: they go as usual, this write after them.
+      await this.settled();
+      return alone();
+    }
+    const group = this.queue.splice(0);
+    if (this.inFlight) await this.inFlight.catch(() => {});
+    if (group.length === 0) return alone();
+    this.joint++;
+    try {
+      const joint = together(group.map((p) => p.item));
+      if (joint !== undefined) {
+        let out: { results: R[]; value: T } | undefined;
+        try {
+          out = await joint;
+        } catch (err) {
+          if (isStoreUnavailable(err)) {
+            this.settle(
+              group,
+              group.map(() => ({ ok: false, error: err })),
+            );
+            throw err;
+          }
+        }
+        if (out !== undefined) {
+          this.settle(
+            group,
+            out.results.map((value) => ({ ok: true, value })),
+          );
+          return out.value;
+        }
+      }
+      const results = this.tryCommit(group);
+      this.settle(group, results instanceof Promise ? await results : results);
+    } finally {
+      this.joint--;
+      if (this.joint === 0 && this.queue.length === 0 && !this.running && !this.scheduled) {
+        for (const resolve of this.idleWaiters.splice(0)) resolve();
+      }
+    }
+    return alone();
+  }
+
   private schedule(): void {
-    if (this.scheduled || this.running) return;
+    if (this.running) return;
+    if (this.lingering !== undefined && this.queue.length >= this.maxItems) {
+      clearTimeout(this.lingering);
+      this.lingering = undefined;
+      this.scheduled = false;
+    }
+    if (this.scheduled) return;
     this.scheduled = true;
-    setImmediate(() => {
+    const run = () => {
+      this.lingering = undefined;
       this.scheduled = false;
       void this.drain();
-    });
+    };
+    if (this.lingerMs > 0 && this.queue.length < this.maxItems) this.lingering = setTimeout(run, this.lingerMs);
+    else setImmediate(run);
   }
 
   private async drain(): Promise<void> {
@@ -106,14 +183,21 @@ export class GroupCommit<I, R> {
       while (this.queue.length > 0) {
         const group = this.queue.splice(0, this.maxItems);
         const results = this.tryCommit(group);
-        this.settle(group, results instanceof Promise ? await results : results);
+        if (results instanceof Promise) {
+          this.inFlight = results;
+          try {
+            this.settle(group, await results);
+          } finally {
+            this.inFlight = undefined;
+          }
+        } else this.settle(group, results);
         // Synchronous commits yield between groups so I/O (acks, health checks) goes on.
         if (this.queue.length > 0) await new Promise<void>((resolve) => setImmediate(resolve));
       }
     } finally {
       this.running = false;
       if (this.queue.length > 0) this.schedule();
-      else for (const resolve of this.idleWaiters.splice(0)) resolve();
+      else if (this.joint === 0) for (const resolve of this.idleWaiters.splice(0)) resolve();
     }
   }
 

@@ -574,6 +574,55 @@ export function describeStoreConformance(name: string, open: () => Promise<Opene
         const afterR2 = await claimAll("w1", now);
         expect(afterR2.map(label)).toEqual([`a:${r2}#1`]);
       });
+
+      it("a claim sees the attempt results submitted before it, settled or not (claimsSeeSubmittedResults)", async () => {
+        expect(store.claimsSeeSubmittedResults).toBe(true);
+        await store.ingest(
+          Array.from({ length: 4 }, () => completionEvent()),
+          () => ["a"],
+        );
+        const now = Date.now();
+        const [d1, d2] = (await claimLane("a", 2, "w1", now)).deliveries as [ClaimedDelivery, ClaimedDelivery];
+        // Two results submitted, not awaited: the claim in the same turn records them first.
+        const recorded = [
+          store.completeAttempt(d1, attempt(), { status: "delivered" }),
+          store.completeAttempt(d2, attempt({ statusCode: 503 }), { status: "retry", nextAttemptAt: now + 60_000 }),
+        ];
+        const next = await claimLane("a", 10, "w1", now);
+        expect(next.deliveries).toHaveLength(2);
+        expect((await store.getDelivery(d1.id))?.delivery).toMatchObject({ status: "delivered", attemptCount: 1 });
+        expect((await store.getDelivery(d2.id))?.delivery).toMatchObject({ status: "pending", attemptCount: 1 });
+        expect((await Promise.all(recorded)).map((r) => r.recorded)).toEqual([true, true]);
+        expect(await store.listAttempts(d2.id)).toHaveLength(1);
+        expect(await store.countPending()).toBe(3);
+
+        // A result that needs more than its row (a stream's next token) is seen all the same.
+        const r = newRequestId();
+        await store.ingest([streamingEvent(r, 0), streamingEvent(r, 1)], () => ["b"]);
+        const later = Date.now();
+        const [t0] = (await claimLane("b", 10, "w1", later)).deliveries as [ClaimedDelivery];
+        expect(eventOf(t0).payload.value).toMatchObject({ tokenIndex: 0 });
+        const done = store.completeAttempt(t0, attempt(), { status: "delivered" });
+        const [t1] = (await claimLane("b", 10, "w1", later)).deliveries;
+        expect(t1 && eventOf(t1).payload.value).toMatchObject({ tokenIndex: 1 });
+        expect((await done).recorded).toBe(true);
+      });
+
+      it("giving leases back records the results submitted before it first", async () => {
+        await store.ingest(
+          Array.from({ length: 2 }, () => completionEvent()),
+          () => ["a"],
+        );
+        const [done, held] = (await claimLane("a", 2, "w1", Date.now())).deliveries as [
+          ClaimedDelivery,
+          ClaimedDelivery,
+        ];
+        const recorded = store.completeAttempt(done, attempt(), { status: "delivered" });
+        expect(await store.releaseLeases("w1")).toBe(1);
+        expect((await recorded).recorded).toBe(true);
+        expect((await store.getDelivery(done.id))?.delivery).toMatchObject({ status: "delivered", attemptCount: 1 });
+        expect((await claimLane("a", 10, "w2", Date.now())).deliveries.map((d) => d.id)).toEqual([held.id]);
+      });
     });
 
     describe("replay", () => {

@@ -160,4 +160,96 @@ describe("GroupCommit", () => {
       expect(transactions).toEqual([["1", "2"]]);
     });
   });
+  describe("commitWithAsync (asynchronous commits)", () => {
+    it("waits for the group in flight, then writes the items queued before it with its own write", async () => {
+      const m = manualCommit<number>();
+      const gc = new GroupCommit(m.commit);
+      const first = [1, 2].map((i) => gc.submit(i));
+      await until("the first group", () => m.waiting.length === 1);
+      const queued = [3, 4].map((i) => gc.submit(i));
+      const together: (readonly number[])[] = [];
+      const write = gc.commitWithAsync(
+        async () => "alone",
+        async (items) => {
+          together.push([...items]);
+          return { results: items.map((i) => `with ${i}`), value: "together" };
+        },
+      );
+      const late = gc.submit(5);
+      await turn();
+      // Not before the group in flight has committed.
+      expect(together).toEqual([]);
+      m.waiting[0]?.resolve();
+      expect(await write).toBe("together");
+      expect(together).toEqual([[3, 4]]);
+      expect(await Promise.all(first)).toEqual(["ok 1", "ok 2"]);
+      expect(await Promise.all(queued)).toEqual(["with 3", "with 4"]);
+      // Submitted after the write: committed as usual.
+      await until("the late group", () => m.waiting.length === 2);
+      expect(m.groups).toEqual([[1, 2], [5]]);
+      m.waiting[1]?.resolve();
+      expect(await late).toBe("ok 5");
+      await gc.settled();
+    });
+
+    it("with nothing queued, or items it cannot take, the items commit as usual and the write runs after them", async () => {
+      const order: string[] = [];
+      const gc = new GroupCommit(async (items: readonly number[]) => {
+        order.push(`commit ${items.join(",")}`);
+        return items.map((i) => i * 10);
+      });
+      const alone = async () => {
+        order.push("write");
+        return "alone";
+      };
+      expect(await gc.commitWithAsync(alone, () => undefined)).toBe("alone");
+      const submitted = [1, 2].map((i) => gc.submit(i));
+      expect(await gc.commitWithAsync(alone, () => undefined)).toBe("alone");
+      expect(await Promise.all(submitted)).toEqual([10, 20]);
+      expect(order).toEqual(["write", "commit 1,2", "write"]);
+    });
+
+    it("when the joint write fails, the items commit as usual (a bad one alone), then the write runs alone", async () => {
+      const committed: number[][] = [];
+      const gc = new GroupCommit(async (items: readonly number[]) => {
+        if (items.includes(13)) throw new Error("13 is refused");
+        committed.push([...items]);
+        return items.map((i) => i * 10);
+      });
+      const submitted = [1, 13, 2].map((i) => gc.submit(i));
+      const value = await gc.commitWithAsync(
+        async () => "alone",
+        async () => {
+          throw new Error("a lease went stale");
+        },
+      );
+      expect(value).toBe("alone");
+      const results = await Promise.allSettled(submitted);
+      expect(results.map((r) => r.status)).toEqual(["fulfilled", "rejected", "fulfilled"]);
+      expect(committed).toEqual([[1], [2]]);
+      await gc.settled();
+    });
+
+    it("a group lingers for a joint write, and commits on its own when none comes", async () => {
+      const m = manualCommit<number>();
+      const gc = new GroupCommit(m.commit, 512, 50);
+      const taken = gc.submit(1);
+      await turn();
+      // Lingering: not committed in the next turn, so the write below takes it.
+      expect(m.groups).toEqual([]);
+      expect(
+        await gc.commitWithAsync(
+          async () => "alone",
+          async (items) => ({ results: items.map(() => "joint"), value: "together" }),
+        ),
+      ).toBe("together");
+      expect(await taken).toBe("joint");
+      const alone = gc.submit(2);
+      await until("the lingering group", () => m.waiting.length === 1);
+      m.waiting[0]?.resolve();
+      expect(await alone).toBe("ok 2");
+      await gc.settled();
+      expect(m.groups).toEqual([[2]]);
+    });
+  });
 });

@@ -170,6 +170,78 @@ describe.skipIf(skip)("two PostgreSQL stores on one database", () => {
     expect(await a.countPending()).toBe(1);
   });
 
+  it("record a claim's own results in the claim's one statement: the caps over both count them", async () => {
+    await a.upsertEndpoint(endpoint("hooks"), "whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQ=");
+    await a.ingest(
+      Array.from({ length: 10 }, () => completionEvent()),
+      () => ["hooks"],
+    );
+    const claimed = await claimLane(a, "hooks", 10, "a", 3);
+    expect(claimed).toHaveLength(3);
+    expect(await claimLane(b, "hooks", 10, "b", 3)).toHaveLength(0);
+    const statements: string[] = [];
+    const query = a.pool.query.bind(a.pool);
+    a.pool.query = ((...args: unknown[]) => {
+      if (typeof args[0] === "string") statements.push(args[0]);
+      return (query as (...q: unknown[]) => unknown)(...args);
+    }) as typeof a.pool.query;
+    const [d1, d2] = claimed as [ClaimedDelivery, ClaimedDelivery];
+    // Submitted and not awaited: the claim in the same turn records them, then counts.
+    const recorded = [
+      a.completeAttempt(d1, attempt(), { status: "delivered" }),
+      a.completeAttempt(d2, attempt({ statusCode: 503 }), { status: "retry", nextAttemptAt: Date.now() + 60_000 }),
+    ];
+    const more = await claimLane(a, "hooks", 10, "a", 3);
+    expect(more).toHaveLength(2);
+    expect((await Promise.all(recorded)).map((r) => r.recorded)).toEqual([true, true]);
+    a.pool.query = query;
+    // One statement: the results and the claim.
+    expect(statements).toHaveLength(1);
+    expect(statements[0]).toContain("aigw_claim");
+    expect((await b.getDelivery(d1.id))?.delivery).toMatchObject({ status: "delivered", attemptCount: 1 });
+    expect((await b.getDelivery(d2.id))?.delivery).toMatchObject({ status: "pending", attemptCount: 1 });
+    expect((await b.listAttempts(d2.id)).map((t) => t.statusCode)).toEqual([503]);
+    // Three leases live again (one left, two new): the other store still gets none.
+    expect(await claimLane(b, "hooks", 10, "b", 3)).toHaveLength(0);
+    expect(await b.countPending()).toBe(9);
+  });
+
+  it("fence a claim's own results: one whose lease the other store took is refused, the others and the claim go on", async () => {
+    await a.upsertEndpoint(endpoint("hooks"), "whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQ=");
+    await a.ingest(
+      Array.from({ length: 2 }, () => completionEvent()),
+      () => ["hooks"],
+    );
+    const now = Date.now();
+    const mine = (
+      await a.claim({ now, leaseOwner: "a", leaseMs: 1, lanes: [{ endpoint: "hooks", limit: 2 }] })
+    ).flatMap((c) => c.deliveries);
+    expect(mine).toHaveLength(2);
+    // a's first lease ran out and b claimed that delivery.
+    const [taken] = (
+      await b.claim({ now: now + 10, leaseOwner: "b", leaseMs: LEASE_MS, lanes: [{ endpoint: "hooks", limit: 1 }] })
+    ).flatMap((c) => c.deliveries) as [ClaimedDelivery];
+    expect(taken.id).toBe(mine[0]?.id);
+    const [third] = (await a.ingest([completionEvent()], () => ["hooks"])).stored;
+    const results = mine.map((d) => a.completeAttempt(d, attempt(), { status: "delivered" }));
+    const next = (
+      await a.claim({
+        now: Date.now() + 20,
+        leaseOwner: "a",
+        leaseMs: LEASE_MS,
+        lanes: [{ endpoint: "hooks", limit: 5 }],
+        caps: { perEndpoint: 10, total: 100 },
+      })
+    ).flatMap((c) => c.deliveries);
+    expect((await Promise.all(results)).map((r) => r.recorded)).toEqual([false, true]);
+    // The third delivery; not the one b holds.
+    expect(next.map((d) => d.eventId)).toEqual([third?.event.id]);
+    expect((await b.getDelivery(taken.id))?.delivery).toMatchObject({ status: "pending", attemptCount: 0 });
+    expect(await b.listAttempts(taken.id)).toHaveLength(0);
+    expect((await b.completeAttempt(taken, attempt(), { status: "delivered" })).recorded).toBe(true);
+    expect((await a.getDelivery(mine[1]!.id))?.delivery).toMatchObject({ status: "delivered", attemptCount: 1 });
+  });
+
   it("fire each budget threshold once when both ingest spend at the same time", async () => {
     await a.putBudget({
       orgId: "org_a",

@@ -19,7 +19,7 @@ export const LATER_SQLITE = [
 
 /**
  * PostgreSQL v4 (paused endpoints, replay by window), v5 (rollups, sidecar reports), v6 (the
- * live-lease index), v7 (failing runs).
+ * live-lease index), v7 (failing runs), v8 (the one-round-trip claim).
  */
 export const LATER_POSTGRES = [
   "DROP INDEX deliveries_finished",
@@ -32,4 +32,5 @@ export const LATER_POSTGRES = [
   "CREATE INDEX deliveries_lease_owner ON deliveries (lease_owner) WHERE lease_owner <> ''",
   "DROP FUNCTION aigw_all_recorded(bigint, integer)",
   "ALTER TABLE endpoint_circuits DROP COLUMN failing_since",
+  "DROP FUNCTION aigw_claim(json, json, text, integer, text[], integer[], bigint, text, bigint, integer, integer)",
 ].join("; ");

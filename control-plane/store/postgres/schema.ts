@@ -268,6 +268,127 @@ const MIGRATIONS: readonly string[] = [
   `
   ALTER TABLE endpoint_circuits ADD COLUMN failing_since bigint NOT NULL DEFAULT 0;
   `,
+  // v8: a claim in one round trip (PostgresStore.claim): this process's attempt results waiting
+  // for their commit are recorded first, each only if it still holds the lease its claim
+  // handed out (owner, fencing number, attempt count: otherwise nothing is written and the
+  // results go the general way); then, under the claim lock, every replica's live leases are
+  // counted against the caps and each lane's due rows leased (SKIP LOCKED). One row per
+  // delivery leased, then one per lane (seq null): what it was allowed and when it is next due.
+  `
+  CREATE FUNCTION aigw_claim(results json, rollup json, pending_owner text, finished integer,
+      lanes text[], limits integer[], now bigint, lease_owner text, lease_until bigint,
+      per_endpoint integer, total integer)
+  RETURNS TABLE (seq bigint, id text, event_seq bigint, event_id text, event_type integer, endpoint text,
+      attempt_count integer, next_attempt_at bigint, created_at bigint, last_error text,
+      origin_delivery_id text, order_key text, order_index integer, body bytea, event_org_id text,
+      event_time_ms bigint, event_ingested_at bigint, lease_token bigint, lane_allowed integer,
+      lane_next_due bigint)
+  LANGUAGE plpgsql AS $$
+  DECLARE
+    v_token bigint;
+    v_allowed integer[] := aigw_claim.limits;
+    v_live_endpoints text[];
+    v_live_counts integer[];
+    v_room integer;
+    v_n bigint;
+    v_seqs bigint[];
+  BEGIN
+    -- As every claim and result: the commit does not wait for its WAL flush (redone, not lost).
+    -- Plain index scans mark the dead entries they pass, so the next claim skips them.
+    PERFORM set_config('synchronous_commit', 'off', true), set_config('enable_bitmapscan', 'off', true);
+    IF aigw_claim.results IS NOT NULL THEN
+      -- Each result's row by its key (d.seq = ANY: index probes), never a read of every
+      -- pending delivery, which stale statistics (a backlog that arrived after the last
+      -- analyze) can make look cheaper: "(status = 'pending') IS TRUE" is the same test with
+      -- no index on status to prefer.
+      v_seqs := ARRAY(SELECT (e->>'seq')::bigint FROM json_array_elements(aigw_claim.results) e);
+      WITH u AS (
+        SELECT * FROM json_to_recordset(aigw_claim.results) AS r(seq bigint, status text, attempt_count integer,
+          next_attempt_at bigint, last_error text, finished_at bigint, event_latency_ms integer, lease_owner text,
+          lease_token bigint, held_attempt_count integer, delivery_id text, endpoint text, started_at bigint,
+          status_code integer, latency_ms integer, error text, response_body text)
+      ), moved AS (
+        UPDATE deliveries d SET status = u.status, attempt_count = u.attempt_count,
+          next_attempt_at = u.next_attempt_at, due_at = u.next_attempt_at, last_error = u.last_error,
+          finished_at = u.finished_at, lease_owner = '', lease_until = 0, lease_token = 0,
+          event_latency_ms = u.event_latency_ms
+        FROM u
+        WHERE d.seq = ANY(v_seqs) AND d.seq = u.seq AND (d.status = 'pending') IS TRUE
+          AND d.lease_owner = u.lease_owner
+          AND d.lease_token = u.lease_token AND d.attempt_count = u.held_attempt_count
+        RETURNING d.seq
+      ), recorded AS (
+        INSERT INTO attempts (delivery_id, number, endpoint, started_at, status_code, latency_ms, error, response_body)
+        SELECT u.delivery_id, u.attempt_count, u.endpoint, u.started_at, u.status_code, u.latency_ms, u.error,
+          u.response_body FROM u
+      )
+      SELECT COUNT(*) INTO v_n FROM moved;
+      PERFORM aigw_all_recorded(v_n, json_array_length(aigw_claim.results));
+      IF aigw_claim.finished <> 0 THEN
+        INSERT INTO pending_counts (owner, pending, updated_at)
+        VALUES (aigw_claim.pending_owner, -aigw_claim.finished, aigw_claim.now)
+        ON CONFLICT (owner) DO UPDATE SET pending = pending_counts.pending + excluded.pending,
+          updated_at = excluded.updated_at;
+      END IF;
+      INSERT INTO rollups (kind, res, bucket, endpoint, event_type, org_id, model, outcome, bin, n, v1, v2)
+      SELECT * FROM json_to_recordset(aigw_claim.rollup) AS r(kind text, res bigint, bucket bigint, endpoint text,
+        "eventType" integer, "orgId" text, model text, outcome text, bin integer, n bigint, v1 float8, v2 float8)
+      -- By its constraint: its columns' names are this function's too.
+      ON CONFLICT ON CONSTRAINT rollups_pkey
+      DO UPDATE SET n = rollups.n + excluded.n, v1 = rollups.v1 + excluded.v1, v2 = rollups.v2 + excluded.v2;
+    END IF;
+    IF aigw_claim.per_endpoint IS NOT NULL THEN
+      -- Every claimer counts live leases under this lock (PostgresStore's CLAIM_LOCK).
+      PERFORM pg_advisory_xact_lock(7366274902);
+      SELECT array_agg(l.endpoint), array_agg(l.n) INTO v_live_endpoints, v_live_counts
+      FROM (SELECT d.endpoint, COUNT(*)::integer AS n FROM deliveries d
+            WHERE d.lease_owner <> '' AND d.lease_until > aigw_claim.now AND d.status = 'pending'
+            GROUP BY d.endpoint) l;
+      v_room := aigw_claim.total - COALESCE((SELECT SUM(c) FROM unnest(v_live_counts) c), 0);
+      FOR i IN 1 .. COALESCE(array_length(aigw_claim.lanes, 1), 0) LOOP
+        v_allowed[i] := GREATEST(0, LEAST(aigw_claim.limits[i],
+          aigw_claim.per_endpoint - COALESCE(v_live_counts[array_position(v_live_endpoints, aigw_claim.lanes[i])], 0),
+          v_room));
+        v_room := v_room - v_allowed[i];
+      END LOOP;
+    END IF;
+    v_token := nextval('lease_tokens');
+    RETURN QUERY
+    WITH picked AS (
+      SELECT p.seq FROM unnest(aigw_claim.lanes, v_allowed) AS l(endpoint, lim)
+      CROSS JOIN LATERAL (
+        SELECT d.seq FROM deliveries d
+        WHERE d.status = 'pending' AND d.endpoint = l.endpoint AND d.due_at <= aigw_claim.now
+        ORDER BY d.due_at, d.seq LIMIT l.lim FOR UPDATE SKIP LOCKED) p
+      -- A paused endpoint is not a lane: one probe of its row per lane.
+      WHERE l.lim > 0
+        AND NOT EXISTS (SELECT 1 FROM endpoints ep WHERE ep.name = l.endpoint AND ep.paused AND ep.enabled)
+    ), leased AS (
+      UPDATE deliveries d SET lease_owner = aigw_claim.lease_owner, lease_until = aigw_claim.lease_until,
+        due_at = aigw_claim.lease_until, lease_token = v_token
+      FROM picked WHERE d.seq = picked.seq
+      RETURNING d.seq, d.id, d.event_seq, d.event_id, d.event_type, d.endpoint, d.attempt_count,
+        d.next_attempt_at, d.created_at, d.last_error, d.origin_delivery_id, d.order_key, d.order_index
+    )
+    SELECT leased.seq, leased.id, leased.event_seq, leased.event_id, leased.event_type, leased.endpoint,
+      leased.attempt_count, leased.next_attempt_at, leased.created_at, leased.last_error,
+      leased.origin_delivery_id, leased.order_key, leased.order_index, e.body, e.org_id, e.time_ms,
+      e.ingested_at, v_token, NULL::integer, NULL::bigint
+    FROM leased JOIN events e ON e.seq = leased.event_seq;
+    -- Each lane: what the caps allowed it, and when its earliest pending delivery is due
+    -- (read after the claim: a lane that got less than allowed ran dry).
+    RETURN QUERY
+    SELECT NULL::bigint, NULL::text, NULL::bigint, NULL::text, NULL::integer, l.endpoint, NULL::integer,
+      NULL::bigint, NULL::bigint, NULL::text, NULL::text, NULL::text, NULL::integer, NULL::bytea, NULL::text,
+      NULL::bigint, NULL::bigint, v_token, l.lim,
+      CASE WHEN l.lim > 0
+        AND NOT EXISTS (SELECT 1 FROM endpoints ep WHERE ep.name = l.endpoint AND ep.paused AND ep.enabled)
+      THEN (SELECT d.due_at FROM deliveries d WHERE d.status = 'pending' AND d.endpoint = l.endpoint
+            ORDER BY d.due_at LIMIT 1) END
+    FROM unnest(aigw_claim.lanes, v_allowed) WITH ORDINALITY AS l(endpoint, lim, ord)
+    ORDER BY l.ord;
+  END $$;
+  `,
 ];
 
 export const PG_SCHEMA_VERSION = MIGRATIONS.length;

@@ -42,6 +42,7 @@ import {
   FINEST_RES,
   outcomeName,
   RollupBatch,
+  type RollupRow,
 } from "../rollups.js";
 import {
   type AttemptOutcome,
@@ -63,6 +64,7 @@ import {
   MAX_FAILOVER_HOPS,
   MAX_RESPONSE_BODY_CHARS,
   type NewAttempt,
+  type NextDeliveryState,
   nextDeliveryState,
   type PendingLane,
   positiveInteger,
@@ -138,6 +140,8 @@ const CLAIM_LOCK = 7_366_274_902;
 const FEED_LOCK = 7_366_274_903;
 const RETRYABLE = new Set(["40001", "40P01"]);
 const { escapeLiteral } = pg;
+/** How long attempt results wait for a claim to record them before they commit on their own. */
+const RESULT_LINGER_MS = 20;
 /** A lane the caps held back (other replicas' leases) is looked at again after this. */
 const CAPPED_RETRY_MS = 250;
 
@@ -235,6 +239,43 @@ interface HeldLease {
 /** Held leases remembered at most; past it they are forgotten (their results take the general path). */
 const MAX_HELD_LEASES = 100_000;
 
+/** A common group of attempt results, as #fastResults reads it: what its statement writes. */
+interface FastResults {
+  batch: readonly QueuedCompletion[];
+  held: HeldLease[];
+  nexts: NextDeliveryState[];
+  /** Each delivered one's event→delivered latency (ms), null for the others. */
+  latency: (number | null)[];
+  rollups: RollupBatch;
+  results: CompleteResult[];
+  /** Results that end their delivery (no longer pending). */
+  finished: number;
+}
+
+/** A row of aigw_claim: a delivery leased, or (seq null) a lane's summary. */
+interface ClaimRow {
+  seq: number | null;
+  id: string;
+  event_seq: number;
+  event_id: string;
+  event_type: number;
+  endpoint: string;
+  attempt_count: number;
+  next_attempt_at: number;
+  created_at: number;
+  last_error: string;
+  origin_delivery_id: string;
+  order_key: string;
+  order_index: number;
+  body: Buffer;
+  event_org_id: string | null;
+  event_time_ms: number | null;
+  event_ingested_at: number | null;
+  lease_token: number;
+  lane_allowed: number | null;
+  lane_next_due: number | null;
+}
+
 interface QueuedCompletion {
   delivery: LeasedDelivery;
   attempt: NewAttempt;
@@ -283,6 +324,8 @@ const ENDPOINT_COLUMNS = `e.*, CASE WHEN NOT e.one_off THEN (SELECT COUNT(*)::in
 export class PostgresStore implements Store {
   readonly kind = "postgres";
   readonly shared = true;
+  /** A claim records this process's results submitted before it first (PostgresStore.claim). */
+  readonly claimsSeeSubmittedResults = true;
   readonly where: string;
   readonly owner: string;
   readonly #pool: pg.Pool;
@@ -320,7 +363,9 @@ export class PostgresStore implements Store {
         return out;
       });
     }, 256);
-    this.#completions = new GroupCommit((batch) => this.#completeGroup(batch), 512);
+    // Results wait a little for the next claim, which records them in its own statement
+    // (claim): most then cost no statement of their own. Their slots are free already.
+    this.#completions = new GroupCommit((batch) => this.#completeGroup(batch), 512, RESULT_LINGER_MS);
   }
 
   /** The pool, for LISTEN connections and tests. */
@@ -340,30 +385,17 @@ export class PostgresStore implements Store {
    * again), an attempt's outcome (the delivery is attempted again: at least once), circuit
    * and presence state. What a sidecar is acked for, and configuration, always wait.
    */
-  async #tx<T>(
-    fn: (c: pg.PoolClient, fx: TxEffects, prelude: pg.QueryResult | undefined) => Promise<T>,
-    lazy = false,
-    lock: "claims" | undefined = undefined,
-    prelude = "",
-  ): Promise<T> {
+  async #tx<T>(fn: (c: pg.PoolClient, fx: TxEffects) => Promise<T>, lazy = false): Promise<T> {
     if (this.#closed) throw new Error(`PostgreSQL store ${this.where} is closed`);
-    // One round trip to begin (with the claim lock when asked), one for the effects and the commit.
-    const begin =
-      (lazy ? "BEGIN; SET LOCAL synchronous_commit = off" : "BEGIN") +
-      // The claim's statements read small index ranges whose dead entries (versions a
-      // completion or another claim replaced) a plain index scan marks dead as it passes,
-      // so the next claim skips them; a bitmap scan never does, and would visit every
-      // version leased in the last lease period on every claim.
-      (lock === "claims" ? `; SET LOCAL enable_bitmapscan = off; SELECT pg_advisory_xact_lock(${CLAIM_LOCK})` : "") +
-      // `prelude`: a statement without parameters sent in the same round trip, its result given to fn.
-      (prelude ? `; ${prelude}` : "");
+    // One round trip to begin, one for the effects and the commit.
+    const begin = lazy ? "BEGIN; SET LOCAL synchronous_commit = off" : "BEGIN";
     for (let attempt = 1; ; attempt++) {
       const c = await this.#pool.connect();
       const fx: TxEffects = { pending: 0, lanes: new Set(), changes: new Set(), events: false };
       let committing = false;
       try {
-        const begun = (await c.query(begin)) as unknown as pg.QueryResult | pg.QueryResult[];
-        const result = await fn(c, fx, prelude ? (Array.isArray(begun) ? begun[begun.length - 1] : begun) : undefined);
+        await c.query(begin);
+        const result = await fn(c, fx);
         const effects = this.#effectsSql(fx);
         committing = true;
         await c.query(`${effects}COMMIT`);
@@ -1038,70 +1070,90 @@ export class PostgresStore implements Store {
 
   // ---- deliveries --------------------------------------------------------------------------
 
-  async claim(options: ClaimOptions): Promise<LaneClaim[]> {
-    const leaseUntil = checkClaim(options);
+  /**
+   * One statement (aigw_claim, one round trip, its own transaction): the attempt results of
+   * this process submitted before the claim and not yet committed are recorded first (when
+   * every one still holds its lease and needs nothing but its row: else they are recorded
+   * the general way first), so the claim sees them (claimsSeeSubmittedResults); then, with
+   * caps, every replica's live leases are counted under the claim lock and the caps applied;
+   * then each lane's due rows are leased with SKIP LOCKED and the lanes' next due times read.
+   */
+  claim(options: ClaimOptions): Promise<LaneClaim[]> {
+    let leaseUntil: number;
+    try {
+      leaseUntil = checkClaim(options);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    if (options.lanes.length === 0) return Promise.resolve([]);
+    return this.#completions.commitWithAsync(
+      () => this.#claim(options, leaseUntil, undefined),
+      (batch) => {
+        const fast = this.#fastResults(batch, Date.now());
+        if (fast === undefined) return undefined;
+        return this.#claim(options, leaseUntil, fast).then((value) => {
+          for (const { delivery } of batch) this.#held.delete(delivery.id);
+          return { results: fast.results, value };
+        });
+      },
+    );
+  }
+
+  async #claim(options: ClaimOptions, leaseUntil: number, fast: FastResults | undefined): Promise<LaneClaim[]> {
+    if (this.#closed) throw new Error(`PostgreSQL store ${this.where} is closed`);
     const { now, leaseOwner, lanes, caps } = options;
-    if (lanes.length === 0) return [];
-    // With caps: the live leases of every replica, counted under the claim lock (taken with
-    // BEGIN, the count after it, in the same round trip; `now` a literal, a checked finite
-    // number): the caps hold across them. The lease token comes with them.
-    const counted = caps
-      ? `SELECT nextval('lease_tokens') AS t, COALESCE((SELECT json_agg(l) FROM (
-           SELECT endpoint, COUNT(*)::int AS n FROM deliveries
-           WHERE lease_owner <> '' AND lease_until > ${String(now)} AND status = 'pending' GROUP BY endpoint) l), '[]') AS live`
-      : "";
-    return this.#tx(
-      async (c, _fx, prelude) => {
-        const limits = lanes.map((l) => l.limit);
-        let token: number;
-        if (caps) {
-          const row = prelude!.rows[0] as { t: string | number; live: { endpoint: string; n: number }[] };
-          token = Number(row.t);
-          const live = row.live;
-          const byEndpoint = new Map(live.map((r) => [r.endpoint, r.n]));
-          let room = caps.total - live.reduce((sum, r) => sum + r.n, 0);
-          lanes.forEach((lane, i) => {
-            const limit = Math.max(
-              0,
-              Math.min(limits[i] as number, caps.perEndpoint - (byEndpoint.get(lane.endpoint) ?? 0), room),
-            );
-            limits[i] = limit;
-            room -= limit;
-          });
-        } else token = Number((await c.query<{ t: number }>("SELECT nextval('lease_tokens') AS t")).rows[0]!.t);
-        const active = lanes
-          .map((l, i) => ({ endpoint: l.endpoint, limit: limits[i] as number }))
-          .filter((l) => l.limit > 0);
-        const claimed =
-          active.length === 0
-            ? []
-            : (
-                await c.query<DeliveryRow & EventMetaColumns & { body: Buffer }>(
-                  `WITH picked AS (
-                   SELECT p.seq FROM unnest($1::text[], $2::int[]) AS l(endpoint, lim)
-                   CROSS JOIN LATERAL (
-                     SELECT d.seq FROM deliveries d
-                     WHERE d.status = 'pending' AND d.endpoint = l.endpoint AND d.due_at <= $3
-                     ORDER BY d.due_at, d.seq LIMIT l.lim FOR UPDATE SKIP LOCKED) p
-                   -- A paused endpoint is not a lane: one probe of its row per lane.
-                   WHERE NOT EXISTS (SELECT 1 FROM endpoints ep WHERE ep.name = l.endpoint AND ep.paused AND ep.enabled)
-                 ), leased AS (
-                   UPDATE deliveries d SET lease_owner = $4, lease_until = $5, due_at = $5, lease_token = $6
-                   FROM picked WHERE d.seq = picked.seq RETURNING d.*
-                 )
-                 SELECT leased.*, e.body, e.org_id AS event_org_id, e.time_ms AS event_time_ms,
-                   e.ingested_at AS event_ingested_at
-                 FROM leased JOIN events e ON e.seq = leased.event_seq
-                 ORDER BY leased.endpoint, leased.due_at, leased.seq`,
-                  [active.map((l) => l.endpoint), active.map((l) => l.limit), now, leaseOwner, leaseUntil, token],
-                )
-              ).rows;
-        if (this.#held.size + claimed.length > MAX_HELD_LEASES) this.#held.clear();
-        for (const row of claimed) {
+    const params = [
+      fast ? JSON.stringify(fastResultRows(fast)) : null,
+      fast ? JSON.stringify(sortedRollupRows(fast.rollups)) : null,
+      this.owner,
+      fast?.finished ?? 0,
+      lanes.map((l) => l.endpoint),
+      lanes.map((l) => l.limit),
+      now,
+      leaseOwner,
+      leaseUntil,
+      caps ? caps.perEndpoint : null,
+      caps ? caps.total : null,
+    ];
+    let rows: ClaimRow[];
+    for (let attempt = 1; ; attempt++) {
+      try {
+        rows = (
+          await this.#pool.query<ClaimRow>(
+            `SELECT * FROM aigw_claim($1::json, $2::json, $3::text, $4::int, $5::text[], $6::int[], $7::bigint,
+               $8::text, $9::bigint, $10::int, $11::int)`,
+            params,
+          )
+        ).rows;
+        break;
+      } catch (err) {
+        const code = (err as { code?: string }).code;
+        if (attempt < 5 && code !== undefined && RETRYABLE.has(code)) continue;
+        throw err;
+      }
+    }
+    const byLane = new Map<string, ClaimRow[]>();
+    const laneRows: ClaimRow[] = [];
+    for (const row of rows) {
+      if (row.seq === null) laneRows.push(row);
+      else {
+        const lane = byLane.get(row.endpoint);
+        if (lane) lane.push(row);
+        else byLane.set(row.endpoint, [row]);
+      }
+    }
+    if (this.#held.size + rows.length - laneRows.length > MAX_HELD_LEASES) this.#held.clear();
+    const claimedByLane = new Map<string, ClaimedDelivery[]>();
+    for (const [endpoint, laneClaimed] of byLane) {
+      // Within a lane, in the order they were due (oldest first).
+      laneClaimed.sort((a, b) => a.next_attempt_at - b.next_attempt_at || a.seq! - b.seq!);
+      claimedByLane.set(
+        endpoint,
+        laneClaimed.map((row) => {
           this.#held.set(row.id, {
-            seq: row.seq,
+            seq: row.seq!,
             leaseOwner,
-            leaseToken: token,
+            leaseToken: row.lease_token,
             attemptCount: row.attempt_count,
             nextAttemptAt: row.next_attempt_at,
             endpoint: row.endpoint,
@@ -1110,43 +1162,42 @@ export class PostgresStore implements Store {
             orgId: row.event_org_id ?? "",
             eventTimeMs: row.event_time_ms! > 0 ? row.event_time_ms! : row.event_ingested_at!,
           });
-        }
-        // leased.due_at is the new lease end; order within a lane by the claim (seq) instead.
-        const byLane = new Map<string, (DeliveryRow & { body: Buffer })[]>();
-        for (const row of claimed) byLane.set(row.endpoint, [...(byLane.get(row.endpoint) ?? []), row]);
-        for (const rows of byLane.values()) rows.sort((a, b) => a.next_attempt_at - b.next_attempt_at || a.seq - b.seq);
-        // Lanes that got less than they were allowed ran out of due rows: when is each due next?
-        const drained = lanes.filter((l, i) => (byLane.get(l.endpoint)?.length ?? 0) < (limits[i] as number));
-        const nextDue = new Map<string, number>();
-        if (drained.length > 0) {
-          const due = await c.query<{ endpoint: string; due_at: number | null }>(
-            `SELECT l.endpoint, (SELECT d.due_at FROM deliveries d WHERE d.status = 'pending' AND d.endpoint = l.endpoint
-             ORDER BY d.due_at LIMIT 1) AS due_at
-           FROM unnest($1::text[]) AS l(endpoint)
-           WHERE NOT EXISTS (SELECT 1 FROM endpoints ep WHERE ep.name = l.endpoint AND ep.paused AND ep.enabled)`,
-            [drained.map((l) => l.endpoint)],
-          );
-          for (const r of due.rows)
-            if (r.due_at !== null && r.due_at < BLOCKED_DUE_AT) nextDue.set(r.endpoint, r.due_at);
-        }
-        return lanes.map((lane, i) => {
-          const rows = byLane.get(lane.endpoint) ?? [];
-          const allowed = limits[i] as number;
-          let nextDueAt: number | undefined;
-          if (rows.length < allowed) nextDueAt = nextDue.get(lane.endpoint);
-          // Held back by other replicas' leases: due work, so look again shortly.
-          else if (allowed < lane.limit) nextDueAt = now + CAPPED_RETRY_MS;
           return {
-            endpoint: lane.endpoint,
-            deliveries: rows.map((row) => toClaimedDelivery(row, leaseOwner, leaseUntil, token)),
-            nextDueAt,
+            id: row.id,
+            eventSeq: row.event_seq,
+            eventId: row.event_id,
+            eventType: row.event_type as EventType,
+            endpoint: row.endpoint,
+            status: "pending",
+            attemptCount: row.attempt_count,
+            createdAt: row.created_at,
+            nextAttemptAt: row.next_attempt_at,
+            finishedAt: null,
+            lastError: row.last_error,
+            originDeliveryId: row.origin_delivery_id,
+            orderKey: row.order_key,
+            orderIndex: row.order_index,
+            eventBody: new Uint8Array(row.body.buffer, row.body.byteOffset, row.body.byteLength),
+            leaseOwner,
+            leaseUntil,
+            leaseToken: row.lease_token,
           };
-        });
-      },
-      true,
-      caps ? "claims" : undefined,
-      counted,
-    );
+        }),
+      );
+    }
+    return lanes.map((lane, i) => {
+      const info = laneRows[i];
+      const claimed = claimedByLane.get(lane.endpoint) ?? [];
+      const allowed = info?.lane_allowed ?? 0;
+      let nextDueAt: number | undefined;
+      if (claimed.length < allowed) {
+        const due = info?.lane_next_due ?? null;
+        if (due !== null && due < BLOCKED_DUE_AT) nextDueAt = due;
+      }
+      // Held back by other replicas' leases: due work, so look again shortly.
+      else if (allowed < lane.limit) nextDueAt = now + CAPPED_RETRY_MS;
+      return { endpoint: lane.endpoint, deliveries: claimed, nextDueAt };
+    });
   }
 
   async pendingLanes(after: string, limit: number): Promise<PendingLane[]> {
@@ -1218,17 +1269,12 @@ export class PostgresStore implements Store {
   }
 
   /**
-   * The one statement for a common group of results, or undefined when the group is not one.
-   * The deliveries are updated only where the lease (owner, fencing token) and the attempt
-   * count are still those the claim read; aigw_all_recorded aborts the whole statement
-   * unless every row was. It commits without waiting for its WAL flush, as #tx(lazy) does.
+   * What a common group of results writes (see #completeGroup), from what this process's
+   * claims read of the leases; undefined when the group is not one.
    */
-  #completeFast(
-    batch: readonly QueuedCompletion[],
-    now: number,
-  ): { sql: string; params: unknown[]; results: CompleteResult[] } | undefined {
+  #fastResults(batch: readonly QueuedCompletion[], now: number): FastResults | undefined {
     const held: HeldLease[] = [];
-    const nexts: ReturnType<typeof nextDeliveryState>[] = [];
+    const nexts: NextDeliveryState[] = [];
     const seen = new Set<string>();
     for (const { delivery, attempt, outcome } of batch) {
       const lease = this.#held.get(delivery.id);
@@ -1278,6 +1324,22 @@ export class PostgresStore implements Store {
       });
       results.push(ms === undefined ? { recorded: true } : { recorded: true, eventLatencyMs: ms });
     });
+    return { batch, held, nexts, latency, rollups, results, finished };
+  }
+
+  /**
+   * The one statement for a common group of results, or undefined when the group is not one.
+   * The deliveries are updated only where the lease (owner, fencing token) and the attempt
+   * count are still those the claim read; aigw_all_recorded aborts the whole statement
+   * unless every row was. It commits without waiting for its WAL flush, as #tx(lazy) does.
+   */
+  #completeFast(
+    batch: readonly QueuedCompletion[],
+    now: number,
+  ): { sql: string; params: unknown[]; results: CompleteResult[] } | undefined {
+    const fast = this.#fastResults(batch, now);
+    if (fast === undefined) return undefined;
+    const { held, nexts, latency, rollups, results, finished } = fast;
     const upsert = rollupUpsert(rollups, 22);
     const sql = `WITH moved AS (
          UPDATE deliveries d SET status = u.status, attempt_count = u.attempt_count, next_attempt_at = u.next_attempt_at,
@@ -1287,7 +1349,10 @@ export class PostgresStore implements Store {
                      $8::text[], $9::bigint[], $10::int[])
            AS u(seq, status, attempt_count, next_attempt_at, last_error, finished_at, event_latency_ms,
                 lease_owner, lease_token, held_attempt_count)
-         WHERE d.seq = u.seq AND d.status = 'pending' AND d.lease_owner = u.lease_owner
+         -- Each row by its key (index probes), never a read of every pending delivery, as in
+         -- aigw_claim (schema v8): stale statistics cannot make that look cheaper.
+         WHERE d.seq = ANY($1::bigint[]) AND d.seq = u.seq AND (d.status = 'pending') IS TRUE
+           AND d.lease_owner = u.lease_owner
            AND d.lease_token = u.lease_token AND d.attempt_count = u.held_attempt_count
          RETURNING d.seq
        ), recorded AS (
@@ -1737,7 +1802,16 @@ export class PostgresStore implements Store {
     return origin !== "";
   }
 
-  async releaseLeases(leaseOwner: string): Promise<number> {
+  releaseLeases(leaseOwner: string): Promise<number> {
+    // Results submitted before are recorded first: once their leases are given back they
+    // would be refused, and their deliveries made again.
+    return this.#completions.commitWithAsync(
+      () => this.#releaseLeases(leaseOwner),
+      () => undefined,
+    );
+  }
+
+  async #releaseLeases(leaseOwner: string): Promise<number> {
     for (const [id, lease] of this.#held) if (lease.leaseOwner === leaseOwner) this.#held.delete(id);
     const { rowCount } = await this.#pool.query(
       `UPDATE deliveries SET lease_owner = '', lease_until = 0, lease_token = 0, due_at = next_attempt_at
@@ -2563,20 +2637,6 @@ function toDeliveryFields(row: DeliveryRow): DeliveryRecord {
   };
 }
 
-function toClaimedDelivery(
-  row: DeliveryRow & { body: Buffer },
-  leaseOwner: string,
-  leaseUntil: number,
-  leaseToken: number,
-): ClaimedDelivery {
-  const claimed = toDeliveryRecord(row) as ClaimedDelivery;
-  claimed.eventBody = new Uint8Array(row.body.buffer, row.body.byteOffset, row.body.byteLength);
-  claimed.leaseOwner = leaseOwner;
-  claimed.leaseUntil = leaseUntil;
-  claimed.leaseToken = leaseToken;
-  return claimed;
-}
-
 function newDeliveryRecord(row: NewDeliveryRow, now: number): DeliveryRecord {
   return {
     id: row.id,
@@ -2630,22 +2690,7 @@ function decodeEvent(body: Uint8Array, seq: number): Event {
  * transactions lock shared rows in one order (no deadlock).
  */
 function rollupUpsert(rollups: RollupBatch, offset: number): { sql: string; params: unknown[] } {
-  const rows = rollups
-    .rows()
-    .sort((a, b) =>
-      a.kind !== b.kind
-        ? a.kind < b.kind
-          ? -1
-          : 1
-        : a.res - b.res ||
-          a.bucket - b.bucket ||
-          cmp(a.endpoint, b.endpoint) ||
-          a.eventType - b.eventType ||
-          cmp(a.orgId, b.orgId) ||
-          cmp(a.model, b.model) ||
-          cmp(a.outcome, b.outcome) ||
-          a.bin - b.bin,
-    );
+  const rows = sortedRollupRows(rollups);
   const $ = (i: number) => `$${offset + i}`;
   return {
     sql: `INSERT INTO rollups (kind, res, bucket, endpoint, event_type, org_id, model, outcome, bin, n, v1, v2)
@@ -2669,4 +2714,51 @@ function rollupUpsert(rollups: RollupBatch, offset: number): { sql: string; para
       rows.map((r) => r.v2),
     ],
   };
+}
+
+/** The rows of a common group of results, as aigw_claim reads them (json_to_recordset). */
+function fastResultRows(fast: FastResults): object[] {
+  return fast.batch.map(({ delivery, attempt }, i) => {
+    const lease = fast.held[i]!;
+    const next = fast.nexts[i]!;
+    return {
+      seq: lease.seq,
+      status: next.status,
+      attempt_count: next.attemptCount,
+      next_attempt_at: next.nextAttemptAt,
+      last_error: next.lastError,
+      finished_at: next.finishedAt,
+      event_latency_ms: fast.latency[i],
+      lease_owner: lease.leaseOwner,
+      lease_token: lease.leaseToken,
+      held_attempt_count: lease.attemptCount,
+      delivery_id: delivery.id,
+      endpoint: lease.endpoint,
+      started_at: attempt.startedAt,
+      status_code: attempt.statusCode,
+      latency_ms: Math.round(attempt.latencyMs),
+      error: attempt.error,
+      response_body: attempt.responseBody.slice(0, MAX_RESPONSE_BODY_CHARS).replaceAll("\u0000", ""),
+    };
+  });
+}
+
+/** Rollup rows sorted by key, so concurrent transactions lock shared rows in one order (no deadlock). */
+function sortedRollupRows(rollups: RollupBatch): RollupRow[] {
+  return rollups
+    .rows()
+    .sort((a, b) =>
+      a.kind !== b.kind
+        ? a.kind < b.kind
+          ? -1
+          : 1
+        : a.res - b.res ||
+          a.bucket - b.bucket ||
+          cmp(a.endpoint, b.endpoint) ||
+          a.eventType - b.eventType ||
+          cmp(a.orgId, b.orgId) ||
+          cmp(a.model, b.model) ||
+          cmp(a.outcome, b.outcome) ||
+          a.bin - b.bin,
+    );
 }
