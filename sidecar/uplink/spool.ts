@@ -352,6 +352,21 @@ export class Spool {
     }
   }
 
+  /**
+   * Past the memory target, batches this write put on disk leave memory, newest first (the
+   * oldest go to the control plane next and stay cached): a backlog then holds at most about
+   * twice `memoryBytes` in memory (that much cached, and up to that much not yet written), not
+   * `memoryMaxBytes`, and the walk is this write's batches only.
+   */
+  private dropWrittenOverTarget(written: readonly Entry[]): void {
+    for (let i = written.length - 1; i >= 0 && this.memoryBytesValue > this.memoryBytesTarget; i--) {
+      const entry = written[i]!;
+      if (!entry.segment || !entry.payload || entry.writing) continue;
+      entry.payload = undefined;
+      this.memoryBytesValue -= entry.payloadBytes;
+    }
+  }
+
   /** Drops cached payloads of batches already on disk, newest first, to make `room` bytes. */
   private evictCached(room: number): void {
     for (let i = this.unwritten - 1; i >= this.head; i--) {
@@ -463,6 +478,7 @@ export class Spool {
       while (written < due.length) written += await this.writeChunk(due, written);
       if (this.sync && this.active?.handle) await this.active.handle.datasync();
       for (const entry of due) this.settleWritten(entry, true);
+      this.dropWrittenOverTarget(due);
       this.retryAt = 0;
       this.lastWriteFailed = false;
     } catch (error) {

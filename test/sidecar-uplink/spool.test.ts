@@ -224,6 +224,29 @@ describe("Spool", () => {
     expect(await idsOf(reopened, 3)).toEqual([later?.id]);
   });
 
+  it("in a backlog holds at most twice its memory target, not its maximum: what is on disk leaves memory, newest first", async () => {
+    const target = 4096;
+    const spool = await openSpool({ spoolAfterMs: 60_000, memoryBytes: target, memoryMaxBytes: 1024 * 1024 });
+    spool.eager = false;
+    const appended: { seq: number; id: string }[] = [];
+    for (let round = 0; round < 20; round++) {
+      for (let i = 0; i < 20; i++) appended.push(appendOne(spool)!);
+      await spool.settled();
+      const stats = spool.stats();
+      // Batches past the target go to disk; what stays in memory is at most the target not yet
+      // written (its write waits for more) and the target cached: never the maximum.
+      expect(stats.memoryBytes).toBeLessThanOrEqual(2 * target);
+      expect(stats.pendingBatches).toBe(appended.length);
+    }
+    // The oldest (sent next) stayed cached; the newest come back from disk, all of them whole.
+    expect(spool.read(appended[0]!.seq)).toBeInstanceOf(Uint8Array);
+    expect(spool.read(appended.at(-1)!.seq)).toBeInstanceOf(Promise);
+    for (const a of [appended[0]!, appended[150]!, appended.at(-1)!]) expect(await idsOf(spool, a.seq)).toEqual([a.id]);
+    spool.ack(appended.at(-1)!.seq);
+    await spool.settled();
+    expect(spool.stats()).toMatchObject({ pendingBatches: 0, memoryBytes: 0 });
+  });
+
   it("never re-uses a seq after a crash that left nothing on disk", async () => {
     const spool = await openSpool();
     spool.eager = false;
