@@ -223,9 +223,16 @@ export class RollupBatch {
   }
 }
 
-/** From the event's time at the sidecar to now; never negative (clocks differ). */
+/**
+ * The longest event→delivered latency kept, in ms (2^31 − 1, 24.8 days): what a 32-bit column
+ * holds (PostgreSQL's is one). Longer ones (a replay of an old event, a sidecar's clock years
+ * off) are recorded as this.
+ */
+export const MAX_EVENT_LATENCY_MS = 2_147_483_647;
+
+/** From the event's time at the sidecar to now; never negative (clocks differ), at most MAX_EVENT_LATENCY_MS. */
 export function eventLatencyMs(eventTimeMs: number, now: number): number {
-  return Math.max(0, Math.round(now - eventTimeMs));
+  return Math.min(MAX_EVENT_LATENCY_MS, Math.max(0, Math.round(now - eventTimeMs)));
 }
 
 export function outcomeName(status: string): AttemptOutcomeName {

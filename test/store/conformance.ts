@@ -12,6 +12,7 @@ import {
 } from "../../control-plane/store/store.js";
 import { type Event, EventSchema, EventType } from "../../gen/aigw/v1/events_pb.js";
 import { PURGE_START } from "../../control-plane/store/retention.js";
+import { MAX_EVENT_LATENCY_MS } from "../../control-plane/store/rollups.js";
 import { describeBudgetStoreConformance } from "../budgets/store-conformance.js";
 import { claimDue } from "../support/claims.js";
 
@@ -288,6 +289,28 @@ export function describeStoreConformance(name: string, open: () => Promise<Opene
         expect(await store.listAttempts(claimed!.id)).toEqual(detail!.attempts);
         expect(await store.countPending()).toBe(0);
         expect(await claimAll("w2", now + 10 * LEASE_MS)).toEqual([]);
+      });
+
+      it("records the delivery of an event whose time is long past (an old replay, a sidecar's clock years off)", async () => {
+        // Months, and years: both past what a 32-bit latency column holds; each delivery is
+        // recorded (never attempted again for a write that cannot succeed), its latency capped.
+        const events = [Date.now() - 240 * 86_400_000, Date.UTC(1999, 0, 1)].map((ms) => {
+          const e = completionEvent();
+          e.time = timestampFromMs(ms);
+          return e;
+        });
+        await store.ingest(events, () => ["a"]);
+        const claimed = await claimAll("w1");
+        expect(claimed).toHaveLength(2);
+        for (const d of claimed) {
+          const result = await store.completeAttempt(d, attempt(), { status: "delivered" });
+          expect(result).toMatchObject({ recorded: true, eventLatencyMs: MAX_EVENT_LATENCY_MS });
+          expect((await store.getDelivery(d.id))!.delivery).toMatchObject({
+            status: "delivered",
+            eventLatencyMs: MAX_EVENT_LATENCY_MS,
+          });
+        }
+        expect(await store.countPending()).toBe(0);
       });
 
       it("claims a lane's oldest due first, honours its limit, and says when it is next due", async () => {
