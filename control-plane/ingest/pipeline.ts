@@ -122,8 +122,21 @@ function invalidEvent(e: Event): string | undefined {
       : "payload: missing";
   }
   if (e.time === undefined) return "time: missing";
+  // The protobuf Timestamp range (years 1 to 9999): beyond it a time is no time, and its
+  // milliseconds would not fit the store's 64-bit column.
+  if (e.time.seconds < MIN_TIMESTAMP_SECONDS || e.time.seconds > MAX_TIMESTAMP_SECONDS)
+    return `time: ${e.time.seconds} s is outside the years 1 to 9999`;
+  if (e.time.nanos < 0 || e.time.nanos > 999_999_999) return `time.nanos: ${e.time.nanos} is not 0 to 999999999`;
+  if (e.payload.case === "streaming" && e.payload.value.tokenIndex > MAX_TOKEN_INDEX)
+    return `payload.streaming.token_index: ${e.payload.value.tokenIndex} is over ${MAX_TOKEN_INDEX}`;
   return undefined;
 }
+
+/** 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z, the protobuf Timestamp's range. */
+const MIN_TIMESTAMP_SECONDS = -62_135_596_800n;
+const MAX_TIMESTAMP_SECONDS = 253_402_300_799n;
+/** A stream's token index is stored as a 32-bit signed integer (PostgreSQL's integer). */
+const MAX_TOKEN_INDEX = 2_147_483_647;
 
 /** Operator events are the control plane's own: a sidecar cannot send one (nor forge one). */
 function operatorEventProblem(e: Event): string | undefined {

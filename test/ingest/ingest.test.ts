@@ -1,5 +1,5 @@
 import { create } from "@bufbuild/protobuf";
-import { timestampNow } from "@bufbuild/protobuf/wkt";
+import { TimestampSchema, timestampNow } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -128,6 +128,42 @@ auth:
       expect(await s.nextAck()).toMatchObject({ seq: 1n, stored: 1 });
       const metrics = await fetch(`${cp.httpUrl}/metrics`).then((r) => r.text());
       expect(metrics).toMatch(/aigw_events_rejected_total 2/);
+    } finally {
+      s.close();
+    }
+  });
+
+  it("drops events whose time or token index no store column holds, instead of refusing their batch forever", async () => {
+    const rejected = async () =>
+      Number(/^aigw_events_rejected_total (\d+)/m.exec(await fetch(`${cp.httpUrl}/metrics`).then((r) => r.text()))?.[1]);
+    const before = await rejected();
+    const s = openStream(cp, "sidecar-token-1");
+    try {
+      s.send(hello("sc_range"));
+      const good = completion();
+      const farFuture = completion();
+      farFuture.time = create(TimestampSchema, { seconds: 100_000_000_000_000_000n });
+      const badNanos = completion();
+      badNanos.time = create(TimestampSchema, { seconds: 1n, nanos: -1 });
+      const hugeIndex = create(EventSchema, {
+        id: newEventId(),
+        provider: "openai",
+        time: timestampNow(),
+        payload: { case: "streaming", value: { requestId: newRequestId(), tokenIndex: 4_294_967_295, content: "x" } },
+      });
+      const lastIndex = create(EventSchema, {
+        id: newEventId(),
+        provider: "openai",
+        time: timestampNow(),
+        payload: { case: "streaming", value: { requestId: newRequestId(), tokenIndex: 2_147_483_647, content: "x" } },
+      });
+      s.send(batch(1n, [farFuture, good, badNanos, hugeIndex, lastIndex]));
+      // Acked: the batch is never sent again; the valid events are stored, the others counted.
+      expect(await s.nextAck()).toMatchObject({ seq: 1n, stored: 2 });
+      expect((await rejected()) - before).toBe(3);
+      const stored = (await cp.store.readFeed(undefined, 1000)).map((e) => e.event.id);
+      expect(stored).toEqual(expect.arrayContaining([good.id, lastIndex.id]));
+      for (const e of [farFuture, badNanos, hugeIndex]) expect(stored).not.toContain(e.id);
     } finally {
       s.close();
     }
