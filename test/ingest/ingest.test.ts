@@ -135,7 +135,9 @@ auth:
 
   it("drops events whose time or token index no store column holds, instead of refusing their batch forever", async () => {
     const rejected = async () =>
-      Number(/^aigw_events_rejected_total (\d+)/m.exec(await fetch(`${cp.httpUrl}/metrics`).then((r) => r.text()))?.[1]);
+      Number(
+        /^aigw_events_rejected_total (\d+)/m.exec(await fetch(`${cp.httpUrl}/metrics`).then((r) => r.text()))?.[1],
+      );
     const before = await rejected();
     const s = openStream(cp, "sidecar-token-1");
     try {
