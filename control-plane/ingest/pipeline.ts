@@ -129,6 +129,16 @@ function invalidEvent(e: Event): string | undefined {
   if (e.time.nanos < 0 || e.time.nanos > 999_999_999) return `time.nanos: ${e.time.nanos} is not 0 to 999999999`;
   if (e.payload.case === "streaming" && e.payload.value.tokenIndex > MAX_TOKEN_INDEX)
     return `payload.streaming.token_index: ${e.payload.value.tokenIndex} is over ${MAX_TOKEN_INDEX}`;
+  // Stored as text columns and keys (PostgreSQL's text refuses NUL): no such name is real.
+  const value = e.payload.value as { requestId?: unknown; model?: unknown };
+  for (const [field, text] of [
+    ["org_id", e.orgId],
+    ["app", e.app],
+    [`payload.${e.payload.case}.request_id`, value.requestId],
+    [`payload.${e.payload.case}.model`, value.model],
+  ] as const) {
+    if (typeof text === "string" && text.includes("\u0000")) return `${field}: contains a NUL character`;
+  }
   return undefined;
 }
 

@@ -133,7 +133,7 @@ auth:
     }
   });
 
-  it("drops events whose time or token index no store column holds, instead of refusing their batch forever", async () => {
+  it("drops events with a time, token index or name no store column holds, instead of refusing their batch forever", async () => {
     const rejected = async () =>
       Number(
         /^aigw_events_rejected_total (\d+)/m.exec(await fetch(`${cp.httpUrl}/metrics`).then((r) => r.text()))?.[1],
@@ -159,13 +159,20 @@ auth:
         time: timestampNow(),
         payload: { case: "streaming", value: { requestId: newRequestId(), tokenIndex: 2_147_483_647, content: "x" } },
       });
-      s.send(batch(1n, [farFuture, good, badNanos, hugeIndex, lastIndex]));
+      const nulApp = completion();
+      nulApp.app = "ch\u0000at";
+      const nulModel = completion();
+      if (nulModel.payload.case === "completion") nulModel.payload.value.model = "gpt\u0000-4";
+      const nulRequest = completion();
+      if (nulRequest.payload.case === "completion") nulRequest.payload.value.requestId = "req_\u0000";
+      const invalid = [farFuture, badNanos, hugeIndex, nulApp, nulModel, nulRequest];
+      s.send(batch(1n, [farFuture, good, badNanos, hugeIndex, lastIndex, nulApp, nulModel, nulRequest]));
       // Acked: the batch is never sent again; the valid events are stored, the others counted.
       expect(await s.nextAck()).toMatchObject({ seq: 1n, stored: 2 });
-      expect((await rejected()) - before).toBe(3);
+      expect((await rejected()) - before).toBe(invalid.length);
       const stored = (await cp.store.readFeed(undefined, 1000)).map((e) => e.event.id);
       expect(stored).toEqual(expect.arrayContaining([good.id, lastIndex.id]));
-      for (const e of [farFuture, badNanos, hugeIndex]) expect(stored).not.toContain(e.id);
+      for (const e of invalid) expect(stored).not.toContain(e.id);
     } finally {
       s.close();
     }
