@@ -62,6 +62,8 @@ const MAX_EVENTS_PER_BATCH = 10_000;
  * another org is refused with PERMISSION_DENIED, events are stamped with the token's org
  * whatever they say, and the stream ends (UNAUTHENTICATED) when the token is revoked.
  */
+const CONTROL_CHARACTER = /[\u0000-\u001f\u007f]/;
+
 export class IngestServiceImpl implements ServiceImpl<typeof IngestService> {
   private readonly storeRefusals: RateLimitedWarning;
   private readonly unknownMessages: RateLimitedWarning;
@@ -123,6 +125,16 @@ export class IngestServiceImpl implements ServiceImpl<typeof IngestService> {
             throw new ConnectError("message.hello: sent twice on one stream", Code.InvalidArgument);
           hello = m.value;
           if (hello.sidecarId === "") throw new ConnectError("hello.sidecar_id: required", Code.InvalidArgument);
+          // Kept as text (the sidecars table, every event's org and app): names, not bytes.
+          for (const [field, text] of [
+            ["hello.sidecar_id", hello.sidecarId],
+            ["hello.org_id", hello.orgId],
+            ["hello.app", hello.app],
+            ["hello.version", hello.version],
+          ] as const) {
+            if (CONTROL_CHARACTER.test(text))
+              throw new ConnectError(`${field}: must not contain control characters`, Code.InvalidArgument);
+          }
           if (principal.scope === "org") {
             if (hello.orgId === "") hello.orgId = principal.orgId;
             else if (hello.orgId !== principal.orgId) throw this.wrongOrg(hello, principal.orgId);

@@ -188,6 +188,23 @@ auth:
     expect((err as ConnectError).rawMessage).toMatch(/hello must come before/);
   });
 
+  it("answers INVALID_ARGUMENT naming the field: a hello whose app or org holds control characters", async () => {
+    for (const [field, value] of [
+      ["app", "ch\u0000at"],
+      ["orgId", "org\nx"],
+    ] as const) {
+      const s = openStream(cp, "sidecar-token-1");
+      const h = hello(`sc_ctl_${field}`);
+      if (h.case === "hello") h.value[field] = value;
+      s.send(h);
+      const err = await s.next().catch((e: unknown) => e);
+      s.close();
+      expect(err).toBeInstanceOf(ConnectError);
+      expect((err as ConnectError).code).toBe(Code.InvalidArgument);
+      expect((err as ConnectError).rawMessage).toMatch(field === "app" ? /^hello\.app: / : /^hello\.org_id: /);
+    }
+  });
+
   it("refuses a stream without the sidecar token", async () => {
     const s = openStream(cp, "wrong-token");
     s.send(hello());
