@@ -6,6 +6,7 @@ import { createLogger } from "../../common/logger.js";
 import { type WebhookBody, webhookBody } from "../../common/webhook-body.js";
 import { type MockProvider, startMockProvider } from "../../examples/mock-provider.js";
 import type { EventSink } from "../../sidecar/proxy/event-sink.js";
+import type { LeanPool } from "../../sidecar/proxy/lean-upstream.js";
 import { type RunningProxy, startProxy } from "../../sidecar/proxy/server.js";
 
 /** The real EventSink contract, kept in an array. */
@@ -89,4 +90,40 @@ export function waitForEvents(sink: RecordingSink, count: number): Promise<Webho
   return waitFor(`${count} event(s), have ${sink.events.length}`, () =>
     sink.events.length >= count ? sink.bodies() : undefined,
   );
+}
+
+/** A chat completion as a provider answers it (one choice, usage 5 + 1). */
+export const CHAT_COMPLETION = JSON.stringify({
+  id: "chatcmpl-1",
+  object: "chat.completion",
+  model: "gpt-4o-mini",
+  choices: [{ index: 0, message: { role: "assistant", content: "hi" }, finish_reason: "stop" }],
+  usage: { prompt_tokens: 5, completion_tokens: 1, total_tokens: 6 },
+});
+
+/** A GET through the lean engine's upstream pool: its status, body and how long it took. */
+export function leanGet(pool: LeanPool, path: string): Promise<{ status: number; body: string; ms: number }> {
+  const startedAt = Date.now();
+  return new Promise((resolve, reject) => {
+    let status = 0;
+    let body = "";
+    pool.dispatch(
+      { path, method: "GET", headers: [], body: null },
+      {
+        onConnect() {},
+        onHeaders(code) {
+          status = code;
+          return true;
+        },
+        onData(chunk) {
+          body += chunk.toString();
+          return true;
+        },
+        onComplete() {
+          resolve({ status, body, ms: Date.now() - startedAt });
+        },
+        onError: reject,
+      },
+    );
+  });
 }

@@ -3,20 +3,12 @@ import { type AddressInfo, connect } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLogger } from "../../common/logger.js";
 import { type RunningProxy, startProxy } from "../../sidecar/proxy/server.js";
-import { RecordingSink, waitFor, waitForEvents } from "./harness.js";
+import { CHAT_COMPLETION, RecordingSink, waitFor, waitForEvents } from "./harness.js";
 
 // The lean server hands a body that came whole with its head to the proxy at once (no stream
 // events); a body that comes later is read from the stream. Whichever way the bytes arrive,
 // the provider gets the same body, the app the same answer, the next request on the
 // connection is served, and the events are the same.
-
-const COMPLETION = JSON.stringify({
-  id: "chatcmpl-1",
-  object: "chat.completion",
-  model: "gpt-4o-mini",
-  choices: [{ index: 0, message: { role: "assistant", content: "hi" }, finish_reason: "stop" }],
-  usage: { prompt_tokens: 5, completion_tokens: 1, total_tokens: 6 },
-});
 
 describe("lean server: a body whole with its head, or in pieces", () => {
   let upstream: Server;
@@ -31,7 +23,7 @@ describe("lean server: a body whole with its head, or in pieces", () => {
       req.on("end", () => {
         const body = Buffer.concat(chunks).toString();
         bodies.push({ url: req.url ?? "", body });
-        const answer = req.url === "/v1/chat/completions" ? COMPLETION : `echo:${body}`;
+        const answer = req.url === "/v1/chat/completions" ? CHAT_COMPLETION : `echo:${body}`;
         res.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(answer) });
         res.end(answer);
       });
@@ -94,7 +86,7 @@ describe("lean server: a body whole with its head, or in pieces", () => {
         { url: "/v1/chat/completions", body: chat },
         { url: "/v1/other", body: other },
       ]);
-      expect(answer, `split at ${at}`).toContain(COMPLETION);
+      expect(answer, `split at ${at}`).toContain(CHAT_COMPLETION);
       expect(answer, `split at ${at}`).toContain(`echo:${other}`);
     }
     // One completion event per chat request, with the model read from the answer.

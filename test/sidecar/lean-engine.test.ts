@@ -13,18 +13,10 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLogger } from "../../common/logger.js";
 import { LeanPool } from "../../sidecar/proxy/lean-upstream.js";
 import { type ProxyEngine, type RunningProxy, startProxy } from "../../sidecar/proxy/server.js";
-import { RecordingSink, waitFor } from "./harness.js";
+import { CHAT_COMPLETION, leanGet, RecordingSink, waitFor } from "./harness.js";
 
 // The lean engine must answer byte for byte what the node:http engine answers (Date and the
 // request id aside), for the common case it serves and for what it hands to node:http.
-
-const COMPLETION = JSON.stringify({
-  id: "chatcmpl-1",
-  object: "chat.completion",
-  model: "gpt-4o-mini",
-  choices: [{ index: 0, message: { role: "assistant", content: "hi" }, finish_reason: "stop" }],
-  usage: { prompt_tokens: 5, completion_tokens: 1, total_tokens: 6 },
-});
 
 function sseChunk(content: string, withNullUsage = false): string {
   const chunk = {
@@ -79,7 +71,7 @@ function upstreamHandler(req: IncomingMessage, res: ServerResponse): void {
       res.writeHead(200, { "content-type": "text/plain", "content-length": "2" });
       res.end("ok");
     } else if (url === "/gzip") {
-      const zipped = gzipSync(COMPLETION);
+      const zipped = gzipSync(CHAT_COMPLETION);
       res.writeHead(200, {
         "content-type": "application/json",
         "content-encoding": "gzip",
@@ -126,8 +118,11 @@ function upstreamHandler(req: IncomingMessage, res: ServerResponse): void {
           res.end("data: [DONE]\n\n");
         }, 20);
       } else {
-        res.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(COMPLETION) });
-        res.end(COMPLETION);
+        res.writeHead(200, {
+          "content-type": "application/json",
+          "content-length": Buffer.byteLength(CHAT_COMPLETION),
+        });
+        res.end(CHAT_COMPLETION);
       }
     } else {
       res.writeHead(404, { "content-type": "text/plain", "content-length": "9" });
@@ -367,29 +362,10 @@ describe("lean upstream client over TLS", () => {
       connectTimeout: 5000,
       tls: { ca: cert },
     });
-    const get = () =>
-      new Promise<{ status: number; body: string }>((resolve, reject) => {
-        let status = 0;
-        let body = "";
-        pool.dispatch(
-          { path: "/x", method: "GET", headers: [], body: null },
-          {
-            onConnect() {},
-            onHeaders(code) {
-              status = code;
-              return true;
-            },
-            onData(chunk) {
-              body += chunk.toString();
-              return true;
-            },
-            onComplete() {
-              resolve({ status, body });
-            },
-            onError: reject,
-          },
-        );
-      });
+    const get = async () => {
+      const { status, body } = await leanGet(pool, "/x");
+      return { status, body };
+    };
     try {
       expect(await get()).toEqual({ status: 200, body: "secure" });
       expect(await get()).toEqual({ status: 200, body: "secure" });

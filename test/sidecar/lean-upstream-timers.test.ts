@@ -1,7 +1,7 @@
 import { type AddressInfo, createServer, type Server, type Socket } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
 import { LeanPool, type LeanPoolOptions } from "../../sidecar/proxy/lean-upstream.js";
-import { waitFor } from "./harness.js";
+import { leanGet, waitFor } from "./harness.js";
 
 // The lean upstream client's timers: it sets no timer per request (a socket's timeout is set
 // once and refreshed by node on every read and write; idle sockets expire by one sweep per
@@ -51,31 +51,7 @@ async function startUpstream(keepAliveSeconds: number): Promise<Upstream> {
   return upstream;
 }
 
-function get(pool: LeanPool, path: string): Promise<{ status: number; body: string; ms: number }> {
-  const startedAt = Date.now();
-  return new Promise((resolve, reject) => {
-    let status = 0;
-    let body = "";
-    pool.dispatch(
-      { path, method: "GET", headers: [], body: null },
-      {
-        onConnect() {},
-        onHeaders(code) {
-          status = code;
-          return true;
-        },
-        onData(chunk) {
-          body += chunk.toString();
-          return true;
-        },
-        onComplete() {
-          resolve({ status, body, ms: Date.now() - startedAt });
-        },
-        onError: reject,
-      },
-    );
-  });
-}
+const get = leanGet;
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
