@@ -44,6 +44,7 @@ import { RetentionPurger, type RetentionOptions } from "./retention/retention.js
 import { openStore } from "./store/open.js";
 import { compactionTarget } from "./store/rollups.js";
 import type { IngestResult, Store } from "./store/store.js";
+import { qualifiedKey } from "./admin/endpoint-names.js";
 
 export interface ControlPlaneOptions {
   /** A config file (webhook_config.yaml); or pass `config`. */
@@ -539,17 +540,25 @@ function refuseOpenListeners(config: GatewayConfig, at: HostPort[]): void {
 }
 
 async function applyConfigEndpoints(store: Store, config: GatewayConfig): Promise<void> {
+  // The file's names are the operator's, one namespace: each is its endpoint's key, unless
+  // the org already has that endpoint under ORG/NAME (made with the Admin API while another
+  // endpoint held the name: admin/endpoint-names.ts); then the file's entry is that one.
+  const keys = new Map<string, string>();
+  for (const [name, ep] of Object.entries(config.webhooks)) {
+    const qualified = ep.orgId !== "" ? await store.getEndpoint(qualifiedKey(ep.orgId, name)) : undefined;
+    keys.set(name, qualified?.name ?? name);
+  }
   for (const [name, ep] of Object.entries(config.webhooks)) {
     await store.upsertEndpoint(
       {
-        name,
+        name: keys.get(name) ?? name,
         url: ep.url,
         enabled: ep.enabled,
         eventTypes: ep.events.flatMap((n) => {
           const t = eventTypeFromName(n);
           return t === undefined ? [] : [t];
         }),
-        failoverTo: ep.failoverTo,
+        failoverTo: keys.get(ep.failoverTo) ?? ep.failoverTo,
         filters: filtersFromConfig(ep.filters),
         orgId: ep.orgId,
         apps: ep.apps,

@@ -114,7 +114,8 @@ export const endpoints: CommandGroup = {
         ctx.print(
           AdminService.method.createEndpoint.output,
           res,
-          () => `created endpoint ${name}\n${endpointText(res.endpoint)}`,
+          // The operator's name for it may be ORG/NAME (another endpoint has NAME).
+          () => `created endpoint ${res.endpoint?.name ?? name}\n${endpointText(res.endpoint)}`,
         );
       },
     }),

@@ -76,6 +76,7 @@ import {
   type EnableEndpointResponse,
   EnableEndpointResponseSchema,
   DeliveryStatus,
+  SeriesBreakdown,
 } from "../../gen/aigw/v1/admin_pb.js";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { REPLAY_STEP_MAX, type ReplayableStatus, type ReplayWindow } from "../store/delivery-queue.js";
@@ -113,6 +114,7 @@ import { checkAppName, checkOrgId } from "../config/checks.js";
 import { failoverOrgProblem } from "../config/failover-chain.js";
 import { isOneOffEndpointName } from "../routing/one-off.js";
 import { TokenAdminRpcs } from "./token-rpcs.js";
+import { findEndpoint, newEndpointKey, orgEndpoint, shownName } from "./endpoint-names.js";
 
 export interface AdminDeps {
   store: Store;
@@ -197,31 +199,30 @@ export class AdminServiceImpl implements ServiceImpl<typeof AdminService> {
           `names starting with "${ONE_OFF_PREFIX}" are for one-off endpoints (x-aigw-webhook-url)`,
         );
       }
-      const all = await this.deps.store.listEndpoints();
-      if (all.some((e) => e.name === ep.name)) {
-        throw new ConnectError(`endpoint "${ep.name}" already exists`, Code.AlreadyExists);
-      }
+      // Names are per org (endpoint-names.ts): another org's endpoint by this name is no
+      // conflict, and nothing says it exists.
+      const key = await newEndpointKey(this.deps.store, orgId, ep.name);
+      if (key === undefined) throw new ConnectError(`endpoint "${ep.name}" already exists`, Code.AlreadyExists);
       // An org token sees its org's endpoints and the operator's: failing over to another
       // org's endpoint reads as naming none.
-      const existing = all.filter((e) => visibility(e, principal) !== "foreign");
+      const visible = (await this.deps.store.listEndpoints()).filter((e) => visibility(e, principal) !== "foreign");
       // The product page's pair: primary fails over to backup unless told otherwise,
       // as the config loader does for the file.
-      const backup = existing.find((e) => e.name === "backup");
-      const failoverTo =
-        ep.failoverTo === "" &&
-        ep.name === "primary" &&
-        backup !== undefined &&
-        failoverOrgProblem(orgId, "backup", backup.orgId) === undefined
+      const backup =
+        ep.name === "primary" && ep.failoverTo === ""
+          ? await this.failoverTarget(orgId, "backup", principal)
+          : undefined;
+      const failoverName =
+        backup !== undefined && failoverOrgProblem(orgId, backup.name, backup.orgId) === undefined
           ? "backup"
           : ep.failoverTo;
-      invalidIf(failoverChainProblem(ep.name, failoverTo, failoverMap(existing)), "endpoint.failover_to");
-      invalidIf(
-        failoverOrgProblem(orgId, failoverTo, existing.find((e) => e.name === failoverTo)?.orgId),
-        "endpoint.failover_to",
-      );
+      const target = failoverName === "" ? undefined : await this.failoverTarget(orgId, failoverName, principal);
+      const failoverTo = target?.name ?? failoverName;
+      invalidIf(failoverChainProblem(key, failoverTo, failoverMap(visible)), "endpoint.failover_to");
+      invalidIf(failoverOrgProblem(orgId, failoverName, target?.orgId), "endpoint.failover_to");
       const record = await this.deps.store.createEndpoint(
         {
-          name: ep.name,
+          name: key,
           url: ep.url,
           enabled: ep.enabled,
           eventTypes: dedupe(ep.eventTypes),
@@ -238,22 +239,24 @@ export class AdminServiceImpl implements ServiceImpl<typeof AdminService> {
         { endpoint: record.name, org: orgId || undefined, origin: new URL(record.url).origin },
         "endpoint created",
       );
-      return create(CreateEndpointResponseSchema, { endpoint: endpointMessage(record) });
+      return create(CreateEndpointResponseSchema, { endpoint: endpointMessage(record, principal) });
     });
   }
 
   getEndpoint(req: GetEndpointRequest, ctx?: HandlerContext): Promise<GetEndpointResponse> {
     return this.rpc("GetEndpoint", async () => {
-      const record = await this.requireEndpoint(req.name, "name", principalOf(ctx));
-      return create(GetEndpointResponseSchema, { endpoint: endpointMessage(record) });
+      const principal = principalOf(ctx);
+      const record = await this.requireEndpoint(req.name, "name", principal);
+      return create(GetEndpointResponseSchema, { endpoint: endpointMessage(record, principal) });
     });
   }
 
   listEndpoints(req?: ListEndpointsRequest, ctx?: HandlerContext): Promise<ListEndpointsResponse> {
     return this.rpc("ListEndpoints", async () => {
-      const orgId = requestOrg(principalOf(ctx), req?.orgId ?? "", "org_id");
+      const principal = principalOf(ctx);
+      const orgId = requestOrg(principal, req?.orgId ?? "", "org_id");
       const records = (await this.deps.store.listEndpoints()).filter((e) => orgId === "" || e.orgId === orgId);
-      return create(ListEndpointsResponseSchema, { endpoints: records.map(endpointMessage) });
+      return create(ListEndpointsResponseSchema, { endpoints: records.map((e) => endpointMessage(e, principal)) });
     });
   }
 
@@ -265,10 +268,10 @@ export class AdminServiceImpl implements ServiceImpl<typeof AdminService> {
       const fields = updateFields(req.updateMask?.paths ?? [], ep);
       const current = await this.requireEndpoint(ep.name, "endpoint.name", principal);
       const patch = await this.endpointPatch(ep, current, fields, principal);
-      const record = await this.deps.store.updateEndpoint(ep.name, patch);
+      const record = await this.deps.store.updateEndpoint(current.name, patch);
       this.deps.onEndpointsChanged();
       this.deps.logger.info({ endpoint: record.name, fields: [...fields] }, "endpoint updated");
-      return create(UpdateEndpointResponseSchema, { endpoint: endpointMessage(record) });
+      return create(UpdateEndpointResponseSchema, { endpoint: endpointMessage(record, principal) });
     });
   }
 
@@ -276,20 +279,24 @@ export class AdminServiceImpl implements ServiceImpl<typeof AdminService> {
     return this.rpc("DeleteEndpoint", async () => {
       invalidIf(req.name === "" ? "required" : undefined, "name");
       const principal = principalOf(ctx);
-      if (principal.scope === "org") await this.requireEndpoint(req.name, "name", principal);
+      const key =
+        principal.scope === "org"
+          ? (await this.requireEndpoint(req.name, "name", principal)).name
+          : ((await findEndpoint(this.deps.store, req.name, principal))?.name ?? req.name);
       const all = await this.deps.store.listEndpoints();
-      const dependent = all.find((e) => e.failoverTo === req.name && e.name !== req.name);
+      const dependent = all.find((e) => e.failoverTo === key && e.name !== key);
       if (dependent) {
+        const theirs = shownName(dependent.name, principal);
         throw new ConnectError(
-          `endpoint "${req.name}" is the failover of "${dependent.name}"; change ${dependent.name}'s failover_to first`,
+          `endpoint "${req.name}" is the failover of "${theirs}"; change ${theirs}'s failover_to first`,
           Code.FailedPrecondition,
         );
       }
-      if (!(await this.deps.store.deleteEndpoint(req.name))) {
+      if (!(await this.deps.store.deleteEndpoint(key))) {
         throw new ConnectError(`endpoint "${req.name}" not found`, Code.NotFound);
       }
       this.deps.onEndpointsChanged();
-      this.deps.logger.info({ endpoint: req.name }, "endpoint deleted");
+      this.deps.logger.info({ endpoint: key }, "endpoint deleted");
       return create(DeleteEndpointResponseSchema, {});
     });
   }
@@ -320,9 +327,9 @@ export class AdminServiceImpl implements ServiceImpl<typeof AdminService> {
       const secret = req.secret !== "" ? req.secret : generateSigningSecret();
       const overlapSeconds = req.overlapSeconds === 0 ? DEFAULT_KEY_OVERLAP_SECONDS : req.overlapSeconds;
       const previousExpireAt = this.now() + overlapSeconds * 1000;
-      await this.deps.store.addSigningKey(req.endpoint, secret, previousExpireAt);
+      await this.deps.store.addSigningKey(target.name, secret, previousExpireAt);
       this.deps.onEndpointsChanged();
-      this.deps.logger.info({ endpoint: req.endpoint, overlapSeconds }, "signing key rotated");
+      this.deps.logger.info({ endpoint: target.name, overlapSeconds }, "signing key rotated");
       return create(RotateSigningKeyResponseSchema, {
         secret,
         previousKeysExpireTime: timestampFromMs(previousExpireAt),
@@ -334,7 +341,8 @@ export class AdminServiceImpl implements ServiceImpl<typeof AdminService> {
     return this.rpc("ListDeliveries", async () => {
       // An org token's list is its org's endpoints' deliveries: another org's endpoint named
       // here lists nothing, as a missing one does.
-      const orgId = requestOrg(principalOf(ctx), req.orgId, "org_id");
+      const principal = principalOf(ctx);
+      const orgId = requestOrg(principal, req.orgId, "org_id");
       const pageSize = req.pageSize === 0 ? DEFAULT_PAGE_SIZE : req.pageSize;
       if (pageSize > MAX_PAGE_SIZE) invalid("page_size", `must be 1..${MAX_PAGE_SIZE} (0 for ${DEFAULT_PAGE_SIZE})`);
       let status: ReturnType<typeof deliveryStatusRecord>;
@@ -344,7 +352,7 @@ export class AdminServiceImpl implements ServiceImpl<typeof AdminService> {
       }
       const page = await this.listDeliveriesPage({
         pageSize,
-        ...(req.endpoint !== "" ? { endpoint: req.endpoint } : {}),
+        ...(req.endpoint !== "" ? { endpoint: await this.endpointKey(req.endpoint, principal) } : {}),
         ...(status !== undefined ? { status } : {}),
         ...(req.eventId !== "" ? { eventId: req.eventId } : {}),
         ...(req.pageToken !== "" ? { pageToken: req.pageToken } : {}),
@@ -352,7 +360,7 @@ export class AdminServiceImpl implements ServiceImpl<typeof AdminService> {
       });
       const attempts = await Promise.all(page.deliveries.map((d) => this.deps.store.listAttempts(d.id)));
       return create(ListDeliveriesResponseSchema, {
-        deliveries: page.deliveries.map((d, i) => deliveryMessage(d, attempts[i])),
+        deliveries: page.deliveries.map((d, i) => deliveryMessage(d, principal, attempts[i])),
         nextPageToken: page.nextPageToken,
       });
     });
@@ -361,12 +369,13 @@ export class AdminServiceImpl implements ServiceImpl<typeof AdminService> {
   getDelivery(req: GetDeliveryRequest, ctx?: HandlerContext): Promise<GetDeliveryResponse> {
     return this.rpc("GetDelivery", async () => {
       invalidIf(req.id === "" ? "required" : undefined, "id");
+      const principal = principalOf(ctx);
       const detail = await this.deps.store.getDelivery(req.id);
-      if (!detail || !(await this.ownsDelivery(detail.delivery.endpoint, principalOf(ctx)))) {
+      if (!detail || !(await this.ownsDelivery(detail.delivery.endpoint, principal))) {
         throw new ConnectError(`delivery "${req.id}" not found`, Code.NotFound);
       }
       return create(GetDeliveryResponseSchema, {
-        delivery: deliveryMessage(detail.delivery, detail.attempts),
+        delivery: deliveryMessage(detail.delivery, principal, detail.attempts),
         body: JSON.stringify(webhookBody(detail.event)),
       });
     });
@@ -375,19 +384,20 @@ export class AdminServiceImpl implements ServiceImpl<typeof AdminService> {
   replayDelivery(req: ReplayDeliveryRequest, ctx?: HandlerContext): Promise<ReplayDeliveryResponse> {
     return this.rpc("ReplayDelivery", async () => {
       invalidIf(req.id === "" ? "required" : undefined, "id");
+      const principal = principalOf(ctx);
       const detail = await this.deps.store.getDelivery(req.id);
-      if (!detail || !(await this.ownsDelivery(detail.delivery.endpoint, principalOf(ctx)))) {
+      if (!detail || !(await this.ownsDelivery(detail.delivery.endpoint, principal))) {
         throw new ConnectError(`delivery "${req.id}" not found`, Code.NotFound);
       }
       const { delivery } = detail;
       if (delivery.status === "pending") {
         throw new ConnectError(`delivery "${req.id}" is still pending`, Code.FailedPrecondition);
       }
-      await this.requireDeliverable(delivery.endpoint, principalOf(ctx));
+      await this.requireDeliverable(shownName(delivery.endpoint, principal), principal);
       const replay = await this.deps.store.replayDelivery(req.id);
       this.deps.notifyDeliveries([replay.endpoint]);
       this.deps.logger.info({ delivery: req.id, replay: replay.id, endpoint: replay.endpoint }, "delivery replayed");
-      return create(ReplayDeliveryResponseSchema, { delivery: deliveryMessage(replay) });
+      return create(ReplayDeliveryResponseSchema, { delivery: deliveryMessage(replay, principal) });
     });
   }
 
@@ -401,7 +411,7 @@ export class AdminServiceImpl implements ServiceImpl<typeof AdminService> {
     return this.rpc("ReplayDeliveries", async () => {
       const principal = principalOf(ctx);
       const window = this.replayWindowOf(req, orgScope(principal));
-      if (req.endpoint !== "") await this.requireEndpoint(req.endpoint, "endpoint", principal);
+      if (req.endpoint !== "") window.endpoint = (await this.requireEndpoint(req.endpoint, "endpoint", principal)).name;
       const paged = req.pageSize > 0;
       const total = req.pageToken === "" ? await this.deps.store.countReplayWindow(window) : 0;
       let after: string | undefined = req.pageToken === "" ? undefined : req.pageToken;
@@ -480,23 +490,28 @@ export class AdminServiceImpl implements ServiceImpl<typeof AdminService> {
 
   pauseEndpoint(req: PauseEndpointRequest, ctx?: HandlerContext): Promise<PauseEndpointResponse> {
     return this.rpc("PauseEndpoint", async () => {
-      await this.requireEndpoint(req.name, "name", principalOf(ctx));
-      const { endpoint, pending } = await this.deps.store.pauseEndpoint(req.name, true);
+      const principal = principalOf(ctx);
+      const { name } = await this.requireEndpoint(req.name, "name", principal);
+      const { endpoint, pending } = await this.deps.store.pauseEndpoint(name, true);
       this.deps.onEndpointsChanged();
-      this.deps.logger.info({ endpoint: req.name, held: pending }, "endpoint paused; its deliveries are held");
-      return create(PauseEndpointResponseSchema, { endpoint: endpointMessage(endpoint), heldDeliveries: pending });
+      this.deps.logger.info({ endpoint: name, held: pending }, "endpoint paused; its deliveries are held");
+      return create(PauseEndpointResponseSchema, {
+        endpoint: endpointMessage(endpoint, principal),
+        heldDeliveries: pending,
+      });
     });
   }
 
   resumeEndpoint(req: ResumeEndpointRequest, ctx?: HandlerContext): Promise<ResumeEndpointResponse> {
     return this.rpc("ResumeEndpoint", async () => {
-      await this.requireEndpoint(req.name, "name", principalOf(ctx));
-      const { endpoint, pending } = await this.deps.store.pauseEndpoint(req.name, false);
+      const principal = principalOf(ctx);
+      const { name } = await this.requireEndpoint(req.name, "name", principal);
+      const { endpoint, pending } = await this.deps.store.pauseEndpoint(name, false);
       this.deps.onEndpointsChanged();
-      this.deps.notifyDeliveries([req.name]);
-      this.deps.logger.info({ endpoint: req.name, released: pending }, "endpoint resumed; held deliveries go out");
+      this.deps.notifyDeliveries([name]);
+      this.deps.logger.info({ endpoint: name, released: pending }, "endpoint resumed; held deliveries go out");
       return create(ResumeEndpointResponseSchema, {
-        endpoint: endpointMessage(endpoint),
+        endpoint: endpointMessage(endpoint, principal),
         releasedDeliveries: endpoint.enabled ? pending : 0,
       });
     });
@@ -504,34 +519,40 @@ export class AdminServiceImpl implements ServiceImpl<typeof AdminService> {
 
   disableEndpoint(req: DisableEndpointRequest, ctx?: HandlerContext): Promise<DisableEndpointResponse> {
     return this.rpc("DisableEndpoint", async () => {
-      const current = await this.requireEndpoint(req.name, "name", principalOf(ctx));
-      const dependent = current.enabled ? await this.failoverDependent(req.name) : undefined;
-      const record = await this.deps.store.updateEndpoint(req.name, {
+      const principal = principalOf(ctx);
+      const current = await this.requireEndpoint(req.name, "name", principal);
+      const { name } = current;
+      const dependent = current.enabled ? await this.failoverDependent(name) : undefined;
+      const record = await this.deps.store.updateEndpoint(name, {
         enabled: false,
         disabledReason:
           req.reason !== "" ? req.reason : current.enabled ? "disabled by an operator" : current.disabledReason,
       });
-      const failed = await this.deps.store.countEndpointPending(req.name);
+      const failed = await this.deps.store.countEndpointPending(name);
       this.deps.onEndpointsChanged();
       // Its pending deliveries now fail without an attempt.
-      this.deps.notifyDeliveries([req.name]);
+      this.deps.notifyDeliveries([name]);
       this.deps.logger.info(
-        { endpoint: req.name, failing: failed, ...(dependent ? { failoverOf: dependent } : {}) },
+        { endpoint: name, failing: failed, ...(dependent ? { failoverOf: dependent } : {}) },
         "endpoint disabled",
       );
-      return create(DisableEndpointResponseSchema, { endpoint: endpointMessage(record), failedDeliveries: failed });
+      return create(DisableEndpointResponseSchema, {
+        endpoint: endpointMessage(record, principal),
+        failedDeliveries: failed,
+      });
     });
   }
 
   enableEndpoint(req: EnableEndpointRequest, ctx?: HandlerContext): Promise<EnableEndpointResponse> {
     return this.rpc("EnableEndpoint", async () => {
-      await this.requireEndpoint(req.name, "name", principalOf(ctx));
-      const record = await this.deps.store.updateEndpoint(req.name, { enabled: true });
-      const resumed = record.paused ? (await this.deps.store.pauseEndpoint(req.name, false)).endpoint : record;
+      const principal = principalOf(ctx);
+      const { name } = await this.requireEndpoint(req.name, "name", principal);
+      const record = await this.deps.store.updateEndpoint(name, { enabled: true });
+      const resumed = record.paused ? (await this.deps.store.pauseEndpoint(name, false)).endpoint : record;
       this.deps.onEndpointsChanged();
-      this.deps.notifyDeliveries([req.name]);
-      this.deps.logger.info({ endpoint: req.name }, "endpoint enabled");
-      return create(EnableEndpointResponseSchema, { endpoint: endpointMessage(resumed) });
+      this.deps.notifyDeliveries([name]);
+      this.deps.logger.info({ endpoint: name }, "endpoint enabled");
+      return create(EnableEndpointResponseSchema, { endpoint: endpointMessage(resumed, principal) });
     });
   }
 
@@ -549,8 +570,7 @@ export class AdminServiceImpl implements ServiceImpl<typeof AdminService> {
       const config = this.deps.config();
       let targets: string[];
       if (req.endpoint !== "") {
-        await this.requireDeliverable(req.endpoint, principal);
-        targets = [req.endpoint];
+        targets = [(await this.requireDeliverable(req.endpoint, principal)).name];
       } else {
         // Routing is decided here rather than by the normal filters: a test event is
         // meant to arrive even where, say, completion.min_tokens would drop it.
@@ -576,18 +596,23 @@ export class AdminServiceImpl implements ServiceImpl<typeof AdminService> {
   // An org token's series are its org's: its events, and attempts to its own endpoints.
   getSeries(req: GetSeriesRequest, ctx?: HandlerContext): Promise<GetSeriesResponse> {
     return this.rpc("GetSeries", async () => {
-      const org = orgScope(principalOf(ctx));
-      return getSeries(this.deps.store, req, this.now(), this.deps.config().delivery.retentionHours, org);
+      const principal = principalOf(ctx);
+      const org = orgScope(principal);
+      const res = await getSeries(this.deps.store, req, this.now(), this.deps.config().delivery.retentionHours, org);
+      if (req.breakdown === SeriesBreakdown.ENDPOINT) for (const s of res.series) s.key = shownName(s.key, principal);
+      return res;
     });
   }
 
   listQueues(_req: unknown, ctx?: HandlerContext): Promise<ListQueuesResponse> {
     return this.rpc("ListQueues", async () => {
-      const org = orgScope(principalOf(ctx));
+      const principal = principalOf(ctx);
+      const org = orgScope(principal);
       const all = await listQueues(this.deps.store);
       if (org === undefined) return all;
       const mine = new Set((await this.deps.store.listEndpoints()).filter((e) => e.orgId === org).map((e) => e.name));
       all.queues = all.queues.filter((q) => mine.has(q.endpoint));
+      for (const q of all.queues) q.endpoint = shownName(q.endpoint, principal);
       return all;
     });
   }
@@ -603,7 +628,8 @@ export class AdminServiceImpl implements ServiceImpl<typeof AdminService> {
 
   getStats(req: GetStatsRequest, ctx?: HandlerContext): Promise<GetStatsResponse> {
     return this.rpc("GetStats", async () => {
-      const orgId = requestOrg(principalOf(ctx), req.orgId, "org_id");
+      const principal = principalOf(ctx);
+      const orgId = requestOrg(principal, req.orgId, "org_id");
       const windowSeconds = req.windowSeconds === 0 ? DEFAULT_STATS_WINDOW_SECONDS : req.windowSeconds;
       const since = this.now() - windowSeconds * 1000;
       const [all, allEndpoints, eventsIngested] = await Promise.all([
@@ -630,9 +656,11 @@ export class AdminServiceImpl implements ServiceImpl<typeof AdminService> {
           });
         }
       }
-      const rows = [...byName.values()].sort((a, b) => a.endpoint.localeCompare(b.endpoint));
+      const rows = [...byName.values()];
       return create(GetStatsResponseSchema, {
-        endpoints: rows.map((r) => endpointStatsMessage(r, this.deps.isCircuitOpen(r.endpoint))),
+        endpoints: rows
+          .map((r) => endpointStatsMessage(r, this.deps.isCircuitOpen(r.endpoint), principal))
+          .sort((a, b) => a.endpoint.localeCompare(b.endpoint)),
         eventsIngested: BigInt(eventsIngested),
       });
     });
@@ -768,14 +796,16 @@ export class AdminServiceImpl implements ServiceImpl<typeof AdminService> {
       patch.eventTypes = dedupe(ep.eventTypes);
     }
     if (fields.has("apps")) patch.apps = checkApps(ep.apps, current.orgId);
-    if (fields.has("failover_to") && ep.failoverTo !== current.failoverTo) {
-      const all = (await this.deps.store.listEndpoints()).filter((e) => visibility(e, principal) !== "foreign");
-      invalidIf(failoverChainProblem(ep.name, ep.failoverTo, failoverMap(all)), "endpoint.failover_to");
-      invalidIf(
-        failoverOrgProblem(current.orgId, ep.failoverTo, all.find((e) => e.name === ep.failoverTo)?.orgId),
-        "endpoint.failover_to",
-      );
-      patch.failoverTo = ep.failoverTo;
+    if (fields.has("failover_to")) {
+      const target =
+        ep.failoverTo === "" ? undefined : await this.failoverTarget(current.orgId, ep.failoverTo, principal);
+      const failoverTo = target?.name ?? ep.failoverTo;
+      if (failoverTo !== current.failoverTo) {
+        const all = (await this.deps.store.listEndpoints()).filter((e) => visibility(e, principal) !== "foreign");
+        invalidIf(failoverChainProblem(current.name, failoverTo, failoverMap(all)), "endpoint.failover_to");
+        invalidIf(failoverOrgProblem(current.orgId, ep.failoverTo, target?.orgId), "endpoint.failover_to");
+        patch.failoverTo = failoverTo;
+      }
     }
     return patch;
   }
@@ -815,7 +845,7 @@ export class AdminServiceImpl implements ServiceImpl<typeof AdminService> {
    */
   private async requireEndpoint(name: string, field: string, principal: Principal): Promise<EndpointRecord> {
     invalidIf(name === "" ? "required" : undefined, field);
-    const record = await this.deps.store.getEndpoint(name);
+    const record = await findEndpoint(this.deps.store, name, principal);
     const seen = record === undefined ? "foreign" : visibility(record, principal);
     if (!record || seen === "foreign") throw new ConnectError(`endpoint "${name}" not found`, Code.NotFound);
     if (seen === "operator") {
@@ -829,12 +859,35 @@ export class AdminServiceImpl implements ServiceImpl<typeof AdminService> {
   }
 
   /** Deliveries to a missing or disabled endpoint would only fail; say so instead. */
-  private async requireDeliverable(name: string, principal: Principal): Promise<void> {
+  private async requireDeliverable(name: string, principal: Principal): Promise<EndpointRecord> {
     const record = await this.requireEndpoint(name, "endpoint", principal);
     if (!record.enabled) {
       const why = record.disabledReason ? ` (${record.disabledReason})` : "";
       throw new ConnectError(`endpoint "${name}" is disabled${why}`, Code.FailedPrecondition);
     }
+    return record;
+  }
+
+  /**
+   * The store key of the endpoint a caller names in a filter; the name itself when none
+   * matches (a deleted endpoint's history, or nothing: the org filter keeps other orgs' out).
+   */
+  private async endpointKey(name: string, principal: Principal): Promise<string> {
+    const record = await findEndpoint(this.deps.store, name, principal);
+    return record !== undefined && visibility(record, principal) !== "foreign" ? record.name : name;
+  }
+
+  /**
+   * What `name` fails over to for an endpoint of org `orgId` ("" for an operator endpoint):
+   * that org's endpoint by the name first, else whatever holds it (the org rule then speaks);
+   * for an org token another org's endpoint is as good as missing.
+   */
+  private async failoverTarget(orgId: string, name: string, principal: Principal): Promise<EndpointRecord | undefined> {
+    const record =
+      orgId !== "" && !name.includes("/")
+        ? ((await orgEndpoint(this.deps.store, orgId, name)) ?? (await this.deps.store.getEndpoint(name)))
+        : await findEndpoint(this.deps.store, name, principal);
+    return record !== undefined && visibility(record, principal) !== "foreign" ? record : undefined;
   }
 
   private async listDeliveriesPage(filter: Parameters<Store["listDeliveries"]>[0]) {

@@ -19,19 +19,24 @@ import type {
   EndpointStatsRecord,
 } from "../store/store.js";
 
+import type { Principal } from "../auth/principal.js";
 import { filtersMessage } from "../routing/filters.js";
+import { shownName } from "./endpoint-names.js";
 
 // uint64 fields are bigint: protobuf-es 2 ignores `jstype = JS_NUMBER` in admin.proto.
 
-/** Store records → Admin API messages. Secrets never cross: Endpoint.secret stays empty. */
+/**
+ * Store records → Admin API messages, for the caller (endpoint names as it sees them:
+ * endpoint-names.ts). Secrets never cross: Endpoint.secret stays empty.
+ */
 
-export function endpointMessage(record: EndpointRecord): Endpoint {
+export function endpointMessage(record: EndpointRecord, to: Principal): Endpoint {
   return create(EndpointSchema, {
-    name: record.name,
+    name: shownName(record.name, to),
     url: record.url,
     enabled: record.enabled,
     eventTypes: [...record.eventTypes],
-    failoverTo: record.failoverTo,
+    failoverTo: shownName(record.failoverTo, to),
     createTime: timestampFromMs(record.createdAt),
     updateTime: timestampFromMs(record.updatedAt),
     disabledReason: record.disabledReason,
@@ -75,12 +80,16 @@ export function attemptMessage(record: AttemptRecord): Attempt {
   });
 }
 
-export function deliveryMessage(record: DeliveryRecord, attempts: readonly AttemptRecord[] = []): Delivery {
+export function deliveryMessage(
+  record: DeliveryRecord,
+  to: Principal,
+  attempts: readonly AttemptRecord[] = [],
+): Delivery {
   return create(DeliverySchema, {
     id: record.id,
     eventId: record.eventId,
     eventType: record.eventType,
-    endpoint: record.endpoint,
+    endpoint: shownName(record.endpoint, to),
     status: deliveryStatusMessage(record.status),
     attemptCount: record.attemptCount,
     createTime: timestampFromMs(record.createdAt),
@@ -94,10 +103,10 @@ export function deliveryMessage(record: DeliveryRecord, attempts: readonly Attem
   });
 }
 
-export function endpointStatsMessage(record: EndpointStatsRecord, circuitOpen: boolean): EndpointStats {
+export function endpointStatsMessage(record: EndpointStatsRecord, circuitOpen: boolean, to: Principal): EndpointStats {
   const finished = record.delivered + record.failed + record.deadLettered;
   return create(EndpointStatsSchema, {
-    endpoint: record.endpoint,
+    endpoint: shownName(record.endpoint, to),
     delivered: BigInt(record.delivered),
     failed: BigInt(record.failed),
     deadLettered: BigInt(record.deadLettered),

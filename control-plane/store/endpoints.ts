@@ -111,6 +111,15 @@ export interface SigningKey {
 
 // ---- rules every backend applies ---------------------------------------------------------
 
+/**
+ * An endpoint's stored key as its org knows it: the key without the `ORG/` it has when
+ * another endpoint held its name when it was made (control-plane/admin/endpoint-names.ts).
+ */
+export function nameInOrg(key: string, orgId: string): string {
+  const prefix = `${orgId}/`;
+  return orgId !== "" && key.startsWith(prefix) ? key.slice(prefix.length) : key;
+}
+
 export const NO_FILTERS: EndpointFilters = { completionModels: [], completionMinTokens: 0, errorSeverities: [] };
 
 /** Stored as JSON text; rows from before filters existed hold "{}": no filters. */

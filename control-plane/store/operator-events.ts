@@ -3,6 +3,7 @@ import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { type Event, EventSchema, type EventType } from "../../gen/aigw/v1/events_pb.js";
 import { eventTypeName, isOperatorEventType } from "../../common/event-types.js";
 import { newEventId } from "../../common/ids.js";
+import { nameInOrg } from "./endpoints.js";
 import type { StoredEvent } from "./events.js";
 
 /**
@@ -70,8 +71,17 @@ export function runStillGoing(runInStore: number, runStartedAt: number): boolean
 /** The endpoint's disabled_reason after a 410 or a run of failures. */
 export const GONE_REASON = "receiver answered 410 Gone";
 
-function operatorEvent(orgId: string, now: number, payload: Event["payload"]): Event {
-  return create(EventSchema, { id: newEventId(), orgId, time: timestampFromMs(now), payload });
+/**
+ * The stored key of the endpoint an operator event made here is about. The payload names it
+ * as its org does (nameInOrg: the event goes to that org's endpoints too, which must not
+ * learn that another org holds the name); routing needs the key.
+ */
+const subjectKeys = new WeakMap<Event, string>();
+
+function operatorEvent(orgId: string, now: number, payload: Event["payload"], subjectKey: string): Event {
+  const event = create(EventSchema, { id: newEventId(), orgId, time: timestampFromMs(now), payload });
+  subjectKeys.set(event, subjectKey);
+  return event;
 }
 
 export function endpointDisabledEvent(
@@ -83,20 +93,25 @@ export function endpointDisabledEvent(
   now: number,
   failing?: { since: number; attempts: number },
 ): Event {
-  return operatorEvent(endpoint.orgId, now, {
-    case: "endpointDisabled",
-    value: {
-      $typeName: "aigw.v1.EndpointDisabledEvent",
-      endpoint: endpoint.name,
-      reason,
-      detail,
-      statusCode: last.statusCode,
-      lastError: last.lastError,
-      ...(failing ? { failingSince: timestampFromMs(failing.since) } : {}),
-      failedAttempts: failing?.attempts ?? 0,
-      pendingDeliveries: pending,
+  return operatorEvent(
+    endpoint.orgId,
+    now,
+    {
+      case: "endpointDisabled",
+      value: {
+        $typeName: "aigw.v1.EndpointDisabledEvent",
+        endpoint: nameInOrg(endpoint.name, endpoint.orgId),
+        reason,
+        detail,
+        statusCode: last.statusCode,
+        lastError: last.lastError,
+        ...(failing ? { failingSince: timestampFromMs(failing.since) } : {}),
+        failedAttempts: failing?.attempts ?? 0,
+        pendingDeliveries: pending,
+      },
     },
-  });
+    endpoint.name,
+  );
 }
 
 export function endpointRecoveredEvent(
@@ -104,15 +119,20 @@ export function endpointRecoveredEvent(
   openedAt: number,
   now: number,
 ): Event {
-  return operatorEvent(endpoint.orgId, now, {
-    case: "endpointRecovered",
-    value: {
-      $typeName: "aigw.v1.EndpointRecoveredEvent",
-      endpoint: endpoint.name,
-      ...(openedAt > 0 ? { openedTime: timestampFromMs(openedAt) } : {}),
-      downMs: BigInt(openedAt > 0 ? Math.max(0, Math.round(now - openedAt)) : 0),
+  return operatorEvent(
+    endpoint.orgId,
+    now,
+    {
+      case: "endpointRecovered",
+      value: {
+        $typeName: "aigw.v1.EndpointRecoveredEvent",
+        endpoint: nameInOrg(endpoint.name, endpoint.orgId),
+        ...(openedAt > 0 ? { openedTime: timestampFromMs(openedAt) } : {}),
+        downMs: BigInt(openedAt > 0 ? Math.max(0, Math.round(now - openedAt)) : 0),
+      },
     },
-  });
+    endpoint.name,
+  );
 }
 
 export interface ExhaustedDelivery {
@@ -128,23 +148,30 @@ export interface ExhaustedDelivery {
 /** Undefined for a delivery of an operator event: those never make another. */
 export function deliveryExhaustedEvent(d: ExhaustedDelivery, orgId: string, now: number): Event | undefined {
   if (isOperatorEventType(d.eventType)) return undefined;
-  return operatorEvent(orgId, now, {
-    case: "deliveryExhausted",
-    value: {
-      $typeName: "aigw.v1.DeliveryExhaustedEvent",
-      deliveryId: d.id,
-      endpoint: d.endpoint,
-      eventId: d.eventId,
-      eventType: eventTypeName(d.eventType) ?? "unknown",
-      attempts: d.attemptCount,
-      lastError: d.lastError,
-      originDeliveryId: d.originDeliveryId,
+  return operatorEvent(
+    orgId,
+    now,
+    {
+      case: "deliveryExhausted",
+      value: {
+        $typeName: "aigw.v1.DeliveryExhaustedEvent",
+        deliveryId: d.id,
+        endpoint: nameInOrg(d.endpoint, orgId),
+        eventId: d.eventId,
+        eventType: eventTypeName(d.eventType) ?? "unknown",
+        attempts: d.attemptCount,
+        lastError: d.lastError,
+        originDeliveryId: d.originDeliveryId,
+      },
     },
-  });
+    d.endpoint,
+  );
 }
 
-/** The endpoint an operator event is about: it never receives that event. */
+/** The endpoint (its key) an operator event is about: it never receives that event. */
 export function subjectEndpoint(event: Event): string {
+  const key = subjectKeys.get(event);
+  if (key !== undefined) return key;
   const p = event.payload;
   switch (p.case) {
     case "endpointDisabled":

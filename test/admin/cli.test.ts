@@ -117,6 +117,39 @@ describe("aigw admin verbs against a real Admin API server", () => {
     expect((await aigw(["endpoints", "list"])).out).toBe("no endpoints\n");
   });
 
+  it("names per org: the operator's second endpoint of a name is ORG/NAME, and ORG/NAME finds either", async () => {
+    await serve();
+    const make = (org: string) =>
+      aigw([
+        "endpoints",
+        "create",
+        "billing",
+        "--url",
+        `https://${org}.example.com/h`,
+        "--secret",
+        SECRET_A,
+        "--org",
+        org,
+      ]);
+    expect((await make("acme")).out).toMatch(/^created endpoint billing\n/);
+    const second = await make("globex");
+    expect(second.err).toBe("");
+    expect(second.out).toMatch(/^created endpoint globex\/billing\n/);
+    expect((await make("globex")).err).toContain('endpoint "billing" already exists');
+    const listed = (await aigw(["endpoints", "list", "--org", "globex"])).out.trimEnd().split("\n");
+    expect(listed[1]).toMatch(/^globex\/billing +globex +https:\/\/globex\.example\.com\/h /);
+    expect((await aigw(["endpoints", "get", "acme/billing"])).out).toMatch(/^url: +https:\/\/acme\.example\.com\/h$/m);
+    expect((await aigw(["endpoints", "get", "globex/billing"])).out).toMatch(
+      /^url: +https:\/\/globex\.example\.com\/h$/m,
+    );
+    expect(await aigw(["endpoints", "delete", "globex/billing"])).toEqual({
+      code: 0,
+      out: "deleted endpoint globex/billing\n",
+      err: "",
+    });
+    expect((await aigw(["endpoints", "get", "billing"])).out).toMatch(/^org: +acme$/m);
+  });
+
   it("prints API errors as aigw: [AIGW_CODE (]<code>[)]: <message> and exits 1", async () => {
     await serve();
     const missing = await aigw(["endpoints", "get", "nope"]);

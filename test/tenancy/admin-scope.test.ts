@@ -312,6 +312,104 @@ auth:
     for (const name of ["acme-down", "globex-down"]) await operator.deleteEndpoint({ name });
   });
 
+  it("endpoint names are per org: two orgs each have their own, and neither learns of the other's", async () => {
+    const [acmeRx, globexRx] = [
+      await startTestReceiver({ secret: TEST_SECRET }),
+      await startTestReceiver({ secret: TEST_SECRET }),
+    ];
+    try {
+      const a = clients(fx, (await operator.createToken({ orgId: "acme", kind: TokenKind.ADMIN })).secret).admin;
+      const g = clients(fx, (await operator.createToken({ orgId: "globex", kind: TokenKind.ADMIN })).secret).admin;
+      const shared = (url: string) => ({
+        name: "shared",
+        url,
+        secret: TEST_SECRET,
+        enabled: true,
+        eventTypes: [EventType.COMPLETION],
+      });
+      expect((await a.createEndpoint({ endpoint: shared(acmeRx.url) })).endpoint).toMatchObject({
+        name: "shared",
+        orgId: "acme",
+      });
+      // The same name in another org: no conflict, and nothing says acme has one.
+      expect((await g.createEndpoint({ endpoint: shared(globexRx.url) })).endpoint).toMatchObject({
+        name: "shared",
+        orgId: "globex",
+      });
+      for (const org of [a, g]) {
+        const again = await org
+          .createEndpoint({ endpoint: shared(acmeRx.url) })
+          .catch((e: unknown) => ConnectError.from(e));
+        expect(again).toMatchObject({ code: Code.AlreadyExists, rawMessage: 'endpoint "shared" already exists' });
+      }
+      expect((await a.getEndpoint({ name: "shared" })).endpoint?.url).toBe(acmeRx.url);
+      expect((await g.getEndpoint({ name: "shared" })).endpoint?.url).toBe(globexRx.url);
+      expect((await g.listEndpoints({})).endpoints.filter((e) => e.name === "shared").map((e) => e.url)).toEqual([
+        globexRx.url,
+      ]);
+      // The operator sees both: the second under ORG/NAME, and ORG/NAME finds either.
+      const mine = (await operator.listEndpoints({})).endpoints.filter((e) => e.name.endsWith("shared"));
+      expect(mine.map((e) => [e.name, e.orgId])).toEqual([
+        ["globex/shared", "globex"],
+        ["shared", "acme"],
+      ]);
+      expect((await operator.getEndpoint({ name: "acme/shared" })).endpoint?.url).toBe(acmeRx.url);
+      expect((await operator.getEndpoint({ name: "globex/shared" })).endpoint?.url).toBe(globexRx.url);
+      // Naming the other org's ORG/NAME is NOT_FOUND, like any missing endpoint.
+      expect(await code(a.getEndpoint({ name: "globex/shared" }))).toBe(Code.NotFound);
+      expect((await g.getEndpoint({ name: "globex/shared" })).endpoint?.name).toBe("shared");
+
+      // Traffic of both orgs: each org's "shared" receives its org's events only.
+      const sidecar = openSidecarStreamWithToken(fx);
+      const events = [
+        completion("gpt-4", 500, { orgId: "acme", app: "chat" }),
+        completion("gpt-4", 500, { orgId: "globex", app: "chat" }),
+        completion("gpt-4", 500, { orgId: "globex", app: "chat" }),
+      ];
+      await sidecar.sendBatch(events);
+      sidecar.close();
+      await waitFor(
+        "each org's shared endpoint got its events",
+        () => acmeRx.received.length >= 1 && globexRx.received.length >= 2,
+      );
+      expect(acmeRx.received.map((r) => r.body.org_id)).toEqual(["acme"]);
+      expect(globexRx.received.map((r) => r.body.org_id)).toEqual(["globex", "globex"]);
+      const globexDeliveries = (await g.listDeliveries({ endpoint: "shared" })).deliveries;
+      expect(globexDeliveries.map((d) => d.endpoint)).toEqual(["shared", "shared"]);
+      expect((await operator.listDeliveries({ endpoint: "globex/shared" })).deliveries.map((d) => d.endpoint)).toEqual([
+        "globex/shared",
+        "globex/shared",
+      ]);
+      expect((await a.listDeliveries({ endpoint: "shared" })).deliveries).toHaveLength(1);
+      expect((await g.getStats({})).endpoints.find((s) => s.endpoint === "shared")?.delivered).toBe(2n);
+      expect((await operator.getStats({})).endpoints.find((s) => s.endpoint === "globex/shared")?.delivered).toBe(2n);
+
+      // Each org's verbs reach its own endpoint only.
+      await g.pauseEndpoint({ name: "shared" });
+      expect((await a.getEndpoint({ name: "shared" })).endpoint?.paused).toBe(false);
+      expect((await g.getEndpoint({ name: "shared" })).endpoint?.paused).toBe(true);
+      await g.resumeEndpoint({ name: "shared" });
+      // Its failover by name is its own endpoint, shown by name.
+      const primary = await g.createEndpoint({
+        endpoint: { ...shared(globexRx.url), name: "shared-primary", failoverTo: "shared" },
+      });
+      expect(primary.endpoint?.failoverTo).toBe("shared");
+      expect((await operator.getEndpoint({ name: "globex/shared-primary" })).endpoint?.name).toBe("shared-primary");
+      expect((await operator.getEndpoint({ name: "shared-primary" })).endpoint?.failoverTo).toBe("globex/shared");
+      const blocked = await g.deleteEndpoint({ name: "shared" }).catch((e: unknown) => ConnectError.from(e));
+      expect(blocked).toMatchObject({ code: Code.FailedPrecondition });
+      expect((blocked as ConnectError).rawMessage).toContain('the failover of "shared-primary"');
+      await g.deleteEndpoint({ name: "shared-primary" });
+      await g.deleteEndpoint({ name: "shared" });
+      expect(await code(g.getEndpoint({ name: "shared" }))).toBe(Code.NotFound);
+      expect((await a.getEndpoint({ name: "shared" })).endpoint?.url).toBe(acmeRx.url);
+      await a.deleteEndpoint({ name: "shared" });
+    } finally {
+      await acmeRx.close();
+      await globexRx.close();
+    }
+  });
+
   it("the feed shows its org only, and a revoked token's open watch ends within a second", async () => {
     const seen: WatchResponse[] = [];
     const abort = new AbortController();

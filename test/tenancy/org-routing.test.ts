@@ -1,7 +1,7 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampNow } from "@bufbuild/protobuf/wkt";
 import { describe, expect, it } from "vitest";
-import { type Event, EventSchema } from "../../gen/aigw/v1/events_pb.js";
+import { type Event, EventSchema, EventType } from "../../gen/aigw/v1/events_pb.js";
 import { newEventId } from "../../common/ids.js";
 import { parseConfig } from "../../control-plane/config/load.js";
 import { ConfigError } from "../../control-plane/config/types.js";
@@ -9,6 +9,7 @@ import { budgetEvent } from "../../control-plane/budgets/budget-ledger.js";
 import { EventRouter } from "../../control-plane/routing/event-router.js";
 import type { EndpointRecord } from "../../control-plane/store/store.js";
 import {
+  deliveryExhaustedEvent,
   endpointDisabledEvent,
   endpointRecoveredEvent,
   operatorTargets,
@@ -154,6 +155,56 @@ describe("routing by org and app, every event type", () => {
       now,
     );
     expect(operatorTargets(route, operatorOwn)).toEqual([]);
+  });
+
+  it("an operator event about an endpoint stored as ORG/NAME names it as its org does, and only it is left out", () => {
+    const config = parseConfig("events:\n  subscribe: [endpoint.disabled, delivery.exhausted]\n", {
+      file: "t.yaml",
+      env: {},
+    });
+    // The operator's "hook" held the name when globex made its own "hook".
+    const router = new EventRouter(config, [
+      endpoint("hook"),
+      endpoint("globex/hook", "globex"),
+      endpoint("globex-all", "globex"),
+    ]);
+    const route = (e: Event) => router.route(e);
+    const now = Date.now();
+    const disabled = endpointDisabledEvent(
+      { name: "globex/hook", orgId: "globex" },
+      "gone",
+      "410",
+      { statusCode: 410, lastError: "" },
+      0,
+      now,
+    );
+    expect(disabled.payload.case === "endpointDisabled" && disabled.payload.value.endpoint).toBe("hook");
+    expect(operatorTargets(route, disabled).sort()).toEqual(["globex-all", "hook"]);
+    const exhausted = deliveryExhaustedEvent(
+      {
+        id: "d1",
+        endpoint: "globex/hook",
+        eventId: "e1",
+        eventType: EventType.COMPLETION,
+        attemptCount: 3,
+        lastError: "HTTP 500",
+        originDeliveryId: "",
+      },
+      "globex",
+      now,
+    );
+    expect(exhausted?.payload.case === "deliveryExhausted" && exhausted.payload.value.endpoint).toBe("hook");
+    expect(operatorTargets(route, exhausted as Event).sort()).toEqual(["globex-all", "hook"]);
+    // The operator's own "hook" is the one left out of an event about it.
+    const own = endpointDisabledEvent(
+      { name: "hook", orgId: "" },
+      "gone",
+      "410",
+      { statusCode: 410, lastError: "" },
+      0,
+      now,
+    );
+    expect(operatorTargets(route, own)).toEqual([]);
   });
 
   it("an org endpoint failing over to the operator's does not make it a standby", () => {
