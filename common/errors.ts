@@ -52,6 +52,11 @@ export const ERROR_CATALOGUE = {
       "(warning) every attempt to an endpoint failed for delivery.auto_disable_after_ms (two attempts at least): aigw disabled it and sent endpoint.disabled; its pending deliveries fail without an attempt",
     fix: "fix the receiver, then aigw endpoints enable NAME and replay what failed: aigw deliveries replay --since DURATION --endpoint NAME",
   },
+  AIGW_RESULT_UNRECORDABLE: {
+    meaning:
+      "the store refused a delivery attempt's result for what it held (not for being unavailable): aigw recorded the attempt again without its details (its outcome, status code and time; the reason as its error), so the delivery is not sent again; a result refused even then waits for its lease to expire and the delivery is attempted again",
+    fix: "report it with the log line (it names the delivery and the store's error): the store should take every result",
+  },
   AIGW_RETENTION_KEPT_PENDING: {
     meaning:
       "(warning) events older than delivery.retention_hours are kept because their deliveries to live (enabled) endpoints are still pending; retention never takes work away from an endpoint",

@@ -136,6 +136,9 @@ interface SentAttempt {
   endpoint: EndpointRecord;
 }
 
+/** An attempt's latency as a plain record holds it: at most a 32-bit column's. */
+const MAX_RECORDED_LATENCY_MS = 2 ** 31 - 1;
+
 export class DeliveryScheduler {
   private config: GatewayConfig;
   private readonly store: Store;
@@ -786,7 +789,7 @@ export class DeliveryScheduler {
 
   /** Records the attempt, then wakes the lanes it gave work to. */
   private async complete(delivery: ClaimedDelivery, attempt: NewAttempt, outcome: AttemptOutcome): Promise<void> {
-    const result = await this.recordAttempt(delivery, attempt, outcome);
+    const result = await this.recordOrPlainly(delivery, attempt, outcome);
     this.attemptCounts[outcome.status]++;
     const traffic = this.traffic;
     if (traffic && result.recorded) {
@@ -824,6 +827,40 @@ export class DeliveryScheduler {
       this.failedOver(delivery.endpoint, result.failoverDelivery.endpoint);
       this.lanes.wake(result.failoverDelivery.endpoint, now, now);
       this.schedulePump();
+    }
+  }
+
+  /**
+   * Records the attempt as it was or, when the store refuses that for what it holds (any
+   * error but the store being unavailable: a value a column cannot take, say), plainly: the
+   * same outcome, status code and start, the reason as its error, no response body. Left
+   * pending, the delivery would be sent again at every lease expiry and refused again each
+   * time. What the store refuses even then goes as before (the lease expires).
+   */
+  private async recordOrPlainly(
+    delivery: ClaimedDelivery,
+    attempt: NewAttempt,
+    outcome: AttemptOutcome,
+  ): Promise<CompleteResult> {
+    try {
+      return await this.recordAttempt(delivery, attempt, outcome);
+    } catch (err) {
+      if (isStoreUnavailable(err) || !this.running) throw err;
+      this.log.error(
+        { err, deliveryId: delivery.id, endpoint: delivery.endpoint, code: "AIGW_RESULT_UNRECORDABLE" },
+        "the store refused a delivery attempt's result; recording it without its details",
+      );
+      const why = String((err as Error)?.message ?? err)
+        .replace(/[\u0000-\u001f\u007f]+/g, " ")
+        .slice(0, 200);
+      const plain: NewAttempt = {
+        startedAt: attempt.startedAt,
+        statusCode: attempt.statusCode,
+        latencyMs: Math.min(Math.max(0, Math.round(attempt.latencyMs)), MAX_RECORDED_LATENCY_MS),
+        error: `the store refused this attempt's record (${why}); recorded without its details`,
+        responseBody: "",
+      };
+      return this.recordAttempt(delivery, plain, outcome);
     }
   }
 

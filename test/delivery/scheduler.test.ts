@@ -198,6 +198,40 @@ describe("DeliveryScheduler", () => {
     expect(s.metrics().attempts).toMatchObject({ retry: 2, dead_lettered: 1, delivered: 1 });
   });
 
+  it("records a result the store refuses as it was plainly, so the delivery is not sent again at every lease expiry", async () => {
+    // The receiver's answer carries what the store will not take (as a value a column cannot
+    // hold once did): only that attempt's record is refused, and not for being unavailable.
+    const r = await receiver((_req, res) => res.writeHead(200).end("refuse-me"));
+    await endpoint("primary", r.url);
+    const [event] = await ingest("primary");
+    const refusing = new Proxy(store, {
+      get(target, prop, receiverObj) {
+        if (prop === "completeAttempt") {
+          return (delivery: unknown, attempt: { responseBody: string }, outcome: unknown) => {
+            if (attempt.responseBody.includes("refuse-me")) {
+              return Promise.reject(new Error('value "refuse-me" is out of range for its column'));
+            }
+            return target.completeAttempt(delivery as never, attempt as never, outcome as never);
+          };
+        }
+        const value = Reflect.get(target, prop, receiverObj);
+        return typeof value === "function" ? value.bind(target) : value;
+      },
+    });
+    scheduler(testConfig(), { targetStore: refusing });
+    const delivered = await statusOf(event!.id, "primary", "delivered");
+    expect(delivered.attemptCount).toBe(1);
+    expect(r.requests).toHaveLength(1);
+    const [attempt] = await store.listAttempts(delivered.id);
+    expect(attempt).toMatchObject({ statusCode: 200, responseBody: "" });
+    expect(attempt?.error).toContain('the store refused this attempt\'s record (value "refuse-me" is out of range');
+    const logged = logLines.map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(logged.find((l) => l.code === "AIGW_RESULT_UNRECORDABLE")).toMatchObject({
+      deliveryId: delivered.id,
+      endpoint: "primary",
+    });
+  });
+
   it("fails a 400 at once with one attempt", async () => {
     const r = await receiver((_req, res) => res.writeHead(400).end('{"error":"bad"}'));
     await endpoint("primary", r.url);
