@@ -381,7 +381,11 @@ auth:
         "globex/shared",
       ]);
       expect((await a.listDeliveries({ endpoint: "shared" })).deliveries).toHaveLength(1);
-      expect((await g.getStats({})).endpoints.find((s) => s.endpoint === "shared")?.delivered).toBe(2n);
+      // Results are recorded a moment after the receiver answered (on PostgreSQL, up to 20 ms).
+      await waitFor(
+        "globex's two deliveries recorded",
+        async () => (await g.getStats({})).endpoints.find((s) => s.endpoint === "shared")?.delivered === 2n,
+      );
       expect((await operator.getStats({})).endpoints.find((s) => s.endpoint === "globex/shared")?.delivered).toBe(2n);
 
       // Each org's verbs reach its own endpoint only.
