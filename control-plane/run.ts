@@ -16,7 +16,7 @@ import { AdminServiceImpl } from "./admin/admin-service.js";
 import { BudgetAdminRpcs } from "./budgets/admin-rpcs.js";
 import { Budgets } from "./budgets/budgets.js";
 import { loadConfigFile } from "./config/load.js";
-import type { GatewayConfig } from "./config/types.js";
+import { ConfigError, type ConfigProblem, type GatewayConfig } from "./config/types.js";
 import { DeliveryScheduler } from "./delivery/scheduler.js";
 import { EventBus } from "./feed/event-bus.js";
 import { FeedServiceImpl } from "./feed/feed-service.js";
@@ -110,7 +110,7 @@ export async function runControlPlane(options: ControlPlaneOptions): Promise<Run
     logger,
   });
   try {
-    await applyConfigEndpoints(store, config);
+    await applyConfigEndpoints(store, config, options.configPath ?? "config");
   } catch (err) {
     await store.close();
     throw err;
@@ -539,15 +539,31 @@ function refuseOpenListeners(config: GatewayConfig, at: HostPort[]): void {
   }
 }
 
-async function applyConfigEndpoints(store: Store, config: GatewayConfig): Promise<void> {
+async function applyConfigEndpoints(store: Store, config: GatewayConfig, file: string): Promise<void> {
   // The file's names are the operator's, one namespace: each is its endpoint's key, unless
-  // the org already has that endpoint under ORG/NAME (made with the Admin API while another
-  // endpoint held the name: admin/endpoint-names.ts); then the file's entry is that one.
+  // the org already has that endpoint under ORG/NAME, or another org made an endpoint of
+  // that name with the Admin API (admin/endpoint-names.ts): an org's entry then is (or
+  // becomes) ORG/NAME, and an operator entry is refused, since taking that endpoint over
+  // would send every org's events to the other org's receiver.
   const keys = new Map<string, string>();
+  const problems: ConfigProblem[] = [];
   for (const [name, ep] of Object.entries(config.webhooks)) {
     const qualified = ep.orgId !== "" ? await store.getEndpoint(qualifiedKey(ep.orgId, name)) : undefined;
-    keys.set(name, qualified?.name ?? name);
+    const held = qualified === undefined ? await store.getEndpoint(name) : undefined;
+    const othersApiEndpoint =
+      held !== undefined && !held.fromConfig && !held.oneOff && held.orgId !== "" && held.orgId !== ep.orgId;
+    if (qualified !== undefined) keys.set(name, qualified.name);
+    else if (!othersApiEndpoint) keys.set(name, name);
+    else if (ep.orgId !== "") keys.set(name, qualifiedKey(ep.orgId, name));
+    else {
+      problems.push({
+        path: `webhooks.${name}`,
+        line: 0,
+        message: `org "${held.orgId}" made an endpoint named "${name}" with the Admin API; an operator endpoint of that name would take it over and send every org's events to its receiver: rename this entry (or delete that endpoint: aigw endpoints delete ${name})`,
+      });
+    }
   }
+  if (problems.length > 0) throw new ConfigError(file, problems);
   for (const [name, ep] of Object.entries(config.webhooks)) {
     await store.upsertEndpoint(
       {

@@ -81,6 +81,8 @@ export interface EndpointRecord extends NewEndpoint {
   apps: string[];
   /** A one-off endpoint (x-aigw-webhook-url), signed with its org's keys. */
   oneOff: boolean;
+  /** Written by the config file (its last upsert); false for one made with the Admin API. */
+  fromConfig?: boolean;
   disabledReason: string;
   /** Deliveries held (pauseEndpoint); independent of enabled. */
   paused: boolean;

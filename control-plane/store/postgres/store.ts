@@ -2607,6 +2607,7 @@ function toEndpointRecord(row: EndpointRow): EndpointRecord {
     orgId: row.org_id,
     apps: JSON.parse(row.apps) as string[],
     oneOff: row.one_off,
+    fromConfig: row.config_secret !== "",
     paused: row.paused,
     pausedAt: row.paused_at === null ? null : Number(row.paused_at),
   };

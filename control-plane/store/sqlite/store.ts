@@ -1844,6 +1844,7 @@ function toEndpointRecord(row: EndpointRow): EndpointRecord {
     orgId: row.org_id,
     apps: JSON.parse(row.apps) as string[],
     oneOff: row.one_off === 1,
+    fromConfig: row.config_secret !== "",
     paused: row.paused === 1,
     pausedAt: row.paused_at,
   };
