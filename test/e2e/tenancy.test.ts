@@ -180,6 +180,29 @@ auth:
       expect(r.code, args.join(" ")).toBe(1);
       expect(r.err, args.join(" ")).toContain('endpoint "acme-hook" not found');
     }
+    // Names are per org: each org makes its own "shared"; the operator sees globex's as globex/shared.
+    for (const t of [acmeAdmin, globexAdmin]) {
+      const made = await cli(
+        [
+          "endpoints",
+          "create",
+          "shared",
+          "--url",
+          receivers.ops?.url ?? "",
+          "--secret",
+          TEST_SECRET,
+          "--events",
+          "budget",
+        ],
+        t.secret,
+      );
+      expect(made.code, made.err).toBe(0);
+      expect(made.out).toMatch(/^created endpoint shared$/m);
+    }
+    expect((await cli(["endpoints", "get", "globex/shared"])).out).toMatch(/org:\s+globex/);
+    expect((await cli(["endpoints", "get", "shared"], globexAdmin.secret)).out).toMatch(/org:\s+globex/);
+    for (const t of [acmeAdmin, globexAdmin])
+      expect((await cli(["endpoints", "delete", "shared"], t.secret)).code).toBe(0);
     const denied = await cli(["tokens", "list"], globexAdmin.secret);
     expect(denied.code).toBe(1);
     expect(denied.err).toContain("AIGW_PERMISSION_DENIED");
