@@ -63,6 +63,10 @@ export const endpoints: CommandGroup = {
       name: "get",
       summary: "show one endpoint",
       args: NAME,
+      details:
+        "Names are per org: with an org's token NAME is one of its endpoints. With the operator's, NAME is the\n" +
+        "name aigw endpoints list shows (an org's endpoint whose name another endpoint has shows as ORG/NAME),\n" +
+        "and ORG/NAME finds any org's endpoint. The other verbs take NAME the same way.",
       async run(ctx, [name = ""]) {
         const res = await ctx.client.getEndpoint({ name });
         ctx.print(AdminService.method.getEndpoint.output, res, () => endpointText(res.endpoint));
