@@ -253,6 +253,7 @@ function writeEvent(w: Writer, event: Event): boolean {
   if (!str(w, 0x22, event.provider)) return false;
   const time = event.time;
   if (time !== undefined && Object.hasOwn(event, "time")) {
+    if (typeof time !== "object" || time === null) return false;
     w.byte(0x2a);
     const start = w.begin();
     if (!writeTimestamp(w, time)) return false;
@@ -288,9 +289,11 @@ function writeEvent(w: Writer, event: Event): boolean {
     default:
       return false;
   }
+  const value: unknown = payload.value;
+  if (typeof value !== "object" || value === null) return false;
   w.byte(tag);
   const start = w.begin();
-  if (!write(w, payload.value as never)) return false;
+  if (!write(w, value as never)) return false;
   w.end(start);
   return true;
 }

@@ -164,6 +164,10 @@ describe("encodeEventBatch", () => {
     (bad.payload.value as { tokensUsed: number }).tokensUsed = -1;
     expect(() => reference(1, [bad])).toThrow(/tokens_used/);
     expect(() => encodeEventBatch(1, [bad])).toThrow(/tokens_used/);
+    const noValue = create(EventSchema, { id: "evt_3" });
+    (noValue as { payload: unknown }).payload = { case: "completion", value: undefined };
+    // protobuf-es writes an empty message for a case without a value; so does the encoder.
+    expect(Buffer.from(encodeEventBatch(1, [noValue]))).toEqual(Buffer.from(reference(1, [noValue])));
     // The next batch is unharmed by the one refused.
     const good = create(EventSchema, { id: "evt_2" });
     expect(Buffer.from(encodeEventBatch(2, [good]))).toEqual(Buffer.from(reference(2, [good])));
