@@ -39,7 +39,7 @@ export function encodeEventBatch(seq: number, events: readonly Event[]): Uint8Ar
   }
   const bytes = new Uint8Array(w.buf.subarray(0, w.pos));
   // A batch of large events grew the buffer: not kept at that size.
-  if (w.buf.length > KEPT_BYTES) w.buf = Buffer.allocUnsafe(KEPT_BYTES);
+  if (w.buf.length > KEPT_BYTES) w.buf = Buffer.alloc(0);
   return bytes;
 }
 
@@ -53,12 +53,13 @@ const MIN_INT64 = -(1n << 63n);
 
 /** A growing buffer that is reused from batch to batch. */
 class Writer {
-  buf: Buffer = Buffer.allocUnsafe(KEPT_BYTES);
+  /** Allocated at the first batch: an idle sidecar holds none of it. */
+  buf: Buffer = Buffer.alloc(0);
   pos = 0;
 
   ensure(room: number): void {
     if (this.pos + room <= this.buf.length) return;
-    const grown = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.pos + room));
+    const grown = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.pos + room, KEPT_BYTES));
     this.buf.copy(grown, 0, 0, this.pos);
     this.buf = grown;
   }
