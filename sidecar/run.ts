@@ -5,6 +5,7 @@ import { type RunningAdminServer, startAdminServer } from "./admin/admin-server.
 import { ProxyMetrics } from "./proxy/proxy-metrics.js";
 import { startIdleCollection } from "./proxy/idle-gc.js";
 import { startProxy } from "./proxy/server.js";
+import { boundYoungGeneration, DEFAULT_YOUNG_GENERATION_BYTES } from "./proxy/young-generation.js";
 import { DEFAULT_PROXY_SETTINGS, type ProxySettings, settingsFromSnapshot } from "./proxy/settings.js";
 import { Uplink } from "./uplink/uplink.js";
 
@@ -93,6 +94,9 @@ export async function runSidecar(options: SidecarOptions): Promise<RunningSideca
           requests: () => metrics.dispatched,
           onCollect: (info) => logger.debug(info, "idle: full garbage collection"),
         });
+  // The young generation bounded (8 MiB unless AIGW_SIDECAR_YOUNG_GENERATION_MB says; 0: V8's own).
+  const youngMb = Number(process.env.AIGW_SIDECAR_YOUNG_GENERATION_MB ?? DEFAULT_YOUNG_GENERATION_BYTES / 1048576);
+  const youngGeneration = boundYoungGeneration(Number.isFinite(youngMb) ? youngMb * 1048576 : 0);
   const adminUrl = adminServer.url;
   logger.info({ url: proxy.url, admin: adminUrl, controlPlanes, upstreams: options.upstreams }, "sidecar ready");
   return {
@@ -101,6 +105,7 @@ export async function runSidecar(options: SidecarOptions): Promise<RunningSideca
     uplink,
     close: async () => {
       idleCollection?.stop();
+      youngGeneration.stop();
       await proxy.close();
       await uplink.flush({ timeoutMs: 5000 }).catch(() => {});
       await uplink.close();

@@ -1,6 +1,10 @@
-import { create, type MessageInitShape } from "@bufbuild/protobuf";
-import { timestampNow } from "@bufbuild/protobuf/wkt";
-import { type Event, EventSchema } from "../../gen/aigw/v1/events_pb.js";
+import type {
+  CompletionEvent,
+  ErrorEvent,
+  Event,
+  RateLimitEvent,
+  StreamingEvent,
+} from "../../gen/aigw/v1/events_pb.js";
 import { newEventId } from "../../common/ids.js";
 import type { Usage } from "../providers/adapter.js";
 
@@ -103,27 +107,30 @@ export interface CompletionFields {
 
 export function completionEvent(origin: EventOrigin, f: CompletionFields): Event {
   const usage = f.usage;
-  return eventOf(origin, {
-    case: "completion",
-    value: {
-      requestId: f.requestId,
-      model: f.model,
-      tokensUsed: tokens(usage?.totalTokens),
-      promptTokens: tokens(usage?.promptTokens),
-      completionTokens: tokens(usage?.completionTokens),
-      ...(usage?.cacheReadTokens !== undefined ? { cacheReadTokens: tokens(usage.cacheReadTokens) } : {}),
-      ...(usage?.cacheWriteTokens !== undefined ? { cacheWriteTokens: tokens(usage.cacheWriteTokens) } : {}),
-      ...(usage?.cacheWrite1hTokens !== undefined ? { cacheWrite1hTokens: tokens(usage.cacheWrite1hTokens) } : {}),
-      ...(usage?.reasoningTokens !== undefined ? { reasoningTokens: tokens(usage.reasoningTokens) } : {}),
-      usageUnknown: !f.usageKnown,
-      latencyMs: millis(f.latencyMs),
-      ...(f.ttftMs !== undefined ? { ttftMs: millis(f.ttftMs) } : {}),
-      stream: f.stream,
-      statusCode: f.statusCode,
-      path: f.path,
-      finishReason: f.finishReason ?? "",
-    },
-  });
+  const value: CompletionEvent = {
+    $typeName: "aigw.v1.CompletionEvent",
+    requestId: f.requestId,
+    model: f.model,
+    tokensUsed: tokens(usage?.totalTokens),
+    promptTokens: tokens(usage?.promptTokens),
+    completionTokens: tokens(usage?.completionTokens),
+    costUsd: 0,
+    latencyMs: millis(f.latencyMs),
+    stream: f.stream,
+    statusCode: f.statusCode,
+    path: f.path,
+    responseJson: "",
+    pricingUnknown: false,
+    finishReason: f.finishReason ?? "",
+    async: false,
+    usageUnknown: !f.usageKnown,
+  };
+  if (f.ttftMs !== undefined) value.ttftMs = millis(f.ttftMs);
+  if (usage?.cacheReadTokens !== undefined) value.cacheReadTokens = tokens(usage.cacheReadTokens);
+  if (usage?.cacheWriteTokens !== undefined) value.cacheWriteTokens = tokens(usage.cacheWriteTokens);
+  if (usage?.cacheWrite1hTokens !== undefined) value.cacheWrite1hTokens = tokens(usage.cacheWrite1hTokens);
+  if (usage?.reasoningTokens !== undefined) value.reasoningTokens = tokens(usage.reasoningTokens);
+  return eventOf(origin, { case: "completion", value });
 }
 
 export interface ErrorFields {
@@ -139,20 +146,19 @@ export interface ErrorFields {
 }
 
 export function errorEvent(origin: EventOrigin, f: ErrorFields): Event {
-  return eventOf(origin, {
-    case: "error",
-    value: {
-      requestId: f.requestId,
-      errorType: f.errorClass.errorType,
-      errorMessage: f.errorMessage,
-      statusCode: f.statusCode,
-      ...(f.retryAfter !== undefined ? { retryAfter: f.retryAfter } : {}),
-      severity: f.errorClass.severity,
-      model: f.model,
-      path: f.path,
-      latencyMs: millis(f.latencyMs),
-    },
-  });
+  const value: ErrorEvent = {
+    $typeName: "aigw.v1.ErrorEvent",
+    requestId: f.requestId,
+    errorType: f.errorClass.errorType,
+    errorMessage: f.errorMessage,
+    statusCode: f.statusCode,
+    severity: f.errorClass.severity,
+    model: f.model,
+    path: f.path,
+    latencyMs: millis(f.latencyMs),
+  };
+  if (f.retryAfter !== undefined) value.retryAfter = f.retryAfter;
+  return eventOf(origin, { case: "error", value });
 }
 
 /**
@@ -191,16 +197,15 @@ export interface StreamingFields {
 }
 
 export function streamingEvent(origin: EventOrigin, f: StreamingFields): Event {
-  return eventOf(origin, {
-    case: "streaming",
-    value: {
-      requestId: f.requestId,
-      tokenIndex: Math.min(f.tokenIndex, MAX_UINT32),
-      content: f.content,
-      ...(f.finishReason !== undefined ? { finishReason: f.finishReason } : {}),
-      model: f.model,
-    },
-  });
+  const value: StreamingEvent = {
+    $typeName: "aigw.v1.StreamingEvent",
+    requestId: f.requestId,
+    tokenIndex: Math.min(f.tokenIndex, MAX_UINT32),
+    content: f.content,
+    model: f.model,
+  };
+  if (f.finishReason !== undefined) value.finishReason = f.finishReason;
+  return eventOf(origin, { case: "streaming", value });
 }
 
 export interface RateLimitFields {
@@ -218,20 +223,19 @@ export interface RateLimitFields {
 }
 
 export function rateLimitEvent(origin: EventOrigin, f: RateLimitFields): Event {
-  return eventOf(origin, {
-    case: "rateLimit",
-    value: {
-      requestId: f.requestId,
-      source: f.source,
-      limitType: f.limitType,
-      ...(f.limit !== undefined ? { limit: BigInt(f.limit) } : {}),
-      ...(f.remaining !== undefined ? { remaining: BigInt(f.remaining) } : {}),
-      resetAt: rfc3339(f.resetAt),
-      ...(f.retryAfter !== undefined ? { retryAfter: clampSeconds(f.retryAfter) } : {}),
-      statusCode: f.statusCode,
-      warning: f.warning,
-    },
-  });
+  const value: RateLimitEvent = {
+    $typeName: "aigw.v1.RateLimitEvent",
+    requestId: f.requestId,
+    source: f.source,
+    limitType: f.limitType,
+    resetAt: rfc3339(f.resetAt),
+    statusCode: f.statusCode,
+    warning: f.warning,
+  };
+  if (f.limit !== undefined) value.limit = BigInt(f.limit);
+  if (f.remaining !== undefined) value.remaining = BigInt(f.remaining);
+  if (f.retryAfter !== undefined) value.retryAfter = clampSeconds(f.retryAfter);
+  return eventOf(origin, { case: "rateLimit", value });
 }
 
 /** RFC 3339 (UTC, milliseconds), "" for no time or one outside what Date can show. */
@@ -240,15 +244,26 @@ function rfc3339(epochMs: number | undefined): string {
   return new Date(epochMs).toISOString();
 }
 
-/** The envelope every event of a proxied request shares: a fresh id, the origin, now. */
-function eventOf(origin: EventOrigin, payload: NonNullable<MessageInitShape<typeof EventSchema>["payload"]>): Event {
-  const init: MessageInitShape<typeof EventSchema> = {
-    id: newEventId(),
+/**
+ * The envelope every event of a proxied request shares: a fresh id, the origin, now. Events
+ * are built as the plain objects `create(EventSchema, …)` returns (every proto3 field set,
+ * optional ones only when given), without its walk over the descriptors: one or more per
+ * request, on the proxy's thread.
+ */
+function eventOf(origin: EventOrigin, payload: Event["payload"]): Event {
+  const now = Date.now();
+  return {
+    $typeName: "aigw.v1.Event",
+    id: newEventId(now),
     orgId: origin.orgId,
     app: origin.app,
     provider: origin.provider,
-    time: timestampNow(),
+    time: {
+      $typeName: "google.protobuf.Timestamp",
+      seconds: BigInt(Math.floor(now / 1000)),
+      nanos: (now % 1000) * 1_000_000,
+    },
+    webhookUrl: "",
     payload,
   };
-  return create(EventSchema, init);
 }

@@ -1,10 +1,9 @@
-import { create, toBinary } from "@bufbuild/protobuf";
 import { type FileHandle, mkdir, open, readdir, readFile, rename, truncate, unlink } from "node:fs/promises";
 import { join } from "node:path";
 import type { Logger } from "../../common/logger.js";
 import { RateLimitedWarning } from "../../common/rate-limited-warning.js";
 import type { Event } from "../../gen/aigw/v1/events_pb.js";
-import { EventBatchSchema } from "../../gen/aigw/v1/ingest_pb.js";
+import { encodeEventBatch } from "./batch-encoder.js";
 import {
   encodeRecord,
   parseSegment,
@@ -241,7 +240,7 @@ export class Spool {
   append(events: Event[]): number | undefined {
     if (this.closed) return undefined;
     const seq = this.lastSeqValue + 1;
-    const payload = toBinary(EventBatchSchema, create(EventBatchSchema, { seq: BigInt(seq), events }));
+    const payload = encodeEventBatch(seq, events);
     const recordBytes = RECORD_HEADER_BYTES + payload.length;
     if (this.totalBytes + recordBytes > this.maxBytes) return undefined;
     if (this.memoryBytesValue + payload.length > this.memoryMaxBytes) {
