@@ -47,6 +47,7 @@ export async function runSidecar(options: SidecarOptions): Promise<RunningSideca
   const controlPlanes = controlPlaneList(options.controlPlane);
   const app = options.app ?? "default";
   const orgId = options.orgId ?? "default";
+  const youngGenerationBytes = youngGenerationFromEnvironment();
   // Until the control plane has spoken; then its latest good snapshot.
   let settings: ProxySettings = DEFAULT_PROXY_SETTINGS;
   const uplink = new Uplink({
@@ -94,9 +95,7 @@ export async function runSidecar(options: SidecarOptions): Promise<RunningSideca
           requests: () => metrics.dispatched,
           onCollect: (info) => logger.debug(info, "idle: full garbage collection"),
         });
-  // The young generation bounded (8 MiB unless AIGW_SIDECAR_YOUNG_GENERATION_MB says; 0: V8's own).
-  const youngMb = Number(process.env.AIGW_SIDECAR_YOUNG_GENERATION_MB ?? DEFAULT_YOUNG_GENERATION_BYTES / 1048576);
-  const youngGeneration = boundYoungGeneration(Number.isFinite(youngMb) ? youngMb * 1048576 : 0);
+  const youngGeneration = boundYoungGeneration(youngGenerationBytes);
   const adminUrl = adminServer.url;
   logger.info({ url: proxy.url, admin: adminUrl, controlPlanes, upstreams: options.upstreams }, "sidecar ready");
   return {
@@ -146,4 +145,17 @@ function checkControlPlaneAddress(address: string): void {
       `--control-plane: "${address}" is not the control plane's gRPC address (for example http://127.0.0.1:7070)`,
     );
   }
+}
+
+/** The young generation's bound: 8 MiB unless AIGW_SIDECAR_YOUNG_GENERATION_MB says (0: V8's own sizing). */
+function youngGenerationFromEnvironment(): number {
+  const value = process.env.AIGW_SIDECAR_YOUNG_GENERATION_MB;
+  if (value === undefined || value.trim() === "") return DEFAULT_YOUNG_GENERATION_BYTES;
+  const mb = Number(value);
+  if (!Number.isFinite(mb) || mb < 0 || mb > 1024) {
+    throw new Error(
+      `AIGW_SIDECAR_YOUNG_GENERATION_MB: ${JSON.stringify(value)} is not a size in MiB (expected 0..1024; 0 leaves V8's own sizing)`,
+    );
+  }
+  return mb * 1024 * 1024;
 }

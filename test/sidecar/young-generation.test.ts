@@ -2,6 +2,7 @@ import { spawnSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import { semiSpaceFlagGiven } from "../../sidecar/proxy/young-generation.js";
+import { runSidecar } from "../../sidecar/run.js";
 
 // Each case runs in a fresh node process (the built module, as `aigw sidecar` loads it): the
 // young generation's size is the process's, and a test worker's heap has grown already.
@@ -52,5 +53,20 @@ describe("young generation bound", () => {
     expect(semiSpaceFlagGiven(["--cpu-prof"], "--max-old-space-size=512")).toBe(false);
     // Given one, the bound does nothing: the flag's 16 MiB semi-spaces grow as V8 likes.
     expect(largestNewSpace(1024 * 1024, ["--max-semi-space-size=16"])).toBeGreaterThan(1);
+  });
+
+  it("refuses a bound that is not a size, naming the variable, before it starts anything", async () => {
+    const before = process.env.AIGW_SIDECAR_YOUNG_GENERATION_MB;
+    try {
+      for (const value of ["lots", "-1", "8MB", "2048"]) {
+        process.env.AIGW_SIDECAR_YOUNG_GENERATION_MB = value;
+        await expect(
+          runSidecar({ listen: "127.0.0.1:0", adminListen: "127.0.0.1:0", controlPlane: "http://127.0.0.1:9" }),
+        ).rejects.toThrow(`AIGW_SIDECAR_YOUNG_GENERATION_MB: ${JSON.stringify(value)} is not a size in MiB`);
+      }
+    } finally {
+      if (before === undefined) delete process.env.AIGW_SIDECAR_YOUNG_GENERATION_MB;
+      else process.env.AIGW_SIDECAR_YOUNG_GENERATION_MB = before;
+    }
   });
 });
