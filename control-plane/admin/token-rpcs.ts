@@ -21,6 +21,7 @@ import { invalidArgument } from "../../common/rpc-errors.js";
 import { newTokenSecret, type TokenRegistry, tokenDigest } from "../auth/token-registry.js";
 import { checkOrgId } from "../config/checks.js";
 import type { TokenKind as StoredTokenKind, TokenRecord, TokenStore } from "../store/tokens.js";
+import { hasControlCharacter } from "../../common/text.js";
 
 const MAX_NAME = 128;
 
@@ -44,7 +45,7 @@ export class TokenAdminRpcs {
     if (orgProblem) throw invalidArgument("org_id", orgProblem);
     const kind = kindOf(req.kind);
     if (req.name.length > MAX_NAME) throw invalidArgument("name", `at most ${MAX_NAME} characters`);
-    if (/[\u0000-\u001f\u007f]/.test(req.name)) throw invalidArgument("name", "must not contain control characters");
+    if (hasControlCharacter(req.name)) throw invalidArgument("name", "must not contain control characters");
     const secret = newTokenSecret();
     const createdAt = this.now();
     const record = await this.store.createToken({

@@ -27,6 +27,8 @@ import { type Lane, type LaneCounts, LaneTable } from "./lanes.js";
 import { createDeliveryPool, type DeliveryPool } from "./pool.js";
 import { classifyAttempt, deadLettered, decideOutcome, describeAttempt, type AttemptResult } from "./retry-policy.js";
 import type { DeliveryBatch } from "./task.js";
+import { withoutControlCharacters } from "../../common/text.js";
+import { MAX_INT_COLUMN } from "../store/store.js";
 
 /**
  * The main-thread half of delivery. Each endpoint with pending work is a lane
@@ -135,9 +137,6 @@ interface SentAttempt {
   delivery: ClaimedDelivery;
   endpoint: EndpointRecord;
 }
-
-/** An attempt's latency as a plain record holds it: at most a 32-bit column's. */
-const MAX_RECORDED_LATENCY_MS = 2 ** 31 - 1;
 
 export class DeliveryScheduler {
   private config: GatewayConfig;
@@ -850,13 +849,11 @@ export class DeliveryScheduler {
         { err, deliveryId: delivery.id, endpoint: delivery.endpoint, code: "AIGW_RESULT_UNRECORDABLE" },
         "the store refused a delivery attempt's result; recording it without its details",
       );
-      const why = String((err as Error)?.message ?? err)
-        .replace(/[\u0000-\u001f\u007f]+/g, " ")
-        .slice(0, 200);
+      const why = withoutControlCharacters(String((err as Error)?.message ?? err)).slice(0, 200);
       const plain: NewAttempt = {
         startedAt: attempt.startedAt,
         statusCode: attempt.statusCode,
-        latencyMs: Math.min(Math.max(0, Math.round(attempt.latencyMs)), MAX_RECORDED_LATENCY_MS),
+        latencyMs: Math.min(Math.max(0, Math.round(attempt.latencyMs)), MAX_INT_COLUMN),
         error: `the store refused this attempt's record (${why}); recorded without its details`,
         responseBody: "",
       };

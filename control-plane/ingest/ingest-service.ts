@@ -23,6 +23,7 @@ import { sameSnapshotContent } from "./snapshots.js";
 import { type Principal, principalOf } from "../auth/principal.js";
 import type { TokenRegistry } from "../auth/token-registry.js";
 import { rpcError } from "../../common/rpc-errors.js";
+import { hasControlCharacter } from "../../common/text.js";
 
 export interface IngestDeps {
   /** The ingest pipeline: resolves only once the batch's valid events are committed. */
@@ -62,8 +63,6 @@ const MAX_EVENTS_PER_BATCH = 10_000;
  * another org is refused with PERMISSION_DENIED, events are stamped with the token's org
  * whatever they say, and the stream ends (UNAUTHENTICATED) when the token is revoked.
  */
-const CONTROL_CHARACTER = /[\u0000-\u001f\u007f]/;
-
 export class IngestServiceImpl implements ServiceImpl<typeof IngestService> {
   private readonly storeRefusals: RateLimitedWarning;
   private readonly unknownMessages: RateLimitedWarning;
@@ -132,7 +131,7 @@ export class IngestServiceImpl implements ServiceImpl<typeof IngestService> {
             ["hello.app", hello.app],
             ["hello.version", hello.version],
           ] as const) {
-            if (CONTROL_CHARACTER.test(text))
+            if (hasControlCharacter(text))
               throw new ConnectError(`${field}: must not contain control characters`, Code.InvalidArgument);
           }
           if (principal.scope === "org") {

@@ -7,7 +7,7 @@ import type { BudgetLedger } from "../budgets/budget-ledger.js";
 import type { PriceBook } from "../budgets/price-book.js";
 import type { EventRouter } from "../routing/event-router.js";
 import type { OneOffEndpoints } from "../routing/one-off.js";
-import type { IngestResult, Store, StoredEvent } from "../store/store.js";
+import { type IngestResult, MAX_INT_COLUMN, type Store, type StoredEvent } from "../store/store.js";
 
 /**
  * The ingest path in one place, read top to bottom: validate → price → route (one-off
@@ -145,8 +145,8 @@ function invalidEvent(e: Event): string | undefined {
 /** 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z, the protobuf Timestamp's range. */
 const MIN_TIMESTAMP_SECONDS = -62_135_596_800n;
 const MAX_TIMESTAMP_SECONDS = 253_402_300_799n;
-/** A stream's token index is stored as a 32-bit signed integer (PostgreSQL's integer). */
-const MAX_TOKEN_INDEX = 2_147_483_647;
+/** A stream's token index is stored in an integer column. */
+const MAX_TOKEN_INDEX = MAX_INT_COLUMN;
 
 /** Operator events are the control plane's own: a sidecar cannot send one (nor forge one). */
 function operatorEventProblem(e: Event): string | undefined {

@@ -1,6 +1,7 @@
 import type { Event } from "../../gen/aigw/v1/events_pb.js";
 import { isTestEvent } from "../../common/event-types.js";
 import { eventColumns } from "./events.js";
+import { MAX_INT_COLUMN } from "./store.js";
 
 /**
  * Analytics rollups: what the series of the Admin API (GetSeries) and the dashboard's charts
@@ -228,7 +229,7 @@ export class RollupBatch {
  * holds (PostgreSQL's is one). Longer ones (a replay of an old event, a sidecar's clock years
  * off) are recorded as this.
  */
-export const MAX_EVENT_LATENCY_MS = 2_147_483_647;
+export const MAX_EVENT_LATENCY_MS = MAX_INT_COLUMN;
 
 /** From the event's time at the sidecar to now; never negative (clocks differ), at most MAX_EVENT_LATENCY_MS. */
 export function eventLatencyMs(eventTimeMs: number, now: number): number {

@@ -9,6 +9,13 @@ import type { RetentionStore } from "./retention.js";
 import type { TokenStore } from "./tokens.js";
 
 /**
+ * The largest value an integer column holds on every backend (PostgreSQL's `integer` is 32
+ * bits): token indexes, latencies in ms. What could be larger is refused or capped before
+ * it reaches the store, so one value never fails a whole batch or result.
+ */
+export const MAX_INT_COLUMN = 2_147_483_647;
+
+/**
  * The control plane's durable state, one port per concern (events.ts, endpoints.ts,
  * delivery-queue.ts, analytics.ts, budgets.ts, retention.ts), each with the rules every backend applies.
  * Backends hold only what differs: SQL, transactions, claims, notifications —

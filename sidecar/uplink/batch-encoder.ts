@@ -69,6 +69,12 @@ class Writer {
     this.buf[this.pos++] = value;
   }
 
+  /** A field's tag: one byte for fields 1 to 15, a varint from 16 on. */
+  tag(value: number): void {
+    if (value < 0x80) this.byte(value);
+    else this.varint(value);
+  }
+
   /** A non-negative integer up to 2^53 as a varint. */
   varint(value: number): void {
     this.ensure(10);
@@ -185,7 +191,7 @@ function writeVarintAt(buf: Buffer, at: number, value: number): void {
 function str(w: Writer, tag: number, value: string): boolean {
   if (typeof value !== "string") return false;
   if (value !== "") {
-    w.byte(tag);
+    w.tag(tag);
     w.string(value);
   }
   return true;
@@ -194,7 +200,7 @@ function str(w: Writer, tag: number, value: string): boolean {
 function optionalStr(w: Writer, tag: number, message: object, value: string | undefined, key: string): boolean {
   if (value === undefined || !Object.hasOwn(message, key)) return true;
   if (typeof value !== "string") return false;
-  w.byte(tag);
+  w.tag(tag);
   w.string(value);
   return true;
 }
@@ -206,7 +212,7 @@ function isUint32(value: number): boolean {
 function uint32(w: Writer, tag: number, value: number): boolean {
   if (!isUint32(value)) return false;
   if (value !== 0) {
-    w.byte(tag);
+    w.tag(tag);
     w.varint(value);
   }
   return true;
@@ -215,7 +221,7 @@ function uint32(w: Writer, tag: number, value: number): boolean {
 function optionalUint32(w: Writer, tag: number, message: object, value: number | undefined, key: string): boolean {
   if (value === undefined || !Object.hasOwn(message, key)) return true;
   if (!isUint32(value)) return false;
-  w.byte(tag);
+  w.tag(tag);
   w.varint(value);
   return true;
 }
@@ -223,14 +229,14 @@ function optionalUint32(w: Writer, tag: number, message: object, value: number |
 function optionalUint64(w: Writer, tag: number, message: object, value: bigint | undefined, key: string): boolean {
   if (value === undefined || !Object.hasOwn(message, key)) return true;
   if (typeof value !== "bigint" || value < 0n || value > MAX_UINT64) return false;
-  w.byte(tag);
+  w.tag(tag);
   w.varint64(value);
   return true;
 }
 
 function bool(w: Writer, tag: number, value: boolean): boolean {
   if (value === true) {
-    w.byte(tag);
+    w.tag(tag);
     w.byte(1);
     return true;
   }
@@ -240,7 +246,7 @@ function bool(w: Writer, tag: number, value: boolean): boolean {
 function double(w: Writer, tag: number, value: number): boolean {
   if (typeof value !== "number") return false;
   if (!Object.is(value, 0)) {
-    w.byte(tag);
+    w.tag(tag);
     w.double(value);
   }
   return true;
@@ -337,41 +343,13 @@ function writeCompletion(w: Writer, c: CompletionEvent): boolean {
     bool(w, 0x68, c.pricingUnknown) &&
     str(w, 0x72, c.finishReason) &&
     bool(w, 0x78, c.async) &&
-    // Fields 16 on take two-byte tags.
-    optionalUint32Wide(w, 16, c, c.cacheReadTokens, "cacheReadTokens") &&
-    optionalUint32Wide(w, 17, c, c.cacheWriteTokens, "cacheWriteTokens") &&
-    optionalUint32Wide(w, 18, c, c.cacheWrite1hTokens, "cacheWrite1hTokens") &&
-    optionalUint32Wide(w, 19, c, c.reasoningTokens, "reasoningTokens") &&
-    boolWide(w, 20, c.usageUnknown)
+    // Fields 16 on take two-byte tags (field << 3, varint wire type).
+    optionalUint32(w, 16 << 3, c, c.cacheReadTokens, "cacheReadTokens") &&
+    optionalUint32(w, 17 << 3, c, c.cacheWriteTokens, "cacheWriteTokens") &&
+    optionalUint32(w, 18 << 3, c, c.cacheWrite1hTokens, "cacheWrite1hTokens") &&
+    optionalUint32(w, 19 << 3, c, c.reasoningTokens, "reasoningTokens") &&
+    bool(w, 20 << 3, c.usageUnknown)
   );
-}
-
-/** A varint field numbered 16 or more (two-byte tag). */
-function wideTag(w: Writer, field: number): void {
-  w.varint(field << 3);
-}
-
-function optionalUint32Wide(
-  w: Writer,
-  field: number,
-  message: object,
-  value: number | undefined,
-  key: string,
-): boolean {
-  if (value === undefined || !Object.hasOwn(message, key)) return true;
-  if (!isUint32(value)) return false;
-  wideTag(w, field);
-  w.varint(value);
-  return true;
-}
-
-function boolWide(w: Writer, field: number, value: boolean): boolean {
-  if (value === true) {
-    wideTag(w, field);
-    w.byte(1);
-    return true;
-  }
-  return value === false;
 }
 
 function writeError(w: Writer, e: ErrorEvent): boolean {
