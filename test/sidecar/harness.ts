@@ -1,3 +1,5 @@
+import { createServer, type RequestListener } from "node:http";
+import type { AddressInfo } from "node:net";
 import { PassThrough } from "node:stream";
 import OpenAI from "openai";
 import type { Event } from "../../gen/aigw/v1/events_pb.js";
@@ -7,7 +9,7 @@ import { type WebhookBody, webhookBody } from "../../common/webhook-body.js";
 import { type MockProvider, startMockProvider } from "../../examples/mock-provider.js";
 import type { EventSink } from "../../sidecar/proxy/event-sink.js";
 import type { LeanPool } from "../../sidecar/proxy/lean-upstream.js";
-import { type RunningProxy, startProxy } from "../../sidecar/proxy/server.js";
+import { type ProxyEngine, type RunningProxy, startProxy } from "../../sidecar/proxy/server.js";
 
 /** The real EventSink contract, kept in an array. */
 export class RecordingSink implements EventSink {
@@ -126,4 +128,33 @@ export function leanGet(pool: LeanPool, path: string): Promise<{ status: number;
       },
     );
   });
+}
+
+/**
+ * A scripted provider (a real HTTP server on 127.0.0.1:0 answering with `provider`) and the
+ * proxy in front of it, its events in `sink`; close() stops both.
+ */
+export async function proxyBefore(
+  provider: RequestListener,
+  options: { sink: EventSink; app: string; engine?: ProxyEngine },
+): Promise<{ proxy: RunningProxy; close(): Promise<void> }> {
+  const upstream = createServer(provider);
+  await new Promise<void>((resolve) => upstream.listen(0, "127.0.0.1", resolve));
+  const proxy = await startProxy({
+    port: 0,
+    upstreams: { openai: `http://127.0.0.1:${(upstream.address() as AddressInfo).port}` },
+    sink: options.sink,
+    orgId: "org_test",
+    app: options.app,
+    logger: createLogger({ level: "silent" }),
+    ...(options.engine ? { engine: options.engine } : {}),
+  });
+  return {
+    proxy,
+    async close() {
+      await proxy.close();
+      upstream.closeAllConnections();
+      await new Promise<void>((resolve) => upstream.close(() => resolve()));
+    },
+  };
 }

@@ -1,9 +1,7 @@
-import { createServer, type Server } from "node:http";
-import { type AddressInfo, connect } from "node:net";
+import { connect } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createLogger } from "../../common/logger.js";
-import { type RunningProxy, startProxy } from "../../sidecar/proxy/server.js";
-import { CHAT_COMPLETION, RecordingSink, waitFor, waitForEvents } from "./harness.js";
+import type { RunningProxy } from "../../sidecar/proxy/server.js";
+import { CHAT_COMPLETION, proxyBefore, RecordingSink, waitFor, waitForEvents } from "./harness.js";
 
 // The lean server hands a body that came whole with its head to the proxy at once (no stream
 // events); a body that comes later is read from the stream. Whichever way the bytes arrive,
@@ -11,39 +9,31 @@ import { CHAT_COMPLETION, RecordingSink, waitFor, waitForEvents } from "./harnes
 // connection is served, and the events are the same.
 
 describe("lean server: a body whole with its head, or in pieces", () => {
-  let upstream: Server;
+  let running: Awaited<ReturnType<typeof proxyBefore>>;
   let proxy: RunningProxy;
   const sink = new RecordingSink();
   const bodies: Array<{ url: string; body: string }> = [];
 
   beforeAll(async () => {
-    upstream = createServer((req, res) => {
-      const chunks: Buffer[] = [];
-      req.on("data", (c: Buffer) => chunks.push(c));
-      req.on("end", () => {
-        const body = Buffer.concat(chunks).toString();
-        bodies.push({ url: req.url ?? "", body });
-        const answer = req.url === "/v1/chat/completions" ? CHAT_COMPLETION : `echo:${body}`;
-        res.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(answer) });
-        res.end(answer);
-      });
-    });
-    await new Promise<void>((resolve) => upstream.listen(0, "127.0.0.1", resolve));
-    proxy = await startProxy({
-      port: 0,
-      upstreams: { openai: `http://127.0.0.1:${(upstream.address() as AddressInfo).port}` },
-      sink,
-      orgId: "org_test",
-      app: "body",
-      logger: createLogger({ level: "silent" }),
-      engine: "lean",
-    });
+    running = await proxyBefore(
+      (req, res) => {
+        const chunks: Buffer[] = [];
+        req.on("data", (c: Buffer) => chunks.push(c));
+        req.on("end", () => {
+          const body = Buffer.concat(chunks).toString();
+          bodies.push({ url: req.url ?? "", body });
+          const answer = req.url === "/v1/chat/completions" ? CHAT_COMPLETION : `echo:${body}`;
+          res.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(answer) });
+          res.end(answer);
+        });
+      },
+      { sink, app: "body", engine: "lean" },
+    );
+    proxy = running.proxy;
   });
 
   afterAll(async () => {
-    await proxy.close();
-    upstream.closeAllConnections();
-    await new Promise((resolve) => upstream.close(resolve));
+    await running.close();
   });
 
   /** Sends `text` in two writes split at `at` (a tick apart), then collects `answers` whole answers. */

@@ -1,10 +1,8 @@
 import { createHash } from "node:crypto";
-import { createServer, type IncomingMessage, request, type Server, type ServerResponse } from "node:http";
-import type { AddressInfo } from "node:net";
+import { type IncomingMessage, request, type ServerResponse } from "node:http";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createLogger } from "../../common/logger.js";
-import { type RunningProxy, startProxy } from "../../sidecar/proxy/server.js";
-import { RecordingSink } from "./harness.js";
+import type { RunningProxy } from "../../sidecar/proxy/server.js";
+import { proxyBefore, RecordingSink } from "./harness.js";
 
 // Garbage and accidents from a provider ("Faults and bad input"): the app gets
 // exactly what the provider sent, an event says what happened, the sidecar keeps serving and
@@ -128,27 +126,17 @@ function call(
 }
 
 describe("provider faults through the sidecar", () => {
-  let upstream: Server;
+  let running: Awaited<ReturnType<typeof proxyBefore>> | undefined;
   let proxy: RunningProxy;
   const sink = new RecordingSink();
 
   beforeAll(async () => {
-    upstream = createServer(provider);
-    await new Promise<void>((resolve) => upstream.listen(0, "127.0.0.1", resolve));
-    proxy = await startProxy({
-      port: 0,
-      upstreams: { openai: `http://127.0.0.1:${(upstream.address() as AddressInfo).port}` },
-      sink,
-      orgId: "org_test",
-      app: "faults",
-      logger: createLogger({ level: "silent" }),
-    });
+    running = await proxyBefore(provider, { sink, app: "faults" });
+    proxy = running.proxy;
   });
 
   afterAll(async () => {
-    await proxy?.close();
-    upstream.closeAllConnections();
-    await new Promise<void>((resolve) => upstream.close(() => resolve()));
+    await running?.close();
   });
 
   async function eventsOf(requestId: string, count: number) {
