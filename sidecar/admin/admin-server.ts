@@ -165,6 +165,13 @@ function processFamilies(delay: ReturnType<typeof monitorEventLoopDelay>): Metri
   const families = [
     single("process_resident_memory_bytes", "Resident set size.", "gauge", memory.rss),
     single("nodejs_heap_used_bytes", "V8 heap in use.", "gauge", memory.heapUsed),
+    single("nodejs_heap_size_total_bytes", "V8 heap reserved (in use and free).", "gauge", memory.heapTotal),
+    single(
+      "nodejs_external_memory_bytes",
+      "Memory V8 objects hold outside the heap (buffers, HTTP/2 sessions).",
+      "gauge",
+      memory.external,
+    ),
     single(
       "nodejs_eventloop_delay_p99_seconds",
       "99th percentile of event-loop delay since the last scrape (20 ms sampling).",

@@ -1,5 +1,6 @@
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
+import type { MallocTrim } from "./malloc-trim.js";
 
 /**
  * A full collection once the proxy has gone quiet after a busy period. Under load the old
@@ -7,6 +8,7 @@ import { runInNewContext } from "node:vm";
  * nothing, so V8 never collects it and the RSS stays at its peak. One `gc()` per busy → idle
  * transition gives it back. It runs from an unref'd interval, never on the request path, and
  * only after `idleMs` without a request (a request arriving during it waits for it: tens of ms).
+ * With `mallocTrim`, malloc's freed pages go back to the kernel right after it (malloc-trim.ts).
  */
 export interface IdleCollectionOptions {
   /** Requests handled so far (any counter that only grows with traffic). */
@@ -17,8 +19,16 @@ export interface IdleCollectionOptions {
   minRequests?: number;
   /** How often the counter is read. Default 1 s. */
   checkMs?: number;
-  /** Told of each collection (for a debug log). */
-  onCollect?: (info: { requests: number; ms: number; rssBefore: number; rssAfter: number }) => void;
+  /** Called after each collection to give malloc's free pages back (malloc-trim.ts). */
+  mallocTrim?: MallocTrim | undefined;
+  /** Told of each collection (for a debug log); `trimmed` when mallocTrim gave memory back. */
+  onCollect?: (info: {
+    requests: number;
+    ms: number;
+    rssBefore: number;
+    rssAfter: number;
+    trimmed: boolean | undefined;
+  }) => void;
 }
 
 export interface IdleCollection {
@@ -57,11 +67,13 @@ export function startIdleCollection(options: IdleCollectionOptions): IdleCollect
     const rssBefore = process.memoryUsage.rss();
     const startedAt = performance.now();
     gc();
+    const trimmed = options.mallocTrim?.();
     options.onCollect?.({
       requests: count,
       ms: performance.now() - startedAt,
       rssBefore,
       rssAfter: process.memoryUsage.rss(),
+      trimmed,
     });
   }, options.checkMs ?? 1_000);
   timer.unref();

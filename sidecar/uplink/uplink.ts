@@ -339,6 +339,11 @@ export class Uplink implements EventPublisher {
     await this.spool?.close();
   }
 
+  /** Events acked by the control plane since start (what stats().sentEvents reports, without building the rest). */
+  get eventsAcked(): number {
+    return this.sentEvents;
+  }
+
   stats(): UplinkStats {
     const spool = this.spool;
     const spoolStats = spool?.stats();

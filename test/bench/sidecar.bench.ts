@@ -31,6 +31,29 @@ const REPO = fileURLToPath(new URL("../../", import.meta.url));
 const HERE = fileURLToPath(new URL("./proxy/", import.meta.url));
 const SECRET = "whsec_YWlndy1sb2NhbC1kZXZlbG9wbWVudC1zZWNyZXQh";
 
+/**
+ * Where the sidecar's memory is: the V8 heap (used / reserved) and external memory from its
+ * /metrics, and the kernel's split of the RSS into file-backed (code, mapped libraries) and
+ * anonymous pages (heaps: V8's, malloc's) from /proc/PID/smaps_rollup when there is one.
+ */
+function memoryBreakdown(metricsText: string, pid: number | undefined): string {
+  const mb = (bytes: number | undefined) => (bytes === undefined ? "?" : (bytes / 1048576).toFixed(1));
+  const parts = [
+    `heap ${mb(metric(metricsText, "nodejs_heap_used_bytes"))} used / ${mb(metric(metricsText, "nodejs_heap_size_total_bytes"))} reserved MB`,
+    `external ${mb(metric(metricsText, "nodejs_external_memory_bytes"))} MB`,
+  ];
+  try {
+    const rollup = readFileSync(`/proc/${pid}/smaps_rollup`, "utf8");
+    const kb = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(rollup)?.[1]) * 1024;
+    parts.push(
+      `RSS ${mb(kb("Rss"))} MB = anonymous ${mb(kb("Anonymous"))} + file-backed ${mb(kb("Rss") - kb("Anonymous"))}`,
+    );
+  } catch {
+    // no /proc (not Linux) or the process is gone: the metrics alone
+  }
+  return parts.join(", ");
+}
+
 type Target = "direct" | "nginx" | "pipe proxy" | "aigw sidecar";
 
 interface Measurement {
@@ -336,7 +359,9 @@ export async function benchSidecar(): Promise<BenchRow[]> {
     );
     for (const [name, { url }] of targets) await waitUntil(name, async () => (await get(url)).status > 0 || undefined);
     await new Promise((resolve) => setTimeout(resolve, 2000));
-    const rssIdle = metric((await get(`${adminUrl}/metrics`)).body, "process_resident_memory_bytes") ?? Number.NaN;
+    const idleMetrics = (await get(`${adminUrl}/metrics`)).body;
+    const rssIdle = metric(idleMetrics, "process_resident_memory_bytes") ?? Number.NaN;
+    note(`sidecar memory idle: ${memoryBreakdown(idleMetrics, sidecar.child.pid)}`);
 
     // Interleaved: each run measures every target at every concurrency, so drift hits all alike.
     const results = new Map<string, Measurement[]>();
@@ -420,6 +445,7 @@ export async function benchSidecar(): Promise<BenchRow[]> {
     await new Promise((resolve) => setTimeout(resolve, RSS_AFTER_S * 1000));
     const afterMetrics = (await get(`${adminUrl}/metrics`)).body;
     const rssAfter = metric(afterMetrics, "process_resident_memory_bytes") ?? Number.NaN;
+    note(`sidecar memory ${RSS_AFTER_S} s after load: ${memoryBreakdown(afterMetrics, sidecar.child.pid)}`);
     // The receiver prints a line on start, then one per verified event.
     const webhooks = receiver.lines() - 1;
 
