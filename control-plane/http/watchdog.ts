@@ -1,6 +1,6 @@
-import { monitorEventLoopDelay } from "node:perf_hooks";
 import { Worker } from "node:worker_threads";
 import type { Logger } from "../../common/logger.js";
+import { type LoopDelay, LoopDelayMonitor } from "../../common/loop-delay.js";
 import type { MetricFamily } from "./metrics.js";
 
 /**
@@ -69,7 +69,7 @@ setInterval(() => {
 
 export class Watchdog {
   private readonly options: Required<Omit<WatchdogOptions, "logger" | "activity">> & WatchdogOptions;
-  private readonly histogram = monitorEventLoopDelay({ resolution: 10 });
+  private readonly delay = new LoopDelayMonitor(10);
   private readonly shared = new BigInt64Array(new SharedArrayBuffer(16));
   private worker: Worker | undefined;
   private beatTimer: NodeJS.Timeout | undefined;
@@ -88,7 +88,7 @@ export class Watchdog {
 
   start(): void {
     if (this.beatTimer) return;
-    this.histogram.enable();
+    this.delay.enable();
     this.lastBeat = monotonicMs();
     Atomics.store(this.shared, 0, BigInt(this.lastBeat));
     this.beatTimer = setInterval(() => this.beat(), BEAT_MS);
@@ -122,7 +122,7 @@ export class Watchdog {
     clearInterval(this.shareTimer);
     clearInterval(this.windowTimer);
     this.beatTimer = this.shareTimer = this.windowTimer = undefined;
-    this.histogram.disable();
+    this.delay.disable();
     const worker = this.worker;
     this.worker = undefined;
     await worker?.terminate();
@@ -207,14 +207,12 @@ export class Watchdog {
     }
   }
 
-  private current(): { p50: number; p99: number; max: number } {
-    const h = this.histogram;
-    if (h.count === 0) return { p50: 0, p99: 0, max: 0 };
-    return { p50: h.percentile(50) / 1e6, p99: h.percentile(99) / 1e6, max: h.max / 1e6 };
+  private current(): LoopDelay {
+    return this.delay.read();
   }
 
   private closeWindow(): void {
     this.window = this.current();
-    this.histogram.reset();
+    this.delay.reset();
   }
 }

@@ -1,6 +1,6 @@
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
-import { monitorEventLoopDelay } from "node:perf_hooks";
+import { LoopDelayMonitor } from "../../common/loop-delay.js";
 import { type MetricFamily, renderMetrics, single } from "../../common/prometheus.js";
 import type { ProxyMetrics } from "../proxy/proxy-metrics.js";
 import type { Uplink } from "../uplink/uplink.js";
@@ -53,7 +53,7 @@ export interface RunningAdminServer {
  * proxy's port so that no provider path is ever shadowed.
  */
 export async function startAdminServer(options: AdminServerOptions): Promise<RunningAdminServer> {
-  const delay = monitorEventLoopDelay({ resolution: 20 });
+  const delay = new LoopDelayMonitor(20);
   delay.enable();
   const server: Server = createServer((req, res) => {
     const path = (req.url ?? "/").split("?")[0];
@@ -160,8 +160,9 @@ function uplinkFamilies(uplink: Uplink): MetricFamily[] {
   ];
 }
 
-function processFamilies(delay: ReturnType<typeof monitorEventLoopDelay>): MetricFamily[] {
+function processFamilies(delay: LoopDelayMonitor): MetricFamily[] {
   const memory = process.memoryUsage();
+  const late = delay.read();
   const families = [
     single("process_resident_memory_bytes", "Resident set size.", "gauge", memory.rss),
     single("nodejs_heap_used_bytes", "V8 heap in use.", "gauge", memory.heapUsed),
@@ -176,13 +177,13 @@ function processFamilies(delay: ReturnType<typeof monitorEventLoopDelay>): Metri
       "nodejs_eventloop_delay_p99_seconds",
       "99th percentile of event-loop delay since the last scrape (20 ms sampling).",
       "gauge",
-      delay.percentile(99) / 1e9,
+      late.p99 / 1000,
     ),
     single(
       "nodejs_eventloop_delay_max_seconds",
       "Largest event-loop delay since the last scrape.",
       "gauge",
-      delay.max / 1e9,
+      late.max / 1000,
     ),
   ];
   delay.reset();

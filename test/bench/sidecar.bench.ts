@@ -9,7 +9,8 @@
 //
 // Knobs: AIGW_BENCH_SECONDS (6 per measurement), AIGW_BENCH_RUNS (3), AIGW_BENCH_CONNS
 // ("1,4,16"), AIGW_BENCH_RSS_AFTER_S (60), AIGW_BENCH_SIDECAR_NODE_OPTIONS (e.g.
-// "--cpu-prof --cpu-prof-dir=/tmp/prof" to profile the sidecar under this load).
+// "--cpu-prof --cpu-prof-dir=/tmp/prof" to profile the sidecar under this load, "--trace-gc"
+// for its collections), AIGW_BENCH_SIDECAR_STDOUT (a file for the first MB of its stdout).
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { request as httpRequest } from "node:http";
@@ -366,6 +367,9 @@ export async function benchSidecar(): Promise<BenchRow[]> {
     // Interleaved: each run measures every target at every concurrency, so drift hits all alike.
     const results = new Map<string, Measurement[]>();
     let rssPeak = 0;
+    // The sidecar's event-loop delay under the largest load (its /metrics, per 500 ms scrape).
+    const loopDelayP99s: number[] = [];
+    let loopDelayMax = 0;
     for (let run = 0; run < RUNS; run++) {
       for (const conns of CONNS) {
         for (const [name, { url, proc }] of targets) {
@@ -376,6 +380,8 @@ export async function benchSidecar(): Promise<BenchRow[]> {
               void get(`${adminUrl}/metrics`)
                 .then(({ body }) => {
                   rssPeak = Math.max(rssPeak, metric(body, "process_resident_memory_bytes") ?? 0);
+                  loopDelayP99s.push(metric(body, "nodejs_eventloop_delay_p99_seconds") ?? 0);
+                  loopDelayMax = Math.max(loopDelayMax, metric(body, "nodejs_eventloop_delay_max_seconds") ?? 0);
                 })
                 .catch(() => {});
             }, 500);
@@ -470,10 +476,12 @@ export async function benchSidecar(): Promise<BenchRow[]> {
       `streaming (${STREAM_CHUNKS} chunks ${STREAM_CHUNK_MS} ms apart, ${STREAMS - 5} streams), the uplink caught up: time to first byte ${median(ttfb.direct).toFixed(2)} ms direct, ${median(ttfb.sidecar).toFixed(2)} ms through the sidecar; last chunk after the first ${median(lastChunk.direct).toFixed(2)} / ${median(lastChunk.sidecar).toFixed(2)} ms`,
       `streaming right after the load, while the uplink sent its events (${backlogAtStart} queued at the start, ${backlogAtEnd} at the end): time to first byte ${median(busy.direct.ttfb).toFixed(2)} ms direct, ${median(busy.sidecar.ttfb).toFixed(2)} ms through the sidecar; last chunk after the first ${median(busy.direct.lastChunk).toFixed(2)} / ${median(busy.sidecar.lastChunk).toFixed(2)} ms`,
       `sidecar RSS: ${(rssIdle / 1048576).toFixed(0)} MB idle, ${(rssPeak / 1048576).toFixed(0)} MB peak under ${Math.max(...CONNS)}-connection load, ${(rssAfter / 1048576).toFixed(0)} MB ${RSS_AFTER_S} s after`,
+      `sidecar event-loop delay under ${Math.max(...CONNS)}-connection load: p99 ${(median(loopDelayP99s) * 1000).toFixed(2)} ms (median of ${loopDelayP99s.length} half-second scrapes), max ${(loopDelayMax * 1000).toFixed(2)} ms`,
       `events: ${eventsSent} acked by the control plane, ${dropped} dropped; ${webhooks} signed webhooks verified by the receiver by the end`,
       "",
     ];
     process.stdout.write(`${lines.join("\n")}\n`);
+    if (process.env.AIGW_BENCH_SIDECAR_STDOUT) writeFileSync(process.env.AIGW_BENCH_SIDECAR_STDOUT, sidecar.stdout());
 
     const rows: BenchRow[] = [];
     const c1 = CONNS[0] ?? 1;
