@@ -376,6 +376,9 @@ export async function benchSidecar(): Promise<BenchRow[]> {
           const cpuBefore = cpuTimeUs(proc?.child.pid);
           let sampler: NodeJS.Timeout | undefined;
           if (name === "aigw sidecar" && conns === Math.max(...CONNS)) {
+            // A scrape resets the delay histogram: what came before this load (the idle
+            // collection after the last one) is not counted in it.
+            await get(`${adminUrl}/metrics`).catch(() => undefined);
             sampler = setInterval(() => {
               void get(`${adminUrl}/metrics`)
                 .then(({ body }) => {
