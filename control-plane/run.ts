@@ -42,9 +42,9 @@ import { RuntimeSubscription } from "./routing/subscription.js";
 import { warnIfKeyBesideDatabase, warnRefusedEndpoints } from "./security/startup-warnings.js";
 import { RetentionPurger, type RetentionOptions } from "./retention/retention.js";
 import { openStore } from "./store/open.js";
+import { qualifiedKey } from "./store/endpoints.js";
 import { compactionTarget } from "./store/rollups.js";
 import type { IngestResult, Store } from "./store/store.js";
-import { qualifiedKey } from "./admin/endpoint-names.js";
 
 export interface ControlPlaneOptions {
   /** A config file (webhook_config.yaml); or pass `config`. */

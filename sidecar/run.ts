@@ -4,7 +4,7 @@ import { VERSION } from "../common/version.js";
 import { type RunningAdminServer, startAdminServer } from "./admin/admin-server.js";
 import { ProxyMetrics } from "./proxy/proxy-metrics.js";
 import { startIdleCollection } from "./proxy/idle-gc.js";
-import { loadMallocTrim, type MallocTrim } from "./proxy/malloc-trim.js";
+import { mallocTrimOnFirstUse } from "./proxy/malloc-trim.js";
 import { startProxy } from "./proxy/server.js";
 import { boundYoungGeneration, DEFAULT_YOUNG_GENERATION_BYTES } from "./proxy/young-generation.js";
 import { DEFAULT_PROXY_SETTINGS, type ProxySettings, settingsFromSnapshot } from "./proxy/settings.js";
@@ -89,25 +89,18 @@ export async function runSidecar(options: SidecarOptions): Promise<RunningSideca
     await uplink.close();
     throw err;
   }
-  // malloc_trim's module is loaded at the first idle collection, not at start: an idle
-  // sidecar that never saw a load does not map it.
-  let trim: MallocTrim | undefined | null = null;
-  const mallocTrim = (): boolean => {
-    if (trim === null) {
-      trim = loadMallocTrim();
-      if (trim === undefined)
-        logger.debug("idle collection without malloc_trim (dist/sidecar/malloc-trim.node not built or not loadable)");
-    }
-    return trim?.() ?? false;
-  };
   const idleCollection =
     process.env.AIGW_SIDECAR_IDLE_GC === "0"
       ? undefined
       : startIdleCollection({
           // Busy is the proxy serving or the uplink sending: a backlog the control plane takes
           // after the load has stopped is garbage too, and is collected once it is sent.
-          requests: () => metrics.dispatched + uplink.eventsAcked,
-          mallocTrim,
+          activity: () => metrics.dispatched + uplink.eventsAcked,
+          mallocTrim: mallocTrimOnFirstUse(() =>
+            logger.debug(
+              "idle collection without malloc_trim (dist/sidecar/malloc-trim.node not built or not loadable)",
+            ),
+          ),
           onCollect: (info) => logger.debug(info, "idle: full garbage collection"),
         });
   const youngGeneration = boundYoungGeneration(youngGenerationBytes);

@@ -1,5 +1,5 @@
 import type { Principal } from "../auth/principal.js";
-import { type EndpointRecord, type EndpointStore, nameInOrg } from "../store/endpoints.js";
+import { type EndpointRecord, type EndpointStore, nameInOrg, qualifiedKey } from "../store/endpoints.js";
 
 /**
  * Endpoint names are per org: two orgs may each have an endpoint called `billing`, and
@@ -14,11 +14,6 @@ import { type EndpointRecord, type EndpointStore, nameInOrg } from "../store/end
  * - the operator: the key (`billing`, or `globex/billing` for the second one), and
  *   `ORG/NAME` finds an org's endpoint whatever its key.
  */
-
-/** The key of org `orgId`'s endpoint `name` when the plain name is taken. */
-export function qualifiedKey(orgId: string, name: string): string {
-  return `${orgId}/${name}`;
-}
 
 /** A stored key as the caller sees it: an org token its own endpoints' names, the operator keys. */
 export function shownName(key: string, principal: Principal): string {
@@ -71,9 +66,8 @@ export async function newEndpointKey(
 ): Promise<string | undefined> {
   const plain = await store.getEndpoint(name);
   if (orgId === "") return plain === undefined ? name : undefined;
-  if (plain === undefined) {
-    return (await store.getEndpoint(qualifiedKey(orgId, name))) === undefined ? name : undefined;
-  }
-  if (plain.orgId === orgId && !plain.oneOff) return undefined;
-  return (await store.getEndpoint(qualifiedKey(orgId, name))) === undefined ? qualifiedKey(orgId, name) : undefined;
+  if (plain !== undefined && plain.orgId === orgId && !plain.oneOff) return undefined;
+  const qualified = qualifiedKey(orgId, name);
+  if ((await store.getEndpoint(qualified)) !== undefined) return undefined;
+  return plain === undefined ? name : qualified;
 }

@@ -114,11 +114,16 @@ export interface SigningKey {
 // ---- rules every backend applies ---------------------------------------------------------
 
 /**
- * An endpoint's stored key as its org knows it: the key without the `ORG/` it has when
- * another endpoint held its name when it was made (control-plane/admin/endpoint-names.ts).
+ * The key of org `orgId`'s endpoint `name` when another endpoint held the plain name when it
+ * was made (control-plane/admin/endpoint-names.ts); nameInOrg reads it back.
  */
+export function qualifiedKey(orgId: string, name: string): string {
+  return `${orgId}/${name}`;
+}
+
+/** An endpoint's stored key as its org knows it: the key without the `ORG/` of qualifiedKey. */
 export function nameInOrg(key: string, orgId: string): string {
-  const prefix = `${orgId}/`;
+  const prefix = qualifiedKey(orgId, "");
   return orgId !== "" && key.startsWith(prefix) ? key.slice(prefix.length) : key;
 }
 

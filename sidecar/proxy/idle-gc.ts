@@ -7,23 +7,23 @@ import type { MallocTrim } from "./malloc-trim.js";
  * generation fills with garbage promoted from the young one; an idle sidecar allocates almost
  * nothing, so V8 never collects it and the RSS stays at its peak. One `gc()` per busy → idle
  * transition gives it back. It runs from an unref'd interval, never on the request path, and
- * only after `idleMs` without a request (a request arriving during it waits for it: tens of ms).
+ * only after `idleMs` without activity (a request arriving during it waits for it: tens of ms).
  * With `mallocTrim`, malloc's freed pages go back to the kernel right after it (malloc-trim.ts).
  */
 export interface IdleCollectionOptions {
-  /** Requests handled so far (any counter that only grows with traffic). */
-  requests: () => number;
+  /** Work done so far: requests served, events sent (any counter that only grows with work). */
+  activity: () => number;
   /** Quiet this long after traffic → collect. Default 5 s. */
   idleMs?: number;
-  /** At least this many requests since the last collection make a busy period. Default 1,000. */
-  minRequests?: number;
+  /** At least this much activity since the last collection make a busy period. Default 1,000. */
+  minActivity?: number;
   /** How often the counter is read. Default 1 s. */
   checkMs?: number;
   /** Called after each collection to give malloc's free pages back (malloc-trim.ts). */
   mallocTrim?: MallocTrim | undefined;
   /** Told of each collection (for a debug log); `trimmed` when mallocTrim gave memory back. */
   onCollect?: (info: {
-    requests: number;
+    activity: number;
     ms: number;
     rssBefore: number;
     rssAfter: number;
@@ -50,26 +50,26 @@ export function startIdleCollection(options: IdleCollectionOptions): IdleCollect
   const gc = exposedGc();
   if (gc === undefined) return { stop() {} };
   const idleMs = options.idleMs ?? 5_000;
-  const minRequests = options.minRequests ?? 1_000;
-  let lastCount = options.requests();
+  const minActivity = options.minActivity ?? 1_000;
+  let lastCount = options.activity();
   let countAtCollection = lastCount;
   let lastChangeAt = Date.now();
   const timer = setInterval(() => {
-    const count = options.requests();
+    const count = options.activity();
     const now = Date.now();
     if (count !== lastCount) {
       lastCount = count;
       lastChangeAt = now;
       return;
     }
-    if (now - lastChangeAt < idleMs || count - countAtCollection < minRequests) return;
+    if (now - lastChangeAt < idleMs || count - countAtCollection < minActivity) return;
     countAtCollection = count;
     const rssBefore = process.memoryUsage.rss();
     const startedAt = performance.now();
     gc();
     const trimmed = options.mallocTrim?.();
     options.onCollect?.({
-      requests: count,
+      activity: count,
       ms: performance.now() - startedAt,
       rssBefore,
       rssAfter: process.memoryUsage.rss(),

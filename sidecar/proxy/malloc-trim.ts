@@ -29,6 +29,21 @@ export function loadMallocTrim(paths: readonly string[] = CANDIDATES.map(fromHer
   return undefined;
 }
 
+/**
+ * The trim, loaded when first called (a sidecar that never sees a load never maps the
+ * module); false, and `unavailable` told once, where it cannot load.
+ */
+export function mallocTrimOnFirstUse(unavailable: () => void = () => {}): MallocTrim {
+  let trim: MallocTrim | undefined | null = null;
+  return () => {
+    if (trim === null) {
+      trim = loadMallocTrim();
+      if (trim === undefined) unavailable();
+    }
+    return trim?.() ?? false;
+  };
+}
+
 function fromHere(relative: string): string {
   return fileURLToPath(new URL(relative, import.meta.url));
 }

@@ -8,11 +8,11 @@ describe("idle collection", () => {
     let requests = 0;
     const collections: number[] = [];
     const idle = startIdleCollection({
-      requests: () => requests,
+      activity: () => requests,
       idleMs: 150,
-      minRequests: 100,
+      minActivity: 100,
       checkMs: 20,
-      onCollect: (info) => collections.push(info.requests),
+      onCollect: (info) => collections.push(info.activity),
     });
     try {
       // Busy for 400 ms (past idleMs): no collection while the counter moves.
@@ -29,7 +29,7 @@ describe("idle collection", () => {
       // Idle on: no second collection.
       await sleep(400);
       expect(collections).toEqual([busyCount]);
-      // A trickle below minRequests, then quiet: still none.
+      // A trickle below minActivity, then quiet: still none.
       requests += 10;
       await sleep(400);
       expect(collections).toEqual([busyCount]);

@@ -84,9 +84,9 @@ describe.skipIf(!linux)("malloc_trim after the idle collection", () => {
     const calls: string[] = [];
     const collected: Array<boolean | undefined> = [];
     const idle = startIdleCollection({
-      requests: () => requests,
+      activity: () => requests,
       idleMs: 100,
-      minRequests: 10,
+      minActivity: 10,
       checkMs: 20,
       mallocTrim: () => {
         calls.push("trim");

@@ -37,6 +37,10 @@ const endpoint = (name: string, orgId = "", apps: string[] = []): EndpointRecord
   pausedAt: null,
 });
 
+/** endpoint.disabled for `name` of `orgId` after a 410, none pending. */
+const goneEvent = (name: string, orgId: string, now: number): Event =>
+  endpointDisabledEvent({ name, orgId }, "gone", "410", { statusCode: 410, lastError: "" }, 0, now);
+
 const envelope = (orgId: string, app: string) => ({
   id: newEventId(),
   orgId,
@@ -135,25 +139,11 @@ describe("routing by org and app, every event type", () => {
     ]);
     const route = (e: Event) => ops.route(e);
     const now = Date.now();
-    const disabled = endpointDisabledEvent(
-      { name: "acme-chat", orgId: "acme" },
-      "gone",
-      "410",
-      { statusCode: 410, lastError: "" },
-      0,
-      now,
-    );
+    const disabled = goneEvent("acme-chat", "acme", now);
     expect(operatorTargets(route, disabled).sort()).toEqual(["acme-all", "ops"]);
     const recovered = endpointRecoveredEvent({ name: "globex-all", orgId: "globex" }, now - 1000, now);
     expect(operatorTargets(route, recovered).sort()).toEqual(["ops"]);
-    const operatorOwn = endpointDisabledEvent(
-      { name: "ops", orgId: "" },
-      "gone",
-      "410",
-      { statusCode: 410, lastError: "" },
-      0,
-      now,
-    );
+    const operatorOwn = goneEvent("ops", "", now);
     expect(operatorTargets(route, operatorOwn)).toEqual([]);
   });
 
@@ -170,14 +160,7 @@ describe("routing by org and app, every event type", () => {
     ]);
     const route = (e: Event) => router.route(e);
     const now = Date.now();
-    const disabled = endpointDisabledEvent(
-      { name: "globex/hook", orgId: "globex" },
-      "gone",
-      "410",
-      { statusCode: 410, lastError: "" },
-      0,
-      now,
-    );
+    const disabled = goneEvent("globex/hook", "globex", now);
     expect(disabled.payload.case === "endpointDisabled" && disabled.payload.value.endpoint).toBe("hook");
     expect(operatorTargets(route, disabled).sort()).toEqual(["globex-all", "hook"]);
     const exhausted = deliveryExhaustedEvent(
@@ -196,14 +179,7 @@ describe("routing by org and app, every event type", () => {
     expect(exhausted?.payload.case === "deliveryExhausted" && exhausted.payload.value.endpoint).toBe("hook");
     expect(operatorTargets(route, exhausted as Event).sort()).toEqual(["globex-all", "hook"]);
     // The operator's own "hook" is the one left out of an event about it.
-    const own = endpointDisabledEvent(
-      { name: "hook", orgId: "" },
-      "gone",
-      "410",
-      { statusCode: 410, lastError: "" },
-      0,
-      now,
-    );
+    const own = goneEvent("hook", "", now);
     expect(operatorTargets(route, own)).toEqual([]);
   });
 
