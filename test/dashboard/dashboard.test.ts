@@ -206,7 +206,11 @@ pricing:
       await expect
         .poll(() => page.locator("#action-result").textContent(), { timeout: 30_000 })
         .toMatch(/^disabled primary: [1-9]\d* pending deliveries fail without an attempt$/);
-      expect((await stack.controlPlane.store.getDelivery(held.id))?.delivery.status).toBe("failed");
+      // The scheduler fails them a moment after the disable answers (on PostgreSQL results are
+      // written in short batches): wait for it.
+      await expect
+        .poll(async () => (await stack.controlPlane.store.getDelivery(held.id))?.delivery.status, { timeout: 30_000 })
+        .toBe("failed");
       await page.locator('#stats button[data-action="enable"][data-endpoint="primary"]').click({ timeout: 30_000 });
       await expect
         .poll(() => page.locator("#action-result").textContent(), { timeout: 30_000 })
