@@ -267,14 +267,34 @@ export class Exchange implements Dispatcher.DispatchHandler {
     if (this.observation) this.context.reports.add(this.report);
   }
 
-  /** Off the response path: read the copy, build events, hand them to the sink. */
+  /**
+   * Off the response path: read the copy, build events, hand them to the sink. At once when
+   * the copy needs no decompressing (no promise per request); once the decoder is done otherwise.
+   */
   private readonly report = (): void => {
-    this.buildEvents().catch((err: unknown) => {
-      this.context.logger.error({ err, requestId: this.requestId }, "building events failed");
-    });
+    const copy = this.copy;
+    if (copy !== undefined && !copy.ready) {
+      // Once finish() has resolved, the copy is ready.
+      copy.finish().then(this.report, (err: unknown) => this.reportFailed(err));
+      return;
+    }
+    try {
+      this.buildEvents();
+    } catch (err) {
+      this.reportFailed(err);
+    }
   };
 
-  private async buildEvents(): Promise<void> {
+  private reportFailed(err: unknown): void {
+    this.context.logger.error({ err, requestId: this.requestId }, "building events failed");
+  }
+
+  /** The response's facts, read once from the copy (streaming events and the report share them). */
+  private facts(): ResponseFacts {
+    return this.copy === undefined ? NO_FACTS : this.copy.finishNow();
+  }
+
+  private buildEvents(): void {
     const observation = this.observation;
     if (!observation) return;
     const wanted = this.options?.wantedEventTypes ?? this.context.settings().wantedEventTypes;
@@ -283,12 +303,12 @@ export class Exchange implements Dispatcher.DispatchHandler {
     const wantsCompletion = wanted.has(EventType.COMPLETION);
     const wantsError = wanted.has(EventType.ERROR);
     if (status !== 0 && wanted.has(EventType.RATE_LIMIT)) this.reportRateLimits(status);
-    if (this.streaming) this.streaming.finish(this.streamFinishReason(await this.facts()), undefined);
+    if (this.streaming) this.streaming.finish(this.streamFinishReason(this.facts()), undefined);
     if (isSuccess ? !wantsCompletion && !wantsError : !wantsError) return;
     if (status !== 0 && !isSuccess && status < 400) return;
     if (status === 0 && this.ending === "client_disconnected") return;
 
-    const facts = await this.facts();
+    const facts = this.facts();
     const origin = this.origin();
     const latencyMs = this.endedAt - this.startedAt;
     // The request body is parsed only when the response did not say the model (a JSON parse
@@ -363,11 +383,6 @@ export class Exchange implements Dispatcher.DispatchHandler {
     );
   }
 
-  /** The response's facts, read once from the copy (streaming events and the report share them). */
-  private facts(): Promise<ResponseFacts> {
-    return this.copy ? this.copy.finish() : Promise.resolve({});
-  }
-
   /** Reads the request body once, off the response path. */
   private requestFacts(): RequestFacts {
     const observation = this.observation;
@@ -439,6 +454,9 @@ export class Exchange implements Dispatcher.DispatchHandler {
 }
 
 const STREAM_KEY = Buffer.from('"stream"');
+
+/** The facts of an exchange without a response copy. */
+const NO_FACTS: ResponseFacts = Object.freeze({});
 
 /** finish_reason of a stream the provider ended with an error event. */
 const STREAM_ERROR_FINISH = "upstream_error";

@@ -156,3 +156,14 @@ function removeNamed(headers: string[], lowerNames: ReadonlySet<string>): void {
     if (lowerNames.has(headers[i]!.toLowerCase())) headers.splice(i, 2);
   }
 }
+
+/** Bodies up to this size leave in one buffer with the head that goes before them (a copy cheaper than a second write). */
+export const COALESCE_BYTES = 16 * 1024;
+
+/** `head` (latin1, as node writes a head) followed by `body`, in one buffer. */
+export function withHead(head: string, body: Buffer): Buffer {
+  const out = Buffer.allocUnsafe(head.length + body.length);
+  out.write(head, 0, "latin1");
+  body.copy(out, head.length);
+  return out;
+}

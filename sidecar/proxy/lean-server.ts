@@ -3,6 +3,7 @@ import { STATUS_CODES, type Server as HttpServer } from "node:http";
 import type { Server as NetServer, Socket } from "node:net";
 import { createServer as createNetServer } from "node:net";
 import { Readable } from "node:stream";
+import { COALESCE_BYTES, withHead } from "./headers.js";
 
 /**
  * A lean HTTP/1.1 server for the proxy's common case, on node:net. It parses request heads
@@ -214,8 +215,12 @@ class LeanConnection {
       if (request.wholeBody !== undefined) {
         request.wholeBody = undefined;
         request.push(body);
+        request.push(null);
+      } else {
+        // Taken: the stream is empty and ends when someone reads it (a push(null) now costs a
+        // tick per request for a stream nobody reads).
+        request.endOnRead = true;
       }
-      request.push(null);
       return true;
     }
     if (head.framing === Framing.None) {
@@ -579,6 +584,8 @@ function parseHead(text: string): ParsedHead | undefined {
 export class LeanRequest extends Readable {
   /** The whole body, while it can be taken at once (see takeWholeBody). */
   wholeBody: Buffer | undefined = undefined;
+  /** The body was taken whole: the stream ends at its first read. */
+  endOnRead = false;
 
   constructor(
     readonly method: string,
@@ -590,6 +597,11 @@ export class LeanRequest extends Readable {
   }
 
   override _read(): void {
+    if (this.endOnRead) {
+      this.endOnRead = false;
+      this.push(null);
+      return;
+    }
     this.connection.requestWantsMore();
   }
 }
@@ -700,6 +712,11 @@ export class LeanResponse extends EventEmitter {
     if (chunk.length === 0) {
       this.flushHeaders();
       return true;
+    }
+    if (!this.headWritten && !this.chunked && chunk.length <= COALESCE_BYTES) {
+      // The head and a small body in one buffer: one plain write instead of a corked pair.
+      this.headWritten = true;
+      return socket.write(withHead(this.head!, chunk));
     }
     socket.cork();
     if (!this.headWritten) {

@@ -1,6 +1,7 @@
 import { connect as connectTcp, isIP, type Socket } from "node:net";
 import type { Readable } from "node:stream";
 import { type ConnectionOptions, connect as connectTls } from "node:tls";
+import { COALESCE_BYTES, withHead } from "./headers.js";
 
 /**
  * The proxy's upstream client on raw node:net/tls sockets, in place of undici's Pool for the
@@ -59,6 +60,22 @@ const STATUS_LINE = /^HTTP\/1\.([01]) ([1-9][0-9][0-9])(?: (.*))?$/;
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const CONTROL = /[\x00-\x08\x0a-\x1f\x7f]/;
 const KEEP_ALIVE_TIMEOUT = /timeout=(\d+)/i;
+
+/**
+ * Plain-TCP upstream sockets read into this one buffer (node:net's `onread`) instead of a
+ * fresh 64 KiB allocation per read pushed through the socket's Readable (a 'data' event and
+ * a nextTick per read). Reads are handled one at a time and what was read is copied out at
+ * once (a pooled copy of the few hundred bytes a response usually is), so one buffer serves
+ * every socket. TLS sockets read as streams do.
+ */
+const READ_BUFFER = Buffer.allocUnsafe(64 * 1024);
+
+/** The bytes just read into READ_BUFFER, copied out (the buffer is reused by the next read). */
+function readBytes(bytes: number): Buffer {
+  const chunk = Buffer.allocUnsafe(bytes);
+  READ_BUFFER.copy(chunk, 0, 0, bytes);
+  return chunk;
+}
 
 function codedError(message: string, code: string, name: string, cause?: unknown): Error {
   const err = new Error(message, cause === undefined ? undefined : { cause });
@@ -137,6 +154,7 @@ export class LeanPool {
   }
 
   open(): UpstreamSocket {
+    let socket: UpstreamSocket | undefined;
     const raw = this.secure
       ? connectTls({
           ...this.options.tls,
@@ -145,10 +163,20 @@ export class LeanPool {
           servername: isIP(this.hostname) === 0 ? this.hostname : undefined,
           ALPNProtocols: ["http/1.1"],
         })
-      : connectTcp({ host: this.hostname, port: this.port });
+      : connectTcp({
+          host: this.hostname,
+          port: this.port,
+          onread: {
+            buffer: READ_BUFFER,
+            callback: (bytes) => {
+              socket?.received(readBytes(bytes));
+              return true;
+            },
+          },
+        });
     raw.setNoDelay(true);
     raw.setKeepAlive(true, TCP_KEEP_ALIVE_MS);
-    const socket = new UpstreamSocket(raw, this);
+    socket = new UpstreamSocket(raw, this);
     this.all.add(socket);
     if (this.options.connectTimeout > 0)
       socket.startConnectTimer(this.options.connectTimeout, this.hostname, this.port);
@@ -211,7 +239,7 @@ class UpstreamSocket {
     private readonly pool: LeanPool,
   ) {
     raw.on(pool.secure ? "secureConnect" : "connect", this.onConnect);
-    raw.on("data", this.onData);
+    if (pool.secure) raw.on("data", this.received);
     raw.on("end", this.onEnd);
     raw.on("error", this.onError);
     raw.on("close", this.onClose);
@@ -280,7 +308,7 @@ class UpstreamSocket {
     this.request?.socketReady();
   };
 
-  private readonly onData = (chunk: Buffer): void => {
+  readonly received = (chunk: Buffer): void => {
     const request = this.request;
     if (request === undefined) {
       // Bytes nobody asked for: the connection's state is unknown.
@@ -421,6 +449,9 @@ class UpstreamRequest {
     if (body === null) {
       head += expectsPayload || declaredLength > 0 ? "content-length: 0\r\n\r\n" : "\r\n";
       raw.write(head, "latin1");
+      this.bodySent = true;
+    } else if (Buffer.isBuffer(body) && body.length <= COALESCE_BYTES) {
+      raw.write(withHead(`${head}content-length: ${body.length}\r\n\r\n`, body));
       this.bodySent = true;
     } else if (Buffer.isBuffer(body)) {
       raw.cork();

@@ -13,6 +13,7 @@ export class ResponseCopy {
   private readonly decoder: Transform | undefined;
   private decoderFailed = false;
   private finished: Promise<ResponseFacts> | undefined;
+  private facts: ResponseFacts | undefined;
   /** False for a content-encoding aigw cannot decode: the copy is then dropped. */
   private readonly readable: boolean;
 
@@ -42,10 +43,28 @@ export class ResponseCopy {
     }
   }
 
+  /** True when `finishNow` can answer: nothing to decompress, or `finish` has resolved. */
+  get ready(): boolean {
+    return this.decoder === undefined || this.facts !== undefined;
+  }
+
   /** Reads what is left and returns the observer's facts; the same promise on every call. Never rejects. */
   finish(): Promise<ResponseFacts> {
-    this.finished ??= this.readRest();
+    this.finished ??= this.decoder === undefined ? Promise.resolve(this.finishNow()) : this.readRest();
     return this.finished;
+  }
+
+  /**
+   * The facts at once, when `ready` (no promise, no microtask): read now from a copy with
+   * nothing to decompress, or those `finish` resolved with. The same object on every call.
+   */
+  finishNow(): ResponseFacts {
+    if (this.facts === undefined) {
+      if (this.decoder !== undefined) throw new Error("response copy: finishNow() before finish() resolved");
+      this.drain();
+      this.facts = this.observer.finish();
+    }
+    return this.facts;
   }
 
   private async readRest(): Promise<ResponseFacts> {
@@ -58,7 +77,8 @@ export class ResponseCopy {
         decoder.end();
       });
     }
-    return this.observer.finish();
+    this.facts = this.observer.finish();
+    return this.facts;
   }
 
   private readonly drain = (): void => {

@@ -50,6 +50,7 @@ const MAX_UINT32 = 0xffff_ffff;
 const MAX_UINT64 = (1n << 64n) - 1n;
 const MAX_INT64 = (1n << 63n) - 1n;
 const MIN_INT64 = -(1n << 63n);
+const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
 
 /** A growing buffer that is reused from batch to batch. */
 class Writer {
@@ -89,6 +90,11 @@ class Writer {
   }
 
   varint64(value: bigint): void {
+    // The usual value (a timestamp's seconds) fits a double exactly: no BigInt arithmetic.
+    if (value >= 0n && value <= MAX_SAFE) {
+      this.varint(Number(value));
+      return;
+    }
     this.ensure(10);
     const buf = this.buf;
     let pos = this.pos;

@@ -10,7 +10,9 @@
 // Knobs: AIGW_BENCH_SECONDS (6 per measurement), AIGW_BENCH_RUNS (3), AIGW_BENCH_CONNS
 // ("1,4,16"), AIGW_BENCH_RSS_AFTER_S (60), AIGW_BENCH_SIDECAR_NODE_OPTIONS (e.g.
 // "--cpu-prof --cpu-prof-dir=/tmp/prof" to profile the sidecar under this load, "--trace-gc"
-// for its collections), AIGW_BENCH_SIDECAR_STDOUT (a file for the first MB of its stdout).
+// for its collections), AIGW_BENCH_SIDECAR_STDOUT (a file for the first MB of its stdout),
+// AIGW_BENCH_EVENTS (the webhook's subscribed event types, "completion"; "error" to see what
+// the events cost: the bench's calls all succeed, so then no event is made).
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { request as httpRequest } from "node:http";
@@ -24,6 +26,7 @@ const SECONDS = Number(process.env.AIGW_BENCH_SECONDS ?? 6);
 const RUNS = Number(process.env.AIGW_BENCH_RUNS ?? 3);
 const CONNS = (process.env.AIGW_BENCH_CONNS ?? "1,4,16").split(",").map(Number);
 const RSS_AFTER_S = Number(process.env.AIGW_BENCH_RSS_AFTER_S ?? 60);
+const EVENTS = (process.env.AIGW_BENCH_EVENTS ?? "completion").split(",").filter(Boolean);
 const WARMUP_S = 1;
 const STREAMS = 40;
 const STREAM_CHUNKS = 20;
@@ -309,7 +312,7 @@ export async function benchSidecar(): Promise<BenchRow[]> {
     const configPath = join(dir, "config.yaml");
     writeFileSync(
       configPath,
-      `webhooks:\n  primary:\n    url: "http://127.0.0.1:${receiverPort}/webhooks/ai"\n    secret: "${SECRET}"\n    enabled: true\nevents:\n  subscribe: ["completion"]\nsecurity:\n  require_https: false\n  allowed_networks: ["127.0.0.0/8"]\ndelivery:\n  concurrent_deliveries: 64\n`,
+      `webhooks:\n  primary:\n    url: "http://127.0.0.1:${receiverPort}/webhooks/ai"\n    secret: "${SECRET}"\n    enabled: true\nevents:\n  subscribe: ${JSON.stringify(EVENTS)}\nsecurity:\n  require_https: false\n  allowed_networks: ["127.0.0.0/8"]\ndelivery:\n  concurrent_deliveries: 64\n`,
     );
     const cp = start(
       process.execPath,
@@ -398,7 +401,7 @@ export async function benchSidecar(): Promise<BenchRow[]> {
           const key = `${name}|${conns}`;
           results.set(key, [...(results.get(key) ?? []), { ...measured, cpuUs }]);
           note(
-            `run ${run + 1}/${RUNS} ${name} c=${conns}: p50 ${us(measured.p50Us)} p99 ${us(measured.p99Us)} ${measured.rps.toFixed(0)} req/s`,
+            `run ${run + 1}/${RUNS} ${name} c=${conns}: p50 ${us(measured.p50Us)} p99 ${us(measured.p99Us)} ${measured.rps.toFixed(0)} req/s${cpuUs === undefined ? "" : `, CPU ${us(cpuUs)}/req`}`,
           );
         }
       }
