@@ -167,3 +167,14 @@ export function withHead(head: string, body: Buffer): Buffer {
   body.copy(out, head.length);
   return out;
 }
+
+/** Whether header `name` is `lower` (lower-case ASCII) in any case: no lower-cased copy made. */
+export function isNamed(name: string, lower: string): boolean {
+  const length = lower.length;
+  if (name.length !== length) return false;
+  for (let i = 0; i < length; i++) {
+    const c = name.charCodeAt(i);
+    if ((c >= 0x41 && c <= 0x5a ? c | 0x20 : c) !== lower.charCodeAt(i)) return false;
+  }
+  return true;
+}

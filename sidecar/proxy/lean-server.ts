@@ -3,7 +3,7 @@ import { STATUS_CODES, type Server as HttpServer } from "node:http";
 import type { Server as NetServer, Socket } from "node:net";
 import { createServer as createNetServer } from "node:net";
 import { Readable } from "node:stream";
-import { COALESCE_BYTES, withHead } from "./headers.js";
+import { COALESCE_BYTES, isNamed, withHead } from "./headers.js";
 
 /**
  * A lean HTTP/1.1 server for the proxy's common case, on node:net. It parses request heads
@@ -75,7 +75,7 @@ export function createLeanServer(handler: LeanHandler, fallback: HttpServer, opt
 const CRLF2 = Buffer.from("\r\n\r\n");
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const METHOD = /^[A-Z]+$/;
-/** Controls other than tab (and bare CR/LF) in a head line: llhttp's verdict could differ, node decides. */
+/** Controls other than tab (and bare CR/LF) in a header value: llhttp's verdict could differ, node decides. */
 const CONTROL = /[\x00-\x08\x0a-\x1f\x7f]/;
 const TARGET = /^\/[\x21-\x7e\x80-\xff]*$/;
 const DIGITS = /^[0-9]{1,15}$/;
@@ -512,47 +512,53 @@ class LeanConnection {
 
 /** Parses a request head (without its blank line); undefined for anything node should judge. */
 function parseHead(text: string): ParsedHead | undefined {
-  const lines = text.split("\r\n");
-  const requestLine = lines[0]!;
-  const sp1 = requestLine.indexOf(" ");
-  const sp2 = requestLine.lastIndexOf(" ");
-  if (sp1 <= 0 || sp2 === sp1) return undefined;
-  if (requestLine.slice(sp2 + 1) !== "HTTP/1.1") return undefined;
-  const method = requestLine.slice(0, sp1);
-  const url = requestLine.slice(sp1 + 1, sp2);
+  // Read in place: a line at a time by index (lines end at CRLF; a bare CR or LF is inside a
+  // line), no split, no line strings, names compared without lower-cased copies.
+  const length = text.length;
+  let eol = text.indexOf("\r\n");
+  if (eol === -1) eol = length;
+  const sp1 = text.indexOf(" ");
+  const sp2 = text.lastIndexOf(" ", eol);
+  if (sp1 <= 0 || sp1 >= eol || sp2 === sp1) return undefined;
+  if (sp2 + 9 !== eol || !text.startsWith("HTTP/1.1", sp2 + 1)) return undefined;
+  const method = text.slice(0, sp1);
+  const url = text.slice(sp1 + 1, sp2);
   if (!METHOD.test(method) || method === "CONNECT" || method === "PRI") return undefined;
   if (!TARGET.test(url) || url.startsWith(AIGW_PATH)) return undefined;
-  if (lines.length - 1 > MAX_HEADERS) return undefined;
   const rawHeaders: string[] = [];
   let contentLength = -1;
   let chunked = false;
   let host = false;
   let keepAlive = true;
-  for (let i = 1; i < lines.length; i++) {
-    const line = lines[i]!;
-    const colon = line.indexOf(":");
-    if (colon <= 0 || CONTROL.test(line)) return undefined;
-    const name = line.slice(0, colon);
+  while (eol < length) {
+    if (rawHeaders.length >= MAX_HEADERS * 2) return undefined;
+    const start = eol + 2;
+    eol = text.indexOf("\r\n", start);
+    if (eol === -1) eol = length;
+    const colon = text.indexOf(":", start);
+    if (colon <= start || colon >= eol) return undefined;
+    const name = text.slice(start, colon);
     if (!TOKEN.test(name)) return undefined;
-    const value = line.slice(colon + 1).trim();
+    // The name is all token characters: a control character (a bare CR or LF included) can
+    // only be in the value.
+    const rawValue = text.slice(colon + 1, eol);
+    if (CONTROL.test(rawValue)) return undefined;
+    const value = rawValue.trim();
     switch (name.length) {
       case 4:
-        if (name.toLowerCase() === "host") {
+        if (isNamed(name, "host")) {
           if (host) return undefined;
           host = true;
         }
         break;
       case 6:
-        {
-          const lower = name.toLowerCase();
-          if (lower === "expect" || lower === "prefer") return undefined;
-        }
+        if (isNamed(name, "expect") || isNamed(name, "prefer")) return undefined;
         break;
       case 7:
-        if (name.toLowerCase() === "upgrade") return undefined;
+        if (isNamed(name, "upgrade")) return undefined;
         break;
       case 10:
-        if (name.toLowerCase() === "connection") {
+        if (isNamed(name, "connection")) {
           for (const token of value.toLowerCase().split(",")) {
             const t = token.trim();
             if (t === "close") keepAlive = false;
@@ -561,13 +567,13 @@ function parseHead(text: string): ParsedHead | undefined {
         }
         break;
       case 14:
-        if (name.toLowerCase() === "content-length") {
+        if (isNamed(name, "content-length")) {
           if (contentLength !== -1 || !DIGITS.test(value)) return undefined;
           contentLength = Number(value);
         }
         break;
       case 17:
-        if (name.toLowerCase() === "transfer-encoding") {
+        if (isNamed(name, "transfer-encoding")) {
           if (chunked || value.toLowerCase() !== "chunked") return undefined;
           chunked = true;
         }
@@ -676,8 +682,8 @@ export class LeanResponse extends EventEmitter {
     for (let i = 0; i < headers.length; i += 2) {
       const name = headers[i]!;
       const value = headers[i + 1]!;
-      if (name.length === 4 && name.toLowerCase() === "date") hasDate = true;
-      else if (name.length === 14 && name.toLowerCase() === "content-length") hasLength = true;
+      if (isNamed(name, "date")) hasDate = true;
+      else if (isNamed(name, "content-length")) hasLength = true;
       head += `${name}: ${value}\r\n`;
     }
     if (!hasDate) head += `Date: ${httpDate()}\r\n`;

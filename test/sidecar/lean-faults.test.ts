@@ -129,6 +129,14 @@ describe("a provider that sends garbage", () => {
     "/http2-preface": { bytes: "HTTP/2 200\r\ncontent-length: 0\r\n\r\n", end: false },
     "/nul-in-header": { bytes: "HTTP/1.1 200 OK\r\nX-A: a\x00b\r\nContent-Length: 0\r\n\r\n", end: false },
     "/binary": { bytes: Buffer.from([0x16, 0x03, 0x01, 0x00, 0xa5, 0x01, 0x00, 0x00, 0xa1, 0xff, 0x00]), end: false },
+    // Control characters the head parser finds in one look at the whole head, then line by line.
+    "/bare-lf-in-value": { bytes: "HTTP/1.1 200 OK\r\nX-A: a\nb\r\nContent-Length: 0\r\n\r\n", end: false },
+    "/bare-cr-in-value": { bytes: "HTTP/1.1 200 OK\r\nX-A: a\rb\r\nContent-Length: 0\r\n\r\n", end: false },
+    "/del-in-last-value": { bytes: "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-A: a\x7f\r\n\r\n", end: false },
+    "/cr-before-head-end": { bytes: "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-A: a\r\r\n\r\n", end: false },
+    "/empty-name": { bytes: "HTTP/1.1 200 OK\r\n: a\r\nContent-Length: 0\r\n\r\n", end: false },
+    "/no-colon-after-good": { bytes: "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nnocolon\r\n\r\n", end: false },
+    "/space-in-name": { bytes: "HTTP/1.1 200 OK\r\nX A: b\r\nContent-Length: 0\r\n\r\n", end: false },
     "/bad-chunk": {
       bytes: "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n",
       end: false,
