@@ -37,7 +37,7 @@ export const openAiAdapter: ProviderAdapter = {
   },
 
   rewriteRequest(path, body) {
-    if (path !== CHAT_COMPLETIONS || !body.includes('"stream"')) return undefined;
+    if (path !== CHAT_COMPLETIONS || !body.includes(STREAM_KEY)) return undefined;
     return askForStreamUsage(body);
   },
 
@@ -56,6 +56,8 @@ export const openAiAdapter: ProviderAdapter = {
 };
 
 const INCLUDE_USAGE = '"stream_options":{"include_usage":true}';
+/** A body without this key does not ask to stream: not parsed (a Buffer, not converted per request). */
+const STREAM_KEY = Buffer.from('"stream"');
 
 /**
  * A streamed chat completion reports usage only in an extra final chunk, sent when the
