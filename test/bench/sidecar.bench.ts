@@ -11,6 +11,7 @@
 // ("1,4,16"), AIGW_BENCH_RSS_AFTER_S (60), AIGW_BENCH_SIDECAR_NODE_OPTIONS (e.g.
 // "--cpu-prof --cpu-prof-dir=/tmp/prof" to profile the sidecar under this load, "--trace-gc"
 // for its collections), AIGW_BENCH_SIDECAR_STDOUT (a file for the first MB of its stdout),
+// AIGW_BENCH_SIDECAR_LOG_LEVEL ("warn"; "debug" logs its idle collections),
 // AIGW_BENCH_EVENTS (the webhook's subscribed event types, "completion"; "error" to see what
 // the events cost: the bench's calls all succeed, so then no event is made).
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
@@ -353,7 +354,9 @@ export async function benchSidecar(): Promise<BenchRow[]> {
       "--app",
       "bench",
     ];
-    const sidecar = start(process.execPath, sidecarArgs, 0, { AIGW_LOG_LEVEL: "warn" });
+    const sidecar = start(process.execPath, sidecarArgs, 0, {
+      AIGW_LOG_LEVEL: process.env.AIGW_BENCH_SIDECAR_LOG_LEVEL ?? "warn",
+    });
     procs.push(sidecar);
     targets.set("aigw sidecar", { url: `http://127.0.0.1:${sidecarPort}`, proc: sidecar });
     const adminUrl = `http://127.0.0.1:${adminPort}`;
