@@ -129,3 +129,6 @@ export function estimatedUsage(reported: Usage | undefined, contentDeltas: numbe
   delete usage.partial;
   return usage;
 }
+
+/** A request body without this key does not ask to stream (checked before any parse). */
+export const STREAM_KEY = Buffer.from('"stream"');

@@ -1,12 +1,13 @@
-import type {
-  ProviderAdapter,
-  ResponseBodyFilter,
-  ResponseContext,
-  ResponseFacts,
-  ResponseObserver,
-  StreamContentListener,
-  UpstreamRewrite,
-  Usage,
+import {
+  type ProviderAdapter,
+  type ResponseBodyFilter,
+  type ResponseContext,
+  type ResponseFacts,
+  type ResponseObserver,
+  STREAM_KEY,
+  type StreamContentListener,
+  type UpstreamRewrite,
+  type Usage,
 } from "./adapter.js";
 import { type SseEvent, SseFramer, SseParser } from "./sse.js";
 import { SseStreamObserver } from "./stream-observer.js";
@@ -56,8 +57,6 @@ export const openAiAdapter: ProviderAdapter = {
 };
 
 const INCLUDE_USAGE = '"stream_options":{"include_usage":true}';
-/** A body without this key does not ask to stream: not parsed (a Buffer, not converted per request). */
-const STREAM_KEY = Buffer.from('"stream"');
 
 /**
  * A streamed chat completion reports usage only in an extra final chunk, sent when the

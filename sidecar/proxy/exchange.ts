@@ -8,6 +8,7 @@ import {
   type RequestFacts,
   type ResponseBodyFilter,
   type ResponseFacts,
+  STREAM_KEY,
   type UpstreamRewrite,
 } from "../providers/adapter.js";
 import type { EventSink } from "./event-sink.js";
@@ -452,8 +453,6 @@ export class Exchange implements Dispatcher.DispatchHandler {
     }
   }
 }
-
-const STREAM_KEY = Buffer.from('"stream"');
 
 /** The facts of an exchange without a response copy. */
 const NO_FACTS: ResponseFacts = Object.freeze({});

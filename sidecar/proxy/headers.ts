@@ -17,6 +17,13 @@ const HOP_BY_HOP: ReadonlySet<string> = new Set([
 
 export const REQUEST_ID_HEADER = "x-aigw-request-id";
 
+/** A header name (RFC 9110 token). */
+export const HEADER_TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+/** Controls other than tab (a bare CR or LF included) in a header value: what llhttp refuses. */
+export const HEADER_CONTROL = /[\x00-\x08\x0a-\x1f\x7f]/;
+/** A Content-Length value both HTTP parsers accept. */
+export const LENGTH_DIGITS = /^[0-9]{1,15}$/;
+
 /** What the request's raw headers said about its body, read while copying them. */
 export interface RequestHeaderFacts {
   /** The client sent a body (content-length > 0 or a transfer-encoding). */

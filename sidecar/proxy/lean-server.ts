@@ -3,7 +3,7 @@ import { STATUS_CODES, type Server as HttpServer } from "node:http";
 import type { Server as NetServer, Socket } from "node:net";
 import { createServer as createNetServer } from "node:net";
 import { Readable } from "node:stream";
-import { COALESCE_BYTES, isNamed, withHead } from "./headers.js";
+import { COALESCE_BYTES, HEADER_CONTROL, HEADER_TOKEN, isNamed, LENGTH_DIGITS, withHead } from "./headers.js";
 
 /**
  * A lean HTTP/1.1 server for the proxy's common case, on node:net. It parses request heads
@@ -73,12 +73,8 @@ export function createLeanServer(handler: LeanHandler, fallback: HttpServer, opt
 }
 
 const CRLF2 = Buffer.from("\r\n\r\n");
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const METHOD = /^[A-Z]+$/;
-/** Controls other than tab (and bare CR/LF) in a header value: llhttp's verdict could differ, node decides. */
-const CONTROL = /[\x00-\x08\x0a-\x1f\x7f]/;
 const TARGET = /^\/[\x21-\x7e\x80-\xff]*$/;
-const DIGITS = /^[0-9]{1,15}$/;
 const AIGW_PATH = "/aigw/";
 
 enum State {
@@ -538,11 +534,11 @@ function parseHead(text: string): ParsedHead | undefined {
     const colon = text.indexOf(":", start);
     if (colon <= start || colon >= eol) return undefined;
     const name = text.slice(start, colon);
-    if (!TOKEN.test(name)) return undefined;
+    if (!HEADER_TOKEN.test(name)) return undefined;
     // The name is all token characters: a control character (a bare CR or LF included) can
-    // only be in the value.
+    // only be in the value; one llhttp might judge differently is node's.
     const rawValue = text.slice(colon + 1, eol);
-    if (CONTROL.test(rawValue)) return undefined;
+    if (HEADER_CONTROL.test(rawValue)) return undefined;
     const value = rawValue.trim();
     switch (name.length) {
       case 4:
@@ -568,7 +564,7 @@ function parseHead(text: string): ParsedHead | undefined {
         break;
       case 14:
         if (isNamed(name, "content-length")) {
-          if (contentLength !== -1 || !DIGITS.test(value)) return undefined;
+          if (contentLength !== -1 || !LENGTH_DIGITS.test(value)) return undefined;
           contentLength = Number(value);
         }
         break;

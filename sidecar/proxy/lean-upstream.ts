@@ -1,7 +1,7 @@
 import { connect as connectTcp, isIP, type Socket } from "node:net";
 import type { Readable } from "node:stream";
 import { type ConnectionOptions, connect as connectTls } from "node:tls";
-import { COALESCE_BYTES, isNamed, withHead } from "./headers.js";
+import { COALESCE_BYTES, HEADER_CONTROL, HEADER_TOKEN, isNamed, LENGTH_DIGITS, withHead } from "./headers.js";
 
 /**
  * The proxy's upstream client on raw node:net/tls sockets, in place of undici's Pool for the
@@ -57,10 +57,7 @@ const HTTP_1 = Buffer.from("HTTP/1.");
 /** undici's TCP keep-alive probe delay for its sockets. */
 const TCP_KEEP_ALIVE_MS = 60_000;
 const STATUS_LINE = /^HTTP\/1\.([01]) ([1-9][0-9][0-9])(?: (.*))?$/;
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
-const CONTROL = /[\x00-\x08\x0a-\x1f\x7f]/;
 const KEEP_ALIVE_TIMEOUT = /timeout=(\d+)/i;
-const DIGITS = /^[0-9]{1,15}$/;
 const CHUNKED_LAST = /(?:^|,)\s*chunked\s*$/i;
 const CLOSE_TOKEN = /(?:^|,)\s*close\s*(?:,|$)/i;
 
@@ -442,7 +439,7 @@ class UpstreamRequest {
         declaredLength = Number(value);
         continue;
       }
-      if (CONTROL.test(value) || !TOKEN.test(name)) {
+      if (HEADER_CONTROL.test(value) || !HEADER_TOKEN.test(name)) {
         this.fail(codedError(`invalid ${name} header`, "UND_ERR_INVALID_ARG", "InvalidArgumentError"));
         return;
       }
@@ -592,14 +589,14 @@ class UpstreamRequest {
       if (eol === -1) eol = length;
       const colon = text.indexOf(":", start);
       const name = colon > start && colon < eol ? text.slice(start, colon) : "";
-      if (name === "" || !TOKEN.test(name)) {
+      if (name === "" || !HEADER_TOKEN.test(name)) {
         this.fail(parserError("Invalid header token"));
         return false;
       }
       // The name is all token characters: a control character (a bare CR or LF included) can
       // only be in the value.
       const rawValue = text.slice(colon + 1, eol);
-      if (CONTROL.test(rawValue)) {
+      if (HEADER_CONTROL.test(rawValue)) {
         this.fail(parserError("Invalid header value char"));
         return false;
       }
@@ -607,7 +604,7 @@ class UpstreamRequest {
       switch (name.length) {
         case 14:
           if (isNamed(name, "content-length")) {
-            const n = DIGITS.test(value) ? Number(value) : -2;
+            const n = LENGTH_DIGITS.test(value) ? Number(value) : -2;
             if (n === -2 || (contentLength !== -1 && contentLength !== n)) {
               this.fail(parserError(n === -2 ? "Invalid character in Content-Length" : "Duplicate Content-Length"));
               return false;

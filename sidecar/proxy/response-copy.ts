@@ -50,7 +50,7 @@ export class ResponseCopy {
 
   /** Reads what is left and returns the observer's facts; the same promise on every call. Never rejects. */
   finish(): Promise<ResponseFacts> {
-    this.finished ??= this.decoder === undefined ? Promise.resolve(this.finishNow()) : this.readRest();
+    this.finished ??= this.readRest();
     return this.finished;
   }
 
@@ -77,7 +77,7 @@ export class ResponseCopy {
         decoder.end();
       });
     }
-    this.facts = this.observer.finish();
+    this.facts ??= this.observer.finish();
     return this.facts;
   }
 

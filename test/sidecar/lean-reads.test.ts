@@ -1,4 +1,4 @@
-import { createServer as createHttpServer, request as httpRequest, type Server } from "node:http";
+import { Agent, createServer as createHttpServer, request as httpRequest, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLeanServer, type LeanServer, takeWholeBody } from "../../sidecar/proxy/lean-server.js";
@@ -145,7 +145,7 @@ describe("lean server: a body taken whole", () => {
   });
 
   it("is an empty stream that ends when read, and the connection serves the next request", async () => {
-    const agent = new (await import("node:http")).Agent({ keepAlive: true, maxSockets: 1 });
+    const agent = new Agent({ keepAlive: true, maxSockets: 1 });
     const post = (body: string): Promise<{ answer: unknown; socket: unknown }> =>
       new Promise((resolve, reject) => {
         const req = httpRequest(
