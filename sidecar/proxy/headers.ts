@@ -24,6 +24,21 @@ export const HEADER_CONTROL = /[\x00-\x08\x0a-\x1f\x7f]/;
 /** A Content-Length value both HTTP parsers accept. */
 export const LENGTH_DIGITS = /^[0-9]{1,15}$/;
 
+/**
+ * A header value in `text` between `start` (after the colon) and `end` (its line's end),
+ * without the spaces and tabs before it, and after it when `trimEnd`: node's server gives
+ * request header values trimmed at both ends, undici gives response header values with what
+ * follows them. One slice, no untrimmed copy.
+ */
+export function valueAt(text: string, start: number, end: number, trimEnd: boolean): string {
+  let from = start;
+  let to = end;
+  for (let c = text.charCodeAt(from); from < to && (c === 0x20 || c === 0x09); c = text.charCodeAt(++from));
+  if (trimEnd)
+    for (let c = text.charCodeAt(to - 1); to > from && (c === 0x20 || c === 0x09); c = text.charCodeAt(--to - 1));
+  return text.slice(from, to);
+}
+
 /** What the request's raw headers said about its body, read while copying them. */
 export interface RequestHeaderFacts {
   /** The client sent a body (content-length > 0 or a transfer-encoding). */

@@ -1,7 +1,7 @@
 import { connect as connectTcp, isIP, type Socket } from "node:net";
 import type { Readable } from "node:stream";
 import { type ConnectionOptions, connect as connectTls } from "node:tls";
-import { COALESCE_BYTES, HEADER_CONTROL, HEADER_TOKEN, isNamed, LENGTH_DIGITS, withHead } from "./headers.js";
+import { COALESCE_BYTES, HEADER_CONTROL, HEADER_TOKEN, isNamed, LENGTH_DIGITS, valueAt, withHead } from "./headers.js";
 
 /**
  * The proxy's upstream client on raw node:net/tls sockets, in place of undici's Pool for the
@@ -56,7 +56,6 @@ const CRLF2 = Buffer.from("\r\n\r\n");
 const HTTP_1 = Buffer.from("HTTP/1.");
 /** undici's TCP keep-alive probe delay for its sockets. */
 const TCP_KEEP_ALIVE_MS = 60_000;
-const STATUS_LINE = /^HTTP\/1\.([01]) ([1-9][0-9][0-9])(?: (.*))?$/;
 const KEEP_ALIVE_TIMEOUT = /timeout=(\d+)/i;
 const CHUNKED_LAST = /(?:^|,)\s*chunked\s*$/i;
 const CLOSE_TOKEN = /(?:^|,)\s*close\s*(?:,|$)/i;
@@ -572,17 +571,19 @@ class UpstreamRequest {
     const length = text.length;
     let eol = text.indexOf("\r\n");
     if (eol === -1) eol = length;
-    const status = STATUS_LINE.exec(eol === length ? text : text.slice(0, eol));
-    if (status === null) {
+    // "HTTP/1.0" or "HTTP/1.1", a space, three digits (the first not 0), then nothing or a
+    // space and a reason without CR or LF.
+    const code = statusCode(text, eol);
+    if (code === -1) {
       this.fail(parserError("Invalid response status"));
       return false;
     }
-    const code = Number(status[2]);
+    const statusText = eol > 13 ? text.slice(13, eol) : "";
     const rawHeaders: string[] = [];
     let contentLength = -1;
     let chunked = false;
     let hasTransferEncoding = false;
-    let close = status[1] === "0";
+    let close = text.charCodeAt(7) === 0x30;
     while (eol < length) {
       const start = eol + 2;
       eol = text.indexOf("\r\n", start);
@@ -595,12 +596,11 @@ class UpstreamRequest {
       }
       // The name is all token characters: a control character (a bare CR or LF included) can
       // only be in the value.
-      const rawValue = text.slice(colon + 1, eol);
-      if (HEADER_CONTROL.test(rawValue)) {
+      const value = valueAt(text, colon + 1, eol, false);
+      if (HEADER_CONTROL.test(value)) {
         this.fail(parserError("Invalid header value char"));
         return false;
       }
-      const value = rawValue.trim();
       switch (name.length) {
         case 14:
           if (isNamed(name, "content-length")) {
@@ -651,7 +651,7 @@ class UpstreamRequest {
     this.remaining = contentLength;
     this.phase = Phase.Body;
     this.socket!.setTimeout(this.pool.timeouts.bodyTimeout);
-    const go = this.handler.onHeaders(code, rawHeaders, this.resume, status[3] ?? "");
+    const go = this.handler.onHeaders(code, rawHeaders, this.resume, statusText);
     if (this.finished) return false;
     if (!go) this.pause();
     if (this.body === Body.None) this.complete();
@@ -836,3 +836,27 @@ class UpstreamRequest {
 }
 
 const IDEMPOTENT: ReadonlySet<string> = new Set(["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"]);
+
+/**
+ * The status code of a status line (`text` up to `eol`), -1 when the line is not
+ * `HTTP/1.0` or `HTTP/1.1`, a space, three digits (the first not 0), then nothing or a space
+ * and a reason without a bare CR or LF. By hand: a regular expression's match was the
+ * largest allocation of a response head.
+ */
+function statusCode(text: string, eol: number): number {
+  if (eol < 12 || !text.startsWith("HTTP/1.", 0)) return -1;
+  const minor = text.charCodeAt(7);
+  if ((minor !== 0x30 && minor !== 0x31) || text.charCodeAt(8) !== 0x20) return -1;
+  const d1 = text.charCodeAt(9) - 0x30;
+  const d2 = text.charCodeAt(10) - 0x30;
+  const d3 = text.charCodeAt(11) - 0x30;
+  if (d1 < 1 || d1 > 9 || d2 < 0 || d2 > 9 || d3 < 0 || d3 > 9) return -1;
+  if (eol > 12) {
+    if (text.charCodeAt(12) !== 0x20) return -1;
+    for (let i = 13; i < eol; i++) {
+      const c = text.charCodeAt(i);
+      if (c === 0x0d || c === 0x0a) return -1;
+    }
+  }
+  return d1 * 100 + d2 * 10 + d3;
+}
