@@ -13,7 +13,11 @@
 // for its collections), AIGW_BENCH_SIDECAR_STDOUT (a file for the first MB of its stdout),
 // AIGW_BENCH_SIDECAR_LOG_LEVEL ("warn"; "debug" logs its idle collections),
 // AIGW_BENCH_EVENTS (the webhook's subscribed event types, "completion"; "error" to see what
-// the events cost: the bench's calls all succeed, so then no event is made).
+// the events cost: the bench's calls all succeed, so then no event is made),
+// AIGW_BENCH_COMPARE (another checkout, built: its sidecar runs beside this one, on the same
+// core and control plane, and both are loaded at the same time, each by its own wrk, at every
+// concurrency and run; the table gives this build ÷ that one. On a machine whose speed drifts
+// from one minute to the next, a change is only seen this way: both builds share each moment).
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { request as httpRequest } from "node:http";
@@ -28,6 +32,7 @@ const RUNS = Number(process.env.AIGW_BENCH_RUNS ?? 3);
 const CONNS = (process.env.AIGW_BENCH_CONNS ?? "1,4,16").split(",").map(Number);
 const RSS_AFTER_S = Number(process.env.AIGW_BENCH_RSS_AFTER_S ?? 60);
 const EVENTS = (process.env.AIGW_BENCH_EVENTS ?? "completion").split(",").filter(Boolean);
+const COMPARE = process.env.AIGW_BENCH_COMPARE;
 const WARMUP_S = 1;
 const STREAMS = 40;
 const STREAM_CHUNKS = 20;
@@ -364,6 +369,31 @@ export async function benchSidecar(): Promise<BenchRow[]> {
       "sidecar connected to the control plane",
       async () => (await get(`${adminUrl}/readyz`)).body.includes("connected") || undefined,
     );
+    // The other build's sidecar, for the simultaneous comparison (AIGW_BENCH_COMPARE).
+    let other: { url: string; proc: Proc } | undefined;
+    if (COMPARE) {
+      const [otherPort, otherAdminPort] = await Promise.all([freePort(), freePort()]);
+      const args = sidecarArgs.map((arg) =>
+        arg === "bin/aigw.js"
+          ? join(COMPARE, "bin/aigw.js")
+          : arg === `127.0.0.1:${sidecarPort}`
+            ? `127.0.0.1:${otherPort}`
+            : arg === `127.0.0.1:${adminPort}`
+              ? `127.0.0.1:${otherAdminPort}`
+              : arg === join(dir, "spool")
+                ? join(dir, "spool-other")
+                : arg === "bench"
+                  ? "bench-other"
+                  : arg,
+      );
+      const proc = start(process.execPath, args, 0, { AIGW_LOG_LEVEL: "warn" });
+      procs.push(proc);
+      other = { url: `http://127.0.0.1:${otherPort}`, proc };
+      await waitUntil(
+        "the other build's sidecar connected to the control plane",
+        async () => (await get(`http://127.0.0.1:${otherAdminPort}/readyz`)).body.includes("connected") || undefined,
+      );
+    }
     for (const [name, { url }] of targets) await waitUntil(name, async () => (await get(url)).status > 0 || undefined);
     await new Promise((resolve) => setTimeout(resolve, 2000));
     const idleMetrics = (await get(`${adminUrl}/metrics`)).body;
@@ -474,6 +504,41 @@ export async function benchSidecar(): Promise<BenchRow[]> {
     note(`sidecar memory ${RSS_AFTER_S} s after load: ${memoryBreakdown(afterMetrics, sidecar.child.pid)}`);
     // The receiver prints a line on start, then one per verified event.
     const webhooks = receiver.lines() - 1;
+    // Both builds at once, each loaded by its own wrk: the same moments of the machine for both.
+    const paired = new Map<string, Array<{ mine: Measurement; theirs: Measurement }>>();
+    if (other) {
+      // After everything above, with this build's queue drained; the other build has been idle
+      // so far, so both first take one round of load that is not counted (compiled code, and
+      // each its own backlog of events, alike).
+      const sidecarProc = targets.get("aigw sidecar")!;
+      const most = Math.max(...CONNS);
+      await Promise.all([
+        load(`${sidecarProc.url}/v1/chat/completions`, most, SECONDS),
+        load(`${other.url}/v1/chat/completions`, most, SECONDS),
+      ]);
+      for (let run = 0; run < RUNS; run++) {
+        for (const conns of CONNS) {
+          const cpuBefore = [cpuTimeUs(sidecarProc.proc?.child.pid), cpuTimeUs(other.proc.child.pid)];
+          const [mine, theirs] = await Promise.all([
+            load(`${sidecarProc.url}/v1/chat/completions`, conns, SECONDS),
+            load(`${other.url}/v1/chat/completions`, conns, SECONDS),
+          ]);
+          const cpuAfter = [cpuTimeUs(sidecarProc.proc?.child.pid), cpuTimeUs(other.proc.child.pid)];
+          const perRequest = (i: number, m: Omit<Measurement, "cpuUs">): number | undefined =>
+            cpuBefore[i] !== undefined && cpuAfter[i] !== undefined
+              ? (cpuAfter[i]! - cpuBefore[i]!) / (m.rps * (SECONDS + WARMUP_S))
+              : undefined;
+          const pair = {
+            mine: { ...mine, cpuUs: perRequest(0, mine) },
+            theirs: { ...theirs, cpuUs: perRequest(1, theirs) },
+          };
+          paired.set(String(conns), [...(paired.get(String(conns)) ?? []), pair]);
+          note(
+            `run ${run + 1}/${RUNS} both builds c=${conns}: this ${pair.mine.rps.toFixed(0)} req/s, CPU ${us(pair.mine.cpuUs ?? Number.NaN)}/req; other ${pair.theirs.rps.toFixed(0)} req/s, CPU ${us(pair.theirs.cpuUs ?? Number.NaN)}/req`,
+          );
+        }
+      }
+    }
 
     const med = (name: Target, conns: number, field: keyof Measurement): number =>
       median((results.get(`${name}|${conns}`) ?? []).map((m) => m[field] ?? Number.NaN));
@@ -500,6 +565,27 @@ export async function benchSidecar(): Promise<BenchRow[]> {
       `events: ${eventsSent} acked by the control plane, ${dropped} dropped; ${webhooks} signed webhooks verified by the receiver by the end`,
       "",
     ];
+    if (other) {
+      const pairedMedian = (conns: number, side: "mine" | "theirs", field: keyof Measurement): number =>
+        median((paired.get(String(conns)) ?? []).map((p) => p[side][field] ?? Number.NaN));
+      // Each run's ratio, then their median: a run's two sides share the machine's state.
+      const ratio = (conns: number, field: keyof Measurement): number =>
+        median(
+          (paired.get(String(conns)) ?? []).map((p) => (p.mine[field] ?? Number.NaN) / (p.theirs[field] ?? Number.NaN)),
+        );
+      lines.push(
+        `both builds loaded at the same time (this one and ${COMPARE}), medians of ${RUNS} runs`,
+        "",
+        `| build | ${CONNS.map((c) => `${c} conn p50 / p99 / req/s / CPU per req`).join(" | ")} |`,
+        `|---|${CONNS.map(() => "---").join("|")}|`,
+        ...(["mine", "theirs"] as const).map(
+          (side) =>
+            `| ${side === "mine" ? "this build" : "the other build"} | ${CONNS.map((c) => `${us(pairedMedian(c, side, "p50Us"))} / ${us(pairedMedian(c, side, "p99Us"))} / ${(pairedMedian(c, side, "rps") / 1000).toFixed(1)}k / ${us(pairedMedian(c, side, "cpuUs"))}`).join(" | ")} |`,
+        ),
+        `| this ÷ other (median of each run's ratio) | ${CONNS.map((c) => `${ratio(c, "p50Us").toFixed(3)} / ${ratio(c, "p99Us").toFixed(3)} / ${ratio(c, "rps").toFixed(3)} / ${ratio(c, "cpuUs").toFixed(3)}`).join(" | ")} |`,
+        "",
+      );
+    }
     process.stdout.write(`${lines.join("\n")}\n`);
     if (process.env.AIGW_BENCH_SIDECAR_STDOUT) writeFileSync(process.env.AIGW_BENCH_SIDECAR_STDOUT, sidecar.stdout());
 
