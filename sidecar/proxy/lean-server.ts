@@ -595,7 +595,7 @@ function parseHead(text: string): ParsedHead | undefined {
         break;
       case 14:
         if (isNamed(name, "content-length")) {
-          // node's server refuses a length followed by spaces or tabs (400): its call.
+          // A length followed by spaces or tabs: node's call (Node 20 refuses it, Node 24 serves it).
           const last = text.charCodeAt(eol - 1);
           if (contentLength !== -1 || !LENGTH_DIGITS.test(value) || last === 0x20 || last === 0x09) return undefined;
           contentLength = Number(value);

@@ -111,14 +111,17 @@ describe("lean server: request heads as node's server reads them", () => {
     await new Promise((resolve) => node.close(resolve));
   });
 
-  it("a length followed by spaces: node's server refuses it (400), and the lean server leaves it to node", async () => {
+  it("a length followed by spaces goes to node's server, which decides (Node 20 refuses it, Node 24 serves it)", async () => {
     seen.length = 0;
     const head = `POST /d HTTP/1.1\r\n${H}Content-Length: 3 \t\r\n\r\nabc`;
     const viaLean = await send(leanPort, head);
     const viaNode = await send(nodePort, head);
-    expect(viaNode).toMatch(/^HTTP\/1\.1 400 Bad Request\r\n/);
-    expect(viaLean).toBe(viaNode);
-    expect(seen).toEqual([]);
+    const undated = (text: string) => text.replace(/^Date: .*$/m, "Date: <date>");
+    expect(viaNode).toMatch(/^HTTP\/1\.1 (400 Bad Request|200 OK)\r\n/);
+    expect(undated(viaLean)).toBe(undated(viaNode));
+    // Not served lean: node refused it on both sockets, or node's server (the lean server's
+    // fallback, then the plain one) served it.
+    expect(seen.map((s) => s.by)).toEqual(viaNode.startsWith("HTTP/1.1 200") ? ["node", "node"] : []);
   });
 
   it.each(cases)("%s", async (_name, head) => {
