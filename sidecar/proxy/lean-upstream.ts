@@ -571,8 +571,6 @@ class UpstreamRequest {
     const length = text.length;
     let eol = text.indexOf("\r\n");
     if (eol === -1) eol = length;
-    // "HTTP/1.0" or "HTTP/1.1", a space, three digits (the first not 0), then nothing or a
-    // space and a reason without CR or LF.
     const code = statusCode(text, eol);
     if (code === -1) {
       this.fail(parserError("Invalid response status"));

@@ -1,5 +1,5 @@
 import { createServer, type RequestListener } from "node:http";
-import type { AddressInfo } from "node:net";
+import { type AddressInfo, connect } from "node:net";
 import { PassThrough } from "node:stream";
 import OpenAI from "openai";
 import type { Event } from "../../gen/aigw/v1/events_pb.js";
@@ -157,4 +157,28 @@ export async function proxyBefore(
       await new Promise<void>((resolve) => upstream.close(() => resolve()));
     },
   };
+}
+
+/** Sends raw bytes (in pieces, when given several) and returns everything read until the server closes. */
+export function exchange(port: number, pieces: readonly (string | Buffer)[], gapMs = 5): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, "127.0.0.1");
+    const got: Buffer[] = [];
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`no close within 10 s; got ${JSON.stringify(Buffer.concat(got).toString("latin1"))}`));
+    }, 10_000);
+    socket.on("data", (c: Buffer) => got.push(c));
+    socket.on("error", () => {});
+    socket.on("close", () => {
+      clearTimeout(timer);
+      resolve(Buffer.concat(got).toString("latin1"));
+    });
+    socket.on("connect", async () => {
+      for (const piece of pieces) {
+        socket.write(piece);
+        if (pieces.length > 1) await new Promise((r) => setTimeout(r, gapMs));
+      }
+    });
+  });
 }

@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLogger } from "../../common/logger.js";
 import { LeanPool } from "../../sidecar/proxy/lean-upstream.js";
 import { type ProxyEngine, type RunningProxy, startProxy } from "../../sidecar/proxy/server.js";
-import { CHAT_COMPLETION, leanGet, RecordingSink, waitFor } from "./harness.js";
+import { CHAT_COMPLETION, exchange, leanGet, RecordingSink, waitFor } from "./harness.js";
 
 // The lean engine must answer byte for byte what the node:http engine answers (Date and the
 // request id aside), for the common case it serves and for what it hands to node:http.
@@ -134,30 +134,6 @@ function upstreamHandler(req: IncomingMessage, res: ServerResponse): void {
 async function listen(server: Server): Promise<string> {
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-}
-
-/** Sends raw bytes (in pieces, when given several) and returns everything read until the server closes. */
-function exchange(port: number, pieces: readonly (string | Buffer)[], gapMs = 5): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const socket = connect(port, "127.0.0.1");
-    const got: Buffer[] = [];
-    const timer = setTimeout(() => {
-      socket.destroy();
-      reject(new Error(`no close within 10 s; got ${JSON.stringify(Buffer.concat(got).toString("latin1"))}`));
-    }, 10_000);
-    socket.on("data", (c: Buffer) => got.push(c));
-    socket.on("error", () => {});
-    socket.on("close", () => {
-      clearTimeout(timer);
-      resolve(Buffer.concat(got).toString("latin1"));
-    });
-    socket.on("connect", async () => {
-      for (const piece of pieces) {
-        socket.write(piece);
-        if (pieces.length > 1) await new Promise((r) => setTimeout(r, gapMs));
-      }
-    });
-  });
 }
 
 function normalize(text: string): string {

@@ -1,5 +1,5 @@
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
-import { type AddressInfo, connect } from "node:net";
+import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   createLeanServer,
@@ -7,6 +7,7 @@ import {
   type LeanResponse,
   type LeanServer,
 } from "../../sidecar/proxy/lean-server.js";
+import { exchange } from "./harness.js";
 
 // The lean server parses request heads itself and hands its handler what node's server would:
 // the same method, target and raw headers (names as sent, values without the spaces and tabs
@@ -44,23 +45,8 @@ function recorder(by: Seen["by"], seen: Seen[]) {
   };
 }
 
-/** Sends `bytes` on a fresh connection and waits for the server to close it. */
-function send(port: number, bytes: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const socket = connect(port, "127.0.0.1", () => socket.write(bytes, "latin1"));
-    const got: Buffer[] = [];
-    const timer = setTimeout(() => {
-      socket.destroy();
-      reject(new Error("no close within 10 s"));
-    }, 10_000);
-    socket.on("data", (c: Buffer) => got.push(c));
-    socket.on("error", () => {});
-    socket.on("close", () => {
-      clearTimeout(timer);
-      resolve(Buffer.concat(got).toString("latin1"));
-    });
-  });
-}
+/** Sends a head (latin-1) on a fresh connection and returns what came back once the server closed it. */
+const send = (port: number, head: string): Promise<string> => exchange(port, [Buffer.from(head, "latin1")]);
 
 const H = "Host: example.test\r\nConnection: close\r\n";
 
