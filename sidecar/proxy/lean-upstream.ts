@@ -434,7 +434,7 @@ class UpstreamRequest {
     for (let i = 0; i < headers.length; i += 2) {
       const name = headers[i]!;
       const value = headers[i + 1]!;
-      if (name.length === 14 && name.toLowerCase() === "content-length") {
+      if (isNamed(name, "content-length")) {
         declaredLength = Number(value);
         continue;
       }

@@ -175,6 +175,11 @@ function metric(text: string, name: string): number | undefined {
 }
 
 /** utime + stime of a process and its children (nginx's worker), in µs (Linux /proc). */
+/** CPU µs per request over a measurement (its warm-up included, as the CPU times are), from two cpuTimeUs readings. */
+function cpuPerRequest(before: number | undefined, after: number | undefined, rps: number): number | undefined {
+  return before !== undefined && after !== undefined ? (after - before) / (rps * (SECONDS + WARMUP_S)) : undefined;
+}
+
 function cpuTimeUs(pid: number | undefined): number | undefined {
   if (pid === undefined) return undefined;
   try {
@@ -340,26 +345,34 @@ export async function benchSidecar(): Promise<BenchRow[]> {
     );
     procs.push(cp);
     const grpcUrl = await waitUntil("control plane", () => /"grpc":"([^"]+)"/.exec(cp.stdout())?.[1]);
-    const sidecarArgs = [
+    // The sidecar's command line; the other build's (AIGW_BENCH_COMPARE) differs in its
+    // checkout, ports, spool and app name.
+    const sidecarArgs = (
+      checkout: string,
+      port: number | undefined,
+      admin: number | undefined,
+      spool: string,
+      app: string,
+    ): string[] => [
       ...(process.env.AIGW_BENCH_SIDECAR_NODE_OPTIONS?.split(" ").filter(Boolean) ?? []),
-      "bin/aigw.js",
+      join(checkout, "bin/aigw.js"),
       "sidecar",
       "--control-plane",
       grpcUrl,
       "--listen",
-      `127.0.0.1:${sidecarPort}`,
+      `127.0.0.1:${port}`,
       "--admin-listen",
-      `127.0.0.1:${adminPort}`,
+      `127.0.0.1:${admin}`,
       "--upstream",
       `http://127.0.0.1:${upstreamPort}`,
       "--spool",
-      join(dir, "spool"),
+      join(dir, spool),
       "--org",
       "org_bench",
       "--app",
-      "bench",
+      app,
     ];
-    const sidecar = start(process.execPath, sidecarArgs, 0, {
+    const sidecar = start(process.execPath, sidecarArgs("", sidecarPort, adminPort, "spool", "bench"), 0, {
       AIGW_LOG_LEVEL: process.env.AIGW_BENCH_SIDECAR_LOG_LEVEL ?? "warn",
     });
     procs.push(sidecar);
@@ -373,20 +386,12 @@ export async function benchSidecar(): Promise<BenchRow[]> {
     let other: { url: string; proc: Proc } | undefined;
     if (COMPARE) {
       const [otherPort, otherAdminPort] = await Promise.all([freePort(), freePort()]);
-      const args = sidecarArgs.map((arg) =>
-        arg === "bin/aigw.js"
-          ? join(COMPARE, "bin/aigw.js")
-          : arg === `127.0.0.1:${sidecarPort}`
-            ? `127.0.0.1:${otherPort}`
-            : arg === `127.0.0.1:${adminPort}`
-              ? `127.0.0.1:${otherAdminPort}`
-              : arg === join(dir, "spool")
-                ? join(dir, "spool-other")
-                : arg === "bench"
-                  ? "bench-other"
-                  : arg,
+      const proc = start(
+        process.execPath,
+        sidecarArgs(COMPARE, otherPort, otherAdminPort, "spool-other", "bench-other"),
+        0,
+        { AIGW_LOG_LEVEL: "warn" },
       );
-      const proc = start(process.execPath, args, 0, { AIGW_LOG_LEVEL: "warn" });
       procs.push(proc);
       other = { url: `http://127.0.0.1:${otherPort}`, proc };
       await waitUntil(
@@ -428,9 +433,7 @@ export async function benchSidecar(): Promise<BenchRow[]> {
           const measured = await load(`${url}/v1/chat/completions`, conns, SECONDS);
           clearInterval(sampler);
           const cpuAfter = cpuTimeUs(proc?.child.pid);
-          const requests = measured.rps * (SECONDS + WARMUP_S);
-          const cpuUs =
-            cpuBefore !== undefined && cpuAfter !== undefined ? (cpuAfter - cpuBefore) / requests : undefined;
+          const cpuUs = cpuPerRequest(cpuBefore, cpuAfter, measured.rps);
           const key = `${name}|${conns}`;
           results.set(key, [...(results.get(key) ?? []), { ...measured, cpuUs }]);
           note(
@@ -524,13 +527,9 @@ export async function benchSidecar(): Promise<BenchRow[]> {
             load(`${other.url}/v1/chat/completions`, conns, SECONDS),
           ]);
           const cpuAfter = [cpuTimeUs(sidecarProc.proc?.child.pid), cpuTimeUs(other.proc.child.pid)];
-          const perRequest = (i: number, m: Omit<Measurement, "cpuUs">): number | undefined =>
-            cpuBefore[i] !== undefined && cpuAfter[i] !== undefined
-              ? (cpuAfter[i]! - cpuBefore[i]!) / (m.rps * (SECONDS + WARMUP_S))
-              : undefined;
           const pair = {
-            mine: { ...mine, cpuUs: perRequest(0, mine) },
-            theirs: { ...theirs, cpuUs: perRequest(1, theirs) },
+            mine: { ...mine, cpuUs: cpuPerRequest(cpuBefore[0], cpuAfter[0], mine.rps) },
+            theirs: { ...theirs, cpuUs: cpuPerRequest(cpuBefore[1], cpuAfter[1], theirs.rps) },
           };
           paired.set(String(conns), [...(paired.get(String(conns)) ?? []), pair]);
           note(
