@@ -3,18 +3,6 @@
  * are dropped (RFC 9110 7.6.1); everything else, authorization included, passes as is.
  */
 
-const HOP_BY_HOP: ReadonlySet<string> = new Set([
-  "connection",
-  "keep-alive",
-  "proxy-connection",
-  "proxy-authenticate",
-  "proxy-authorization",
-  "te",
-  "trailer",
-  "transfer-encoding",
-  "upgrade",
-]);
-
 export const REQUEST_ID_HEADER = "x-aigw-request-id";
 
 /** A header name (RFC 9110 token). */
@@ -37,6 +25,61 @@ export function valueAt(text: string, start: number, end: number, trimEnd: boole
   if (trimEnd)
     for (let c = text.charCodeAt(to - 1); to > from && (c === 0x20 || c === 0x09); c = text.charCodeAt(--to - 1));
   return text.slice(from, to);
+}
+
+/** What the proxy does with a header, by name (see headerKind). */
+enum Kind {
+  Other,
+  /** Connection-level (RFC 9110 7.6.1), dropped at both edges. */
+  HopByHop,
+  Connection,
+  Host,
+  Expect,
+  ContentLength,
+  TransferEncoding,
+  AcceptEncoding,
+  ContentType,
+  ContentEncoding,
+  RequestId,
+}
+
+/**
+ * The kind of header `name` is, in any case: by its length first, then one comparison without
+ * a lower-cased copy (a request's or a response's names were each lower-cased and looked up
+ * in a set before).
+ */
+function headerKind(name: string): Kind {
+  switch (name.length) {
+    case 2:
+      return isNamed(name, "te") ? Kind.HopByHop : Kind.Other;
+    case 4:
+      return isNamed(name, "host") ? Kind.Host : Kind.Other;
+    case 6:
+      return isNamed(name, "expect") ? Kind.Expect : Kind.Other;
+    case 7:
+      return isNamed(name, "trailer") || isNamed(name, "upgrade") ? Kind.HopByHop : Kind.Other;
+    case 10:
+      if (isNamed(name, "connection")) return Kind.Connection;
+      return isNamed(name, "keep-alive") ? Kind.HopByHop : Kind.Other;
+    case 12:
+      return isNamed(name, "content-type") ? Kind.ContentType : Kind.Other;
+    case 14:
+      return isNamed(name, "content-length") ? Kind.ContentLength : Kind.Other;
+    case 15:
+      return isNamed(name, "accept-encoding") ? Kind.AcceptEncoding : Kind.Other;
+    case 16:
+      if (isNamed(name, "content-encoding")) return Kind.ContentEncoding;
+      return isNamed(name, "proxy-connection") ? Kind.HopByHop : Kind.Other;
+    case 17:
+      if (isNamed(name, "transfer-encoding")) return Kind.TransferEncoding;
+      return isNamed(name, REQUEST_ID_HEADER) ? Kind.RequestId : Kind.Other;
+    case 18:
+      return isNamed(name, "proxy-authenticate") ? Kind.HopByHop : Kind.Other;
+    case 19:
+      return isNamed(name, "proxy-authorization") ? Kind.HopByHop : Kind.Other;
+    default:
+      return Kind.Other;
+  }
 }
 
 /** What the request's raw headers said about its body, read while copying them. */
@@ -69,28 +112,27 @@ export function upstreamRequestHeaders(
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!;
     const value = raw[i + 1]!;
-    const lower = name.toLowerCase();
-    switch (lower) {
-      case "host":
-      case "expect":
+    switch (headerKind(name)) {
+      case Kind.Host:
+      case Kind.Expect:
         continue;
-      case "content-length":
+      case Kind.ContentLength:
         if (value !== "0") facts.hasBody = true;
         if (facts.contentLength === -1) facts.contentLength = Number(value);
         if (options.dropContentLength) continue;
         break;
-      case "transfer-encoding":
+      case Kind.TransferEncoding:
         facts.hasBody = true;
         facts.contentLength = Number.NaN;
         continue;
-      case "accept-encoding":
+      case Kind.AcceptEncoding:
         if (options.identityEncoding) continue;
         break;
-      case "connection":
+      case Kind.Connection:
         connectionTokens = addConnectionTokens(connectionTokens, value);
         continue;
-      default:
-        if (HOP_BY_HOP.has(lower)) continue;
+      case Kind.HopByHop:
+        continue;
     }
     out.push(name, value);
   }
@@ -127,25 +169,27 @@ export function clientResponseHead(
     const rawValue = raw[i + 1]!;
     const name = typeof rawName === "string" ? rawName : rawName.toString("latin1");
     const value = typeof rawValue === "string" ? rawValue : rawValue.toString("latin1");
-    const lower = name.toLowerCase();
-    switch (lower) {
-      case "content-type":
+    switch (headerKind(name)) {
+      case Kind.ContentType:
         contentType = value.toLowerCase();
         break;
-      case "content-encoding":
+      case Kind.ContentEncoding:
         contentEncoding = value.trim().toLowerCase();
         break;
-      case "content-length":
+      case Kind.ContentLength:
         if (dropContentLength) continue;
         break;
-      case REQUEST_ID_HEADER:
+      case Kind.RequestId:
         // An upstream that is itself an aigw sidecar: the id of this hop wins.
         continue;
-      case "connection":
+      case Kind.TransferEncoding:
+        // Hop-by-hop: the client's framing is the proxy's own.
+        continue;
+      case Kind.Connection:
         connectionTokens = addConnectionTokens(connectionTokens, value);
         continue;
-      default:
-        if (HOP_BY_HOP.has(lower)) continue;
+      case Kind.HopByHop:
+        continue;
     }
     headers.push(name, value);
   }
@@ -164,6 +208,9 @@ export function headerValue(headers: readonly string[], lowerName: string): stri
 
 /** Headers named in `Connection` are hop-by-hop too (RFC 9110 7.6.1). */
 function addConnectionTokens(tokens: Set<string> | undefined, value: string): Set<string> | undefined {
+  // The value nearly every peer sends (node's server on every kept-alive response): nothing
+  // to add, no split, trim or lower-cased copies.
+  if (isNamed(value, "keep-alive") || isNamed(value, "close")) return tokens;
   for (const token of value.split(",")) {
     const t = token.trim().toLowerCase();
     if (t === "" || t === "close" || t === "keep-alive") continue;

@@ -1,31 +1,29 @@
 /**
  * Runs the proxy's bookkeeping (reading response copies, building events, publishing) in
- * batches, a moment after responses end, rather than between a response's last write and
- * the next read on the event loop. Under load a batch grows and its cost per request falls.
+ * batches, after the event loop has handled every socket that was ready, rather than between
+ * a response's last write and the next read. Under load a batch grows (every response that
+ * ended in one turn of the loop) and its cost per request falls. An immediate, not a timer:
+ * a 1 ms timer made and unlinked node's list of 1 ms timers on every batch.
  */
 export class ReportQueue {
   private pending: Array<() => void> = [];
-  private timer: NodeJS.Timeout | undefined;
+  private scheduled: NodeJS.Immediate | undefined;
 
-  constructor(
-    /** How long a finished exchange may wait for its report. */
-    private readonly delayMs = 1,
-    private readonly onError: (err: unknown) => void = () => {},
-  ) {}
+  constructor(private readonly onError: (err: unknown) => void = () => {}) {}
 
   add(report: () => void): void {
     this.pending.push(report);
-    if (this.timer === undefined) {
-      this.timer = setTimeout(this.flush, this.delayMs);
+    if (this.scheduled === undefined) {
+      this.scheduled = setImmediate(this.flush);
       // Pending reports never keep a process alive that is otherwise done.
-      this.timer.unref();
+      this.scheduled.unref();
     }
   }
 
   /** Runs every pending report now (also used on close). */
   readonly flush = (): void => {
-    if (this.timer !== undefined) clearTimeout(this.timer);
-    this.timer = undefined;
+    if (this.scheduled !== undefined) clearImmediate(this.scheduled);
+    this.scheduled = undefined;
     const batch = this.pending;
     this.pending = [];
     for (const report of batch) {

@@ -101,7 +101,6 @@ export interface RunningProxy {
 /** Observed request bodies are read whole to find model and stream; larger ones pass unobserved. */
 export const MAX_OBSERVED_REQUEST_BYTES = 10 * 1024 * 1024;
 const DEFAULT_TIMEOUT_MS = 10 * 60 * 1000;
-const REPORT_DELAY_MS = 1;
 /** Pass-through request bodies up to this size, with a content-length, go upstream as one buffer (one write). */
 const SMALL_BODY_BYTES = 64 * 1024;
 
@@ -118,7 +117,7 @@ export async function startProxy(options: ProxyOptions): Promise<RunningProxy> {
     app: options.app,
     logger: options.logger,
     settings: options.settings ?? (() => DEFAULT_PROXY_SETTINGS),
-    reports: new ReportQueue(REPORT_DELAY_MS, (err) => options.logger.error({ err }, "building events failed")),
+    reports: new ReportQueue((err) => options.logger.error({ err }, "building events failed")),
     metrics: options.metrics ?? new ProxyMetrics(),
   };
   const asyncRequests = new AsyncRequests(options.asyncRequests);

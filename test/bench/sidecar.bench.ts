@@ -17,7 +17,10 @@
 // AIGW_BENCH_COMPARE (another checkout, built: its sidecar runs beside this one, on the same
 // core and control plane, and both are loaded at the same time, each by its own wrk, at every
 // concurrency and run; the table gives this build ÷ that one. On a machine whose speed drifts
-// from one minute to the next, a change is only seen this way: both builds share each moment).
+// from one minute to the next, a change is only seen this way: both builds share each moment;
+// AIGW_BENCH_COMPARE=. compares this build with itself), AIGW_BENCH_COMPARE_NODE_OPTIONS (the
+// other sidecar's Node options, AIGW_BENCH_SIDECAR_NODE_OPTIONS unless set: a V8 flag's effect
+// is measured the same way, e.g. AIGW_BENCH_COMPARE=. AIGW_BENCH_SIDECAR_NODE_OPTIONS=--some-flag).
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { request as httpRequest } from "node:http";
@@ -347,14 +350,16 @@ export async function benchSidecar(): Promise<BenchRow[]> {
     const grpcUrl = await waitUntil("control plane", () => /"grpc":"([^"]+)"/.exec(cp.stdout())?.[1]);
     // The sidecar's command line; the other build's (AIGW_BENCH_COMPARE) differs in its
     // checkout, ports, spool and app name.
+    const nodeOptions = (value: string | undefined): string[] => value?.split(" ").filter(Boolean) ?? [];
     const sidecarArgs = (
+      options: readonly string[],
       checkout: string,
       port: number | undefined,
       admin: number | undefined,
       spool: string,
       app: string,
     ): string[] => [
-      ...(process.env.AIGW_BENCH_SIDECAR_NODE_OPTIONS?.split(" ").filter(Boolean) ?? []),
+      ...options,
       join(checkout, "bin/aigw.js"),
       "sidecar",
       "--control-plane",
@@ -372,9 +377,21 @@ export async function benchSidecar(): Promise<BenchRow[]> {
       "--app",
       app,
     ];
-    const sidecar = start(process.execPath, sidecarArgs("", sidecarPort, adminPort, "spool", "bench"), 0, {
-      AIGW_LOG_LEVEL: process.env.AIGW_BENCH_SIDECAR_LOG_LEVEL ?? "warn",
-    });
+    const sidecar = start(
+      process.execPath,
+      sidecarArgs(
+        nodeOptions(process.env.AIGW_BENCH_SIDECAR_NODE_OPTIONS),
+        "",
+        sidecarPort,
+        adminPort,
+        "spool",
+        "bench",
+      ),
+      0,
+      {
+        AIGW_LOG_LEVEL: process.env.AIGW_BENCH_SIDECAR_LOG_LEVEL ?? "warn",
+      },
+    );
     procs.push(sidecar);
     targets.set("aigw sidecar", { url: `http://127.0.0.1:${sidecarPort}`, proc: sidecar });
     const adminUrl = `http://127.0.0.1:${adminPort}`;
@@ -388,7 +405,14 @@ export async function benchSidecar(): Promise<BenchRow[]> {
       const [otherPort, otherAdminPort] = await Promise.all([freePort(), freePort()]);
       const proc = start(
         process.execPath,
-        sidecarArgs(COMPARE, otherPort, otherAdminPort, "spool-other", "bench-other"),
+        sidecarArgs(
+          nodeOptions(process.env.AIGW_BENCH_COMPARE_NODE_OPTIONS ?? process.env.AIGW_BENCH_SIDECAR_NODE_OPTIONS),
+          COMPARE,
+          otherPort,
+          otherAdminPort,
+          "spool-other",
+          "bench-other",
+        ),
         0,
         { AIGW_LOG_LEVEL: "warn" },
       );
