@@ -10,6 +10,7 @@ import { benchDeliveryEndToEnd } from "./delivery-e2e.bench.js";
 import { benchReplay } from "./replay.bench.js";
 import { benchReplicas } from "./replicas.bench.js";
 import { benchSidecar } from "./sidecar.bench.js";
+import { benchSidecarInstructions } from "./sidecar-instructions.bench.js";
 import type { BenchRow } from "./types.js";
 
 const fmt = (n: number | undefined, digits = 3): string =>
@@ -29,6 +30,7 @@ function table(rows: BenchRow[]): string {
 
 const parts = [
   ["sidecar proxy", benchSidecar],
+  ["proxy instructions", benchSidecarInstructions],
   ["delivery throughput", benchDelivery],
   ["delivery backlog", benchDeliveryBacklog],
   ["delivery end to end", benchDeliveryEndToEnd],

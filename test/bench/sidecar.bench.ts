@@ -42,7 +42,7 @@ const STREAM_CHUNKS = 20;
 const STREAM_CHUNK_MS = 5;
 const REPO = fileURLToPath(new URL("../../", import.meta.url));
 const HERE = fileURLToPath(new URL("./proxy/", import.meta.url));
-const SECRET = "whsec_YWlndy1sb2NhbC1kZXZlbG9wbWVudC1zZWNyZXQh";
+export const SECRET = "whsec_YWlndy1sb2NhbC1kZXZlbG9wbWVudC1zZWNyZXQh";
 
 /**
  * Where the sidecar's memory is: the V8 heap (used / reserved) and external memory from its
@@ -77,7 +77,7 @@ interface Measurement {
   cpuUs?: number | undefined;
 }
 
-interface Proc {
+export interface Proc {
   child: ChildProcess;
   /** The first MB of stdout. */
   stdout: () => string;
@@ -88,14 +88,14 @@ interface Proc {
 
 const canPin = cpus().length >= 2 && spawnSync("taskset", ["-V"]).status === 0;
 const hasWrk = spawnSync("wrk", ["-v"]).error === undefined;
-const hasNginx = spawnSync("nginx", ["-v"]).error === undefined;
+export const hasNginx = spawnSync("nginx", ["-v"]).error === undefined;
 
 /**
  * Runs a command pinned to `core` when the machine has two cores and taskset; `background`
  * runs it at a lower priority (nice 10), so that the control plane's delivery backlog, which
  * shares the load generator's core, cannot starve the generator and inflate every row.
  */
-function start(
+export function start(
   command: string,
   args: string[],
   core: 0 | 1,
@@ -130,7 +130,7 @@ function start(
   };
 }
 
-async function waitUntil<T>(
+export async function waitUntil<T>(
   what: string,
   check: () => T | undefined | Promise<T | undefined>,
   ms = 30_000,
@@ -148,7 +148,7 @@ async function waitUntil<T>(
   }
 }
 
-function freePort(): Promise<number> {
+export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer().listen(0, "127.0.0.1", () => {
       const { port } = server.address() as { port: number };
@@ -158,7 +158,7 @@ function freePort(): Promise<number> {
   });
 }
 
-function get(url: string): Promise<{ status: number; body: string }> {
+export function get(url: string): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
     const req = httpRequest(url, (res) => {
       let body = "";
@@ -172,7 +172,7 @@ function get(url: string): Promise<{ status: number; body: string }> {
   });
 }
 
-function metric(text: string, name: string): number | undefined {
+export function metric(text: string, name: string): number | undefined {
   const match = new RegExp(`^${name} ([0-9.e+-]+)$`, "m").exec(text);
   return match ? Number(match[1]) : undefined;
 }
