@@ -18,7 +18,17 @@ import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSyn
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { freePort, get, hasNginx, metric, type Proc, SECRET, start, waitUntil } from "./sidecar.bench.js";
+import {
+  freePort,
+  get,
+  hasNginx,
+  metric,
+  type Proc,
+  sidecarCommand,
+  start,
+  startSubscribedControlPlane,
+  waitUntil,
+} from "./sidecar.bench.js";
 import type { BenchRow } from "./types.js";
 
 const REQUESTS = Number(process.env.AIGW_BENCH_INSTR_REQUESTS ?? 2_000);
@@ -133,42 +143,13 @@ export async function benchSidecarInstructions(): Promise<BenchRow[]> {
   const dir = mkdtempSync(join(tmpdir(), "aigw-bench-instructions-"));
   const procs: Proc[] = [];
   try {
-    const [upstreamPort, receiverPort, nginxPort, pipePort] = await Promise.all(Array.from({ length: 4 }, freePort));
+    const [upstreamPort, nginxPort, pipePort] = await Promise.all(Array.from({ length: 3 }, freePort));
     const upstream = start(process.execPath, [join(HERE, "upstream.mjs"), String(upstreamPort)], 0);
     procs.push(upstream);
     await waitUntil("upstream", () => upstream.stdout().includes("ready") || undefined);
     const upstreamUrl = `http://127.0.0.1:${upstreamPort}`;
 
-    const receiver = start(
-      process.execPath,
-      ["dist/examples/receiver.js", "--port", String(receiverPort), "--secret", SECRET],
-      1,
-    );
-    procs.push(receiver);
-    const configPath = join(dir, "config.yaml");
-    writeFileSync(
-      configPath,
-      `webhooks:\n  primary:\n    url: "http://127.0.0.1:${receiverPort}/webhooks/ai"\n    secret: "${SECRET}"\n    enabled: true\nevents:\n  subscribe: ["completion"]\nsecurity:\n  require_https: false\n  allowed_networks: ["127.0.0.0/8"]\n`,
-    );
-    const cp = start(
-      process.execPath,
-      [
-        "bin/aigw.js",
-        "control-plane",
-        "--config",
-        configPath,
-        "--store",
-        `sqlite:${join(dir, "cp.db")}`,
-        "--grpc",
-        "127.0.0.1:0",
-        "--http",
-        "127.0.0.1:0",
-      ],
-      1,
-      { AIGW_LOG_LEVEL: "info" },
-    );
-    procs.push(cp);
-    const grpcUrl = await waitUntil("control plane", () => /"grpc":"([^"]+)"/.exec(cp.stdout())?.[1]);
+    const { grpcUrl } = await startSubscribedControlPlane(dir, ["completion"], procs);
 
     const idle = async (): Promise<boolean> => true;
     const results = new Map<string, Counted>();
@@ -219,22 +200,15 @@ export async function benchSidecarInstructions(): Promise<BenchRow[]> {
         label,
         [
           process.execPath,
-          join(checkout, "bin/aigw.js"),
-          "sidecar",
-          "--control-plane",
-          grpcUrl,
-          "--listen",
-          `127.0.0.1:${port}`,
-          "--admin-listen",
-          `127.0.0.1:${admin}`,
-          "--upstream",
-          upstreamUrl,
-          "--spool",
-          join(dir, `spool-${label}`),
-          "--org",
-          "org_bench",
-          "--app",
-          label,
+          ...sidecarCommand({
+            checkout,
+            grpcUrl,
+            port,
+            admin,
+            upstreamUrl,
+            spool: join(dir, `spool-${label}`),
+            app: label,
+          }),
         ],
         `http://127.0.0.1:${port}`,
         async () => (await get(`${adminUrl}/readyz`)).body.includes("connected"),

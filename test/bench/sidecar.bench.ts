@@ -148,6 +148,82 @@ export async function waitUntil<T>(
   }
 }
 
+/**
+ * A verifying webhook receiver and a control plane (SQLite in `dir`) subscribed to
+ * `events`, as users run them, on core 1 (the control plane at nice 10); both are added to
+ * `procs`. Resolves to the control plane's gRPC address and the receiver (it prints a line
+ * on start, then one per verified event).
+ */
+export async function startSubscribedControlPlane(
+  dir: string,
+  events: readonly string[],
+  procs: Proc[],
+): Promise<{ grpcUrl: string; receiver: Proc }> {
+  const receiverPort = await freePort();
+  const receiver = start(
+    process.execPath,
+    ["dist/examples/receiver.js", "--port", String(receiverPort), "--secret", SECRET],
+    1,
+  );
+  procs.push(receiver);
+  const configPath = join(dir, "config.yaml");
+  writeFileSync(
+    configPath,
+    `webhooks:\n  primary:\n    url: "http://127.0.0.1:${receiverPort}/webhooks/ai"\n    secret: "${SECRET}"\n    enabled: true\nevents:\n  subscribe: ${JSON.stringify(events)}\nsecurity:\n  require_https: false\n  allowed_networks: ["127.0.0.0/8"]\ndelivery:\n  concurrent_deliveries: 64\n`,
+  );
+  const cp = start(
+    process.execPath,
+    [
+      "bin/aigw.js",
+      "control-plane",
+      "--config",
+      configPath,
+      "--store",
+      `sqlite:${join(dir, "cp.db")}`,
+      "--grpc",
+      "127.0.0.1:0",
+      "--http",
+      "127.0.0.1:0",
+    ],
+    1,
+    { AIGW_LOG_LEVEL: "info" },
+    true,
+  );
+  procs.push(cp);
+  const grpcUrl = await waitUntil("control plane", () => /"grpc":"([^"]+)"/.exec(cp.stdout())?.[1]);
+  return { grpcUrl, receiver };
+}
+
+/** The sidecar's command line (after node's own options), as the benches run it. */
+export function sidecarCommand(o: {
+  checkout: string;
+  grpcUrl: string;
+  port: number;
+  admin: number;
+  upstreamUrl: string;
+  spool: string;
+  app: string;
+}): string[] {
+  return [
+    join(o.checkout, "bin/aigw.js"),
+    "sidecar",
+    "--control-plane",
+    o.grpcUrl,
+    "--listen",
+    `127.0.0.1:${o.port}`,
+    "--admin-listen",
+    `127.0.0.1:${o.admin}`,
+    "--upstream",
+    o.upstreamUrl,
+    "--spool",
+    o.spool,
+    "--org",
+    "org_bench",
+    "--app",
+    o.app,
+  ];
+}
+
 export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer().listen(0, "127.0.0.1", () => {
@@ -288,8 +364,8 @@ export async function benchSidecar(): Promise<BenchRow[]> {
       note("wrk not found (apt-get install wrk): using the Node load generator (test/bench/proxy/loadgen.mjs)");
     if (!hasNginx) note("nginx not found (apt-get install nginx): no nginx row, ratios against the pipe proxy instead");
     if (!canPin) note("fewer than 2 cores or no taskset: processes are not pinned");
-    const [upstreamPort, nginxPort, pipePort, sidecarPort, adminPort, receiverPort] = await Promise.all(
-      Array.from({ length: 6 }, freePort),
+    const [upstreamPort, nginxPort, pipePort, sidecarPort, adminPort] = await Promise.all(
+      Array.from({ length: 5 }, freePort),
     );
     const upstream = start(
       process.execPath,
@@ -317,37 +393,7 @@ export async function benchSidecar(): Promise<BenchRow[]> {
     targets.set("pipe proxy", { url: `http://127.0.0.1:${pipePort}`, proc: pipe });
 
     // The control plane with a verifying receiver subscribed to completions, as users run it.
-    const receiver = start(
-      process.execPath,
-      ["dist/examples/receiver.js", "--port", String(receiverPort), "--secret", SECRET],
-      1,
-    );
-    procs.push(receiver);
-    const configPath = join(dir, "config.yaml");
-    writeFileSync(
-      configPath,
-      `webhooks:\n  primary:\n    url: "http://127.0.0.1:${receiverPort}/webhooks/ai"\n    secret: "${SECRET}"\n    enabled: true\nevents:\n  subscribe: ${JSON.stringify(EVENTS)}\nsecurity:\n  require_https: false\n  allowed_networks: ["127.0.0.0/8"]\ndelivery:\n  concurrent_deliveries: 64\n`,
-    );
-    const cp = start(
-      process.execPath,
-      [
-        "bin/aigw.js",
-        "control-plane",
-        "--config",
-        configPath,
-        "--store",
-        `sqlite:${join(dir, "cp.db")}`,
-        "--grpc",
-        "127.0.0.1:0",
-        "--http",
-        "127.0.0.1:0",
-      ],
-      1,
-      { AIGW_LOG_LEVEL: "info" },
-      true,
-    );
-    procs.push(cp);
-    const grpcUrl = await waitUntil("control plane", () => /"grpc":"([^"]+)"/.exec(cp.stdout())?.[1]);
+    const { grpcUrl, receiver } = await startSubscribedControlPlane(dir, EVENTS, procs);
     // The sidecar's command line; the other build's (AIGW_BENCH_COMPARE) differs in its
     // checkout, ports, spool and app name.
     const nodeOptions = (value: string | undefined): string[] => value?.split(" ").filter(Boolean) ?? [];
@@ -360,22 +406,15 @@ export async function benchSidecar(): Promise<BenchRow[]> {
       app: string,
     ): string[] => [
       ...options,
-      join(checkout, "bin/aigw.js"),
-      "sidecar",
-      "--control-plane",
-      grpcUrl,
-      "--listen",
-      `127.0.0.1:${port}`,
-      "--admin-listen",
-      `127.0.0.1:${admin}`,
-      "--upstream",
-      `http://127.0.0.1:${upstreamPort}`,
-      "--spool",
-      join(dir, spool),
-      "--org",
-      "org_bench",
-      "--app",
-      app,
+      ...sidecarCommand({
+        checkout,
+        grpcUrl,
+        port: port!,
+        admin: admin!,
+        upstreamUrl: `http://127.0.0.1:${upstreamPort}`,
+        spool: join(dir, spool),
+        app,
+      }),
     ];
     const sidecar = start(
       process.execPath,
