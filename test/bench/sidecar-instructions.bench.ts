@@ -71,7 +71,12 @@ function fixedLoad(url: string, requests: number): Promise<void> {
       out += chunk;
     });
     child.once("exit", () => {
-      const result = JSON.parse(out || "{}") as { done?: number; bad?: number };
+      let result: { done?: number; bad?: number } = {};
+      try {
+        result = JSON.parse(out) as typeof result;
+      } catch {
+        // reported below with what it printed
+      }
       if (result.done === requests && result.bad === 0) resolve();
       else reject(new Error(`sidecar instructions: load against ${url} ended with ${out.trim() || "nothing"}`));
     });
