@@ -13,11 +13,11 @@ export class ReportQueue {
 
   add(report: () => void): void {
     this.pending.push(report);
-    if (this.scheduled === undefined) {
-      this.scheduled = setImmediate(this.flush);
-      // Pending reports never keep a process alive that is otherwise done.
-      this.scheduled.unref();
-    }
+    // Not unref'd: node lets the event loop wait for I/O before running an unref'd immediate
+    // (only a ref'd one makes it look for I/O without waiting), so a report added outside
+    // the I/O phase (a timeout's, say) would wait for the next packet. A ref'd one keeps an
+    // otherwise finished process for one more turn of the loop at most.
+    this.scheduled ??= setImmediate(this.flush);
   }
 
   /** Runs every pending report now (also used on close). */
