@@ -9,6 +9,21 @@ export const REQUEST_ID_HEADER = "x-aigw-request-id";
 export const HEADER_TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 /** Controls other than tab (a bare CR or LF included) in a header value: what llhttp refuses. */
 export const HEADER_CONTROL = /[\x00-\x08\x0a-\x1f\x7f]/;
+/**
+ * Every header line of a head at once, from `from` (the CRLF that ends its start line) to the
+ * end: each line a token, a colon and a value without controls (tab allowed). The same as
+ * HEADER_TOKEN on each name (the text before the line's first colon) and HEADER_CONTROL on
+ * each value, in one pass instead of two regular expressions per header; lines end at CRLF,
+ * so a bare CR or LF fails it as HEADER_CONTROL would. Where it fails, the per-line checks
+ * find the line and say what is wrong with it.
+ */
+const HEADER_LINES = /(?:\r\n[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\x00-\x08\x0a-\x1f\x7f]*)*$/y;
+
+export function headerLinesValid(text: string, from: number): boolean {
+  HEADER_LINES.lastIndex = from;
+  return HEADER_LINES.test(text);
+}
+
 /** A Content-Length value both HTTP parsers accept. */
 export const LENGTH_DIGITS = /^[0-9]{1,15}$/;
 

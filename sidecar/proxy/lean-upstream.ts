@@ -1,7 +1,16 @@
 import { connect as connectTcp, isIP, type Socket } from "node:net";
 import type { Readable } from "node:stream";
 import { type ConnectionOptions, connect as connectTls } from "node:tls";
-import { COALESCE_BYTES, HEADER_CONTROL, HEADER_TOKEN, isNamed, LENGTH_DIGITS, valueAt, withHead } from "./headers.js";
+import {
+  COALESCE_BYTES,
+  HEADER_CONTROL,
+  HEADER_TOKEN,
+  headerLinesValid,
+  isNamed,
+  LENGTH_DIGITS,
+  valueAt,
+  withHead,
+} from "./headers.js";
 
 /**
  * The proxy's upstream client on raw node:net/tls sockets, in place of undici's Pool for the
@@ -582,20 +591,22 @@ class UpstreamRequest {
     let chunked = false;
     let hasTransferEncoding = false;
     let close = text.charCodeAt(7) === 0x30;
+    // Every line checked in one pass; only a head that fails it is checked line by line.
+    const linesValid = headerLinesValid(text, eol);
     while (eol < length) {
       const start = eol + 2;
       eol = text.indexOf("\r\n", start);
       if (eol === -1) eol = length;
       const colon = text.indexOf(":", start);
       const name = colon > start && colon < eol ? text.slice(start, colon) : "";
-      if (name === "" || !HEADER_TOKEN.test(name)) {
+      if (name === "" || (!linesValid && !HEADER_TOKEN.test(name))) {
         this.fail(parserError("Invalid header token"));
         return false;
       }
       // The name is all token characters: a control character (a bare CR or LF included) can
       // only be in the value.
       const value = valueAt(text, colon + 1, eol, false);
-      if (HEADER_CONTROL.test(value)) {
+      if (!linesValid && HEADER_CONTROL.test(value)) {
         this.fail(parserError("Invalid header value char"));
         return false;
       }

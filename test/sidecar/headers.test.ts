@@ -1,6 +1,10 @@
+import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import {
   clientResponseHead,
+  HEADER_CONTROL,
+  HEADER_TOKEN,
+  headerLinesValid,
   REQUEST_ID_HEADER,
   type RequestHeaderFacts,
   upstreamRequestHeaders,
@@ -115,5 +119,81 @@ describe("header edges", () => {
       REQUEST_ID_HEADER,
       "req_here",
     ]);
+  });
+});
+
+/** What the parsers checked line by line before the one-pass check: a token name before the first colon, a value without controls. */
+function eachLineValid(text: string, from: number): boolean {
+  let eol = from;
+  while (eol < text.length) {
+    const start = eol + 2;
+    eol = text.indexOf("\r\n", start);
+    if (eol === -1) eol = text.length;
+    const colon = text.indexOf(":", start);
+    if (colon <= start || colon >= eol) return false;
+    if (!HEADER_TOKEN.test(text.slice(start, colon))) return false;
+    if (HEADER_CONTROL.test(text.slice(colon + 1, eol))) return false;
+  }
+  return true;
+}
+
+describe("headerLinesValid: every header line of a head in one pass", () => {
+  const START = "HTTP/1.1 200 OK";
+
+  it("takes what the per-line checks take", () => {
+    for (const lines of [
+      [],
+      ["content-type: application/json"],
+      ["Content-Length:12", "X-Empty:", "x-tab:\tvalue\t", "x-colon: a:b:c", "x-latin1: caf\u00e9 \u00ff"],
+      ["!#$%&'*+-.^_`|~09AZaz: token characters, all of them"],
+    ]) {
+      const text = [START, ...lines].join("\r\n");
+      expect(headerLinesValid(text, START.length), JSON.stringify(lines)).toBe(true);
+      expect(eachLineValid(text, START.length)).toBe(true);
+    }
+  });
+
+  it("refuses what the per-line checks refuse: bad names, controls, bare CR or LF, lines without a colon", () => {
+    for (const lines of [
+      ["no colon here"],
+      [": no name"],
+      ["bad name: x"],
+      ["bad(name): x"],
+      ["x-nul: a\u0000b"],
+      ["x-bare-lf: a\nb"],
+      ["x-bare-cr: a\rb"],
+      ["x-del: a\u007fb"],
+      ["x-esc: \u001b[31m"],
+      ["good: one", ""],
+      ["good: one", "bad\u0001: two"],
+      ["x-unicode-name\u00e9: x"],
+    ]) {
+      const text = [START, ...lines].join("\r\n");
+      expect(eachLineValid(text, START.length), JSON.stringify(lines)).toBe(false);
+      expect(headerLinesValid(text, START.length), JSON.stringify(lines)).toBe(false);
+    }
+  });
+
+  it("agrees with the per-line checks on any head", () => {
+    const char = fc.oneof(
+      { weight: 8, arbitrary: fc.constantFrom(..."abcXYZ09-_:; \t.,!~") },
+      { weight: 1, arbitrary: fc.constantFrom("\r", "\n", "\r\n", "\u0000", "\u007f", "\u0085", "\u00e9", "(", "@") },
+    );
+    const line = fc.array(char, { maxLength: 24 }).map((chars) => chars.join(""));
+    fc.assert(
+      fc.property(fc.array(line, { maxLength: 6 }), (lines) => {
+        const text = [START, ...lines].join("\r\n");
+        expect(headerLinesValid(text, START.length)).toBe(eachLineValid(text, START.length));
+      }),
+      { numRuns: 2_000 },
+    );
+  });
+
+  it("starts where it is told, so the start line is not read as a header", () => {
+    const text = "GET / HTTP/1.1\r\nhost: a";
+    expect(headerLinesValid(text, text.indexOf("\r\n"))).toBe(true);
+    expect(headerLinesValid(text, 0)).toBe(false);
+    // A head that is only its start line has no header lines to refuse.
+    expect(headerLinesValid(START, START.length)).toBe(true);
   });
 });
