@@ -3,8 +3,8 @@ import { parseHostPort } from "../common/host-port.js";
 import { VERSION } from "../common/version.js";
 import { type RunningAdminServer, startAdminServer } from "./admin/admin-server.js";
 import { ProxyMetrics } from "./proxy/proxy-metrics.js";
-import { startIdleCollection } from "./proxy/idle-gc.js";
-import { mallocTrimOnFirstUse } from "./proxy/malloc-trim.js";
+import { type IdleCollection, startIdleCollection } from "./proxy/idle-gc.js";
+import { loadNativeMemory, setMallocTrimThreshold } from "./proxy/malloc-trim.js";
 import { startProxy } from "./proxy/server.js";
 import { boundYoungGeneration, DEFAULT_YOUNG_GENERATION_BYTES } from "./proxy/young-generation.js";
 import { DEFAULT_PROXY_SETTINGS, type ProxySettings, settingsFromSnapshot } from "./proxy/settings.js";
@@ -49,6 +49,15 @@ export async function runSidecar(options: SidecarOptions): Promise<RunningSideca
   const app = options.app ?? "default";
   const orgId = options.orgId ?? "default";
   const youngGenerationBytes = youngGenerationFromEnvironment();
+  // The native memory calls (malloc-trim.ts): malloc's trim threshold from the start, the
+  // idle collection's calls after loads.
+  const native = loadNativeMemory();
+  const trimThreshold = setMallocTrimThreshold(native);
+  if (native === undefined) {
+    logger.debug("idle collection with gc() alone (dist/sidecar/malloc-trim.node not built or not loadable)");
+  } else {
+    logger.debug({ trimThreshold }, "malloc trim threshold");
+  }
   // Until the control plane has spoken; then its latest good snapshot.
   let settings: ProxySettings = DEFAULT_PROXY_SETTINGS;
   const uplink = new Uplink({
@@ -89,20 +98,17 @@ export async function runSidecar(options: SidecarOptions): Promise<RunningSideca
     await uplink.close();
     throw err;
   }
-  const idleCollection =
-    process.env.AIGW_SIDECAR_IDLE_GC === "0"
-      ? undefined
-      : startIdleCollection({
-          // Busy is the proxy serving or the uplink sending: a backlog the control plane takes
-          // after the load has stopped is garbage too, and is collected once it is sent.
-          activity: () => metrics.dispatched + uplink.eventsAcked,
-          mallocTrim: mallocTrimOnFirstUse(() =>
-            logger.debug(
-              "idle collection without malloc_trim (dist/sidecar/malloc-trim.node not built or not loadable)",
-            ),
-          ),
-          onCollect: (info) => logger.debug(info, "idle: full garbage collection"),
-        });
+  let idleCollection: IdleCollection | undefined;
+  if (process.env.AIGW_SIDECAR_IDLE_GC !== "0") {
+    idleCollection = startIdleCollection({
+      // Busy is the proxy serving or the uplink sending: a backlog the control plane takes
+      // after the load has stopped is garbage too, and is collected once it is sent.
+      activity: () => metrics.dispatched + uplink.eventsAcked,
+      lowMemoryNotification: native?.lowMemoryNotification,
+      mallocTrim: native?.mallocTrim,
+      onCollect: (info) => logger.debug(info, "idle: full garbage collection"),
+    });
+  }
   const youngGeneration = boundYoungGeneration(youngGenerationBytes);
   const adminUrl = adminServer.url;
   logger.info({ url: proxy.url, admin: adminUrl, controlPlanes, upstreams: options.upstreams }, "sidecar ready");

@@ -8,7 +8,9 @@ import type { MallocTrim } from "./malloc-trim.js";
  * nothing, so V8 never collects it and the RSS stays at its peak. One `gc()` per busy → idle
  * transition gives it back. It runs from an unref'd interval, never on the request path, and
  * only after `idleMs` without activity (a request arriving during it waits for it: tens of ms).
- * With `mallocTrim`, malloc's freed pages go back to the kernel right after it (malloc-trim.ts).
+ * The collection is V8's low-memory one where `lowMemoryNotification` makes it (it also
+ * shrinks the young generation the load grew, which gc() leaves as it is), else gc(). With
+ * `mallocTrim`, malloc's freed pages go back to the kernel right after it (malloc-trim.ts).
  */
 export interface IdleCollectionOptions {
   /** Work done so far: requests served, events sent (any counter that only grows with work). */
@@ -19,11 +21,15 @@ export interface IdleCollectionOptions {
   minActivity?: number;
   /** How often the counter is read. Default 1 s. */
   checkMs?: number;
+  /** Makes V8's low-memory collection; false where it cannot (then gc() collects). malloc-trim.ts. */
+  lowMemoryNotification?: (() => boolean) | undefined;
   /** Called after each collection to give malloc's free pages back (malloc-trim.ts). */
   mallocTrim?: MallocTrim | undefined;
   /** Told of each collection (for a debug log); `trimmed` when mallocTrim gave memory back. */
   onCollect?: (info: {
     activity: number;
+    /** "low-memory" (V8's low-memory collection) or "gc". */
+    collection: "low-memory" | "gc";
     ms: number;
     rssBefore: number;
     rssAfter: number;
@@ -47,7 +53,8 @@ function exposedGc(): (() => void) | undefined {
 }
 
 export function startIdleCollection(options: IdleCollectionOptions): IdleCollection {
-  const gc = exposedGc();
+  // gc() is exposed only where the low-memory collection is not to be had.
+  let gc: (() => void) | undefined | null = options.lowMemoryNotification ? null : exposedGc();
   if (gc === undefined) return { stop() {} };
   const idleMs = options.idleMs ?? 5_000;
   const minActivity = options.minActivity ?? 1_000;
@@ -66,10 +73,16 @@ export function startIdleCollection(options: IdleCollectionOptions): IdleCollect
     countAtCollection = count;
     const rssBefore = process.memoryUsage.rss();
     const startedAt = performance.now();
-    gc();
+    let collection: "low-memory" | "gc" = "low-memory";
+    if (options.lowMemoryNotification?.() !== true) {
+      collection = "gc";
+      if (gc === null) gc = exposedGc();
+      gc?.();
+    }
     const trimmed = options.mallocTrim?.();
     options.onCollect?.({
       activity: count,
+      collection,
       ms: performance.now() - startedAt,
       rssBefore,
       rssAfter: process.memoryUsage.rss(),

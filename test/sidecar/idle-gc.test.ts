@@ -42,4 +42,32 @@ describe("idle collection", () => {
       idle.stop();
     }
   });
+
+  it("collects with V8's low-memory collection where it is to be had, with gc() where it is not", async () => {
+    for (const available of [true, false]) {
+      let requests = 0;
+      let notified = 0;
+      const collections: string[] = [];
+      const idle = startIdleCollection({
+        activity: () => requests,
+        idleMs: 100,
+        minActivity: 10,
+        checkMs: 20,
+        lowMemoryNotification: () => {
+          notified++;
+          return available;
+        },
+        onCollect: (info) => collections.push(info.collection),
+      });
+      try {
+        requests += 50;
+        const deadline = Date.now() + 10_000;
+        while (collections.length === 0 && Date.now() < deadline) await sleep(10);
+        expect(notified).toBe(1);
+        expect(collections).toEqual([available ? "low-memory" : "gc"]);
+      } finally {
+        idle.stop();
+      }
+    }
+  });
 });

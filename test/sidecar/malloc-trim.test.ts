@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import { startIdleCollection } from "../../sidecar/proxy/idle-gc.js";
-import { loadMallocTrim } from "../../sidecar/proxy/malloc-trim.js";
+import { loadMallocTrim, loadNativeMemory } from "../../sidecar/proxy/malloc-trim.js";
 
 // The module the build compiles (scripts/build-sidecar.mjs) and the loader as `aigw sidecar`
 // runs it (built, in a fresh process: a test worker's malloc heaps are not a sidecar's).
@@ -103,5 +103,77 @@ describe.skipIf(!linux)("malloc_trim after the idle collection", () => {
     } finally {
       idle.stop();
     }
+  });
+
+  it("makes V8's low-memory collection: the young generation a load grew shrinks back, which gc() leaves grown", () => {
+    if (!existsSync(ADDON)) return;
+    // A load's worth of short-lived objects with some survivors grows the young generation;
+    // then a gc(), then the low-memory collection (in a fresh process: V8's defaults).
+    const script = `
+      import { getHeapSpaceStatistics } from "node:v8";
+      const { loadNativeMemory } = await import(${JSON.stringify(LOADER)});
+      const native = loadNativeMemory();
+      const young = () => getHeapSpaceStatistics().find((s) => s.space_name === "new_space").space_size;
+      let keep = [];
+      for (let round = 0; round < 200; round++) {
+        const batch = [];
+        for (let i = 0; i < 5000; i++) batch.push({ i, s: "x" + i });
+        if (round % 10 === 0) keep.push(batch);
+      }
+      keep = null;
+      const grown = young();
+      gc();
+      const afterGc = young();
+      const rssAfterGc = process.memoryUsage.rss();
+      const made = native.lowMemoryNotification();
+      const afterLowMemory = young();
+      const rssAfterLowMemory = process.memoryUsage.rss();
+      console.log(JSON.stringify({ made, grown, afterGc, afterLowMemory, rssAfterGc, rssAfterLowMemory }));
+    `;
+    const run = spawnSync(process.execPath, ["--expose-gc", "--input-type=module", "-e", script], {
+      encoding: "utf8",
+      env: { ...process.env, NODE_OPTIONS: "" },
+      timeout: 60_000,
+    });
+    expect(run.stderr).toBe("");
+    const r = JSON.parse(run.stdout) as Record<string, number | boolean>;
+    const mb = 1024 * 1024;
+    expect(r.made).toBe(true);
+    expect(r.grown as number).toBeGreaterThanOrEqual(8 * mb);
+    // gc() leaves the young generation as the load left it...
+    expect(r.afterGc).toBe(r.grown);
+    // ...the low-memory collection shrinks it, and the RSS with it.
+    expect(r.afterLowMemory as number).toBeLessThanOrEqual((r.grown as number) / 4);
+    expect((r.rssAfterGc as number) - (r.rssAfterLowMemory as number)).toBeGreaterThan(4 * mb);
+  });
+
+  it("loads both calls from the module, and neither from a file that is not it", () => {
+    if (!existsSync(ADDON)) return;
+    const native = loadNativeMemory([ADDON]);
+    expect(native?.mallocTrim).toBeTypeOf("function");
+    expect(native?.lowMemoryNotification).toBeTypeOf("function");
+    expect(loadNativeMemory(["/nonexistent/malloc-trim.node"])).toBeUndefined();
+  });
+
+  it("fixes malloc's trim threshold, unless MALLOC_TRIM_THRESHOLD_ is set; without the module, says so", () => {
+    if (!existsSync(ADDON)) return;
+    // In a fresh process: glibc takes the setting (mallopt says so), and refuses nonsense.
+    const script = `
+      const { loadNativeMemory, setMallocTrimThreshold } = await import(${JSON.stringify(LOADER)});
+      const native = loadNativeMemory();
+      console.log(JSON.stringify({
+        set: setMallocTrimThreshold(native, 128 * 1024, {}),
+        env: setMallocTrimThreshold(native, 128 * 1024, { MALLOC_TRIM_THRESHOLD_: "1048576" }),
+        refused: native.setTrimThreshold(-1),
+        missing: setMallocTrimThreshold(undefined, 128 * 1024, {}),
+      }));
+    `;
+    const run = spawnSync(process.execPath, ["--input-type=module", "-e", script], {
+      encoding: "utf8",
+      env: { ...process.env, NODE_OPTIONS: "" },
+      timeout: 60_000,
+    });
+    expect(run.stderr).toBe("");
+    expect(JSON.parse(run.stdout)).toEqual({ set: "set", env: "env", refused: false, missing: "unavailable" });
   });
 });
