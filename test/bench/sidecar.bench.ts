@@ -37,6 +37,8 @@ const RSS_AFTER_S = Number(process.env.AIGW_BENCH_RSS_AFTER_S ?? 60);
 const EVENTS = (process.env.AIGW_BENCH_EVENTS ?? "completion").split(",").filter(Boolean);
 const COMPARE = process.env.AIGW_BENCH_COMPARE;
 const WARMUP_S = 1;
+/** Seconds past the first 2 after which the idle RSS is read (V8's memory reducer has run). */
+const IDLE_SETTLE_S = 10;
 const STREAMS = 40;
 const STREAM_CHUNKS = 20;
 const STREAM_CHUNK_MS = 5;
@@ -464,9 +466,17 @@ export async function benchSidecar(): Promise<BenchRow[]> {
     }
     for (const [name, { url }] of targets) await waitUntil(name, async () => (await get(url)).status > 0 || undefined);
     await new Promise((resolve) => setTimeout(resolve, 2000));
+    const startedMetrics = (await get(`${adminUrl}/metrics`)).body;
+    const rssStarted = metric(startedMetrics, "process_resident_memory_bytes") ?? Number.NaN;
+    note(`sidecar memory just started: ${memoryBreakdown(startedMetrics, sidecar.child.pid)}`);
+    // Idle is what the sidecar holds once it has settled: V8's memory reducer gives back what
+    // starting up left (~4 MB) about 8 s after its last collection, of its own accord.
+    await new Promise((resolve) => setTimeout(resolve, IDLE_SETTLE_S * 1000));
     const idleMetrics = (await get(`${adminUrl}/metrics`)).body;
     const rssIdle = metric(idleMetrics, "process_resident_memory_bytes") ?? Number.NaN;
-    note(`sidecar memory idle: ${memoryBreakdown(idleMetrics, sidecar.child.pid)}`);
+    note(
+      `sidecar memory idle (${IDLE_SETTLE_S + 2} s after start): ${memoryBreakdown(idleMetrics, sidecar.child.pid)}`,
+    );
 
     // Interleaved: each run measures every target at every concurrency, so drift hits all alike.
     const results = new Map<string, Measurement[]>();
@@ -622,7 +632,7 @@ export async function benchSidecar(): Promise<BenchRow[]> {
       "",
       `streaming (${STREAM_CHUNKS} chunks ${STREAM_CHUNK_MS} ms apart, ${STREAMS - 5} streams), the uplink caught up: time to first byte ${median(ttfb.direct).toFixed(2)} ms direct, ${median(ttfb.sidecar).toFixed(2)} ms through the sidecar; last chunk after the first ${median(lastChunk.direct).toFixed(2)} / ${median(lastChunk.sidecar).toFixed(2)} ms`,
       `streaming right after the load, while the uplink sent its events (${backlogAtStart} queued at the start, ${backlogAtEnd} at the end): time to first byte ${median(busy.direct.ttfb).toFixed(2)} ms direct, ${median(busy.sidecar.ttfb).toFixed(2)} ms through the sidecar; last chunk after the first ${median(busy.direct.lastChunk).toFixed(2)} / ${median(busy.sidecar.lastChunk).toFixed(2)} ms`,
-      `sidecar RSS: ${(rssIdle / 1048576).toFixed(0)} MB idle, ${(rssPeak / 1048576).toFixed(0)} MB peak under ${Math.max(...CONNS)}-connection load, ${(rssAfter / 1048576).toFixed(0)} MB ${RSS_AFTER_S} s after`,
+      `sidecar RSS: ${(rssStarted / 1048576).toFixed(0)} MB just started, ${(rssIdle / 1048576).toFixed(0)} MB idle, ${(rssPeak / 1048576).toFixed(0)} MB peak under ${Math.max(...CONNS)}-connection load, ${(rssAfter / 1048576).toFixed(0)} MB ${RSS_AFTER_S} s after`,
       `sidecar event-loop delay under ${Math.max(...CONNS)}-connection load: p99 ${(median(loopDelayP99s) * 1000).toFixed(2)} ms (median of ${loopDelayP99s.length} half-second scrapes), max ${(loopDelayMax * 1000).toFixed(2)} ms`,
       `events: ${eventsSent} acked by the control plane, ${dropped} dropped; ${webhooks} signed webhooks verified by the receiver by the end`,
       "",
@@ -705,7 +715,8 @@ export async function benchSidecar(): Promise<BenchRow[]> {
       target: "≤ 1 ms",
     });
     rows.push(
-      { name: "sidecar RSS idle", value: rssIdle / 1048576, unit: "MB", target: "≤ 60 MB" },
+      { name: "sidecar RSS just started (2 s, before V8's memory reducer)", value: rssStarted / 1048576, unit: "MB" },
+      { name: `sidecar RSS idle (${IDLE_SETTLE_S + 2} s)`, value: rssIdle / 1048576, unit: "MB", target: "≤ 60 MB" },
       {
         name: `sidecar RSS peak, ${Math.max(...CONNS)} conn`,
         value: rssPeak / 1048576,
