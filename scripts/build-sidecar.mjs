@@ -29,10 +29,10 @@ await build({
 });
 console.log(`sidecar: ${relative(root, outfile)} (${Math.round(statSync(outfile).size / 1024)} KiB)`);
 
-// The idle-time collection's malloc_trim (sidecar/native/malloc-trim.c): a Node-API module
-// built with the C compiler alone (no node-gyp, no Node headers). Linux only; without a
-// compiler the sidecar runs without it and says so in its debug log (RSS after a load stays
-// ~14 MB higher).
+// The sidecar's native memory calls (sidecar/native/malloc-trim.c: malloc_trim, malloc's trim
+// threshold, V8's low-memory collection): a Node-API module built with the C compiler alone
+// (no node-gyp, no Node headers). Linux only; without a compiler the sidecar runs without it,
+// collecting with gc() alone, and says so in its debug log (RSS after a load stays higher).
 if (process.platform === "linux") {
   const { spawnSync } = await import("node:child_process");
   const compiler = process.env.CC || "cc";
@@ -42,6 +42,6 @@ if (process.platform === "linux") {
   if (built.status === 0) console.log(`sidecar: ${relative(root, addon)}`);
   else
     console.log(
-      `sidecar: ${relative(root, addon)} not built (${compiler}: ${(built.error?.message ?? built.stderr).trim().split("\n")[0]}); the sidecar runs without malloc_trim after loads`,
+      `sidecar: ${relative(root, addon)} not built (${compiler}: ${(built.error?.message ?? built.stderr).trim().split("\n")[0]}); the sidecar runs without its native memory calls`,
     );
 }

@@ -1,5 +1,6 @@
 /*
- * The sidecar's idle-time collection (sidecar/proxy/idle-gc.ts, malloc-trim.ts), two calls:
+ * The sidecar's native memory calls (sidecar/proxy/malloc-trim.ts), three of them; the first two
+ * for its idle-time collection (sidecar/proxy/idle-gc.ts):
  *
  * lowMemoryNotification(): node::LowMemoryNotification() from node.h, which tells V8 the
  * system is low on memory: full collections until one frees nothing more, the young
@@ -21,8 +22,8 @@
  * freed, which a load does; the arenas of V8's helper threads then kept their tops resident
  * after it (~1 MB each), where malloc_trim does not reach. Setting it stops the raising.
  *
- * A Node-API module (ABI-stable across Node versions) that declares the three Node-API calls
- * it uses instead of including node_api.h: it builds with a C compiler alone, no headers or
+ * A Node-API module (ABI-stable across Node versions) that declares the Node-API calls it
+ * uses instead of including node_api.h: it builds with a C compiler alone, no headers or
  * node-gyp (scripts/build-sidecar.mjs: cc -shared -fPIC). The calls resolve against the node
  * binary when the module is loaded. Only where malloc_trim exists (glibc); elsewhere the build
  * or the load fails and the sidecar runs without it.

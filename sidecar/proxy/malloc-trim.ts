@@ -69,8 +69,8 @@ export const SIDECAR_TRIM_THRESHOLD_BYTES = 128 * 1024;
  * than it goes back to the kernel as memory is freed, in every thread's arena. glibc raises
  * the threshold by itself, up to 64 MB, whenever a chunk it had mmap'd is freed, as under a
  * load; the arenas of V8's helper threads then kept ~1 MB each resident after the load
- * (their tops, which malloc_trim leaves alone): 3.4 MB of the sidecar's RSS 60 s after a
- * load, 0.6 MB with the threshold fixed. `env` when MALLOC_TRIM_THRESHOLD_ is set (glibc's
+ * (their tops, which malloc_trim leaves alone): 4.5 MB of thread arenas 60 s after a load,
+ * 0.6–0.9 MB with the threshold fixed. `env` when MALLOC_TRIM_THRESHOLD_ is set (glibc's
  * own setting decides), `unavailable` without the module.
  */
 export function setMallocTrimThreshold(
