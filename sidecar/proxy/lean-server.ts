@@ -4,6 +4,7 @@ import type { Server as NetServer, Socket } from "node:net";
 import { createServer as createNetServer } from "node:net";
 import { Readable } from "node:stream";
 import { COALESCE_BYTES, headerLinesValid, isNamed, LENGTH_DIGITS, valueAt, withHead } from "./headers.js";
+import { turnWrites } from "./turn-writes.js";
 
 /**
  * A lean HTTP/1.1 server for the proxy's common case, on node:net. It parses request heads
@@ -750,7 +751,7 @@ export class LeanResponse extends EventEmitter {
     if (!this.headWritten && !this.chunked && chunk.length <= COALESCE_BYTES) {
       // The head and a small body in one buffer: one plain write instead of a corked pair.
       this.headWritten = true;
-      return socket.write(withHead(this.head!, chunk));
+      return turnWrites.write(socket, withHead(this.head!, chunk));
     }
     socket.cork();
     if (!this.headWritten) {

@@ -11,6 +11,7 @@ import {
   valueAt,
   withHead,
 } from "./headers.js";
+import { turnWrites } from "./turn-writes.js";
 
 /**
  * The proxy's upstream client on raw node:net/tls sockets, in place of undici's Pool for the
@@ -456,10 +457,10 @@ class UpstreamRequest {
     const expectsPayload = method === "POST" || method === "PUT" || method === "PATCH" || method === "QUERY";
     if (body === null) {
       head += expectsPayload || declaredLength > 0 ? "content-length: 0\r\n\r\n" : "\r\n";
-      raw.write(head, "latin1");
+      turnWrites.write(raw, head, "latin1");
       this.bodySent = true;
     } else if (Buffer.isBuffer(body) && body.length <= COALESCE_BYTES) {
-      raw.write(withHead(`${head}content-length: ${body.length}\r\n\r\n`, body));
+      turnWrites.write(raw, withHead(`${head}content-length: ${body.length}\r\n\r\n`, body));
       this.bodySent = true;
     } else if (Buffer.isBuffer(body)) {
       raw.cork();
