@@ -75,9 +75,11 @@ export function startIdleCollection(options: IdleCollectionOptions): IdleCollect
     const startedAt = performance.now();
     let collection: "low-memory" | "gc" = "low-memory";
     if (options.lowMemoryNotification?.() !== true) {
-      collection = "gc";
       if (gc === null) gc = exposedGc();
-      gc?.();
+      // Neither collection is to be had in this runtime: nothing to do, nor to report.
+      if (gc === undefined) return;
+      gc();
+      collection = "gc";
     }
     const trimmed = options.mallocTrim?.();
     options.onCollect?.({

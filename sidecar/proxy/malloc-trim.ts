@@ -57,10 +57,6 @@ export function loadNativeMemory(paths: readonly string[] = CANDIDATES.map(fromH
   return undefined;
 }
 
-export function loadMallocTrim(paths: readonly string[] = CANDIDATES.map(fromHere)): MallocTrim | undefined {
-  return loadNativeMemory(paths)?.mallocTrim;
-}
-
 /** glibc's own starting trim threshold (M_TRIM_THRESHOLD), kept fixed from the sidecar's start. */
 export const SIDECAR_TRIM_THRESHOLD_BYTES = 128 * 1024;
 

@@ -14,7 +14,7 @@
 // built checkout: its sidecar is counted too, and the table gives this build ÷ that one).
 // Skipped, saying so, where valgrind is not installed (Debian: apt-get install valgrind).
 import { spawn, spawnSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -22,6 +22,7 @@ import {
   freePort,
   get,
   hasNginx,
+  nginxArgs,
   metric,
   type Proc,
   sidecarCommand,
@@ -160,21 +161,14 @@ export async function benchSidecarInstructions(): Promise<BenchRow[]> {
     const results = new Map<string, Counted>();
 
     if (hasNginx) {
-      const nginxDir = join(dir, "nginx");
-      mkdirSync(join(nginxDir, "tmp"), { recursive: true });
-      // One process (no master): the one valgrind counts.
-      const conf = readFileSync(join(HERE, "nginx.conf.template"), "utf8")
-        .replace("UPSTREAM_PORT", String(upstreamPort))
-        .replace("LISTEN_PORT", String(nginxPort))
-        .replace("daemon off;", "daemon off;\nmaster_process off;");
-      writeFileSync(join(nginxDir, "nginx.conf"), conf);
       const url = `http://127.0.0.1:${nginxPort}`;
       results.set(
         "nginx",
         await count(
           dir,
           "nginx",
-          ["nginx", "-p", nginxDir, "-c", join(nginxDir, "nginx.conf")],
+          // One process (no master): the one valgrind counts.
+          ["nginx", ...nginxArgs(dir, upstreamPort!, nginxPort!, true)],
           url,
           answers(url),
           idle,

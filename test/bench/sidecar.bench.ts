@@ -226,6 +226,22 @@ export function sidecarCommand(o: {
   ];
 }
 
+/**
+ * Writes the nginx baseline's config (shared/anchor-proxy/nginx.conf with the ports) under
+ * `dir` and returns nginx's arguments. `singleProcess`: no master process, so the one process
+ * started is the one that serves (what valgrind counts).
+ */
+export function nginxArgs(dir: string, upstreamPort: number, listenPort: number, singleProcess = false): string[] {
+  const nginxDir = join(dir, "nginx");
+  mkdirSync(join(nginxDir, "tmp"), { recursive: true });
+  let conf = readFileSync(join(HERE, "nginx.conf.template"), "utf8")
+    .replace("UPSTREAM_PORT", String(upstreamPort))
+    .replace("LISTEN_PORT", String(listenPort));
+  if (singleProcess) conf = conf.replace("daemon off;", "daemon off;\nmaster_process off;");
+  writeFileSync(join(nginxDir, "nginx.conf"), conf);
+  return ["-p", nginxDir, "-c", join(nginxDir, "nginx.conf")];
+}
+
 export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer().listen(0, "127.0.0.1", () => {
@@ -380,13 +396,7 @@ export async function benchSidecar(): Promise<BenchRow[]> {
     const targets = new Map<Target, { url: string; proc?: Proc }>();
     targets.set("direct", { url: `http://127.0.0.1:${upstreamPort}` });
     if (hasNginx) {
-      const nginxDir = join(dir, "nginx");
-      mkdirSync(join(nginxDir, "tmp"), { recursive: true });
-      const conf = readFileSync(join(HERE, "nginx.conf.template"), "utf8")
-        .replace("UPSTREAM_PORT", String(upstreamPort))
-        .replace("LISTEN_PORT", String(nginxPort));
-      writeFileSync(join(nginxDir, "nginx.conf"), conf);
-      const nginx = start("nginx", ["-p", nginxDir, "-c", join(nginxDir, "nginx.conf")], 0);
+      const nginx = start("nginx", nginxArgs(dir, upstreamPort!, nginxPort!), 0);
       procs.push(nginx);
       targets.set("nginx", { url: `http://127.0.0.1:${nginxPort}`, proc: nginx });
     }

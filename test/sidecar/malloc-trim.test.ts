@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import { startIdleCollection } from "../../sidecar/proxy/idle-gc.js";
-import { loadMallocTrim, loadNativeMemory } from "../../sidecar/proxy/malloc-trim.js";
+import { loadNativeMemory } from "../../sidecar/proxy/malloc-trim.js";
 
 // The module the build compiles (scripts/build-sidecar.mjs) and the loader as `aigw sidecar`
 // runs it (built, in a fresh process: a test worker's malloc heaps are not a sidecar's).
@@ -18,8 +18,8 @@ describe.skipIf(!linux)("malloc_trim after the idle collection", () => {
     // CI builds on Linux with a C compiler: a missing module there is a broken build.
     if (process.env.CI) expect(existsSync(ADDON)).toBe(true);
     if (!existsSync(ADDON)) return;
-    expect(loadMallocTrim([ADDON])).toBeTypeOf("function");
-    expect(loadMallocTrim()).toBeTypeOf("function");
+    expect(loadNativeMemory([ADDON])?.mallocTrim).toBeTypeOf("function");
+    expect(loadNativeMemory()?.mallocTrim).toBeTypeOf("function");
   });
 
   it("gives freed pages in the middle of malloc's heap back to the kernel (a collection alone does not)", () => {
@@ -27,8 +27,8 @@ describe.skipIf(!linux)("malloc_trim after the idle collection", () => {
     // 200 MB of 5 kB buffers (malloc'd outside V8's heap), one in 20 kept: the freed ones lie
     // between kept ones, where glibc keeps them.
     const script = `
-      const { loadMallocTrim } = await import(${JSON.stringify(LOADER)});
-      const trim = loadMallocTrim();
+      const { loadNativeMemory } = await import(${JSON.stringify(LOADER)});
+      const trim = loadNativeMemory().mallocTrim;
       const settle = async () => { for (let i = 0; i < 3; i++) { gc(); await new Promise((r) => setTimeout(r, 200)); } };
       const kept = [];
       let dropped = [];
@@ -73,7 +73,7 @@ describe.skipIf(!linux)("malloc_trim after the idle collection", () => {
     try {
       const garbage = join(dir, "malloc-trim.node");
       writeFileSync(garbage, "not a shared object\n");
-      expect(loadMallocTrim([garbage, join(dir, "missing.node")])).toBeUndefined();
+      expect(loadNativeMemory([garbage, join(dir, "missing.node")])).toBeUndefined();
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
