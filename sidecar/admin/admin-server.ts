@@ -151,6 +151,12 @@ function uplinkFamilies(uplink: Uplink): MetricFamily[] {
       s.spoolMaxBytes,
     ),
     single(
+      "aigw_sidecar_spool_writes_total",
+      "Spool disk writes (one append and one fdatasync each: while acks are late, one per 50 ms).",
+      "counter",
+      s.spoolWrites,
+    ),
+    single(
       "aigw_sidecar_spool_write_failures_total",
       "Spool writes that failed (disk full, I/O error).",
       "counter",

@@ -15,7 +15,7 @@ import {
 } from "./segment-format.js";
 
 export const DEFAULT_SPOOL_MAX_BYTES = 256 * 1024 * 1024;
-/** Unacked batches younger than this stay in memory only while the control plane is connected. */
+/** While the control plane is connected, a batch waits this long for its ack in memory only; then it goes to disk with every younger one. */
 export const DEFAULT_SPOOL_AFTER_MS = 50;
 const DEFAULT_MEMORY_BYTES = 8 * 1024 * 1024;
 const DEFAULT_MEMORY_MAX_BYTES = 32 * 1024 * 1024;
@@ -35,8 +35,9 @@ export interface SpoolOptions {
   /** A segment is closed and a new one started past this size; default maxBytes/8 within [64 KiB, 16 MiB]. */
   segmentMaxBytes?: number;
   /**
-   * While the control plane is connected, a batch goes to disk once it has waited this long
-   * for its ack (default 50 ms): what a SIGKILL of a connected sidecar can lose.
+   * While the control plane is connected, a batch goes to disk (with every younger unacked
+   * one) once it has waited this long for its ack (default 50 ms): what a SIGKILL of a
+   * connected sidecar can lose.
    */
   spoolAfterMs?: number;
   /** Unacked batches not yet on disk past this many bytes go to disk at once; default 8 MiB. */
@@ -89,6 +90,8 @@ export interface SpoolStats {
   memoryBytes: number;
   /** Batches written to disk since start. */
   writtenBatches: number;
+  /** Group writes since start (each one append per segment and one fdatasync), failed ones included. */
+  writes: number;
   /** Disk writes that failed since start (disk full, I/O error). */
   writeFailures: number;
 }
@@ -99,8 +102,11 @@ export interface SpoolStats {
  *
  * - While the control plane is connected and acks promptly (`eager` false), a batch lives
  *   in memory only; if its ack has not come within `spoolAfterMs`, or memory passes
- *   `memoryBytes`, it is written to disk. So a connected sidecar does no disk work at all
- *   in the normal case, and a SIGKILL loses at most the batches of the last `spoolAfterMs`.
+ *   `memoryBytes`, it is written to disk, and every younger unacked batch with it (a control
+ *   plane that is late for one is late for the next: one append and one fdatasync per
+ *   `spoolAfterMs` while acks are late, not one per batch). So a connected sidecar does no
+ *   disk work at all in the normal case, and a SIGKILL loses at most the batches of the last
+ *   `spoolAfterMs`.
  * - While it is not (`eager` true), every batch is written as soon as the previous write is
  *   done: everything sealed meanwhile goes out in one append and one fdatasync.
  *
@@ -149,6 +155,7 @@ export class Spool {
   private spooledBatchesValue = 0;
   private spooledEventsValue = 0;
   private writtenBatches = 0;
+  private writes = 0;
   private writeFailures = 0;
   private lastWriteFailed = false;
   private closed = false;
@@ -229,6 +236,7 @@ export class Spool {
       diskBytes: this.diskBytesValue,
       memoryBytes: this.memoryBytesValue,
       writtenBatches: this.writtenBatches,
+      writes: this.writes,
       writeFailures: this.writeFailures,
     };
   }
@@ -449,24 +457,40 @@ export class Spool {
   }
 
   /**
-   * Group commit: the unwritten batches that are due (all of them when `all`, eager, or over
-   * the memory target) go out in one append per segment and one fdatasync. A failed write
-   * (disk full, I/O error) is undone: the segment is cut back to where this write began, the
-   * batches stay in memory (still sent) and are written again after a pause.
+   * Group commit: once the oldest unwritten batch is due (always when `all`, eager, or over
+   * the memory target), every unwritten batch goes out in one append per segment and one
+   * fdatasync; the younger ones would be due within `spoolAfterMs` and, while the control
+   * plane is late, be written then by a write of their own. A failed write (disk full, I/O
+   * error) is undone: the segment is cut back to where this write began, the batches stay in
+   * memory (still sent) and are written again after a pause.
    */
   private async writeDue(all: boolean): Promise<void> {
-    const now = performance.now();
-    const everything = all || this.eagerValue || this.unwrittenBytesValue > this.memoryBytesTarget;
-    const due: Entry[] = [];
     let index = Math.max(this.unwritten, this.head);
+    // Acked ones are skipped, so the first unacked one decides.
+    while (index < this.entries.length && this.entries[index]!.seq <= this.ackedSeqValue) index++;
+    const oldest = this.entries[index];
+    if (oldest === undefined) {
+      this.unwritten = index;
+      return;
+    }
+    const isDue =
+      all ||
+      this.eagerValue ||
+      this.unwrittenBytesValue > this.memoryBytesTarget ||
+      performance.now() - oldest.sealedAt >= this.spoolAfterMs;
+    if (!isDue) {
+      this.unwritten = index;
+      return;
+    }
+    const due: Entry[] = [];
     for (; index < this.entries.length; index++) {
       const entry = this.entries[index]!;
-      if (!everything && now - entry.sealedAt < this.spoolAfterMs) break;
       if (entry.seq <= this.ackedSeqValue || !entry.payload) continue;
       due.push(entry);
     }
     this.unwritten = index;
     if (due.length === 0) return;
+    this.writes++;
     for (const entry of due) entry.writing = true;
     const resumeAt = this.active
       ? { segment: this.active, bytes: this.active.bytes, lastSeq: this.active.lastSeq }

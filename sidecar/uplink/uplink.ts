@@ -104,6 +104,8 @@ export interface UplinkStats {
   /** Bytes of unacked batches counted against the spool's bound, and the bound. */
   spoolUsedBytes: number;
   spoolMaxBytes: number;
+  /** Spool group writes (one append per segment and one fdatasync each) since start. */
+  spoolWrites: number;
   /** Failed spool writes (disk full, I/O errors) since start. */
   spoolWriteFailures: number;
   /** Events dropped because the spool (or buffer) was full or the uplink closed. */
@@ -362,6 +364,7 @@ export class Uplink implements EventPublisher {
       memoryBytes: spoolStats?.memoryBytes ?? 0,
       spoolUsedBytes: spool?.bytes ?? 0,
       spoolMaxBytes: spool?.maxBytes ?? this.options.maxSpoolBytes ?? 0,
+      spoolWrites: spoolStats?.writes ?? 0,
       spoolWriteFailures: spoolStats?.writeFailures ?? 0,
       dropped: this.dropped,
       configVersion: this.configVersion,

@@ -224,6 +224,35 @@ describe("Spool", () => {
     expect(await idsOf(reopened, 3)).toEqual([later?.id]);
   });
 
+  it("while every ack is late, writes all that waits in one append per spool-after interval, not one per batch", async () => {
+    const spoolAfterMs = 40;
+    const spool = await openSpool({ spoolAfterMs });
+    spool.eager = false;
+    const appended: { seq: number; id: string }[] = [];
+    const started = performance.now();
+    // A batch every ~5 ms for ~400 ms, none acked: a control plane that is there but slow.
+    while (performance.now() - started < 400) {
+      appended.push(appendOne(spool)!);
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    await waitFor(() => spool.stats().spooledBatches === appended.length, "every late batch on disk");
+    const elapsedMs = performance.now() - started;
+    const { writes, writtenBatches } = spool.stats();
+    expect(writtenBatches).toBe(appended.length);
+    expect(appended.length).toBeGreaterThan(20);
+    // A write takes every unwritten batch, so the next one waits for a batch sealed after it
+    // to be spoolAfterMs old: writes are at least that far apart.
+    expect(writes).toBeGreaterThanOrEqual(1);
+    expect(writes).toBeLessThanOrEqual(Math.ceil(elapsedMs / spoolAfterMs) + 1);
+    expect(writes).toBeLessThan(appended.length / 2);
+    // All of them read back whole from disk, in order, after a restart.
+    await spool.close();
+    const reopened = await openSpool();
+    expect(reopened.pendingBatches).toBe(appended.length);
+    for (const a of [appended[0]!, appended[Math.floor(appended.length / 2)]!, appended.at(-1)!])
+      expect(await idsOf(reopened, a.seq)).toEqual([a.id]);
+  });
+
   it("in a backlog holds at most twice its memory target, not its maximum: what is on disk leaves memory, newest first", async () => {
     const target = 4096;
     const spool = await openSpool({ spoolAfterMs: 60_000, memoryBytes: target, memoryMaxBytes: 1024 * 1024 });

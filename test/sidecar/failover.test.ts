@@ -165,6 +165,7 @@ describe("sidecar with several control planes", () => {
     expect(down).toMatch(/^aigw_sidecar_uplink_connected 0$/m);
     expect(down).toMatch(/^aigw_sidecar_events_spooled 1$/m);
     expect(Number(/^aigw_sidecar_spool_bytes (\d+)$/m.exec(down)?.[1])).toBeGreaterThan(0);
+    expect(Number(/^aigw_sidecar_spool_writes_total (\d+)$/m.exec(down)?.[1])).toBeGreaterThan(0);
     expect(deliveredRequestIds().has(whileDown)).toBe(false);
   });
 });
