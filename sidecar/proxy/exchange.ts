@@ -152,7 +152,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     const isEventStream = head.contentType.startsWith("text/event-stream");
     this.eventStream = isEventStream;
     if (filterFactory && statusCode < 300 && isEventStream) this.filter = filterFactory();
-    if (observation && (statusCode < 300 || statusCode >= 400) && statusCode >= 200) {
+    if (observation && (statusCode < 300 || statusCode >= 400) && this.bodyNeeded(statusCode, isEventStream)) {
       if (isEventStream && statusCode < 300) this.streaming = this.streamingEvents();
       const observer = observation.adapter.observeResponse(
         { path: this.path, status: statusCode, contentType: head.contentType },
@@ -171,6 +171,19 @@ export class Exchange implements Dispatcher.DispatchHandler {
     // body chunk.
     if (isEventStream) queueMicrotask(this.flushStreamHead);
     return true;
+  }
+
+  /**
+   * Whether an event may need this response's body. Not a plain (non-stream) success when no
+   * completion is wanted: only a stream can carry a provider error inside a 2xx, so the body is
+   * neither copied nor parsed (a request that mentions "stream" keeps it, in case it asked for
+   * one and got JSON).
+   */
+  private bodyNeeded(statusCode: number, isEventStream: boolean): boolean {
+    if (statusCode >= 300 || isEventStream) return true;
+    const wanted = this.options?.wantedEventTypes ?? this.context.settings().wantedEventTypes;
+    if (wanted.has(EventType.COMPLETION)) return true;
+    return wanted.has(EventType.ERROR) && this.observation?.requestBody?.includes(STREAM_KEY) === true;
   }
 
   /** A stream's head, when no body bytes came with it (they would have taken it along). */
@@ -308,6 +321,9 @@ export class Exchange implements Dispatcher.DispatchHandler {
     if (isSuccess ? !wantsCompletion && !wantsError : !wantsError) return;
     if (status !== 0 && !isSuccess && status < 400) return;
     if (status === 0 && this.ending === "client_disconnected") return;
+
+    // A success whose body was not copied: no completion is wanted and no stream error can be.
+    if (isSuccess && this.copy === undefined && !wantsCompletion) return;
 
     const facts = this.facts();
     const origin = this.origin();

@@ -2,8 +2,9 @@ import { randomBytes } from "node:crypto";
 import { request } from "node:http";
 import type OpenAI from "openai";
 import { APIError } from "openai";
-import { afterEach, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import { EventType } from "../../gen/aigw/v1/events_pb.js";
+import { ResponseCopy } from "../../sidecar/proxy/response-copy.js";
 import { DEFAULT_PROXY_SETTINGS } from "../../sidecar/proxy/settings.js";
 import { startMockProvider } from "../../examples/mock-provider.js";
 import { type Harness, startHarness, waitFor, waitForEvents } from "./harness.js";
@@ -418,6 +419,38 @@ describe("sidecar proxy with the openai client", () => {
     await h.client.chat.completions.create(CHAT, { headers: { "x-mock-status": "503" } }).catch(() => {});
     const events = await waitForEvents(h.sink, 1);
     expect(events.map((e) => e.event)).toEqual(["error"]);
+  });
+
+  it("with only errors wanted, copies and parses no successful JSON body, and still reports errors", async () => {
+    const pushes = vi.spyOn(ResponseCopy.prototype, "push");
+    const parses = vi.spyOn(JSON, "parse");
+    try {
+      h = await startHarness({
+        settings: () => ({ ...DEFAULT_PROXY_SETTINGS, wantedEventTypes: new Set([EventType.ERROR]) }),
+      });
+      // Awaited one at a time: the counts are read between the calls.
+      const completion = await h.client.chat.completions.create(CHAT);
+      expect(completion.choices[0]?.message.content).toBeTruthy();
+      // Copies are pushed to as the body passes, before the client has it.
+      expect(pushes.mock.calls.length).toBe(0);
+
+      await h.client.chat.completions
+        .create(CHAT, { headers: { "x-mock-status": "503", "x-mock-error-message": "try later" } })
+        .catch(() => {});
+      const events = await waitForEvents(h.sink, 1);
+      expect(events.map((e) => e.event)).toEqual(["error"]);
+      expect(JSON.stringify(events[0])).toContain("try later");
+      expect(pushes.mock.calls.length).toBeGreaterThan(0);
+      // Reports run in order, so the success's ran before the error's: the openai client parsed
+      // the successful body once, the proxy not at all.
+      const completionParses = parses.mock.calls.filter(
+        ([text]) => typeof text === "string" && text.includes("chatcmpl"),
+      );
+      expect(completionParses).toHaveLength(1);
+    } finally {
+      pushes.mockRestore();
+      parses.mockRestore();
+    }
   });
 
   it("routes /v1/messages to the anthropic upstream and keeps an upstream's path prefix", async () => {
