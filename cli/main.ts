@@ -24,7 +24,8 @@ Admin API flags (admin commands and watch):
 
 Environment: AIGW_ADMIN_URL, AIGW_ADMIN_TOKEN, AIGW_SIDECAR_TOKEN, AIGW_LOG_LEVEL, NO_COLOR; \${VAR} in config files.
 Sidecar environment: AIGW_SIDECAR_ENGINE=node (node:http + undici instead of the lean engine),
-  AIGW_SIDECAR_IDLE_GC=0 (no full garbage collection nor malloc_trim when it goes idle after load),
+  AIGW_SIDECAR_IDLE_GC=S (seconds quiet after load before a full garbage collection and malloc_trim
+    give its memory back, default 30; 0 never),
   AIGW_SIDECAR_YOUNG_GENERATION_MB=N (V8's young generation bound, default 8; 0 leaves V8's own sizing).
 Exit status: 0 done, 1 failed (the API's error is printed), 2 a bad command line or config file.
 `;
