@@ -20,31 +20,98 @@ import {
  * so it is written, or refused with protobuf-es's error, exactly as before.
  */
 export function encodeEventBatch(seq: number, events: readonly Event[]): Uint8Array {
-  const w = writer;
-  w.pos = 0;
-  if (seq !== 0) {
-    w.byte(0x08); // field 1 (seq), varint
-    w.varint(seq);
-  }
-  for (let i = 0; i < events.length; i++) {
-    const event = events[i]!;
-    w.byte(0x12); // field 2 (events), length-delimited
-    const start = w.begin();
-    if (!writeEvent(w, event)) {
-      w.pos = start - 2;
-      w.bytes(toBinary(EventSchema, event));
-      continue;
-    }
-    w.end(start);
-  }
-  const bytes = new Uint8Array(w.buf.subarray(0, w.pos));
-  // A batch of large events grew the buffer: not kept at that size.
-  if (w.buf.length > KEPT_BYTES) w.buf = Buffer.alloc(0);
-  return bytes;
+  const body = new BatchBody();
+  for (let i = 0; i < events.length; i++) body.add(events[i]!);
+  return body.finish(seq);
 }
 
-/** What the reused buffer starts at, and at most keeps between batches. */
-const KEPT_BYTES = 64 * 1024;
+/**
+ * An EventBatch's events, written as they are published (the uplink adds each one as it
+ * comes), so that sealing a batch is one copy instead of encoding a few hundred events in one
+ * go (0.3–0.6 ms on the event loop at 16 connections, measured), and so that an event object
+ * dies young, before a scavenge has to copy it. `finish(seq)` gives the bytes of
+ * `toBinary(EventBatchSchema, { seq, events })`: the same as encoding the batch at once.
+ */
+export class BatchBody {
+  private w: Writer | undefined = takeWriter();
+  /** Events added. */
+  count = 0;
+
+  /** Bytes written so far. */
+  get bytes(): number {
+    return this.w?.pos ?? 0;
+  }
+
+  /**
+   * Writes the event (protobuf-es writes what this writer does not take); throws, with
+   * nothing of the event kept, if protobuf-es refuses it.
+   */
+  add(event: Event): void {
+    const w = this.w;
+    if (w === undefined) throw new Error("BatchBody: add() after finish()");
+    const at = w.pos;
+    w.byte(0x12); // field 2 (events), length-delimited
+    const start = w.begin();
+    if (writeEvent(w, event)) {
+      w.end(start);
+    } else {
+      w.pos = at;
+      try {
+        const bytes = toBinary(EventSchema, event);
+        w.byte(0x12);
+        w.bytes(bytes);
+      } catch (error) {
+        w.pos = at;
+        throw error;
+      }
+    }
+    this.count++;
+  }
+
+  /** The EventBatch with this seq; the body is spent (its buffer goes back for the next one). */
+  finish(seq: number): Uint8Array {
+    const w = this.w;
+    if (w === undefined) throw new Error("BatchBody: finish() twice");
+    this.w = undefined;
+    let head = 0;
+    if (seq !== 0) head = 1 + varintSize(seq);
+    const out = new Uint8Array(head + w.pos);
+    if (seq !== 0) {
+      out[0] = 0x08; // field 1 (seq), varint
+      writeVarintAt(out, 1, seq);
+    }
+    out.set(w.buf.subarray(0, w.pos), head);
+    giveBackWriter(w);
+    return out;
+  }
+
+  /** Gives the buffer back without making a batch (the events are dropped). */
+  discard(): void {
+    if (this.w !== undefined) giveBackWriter(this.w);
+    this.w = undefined;
+  }
+}
+
+/** Spare writers: a batch's buffer is reused by the next (each sidecar has a handful open at most). */
+const spareWriters: Writer[] = [];
+const MAX_SPARE_WRITERS = 2;
+
+function takeWriter(): Writer {
+  const w = spareWriters.pop() ?? new Writer();
+  w.pos = 0;
+  return w;
+}
+
+function giveBackWriter(w: Writer): void {
+  // A batch of large events grew the buffer: not kept at that size.
+  if (w.buf.length > KEPT_BYTES) w.buf = Buffer.alloc(0);
+  if (spareWriters.length < MAX_SPARE_WRITERS) spareWriters.push(w);
+}
+
+/** What a batch's buffer starts at. */
+const INITIAL_BYTES = 64 * 1024;
+/** What a buffer may have grown to and still be kept for the next batch. */
+const KEPT_BYTES = 256 * 1024;
 
 const MAX_UINT32 = 0xffff_ffff;
 const MAX_UINT64 = (1n << 64n) - 1n;
@@ -60,7 +127,7 @@ class Writer {
 
   ensure(room: number): void {
     if (this.pos + room <= this.buf.length) return;
-    const grown = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.pos + room, KEPT_BYTES));
+    const grown = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.pos + room, INITIAL_BYTES));
     this.buf.copy(grown, 0, 0, this.pos);
     this.buf = grown;
   }
@@ -172,8 +239,6 @@ class Writer {
   }
 }
 
-const writer = new Writer();
-
 function varintSize(value: number): number {
   let size = 1;
   while (value > 0x7f) {
@@ -183,7 +248,7 @@ function varintSize(value: number): number {
   return size;
 }
 
-function writeVarintAt(buf: Buffer, at: number, value: number): void {
+function writeVarintAt(buf: Uint8Array, at: number, value: number): void {
   while (value > 0x7f) {
     buf[at++] = (value % 128) | 0x80;
     value = Math.floor(value / 128);

@@ -3,7 +3,7 @@ import { join } from "node:path";
 import type { Logger } from "../../common/logger.js";
 import { RateLimitedWarning } from "../../common/rate-limited-warning.js";
 import type { Event } from "../../gen/aigw/v1/events_pb.js";
-import { encodeEventBatch } from "./batch-encoder.js";
+import { BatchBody } from "./batch-encoder.js";
 import {
   encodeRecord,
   parseSegment,
@@ -246,9 +246,24 @@ export class Spool {
    * or undefined when the spool is full (or closed): the caller counts those events as dropped.
    */
   append(events: Event[]): number | undefined {
-    if (this.closed) return undefined;
+    const body = new BatchBody();
+    for (const event of events) body.add(event);
+    return this.appendBody(body);
+  }
+
+  /**
+   * Appends the batch whose events were written into `body` as they came (the uplink's way:
+   * sealing is one copy); the body is spent either way. Returns its seq, or undefined when
+   * there is no room (the caller counts the events dropped) or the spool is closed.
+   */
+  appendBody(body: BatchBody): number | undefined {
+    if (this.closed) {
+      body.discard();
+      return undefined;
+    }
     const seq = this.lastSeqValue + 1;
-    const payload = encodeEventBatch(seq, events);
+    const events = body.count;
+    const payload = body.finish(seq);
     const recordBytes = RECORD_HEADER_BYTES + payload.length;
     if (this.totalBytes + recordBytes > this.maxBytes) return undefined;
     if (this.memoryBytesValue + payload.length > this.memoryMaxBytes) {
@@ -260,10 +275,10 @@ export class Spool {
     this.totalBytes += recordBytes;
     this.memoryBytesValue += payload.length;
     this.unwrittenBytesValue += payload.length;
-    this.pendingEventsValue += events.length;
+    this.pendingEventsValue += events;
     this.entries.push({
       seq,
-      events: events.length,
+      events,
       payload,
       payloadBytes: payload.length,
       sealedAt: performance.now(),

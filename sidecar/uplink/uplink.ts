@@ -22,6 +22,7 @@ import {
 } from "./grpc-client.js";
 import { RateLimitedWarning } from "../../common/rate-limited-warning.js";
 import { loadOrCreateSidecarId } from "./sidecar-id.js";
+import { BatchBody } from "./batch-encoder.js";
 import { Spool } from "./spool.js";
 
 export interface UplinkOptions {
@@ -194,7 +195,12 @@ export class Uplink implements EventPublisher {
 
   private spool: Spool | undefined;
   private sidecarId = "";
-  private buffer: Event[] = [];
+  /** The batch events are written into as they are published (batch-encoder.ts). */
+  private openBody: BatchBody | undefined;
+  /** Bodies that reached batchMaxEvents, waiting to be sealed (before start(), or within a turn). */
+  private fullBodies: BatchBody[] = [];
+  /** Events published and not yet sealed into a batch (in openBody and fullBodies). */
+  private buffered = 0;
   private lingerTimer: NodeJS.Timeout | undefined;
   private sealScheduled = false;
   private stream: ActiveStream | undefined;
@@ -271,11 +277,19 @@ export class Uplink implements EventPublisher {
         this.countDropped(1, "closed");
         return;
       }
-      if (this.buffer.length >= this.maxBufferedEvents) {
+      if (this.buffered >= this.maxBufferedEvents) {
         this.countDropped(1, "buffer full");
         return;
       }
-      this.buffer.push(event);
+      // Written into its batch now: sealing is then one copy, and the event object dies young.
+      this.openBody ??= new BatchBody();
+      const body = this.openBody;
+      body.add(event);
+      this.buffered++;
+      if (body.count >= this.batchMaxEvents) {
+        this.fullBodies.push(body);
+        this.openBody = undefined;
+      }
       // One check per turn of the event loop, however many events a turn publishes.
       if (!this.sealScheduled) {
         this.sealScheduled = true;
@@ -327,7 +341,13 @@ export class Uplink implements EventPublisher {
     if (this.closed) return;
     this.seal(false);
     // Published before start() finished: nowhere durable to put them.
-    if (this.buffer.length > 0) this.countDropped(this.buffer.splice(0).length, "closed before start");
+    if (this.buffered > 0) {
+      for (const body of [...this.fullBodies, ...(this.openBody ? [this.openBody] : [])]) body.discard();
+      this.fullBodies = [];
+      this.openBody = undefined;
+      this.countDropped(this.buffered, "closed before start");
+      this.buffered = 0;
+    }
     this.closed = true;
     clearTimeout(this.lingerTimer);
     clearTimeout(this.reconnectTimer);
@@ -357,8 +377,8 @@ export class Uplink implements EventPublisher {
       ackedSeq: spool?.ackedSeq ?? 0,
       lastSeq: spool?.lastSeq ?? 0,
       pendingBatches: spool?.pendingBatches ?? 0,
-      bufferedEvents: this.buffer.length,
-      queuedEvents: this.buffer.length + (spoolStats?.pendingEvents ?? 0),
+      bufferedEvents: this.buffered,
+      queuedEvents: this.buffered + (spoolStats?.pendingEvents ?? 0),
       spooledEvents: spoolStats?.spooledEvents ?? 0,
       spooledBytes: spoolStats?.diskBytes ?? 0,
       memoryBytes: spoolStats?.memoryBytes ?? 0,
@@ -380,14 +400,14 @@ export class Uplink implements EventPublisher {
   /** After the events of one turn: send now if nothing is in flight, else batch until the ack. */
   private readonly sealCheck = (): void => {
     this.sealScheduled = false;
-    if (this.buffer.length === 0 || !this.spool) return;
+    if (this.buffered === 0 || !this.spool) return;
     const stream = this.stream;
     if (stream?.established && stream.inflight.length === 0) {
       this.seal(false);
       return;
     }
-    if (this.buffer.length >= this.batchMaxEvents) this.seal(true);
-    if (this.buffer.length > 0 && this.lingerTimer === undefined) {
+    if (this.fullBodies.length > 0) this.seal(true);
+    if (this.buffered > 0 && this.lingerTimer === undefined) {
       this.lingerTimer = setTimeout(() => {
         this.lingerTimer = undefined;
         this.seal(false);
@@ -398,18 +418,21 @@ export class Uplink implements EventPublisher {
   /** Seals buffered events into batches (only full ones when `fullOnly`) and sends what the window allows. */
   private seal(fullOnly: boolean): void {
     const spool = this.spool;
-    if (!spool || this.buffer.length === 0) return;
-    const buffered = this.buffer;
-    const count = fullOnly ? buffered.length - (buffered.length % this.batchMaxEvents) : buffered.length;
-    if (count === 0) return;
-    this.buffer = count === buffered.length ? [] : buffered.slice(count);
-    if (this.buffer.length === 0) {
+    if (!spool || this.buffered === 0) return;
+    const bodies = this.fullBodies;
+    if (!fullOnly && this.openBody !== undefined) {
+      bodies.push(this.openBody);
+      this.openBody = undefined;
+    }
+    if (bodies.length === 0) return;
+    this.fullBodies = [];
+    for (const body of bodies) {
+      this.buffered -= body.count;
+      if (spool.appendBody(body) === undefined) this.countDropped(body.count, "spool full");
+    }
+    if (this.buffered === 0) {
       clearTimeout(this.lingerTimer);
       this.lingerTimer = undefined;
-    }
-    for (let start = 0; start < count; start += this.batchMaxEvents) {
-      const events = buffered.slice(start, Math.min(count, start + this.batchMaxEvents));
-      if (spool.append(events) === undefined) this.countDropped(events.length, "spool full");
     }
     void this.pump();
   }
@@ -580,7 +603,7 @@ export class Uplink implements EventPublisher {
       this.flushWaiters = this.flushWaiters.filter((w) => w.target > acked);
     }
     // The adaptive linger: what gathered while the batch was in flight goes now, as one batch.
-    if (stream.inflight.length === 0 && this.buffer.length > 0) this.seal(false);
+    if (stream.inflight.length === 0 && this.buffered > 0) this.seal(false);
     else void this.pump();
   }
 

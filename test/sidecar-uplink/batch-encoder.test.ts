@@ -6,7 +6,7 @@ import { EVENT_ID_PATTERN, newEventId, newRequestId, ulid } from "../../common/i
 import { type Event, EventSchema } from "../../gen/aigw/v1/events_pb.js";
 import { EventBatchSchema } from "../../gen/aigw/v1/ingest_pb.js";
 import { completionEvent, errorEvent, rateLimitEvent, streamingEvent } from "../../sidecar/proxy/events.js";
-import { encodeEventBatch } from "../../sidecar/uplink/batch-encoder.js";
+import { BatchBody, encodeEventBatch } from "../../sidecar/uplink/batch-encoder.js";
 
 // The sidecar's own batch encoder must write the bytes protobuf-es writes, for every event
 // a sidecar can make and for any other, and refuse what protobuf-es refuses.
@@ -177,6 +177,45 @@ describe("encodeEventBatch", () => {
     // The next batch is unharmed by the one refused.
     const good = create(EventSchema, { id: "evt_2" });
     expect(Buffer.from(encodeEventBatch(2, [good]))).toEqual(Buffer.from(reference(2, [good])));
+  });
+
+  it("writes the same bytes when the events are added one at a time, several batches open at once", () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.array(event, { maxLength: 8 }), { minLength: 1, maxLength: 4 }),
+        fc.nat(),
+        (batches, seq) => {
+          // Interleaved: every body gets its next event in turn, as the uplink's open and full bodies may.
+          const bodies = batches.map(() => new BatchBody());
+          for (let i = 0; i < Math.max(...batches.map((b) => b.length)); i++) {
+            batches.forEach((events, b) => {
+              if (i < events.length) bodies[b]!.add(events[i]!);
+            });
+          }
+          bodies.forEach((body, b) => {
+            expect(body.count).toBe(batches[b]!.length);
+            expect(Buffer.from(body.finish(seq + b))).toEqual(Buffer.from(reference(seq + b, batches[b]!)));
+          });
+        },
+      ),
+      { numRuns: 200 },
+    );
+  });
+
+  it("keeps nothing of an event protobuf-es refuses: the body goes on with the next ones", () => {
+    const bad = create(EventSchema, { id: "evt_1", payload: { case: "completion", value: { tokensUsed: 1 } } });
+    (bad.payload.value as { tokensUsed: number }).tokensUsed = -1;
+    const good = [create(EventSchema, { id: "evt_2" }), create(EventSchema, { id: "evt_3" })];
+    const body = new BatchBody();
+    body.add(good[0]!);
+    const bytes = body.bytes;
+    expect(() => body.add(bad)).toThrow(/tokens_used/);
+    expect(body.count).toBe(1);
+    expect(body.bytes).toBe(bytes);
+    body.add(good[1]!);
+    expect(Buffer.from(body.finish(4))).toEqual(Buffer.from(reference(4, good)));
+    expect(() => body.finish(5)).toThrow(/finish\(\) twice/);
+    expect(() => body.add(good[0]!)).toThrow(/after finish/);
   });
 
   it("encodes the events the proxy builds; they decode to what `create` makes of the same fields", () => {

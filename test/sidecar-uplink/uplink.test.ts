@@ -319,6 +319,24 @@ describe("Uplink", () => {
     expect(plane.storedEventIds()).toEqual(ids);
   });
 
+  it("drops an event protobuf would refuse on its own, with an error log; the events around it are delivered", async () => {
+    const plane = await controlPlane();
+    const uplink = uplinkTo(plane.target, { batchMaxEvents: 4 });
+    await uplink.start();
+    const before = publishMany(uplink, 3);
+    const bad = completionEvent();
+    if (bad.payload.case !== "completion") throw new Error("a completion event was expected");
+    (bad.payload.value as { tokensUsed: number }).tokensUsed = -1;
+    expect(() => uplink.publish(bad)).not.toThrow();
+    const after = publishMany(uplink, 6);
+    await uplink.flush();
+    expect(plane.storedEventIds()).toEqual([...before, ...after]);
+    expect(uplink.stats()).toMatchObject({ dropped: 1, bufferedEvents: 0 });
+    expect(
+      log.lines.some((line) => String(line.msg).includes("publish failed; event dropped") && line.level === 50),
+    ).toBe(true);
+  });
+
   it("counts drops when the spool is full and publish never throws", async () => {
     const port = await unusedPort();
     const uplink = uplinkTo(`127.0.0.1:${port}`, { maxSpoolBytes: 8 * 1024, batchMaxEvents: 16 });
