@@ -1,7 +1,6 @@
 import { EventEmitter } from "node:events";
 import { STATUS_CODES, type Server as HttpServer } from "node:http";
-import type { Server as NetServer, Socket } from "node:net";
-import { createServer as createNetServer } from "node:net";
+import { createServer as createNetServer, type Server as NetServer, Socket } from "node:net";
 import { Readable } from "node:stream";
 import { COALESCE_BYTES, headerLinesValid, isNamed, LENGTH_DIGITS, valueAt, withHead } from "./headers.js";
 import { turnWrites } from "./turn-writes.js";
@@ -81,6 +80,7 @@ const AIGW_PATH = "/aigw/";
 enum State {
   Head,
   Body,
+
   /** The request was read; its response is being written. */
   Answering,
   Done,
@@ -128,6 +128,8 @@ class LeanConnection {
   private readStopped = false;
   /** When the current request's first byte came (the connection's start for the first one); 0 when none is being read. */
   private requestStartedAt: number;
+  /** The socket reads into READ_BUFFER (readIntoSharedBuffer). */
+  private readonly sharedBuffer: boolean;
   /** When the connection went idle after a response (keep-alive); 0 while not idle. */
   private idleSince = 0;
 
@@ -142,6 +144,7 @@ class LeanConnection {
     // read), not through the Readable's buffer, a 'data' event and a nextTick per read: that
     // machinery was ~5 % of the sidecar's main thread under load.
     (socket as unknown as { push: unknown }).push = this.pushed;
+    this.sharedBuffer = readIntoSharedBuffer(socket, this.pushed);
     socket.on("end", this.onEnd);
     socket.on("error", this.onError);
     socket.on("close", this.onClose);
@@ -462,6 +465,9 @@ class LeanConnection {
     const socket = this.socket;
     // Reads go through the Readable again (node's server reads the socket itself).
     delete (socket as unknown as { push?: unknown }).push;
+    // Still into the shared buffer (a handle cannot be given its own allocations back), but
+    // each read is pushed to the Readable, as node's read callback does without one.
+    if (this.sharedBuffer) setReadCallback(socket, (chunk) => socket.push(chunk));
     socket.off("end", this.onEnd);
     socket.off("error", this.onError);
     socket.off("close", this.onClose);
@@ -804,4 +810,67 @@ export class LeanResponse extends EventEmitter {
     this.destroyed = true;
     if (!this.ended) this.emit("close");
   }
+}
+
+/**
+ * Client sockets read into one buffer, as node:net's `onread` option makes client sockets do
+ * (the upstream's already do, lean-upstream.ts): without it each read allocates 64 KiB, shrinks
+ * it to what was read and makes an ArrayBuffer of it, and every scavenge then sweeps those one by
+ * one (`scavenge.sweep_array_buffers`, about half of each pause at 16 connections, measured with
+ * `--trace-gc-nvp`). A server's sockets have no such option, so the socket is given the same
+ * buffer and callback `onread` would give it: node:net's own slots for them, found by name on a
+ * socket made for the purpose. Where this Node has no such slots, or the handle cannot read into
+ * a buffer of ours, reads come as before. Reads are handled one at a time and copied out at once
+ * (a pooled copy of the few hundred bytes a request usually is), so one buffer serves every socket.
+ */
+const READ_BUFFER = Buffer.allocUnsafe(64 * 1024);
+
+interface UserBufferSlots {
+  buffer: symbol;
+  callback: symbol;
+  generator: symbol;
+}
+
+const USER_BUFFER_SLOTS = userBufferSlots();
+
+function userBufferSlots(): UserBufferSlots | undefined {
+  try {
+    const probe = new Socket();
+    const symbols = Object.getOwnPropertySymbols(probe);
+    const find = (name: string) => symbols.find((s) => s.description === name);
+    const buffer = find("kBuffer");
+    const callback = find("kBufferCb");
+    const generator = find("kBufferGen");
+    probe.destroy();
+    return buffer && callback && generator ? { buffer, callback, generator } : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The bytes just read into READ_BUFFER, copied out (the buffer is reused by the next read). */
+function readBytes(bytes: number): Buffer {
+  const chunk = Buffer.allocUnsafe(bytes);
+  READ_BUFFER.copy(chunk, 0, 0, bytes);
+  return chunk;
+}
+
+/** Has `socket` read into READ_BUFFER, handing each read to `onRead`; false where it cannot. Exported for tests. */
+export function readIntoSharedBuffer(socket: Socket, onRead: (chunk: Buffer) => boolean): boolean {
+  const slots = USER_BUFFER_SLOTS;
+  const handle = (socket as unknown as { _handle?: { useUserBuffer?: (buffer: Uint8Array) => void } })._handle;
+  if (slots === undefined || typeof handle?.useUserBuffer !== "function") return false;
+  const target = socket as unknown as Record<symbol, unknown>;
+  if (target[slots.buffer] !== null || target[slots.callback] !== null) return false;
+  handle.useUserBuffer(READ_BUFFER);
+  target[slots.buffer] = READ_BUFFER;
+  target[slots.generator] = null;
+  setReadCallback(socket, onRead);
+  return true;
+}
+
+/** Where a socket reading into READ_BUFFER hands its reads from now on. Exported for tests. */
+export function setReadCallback(socket: Socket, onRead: (chunk: Buffer) => boolean): void {
+  const slots = USER_BUFFER_SLOTS!;
+  (socket as unknown as Record<symbol, unknown>)[slots.callback] = (bytes: number): boolean => onRead(readBytes(bytes));
 }

@@ -153,7 +153,7 @@ interface FlushWaiter {
 }
 
 // The stream's request side carries pre-encoded ConnectRequest bytes: a batch is encoded
-// once, when sealed, and the same bytes go to the spool and to the wire.
+// once, its events as they are published, and the same bytes go to the spool and to the wire.
 const CONNECT_PATH = `/${IngestService.typeName}/${IngestService.method.connect.name}`;
 // A stream that lived this long was a real connection: the next failure starts backoff afresh.
 const HEALTHY_STREAM_MS = 10_000;

@@ -1,7 +1,13 @@
 import { Agent, createServer as createHttpServer, request as httpRequest, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
+import { type AddressInfo, connect, createServer as createNetServer, type Socket } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createLeanServer, type LeanServer, takeWholeBody } from "../../sidecar/proxy/lean-server.js";
+import {
+  createLeanServer,
+  type LeanServer,
+  readIntoSharedBuffer,
+  setReadCallback,
+  takeWholeBody,
+} from "../../sidecar/proxy/lean-server.js";
 import { LeanPool } from "../../sidecar/proxy/lean-upstream.js";
 
 // The lean upstream client reads every plain-TCP socket into one shared buffer (node:net's
@@ -177,3 +183,108 @@ describe("lean server: a body taken whole", () => {
     }
   });
 });
+
+describe("lean server: client sockets read into one shared buffer", () => {
+  /** A TCP server whose accepted sockets are handed to `accept`, and a connected client per call. */
+  async function pairs(
+    count: number,
+    accept: (socket: Socket, index: number) => void,
+  ): Promise<{ clients: Socket[]; close: () => Promise<void> }> {
+    let accepted = 0;
+    const server = createNetServer((socket) => accept(socket, accepted++));
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const { port: serverPort } = server.address() as AddressInfo;
+    const clients = await Promise.all(
+      Array.from(
+        { length: count },
+        () =>
+          new Promise<Socket>((resolve, reject) => {
+            const client = connect(serverPort, "127.0.0.1", () => resolve(client));
+            client.on("error", reject);
+          }),
+      ),
+    );
+    return {
+      clients,
+      close: async () => {
+        for (const c of clients) c.destroy();
+        await new Promise((resolve) => server.close(resolve));
+      },
+    };
+  }
+
+  it("8 sockets sending at once in small writes each get exactly their own bytes, then the Readable's again", async () => {
+    const size = 256 * 1024;
+    const received: Buffer[][] = [];
+    const engaged: boolean[] = [];
+    const handedOver: Buffer[][] = [];
+    const done: Promise<void>[] = [];
+    const { clients, close } = await pairs(8, (socket, index) => {
+      received[index] = [];
+      handedOver[index] = [];
+      let total = 0;
+      done[index] = new Promise<void>((resolve) => {
+        engaged[index] = readIntoSharedBuffer(socket, (chunk) => {
+          received[index]!.push(chunk);
+          total += chunk.length;
+          if (total >= size) {
+            // Hand over: from now on reads go to the socket's Readable ('data' events).
+            setReadCallback(socket, (c) => socket.push(c));
+            socket.on("data", (c: Buffer) => handedOver[index]!.push(c));
+            socket.once("end", () => resolve());
+          }
+          return true;
+        });
+      });
+    });
+    try {
+      await waitForAccepted(() => received.length === 8);
+      // Interleaved writes of 1–7 KiB from every client, so reads of different sockets alternate.
+      const bodies = clients.map((_, i) => pattern(i, size));
+      const tails = clients.map((_, i) => pattern(100 + i, 10_000));
+      for (let offset = 0; offset < size; ) {
+        const step = 1024 * (1 + (offset % 7));
+        for (let i = 0; i < clients.length; i++) clients[i]!.write(bodies[i]!.subarray(offset, offset + step));
+        offset += step;
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+      // Sent once the whole body is in, so that it reaches the Readable.
+      await waitForAccepted(() => received.every((chunks) => Buffer.concat(chunks).length >= size));
+      for (let i = 0; i < clients.length; i++) clients[i]!.end(tails[i]!);
+      await Promise.all(done);
+      expect(engaged).toEqual(Array(8).fill(true));
+      for (let i = 0; i < clients.length; i++) {
+        expect(Buffer.concat(received[i]!).equals(bodies[i]!)).toBe(true);
+        expect(Buffer.concat(handedOver[i]!).equals(tails[i]!)).toBe(true);
+      }
+    } finally {
+      await close();
+    }
+  });
+
+  it("leaves a socket that already reads into a buffer of its own as it is", async () => {
+    // A client socket given node:net's `onread` (as the lean upstream's are).
+    const server = createNetServer((s) => s.end());
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const socket = connect({
+      port: (server.address() as AddressInfo).port,
+      host: "127.0.0.1",
+      onread: { buffer: Buffer.alloc(1024), callback: () => true },
+    });
+    try {
+      await new Promise((resolve) => socket.once("connect", resolve));
+      expect(readIntoSharedBuffer(socket, () => true)).toBe(false);
+    } finally {
+      socket.destroy();
+      await new Promise((resolve) => server.close(resolve));
+    }
+  });
+});
+
+async function waitForAccepted(check: () => boolean): Promise<void> {
+  const deadline = Date.now() + 20_000;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error("lean reads: condition not met within 20 s");
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
