@@ -80,7 +80,6 @@ const AIGW_PATH = "/aigw/";
 enum State {
   Head,
   Body,
-
   /** The request was read; its response is being written. */
   Answering,
   Done,
