@@ -173,26 +173,29 @@ function checkControlPlaneAddress(address: string): void {
 export const DEFAULT_IDLE_COLLECTION_MS = 30_000;
 
 function idleCollectionFromEnvironment(): number {
-  const value = process.env.AIGW_SIDECAR_IDLE_GC;
-  if (value === undefined || value.trim() === "") return DEFAULT_IDLE_COLLECTION_MS;
-  const seconds = Number(value);
-  if (!Number.isFinite(seconds) || seconds < 0 || seconds > 86_400) {
-    throw new Error(
-      `AIGW_SIDECAR_IDLE_GC: ${JSON.stringify(value)} is not a number of seconds (expected 0..86400; 0 turns the idle collection off)`,
-    );
-  }
-  return seconds * 1000;
+  const seconds = numberFromEnvironment(
+    "AIGW_SIDECAR_IDLE_GC",
+    86_400,
+    "a number of seconds (expected 0..86400; 0 turns the idle collection off)",
+  );
+  return seconds === undefined ? DEFAULT_IDLE_COLLECTION_MS : seconds * 1000;
 }
 
 /** The young generation's bound: 8 MiB unless AIGW_SIDECAR_YOUNG_GENERATION_MB says (0: V8's own sizing). */
 function youngGenerationFromEnvironment(): number {
-  const value = process.env.AIGW_SIDECAR_YOUNG_GENERATION_MB;
-  if (value === undefined || value.trim() === "") return DEFAULT_YOUNG_GENERATION_BYTES;
-  const mb = Number(value);
-  if (!Number.isFinite(mb) || mb < 0 || mb > 1024) {
-    throw new Error(
-      `AIGW_SIDECAR_YOUNG_GENERATION_MB: ${JSON.stringify(value)} is not a size in MiB (expected 0..1024; 0 leaves V8's own sizing)`,
-    );
-  }
-  return mb * 1024 * 1024;
+  const mb = numberFromEnvironment(
+    "AIGW_SIDECAR_YOUNG_GENERATION_MB",
+    1024,
+    "a size in MiB (expected 0..1024; 0 leaves V8's own sizing)",
+  );
+  return mb === undefined ? DEFAULT_YOUNG_GENERATION_BYTES : mb * 1024 * 1024;
+}
+
+/** A number from 0 to `max` in the environment variable `name`; undefined when unset or blank; else refuses, naming it. */
+function numberFromEnvironment(name: string, max: number, expected: string): number | undefined {
+  const value = process.env[name];
+  if (value === undefined || value.trim() === "") return undefined;
+  const n = Number(value);
+  if (!Number.isFinite(n) || n < 0 || n > max) throw new Error(`${name}: ${JSON.stringify(value)} is not ${expected}`);
+  return n;
 }

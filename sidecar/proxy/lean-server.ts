@@ -2,6 +2,7 @@ import { EventEmitter } from "node:events";
 import { STATUS_CODES, type Server as HttpServer } from "node:http";
 import { createServer as createNetServer, type Server as NetServer, Socket } from "node:net";
 import { Readable } from "node:stream";
+import { READ_BUFFER, readBytes } from "./read-buffer.js";
 import { COALESCE_BYTES, headerLinesValid, isNamed, LENGTH_DIGITS, valueAt, withHead } from "./headers.js";
 import { turnWrites } from "./turn-writes.js";
 
@@ -812,18 +813,15 @@ export class LeanResponse extends EventEmitter {
 }
 
 /**
- * Client sockets read into one buffer, as node:net's `onread` option makes client sockets do
- * (the upstream's already do, lean-upstream.ts): without it each read allocates 64 KiB, shrinks
- * it to what was read and makes an ArrayBuffer of it, and every scavenge then sweeps those one by
- * one (`scavenge.sweep_array_buffers`, about half of each pause at 16 connections, measured with
- * `--trace-gc-nvp`). A server's sockets have no such option, so the socket is given the same
- * buffer and callback `onread` would give it: node:net's own slots for them, found by name on a
- * socket made for the purpose. Where this Node has no such slots, or the handle cannot read into
- * a buffer of ours, reads come as before. Reads are handled one at a time and copied out at once
- * (a pooled copy of the few hundred bytes a request usually is), so one buffer serves every socket.
+ * Client sockets read into the proxy's one read buffer (read-buffer.ts), as node:net's `onread`
+ * makes the upstream's do: without it each read allocates 64 KiB, shrinks it to what was read
+ * and makes an ArrayBuffer of it, and every scavenge then sweeps those one by one
+ * (`scavenge.sweep_array_buffers`, about half of each pause at 16 connections, measured with
+ * `--trace-gc-nvp`). A server's sockets have no such option, so the socket is given the buffer
+ * and callback `onread` would give it: node:net's own slots for them, found by name on a socket
+ * made for the purpose. Where this Node has no such slots, or the handle cannot read into a
+ * buffer of ours, reads come as before.
  */
-const READ_BUFFER = Buffer.allocUnsafe(64 * 1024);
-
 interface UserBufferSlots {
   buffer: symbol;
   callback: symbol;
@@ -845,13 +843,6 @@ function userBufferSlots(): UserBufferSlots | undefined {
   } catch {
     return undefined;
   }
-}
-
-/** The bytes just read into READ_BUFFER, copied out (the buffer is reused by the next read). */
-function readBytes(bytes: number): Buffer {
-  const chunk = Buffer.allocUnsafe(bytes);
-  READ_BUFFER.copy(chunk, 0, 0, bytes);
-  return chunk;
 }
 
 /** Has `socket` read into READ_BUFFER, handing each read to `onRead`; false where it cannot. Exported for tests. */

@@ -11,6 +11,7 @@ import {
   valueAt,
   withHead,
 } from "./headers.js";
+import { READ_BUFFER, readBytes } from "./read-buffer.js";
 import { turnWrites } from "./turn-writes.js";
 
 /**
@@ -69,22 +70,6 @@ const TCP_KEEP_ALIVE_MS = 60_000;
 const KEEP_ALIVE_TIMEOUT = /timeout=(\d+)/i;
 const CHUNKED_LAST = /(?:^|,)\s*chunked\s*$/i;
 const CLOSE_TOKEN = /(?:^|,)\s*close\s*(?:,|$)/i;
-
-/**
- * Plain-TCP upstream sockets read into this one buffer (node:net's `onread`) instead of a
- * fresh 64 KiB allocation per read pushed through the socket's Readable (a 'data' event and
- * a nextTick per read). Reads are handled one at a time and what was read is copied out at
- * once (a pooled copy of the few hundred bytes a response usually is), so one buffer serves
- * every socket. TLS sockets read as streams do.
- */
-const READ_BUFFER = Buffer.allocUnsafe(64 * 1024);
-
-/** The bytes just read into READ_BUFFER, copied out (the buffer is reused by the next read). */
-function readBytes(bytes: number): Buffer {
-  const chunk = Buffer.allocUnsafe(bytes);
-  READ_BUFFER.copy(chunk, 0, 0, bytes);
-  return chunk;
-}
 
 function codedError(message: string, code: string, name: string, cause?: unknown): Error {
   const err = new Error(message, cause === undefined ? undefined : { cause });
@@ -175,6 +160,7 @@ export class LeanPool {
       : connectTcp({
           host: this.hostname,
           port: this.port,
+          // Plain TCP reads into the proxy's one read buffer (read-buffer.ts); TLS sockets read as streams do.
           onread: {
             buffer: READ_BUFFER,
             callback: (bytes) => {

@@ -20,9 +20,19 @@ import {
  * so it is written, or refused with protobuf-es's error, exactly as before.
  */
 export function encodeEventBatch(seq: number, events: readonly Event[]): Uint8Array {
+  return batchBodyOf(events).finish(seq);
+}
+
+/** A body holding these events (its buffer given back if one of them is refused, and the error thrown). */
+export function batchBodyOf(events: readonly Event[]): BatchBody {
   const body = new BatchBody();
-  for (let i = 0; i < events.length; i++) body.add(events[i]!);
-  return body.finish(seq);
+  try {
+    for (let i = 0; i < events.length; i++) body.add(events[i]!);
+  } catch (error) {
+    body.discard();
+    throw error;
+  }
+  return body;
 }
 
 /**

@@ -3,7 +3,7 @@ import { join } from "node:path";
 import type { Logger } from "../../common/logger.js";
 import { RateLimitedWarning } from "../../common/rate-limited-warning.js";
 import type { Event } from "../../gen/aigw/v1/events_pb.js";
-import { BatchBody } from "./batch-encoder.js";
+import { type BatchBody, batchBodyOf } from "./batch-encoder.js";
 import {
   encodeRecord,
   parseSegment,
@@ -246,9 +246,7 @@ export class Spool {
    * or undefined when the spool is full (or closed): the caller counts those events as dropped.
    */
   append(events: Event[]): number | undefined {
-    const body = new BatchBody();
-    for (const event of events) body.add(event);
-    return this.appendBody(body);
+    return this.appendBody(batchBodyOf(events));
   }
 
   /**
